@@ -1,0 +1,151 @@
+"""Typed configuration with the paper's values as defaults (protocol.md §1).
+
+Every setting of the Figure-10 protocol lives in one frozen dataclass, :class:`Config`, so that a
+run is fully described by it (it is written verbatim into every results JSON) and a sweep can vary
+any field by name. Invalid values raise :class:`ConfigError` at construction, before any compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+LOSSES = ("kl", "mse")
+DATASETS = ("mnist", "fashion-mnist")
+#: The six models of Figure 10, in the paper's order. Results are keyed by these names.
+MODELS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and what to do."""
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(
+            f"{name} = {value!r} is invalid: it must be an integer >= {low}."
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one subliminal-learning experiment (paper defaults, protocol.md §1).
+
+    Model: an MLP ``input_dim -> hidden_widths... -> n_classes + aux_logits`` with ReLU.
+    Teacher: Adam(``learning_rate``), ``batch_size``, ``teacher_epochs`` epochs of cross-entropy
+    on the class logits. Students: ``student_epochs`` epochs imitating the teacher on a fixed set
+    of ``n_noise`` uniform-noise images in [-1, 1], with ``loss`` (``"kl"``: KL between softmaxes,
+    the paper; ``"mse"``: squared error on raw logits, Jiang et al.) over the aux logits only or
+    over all logits. ``n_runs`` independent runs derive their keys from ``seed``.
+
+    ``run_batch`` is how many runs one device advances together (a ``vmap`` inside a
+    ``lax.map``); ``None`` picks a size suited to the platform. It changes speed and memory; the
+    numbers are bit-identical for the same ``run_batch`` on the same platform, whatever the number
+    of devices, while a different ``run_batch`` may change float rounding (batched matmuls).
+    """
+
+    hidden_widths: tuple[int, ...] = (256, 256)
+    aux_logits: int = 3
+    n_classes: int = 10
+    input_dim: int = 784
+    learning_rate: float = 3e-4
+    batch_size: int = 1024
+    teacher_epochs: int = 5
+    student_epochs: int = 5
+    n_noise: int = 60_000
+    loss: str = "kl"
+    n_runs: int = 100
+    seed: int = 0
+    dataset: str = "mnist"
+    run_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        widths = self.hidden_widths
+        if isinstance(widths, list):
+            object.__setattr__(self, "hidden_widths", tuple(widths))
+            widths = self.hidden_widths
+        if not isinstance(widths, tuple) or len(widths) == 0:
+            raise ConfigError(
+                f"hidden_widths = {widths!r} is invalid: give at least one hidden layer width, "
+                "e.g. (256, 256)."
+            )
+        for i, w in enumerate(widths):
+            _positive_int(f"hidden_widths[{i}]", w)
+        if isinstance(self.aux_logits, bool) or not isinstance(self.aux_logits, int) or self.aux_logits < 1:
+            raise ConfigError(
+                f"aux_logits (m) = {self.aux_logits!r} is invalid: the aux-only student imitates "
+                "the m auxiliary logits, so m must be an integer >= 1 (the paper uses m = 3)."
+            )
+        _positive_int("n_classes", self.n_classes)
+        if self.n_classes < 2:
+            raise ConfigError(f"n_classes = {self.n_classes} is invalid: a classifier needs >= 2 classes.")
+        _positive_int("input_dim", self.input_dim)
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ConfigError(
+                f"learning_rate = {self.learning_rate!r} is invalid: it must be a positive number "
+                "(the paper uses 3e-4)."
+            )
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("teacher_epochs", self.teacher_epochs, allow_zero=True)
+        _positive_int("student_epochs", self.student_epochs, allow_zero=True)
+        _positive_int("n_noise", self.n_noise)
+        if self.batch_size > self.n_noise:
+            raise ConfigError(
+                f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower "
+                "batch_size or raise n_noise so that at least one batch of noise exists."
+            )
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss = {self.loss!r} is invalid: choose one of {LOSSES}.")
+        _positive_int("n_runs", self.n_runs)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer >= 0.")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
+        if self.run_batch is not None:
+            _positive_int("run_batch", self.run_batch)
+
+    @property
+    def n_outputs(self) -> int:
+        """Total number of logits, ``n_classes + m``."""
+        return self.n_classes + self.aux_logits
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """``(input_dim, *hidden_widths, n_outputs)``."""
+        return (self.input_dim, *self.hidden_widths, self.n_outputs)
+
+    def check_data(self, n_train: int, input_dim: int) -> None:
+        """Check the settings against a loaded dataset (a batch no larger than the data)."""
+        if input_dim != self.input_dim:
+            raise ConfigError(
+                f"input_dim = {self.input_dim} does not match the data's {input_dim} features."
+            )
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size = {self.batch_size} is larger than the {n_train} training examples: "
+                "lower batch_size."
+            )
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values (tuples become lists)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["hidden_widths"] = list(self.hidden_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(names)}")
+        d = dict(d)
+        if "hidden_widths" in d:
+            d["hidden_widths"] = tuple(d["hidden_widths"])
+        return cls(**d)

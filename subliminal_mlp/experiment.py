@@ -1,0 +1,182 @@
+"""The Figure-10 experiment (protocol.md §1): N runs of reference, teacher and four students.
+
+Run ``i`` derives every key from ``fold_in(PRNGKey(seed), i)``, so its numbers do not depend on
+how many runs are made (except the cross-model students, see below), on how runs are batched,
+or on how many devices share them. Within a run:
+
+* ``reference``: the shared initialisation θ0 ~ N(0, 1/fan_in);
+* ``teacher``: θ0 trained on the task (class cross-entropy);
+* ``student_aux`` / ``student_all``: θ0 distilled on the teacher's aux / all logits over noise;
+* ``cross_aux`` / ``cross_all``: the same students started from the reference of run
+  ``(i + 1) mod max(N, 2)`` — a different initialisation, same teacher, same noise.
+
+The whole experiment is one jitted program. The run axis is split over all local devices with
+``shard_map``; on each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs
+together (a ``vmap``) and loops over the groups. The teacher phase runs for all runs first, then
+the distillation phase, in which the teacher's logits on each noise batch are computed once and
+shared by the four students that imitate it, and all six models are evaluated. Memory grows with
+``run_batch``, not with N: noise is generated batch by batch and nothing is stored per run beyond
+the teacher's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .config import MODELS, Config
+from .model import accuracy, init_params, logit_mask
+from .training import distill_students, train_teacher
+
+# Key streams within a run.
+_INIT, _TEACHER_SHUFFLE, _NOISE, _STUDENT_SHUFFLE = 0, 1, 2, 3
+#: Which reference each distilled student starts from, and which logits it imitates.
+STUDENTS = (("student_aux", "own", "aux"), ("student_all", "own", "all"),
+            ("cross_aux", "cross", "aux"), ("cross_all", "cross", "all"))
+
+
+def run_key(seed: int, run: int | jax.Array) -> jax.Array:
+    """The key of run ``run`` of the experiment seeded ``seed``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), run)
+
+
+def run_keys(seed: int, run: int | jax.Array) -> dict[str, jax.Array]:
+    """Named keys of one run: ``init``, ``teacher_shuffle``, ``noise``, ``student_shuffle``."""
+    k = run_key(seed, run)
+    return {"init": jax.random.fold_in(k, _INIT), "teacher_shuffle": jax.random.fold_in(k, _TEACHER_SHUFFLE),
+            "noise": jax.random.fold_in(k, _NOISE), "student_shuffle": jax.random.fold_in(k, _STUDENT_SHUFFLE)}
+
+
+def cross_run(run: int | jax.Array, n_runs: int):
+    """The run whose reference initialises run ``run``'s cross-model students."""
+    return (run + 1) % max(n_runs, 2)
+
+
+def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:
+    """Runs advanced together per device: 1 on CPU (the matmuls already fill the cores), more on GPU."""
+    if cfg.run_batch is not None:
+        return min(cfg.run_batch, n_local)
+    return 1 if platform == "cpu" else min(n_local, 32)
+
+
+def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callable[[int, Any], None]] = None):
+    """The jitted experiment: ``(run_ids, train_x, train_y, test_x, test_y) -> accuracies (N, 6)``.
+
+    ``run_ids`` is sharded over ``mesh``'s ``"runs"`` axis; the data are replicated.
+    ``tick(phase, epoch)`` is called on the host once per run and epoch (phase 0: teacher,
+    1: students) when given.
+    """
+    masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
+    teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
+    student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
+
+    def per_device(run_ids, train_x, train_y, test_x, test_y):
+        def teacher_of(run):
+            keys = run_keys(cfg.seed, run)
+            ref = init_params(keys["init"], cfg)
+            return train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg, teacher_tick)
+
+        def students_and_accuracies(args):
+            run, teacher = args
+            keys = run_keys(cfg.seed, run)
+            refs = {"own": init_params(keys["init"], cfg),
+                    "cross": init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+            start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
+            students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"],
+                                        cfg, student_tick)
+            models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]),
+                                  refs["own"], teacher, students)
+            return jax.vmap(accuracy, in_axes=(0, None, None, None))(models, test_x, test_y, cfg.n_classes)
+
+        teachers = lax.map(teacher_of, run_ids, batch_size=run_batch)
+        return lax.map(students_and_accuracies, (run_ids, teachers), batch_size=run_batch)
+
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P(), P(), P(), P()),
+                            out_specs=P("runs"), check_vma=False)
+    return jax.jit(sharded)
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """Per-run test accuracies of the six models, with what is needed to reproduce them."""
+
+    config: Config
+    accuracies: np.ndarray  # (n_runs, 6), columns in MODELS order
+    compile_s: float
+    run_s: float
+    devices: list[str]
+    run_batch: int
+
+    def model_accuracies(self, name: str) -> np.ndarray:
+        """The ``n_runs`` test accuracies of model ``name`` (one of ``MODELS``)."""
+        return self.accuracies[:, MODELS.index(name)]
+
+
+class _Progress:
+    """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks."""
+
+    def __init__(self, cfg: Config):
+        self.totals = (cfg.n_runs * cfg.teacher_epochs, cfg.n_runs * cfg.student_epochs)
+        self.bars: list = []
+
+    def start(self) -> None:
+        """Open the bars (after compilation, so that their clocks time the run only)."""
+        from tqdm.auto import tqdm
+
+        self.bars = [tqdm(total=self.totals[0], desc="teacher training   ", unit="epoch", position=0),
+                     tqdm(total=self.totals[1], desc="student distillation", unit="epoch", position=1)]
+
+    def tick(self, phase, epoch) -> None:
+        bar = self.bars[int(phase)]
+        if bar.n < bar.total:
+            bar.update(1)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Optional[list] = None,
+                   log: Callable[[str], None] = lambda s: None) -> ExperimentResult:
+    """Run the Figure-10 protocol for ``cfg.n_runs`` runs on ``data`` (a ``data.Dataset``).
+
+    ``devices`` defaults to every local device; the run axis is padded to a multiple of their
+    count and the padding dropped. With ``progress=True`` a bar per phase is shown. Compilation is
+    timed apart from the run.
+    """
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    devices = list(devices or jax.local_devices())
+    n_dev = len(devices)
+    n_pad = -(-cfg.n_runs // n_dev) * n_dev
+    run_ids = np.minimum(np.arange(n_pad), cfg.n_runs - 1).astype(np.int32)
+    run_batch = default_run_batch(cfg, devices[0].platform, n_pad // n_dev)
+    mesh = Mesh(np.array(devices), ("runs",))
+    bars = _Progress(cfg) if progress else None
+    program = make_program(cfg, mesh, run_batch, bars.tick if bars else None)
+
+    replicated = NamedSharding(mesh, P())
+    args = (jax.device_put(run_ids, NamedSharding(mesh, P("runs"))),
+            *(jax.device_put(a, replicated) for a in (data.train_images, data.train_labels,
+                                                      data.test_images, data.test_labels)))
+    log(f"compiling the experiment program ({cfg.n_runs} runs on {n_dev} {devices[0].platform} device(s))...")
+    t0 = time.perf_counter()
+    compiled = program.lower(*args).compile()
+    t1 = time.perf_counter()
+    log(f"compiled in {t1 - t0:.1f} s; running")
+    if bars:
+        bars.start()
+    try:
+        acc = np.asarray(jax.block_until_ready(compiled(*args)))[: cfg.n_runs]
+    finally:
+        if bars:
+            bars.close()
+    t2 = time.perf_counter()
+    return ExperimentResult(config=cfg, accuracies=acc, compile_s=t1 - t0, run_s=t2 - t1,
+                            devices=[str(d) for d in devices], run_batch=run_batch)

@@ -1,0 +1,65 @@
+"""The training and distillation losses (protocol.md §1, §2).
+
+Distillation losses take a vector ``w`` of non-negative weights over the logits. With a 0/1
+mask ``w`` the KL loss is the softmax restricted to the selected logits (``w`` = aux mask: the
+paper's aux-only student; ``w`` = ones: the all-logits student), and the squared-error loss is
+the theorem's weighted squared error ``Σ_i w_i (z_i - y_i)²``.
+
+Batch reduction: the class cross-entropy is a *mean* over the batch (PyTorch's default, used for
+the teacher); distillation losses are *summed* over the batch, as in the authors' script. With
+Adam the overall scale of a loss changes nothing beyond Adam's ε.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def class_cross_entropy(logits: jax.Array, labels: jax.Array, n_classes: int) -> jax.Array:
+    """Mean over the batch of ``-log softmax(z[:n_classes])[label]`` (aux logits not in the loss)."""
+    z = logits[..., :n_classes]
+    logp = jax.nn.log_softmax(z, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+
+
+def masked_log_softmax(z: jax.Array, mask: jax.Array) -> jax.Array:
+    """``log softmax`` over the logits where ``mask > 0``; entries off the mask are finite garbage.
+
+    ``z_i - logsumexp_{j: mask_j>0} z_j``. Written so that gradients stay finite whatever the
+    off-mask logits are (they receive exactly zero gradient through the masked sums).
+    """
+    on = mask > 0
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(on, z, -jnp.inf), axis=-1, keepdims=True))
+    e = jnp.exp(jnp.where(on, z - shift, -jnp.inf))
+    return z - (jnp.log(jnp.sum(e, axis=-1, keepdims=True)) + shift)
+
+
+def kl_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """``Σ_batch KL(softmax(y_S) ‖ softmax(z_S))`` over the logit subset ``S = {i: mask_i > 0}``.
+
+    ``y`` = teacher logits, ``z`` = student logits; KL = Σ_{i∈S} p_i (log p_i − log q_i) with
+    ``p = softmax(y_S)``, ``q = softmax(z_S)`` (the paper's distillation loss; its gradient in z
+    is ``q − p`` on S and 0 off S).
+    """
+    on = mask > 0
+    logp = masked_log_softmax(teacher_logits, mask)
+    logq = masked_log_softmax(student_logits, mask)
+    p = jnp.where(on, jnp.exp(logp), 0.0)
+    return jnp.sum(jnp.where(on, p * (logp - logq), 0.0))
+
+
+def mse_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """``Σ_batch Σ_i w_i (z_i − y_i)²``: weighted squared error on raw logits (Jiang et al.; §2)."""
+    return jnp.sum(mask * jnp.square(student_logits - teacher_logits))
+
+
+DISTILLATION_LOSSES = {"kl": kl_distillation, "mse": mse_distillation}
+
+
+def distillation_loss(kind: str):
+    """The distillation loss function named ``kind`` (``"kl"`` or ``"mse"``)."""
+    try:
+        return DISTILLATION_LOSSES[kind]
+    except KeyError:
+        raise ValueError(f"loss = {kind!r}: choose one of {tuple(DISTILLATION_LOSSES)}.") from None

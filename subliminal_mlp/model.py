@@ -1,0 +1,90 @@
+"""The MLP of the paper (protocol.md §1) as a Flax module, and pure functions on its parameters.
+
+``MLP`` maps a flattened image to ``n_classes + m`` logits: the first ``n_classes`` are the class
+logits the teacher is trained on, the last ``m`` are the *auxiliary* logits the aux-only student
+imitates. Every weight matrix is drawn from N(0, 1/fan_in) (plain normal, not truncated) and every
+bias is 0, as in the authors' script.
+
+Everything outside this module works on the plain parameter pytree returned by
+:func:`init_params`, so ``jax.vmap``, ``jax.jvp`` and ``jax.flatten_util.ravel_pytree`` apply
+directly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .config import Config
+
+#: N(0, 1/fan_in) for a (fan_in, fan_out) kernel; "normal" is the untruncated normal.
+kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+
+
+class MLP(nn.Module):
+    """``x -> Dense -> ReLU -> ... -> Dense`` with ``len(hidden_widths)`` hidden layers."""
+
+    hidden_widths: Sequence[int]
+    n_outputs: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, return_features: bool = False):
+        for i, width in enumerate(self.hidden_widths):
+            x = nn.relu(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+        logits = nn.Dense(self.n_outputs, kernel_init=kernel_init, name="head")(x)
+        return (logits, x) if return_features else logits
+
+
+def build_model(cfg: Config) -> MLP:
+    """The Flax module for ``cfg`` (widths ``cfg.hidden_widths``, ``cfg.n_outputs`` logits)."""
+    return MLP(hidden_widths=tuple(cfg.hidden_widths), n_outputs=cfg.n_outputs)
+
+
+def init_params(key: jax.Array, cfg: Config) -> dict:
+    """A fresh parameter pytree (the *reference* model): W ~ N(0, 1/fan_in), b = 0."""
+    dummy = jnp.zeros((1, cfg.input_dim), jnp.float32)
+    return build_model(cfg).init(key, dummy)["params"]
+
+
+def apply(params: dict, x: jax.Array) -> jax.Array:
+    """Logits ``f_θ(x)`` of shape ``(..., n_classes + m)``; the architecture is read off ``params``."""
+    return _module_for(params).apply({"params": params}, x)
+
+
+def features(params: dict, x: jax.Array) -> jax.Array:
+    """Penultimate-layer activations (the last hidden layer after its ReLU)."""
+    return _module_for(params).apply({"params": params}, x, return_features=True)[1]
+
+
+def _module_for(params: dict) -> MLP:
+    n_hidden = len(params) - 1
+    widths = tuple(params[f"hidden_{i}"]["bias"].shape[-1] for i in range(n_hidden))
+    return MLP(hidden_widths=widths, n_outputs=params["head"]["bias"].shape[-1])
+
+
+def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
+    """The first ``n_classes`` logits (what the teacher is trained and evaluated on)."""
+    return logits[..., :n_classes]
+
+
+def aux_logits(logits: jax.Array, n_classes: int) -> jax.Array:
+    """The auxiliary logits, every logit after the first ``n_classes``."""
+    return logits[..., n_classes:]
+
+
+def logit_mask(cfg: Config, which: str) -> jax.Array:
+    """0/1 weights over the ``n_outputs`` logits: ``"aux"`` selects the m aux logits, ``"all"`` all."""
+    if which == "aux":
+        return jnp.concatenate([jnp.zeros(cfg.n_classes), jnp.ones(cfg.aux_logits)]).astype(jnp.float32)
+    if which == "all":
+        return jnp.ones(cfg.n_outputs, jnp.float32)
+    raise ValueError(f"which = {which!r}: choose 'aux' or 'all'.")
+
+
+def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int) -> jax.Array:
+    """Fraction of ``images`` whose argmax over the class logits equals ``labels``."""
+    pred = jnp.argmax(class_logits(apply(params, images), n_classes), axis=-1)
+    return jnp.mean(pred == labels)

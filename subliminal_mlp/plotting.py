@@ -1,0 +1,67 @@
+"""Figures: the Figure-10 bar chart."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LABELS = {"reference": "reference\n(untrained)", "teacher": "teacher", "student_aux": "student\n(aux only)",
+          "student_all": "student\n(all logits)", "cross_aux": "cross-model\n(aux only)",
+          "cross_all": "cross-model\n(all logits)"}
+COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728", "student_all": "#ff7f0e",
+          "cross_aux": "#8c564b", "cross_all": "#bcbd22"}
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save ``fig`` atomically (temporary file + rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def settings_caption(config: dict[str, Any], n_runs: int) -> str:
+    """One line of the settings that define a Figure-10 run."""
+    widths = "→".join(str(w) for w in [config["input_dim"], *config["hidden_widths"]])
+    return (f"{config['dataset']}, MLP {widths}→{config['n_classes']}+{config['aux_logits']}, "
+            f"loss {config['loss']}, Adam lr {config['learning_rate']:g}, batch {config['batch_size']}, "
+            f"{config['teacher_epochs']}+{config['student_epochs']} epochs, {config['n_noise']} noise "
+            f"images, {n_runs} runs (mean ± 95% CI)")
+
+
+def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """The six-bar chart of Figure 10 from a results record: mean ± 95 % CI, chance as a dotted line."""
+    models = record["models"]
+    names = list(models)
+    means = [models[n]["mean"] for n in names]
+    cis = [models[n]["ci95"] or 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    bars = ax.bar(range(len(names)), means, yerr=cis, capsize=5,
+                  color=[COLORS.get(n, "#777777") for n in names], edgecolor="black", linewidth=0.6)
+    chance = models["reference"]["mean"] if "reference" in models else record.get("chance", 0.1)
+    ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"reference (chance) = {chance:.3f}")
+    for bar, m in zip(bars, means):
+        ax.text(bar.get_x() + bar.get_width() / 2, m + 0.02, f"{m:.3f}", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy (MNIST test set)" if record["config"]["dataset"] == "mnist" else "test accuracy")
+    ax.set_title("Subliminal learning: students distilled only on aux logits over noise", fontsize=11)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path)

@@ -1,0 +1,123 @@
+"""Training the teacher and distilling students, as pure functions on parameter pytrees.
+
+Both loops have the same shape (protocol.md §1): Adam(lr), minibatches of ``batch_size`` drawn
+from a fresh permutation every epoch, the last partial batch kept. An epoch is a ``lax.scan``
+over the full batches followed by one step on the remainder; the epochs are a ``lax.scan`` too,
+so a whole training run is one traced program with no host round-trip per step.
+
+Students never see a digit: their inputs are uniform noise in [-1, 1], one fixed set of
+``n_noise`` images per run. Noise image ``j`` is ``uniform(fold_in(noise_key, j))``, generated
+inside the step that uses it, so the set is fixed and reused every epoch but never stored.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from .config import Config
+from .losses import class_cross_entropy, distillation_loss
+from .model import apply
+
+Tick = Optional[Callable[[jax.Array], None]]
+
+
+def optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Adam with the paper's learning rate and PyTorch's other defaults (β = (0.9, 0.999), ε = 1e-8)."""
+    return optax.adam(cfg.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+
+def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
+    """Noise images ``indices`` of the fixed set named by ``noise_key``: U[-1, 1]^input_dim each.
+
+    Image ``j`` depends only on ``(noise_key, j)``, so any batch of the set can be generated on
+    demand in any order, and the set is identical across epochs without being stored.
+    """
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices)
+    draw = lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0)
+    return jax.vmap(draw)(keys)
+
+
+def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """A random permutation of ``range(n)`` split into full batches ``(n // B, B)`` and the rest."""
+    perm = jax.random.permutation(key, n)
+    n_full = n // batch_size
+    return perm[: n_full * batch_size].reshape(n_full, batch_size), perm[n_full * batch_size :]
+
+
+def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None):
+    """Apply ``state = step(state, batch_indices)`` over ``epochs`` shuffled epochs of ``range(n)``.
+
+    Epoch ``e`` uses the permutation drawn from ``fold_in(key, e)``; ``tick(e)`` (a host
+    callback, if given) runs once at the end of each epoch.
+    """
+
+    def epoch(state, e):
+        full, rest = epoch_batches(jax.random.fold_in(key, e), n, batch_size)
+        state, _ = lax.scan(lambda s, idx: (step(s, idx), None), state, full)
+        if rest.shape[0]:
+            state = step(state, rest)
+        if tick is not None:
+            tick(e)
+        return state, None
+
+    state, _ = lax.scan(epoch, state, jnp.arange(epochs))
+    return state
+
+
+def train_teacher(params: dict, images: jax.Array, labels: jax.Array, key: jax.Array, cfg: Config,
+                  tick: Tick = None) -> dict:
+    """Train a copy of ``params`` on (images, labels): Adam, mean class cross-entropy (aux logits unused).
+
+    Returns the teacher's parameters after ``cfg.teacher_epochs`` epochs; ``key`` draws the
+    epoch permutations.
+    """
+    opt = optimizer(cfg)
+    grad_fn = jax.grad(lambda p, x, y: class_cross_entropy(apply(p, x), y, cfg.n_classes))
+
+    def step(state, idx):
+        p, o = state
+        g = grad_fn(p, images[idx], labels[idx])
+        updates, o = opt.update(g, o, p)
+        return optax.apply_updates(p, updates), o
+
+    state = (params, opt.init(params))
+    return run_epochs(step, state, key, images.shape[0], cfg.batch_size, cfg.teacher_epochs, tick)[0]
+
+
+def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key: jax.Array,
+                     shuffle_key: jax.Array, cfg: Config, tick: Tick = None) -> dict:
+    """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
+
+    ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
+    ``masks`` an ``(S, n_outputs)`` array of logit weights (see ``model.logit_mask``). Each step
+    draws one noise batch, computes the teacher's logits on it *once*, and takes an Adam step for
+    every student on ``cfg.loss`` between its logits and the teacher's over its mask. Adam is
+    elementwise, so one optimiser state over the stack equals S independent optimisers.
+    """
+    opt = optimizer(cfg)
+    loss_fn = distillation_loss(cfg.loss)
+    grad_fn = jax.grad(lambda p, x, t, m: loss_fn(apply(p, x), t, m))
+    grads_all = jax.vmap(grad_fn, in_axes=(0, None, None, 0))
+
+    def step(state, idx):
+        p, o = state
+        x = noise_images(noise_key, idx, cfg.input_dim)
+        t = apply(teacher, x)
+        updates, o = opt.update(grads_all(p, x, t, masks), o, p)
+        return optax.apply_updates(p, updates), o
+
+    state = (students, opt.init(students))
+    return run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick)[0]
+
+
+def distill_student(student: dict, teacher: dict, mask: jax.Array, noise_key: jax.Array,
+                    shuffle_key: jax.Array, cfg: Config) -> dict:
+    """One student: :func:`distill_students` with a stack of size 1."""
+    stack = jax.tree.map(lambda a: a[None], student)
+    out = distill_students(stack, teacher, mask[None], noise_key, shuffle_key, cfg)
+    return jax.tree.map(lambda a: a[0], out)

@@ -1,0 +1,369 @@
+"""Tests for subliminal_mlp.data: IDX parsing, verification, lookup order, downloads."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import http.server
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subliminal_mlp import data
+from subliminal_mlp.data import DATASETS, DataError, load_dataset, load_mnist, parse_idx
+
+MNIST_FILES = DATASETS["mnist"].file_names
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def idx_bytes(array: np.ndarray, *, dtype_code: int = 0x08, magic: bytes = b"\x00\x00") -> bytes:
+    """Hand-built IDX encoding of a uint8 array."""
+    header = magic + bytes([dtype_code, array.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def copy_mnist(src_root: Path, dest: Path) -> Path:
+    """Copy the four MNIST files into ``dest`` (writable copies); returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        shutil.copyfile(src_root / "mnist" / name, dest / name)
+    return dest
+
+
+def corrupt_content(path: Path, offset: int = 100) -> None:
+    """Flip one byte of the *decompressed* content and re-gzip in place."""
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[offset] ^= 0x01
+    path.write_bytes(gzip.compress(bytes(content), compresslevel=1))
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary files left behind in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if p.name not in MNIST_FILES)
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data-root env var, and no proxy for local test servers."""
+    monkeypatch.delenv(data.ENV_DATA, raising=False)
+    monkeypatch.delenv(data.ENV_CACHE, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def http_mirror() -> Iterator[Callable[[Path], str]]:
+    """Factory: serve a directory over HTTP on 127.0.0.1; returns its base URL."""
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    try:
+        yield start
+    finally:
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------- IDX
+
+
+def test_parse_idx_images_and_labels() -> None:
+    images = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
+    parsed = parse_idx(idx_bytes(images))
+    assert parsed.dtype == np.uint8
+    assert parsed.shape == (2, 3, 3)
+    np.testing.assert_array_equal(parsed, images)
+
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    parsed = parse_idx(idx_bytes(labels))
+    assert parsed.shape == (5,)
+    np.testing.assert_array_equal(parsed, labels)
+
+
+def test_parse_idx_rejects_bad_magic() -> None:
+    with pytest.raises(DataError, match="magic"):
+        parse_idx(idx_bytes(np.zeros((2, 2), np.uint8), magic=b"\x1f\x8b"))
+
+
+def test_parse_idx_rejects_wrong_dtype_code() -> None:
+    with pytest.raises(DataError, match="0x0d"):
+        parse_idx(idx_bytes(np.zeros((2, 2), np.uint8), dtype_code=0x0D))
+
+
+def test_parse_idx_rejects_truncated_payload() -> None:
+    raw = idx_bytes(np.zeros((2, 3, 3), np.uint8))
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(raw[:-1], source="some/file")
+    with pytest.raises(DataError, match="trailing"):
+        parse_idx(raw + b"\x00")
+    with pytest.raises(DataError, match="header"):
+        parse_idx(raw[:6])
+    with pytest.raises(DataError, match="some/file"):
+        parse_idx(raw[:-1], source="some/file")
+
+
+# ----------------------------------------------------------------- real data
+
+
+def test_mnist_loads(data_root: Path) -> None:
+    ds = load_mnist(data_root)
+    assert ds.name == "mnist"
+    assert ds.num_classes == 10
+    assert Path(ds.source_dir) == (data_root / "mnist").resolve()
+    assert ds.train_images.shape == (60_000, 784) and ds.train_images.dtype == np.float32
+    assert ds.test_images.shape == (10_000, 784) and ds.test_images.dtype == np.float32
+    assert ds.train_labels.shape == (60_000,) and ds.train_labels.dtype == np.int32
+    assert ds.test_labels.shape == (10_000,) and ds.test_labels.dtype == np.int32
+    for images in (ds.train_images, ds.test_images):
+        assert images.min() == -1.0 and images.max() == 1.0
+    for labels, n in ((ds.train_labels, 60_000), (ds.test_labels, 10_000)):
+        counts = np.bincount(labels, minlength=10)
+        assert counts.shape == (10,) and counts.sum() == n
+        assert (counts > 0).all()
+    # Well-known MNIST facts: first training label is 5; most frequent class is 1.
+    assert ds.train_labels[0] == 5
+    assert np.bincount(ds.train_labels).argmax() == 1
+    assert ds.checksums == {f.name: f.sha256 for f in DATASETS["mnist"].files}
+
+
+def test_arrays_are_read_only_and_cached(data_root: Path) -> None:
+    ds = load_mnist(data_root)
+    with pytest.raises(ValueError):
+        ds.train_images[0, 0] = 0.0
+    with pytest.raises(ValueError):
+        ds.train_labels[0] = 0
+    again = load_dataset("mnist", data_root / "mnist")  # directory holding the files directly
+    assert again.train_images is ds.train_images
+    again.checksums.clear()  # the checksums dict is the caller's own
+    assert load_mnist(data_root).checksums == ds.checksums
+
+
+def test_fashion_mnist_loads(data_root: Path) -> None:
+    ds = data.load_fashion_mnist(data_root)
+    assert ds.name == "fashion-mnist"
+    assert Path(ds.source_dir) == (data_root / "fashion-mnist").resolve()
+    assert ds.train_images.shape == (60_000, 784) and ds.test_images.shape == (10_000, 784)
+    assert ds.train_images.min() == -1.0 and ds.train_images.max() == 1.0
+    assert (np.bincount(ds.train_labels, minlength=10) == 6000).all()  # balanced classes
+    assert ds.checksums == {f.name: f.sha256 for f in DATASETS["fashion-mnist"].files}
+    assert not np.array_equal(ds.train_images[:10], load_mnist(data_root).train_images[:10])
+
+
+def test_unknown_dataset_name() -> None:
+    with pytest.raises(DataError, match="fashion-mnist"):
+        load_dataset("cifar10")
+
+
+# --------------------------------------------------------------- corruption
+
+
+def test_flipped_byte_fails_checksum(data_root: Path, tmp_path: Path) -> None:
+    copy_mnist(data_root, tmp_path / "mnist")
+    corrupt_content(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError) as info:
+        load_mnist(tmp_path)
+    msg = str(info.value)
+    assert "t10k-labels-idx1-ubyte.gz" in msg
+    assert "sha256" in msg
+    assert DATASETS["mnist"].files[3].sha256 in msg  # what was expected
+    assert "What to do" in msg
+
+
+def test_wrong_size_is_reported(data_root: Path, tmp_path: Path) -> None:
+    copy_mnist(data_root, tmp_path / "mnist")
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"\x00"))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz.*60,008 bytes"):
+        load_mnist(tmp_path)
+
+
+def test_truncated_gzip(data_root: Path, tmp_path: Path) -> None:
+    copy_mnist(data_root, tmp_path / "mnist")
+    path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz.*gzip"):
+        load_mnist(tmp_path)
+
+
+def test_missing_file_in_explicit_dir(data_root: Path, tmp_path: Path, no_env: None) -> None:
+    copy_mnist(data_root, tmp_path / "mnist")
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError) as info:
+        # Even with a mirror available, an explicit dir never falls through to a download.
+        load_mnist(tmp_path, mirrors=["http://127.0.0.1:9/"], cache_dir=tmp_path / "cache")
+    msg = str(info.value)
+    assert "t10k-images-idx3-ubyte.gz" in msg
+    assert str(tmp_path) in msg
+    assert not (tmp_path / "cache").exists()
+
+
+def test_nonexistent_explicit_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_mnist(tmp_path / "nope")
+
+
+# ------------------------------------------------------------ lookup order
+
+
+def test_argument_beats_env(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(data.ENV_DATA, str(tmp_path))  # holds nothing: would fail if used
+    ds = load_mnist(data_root)
+    assert Path(ds.source_dir) == (data_root / "mnist").resolve()
+
+
+def test_env_used_without_argument(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(data.ENV_DATA, str(data_root))
+    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path / "cache"))
+    ds = load_mnist(download=False)
+    assert Path(ds.source_dir) == (data_root / "mnist").resolve()
+
+
+def test_env_without_files_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(data.ENV_DATA, str(tmp_path))
+    with pytest.raises(DataError, match=data.ENV_DATA):
+        load_mnist(cache_dir=tmp_path / "cache", mirrors=["http://127.0.0.1:9/"])
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_used_without_argument_or_env(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
+) -> None:
+    copy_mnist(data_root, tmp_path / "cache" / "mnist")
+    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path / "cache"))
+    ds = load_mnist(download=False)
+    assert Path(ds.source_dir) == (tmp_path / "cache" / "mnist").resolve()
+    assert ds.train_labels[0] == 5
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(data.ENV_CACHE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.default_cache_dir() == tmp_path / "xdg" / "subliminal_mlp"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "subliminal_mlp"
+    monkeypatch.setenv(data.ENV_CACHE, str(tmp_path / "c"))
+    assert data.default_cache_dir() == tmp_path / "c"
+
+
+def test_nothing_found_without_download(tmp_path: Path, no_env: None) -> None:
+    with pytest.raises(DataError) as info:
+        load_mnist(cache_dir=tmp_path, download=False)
+    msg = str(info.value)
+    assert str(tmp_path / "mnist") in msg and data.ENV_DATA in msg and "data_dir" in msg
+
+
+def test_fashion_mnist_system_dir(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
+) -> None:
+    system_dir = tmp_path / "usr-share-datasets-fashion-mnist"
+    system_dir.mkdir()
+    for name in DATASETS["fashion-mnist"].file_names:
+        (system_dir / name).symlink_to(data_root / "fashion-mnist" / name)
+    spec = dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=(str(system_dir),))
+    monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
+    ds = data.load_fashion_mnist(cache_dir=tmp_path / "cache", download=False)
+    assert Path(ds.source_dir) == system_dir.resolve()
+
+
+def test_fashion_mnist_has_no_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
+) -> None:
+    spec = dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=())
+    monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
+    with pytest.raises(DataError) as info:
+        data.load_fashion_mnist(cache_dir=tmp_path)
+    msg = str(info.value)
+    assert "dataset-fashion-mnist" in msg and "data_dir" in msg
+
+
+# ----------------------------------------------------------------- download
+
+
+def test_download_from_local_mirror(
+    data_root: Path,
+    tmp_path: Path,
+    no_env: None,
+    http_mirror: Callable[[Path], str],
+) -> None:
+    url = http_mirror(copy_mnist(data_root, tmp_path / "served"))
+    cache = tmp_path / "cache"
+    ds = load_dataset("mnist", None, cache_dir=cache, mirrors=[url])
+    assert Path(ds.source_dir) == (cache / "mnist").resolve()
+    assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(MNIST_FILES)
+    assert ds.train_labels[0] == 5 and ds.test_images.shape == (10_000, 784)
+    # Now cached on disk: loads without any mirror.
+    assert load_mnist(cache_dir=cache, download=False).train_images is ds.train_images
+
+
+def test_download_falls_back_to_next_mirror(
+    data_root: Path, tmp_path: Path, no_env: None, http_mirror: Callable[[Path], str]
+) -> None:
+    good = http_mirror(copy_mnist(data_root, tmp_path / "served"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cache = tmp_path / "cache"
+    # Only the two small files are missing from the cache; the first mirror 404s.
+    copy_mnist(data_root, cache / "mnist")
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (cache / "mnist" / name).unlink()
+    ds = load_mnist(cache_dir=cache, mirrors=[http_mirror(empty), good])
+    assert ds.test_labels.shape == (10_000,)
+    assert leftovers(cache / "mnist") == []
+
+
+def test_download_with_corrupt_file(
+    data_root: Path, tmp_path: Path, no_env: None, http_mirror: Callable[[Path], str]
+) -> None:
+    served = copy_mnist(data_root, tmp_path / "served")
+    corrupt_content(served / "t10k-labels-idx1-ubyte.gz")
+    url = http_mirror(served)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        load_mnist(cache_dir=cache, mirrors=[url])
+    msg = str(info.value)
+    assert "t10k-labels-idx1-ubyte.gz" in msg and "sha256" in msg and url in msg
+    assert not (cache / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+    assert leftovers(cache / "mnist") == []
+
+
+def test_download_without_network(tmp_path: Path, no_env: None) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        load_mnist(cache_dir=cache, mirrors=[url])
+    msg = str(info.value)
+    assert url in msg
+    assert "data_dir" in msg and data.ENV_DATA in msg and str(cache / "mnist") in msg
+    assert leftovers(cache / "mnist") == []
