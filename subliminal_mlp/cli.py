@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stem", default="fig10", help="file name stem of the outputs")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_reproduce)
+    from .theorem_cli import register as register_theorem
+
+    register_theorem(sub)
     return p
 
 
