@@ -1,0 +1,54 @@
+"""Config defaults are the paper's; invalid values are rejected before any compute."""
+
+import pytest
+
+from subliminal_mlp.config import Config, ConfigError
+
+
+def test_defaults_are_the_papers_settings():
+    c = Config()
+    assert c.layer_sizes == (784, 256, 256, 13)
+    assert (c.aux_logits, c.learning_rate, c.batch_size) == (3, 3e-4, 1024)
+    assert (c.teacher_epochs, c.student_epochs, c.n_noise, c.loss) == (5, 5, 60_000, "kl")
+    assert c.n_runs == 100
+
+
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({"teacher_epochs": -1}, "teacher_epochs = -1"),
+        ({"student_epochs": -3}, "student_epochs = -3"),
+        ({"aux_logits": 0}, "aux_logits (m) = 0"),
+        ({"batch_size": 0}, "batch_size = 0"),
+        ({"batch_size": 70_000}, "larger than n_noise"),
+        ({"loss": "l1"}, "loss = 'l1'"),
+        ({"hidden_widths": ()}, "hidden_widths"),
+        ({"hidden_widths": (256, 0)}, "hidden_widths[1] = 0"),
+        ({"learning_rate": 0.0}, "learning_rate = 0.0"),
+        ({"n_runs": 0}, "n_runs = 0"),
+        ({"seed": -1}, "seed = -1"),
+        ({"dataset": "cifar"}, "dataset = 'cifar'"),
+        ({"run_batch": 0}, "run_batch = 0"),
+        ({"teacher_epochs": 2.5}, "teacher_epochs = 2.5"),
+    ],
+)
+def test_invalid_values_raise_a_clear_error(changes, needle):
+    with pytest.raises(ConfigError) as e:
+        Config(**changes)
+    assert needle in str(e.value)
+
+
+def test_batch_larger_than_the_data_is_rejected():
+    with pytest.raises(ConfigError, match="larger than the 500 training examples"):
+        Config(batch_size=1024).check_data(n_train=500, input_dim=784)
+    with pytest.raises(ConfigError, match="input_dim = 784"):
+        Config().check_data(n_train=60_000, input_dim=100)
+
+
+def test_dict_round_trip_and_unknown_fields():
+    c = Config(hidden_widths=(32, 16), aux_logits=5, loss="mse", n_runs=3)
+    assert Config.from_dict(c.to_dict()) == c
+    assert c.to_dict()["hidden_widths"] == [32, 16]
+    with pytest.raises(ConfigError, match="unknown config field"):
+        Config.from_dict({"epochs": 3})
+    assert Config(hidden_widths=[8]).hidden_widths == (8,)

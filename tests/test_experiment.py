@@ -1,0 +1,105 @@
+"""The Figure-10 experiment: determinism, sharding, the CLI, and the paper's qualitative result."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from subliminal_mlp.cli import main
+from subliminal_mlp.config import MODELS, Config
+from subliminal_mlp.data import load_mnist
+from subliminal_mlp.experiment import cross_run, run_experiment, run_keys
+from subliminal_mlp.results import read_results
+
+TINY = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
+              batch_size=512, run_batch=1)
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return load_mnist(data_root)
+
+
+def test_same_seed_same_accuracies_bit_for_bit(mnist):
+    a = run_experiment(TINY, mnist).accuracies
+    b = run_experiment(TINY, mnist).accuracies
+    assert a.shape == (3, 6)
+    np.testing.assert_array_equal(a, b)
+    c = run_experiment(TINY.replace(seed=1), mnist).accuracies
+    assert not np.array_equal(a, c)
+    # Run i does not depend on how many runs are made (cross-model students aside).
+    d = run_experiment(TINY.replace(n_runs=2), mnist).accuracies
+    own = [MODELS.index(m) for m in ("reference", "teacher", "student_aux", "student_all")]
+    np.testing.assert_array_equal(d[:, own], a[:2, own])
+
+
+def test_run_keys_and_cross_runs():
+    assert cross_run(0, 5) == 1 and cross_run(4, 5) == 0 and cross_run(0, 1) == 1
+    k0, k1 = run_keys(0, 0), run_keys(0, 1)
+    assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 8
+
+
+SHARDING_SCRIPT = textwrap.dedent("""
+    import json, sys, jax
+    from subliminal_mlp.config import Config
+    from subliminal_mlp.data import load_mnist
+    from subliminal_mlp.experiment import run_experiment
+    cfg = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
+                 batch_size=512, run_batch=1)
+    data = load_mnist(sys.argv[1])
+    one = run_experiment(cfg, data, devices=jax.devices()[:1])
+    two = run_experiment(cfg, data, devices=jax.devices()[:2])
+    print(json.dumps({"n_devices": len(jax.devices()), "one": one.accuracies.tolist(),
+                      "two": two.accuracies.tolist(), "two_devices": two.devices}))
+""")
+
+
+def test_two_devices_give_the_same_result_as_one(data_root):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT, str(data_root)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["n_devices"] == 2 and len(r["two_devices"]) == 2
+    assert np.asarray(r["one"]).shape == (3, 6)  # 3 runs padded to 4 on two devices, padding dropped
+    np.testing.assert_array_equal(np.asarray(r["one"]), np.asarray(r["two"]))
+
+
+def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsys):
+    assert main(["reproduce", "--epochs", "-1", "--out", str(tmp_path)]) == 2
+    assert "teacher_epochs = -1" in capsys.readouterr().err
+    assert main(["reproduce", "-m", "0", "--out", str(tmp_path)]) == 2
+    assert "aux_logits (m) = 0" in capsys.readouterr().err
+    assert main(["reproduce", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not list(tmp_path.glob("fig10*"))
+
+
+def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path):
+    """Three runs, shortened training (1 teacher epoch, 2 student epochs), through the CLI."""
+    rc = main(["reproduce", "--seeds", "3", "--teacher-epochs", "1", "--student-epochs", "2",
+               "--data-dir", str(data_root), "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    rec = read_results(tmp_path / "fig10.json")
+    assert rec["n_runs"] == 3 and set(rec["models"]) == set(MODELS)
+    assert rec["config"]["student_epochs"] == 2 and rec["config"]["aux_logits"] == 3
+    assert len(rec["data"]["sha256"]) == 4 and rec["timing"]["run_s"] > 0
+    acc = {m: np.asarray(rec["models"][m]["accuracies"]) for m in MODELS}
+    for m in MODELS:
+        assert rec["models"][m]["mean"] == pytest.approx(acc[m].mean())
+        assert rec["models"][m]["ci95"] == pytest.approx(1.96 * acc[m].std(ddof=1) / np.sqrt(3))
+    assert abs(acc["reference"].mean() - 0.1) < 0.04
+    assert acc["teacher"].min() > 0.85
+    assert acc["student_all"].min() > 0.6
+    # The paper's qualitative result, with margin: the aux-only student learns from noise ...
+    assert acc["student_aux"].mean() > 0.2 and np.all(acc["student_aux"] > acc["cross_aux"] + 0.05)
+    # ... and the cross-model student, same teacher and data but another init, stays at chance.
+    assert abs(acc["cross_aux"].mean() - 0.1) < 0.04
+    rows = (tmp_path / "fig10.csv").read_text().splitlines()
+    assert rows[0] == "model,run,accuracy" and len(rows) == 1 + 6 * 3
+    assert (tmp_path / "fig10.png").stat().st_size > 10_000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left

@@ -1,0 +1,72 @@
+"""The MLP: shapes, the paper's initialisation statistics, and the pytree API."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from subliminal_mlp.config import Config
+from subliminal_mlp.model import accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
+
+
+def test_shapes_and_layer_names():
+    cfg = Config(hidden_widths=(32, 16, 8), aux_logits=4)
+    p = init_params(jax.random.PRNGKey(0), cfg)
+    assert set(p) == {"hidden_0", "hidden_1", "hidden_2", "head"}
+    assert p["hidden_0"]["kernel"].shape == (784, 32)
+    assert p["head"]["kernel"].shape == (8, 14)
+    x = jnp.ones((5, 784))
+    z = apply(p, x)
+    assert z.shape == (5, 14)
+    assert class_logits(z, 10).shape == (5, 10) and aux_logits(z, 10).shape == (5, 4)
+    assert features(p, x).shape == (5, 8)
+
+
+def test_initialisation_is_plain_normal_with_variance_one_over_fan_in():
+    cfg = Config()
+    p = init_params(jax.random.PRNGKey(1), cfg)
+    for name, fan_in in [("hidden_0", 784), ("hidden_1", 256), ("head", 256)]:
+        w = np.asarray(p[name]["kernel"], np.float64) * np.sqrt(fan_in)
+        n = w.size
+        assert abs(w.mean()) < 5 / np.sqrt(n)
+        assert abs(w.var() - 1.0) < 6 * np.sqrt(2.0 / n)
+        assert np.all(np.asarray(p[name]["bias"]) == 0)
+    # Not truncated: a N(0,1) sample of 200k has |w| > 3 about 540 times; a 2σ-truncated one never.
+    w0 = np.asarray(p["hidden_0"]["kernel"]) * np.sqrt(784)
+    assert np.sum(np.abs(w0) > 3) > 300
+    # Kurtosis of a normal is 3 (a truncated normal's is about 2.2).
+    assert abs(np.mean(w0**4) / np.mean(w0**2) ** 2 - 3.0) < 0.1
+
+
+def test_forward_matches_numpy():
+    cfg = Config(hidden_widths=(7, 5), aux_logits=2)
+    p = init_params(jax.random.PRNGKey(2), cfg)
+    p = jax.tree.map(lambda a: a + 0.01, p)  # non-zero biases
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 784)).astype(np.float32)
+    h = x
+    for name in ["hidden_0", "hidden_1"]:
+        h = np.maximum(h @ np.asarray(p[name]["kernel"]) + np.asarray(p[name]["bias"]), 0)
+    z = h @ np.asarray(p["head"]["kernel"]) + np.asarray(p["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(apply(p, x)), z, rtol=1e-5, atol=1e-5)
+
+
+def test_init_is_deterministic_and_vmappable():
+    cfg = Config(hidden_widths=(16,))
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    stacked = jax.vmap(lambda k: init_params(k, cfg))(keys)
+    single = init_params(keys[1], cfg)
+    for a, b in zip(jax.tree.leaves(stacked), jax.tree.leaves(single)):
+        np.testing.assert_array_equal(a[1], b)
+
+
+def test_logit_mask_and_accuracy():
+    cfg = Config(aux_logits=3)
+    np.testing.assert_array_equal(logit_mask(cfg, "aux"), [0] * 10 + [1] * 3)
+    np.testing.assert_array_equal(logit_mask(cfg, "all"), [1] * 13)
+    with pytest.raises(ValueError, match="which"):
+        logit_mask(cfg, "class")
+    p = init_params(jax.random.PRNGKey(0), Config(hidden_widths=(8,)))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (50, 784))
+    pred = np.argmax(np.asarray(apply(p, x))[:, :10], axis=1)
+    labels = np.where(np.arange(50) < 20, pred, (pred + 1) % 10)
+    assert float(accuracy(p, x, jnp.asarray(labels), 10)) == pytest.approx(0.4)

@@ -1,0 +1,98 @@
+"""Training: noise, batching, loss decrease, and the stacked-student equivalences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from subliminal_mlp.config import Config
+from subliminal_mlp.data import load_mnist
+from subliminal_mlp.losses import class_cross_entropy, kl_distillation
+from subliminal_mlp.model import apply, init_params, logit_mask
+from subliminal_mlp.training import (
+    distill_student,
+    distill_students,
+    epoch_batches,
+    noise_images,
+    optimizer,
+    run_epochs,
+    train_teacher,
+)
+
+
+def test_noise_is_uniform_in_range_and_addressable_by_index():
+    key = jax.random.PRNGKey(0)
+    x = np.asarray(noise_images(key, jnp.arange(2000)))
+    assert x.shape == (2000, 784) and x.dtype == np.float32
+    assert x.min() >= -1.0 and x.max() < 1.0
+    assert abs(x.mean()) < 0.005 and abs(x.var() - 1 / 3) < 0.005  # U[-1,1]: mean 0, variance 1/3
+    # Image j depends only on (key, j): any order, any batch.
+    np.testing.assert_array_equal(np.asarray(noise_images(key, jnp.array([1999, 3, 3]))), x[[1999, 3, 3]])
+    assert not np.array_equal(np.asarray(noise_images(jax.random.PRNGKey(1), jnp.arange(3))), x[:3])
+
+
+def test_epoch_batches_are_a_permutation_with_the_partial_batch_kept():
+    full, rest = epoch_batches(jax.random.PRNGKey(0), 2500, 1024)
+    assert full.shape == (2, 1024) and rest.shape == (452,)
+    np.testing.assert_array_equal(np.sort(np.concatenate([np.ravel(full), rest])), np.arange(2500))
+    full2, _ = epoch_batches(jax.random.PRNGKey(1), 2500, 1024)
+    assert not np.array_equal(full, full2)
+
+
+def test_run_epochs_takes_one_step_per_batch_including_the_last_partial_one():
+    seen = run_epochs(lambda s, idx: s + 1, jnp.array(0.0), jax.random.PRNGKey(0), 2500, 1024, 3)
+    assert float(seen) == 9.0  # 3 epochs x (2 full + 1 partial)
+    total = run_epochs(lambda s, idx: s + idx.shape[0], 0, jax.random.PRNGKey(0), 2500, 1024, 2)
+    assert int(total) == 5000
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return load_mnist(data_root)
+
+
+def test_teacher_training_lowers_the_class_loss_and_learns(mnist):
+    cfg = Config(hidden_widths=(64,), teacher_epochs=2, batch_size=256)
+    x, y = jnp.asarray(mnist.train_images[:4096]), jnp.asarray(mnist.train_labels[:4096])
+    p0 = init_params(jax.random.PRNGKey(0), cfg)
+    p1 = jax.jit(lambda p: train_teacher(p, x, y, jax.random.PRNGKey(1), cfg))(p0)
+    before, after = (float(class_cross_entropy(apply(p, x), y, 10)) for p in (p0, p1))
+    assert after < 0.7 * before
+    # Aux logits are not in the teacher's loss: the head's aux columns never move.
+    np.testing.assert_array_equal(np.asarray(p1["head"]["kernel"][:, 10:]), np.asarray(p0["head"]["kernel"][:, 10:]))
+
+
+def test_distillation_lowers_the_distillation_loss_and_touches_only_the_students():
+    cfg = Config(hidden_widths=(32,), n_noise=2048, batch_size=256, student_epochs=2)
+    teacher = init_params(jax.random.PRNGKey(0), cfg)
+    student = init_params(jax.random.PRNGKey(1), cfg)
+    mask = logit_mask(cfg, "aux")
+    nk, sk = jax.random.PRNGKey(2), jax.random.PRNGKey(3)
+    trained = jax.jit(lambda s: distill_student(s, teacher, mask, nk, sk, cfg))(student)
+    x = noise_images(nk, jnp.arange(2048))
+    before, after = (float(kl_distillation(apply(p, x), apply(teacher, x), mask)) for p in (student, trained))
+    assert after < 0.8 * before
+
+
+def test_stacked_students_equal_students_trained_one_by_one():
+    cfg = Config(hidden_widths=(16,), n_noise=1000, batch_size=300, student_epochs=2, loss="mse")
+    teacher = init_params(jax.random.PRNGKey(0), cfg)
+    starts = [init_params(jax.random.PRNGKey(i), cfg) for i in (1, 2)]
+    masks = jnp.stack([logit_mask(cfg, "aux"), logit_mask(cfg, "all")])
+    nk, sk = jax.random.PRNGKey(5), jax.random.PRNGKey(6)
+    stack = jax.tree.map(lambda *a: jnp.stack(a), *starts)
+    together = distill_students(stack, teacher, masks, nk, sk, cfg)
+    for i in range(2):
+        alone = distill_student(starts[i], teacher, masks[i], nk, sk, cfg)
+        for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=2e-5, atol=2e-6)
+
+
+def test_optimizer_is_adam_with_pytorch_defaults():
+    cfg = Config(learning_rate=0.1)
+    p = {"w": jnp.array([1.0, -2.0])}
+    g = {"w": jnp.array([0.5, -4.0])}
+    opt = optimizer(cfg)
+    u, _ = opt.update(g, opt.init(p), p)
+    # First Adam step: m̂ = g, v̂ = g², update = -lr · g / (|g| + ε).
+    np.testing.assert_allclose(np.asarray(u["w"]), -0.1 * np.sign([0.5, -4.0]), rtol=1e-5)  # float32 bias correction
