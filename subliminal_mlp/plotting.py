@@ -55,8 +55,8 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
                   color=[COLORS.get(n, "#777777") for n in names], edgecolor="black", linewidth=0.6)
     chance = models["reference"]["mean"] if "reference" in models else record.get("chance", 0.1)
     ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"reference (chance) = {chance:.3f}")
-    for bar, m in zip(bars, means):
-        ax.text(bar.get_x() + bar.get_width() / 2, m + 0.02, f"{m:.3f}", ha="center", va="bottom", fontsize=9)
+    for bar, m, ci in zip(bars, means, cis):
+        ax.text(bar.get_x() + bar.get_width() / 2, m + ci + 0.015, f"{m:.3f}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (MNIST test set)" if record["config"]["dataset"] == "mnist" else "test accuracy")

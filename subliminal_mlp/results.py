@@ -13,7 +13,7 @@ scripts read it::
       "data": {"dataset": "mnist", "source_dir": "...", "sha256": {file: sha256 of uncompressed}},
       "environment": {"subliminal_mlp": .., "jax": .., "jaxlib": .., "flax": .., "optax": ..,
                       "numpy": .., "python": .., "platform": .., "devices": [..], "run_batch": ..},
-      "timing": {"compile_s": .., "run_s": .., "total_s": ..},
+      "timing": {"compile_s": .., "run_s": .., "total_s": .., "peak_rss_mb": ..},
       "created": "ISO-8601 UTC time"
     }
 
@@ -69,6 +69,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
 def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     """Package versions, Python, OS and devices, for the record."""
     env: dict[str, Any] = {}
@@ -108,7 +116,7 @@ def experiment_record(result, dataset=None) -> dict[str, Any]:
         "data": data,
         "environment": environment(result.devices, run_batch=result.run_batch),
         "timing": {"compile_s": result.compile_s, "run_s": result.run_s,
-                   "total_s": result.compile_s + result.run_s},
+                   "total_s": result.compile_s + result.run_s, "peak_rss_mb": peak_rss_mb()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
