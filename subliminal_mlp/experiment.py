@@ -135,6 +135,8 @@ class _Progress:
 
     def tick(self, phase, epoch) -> None:
         bar = self.bars[int(phase)]
+        if bar.n == 0:
+            bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
         if bar.n < bar.total:
             bar.update(1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .results import atomic_write  # noqa: E402
 
 LABELS = {"reference": "reference\n(untrained)", "teacher": "teacher", "student_aux": "student\n(aux only)",
           "student_all": "student\n(all logits)", "cross_aux": "cross-model\n(aux only)",
@@ -21,18 +22,10 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Save ``fig`` atomically (temporary file + rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def settings_caption(config: dict[str, Any], n_runs: int) -> str:

@@ -1,5 +1,113 @@
-"""The ``subliminal-mlp theorem`` subcommand (placeholder until theory.py lands)."""
+"""The ``subliminal-mlp theorem`` subcommand: a self-check of the paper's Theorem 1 (protocol.md §2).
+
+For each seed it builds the MLP (default: the paper's 784→256→256→10+3), a teacher step on
+``L_T`` (default: the class cross-entropy on a batch of MNIST training images), a batch of noise
+inputs, and runs :func:`subliminal_mlp.theory.sweep` over a grid of ε for the chosen student loss
+settings with a shared and with a different initialisation. It prints one table per loss setting
+and exits with status 1 when the theorem's prediction fails (0 when it holds; 2 on bad arguments
+or data), so it doubles as a self-check of the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from .config import Config, ConfigError
+
+_DESCRIPTION = (
+    "Check Lemma 1 / Theorem 1 of the paper on one gradient step: with a shared initialisation, "
+    "ΔθS·ΔθT/ε → A = E_x[vᵀM(x)v] ≥ 0 and L_T(θS0 + αΔθS) < L_T(θS0) for small ε; with a different "
+    "initialisation the teacher's step drops out at first order. Exit status 1 if the prediction fails."
+)
 
 
 def register(sub) -> None:
-    """Add the ``theorem`` subcommand to the ``subliminal-mlp`` parser."""
+    """Add the ``theorem`` subcommand to the ``subliminal-mlp`` parser (``sub``: its subparsers)."""
+    from .theory import STANDARD_LOSSES
+
+    d = Config()
+    t = sub.add_parser("theorem", help="check the gradient-alignment theorem (one step, exact, float64)",
+                       description=_DESCRIPTION)
+    t.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden_widths), metavar="W",
+                   help="hidden layer widths (default 256 256, the paper's MLP)")
+    t.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m")
+    t.add_argument("--losses", nargs="+", choices=STANDARD_LOSSES, default=list(STANDARD_LOSSES),
+                   help="student loss settings (default: all four)")
+    t.add_argument("--teacher-loss", choices=("ce", "l2"), default="ce",
+                   help="L_T: ce = class cross-entropy on MNIST training images (default), l2 = ½‖θ‖² (no data)")
+    t.add_argument("--eps-min", type=float, default=1e-6, help="smallest teacher step ε (default 1e-6)")
+    t.add_argument("--eps-max", type=float, default=1.0, help="largest teacher step ε (default 1)")
+    t.add_argument("--n-eps", type=int, default=64, help="number of log-spaced ε values (default 64)")
+    t.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default 3)")
+    t.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ...")
+    t.add_argument("--n-noise", type=int, default=1024, help="noise inputs x per seed (default 1024)")
+    t.add_argument("--teacher-batch", type=int, default=1024,
+                   help="MNIST training images in L_T (default 1024)")
+    t.add_argument("--alpha", type=float, default=1.0, help="student step size α (default 1)")
+    t.add_argument("--gap-tol", type=float, default=1e-3,
+                   help="tolerance of the relative gap |ΔθS·ΔθT/ε − A|/A at the smallest ε (default 1e-3)")
+    t.add_argument("--change-tol", type=float, default=1e-3,
+                   help="control: tolerance of ‖ΔθS(ε)−ΔθS(0)‖/‖ΔθS(0)‖ at the smallest ε (default 1e-3)")
+    t.add_argument("--data-dir", default=None,
+                   help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
+    t.add_argument("--json", default=None, metavar="OUT", help="also write the record and summary to OUT (JSON)")
+    t.set_defaults(func=_cmd_theorem)
+
+
+def _check(a: argparse.Namespace) -> None:
+    def bad(msg: str) -> None:
+        raise ConfigError(msg)
+
+    if not (math.isfinite(a.eps_min) and a.eps_min > 0):
+        bad(f"--eps-min = {a.eps_min} is invalid: the teacher's step ε must be > 0.")
+    if not (math.isfinite(a.eps_max) and a.eps_max > a.eps_min):
+        bad(f"--eps-max = {a.eps_max} is invalid: it must be finite and larger than --eps-min = {a.eps_min}.")
+    if a.n_eps < 2:
+        bad(f"--n-eps = {a.n_eps} is invalid: the ε grid needs at least 2 values.")
+    if a.seeds < 1 or a.seed < 0:
+        bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed and seeds >= 0.")
+    if a.n_noise < 1:
+        bad(f"--n-noise = {a.n_noise} is invalid: give at least one noise input.")
+    if a.teacher_batch < 1:
+        bad(f"--teacher-batch = {a.teacher_batch} is invalid: give at least one MNIST image.")
+    if not (math.isfinite(a.alpha) and a.alpha > 0):
+        bad(f"--alpha = {a.alpha} is invalid: the student's step size must be > 0.")
+    if not (a.gap_tol > 0 and a.change_tol > 0):
+        bad("--gap-tol and --change-tol must be > 0.")
+    if len(set(a.losses)) != len(a.losses):
+        bad(f"--losses {a.losses} repeats a setting.")
+
+
+def _cmd_theorem(a: argparse.Namespace) -> int:
+    from . import theory
+    from .results import atomic_write_text
+
+    _check(a)
+    cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
+    images = labels = None
+    data_info = {}
+    if a.teacher_loss == "ce":
+        from .data import load_mnist
+
+        ds = load_mnist(a.data_dir)
+        if a.teacher_batch > ds.train_images.shape[0]:
+            raise ConfigError(f"--teacher-batch = {a.teacher_batch} exceeds the {ds.train_images.shape[0]} "
+                              "MNIST training images.")
+        images, labels = ds.train_images, ds.train_labels
+        data_info = {"dataset": "mnist", "source_dir": str(ds.source_dir), "sha256": dict(ds.checksums)}
+    eps = theory.eps_grid(a.eps_min, a.eps_max, a.n_eps)
+    seeds = list(range(a.seed, a.seed + a.seeds))
+    record = theory.run_theorem_check(cfg, images, labels, losses=a.losses, eps=eps, seeds=seeds,
+                                      n_noise=a.n_noise, teacher_batch=a.teacher_batch, alpha=a.alpha,
+                                      teacher_loss=a.teacher_loss, data_info=data_info)
+    summary = theory.summarize(record, gap_tol=a.gap_tol, change_tol=a.change_tol)
+    print("Theorem 1 single-step check: " + theory.settings_caption(record))
+    print()
+    print(theory.format_tables(summary))
+    if a.json:
+        record = dict(record, summary=summary)
+        atomic_write_text(a.json, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {a.json}")
+    return 0 if theory.theorem_holds(summary) else 1

@@ -1,0 +1,112 @@
+"""Speed and memory of the Figure-10 protocol, as ratios measured in one run.
+
+    python benchmarks/bench_protocol.py [--data-dir ../shared/data] [--runs 2] [--scaling 1 4 16]
+                                        [--memory-runs 100]
+
+1. Throughput. The model FLOPs the protocol needs (``subliminal_mlp.flops.protocol_flops``: per
+   example and layer (i, o), 2io forward, 4io backward, 2io backward for the first layer; one
+   teacher forward and four student steps per noise example; evaluation not counted), divided by
+   the protocol's wall time (compilation excluded and reported apart; evaluation included), divided
+   by the best fp32 matmul throughput XLA reaches on this machine (square matmuls of several
+   sizes, measured before and after the protocol in this same run). Target on 2 CPU cores: >= 0.70.
+2. Scaling. Wall time for 1, 4, 16 runs (shortened to 1 + 1 epochs): it should grow linearly,
+   i.e. time per run constant.
+3. Memory. Peak resident memory of a fresh process running ``--memory-runs`` runs (1 + 1 epochs:
+   memory does not depend on the number of epochs), beside one running 4 runs. Target: < 3 GB for
+   100 runs.
+Nothing here asserts a time; it prints what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from subliminal_mlp import Config, load_mnist, run_experiment
+from subliminal_mlp.flops import protocol_flops
+
+
+def matmul_peak(sizes=(1024, 2048, 3072), repeats=5) -> tuple[float, int]:
+    """Best fp32 matmul FLOP/s XLA reaches here over square sizes (best of ``repeats`` each)."""
+    best = (0.0, 0)
+    for n in sizes:
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        f = jax.jit(lambda a: a @ a)
+        f(a).block_until_ready()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a).block_until_ready()
+            best = max(best, (2 * n**3 / (time.perf_counter() - t), n))
+    return best
+
+
+MEMORY_CHILD = """
+import json, sys
+from subliminal_mlp import Config, load_mnist, run_experiment
+from subliminal_mlp.results import peak_rss_mb
+data = load_mnist(sys.argv[2])
+base = peak_rss_mb()
+r = run_experiment(Config(n_runs=int(sys.argv[1]), teacher_epochs=1, student_epochs=1), data)
+print(json.dumps({"peak_rss_mb": peak_rss_mb(), "after_data_mb": base, "run_s": r.run_s}))
+"""
+
+
+def peak_memory(n_runs: int, data_dir: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n_runs), data_dir],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--runs", type=int, default=2, help="runs of the full protocol for the throughput ratio")
+    ap.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 16])
+    ap.add_argument("--memory-runs", type=int, default=100, help="0 to skip the memory measurement")
+    args = ap.parse_args()
+    data = load_mnist(args.data_dir)
+    dev = jax.devices()[0]
+    print(f"device: {dev.platform} ({dev.device_kind}), {len(jax.devices())} device(s)")
+
+    peak0, n0 = matmul_peak()
+    cfg = Config(n_runs=args.runs)
+    r = run_experiment(cfg, data)
+    peak1, n1 = matmul_peak()
+    peak, n = max((peak0, n0), (peak1, n1))
+    flops = protocol_flops(cfg)["total"]
+    achieved = flops / r.run_s
+    print(f"\n[1] throughput, {args.runs} run(s) of the full protocol (5 + 5 epochs)")
+    print(f"    fp32 matmul peak (XLA, {n}x{n}): {peak / 1e9:.0f} GFLOP/s "
+          f"(before {peak0 / 1e9:.0f}, after {peak1 / 1e9:.0f})")
+    print(f"    model FLOPs {flops / 1e12:.3f} TFLOP in {r.run_s:.2f} s (compile {r.compile_s:.1f} s apart)"
+          f" = {achieved / 1e9:.0f} GFLOP/s")
+    print(f"    RATIO protocol / matmul peak = {achieved / peak:.3f}   (target >= 0.70)")
+    print(f"    per run: {r.run_s / args.runs:.2f} s -> 100 runs ~ {100 * r.run_s / args.runs / 60:.1f} min")
+
+    if args.scaling:
+        print("\n[2] scaling with the number of runs (1 + 1 epochs)")
+        base = None
+        for n_runs in args.scaling:
+            rr = run_experiment(Config(n_runs=n_runs, teacher_epochs=1, student_epochs=1), data)
+            per = rr.run_s / n_runs
+            base = base or per
+            print(f"    {n_runs:>4} runs: {rr.run_s:7.2f} s  ({per:.3f} s/run, x{per / base:.2f} of the "
+                  f"1-run time per run; compile {rr.compile_s:.1f} s)")
+
+    if args.memory_runs:
+        print("\n[3] peak resident memory (fresh process, 1 + 1 epochs)")
+        for n_runs in sorted({4, args.memory_runs}):
+            m = peak_memory(n_runs, str(Path(data.source_dir).parent))
+            print(f"    {n_runs:>4} runs: peak RSS {m['peak_rss_mb']:.0f} MiB "
+                  f"(of which {m['after_data_mb']:.0f} MiB after loading the data)   (target < 3000 MB)")
+
+
+if __name__ == "__main__":
+    main()

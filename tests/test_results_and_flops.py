@@ -1,0 +1,54 @@
+"""Statistics, atomic writes, the JSON format, and the FLOP count against a hand computation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from subliminal_mlp.config import Config
+from subliminal_mlp.flops import forward_flops, protocol_flops, train_step_flops
+from subliminal_mlp.results import atomic_write_text, format_table, mean_ci95, read_results, records_csv
+
+
+def test_mean_ci95_is_the_papers_formula():
+    v = [0.5, 0.7, 0.6, 0.9]
+    mean, ci = mean_ci95(v)
+    assert mean == pytest.approx(0.675)
+    sd = np.sqrt(sum((x - 0.675) ** 2 for x in v) / 3)
+    assert ci == pytest.approx(1.96 * sd / 2)
+    assert mean_ci95([0.3]) == (0.3, None)
+    with pytest.raises(ValueError):
+        mean_ci95([])
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
+    p = tmp_path / "sub" / "a.json"
+    atomic_write_text(p, "one")
+    atomic_write_text(p, "two")
+    assert p.read_text() == "two"
+    assert [q.name for q in p.parent.iterdir()] == ["a.json"]
+
+
+def test_csv_table_and_format_check(tmp_path):
+    rec = {"format": "subliminal-mlp/fig10", "models": {"teacher": {"mean": 0.9, "ci95": 0.01, "accuracies": [0.89, 0.91]},
+                                                      "student_aux": {"mean": 0.5, "ci95": None, "accuracies": [0.5]}}}
+    assert records_csv(rec).splitlines() == ["model,run,accuracy", "teacher,0,0.890000", "teacher,1,0.910000",
+                                             "student_aux,0,0.500000"]
+    table = format_table(rec)
+    assert "teacher" in table and "0.9000" in table and "-" in table.splitlines()[-1]
+    (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a subliminal-mlp/fig10"):
+        read_results(tmp_path / "x.json")
+
+
+def test_flops_by_hand_for_the_papers_mlp():
+    cfg = Config()
+    layers = [(784, 256), (256, 256), (256, 13)]
+    fwd = sum(2 * i * o for i, o in layers)
+    bwd = 2 * 784 * 256 + 4 * 256 * 256 + 4 * 256 * 13
+    assert forward_flops(cfg) == fwd == 539_136
+    assert train_step_flops(cfg) == fwd + bwd
+    f = protocol_flops(cfg)
+    assert f["teacher"] == 60_000 * 5 * (fwd + bwd)
+    assert f["students"] == 60_000 * 5 * (fwd + 4 * (fwd + bwd))
+    assert f["total"] == 100 * (f["teacher"] + f["students"])

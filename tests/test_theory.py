@@ -1,0 +1,450 @@
+"""Tests of subliminal_mlp.theory: the single-step check of Lemma 1 / Theorem 1 (protocol.md §2).
+
+The kernels are compared with independent computations: plain ``jax.grad`` of a separately
+written student loss, central finite differences in float64, ``jax.jacfwd`` of ``jax.grad`` for
+``M(x)``, and a network whose head is restricted to the cross-entropy subset.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
+
+from subliminal_mlp import theory
+from subliminal_mlp.cli import main as cli_main
+from subliminal_mlp.config import Config
+from subliminal_mlp.losses import class_cross_entropy
+from subliminal_mlp.model import apply, init_params
+
+# Every example compiles new shapes, so examples are few and failing cases are not shrunk.
+HYP = settings(max_examples=12, deadline=None, derandomize=True,
+               phases=(Phase.explicit, Phase.reuse, Phase.generate),
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_net(widths, m, n_classes, input_dim, n_x, seed, teacher_loss="ce"):
+    """float64 (must be called in theory.float64()): θT0, a different θS0, noise x, L_T and its args."""
+    cfg = Config(hidden_widths=tuple(widths), aux_logits=m, n_classes=n_classes, input_dim=input_dim)
+    k = jax.random.PRNGKey(seed)
+    k1, k2, k3, k4, k5 = jax.random.split(k, 5)
+    t0 = theory.to_float64(init_params(k1, cfg))
+    other = theory.to_float64(init_params(k2, cfg))
+    x = jax.random.uniform(k3, (n_x, input_dim), jnp.float64, -1.0, 1.0)
+    if teacher_loss == "ce":
+        imgs = jax.random.normal(k4, (7, input_dim), jnp.float64)
+        labels = jax.random.randint(k5, (7,), 0, n_classes)
+        return cfg, t0, other, x, theory.mnist_teacher_loss(n_classes), (imgs, labels)
+    if teacher_loss == "l2":
+        return cfg, t0, other, x, theory.l2_teacher_loss, ()
+    # a loss on other inputs: squared norm of the outputs on a second input batch
+    other_x = jax.random.normal(k4, (5, input_dim), jnp.float64)
+    return cfg, t0, other, x, _other_inputs_loss, (other_x,)
+
+
+def _other_inputs_loss(params, xs):
+    return jnp.mean(jnp.sum(jnp.square(apply(params, xs)), axis=-1)) + 0.1 * jnp.sum(apply(params, xs)[:, 0])
+
+
+def ref_student_loss(loss: theory.StudentLoss, z, y):
+    """An independent per-example L_S: slices the subset and uses jax.nn (no masks)."""
+    w = np.asarray(loss.weights)
+    if loss.kind == "mse":
+        return jnp.sum(jnp.asarray(w) * (z - y) ** 2, axis=-1)
+    idx = np.nonzero(w)[0]
+    return -jnp.sum(jax.nn.softmax(y[..., idx], axis=-1) * jax.nn.log_softmax(z[..., idx], axis=-1), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def ref_update(loss, theta_S0, theta_T, x):
+    """−∇_θ mean_x L_S(f_θS0(x), f_θT(x)) by plain jax.grad."""
+    y = apply(theta_T, x)
+    g = jax.grad(lambda p: jnp.mean(ref_student_loss(loss, apply(p, x), y)))(theta_S0)
+    return jax.tree.map(jnp.negative, g)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ref_dot(loss, theta_S0, theta_T0, delta_T, x, e):
+    theta_T = jax.tree.map(lambda a, d: a + e * d, theta_T0, delta_T)
+    return theory.tree_dot(ref_update(loss, theta_S0, theta_T, x), delta_T)
+
+
+def ref_dot(loss, theta_S0, theta_T0, delta_T, x, e):
+    """ΔθS(ε)·ΔθT from plain jax.grad (any real ε, negative included)."""
+    return float(_ref_dot(loss, theta_S0, theta_T0, delta_T, x, jnp.asarray(e, x.dtype)))
+
+
+def kink_margin(params, x) -> float:
+    """Smallest |pre-activation| of a hidden ReLU at ``params`` on ``x``.
+
+    ReLU networks are differentiable at θT0 (as the theorem assumes) when this is > 0. Biases
+    start at 0, so a unit fed only by dead units sits exactly at the kink (margin 0): there the
+    one-sided slope in ε differs from the jvp (which uses relu'(0) = 0).
+    """
+    h, margin = x, np.inf
+    for i in range(len(params) - 1):
+        pre = h @ params[f"hidden_{i}"]["kernel"] + params[f"hidden_{i}"]["bias"]
+        margin = min(margin, float(jnp.min(jnp.abs(pre))))
+        h = jax.nn.relu(pre)
+    return margin
+
+
+def random_direction(tree, key):
+    leaves, tdef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tdef, [jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
+
+
+def loss_settings(cfg, draw_weights=None):
+    out = list(theory.standard_losses(cfg))
+    if draw_weights is not None:
+        out.append(theory.StudentLoss.mse(draw_weights, "mse_random"))
+    return out
+
+
+net_shapes = st.fixed_dictionaries({
+    "widths": st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    "m": st.integers(1, 3),
+    "n_classes": st.integers(2, 4),
+    "input_dim": st.integers(1, 5),
+    "n_x": st.integers(1, 6),
+    "seed": st.integers(0, 2**16),
+})
+
+
+# ----------------------------------------------------------------------------- the theorem
+
+
+@HYP
+@given(shape=net_shapes, loss_i=st.integers(0, 4), teacher_loss=st.sampled_from(["ce", "l2", "other"]),
+       wseed=st.integers(0, 1000))
+def test_shared_init_first_order(shape, loss_i, teacher_loss, wseed):
+    """ΔθS·ΔθT ≥ 0, ΔθS·ΔθT/ε → A with an error linear in ε, L_T decreases (Lemma 1, Theorem 1)."""
+    with theory.float64():
+        cfg, t0, _, x, loss_T, args = make_net(**shape, teacher_loss=teacher_loss)
+        rng = np.random.default_rng(wseed)
+        w = rng.uniform(0, 2, cfg.n_outputs) * (rng.uniform(size=cfg.n_outputs) < 0.7)
+        w[rng.integers(cfg.n_outputs)] = 1.0
+        loss = loss_settings(cfg, w)[loss_i]
+        assume(kink_margin(t0, x) > 1e-7)  # f differentiable at θT0 (the theorem's assumption)
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        A = float(theory.first_order_coefficient(loss, t0, d_t, x))
+        size = float(theory.tree_dot(d_t, d_t)) + 1e-300
+        assert A >= -1e-12 * size
+        eps = np.array([1e-3, 1e-4, 1e-5])
+        # the single-ε kernel, vmapped over ε (the sweep is checked against it below and elsewhere)
+        res = jax.vmap(lambda e: theory.alignment(loss, loss_T, t0, t0, d_t, x, e, 1.0, args))(jnp.asarray(eps))
+        dot = np.asarray(res["dot"])
+        # independent: plain jax.grad of a separately written student loss
+        for e, d in zip(eps, dot):
+            ref = ref_dot(loss, t0, t0, d_t, x, e)
+            assert d == pytest.approx(ref, rel=1e-8, abs=1e-14 * size * e)
+        assert np.all(dot >= -1e-12 * size * eps)
+        err = np.abs(dot / eps - A)
+        # linear in ε: err/ε stays bounded as ε shrinks (rounding allowed at the 1e-10 level)
+        slope = err / eps
+        floor = 1e-9 * (A + size) / eps
+        assert np.all(err[1:] <= 2.0 * max(slope[0], slope[1]) * eps[1:] + floor[1:]), (err, A)
+        assert err[-1] <= 1e-3 * A + 1e-9 * size / eps[-1] * 1e-4
+        # L_T decreases for small ε, by α·ε·A to first order
+        dlt = np.asarray(res["delta_LT"])
+        if A > 1e-8 * size:
+            assert dlt[-1] < 0
+            assert dlt[-1] == pytest.approx(-eps[-1] * A, rel=2e-2)
+
+
+@settings(HYP, max_examples=6)
+@given(shape=net_shapes, teacher_loss=st.sampled_from(["ce", "other"]))
+def test_different_init_control(shape, teacher_loss):
+    """θS0 ≠ θT0: ΔθS(ε) = ΔθS(0) + O(ε) — the teacher's step drops out at first order."""
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net(**shape, teacher_loss=teacher_loss)
+        eps = np.array([1e-2, 1e-3, 1e-4, 1e-5])
+        res = theory.sweep(theory.standard_losses(cfg), loss_T, t0, [t0, other], x, eps, loss_T_args=args)
+        change = np.asarray(res.change[1])  # (K, E)
+        n0 = np.asarray(res.norm_S0[1])
+        # ‖ΔθS(ε) − ΔθS(0)‖ / ε is bounded as ε → 0
+        ratio = change / eps
+        assert np.all(ratio[:, -1] <= 2.0 * np.maximum(ratio[:, 1], ratio[:, 0]) + 1e-9 * (n0 + 1) / eps[-1])
+        # ΔθS·ΔθT → ΔθS(0)·ΔθT (the untrained teacher's update), computed independently
+        dot0 = np.asarray(res.dot0[1])
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        norm_t = float(res.norm_T)
+        for k, loss in enumerate(theory.standard_losses(cfg)):
+            ref0 = float(theory.tree_dot(ref_update(loss, other, t0, x), d_t))
+            assert dot0[k] == pytest.approx(ref0, rel=1e-8, abs=1e-12)
+            # so ΔθS(ε)·ΔθT → ΔθS(0)·ΔθT at rate O(ε) (Cauchy–Schwarz with the bound above)
+            gap = np.abs(np.asarray(res.dot[1, k]) - dot0[k])
+            assert np.all(gap <= change[k] * norm_t * (1 + 1e-9) + 1e-13)
+        # the shared-initialisation rows of the same sweep have ΔθS(0) = 0
+        assert np.all(np.asarray(res.norm_S0[0]) == 0)
+
+
+# ----------------------------------------------------------------------------- M(x)
+
+
+@HYP
+@given(n=st.integers(1, 7), batch=st.integers(1, 4), seed=st.integers(0, 10_000), kind=st.sampled_from(["mse", "ce"]))
+def test_quadratic_form_psd_and_null_spaces(n, batch, seed, kind):
+    """vᵀM(x)v ≥ 0 for every x; M's null spaces are those of §2."""
+    rng = np.random.default_rng(seed)
+    with theory.float64():
+        mask = (rng.uniform(size=n) < 0.6).astype(float)
+        mask[rng.integers(n)] = 1.0
+        if kind == "mse":
+            loss = theory.StudentLoss.mse(mask * rng.uniform(0.1, 3.0, n))
+        else:
+            loss = theory.StudentLoss.ce(mask)
+        y = jnp.asarray(rng.normal(0, 3, (batch, n)))
+        v = jnp.asarray(rng.normal(0, 2, (batch, n)))
+        q = np.asarray(theory.quadratic_form(loss, y, v))
+        M = np.asarray(theory.alignment_matrix(loss, y))
+        assert q.shape == (batch,)
+        assert np.all(q >= -1e-12)
+        np.testing.assert_allclose(q, np.einsum("bi,bij,bj->b", v, M, v), rtol=1e-10, atol=1e-12)
+        on = np.asarray(loss.weights) > 0
+        for b in range(batch):
+            evals = np.linalg.eigvalsh(M[b])
+            assert np.all(evals >= -1e-12)
+            if kind == "mse":
+                # null space = coordinates with w_i = 0
+                np.testing.assert_array_equal(np.abs(M[b]).sum(0) == 0, ~on)
+                assert np.linalg.matrix_rank(M[b]) == on.sum()
+            else:
+                # null space = the all-ones vector on S, plus every coordinate off S
+                np.testing.assert_allclose(M[b] @ np.ones(n), 0, atol=1e-14)
+                np.testing.assert_allclose(M[b][~on], 0, atol=0)
+                np.testing.assert_allclose(M[b][:, ~on], 0, atol=0)
+                assert np.linalg.matrix_rank(M[b], tol=1e-10) == on.sum() - 1
+                # and it is orthogonal to ∂L_S/∂z (which sums to 0 on S)
+                g = np.asarray(theory.output_gradient(loss, y + 0.5, y))
+                assert abs(g[b].sum()) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["mse_all", "mse_aux", "ce_all", "ce_aux"])
+def test_closed_forms_match_autodiff(kind):
+    """M = −∂²L_S/∂y∂z (jax.jacfwd of jax.grad) and ∂L_S/∂z match their closed forms."""
+    cfg = Config(hidden_widths=(3,), aux_logits=2, n_classes=3, input_dim=2)
+    loss = dict(zip(theory.STANDARD_LOSSES, theory.standard_losses(cfg)))[kind]
+    rng = np.random.default_rng(0)
+    with theory.float64():
+        y = jnp.asarray(rng.normal(size=5))
+        z = jnp.asarray(rng.normal(size=5))
+        cross = jax.jacfwd(jax.grad(lambda z_, y_: ref_student_loss(loss, z_, y_)), argnums=1)(y, y)
+        np.testing.assert_allclose(theory.alignment_matrix(loss, y), -cross, atol=1e-13)
+        g = jax.grad(lambda z_: ref_student_loss(loss, z_, y))(z)
+        np.testing.assert_allclose(theory.output_gradient(loss, z, y), g, atol=1e-13)
+        np.testing.assert_allclose(theory.student_loss_value(loss, z, y), ref_student_loss(loss, z, y), atol=1e-13)
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+def test_kernel_gradients_match_central_finite_differences():
+    """ΔθT, ΔθS(ε), A (as an ε-slope) and ∂A/∂θT0 against central differences, float64, tiny net."""
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net([3, 2], 2, 3, 3, 4, seed=5)
+        # random biases, so that no ReLU sits at its kink (finite differences would straddle it)
+        t0, other = (jax.tree_util.tree_map_with_path(
+            lambda path, a, k=k: a + 0.5 * jax.random.normal(jax.random.fold_in(k, len(str(path))), a.shape, a.dtype)
+            if "bias" in str(path) else a, p) for p, k in ((t0, jax.random.PRNGKey(1)), (other, jax.random.PRNGKey(2))))
+        assert min(kink_margin(t0, x), kink_margin(other, x)) > 1e-3
+        h = 1e-5
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        for i in range(3):
+            u = random_direction(t0, jax.random.PRNGKey(i))
+            fd = (loss_T(jax.tree.map(lambda a, b: a + h * b, t0, u), *args)
+                  - loss_T(jax.tree.map(lambda a, b: a - h * b, t0, u), *args)) / (2 * h)
+            assert float(-theory.tree_dot(d_t, u)) == pytest.approx(float(fd), rel=1e-7, abs=1e-10)
+        for loss in theory.standard_losses(cfg):
+            for theta_S0 in (t0, other):
+                e = 0.3
+                d_s = theory.student_update(loss, theta_S0, t0, d_t, x, e)
+                y = apply(jax.tree.map(lambda a, b: a + e * b, t0, d_t), x)
+                mean_ls = lambda p: jnp.mean(ref_student_loss(loss, apply(p, x), y))  # noqa: E731
+                for i in range(2):
+                    u = random_direction(t0, jax.random.PRNGKey(10 + i))
+                    fd = (mean_ls(jax.tree.map(lambda a, b: a + h * b, theta_S0, u))
+                          - mean_ls(jax.tree.map(lambda a, b: a - h * b, theta_S0, u))) / (2 * h)
+                    assert float(-theory.tree_dot(d_s, u)) == pytest.approx(float(fd), rel=1e-6, abs=1e-10)
+            # A = d/dε (ΔθS·ΔθT) at ε = 0, by central differences of the plain-jax.grad dot
+            A = float(theory.first_order_coefficient(loss, t0, d_t, x))
+            hh = 1e-4
+            slope = (ref_dot(loss, t0, t0, d_t, x, hh) - ref_dot(loss, t0, t0, d_t, x, -hh)) / (2 * hh)
+            assert A == pytest.approx(slope, rel=1e-6, abs=1e-12)
+            # the kernels are differentiable: ∂A/∂θT0 by jax.grad vs central differences
+            gA = jax.grad(lambda p: theory.first_order_coefficient(loss, p, d_t, x))(t0)
+            u = random_direction(t0, jax.random.PRNGKey(99))
+            fA = lambda s: theory.first_order_coefficient(loss, jax.tree.map(lambda a, b: a + s * b, t0, u), d_t, x)  # noqa: E731
+            fd = (fA(h) - fA(-h)) / (2 * h)
+            assert float(theory.tree_dot(gA, u)) == pytest.approx(float(fd), rel=1e-6, abs=1e-10)
+
+
+# ----------------------------------------------------------------------------- subset CE
+
+
+def _restrict_head(params, idx):
+    out = dict(params)
+    out["head"] = {"kernel": params["head"]["kernel"][:, idx], "bias": params["head"]["bias"][idx]}
+    return out
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(shape=net_shapes)
+def test_ce_subset_is_ce_on_the_restricted_network(shape):
+    """CE on a subset S = full CE on a network whose head keeps only the logits in S."""
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net(**shape)
+        sub = theory.ce_aux(cfg)
+        idx = np.nonzero(np.asarray(sub.weights))[0]
+        full_r = theory.StudentLoss.ce(np.ones(len(idx)))
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        t0_r, d_t_r, other_r = (_restrict_head(p, idx) for p in (t0, d_t, other))
+        A = theory.first_order_coefficient(sub, t0, d_t, x)
+        A_r = theory.first_order_coefficient(full_r, t0_r, d_t_r, x)
+        np.testing.assert_allclose(A, A_r, rtol=1e-10, atol=1e-15)
+        for theta_S0, theta_S0_r in ((t0, t0_r), (other, other_r)):
+            d_s = theory.student_update(sub, theta_S0, t0, d_t, x, 1e-2)
+            d_r = theory.student_update(full_r, theta_S0_r, t0_r, d_t_r, x, 1e-2)
+            for k in d_s:
+                if k == "head":
+                    np.testing.assert_allclose(d_s["head"]["kernel"][:, idx], d_r["head"]["kernel"], atol=1e-13)
+                    off = np.setdiff1d(np.arange(cfg.n_outputs), idx)
+                    assert np.all(np.asarray(d_s["head"]["kernel"][:, off]) == 0)
+                else:
+                    for leaf in d_s[k]:
+                        np.testing.assert_allclose(d_s[k][leaf], d_r[k][leaf], atol=1e-13)
+        # and the subset with every logit is ce_all
+        every = theory.StudentLoss.ce(np.ones(cfg.n_outputs))
+        np.testing.assert_allclose(theory.first_order_coefficient(every, t0, d_t, x),
+                                   theory.first_order_coefficient(theory.ce_all(cfg), t0, d_t, x), rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------- vmap / sweep consistency
+
+
+def test_vmap_over_eps_matches_sweep():
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net([4, 3], 2, 3, 3, 5, seed=1)
+        losses = theory.standard_losses(cfg)
+        eps = theory.eps_grid(1e-4, 1e-1, 5)
+        res = theory.sweep(losses, loss_T, t0, [t0, other], x, eps, alpha=0.5, loss_T_args=args, eps_batch=2)
+        for i, s0 in enumerate((t0, other)):
+            for k, loss in enumerate(losses):
+                out = jax.vmap(lambda e: theory.alignment(loss, loss_T, s0, t0, res_dt(loss_T, t0, args), x,
+                                                          e, 0.5, args))(jnp.asarray(eps))
+                np.testing.assert_allclose(res.dot[i, k], out["dot"], rtol=1e-10, atol=1e-15)
+                np.testing.assert_allclose(res.cos[i, k], out["cos"], rtol=1e-10, atol=1e-15)
+                np.testing.assert_allclose(res.delta_LT[i, k], out["delta_LT"], rtol=1e-8, atol=1e-14)
+                d = jax.vmap(lambda e: theory.student_update(loss, s0, t0, res_dt(loss_T, t0, args), x, e))(
+                    jnp.asarray(eps))
+                np.testing.assert_allclose(res.norm_S[i, k], jax.vmap(theory.tree_norm)(d), rtol=1e-10)
+
+
+def res_dt(loss_T, t0, args):
+    return theory.teacher_update(loss_T, t0, *args)
+
+
+def test_float32_outside_the_scope_and_import_keeps_x64_off():
+    code = ("import jax; import subliminal_mlp.theory as t; assert not jax.config.jax_enable_x64\n"
+            "with t.float64():\n    assert jax.config.jax_enable_x64\n"
+            "assert not jax.config.jax_enable_x64\n"
+            "try:\n    t.to_float64({'a': 1.0})\nexcept RuntimeError as e:\n    print('ok', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+def test_bad_arguments_raise_clear_errors():
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net([4], 2, 3, 3, 4, seed=0)
+        loss = theory.ce_aux(cfg)
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        wide = theory.to_float64(init_params(jax.random.PRNGKey(0), cfg.replace(hidden_widths=(5,))))
+        deep = theory.to_float64(init_params(jax.random.PRNGKey(0), cfg.replace(hidden_widths=(4, 4))))
+        with pytest.raises(ValueError, match=r"theta_S0\['hidden_0'\]\['bias'\] has shape"):
+            theory.student_update(loss, wide, t0, d_t, x, 0.1)
+        with pytest.raises(ValueError, match="not the same parameter pytree.*extra"):
+            theory.alignment(loss, loss_T, deep, t0, d_t, x, 0.1, 1.0, args)
+        with pytest.raises(ValueError, match="delta_T"):
+            theory.first_order_coefficient(loss, t0, {"head": d_t["head"]}, x)
+        with pytest.raises(ValueError, match=r"students\[1\]"):
+            theory.sweep([loss], loss_T, t0, [t0, wide], x, [0.1], loss_T_args=args)
+        for bad in (0.0, -1e-3, float("nan")):
+            with pytest.raises(ValueError, match="eps must be finite and > 0"):
+                theory.student_update(loss, t0, t0, d_t, x, bad)
+        with pytest.raises(ValueError, match="eps must be finite and > 0"):
+            theory.sweep([loss], loss_T, t0, [t0], x, [1e-3, 0.0], loss_T_args=args)
+        with pytest.raises(ValueError, match="alpha must be finite and > 0"):
+            theory.alignment(loss, loss_T, t0, t0, d_t, x, 0.1, 0.0, args)
+        with pytest.raises(ValueError, match="subset is empty"):
+            theory.StudentLoss.ce(np.zeros(cfg.n_outputs))
+        with pytest.raises(ValueError, match="subset is empty"):
+            theory.StudentLoss.ce([], n_outputs=cfg.n_outputs)
+        with pytest.raises(ValueError, match="all zero"):
+            theory.StudentLoss.mse(np.zeros(cfg.n_outputs))
+        with pytest.raises(ValueError, match=">= 0"):
+            theory.StudentLoss.mse([1.0, -0.5, 1.0])
+        with pytest.raises(ValueError, match="0/1 mask"):
+            theory.StudentLoss.ce([0.5, 1.0])
+        with pytest.raises(ValueError, match="kind"):
+            theory.StudentLoss("kl", (1.0,))
+        with pytest.raises(ValueError, match="has 2 logit weights but the network has 5 outputs"):
+            theory.student_update(theory.StudentLoss.mse([1, 1]), t0, t0, d_t, x, 0.1)
+        with pytest.raises(ValueError, match="does not fit the network"):
+            theory.student_update(loss, t0, t0, d_t, x[:, :2], 0.1)
+        with pytest.raises(ValueError, match="unknown loss setting"):
+            theory.standard_losses(cfg, ["kl_aux"])
+        with pytest.raises(ValueError, match="eps_min"):
+            theory.eps_grid(0.0, 1.0, 8)
+        with pytest.raises(ValueError, match="losses is empty"):
+            theory.sweep([], loss_T, t0, [t0], x, [0.1], loss_T_args=args)
+
+
+# ----------------------------------------------------------------------------- CLI, figure
+
+
+@pytest.mark.slow
+def test_cli_on_mnist(data_root, tmp_path, capsys):
+    out = tmp_path / "theorem.json"
+    rc = cli_main(["theorem", "--hidden", "32", "16", "-m", "4", "--n-noise", "96", "--teacher-batch", "200",
+                   "--n-eps", "6", "--seeds", "2", "--data-dir", str(data_root), "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    for name in theory.STANDARD_LOSSES:
+        assert f"loss setting: {name}" in text
+    assert "PASS" in text and "rel gap" in text
+    rec = json.loads(out.read_text())
+    assert rec["format"] == theory.FORMAT and rec["summary"]["ok"] is True
+    assert rec["settings"]["hidden_widths"] == [32, 16] and rec["settings"]["aux_logits"] == 4
+    assert len(rec["eps"]) == 6 and len(rec["losses"]["ce_aux"]["A"]) == 2
+    assert rec["data"]["sha256"]
+    # the figure from the same record
+    path = theory.plot_theorem(rec, tmp_path / "fig.png")
+    assert path.stat().st_size > 10_000
+
+
+def test_cli_exit_status_when_the_prediction_fails(capsys):
+    args = ["theorem", "--teacher-loss", "l2", "--hidden", "5", "-m", "2", "--n-noise", "8", "--n-eps", "3",
+            "--seeds", "1", "--losses", "ce_aux", "mse_all"]
+    assert cli_main(args) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert cli_main(args + ["--gap-tol", "1e-300"]) == 1  # an impossible tolerance: reported as a failure
+    assert "FAIL" in capsys.readouterr().out
+    assert cli_main(args + ["--eps-min", "0"]) == 2
+    assert "--eps-min" in capsys.readouterr().err
+    assert cli_main(args + ["--eps-max", "1e-9"]) == 2
