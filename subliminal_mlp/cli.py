@@ -43,7 +43,10 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="subliminal-mlp", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="subliminal-mlp",
+        description="Subliminal learning in MLP classifiers: reproduce the paper's MNIST experiment "
+                    "(Figure 10) and check its single-step gradient-alignment theorem.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run the paper's MNIST experiment (Figure 10)",
                        description="Teacher, aux-only and all-logit students, and cross-model controls, "
