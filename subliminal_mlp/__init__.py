@@ -15,6 +15,7 @@ from .data import DataError, Dataset, load_dataset, load_fashion_mnist, load_mni
 from .experiment import ExperimentResult, run_experiment
 from .losses import class_cross_entropy, kl_distillation, mse_distillation
 from .model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
+from . import theory
 from .reproduce import reproduce
 from .results import mean_ci95, read_results
 from .training import distill_student, distill_students, noise_images, train_teacher
@@ -23,6 +24,6 @@ __all__ = [
     "MODELS", "Config", "ConfigError", "DataError", "Dataset", "load_dataset", "load_fashion_mnist",
     "load_mnist", "ExperimentResult", "run_experiment", "class_cross_entropy", "kl_distillation",
     "mse_distillation", "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features",
-    "init_params", "logit_mask", "reproduce", "mean_ci95", "read_results", "distill_student",
+    "init_params", "logit_mask", "reproduce", "theory", "mean_ci95", "read_results", "distill_student",
     "distill_students", "noise_images", "train_teacher",
 ]

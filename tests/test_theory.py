@@ -22,11 +22,10 @@ from hypothesis import strategies as st
 from subliminal_mlp import theory
 from subliminal_mlp.cli import main as cli_main
 from subliminal_mlp.config import Config
-from subliminal_mlp.losses import class_cross_entropy
 from subliminal_mlp.model import apply, init_params
 
 # Every example compiles new shapes, so examples are few and failing cases are not shrunk.
-HYP = settings(max_examples=12, deadline=None, derandomize=True,
+HYP = settings(max_examples=8, deadline=None, derandomize=True,
                phases=(Phase.explicit, Phase.reuse, Phase.generate),
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -78,6 +77,11 @@ def ref_update(loss, theta_S0, theta_T, x):
 def _ref_dot(loss, theta_S0, theta_T0, delta_T, x, e):
     theta_T = jax.tree.map(lambda a, d: a + e * d, theta_T0, delta_T)
     return theory.tree_dot(ref_update(loss, theta_S0, theta_T, x), delta_T)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_student_loss(loss, p, x, y):
+    return jnp.mean(ref_student_loss(loss, apply(p, x), y))
 
 
 def ref_dot(loss, theta_S0, theta_T0, delta_T, x, e):
@@ -164,7 +168,7 @@ def test_shared_init_first_order(shape, loss_i, teacher_loss, wseed):
             assert dlt[-1] == pytest.approx(-eps[-1] * A, rel=2e-2)
 
 
-@settings(HYP, max_examples=6)
+@settings(HYP, max_examples=4)
 @given(shape=net_shapes, teacher_loss=st.sampled_from(["ce", "other"]))
 def test_different_init_control(shape, teacher_loss):
     """θS0 ≠ θT0: ΔθS(ε) = ΔθS(0) + O(ε) — the teacher's step drops out at first order."""
@@ -262,17 +266,18 @@ def test_kernel_gradients_match_central_finite_differences():
         assert min(kink_margin(t0, x), kink_margin(other, x)) > 1e-3
         h = 1e-5
         d_t = theory.teacher_update(loss_T, t0, *args)
+        lt = jax.jit(loss_T)
         for i in range(3):
             u = random_direction(t0, jax.random.PRNGKey(i))
-            fd = (loss_T(jax.tree.map(lambda a, b: a + h * b, t0, u), *args)
-                  - loss_T(jax.tree.map(lambda a, b: a - h * b, t0, u), *args)) / (2 * h)
+            fd = (lt(jax.tree.map(lambda a, b: a + h * b, t0, u), *args)
+                  - lt(jax.tree.map(lambda a, b: a - h * b, t0, u), *args)) / (2 * h)
             assert float(-theory.tree_dot(d_t, u)) == pytest.approx(float(fd), rel=1e-7, abs=1e-10)
         for loss in theory.standard_losses(cfg):
             for theta_S0 in (t0, other):
                 e = 0.3
                 d_s = theory.student_update(loss, theta_S0, t0, d_t, x, e)
                 y = apply(jax.tree.map(lambda a, b: a + e * b, t0, d_t), x)
-                mean_ls = lambda p: jnp.mean(ref_student_loss(loss, apply(p, x), y))  # noqa: E731
+                mean_ls = lambda p: _mean_student_loss(loss, p, x, y)  # noqa: E731
                 for i in range(2):
                     u = random_direction(t0, jax.random.PRNGKey(10 + i))
                     fd = (mean_ls(jax.tree.map(lambda a, b: a + h * b, theta_S0, u))
@@ -283,6 +288,8 @@ def test_kernel_gradients_match_central_finite_differences():
             hh = 1e-4
             slope = (ref_dot(loss, t0, t0, d_t, x, hh) - ref_dot(loss, t0, t0, d_t, x, -hh)) / (2 * hh)
             assert A == pytest.approx(slope, rel=1e-6, abs=1e-12)
+            if loss.name == "mse_all":
+                continue  # the other three settings cover ∂A/∂θT0
             # the kernels are differentiable: ∂A/∂θT0 by jax.grad vs central differences
             gA = jax.grad(lambda p: theory.first_order_coefficient(loss, p, d_t, x))(t0)
             u = random_direction(t0, jax.random.PRNGKey(99))
@@ -300,7 +307,7 @@ def _restrict_head(params, idx):
     return out
 
 
-@settings(max_examples=8, deadline=None, derandomize=True)
+@settings(HYP, max_examples=4)
 @given(shape=net_shapes)
 def test_ce_subset_is_ce_on_the_restricted_network(shape):
     """CE on a subset S = full CE on a network whose head keeps only the logits in S."""
@@ -326,34 +333,31 @@ def test_ce_subset_is_ce_on_the_restricted_network(shape):
                     for leaf in d_s[k]:
                         np.testing.assert_allclose(d_s[k][leaf], d_r[k][leaf], atol=1e-13)
         # and the subset with every logit is ce_all
-        every = theory.StudentLoss.ce(np.ones(cfg.n_outputs))
-        np.testing.assert_allclose(theory.first_order_coefficient(every, t0, d_t, x),
-                                   theory.first_order_coefficient(theory.ce_all(cfg), t0, d_t, x), rtol=1e-14)
+        assert theory.StudentLoss.ce(np.ones(cfg.n_outputs), name="ce_all") == theory.ce_all(cfg)
 
 
 # ----------------------------------------------------------------------------- vmap / sweep consistency
 
 
 def test_vmap_over_eps_matches_sweep():
+    """One compiled sweep = the single-ε kernels vmapped over ε, for every loss and initialisation."""
     with theory.float64():
         cfg, t0, other, x, loss_T, args = make_net([4, 3], 2, 3, 3, 5, seed=1)
         losses = theory.standard_losses(cfg)
         eps = theory.eps_grid(1e-4, 1e-1, 5)
+        d_t = theory.teacher_update(loss_T, t0, *args)
         res = theory.sweep(losses, loss_T, t0, [t0, other], x, eps, alpha=0.5, loss_T_args=args, eps_batch=2)
         for i, s0 in enumerate((t0, other)):
             for k, loss in enumerate(losses):
-                out = jax.vmap(lambda e: theory.alignment(loss, loss_T, s0, t0, res_dt(loss_T, t0, args), x,
-                                                          e, 0.5, args))(jnp.asarray(eps))
+                out = jax.vmap(lambda e: theory.alignment(loss, loss_T, s0, t0, d_t, x, e, 0.5, args))(
+                    jnp.asarray(eps))
                 np.testing.assert_allclose(res.dot[i, k], out["dot"], rtol=1e-10, atol=1e-15)
                 np.testing.assert_allclose(res.cos[i, k], out["cos"], rtol=1e-10, atol=1e-15)
                 np.testing.assert_allclose(res.delta_LT[i, k], out["delta_LT"], rtol=1e-8, atol=1e-14)
-                d = jax.vmap(lambda e: theory.student_update(loss, s0, t0, res_dt(loss_T, t0, args), x, e))(
-                    jnp.asarray(eps))
+                d = jax.vmap(lambda e: theory.student_update(loss, s0, t0, d_t, x, e))(jnp.asarray(eps))
                 np.testing.assert_allclose(res.norm_S[i, k], jax.vmap(theory.tree_norm)(d), rtol=1e-10)
-
-
-def res_dt(loss_T, t0, args):
-    return theory.teacher_update(loss_T, t0, *args)
+            np.testing.assert_allclose(res.LT0[i], loss_T(s0, *args), rtol=1e-14)
+        np.testing.assert_allclose(res.A, [theory.first_order_coefficient(l, t0, d_t, x) for l in losses], rtol=1e-12)
 
 
 def test_float32_outside_the_scope_and_import_keeps_x64_off():
@@ -376,7 +380,7 @@ def test_bad_arguments_raise_clear_errors():
         d_t = theory.teacher_update(loss_T, t0, *args)
         wide = theory.to_float64(init_params(jax.random.PRNGKey(0), cfg.replace(hidden_widths=(5,))))
         deep = theory.to_float64(init_params(jax.random.PRNGKey(0), cfg.replace(hidden_widths=(4, 4))))
-        with pytest.raises(ValueError, match=r"theta_S0\['hidden_0'\]\['bias'\] has shape"):
+        with pytest.raises(ValueError, match=r"theta_S0\['\w+'\]\['\w+'\] has shape .* but theta_T0"):
             theory.student_update(loss, wide, t0, d_t, x, 0.1)
         with pytest.raises(ValueError, match="not the same parameter pytree.*extra"):
             theory.alignment(loss, loss_T, deep, t0, d_t, x, 0.1, 1.0, args)
