@@ -42,6 +42,22 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from .sweep import parse_values, run_sweep
+
+    values = parse_values(a.param, a.values)
+    run_sweep(a.param, values, _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
+              progress=not a.no_progress)
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import demo
+
+    demo(a.data_dir, a.out, a.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="subliminal-mlp",
@@ -58,6 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stem", default="fig10", help="file name stem of the outputs")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_reproduce)
+    w = sub.add_parser("sweep", help="the Figure-10 protocol for each value of a config field",
+                       description="Runs the protocol per value of PARAM (any Config field: aux_logits, "
+                                   "hidden_widths as 512,512, learning_rate, loss, ...), writes a line plot, "
+                                   "JSON and CSV; an interrupted sweep resumes from the finished values.")
+    w.add_argument("param", help="the Config field to sweep, e.g. aux_logits")
+    w.add_argument("values", nargs="+", help="its values (hidden_widths: comma-separated widths)")
+    _config_args(w)
+    w.add_argument("--data-dir", default=None, help="data root holding mnist/")
+    w.add_argument("--out", default="results/sweep", help="output directory (default results/sweep)")
+    w.add_argument("--no-resume", action="store_true", help="recompute values that are already done")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars")
+    w.set_defaults(func=_cmd_sweep)
+    d = sub.add_parser("demo", help="a one-minute teaching demo: one figure that tells the story",
+                       description="One teacher, two students on noise (same and different initialisation); "
+                                   "writes one figure and says what it shows.")
+    d.add_argument("--data-dir", default=None, help="data root holding mnist/")
+    d.add_argument("--out", default="results/demo.png", help="figure path (default results/demo.png)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
     from .theorem_cli import register as register_theorem
 
     register_theorem(sub)

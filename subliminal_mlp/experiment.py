@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -66,37 +66,46 @@ def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:
     return 1 if platform == "cpu" else min(n_local, 32)
 
 
-def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callable[[int, Any], None]] = None):
-    """The jitted experiment: ``(run_ids, train_x, train_y, test_x, test_y) -> accuracies (N, 6)``.
+#: Config fields whose values keep every array shape: a sweep over them runs as one program, the
+#: values entering as traced arrays beside the run index.
+TRACED_FIELDS = ("learning_rate", "seed")
 
-    ``run_ids`` is sharded over ``mesh``'s ``"runs"`` axis; the data are replicated.
-    ``tick(phase, epoch)`` is called on the host once per run and epoch (phase 0: teacher,
+
+def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callable[[int, Any], None]] = None):
+    """The jitted experiment: ``(jobs, train_x, train_y, test_x, test_y) -> accuracies (J, 6)``.
+
+    ``jobs`` maps ``"run"`` to the run index of each job and may map fields of
+    :data:`TRACED_FIELDS` to per-job values that replace the config's (a sweep in one program);
+    its arrays are sharded over ``mesh``'s ``"runs"`` axis, the data are replicated.
+    ``tick(phase, epoch)`` is called on the host once per job and epoch (phase 0: teacher,
     1: students) when given.
     """
     masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
     teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
     student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
 
-    def per_device(run_ids, train_x, train_y, test_x, test_y):
-        def teacher_of(run):
-            keys = run_keys(cfg.seed, run)
+    def per_device(jobs, train_x, train_y, test_x, test_y):
+        def teacher_of(job):
+            keys = run_keys(job.get("seed", cfg.seed), job["run"])
             ref = init_params(keys["init"], cfg)
-            return train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg, teacher_tick)
+            return train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg, teacher_tick,
+                                 learning_rate=job.get("learning_rate"))
 
         def students_and_accuracies(args):
-            run, teacher = args
-            keys = run_keys(cfg.seed, run)
+            job, teacher = args
+            seed, run = job.get("seed", cfg.seed), job["run"]
+            keys = run_keys(seed, run)
             refs = {"own": init_params(keys["init"], cfg),
-                    "cross": init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+                    "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
             start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
             students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"],
-                                        cfg, student_tick)
+                                        cfg, student_tick, learning_rate=job.get("learning_rate"))
             models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]),
                                   refs["own"], teacher, students)
             return jax.vmap(accuracy, in_axes=(0, None, None, None))(models, test_x, test_y, cfg.n_classes)
 
-        teachers = lax.map(teacher_of, run_ids, batch_size=run_batch)
-        return lax.map(students_and_accuracies, (run_ids, teachers), batch_size=run_batch)
+        teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
+        return lax.map(students_and_accuracies, (jobs, teachers), batch_size=run_batch)
 
     sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P(), P(), P(), P()),
                             out_specs=P("runs"), check_vma=False)
@@ -113,6 +122,7 @@ class ExperimentResult:
     run_s: float
     devices: list[str]
     run_batch: int
+    values_in_program: int = 1  # >1 when this result came from a sweep run as one program
 
     def model_accuracies(self, name: str) -> np.ndarray:
         """The ``n_runs`` test accuracies of model ``name`` (one of ``MODELS``)."""
@@ -122,8 +132,9 @@ class ExperimentResult:
 class _Progress:
     """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks."""
 
-    def __init__(self, cfg: Config):
-        self.totals = (cfg.n_runs * cfg.teacher_epochs, cfg.n_runs * cfg.student_epochs)
+    def __init__(self, cfg: Config, n_values: int = 1):
+        n = cfg.n_runs * n_values
+        self.totals = (n * cfg.teacher_epochs, n * cfg.student_epochs)
         self.bars: list = []
 
     def start(self) -> None:
@@ -153,21 +164,48 @@ def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Option
     count and the padding dropped. With ``progress=True`` a bar per phase is shown. Compilation is
     timed apart from the run.
     """
+    return run_traced_sweep(cfg, data, progress=progress, devices=devices, log=log)[0]
+
+
+def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Sequence = (), *,
+                     progress: bool = False, devices: Optional[list] = None,
+                     log: Callable[[str], None] = lambda s: None) -> list[ExperimentResult]:
+    """The protocol for every value of a shape-preserving ``field`` (one of :data:`TRACED_FIELDS`).
+
+    All ``len(values) × n_runs`` jobs run as *one* compiled program: the values enter as traced
+    arrays beside the run indices. Returns one :class:`ExperimentResult` per value (with
+    ``cfg.replace(field=value)`` as its config); their timings are those of the whole program.
+    Without ``field``, runs ``cfg`` alone (this is :func:`run_experiment`).
+    """
+    if field is None:
+        configs = [cfg]
+    elif field not in TRACED_FIELDS:
+        raise ValueError(f"field = {field!r} changes array shapes or code; only {TRACED_FIELDS} can be "
+                         "swept inside one program (use subliminal_mlp.sweep for the others).")
+    else:
+        configs = [cfg.replace(**{field: v}) for v in values]
+        if not configs:
+            raise ValueError(f"no values given for {field}.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     devices = list(devices or jax.local_devices())
-    n_dev = len(devices)
-    n_pad = -(-cfg.n_runs // n_dev) * n_dev
-    run_ids = np.minimum(np.arange(n_pad), cfg.n_runs - 1).astype(np.int32)
+    n_dev, n_val, n_runs = len(devices), len(configs), cfg.n_runs
+    n_jobs = n_val * n_runs
+    n_pad = -(-n_jobs // n_dev) * n_dev
+    pick = np.minimum(np.arange(n_pad), n_jobs - 1)  # padding repeats the last job; dropped below
+    jobs = {"run": (pick % n_runs).astype(np.int32)}
+    if field is not None:
+        dtype = np.float32 if field == "learning_rate" else np.uint32
+        jobs[field] = np.asarray([getattr(c, field) for c in configs], dtype)[pick // n_runs]
     run_batch = default_run_batch(cfg, devices[0].platform, n_pad // n_dev)
     mesh = Mesh(np.array(devices), ("runs",))
-    bars = _Progress(cfg) if progress else None
+    bars = _Progress(cfg, n_val) if progress else None
     program = make_program(cfg, mesh, run_batch, bars.tick if bars else None)
 
     replicated = NamedSharding(mesh, P())
-    args = (jax.device_put(run_ids, NamedSharding(mesh, P("runs"))),
+    args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))),
             *(jax.device_put(a, replicated) for a in (data.train_images, data.train_labels,
                                                       data.test_images, data.test_labels)))
-    log(f"compiling the experiment program ({cfg.n_runs} runs on {n_dev} {devices[0].platform} device(s))...")
+    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
     t0 = time.perf_counter()
     compiled = program.lower(*args).compile()
     t1 = time.perf_counter()
@@ -175,10 +213,11 @@ def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Option
     if bars:
         bars.start()
     try:
-        acc = np.asarray(jax.block_until_ready(compiled(*args)))[: cfg.n_runs]
+        acc = np.asarray(jax.block_until_ready(compiled(*args)))[:n_jobs].reshape(n_val, n_runs, len(MODELS))
     finally:
         if bars:
             bars.close()
     t2 = time.perf_counter()
-    return ExperimentResult(config=cfg, accuracies=acc, compile_s=t1 - t0, run_s=t2 - t1,
-                            devices=[str(d) for d in devices], run_batch=run_batch)
+    return [ExperimentResult(config=c, accuracies=acc[v], compile_s=t1 - t0, run_s=t2 - t1,
+                             devices=[str(d) for d in devices], run_batch=run_batch, values_in_program=n_val)
+            for v, c in enumerate(configs)]

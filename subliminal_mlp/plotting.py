@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,4 +58,38 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path)
+
+
+def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Each model's accuracy against the swept value: mean line, 95 % CI band, chance line."""
+    from .sweep import numeric_axis
+
+    x = numeric_axis(summary["values"])
+    categorical = x is None
+    if categorical:
+        x = np.arange(len(summary["values"]), dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for name, m in summary["models"].items():
+        mean = np.asarray(m["mean"])
+        ci = np.asarray([0.0 if c is None else c for c in m["ci95"]])
+        color = COLORS.get(name, "#777777")
+        ax.plot(x, mean, marker="o", ms=4, color=color, label=LABELS.get(name, name).replace("\n", " "))
+        ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.2, linewidth=0)
+    ax.axhline(summary["chance"], color="black", linestyle=":", linewidth=1.2, label="chance")
+    if categorical:
+        ax.set_xticks(x, summary["labels"], fontsize=8)
+    elif np.all(x > 0) and x.max() / x.min() >= 20:
+        ax.set_xscale("log")
+        ax.set_xticks(x, summary["labels"], fontsize=8)
+        ax.minorticks_off()
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(summary["param"])
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Subliminal learning against {summary['param']}", fontsize=11)
+    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    runs = sorted(set(summary["n_runs"]))
+    caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs)
+    fig.text(0.5, -0.02, f"swept: {summary['param']}; otherwise " + caption, ha="center", va="top", fontsize=7)
     return save_figure(fig, path)

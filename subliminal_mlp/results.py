@@ -125,7 +125,9 @@ def experiment_record(result, dataset=None) -> dict[str, Any]:
         "models": models,
         "chance": 1.0 / cfg.n_classes,
         "data": data,
-        "environment": environment(result.devices, run_batch=result.run_batch),
+        "environment": environment(result.devices, run_batch=result.run_batch,
+                                   **({"values_in_program": result.values_in_program}
+                                      if result.values_in_program > 1 else {})),
         "timing": {"compile_s": result.compile_s, "run_s": result.run_s,
                    "total_s": result.compile_s + result.run_s, "peak_rss_mb": peak_rss_mb()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -12,10 +12,11 @@ inside the step that uses it, so the set is fixed and reused every epoch but nev
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -26,9 +27,13 @@ from .model import apply
 Tick = Optional[Callable[[jax.Array], None]]
 
 
-def optimizer(cfg: Config) -> optax.GradientTransformation:
-    """Adam with the paper's learning rate and PyTorch's other defaults (β = (0.9, 0.999), ε = 1e-8)."""
-    return optax.adam(cfg.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+def optimizer(cfg: Config, learning_rate=None) -> optax.GradientTransformation:
+    """Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8) and ``cfg.learning_rate``.
+
+    ``learning_rate`` overrides the config's and may be a traced scalar (a swept value).
+    """
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
 
 
 def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
@@ -49,34 +54,66 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     return perm[: n_full * batch_size].reshape(n_full, batch_size), perm[n_full * batch_size :]
 
 
-def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None):
+def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None,
+               probe: Optional[Callable] = None, probe_every: int = 1):
     """Apply ``state = step(state, batch_indices)`` over ``epochs`` shuffled epochs of ``range(n)``.
 
     Epoch ``e`` uses the permutation drawn from ``fold_in(key, e)``; ``tick(e)`` (a host
     callback, if given) runs once at the end of each epoch.
+
+    With ``probe``, also returns a trace: ``probe(state)`` evaluated inside the compiled loop (no
+    host round-trip) before every ``probe_every``-th full batch of each epoch and once after the
+    last step, stacked along a leading axis; :func:`probe_steps` gives the optimiser step count
+    at each entry. Returns ``state``, or ``(state, trace)`` when ``probe`` is given.
     """
+    if probe is not None and (not isinstance(probe_every, int) or probe_every < 1):
+        raise ValueError(f"probe_every = {probe_every!r} is invalid: it must be an integer >= 1.")
 
     def epoch(state, e):
         full, rest = epoch_batches(jax.random.fold_in(key, e), n, batch_size)
-        state, _ = lax.scan(lambda s, idx: (step(s, idx), None), state, full)
+        if probe is None:
+            state, seen = lax.scan(lambda s, idx: (step(s, idx), None), state, full)
+        else:
+            blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(probe, state))
+
+            def probed_step(s, xs):
+                idx, j = xs
+                seen = lax.cond(j % probe_every == 0, probe, lambda _: blank, s)
+                return step(s, idx), seen
+
+            state, seen = lax.scan(probed_step, state, (full, jnp.arange(full.shape[0])))
+            seen = jax.tree.map(lambda a: a[::probe_every], seen)
         if rest.shape[0]:
             state = step(state, rest)
         if tick is not None:
             tick(e)
-        return state, None
+        return state, seen
 
-    state, _ = lax.scan(epoch, state, jnp.arange(epochs))
-    return state
+    state, seen = lax.scan(epoch, state, jnp.arange(epochs))
+    if probe is None:
+        return state
+    last = probe(state)
+    trace = jax.tree.map(lambda a, b: jnp.concatenate([a.reshape((-1,) + a.shape[2:]), b[None]]), seen, last)
+    return state, trace
+
+
+def probe_steps(n: int, batch_size: int, epochs: int, probe_every: int = 1) -> np.ndarray:
+    """Optimiser steps taken before each entry of :func:`run_epochs`' trace (same arguments)."""
+    n_full = n // batch_size
+    per_epoch = n_full + (1 if n % batch_size else 0)
+    within = np.arange(0, n_full, probe_every)
+    steps = [e * per_epoch + within for e in range(epochs)]
+    return np.concatenate(steps + [np.array([epochs * per_epoch])])
 
 
 def train_teacher(params: dict, images: jax.Array, labels: jax.Array, key: jax.Array, cfg: Config,
-                  tick: Tick = None) -> dict:
+                  tick: Tick = None, learning_rate=None) -> dict:
     """Train a copy of ``params`` on (images, labels): Adam, mean class cross-entropy (aux logits unused).
 
     Returns the teacher's parameters after ``cfg.teacher_epochs`` epochs; ``key`` draws the
-    epoch permutations.
+    epoch permutations; ``learning_rate`` (optional, may be traced) overrides the config's.
     """
-    opt = optimizer(cfg)
+    opt = optimizer(cfg, learning_rate)
     grad_fn = jax.grad(lambda p, x, y: class_cross_entropy(apply(p, x), y, cfg.n_classes))
 
     def step(state, idx):
@@ -90,7 +127,8 @@ def train_teacher(params: dict, images: jax.Array, labels: jax.Array, key: jax.A
 
 
 def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key: jax.Array,
-                     shuffle_key: jax.Array, cfg: Config, tick: Tick = None) -> dict:
+                     shuffle_key: jax.Array, cfg: Config, tick: Tick = None,
+                     probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None):
     """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
 
     ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
@@ -98,8 +136,13 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     draws one noise batch, computes the teacher's logits on it *once*, and takes an Adam step for
     every student on ``cfg.loss`` between its logits and the teacher's over its mask. Adam is
     elementwise, so one optimiser state over the stack equals S independent optimisers.
+
+    With ``probe`` (a function of the student stack, e.g. each student's test accuracy), returns
+    ``(students, trace)``: ``probe`` evaluated every ``probe_every`` steps inside the compiled loop
+    (see :func:`run_epochs`; :func:`probe_steps` gives the steps). ``learning_rate`` (optional,
+    may be traced) overrides the config's.
     """
-    opt = optimizer(cfg)
+    opt = optimizer(cfg, learning_rate)
     loss_fn = distillation_loss(cfg.loss)
     grad_fn = jax.grad(lambda p, x, t, m: loss_fn(apply(p, x), t, m))
     grads_all = jax.vmap(grad_fn, in_axes=(0, None, None, 0))
@@ -112,7 +155,11 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
         return optax.apply_updates(p, updates), o
 
     state = (students, opt.init(students))
-    return run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick)[0]
+    if probe is None:
+        return run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick)[0]
+    state, trace = run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick,
+                              probe=lambda st: probe(st[0]), probe_every=probe_every)
+    return state[0], trace
 
 
 def distill_student(student: dict, teacher: dict, mask: jax.Array, noise_key: jax.Array,

@@ -96,3 +96,31 @@ def test_optimizer_is_adam_with_pytorch_defaults():
     u, _ = opt.update(g, opt.init(p), p)
     # First Adam step: m̂ = g, v̂ = g², update = -lr · g / (|g| + ε).
     np.testing.assert_allclose(np.asarray(u["w"]), -0.1 * np.sign([0.5, -4.0]), rtol=1e-5)  # float32 bias correction
+
+
+def test_probe_trace_is_taken_at_the_documented_steps():
+    from subliminal_mlp.training import probe_steps
+
+    for n, b, epochs, every in [(2500, 1024, 3, 1), (5000, 512, 2, 3), (4096, 1024, 2, 2)]:
+        count, trace = run_epochs(lambda s, idx: s + 1, jnp.array(0), jax.random.PRNGKey(0), n, b, epochs,
+                                  probe=lambda s: s, probe_every=every)
+        want = probe_steps(n, b, epochs, every)
+        np.testing.assert_array_equal(np.asarray(trace), want)
+        assert int(count) == want[-1]
+    with pytest.raises(ValueError, match="probe_every = 0"):
+        run_epochs(lambda s, idx: s, 0, jax.random.PRNGKey(0), 10, 5, 1, probe=lambda s: s, probe_every=0)
+
+
+def test_probing_does_not_change_the_training():
+    cfg = Config(hidden_widths=(16,), n_noise=1000, batch_size=300, student_epochs=2)
+    teacher = init_params(jax.random.PRNGKey(0), cfg)
+    stack = jax.tree.map(lambda a: a[None], init_params(jax.random.PRNGKey(1), cfg))
+    masks = logit_mask(cfg, "aux")[None]
+    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
+    plain = distill_students(stack, teacher, masks, *keys, cfg)
+    probed, trace = distill_students(stack, teacher, masks, *keys, cfg,
+                                     probe=lambda s: s["head"]["bias"][:, 12], probe_every=2)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(probed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert trace.shape == (2 * 2 + 1, 1)  # 3 full batches per epoch probed at 0 and 2, plus the end
+    assert float(trace[0, 0]) == 0.0 and float(trace[-1, 0]) == float(probed["head"]["bias"][0, 12])

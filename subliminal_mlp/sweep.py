@@ -1,0 +1,200 @@
+"""Sweeps: the Figure-10 protocol for each value of any ``Config`` field.
+
+``run_sweep("aux_logits", [1, 3, 10])`` runs the whole protocol (``n_runs`` runs of the six
+models) per value and writes, under ``out_dir``:
+
+* ``<param>/<param>=<value>.json`` (+ ``.csv``): the Figure-10 record of each value, written
+  atomically as soon as that value is finished — an interrupted sweep resumes from them;
+* ``sweep_<param>.json`` / ``.csv`` / ``.png``: every model's mean accuracy and 95 % CI against the
+  value (format ``subliminal-mlp/sweep``), and the line plot with CI bands and the chance line.
+
+Values of a field that keeps every array shape (:data:`experiment.TRACED_FIELDS`: the learning
+rate, the seed) run together in one compiled program, entering as traced arrays; values that
+change shapes or code (widths, m, depth, epochs, the loss, ...) compile once each, with a progress
+bar over the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import io
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import MODELS, Config, ConfigError
+from .experiment import TRACED_FIELDS, run_experiment, run_traced_sweep
+from .results import atomic_write_text, experiment_record, mean_ci95, read_results, write_results
+
+FORMAT = "subliminal-mlp/sweep"
+FORMAT_VERSION = 1
+#: Fields that a sweep may vary (``run_batch`` changes no number, so sweeping it is refused).
+SWEEPABLE = tuple(f.name for f in dataclasses.fields(Config) if f.name != "run_batch")
+
+
+def parse_values(param: str, texts: Sequence[str]) -> list:
+    """Command-line strings to typed values of ``param`` (``hidden_widths``: ``"512,512"``)."""
+    check_param(param)
+    kind = {f.name: f.type for f in dataclasses.fields(Config)}[param]
+    out = []
+    for t in texts:
+        try:
+            if param == "hidden_widths":
+                out.append(tuple(int(w) for w in str(t).replace("x", ",").split(",") if w))
+            elif "float" in str(kind):
+                out.append(float(t))
+            elif "int" in str(kind):
+                out.append(int(t))
+            else:
+                out.append(str(t))
+        except ValueError:
+            raise ConfigError(f"value {t!r} is not valid for {param} ({kind}).") from None
+    return out
+
+
+def check_param(param: str) -> None:
+    """Raise :class:`ConfigError` unless ``param`` can be swept."""
+    if param not in SWEEPABLE:
+        raise ConfigError(f"cannot sweep {param!r}: choose one of {', '.join(SWEEPABLE)}.")
+
+
+def value_label(value: Any) -> str:
+    """A value as it appears in file names and on the plot: ``(512, 512)`` -> ``512,512``."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _json_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir=None,
+              out_dir: str | os.PathLike = "results/sweep", resume: bool = True, progress: bool = True,
+              log: Callable[[str], None] = print, datasets: dict | None = None) -> dict[str, Any]:
+    """Run the Figure-10 protocol of ``base`` for each value of ``param``; write and return the summary.
+
+    Every value is validated (as a full ``Config``) before any compute. With ``resume``, a value
+    whose record already exists under ``out_dir`` with the same config is read, not rerun.
+    ``datasets`` may map dataset names to loaded ``Dataset`` objects (else they are loaded from
+    ``data_dir`` / the usual lookup).
+    """
+    check_param(param)
+    values = list(values)
+    if not values:
+        raise ConfigError(f"no values given for {param}: give at least one.")
+    labels = [value_label(v) for v in values]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"repeated values in the sweep over {param}: {labels}.")
+    configs = [base.replace(**{param: v}) for v in values]  # validates every value first
+    out = Path(out_dir)
+    stems = [f"{param}={label}" for label in labels]
+    records: dict[int, dict] = {}
+    if resume:
+        for i, (c, stem) in enumerate(zip(configs, stems)):
+            path = out / param / f"{stem}.json"
+            if path.exists() and read_results(path)["config"] == c.to_dict():
+                records[i] = read_results(path)
+    todo = [i for i in range(len(values)) if i not in records]
+    if records:
+        log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
+    datasets = dict(datasets or {})
+
+    def data_for(c: Config):
+        if c.dataset not in datasets:
+            from .data import load_dataset
+
+            datasets[c.dataset] = load_dataset(c.dataset, data_dir)
+        return datasets[c.dataset]
+
+    def finish(i: int, result) -> None:
+        record = experiment_record(result, data_for(configs[i]))
+        write_results(record, out / param, stems[i])
+        records[i] = record
+
+    if todo and param in TRACED_FIELDS:
+        log(f"sweeping {param} over {len(todo)} value(s) in one program")
+        results = run_traced_sweep(base, data_for(base), param, [values[i] for i in todo], progress=progress, log=log)
+        for i, result in zip(todo, results):
+            finish(i, result)
+    elif todo:
+        from tqdm.auto import tqdm
+
+        for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
+            finish(i, run_experiment(configs[i], data_for(configs[i]), log=log))
+    summary = sweep_record(param, values, base, [records[i] for i in range(len(values))],
+                           [f"{param}/{s}.json" for s in stems])
+    files = write_sweep(summary, out)
+    log(format_sweep_table(summary))
+    for path in files.values():
+        log(f"wrote {path}")
+    return {**summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[dict],
+                 files: Sequence[str]) -> dict[str, Any]:
+    """The summary of a sweep: per model, the mean and 95 % CI at each value."""
+    models = {}
+    for name in MODELS:
+        stats = [mean_ci95(r["models"][name]["accuracies"]) for r in records]
+        models[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "param": param,
+        "values": [_json_value(v) for v in values], "labels": [value_label(v) for v in values],
+        "base_config": base.to_dict(), "n_runs": [r["n_runs"] for r in records],
+        "models": models, "chance": 1.0 / base.n_classes, "value_files": list(files),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def sweep_csv(summary: dict[str, Any]) -> str:
+    """One row per (value, model): ``param,value,model,mean,ci95,n_runs``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["param", "value", "model", "mean", "ci95", "n_runs"])
+    for j, label in enumerate(summary["labels"]):
+        for name, m in summary["models"].items():
+            ci = "" if m["ci95"][j] is None else f"{m['ci95'][j]:.6f}"
+            w.writerow([summary["param"], label, name, f"{m['mean'][j]:.6f}", ci, summary["n_runs"][j]])
+    return buf.getvalue()
+
+
+def format_sweep_table(summary: dict[str, Any]) -> str:
+    """Mean accuracy per value (rows) and model (columns)."""
+    names = list(summary["models"])
+    head = f"{summary['param']:>14} " + " ".join(f"{n:>12}" for n in names)
+    rows = [head, "-" * len(head)]
+    for j, label in enumerate(summary["labels"]):
+        rows.append(f"{label:>14} " + " ".join(f"{summary['models'][n]['mean'][j]:>12.4f}" for n in names))
+    return "\n".join(rows)
+
+
+def write_sweep(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``sweep_<param>.{json,csv,png}`` atomically under ``out_dir``."""
+    from .plotting import plot_sweep
+
+    out = Path(out_dir)
+    stem = f"sweep_{summary['param']}"
+    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(summary, indent=2) + "\n"),
+            "csv": atomic_write_text(out / f"{stem}.csv", sweep_csv(summary)),
+            "png": plot_sweep(summary, out / f"{stem}.png")}
+
+
+def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a sweep summary JSON, checking its format tag."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if record.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format = {record.get('format')!r})")
+    return record
+
+
+def numeric_axis(values: Sequence) -> np.ndarray | None:
+    """The values as floats when they are all numbers, else None (a categorical axis)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=float)
+    return None

@@ -1,0 +1,105 @@
+"""The sweep machinery: typed values, one program for shape-preserving values, resume, errors."""
+
+import numpy as np
+import pytest
+
+import subliminal_mlp.sweep as sweep_mod
+from subliminal_mlp.cli import main
+from subliminal_mlp.config import MODELS, Config, ConfigError
+from subliminal_mlp.data import load_mnist
+from subliminal_mlp.experiment import run_experiment
+from subliminal_mlp.results import read_results
+from subliminal_mlp.sweep import parse_values, read_sweep, run_sweep
+
+TINY = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, batch_size=512,
+              run_batch=1)
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return load_mnist(data_root)
+
+
+def test_values_are_parsed_to_the_fields_types():
+    assert parse_values("hidden_widths", ["512,512", "64"]) == [(512, 512), (64,)]
+    assert parse_values("aux_logits", ["3", "10"]) == [3, 10]
+    assert parse_values("learning_rate", ["1e-3"]) == [1e-3]
+    assert parse_values("loss", ["kl", "mse"]) == ["kl", "mse"]
+    with pytest.raises(ConfigError, match="'x' is not valid for aux_logits"):
+        parse_values("aux_logits", ["x"])
+    for bad in ("run_batch", "widths"):
+        with pytest.raises(ConfigError, match=f"cannot sweep '{bad}'"):
+            parse_values(bad, ["1"])
+
+
+def test_bad_values_are_rejected_before_any_compute(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(ConfigError, match="aux_logits \\(m\\) = 0"):
+        run_sweep("aux_logits", [3, 0], TINY, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="repeated values"):
+        run_sweep("aux_logits", [3, 3], TINY, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="no values"):
+        run_sweep("aux_logits", [], TINY, out_dir=tmp_path)
+    assert main(["sweep", "bogus", "1", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_shape_changing_sweep_matches_single_runs_and_writes_its_files(mnist, tmp_path):
+    s = run_sweep("aux_logits", [1, 4], TINY, out_dir=tmp_path, datasets={"mnist": mnist}, progress=False,
+                  log=lambda _: None)
+    assert s["values"] == [1, 4] and set(s["models"]) == set(MODELS)
+    on_disk = read_sweep(tmp_path / "sweep_aux_logits.json")
+    assert on_disk["models"] == s["models"]
+    for v in (1, 4):
+        rec = read_results(tmp_path / "aux_logits" / f"aux_logits={v}.json")
+        direct = run_experiment(TINY.replace(aux_logits=v), mnist).accuracies
+        np.testing.assert_array_equal(np.asarray([rec["models"][m]["accuracies"] for m in MODELS]).T, direct)
+    rows = (tmp_path / "sweep_aux_logits.csv").read_text().splitlines()
+    assert rows[0] == "param,value,model,mean,ci95,n_runs" and len(rows) == 1 + 2 * 6
+    assert (tmp_path / "sweep_aux_logits.png").stat().st_size > 10_000
+
+
+def test_shape_preserving_sweep_runs_as_one_program_with_the_same_numbers(mnist, tmp_path):
+    s = run_sweep("learning_rate", [1e-3, 3e-3], TINY, out_dir=tmp_path, datasets={"mnist": mnist},
+                  progress=False, log=lambda _: None)
+    for j, lr in enumerate([1e-3, 3e-3]):
+        rec = read_results(tmp_path / "learning_rate" / f"learning_rate={lr:g}.json")
+        assert rec["environment"]["values_in_program"] == 2
+        direct = run_experiment(TINY.replace(learning_rate=lr), mnist).accuracies
+        got = np.asarray([rec["models"][m]["accuracies"] for m in MODELS]).T
+        np.testing.assert_allclose(got, direct, atol=2e-3)  # traced vs constant lr: same maths, float rounding
+        assert s["models"]["teacher"]["mean"][j] == pytest.approx(direct[:, 1].mean(), abs=2e-3)
+    seeds = run_sweep("seed", [0, 5], TINY, out_dir=tmp_path, datasets={"mnist": mnist}, progress=False,
+                      log=lambda _: None)
+    np.testing.assert_array_equal(
+        np.asarray(read_results(tmp_path / "seed" / "seed=5.json")["models"]["teacher"]["accuracies"]),
+        run_experiment(TINY.replace(seed=5), mnist).accuracies[:, 1])
+    assert seeds["labels"] == ["0", "5"]
+
+
+def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, monkeypatch):
+    calls = []
+    real = sweep_mod.run_experiment
+
+    def flaky(cfg, *a, **k):
+        calls.append(cfg.aux_logits)
+        if cfg.aux_logits == 2:
+            raise KeyboardInterrupt
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(sweep_mod, "run_experiment", flaky)
+    kw = dict(out_dir=tmp_path, datasets={"mnist": mnist}, progress=False, log=lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert (tmp_path / "aux_logits" / "aux_logits=1.json").exists()
+    assert not (tmp_path / "aux_logits" / "aux_logits=2.json").exists()
+    assert not [p for p in (tmp_path / "aux_logits").iterdir() if p.name.startswith(".")]
+    calls.clear()
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda cfg, *a, **k: (calls.append(cfg.aux_logits),
+                                                                              real(cfg, *a, **k))[1])
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [2] and s["values"] == [1, 2]
+    # A changed base config is not mistaken for a finished value.
+    calls.clear()
+    run_sweep("aux_logits", [1], TINY.replace(seed=3), **kw)
+    assert calls == [1]
