@@ -128,7 +128,8 @@ def train_teacher(params: dict, images: jax.Array, labels: jax.Array, key: jax.A
 
 def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key: jax.Array,
                      shuffle_key: jax.Array, cfg: Config, tick: Tick = None,
-                     probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None):
+                     probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None,
+                     inputs: Optional[Callable[[jax.Array], jax.Array]] = None, n_inputs: Optional[int] = None):
     """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
 
     ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
@@ -141,7 +142,16 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     ``(students, trace)``: ``probe`` evaluated every ``probe_every`` steps inside the compiled loop
     (see :func:`run_epochs`; :func:`probe_steps` gives the steps). ``learning_rate`` (optional,
     may be traced) overrides the config's.
+
+    ``inputs`` replaces the noise: a function from batch indices into a fixed distillation set of
+    ``n_inputs`` examples to the inputs themselves (e.g. ``lambda idx: images[idx]`` for real
+    images); by default the set is the ``cfg.n_noise`` uniform-noise images of ``noise_key``.
     """
+    if inputs is None:
+        inputs, n_inputs = (lambda idx: noise_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
+    elif n_inputs is None or n_inputs < cfg.batch_size:
+        raise ValueError(f"n_inputs = {n_inputs!r}: give the size of the distillation set (>= batch_size "
+                         f"{cfg.batch_size}) with inputs.")
     opt = optimizer(cfg, learning_rate)
     loss_fn = distillation_loss(cfg.loss)
     grad_fn = jax.grad(lambda p, x, t, m: loss_fn(apply(p, x), t, m))
@@ -149,15 +159,15 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
 
     def step(state, idx):
         p, o = state
-        x = noise_images(noise_key, idx, cfg.input_dim)
+        x = inputs(idx)
         t = apply(teacher, x)
         updates, o = opt.update(grads_all(p, x, t, masks), o, p)
         return optax.apply_updates(p, updates), o
 
     state = (students, opt.init(students))
     if probe is None:
-        return run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick)[0]
-    state, trace = run_epochs(step, state, shuffle_key, cfg.n_noise, cfg.batch_size, cfg.student_epochs, tick,
+        return run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick)[0]
+    state, trace = run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick,
                               probe=lambda st: probe(st[0]), probe_every=probe_every)
     return state[0], trace
 

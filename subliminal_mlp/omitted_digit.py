@@ -1,0 +1,144 @@
+"""Hinton's omitted digit (Hinton, Vinyals & Dean 2015; protocol.md §1).
+
+The teacher learns all of MNIST. Students are distilled on *all* of the teacher's logits over the
+MNIST training images with every example of one digit (3 by default) removed, so they never see
+that digit, yet they classify it. Two students per run: one from the teacher's initialisation,
+one from a different one (Hinton's student was an independent network). Every run is one job of
+a single jitted program (``lax.map`` over runs).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .config import Config, ConfigError
+from .experiment import cross_run, run_keys
+from .model import apply, class_logits, init_params, logit_mask
+from .results import atomic_write_text, environment, mean_ci95, peak_rss_mb
+from .training import distill_students, train_teacher
+
+FORMAT = "subliminal-mlp/omitted-digit"
+MODELS = ("teacher", "student_same_init", "student_other_init")
+SUBSETS = ("all_digits", "omitted_digit", "other_digits")
+
+
+def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.Array, n_classes: int) -> jax.Array:
+    """Accuracy over the test examples selected by the boolean mask ``where``."""
+    hit = jnp.argmax(class_logits(apply(params, images), n_classes), axis=-1) == labels
+    return jnp.sum(hit & where) / jnp.maximum(jnp.sum(where), 1)
+
+
+def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
+    """Teacher on all digits, students on the teacher's logits over training images without ``digit``.
+
+    Returns the JSON-ready record: per model (teacher, student from the same / another
+    initialisation) and test subset (all digits, the omitted digit, the others), the per-run
+    accuracies with mean and 95 % CI.
+    """
+    if not (isinstance(digit, int) and 0 <= digit < cfg.n_classes):
+        raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    keep = np.flatnonzero(np.asarray(data.train_labels) != digit).astype(np.int32)
+    masks = jnp.stack([logit_mask(cfg, "all")] * 2)
+
+    def one_run(run, train_x, train_y, test_x, test_y, keep):
+        keys = run_keys(cfg.seed, run)
+        ref = init_params(keys["init"], cfg)
+        other = init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)
+        teacher = train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg)
+        start = jax.tree.map(lambda a, b: jnp.stack([a, b]), ref, other)
+        students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg,
+                                    inputs=lambda idx: train_x[keep[idx]], n_inputs=keep.shape[0])
+        models = jax.tree.map(lambda t, s: jnp.concatenate([t[None], s]), teacher, students)
+        wheres = jnp.stack([jnp.ones_like(test_y, bool), test_y == digit, test_y != digit])
+        per_subset = jax.vmap(accuracy_on, (None, None, None, 0, None))
+        return jax.vmap(per_subset, (0, None, None, None, None))(models, test_x, test_y, wheres, cfg.n_classes)
+
+    @jax.jit
+    def program(runs, train_x, train_y, test_x, test_y, keep):
+        return lax.map(lambda r: one_run(r, train_x, train_y, test_x, test_y, keep), runs)
+
+    t0 = time.perf_counter()
+    acc = np.asarray(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
+                             data.test_images, data.test_labels, keep))  # (runs, models, subsets)
+    seconds = time.perf_counter() - t0
+    models = {}
+    for i, name in enumerate(MODELS):
+        models[name] = {}
+        for j, subset in enumerate(SUBSETS):
+            mean, ci = mean_ci95(acc[:, i, j])
+            models[name][subset] = {"mean": mean, "ci95": ci, "accuracies": [float(a) for a in acc[:, i, j]]}
+    return {
+        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "digit": digit,
+        "n_runs": cfg.n_runs, "n_distillation_images": int(keep.size), "models": models,
+        "data": {"dataset": cfg.dataset, "sha256": dict(data.checksums)},
+        "environment": environment([str(d) for d in jax.devices()]),
+        "timing": {"total_s": seconds, "peak_rss_mb": peak_rss_mb()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def format_omitted_table(record: dict[str, Any]) -> str:
+    """Mean test accuracy (± 95 % CI) per model on all digits, the omitted digit and the others."""
+    d = record["digit"]
+    head = f"{'model':<20} {'all digits':>16} {f'digit {d}':>16} {'other digits':>16}"
+    rows = [head, "-" * len(head)]
+    for name, subsets in record["models"].items():
+        cells = [f"{s['mean']:.4f} ± {s['ci95'] or 0:.4f}" for s in subsets.values()]
+        rows.append(f"{name:<20} " + " ".join(f"{c:>16}" for c in cells))
+    return "\n".join(rows)
+
+
+def plot_omitted(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Grouped bars: each model's accuracy on all digits, on the omitted digit and on the others."""
+    from .plotting import plt, save_figure, settings_caption
+
+    fig, ax = plt.subplots(figsize=(8, 4.4))
+    width = 0.26
+    colors = ("#1f77b4", "#d62728", "#7f7f7f")
+    for j, subset in enumerate(SUBSETS):
+        means = [record["models"][m][subset]["mean"] for m in MODELS]
+        cis = [record["models"][m][subset]["ci95"] or 0 for m in MODELS]
+        label = {"all_digits": "all test digits", "omitted_digit": f"test '{record['digit']}'s (never distilled on)",
+                 "other_digits": "other test digits"}[subset]
+        xs = np.arange(len(MODELS)) + (j - 1) * width
+        ax.bar(xs, means, width, yerr=cis, capsize=3, color=colors[j], label=label)
+        for x, m, ci in zip(xs, means, cis):
+            ax.text(x, m + ci + 0.015, f"{m:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(MODELS)), ["teacher", "student\n(same init)", "student\n(other init)"])
+    ax.set_ylim(0, 1.2)
+    ax.set_ylabel("MNIST test accuracy")
+    ax.set_title(f"Hinton's omitted digit: students distilled on all logits over MNIST without any "
+                 f"'{record['digit']}'", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    caption = settings_caption({**record["config"], "n_noise": record["n_distillation_images"]}, record["n_runs"])
+    fig.text(0.5, -0.02, caption.replace("noise images", "training images (no omitted digit)"), ha="center",
+             va="top", fontsize=7)
+    return save_figure(fig, path)
+
+
+def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "omitted_digit") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png`` atomically."""
+    out = Path(out_dir)
+    lines = ["model,subset,run,accuracy"]
+    for name, subsets in record["models"].items():
+        for subset, s in subsets.items():
+            lines += [f"{name},{subset},{i},{a:.6f}" for i, a in enumerate(s["accuracies"])]
+    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2) + "\n"),
+            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
+            "png": plot_omitted(record, out / f"{stem}.png")}
+
+
+__all__ = ["run_omitted_digit", "format_omitted_table", "plot_omitted", "write_omitted", "accuracy_on",
+           "MODELS", "SUBSETS"]
