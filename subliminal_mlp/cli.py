@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import DATASETS, LOSSES, Config, ConfigError
+from .config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--n-noise", type=int, default=d.n_noise, help="size of the fixed noise set per run")
-    g.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the teacher's task")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="KL distillation temperature")
+    g.add_argument("--student-inputs", choices=STUDENT_INPUTS, default=d.student_inputs,
+                   help="what the students are distilled on (default: uniform noise, the paper)")
+    g.add_argument("--input-mix", type=float, default=d.input_mix,
+                   help="image weight α of --student-inputs mix (α·image + (1−α)·noise)")
     g.add_argument("--run-batch", type=int, default=None, help="runs advanced together per device")
 
 
@@ -31,7 +36,8 @@ def _config_from(a: argparse.Namespace) -> Config:
     te, se = (a.epochs, a.epochs) if a.epochs is not None else (a.teacher_epochs, a.student_epochs)
     return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
                   batch_size=a.batch_size, teacher_epochs=te, student_epochs=se, n_noise=a.n_noise,
-                  loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch)
+                  loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch,
+                  temperature=a.temperature, student_inputs=a.student_inputs, input_mix=a.input_mix)
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 LOSSES = ("kl", "mse")
+#: What the students are distilled on: uniform noise in [-1, 1] (the paper), Gaussian noise with the
+#: same mean and variance (N(0, 1/3)), the teacher's own training images (unlabelled), mixtures
+#: ``input_mix · image + (1 − input_mix) · uniform noise``, or Fashion-MNIST training images.
+STUDENT_INPUTS = ("uniform", "gaussian", "task", "mix", "fashion-mnist")
 DATASETS = ("mnist", "fashion-mnist")
 #: The six models of Figure 10, in the paper's order. Results are keyed by these names.
 MODELS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
@@ -40,6 +44,10 @@ class Config:
     the paper; ``"mse"``: squared error on raw logits, Jiang et al.) over the aux logits only or
     over all logits. ``n_runs`` independent runs derive their keys from ``seed``.
 
+    ``temperature`` T softens the KL loss (``softmax(y/T)`` vs ``softmax(z/T)``, times T², as in
+    Hinton et al.); ``student_inputs`` picks the distillation inputs (:data:`STUDENT_INPUTS`),
+    ``input_mix`` the image weight α of the ``"mix"`` inputs.
+
     ``run_batch`` is how many runs one device advances together (a ``vmap`` inside a
     ``lax.map``); ``None`` picks a size suited to the platform. It changes speed and memory; the
     numbers are bit-identical for the same ``run_batch`` on the same platform, whatever the number
@@ -59,6 +67,9 @@ class Config:
     n_runs: int = 100
     seed: int = 0
     dataset: str = "mnist"
+    temperature: float = 1.0
+    student_inputs: str = "uniform"
+    input_mix: float = 0.5
     run_batch: int | None = None
 
     def __post_init__(self) -> None:
@@ -103,6 +114,15 @@ class Config:
             raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer >= 0.")
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ConfigError(f"temperature = {self.temperature!r} is invalid: it must be a positive number.")
+        if self.loss == "mse" and self.temperature != 1:
+            raise ConfigError(f"temperature = {self.temperature} has no meaning for loss = 'mse' (raw logits): "
+                              "use loss = 'kl' or temperature = 1.")
+        if self.student_inputs not in STUDENT_INPUTS:
+            raise ConfigError(f"student_inputs = {self.student_inputs!r} is invalid: choose one of {STUDENT_INPUTS}.")
+        if not (isinstance(self.input_mix, (int, float)) and 0 <= self.input_mix <= 1):
+            raise ConfigError(f"input_mix = {self.input_mix!r} is invalid: it must be in [0, 1].")
         if self.run_batch is not None:
             _positive_int("run_batch", self.run_batch)
 

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import MODELS, Config
 from .model import accuracy, init_params, logit_mask
-from .training import distill_students, train_teacher
+from .training import distill_students, distillation_inputs, train_teacher
 
 # Key streams within a run.
 _INIT, _TEACHER_SHUFFLE, _NOISE, _STUDENT_SHUFFLE = 0, 1, 2, 3
@@ -68,15 +68,16 @@ def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:
 
 #: Config fields whose values keep every array shape: a sweep over them runs as one program, the
 #: values entering as traced arrays beside the run index.
-TRACED_FIELDS = ("learning_rate", "seed")
+TRACED_FIELDS = ("learning_rate", "seed", "temperature", "input_mix")
 
 
 def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callable[[int, Any], None]] = None):
-    """The jitted experiment: ``(jobs, train_x, train_y, test_x, test_y) -> accuracies (J, 6)``.
+    """The jitted experiment: ``(jobs, train_x, train_y, test_x, test_y, pool) -> accuracies (J, 6)``.
 
     ``jobs`` maps ``"run"`` to the run index of each job and may map fields of
     :data:`TRACED_FIELDS` to per-job values that replace the config's (a sweep in one program);
-    its arrays are sharded over ``mesh``'s ``"runs"`` axis, the data are replicated.
+    its arrays are sharded over ``mesh``'s ``"runs"`` axis, the data are replicated. ``pool`` holds
+    the images the students are distilled on when ``cfg.student_inputs`` needs images.
     ``tick(phase, epoch)`` is called on the host once per job and epoch (phase 0: teacher,
     1: students) when given.
     """
@@ -84,7 +85,7 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
     teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
     student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
 
-    def per_device(jobs, train_x, train_y, test_x, test_y):
+    def per_device(jobs, train_x, train_y, test_x, test_y, pool):
         def teacher_of(job):
             keys = run_keys(job.get("seed", cfg.seed), job["run"])
             ref = init_params(keys["init"], cfg)
@@ -98,8 +99,10 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
             refs = {"own": init_params(keys["init"], cfg),
                     "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
             start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
+            inputs, n_inputs = distillation_inputs(cfg, keys["noise"], pool, job.get("input_mix"))
             students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"],
-                                        cfg, student_tick, learning_rate=job.get("learning_rate"))
+                                        cfg, student_tick, learning_rate=job.get("learning_rate"),
+                                        inputs=inputs, n_inputs=n_inputs, temperature=job.get("temperature"))
             models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]),
                                   refs["own"], teacher, students)
             return jax.vmap(accuracy, in_axes=(0, None, None, None))(models, test_x, test_y, cfg.n_classes)
@@ -107,7 +110,7 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
         teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
         return lax.map(students_and_accuracies, (jobs, teachers), batch_size=run_batch)
 
-    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P(), P(), P(), P()),
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P(), P(), P(), P(), P()),
                             out_specs=P("runs"), check_vma=False)
     return jax.jit(sharded)
 
@@ -157,19 +160,31 @@ class _Progress:
 
 
 def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Optional[list] = None,
-                   log: Callable[[str], None] = lambda s: None) -> ExperimentResult:
+                   log: Callable[[str], None] = lambda s: None, pool=None) -> ExperimentResult:
     """Run the Figure-10 protocol for ``cfg.n_runs`` runs on ``data`` (a ``data.Dataset``).
 
     ``devices`` defaults to every local device; the run axis is padded to a multiple of their
     count and the padding dropped. With ``progress=True`` a bar per phase is shown. Compilation is
-    timed apart from the run.
+    timed apart from the run. ``pool``: the images of ``student_inputs = "fashion-mnist"`` (see
+    :func:`input_pool`).
     """
-    return run_traced_sweep(cfg, data, progress=progress, devices=devices, log=log)[0]
+    return run_traced_sweep(cfg, data, progress=progress, devices=devices, log=log, pool=pool)[0]
+
+
+def input_pool(cfg: Config, data, pool=None, data_dir=None):
+    """The image pool the students draw from: the task's training images, or Fashion-MNIST's."""
+    if pool is not None:
+        return pool
+    if cfg.student_inputs == "fashion-mnist":
+        from .data import load_dataset
+
+        return load_dataset("fashion-mnist", data_dir).train_images
+    return data.train_images  # also passed (and ignored) for noise inputs
 
 
 def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Sequence = (), *,
                      progress: bool = False, devices: Optional[list] = None,
-                     log: Callable[[str], None] = lambda s: None) -> list[ExperimentResult]:
+                     log: Callable[[str], None] = lambda s: None, pool=None) -> list[ExperimentResult]:
     """The protocol for every value of a shape-preserving ``field`` (one of :data:`TRACED_FIELDS`).
 
     All ``len(values) × n_runs`` jobs run as *one* compiled program: the values enter as traced
@@ -194,7 +209,7 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
     pick = np.minimum(np.arange(n_pad), n_jobs - 1)  # padding repeats the last job; dropped below
     jobs = {"run": (pick % n_runs).astype(np.int32)}
     if field is not None:
-        dtype = np.float32 if field == "learning_rate" else np.uint32
+        dtype = np.uint32 if field == "seed" else np.float32
         jobs[field] = np.asarray([getattr(c, field) for c in configs], dtype)[pick // n_runs]
     run_batch = default_run_batch(cfg, devices[0].platform, n_pad // n_dev)
     mesh = Mesh(np.array(devices), ("runs",))
@@ -202,9 +217,14 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
     program = make_program(cfg, mesh, run_batch, bars.tick if bars else None)
 
     replicated = NamedSharding(mesh, P())
-    args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))),
-            *(jax.device_put(a, replicated) for a in (data.train_images, data.train_labels,
-                                                      data.test_images, data.test_labels)))
+    pool = input_pool(cfg, data, pool)
+    train_x = jax.device_put(data.train_images, replicated)
+    if pool is data.train_images:
+        pool = train_x  # the same buffer, not a second copy
+    elif cfg.student_inputs in ("uniform", "gaussian"):
+        pool = np.zeros((1, cfg.input_dim), np.float32)  # unused
+    args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))), train_x,
+            *(jax.device_put(a, replicated) for a in (data.train_labels, data.test_images, data.test_labels, pool)))
     log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
     t0 = time.perf_counter()
     compiled = program.lower(*args).compile()

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .data import load_dataset
-from .experiment import run_experiment
+from .experiment import input_pool, run_experiment
 from .plotting import plot_fig10
 from .results import experiment_record, format_table, write_results
 
@@ -24,7 +24,7 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     data = load_dataset(cfg.dataset, data_dir)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     log(f"data: {cfg.dataset} from {data.source_dir} (sha256 verified)")
-    result = run_experiment(cfg, data, progress=progress, log=log)
+    result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, data_dir=data_dir))
     record = experiment_record(result, data)
     files = write_results(record, out_dir, stem)
     files["png"] = plot_fig10(record, Path(out_dir) / f"{stem}.png")

@@ -9,7 +9,7 @@ models) per value and writes, under ``out_dir``:
   value (format ``subliminal-mlp/sweep``), and the line plot with CI bands and the chance line.
 
 Values of a field that keeps every array shape (:data:`experiment.TRACED_FIELDS`: the learning
-rate, the seed) run together in one compiled program, entering as traced arrays; values that
+rate, the seed, the KL temperature, the image weight of mixed inputs) run together in one compiled program, entering as traced arrays; values that
 change shapes or code (widths, m, depth, epochs, the loss, ...) compile once each, with a progress
 bar over the sweep.
 """
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import MODELS, Config, ConfigError
-from .experiment import TRACED_FIELDS, run_experiment, run_traced_sweep
+from .experiment import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
 from .results import atomic_write_text, experiment_record, mean_ci95, read_results, write_results
 
 FORMAT = "subliminal-mlp/sweep"
@@ -119,14 +119,17 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
 
     if todo and param in TRACED_FIELDS:
         log(f"sweeping {param} over {len(todo)} value(s) in one program")
-        results = run_traced_sweep(base, data_for(base), param, [values[i] for i in todo], progress=progress, log=log)
+        data = data_for(base)
+        results = run_traced_sweep(base, data, param, [values[i] for i in todo], progress=progress, log=log,
+                                   pool=input_pool(base, data, data_dir=data_dir))
         for i, result in zip(todo, results):
             finish(i, result)
     elif todo:
         from tqdm.auto import tqdm
 
         for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
-            finish(i, run_experiment(configs[i], data_for(configs[i]), log=log))
+            data = data_for(configs[i])
+            finish(i, run_experiment(configs[i], data, log=log, pool=input_pool(configs[i], data, data_dir=data_dir)))
     summary = sweep_record(param, values, base, [records[i] for i in range(len(values))],
                            [f"{param}/{s}.json" for s in stems])
     files = write_sweep(summary, out)

@@ -47,6 +47,37 @@ def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784)
     return jax.vmap(draw)(keys)
 
 
+def gaussian_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
+    """Like :func:`noise_images`, but N(0, 1/3) per pixel: the mean and variance of U[-1, 1]."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices)
+    draw = lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5
+    return jax.vmap(draw)(keys)
+
+
+def distillation_inputs(cfg: Config, noise_key: jax.Array, pool: Optional[jax.Array] = None, input_mix=None):
+    """``(inputs, n_inputs)`` for :func:`distill_students` according to ``cfg.student_inputs``.
+
+    ``"uniform"``: ``(None, None)``, i.e. the default uniform noise; ``"gaussian"``: the
+    ``cfg.n_noise`` images of :func:`gaussian_images`; ``"task"`` and ``"fashion-mnist"``: the rows
+    of ``pool`` (the teacher's training images, or Fashion-MNIST's); ``"mix"``: image ``j`` is
+    ``α·pool[j mod len(pool)] + (1 − α)·noise_j`` with ``α = input_mix`` (default
+    ``cfg.input_mix``; may be traced), ``cfg.n_noise`` of them.
+    """
+    kind = cfg.student_inputs
+    if kind == "uniform":
+        return None, None
+    if kind == "gaussian":
+        return (lambda idx: gaussian_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
+    if pool is None:
+        raise ValueError(f"student_inputs = {kind!r} needs the image pool to draw from (pool=...).")
+    if kind in ("task", "fashion-mnist"):
+        return (lambda idx: pool[idx]), pool.shape[0]
+    alpha = cfg.input_mix if input_mix is None else input_mix
+    n_pool = pool.shape[0]
+    return (lambda idx: alpha * pool[idx % n_pool] + (1 - alpha) * noise_images(noise_key, idx, cfg.input_dim)), \
+        cfg.n_noise
+
+
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """A random permutation of ``range(n)`` split into full batches ``(n // B, B)`` and the rest."""
     perm = jax.random.permutation(key, n)
@@ -129,7 +160,8 @@ def train_teacher(params: dict, images: jax.Array, labels: jax.Array, key: jax.A
 def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key: jax.Array,
                      shuffle_key: jax.Array, cfg: Config, tick: Tick = None,
                      probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None,
-                     inputs: Optional[Callable[[jax.Array], jax.Array]] = None, n_inputs: Optional[int] = None):
+                     inputs: Optional[Callable[[jax.Array], jax.Array]] = None, n_inputs: Optional[int] = None,
+                     temperature=None):
     """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
 
     ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
@@ -146,6 +178,8 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     ``inputs`` replaces the noise: a function from batch indices into a fixed distillation set of
     ``n_inputs`` examples to the inputs themselves (e.g. ``lambda idx: images[idx]`` for real
     images); by default the set is the ``cfg.n_noise`` uniform-noise images of ``noise_key``.
+    ``temperature`` (optional, may be traced) overrides ``cfg.temperature``: the KL loss is taken
+    between ``softmax(y/T)`` and ``softmax(z/T)`` and multiplied by T² (Hinton et al. 2015).
     """
     if inputs is None:
         inputs, n_inputs = (lambda idx: noise_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
@@ -154,6 +188,10 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
                          f"{cfg.batch_size}) with inputs.")
     opt = optimizer(cfg, learning_rate)
     loss_fn = distillation_loss(cfg.loss)
+    T = cfg.temperature if temperature is None else temperature
+    if cfg.loss == "kl" and (temperature is not None or cfg.temperature != 1):
+        base_loss = loss_fn
+        loss_fn = lambda z, y, m: base_loss(z / T, y / T, m) * T**2  # noqa: E731
     grad_fn = jax.grad(lambda p, x, t, m: loss_fn(apply(p, x), t, m))
     grads_all = jax.vmap(grad_fn, in_axes=(0, None, None, 0))
 

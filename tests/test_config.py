@@ -30,6 +30,10 @@ def test_defaults_are_the_papers_settings():
         ({"dataset": "cifar"}, "dataset = 'cifar'"),
         ({"run_batch": 0}, "run_batch = 0"),
         ({"teacher_epochs": 2.5}, "teacher_epochs = 2.5"),
+        ({"temperature": 0.0}, "temperature = 0.0"),
+        ({"loss": "mse", "temperature": 2.0}, "no meaning for loss = 'mse'"),
+        ({"student_inputs": "cifar"}, "student_inputs = 'cifar'"),
+        ({"input_mix": 1.5}, "input_mix = 1.5"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(changes, needle):

@@ -103,3 +103,15 @@ def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path)
     assert rows[0] == "model,run,accuracy" and len(rows) == 1 + 6 * 3
     assert (tmp_path / "fig10.png").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist):
+    from subliminal_mlp.experiment import run_traced_sweep
+
+    task = run_experiment(TINY.replace(student_inputs="task"), mnist).accuracies
+    uniform = run_experiment(TINY, mnist).accuracies
+    # Distilling on real digits transfers far more than noise does (all-logit student).
+    assert task[:, MODELS.index("student_all")].mean() > uniform[:, MODELS.index("student_all")].mean() + 0.1
+    mixed = run_traced_sweep(TINY.replace(student_inputs="mix", n_noise=2048), mnist, "input_mix", [0.0, 1.0])
+    np.testing.assert_allclose(mixed[0].accuracies, uniform, atol=1e-3)
+    assert mixed[1].config.input_mix == 1.0 and mixed[1].values_in_program == 2

@@ -124,3 +124,43 @@ def test_probing_does_not_change_the_training():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert trace.shape == (2 * 2 + 1, 1)  # 3 full batches per epoch probed at 0 and 2, plus the end
     assert float(trace[0, 0]) == 0.0 and float(trace[-1, 0]) == float(probed["head"]["bias"][0, 12])
+
+
+def test_distillation_inputs_of_every_kind():
+    from subliminal_mlp.training import distillation_inputs, gaussian_images
+
+    key = jax.random.PRNGKey(0)
+    g = np.asarray(gaussian_images(key, jnp.arange(3000)))
+    assert abs(g.mean()) < 0.005 and abs(g.var() - 1 / 3) < 0.005 and g.min() < -1.5  # N(0, 1/3), unbounded
+    pool = jax.random.uniform(jax.random.PRNGKey(1), (700, 784))
+    idx = jnp.array([0, 699, 700, 1401])
+    assert distillation_inputs(Config(), key) == (None, None)
+    fn, n = distillation_inputs(Config(student_inputs="task"), key, pool)
+    assert n == 700 and np.array_equal(np.asarray(fn(idx[:2])), np.asarray(pool[jnp.array([0, 699])]))
+    fn, n = distillation_inputs(Config(student_inputs="mix", input_mix=1.0, n_noise=2000), key, pool)
+    assert n == 2000 and np.array_equal(np.asarray(fn(idx)), np.asarray(pool[idx % 700]))
+    fn, _ = distillation_inputs(Config(student_inputs="mix", n_noise=2000), key, pool, input_mix=0.0)
+    np.testing.assert_array_equal(np.asarray(fn(idx)), np.asarray(noise_images(key, idx)))
+    fn, _ = distillation_inputs(Config(student_inputs="mix", input_mix=0.25, n_noise=2000), key, pool)
+    np.testing.assert_allclose(np.asarray(fn(idx)), 0.25 * np.asarray(pool[idx % 700])
+                               + 0.75 * np.asarray(noise_images(key, idx)), atol=1e-6)
+    with pytest.raises(ValueError, match="needs the image pool"):
+        distillation_inputs(Config(student_inputs="task"), key)
+
+
+def test_temperature_one_changes_nothing_and_two_is_the_softened_loss():
+    cfg = Config(hidden_widths=(16,), n_noise=600, batch_size=300, student_epochs=1)
+    teacher = init_params(jax.random.PRNGKey(0), cfg)
+    stack = jax.tree.map(lambda a: a[None], init_params(jax.random.PRNGKey(1), cfg))
+    masks = logit_mask(cfg, "all")[None]
+    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
+    plain = distill_students(stack, teacher, masks, *keys, cfg)
+    t1 = distill_students(stack, teacher, masks, *keys, cfg, temperature=jnp.float32(1.0))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(t1)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # T = 2 through the config equals T = 2 passed as a (traced) override, and differs from T = 1.
+    t2 = distill_students(stack, teacher, masks, *keys, cfg.replace(temperature=2.0))
+    t2b = distill_students(stack, teacher, masks, *keys, cfg, temperature=jnp.float32(2.0))
+    for a, b, c in zip(jax.tree.leaves(t2), jax.tree.leaves(t2b), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(np.asarray(t2["head"]["kernel"]), np.asarray(plain["head"]["kernel"]))
