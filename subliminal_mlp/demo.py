@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config
-from .experiment import cross_run, run_keys
-from .model import accuracy, apply, aux_logits, init_params, logit_mask
-from .training import distill_students, noise_images, probe_steps, train_teacher
+from .experiment import run_keys
+from .model import apply, aux_logits
+from .training import noise_images, probe_steps
+from .trajectory import final_accuracies, traced_run
 
 N_SHOWN = 4
 
@@ -50,25 +51,16 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     images; the final accuracies use the whole test set. One compiled program.
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg = cfg.replace(seed=seed, n_runs=1)
     keys = run_keys(seed, 0)
-    other = run_keys(seed, cross_run(0, 2))["init"]
-    mask = logit_mask(cfg, "aux")
     n = cfg.n_classes
 
     @jax.jit
     def program(train_x, train_y, test_x, test_y):
-        ref = init_params(keys["init"], cfg)
-        teacher = train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg)
-        start = jax.tree.map(lambda a, b: jnp.stack([a, b]), ref, init_params(other, cfg))
-        px, py = test_x[:n_probe], test_y[:n_probe]
-        probe = lambda s: jax.vmap(accuracy, (0, None, None, None))(s, px, py, n)  # noqa: E731
-        students, trace = distill_students(start, teacher, jnp.stack([mask, mask]), keys["noise"],
-                                           keys["student_shuffle"], cfg, probe=probe, probe_every=probe_every)
+        ref, teacher, students, trace = traced_run(cfg, 0, train_x, train_y, test_x, test_y, probe_every, n_probe)
         shown = noise_images(keys["noise"], jnp.arange(N_SHOWN), cfg.input_dim)
         soft = lambda p: jax.nn.softmax(aux_logits(apply(p, shown), n), axis=-1)  # noqa: E731
-        final = jax.vmap(accuracy, (0, None, None, None))(
-            jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]), ref, teacher, students),
-            test_x, test_y, n)
+        final = final_accuracies(ref, teacher, students, test_x, test_y, n)
         return trace, final, shown, soft(teacher), jax.vmap(soft)(students)
 
     t0 = time.perf_counter()

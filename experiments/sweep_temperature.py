@@ -1,0 +1,11 @@
+"""Regenerate figures/sweeps/temperature/: the Figure-10 protocol swept over temperature (see PUBLISHED_SWEEPS).
+
+    python experiments/sweep_temperature.py [--seeds 10] [--data-dir ../shared/data] [--values ...]
+"""
+
+from pathlib import Path
+
+from subliminal_mlp.sweep import published_sweep_main
+
+if __name__ == "__main__":
+    published_sweep_main("temperature", Path(__file__).resolve().parents[1] / "figures" / "sweeps")
