@@ -32,6 +32,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-batch", type=int, default=None, help="runs advanced together per device")
 
 
+def _run_args(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
+    p.add_argument("--out", default=out, help=f"output directory (default {out})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _config_from(a: argparse.Namespace) -> Config:
     te, se = (a.epochs, a.epochs) if a.epochs is not None else (a.teacher_epochs, a.student_epochs)
     return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
@@ -74,11 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Teacher, aux-only and all-logit students, and cross-model controls, "
                                    "over N runs; writes JSON, CSV and the bar chart.")
     _config_args(r)
-    r.add_argument("--data-dir", default=None,
-                   help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
-    r.add_argument("--out", default="results", help="output directory (default ./results)")
+    _run_args(r, "results")
     r.add_argument("--stem", default="fig10", help="file name stem of the outputs")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_reproduce)
     w = sub.add_parser("sweep", help="the Figure-10 protocol for each value of a config field",
                        description="Runs the protocol per value of PARAM (any Config field: aux_logits, "
@@ -87,10 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("param", help="the Config field to sweep, e.g. aux_logits")
     w.add_argument("values", nargs="+", help="its values (hidden_widths: comma-separated widths)")
     _config_args(w)
-    w.add_argument("--data-dir", default=None, help="data root holding mnist/")
-    w.add_argument("--out", default="results/sweep", help="output directory (default results/sweep)")
+    _run_args(w, "results/sweep")
     w.add_argument("--no-resume", action="store_true", help="recompute values that are already done")
-    w.add_argument("--no-progress", action="store_true", help="no progress bars")
     w.set_defaults(func=_cmd_sweep)
     d = sub.add_parser("demo", help="a one-minute teaching demo: one figure that tells the story",
                        description="One teacher, two students on noise (same and different initialisation); "
