@@ -16,6 +16,9 @@ LOSSES = ("kl", "mse")
 #: same mean and variance (N(0, 1/3)), the teacher's own training images (unlabelled), mixtures
 #: ``input_mix · image + (1 − input_mix) · uniform noise``, or Fashion-MNIST training images.
 STUDENT_INPUTS = ("uniform", "gaussian", "task", "mix", "fashion-mnist")
+#: Noise added to the shared-init students' starting point: isotropic, or orthogonal to the
+#: teacher's total update θ_teacher − θ_0 (Jiang et al.).
+INIT_NOISE_KINDS = ("isotropic", "orthogonal")
 DATASETS = ("mnist", "fashion-mnist")
 #: The six models of Figure 10, in the paper's order. Results are keyed by these names.
 MODELS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
@@ -48,6 +51,10 @@ class Config:
     Hinton et al.); ``student_inputs`` picks the distillation inputs (:data:`STUDENT_INPUTS`),
     ``input_mix`` the image weight α of the ``"mix"`` inputs.
 
+    ``init_noise`` σ adds N(0, σ²) noise to every parameter of the shared-init students' starting
+    point (``init_noise_kind="orthogonal"``: the same noise with its component along the teacher's
+    total update removed, rescaled to the same norm); the reference and the teacher are untouched.
+
     ``run_batch`` is how many runs one device advances together (a ``vmap`` inside a
     ``lax.map``); ``None`` picks a size suited to the platform. It changes speed and memory; the
     numbers are bit-identical for the same ``run_batch`` on the same platform, whatever the number
@@ -70,6 +77,8 @@ class Config:
     temperature: float = 1.0
     student_inputs: str = "uniform"
     input_mix: float = 0.5
+    init_noise: float = 0.0
+    init_noise_kind: str = "isotropic"
     run_batch: int | None = None
 
     def __post_init__(self) -> None:
@@ -123,6 +132,10 @@ class Config:
             raise ConfigError(f"student_inputs = {self.student_inputs!r} is invalid: choose one of {STUDENT_INPUTS}.")
         if not (isinstance(self.input_mix, (int, float)) and 0 <= self.input_mix <= 1):
             raise ConfigError(f"input_mix = {self.input_mix!r} is invalid: it must be in [0, 1].")
+        if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
+            raise ConfigError(f"init_noise = {self.init_noise!r} is invalid: it must be a number >= 0.")
+        if self.init_noise_kind not in INIT_NOISE_KINDS:
+            raise ConfigError(f"init_noise_kind = {self.init_noise_kind!r} is invalid: choose one of {INIT_NOISE_KINDS}.")
         if self.run_batch is not None:
             _positive_int("run_batch", self.run_batch)
 

@@ -32,11 +32,11 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import MODELS, Config
-from .model import accuracy, init_params, logit_mask
+from .model import accuracy, init_params, logit_mask, perturbed
 from .training import distill_students, distillation_inputs, train_teacher
 
 # Key streams within a run.
-_INIT, _TEACHER_SHUFFLE, _NOISE, _STUDENT_SHUFFLE = 0, 1, 2, 3
+_INIT, _TEACHER_SHUFFLE, _NOISE, _STUDENT_SHUFFLE, _INIT_NOISE = 0, 1, 2, 3, 4
 #: Which reference each distilled student starts from, and which logits it imitates.
 STUDENTS = (("student_aux", "own", "aux"), ("student_all", "own", "all"),
             ("cross_aux", "cross", "aux"), ("cross_all", "cross", "all"))
@@ -48,10 +48,11 @@ def run_key(seed: int, run: int | jax.Array) -> jax.Array:
 
 
 def run_keys(seed: int, run: int | jax.Array) -> dict[str, jax.Array]:
-    """Named keys of one run: ``init``, ``teacher_shuffle``, ``noise``, ``student_shuffle``."""
+    """Named keys of one run: ``init``, ``teacher_shuffle``, ``noise``, ``student_shuffle``, ``init_noise``."""
     k = run_key(seed, run)
     return {"init": jax.random.fold_in(k, _INIT), "teacher_shuffle": jax.random.fold_in(k, _TEACHER_SHUFFLE),
-            "noise": jax.random.fold_in(k, _NOISE), "student_shuffle": jax.random.fold_in(k, _STUDENT_SHUFFLE)}
+            "noise": jax.random.fold_in(k, _NOISE), "student_shuffle": jax.random.fold_in(k, _STUDENT_SHUFFLE),
+            "init_noise": jax.random.fold_in(k, _INIT_NOISE)}
 
 
 def cross_run(run: int | jax.Array, n_runs: int):
@@ -68,7 +69,7 @@ def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:
 
 #: Config fields whose values keep every array shape: a sweep over them runs as one program, the
 #: values entering as traced arrays beside the run index.
-TRACED_FIELDS = ("learning_rate", "seed", "temperature", "input_mix")
+TRACED_FIELDS = ("learning_rate", "seed", "temperature", "input_mix", "init_noise")
 
 
 def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callable[[int, Any], None]] = None):
@@ -98,7 +99,13 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
             keys = run_keys(seed, run)
             refs = {"own": init_params(keys["init"], cfg),
                     "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
-            start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
+            starts = dict(refs)
+            sigma = job.get("init_noise", cfg.init_noise)
+            if "init_noise" in job or cfg.init_noise > 0:  # perturb the shared-init students' start
+                away = (jax.tree.map(jnp.subtract, teacher, refs["own"])
+                        if cfg.init_noise_kind == "orthogonal" else None)
+                starts["own"] = perturbed(refs["own"], keys["init_noise"], sigma, away)
+            start = jax.tree.map(lambda *a: jnp.stack(a), *[starts[r] for _, r, _ in STUDENTS])
             inputs, n_inputs = distillation_inputs(cfg, keys["noise"], pool, job.get("input_mix"))
             students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"],
                                         cfg, student_tick, learning_rate=job.get("learning_rate"),

@@ -40,7 +40,7 @@ def test_same_seed_same_accuracies_bit_for_bit(mnist):
 def test_run_keys_and_cross_runs():
     assert cross_run(0, 5) == 1 and cross_run(4, 5) == 0 and cross_run(0, 1) == 1
     k0, k1 = run_keys(0, 0), run_keys(0, 1)
-    assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 8
+    assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 10
 
 
 SHARDING_SCRIPT = textwrap.dedent("""
@@ -115,3 +115,15 @@ def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist):
     mixed = run_traced_sweep(TINY.replace(student_inputs="mix", n_noise=2048), mnist, "input_mix", [0.0, 1.0])
     np.testing.assert_allclose(mixed[0].accuracies, uniform, atol=1e-3)
     assert mixed[1].config.input_mix == 1.0 and mixed[1].values_in_program == 2
+
+
+def test_init_noise_zero_changes_nothing_and_large_noise_breaks_the_shared_init(mnist):
+    from subliminal_mlp.experiment import run_traced_sweep
+
+    base = run_experiment(TINY, mnist).accuracies
+    for kind in ("isotropic", "orthogonal"):
+        r = run_traced_sweep(TINY.replace(init_noise_kind=kind), mnist, "init_noise", [0.0, 1.0])
+        np.testing.assert_allclose(r[0].accuracies, base, atol=1e-3)
+        own = [MODELS.index(m) for m in ("reference", "teacher", "cross_aux", "cross_all")]
+        np.testing.assert_allclose(r[1].accuracies[:, own], base[:, own], atol=1e-3)  # only the students move
+        assert not np.allclose(r[1].accuracies[:, MODELS.index("student_all")], base[:, MODELS.index("student_all")])

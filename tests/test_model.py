@@ -70,3 +70,23 @@ def test_logit_mask_and_accuracy():
     pred = np.argmax(np.asarray(apply(p, x))[:, :10], axis=1)
     labels = np.where(np.arange(50) < 20, pred, (pred + 1) % 10)
     assert float(accuracy(p, x, jnp.asarray(labels), 10)) == pytest.approx(0.4)
+
+
+def test_perturbed_adds_isotropic_or_orthogonal_noise_of_size_sigma():
+    from jax.flatten_util import ravel_pytree
+
+    from subliminal_mlp.model import perturbed
+
+    cfg = Config(hidden_widths=(64,))
+    p = init_params(jax.random.PRNGKey(0), cfg)
+    d = jax.tree.map(lambda a: jnp.ones_like(a), p)  # a direction to avoid
+    key = jax.random.PRNGKey(1)
+    flat = ravel_pytree(p)[0]
+    assert np.array_equal(ravel_pytree(perturbed(p, key, 0.0))[0], flat)
+    iso = ravel_pytree(perturbed(p, key, 0.1))[0] - flat
+    assert abs(float(jnp.std(iso)) - 0.1) < 0.002
+    orth = ravel_pytree(perturbed(p, key, 0.1, orthogonal_to=d))[0] - flat
+    u = ravel_pytree(d)[0] / np.sqrt(flat.size)
+    assert abs(float(jnp.dot(orth, u))) < 1e-3 * float(jnp.linalg.norm(orth))
+    assert float(jnp.linalg.norm(orth)) == pytest.approx(float(jnp.linalg.norm(iso)), rel=1e-5)
+    assert abs(float(jnp.dot(iso, u))) > 10 * abs(float(jnp.dot(orth, u)))

@@ -1,0 +1,11 @@
+"""Regenerate figures/sweeps/init_noise/: the Figure-10 protocol swept over init_noise (see PUBLISHED_SWEEPS).
+
+    python experiments/sweep_init_noise.py [--seeds 10] [--data-dir ../shared/data] [--values ...]
+"""
+
+from pathlib import Path
+
+from subliminal_mlp.sweep import published_sweep_main
+
+if __name__ == "__main__":
+    published_sweep_main("init_noise", Path(__file__).resolve().parents[1] / "figures" / "sweeps")
