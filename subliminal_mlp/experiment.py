@@ -10,6 +10,11 @@ or on how many devices share them. Within a run:
 * ``cross_aux`` / ``cross_all``: the same students started from the reference of run
   ``(i + 1) mod max(N, 2)`` — a different initialisation, same teacher, same noise.
 
+Variants are config fields: what the students are distilled on (``student_inputs``,
+``input_mix``), the KL ``temperature``, and noise added to the shared-init students' start
+(``init_noise``, ``init_noise_kind``). Fields in :data:`TRACED_FIELDS` can take several values in
+one program (:func:`run_traced_sweep`).
+
 The whole experiment is one jitted program. The run axis is split over all local devices with
 ``shard_map``; on each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs
 together (a ``vmap``) and loops over the groups. The teacher phase runs for all runs first, then
