@@ -161,7 +161,7 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
                      shuffle_key: jax.Array, cfg: Config, tick: Tick = None,
                      probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None,
                      inputs: Optional[Callable[[jax.Array], jax.Array]] = None, n_inputs: Optional[int] = None,
-                     temperature=None):
+                     temperature=None, on_grads: Optional[Callable] = None):
     """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
 
     ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
@@ -180,6 +180,11 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     images); by default the set is the ``cfg.n_noise`` uniform-noise images of ``noise_key``.
     ``temperature`` (optional, may be traced) overrides ``cfg.temperature``: the KL loss is taken
     between ``softmax(y/T)`` and ``softmax(z/T)`` and multiplied by T² (Hinton et al. 2015).
+
+    ``on_grads(students, grads) -> (grads, record)`` (optional) sees every step's distillation
+    gradients before Adam, may change them, and returns a per-step record (an array) that is
+    written into a buffer carried through the scan; the call then returns
+    ``(students, probe_trace or None, records)`` with ``records`` stacked over all steps in order.
     """
     if inputs is None:
         inputs, n_inputs = (lambda idx: noise_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
@@ -196,18 +201,30 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     grads_all = jax.vmap(grad_fn, in_axes=(0, None, None, 0))
 
     def step(state, idx):
-        p, o = state
+        p, o, *rec = state
         x = inputs(idx)
         t = apply(teacher, x)
-        updates, o = opt.update(grads_all(p, x, t, masks), o, p)
-        return optax.apply_updates(p, updates), o
+        g = grads_all(p, x, t, masks)
+        if on_grads is not None:
+            g, r = on_grads(p, g)
+            n, buf = rec
+            rec = [n + 1, buf.at[n].set(r)]
+        updates, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, updates), o, *rec)
 
     state = (students, opt.init(students))
+    if on_grads is not None:
+        n_steps = cfg.student_epochs * -(-n_inputs // cfg.batch_size)
+        shape = jax.eval_shape(on_grads, students, students)[1]
+        state = (*state, jnp.int32(0), jnp.zeros((n_steps, *shape.shape), shape.dtype))
     if probe is None:
-        return run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick)[0]
-    state, trace = run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick,
-                              probe=lambda st: probe(st[0]), probe_every=probe_every)
-    return state[0], trace
+        state, trace = run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick), None
+    else:
+        state, trace = run_epochs(step, state, shuffle_key, n_inputs, cfg.batch_size, cfg.student_epochs, tick,
+                                  probe=lambda st: probe(st[0]), probe_every=probe_every)
+    if on_grads is not None:
+        return state[0], trace, state[3]
+    return state[0] if probe is None else (state[0], trace)
 
 
 def distill_student(student: dict, teacher: dict, mask: jax.Array, noise_key: jax.Array,

@@ -1,0 +1,189 @@
+"""Multi-step gradient alignment during distillation, and the projection test (protocol.md §1).
+
+Kitkana & Arora (2026) report that, through many distillation steps, the distillation gradient
+stays weakly but consistently aligned with the gradient of the teacher's task (the "trait"), and
+that this alignment drives trait acquisition. Here, at every distillation step and for every
+student, :func:`alignment_hook` measures
+
+    cos_t = cos(g_distill, g_task),   g_task = ∇ L_class(θ_t) on a fixed held-out MNIST batch,
+
+(equivalently the cosine between the update −g_distill and the task-improving direction −g_task),
+inside the compiled loop, written into a buffer carried through the ``lax.scan``. The causal
+test removes from each distillation gradient its component along g_task before Adam sees it,
+
+    g ← g − (g·g_task / ‖g_task‖²) · g_task,
+
+and measures how much accuracy the student still gains. One run trains four students on the same
+noise: shared and cross-model initialisation, each with and without the projection.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .config import Config
+from .experiment import cross_run, run_keys
+from .losses import class_cross_entropy
+from .model import accuracy, apply, init_params, logit_mask
+from .results import atomic_write_text, environment, mean_ci95
+from .training import distill_students, probe_steps, train_teacher
+
+FORMAT = "subliminal-mlp/alignment"
+#: (name, initialisation, projection weight) of the four students of a run.
+STUDENTS = (("student_aux", "own", 0.0), ("cross_aux", "cross", 0.0),
+            ("student_aux_projected", "own", 1.0), ("cross_aux_projected", "cross", 1.0))
+
+
+def stacked_dot(a: dict, b: dict) -> jax.Array:
+    """Per-entry dot products of two stacked pytrees (leading axis S): shape (S,)."""
+    return sum(jnp.sum((x * y).reshape(x.shape[0], -1), axis=1) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def alignment_hook(task_grad: Callable[[dict], dict], project: jax.Array):
+    """An ``on_grads`` hook for ``distill_students``: records cos(g, g_task), projects by ``project``.
+
+    ``task_grad(params) -> ∇L_task(params)`` for one student; ``project`` (S,) in [0, 1] is how much
+    of each student's component along g_task is removed (1: all of it, 0: none). The recorded
+    cosine is that of the raw distillation gradient, before any projection.
+    """
+
+    def hook(params, grads):
+        g_task = jax.vmap(task_grad)(params)
+        dot = stacked_dot(grads, g_task)
+        nt2 = stacked_dot(g_task, g_task)
+        nd2 = stacked_dot(grads, grads)
+        den = jnp.sqrt(nd2 * nt2)
+        cos = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
+        coef = project * jnp.where(nt2 > 0, dot / jnp.where(nt2 > 0, nt2, 1.0), 0.0)
+        grads = jax.tree.map(lambda g, t: g - coef.reshape((-1,) + (1,) * (g.ndim - 1)) * t, grads, g_task)
+        return grads, cos
+
+    return hook
+
+
+def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 10,
+                  n_probe: int = 2000) -> dict[str, Any]:
+    """Alignment traces and accuracies of the four students of ``cfg.n_runs`` runs (one program).
+
+    The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
+    first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
+    end on the whole test set.
+    """
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    if not 0 < held_out <= data.test_images.shape[0] - n_probe:
+        raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "
+                         f"so that the held-out batch and the {n_probe} probe images do not overlap.")
+    mask = logit_mask(cfg, "aux")
+    masks = jnp.stack([mask] * len(STUDENTS))
+    project = jnp.asarray([w for _, _, w in STUDENTS], jnp.float32)
+
+    def one_run(run, train_x, train_y, test_x, test_y):
+        keys = run_keys(cfg.seed, run)
+        refs = {"own": init_params(keys["init"], cfg),
+                "cross": init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+        teacher = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
+        start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
+        hx, hy = test_x[-held_out:], test_y[-held_out:]
+        task_grad = jax.grad(lambda p: class_cross_entropy(apply(p, hx), hy, cfg.n_classes))
+        px, py = test_x[:n_probe], test_y[:n_probe]
+        probe = lambda s: jax.vmap(accuracy, (0, None, None, None))(s, px, py, cfg.n_classes)  # noqa: E731
+        students, acc_trace, cos = distill_students(
+            start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg, probe=probe,
+            probe_every=probe_every, on_grads=alignment_hook(task_grad, project))
+        models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]), refs["own"], teacher, students)
+        final = jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, cfg.n_classes)
+        return cos, acc_trace, final
+
+    @jax.jit
+    def program(runs, train_x, train_y, test_x, test_y):
+        return lax.map(lambda r: one_run(r, train_x, train_y, test_x, test_y), runs)
+
+    cos, acc, final = jax.device_get(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
+                                             data.test_images, data.test_labels))
+    # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
+    names = [n for n, _, _ in STUDENTS]
+
+    def band(a):  # (runs, T) -> mean and CI per column
+        stats = [mean_ci95(a[:, j]) for j in range(a.shape[1])]
+        return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+
+    record = {
+        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
+        "held_out": held_out, "probe_every": probe_every, "n_probe": n_probe,
+        "probe_steps": probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
+        "steps_per_epoch": -(-cfg.n_noise // cfg.batch_size),
+        "cosine": {n: band(cos[:, :, k]) for k, n in enumerate(names)},
+        "mean_cosine": {n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
+                                fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},
+        "accuracy_trace": {n: band(acc[:, :, k]) for k, n in enumerate(names)},
+        "final": {n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
+                  for i, n in enumerate(("reference", "teacher", *names))},
+        "environment": environment([str(d) for d in jax.devices()]),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record
+
+
+def format_alignment_table(record: dict[str, Any]) -> str:
+    """Per student: mean cosine over all steps, fraction of positive steps, final accuracy."""
+    rows = [f"{'student':<24} {'mean cos':>10} {'± CI':>8} {'cos > 0':>8} {'final acc':>10} {'± CI':>8}",
+            "-" * 74]
+    for n, c in record["mean_cosine"].items():
+        f = record["final"][n]
+        rows.append(f"{n:<24} {c['mean']:>10.4f} {c['ci95'] or 0:>8.4f} {c['fraction_positive']:>8.2f} "
+                    f"{f['mean']:>10.4f} {f['ci95'] or 0:>8.4f}")
+    return "\n".join(rows)
+
+
+def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """(a) cosine between distillation and task gradients per step; (b) accuracy over steps."""
+    from .plotting import plt, save_figure, settings_caption
+
+    colors = {"student_aux": "#d62728", "cross_aux": "#8c564b", "student_aux_projected": "#ff9896",
+              "cross_aux_projected": "#c49c94"}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for n in ("student_aux", "cross_aux"):
+        c = record["cosine"][n]
+        mean, ci = np.asarray(c["mean"]), np.asarray([v or 0 for v in c["ci95"]])
+        steps = np.arange(len(mean))
+        ax1.plot(steps, mean, color=colors[n], lw=1.2, label=n.replace("_", " "))
+        ax1.fill_between(steps, mean - ci, mean + ci, color=colors[n], alpha=0.25, linewidth=0)
+    ax1.axhline(0, color="black", lw=0.8)
+    ax1.set_xlabel("distillation step")
+    ax1.set_ylabel("cos(distillation gradient, task gradient)")
+    ax1.set_title("(a) alignment of each distillation step with the teacher's task", fontsize=10)
+    ax1.legend(fontsize=8, frameon=False)
+    steps = np.asarray(record["probe_steps"])
+    for n, c in record["accuracy_trace"].items():
+        mean, ci = np.asarray(c["mean"]), np.asarray([v or 0 for v in c["ci95"]])
+        style = "--" if n.endswith("projected") else "-"
+        ax2.plot(steps, mean, style, color=colors[n], lw=2, label=n.replace("_", " ").replace("projected",
+                                                                                              "(task component removed)"))
+        ax2.fill_between(steps, mean - ci, mean + ci, color=colors[n], alpha=0.2, linewidth=0)
+    ax2.axhline(0.1, color="black", ls=":", lw=1, label="chance")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("distillation step")
+    ax2.set_ylabel(f"test accuracy (first {record['n_probe']} test images)")
+    ax2.set_title("(b) accuracy gained, with and without the projection", fontsize=10)
+    ax2.legend(fontsize=8, frameon=False, loc="upper left")
+    for ax in (ax1, ax2):
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"])
+             + f"; task gradient on {record['held_out']} held-out test images", ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path)
+
+
+def write_alignment(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "alignment") -> dict[str, Path]:
+    """Write ``<stem>.json`` and ``<stem>.png`` atomically."""
+    out = Path(out_dir)
+    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
+            "png": plot_alignment(record, out / f"{stem}.png")}
