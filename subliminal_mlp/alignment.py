@@ -31,9 +31,9 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import cross_run, run_keys
+from .experiment import references, run_keys
 from .losses import class_cross_entropy
-from .model import accuracy, apply, init_params, logit_mask
+from .model import accuracy, apply, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
 from .training import distill_students, probe_steps, train_teacher
 
@@ -88,10 +88,9 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     def one_run(run, train_x, train_y, test_x, test_y):
         keys = run_keys(cfg.seed, run)
-        refs = {"own": init_params(keys["init"], cfg),
-                "cross": init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+        refs = references(cfg, cfg.seed, run)
         teacher = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
-        start = jax.tree.map(lambda *a: jnp.stack(a), *[refs[r] for _, r, _ in STUDENTS])
+        start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
         hx, hy = test_x[-held_out:], test_y[-held_out:]
         task_grad = jax.grad(lambda p: class_cross_entropy(apply(p, hx), hy, cfg.n_classes))
         px, py = test_x[:n_probe], test_y[:n_probe]
@@ -99,7 +98,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         students, acc_trace, cos = distill_students(
             start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg, probe=probe,
             probe_every=probe_every, on_grads=alignment_hook(task_grad, project))
-        models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]), refs["own"], teacher, students)
+        models = concat_params(stack_params(refs["own"], teacher), students)
         final = jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, cfg.n_classes)
         return cos, acc_trace, final
 

@@ -37,7 +37,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import MODELS, Config
-from .model import accuracy, init_params, logit_mask, perturbed
+from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
 from .training import distill_students, distillation_inputs, train_teacher
 
 # Key streams within a run.
@@ -63,6 +63,12 @@ def run_keys(seed: int, run: int | jax.Array) -> dict[str, jax.Array]:
 def cross_run(run: int | jax.Array, n_runs: int):
     """The run whose reference initialises run ``run``'s cross-model students."""
     return (run + 1) % max(n_runs, 2)
+
+
+def references(cfg: Config, seed, run) -> dict:
+    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}`` (the cross-model students' start)."""
+    return {"own": init_params(run_keys(seed, run)["init"], cfg),
+            "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
 
 
 def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:
@@ -102,21 +108,19 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
             job, teacher = args
             seed, run = job.get("seed", cfg.seed), job["run"]
             keys = run_keys(seed, run)
-            refs = {"own": init_params(keys["init"], cfg),
-                    "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+            refs = references(cfg, seed, run)
             starts = dict(refs)
             sigma = job.get("init_noise", cfg.init_noise)
             if "init_noise" in job or cfg.init_noise > 0:  # perturb the shared-init students' start
                 away = (jax.tree.map(jnp.subtract, teacher, refs["own"])
                         if cfg.init_noise_kind == "orthogonal" else None)
                 starts["own"] = perturbed(refs["own"], keys["init_noise"], sigma, away)
-            start = jax.tree.map(lambda *a: jnp.stack(a), *[starts[r] for _, r, _ in STUDENTS])
+            start = stack_params(*[starts[r] for _, r, _ in STUDENTS])
             inputs, n_inputs = distillation_inputs(cfg, keys["noise"], pool, job.get("input_mix"))
             students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"],
                                         cfg, student_tick, learning_rate=job.get("learning_rate"),
                                         inputs=inputs, n_inputs=n_inputs, temperature=job.get("temperature"))
-            models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]),
-                                  refs["own"], teacher, students)
+            models = concat_params(stack_params(refs["own"], teacher), students)
             return jax.vmap(accuracy, in_axes=(0, None, None, None))(models, test_x, test_y, cfg.n_classes)
 
         teachers = lax.map(teacher_of, jobs, batch_size=run_batch)

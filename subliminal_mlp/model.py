@@ -82,6 +82,16 @@ def perturbed(params: dict, key: jax.Array, sigma, orthogonal_to: dict | None = 
     return unravel(flat + sigma * xi)
 
 
+def stack_params(*trees: dict) -> dict:
+    """Stack parameter pytrees along a new leading axis (a stack of models for ``vmap``)."""
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def concat_params(*stacks: dict) -> dict:
+    """Concatenate stacks of parameter pytrees along their leading axis."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *stacks)
+
+
 def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
     """The first ``n_classes`` logits (what the teacher is trained and evaluated on)."""
     return logits[..., :n_classes]

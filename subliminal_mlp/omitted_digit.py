@@ -22,8 +22,8 @@ import numpy as np
 from jax import lax
 
 from .config import Config, ConfigError
-from .experiment import cross_run, run_keys
-from .model import apply, class_logits, init_params, logit_mask
+from .experiment import references, run_keys
+from .model import apply, class_logits, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95, peak_rss_mb
 from .training import distill_students, train_teacher
 
@@ -53,13 +53,12 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
 
     def one_run(run, train_x, train_y, test_x, test_y, keep):
         keys = run_keys(cfg.seed, run)
-        ref = init_params(keys["init"], cfg)
-        other = init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)
-        teacher = train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg)
-        start = jax.tree.map(lambda a, b: jnp.stack([a, b]), ref, other)
+        refs = references(cfg, cfg.seed, run)
+        teacher = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
+        start = stack_params(refs["own"], refs["cross"])
         students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg,
                                     inputs=lambda idx: train_x[keep[idx]], n_inputs=keep.shape[0])
-        models = jax.tree.map(lambda t, s: jnp.concatenate([t[None], s]), teacher, students)
+        models = concat_params(stack_params(teacher), students)
         wheres = jnp.stack([jnp.ones_like(test_y, bool), test_y == digit, test_y != digit])
         per_subset = jax.vmap(accuracy_on, (None, None, None, 0, None))
         return jax.vmap(per_subset, (0, None, None, None, None))(models, test_x, test_y, wheres, cfg.n_classes)

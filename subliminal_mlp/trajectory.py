@@ -20,8 +20,8 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import cross_run, run_keys
-from .model import accuracy, init_params, logit_mask
+from .experiment import references, run_keys
+from .model import accuracy, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
 from .training import distill_students, probe_steps, train_teacher
 
@@ -32,10 +32,10 @@ STUDENTS = ("student_aux", "cross_aux")
 def traced_run(cfg: Config, run, train_x, train_y, test_x, test_y, probe_every: int, n_probe: int):
     """One run (traceable): ``(reference, teacher, students, trace)``; ``trace`` is (P, 2) accuracies."""
     keys = run_keys(cfg.seed, run)
-    ref = init_params(keys["init"], cfg)
-    other = init_params(run_keys(cfg.seed, cross_run(run, cfg.n_runs))["init"], cfg)
+    refs = references(cfg, cfg.seed, run)
+    ref = refs["own"]
     teacher = train_teacher(ref, train_x, train_y, keys["teacher_shuffle"], cfg)
-    start = jax.tree.map(lambda a, b: jnp.stack([a, b]), ref, other)
+    start = stack_params(ref, refs["cross"])
     px, py = test_x[:n_probe], test_y[:n_probe]
     probe = lambda s: jax.vmap(accuracy, (0, None, None, None))(s, px, py, cfg.n_classes)  # noqa: E731
     mask = logit_mask(cfg, "aux")
@@ -46,7 +46,7 @@ def traced_run(cfg: Config, run, train_x, train_y, test_x, test_y, probe_every: 
 
 def final_accuracies(ref, teacher, students, test_x, test_y, n_classes):
     """Test accuracy of (reference, teacher, shared-init student, cross-model student)."""
-    models = jax.tree.map(lambda r, t, s: jnp.concatenate([r[None], t[None], s]), ref, teacher, students)
+    models = concat_params(stack_params(ref, teacher), students)
     return jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, n_classes)
 
 
