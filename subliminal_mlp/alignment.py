@@ -35,7 +35,7 @@ from .experiment import references, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
-from .training import distill_students, probe_steps, train_teacher
+from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/alignment"
 #: (name, initialisation, projection weight) of the four students of a run.
@@ -119,7 +119,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
         "held_out": held_out, "probe_every": probe_every, "n_probe": n_probe,
         "probe_steps": probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
-        "steps_per_epoch": -(-cfg.n_noise // cfg.batch_size),
+        "steps_per_epoch": steps_per_epoch(cfg.n_noise, cfg.batch_size),
         "cosine": {n: band(cos[:, :, k]) for k, n in enumerate(names)},
         "mean_cosine": {n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
                                 fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},

@@ -42,16 +42,23 @@ def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784)
     Image ``j`` depends only on ``(noise_key, j)``, so any batch of the set can be generated on
     demand in any order, and the set is identical across epochs without being stored.
     """
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices)
-    draw = lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0)
-    return jax.vmap(draw)(keys)
+    return _per_image(noise_key, indices,
+                      lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0))
 
 
 def gaussian_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
     """Like :func:`noise_images`, but N(0, 1/3) per pixel: the mean and variance of U[-1, 1]."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices)
-    draw = lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5
-    return jax.vmap(draw)(keys)
+    return _per_image(noise_key, indices, lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5)
+
+
+def _per_image(noise_key: jax.Array, indices: jax.Array, draw: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """``draw(fold_in(noise_key, j))`` for every index ``j``: image j depends only on (key, j)."""
+    return jax.vmap(draw)(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n`` examples: the full batches and the kept partial one."""
+    return -(-n // batch_size)
 
 
 def distillation_inputs(cfg: Config, noise_key: jax.Array, pool: Optional[jax.Array] = None, input_mix=None):
@@ -131,7 +138,7 @@ def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, e
 def probe_steps(n: int, batch_size: int, epochs: int, probe_every: int = 1) -> np.ndarray:
     """Optimiser steps taken before each entry of :func:`run_epochs`' trace (same arguments)."""
     n_full = n // batch_size
-    per_epoch = n_full + (1 if n % batch_size else 0)
+    per_epoch = steps_per_epoch(n, batch_size)
     within = np.arange(0, n_full, probe_every)
     steps = [e * per_epoch + within for e in range(epochs)]
     return np.concatenate(steps + [np.array([epochs * per_epoch])])
@@ -214,7 +221,7 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
 
     state = (students, opt.init(students))
     if on_grads is not None:
-        n_steps = cfg.student_epochs * -(-n_inputs // cfg.batch_size)
+        n_steps = cfg.student_epochs * steps_per_epoch(n_inputs, cfg.batch_size)
         shape = jax.eval_shape(on_grads, students, students)[1]
         state = (*state, jnp.int32(0), jnp.zeros((n_steps, *shape.shape), shape.dtype))
     if probe is None:

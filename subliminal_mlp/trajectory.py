@@ -23,7 +23,7 @@ from .config import Config
 from .experiment import references, run_keys
 from .model import accuracy, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
-from .training import distill_students, probe_steps, train_teacher
+from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/trajectory"
 STUDENTS = ("student_aux", "cross_aux")
@@ -66,7 +66,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
     traces, final = jax.device_get(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
                                            data.test_images, data.test_labels))
     steps = probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every)
-    per_epoch = -(-cfg.n_noise // cfg.batch_size)
+    per_epoch = steps_per_epoch(cfg.n_noise, cfg.batch_size)
     curves = {}
     for k, name in enumerate(STUDENTS):
         stats = [mean_ci95(traces[:, p, k]) for p in range(len(steps))]
