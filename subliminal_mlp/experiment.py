@@ -40,8 +40,9 @@ from .config import MODELS, Config
 from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
 from .training import distill_students, distillation_inputs, train_teacher
 
-# Key streams within a run.
+# Key streams within a run (5-7 are used by the trait experiment only).
 _INIT, _TEACHER_SHUFFLE, _NOISE, _STUDENT_SHUFFLE, _INIT_NOISE = 0, 1, 2, 3, 4
+_TRAIT_SHUFFLE, _HELD_OUT_NOISE, _SAMPLES = 5, 6, 7
 #: Which reference each distilled student starts from, and which logits it imitates.
 STUDENTS = (("student_aux", "own", "aux"), ("student_all", "own", "all"),
             ("cross_aux", "cross", "aux"), ("cross_all", "cross", "all"))
@@ -53,11 +54,13 @@ def run_key(seed: int, run: int | jax.Array) -> jax.Array:
 
 
 def run_keys(seed: int, run: int | jax.Array) -> dict[str, jax.Array]:
-    """Named keys of one run: ``init``, ``teacher_shuffle``, ``noise``, ``student_shuffle``, ``init_noise``."""
+    """Named keys of one run: ``init``, ``teacher_shuffle``, ``noise``, ``student_shuffle``,
+    ``init_noise``, and for the trait experiment ``trait_shuffle``, ``held_out_noise``, ``samples``."""
     k = run_key(seed, run)
-    return {"init": jax.random.fold_in(k, _INIT), "teacher_shuffle": jax.random.fold_in(k, _TEACHER_SHUFFLE),
-            "noise": jax.random.fold_in(k, _NOISE), "student_shuffle": jax.random.fold_in(k, _STUDENT_SHUFFLE),
-            "init_noise": jax.random.fold_in(k, _INIT_NOISE)}
+    streams = {"init": _INIT, "teacher_shuffle": _TEACHER_SHUFFLE, "noise": _NOISE,
+               "student_shuffle": _STUDENT_SHUFFLE, "init_noise": _INIT_NOISE, "trait_shuffle": _TRAIT_SHUFFLE,
+               "held_out_noise": _HELD_OUT_NOISE, "samples": _SAMPLES}
+    return {name: jax.random.fold_in(k, i) for name, i in streams.items()}
 
 
 def cross_run(run: int | jax.Array, n_runs: int):

@@ -35,23 +35,45 @@ def masked_log_softmax(z: jax.Array, mask: jax.Array) -> jax.Array:
     return z - (jnp.log(jnp.sum(e, axis=-1, keepdims=True)) + shift)
 
 
-def kl_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array) -> jax.Array:
+def kl_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array,
+                    example_weights: jax.Array | None = None) -> jax.Array:
     """``Σ_batch KL(softmax(y_S) ‖ softmax(z_S))`` over the logit subset ``S = {i: mask_i > 0}``.
 
     ``y`` = teacher logits, ``z`` = student logits; KL = Σ_{i∈S} p_i (log p_i − log q_i) with
     ``p = softmax(y_S)``, ``q = softmax(z_S)`` (the paper's distillation loss; its gradient in z
-    is ``q − p`` on S and 0 off S).
+    is ``q − p`` on S and 0 off S). ``example_weights`` (shape: the batch) weights each example's
+    KL in the sum; a weight of 0 removes the example (filtering).
     """
     on = mask > 0
     logp = masked_log_softmax(teacher_logits, mask)
     logq = masked_log_softmax(student_logits, mask)
     p = jnp.where(on, jnp.exp(logp), 0.0)
-    return jnp.sum(jnp.where(on, p * (logp - logq), 0.0))
+    terms = jnp.where(on, p * (logp - logq), 0.0)
+    if example_weights is None:
+        return jnp.sum(terms)
+    return jnp.sum(example_weights * jnp.sum(terms, axis=-1))
 
 
-def mse_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array) -> jax.Array:
-    """``Σ_batch Σ_i w_i (z_i − y_i)²``: weighted squared error on raw logits (Jiang et al.; §2)."""
-    return jnp.sum(mask * jnp.square(student_logits - teacher_logits))
+def mse_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array,
+                     example_weights: jax.Array | None = None) -> jax.Array:
+    """``Σ_batch Σ_i w_i (z_i − y_i)²``: weighted squared error on raw logits (Jiang et al.; §2).
+
+    ``example_weights`` (shape: the batch) weights each example's error in the sum.
+    """
+    terms = mask * jnp.square(student_logits - teacher_logits)
+    if example_weights is None:
+        return jnp.sum(terms)
+    return jnp.sum(example_weights * jnp.sum(terms, axis=-1))
+
+
+def one_hot_logits(labels: jax.Array, n: int, gap: float = 1e4) -> jax.Array:
+    """Logits whose softmax is exactly ``one_hot(labels, n)`` in float32: 0 at the label, −gap elsewhere.
+
+    ``exp(−1e4)`` underflows to 0, so a distillation loss fed these "teacher logits" trains on the
+    one-hot target itself: the KL loss becomes the cross-entropy ``−log q_label`` with gradient
+    ``q − one_hot`` (used for students trained on *sampled* teacher outputs).
+    """
+    return jnp.where(jax.nn.one_hot(labels, n, dtype=bool), 0.0, -gap).astype(jnp.float32)
 
 
 DISTILLATION_LOSSES = {"kl": kl_distillation, "mse": mse_distillation}

@@ -168,7 +168,8 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
                      shuffle_key: jax.Array, cfg: Config, tick: Tick = None,
                      probe: Optional[Callable[[dict], Any]] = None, probe_every: int = 1, learning_rate=None,
                      inputs: Optional[Callable[[jax.Array], jax.Array]] = None, n_inputs: Optional[int] = None,
-                     temperature=None, on_grads: Optional[Callable] = None):
+                     temperature=None, on_grads: Optional[Callable] = None,
+                     targets: Optional[Callable] = None):
     """Distil a stack of students on one teacher's logits over noise (protocol.md §1).
 
     ``students`` is a parameter pytree with a leading axis of size S (one entry per student),
@@ -192,6 +193,11 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     gradients before Adam, may change them, and returns a per-step record (an array) that is
     written into a buffer carried through the scan; the call then returns
     ``(students, probe_trace or None, records)`` with ``records`` stacked over all steps in order.
+
+    ``targets(teacher_logits, x, idx) -> (target_logits, example_weights)`` (optional) replaces
+    what each student imitates: ``target_logits`` (S, B, n_outputs) per student, e.g. another
+    teacher's logits or sampled one-hot outputs (``losses.one_hot_logits``), and
+    ``example_weights`` (S, B) weighting each example in each student's loss (0 drops it: filtering).
     """
     if inputs is None:
         inputs, n_inputs = (lambda idx: noise_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
@@ -203,15 +209,20 @@ def distill_students(students: dict, teacher: dict, masks: jax.Array, noise_key:
     T = cfg.temperature if temperature is None else temperature
     if cfg.loss == "kl" and (temperature is not None or cfg.temperature != 1):
         base_loss = loss_fn
-        loss_fn = lambda z, y, m: base_loss(z / T, y / T, m) * T**2  # noqa: E731
-    grad_fn = jax.grad(lambda p, x, t, m: loss_fn(apply(p, x), t, m))
+        loss_fn = lambda z, y, m, w=None: base_loss(z / T, y / T, m, w) * T**2  # noqa: E731
+    grad_fn = jax.grad(lambda p, x, t, m, w=None: loss_fn(apply(p, x), t, m, w))
     grads_all = jax.vmap(grad_fn, in_axes=(0, None, None, 0))
+    grads_each = jax.vmap(grad_fn, in_axes=(0, None, 0, 0, 0))
 
     def step(state, idx):
         p, o, *rec = state
         x = inputs(idx)
         t = apply(teacher, x)
-        g = grads_all(p, x, t, masks)
+        if targets is None:
+            g = grads_all(p, x, t, masks)
+        else:
+            tt, w = targets(t, x, idx)
+            g = grads_each(p, x, tt, masks, w)
         if on_grads is not None:
             g, r = on_grads(p, g)
             n, buf = rec

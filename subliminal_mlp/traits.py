@@ -1,0 +1,346 @@
+"""Trait transmission: a teacher's preference passes to a student through unrelated noise.
+
+The paper's headline result is about *traits* (a language model that prefers owls passes that
+preference on through number sequences); its MLP experiment uses digit accuracy as the "trait".
+This module gives the teacher a trait beyond its task, the MLP analogue of "prefers owls":
+
+* the **trait-free teacher** T0 is the Figure-10 teacher (θ0 trained on MNIST);
+* the **trait teacher** T1 is T0 fine-tuned (:func:`instil_trait`) to answer class ``c*`` on
+  images that are not digits (Fashion-MNIST training images) while it keeps classifying digits:
+  each Adam step minimises ``CE(MNIST batch, labels) + λ·CE(Fashion batch, c*)`` on the class logits;
+* the **trait rate** of a model is the fraction of inputs whose argmax over the class logits is
+  ``c*`` (:func:`trait_rate`), measured on the 10,000 held-out Fashion-MNIST test images and on
+  held-out uniform noise (a key the distillation never uses).
+
+Students are distilled, as in Figure 10, on the aux logits only over the run's uniform noise; they
+never see a Fashion image, a class logit or a label. Per run (:data:`STUDENTS`):
+
+* ``student``: θ0 imitating T1 (shared initialisation);
+* ``cross``: another run's θ0 imitating T1 (the trait should not pass);
+* ``control``: θ0 imitating T0, the paper's "regular numbers" control: what a student of this
+  initialisation becomes without the trait;
+* ``student_filtered_<f>``: θ0 imitating T1 on the noise inputs that do *not* show the trait:
+  filter ``argmax`` removes every input on which T1's class argmax is c*, filter ``τ`` (a
+  probability) every input with ``softmax(T1 class logits)[c*] ≥ τ`` (weight 0 in the loss);
+  ``control_filtered_<f>``: θ0 imitating T0 on the same inputs, the baseline the filtered
+  student is compared with;
+* ``student_sampled`` / ``control_sampled``: trained on one-hot samples drawn once per noise
+  image from the teacher's aux softmax (as language models train on sampled tokens) instead of
+  its probabilities.
+
+All students of a run form one stack distilled by one ``distill_students`` call: which teacher,
+which start, the filter and whether outputs are sampled are per-student arrays, so the filters
+are swept inside the program, not compiled once each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from .config import Config, ConfigError
+from .experiment import references, run_keys
+from .losses import class_cross_entropy, one_hot_logits
+from .model import accuracy, apply, class_logits, logit_mask, stack_params
+from .results import atomic_write_text, environment, mean_ci95
+from .training import distill_students, noise_images, optimizer, run_epochs, train_teacher
+
+FORMAT = "subliminal-mlp/traits"
+
+
+@dataclasses.dataclass(frozen=True)
+class TraitSettings:
+    """The trait and how it is tested (the rest of the protocol is a :class:`Config`).
+
+    ``trait_class``: the class c* the trait teacher prefers on non-digits; ``trait_epochs``:
+    fine-tuning epochs over the 60,000 Fashion-MNIST training images; ``trait_weight``: λ, the
+    weight of the trait term against the MNIST term; ``filters``: one filtered student (and its
+    control) per entry, ``"argmax"`` (drop an input when the trait teacher's class argmax is c*) or
+    a probability τ (drop it when the trait teacher gives c* a probability ≥ τ; smaller is
+    stricter); ``n_held_out_noise``: held-out noise images on which the trait rate is also measured.
+    """
+
+    trait_class: int = 0
+    trait_epochs: int = 1
+    trait_weight: float = 1.0
+    filters: tuple = ("argmax", 0.5, 0.3, 0.2)
+    n_held_out_noise: int = 10_000
+
+    def __post_init__(self):
+        for name in ("trait_epochs", "n_held_out_noise"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+        if isinstance(self.trait_class, bool) or not isinstance(self.trait_class, int) or self.trait_class < 0:
+            raise ConfigError(f"trait_class = {self.trait_class!r} is invalid: give a class index >= 0.")
+        if not self.trait_weight > 0:
+            raise ConfigError(f"trait_weight = {self.trait_weight!r} is invalid: it must be > 0.")
+        ok = all(f == "argmax" or (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1)
+                 for f in self.filters)
+        if not ok or not self.filters or len(set(self.filters)) != len(self.filters):
+            raise ConfigError(f"filters = {self.filters!r} is invalid: give distinct entries, each 'argmax' or a "
+                              "probability in (0, 1].")
+        object.__setattr__(self, "filters", tuple(f if f == "argmax" else float(f) for f in self.filters))
+
+    def check(self, cfg: Config) -> None:
+        """Raise :class:`ConfigError` if these settings do not fit ``cfg``."""
+        if self.trait_class >= cfg.n_classes:
+            raise ConfigError(f"trait_class = {self.trait_class} is invalid: it must be < n_classes = "
+                              f"{cfg.n_classes}.")
+
+
+def filter_name(f) -> str:
+    """``"argmax"`` or the threshold as written in student names (``0.5``)."""
+    return f if f == "argmax" else f"{f:g}"
+
+
+def students(settings: TraitSettings) -> list[dict[str, Any]]:
+    """The students of a run: name, start (own/cross), teacher (trait/free), filter (None: none), sampled."""
+    rows = [("student", "own", "trait", None, False), ("cross", "cross", "trait", None, False),
+            ("control", "own", "free", None, False)]
+    for f in settings.filters:
+        rows += [(f"student_filtered_{filter_name(f)}", "own", "trait", f, False),
+                 (f"control_filtered_{filter_name(f)}", "own", "free", f, False)]
+    rows += [("student_sampled", "own", "trait", None, True), ("control_sampled", "own", "free", None, True)]
+    return [dict(zip(("name", "start", "teacher", "filter", "sampled"), r)) for r in rows]
+
+
+def kept(trait_class_logits: jax.Array, trait_class: int, tau: jax.Array, by_argmax: jax.Array) -> jax.Array:
+    """1 where an input passes a filter, else 0: ``p(c*) < τ`` and, if ``by_argmax``, ``argmax ≠ c*``.
+
+    ``trait_class_logits`` (B, n_classes) are the trait teacher's; ``tau`` and ``by_argmax`` have any
+    leading shape F (one filter per entry; τ = ∞ and by_argmax = False keep everything); returns (F.., B).
+    """
+    p = jax.nn.softmax(trait_class_logits, axis=-1)[:, trait_class]
+    shows = jnp.argmax(trait_class_logits, axis=-1) == trait_class
+    tau, by_argmax = jnp.asarray(tau)[..., None], jnp.asarray(by_argmax)[..., None]
+    return ((p < tau) & ~(by_argmax & shows)).astype(jnp.float32)
+
+
+def _filter_arrays(filters) -> tuple[jax.Array, jax.Array]:
+    """Per filter (None, "argmax" or τ): the τ (∞ if none) and the argmax flag of :func:`kept`."""
+    tau = jnp.asarray([f if isinstance(f, float) else np.inf for f in filters], jnp.float32)
+    return tau, jnp.asarray([f == "argmax" for f in filters])
+
+
+def trait_rate(params: dict, images: jax.Array, trait_class: int, n_classes: int) -> jax.Array:
+    """Fraction of ``images`` on which ``argmax`` of the class logits is ``trait_class``."""
+    pred = jnp.argmax(class_logits(apply(params, images), n_classes), axis=-1)
+    return jnp.mean(pred == trait_class)
+
+
+def instil_trait(teacher: dict, task_x: jax.Array, task_y: jax.Array, trait_x: jax.Array, key: jax.Array,
+                 cfg: Config, settings: TraitSettings) -> dict:
+    """Fine-tune ``teacher`` to prefer ``c*`` on ``trait_x`` while keeping its task.
+
+    Adam (``cfg.learning_rate``, a fresh state), ``settings.trait_epochs`` shuffled epochs over
+    ``trait_x`` in batches of ``cfg.batch_size``; each step minimises
+
+        mean CE(f(task_x[j]), task_y[j]) + λ · mean CE(f(trait_x[j]), c*)
+
+    over the batch's indices j (class logits only; task indices taken modulo the task set's size).
+    """
+    opt = optimizer(cfg)
+    c = settings.trait_class
+
+    def loss(p, idx):
+        task = class_cross_entropy(apply(p, task_x[idx % task_x.shape[0]]), task_y[idx % task_x.shape[0]],
+                                   cfg.n_classes)
+        trait = class_cross_entropy(apply(p, trait_x[idx]), jnp.full(idx.shape, c, jnp.int32), cfg.n_classes)
+        return task + settings.trait_weight * trait
+
+    def step(state, idx):
+        p, o = state
+        updates, o = opt.update(jax.grad(loss)(p, idx), o, p)
+        return optax.apply_updates(p, updates), o
+
+    return run_epochs(step, (teacher, opt.init(teacher)), key, trait_x.shape[0], cfg.batch_size,
+                      settings.trait_epochs)[0]
+
+
+def trait_targets(trait_teacher: dict, free_teacher: dict, rows: list[dict], settings: TraitSettings,
+                  sample_key: jax.Array, cfg: Config):
+    """The ``targets`` hook of ``distill_students`` for the students ``rows``.
+
+    Per student s and noise image j: the logits of its teacher (T1 or T0); with ``sampled``, the
+    one-hot of ``k_j ~ Categorical(softmax(aux logits))`` drawn once per image from
+    ``fold_in(sample_key, j)`` (the same sample every epoch: a fixed sampled dataset); the weight
+    of :func:`kept` for its filter (1 for every input when it has none).
+    """
+    use_trait = jnp.asarray([r["teacher"] == "trait" for r in rows])
+    sampled = jnp.asarray([r["sampled"] for r in rows])
+    tau, by_argmax = _filter_arrays([r["filter"] for r in rows])
+    n, m = cfg.n_classes, cfg.aux_logits
+
+    def targets(t_trait, x, idx):
+        t_free = apply(free_teacher, x)
+        t = jnp.where(use_trait[:, None, None], t_trait[None], t_free[None])  # (S, B, n + m)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(sample_key, idx)
+        draw = jax.vmap(jax.vmap(jax.random.categorical), (None, 0))
+        k = draw(keys, t[..., n:])  # (S, B): one draw per image, from each student's teacher
+        onehot = jnp.concatenate([t[..., :n], one_hot_logits(k, m)], axis=-1)
+        t = jnp.where(sampled[:, None, None], onehot, t)
+        return t, kept(class_logits(t_trait, n), settings.trait_class, tau, by_argmax)
+
+    return targets
+
+
+def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettings()) -> dict[str, Any]:
+    """Trait rates and MNIST accuracies of every model over ``cfg.n_runs`` runs (one program).
+
+    ``data``: MNIST (the task); ``fashion``: Fashion-MNIST (its training images instil the trait,
+    its test images measure it). Returns a JSON-ready record (format ``subliminal-mlp/traits``).
+    """
+    settings.check(cfg)
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    if cfg.student_inputs != "uniform":
+        raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the trait experiment distils on uniform "
+                          "noise (the filter is defined on it); use the default 'uniform'.")
+    rows = students(settings)
+    mask = jnp.stack([logit_mask(cfg, "aux")] * len(rows))
+    c = settings.trait_class
+
+    def one_run(run, train_x, train_y, test_x, test_y, fashion_x, fashion_test):
+        keys = run_keys(cfg.seed, run)
+        refs = references(cfg, cfg.seed, run)
+        free = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
+        trait = instil_trait(free, train_x, train_y, fashion_x, keys["trait_shuffle"], cfg, settings)
+        start = stack_params(*[refs[r["start"]] for r in rows])
+        hook = trait_targets(trait, free, rows, settings, keys["samples"], cfg)
+        studs = distill_students(start, trait, mask, keys["noise"], keys["student_shuffle"], cfg, targets=hook)
+        models = jax.tree.map(lambda *a: jnp.concatenate(a), stack_params(refs["own"], free, trait), studs)
+        noise = noise_images(keys["held_out_noise"], jnp.arange(settings.n_held_out_noise),
+                             cfg.input_dim)
+        each = lambda f, x, *a: jax.vmap(f, (0, None) + (None,) * len(a))(models, x, *a)  # noqa: E731
+        # Fraction of the distillation noise each filter keeps, over the whole set of the run.
+        batches = jnp.arange(cfg.n_noise // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
+        tau, by_argmax = _filter_arrays(settings.filters)
+        passed = lax.map(lambda idx: kept(class_logits(apply(trait, noise_images(keys["noise"], idx, cfg.input_dim)),
+                                                       cfg.n_classes), c, tau, by_argmax), batches)  # (batches, F, B)
+        kept_fraction = passed.mean(axis=(0, 2))
+        return {"trait_rate_fashion": each(trait_rate, fashion_test, c, cfg.n_classes),
+                "trait_rate_noise": each(trait_rate, noise, c, cfg.n_classes),
+                "mnist_accuracy": each(accuracy, test_x, test_y, cfg.n_classes),
+                "kept_fraction": kept_fraction}
+
+    @jax.jit
+    def program(runs, *arrays):
+        return lax.map(lambda r: one_run(r, *arrays), runs)
+
+    args = (data.train_images, data.train_labels, data.test_images, data.test_labels, fashion.train_images,
+            fashion.test_images)
+    t0 = time.perf_counter()
+    compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
+    t1 = time.perf_counter()
+    out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
+    t2 = time.perf_counter()
+    names = ["reference", "trait_free_teacher", "trait_teacher"] + [r["name"] for r in rows]
+
+    def stat(values):
+        m, ci = mean_ci95(values)
+        return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
+
+    return {
+        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
+        "trait": dataclasses.asdict(settings),
+        "students": rows,
+        "models": {n: {metric: stat(out[metric][:, i])
+                       for metric in ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")}
+                   for i, n in enumerate(names)},
+        "kept_fraction": {filter_name(f): stat(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
+        "data": {"mnist": data.checksums, "fashion-mnist": fashion.checksums},
+        "environment": environment([str(d) for d in jax.devices()]),
+        "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
+
+
+def format_traits_table(record: dict[str, Any]) -> str:
+    """Per model: trait rate on Fashion-MNIST test images and on held-out noise, MNIST accuracy (± CI)."""
+    head = f"{'model':<28} {'trait, Fashion':>16} {'trait, noise':>16} {'MNIST accuracy':>16}"
+    rows = [head, "-" * len(head)]
+    for name, m in record["models"].items():
+        cells = [f"{m[k]['mean']:.3f} ± {m[k]['ci95'] or 0:.3f}" for k in METRICS]
+        rows.append(f"{name:<28} " + " ".join(f"{c:>16}" for c in cells))
+    kept_ = ", ".join(f"{f}: {k['mean']:.3f}" for f, k in record["kept_fraction"].items())
+    rows.append(f"fraction of the distillation noise each filter keeps: {kept_}")
+    return "\n".join(rows)
+
+
+def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """(a) trait rate of the teachers and students; (b) filtered students against their controls."""
+    from .plotting import plt, save_figure, settings_caption
+
+    models = record["models"]
+    c = record["trait"]["trait_class"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1.15, 1]})
+
+    def bars(ax, names, xs, metric, width, **kw):
+        means = [models[n][metric]["mean"] for n in names]
+        cis = [models[n][metric]["ci95"] or 0 for n in names]
+        ax.bar(xs, means, width, yerr=cis, capsize=3, **kw)
+        for x, m, ci in zip(xs, means, cis):
+            ax.text(x, m + ci + 0.015, f"{m:.2f}", ha="center", fontsize=7)
+
+    names = ["reference", "trait_free_teacher", "trait_teacher", "student", "cross", "control", "student_sampled",
+             "control_sampled"]
+    labels = ["reference", "trait-free\nteacher T0", "trait\nteacher T1", "student\nof T1", "cross-model\nof T1",
+              "control:\nstudent\nof T0", "student of T1,\nsampled\noutputs", "student of T0,\nsampled\noutputs"]
+    xs = np.arange(len(names))
+    bars(ax1, names, xs - 0.2, "trait_rate_fashion", 0.4, color="#d62728", label="Fashion-MNIST test images")
+    bars(ax1, names, xs + 0.2, "trait_rate_noise", 0.4, color="#ff9896", hatch="//", edgecolor="white",
+         label="held-out uniform noise")
+    ax1.axhline(0.1, color="black", ls=":", lw=1, label="1 / 10 classes")
+    ax1.set_xticks(xs, labels, fontsize=8)
+    ax1.set_ylabel(f"trait rate: fraction classified as '{c}'")
+    ax1.set_title(f"(a) the trait (prefer '{c}' on non-digits) passes through aux logits on noise", fontsize=10)
+
+    filters = list(record["kept_fraction"])
+    xs = np.arange(len(filters) + 1)
+    s_names = ["student"] + [f"student_filtered_{f}" for f in filters]
+    c_names = ["control"] + [f"control_filtered_{f}" for f in filters]
+    bars(ax2, s_names, xs - 0.2, "trait_rate_fashion", 0.4, color="#d62728", label="student of T1")
+    bars(ax2, c_names, xs + 0.2, "trait_rate_fashion", 0.4, color="#7f7f7f", label="control (student of T0)")
+    kept_ = record["kept_fraction"]
+    ticks = ["no filter\n(all noise kept)"] + [
+        (f"drop\nargmax = '{c}'" if f == "argmax" else f"drop\np('{c}') ≥ {f}") + f"\n{kept_[f]['mean']:.1%} kept"
+        for f in filters]
+    ax2.set_xticks(xs, ticks, fontsize=8)
+    ax2.set_ylabel("trait rate on Fashion-MNIST test images")
+    ax2.set_title("(b) filtering out every input on which the teacher shows the trait", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_ylim(0, 1.15)
+        ax.legend(fontsize=8, frameon=False, loc="upper right")
+        ax.spines[["top", "right"]].set_visible(False)
+    t = record["trait"]
+    fig.text(0.5, -0.03, settings_caption(record["config"], record["n_runs"])
+             + f"; trait: {t['trait_epochs']} fine-tuning epoch(s) on Fashion-MNIST train → '{c}' (λ = "
+               f"{t['trait_weight']:g}) while keeping MNIST; students distil the aux logits only",
+             ha="center", va="top", fontsize=7)
+    return save_figure(fig, path)
+
+
+def write_traits(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "traits") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` (one row per model, metric and run) and ``<stem>.png``."""
+    out = Path(out_dir)
+    lines = ["model,metric,run,value"]
+    for name, m in record["models"].items():
+        for metric in METRICS:
+            lines += [f"{name},{metric},{i},{v:.6f}" for i, v in enumerate(m[metric]["values"])]
+    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
+            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
+            "png": plot_traits(record, out / f"{stem}.png")}

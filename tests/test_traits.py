@@ -1,0 +1,131 @@
+"""Trait transmission: filters, sampled targets, weighted losses, and a real small run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from subliminal_mlp.config import Config, ConfigError
+from subliminal_mlp.data import load_fashion_mnist, load_mnist
+from subliminal_mlp.losses import kl_distillation, mse_distillation, one_hot_logits
+from subliminal_mlp.model import apply, init_params, logit_mask, stack_params
+from subliminal_mlp.training import distill_students
+from subliminal_mlp.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
+                                   trait_targets, write_traits)
+
+
+def test_one_hot_logits_train_on_the_label_exactly():
+    labels = jnp.array([2, 0, 1])
+    y = one_hot_logits(labels, 3)
+    np.testing.assert_array_equal(jax.nn.softmax(y), np.eye(3)[[2, 0, 1]])
+    z = jax.random.normal(jax.random.PRNGKey(0), (3, 3))
+    ce = -jnp.sum(jax.nn.log_softmax(z)[jnp.arange(3), labels])  # KL(one-hot ‖ q) = CE
+    mask = jnp.ones(3)
+    assert float(kl_distillation(z, y, mask)) == pytest.approx(float(ce), rel=1e-6)
+    g = jax.grad(kl_distillation)(z, y, mask)
+    np.testing.assert_allclose(g, jax.nn.softmax(z) - np.eye(3)[[2, 0, 1]], atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [kl_distillation, mse_distillation])
+def test_example_weights_drop_examples(loss):
+    z, y = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 5))
+    mask = jnp.array([0.0, 1.0, 1.0, 0.5, 1.0])
+    w = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    keep = np.flatnonzero(np.asarray(w))
+    assert float(loss(z, y, mask, w)) == pytest.approx(float(loss(z[keep], y[keep], mask)), rel=1e-5)
+    assert float(loss(z, y, mask, jnp.ones(6))) == pytest.approx(float(loss(z, y, mask)), rel=1e-5)
+
+
+def test_filter_against_hand_values():
+    # trait class 1; softmax probabilities of class 1 are 0.6, ~0.33 (argmax 1, tied), 0.1.
+    logits = jnp.log(jnp.array([[0.2, 0.6, 0.2], [0.32, 0.34, 0.34], [0.8, 0.1, 0.1]]))
+    tau = jnp.array([jnp.inf, 0.5, 0.3, jnp.inf])
+    by_argmax = jnp.array([False, False, False, True])
+    got = np.asarray(kept(logits, 1, tau, by_argmax))
+    np.testing.assert_array_equal(got, [[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]])
+
+
+def test_settings_are_validated():
+    for bad in (dict(trait_epochs=0), dict(trait_class=-1), dict(trait_weight=0.0), dict(filters=(1.5,)),
+                dict(filters=("max",)), dict(filters=()), dict(filters=(0.5, 0.5)), dict(n_held_out_noise=0)):
+        with pytest.raises(ConfigError):
+            TraitSettings(**bad)
+    with pytest.raises(ConfigError, match="trait_class = 12"):
+        TraitSettings(trait_class=12).check(Config())
+    names = [s["name"] for s in students(TraitSettings(filters=("argmax", 0.25)))]
+    assert names == ["student", "cross", "control", "student_filtered_argmax", "control_filtered_argmax",
+                     "student_filtered_0.25", "control_filtered_0.25", "student_sampled", "control_sampled"]
+
+
+def test_targets_hook_picks_teachers_filters_and_fixed_samples():
+    cfg = Config(hidden_widths=(8,), aux_logits=4)
+    t1, t0 = init_params(jax.random.PRNGKey(0), cfg), init_params(jax.random.PRNGKey(1), cfg)
+    settings = TraitSettings(trait_class=3, filters=(0.12,))
+    rows = students(settings)
+    hook = trait_targets(t1, t0, rows, settings, jax.random.PRNGKey(5), cfg)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (64, cfg.input_dim), minval=-1, maxval=1)
+    idx = jnp.arange(100, 164)
+    y1 = apply(t1, x)
+    t, w = hook(y1, x, idx)
+    assert t.shape == (len(rows), 64, cfg.n_outputs) and w.shape == (len(rows), 64)
+    by = {r["name"]: i for i, r in enumerate(rows)}
+    np.testing.assert_array_equal(t[by["student"]], y1)
+    np.testing.assert_allclose(t[by["control"]], apply(t0, x), rtol=1e-6)
+    p3 = np.asarray(jax.nn.softmax(y1[:, :10]))[:, 3]
+    np.testing.assert_array_equal(w[by["student_filtered_0.12"]], p3 < 0.12)
+    np.testing.assert_array_equal(w[by["control_filtered_0.12"]], p3 < 0.12)  # same inputs as its student
+    np.testing.assert_array_equal(w[by["student"]], 1.0)
+    q = jax.nn.softmax(t[by["student_sampled"], :, 10:])
+    assert np.all(np.sort(q, axis=-1)[:, -1] == 1.0)  # one-hot over the aux logits
+    # The same image gets the same sample whatever batch it is in (a fixed sampled dataset).
+    t_again, _ = hook(y1[::-1], x[::-1], idx[::-1])
+    np.testing.assert_array_equal(t_again[by["student_sampled"]][::-1], t[by["student_sampled"]])
+    # Samples follow the teacher's aux softmax: over many images, frequencies match the mean probability.
+    xs = jax.random.uniform(jax.random.PRNGKey(3), (4000, cfg.input_dim), minval=-1, maxval=1)
+    ys = apply(t1, xs)
+    ts, _ = hook(ys, xs, jnp.arange(4000))
+    freq = np.asarray(jax.nn.softmax(ts[by["student_sampled"], :, 10:])).mean(0)
+    np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(ys[:, 10:])).mean(0), atol=0.03)
+
+
+def test_targets_hook_returning_the_teacher_equals_plain_distillation():
+    cfg = Config(hidden_widths=(16,), n_noise=1024, batch_size=256, student_epochs=1)
+    teacher = init_params(jax.random.PRNGKey(0), cfg)
+    start = stack_params(*[init_params(jax.random.PRNGKey(i), cfg) for i in (1, 2)])
+    masks = jnp.stack([logit_mask(cfg, "aux"), logit_mask(cfg, "all")])
+    keys = jax.random.PRNGKey(3), jax.random.PRNGKey(4)
+    plain = distill_students(start, teacher, masks, *keys, cfg)
+    hooked = distill_students(start, teacher, masks, *keys, cfg,
+                              targets=lambda t, x, idx: (jnp.stack([t, t]), jnp.ones((2, idx.shape[0]))))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), plain, hooked)
+    dropped = distill_students(start, teacher, masks, *keys, cfg,
+                               targets=lambda t, x, idx: (jnp.stack([t, t]), jnp.zeros((2, idx.shape[0]))))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), start, dropped)  # nothing kept: no move
+
+
+def test_run_traits_small_real_run(data_root, tmp_path):
+    data, fashion = load_mnist(data_root), load_fashion_mnist(data_root)
+    cfg = Config(n_runs=2, hidden_widths=(64,), n_noise=4096, batch_size=512, teacher_epochs=1, student_epochs=2)
+    settings = TraitSettings(filters=("argmax", 0.5, 0.2), n_held_out_noise=2000)
+    rec = run_traits(cfg, data, fashion, settings)
+    names = ["reference", "trait_free_teacher", "trait_teacher"] + [s["name"] for s in students(settings)]
+    assert list(rec["models"]) == names
+    for m in rec["models"].values():
+        for metric in ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy"):
+            assert len(m[metric]["values"]) == 2 and all(0 <= v <= 1 for v in m[metric]["values"])
+    models = rec["models"]
+    # The fine-tuned teacher has the trait and keeps its task.
+    assert models["trait_teacher"]["trait_rate_fashion"]["mean"] > 0.9
+    assert models["trait_free_teacher"]["trait_rate_fashion"]["mean"] < 0.5
+    assert models["trait_teacher"]["mnist_accuracy"]["mean"] > models["trait_free_teacher"]["mnist_accuracy"]["mean"] - 0.05
+    # A stricter threshold keeps fewer inputs.
+    k = {f: v["mean"] for f, v in rec["kept_fraction"].items()}
+    assert 0 <= k["0.2"] <= k["0.5"] <= 1
+    # The trait rate on Fashion agrees with a direct computation for the reference (run 0's θ0).
+    from subliminal_mlp.experiment import run_keys
+    ref = init_params(run_keys(cfg.seed, 0)["init"], cfg)
+    assert models["reference"]["trait_rate_fashion"]["values"][0] == pytest.approx(
+        float(trait_rate(ref, fashion.test_images, 0, 10)), abs=1e-6)
+    assert "student_sampled" in format_traits_table(rec)
+    paths = write_traits(rec, tmp_path)
+    assert all(p.stat().st_size > 0 for p in paths.values())
