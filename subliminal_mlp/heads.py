@@ -1,0 +1,232 @@
+"""What carries the signal: which shared layers matter, and how alike the representations become.
+
+Two questions of issue 4.3, answered by one program:
+
+* **Head compatibility** ("Learning through noise", 2026). The student shares with the teacher's
+  initialisation θ0 only the output layer, only the hidden layers, all of them, or none; the
+  other layers come from another run's reference θ0' (as for the cross-model students). Each is
+  distilled on the aux logits only (the subliminal setting) and on all logits, over the run's
+  noise, exactly as in Figure 10.
+* **Representation similarity**. For every student, linear CKA and the mean feature cosine
+  (``similarity.penultimate_similarity``) between its penultimate activations and the teacher's on
+  MNIST test images, beside its accuracy. To spread the students along the similarity axis, the
+  run also distils aux-only students started from θ0 + σ·ξ (isotropic Gaussian noise, Jiang et
+  al.'s perturbation) for several σ; σ is a per-student value inside the one program.
+
+Starting points (``own`` = θ0, ``other`` = θ0' of run ``cross_run(i)``):
+
+==================  ==============  ===========
+student             hidden layers   output layer
+==================  ==============  ===========
+``shared_all``      own             own
+``shared_hidden``   own             other
+``shared_head``     other           own
+``shared_none``     other           other
+==================  ==============  ===========
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .config import Config
+from .experiment import references, run_keys
+from .model import accuracy, logit_mask, perturbed, stack_params
+from .results import atomic_write_text, environment, mean_ci95
+from .similarity import penultimate_similarity
+from .training import distill_students, train_teacher
+
+FORMAT = "subliminal-mlp/heads"
+#: (name, hidden layers from, output layer from).
+SHARING = (("shared_all", "own", "own"), ("shared_hidden", "own", "other"), ("shared_head", "other", "own"),
+           ("shared_none", "other", "other"))
+DEFAULT_SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def compose(hidden_from: dict, head_from: dict) -> dict:
+    """A parameter pytree with every hidden layer of ``hidden_from`` and the ``head`` of ``head_from``."""
+    return {**hidden_from, "head": head_from["head"]}
+
+
+def student_names(sigmas: Sequence[float]) -> list[str]:
+    """The students of a run, in the order of the record's arrays."""
+    return ([f"{n}_{w}" for w in ("aux", "all") for n, _, _ in SHARING]
+            + [f"perturbed_{s:g}_aux" for s in sigmas])
+
+
+def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000) -> dict[str, Any]:
+    """Accuracy and teacher-student similarity of every student of :func:`student_names` (one program).
+
+    Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
+    them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
+    students start). Returns a JSON-ready record (format ``subliminal-mlp/heads``).
+    """
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    if not 2 <= n_similarity <= data.test_images.shape[0]:
+        raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")
+    sigmas = tuple(float(s) for s in sigmas)
+    if any(not s > 0 for s in sigmas):
+        raise ValueError(f"sigmas = {sigmas}: every σ must be > 0 (σ = 0 is the student shared_all_aux).")
+    names = student_names(sigmas)
+    aux, every = logit_mask(cfg, "aux"), logit_mask(cfg, "all")
+    masks = jnp.stack([aux] * len(SHARING) + [every] * len(SHARING) + [aux] * len(sigmas))
+    sigma_arr = jnp.asarray(sigmas, jnp.float32)
+
+    def one_run(run, train_x, train_y, test_x, test_y):
+        keys = run_keys(cfg.seed, run)
+        refs = references(cfg, cfg.seed, run)
+        own, other = refs["own"], refs["cross"]
+        teacher = train_teacher(own, train_x, train_y, keys["teacher_shuffle"], cfg)
+        src = {"own": own, "other": other}
+        shared = [compose(src[h], src[o]) for _, h, o in SHARING]
+        noisy = jax.vmap(lambda s: perturbed(own, keys["init_noise"], s))(sigma_arr)
+        start = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stack_params(*shared, *shared), noisy)
+        studs = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg)
+        sim_x = test_x[:n_similarity]
+        sim = jax.vmap(penultimate_similarity, (None, 0, None))(teacher, studs, sim_x)
+        ref_sim = jax.vmap(penultimate_similarity, (None, 0, None))(teacher, stack_params(own, other), sim_x)
+        acc = jax.vmap(accuracy, (0, None, None, None))(stack_params(own, teacher), test_x, test_y, cfg.n_classes)
+        stud_acc = jax.vmap(accuracy, (0, None, None, None))(studs, test_x, test_y, cfg.n_classes)
+        return {"accuracy": stud_acc, "cka": sim["cka"], "cosine": sim["cosine"], "ref_cka": ref_sim["cka"],
+                "ref_cosine": ref_sim["cosine"], "ref_teacher_accuracy": acc}
+
+    @jax.jit
+    def program(runs, *arrays):
+        return lax.map(lambda r: one_run(r, *arrays), runs)
+
+    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    t0 = time.perf_counter()
+    compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
+    t1 = time.perf_counter()
+    out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
+    t2 = time.perf_counter()
+
+    def stat(values):
+        m, ci = mean_ci95(values)
+        return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
+
+    acc, cka, cos = (np.asarray(out[k]) for k in ("accuracy", "cka", "cosine"))
+    return {
+        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
+        "sigmas": list(sigmas), "n_similarity": n_similarity,
+        "sharing": [{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],
+        "students": {n: {"accuracy": stat(acc[:, j]), "cka": stat(cka[:, j]), "cosine": stat(cos[:, j])}
+                     for j, n in enumerate(names)},
+        "references": {n: {"cka": stat(out["ref_cka"][:, j]), "cosine": stat(out["ref_cosine"][:, j])}
+                       for j, n in enumerate(("own", "other"))},
+        "teacher": {"accuracy": stat(out["ref_teacher_accuracy"][:, 1])},
+        "reference": {"accuracy": stat(out["ref_teacher_accuracy"][:, 0])},
+        "correlation": {kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
+        "environment": environment([str(d) for d in jax.devices()]),
+        "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _rank(v: np.ndarray) -> np.ndarray:
+    """Ranks of ``v`` (average ranks for ties), for Spearman's correlation."""
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v))
+    for value in np.unique(v):
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _correlations(similarity: np.ndarray, acc: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlation of similarity and accuracy over all (run, student) pairs."""
+    s, a = similarity.ravel(), acc.ravel()
+    return {"pearson": float(np.corrcoef(s, a)[0, 1]), "spearman": float(np.corrcoef(_rank(s), _rank(a))[0, 1]),
+            "n_points": int(s.size)}
+
+
+def format_heads_table(record: dict[str, Any]) -> str:
+    """Per student: MNIST accuracy, CKA and feature cosine with the teacher (mean ± 95 % CI)."""
+    head = f"{'student':<24} {'accuracy':>16} {'linear CKA':>16} {'feature cosine':>16}"
+    rows = [head, "-" * len(head)]
+    for name, s in record["students"].items():
+        cells = [f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}" for k in ("accuracy", "cka", "cosine")]
+        rows.append(f"{name:<24} " + " ".join(f"{c:>16}" for c in cells))
+    for name, s in record["references"].items():
+        rows.append(f"{'reference (' + name + ')':<24} {'':>16} " + " ".join(
+            f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}".rjust(16) for k in ("cka", "cosine")))
+    for kind, c in record["correlation"].items():
+        rows.append(f"{kind} vs accuracy over {c['n_points']} students: Pearson {c['pearson']:.3f}, "
+                    f"Spearman {c['spearman']:.3f}")
+    return "\n".join(rows)
+
+
+def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """(a) accuracy by which layers are shared; (b) accuracy against linear CKA with the teacher."""
+    from .plotting import plt, save_figure, settings_caption
+
+    studs = record["students"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))
+    xs = np.arange(len(SHARING))
+    for k, (which, color) in enumerate((("aux", "#d62728"), ("all", "#ff7f0e"))):
+        names = [f"{n}_{which}" for n, _, _ in SHARING]
+        means = [studs[n]["accuracy"]["mean"] for n in names]
+        cis = [studs[n]["accuracy"]["ci95"] or 0 for n in names]
+        x = xs + (k - 0.5) * 0.4
+        ax1.bar(x, means, 0.4, yerr=cis, capsize=3, color=color,
+                label="aux logits only" if which == "aux" else "all logits")
+        for xi, m, ci in zip(x, means, cis):
+            ax1.text(xi, m + ci + 0.015, f"{m:.2f}", ha="center", fontsize=8)
+    teacher = record["teacher"]["accuracy"]["mean"]
+    ax1.axhline(teacher, color="#1f77b4", ls="--", lw=1, label=f"teacher ({teacher:.2f})")
+    ax1.axhline(0.1, color="black", ls=":", lw=1, label="chance")
+    ax1.set_xticks(xs, ["all layers", "hidden layers\nonly", "output layer\nonly", "nothing\n(cross-model)"])
+    ax1.set_xlabel("what the student's initialisation shares with the teacher's")
+    ax1.set_ylabel("student's MNIST test accuracy")
+    ax1.set_ylim(0, 1.1)
+    ax1.set_title("(a) head compatibility: which shared layers carry the signal", fontsize=10)
+    ax1.legend(fontsize=8, frameon=False, loc="upper right")
+
+    groups = {"shared_all": ("all layers", "#d62728"), "shared_hidden": ("hidden only", "#9467bd"),
+              "shared_head": ("output only", "#2ca02c"), "shared_none": ("nothing", "#8c564b")}
+    for prefix, (label, color) in groups.items():
+        for which, marker in (("aux", "o"), ("all", "^")):
+            s = studs[f"{prefix}_{which}"]
+            ax2.scatter(s["cka"]["values"], s["accuracy"]["values"], s=16, marker=marker, color=color, alpha=0.75,
+                        label=f"{label}, {which} logits")
+    cmap = plt.get_cmap("Greys")
+    for j, sigma in enumerate(record["sigmas"]):
+        s = studs[f"perturbed_{sigma:g}_aux"]
+        ax2.scatter(s["cka"]["values"], s["accuracy"]["values"], s=16, marker="s",
+                    color=cmap(0.35 + 0.6 * j / max(1, len(record["sigmas"]) - 1)), alpha=0.85,
+                    label=f"θ0 + {sigma:g}·ξ, aux" if j in (0, len(record["sigmas"]) - 1) else None)
+    c = record["correlation"]["cka"]
+    ax2.axhline(0.1, color="black", ls=":", lw=1)
+    ax2.set_xlabel(f"linear CKA with the teacher's penultimate features ({record['n_similarity']} test images)")
+    ax2.set_ylabel("student's MNIST test accuracy")
+    ax2.set_title(f"(b) representation similarity vs accuracy (Pearson {c['pearson']:.2f}, "
+                  f"Spearman {c['spearman']:.2f}, {c['n_points']} students)", fontsize=10)
+    ax2.legend(fontsize=7, frameon=False, loc="upper left", ncol=2)
+    for ax in (ax1, ax2):
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"])
+             + "; other layers from another run's reference", ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path)
+
+
+def write_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "head_compatibility") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` (student, run, accuracy, cka, cosine) and ``<stem>.png``."""
+    out = Path(out_dir)
+    lines = ["student,run,accuracy,cka,cosine"]
+    for name, s in record["students"].items():
+        lines += [f"{name},{i},{a:.6f},{k:.6f},{c:.6f}" for i, (a, k, c) in
+                  enumerate(zip(s["accuracy"]["values"], s["cka"]["values"], s["cosine"]["values"]))]
+    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
+            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
+            "png": plot_heads(record, out / f"{stem}.png")}

@@ -1,0 +1,41 @@
+"""Representation similarity between two models: linear CKA and feature cosine.
+
+Linear CKA (Kornblith et al. 2019) of two feature matrices X (n, p) and Y (n, q) over the same n
+inputs, after centring every column:
+
+    CKA(X, Y) = ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F)
+
+It lies in [0, 1], equals 1 for Y = X·Q·s (Q orthogonal, s > 0, plus any translation), and
+does not need the two models' units to correspond. The feature cosine (Jiang et al.'s measure)
+is the mean over inputs of cos(x_i, y_i); it needs matched units (it is 1 only when the same
+unit fires the same way in both models).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .model import features
+
+
+def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Linear CKA of feature matrices ``x`` (n, p) and ``y`` (n, q); 0 when either is constant."""
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    cross = jnp.sum(jnp.square(y.T @ x))
+    den = jnp.sqrt(jnp.sum(jnp.square(x.T @ x)) * jnp.sum(jnp.square(y.T @ y)))
+    return jnp.where(den > 0, cross / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean over rows of cos(x_i, y_i) for two (n, p) feature matrices (rows of zeros count as 0)."""
+    dot = jnp.sum(x * y, axis=-1)
+    den = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
+    return jnp.mean(jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0))
+
+
+def penultimate_similarity(a: dict, b: dict, images: jax.Array) -> dict[str, jax.Array]:
+    """``{"cka", "cosine"}`` between the penultimate activations of models ``a`` and ``b`` on ``images``."""
+    fa, fb = features(a, images), features(b, images)
+    return {"cka": linear_cka(fa, fb), "cosine": feature_cosine(fa, fb)}

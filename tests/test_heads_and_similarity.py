@@ -1,0 +1,88 @@
+"""Linear CKA against the HSIC formula, its invariances, and the head-compatibility experiment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from subliminal_mlp.config import Config
+from subliminal_mlp.data import load_mnist
+from subliminal_mlp.experiment import run_experiment
+from subliminal_mlp.heads import SHARING, compose, format_heads_table, run_heads, student_names, write_heads
+from subliminal_mlp.model import init_params
+from subliminal_mlp.similarity import feature_cosine, linear_cka
+
+
+def hsic_cka(x, y):
+    """CKA through centred Gram matrices, in float64: tr(KHLH) / sqrt(tr(KHKH) tr(LHLH))."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return np.trace(k @ l_) / np.sqrt(np.trace(k @ k) * np.trace(l_ @ l_))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(4, 40), p=st.integers(1, 12), q=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_linear_cka_matches_the_hsic_formula(n, p, q, seed):
+    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(kx, (n, p))
+    y = jnp.tanh(x[:, :1] * 2) + 0.5 * jax.random.normal(ky, (n, q))  # partly dependent on x
+    got = float(linear_cka(x, y))
+    assert got == pytest.approx(hsic_cka(x, y), rel=1e-4, abs=1e-6)
+    assert 0 <= got <= 1 + 1e-6
+    assert got == pytest.approx(float(linear_cka(y, x)), rel=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), scale=st.floats(0.01, 100), shift=st.floats(-10, 10))
+def test_linear_cka_invariances(seed, scale, shift):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x = jax.random.normal(k1, (50, 6))
+    q, _ = jnp.linalg.qr(jax.random.normal(k2, (6, 6)))
+    assert float(linear_cka(x, scale * x @ q + shift)) == pytest.approx(1.0, abs=1e-4)
+    y = jax.random.normal(k3, (50, 4))
+    assert float(linear_cka(x, y)) == pytest.approx(float(linear_cka(x @ q * scale, y)), rel=1e-3, abs=1e-5)
+
+
+def test_cka_of_constant_features_is_zero_and_cosine_by_hand():
+    x = jax.random.normal(jax.random.PRNGKey(0), (10, 3))
+    assert float(linear_cka(x, jnp.ones((10, 2)))) == 0.0
+    a = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    b = jnp.array([[0.0, 2.0], [3.0, 3.0], [1.0, 1.0]])
+    assert float(feature_cosine(a, b)) == pytest.approx((0.0 + 1.0 + 0.0) / 3)
+
+
+def test_compose_takes_hidden_layers_and_head_from_different_models():
+    cfg = Config(hidden_widths=(8, 8))
+    a, b = init_params(jax.random.PRNGKey(0), cfg), init_params(jax.random.PRNGKey(1), cfg)
+    c = compose(a, b)
+    assert set(c) == set(a)
+    for layer in ("hidden_0", "hidden_1"):
+        np.testing.assert_array_equal(c[layer]["kernel"], a[layer]["kernel"])
+    np.testing.assert_array_equal(c["head"]["kernel"], b["head"]["kernel"])
+    assert [n for n, _, _ in SHARING][0] == "shared_all" and student_names((0.1,))[-1] == "perturbed_0.1_aux"
+
+
+def test_run_heads_small_real_run(data_root, tmp_path):
+    data = load_mnist(data_root)
+    cfg = Config(n_runs=3, hidden_widths=(64,), n_noise=4096, batch_size=512, teacher_epochs=1, student_epochs=2)
+    rec = run_heads(cfg, data, sigmas=(0.05, 1.0), n_similarity=500)
+    assert list(rec["students"]) == student_names((0.05, 1.0))
+    s = rec["students"]
+    for v in s.values():
+        assert len(v["accuracy"]["values"]) == 3 and all(0 <= c <= 1 + 1e-5 for c in v["cka"]["values"])
+    # The fully shared and the cross-model aux students are Figure 10's student_aux and cross_aux.
+    fig10 = run_experiment(cfg, data)
+    for ours, theirs in (("shared_all_aux", "student_aux"), ("shared_none_aux", "cross_aux"),
+                         ("shared_all_all", "student_all")):
+        np.testing.assert_allclose(s[ours]["accuracy"]["values"], fig10.model_accuracies(theirs), atol=0.02)
+    # Sharing everything beats sharing nothing, in accuracy and in CKA with the teacher (all logits).
+    assert s["shared_all_all"]["accuracy"]["mean"] > s["shared_none_all"]["accuracy"]["mean"] + 0.05
+    assert s["shared_all_all"]["cka"]["mean"] > s["shared_none_all"]["cka"]["mean"]
+    assert rec["correlation"]["cka"]["n_points"] == 3 * len(rec["students"])
+    assert "Spearman" in format_heads_table(rec)
+    with pytest.raises(ValueError, match="sigmas"):
+        run_heads(cfg, data, sigmas=(0.0,))
+    assert all(p.stat().st_size > 0 for p in write_heads(rec, tmp_path).values())
