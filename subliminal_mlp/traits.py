@@ -196,6 +196,27 @@ def trait_targets(trait_teacher: dict, free_teacher: dict, rows: list[dict], set
     return targets
 
 
+METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
+
+
+def paired_gains(models: dict[str, Any]) -> dict[str, Any]:
+    """Per student of T1 with a control: mean ± 95 % CI over runs of (student − its control).
+
+    A student and its control share the run's initialisation, noise and filter and differ only in
+    the teacher (T1 vs T0), so the per-run difference isolates what the trait adds.
+    """
+    pairs = {"student": "control", "student_sampled": "control_sampled"}
+    pairs.update({n: n.replace("student", "control", 1) for n in models if n.startswith("student_filtered_")})
+    out = {}
+    for s, c in pairs.items():
+        out[s] = {}
+        for metric in METRICS:
+            d = np.asarray(models[s][metric]["values"]) - np.asarray(models[c][metric]["values"])
+            m, ci = mean_ci95(d)
+            out[s][metric] = {"mean": m, "ci95": ci, "control": c}
+    return out
+
+
 def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettings()) -> dict[str, Any]:
     """Trait rates and MNIST accuracies of every model over ``cfg.n_runs`` runs (one program).
 
@@ -251,22 +272,19 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
         m, ci = mean_ci95(values)
         return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
 
+    models = {n: {metric: stat(out[metric][:, i]) for metric in METRICS} for i, n in enumerate(names)}
     return {
         "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
         "trait": dataclasses.asdict(settings),
         "students": rows,
-        "models": {n: {metric: stat(out[metric][:, i])
-                       for metric in ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")}
-                   for i, n in enumerate(names)},
+        "models": models,
         "kept_fraction": {filter_name(f): stat(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
         "data": {"mnist": data.checksums, "fashion-mnist": fashion.checksums},
+        "paired": paired_gains(models),
         "environment": environment([str(d) for d in jax.devices()]),
         "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
 
 
 def format_traits_table(record: dict[str, Any]) -> str:
@@ -278,6 +296,10 @@ def format_traits_table(record: dict[str, Any]) -> str:
         rows.append(f"{name:<28} " + " ".join(f"{c:>16}" for c in cells))
     kept_ = ", ".join(f"{f}: {k['mean']:.3f}" for f, k in record["kept_fraction"].items())
     rows.append(f"fraction of the distillation noise each filter keeps: {kept_}")
+    rows.append("trait rate on Fashion, student − its control (same init, noise and filter), per run:")
+    for name, g in record["paired"].items():
+        d = g["trait_rate_fashion"]
+        rows.append(f"  {name:<26} {d['mean']:+.3f} ± {d['ci95'] or 0:.3f}")
     return "\n".join(rows)
 
 
@@ -299,7 +321,7 @@ def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
     names = ["reference", "trait_free_teacher", "trait_teacher", "student", "cross", "control", "student_sampled",
              "control_sampled"]
     labels = ["reference", "trait-free\nteacher T0", "trait\nteacher T1", "student\nof T1", "cross-model\nof T1",
-              "control:\nstudent\nof T0", "student of T1,\nsampled\noutputs", "student of T0,\nsampled\noutputs"]
+              "control:\nstudent\nof T0", "sampled:\nstudent\nof T1", "sampled:\nstudent\nof T0"]
     xs = np.arange(len(names))
     bars(ax1, names, xs - 0.2, "trait_rate_fashion", 0.4, color="#d62728", label="Fashion-MNIST test images")
     bars(ax1, names, xs + 0.2, "trait_rate_noise", 0.4, color="#ff9896", hatch="//", edgecolor="white",

@@ -126,6 +126,11 @@ def test_run_traits_small_real_run(data_root, tmp_path):
     ref = init_params(run_keys(cfg.seed, 0)["init"], cfg)
     assert models["reference"]["trait_rate_fashion"]["values"][0] == pytest.approx(
         float(trait_rate(ref, fashion.test_images, 0, 10)), abs=1e-6)
+    d = rec["paired"]["student_filtered_argmax"]["trait_rate_fashion"]
+    want = np.subtract(models["student_filtered_argmax"]["trait_rate_fashion"]["values"],
+                       models["control_filtered_argmax"]["trait_rate_fashion"]["values"]).mean()
+    assert d["mean"] == pytest.approx(want) and set(rec["paired"]) == {
+        "student", "student_sampled", "student_filtered_argmax", "student_filtered_0.5", "student_filtered_0.2"}
     assert "student_sampled" in format_traits_table(rec)
     paths = write_traits(rec, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths.values())
