@@ -127,6 +127,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "teacher": {"accuracy": stat(out["ref_teacher_accuracy"][:, 1])},
         "reference": {"accuracy": stat(out["ref_teacher_accuracy"][:, 0])},
         "correlation": {kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
+        "correlation_within": correlations_within(names, acc, cka, cos),
         "environment": environment([str(d) for d in jax.devices()]),
         "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -151,6 +152,19 @@ def _correlations(similarity: np.ndarray, acc: np.ndarray) -> dict[str, float]:
             "n_points": int(s.size)}
 
 
+def correlations_within(names: Sequence[str], acc: np.ndarray, cka: np.ndarray, cos: np.ndarray) -> dict[str, Any]:
+    """:func:`_correlations` over the aux-only students alone and over the all-logit students alone.
+
+    Pooling both groups mixes two regimes (all-logit students learn the task whatever they share,
+    aux-only students only with a shared start), so the within-group numbers are reported too.
+    """
+    out = {}
+    for which in ("aux", "all"):
+        cols = [j for j, n in enumerate(names) if n.endswith(f"_{which}")]
+        out[which] = {kind: _correlations(v[:, cols], acc[:, cols]) for kind, v in (("cka", cka), ("cosine", cos))}
+    return out
+
+
 def format_heads_table(record: dict[str, Any]) -> str:
     """Per student: MNIST accuracy, CKA and feature cosine with the teacher (mean ± 95 % CI)."""
     head = f"{'student':<24} {'accuracy':>16} {'linear CKA':>16} {'feature cosine':>16}"
@@ -161,9 +175,12 @@ def format_heads_table(record: dict[str, Any]) -> str:
     for name, s in record["references"].items():
         rows.append(f"{'reference (' + name + ')':<24} {'':>16} " + " ".join(
             f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}".rjust(16) for k in ("cka", "cosine")))
-    for kind, c in record["correlation"].items():
-        rows.append(f"{kind} vs accuracy over {c['n_points']} students: Pearson {c['pearson']:.3f}, "
-                    f"Spearman {c['spearman']:.3f}")
+    groups = [("all students", record["correlation"])]
+    groups += [(f"{w}-logit students", c) for w, c in record["correlation_within"].items()]
+    for group, corr in groups:
+        for kind, c in corr.items():
+            rows.append(f"{kind} vs accuracy, {group} ({c['n_points']}): Pearson {c['pearson']:.3f}, "
+                        f"Spearman {c['spearman']:.3f}")
     return "\n".join(rows)
 
 
@@ -189,9 +206,9 @@ def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax1.set_xticks(xs, ["all layers", "hidden layers\nonly", "output layer\nonly", "nothing\n(cross-model)"])
     ax1.set_xlabel("what the student's initialisation shares with the teacher's")
     ax1.set_ylabel("student's MNIST test accuracy")
-    ax1.set_ylim(0, 1.1)
+    ax1.set_ylim(0, 1.3)
     ax1.set_title("(a) head compatibility: which shared layers carry the signal", fontsize=10)
-    ax1.legend(fontsize=8, frameon=False, loc="upper right")
+    ax1.legend(fontsize=8, frameon=False, loc="upper center", ncol=2)
 
     groups = {"shared_all": ("all layers", "#d62728"), "shared_hidden": ("hidden only", "#9467bd"),
               "shared_head": ("output only", "#2ca02c"), "shared_none": ("nothing", "#8c564b")}
@@ -205,17 +222,19 @@ def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
         s = studs[f"perturbed_{sigma:g}_aux"]
         ax2.scatter(s["cka"]["values"], s["accuracy"]["values"], s=16, marker="s",
                     color=cmap(0.35 + 0.6 * j / max(1, len(record["sigmas"]) - 1)), alpha=0.85,
-                    label=f"θ0 + {sigma:g}·ξ, aux" if j in (0, len(record["sigmas"]) - 1) else None)
-    c = record["correlation"]["cka"]
+                    label=(f"θ0 + σ·ξ, aux; σ = {record['sigmas'][0]:g} (light) … {record['sigmas'][-1]:g} (dark)"
+                           if j == 0 else None))
+    c, w = record["correlation"]["cka"], record["correlation_within"]
     ax2.axhline(0.1, color="black", ls=":", lw=1)
     ax2.set_xlabel(f"linear CKA with the teacher's penultimate features ({record['n_similarity']} test images)")
     ax2.set_ylabel("student's MNIST test accuracy")
-    ax2.set_title(f"(b) representation similarity vs accuracy (Pearson {c['pearson']:.2f}, "
-                  f"Spearman {c['spearman']:.2f}, {c['n_points']} students)", fontsize=10)
+    ax2.set_title(f"(b) representation similarity vs accuracy: Pearson {c['pearson']:.2f} over all "
+                  f"{c['n_points']} students\n({w['aux']['cka']['pearson']:.2f} within aux-only, "
+                  f"{w['all']['cka']['pearson']:.2f} within all-logit students)", fontsize=10)
     ax2.legend(fontsize=7, frameon=False, loc="upper left", ncol=2)
     for ax in (ax1, ax2):
         ax.spines[["top", "right"]].set_visible(False)
-    fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"])
+    fig.text(0.5, -0.05, settings_caption(record["config"], record["n_runs"])
              + "; other layers from another run's reference", ha="center", va="top", fontsize=7.5)
     return save_figure(fig, path)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from subliminal_mlp.config import Config
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.experiment import run_experiment
-from subliminal_mlp.heads import SHARING, compose, format_heads_table, run_heads, student_names, write_heads
+from subliminal_mlp.heads import SHARING, _correlations, _rank, compose, format_heads_table, run_heads, student_names, write_heads
 from subliminal_mlp.model import init_params
 from subliminal_mlp.similarity import feature_cosine, linear_cka
 
@@ -54,6 +54,13 @@ def test_cka_of_constant_features_is_zero_and_cosine_by_hand():
     assert float(feature_cosine(a, b)) == pytest.approx((0.0 + 1.0 + 0.0) / 3)
 
 
+def test_spearman_with_ties_and_monotone_maps():
+    x = np.array([0.1, 0.5, 0.5, 0.9, 2.0])
+    c = _correlations(x, np.exp(3 * x))  # strictly increasing map: Spearman 1, Pearson below 1
+    assert c["spearman"] == pytest.approx(1.0) and c["pearson"] < 1.0
+    np.testing.assert_array_equal(_rank(x), [0, 1.5, 1.5, 3, 4])
+
+
 def test_compose_takes_hidden_layers_and_head_from_different_models():
     cfg = Config(hidden_widths=(8, 8))
     a, b = init_params(jax.random.PRNGKey(0), cfg), init_params(jax.random.PRNGKey(1), cfg)
@@ -82,6 +89,9 @@ def test_run_heads_small_real_run(data_root, tmp_path):
     assert s["shared_all_all"]["accuracy"]["mean"] > s["shared_none_all"]["accuracy"]["mean"] + 0.05
     assert s["shared_all_all"]["cka"]["mean"] > s["shared_none_all"]["cka"]["mean"]
     assert rec["correlation"]["cka"]["n_points"] == 3 * len(rec["students"])
+    n_aux = sum(n.endswith("_aux") for n in rec["students"])
+    assert rec["correlation_within"]["aux"]["cka"]["n_points"] == 3 * n_aux
+    assert rec["correlation_within"]["all"]["cosine"]["n_points"] == 3 * len(SHARING)
     assert "Spearman" in format_heads_table(rec)
     with pytest.raises(ValueError, match="sigmas"):
         run_heads(cfg, data, sigmas=(0.0,))
