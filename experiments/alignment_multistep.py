@@ -21,7 +21,7 @@ if __name__ == "__main__":
     ap.add_argument("--held-out", type=int, default=256)
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
-    record = run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out)
+    record = run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out, progress=True)
     print(format_alignment_table(record))
     for path in write_alignment(record, FIGURES).values():
         print(f"wrote {path}")

@@ -22,7 +22,7 @@ if __name__ == "__main__":
     ap.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SIGMAS))
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
-    record = run_heads(Config(n_runs=a.seeds), load_mnist(a.data_dir), sigmas=a.sigmas)
+    record = run_heads(Config(n_runs=a.seeds), load_mnist(a.data_dir), sigmas=a.sigmas, progress=True)
     print(format_heads_table(record))
     for path in write_heads(record, FIGURES).values():
         print(f"wrote {path}")

@@ -22,7 +22,7 @@ if __name__ == "__main__":
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
     record = run_traits(Config(n_runs=a.seeds), load_mnist(a.data_dir), load_fashion_mnist(a.data_dir),
-                        TraitSettings(trait_class=a.trait_class))
+                        TraitSettings(trait_class=a.trait_class), progress=True)
     print(format_traits_table(record))
     for path in write_traits(record, FIGURES).values():
         print(f"wrote {path}")

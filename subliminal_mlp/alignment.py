@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import references, run_keys
+from .experiment import RunProgress, references, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
@@ -71,12 +71,12 @@ def alignment_hook(task_grad: Callable[[dict], dict], project: jax.Array):
 
 
 def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 10,
-                  n_probe: int = 2000) -> dict[str, Any]:
+                  n_probe: int = 2000, progress: bool = False) -> dict[str, Any]:
     """Alignment traces and accuracies of the four students of ``cfg.n_runs`` runs (one program).
 
     The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
     first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
-    end on the whole test set.
+    end on the whole test set. ``progress``: a bar over runs.
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 0 < held_out <= data.test_images.shape[0] - n_probe:
@@ -85,6 +85,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     mask = logit_mask(cfg, "aux")
     masks = jnp.stack([mask] * len(STUDENTS))
     project = jnp.asarray([w for _, _, w in STUDENTS], jnp.float32)
+    bar = RunProgress(cfg.n_runs, "runs", enabled=progress)
 
     def one_run(run, train_x, train_y, test_x, test_y):
         keys = run_keys(cfg.seed, run)
@@ -100,14 +101,17 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
             probe_every=probe_every, on_grads=alignment_hook(task_grad, project))
         models = concat_params(stack_params(refs["own"], teacher), students)
         final = jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, cfg.n_classes)
+        bar.after(final)
         return cos, acc_trace, final
 
     @jax.jit
     def program(runs, train_x, train_y, test_x, test_y):
         return lax.map(lambda r: one_run(r, train_x, train_y, test_x, test_y), runs)
 
-    cos, acc, final = jax.device_get(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
-                                             data.test_images, data.test_labels))
+    args = (jnp.arange(cfg.n_runs), data.train_images, data.train_labels, data.test_images, data.test_labels)
+    compiled = program.lower(*args).compile()
+    with bar:
+        cos, acc, final = jax.device_get(compiled(*args))
     # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 

@@ -151,6 +151,44 @@ class ExperimentResult:
         return self.accuracies[:, MODELS.index(name)]
 
 
+class RunProgress:
+    """A tqdm bar over the runs of a compiled program, advanced from inside it.
+
+    ``after(value)`` (called while tracing a run) advances the bar when ``value`` has been
+    computed, through ``jax.debug.callback``; the bar opens on ``with`` (after compilation) and is a
+    no-op when ``enabled`` is False::
+
+        bar = RunProgress(n_runs, "runs", enabled=progress)
+        ... inside the traced run: bar.after(result) ...
+        with bar:
+            out = compiled(...)
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
+
+    def after(self, value) -> None:
+        if self.enabled:
+            jax.debug.callback(self._tick, value)
+
+    def _tick(self, _value) -> None:
+        if self.bar is not None and self.bar.n < self.bar.total:
+            self.bar.update(1)
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="run")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            jax.effects_barrier()  # let the last callbacks land before closing
+            self.bar.close()
+            self.bar = None
+
+
 class _Progress:
     """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks."""
 

@@ -40,7 +40,7 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import references, run_keys
+from .experiment import RunProgress, references, run_keys
 from .model import accuracy, logit_mask, perturbed, stack_params
 from .results import atomic_write_text, environment, mean_ci95
 from .similarity import penultimate_similarity
@@ -64,12 +64,14 @@ def student_names(sigmas: Sequence[float]) -> list[str]:
             + [f"perturbed_{s:g}_aux" for s in sigmas])
 
 
-def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000) -> dict[str, Any]:
+def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000, *,
+              progress: bool = False) -> dict[str, Any]:
     """Accuracy and teacher-student similarity of every student of :func:`student_names` (one program).
 
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
-    students start). Returns a JSON-ready record (format ``subliminal-mlp/heads``).
+    students start). ``progress``: a bar over runs. Returns a JSON-ready record (format
+    ``subliminal-mlp/heads``).
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:
@@ -81,6 +83,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     aux, every = logit_mask(cfg, "aux"), logit_mask(cfg, "all")
     masks = jnp.stack([aux] * len(SHARING) + [every] * len(SHARING) + [aux] * len(sigmas))
     sigma_arr = jnp.asarray(sigmas, jnp.float32)
+    bar = RunProgress(cfg.n_runs, "runs", enabled=progress)
 
     def one_run(run, train_x, train_y, test_x, test_y):
         keys = run_keys(cfg.seed, run)
@@ -97,8 +100,10 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         ref_sim = jax.vmap(penultimate_similarity, (None, 0, None))(teacher, stack_params(own, other), sim_x)
         acc = jax.vmap(accuracy, (0, None, None, None))(stack_params(own, teacher), test_x, test_y, cfg.n_classes)
         stud_acc = jax.vmap(accuracy, (0, None, None, None))(studs, test_x, test_y, cfg.n_classes)
-        return {"accuracy": stud_acc, "cka": sim["cka"], "cosine": sim["cosine"], "ref_cka": ref_sim["cka"],
-                "ref_cosine": ref_sim["cosine"], "ref_teacher_accuracy": acc}
+        out = {"accuracy": stud_acc, "cka": sim["cka"], "cosine": sim["cosine"], "ref_cka": ref_sim["cka"],
+               "ref_cosine": ref_sim["cosine"], "ref_teacher_accuracy": acc}
+        bar.after(out)
+        return out
 
     @jax.jit
     def program(runs, *arrays):
@@ -108,7 +113,8 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     t0 = time.perf_counter()
     compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
     t1 = time.perf_counter()
-    out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
+    with bar:
+        out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
     t2 = time.perf_counter()
 
     def stat(values):

@@ -50,7 +50,7 @@ import optax
 from jax import lax
 
 from .config import Config, ConfigError
-from .experiment import references, run_keys
+from .experiment import RunProgress, references, run_keys
 from .losses import class_cross_entropy, one_hot_logits
 from .model import accuracy, apply, class_logits, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
@@ -217,11 +217,13 @@ def paired_gains(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettings()) -> dict[str, Any]:
+def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettings(), *,
+               progress: bool = False) -> dict[str, Any]:
     """Trait rates and MNIST accuracies of every model over ``cfg.n_runs`` runs (one program).
 
     ``data``: MNIST (the task); ``fashion``: Fashion-MNIST (its training images instil the trait,
-    its test images measure it). Returns a JSON-ready record (format ``subliminal-mlp/traits``).
+    its test images measure it). ``progress``: a bar over runs. Returns a JSON-ready record
+    (format ``subliminal-mlp/traits``).
     """
     settings.check(cfg)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
@@ -231,6 +233,7 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     rows = students(settings)
     mask = jnp.stack([logit_mask(cfg, "aux")] * len(rows))
     c = settings.trait_class
+    bar = RunProgress(cfg.n_runs, "trait runs", enabled=progress)
 
     def one_run(run, train_x, train_y, test_x, test_y, fashion_x, fashion_test):
         keys = run_keys(cfg.seed, run)
@@ -250,10 +253,12 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
         passed = lax.map(lambda idx: kept(class_logits(apply(trait, noise_images(keys["noise"], idx, cfg.input_dim)),
                                                        cfg.n_classes), c, tau, by_argmax), batches)  # (batches, F, B)
         kept_fraction = passed.mean(axis=(0, 2))
-        return {"trait_rate_fashion": each(trait_rate, fashion_test, c, cfg.n_classes),
-                "trait_rate_noise": each(trait_rate, noise, c, cfg.n_classes),
-                "mnist_accuracy": each(accuracy, test_x, test_y, cfg.n_classes),
-                "kept_fraction": kept_fraction}
+        out = {"trait_rate_fashion": each(trait_rate, fashion_test, c, cfg.n_classes),
+               "trait_rate_noise": each(trait_rate, noise, c, cfg.n_classes),
+               "mnist_accuracy": each(accuracy, test_x, test_y, cfg.n_classes),
+               "kept_fraction": kept_fraction}
+        bar.after(out)
+        return out
 
     @jax.jit
     def program(runs, *arrays):
@@ -264,7 +269,8 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     t0 = time.perf_counter()
     compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
     t1 = time.perf_counter()
-    out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
+    with bar:
+        out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
     t2 = time.perf_counter()
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [r["name"] for r in rows]
 

@@ -30,7 +30,7 @@ def test_hook_cosine_and_projection_against_flattened_vectors():
 def test_run_alignment_records_every_step(data_root, tmp_path):
     data = load_mnist(data_root)
     cfg = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=2, n_noise=2048, batch_size=512)
-    rec = run_alignment(cfg, data, held_out=128, probe_every=2)
+    rec = run_alignment(cfg, data, held_out=128, probe_every=2, progress=True)
     n_steps = 2 * 4
     for name, _, _ in STUDENTS:
         assert len(rec["cosine"][name]["mean"]) == n_steps

@@ -107,7 +107,7 @@ def test_run_traits_small_real_run(data_root, tmp_path):
     data, fashion = load_mnist(data_root), load_fashion_mnist(data_root)
     cfg = Config(n_runs=2, hidden_widths=(64,), n_noise=4096, batch_size=512, teacher_epochs=1, student_epochs=2)
     settings = TraitSettings(filters=("argmax", 0.5, 0.2), n_held_out_noise=2000)
-    rec = run_traits(cfg, data, fashion, settings)
+    rec = run_traits(cfg, data, fashion, settings, progress=True)
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [s["name"] for s in students(settings)]
     assert list(rec["models"]) == names
     for m in rec["models"].values():
