@@ -212,6 +212,8 @@ PUBLISHED_SWEEPS: dict[str, tuple[str, list[str], dict, str]] = {
               "Jiang et al.: more width lowers the student's accuracy"),
     "depth": ("hidden_widths", "256 256,256 256,256,256 256,256,256,256".split(), {},
               "Jiang et al.: depth shows no clear trend"),
+    "depth_mse": ("hidden_widths", "256 256,256 256,256,256 256,256,256,256".split(), {"loss": "mse"},
+                  "Jiang et al. (MSE on raw logits): depth shows no clear trend"),
     "loss": ("loss", ["kl", "mse"], {},
              "Jiang et al. (MSE on raw logits): student (aux only) 27.1 % ± 3.3, cross-model 9.3 % ± 1.8 (20 runs)"),
     "temperature": ("temperature", ["1", "2", "4", "8"], {}, "KL with a softened softmax (Hinton et al.)"),

@@ -103,3 +103,16 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
     calls.clear()
     run_sweep("aux_logits", [1], TINY.replace(seed=3), **kw)
     assert calls == [1]
+
+
+def test_every_published_sweep_has_its_script_and_valid_settings():
+    from pathlib import Path
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    for name, (field, values, changes, finding) in sweep_mod.PUBLISHED_SWEEPS.items():
+        script = experiments / f"sweep_{name}.py"
+        assert script.is_file() and f'published_sweep_main("{name}"' in script.read_text(), name
+        base = Config(**changes)
+        for v in parse_values(field, values):
+            base.replace(**{field: v})  # raises ConfigError if a published value is invalid
+        assert finding

@@ -1,0 +1,11 @@
+"""Regenerate figures/sweeps/depth_mse/: the Figure-10 protocol swept over depth with the MSE loss (see PUBLISHED_SWEEPS).
+
+    python experiments/sweep_depth_mse.py [--seeds 10] [--data-dir ../shared/data] [--values ...]
+"""
+
+from pathlib import Path
+
+from subliminal_mlp.sweep import published_sweep_main
+
+if __name__ == "__main__":
+    published_sweep_main("depth_mse", Path(__file__).resolve().parents[1] / "figures" / "sweeps")
