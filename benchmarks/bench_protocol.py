@@ -8,7 +8,9 @@
    teacher forward and four student steps per noise example; evaluation not counted), divided by
    the protocol's wall time (compilation excluded and reported apart; evaluation included), divided
    by the best fp32 matmul throughput XLA reaches on this machine (square matmuls of several
-   sizes, measured before and after the protocol in this same run). Target on 2 CPU cores: >= 0.70.
+   sizes, measured before and after the protocol in this same run). Both sides are the best of
+   several timings (``--repeats`` for the protocol), since the machine is shared and noisy; the
+   median is printed too. Target on 2 CPU cores: >= 0.70.
 2. Scaling. Wall time for 1, 4, 16 runs (shortened to 1 + 1 epochs): it should grow linearly,
    i.e. time per run constant.
 3. Memory. Peak resident memory of a fresh process running ``--memory-runs`` runs (1 + 1 epochs:
@@ -68,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--runs", type=int, default=2, help="runs of the full protocol for the throughput ratio")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="times the protocol is timed; the best is used, as for the matmul peak")
     ap.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 16])
     ap.add_argument("--memory-runs", type=int, default=100, help="0 to skip the memory measurement")
     args = ap.parse_args()
@@ -77,18 +81,22 @@ def main() -> None:
 
     peak0, n0 = matmul_peak()
     cfg = Config(n_runs=args.runs)
-    r = run_experiment(cfg, data)
+    timed = [run_experiment(cfg, data) for _ in range(max(1, args.repeats))]
     peak1, n1 = matmul_peak()
     peak, n = max((peak0, n0), (peak1, n1))
+    walls = sorted(r.run_s for r in timed)
+    best, median = walls[0], walls[len(walls) // 2]
     flops = protocol_flops(cfg)["total"]
-    achieved = flops / r.run_s
-    print(f"\n[1] throughput, {args.runs} run(s) of the full protocol (5 + 5 epochs)")
+    achieved = flops / best
+    print(f"\n[1] throughput, {args.runs} run(s) of the full protocol (5 + 5 epochs), timed {len(walls)} times")
     print(f"    fp32 matmul peak (XLA, {n}x{n}): {peak / 1e9:.0f} GFLOP/s "
-          f"(before {peak0 / 1e9:.0f}, after {peak1 / 1e9:.0f})")
-    print(f"    model FLOPs {flops / 1e12:.3f} TFLOP in {r.run_s:.2f} s (compile {r.compile_s:.1f} s apart)"
-          f" = {achieved / 1e9:.0f} GFLOP/s")
-    print(f"    RATIO protocol / matmul peak = {achieved / peak:.3f}   (target >= 0.70)")
-    print(f"    per run: {r.run_s / args.runs:.2f} s -> 100 runs ~ {100 * r.run_s / args.runs / 60:.1f} min")
+          f"(best of 5 per size; before {peak0 / 1e9:.0f}, after {peak1 / 1e9:.0f})")
+    print(f"    protocol wall times: {', '.join(f'{w:.2f}' for w in walls)} s "
+          f"(compile {timed[0].compile_s:.1f} s apart)")
+    print(f"    model FLOPs {flops / 1e12:.3f} TFLOP in {best:.2f} s (best) = {achieved / 1e9:.0f} GFLOP/s")
+    print(f"    RATIO protocol / matmul peak = {achieved / peak:.3f} with the best time, "
+          f"{flops / median / peak:.3f} with the median   (target >= 0.70)")
+    print(f"    per run: {best / args.runs:.2f} s -> 100 runs ~ {100 * best / args.runs / 60:.1f} min")
 
     if args.scaling:
         print("\n[2] scaling with the number of runs (1 + 1 epochs)")
