@@ -71,7 +71,15 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
     students start). ``progress``: a bar over runs. Returns a JSON-ready record (format
-    ``subliminal-mlp/heads``).
+    ``subliminal-mlp/heads``, version 1)::
+
+        {"config": {...}, "n_runs": N, "sigmas": [...], "n_similarity": 2000, "sharing": [...],
+         "students": {name: {"accuracy" | "cka" | "cosine": {"mean", "ci95", "values": [one per run]}}},
+         "references": {"own" | "other": {"cka" | "cosine": {...}}},     # θ0, θ0' against the teacher
+         "teacher": {"accuracy": {...}}, "reference": {"accuracy": {...}},
+         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
+         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}},
+         "environment", "timing", "created"}
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:

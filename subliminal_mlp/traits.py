@@ -223,7 +223,15 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
 
     ``data``: MNIST (the task); ``fashion``: Fashion-MNIST (its training images instil the trait,
     its test images measure it). ``progress``: a bar over runs. Returns a JSON-ready record
-    (format ``subliminal-mlp/traits``).
+    (format ``subliminal-mlp/traits``, version 1)::
+
+        {"config": {...}, "n_runs": N, "trait": {...TraitSettings...},
+         "students": [{"name", "start", "teacher", "filter", "sampled"}, ...],
+         "models": {name: {"trait_rate_fashion" | "trait_rate_noise" | "mnist_accuracy":
+                           {"mean", "ci95", "values": [one per run]}}},   # reference, both teachers, students
+         "kept_fraction": {filter: {"mean", "ci95", "values"}},           # of the distillation noise
+         "paired": {student: {metric: {"mean", "ci95", "control"}}},      # student − its control, per run
+         "data", "environment", "timing", "created"}
     """
     settings.check(cfg)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
