@@ -234,10 +234,13 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
          "data", "environment", "timing", "created"}
     """
     settings.check(cfg)
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if cfg.student_inputs != "uniform":
         raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the trait experiment distils on uniform "
                           "noise (the filter is defined on it); use the default 'uniform'.")
+    if cfg.loss != "kl":
+        raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
+                          "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")
+    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     rows = students(settings)
     mask = jnp.stack([logit_mask(cfg, "aux")] * len(rows))
     c = settings.trait_class

@@ -52,6 +52,9 @@ def test_settings_are_validated():
             TraitSettings(**bad)
     with pytest.raises(ConfigError, match="trait_class = 12"):
         TraitSettings(trait_class=12).check(Config())
+    for bad_cfg in (Config(loss="mse"), Config(student_inputs="gaussian")):  # rejected before any compute
+        with pytest.raises(ConfigError):
+            run_traits(bad_cfg, None, None)
     names = [s["name"] for s in students(TraitSettings(filters=("argmax", 0.25)))]
     assert names == ["student", "cross", "control", "student_filtered_argmax", "control_filtered_argmax",
                      "student_filtered_0.25", "control_filtered_0.25", "student_sampled", "control_sampled"]
