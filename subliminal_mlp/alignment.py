@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import RunProgress, references, run_keys
+from .experiment import RunProgress, references, require_plain_students, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
@@ -78,6 +78,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
     end on the whole test set. ``progress``: a bar over runs.
     """
+    require_plain_students(cfg, "run_alignment")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 0 < held_out <= data.test_images.shape[0] - n_probe:
         raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "

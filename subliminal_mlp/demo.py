@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config
-from .experiment import run_keys
+from .experiment import require_plain_students, run_keys
 from .model import apply, aux_logits
 from .training import noise_images, probe_steps
 from .trajectory import final_accuracies, traced_run
@@ -50,6 +50,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     The students' accuracy is measured every ``probe_every`` steps on the first ``n_probe`` test
     images; the final accuracies use the whole test set. One compiled program.
     """
+    require_plain_students(cfg, "run_demo")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     cfg = cfg.replace(seed=seed, n_runs=1)
     keys = run_keys(seed, 0)

@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .config import MODELS, Config
+from .config import MODELS, Config, ConfigError
 from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
 from .training import distill_students, distillation_inputs, train_teacher
 
@@ -72,6 +72,19 @@ def references(cfg: Config, seed, run) -> dict:
     """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}`` (the cross-model students' start)."""
     return {"own": init_params(run_keys(seed, run)["init"], cfg),
             "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+
+
+def require_plain_students(cfg: Config, experiment: str) -> None:
+    """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts.
+
+    For the experiments that build their own students on the paper's noise (``experiment`` names
+    the function), so that a variant they do not implement is an error, not silently ignored.
+    """
+    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
+        raise ConfigError(f"{experiment} distils its students on uniform noise from unperturbed starts; "
+                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
+                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
+                          "command for these variants.")
 
 
 def default_run_batch(cfg: Config, platform: str, n_local: int) -> int:

@@ -40,7 +40,7 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import RunProgress, references, run_keys
+from .experiment import RunProgress, references, require_plain_students, run_keys
 from .model import accuracy, logit_mask, perturbed, stack_params
 from .results import atomic_write_text, environment, mean_ci95
 from .similarity import penultimate_similarity
@@ -81,6 +81,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
          "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}},
          "environment", "timing", "created"}
     """
+    require_plain_students(cfg, "run_heads")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:
         raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")

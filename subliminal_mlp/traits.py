@@ -50,7 +50,7 @@ import optax
 from jax import lax
 
 from .config import Config, ConfigError
-from .experiment import RunProgress, references, run_keys
+from .experiment import RunProgress, references, require_plain_students, run_keys
 from .losses import class_cross_entropy, one_hot_logits
 from .model import accuracy, apply, class_logits, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
@@ -234,9 +234,7 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
          "data", "environment", "timing", "created"}
     """
     settings.check(cfg)
-    if cfg.student_inputs != "uniform":
-        raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the trait experiment distils on uniform "
-                          "noise (the filter is defined on it); use the default 'uniform'.")
+    require_plain_students(cfg, "run_traits")
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")

@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 
 from .config import Config
-from .experiment import references, run_keys
+from .experiment import references, require_plain_students, run_keys
 from .model import accuracy, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
 from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
@@ -52,6 +52,7 @@ def final_accuracies(ref, teacher, students, test_x, test_y, n_classes):
 
 def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: int = 2000) -> dict[str, Any]:
     """The accuracy traces of ``cfg.n_runs`` runs: a JSON-ready record with per-step mean and 95 % CI."""
+    require_plain_students(cfg, "student_trajectories")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
 
     @jax.jit

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from subliminal_mlp.cli import main
-from subliminal_mlp.config import MODELS, Config
+from subliminal_mlp.config import MODELS, Config, ConfigError
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.experiment import RunProgress, cross_run, run_experiment, run_keys
 from subliminal_mlp.results import read_results
@@ -149,3 +149,19 @@ def test_run_progress_ticks_once_per_run_and_changes_nothing():
     off = RunProgress(5, "runs", enabled=False)
     with off:
         assert off.bar is None
+
+
+@pytest.mark.parametrize("variant", [dict(student_inputs="gaussian"), dict(init_noise=0.1)])
+def test_experiments_with_their_own_students_reject_variants_they_do_not_implement(variant):
+    from subliminal_mlp.alignment import run_alignment
+    from subliminal_mlp.demo import run_demo
+    from subliminal_mlp.heads import run_heads
+    from subliminal_mlp.trajectory import student_trajectories
+    from subliminal_mlp.traits import run_traits
+
+    cfg = Config(**variant)
+    calls = [lambda: run_alignment(cfg, None), lambda: run_demo(None, cfg), lambda: run_heads(cfg, None),
+             lambda: student_trajectories(cfg, None), lambda: run_traits(cfg, None, None)]
+    for call in calls:  # rejected before the data (None here) is touched
+        with pytest.raises(ConfigError, match="not supported there"):
+            call()
