@@ -28,10 +28,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .config import Config
-from .experiment import RunProgress, references, require_plain_students, run_keys
+from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95
@@ -105,14 +104,8 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         bar.after(final)
         return cos, acc_trace, final
 
-    @jax.jit
-    def program(runs, train_x, train_y, test_x, test_y):
-        return lax.map(lambda r: one_run(r, train_x, train_y, test_x, test_y), runs)
-
-    args = (jnp.arange(cfg.n_runs), data.train_images, data.train_labels, data.test_images, data.test_labels)
-    compiled = program.lower(*args).compile()
-    with bar:
-        cos, acc, final = jax.device_get(compiled(*args))
+    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    (cos, acc, final), _, _ = map_runs(one_run, cfg.n_runs, args, bar)
     # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 

@@ -30,19 +30,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .config import Config
-from .experiment import RunProgress, references, require_plain_students, run_keys
+from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .model import accuracy, logit_mask, perturbed, stack_params
-from .results import atomic_write_text, environment, mean_ci95
+from .results import atomic_write_text, environment, summary
 from .similarity import penultimate_similarity
 from .training import distill_students, train_teacher
 
@@ -114,37 +112,23 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         bar.after(out)
         return out
 
-    @jax.jit
-    def program(runs, *arrays):
-        return lax.map(lambda r: one_run(r, *arrays), runs)
-
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    t0 = time.perf_counter()
-    compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
-    t1 = time.perf_counter()
-    with bar:
-        out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
-    t2 = time.perf_counter()
-
-    def stat(values):
-        m, ci = mean_ci95(values)
-        return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
-
+    out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
     acc, cka, cos = (np.asarray(out[k]) for k in ("accuracy", "cka", "cosine"))
     return {
         "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
         "sigmas": list(sigmas), "n_similarity": n_similarity,
         "sharing": [{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],
-        "students": {n: {"accuracy": stat(acc[:, j]), "cka": stat(cka[:, j]), "cosine": stat(cos[:, j])}
+        "students": {n: {"accuracy": summary(acc[:, j]), "cka": summary(cka[:, j]), "cosine": summary(cos[:, j])}
                      for j, n in enumerate(names)},
-        "references": {n: {"cka": stat(out["ref_cka"][:, j]), "cosine": stat(out["ref_cosine"][:, j])}
+        "references": {n: {"cka": summary(out["ref_cka"][:, j]), "cosine": summary(out["ref_cosine"][:, j])}
                        for j, n in enumerate(("own", "other"))},
-        "teacher": {"accuracy": stat(out["ref_teacher_accuracy"][:, 1])},
-        "reference": {"accuracy": stat(out["ref_teacher_accuracy"][:, 0])},
+        "teacher": {"accuracy": summary(out["ref_teacher_accuracy"][:, 1])},
+        "reference": {"accuracy": summary(out["ref_teacher_accuracy"][:, 0])},
         "correlation": {kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
         "correlation_within": correlations_within(names, acc, cka, cos),
         "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
+        "timing": {"compile_s": compile_s, "run_s": run_s},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

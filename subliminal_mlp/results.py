@@ -53,6 +53,12 @@ def mean_ci95(values) -> tuple[float, float | None]:
     return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(v.size))
 
 
+def summary(values) -> dict[str, Any]:
+    """``{"mean", "ci95", "values": [...]}`` of per-run values (see :func:`mean_ci95`)."""
+    m, ci = mean_ci95(values)
+    return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, then ``os.replace``.
 

@@ -39,7 +39,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +49,10 @@ import optax
 from jax import lax
 
 from .config import Config, ConfigError
-from .experiment import RunProgress, references, require_plain_students, run_keys
+from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .losses import class_cross_entropy, one_hot_logits
 from .model import accuracy, apply, class_logits, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95
+from .results import atomic_write_text, environment, mean_ci95, summary
 from .training import distill_students, noise_images, optimizer, run_epochs, train_teacher
 
 FORMAT = "subliminal-mlp/traits"
@@ -269,35 +268,21 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
         bar.after(out)
         return out
 
-    @jax.jit
-    def program(runs, *arrays):
-        return lax.map(lambda r: one_run(r, *arrays), runs)
-
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels, fashion.train_images,
             fashion.test_images)
-    t0 = time.perf_counter()
-    compiled = program.lower(jnp.arange(cfg.n_runs), *args).compile()
-    t1 = time.perf_counter()
-    with bar:
-        out = jax.device_get(compiled(jnp.arange(cfg.n_runs), *args))
-    t2 = time.perf_counter()
+    out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [r["name"] for r in rows]
-
-    def stat(values):
-        m, ci = mean_ci95(values)
-        return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
-
-    models = {n: {metric: stat(out[metric][:, i]) for metric in METRICS} for i, n in enumerate(names)}
+    models = {n: {metric: summary(out[metric][:, i]) for metric in METRICS} for i, n in enumerate(names)}
     return {
         "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
         "trait": dataclasses.asdict(settings),
         "students": rows,
         "models": models,
-        "kept_fraction": {filter_name(f): stat(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
+        "kept_fraction": {filter_name(f): summary(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
         "data": {"mnist": data.checksums, "fashion-mnist": fashion.checksums},
         "paired": paired_gains(models),
         "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"compile_s": t1 - t0, "run_s": t2 - t1},
+        "timing": {"compile_s": compile_s, "run_s": run_s},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

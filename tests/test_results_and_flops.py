@@ -52,3 +52,11 @@ def test_flops_by_hand_for_the_papers_mlp():
     assert f["teacher"] == 60_000 * 5 * (fwd + bwd)
     assert f["students"] == 60_000 * 5 * (fwd + 4 * (fwd + bwd))
     assert f["total"] == 100 * (f["teacher"] + f["students"])
+
+
+def test_summary_of_per_run_values():
+    from subliminal_mlp.results import summary
+
+    s = summary(np.array([0.5, 0.7, 0.6], np.float32))
+    assert s["mean"] == pytest.approx(0.6) and s["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(3))
+    assert s["values"] == pytest.approx([0.5, 0.7, 0.6]) and all(type(v) is float for v in s["values"])
