@@ -33,7 +33,7 @@ from .config import Config
 from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95
+from .results import atomic_write_text, environment, mean_ci95, mean_ci95_columns
 from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/alignment"
@@ -109,19 +109,15 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 
-    def band(a):  # (runs, T) -> mean and CI per column
-        stats = [mean_ci95(a[:, j]) for j in range(a.shape[1])]
-        return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
-
     record = {
         "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
         "held_out": held_out, "probe_every": probe_every, "n_probe": n_probe,
         "probe_steps": probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
         "steps_per_epoch": steps_per_epoch(cfg.n_noise, cfg.batch_size),
-        "cosine": {n: band(cos[:, :, k]) for k, n in enumerate(names)},
+        "cosine": {n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
         "mean_cosine": {n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
                                 fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},
-        "accuracy_trace": {n: band(acc[:, :, k]) for k, n in enumerate(names)},
+        "accuracy_trace": {n: mean_ci95_columns(acc[:, :, k]) for k, n in enumerate(names)},
         "final": {n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
                   for i, n in enumerate(("reference", "teacher", *names))},
         "environment": environment([str(d) for d in jax.devices()]),

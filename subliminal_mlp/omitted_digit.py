@@ -12,17 +12,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .config import Config, ConfigError
-from .experiment import references, run_keys
+from .experiment import map_runs, references, run_keys
 from .model import apply, class_logits, concat_params, logit_mask, stack_params
 from .results import atomic_write_text, environment, mean_ci95, peak_rss_mb
 from .training import distill_students, train_teacher
@@ -63,14 +61,9 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
         per_subset = jax.vmap(accuracy_on, (None, None, None, 0, None))
         return jax.vmap(per_subset, (0, None, None, None, None))(models, test_x, test_y, wheres, cfg.n_classes)
 
-    @jax.jit
-    def program(runs, train_x, train_y, test_x, test_y, keep):
-        return lax.map(lambda r: one_run(r, train_x, train_y, test_x, test_y, keep), runs)
-
-    t0 = time.perf_counter()
-    acc = np.asarray(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
-                             data.test_images, data.test_labels, keep))  # (runs, models, subsets)
-    seconds = time.perf_counter() - t0
+    args = (data.train_images, data.train_labels, data.test_images, data.test_labels, keep)
+    acc, compile_s, run_s = map_runs(one_run, cfg.n_runs, args)  # acc: (runs, models, subsets)
+    seconds = compile_s + run_s
     models = {}
     for i, name in enumerate(MODELS):
         models[name] = {}

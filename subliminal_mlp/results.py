@@ -59,6 +59,12 @@ def summary(values) -> dict[str, Any]:
     return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
 
 
+def mean_ci95_columns(values) -> dict[str, list]:
+    """``{"mean": [...], "ci95": [...]}``: :func:`mean_ci95` of every column of a (runs, T) array."""
+    stats = [mean_ci95(column) for column in np.asarray(values).T]
+    return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, then ``os.replace``.
 

@@ -17,12 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .config import Config
-from .experiment import references, require_plain_students, run_keys
+from .experiment import map_runs, references, require_plain_students, run_keys
 from .model import accuracy, concat_params, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95
+from .results import atomic_write_text, environment, mean_ci95, mean_ci95_columns
 from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/trajectory"
@@ -55,24 +54,17 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
     require_plain_students(cfg, "student_trajectories")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
 
-    @jax.jit
-    def program(runs, train_x, train_y, test_x, test_y):
-        def one(run):
-            ref, teacher, students, trace = traced_run(cfg, run, train_x, train_y, test_x, test_y,
-                                                       probe_every, n_probe)
-            return trace, final_accuracies(ref, teacher, students, test_x, test_y, cfg.n_classes)
+    def one_run(run, train_x, train_y, test_x, test_y):
+        ref, teacher, students, trace = traced_run(cfg, run, train_x, train_y, test_x, test_y, probe_every, n_probe)
+        return trace, final_accuracies(ref, teacher, students, test_x, test_y, cfg.n_classes)
 
-        return lax.map(one, runs)
-
-    traces, final = jax.device_get(program(jnp.arange(cfg.n_runs), data.train_images, data.train_labels,
-                                           data.test_images, data.test_labels))
+    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    (traces, final), _, _ = map_runs(one_run, cfg.n_runs, args)
     steps = probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every)
     per_epoch = steps_per_epoch(cfg.n_noise, cfg.batch_size)
     curves = {}
     for k, name in enumerate(STUDENTS):
-        stats = [mean_ci95(traces[:, p, k]) for p in range(len(steps))]
-        curves[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats],
-                        "per_run": traces[:, :, k].tolist()}
+        curves[name] = {**mean_ci95_columns(traces[:, :, k]), "per_run": traces[:, :, k].tolist()}
     finals = {name: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
               for i, name in enumerate(("reference", "teacher", *STUDENTS))}
     return {"format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,

@@ -60,3 +60,12 @@ def test_summary_of_per_run_values():
     s = summary(np.array([0.5, 0.7, 0.6], np.float32))
     assert s["mean"] == pytest.approx(0.6) and s["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(3))
     assert s["values"] == pytest.approx([0.5, 0.7, 0.6]) and all(type(v) is float for v in s["values"])
+
+
+def test_mean_ci95_columns_is_mean_ci95_per_column():
+    from subliminal_mlp.results import mean_ci95_columns
+
+    a = np.array([[0.1, 0.5], [0.3, 0.5], [0.2, 0.8]])
+    got = mean_ci95_columns(a)
+    assert got["mean"] == pytest.approx([0.2, 0.6])
+    assert got["ci95"] == pytest.approx([mean_ci95(a[:, 0])[1], mean_ci95(a[:, 1])[1]])
