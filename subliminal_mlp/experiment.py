@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .config import MODELS, Config, ConfigError
 from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
+from .prng import unrolled_threefry
 from .training import distill_students, distillation_inputs, train_teacher
 
 # Key streams within a run (5-7 are used by the trait experiment only).
@@ -69,9 +70,14 @@ def cross_run(run: int | jax.Array, n_runs: int):
 
 
 def references(cfg: Config, seed, run) -> dict:
-    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}`` (the cross-model students' start)."""
-    return {"own": init_params(run_keys(seed, run)["init"], cfg),
-            "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)}
+    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}`` (the cross-model students' start).
+
+    Inside a compiled program the two are computed once and stored (an optimisation barrier):
+    otherwise XLA fuses the random initialisation into each of its consumers and draws it anew
+    for every one of them.
+    """
+    return lax.optimization_barrier({"own": init_params(run_keys(seed, run)["init"], cfg),
+                                     "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)})
 
 
 def require_plain_students(cfg: Config, experiment: str) -> None:
@@ -212,7 +218,8 @@ def map_runs(one_run: Callable, n_runs: int, args: tuple, bar: Optional[RunProgr
     program = jax.jit(lambda runs, *a: lax.map(lambda r: one_run(r, *a), runs))
     runs = jnp.arange(n_runs)
     t0 = time.perf_counter()
-    compiled = program.lower(runs, *args).compile()
+    with unrolled_threefry():
+        compiled = program.lower(runs, *args).compile()
     t1 = time.perf_counter()
     with bar or RunProgress(n_runs, "", enabled=False):
         out = jax.device_get(compiled(runs, *args))
@@ -314,7 +321,8 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
             *(jax.device_put(a, replicated) for a in (data.train_labels, data.test_images, data.test_labels, pool)))
     log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
     t0 = time.perf_counter()
-    compiled = program.lower(*args).compile()
+    with unrolled_threefry():
+        compiled = program.lower(*args).compile()
     t1 = time.perf_counter()
     log(f"compiled in {t1 - t0:.1f} s; running")
     if bars:

@@ -23,6 +23,7 @@ from jax import lax
 from .config import Config
 from .losses import class_cross_entropy, distillation_loss
 from .model import apply
+from .prng import permutation
 
 Tick = Optional[Callable[[jax.Array], None]]
 
@@ -86,8 +87,11 @@ def distillation_inputs(cfg: Config, noise_key: jax.Array, pool: Optional[jax.Ar
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """A random permutation of ``range(n)`` split into full batches ``(n // B, B)`` and the rest."""
-    perm = jax.random.permutation(key, n)
+    """A random permutation of ``range(n)`` split into full batches ``(n // B, B)`` and the rest.
+
+    The permutation is ``jax.random.permutation(key, n)``, computed by :func:`prng.permutation`.
+    """
+    perm = permutation(key, n)
     n_full = n // batch_size
     return perm[: n_full * batch_size].reshape(n_full, batch_size), perm[n_full * batch_size :]
 

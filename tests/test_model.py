@@ -90,3 +90,14 @@ def test_perturbed_adds_isotropic_or_orthogonal_noise_of_size_sigma():
     assert abs(float(jnp.dot(orth, u))) < 1e-3 * float(jnp.linalg.norm(orth))
     assert float(jnp.linalg.norm(orth)) == pytest.approx(float(jnp.linalg.norm(iso)), rel=1e-5)
     assert abs(float(jnp.dot(iso, u))) > 10 * abs(float(jnp.dot(orth, u)))
+
+
+@pytest.mark.parametrize("n, chunk", [(2500, 1000), (3000, 1000), (999, 1000), (7, 3)])
+def test_accuracy_taken_in_chunks_equals_the_whole_batch_count(n, chunk):
+    cfg = Config(hidden_widths=(16,))
+    p = init_params(jax.random.PRNGKey(2), cfg)
+    x = jax.random.uniform(jax.random.PRNGKey(3), (n, 784), minval=-1, maxval=1)
+    labels = jax.random.randint(jax.random.PRNGKey(4), (n,), 0, 10)
+    expected = np.mean(np.argmax(np.asarray(apply(p, x))[:, :10], axis=1) == np.asarray(labels))
+    got = accuracy(p, x, labels, 10, chunk=chunk)
+    assert got.dtype == jnp.float32 and float(got) == pytest.approx(expected, abs=1e-7)

@@ -1,0 +1,145 @@
+"""Where the time of one training step goes: XLA's own per-kernel trace of the protocol's loops.
+
+    python benchmarks/bench_step.py [--data-dir ../shared/data] [--epochs 1] [--top 12]
+
+Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10) as
+the experiment does, times them, then runs them once more under ``jax.profiler`` and reads the
+trace back (``jax.profiler.ProfileData``). Kernels are classified with the compiled program's HLO:
+a *matmul* kernel is a dot or a fusion around one. For each phase it prints the time per step, the
+part of it during which some matmul runs (on any thread), what the matmuls would take at the
+machine's fp32 matmul peak, and the longest non-matmul kernels (their summed durations per step,
+with the JAX operation they come from). Kernels on different threads overlap, so the summed
+durations do not add up to the step time. Nothing is asserted; it prints what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_protocol import matmul_peak  # noqa: E402
+
+from subliminal_mlp import Config, load_mnist  # noqa: E402
+from subliminal_mlp.experiment import STUDENTS, references, run_keys  # noqa: E402
+from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
+from subliminal_mlp.model import logit_mask, stack_params  # noqa: E402
+from subliminal_mlp.prng import unrolled_threefry  # noqa: E402
+from subliminal_mlp.training import distill_students, steps_per_epoch, train_teacher  # noqa: E402
+
+
+def kernel_kinds(hlo: str) -> tuple[set[str], dict[str, str]]:
+    """(names of the matmul kernels, kernel name -> the JAX op_name it carries) from optimised HLO."""
+    fused = {m.group(1): m.group(2) for m in re.finditer(r"^%(\S+) .*?\{\n(.*?)\n\}", hlo, re.S | re.M)}
+    matmuls, origin = set(), {}
+    for m in re.finditer(r"^\s*(?:ROOT )?%(\S+) = [^\n]*", hlo, re.M):
+        name, line = m.group(1), m.group(0)
+        calls = re.search(r"calls=%([\w.\-]+)", line)
+        body = fused.get(calls.group(1), "") if calls else ""
+        if re.search(r" dot\(", line) or " dot(" in body:
+            matmuls.add(name)
+        op = re.search(r'op_name="([^"]+)"', line) or re.search(r'op_name="([^"]+)"', body)
+        if op:
+            origin[name] = "/".join(p for p in op.group(1).split("/") if p != "body" and not p.startswith(("while", "closed_call", "jit(")))
+    return matmuls, origin
+
+
+def trace_events(run) -> list[tuple[int, int, str]]:
+    """(start ns, end ns, kernel name) of every XLA kernel executed while ``run()`` runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            run()
+        pb = sorted(Path(tmp).rglob("*.xplane.pb"))[-1]
+        profile = jax.profiler.ProfileData.from_file(str(pb))
+    skip = ("ThunkExecutor", "Threadpool", "end:", "SlinkyThreadPool", "while")
+    events = []
+    for plane in profile.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLAEigen"):
+                continue
+            events += [(e.start_ns, e.start_ns + e.duration_ns, e.name) for e in line.events
+                       if not e.name.startswith(skip)]
+    return sorted(events)
+
+
+def covered_ns(intervals) -> int:
+    """Length of the union of ``(start, end)`` intervals."""
+    total, cur = 0, None
+    for s, e in sorted(intervals):
+        if cur is None or s > cur[1]:
+            total += 0 if cur is None else cur[1] - cur[0]
+            cur = [s, e]
+        else:
+            cur[1] = max(cur[1], e)
+    return total + (0 if cur is None else cur[1] - cur[0])
+
+
+def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: float, top: int) -> None:
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t)
+    wall = min(times) / steps
+    matmuls, origin = kernel_kinds(compiled.as_text())
+    events = trace_events(lambda: jax.block_until_ready(compiled(*args)))
+    span = (events[-1][1] - events[0][0]) / steps
+    mm = covered_ns((s, e) for s, e, n in events if n in matmuls) / steps
+    other = collections.Counter()
+    for s, e, n in events:
+        if n not in matmuls:
+            other[n] += e - s
+    print(f"\n{name}: {wall * 1e3:.2f} ms per step (best of 3 untraced; {span / 1e6:.2f} ms traced), "
+          f"{flops_per_step / wall / 1e9:.0f} GFLOP/s = {flops_per_step / wall / peak:.2f} of the matmul peak")
+    print(f"    some matmul running: {mm / 1e6:.2f} ms per traced step; the step's model FLOPs at the peak: "
+          f"{flops_per_step / peak * 1e3:.2f} ms")
+    print(f"    longest non-matmul kernels (summed per step, ms; overlapping threads):")
+    for n, v in other.most_common(top):
+        print(f"      {v / steps / 1e6:6.3f}  {n:32s} {origin.get(n, '')[-90:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--epochs", type=int, default=1, help="epochs of each phase to time and trace")
+    ap.add_argument("--top", type=int, default=12, help="non-matmul kernels to list per phase")
+    args = ap.parse_args()
+    data = load_mnist(args.data_dir)
+    cfg = Config(n_runs=1, teacher_epochs=args.epochs, student_epochs=args.epochs)
+    peak, n = matmul_peak()
+    print(f"device: {jax.devices()[0].platform}; fp32 matmul peak (XLA, {n}x{n}): {peak / 1e9:.0f} GFLOP/s")
+    keys = run_keys(cfg.seed, 0)
+    refs = references(cfg, cfg.seed, 0)
+    x, y = jnp.asarray(data.train_images), jnp.asarray(data.train_labels)
+    steps = args.epochs * steps_per_epoch(x.shape[0], cfg.batch_size)
+    per_example = train_step_flops(cfg)
+
+    teach = jax.jit(lambda p, x, y: train_teacher(p, x, y, keys["teacher_shuffle"], cfg))
+    with unrolled_threefry():
+        teach = teach.lower(refs["own"], x, y).compile()
+    report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
+           x.shape[0] * args.epochs * per_example / steps, peak, args.top)
+    teacher = teach(refs["own"], x, y)
+
+    masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
+    start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
+    distil = jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg))
+    with unrolled_threefry():
+        distil = distil.lower(start, teacher).compile()
+    n_noise = cfg.n_noise * args.epochs
+    report(f"distillation step ({len(STUDENTS)} students + the shared teacher forward, batch 1024)", distil,
+           (start, teacher), steps, n_noise * (forward_flops(cfg) + len(STUDENTS) * per_example) / steps, peak,
+           args.top)
+
+
+if __name__ == "__main__":
+    main()

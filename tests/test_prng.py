@@ -1,0 +1,58 @@
+"""The fast random numbers of the hot loops are bit for bit those of ``jax.random``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from subliminal_mlp.prng import MAX_RADIX_N, permutation, shuffle_rounds, stable_argsort_u32, unrolled_threefry
+from subliminal_mlp.training import noise_images
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 70_000), seed=st.integers(0, 2**31 - 1))
+def test_permutation_is_jax_random_permutation(n, seed):
+    key = jax.random.PRNGKey(seed)
+    np.testing.assert_array_equal(np.asarray(jax.jit(permutation, static_argnums=1)(key, n)),
+                                  np.asarray(jax.random.permutation(key, n)))
+
+
+@pytest.mark.parametrize("n", [2, 60_000, 65_536, 65_537, 300_000])
+def test_permutation_matches_at_the_digit_boundaries(n):
+    # 2**16 is where the position needs a 17th bit and the radix digits shrink to 15 bits.
+    key = jax.random.PRNGKey(n)
+    np.testing.assert_array_equal(np.asarray(permutation(key, n)), np.asarray(jax.random.permutation(key, n)))
+
+
+def test_shuffle_rounds_follow_the_documented_formula():
+    assert [shuffle_rounds(n) for n in (1, 2, 1000, 60_000, 10**7)] == [0, 1, 1, 2, 3]
+
+
+@settings(max_examples=30, deadline=None)
+@given(keys=st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 3), min_size=2, max_size=3000))
+def test_stable_argsort_equals_numpys_stable_argsort(keys):
+    # Small keys (0..3) mixed in make many ties: the order among equal keys must be the original one.
+    k = np.asarray(keys, np.uint32)
+    np.testing.assert_array_equal(np.asarray(stable_argsort_u32(jnp.asarray(k))), np.argsort(k, kind="stable"))
+
+
+def test_stable_argsort_rejects_sizes_it_cannot_pack():
+    with pytest.raises(ValueError, match="2 to"):
+        stable_argsort_u32(jnp.zeros(1, jnp.uint32))
+    assert MAX_RADIX_N == 2**24
+
+
+def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel():
+    key = jax.random.PRNGKey(7)
+    f = jax.jit(lambda k: (noise_images(k, jnp.arange(64)), jax.random.bits(k, (1000,), jnp.uint32),
+                           jax.random.normal(jax.random.fold_in(k, 3), (99,))))
+    rolled = f.lower(key)
+    with unrolled_threefry():
+        unrolled = jax.jit(lambda k: f(k)).lower(key)
+    # JAX's CPU rule is a rolled loop (a while in the program); the unrolled one has none.
+    assert "while" in rolled.as_text() and "while" not in unrolled.as_text()
+    for a, b in zip(rolled.compile()(key), unrolled.compile()(key)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The switch is scoped: lowering after the block uses JAX's default again.
+    assert "while" in jax.jit(lambda k: f(k)).lower(key).as_text()
