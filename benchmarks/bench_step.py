@@ -3,7 +3,7 @@
     python benchmarks/bench_step.py [--data-dir ../shared/data] [--epochs 1] [--top 12]
 
 Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10) as
-the experiment does, times them, then runs them once more under ``jax.profiler`` and reads the
+the experiment does (``compiling.compile_program``), times them, then runs them once more under ``jax.profiler`` and reads the
 trace back (``jax.profiler.ProfileData``). Kernels are classified with the compiled program's HLO:
 a *matmul* kernel is a dot or a fusion around one. For each phase it prints the time per step, the
 part of it during which some matmul runs (on any thread), what the matmuls would take at the
@@ -32,7 +32,7 @@ from subliminal_mlp import Config, load_mnist  # noqa: E402
 from subliminal_mlp.experiment import STUDENTS, references, run_keys  # noqa: E402
 from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
 from subliminal_mlp.model import logit_mask, stack_params  # noqa: E402
-from subliminal_mlp.prng import unrolled_threefry  # noqa: E402
+from subliminal_mlp.compiling import compile_program  # noqa: E402
 from subliminal_mlp.training import distill_students, steps_per_epoch, train_teacher  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: f
           f"{flops_per_step / wall / 1e9:.0f} GFLOP/s = {flops_per_step / wall / peak:.2f} of the matmul peak")
     print(f"    some matmul running: {mm / 1e6:.2f} ms per traced step; the step's model FLOPs at the peak: "
           f"{flops_per_step / peak * 1e3:.2f} ms")
-    print(f"    longest non-matmul kernels (summed per step, ms; overlapping threads):")
+    print("    longest non-matmul kernels (summed per step, ms; overlapping threads):")
     for n, v in other.most_common(top):
         print(f"      {v / steps / 1e6:6.3f}  {n:32s} {origin.get(n, '')[-90:]}")
 
@@ -123,18 +123,16 @@ def main() -> None:
     steps = args.epochs * steps_per_epoch(x.shape[0], cfg.batch_size)
     per_example = train_step_flops(cfg)
 
-    teach = jax.jit(lambda p, x, y: train_teacher(p, x, y, keys["teacher_shuffle"], cfg))
-    with unrolled_threefry():
-        teach = teach.lower(refs["own"], x, y).compile()
+    teach = compile_program(jax.jit(lambda p, x, y: train_teacher(p, x, y, keys["teacher_shuffle"], cfg)),
+                            refs["own"], x, y)
     report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
            x.shape[0] * args.epochs * per_example / steps, peak, args.top)
     teacher = teach(refs["own"], x, y)
 
     masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
     start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
-    distil = jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg))
-    with unrolled_threefry():
-        distil = distil.lower(start, teacher).compile()
+    distil = compile_program(
+        jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg)), start, teacher)
     n_noise = cfg.n_noise * args.epochs
     report(f"distillation step ({len(STUDENTS)} students + the shared teacher forward, batch 1024)", distil,
            (start, teacher), steps, n_noise * (forward_flops(cfg) + len(STUDENTS) * per_example) / steps, peak,

@@ -36,9 +36,9 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from .compiling import compile_program
 from .config import MODELS, Config, ConfigError
 from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
-from .prng import unrolled_threefry
 from .training import distill_students, distillation_inputs, train_teacher
 
 # Key streams within a run (5-7 are used by the trait experiment only).
@@ -218,8 +218,7 @@ def map_runs(one_run: Callable, n_runs: int, args: tuple, bar: Optional[RunProgr
     program = jax.jit(lambda runs, *a: lax.map(lambda r: one_run(r, *a), runs))
     runs = jnp.arange(n_runs)
     t0 = time.perf_counter()
-    with unrolled_threefry():
-        compiled = program.lower(runs, *args).compile()
+    compiled = compile_program(program, runs, *args)
     t1 = time.perf_counter()
     with bar or RunProgress(n_runs, "", enabled=False):
         out = jax.device_get(compiled(runs, *args))
@@ -321,8 +320,7 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
             *(jax.device_put(a, replicated) for a in (data.train_labels, data.test_images, data.test_labels, pool)))
     log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
     t0 = time.perf_counter()
-    with unrolled_threefry():
-        compiled = program.lower(*args).compile()
+    compiled = compile_program(program, *args, platform=devices[0].platform)
     t1 = time.perf_counter()
     log(f"compiled in {t1 - t0:.1f} s; running")
     if bars:
