@@ -3,12 +3,12 @@
     python benchmarks/bench_step.py [--data-dir ../shared/data] [--epochs 1] [--top 12]
 
 Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10) as
-the experiment does (``compiling.compile_program``), times them, then runs them once more under ``jax.profiler`` and reads the
-trace back (``jax.profiler.ProfileData``). Kernels are classified with the compiled program's HLO:
-a *matmul* kernel is a dot or a fusion around one. For each phase it prints the time per step, the
-part of it during which some matmul runs (on any thread), what the matmuls would take at the
-machine's fp32 matmul peak, and the longest non-matmul kernels (their summed durations per step,
-with the JAX operation they come from). Kernels on different threads overlap, so the summed
+the experiment does (``compiling.compile_program``), times them, then runs them once more under
+``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``). Kernels are classified
+with the compiled program's HLO: a *matmul* kernel is a dot or a fusion around one. For each
+phase it prints the time per step, the part of it during which some matmul runs (on any thread),
+what the matmuls would take at the machine's fp32 matmul peak, and the longest non-matmul kernels
+(their summed durations per step, with the JAX operation they come from). Kernels on different threads overlap, so the summed
 durations do not add up to the step time. Nothing is asserted; it prints what it measures.
 """
 
@@ -48,7 +48,8 @@ def kernel_kinds(hlo: str) -> tuple[set[str], dict[str, str]]:
             matmuls.add(name)
         op = re.search(r'op_name="([^"]+)"', line) or re.search(r'op_name="([^"]+)"', body)
         if op:
-            origin[name] = "/".join(p for p in op.group(1).split("/") if p != "body" and not p.startswith(("while", "closed_call", "jit(")))
+            scopes = [p for p in op.group(1).split("/") if p != "body"]
+            origin[name] = "/".join(p for p in scopes if not p.startswith(("while", "closed_call", "jit(")))
     return matmuls, origin
 
 
@@ -131,8 +132,8 @@ def main() -> None:
 
     masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
     start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
-    distil = compile_program(
-        jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg)), start, teacher)
+    distil = jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg))
+    distil = compile_program(distil, start, teacher)
     n_noise = cfg.n_noise * args.epochs
     report(f"distillation step ({len(STUDENTS)} students + the shared teacher forward, batch 1024)", distil,
            (start, teacher), steps, n_noise * (forward_flops(cfg) + len(STUDENTS) * per_example) / steps, peak,
