@@ -8,8 +8,9 @@ the experiment does (``compiling.compile_program``), times them, then runs them 
 with the compiled program's HLO: a *matmul* kernel is a dot or a fusion around one. For each
 phase it prints the time per step, the part of it during which some matmul runs (on any thread),
 what the matmuls would take at the machine's fp32 matmul peak, and the longest non-matmul kernels
-(their summed durations per step, with the JAX operation they come from). Kernels on different threads overlap, so the summed
-durations do not add up to the step time. Nothing is asserted; it prints what it measures.
+(their summed durations per step, with the JAX operation they come from). Kernels on different
+threads overlap, so the summed durations do not add up to the step time. Nothing is asserted; it
+prints what it measures.
 """
 
 from __future__ import annotations
