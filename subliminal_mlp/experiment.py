@@ -76,8 +76,9 @@ def references(cfg: Config, seed, run) -> dict:
     otherwise XLA fuses the random initialisation into each of its consumers and draws it anew
     for every one of them.
     """
-    return lax.optimization_barrier({"own": init_params(run_keys(seed, run)["init"], cfg),
-                                     "cross": init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)})
+    own = init_params(run_keys(seed, run)["init"], cfg)
+    cross = init_params(run_keys(seed, cross_run(run, cfg.n_runs))["init"], cfg)
+    return lax.optimization_barrier({"own": own, "cross": cross})
 
 
 def require_plain_students(cfg: Config, experiment: str) -> None:

@@ -118,6 +118,9 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:
     each logit is the same dot product whatever the chunking, so the result is too.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk = {chunk!r} is invalid: it must be an integer >= 1 (images per block).")
+
     def correct(x, y):
         return jnp.sum(jnp.argmax(class_logits(apply(params, x), n_classes), axis=-1) == y)
 

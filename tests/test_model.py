@@ -101,3 +101,5 @@ def test_accuracy_taken_in_chunks_equals_the_whole_batch_count(n, chunk):
     expected = np.mean(np.argmax(np.asarray(apply(p, x))[:, :10], axis=1) == np.asarray(labels))
     got = accuracy(p, x, labels, 10, chunk=chunk)
     assert got.dtype == jnp.float32 and float(got) == pytest.approx(expected, abs=1e-7)
+    with pytest.raises(ValueError, match="chunk = 0"):
+        accuracy(p, x, labels, 10, chunk=0)
