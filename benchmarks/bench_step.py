@@ -20,14 +20,13 @@ import collections
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_protocol import matmul_peak  # noqa: E402
+from bench_protocol import best_seconds, matmul_peak  # noqa: E402
 
 from subliminal_mlp import Config, load_mnist  # noqa: E402
 from subliminal_mlp.experiment import STUDENTS, references, run_keys  # noqa: E402
@@ -84,16 +83,12 @@ def covered_ns(intervals) -> int:
     return total + (0 if cur is None else cur[1] - cur[0])
 
 
-def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: float, top: int) -> None:
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t)
-    wall = min(times) / steps
+def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: float, top: int):
+    """Time, trace and print one phase (see the module docstring); returns ``compiled(*args)``."""
+    wall = best_seconds(lambda: compiled(*args), 3) / steps
     matmuls, origin = kernel_kinds(compiled.as_text())
-    events = trace_events(lambda: jax.block_until_ready(compiled(*args)))
+    out = []
+    events = trace_events(lambda: out.append(jax.block_until_ready(compiled(*args))))
     span = (events[-1][1] - events[0][0]) / steps
     mm = covered_ns((s, e) for s, e, n in events if n in matmuls) / steps
     other = collections.Counter()
@@ -107,6 +102,7 @@ def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: f
     print("    longest non-matmul kernels (summed per step, ms; overlapping threads):")
     for n, v in other.most_common(top):
         print(f"      {v / steps / 1e6:6.3f}  {n:32s} {origin.get(n, '')[-90:]}")
+    return out[0]
 
 
 def main() -> None:
@@ -127,9 +123,8 @@ def main() -> None:
 
     teach = compile_program(jax.jit(lambda p, x, y: train_teacher(p, x, y, keys["teacher_shuffle"], cfg)),
                             refs["own"], x, y)
-    report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
-           x.shape[0] * args.epochs * per_example / steps, peak, args.top)
-    teacher = teach(refs["own"], x, y)
+    teacher = report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
+                     x.shape[0] * args.epochs * per_example / steps, peak, args.top)
 
     masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
     start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
