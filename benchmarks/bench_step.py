@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_protocol import best_seconds, matmul_peak  # noqa: E402
 
 from subliminal_mlp import Config, load_mnist  # noqa: E402
-from subliminal_mlp.experiment import STUDENTS, references, run_keys  # noqa: E402
+from subliminal_mlp.experiment import STUDENTS, references, run_keys, student_masks  # noqa: E402
 from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
-from subliminal_mlp.model import logit_mask, stack_params  # noqa: E402
+from subliminal_mlp.model import stack_params  # noqa: E402
 from subliminal_mlp.compiling import compile_program  # noqa: E402
 from subliminal_mlp.training import distill_students, steps_per_epoch, train_teacher  # noqa: E402
 
@@ -126,7 +126,7 @@ def main() -> None:
     teacher = report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
                      x.shape[0] * args.epochs * per_example / steps, peak, args.top)
 
-    masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
+    masks = student_masks(cfg)
     start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
     distil = jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg))
     distil = compile_program(distil, start, teacher)

@@ -81,6 +81,11 @@ def references(cfg: Config, seed, run) -> dict:
     return lax.optimization_barrier({"own": own, "cross": cross})
 
 
+def student_masks(cfg: Config) -> jax.Array:
+    """The ``(len(STUDENTS), n_outputs)`` logit masks of the four students, in :data:`STUDENTS` order."""
+    return jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
+
+
 def require_plain_students(cfg: Config, experiment: str) -> None:
     """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts.
 
@@ -116,7 +121,7 @@ def make_program(cfg: Config, mesh: Mesh, run_batch: int, tick: Optional[Callabl
     ``tick(phase, epoch)`` is called on the host once per job and epoch (phase 0: teacher,
     1: students) when given.
     """
-    masks = jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
+    masks = student_masks(cfg)
     teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
     student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
 
