@@ -3,7 +3,7 @@
     python benchmarks/bench_step.py [--data-dir ../shared/data] [--epochs 1] [--top 12]
 
 Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10) as
-the experiment does (``compiling.compile_program``), times them, then runs them once more under
+the experiment does (``internal.compile_program``), times them, then runs them once more under
 ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``). Kernels are classified
 with the compiled program's HLO: a *matmul* kernel is a dot or a fusion around one. For each
 phase it prints the time per step, the part of it during which some matmul runs (on any thread),
@@ -32,7 +32,7 @@ from subliminal_mlp import Config, load_mnist  # noqa: E402
 from subliminal_mlp.experiment import STUDENTS, references, run_keys, student_masks  # noqa: E402
 from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
 from subliminal_mlp.model import stack_params  # noqa: E402
-from subliminal_mlp.compiling import compile_program  # noqa: E402
+from subliminal_mlp.internal import compile_program  # noqa: E402
 from subliminal_mlp.training import distill_students, steps_per_epoch, train_teacher  # noqa: E402
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .compiling import compile_program
+from .internal import compile_program
 from .config import MODELS, Config, ConfigError
 from .model import accuracy, concat_params, init_params, logit_mask, perturbed, stack_params
 from .training import distill_students, distillation_inputs, train_teacher

@@ -1,27 +1,23 @@
 """Random numbers of the hot loops, bit for bit those of ``jax.random``, computed faster on CPU.
 
-Two pieces of ``jax.random`` dominate the non-matmul time of the protocol on a CPU, and both can
-be computed faster *without changing a single bit* of what they return:
+The epoch shuffles dominate the non-matmul time of the protocol on a CPU, and can be computed
+faster *without changing a single bit* of what they return.
 
-* :func:`permutation` (the epoch shuffles). ``jax.random.permutation(key, n)`` applies
-  ``r = ⌈3 ln n / ln(2³² − 1)⌉`` rounds (2 for n = 60,000) of a *stable* sort of the current order
-  by fresh 32-bit random keys (``key, sub = split(key)``; ``bits(sub, (n,), uint32)``). XLA:CPU
-  sorts a key/value pair through a compiled comparator, ~5x slower than it sorts one array of
-  ``uint32``. Here each stable argsort is an LSD radix sort made of single-array sorts: with
-  ``b = ⌈log2 n⌉`` index bits, every pass sorts the words ``digit << b | position`` for a
-  ``32 − b``-bit digit of the keys, least significant digit first. The position in the low bits
-  makes each pass stable, and stable passes from the lowest to the highest digit give exactly
-  the stable order by the whole key, so the result equals ``jax.random.permutation``'s (tested).
-* the Threefry-2x32 hash behind every noise image. On CPU, JAX lowers it as a 5-iteration rolled
-  loop (to keep compile times short), which XLA runs as ~10 small kernels per call, each streaming
-  the whole state through memory. :func:`unrolled_threefry` lowers it, while a program is being
-  lowered, with JAX's own unrolled rule (the one it uses on every other platform): one fused
-  kernel, the same integer arithmetic, the same bits.
+:func:`permutation`: ``jax.random.permutation(key, n)`` applies
+``r = ⌈3 ln n / ln(2³² − 1)⌉`` rounds (2 for n = 60,000) of a *stable* sort of the current order
+by fresh 32-bit random keys (``key, sub = split(key)``; ``bits(sub, (n,), uint32)``). XLA:CPU
+sorts a key/value pair through a compiled comparator, ~5x slower than it sorts one array of
+``uint32``. Here each stable argsort is an LSD radix sort made of single-array sorts: with
+``b = ⌈log2 n⌉`` index bits, every pass sorts the words ``digit << b | position`` for a
+``32 − b``-bit digit of the keys, least significant digit first. The position in the low bits
+makes each pass stable, and stable passes from the lowest to the highest digit give exactly
+the stable order by the whole key, so the result equals ``jax.random.permutation``'s (tested).
+This is plain public JAX; the tweaks that lean on JAX internals (the unrolled Threefry lowering)
+are in :mod:`subliminal_mlp.internal`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import jax
@@ -74,39 +70,3 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
         key, sub = jax.random.split(key)
         x = x[stable_argsort_u32(jax.random.bits(sub, (n,), jnp.uint32))]
     return x
-
-
-def _threefry_rules():
-    """(the threefry2x32 primitive, JAX's CPU-specific rule table, JAX's unrolled rule), or None."""
-    try:
-        from jax._src.interpreters import mlir
-        from jax._src.random import threefry2x32 as threefry
-
-        table = mlir._platform_specific_lowerings["cpu"]
-        return threefry.threefry2x32_p, table, mlir.LoweringRuleEntry(threefry._threefry2x32_lowering_rule, False)
-    except (ImportError, AttributeError, KeyError):  # another JAX layout: keep its default lowering
-        return None
-
-
-@contextlib.contextmanager
-def unrolled_threefry():
-    """Within the block, programs *lowered* for CPU use JAX's unrolled Threefry lowering.
-
-    Wrap the ``.lower(...)`` call of a jitted program. The hash's integer arithmetic is identical,
-    so every random bit is too (tested); only the number of XLA kernels changes. With a JAX whose
-    internals differ, the block does nothing (the default lowering stays, results unchanged).
-    """
-    rules = _threefry_rules()
-    if rules is None:
-        yield
-        return
-    primitive, table, unrolled = rules
-    saved = table.get(primitive)
-    table[primitive] = unrolled
-    try:
-        yield
-    finally:
-        if saved is None:
-            table.pop(primitive, None)
-        else:
-            table[primitive] = saved

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from subliminal_mlp.prng import MAX_RADIX_N, permutation, shuffle_rounds, stable_argsort_u32, unrolled_threefry
+from subliminal_mlp.internal import unrolled_threefry
+from subliminal_mlp.prng import MAX_RADIX_N, permutation, shuffle_rounds, stable_argsort_u32
 from subliminal_mlp.training import noise_images
 
 
@@ -60,7 +61,7 @@ def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel():
 
 def test_compile_program_computes_what_plain_jit_computes():
     # A short distillation (noise, permutations, Adam): bit for bit the same through both paths.
-    from subliminal_mlp.compiling import compile_program, compiler_options
+    from subliminal_mlp.internal import compile_program, compiler_options
     from subliminal_mlp.config import Config
     from subliminal_mlp.model import init_params, logit_mask, stack_params
     from subliminal_mlp.training import distill_students
@@ -75,3 +76,18 @@ def test_compile_program_computes_what_plain_jit_computes():
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(fast)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert compiler_options("cpu") == {"xla_cpu_prefer_vector_width": "512"} and compiler_options("gpu") is None
+
+
+def test_internals_switched_off_by_the_environment_variable(monkeypatch):
+    from subliminal_mlp import internal
+
+    key = jax.random.PRNGKey(3)
+    f = jax.jit(lambda k: jax.random.bits(k, (100,), jnp.uint32))
+    monkeypatch.setenv(internal.DISABLE_ENV, "1")
+    assert not internal.enabled() and internal.compiler_options("cpu") is None
+    with internal.unrolled_threefry():
+        off = jax.jit(lambda k: f(k)).lower(key)
+    assert "while" in off.as_text()  # JAX's own rolled CPU rule: the switch took the tweak away
+    np.testing.assert_array_equal(np.asarray(internal.compile_program(f, key)(key)), np.asarray(f(key)))
+    monkeypatch.setenv(internal.DISABLE_ENV, "0")
+    assert internal.enabled() and internal.compiler_options("cpu") == internal.CPU_COMPILER_OPTIONS
