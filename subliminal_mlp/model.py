@@ -14,30 +14,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from .config import Config
-
-#: N(0, 1/fan_in) for a (fan_in, fan_out) kernel; "normal" is the untruncated normal.
-kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
-
-
-class MLP(nn.Module):
-    """``x -> Dense -> ReLU -> ... -> Dense`` with ``len(hidden_widths)`` hidden layers."""
-
-    hidden_widths: Sequence[int]
-    n_outputs: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, return_features: bool = False):
-        for i, width in enumerate(self.hidden_widths):
-            x = nn.relu(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
-        logits = nn.Dense(self.n_outputs, kernel_init=kernel_init, name="head")(x)
-        return (logits, x) if return_features else logits
+from .models import MLP, aux_logits, class_logits, kernel_init  # noqa: F401 (re-exported)
 
 
 def build_model(cfg: Config) -> MLP:
@@ -93,16 +76,6 @@ def concat_params(*stacks: dict) -> dict:
     return jax.tree.map(lambda *a: jnp.concatenate(a), *stacks)
 
 
-def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
-    """The first ``n_classes`` logits (what the teacher is trained and evaluated on)."""
-    return logits[..., :n_classes]
-
-
-def aux_logits(logits: jax.Array, n_classes: int) -> jax.Array:
-    """The auxiliary logits, every logit after the first ``n_classes``."""
-    return logits[..., n_classes:]
-
-
 def logit_mask(cfg: Config, which: str) -> jax.Array:
     """0/1 weights over the ``n_outputs`` logits: ``"aux"`` selects the m aux logits, ``"all"`` all."""
     if which == "aux":
@@ -112,8 +85,12 @@ def logit_mask(cfg: Config, which: str) -> jax.Array:
     raise ValueError(f"which = {which!r}: choose 'aux' or 'all'.")
 
 
-def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int, chunk: int = 1000) -> jax.Array:
-    """Fraction of ``images`` (n, input_dim) whose argmax over the class logits equals ``labels``.
+def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int, chunk: int = 1000,
+             apply_fn=None) -> jax.Array:
+    """Fraction of ``images`` (n, ...) whose argmax over the class logits equals ``labels``.
+
+    ``apply_fn(params, x)`` is the model (a :class:`~subliminal_mlp.models.Model`'s ``apply``);
+    by default the paper's MLP read off ``params`` (:func:`apply`).
 
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:
     each logit is the same dot product whatever the chunking, so the result is too.
@@ -121,14 +98,16 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk = {chunk!r} is invalid: it must be an integer >= 1 (images per block).")
 
+    f = apply if apply_fn is None else apply_fn
+
     def correct(x, y):
-        return jnp.sum(jnp.argmax(class_logits(apply(params, x), n_classes), axis=-1) == y)
+        return jnp.sum(jnp.argmax(class_logits(f(params, x), n_classes), axis=-1) == y)
 
     n = images.shape[0]
     n_full = n // chunk if n > chunk else 0
     cut = n_full * chunk
     total = correct(images[cut:], labels[cut:]) if cut < n else 0
     if n_full:
-        blocks = (images[:cut].reshape(n_full, chunk, -1), labels[:cut].reshape(n_full, chunk))
+        blocks = (images[:cut].reshape(n_full, chunk, *images.shape[1:]), labels[:cut].reshape(n_full, chunk))
         total = total + jnp.sum(lax.map(lambda b: correct(*b), blocks))
     return total / n

@@ -1,0 +1,247 @@
+"""Models as ``(init, apply)`` pairs on parameter pytrees: the paper's MLP, a split-head MLP, yours.
+
+A :class:`Model` is what training, evaluation, the experiment engine and the theory kernels take:
+
+* ``init(key) -> params``: a fresh parameter pytree (a plain nested dict of arrays);
+* ``apply(params, x) -> logits`` with ``x`` of shape ``(batch, *input_shape)`` and logits of shape
+  ``(batch, n_classes + aux_logits)``: the first ``n_classes`` are the *class logits* the teacher
+  learns, the last ``aux_logits`` (m) the *auxiliary logits* the aux-only student imitates;
+* ``features(params, x)`` (optional): the penultimate activations, for representation similarity.
+
+Because parameters are plain pytrees, ``jax.vmap`` (a stack of students), ``jax.jvp`` (the
+theorem's output tangent ``v = J_x Δθ_T``) and ``jax.flatten_util.ravel_pytree`` apply directly.
+
+Built-ins: :func:`mlp` (the paper's 784 → 256 → 256 → 10 + m ReLU MLP, any widths and activation)
+and :func:`split_head_mlp` (one trunk, a separate class head and aux head, as in "Learning through
+noise", arXiv 2605.23645). Any Flax module plugs in through :func:`from_flax`, and any pair of
+functions through :class:`Model` itself::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp.models import Model, mlp
+    >>> net = mlp((32,), aux_logits=3)
+    >>> params = net.init(jax.random.PRNGKey(0))
+    >>> net.apply(params, jnp.zeros((5, 784))).shape
+    (5, 13)
+    >>> linear = Model(init=lambda k: {"w": jax.random.normal(k, (784, 13)) / 28.0},
+    ...                apply=lambda p, x: x @ p["w"], n_classes=10, aux_logits=3)
+    >>> check_model(linear).shape
+    (2, 13)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+#: N(0, 1/fan_in) for a (fan_in, fan_out) kernel; "normal" is the untruncated normal (protocol.md §1).
+kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+#: Activations :func:`mlp` accepts by name (any callable works too).
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu, "sigmoid": nn.sigmoid, "identity": lambda x: x}
+
+
+class ModelError(ValueError):
+    """A model does not fit the experiment (wrong output count, input shape, or parameters)."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A classifier with m auxiliary logits, as an ``(init, apply)`` pair on parameter pytrees.
+
+    ``init(key) -> params``; ``apply(params, x) -> logits`` of shape ``(..., n_classes + aux_logits)``
+    for ``x`` of shape ``(..., *input_shape)``; ``features(params, x)`` (optional) the penultimate
+    activations. ``settings`` describes the model in records (name/value pairs). Models compare and
+    hash by their fields, so the same model built twice reuses compiled programs.
+    """
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+    n_classes: int = 10
+    aux_logits: int = 3
+    input_shape: tuple[int, ...] = (784,)
+    features: Optional[Callable[[Params, jax.Array], jax.Array]] = None
+    name: str = "model"
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        for field in ("n_classes", "aux_logits"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if field == "n_classes" else 0):
+                raise ModelError(f"{field} = {v!r} is invalid: it must be an integer >= "
+                                 f"{2 if field == 'n_classes' else 0}.")
+
+    @property
+    def n_outputs(self) -> int:
+        """``n_classes + aux_logits``: the logits ``apply`` returns per example."""
+        return self.n_classes + self.aux_logits
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for records: name, classes, m, input shape and ``settings``."""
+        return {"name": self.name, "n_classes": self.n_classes, "aux_logits": self.aux_logits,
+                "input_shape": list(self.input_shape), **{k: _json(v) for k, v in self.settings}}
+
+    def replace(self, **changes: Any) -> "Model":
+        return dataclasses.replace(self, **changes)
+
+
+def _json(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtypeStruct:
+    """Trace ``init`` and ``apply`` abstractly (no compute) and check the output count.
+
+    Returns the shape of ``apply(params, x)`` for a batch of 2; raises :class:`ModelError` naming
+    the mismatch when ``apply`` fails or does not return ``(2, n_classes + aux_logits)`` logits.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    try:
+        params = jax.eval_shape(model.init, key)
+        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *model.input_shape), jnp.float32))
+    except Exception as e:  # noqa: BLE001 - any failure of a user's model is reported with its cause
+        raise ModelError(f"model {model.name!r} cannot be applied to inputs of shape (batch, "
+                         f"{', '.join(map(str, model.input_shape))}): {type(e).__name__}: {e}") from e
+    if not hasattr(out, "shape") or tuple(out.shape) != (2, model.n_outputs):
+        raise ModelError(f"model {model.name!r} returns logits of shape {getattr(out, 'shape', out)} for a batch "
+                         f"of 2, but n_classes + aux_logits = {model.n_classes} + {model.aux_logits} = "
+                         f"{model.n_outputs} outputs are expected: fix the model's last layer or its "
+                         "n_classes / aux_logits.")
+    return out
+
+
+@dataclass(frozen=True)
+class _FlaxInit:
+    module: nn.Module
+    input_shape: tuple[int, ...]
+
+    def __call__(self, key: jax.Array) -> Params:
+        return self.module.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
+
+
+@dataclass(frozen=True)
+class _FlaxApply:
+    module: nn.Module
+    method_kwargs: tuple[tuple[str, Any], ...] = ()
+    index: Optional[int] = None
+
+    def __call__(self, params: Params, x: jax.Array) -> jax.Array:
+        out = self.module.apply({"params": params}, x, **dict(self.method_kwargs))
+        return out if self.index is None else out[self.index]
+
+
+def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, input_shape: Sequence[int] = (784,),
+              name: Optional[str] = None, features: bool = False, settings: dict | None = None) -> Model:
+    """A :class:`Model` from a Flax module whose ``__call__(x)`` returns the logits.
+
+    ``init(key) = module.init(key, zeros((1, *input_shape)))["params"]``; ``apply(params, x) =
+    module.apply({"params": params}, x)``. With ``features=True`` the module's
+    ``__call__(x, return_features=True)`` must return ``(logits, features)``.
+    """
+    shape = tuple(input_shape)
+    feats = _FlaxApply(module, (("return_features", True),), 1) if features else None
+    return Model(init=_FlaxInit(module, shape), apply=_FlaxApply(module), n_classes=n_classes,
+                 aux_logits=aux_logits, input_shape=shape, features=feats,
+                 name=name or type(module).__name__, settings=tuple((settings or {}).items()))
+
+
+class MLP(nn.Module):
+    """``x -> Dense -> act -> ... -> Dense``: ``len(hidden_widths)`` hidden layers, one head of ``n_outputs``.
+
+    Weights N(0, 1/fan_in), biases 0 (protocol.md §1). Parameters ``hidden_0, hidden_1, ..., head``.
+    """
+
+    hidden_widths: Sequence[int]
+    n_outputs: int
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, return_features: bool = False):
+        for i, width in enumerate(self.hidden_widths):
+            x = self.activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+        logits = nn.Dense(self.n_outputs, kernel_init=kernel_init, name="head")(x)
+        return (logits, x) if return_features else logits
+
+
+class SplitHeadMLP(nn.Module):
+    """A trunk of hidden layers, then a *class head* (``n_classes``) and a separate *aux head* (m).
+
+    Parameters ``hidden_0, ..., class_head, aux_head``; the logits are ``[class_head(h), aux_head(h)]``
+    so class and aux logits sit where they sit in :class:`MLP`. Same initialisation rule.
+    """
+
+    hidden_widths: Sequence[int]
+    n_classes: int
+    aux_logits: int
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, return_features: bool = False):
+        for i, width in enumerate(self.hidden_widths):
+            x = self.activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+        logits = jnp.concatenate([nn.Dense(self.n_classes, kernel_init=kernel_init, name="class_head")(x),
+                                  nn.Dense(self.aux_logits, kernel_init=kernel_init, name="aux_head")(x)], axis=-1)
+        return (logits, x) if return_features else logits
+
+
+def _activation(activation: str | Callable) -> tuple[Callable, str]:
+    if callable(activation):
+        return activation, getattr(activation, "__name__", "custom")
+    if activation not in ACTIVATIONS:
+        raise ModelError(f"activation = {activation!r} is unknown: choose one of {tuple(ACTIVATIONS)} "
+                         "or pass a function.")
+    return ACTIVATIONS[activation], activation
+
+
+def _widths(hidden_widths: Sequence[int]) -> tuple[int, ...]:
+    widths = tuple(hidden_widths)
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give one or more positive integer "
+                         "widths, e.g. (256, 256).")
+    return widths
+
+
+def mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int = 10, aux_logits: int = 3,
+        input_dim: int = 784, activation: str | Callable = "relu") -> Model:
+    """The paper's MLP ``input_dim -> hidden_widths... -> n_classes + aux_logits`` (protocol.md §1).
+
+    ``mlp()`` is Figure 10's 784 → 256 → 256 → 10 + 3 ReLU network; every weight N(0, 1/fan_in),
+    every bias 0. ``activation`` is a name in :data:`ACTIVATIONS` or a function.
+    """
+    act, act_name = _activation(activation)
+    widths = _widths(hidden_widths)
+    module = MLP(hidden_widths=widths, n_outputs=n_classes + aux_logits, activation=act)
+    return from_flax(module, n_classes=n_classes, aux_logits=aux_logits, input_shape=(input_dim,), name="mlp",
+                     features=True, settings={"hidden_widths": widths, "activation": act_name})
+
+
+def split_head_mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int = 10, aux_logits: int = 3,
+                   input_dim: int = 784, activation: str | Callable = "relu") -> Model:
+    """:class:`SplitHeadMLP`: a shared trunk with a separate class head and aux head."""
+    act, act_name = _activation(activation)
+    widths = _widths(hidden_widths)
+    module = SplitHeadMLP(hidden_widths=widths, n_classes=n_classes, aux_logits=aux_logits, activation=act)
+    return from_flax(module, n_classes=n_classes, aux_logits=aux_logits, input_shape=(input_dim,),
+                     name="split_head_mlp", features=True,
+                     settings={"hidden_widths": widths, "activation": act_name})
+
+
+def config_model(cfg) -> Model:
+    """The :func:`mlp` a :class:`~subliminal_mlp.config.Config` describes (widths, m, classes, input size)."""
+    return mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim)
+
+
+def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
+    """The first ``n_classes`` logits (what the teacher is trained and evaluated on)."""
+    return logits[..., :n_classes]
+
+
+def aux_logits(logits: jax.Array, n_classes: int) -> jax.Array:
+    """The auxiliary logits, every logit after the first ``n_classes``."""
+    return logits[..., n_classes:]
