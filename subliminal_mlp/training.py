@@ -139,6 +139,52 @@ def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, e
     return state, trace
 
 
+def scan_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None):
+    """``(state, metrics)`` after ``epochs`` shuffled epochs of ``step(state, batch_indices) -> (state, metrics)``.
+
+    The training-step contract of the library (Flax's ``train_step(state, batch) -> (state,
+    metrics)``). Epoch ``e`` uses the permutation drawn from ``fold_in(key, e)``
+    (:func:`epoch_batches`): a ``lax.scan`` over its full batches, then one step on the partial
+    batch if any (protocol.md §1: "last partial batch kept"); the epochs are a ``lax.scan`` too.
+    ``metrics`` are stacked by the scan: every leaf gets a leading axis of
+    ``epochs · steps_per_epoch(n, batch_size)`` entries, in step order. ``tick(e)`` (a host
+    callback, if given) runs at the end of each epoch.
+    """
+    def epoch(state, e):
+        full, rest = epoch_batches(jax.random.fold_in(key, e), n, batch_size)
+        state, metrics = lax.scan(step, state, full)
+        if rest.shape[0]:
+            state, last = step(state, rest)
+            metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, last)
+        if tick is not None:
+            tick(e)
+        return state, metrics
+
+    state, metrics = lax.scan(epoch, state, jnp.arange(epochs))
+    return state, jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), metrics)
+
+
+def teacher_train_step(apply_fn: Callable, n_classes: int, opt: optax.GradientTransformation,
+                       images: jax.Array, labels: jax.Array, with_loss: bool = True) -> Callable:
+    """``step((params, opt_state), idx) -> ((params, opt_state), {"loss": L})`` for the teacher.
+
+    ``L = mean_b −log softmax(z_b[:n_classes])[y_b]`` over the batch ``idx`` of ``(images,
+    labels)`` (the aux logits are not in the loss, protocol.md §1); one ``opt`` update of ∇L.
+    With ``with_loss=False`` the metrics are ``{}`` and only ∇L is computed: XLA then fuses the
+    step differently, so the parameters can differ from ``with_loss=True`` in the last bits.
+    """
+    loss_fn = lambda p, x, y: class_cross_entropy(apply_fn(p, x), y, n_classes)  # noqa: E731
+    value_and_grad = jax.value_and_grad(loss_fn) if with_loss else (lambda *a: (None, jax.grad(loss_fn)(*a)))
+
+    def step(state, idx):
+        p, o = state
+        loss, g = value_and_grad(p, images[idx], labels[idx])
+        updates, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, updates), o), ({"loss": loss} if with_loss else {})
+
+    return step
+
+
 def probe_steps(n: int, batch_size: int, epochs: int, probe_every: int = 1) -> np.ndarray:
     """Optimiser steps taken before each entry of :func:`run_epochs`' trace (same arguments)."""
     n_full = n // batch_size

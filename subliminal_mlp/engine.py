@@ -1,0 +1,562 @@
+"""The engine: an experiment is a value, and one function runs it as one compiled, sharded program.
+
+An :class:`Experiment` says *what* runs in every run: a ``model`` (an ``(init, apply)`` pair), the
+distillation ``inputs`` (an :class:`~subliminal_mlp.inputs.InputSource`), the ``students`` (a
+table of :class:`~subliminal_mlp.students.Student`), the static settings that fix shapes and code
+(epochs, batch size) and the numeric ``hparams`` (learning rate, temperature, σ, ...), any of which
+can be swept inside one program. A :class:`Task` holds the teacher's data. :func:`run` runs
+``n_runs`` runs (times the swept values) and returns a :class:`Result` of per-run numbers.
+
+Within run ``i`` of seed ``s`` (protocol.md §1), every key is ``fold_in(fold_in(PRNGKey(s), i),
+stream)`` (:func:`run_keys`):
+
+* ``reference``: θ0 = ``model.init(keys["init"])``, the shared initialisation;
+* ``teacher``: θ0 trained ``teacher_epochs`` epochs on the task's class cross-entropy (Adam);
+* every student of the table: its start (θ0, the reference of run ``(i + 1) mod max(N, 2)`` for
+  ``"cross"``, ...) distilled ``student_epochs`` epochs on the teacher's logits over the run's
+  fixed input set; each batch's teacher logits are computed once and shared by all students;
+* all models are evaluated on the task's test set (argmax over the class logits).
+
+The program: the job axis (runs × swept values) is split over the devices with ``shard_map``; on
+each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs together (a ``vmap``);
+the teacher phase runs for all jobs first, then the distillation phase. Students that share their
+loss, teacher, optimiser and hooks form one stacked group (one ``vmap``); Figure 10's four students
+are one group. Memory grows with ``run_batch``, not with N: inputs are drawn batch by batch.
+
+Example (a tiny Figure 10 on MNIST)::
+
+    from subliminal_mlp import engine, load_mnist
+    exp = engine.Experiment(teacher_epochs=1, student_epochs=1, inputs=inputs.uniform(4096))
+    result = engine.run(exp, engine.Task.from_dataset(load_mnist()), n_runs=4)
+    result.accuracy("student_aux")      # (4,) per-run test accuracies
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .inputs import InputError, InputSource, bind_task, check_source, uniform
+from .internal import compile_program
+from .losses import distillation_loss
+from .model import accuracy
+from .models import Model, check_model, mlp
+from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, check_students, make_optimizer,
+                       adam, output_mask)
+from .training import scan_epochs, steps_per_epoch, teacher_train_step
+
+#: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
+STREAMS = {"init": 0, "teacher_shuffle": 1, "noise": 2, "student_shuffle": 3, "init_noise": 4, "trait_shuffle": 5,
+           "held_out_noise": 6, "samples": 7, "fresh": 8}
+#: The paper's numeric hyperparameters (protocol.md §1); any of them, and any a user adds, can be swept.
+PAPER_HPARAMS = {"learning_rate": 3e-4, "temperature": 1.0}
+
+
+class ExperimentError(ValueError):
+    """An experiment's static settings are invalid or do not fit the task."""
+
+
+def run_key(seed, run) -> jax.Array:
+    """The key of run ``run`` of the experiment seeded ``seed``: ``fold_in(PRNGKey(seed), run)``."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), run)
+
+
+def run_keys(seed, run) -> dict[str, jax.Array]:
+    """Named keys of one run (:data:`STREAMS`): ``fold_in(run_key(seed, run), stream)``."""
+    k = run_key(seed, run)
+    return {name: jax.random.fold_in(k, i) for name, i in STREAMS.items()}
+
+
+def cross_run(run, n_runs: int):
+    """The run whose reference initialises run ``run``'s cross-model students: ``(run + 1) mod max(N, 2)``."""
+    return (run + 1) % max(n_runs, 2)
+
+
+def references(model: Model, seed, run, n_runs: int) -> dict:
+    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}``, computed once in a program.
+
+    An optimisation barrier keeps XLA from fusing the random initialisation into each consumer
+    (which would draw it anew for every one of them).
+    """
+    own = model.init(run_keys(seed, run)["init"])
+    cross = model.init(run_keys(seed, cross_run(run, n_runs))["init"])
+    return lax.optimization_barrier({"own": own, "cross": cross})
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """The teacher's task: training and test arrays, the number of classes, and what the data are.
+
+    ``data`` describes the data for records (dataset, directory, SHA-256 of the files, and any
+    subset applied). Build one with :meth:`from_dataset`.
+    """
+
+    train_x: Any
+    train_y: Any
+    test_x: Any
+    test_y: Any
+    n_classes: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dataset(cls, dataset, classes: Optional[Sequence[int]] = None) -> "Task":
+        """A :class:`~subliminal_mlp.data.Dataset` as a task; ``classes`` keeps only those labels.
+
+        With ``classes = (c_0, ..., c_{K-1})`` the examples of other classes are dropped from both
+        splits and label ``c_k`` becomes ``k``: a K-class task (the model needs ``n_classes = K``).
+        The record says which classes were kept and how many examples remain.
+        """
+        data = {"dataset": dataset.name, "source_dir": str(dataset.source_dir), "sha256": dict(dataset.checksums)}
+        if classes is None:
+            return cls(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
+                       int(dataset.num_classes), data)
+        classes = [int(c) for c in classes]
+        if len(set(classes)) != len(classes) or len(classes) < 2 or not all(0 <= c < dataset.num_classes
+                                                                            for c in classes):
+            raise ExperimentError(f"classes = {classes} is invalid: give >= 2 distinct labels in "
+                                  f"0..{dataset.num_classes - 1}.")
+        lut = np.full(int(dataset.num_classes), -1, np.int32)
+        lut[classes] = np.arange(len(classes))
+
+        def keep(x, y):
+            y = np.asarray(y)
+            m = lut[y] >= 0
+            return np.asarray(x)[m], lut[y[m]]
+
+        tx, ty = keep(dataset.train_images, dataset.train_labels)
+        vx, vy = keep(dataset.test_images, dataset.test_labels)
+        data["subset"] = {"classes": classes, "n_train": int(tx.shape[0]), "n_test": int(vx.shape[0])}
+        return cls(tx, ty, vx, vy, len(classes), data)
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    """What every run computes (see the module docstring). Defaults: the paper's Figure 10.
+
+    ``hparams`` are the numeric hyperparameters (name → number): they are constants of the program
+    unless swept (``run(..., sweep={name: values})``), when they enter as traced per-job values.
+    ``metrics`` maps a name to ``f(RunModels) -> array``, evaluated inside the program per run.
+    ``track_losses=True`` also returns the teacher's and each student's loss over the last epoch;
+    computing the loss values makes XLA fuse the steps differently, so the parameters (and the
+    accuracies) can differ from an untracked run in the last bits — the committed figures are
+    untracked.
+    """
+
+    model: Model = field(default_factory=mlp)
+    inputs: InputSource = field(default_factory=uniform)
+    students: tuple = FIGURE10
+    teacher_epochs: int = 5
+    student_epochs: int = 5
+    batch_size: int = 1024
+    hparams: Mapping[str, float] = field(default_factory=lambda: dict(PAPER_HPARAMS))
+    metrics: Mapping[str, Callable] = field(default_factory=dict)
+    track_losses: bool = False
+    name: str = "experiment"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "students", tuple(self.students))
+        for name in ("teacher_epochs", "student_epochs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ExperimentError(f"{name} = {v!r} is invalid: it must be an integer >= 0.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ExperimentError(f"batch_size = {self.batch_size!r} is invalid: it must be an integer >= 1.")
+        for k, v in self.hparams.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise ExperimentError(f"hparams[{k!r}] = {v!r} is not a number: hyperparameters are numeric "
+                                      "(settings that change shapes or code are fields of the Experiment).")
+
+    def replace(self, **changes: Any) -> "Experiment":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready settings for records."""
+        return {"name": self.name, "model": self.model.describe(), "inputs": self.inputs.describe(),
+                "students": [s.describe() for s in self.students], "teacher_epochs": self.teacher_epochs,
+                "student_epochs": self.student_epochs, "batch_size": self.batch_size,
+                "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
+                "track_losses": self.track_losses}
+
+
+class RunModels(NamedTuple):
+    """What a per-run metric sees: every model's parameters and the run's context."""
+
+    reference: Any
+    teacher: Any
+    students: Mapping[str, Any]
+    task: Mapping[str, jax.Array]
+    hp: Mapping[str, Any]
+    keys: Mapping[str, jax.Array]
+    model: Model
+
+
+@dataclass
+class Result:
+    """Per-run outputs of :func:`run`, with what is needed to reproduce them.
+
+    ``accuracies`` has shape ``(n_values, n_runs, n_models)`` (models in :attr:`models` order:
+    ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` and
+    ``distill_loss`` ``(n_values, n_runs, n_students)`` are the mean per-example losses over the
+    last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to ``(n_values, n_runs, ...)``; ``sweep`` maps each
+    swept hyperparameter to its values (empty without a sweep).
+    """
+
+    experiment: Experiment
+    task_data: dict
+    models: tuple[str, ...]
+    accuracies: np.ndarray
+    teacher_loss: Optional[np.ndarray]
+    distill_loss: Optional[np.ndarray]
+    metrics: dict[str, np.ndarray]
+    n_runs: int
+    seed: int
+    sweep: dict[str, list]
+    compile_s: float
+    run_s: float
+    devices: list[str]
+    run_batch: int
+    teachers: Any = None
+
+    @property
+    def n_values(self) -> int:
+        return self.accuracies.shape[0]
+
+    def accuracy(self, model: str, value: int = 0) -> np.ndarray:
+        """The ``n_runs`` test accuracies of ``model`` for swept value number ``value``."""
+        if model not in self.models:
+            raise KeyError(f"no model {model!r}: the models are {self.models}.")
+        return self.accuracies[value, :, self.models.index(model)]
+
+
+def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
+    n_values = None
+    for name, values in sweep.items():
+        if name != "seed" and name not in exp.hparams:
+            raise ExperimentError(f"cannot sweep {name!r}: it is not a hyperparameter of the experiment "
+                                  f"(hparams: {sorted(exp.hparams)}, or 'seed'). Add it to Experiment.hparams.")
+        values = list(values)
+        if not values:
+            raise ExperimentError(f"no values given for {name!r}.")
+        if n_values is not None and len(values) != n_values:
+            raise ExperimentError(f"swept values must have one length (they are zipped): {name!r} has "
+                                  f"{len(values)}, another has {n_values}.")
+        n_values = len(values)
+    return n_values or 1
+
+
+def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str, Sequence] = (),
+             teachers: Any = None) -> InputSource:
+    """Check everything that can be checked before compute; return the inputs bound to the task.
+
+    Raises :class:`ExperimentError`, :class:`~subliminal_mlp.models.ModelError`,
+    :class:`~subliminal_mlp.inputs.InputError` or :class:`~subliminal_mlp.students.StudentError`
+    naming the value and what to do.
+    """
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
+        raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
+    _check_hparams(exp, dict(sweep))
+    model = exp.model
+    check_model(model)
+    if model.n_classes != task.n_classes:
+        raise ExperimentError(f"the model has n_classes = {model.n_classes} but the task has {task.n_classes} "
+                              "classes: build the model with the task's n_classes.")
+    if tuple(np.shape(task.train_x)[1:]) != model.input_shape:
+        raise ExperimentError(f"the task's examples have shape {tuple(np.shape(task.train_x)[1:])} but the model "
+                              f"takes {model.input_shape}: reshape the data or the model's input_shape.")
+    n_train = int(np.shape(task.train_x)[0])
+    if exp.batch_size > n_train:
+        raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the {n_train} training examples: "
+                              "lower batch_size.")
+    check_students(exp.students, model)
+    src = bind_task(exp.inputs, task.train_x)
+    if exp.batch_size > src.n:
+        raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
+                              "batch_size or raise the number of distillation examples.")
+    hp = {**exp.hparams, **{k: v[0] for k, v in dict(sweep).items()}}
+    check_source(src, model.input_shape, hp)
+    if "learning_rate" not in exp.hparams:
+        raise ExperimentError("hparams has no 'learning_rate': the teacher's Adam needs one.")
+    if teachers is not None:
+        leading = {np.shape(a)[0] for a in jax.tree.leaves(teachers)}
+        if leading != {n_runs}:
+            raise ExperimentError(f"teachers have leading axis {sorted(leading)}, expected n_runs = {n_runs}: pass "
+                                  "the teachers of a Result with the same n_runs and seed.")
+    return src
+
+
+def _groups(students: Sequence[Student]) -> list[list[int]]:
+    keys: dict = {}
+    for i, s in enumerate(students):
+        keys.setdefault(s.group_key(), []).append(i)
+    return list(keys.values())
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def _distillation_loss(student: Student, hp):
+    loss = distillation_loss(student.loss) if isinstance(student.loss, str) else student.loss
+    temperature = student.temperature
+    T = hp.get(temperature, 1.0) if isinstance(temperature, str) else temperature
+    if isinstance(T, (int, float)) and T == 1 or student.loss == "mse":
+        return loss
+    return lambda z, y, m, w=None: loss(z / T, y / T, m, w) * T**2
+
+
+def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_runs: int, swept: Sequence[str],
+             mesh: Mesh, run_batch: int, tick=None, have_teachers: bool = False):
+    model = exp.model
+    students = exp.students
+    groups = _groups(students)
+    order = [i for g in groups for i in g]
+    inverse = np.argsort(order)
+    masks = [jnp.stack([output_mask(students[i].outputs, model.n_classes, model.aux_logits) for i in g])
+             for g in groups]
+    consts = dict(exp.hparams)
+    n_steps = steps_per_epoch(src.n, exp.batch_size)
+    teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
+    student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
+
+    def hparams(job):
+        return {**consts, **{k: job[k] for k in swept if k != "seed"}}
+
+    def per_device(jobs, arrays):
+        def teacher_of(job):
+            hp = hparams(job)
+            keys = run_keys(job["seed"], job["run"])
+            if have_teachers:
+                return jax.tree.map(lambda a: a[job["run"]], arrays["teachers"]), jnp.float32(jnp.nan)
+            ref = model.init(keys["init"])
+            opt = adam(hp["learning_rate"])
+            step = teacher_train_step(model.apply, n_classes, opt, arrays["train_x"], arrays["train_y"],
+                                      with_loss=exp.track_losses)
+            (teacher, _), metrics = scan_epochs(step, (ref, opt.init(ref)), keys["teacher_shuffle"], n_train,
+                                                exp.batch_size, exp.teacher_epochs, teacher_tick)
+            if not (exp.track_losses and exp.teacher_epochs):
+                return teacher, jnp.float32(jnp.nan)
+            return teacher, jnp.mean(metrics["loss"][-steps_per_epoch(n_train, exp.batch_size):])
+
+        def students_of(args):
+            job, (teacher, teacher_loss) = args
+            hp = hparams(job)
+            seed, run = job["seed"], job["run"]
+            keys = run_keys(seed, run)
+            refs = references(model, seed, run, n_runs)
+            ctx = StartContext(refs, {"teacher": teacher}, keys, hp, model)
+            cache: dict = {}
+
+            def start_of(s: Student):
+                try:
+                    if s.start not in cache:
+                        cache[s.start] = s.start(ctx)
+                    return cache[s.start]
+                except TypeError:  # an unhashable start
+                    return s.start(ctx)
+
+            params = [_stack([start_of(students[i]) for i in g]) for g in groups]
+            state = tuple((p, _stacked_optimizer(students[g[0]], hp).init(p)) for p, g in zip(params, groups))
+            src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
+            step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, exp.track_losses)
+            state, metrics = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
+                                         exp.student_epochs, student_tick)
+            trained = [p for p, _ in state]
+            stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *trained) if len(trained) > 1 else trained[0]
+            if list(order) != list(range(len(order))):
+                stacked = jax.tree.map(lambda a: a[inverse], stacked)
+            everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack([refs["own"], teacher]), stacked)
+            acc = jax.vmap(accuracy, in_axes=(0, None, None, None, None, None))(
+                everyone, arrays["test_x"], arrays["test_y"], n_classes, 1000, model.apply)
+            if exp.track_losses and exp.student_epochs:
+                per_step = jnp.concatenate([m for m in metrics], axis=1) if len(metrics) > 1 else metrics[0]
+                distill_loss = jnp.sum(per_step[-n_steps:], axis=0)[inverse] / src.n
+            else:
+                distill_loss = jnp.full((len(students),), jnp.nan, jnp.float32)
+            out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss}
+            if exp.metrics:
+                by_name = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
+                view = RunModels(refs["own"], teacher, by_name,
+                                 {k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, hp, keys, model)
+                out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
+            return out
+
+        teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
+        out = lax.map(students_of, (jobs, teachers), batch_size=run_batch)
+        if have_teachers:
+            return out, None
+        return out, teachers[0]
+
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"), check_vma=False)
+    return jax.jit(sharded)
+
+
+def _stacked_optimizer(student: Student, hp) -> optax.GradientTransformation:
+    """The optimiser of a group of S stacked students, as one transformation over the stack.
+
+    The default Adam is elementwise, so one Adam over the stack is S independent Adams (and is
+    what the committed figures were computed with); any other optimiser is ``vmap``-ed over the
+    stack, so a transformation that mixes coordinates (a projection, a global-norm clip) sees
+    one student at a time.
+    """
+    opt = make_optimizer(student, hp)
+    if student.optimizer is None:
+        return opt
+    return optax.GradientTransformation(jax.vmap(opt.init), jax.vmap(opt.update))
+
+
+def _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, with_loss: bool):
+    """``step(state, idx) -> (state, losses)``: one batch of inputs, the teacher's logits once, every group's update.
+
+    For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
+    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given), then
+    each student's optimiser step. ``losses`` is one ``(S,)`` array of batch losses per group
+    (``with_loss``), else empty (only the gradients are computed; see :class:`Experiment`).
+    """
+    def group_fns(g):
+        s0 = students[g[0]]
+        loss_fn = _distillation_loss(s0, hp)
+        opt = _stacked_optimizer(s0, hp)
+        pvals = {k: jnp.asarray([students[i].params[k] for i in g], jnp.float32) for k in sorted(s0.params)}
+        objective = lambda p, x, t, m, w=None: loss_fn(model.apply(p, x), t, m, w)  # noqa: E731
+        grad = jax.grad(objective)
+        value_and_grad = jax.value_and_grad(objective) if with_loss else (lambda *a: (None, grad(*a)))
+        return s0, opt, pvals, value_and_grad
+
+    fns = [group_fns(g) for g in groups]
+
+    def step(state, idx):
+        x = src.draw(src_ctx, idx, hp)
+        t = model.apply(teacher, x)
+        new_state, losses = [], []
+        for (p, o), mask, (s0, opt, pvals, vg) in zip(state, masks, fns):
+            if s0.targets is None and s0.example_weights is None:
+                loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
+            else:
+                def per_student(pv):
+                    tt = t if s0.targets is None else s0.targets(t, x, idx, hp, pv)
+                    w = (jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None
+                         else s0.example_weights(t, x, idx, hp, pv))
+                    return tt, w
+
+                tt, w = jax.vmap(per_student)(pvals)
+                loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0))(p, x, tt, mask, w)
+            updates, o = opt.update(g, o, p)
+            new_state.append((optax.apply_updates(p, updates), o))
+            losses.append(loss)
+        return tuple(new_state), (tuple(losses) if with_loss else ())
+
+    return step
+
+
+def default_run_batch(platform: str, n_local: int, run_batch: Optional[int] = None) -> int:
+    """Runs advanced together per device: 1 on CPU (the matmuls already fill the cores), more on GPU."""
+    if run_batch is not None:
+        return min(run_batch, n_local)
+    return 1 if platform == "cpu" else min(n_local, 32)
+
+
+class _Progress:
+    """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks."""
+
+    def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int):
+        self.totals = (n_jobs * teacher_epochs, n_jobs * student_epochs)
+        self.bars: list = []
+
+    def start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bars = [tqdm(total=self.totals[0], desc="teacher training   ", unit="epoch", position=0),
+                     tqdm(total=self.totals[1], desc="student distillation", unit="epoch", position=1)]
+
+    def tick(self, phase, epoch) -> None:
+        bar = self.bars[int(phase)]
+        if bar.n == 0:
+            bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
+        if bar.n < bar.total:
+            bar.update(1)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep: Optional[Mapping[str, Sequence]] = None,
+        devices: Optional[list] = None, run_batch: Optional[int] = None, progress: bool = False,
+        teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None) -> Result:
+    """Run ``exp`` on ``task`` for ``n_runs`` runs (× the swept values) as one compiled program.
+
+    ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
+    lists of values, zipped: value set ``v`` runs all ``n_runs`` runs with those values, traced,
+    in the same program (one compile). ``devices`` defaults to every local device; ``run_batch``
+    runs advance together per device (default: 1 on CPU, up to 32 on GPU; a different
+    ``run_batch`` may change float rounding, the number of devices does not). ``teachers`` (a
+    pytree with leading axis ``n_runs``, e.g. ``Result.teachers`` of an earlier run with the same
+    seed) replaces teacher training; ``keep_teachers=True`` returns them in ``Result.teachers``.
+    Everything is validated before compilation (:func:`validate`).
+    """
+    sweep = {k: list(v) for k, v in (sweep or {}).items()}
+    src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ExperimentError(f"seed = {seed!r} is invalid: it must be an integer >= 0.")
+    n_values = _check_hparams(exp, sweep)
+    devices = list(devices or jax.local_devices())
+    n_dev = len(devices)
+    n_jobs = n_values * n_runs
+    n_pad = -(-n_jobs // n_dev) * n_dev
+    pick = np.minimum(np.arange(n_pad), n_jobs - 1)  # padding repeats the last job; dropped below
+    seeds = np.asarray(sweep.get("seed", [seed] * n_values), np.uint32)
+    jobs = {"run": (pick % n_runs).astype(np.int32), "seed": seeds[pick // n_runs]}
+    swept = [k for k in sweep if k != "seed"]
+    for k in swept:
+        jobs[k] = np.asarray(sweep[k], np.float32)[pick // n_runs]
+    batch = default_run_batch(devices[0].platform, n_pad // n_dev, run_batch)
+    mesh = Mesh(np.array(devices), ("runs",))
+    bars = _Progress(n_jobs, 0 if teachers is not None else exp.teacher_epochs, exp.student_epochs) \
+        if progress else None
+    program = _program(exp, src, task.n_classes, int(np.shape(task.train_x)[0]), n_runs, swept, mesh, batch,
+                       bars.tick if bars else None, have_teachers=teachers is not None)
+    replicated = NamedSharding(mesh, P())
+    arrays = {"train_x": task.train_x, "train_y": task.train_y, "test_x": task.test_x, "test_y": task.test_y,
+              "inputs": src.arrays}
+    if teachers is not None:
+        arrays["teachers"] = teachers
+    arrays = jax.device_put(arrays, replicated)
+    args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))), arrays)
+    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
+    t0 = time.perf_counter()
+    compiled = compile_program(program, *args, platform=devices[0].platform)
+    t1 = time.perf_counter()
+    log(f"compiled in {t1 - t0:.1f} s; running")
+    if bars:
+        bars.start()
+    try:
+        out, trained = jax.block_until_ready(compiled(*args))
+        out = jax.device_get(out)
+    finally:
+        if bars:
+            bars.close()
+    t2 = time.perf_counter()
+
+    def shaped(a):
+        a = np.asarray(a)[:n_jobs]
+        return a.reshape(n_values, n_runs, *a.shape[1:])
+
+    kept = None
+    if keep_teachers and teachers is None:
+        kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
+    return Result(experiment=exp, task_data=dict(task.data), models=(*RESERVED, *(s.name for s in exp.students)),
+                  accuracies=shaped(out["accuracy"]),
+                  teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
+                  distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
+                  metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()}, n_runs=n_runs, seed=int(seed),
+                  sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
+                  run_batch=batch, teachers=kept if keep_teachers else (teachers if teachers is not None else None))

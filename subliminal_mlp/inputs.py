@@ -1,0 +1,333 @@
+"""Distillation inputs: a fixed set of ``n`` examples per run, drawn on demand by index.
+
+An :class:`InputSource` is what the students are distilled on. Example ``j`` of a run's set is a
+pure function of the run's input key and ``j``, so a batch is generated inside the step that uses
+it, in any order, identical in every epoch, and never stored: memory does not grow with ``n`` or
+with the number of runs (protocol.md §1: "one fixed set of 60,000 noise images per run").
+
+* ``prepare(key, arrays, hp) -> ctx`` runs once per run (e.g. draws a random basis);
+* ``draw(ctx, idx, hp) -> x`` returns the examples ``idx`` (shape ``(B, *input_shape)``);
+* ``arrays`` are data the source reads (an image pool): they enter the compiled program once,
+  replicated, not as constants;
+* ``hp`` holds the experiment's numeric hyperparameters. A built-in's numeric setting may be a
+  number, the *name* of a hyperparameter (a string: its value is read from ``hp`` and can be swept
+  inside one program), or a function of ``hp``.
+
+Built-ins: :func:`uniform` (the paper), :func:`gaussian`, :func:`bernoulli`, :func:`images`,
+:func:`mix`, :func:`subspace`, :func:`blurred`, :func:`cycled`; a user's own source is
+:func:`source`. Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import inputs
+    >>> src = inputs.uniform(60_000)
+    >>> ctx = src.prepare(jax.random.PRNGKey(0), {}, {})
+    >>> x = src.draw(ctx, jnp.arange(4), {})
+    >>> x.shape, bool(jnp.all(jnp.abs(x) <= 1))
+    ((4, 784), True)
+    >>> bool(jnp.all(src.draw(ctx, jnp.array([2]), {}) == x[2]))  # example j depends on (key, j) only
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
+BASIS_STREAM = 1_000_003
+Setting = Any  # a number, a hyperparameter name (str), or a function of the hyperparameters
+
+
+class InputError(ValueError):
+    """An input source is invalid or does not fit the model (size, shape)."""
+
+
+def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
+    """A setting's value: ``hp[value]`` for a name, ``value(hp)`` for a function, else ``value``."""
+    if isinstance(value, str):
+        if value not in hp:
+            raise InputError(f"hyperparameter {value!r} is not defined: add it to the experiment's hparams "
+                             f"(known: {sorted(hp)}).")
+        return hp[value]
+    return value(hp) if callable(value) else value
+
+
+def _describe(value: Setting) -> Any:
+    if isinstance(value, InputSource):
+        return value.describe()
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if callable(value) and not isinstance(value, str):
+        return getattr(value, "__name__", "function")
+    return value
+
+
+def _key_only(key, arrays, hp):
+    return key
+
+
+@dataclass(frozen=True, eq=False)
+class InputSource:
+    """A fixed set of ``n`` distillation examples per run (see the module docstring)."""
+
+    n: int
+    draw: Callable[[Any, jax.Array, Mapping[str, Any]], jax.Array]
+    prepare: Callable[[jax.Array, Mapping[str, Any], Mapping[str, Any]], Any] = _key_only
+    arrays: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "source"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
+            raise InputError(f"input source {self.name!r}: n = {self.n!r} is invalid: the set needs >= 1 example.")
+        object.__setattr__(self, "n", int(self.n))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for records."""
+        return {"name": self.name, "n": self.n,
+                **{k: _describe(v) for k, v in self.settings.items() if k != "rebuild"}}
+
+    def replace(self, **changes: Any) -> "InputSource":
+        return dataclasses.replace(self, **changes)
+
+
+def per_example(key: jax.Array, idx: jax.Array, draw_one: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """``draw_one(fold_in(key, j))`` for every ``j`` in ``idx``: example j depends only on (key, j)."""
+    return jax.vmap(draw_one)(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, idx))
+
+
+def _noise(name: str, n: int, shape: Sequence[int], one: Callable, **settings) -> InputSource:
+    shape = tuple(shape)
+
+    def draw(key, idx, hp):
+        values = {k: resolve(v, hp) for k, v in settings.items()}
+        return per_example(key, idx, lambda k: one(k, shape, **values))
+
+    return InputSource(n=n, draw=draw, name=name, settings={"shape": list(shape), **settings})
+
+
+def _uniform_one(k, shape, scale):
+    if isinstance(scale, (int, float)) and scale == 1:
+        return jax.random.uniform(k, shape, jnp.float32, minval=-1.0, maxval=1.0)
+    return jax.random.uniform(k, shape, jnp.float32, minval=-scale, maxval=scale)
+
+
+def uniform(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (784,)) -> InputSource:
+    """Uniform noise in ``[-scale, scale]^shape`` (the paper: scale 1, MNIST's 784 pixels)."""
+    return _noise("uniform", n, shape, _uniform_one, scale=scale)
+
+
+def _gaussian_one(k, shape, std):
+    return jax.random.normal(k, shape, jnp.float32) * std
+
+
+def gaussian(n: int = 60_000, *, std: Setting = (1.0 / 3.0) ** 0.5, shape: Sequence[int] = (784,)) -> InputSource:
+    """Gaussian noise N(0, std²) per pixel; the default std matches U[-1, 1]'s variance 1/3."""
+    return _noise("gaussian", n, shape, _gaussian_one, std=std)
+
+
+def _bernoulli_one(k, shape, scale):
+    return jnp.where(jax.random.bernoulli(k, 0.5, shape), 1.0, -1.0).astype(jnp.float32) * scale
+
+
+def bernoulli(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (784,)) -> InputSource:
+    """Random signs: each pixel ±scale with probability ½ (same variance as U[-√3·s, √3·s])."""
+    return _noise("bernoulli", n, shape, _bernoulli_one, scale=scale)
+
+
+#: The name :func:`images` uses for the teacher's own training images (filled in by the engine).
+TASK_IMAGES = "task"
+
+
+def images(pool: Any = TASK_IMAGES, *, name: Optional[str] = None) -> InputSource:
+    """The rows of an image pool, unlabelled: ``pool[idx]``.
+
+    ``pool`` is an array ``(n, *input_shape)`` or ``"task"`` for the teacher's own training images
+    (the engine substitutes them, so the set is the task's ``n_train`` images).
+    """
+    if isinstance(pool, str):
+        if pool != TASK_IMAGES:
+            raise InputError(f"images({pool!r}): give an array of images or {TASK_IMAGES!r} (the task's).")
+        n = 1  # replaced by the engine (see bind_task)
+        arrays: dict = {"pool": TASK_IMAGES}
+    else:
+        n = int(np.shape(pool)[0])
+        arrays = {"pool": pool}
+    return InputSource(n=n, draw=lambda ctx, idx, hp: ctx[1]["pool"][idx], prepare=lambda k, a, hp: (k, a),
+                       arrays=arrays, name=name or ("task images" if isinstance(pool, str) else "images"),
+                       settings={"pool": pool if isinstance(pool, str) else f"array{tuple(np.shape(pool))}"})
+
+
+def bind_task(src: InputSource, task_images: Any) -> InputSource:
+    """``src`` with every ``images("task")`` pool inside it replaced by ``task_images``."""
+    if src.settings.get("components"):
+        parts = [bind_task(c, task_images) for c in src.settings["components"]]
+        return mix([(p, w) for p, w in zip(parts, src.settings["weights"])], n=src.n)
+    if src.settings.get("base") is not None:
+        return src.settings["rebuild"](bind_task(src.settings["base"], task_images))
+    if src.arrays.get("pool") is TASK_IMAGES or (isinstance(src.arrays.get("pool"), str)):
+        return src.replace(n=int(np.shape(task_images)[0]), arrays={"pool": task_images})
+    return src
+
+
+def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] = None) -> InputSource:
+    """``Σ_i w_i · source_i(j mod n_i)``: a weighted mixture of sources, example by example.
+
+    ``components`` is a list of ``(source, weight)``; weights are settings (a number, a
+    hyperparameter name, or a function of the hyperparameters, e.g. ``lambda hp: 1 - hp["alpha"]``).
+    Component 0 gets the run's input key, component ``i > 0`` gets ``fold_in(key, i)``. ``n``
+    defaults to the largest component's size; component ``i``'s example ``j mod n_i`` is used.
+    """
+    components = list(components)
+    if not components:
+        raise InputError("mix() needs at least one (source, weight) component.")
+    sources = [c for c, _ in components]
+    weights = [w for _, w in components]
+    size = max(s.n for s in sources) if n is None else n
+
+    def prepare(key, arrays, hp):
+        return tuple(s.prepare(key if i == 0 else jax.random.fold_in(key, i), arrays[str(i)], hp)
+                     for i, s in enumerate(sources))
+
+    def draw(ctx, idx, hp):
+        total = None
+        for i, s in enumerate(sources):
+            term = resolve(weights[i], hp) * s.draw(ctx[i], idx % s.n, hp)
+            total = term if total is None else total + term
+        return total
+
+    return InputSource(n=size, draw=draw, prepare=prepare, arrays={str(i): s.arrays for i, s in enumerate(sources)},
+                       name="mix", settings={"components": sources, "weights": weights})
+
+
+def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **settings) -> InputSource:
+    return InputSource(n=n, draw=draw, prepare=prepare, arrays=base.arrays, name=name,
+                       settings={"base": base, "rebuild": rebuild, **settings})
+
+
+def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
+    """``base`` noise projected onto a random k-dimensional subspace, rescaled to keep its power.
+
+    Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
+    the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``); example j is
+    ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
+    expected squared norm is the base's. ``k = d`` gives the base noise in a random rotation's
+    coordinates (the same distribution for isotropic noise up to its per-pixel marginals).
+    """
+    base = uniform() if base is None else base
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1.")
+
+    def prepare(key, arrays, hp):
+        ctx = base.prepare(key, arrays, hp)
+        shape = jax.eval_shape(lambda: base.draw(ctx, jnp.zeros((1,), jnp.int32), hp)).shape[1:]
+        d = math.prod(shape)
+        if k > d:
+            raise InputError(f"subspace: k = {k} is larger than the input dimension {d}.")
+        q, _ = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, BASIS_STREAM), (d, k), jnp.float32))
+        return ctx, q
+
+    def draw(ctx, idx, hp):
+        base_ctx, q = ctx
+        u = base.draw(base_ctx, idx, hp)
+        flat = u.reshape(u.shape[0], -1)
+        d = flat.shape[1]
+        return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+
+    return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b), k=k)
+
+
+def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:
+    """Weights ``exp(−i²/2σ²)`` for ``i = −radius..radius``, scaled so that ``Σ w_i² = 1``.
+
+    With unit squared norm, blurring i.i.d. pixels along one axis keeps their variance; ``σ = 0``
+    gives the identity kernel (1 at the centre).
+    """
+    i = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    safe = jnp.where(sigma > 0, sigma, 1.0)
+    w = jnp.where(sigma > 0, jnp.exp(-0.5 * (i / safe) ** 2), (i == 0).astype(jnp.float32))
+    return w / jnp.sqrt(jnp.sum(w * w))
+
+
+def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 28,
+            radius: Optional[int] = None) -> InputSource:
+    """``base`` noise (default uniform) blurred by a Gaussian of width ``sigma`` pixels.
+
+    Each example is reshaped to ``side × side`` and convolved along rows and columns with
+    :func:`gaussian_kernel` (circular boundary, so every pixel is treated alike). The kernel has
+    unit squared norm per axis, so for i.i.d. base pixels the blurred pixels keep their variance
+    and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
+    (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
+    """
+    base = uniform() if base is None else base
+    if radius is None:
+        if not isinstance(sigma, (int, float)):
+            raise InputError("blurred: give radius= when sigma is a hyperparameter or a function.")
+        radius = max(1, math.ceil(3 * sigma))
+    if isinstance(sigma, (int, float)) and sigma < 0:
+        raise InputError(f"blurred: sigma = {sigma} is invalid: it must be >= 0 (pixels).")
+
+    def draw(ctx, idx, hp):
+        u = base.draw(ctx, idx, hp)
+        img = u.reshape(u.shape[0], side, side)
+        w = gaussian_kernel(resolve(sigma, hp), radius)
+        for axis in (1, 2):
+            img = sum(w[r + radius] * jnp.roll(img, r, axis=axis) for r in range(-radius, radius + 1))
+        return img.reshape(u.shape)
+
+    return _wrapped("blurred", base, base.n, draw, base.prepare,
+                    lambda b: blurred(sigma, b, side=side, radius=radius), sigma=sigma, radius=radius)
+
+
+def cycled(base: InputSource, distinct: int) -> InputSource:
+    """Only ``distinct`` different examples, cycled over the base set's ``n`` positions.
+
+    Position ``j`` shows the base's example ``j mod distinct``: the number of optimiser steps (set
+    by ``n``, the batch size and the epochs) is the base's, the number of distinct images is
+    ``distinct``. E.g. ``cycled(uniform(60_000), 2048)``: the paper's step budget on 2,048 images.
+    """
+    if isinstance(distinct, bool) or not isinstance(distinct, int) or not 1 <= distinct <= base.n:
+        raise InputError(f"cycled: distinct = {distinct!r} is invalid: it must be an integer in 1..{base.n} "
+                         "(the base set's size).")
+    return _wrapped("cycled", base, base.n, lambda ctx, idx, hp: base.draw(ctx, idx % distinct, hp), base.prepare,
+                    lambda b: cycled(b, distinct), distinct=distinct)
+
+
+def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) -> InputSource:
+    """A user's source: ``fn(key, idx)`` (or ``fn(key, idx, hp)``) returns examples ``idx``.
+
+    ``fn`` must be a pure function of the run's input key and the indices (generate example j
+    from ``fold_in(key, j)``, e.g. with :func:`per_example`), so that the set is fixed per run.
+    """
+    import inspect
+
+    try:
+        takes_hp = len(inspect.signature(fn).parameters) >= 3
+    except (TypeError, ValueError):
+        takes_hp = False
+    draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))
+    return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"))
+
+
+def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
+                 arrays: Optional[Mapping[str, Any]] = None) -> None:
+    """Trace ``src`` abstractly and check that a batch has shape ``(B, *input_shape)``; else InputError."""
+    arrays = src.arrays if arrays is None else arrays
+    try:
+        out = jax.eval_shape(lambda k, a: src.draw(src.prepare(k, a, hp), jnp.arange(2), hp),
+                             jax.random.PRNGKey(0), arrays)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's source failing is reported with its cause
+        raise InputError(f"input source {src.name!r} failed to draw a batch: {type(e).__name__}: {e}") from e
+    want = (2, *tuple(input_shape))
+    if tuple(out.shape) != want:
+        raise InputError(f"input source {src.name!r} draws examples of shape {tuple(out.shape)[1:]}, but the model "
+                         f"takes inputs of shape {tuple(input_shape)}: make the source's examples match the model.")

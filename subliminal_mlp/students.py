@@ -1,0 +1,264 @@
+"""A run's students as a table: where each starts, what it imitates, with which loss and optimiser.
+
+A :class:`Student` row says:
+
+* ``start``: where its parameters start (a :data:`Start`, a function of the run's
+  :class:`StartContext`): ``"own"`` (the run's reference θ0, the teacher's initialisation),
+  ``"cross"`` (another run's reference: a different initialisation), :class:`perturbed` (θ0 plus
+  N(0, σ²) noise, optionally orthogonal to the teacher's displacement), :class:`layers` (top-level
+  layers composed from several starts), :class:`fresh` (a new initialisation);
+* ``outputs``: which logits it imitates: ``"aux"`` (the m auxiliary logits, the paper's student),
+  ``"all"``, ``"class"``, or explicit logit indices;
+* ``loss``: ``"kl"`` (the paper), ``"mse"`` (Jiang et al.) or a function
+  ``loss(z, y, mask, example_weights) -> scalar`` (summed over the batch);
+* ``teacher``: the name of the teacher it imitates;
+* ``example_weights`` / ``targets``: optional functions ``(teacher_logits, x, idx, hp, params)``
+  returning per-example weights ``(B,)`` (filtering: 0 drops an example) or replacement target
+  logits ``(B, n_outputs)`` (sampled outputs, another teacher), with ``params`` this row's
+  numeric ``params``;
+* ``optimizer``: an optax ``GradientTransformation`` (or a function of the hyperparameters
+  returning one), e.g. ``optax.chain(optax.add_decayed_weights(1e-4), optax.adam(3e-4))`` or
+  ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults.
+
+Figure 10's four students are :data:`FIGURE10`::
+
+    >>> from subliminal_mlp.students import FIGURE10
+    >>> [(s.name, s.outputs) for s in FIGURE10]
+    [('student_aux', 'aux'), ('student_all', 'all'), ('cross_aux', 'aux'), ('cross_all', 'all')]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from .inputs import Setting, resolve
+from .losses import distillation_loss
+from .models import Model
+
+#: Names the engine reserves for the models it evaluates besides the students.
+RESERVED = ("reference", "teacher")
+
+
+class StudentError(ValueError):
+    """A student table is invalid (unknown teacher, empty outputs, repeated names, ...)."""
+
+
+class StartContext(NamedTuple):
+    """What a start sees in one run: ``refs`` ({"own": θ0, "cross": θ0 of the cross run}), the
+    ``teachers`` ({name: params}), the run's named ``keys``, the hyperparameters ``hp``, the ``model``."""
+
+    refs: Mapping[str, Any]
+    teachers: Mapping[str, Any]
+    keys: Mapping[str, jax.Array]
+    hp: Mapping[str, Any]
+    model: Model
+
+
+@dataclass(frozen=True)
+class ref:
+    """The run's own reference (``"own"``: θ0, shared with the teacher) or the cross run's (``"cross"``)."""
+
+    which: str = "own"
+
+    def __call__(self, ctx: StartContext):
+        return ctx.refs[self.which]
+
+
+@dataclass(frozen=True)
+class fresh:
+    """A new initialisation ``model.init(fold_in(keys["fresh"], stream))``, shared with no teacher."""
+
+    stream: int = 0
+
+    def __call__(self, ctx: StartContext):
+        return ctx.model.init(jax.random.fold_in(ctx.keys["fresh"], self.stream))
+
+
+@dataclass(frozen=True)
+class perturbed:
+    """``θ + σ·ξ``, ξ ~ N(0, I) over every parameter (Jiang et al.'s initialisation noise).
+
+    ``θ = base`` (default the own reference), ``σ = sigma`` (a setting: number, hyperparameter
+    name or function; default the hyperparameter ``"init_noise"``), ξ from the run's
+    ``init_noise`` key. With ``orthogonal=True``, ξ loses its component along the teacher's total
+    update ``d = θ_teacher − θ0`` and is rescaled to its original norm, so the perturbation has the
+    same size but cannot move along d.
+    """
+
+    sigma: Setting = "init_noise"
+    orthogonal: bool = False
+    base: Any = ref("own")
+
+    def __call__(self, ctx: StartContext):
+        params = self.base(ctx)
+        away = (jax.tree.map(jnp.subtract, ctx.teachers["teacher"], ctx.refs["own"]) if self.orthogonal else None)
+        return perturb(params, ctx.keys["init_noise"], resolve(self.sigma, ctx.hp), away)
+
+
+def perturb(params, key: jax.Array, sigma, orthogonal_to=None):
+    """``θ + σ·ξ`` with ξ ~ N(0, I) (see :class:`perturbed`); with ``orthogonal_to = d``, ξ ⟂ d, same norm."""
+    flat, unravel = ravel_pytree(params)
+    xi = jax.random.normal(key, flat.shape, flat.dtype)
+    if orthogonal_to is not None:
+        u = ravel_pytree(orthogonal_to)[0]
+        u = u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(u.dtype).tiny)
+        xi_perp = xi - jnp.dot(xi, u) * u
+        xi = xi_perp * (jnp.linalg.norm(xi) / jnp.linalg.norm(xi_perp))
+    return unravel(flat + sigma * xi)
+
+
+@dataclass(frozen=True)
+class layers:
+    """Top-level layers composed from several starts: ``layers({"head": "own"}, default=fresh())``.
+
+    Every top-level entry of the parameter pytree (e.g. ``hidden_0``, ``head``) named in
+    ``parts`` comes from that start, the others from ``default``.
+    """
+
+    parts: Any
+    default: Any = fresh()
+
+    def __post_init__(self) -> None:
+        items = self.parts.items() if isinstance(self.parts, Mapping) else self.parts
+        object.__setattr__(self, "parts", tuple((k, as_start(v)) for k, v in items))
+        object.__setattr__(self, "default", as_start(self.default))
+
+    def __call__(self, ctx: StartContext):
+        out = dict(self.default(ctx))
+        for name, start in self.parts:
+            if name not in out:
+                raise StudentError(f"layers: the model has no top-level layer {name!r} (it has {sorted(out)}).")
+            out[name] = start(ctx)[name]
+        return out
+
+
+def as_start(start: Any):
+    """``"own"``/``"cross"`` → :class:`ref`; a start (callable) is returned as it is."""
+    if isinstance(start, str):
+        if start not in ("own", "cross"):
+            raise StudentError(f"start = {start!r} is unknown: use 'own', 'cross' or a start such as perturbed(...).")
+        return ref(start)
+    if not callable(start):
+        raise StudentError(f"start = {start!r} is not a start: give 'own', 'cross' or a function of StartContext.")
+    return start
+
+
+@dataclass(frozen=True)
+class Student:
+    """One row of the student table (see the module docstring)."""
+
+    name: str
+    start: Any = "own"
+    outputs: Any = "aux"
+    loss: Any = "kl"
+    teacher: str = "teacher"
+    temperature: Setting = "temperature"
+    optimizer: Any = None
+    example_weights: Optional[Callable] = None
+    targets: Optional[Callable] = None
+    params: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", as_start(self.start))
+        if isinstance(self.outputs, (list, np.ndarray)):
+            object.__setattr__(self, "outputs", tuple(int(i) for i in self.outputs))
+        if isinstance(self.loss, str):
+            distillation_loss(self.loss)  # validates the name
+
+    def replace(self, **changes: Any) -> "Student":
+        return dataclasses.replace(self, **changes)
+
+    def group_key(self) -> tuple:
+        """Students with equal keys are distilled as one stacked (vmapped) group."""
+        return (self.loss, self.teacher, self.temperature, _hashable(self.optimizer), self.example_weights,
+                self.targets, tuple(sorted(self.params)))
+
+    def describe(self) -> dict[str, Any]:
+        def name(v):
+            if v is None or isinstance(v, (str, int, float, tuple)):
+                return list(v) if isinstance(v, tuple) else v
+            return getattr(v, "__name__", None) or repr(v)
+
+        return {"name": self.name, "start": name(self.start) if not isinstance(self.start, ref) else self.start.which,
+                "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
+                "temperature": name(self.temperature), "optimizer": name(self.optimizer) if self.optimizer else "adam",
+                "example_weights": name(self.example_weights), "targets": name(self.targets),
+                "params": dict(self.params)}
+
+
+def _hashable(v):
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return id(v)
+
+
+#: The four students of Figure 10, in the paper's order (protocol.md §1).
+FIGURE10 = (Student("student_aux", "own", "aux"), Student("student_all", "own", "all"),
+            Student("cross_aux", "cross", "aux"), Student("cross_all", "cross", "all"))
+
+
+def output_mask(outputs: Any, n_classes: int, aux_logits: int) -> jax.Array:
+    """0/1 weights over the ``n_classes + m`` logits for ``outputs`` ("aux", "all", "class", indices)."""
+    n = n_classes + aux_logits
+    if outputs == "aux":
+        return jnp.concatenate([jnp.zeros(n_classes), jnp.ones(aux_logits)]).astype(jnp.float32)
+    if outputs == "all":
+        return jnp.ones(n, jnp.float32)
+    if outputs == "class":
+        return jnp.concatenate([jnp.ones(n_classes), jnp.zeros(aux_logits)]).astype(jnp.float32)
+    if isinstance(outputs, tuple):
+        return jnp.zeros(n, jnp.float32).at[jnp.asarray(outputs, jnp.int32)].set(1.0)
+    raise StudentError(f"outputs = {outputs!r} is unknown: use 'aux', 'all', 'class' or logit indices.")
+
+
+def check_students(students: Sequence[Student], model: Model, teachers: Sequence[str] = ("teacher",)) -> None:
+    """Raise :class:`StudentError` naming the row and the value for an invalid table, before compute."""
+    if not students:
+        raise StudentError("the student table is empty: give at least one Student.")
+    seen: set[str] = set()
+    for s in students:
+        if not isinstance(s, Student):
+            raise StudentError(f"{s!r} is not a Student.")
+        if s.name in RESERVED or s.name in seen:
+            raise StudentError(f"student name {s.name!r} is {'reserved' if s.name in RESERVED else 'repeated'}: "
+                               f"every student needs its own name, other than {RESERVED}.")
+        seen.add(s.name)
+        if s.teacher not in teachers:
+            raise StudentError(f"student {s.name!r} imitates teacher {s.teacher!r}, which the experiment does not "
+                               f"have (teachers: {tuple(teachers)}).")
+        if s.outputs == "aux" and model.aux_logits == 0:
+            raise StudentError(f"student {s.name!r} imitates the aux logits, but the model has aux_logits (m) = 0: "
+                               "an aux-only student needs m >= 1.")
+        if isinstance(s.outputs, tuple):
+            if not s.outputs:
+                raise StudentError(f"student {s.name!r} imitates an empty set of outputs: name at least one logit.")
+            bad = [i for i in s.outputs if not 0 <= i < model.n_outputs]
+            if bad:
+                raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
+        else:
+            output_mask(s.outputs, model.n_classes, model.aux_logits)
+
+
+def make_optimizer(student: Student, hp: Mapping[str, Any]) -> optax.GradientTransformation:
+    """The student's optimiser: its own, or Adam(``hp["learning_rate"]``, β = (0.9, 0.999), ε = 1e-8)."""
+    opt = student.optimizer
+    if opt is None:
+        return adam(hp["learning_rate"])
+    if isinstance(opt, optax.GradientTransformation):
+        return opt
+    return opt(hp)
+
+
+def adam(learning_rate) -> optax.GradientTransformation:
+    """Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8), the paper's optimiser (protocol.md §1)."""
+    return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
