@@ -19,8 +19,6 @@ noise: shared and cross-model initialisation, each with and without the projecti
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +31,7 @@ from .config import Config
 from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .losses import class_cross_entropy
 from .model import accuracy, apply, concat_params, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95, mean_ci95_columns
+from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/alignment"
@@ -75,7 +73,16 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
     first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
-    end on the whole test set. ``progress``: a bar over runs.
+    end on the whole test set. ``progress``: a bar over runs. Returns the JSON-ready record (the
+    envelope of :mod:`.results`, format ``subliminal-mlp/alignment``, version 1) with this payload::
+
+        "held_out": 256, "probe_every": 10, "n_probe": 2000, "probe_steps": [...], "steps_per_epoch": ..,
+        "cosine": {student: {"mean": [one per step], "ci95": [...]}},
+        "mean_cosine": {student: {"mean", "ci95", "fraction_positive"}},
+        "accuracy_trace": {student: {"mean": [one per probe], "ci95": [...]}},
+        "final": {model: {"mean", "ci95", "accuracies": [one per run]}},   # reference, teacher, students
+
+    and ``data.subset`` naming the test images used for g_task and for the probe.
     """
     require_plain_students(cfg, "run_alignment")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
@@ -105,25 +112,25 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         return cos, acc_trace, final
 
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    (cos, acc, final), _, _ = map_runs(one_run, cfg.n_runs, args, bar)
+    (cos, acc, final), compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
     # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 
-    record = {
-        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
-        "held_out": held_out, "probe_every": probe_every, "n_probe": n_probe,
-        "probe_steps": probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
-        "steps_per_epoch": steps_per_epoch(cfg.n_noise, cfg.batch_size),
-        "cosine": {n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
-        "mean_cosine": {n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
-                                fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},
-        "accuracy_trace": {n: mean_ci95_columns(acc[:, :, k]) for k, n in enumerate(names)},
-        "final": {n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
-                  for i, n in enumerate(("reference", "teacher", *names))},
-        "environment": environment([str(d) for d in jax.devices()]),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return record
+    n_test = data.test_images.shape[0]
+    subset = {"task_gradient_test_images": [n_test - held_out, n_test], "probe_test_images": [0, min(n_probe, n_test)]}
+    return envelope(
+        FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(data, name=cfg.dataset, subset=subset),
+        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        held_out=held_out, probe_every=probe_every, n_probe=n_probe,
+        probe_steps=probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
+        steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size),
+        cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
+        mean_cosine={n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
+                             fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},
+        accuracy_trace={n: mean_ci95_columns(acc[:, :, k]) for k, n in enumerate(names)},
+        final={n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
+               for i, n in enumerate(("reference", "teacher", *names))},
+    )
 
 
 def format_alignment_table(record: dict[str, Any]) -> str:
@@ -176,7 +183,6 @@ def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_alignment(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "alignment") -> dict[str, Path]:
-    """Write ``<stem>.json`` and ``<stem>.png`` atomically."""
+    """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
     out = Path(out_dir)
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
-            "png": plot_alignment(record, out / f"{stem}.png")}
+    return {**write_record(record, out, stem, indent=1), "png": plot_alignment(record, out / f"{stem}.png")}

@@ -5,6 +5,8 @@ starts from the teacher's own initialisation, the other from a different one (th
 control). The figure shows (a) a few of the noise images the students are trained on, (b) the
 teacher's aux outputs on them next to the students' after distillation, and (c) each student's
 MNIST test accuracy over the distillation steps, measured inside the compiled training loop.
+:func:`demo` also writes the numbers beside the figure (``demo.json``, format
+``subliminal-mlp/demo``, see :func:`demo_record`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +24,11 @@ import numpy as np
 from .config import Config
 from .experiment import require_plain_students, run_keys
 from .model import apply, aux_logits
+from .results import data_record, envelope, write_record
 from .training import noise_images, probe_steps
 from .trajectory import final_accuracies, traced_run
 
+FORMAT = "subliminal-mlp/demo"
 N_SHOWN = 4
 
 
@@ -138,14 +142,33 @@ def describe(r: DemoResult, path: Path) -> str:
             f"that is subliminal learning. ({r.seconds:.0f} s)")
 
 
+def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
+    """The JSON-ready record of a demo run (the envelope of :mod:`.results`, format ``subliminal-mlp/demo``).
+
+    ``data``: the loaded ``data.Dataset`` (its checksums are recorded). Payload::
+
+        "steps": [probed steps], "n_probe": 2000,
+        "trace": {"student": [accuracy per probe], "cross": [...]},
+        "final": {"reference" | "teacher" | "student" | "cross": test accuracy}
+    """
+    c = r.config
+    subset = {"probe_test_images": [0, r.n_probe]}
+    return envelope(FORMAT, c, n_runs=c.n_runs, seed=c.seed, data=data_record(data, name=c.dataset, subset=subset),
+                    devices=[str(d) for d in jax.devices()], timing={"total_s": r.seconds},
+                    steps=[int(s) for s in r.steps], n_probe=r.n_probe,
+                    trace={"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}, final=dict(r.final))
+
+
 def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int = 0,
          log: Callable[[str], None] = print) -> DemoResult:
-    """Load MNIST, run the demo, write the figure and print what it shows."""
+    """Load MNIST, run the demo, write the figure (and its record, ``.json`` beside it), print what it shows."""
     from .data import load_mnist
 
     data = load_mnist(data_dir)
     log("training a teacher on MNIST, then two students on noise (about a minute)...")
     r = run_demo(data, seed=seed)
     path = plot_demo(r, out)
+    record = write_record(demo_record(r, data), path.parent, path.stem)["json"]
     log(describe(r, path))
+    log(f"wrote {record}")
     return r

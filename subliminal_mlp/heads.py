@@ -27,8 +27,6 @@ student             hidden layers   output layer
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,7 +38,7 @@ import numpy as np
 from .config import Config
 from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .model import accuracy, logit_mask, perturbed, stack_params
-from .results import atomic_write_text, environment, summary
+from .results import data_record, envelope, run_timing, summary, write_record
 from .similarity import penultimate_similarity
 from .training import distill_students, train_teacher
 
@@ -68,16 +66,16 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
 
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
-    students start). ``progress``: a bar over runs. Returns a JSON-ready record (format
-    ``subliminal-mlp/heads``, version 1)::
+    students start). ``progress``: a bar over runs. Returns a JSON-ready record (the envelope of
+    :mod:`.results`, format ``subliminal-mlp/heads``, version 1; ``data.subset`` names the
+    similarity images) with this payload::
 
-        {"config": {...}, "n_runs": N, "sigmas": [...], "n_similarity": 2000, "sharing": [...],
-         "students": {name: {"accuracy" | "cka" | "cosine": {"mean", "ci95", "values": [one per run]}}},
-         "references": {"own" | "other": {"cka" | "cosine": {...}}},     # θ0, θ0' against the teacher
-         "teacher": {"accuracy": {...}}, "reference": {"accuracy": {...}},
-         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
-         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}},
-         "environment", "timing", "created"}
+        "sigmas": [...], "n_similarity": 2000, "sharing": [...],
+        "students": {name: {"accuracy" | "cka" | "cosine": {"mean", "ci95", "values": [one per run]}}},
+        "references": {"own" | "other": {"cka" | "cosine": {...}}},     # θ0, θ0' against the teacher
+        "teacher": {"accuracy": {...}}, "reference": {"accuracy": {...}},
+        "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
+        "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
     require_plain_students(cfg, "run_heads")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
@@ -115,22 +113,21 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
     out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
     acc, cka, cos = (np.asarray(out[k]) for k in ("accuracy", "cka", "cosine"))
-    return {
-        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
-        "sigmas": list(sigmas), "n_similarity": n_similarity,
-        "sharing": [{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],
-        "students": {n: {"accuracy": summary(acc[:, j]), "cka": summary(cka[:, j]), "cosine": summary(cos[:, j])}
-                     for j, n in enumerate(names)},
-        "references": {n: {"cka": summary(out["ref_cka"][:, j]), "cosine": summary(out["ref_cosine"][:, j])}
-                       for j, n in enumerate(("own", "other"))},
-        "teacher": {"accuracy": summary(out["ref_teacher_accuracy"][:, 1])},
-        "reference": {"accuracy": summary(out["ref_teacher_accuracy"][:, 0])},
-        "correlation": {kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
-        "correlation_within": correlations_within(names, acc, cka, cos),
-        "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"compile_s": compile_s, "run_s": run_s},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return envelope(
+        FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
+        data=data_record(data, name=cfg.dataset, subset={"similarity_test_images": [0, n_similarity]}),
+        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        sigmas=list(sigmas), n_similarity=n_similarity,
+        sharing=[{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],
+        students={n: {"accuracy": summary(acc[:, j]), "cka": summary(cka[:, j]), "cosine": summary(cos[:, j])}
+                  for j, n in enumerate(names)},
+        references={n: {"cka": summary(out["ref_cka"][:, j]), "cosine": summary(out["ref_cosine"][:, j])}
+                    for j, n in enumerate(("own", "other"))},
+        teacher={"accuracy": summary(out["ref_teacher_accuracy"][:, 1])},
+        reference={"accuracy": summary(out["ref_teacher_accuracy"][:, 0])},
+        correlation={kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
+        correlation_within=correlations_within(names, acc, cka, cos),
+    )
 
 
 def _rank(v: np.ndarray) -> np.ndarray:
@@ -241,10 +238,7 @@ def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
 def write_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "head_compatibility") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (student, run, accuracy, cka, cosine) and ``<stem>.png``."""
     out = Path(out_dir)
-    lines = ["student,run,accuracy,cka,cosine"]
-    for name, s in record["students"].items():
-        lines += [f"{name},{i},{a:.6f},{k:.6f},{c:.6f}" for i, (a, k, c) in
-                  enumerate(zip(s["accuracy"]["values"], s["cka"]["values"], s["cosine"]["values"]))]
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
-            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
-            "png": plot_heads(record, out / f"{stem}.png")}
+    rows = [[name, i, f"{a:.6f}", f"{k:.6f}", f"{c:.6f}"] for name, s in record["students"].items()
+            for i, (a, k, c) in enumerate(zip(s["accuracy"]["values"], s["cka"]["values"], s["cosine"]["values"]))]
+    files = write_record(record, out, stem, csv=(["student", "run", "accuracy", "cka", "cosine"], rows), indent=1)
+    return {**files, "png": plot_heads(record, out / f"{stem}.png")}

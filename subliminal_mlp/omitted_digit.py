@@ -9,8 +9,6 @@ a single jitted program (``lax.map`` over runs).
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import numpy as np
 from .config import Config, ConfigError
 from .experiment import map_runs, references, run_keys
 from .model import apply, class_logits, concat_params, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95, peak_rss_mb
+from .results import data_record, envelope, mean_ci95, run_timing, write_record
 from .training import distill_students, train_teacher
 
 FORMAT = "subliminal-mlp/omitted-digit"
@@ -39,9 +37,14 @@ def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.A
 def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     """Teacher on all digits, students on the teacher's logits over training images without ``digit``.
 
-    Returns the JSON-ready record: per model (teacher, student from the same / another
-    initialisation) and test subset (all digits, the omitted digit, the others), the per-run
-    accuracies with mean and 95 % CI.
+    Returns the JSON-ready record (the envelope of :mod:`.results`, format
+    ``subliminal-mlp/omitted-digit``, version 1) with this payload::
+
+        "digit": 3, "n_distillation_images": 53869,
+        "models": {model: {subset: {"mean", "ci95", "accuracies": [one per run]}}}
+
+    per model (teacher, student from the same / another initialisation) and test subset (all
+    digits, the omitted digit, the others); ``data.subset`` records the distillation filter.
     """
     if not (isinstance(digit, int) and 0 <= digit < cfg.n_classes):
         raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
@@ -63,21 +66,18 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
 
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels, keep)
     acc, compile_s, run_s = map_runs(one_run, cfg.n_runs, args)  # acc: (runs, models, subsets)
-    seconds = compile_s + run_s
     models = {}
     for i, name in enumerate(MODELS):
         models[name] = {}
         for j, subset in enumerate(SUBSETS):
             mean, ci = mean_ci95(acc[:, i, j])
             models[name][subset] = {"mean": mean, "ci95": ci, "accuracies": [float(a) for a in acc[:, i, j]]}
-    return {
-        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "digit": digit,
-        "n_runs": cfg.n_runs, "n_distillation_images": int(keep.size), "models": models,
-        "data": {"dataset": cfg.dataset, "sha256": dict(data.checksums)},
-        "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"total_s": seconds, "peak_rss_mb": peak_rss_mb()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    subset = {"distillation_inputs": "training images without the omitted digit",
+              "classes": [k for k in range(cfg.n_classes) if k != digit], "n_train": int(keep.size)}
+    return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
+                    data=data_record(data, name=cfg.dataset, subset=subset),
+                    devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+                    digit=digit, n_distillation_images=int(keep.size), models=models)
 
 
 def format_omitted_table(record: dict[str, Any]) -> str:
@@ -121,15 +121,12 @@ def plot_omitted(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "omitted_digit") -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png`` atomically."""
+    """Write ``<stem>.json``, ``<stem>.csv`` (model, subset, run, accuracy) and ``<stem>.png`` atomically."""
     out = Path(out_dir)
-    lines = ["model,subset,run,accuracy"]
-    for name, subsets in record["models"].items():
-        for subset, s in subsets.items():
-            lines += [f"{name},{subset},{i},{a:.6f}" for i, a in enumerate(s["accuracies"])]
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2) + "\n"),
-            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
-            "png": plot_omitted(record, out / f"{stem}.png")}
+    rows = [[name, subset, i, f"{a:.6f}"] for name, subsets in record["models"].items()
+            for subset, s in subsets.items() for i, a in enumerate(s["accuracies"])]
+    files = write_record(record, out, stem, csv=(["model", "subset", "run", "accuracy"], rows))
+    return {**files, "png": plot_omitted(record, out / f"{stem}.png")}
 
 
 __all__ = ["run_omitted_digit", "format_omitted_table", "plot_omitted", "write_omitted", "accuracy_on",

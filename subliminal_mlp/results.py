@@ -1,21 +1,34 @@
-"""Statistics and the results files of an experiment (JSON, CSV), written atomically.
+"""Statistics, and the one record format of every experiment (JSON, CSV), written atomically.
 
-The JSON format (``format: "subliminal-mlp/fig10"``, ``format_version: 1``) is stable; users'
-scripts read it::
+Every experiment of this library writes one JSON **envelope** (built by :func:`envelope`), in this
+key order::
 
     {
-      "format": "subliminal-mlp/fig10", "format_version": 1,
+      "format": "subliminal-mlp/<kind>", "format_version": 1,
       "config": {...every Config field...},
       "n_runs": 100, "seeds": {"seed": 0, "runs": [0, ..., 99]},
-      "models": {"reference": {"mean": .., "ci95": .., "accuracies": [one per run]}, "teacher": ..,
-                 "student_aux": .., "student_all": .., "cross_aux": .., "cross_all": ..},
-      "chance": 0.1,
-      "data": {"dataset": "mnist", "source_dir": "...", "sha256": {file: sha256 of uncompressed}},
+      ...the payload: the experiment's own keys...,
+      "data": {"dataset": "mnist", "source_dir": "...", "sha256": {file: sha256 of uncompressed},
+               "subset": {...any filter applied to it...}},
       "environment": {"subliminal_mlp": .., "jax": .., "jaxlib": .., "flax": .., "optax": ..,
-                      "numpy": .., "python": .., "platform": .., "devices": [..], "run_batch": ..},
+                      "numpy": .., "python": .., "platform": .., "devices": [..], ...},
       "timing": {"compile_s": .., "run_s": .., "total_s": .., "peak_rss_mb": ..},
       "created": "ISO-8601 UTC time"
     }
+
+and, where it has one, a CSV through one writer (:func:`csv_text`, :func:`write_record`).
+:func:`read_results` reads any of them back and turns a missing, truncated or foreign file into a
+:class:`RecordError` that names the file; :data:`FORMATS` lists the formats it knows.
+
+The Figure-10 record (``format: "subliminal-mlp/fig10"``, ``format_version: 1``) is stable; users'
+scripts read it. Its payload is::
+
+      "models": {"reference": {"mean": .., "ci95": .., "accuracies": [one per run]}, "teacher": ..,
+                 "student_aux": .., "student_all": .., "cross_aux": .., "cross_all": ..},
+      "chance": 0.1,
+
+its ``data`` has no ``subset``, its ``environment`` adds ``run_batch`` (and ``values_in_program``
+when a sweep ran several values in one program), and its CSV is ``model,run,accuracy``.
 
 ``ci95`` is the paper's approximate 95 % interval half-width ``1.96 · std / √n`` with the sample
 standard deviation (ddof = 1); it is ``null`` for a single run.
@@ -33,7 +46,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -41,6 +54,27 @@ from .config import MODELS
 
 FORMAT = "subliminal-mlp/fig10"
 FORMAT_VERSION = 1
+#: Every record format this library reads: name -> the newest ``format_version`` it understands.
+#: Extend it with :func:`register_format`.
+FORMATS: dict[str, int] = {
+    FORMAT: FORMAT_VERSION,
+    "subliminal-mlp/sweep": 1,
+    "subliminal-mlp/theorem": 1,
+    "subliminal-mlp/alignment": 1,
+    "subliminal-mlp/heads": 1,
+    "subliminal-mlp/omitted-digit": 1,
+    "subliminal-mlp/traits": 1,
+    "subliminal-mlp/trajectory": 1,
+    "subliminal-mlp/demo": 1,
+}
+#: Keys a record of these formats must have for this library to use it (it reads them back).
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    FORMAT: ("config", "n_runs", "models"),
+    "subliminal-mlp/sweep": ("param", "values", "labels", "n_runs", "models"),
+}
+#: The envelope's own keys, which a payload may not use.
+ENVELOPE_KEYS = ("format", "format_version", "config", "n_runs", "seeds", "data", "environment", "timing",
+                 "created")
 
 
 def mean_ci95(values) -> tuple[float, float | None]:
@@ -116,45 +150,149 @@ def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any
     return env
 
 
+def register_format(name: str, version: int = 1) -> None:
+    """Make :func:`read_results` accept records of format ``name`` up to ``format_version`` ``version``.
+
+    Raises ``ValueError`` unless ``name`` is ``"subliminal-mlp/<kind>"`` and ``version`` an integer
+    >= 1; registering a known format again keeps the newer of the two versions.
+    """
+    if not (isinstance(name, str) and name.startswith("subliminal-mlp/") and len(name) > len("subliminal-mlp/")):
+        raise ValueError(f"format name {name!r} is invalid: it must be 'subliminal-mlp/<kind>'.")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"format_version {version!r} of {name} is invalid: it must be an integer >= 1.")
+    FORMATS[name] = max(version, FORMATS.get(name, 0))
+
+
+class RecordError(ValueError):
+    """A results file that cannot be used: missing, damaged, of another format or of a newer version.
+
+    The message names the file, what was found and what was expected.
+    """
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any] | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """The ``data`` entry of a record: which data, verified how, and what part of it was used.
+
+    Returns ``{"dataset": name, "source_dir": ..., "sha256": {file: sha256}}`` for a loaded
+    ``data.Dataset`` (``name`` defaults to ``dataset.name``; with ``dataset=None`` only
+    ``{"dataset": name}``), then ``"subset"`` when given (any filter applied to the data, e.g.
+    ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``extra`` as given.
+    """
+    if name is None:
+        name = getattr(dataset, "name", None)
+    out: dict[str, Any] = {"dataset": name}
+    if dataset is not None:
+        out["source_dir"] = str(dataset.source_dir)
+        out["sha256"] = dict(dataset.checksums)
+    if subset is not None:
+        out["subset"] = dict(subset)
+    out.update(extra)
+    return out
+
+
+def envelope(format: str, config, *, n_runs, seed, data: dict[str, Any], devices: list[str] | None = None,
+             timing: dict[str, Any] | None = None, format_version: int = 1,
+             environment_extra: dict[str, Any] | None = None, runs: list | None = None,
+             **payload: Any) -> dict[str, Any]:
+    """The JSON-ready record every experiment writes (format in the module docstring).
+
+    Returns, in this key order: ``format``, ``format_version``, ``config`` (``config.to_dict()``
+    for a ``Config``, else the dict as given), ``n_runs``, ``seeds`` (``{"seed": seed, "runs":
+    runs or range(n_runs)}``), the ``payload`` keys in the order given, ``data`` (see
+    :func:`data_record`), ``environment`` (:func:`environment` of ``devices`` and
+    ``environment_extra``), ``timing`` (the given seconds, plus ``peak_rss_mb`` if missing) and
+    ``created`` (ISO-8601 UTC). A payload key that is an envelope key is a ``TypeError``.
+    """
+    if not isinstance(format, str) or not format.startswith("subliminal-mlp/"):
+        raise ValueError(f"format {format!r} is invalid: it must be 'subliminal-mlp/<kind>'.")
+    clash = [k for k in payload if k in ENVELOPE_KEYS]
+    if clash:
+        raise TypeError(f"payload keys {clash} are envelope keys; pass them as envelope arguments.")
+    if runs is None:
+        runs = list(range(n_runs))
+    timing = dict(timing or {})
+    timing.setdefault("peak_rss_mb", peak_rss_mb())
+    return {
+        "format": format,
+        "format_version": format_version,
+        "config": config.to_dict() if hasattr(config, "to_dict") else config,
+        "n_runs": n_runs,
+        "seeds": {"seed": seed, "runs": list(runs)},
+        **payload,
+        "data": data,
+        "environment": environment(devices, **(environment_extra or {})),
+        "timing": timing,
+        "created": _now(),
+    }
+
+
+def run_timing(compile_s: float, run_s: float) -> dict[str, float]:
+    """``{"compile_s", "run_s", "total_s"}`` of a compiled program (the ``timing`` of :func:`envelope`)."""
+    return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}
+
+
 def experiment_record(result, dataset=None) -> dict[str, Any]:
-    """The JSON-ready record of an ``experiment.ExperimentResult`` (format in the module docstring)."""
+    """The JSON-ready Figure-10 record of an ``experiment.ExperimentResult`` (format in the module docstring).
+
+    ``dataset``: the loaded ``data.Dataset`` the result was computed on (its directory and checksums
+    are recorded); without it ``data`` is only ``{"dataset": config.dataset}``.
+    """
     cfg = result.config
     models = {}
     for name in MODELS:
         acc = result.model_accuracies(name)
         mean, ci = mean_ci95(acc)
         models[name] = {"mean": mean, "ci95": ci, "accuracies": [float(a) for a in acc]}
-    data = {"dataset": cfg.dataset}
-    if dataset is not None:
-        data["source_dir"] = str(dataset.source_dir)
-        data["sha256"] = dict(dataset.checksums)
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": cfg.to_dict(),
-        "n_runs": cfg.n_runs,
-        "seeds": {"seed": cfg.seed, "runs": list(range(cfg.n_runs))},
-        "models": models,
-        "chance": 1.0 / cfg.n_classes,
-        "data": data,
-        "environment": environment(result.devices, run_batch=result.run_batch,
-                                   **({"values_in_program": result.values_in_program}
-                                      if result.values_in_program > 1 else {})),
-        "timing": {"compile_s": result.compile_s, "run_s": result.run_s,
-                   "total_s": result.compile_s + result.run_s, "peak_rss_mb": peak_rss_mb()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    extra: dict[str, Any] = {"run_batch": result.run_batch}
+    if result.values_in_program > 1:
+        extra["values_in_program"] = result.values_in_program
+    return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(dataset, name=cfg.dataset),
+                    devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
+                    format_version=FORMAT_VERSION, environment_extra=extra,
+                    models=models, chance=1.0 / cfg.n_classes)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (``\\n`` line ends, minimal quoting): the ``header`` row, then one line per row.
+
+    Cells are written as given (format floats before, e.g. ``f"{x:.6f}"``); ``None`` is an empty cell.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
+                 csv: tuple[Sequence[str], Iterable[Sequence[Any]]] | None = None, *,
+                 indent: int = 2) -> dict[str, Path]:
+    """Write ``<stem>.json`` (and, given ``csv = (header, rows)``, ``<stem>.csv``) atomically under ``out_dir``.
+
+    The JSON is ``json.dumps(record, indent=indent)`` with a trailing newline; the CSV is
+    :func:`csv_text`. Returns ``{"json": path}`` (and ``"csv": path``).
+    """
+    out = Path(out_dir)
+    files = {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=indent) + "\n")}
+    if csv is not None:
+        files["csv"] = atomic_write_text(out / f"{stem}.csv", csv_text(*csv))
+    return files
 
 
 def records_csv(record: dict[str, Any]) -> str:
-    """One row per (model, run): ``model,run,accuracy``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "run", "accuracy"])
-    for name, m in record["models"].items():
-        for run, acc in enumerate(m["accuracies"]):
-            w.writerow([name, run, f"{acc:.6f}"])
-    return buf.getvalue()
+    """The CSV of a Figure-10 record: one row per (model, run), ``model,run,accuracy``."""
+    return csv_text(*_fig10_rows(record))
+
+
+def _fig10_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
+    rows = [[name, run, f"{acc:.6f}"] for name, m in record["models"].items()
+            for run, acc in enumerate(m["accuracies"])]
+    return ["model", "run", "accuracy"], rows
 
 
 def format_table(record: dict[str, Any]) -> str:
@@ -168,15 +306,67 @@ def format_table(record: dict[str, Any]) -> str:
 
 
 def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "fig10") -> dict[str, Path]:
-    """Write ``<stem>.json`` and ``<stem>.csv`` atomically under ``out_dir``; return their paths."""
-    out = Path(out_dir)
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=2) + "\n"),
-            "csv": atomic_write_text(out / f"{stem}.csv", records_csv(record))}
+    """Write a Figure-10 record's ``<stem>.json`` and ``<stem>.csv`` atomically under ``out_dir``.
+
+    Returns ``{"json": path, "csv": path}`` (see :func:`write_record`).
+    """
+    return write_record(record, out_dir, stem, csv=_fig10_rows(record))
 
 
-def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a results JSON, checking its format tag."""
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} results file (format = {record.get('format')!r})")
+def _library_version() -> str:
+    try:
+        return metadata.version("subliminal-mlp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
+    """Read a record this library wrote (any format of :data:`FORMATS`); return it as a dict.
+
+    With ``format`` (e.g. ``"subliminal-mlp/fig10"``) the record must be of that format. Raises
+    :class:`RecordError`, naming the file, when it is missing or unreadable, is not valid JSON
+    (truncated or damaged: the JSON error and its position are given), is not a JSON object, has
+    no known ``format``, has a ``format_version`` newer than this library reads, is of another
+    format than ``format``, or lacks a key this library needs from it (:data:`REQUIRED_KEYS`).
+    """
+    path = Path(path)
+    known = ", ".join(FORMATS)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such record file.") from None
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path} is damaged: not UTF-8 text ({e.reason} at byte {e.start}); "
+                          "expected a JSON record.") from None
+    except OSError as e:
+        raise RecordError(f"{path} cannot be read ({e.strerror or e}).") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = ("truncated" if e.pos >= len(text.rstrip()) else "damaged")
+        raise RecordError(f"{path} is not valid JSON; the record is {what} ({e.msg}: line {e.lineno} column "
+                          f"{e.colno}, character {e.pos} of {len(text)}). Rerun the experiment that wrote it."
+                          ) from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path} holds a JSON {type(record).__name__}, not a record: expected a JSON object "
+                          f"with a \"format\" ({format or 'one of ' + known}).")
+    found = record.get("format")
+    if found is None:
+        raise RecordError(f"{path} has no \"format\" field: expected {format or 'one of ' + known}.")
+    if format is not None and found != format:
+        raise RecordError(f"{path} is not a {format} record: its format is {found!r}.")
+    if found not in FORMATS:
+        raise RecordError(f"{path} has format {found!r}, which this library does not read: expected one of "
+                          f"{known}.")
+    version = record.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise RecordError(f"{path} has format_version {version!r}: expected an integer from 1 to {FORMATS[found]} "
+                          f"for {found}.")
+    if version > FORMATS[found]:
+        raise RecordError(f"{path} is a {found} record of format_version {version}, newer than this library "
+                          f"reads (up to {FORMATS[found]}, subliminal-mlp {_library_version()}): upgrade "
+                          "subliminal-mlp to read it.")
+    missing = [k for k in REQUIRED_KEYS.get(found, ()) if k not in record]
+    if missing:
+        raise RecordError(f"{path} is a damaged {found} record: it lacks {', '.join(map(repr, missing))}.")
     return record

@@ -6,7 +6,8 @@ models) per value and writes, under ``out_dir``:
 * ``<param>/<param>=<value>.json`` (+ ``.csv``): the Figure-10 record of each value, written
   atomically as soon as that value is finished — an interrupted sweep resumes from them;
 * ``sweep_<param>.json`` / ``.csv`` / ``.png``: every model's mean accuracy and 95 % CI against the
-  value (format ``subliminal-mlp/sweep``), and the line plot with CI bands and the chance line.
+  value (format ``subliminal-mlp/sweep``, the envelope of :mod:`.results` around the payload of
+  :func:`sweep_record`), and the line plot with CI bands and the chance line.
 
 Values of a field that keeps every array shape (:data:`experiment.TRACED_FIELDS`: the learning
 rate, the seed, the KL temperature, the image weight of mixed inputs) run together in one compiled program, entering as traced arrays; values that
@@ -17,11 +18,8 @@ bar over the sweep.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import io
-import csv
-import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +27,8 @@ import numpy as np
 
 from .config import MODELS, Config, ConfigError
 from .experiment import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
-from .results import atomic_write_text, experiment_record, mean_ci95, read_results, write_results
+from .results import (FORMAT as FIG10_FORMAT, RecordError, csv_text, data_record, envelope, experiment_record,
+                      mean_ci95, read_results, write_record, write_results)
 
 FORMAT = "subliminal-mlp/sweep"
 FORMAT_VERSION = 1
@@ -80,11 +79,14 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     """Run the Figure-10 protocol of ``base`` for each value of ``param``; write and return the summary.
 
     Every value is validated (as a full ``Config``) before any compute. With ``resume``, a value
-    whose record already exists under ``out_dir`` with the same config is read, not rerun.
+    whose record already exists under ``out_dir`` with the same config is read, not rerun; a record
+    that cannot be read (truncated, damaged, of another format: a ``RecordError``) is recomputed,
+    and ``log`` says so.
     ``datasets`` may map dataset names to loaded ``Dataset`` objects (else they are loaded from
     ``data_dir`` / the usual lookup).
     """
     check_param(param)
+    t0 = time.perf_counter()
     values = list(values)
     if not values:
         raise ConfigError(f"no values given for {param}: give at least one.")
@@ -98,8 +100,15 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     if resume:
         for i, (c, stem) in enumerate(zip(configs, stems)):
             path = out / param / f"{stem}.json"
-            if path.exists() and read_results(path)["config"] == c.to_dict():
-                records[i] = read_results(path)
+            if not path.exists():
+                continue
+            try:
+                record = read_results(path, format=FIG10_FORMAT)
+            except RecordError as e:
+                log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
+                continue
+            if record["config"] == c.to_dict():
+                records[i] = record
     todo = [i for i in range(len(values)) if i not in records]
     if records:
         log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
@@ -131,7 +140,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             data = data_for(configs[i])
             finish(i, run_experiment(configs[i], data, log=log, pool=input_pool(configs[i], data, data_dir=data_dir)))
     summary = sweep_record(param, values, base, [records[i] for i in range(len(values))],
-                           [f"{param}/{s}.json" for s in stems])
+                           [f"{param}/{s}.json" for s in stems], timing={"total_s": time.perf_counter() - t0})
     files = write_sweep(summary, out)
     log(format_sweep_table(summary))
     for path in files.values():
@@ -139,32 +148,49 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     return {**summary, "files": {k: str(v) for k, v in files.items()}}
 
 
-def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[dict],
-                 files: Sequence[str]) -> dict[str, Any]:
-    """The summary of a sweep: per model, the mean and 95 % CI at each value."""
+def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[dict], files: Sequence[str], *,
+                 timing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary of a sweep: per model, the mean and 95 % CI at each value.
+
+    Returns the envelope (:func:`.results.envelope`, format ``subliminal-mlp/sweep``) with
+    ``config`` the base config, ``n_runs`` a list (the runs of each value) and ``seeds`` the base
+    seed, around this payload::
+
+        "param": "aux_logits", "values": [...], "labels": [...], "base_config": {...},
+        "models": {name: {"mean": [one per value], "ci95": [...]}}, "chance": 0.1,
+        "value_files": ["aux_logits/aux_logits=1.json", ...]
+
+    ``data`` is the value records' data when they all agree, else ``{"dataset": base dataset,
+    "per_value": [each value record's data]}``; ``timing`` (seconds of this call) as given.
+    """
     models = {}
     for name in MODELS:
         stats = [mean_ci95(r["models"][name]["accuracies"]) for r in records]
         models[name] = {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "param": param,
-        "values": [_json_value(v) for v in values], "labels": [value_label(v) for v in values],
-        "base_config": base.to_dict(), "n_runs": [r["n_runs"] for r in records],
-        "models": models, "chance": 1.0 / base.n_classes, "value_files": list(files),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    n_runs = [r["n_runs"] for r in records]
+    datas = [r.get("data") or data_record(name=r["config"].get("dataset")) for r in records]
+    if datas and all(d == datas[0] for d in datas):
+        data = dict(datas[0])
+    else:
+        data = data_record(name=base.dataset, per_value=datas)
+    return envelope(FORMAT, base, n_runs=n_runs, seed=base.seed, runs=list(range(max(n_runs, default=0))),
+                    data=data, timing=timing, format_version=FORMAT_VERSION,
+                    param=param, values=[_json_value(v) for v in values], labels=[value_label(v) for v in values],
+                    base_config=base.to_dict(), models=models, chance=1.0 / base.n_classes, value_files=list(files))
 
 
 def sweep_csv(summary: dict[str, Any]) -> str:
     """One row per (value, model): ``param,value,model,mean,ci95,n_runs``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["param", "value", "model", "mean", "ci95", "n_runs"])
+    return csv_text(*_sweep_rows(summary))
+
+
+def _sweep_rows(summary: dict[str, Any]) -> tuple[list[str], list[list]]:
+    rows = []
     for j, label in enumerate(summary["labels"]):
         for name, m in summary["models"].items():
             ci = "" if m["ci95"][j] is None else f"{m['ci95'][j]:.6f}"
-            w.writerow([summary["param"], label, name, f"{m['mean'][j]:.6f}", ci, summary["n_runs"][j]])
-    return buf.getvalue()
+            rows.append([summary["param"], label, name, f"{m['mean'][j]:.6f}", ci, summary["n_runs"][j]])
+    return ["param", "value", "model", "mean", "ci95", "n_runs"], rows
 
 
 def format_sweep_table(summary: dict[str, Any]) -> str:
@@ -183,17 +209,16 @@ def write_sweep(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
 
     out = Path(out_dir)
     stem = f"sweep_{summary['param']}"
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(summary, indent=2) + "\n"),
-            "csv": atomic_write_text(out / f"{stem}.csv", sweep_csv(summary)),
-            "png": plot_sweep(summary, out / f"{stem}.png")}
+    files = write_record(summary, out, stem, csv=_sweep_rows(summary))
+    return {**files, "png": plot_sweep(summary, out / f"{stem}.png")}
 
 
 def read_sweep(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a sweep summary JSON, checking its format tag."""
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file (format = {record.get('format')!r})")
-    return record
+    """Read a sweep summary JSON (``results.read_results`` with ``format="subliminal-mlp/sweep"``).
+
+    Raises ``results.RecordError`` (a ``ValueError``) naming the file when it cannot be used.
+    """
+    return read_results(path, format=FORMAT)
 
 
 def numeric_axis(values: Sequence) -> np.ndarray | None:

@@ -36,8 +36,6 @@ are swept inside the program, not compiled once each.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -52,7 +50,7 @@ from .config import Config, ConfigError
 from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
 from .losses import class_cross_entropy, one_hot_logits
 from .model import accuracy, apply, class_logits, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95, summary
+from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
 from .training import distill_students, noise_images, optimizer, run_epochs, train_teacher
 
 FORMAT = "subliminal-mlp/traits"
@@ -221,16 +219,17 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     """Trait rates and MNIST accuracies of every model over ``cfg.n_runs`` runs (one program).
 
     ``data``: MNIST (the task); ``fashion``: Fashion-MNIST (its training images instil the trait,
-    its test images measure it). ``progress``: a bar over runs. Returns a JSON-ready record
-    (format ``subliminal-mlp/traits``, version 1)::
+    its test images measure it). ``progress``: a bar over runs. Returns a JSON-ready record (the
+    envelope of :mod:`.results`, format ``subliminal-mlp/traits``, version 1) with this payload::
 
-        {"config": {...}, "n_runs": N, "trait": {...TraitSettings...},
-         "students": [{"name", "start", "teacher", "filter", "sampled"}, ...],
-         "models": {name: {"trait_rate_fashion" | "trait_rate_noise" | "mnist_accuracy":
-                           {"mean", "ci95", "values": [one per run]}}},   # reference, both teachers, students
-         "kept_fraction": {filter: {"mean", "ci95", "values"}},           # of the distillation noise
-         "paired": {student: {metric: {"mean", "ci95", "control"}}},      # student − its control, per run
-         "data", "environment", "timing", "created"}
+        "trait": {...TraitSettings...},
+        "students": [{"name", "start", "teacher", "filter", "sampled"}, ...],
+        "models": {name: {"trait_rate_fashion" | "trait_rate_noise" | "mnist_accuracy":
+                          {"mean", "ci95", "values": [one per run]}}},   # reference, both teachers, students
+        "kept_fraction": {filter: {"mean", "ci95", "values"}},           # of the distillation noise
+        "paired": {student: {metric: {"mean", "ci95", "control"}}},      # student − its control, per run
+
+    ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
     """
     settings.check(cfg)
     require_plain_students(cfg, "run_traits")
@@ -273,18 +272,18 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [r["name"] for r in rows]
     models = {n: {metric: summary(out[metric][:, i]) for metric in METRICS} for i, n in enumerate(names)}
-    return {
-        "format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
-        "trait": dataclasses.asdict(settings),
-        "students": rows,
-        "models": models,
-        "kept_fraction": {filter_name(f): summary(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
-        "data": {"mnist": data.checksums, "fashion-mnist": fashion.checksums},
-        "paired": paired_gains(models),
-        "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"compile_s": compile_s, "run_s": run_s},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    fashion_data = data_record(fashion, name="fashion-mnist", use="training images instil the trait, test images "
+                                                                   "measure it")
+    return envelope(
+        FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
+        data=data_record(data, name=cfg.dataset, **{"fashion-mnist": fashion_data}),
+        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        trait=dataclasses.asdict(settings),
+        students=rows,
+        models=models,
+        kept_fraction={filter_name(f): summary(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
+        paired=paired_gains(models),
+    )
 
 
 def format_traits_table(record: dict[str, Any]) -> str:
@@ -359,10 +358,7 @@ def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
 def write_traits(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "traits") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per model, metric and run) and ``<stem>.png``."""
     out = Path(out_dir)
-    lines = ["model,metric,run,value"]
-    for name, m in record["models"].items():
-        for metric in METRICS:
-            lines += [f"{name},{metric},{i},{v:.6f}" for i, v in enumerate(m[metric]["values"])]
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
-            "csv": atomic_write_text(out / f"{stem}.csv", "\n".join(lines) + "\n"),
-            "png": plot_traits(record, out / f"{stem}.png")}
+    rows = [[name, metric, i, f"{v:.6f}"] for name, m in record["models"].items() for metric in METRICS
+            for i, v in enumerate(m[metric]["values"])]
+    files = write_record(record, out, stem, csv=(["model", "metric", "run", "value"], rows), indent=1)
+    return {**files, "png": plot_traits(record, out / f"{stem}.png")}

@@ -8,8 +8,6 @@ All runs are one jitted program (``lax.map`` over runs).
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numpy as np
 from .config import Config
 from .experiment import map_runs, references, require_plain_students, run_keys
 from .model import accuracy, concat_params, logit_mask, stack_params
-from .results import atomic_write_text, environment, mean_ci95, mean_ci95_columns
+from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
 
 FORMAT = "subliminal-mlp/trajectory"
@@ -50,7 +48,15 @@ def final_accuracies(ref, teacher, students, test_x, test_y, n_classes):
 
 
 def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: int = 2000) -> dict[str, Any]:
-    """The accuracy traces of ``cfg.n_runs`` runs: a JSON-ready record with per-step mean and 95 % CI."""
+    """The accuracy traces of ``cfg.n_runs`` runs: a JSON-ready record with per-step mean and 95 % CI.
+
+    The record is the envelope of :mod:`.results` (format ``subliminal-mlp/trajectory``, version 1;
+    ``data.subset`` names the probe images) with this payload::
+
+        "probe_every": 10, "n_probe": 2000, "steps": [probed steps], "steps_per_epoch": ..,
+        "curves": {student: {"mean": [one per probe], "ci95": [...], "per_run": [[...], ...]}},
+        "final": {model: {"mean", "ci95", "accuracies": [one per run]}}   # reference, teacher, students
+    """
     require_plain_students(cfg, "student_trajectories")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
 
@@ -59,7 +65,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         return trace, final_accuracies(ref, teacher, students, test_x, test_y, cfg.n_classes)
 
     args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    (traces, final), _, _ = map_runs(one_run, cfg.n_runs, args)
+    (traces, final), compile_s, run_s = map_runs(one_run, cfg.n_runs, args)
     steps = probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every)
     per_epoch = steps_per_epoch(cfg.n_noise, cfg.batch_size)
     curves = {}
@@ -67,10 +73,12 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         curves[name] = {**mean_ci95_columns(traces[:, :, k]), "per_run": traces[:, :, k].tolist()}
     finals = {name: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
               for i, name in enumerate(("reference", "teacher", *STUDENTS))}
-    return {"format": FORMAT, "format_version": 1, "config": cfg.to_dict(), "n_runs": cfg.n_runs,
-            "probe_every": probe_every, "n_probe": n_probe, "steps": steps.tolist(), "steps_per_epoch": per_epoch,
-            "curves": curves, "final": finals, "environment": environment([str(d) for d in jax.devices()]),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    subset = {"probe_test_images": [0, min(n_probe, data.test_images.shape[0])]}
+    return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
+                    data=data_record(data, name=cfg.dataset, subset=subset),
+                    devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+                    probe_every=probe_every, n_probe=n_probe, steps=steps.tolist(), steps_per_epoch=per_epoch,
+                    curves=curves, final=finals)
 
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -100,7 +108,6 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_trajectories(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """Write ``<stem>.json`` and ``<stem>.png`` atomically."""
+    """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
     out = Path(out_dir)
-    return {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=1) + "\n"),
-            "png": plot_trajectories(record, out / f"{stem}.png")}
+    return {**write_record(record, out, stem, indent=1), "png": plot_trajectories(record, out / f"{stem}.png")}

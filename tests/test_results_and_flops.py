@@ -37,7 +37,9 @@ def test_csv_table_and_format_check(tmp_path):
     table = format_table(rec)
     assert "teacher" in table and "0.9000" in table and "-" in table.splitlines()[-1]
     (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="not a subliminal-mlp/fig10"):
+    with pytest.raises(ValueError, match="not a subliminal-mlp/fig10 record"):
+        read_results(tmp_path / "x.json", format="subliminal-mlp/fig10")
+    with pytest.raises(ValueError, match="format 'other', which this library does not read"):
         read_results(tmp_path / "x.json")
 
 

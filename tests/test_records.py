@@ -1,0 +1,284 @@
+"""One record: the envelope every experiment writes, the one CSV writer, and reading records back."""
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from subliminal_mlp import results
+from subliminal_mlp.config import MODELS, Config
+from subliminal_mlp.experiment import ExperimentResult
+from subliminal_mlp.results import (FORMATS, RecordError, csv_text, data_record, envelope, experiment_record,
+                                    read_results, register_format, write_record, write_results)
+
+FIGURES = Path(__file__).resolve().parents[1] / "figures"
+COMMITTED = sorted(FIGURES.glob("**/*.json"))
+FAKE_DATA = SimpleNamespace(name="mnist", source_dir="/data/mnist", checksums={"a.gz": "00", "b.gz": "11"})
+
+
+def fake_result(n_runs=3, **kw):
+    cfg = Config(n_runs=n_runs, seed=7)
+    acc = np.arange(n_runs * 6, dtype=np.float32).reshape(n_runs, 6) / 100
+    return ExperimentResult(config=cfg, accuracies=acc, compile_s=1.5, run_s=2.0, devices=["cpu:0"], run_batch=2,
+                            **kw)
+
+
+def test_envelope_key_order_and_contents():
+    rec = envelope("subliminal-mlp/x", Config(n_runs=2, seed=3), n_runs=2, seed=3, data={"dataset": "mnist"},
+                   devices=["gpu:0"], timing={"run_s": 1.0}, environment_extra={"run_batch": 4},
+                   zeta=1, alpha=[2])
+    assert list(rec) == ["format", "format_version", "config", "n_runs", "seeds", "zeta", "alpha", "data",
+                         "environment", "timing", "created"]
+    assert rec["format"] == "subliminal-mlp/x" and rec["format_version"] == 1
+    assert rec["config"] == Config(n_runs=2, seed=3).to_dict()
+    assert rec["seeds"] == {"seed": 3, "runs": [0, 1]} and rec["zeta"] == 1 and rec["alpha"] == [2]
+    assert rec["environment"]["devices"] == ["gpu:0"] and rec["environment"]["run_batch"] == 4
+    assert list(rec["environment"])[:6] == ["subliminal_mlp", "jax", "jaxlib", "flax", "optax", "numpy"]
+    assert list(rec["timing"]) == ["run_s", "peak_rss_mb"] and rec["timing"]["peak_rss_mb"] > 0
+    created = dt.datetime.fromisoformat(rec["created"])
+    assert created.utcoffset() == dt.timedelta(0)
+    # A dict config is kept as given; explicit runs; the timing given is not changed.
+    t = {"total_s": 1.0, "peak_rss_mb": 5.0}
+    rec = envelope("subliminal-mlp/x", {"a": 1}, n_runs=[2, 3], seed=0, runs=[0, 1, 2], data={}, timing=t,
+                   format_version=2)
+    assert rec["config"] == {"a": 1} and rec["n_runs"] == [2, 3] and rec["seeds"]["runs"] == [0, 1, 2]
+    assert rec["timing"] == {"total_s": 1.0, "peak_rss_mb": 5.0} and rec["format_version"] == 2
+    assert "devices" not in rec["environment"]
+    with pytest.raises(TypeError, match="envelope keys"):
+        envelope("subliminal-mlp/x", {}, n_runs=1, seed=0, data={}, created="now")
+    with pytest.raises(ValueError, match="subliminal-mlp/<kind>"):
+        envelope("other", {}, n_runs=1, seed=0, data={})
+
+
+def test_data_record():
+    assert data_record(name="mnist") == {"dataset": "mnist"}
+    rec = data_record(FAKE_DATA, subset={"classes": [0, 1], "n_train": 10}, note="x")
+    assert list(rec) == ["dataset", "source_dir", "sha256", "subset", "note"]
+    assert rec["dataset"] == "mnist" and rec["source_dir"] == "/data/mnist" and rec["sha256"] == FAKE_DATA.checksums
+    assert rec["sha256"] is not FAKE_DATA.checksums and rec["subset"] == {"classes": [0, 1], "n_train": 10}
+    assert data_record(FAKE_DATA, name="fashion-mnist")["dataset"] == "fashion-mnist"
+
+
+def test_experiment_record_is_the_documented_fig10_format():
+    r = fake_result(values_in_program=2)
+    rec = experiment_record(r, FAKE_DATA)
+    assert list(rec) == ["format", "format_version", "config", "n_runs", "seeds", "models", "chance", "data",
+                         "environment", "timing", "created"]
+    assert rec["format"] == "subliminal-mlp/fig10" and rec["format_version"] == 1
+    assert rec["config"] == r.config.to_dict() and rec["n_runs"] == 3
+    assert rec["seeds"] == {"seed": 7, "runs": [0, 1, 2]}
+    assert list(rec["models"]) == list(MODELS)
+    for j, name in enumerate(MODELS):
+        m = rec["models"][name]
+        assert list(m) == ["mean", "ci95", "accuracies"]
+        assert m["accuracies"] == pytest.approx(r.accuracies[:, j].tolist())
+        assert (m["mean"], m["ci95"]) == results.mean_ci95(r.accuracies[:, j])
+    assert rec["chance"] == 0.1
+    assert rec["data"] == {"dataset": "mnist", "source_dir": "/data/mnist", "sha256": FAKE_DATA.checksums}
+    env = rec["environment"]
+    assert env["devices"] == ["cpu:0"] and env["run_batch"] == 2 and env["values_in_program"] == 2
+    assert list(rec["timing"]) == ["compile_s", "run_s", "total_s", "peak_rss_mb"]
+    assert rec["timing"]["total_s"] == 3.5
+    plain = experiment_record(fake_result())
+    assert plain["data"] == {"dataset": "mnist"} and "values_in_program" not in plain["environment"]
+    # The committed Figure-10 record has the same keys, in the same order, at every level of the envelope.
+    committed = json.loads((FIGURES / "fig10_mnist.json").read_text())
+    assert list(committed) == list(rec)
+    for key in ("seeds", "data", "timing"):
+        assert list(committed[key]) == list(rec[key]), key
+    assert list(committed["environment"]) == [k for k in env if k != "values_in_program"]
+    assert list(committed["models"]) == list(rec["models"])
+
+
+def test_write_record_and_read_results_round_trip(tmp_path):
+    rec = envelope("subliminal-mlp/alignment", Config(n_runs=1), n_runs=1, seed=0, data=data_record(FAKE_DATA),
+                   payload_value=[1.5, None])
+    files = write_record(rec, tmp_path / "out", "rec", csv=(["a", "b"], [[1, "x,y"], [2, None]]))
+    assert set(files) == {"json", "csv"}
+    assert files["json"].read_text().endswith("}\n") and '\n  "format"' in files["json"].read_text()
+    assert read_results(files["json"]) == rec == read_results(files["json"], format="subliminal-mlp/alignment")
+    assert files["csv"].read_text() == 'a,b\n1,"x,y"\n2,\n'
+    assert csv_text(["h"], []) == "h\n"
+    assert set(write_record(rec, tmp_path, "only")) == {"json"}
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left behind
+    # write_results is write_record with the Figure-10 CSV.
+    fig10 = experiment_record(fake_result())
+    paths = write_results(fig10, tmp_path, "fig10")
+    assert paths["csv"].read_text() == results.records_csv(fig10)
+    assert paths["csv"].read_text().splitlines()[:2] == ["model,run,accuracy", "reference,0,0.000000"]
+    assert read_results(paths["json"], format="subliminal-mlp/fig10") == fig10
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(FIGURES)))
+def test_every_committed_record_is_read(path):
+    rec = read_results(path)
+    assert rec["format"] in FORMATS
+
+
+def test_the_committed_records_are_all_there():
+    assert len(COMMITTED) > 60
+    formats = {json.loads(p.read_text())["format"] for p in COMMITTED}
+    assert formats <= set(FORMATS) and "subliminal-mlp/fig10" in formats and "subliminal-mlp/sweep" in formats
+
+
+def raises(path, *fragments, **kw):
+    with pytest.raises(RecordError) as info:
+        read_results(path, **kw)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    for f in fragments:
+        assert f in msg, (f, msg)
+    return msg
+
+
+def test_damaged_and_foreign_records_are_clear_errors(tmp_path):
+    good = json.dumps(experiment_record(fake_result()), indent=2)
+    p = tmp_path / "fig10.json"
+    raises(p, "no such record file")
+    p.write_text(good[: len(good) // 2])
+    raises(p, "not valid JSON", "truncated", "line ", "column ")
+    p.write_text("")
+    raises(p, "truncated")
+    p.write_text('{"format": "subliminal-mlp/fig10",, }')
+    raises(p, "damaged", "column 35")
+    p.write_bytes(b"\xff\xfe{}")
+    raises(p, "damaged", "UTF-8")
+    p.write_text("[1, 2]")
+    raises(p, "JSON list", "expected a JSON object")
+    p.write_text("{}")
+    raises(p, 'no "format"', "subliminal-mlp/fig10", "subliminal-mlp/sweep")
+    p.write_text(json.dumps({"format": "other", "format_version": 1}))
+    msg = raises(p, "'other'", "does not read", "expected one of")
+    assert all(f in msg for f in FORMATS)
+    future = json.loads(good)
+    future["format_version"] = 2
+    p.write_text(json.dumps(future))
+    raises(p, "format_version 2", "newer", "up to 1", "upgrade")
+    future["format_version"] = "1"
+    p.write_text(json.dumps(future))
+    raises(p, "format_version '1'", "expected an integer")
+    p.write_text(good)
+    raises(p, "not a subliminal-mlp/sweep record", "'subliminal-mlp/fig10'", format="subliminal-mlp/sweep")
+    damaged = json.loads(good)
+    del damaged["models"]
+    p.write_text(json.dumps(damaged))
+    raises(p, "lacks 'models'")
+    assert issubclass(RecordError, ValueError)
+
+
+def test_register_format(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "FORMATS", dict(FORMATS))
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"format": "subliminal-mlp/new", "format_version": 2}))
+    raises(p, "does not read")
+    register_format("subliminal-mlp/new")
+    raises(p, "newer")
+    register_format("subliminal-mlp/new", 2)
+    register_format("subliminal-mlp/new", 1)  # keeps the newer version
+    assert read_results(p)["format_version"] == 2 and results.FORMATS["subliminal-mlp/new"] == 2
+    for bad in (("new", 1), ("subliminal-mlp/new", 0), ("subliminal-mlp/new", True)):
+        with pytest.raises(ValueError):
+            register_format(*bad)
+
+
+def test_a_damaged_value_record_of_a_sweep_is_recomputed(data_root, tmp_path, monkeypatch):
+    import subliminal_mlp.sweep as sweep_mod
+    from subliminal_mlp.data import load_mnist
+
+    cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
+    kw = dict(out_dir=tmp_path, datasets={"mnist": load_mnist(data_root)}, progress=False)
+    first = sweep_mod.run_sweep("aux_logits", [1, 2], cfg, log=lambda _: None, **kw)
+    damaged = tmp_path / "aux_logits" / "aux_logits=2.json"
+    intact = tmp_path / "aux_logits" / "aux_logits=1.json"
+    before, intact_text = read_results(damaged), intact.read_text()
+    text = damaged.read_text()
+    damaged.write_text(text[: len(text) // 3])
+
+    calls, lines = [], []
+    real = sweep_mod.run_experiment
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda c, *a, **k: (calls.append(c.aux_logits),
+                                                                         real(c, *a, **k))[1])
+    again = sweep_mod.run_sweep("aux_logits", [1, 2], cfg, log=lines.append, **kw)
+    assert calls == [2]
+    said = [line for line in lines if "recomputing" in line]
+    assert len(said) == 1 and "aux_logits = 2" in said[0] and str(damaged) in said[0] and "truncated" in said[0]
+    rec = read_results(damaged, format="subliminal-mlp/fig10")
+    assert rec["models"] == before["models"] and rec["config"] == before["config"]
+    assert again["models"] == first["models"]
+    assert intact.read_text() == intact_text  # the intact value was read, not rerun
+    # The summary is an envelope too, read back with its format.
+    summary = sweep_mod.read_sweep(tmp_path / "sweep_aux_logits.json")
+    assert list(summary)[:5] == ["format", "format_version", "config", "n_runs", "seeds"]
+    assert list(summary)[-4:] == ["data", "environment", "timing", "created"]
+    assert summary["base_config"] == summary["config"] == cfg.to_dict() and summary["n_runs"] == [2, 2]
+    assert len(summary["data"]["sha256"]) == 4 and summary["timing"]["total_s"] > 0
+    # A file of another format in a value's place is recomputed as well, never used.
+    damaged.write_text(json.dumps(summary))
+    lines.clear()
+    calls.clear()
+    sweep_mod.run_sweep("aux_logits", [1, 2], cfg, log=lines.append, **kw)
+    assert calls == [2] and any("recomputing" in line and "subliminal-mlp/sweep" in line for line in lines)
+    with pytest.raises(RecordError, match="not a subliminal-mlp/sweep record"):
+        sweep_mod.read_sweep(intact)
+
+
+TINY = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
+
+
+def _alignment(data, fashion, tmp_path):
+    from subliminal_mlp.alignment import run_alignment, write_alignment
+
+    return write_alignment(run_alignment(TINY, data, held_out=64, probe_every=1, n_probe=500), tmp_path)
+
+
+def _heads(data, fashion, tmp_path):
+    from subliminal_mlp.heads import run_heads, write_heads
+
+    return write_heads(run_heads(TINY, data, sigmas=(0.1,), n_similarity=200), tmp_path)
+
+
+def _omitted(data, fashion, tmp_path):
+    from subliminal_mlp.omitted_digit import run_omitted_digit, write_omitted
+
+    return write_omitted(run_omitted_digit(TINY, data, digit=3), tmp_path)
+
+
+def _traits(data, fashion, tmp_path):
+    from subliminal_mlp.traits import TraitSettings, run_traits, write_traits
+
+    return write_traits(run_traits(TINY, data, fashion, TraitSettings(filters=("argmax",), n_held_out_noise=100)),
+                        tmp_path)
+
+
+def _trajectory(data, fashion, tmp_path):
+    from subliminal_mlp.trajectory import student_trajectories, write_trajectories
+
+    return write_trajectories(student_trajectories(TINY, data, probe_every=1, n_probe=500), tmp_path, "traj")
+
+
+def _demo(data, fashion, tmp_path):
+    from subliminal_mlp.demo import demo_record, run_demo
+
+    return write_record(demo_record(run_demo(data, TINY.replace(n_runs=1)), data), tmp_path, "demo")
+
+
+@pytest.mark.parametrize("fmt, make", [("alignment", _alignment), ("heads", _heads), ("omitted-digit", _omitted),
+                                       ("traits", _traits), ("trajectory", _trajectory), ("demo", _demo)])
+def test_every_experiment_writes_the_envelope(fmt, make, data_root, tmp_path):
+    from subliminal_mlp.data import load_fashion_mnist, load_mnist
+
+    data, fashion = load_mnist(data_root), load_fashion_mnist(data_root)
+    files = make(data, fashion, tmp_path)
+    rec = read_results(files["json"], format=f"subliminal-mlp/{fmt}")
+    keys = list(rec)
+    assert keys[:5] == ["format", "format_version", "config", "n_runs", "seeds"], keys
+    assert keys[-4:] == ["data", "environment", "timing", "created"], keys
+    assert rec["config"]["hidden_widths"] == [16] and rec["seeds"]["runs"] == list(range(rec["n_runs"]))
+    assert rec["data"]["dataset"] == "mnist" and rec["data"]["sha256"] == data.checksums
+    assert rec["environment"]["devices"] and rec["timing"]["total_s"] > 0 and rec["timing"]["peak_rss_mb"] > 0
+    if "csv" in files:
+        header = files["csv"].read_text().splitlines()[0]
+        assert "run" in header.split(",")
