@@ -42,7 +42,7 @@ from subliminal_mlp import theory
 from subliminal_mlp.config import Config
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.flops import forward_flops, train_step_flops
-from subliminal_mlp.model import apply, init_params
+from subliminal_mlp.models import Model, config_model
 from subliminal_mlp.training import noise_images
 
 
@@ -65,28 +65,30 @@ def matmul_peak(reps: int = 5) -> tuple[float, dict]:
     return max(out.values()), out
 
 
-def setup(cfg: Config, n_noise: int, teacher_batch: int, seed: int = 0):
+def setup(model: Model, n_noise: int, teacher_batch: int, seed: int = 0):
+    """float64 ``θT0``, a control ``θS0``, ``n_noise`` noise inputs and a random MNIST batch for ``L_T``."""
     ds = load_mnist(os.environ.get("SUBLIMINAL_MLP_DATA"))
     key = jax.random.PRNGKey(seed)
     k_init, k_other, k_noise, k_batch = jax.random.split(key, 4)
     cast = theory.to_float64
-    theta_T0 = cast(init_params(k_init, cfg))
-    theta_other = cast(init_params(k_other, cfg))
-    x = cast(noise_images(k_noise, jnp.arange(n_noise), cfg.input_dim))
+    theta_T0 = cast(model.init(k_init))
+    theta_other = cast(model.init(k_other))
+    x = cast(noise_images(k_noise, jnp.arange(n_noise), model.input_shape[0]))
     idx = np.asarray(jax.random.choice(k_batch, ds.train_images.shape[0], (teacher_batch,), replace=False))
     args = (cast(jnp.asarray(ds.train_images[idx])), jnp.asarray(ds.train_labels[idx]))
     return theta_T0, theta_other, x, args
 
 
-def baseline_loop(losses, loss_T, theta_T0, students, delta_T, x, eps, alpha, args):
-    """The straightforward loop: one jitted ``jax.grad`` call per (ε, loss, initialisation)."""
+def baseline_loop(model, losses, loss_T, theta_T0, students, delta_T, x, eps, alpha, args):
+    """The straightforward loop: one jitted ``jax.grad`` of ``E_x L_S`` per (ε, loss, initialisation) (§2)."""
     out = np.zeros((len(students), len(losses), len(eps), 3))
-    A = [float(theory.first_order_coefficient(l, theta_T0, delta_T, x)) for l in losses]
+    A = [float(theory.first_order_coefficient(l, theta_T0, delta_T, x, model=model)) for l in losses]
     for i, theta_S0 in enumerate(students):
         lt0 = _lt(theta_S0, args, loss_T)  # hoisted: once per initialisation
         for k, loss in enumerate(losses):
             for e_i, e in enumerate(eps):
-                dot, cos, lt = _point(theta_S0, theta_T0, delta_T, x, e, alpha, args, loss=loss, loss_T=loss_T)
+                dot, cos, lt = _point(theta_S0, theta_T0, delta_T, x, e, alpha, args, loss=loss, loss_T=loss_T,
+                                      apply=model.apply)
                 out[i, k, e_i] = float(dot), float(cos), float(lt - lt0)
     return np.asarray(A), out
 
@@ -94,7 +96,8 @@ def baseline_loop(losses, loss_T, theta_T0, students, delta_T, x, eps, alpha, ar
 _lt = jax.jit(lambda p, args, loss_T: loss_T(p, *args), static_argnums=2)
 
 
-def _point_impl(theta_S0, theta_T0, delta_T, x, e, alpha, args, *, loss, loss_T):
+def _point_impl(theta_S0, theta_T0, delta_T, x, e, alpha, args, *, loss, loss_T, apply):
+    """``(ΔθS·ΔθT, cos(ΔθS, ΔθT), L_T(θS0 + αΔθS))`` at one ε, ``ΔθS = −∇ E_x L_S`` by plain ``jax.grad``."""
     def student_loss(p):
         y = apply(jax.tree.map(lambda a, d: a + e * d, theta_T0, delta_T), x)
         return jnp.mean(theory.student_loss_value(loss, apply(p, x), y))
@@ -104,10 +107,11 @@ def _point_impl(theta_S0, theta_T0, delta_T, x, e, alpha, args, *, loss, loss_T)
     return theory.tree_dot(d_s, delta_T), theory.tree_cosine(d_s, delta_T), lt
 
 
-_point = jax.jit(_point_impl, static_argnames=("loss", "loss_T"))
+_point = jax.jit(_point_impl, static_argnames=("loss", "loss_T", "apply"))
 
 
 def main() -> None:
+    """Time the sweep and the baseline loop on the paper's MLP; print rates, the speed-up and their agreement."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-eps", type=int, default=64)
     ap.add_argument("--n-noise", type=int, default=1024)
@@ -120,20 +124,21 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"jax {jax.__version__}, devices {jax.devices()}, CPU cores available: {cpus}")
     cfg = Config()
+    model = config_model(cfg)  # the paper's MLP 784→256→256→10+3 (FLOPs are counted from cfg)
     n_i, n_l, n_e, n, nt = 2, 4, a.n_eps, a.n_noise, a.teacher_batch
     with theory.float64():
         peak, peaks = matmul_peak()
         print("float64 matmul throughput (GFLOP/s): " + ", ".join(f"{k}: {v:.1f}" for k, v in peaks.items())
               + f"  -> peak {peak:.1f}")
-        theta_T0, theta_other, x, args = setup(cfg, n, nt)
-        losses = theory.standard_losses(cfg)
-        loss_T = theory.mnist_teacher_loss(cfg.n_classes)
+        theta_T0, theta_other, x, args = setup(model, n, nt)
+        losses = theory.standard_losses(model)
+        loss_T = theory.class_cross_entropy_loss(model)
         eps = theory.eps_grid(1e-6, 1.0, n_e)
         students = (theta_T0, theta_other)
 
         def run_sweep():
             r = theory.sweep(losses, loss_T, theta_T0, students, x, eps, alpha=1.0, loss_T_args=args,
-                             eps_batch=a.eps_batch)
+                             eps_batch=a.eps_batch, model=model)
             return jax.block_until_ready(r)
 
         t = time.perf_counter()
@@ -146,16 +151,17 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         sweep_s = min(times)
 
-        delta_T = theory.teacher_update(loss_T, theta_T0, *args)
+        delta_T = theory.teacher_update(loss_T, theta_T0, *args, model=model)
         # warm up the baseline's compilations (one per loss setting), then time it
         for loss in losses:
-            _point(theta_T0, theta_T0, delta_T, x, 1e-3, 1.0, args, loss=loss, loss_T=loss_T)[0].block_until_ready()
+            _point(theta_T0, theta_T0, delta_T, x, 1e-3, 1.0, args, loss=loss, loss_T=loss_T,
+                   apply=model.apply)[0].block_until_ready()
         _lt(theta_T0, args, loss_T).block_until_ready()
-        theory.first_order_coefficient(losses[0], theta_T0, delta_T, x)
+        theory.first_order_coefficient(losses[0], theta_T0, delta_T, x, model=model)
         base_times = []
         for _ in range(a.baseline_repeats):
             t = time.perf_counter()
-            A_b, out_b = baseline_loop(losses, loss_T, theta_T0, students, delta_T, x, eps, 1.0, args)
+            A_b, out_b = baseline_loop(model, losses, loss_T, theta_T0, students, delta_T, x, eps, 1.0, args)
             base_times.append(time.perf_counter() - t)
         base_s = min(base_times)
 

@@ -1,11 +1,13 @@
 """The ``subliminal-mlp theorem`` subcommand: a self-check of the paper's Theorem 1 (protocol.md §2).
 
-For each seed it builds the MLP (default: the paper's 784→256→256→10+3), a teacher step on
-``L_T`` (default: the class cross-entropy on a batch of MNIST training images), a batch of noise
-inputs, and runs :func:`subliminal_mlp.theory.sweep` over a grid of ε for the chosen student loss
-settings with a shared and with a different initialisation. It prints one table per loss setting
-and exits with status 1 when the theorem's prediction fails (0 when it holds; 2 on bad arguments
-or data), so it doubles as a self-check of the library.
+For each seed it builds the MLP (default: the paper's 784→256→256→10+3 ReLU network; ``--hidden``,
+``-m`` and ``--activation`` choose another :func:`subliminal_mlp.models.mlp`), a teacher step on
+``L_T`` built for that model (default: its class cross-entropy on a batch of MNIST training
+images), a batch of noise inputs, and runs :func:`subliminal_mlp.theory.sweep` over a grid of ε for
+the chosen student loss settings with a shared and with a different initialisation
+(:func:`subliminal_mlp.theorem.run_theorem_check`). It prints one table per loss setting and exits
+with status 1 when the theorem's prediction fails (0 when it holds; 2 on bad arguments or data), so
+it doubles as a self-check of the library.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _DESCRIPTION = (
 
 def register(sub) -> None:
     """Add the ``theorem`` subcommand to the ``subliminal-mlp`` parser (``sub``: its subparsers)."""
+    from .models import ACTIVATIONS
     from .theory import STANDARD_LOSSES
 
     d = Config()
@@ -33,6 +36,8 @@ def register(sub) -> None:
     t.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden_widths), metavar="W",
                    help="hidden layer widths (default 256 256, the paper's MLP)")
     t.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m")
+    t.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu",
+                   help="the MLP's activation (default relu, the paper's)")
     t.add_argument("--losses", nargs="+", choices=STANDARD_LOSSES, default=list(STANDARD_LOSSES),
                    help="student loss settings (default: all four)")
     t.add_argument("--teacher-loss", choices=("ce", "l2"), default="ce",
@@ -57,6 +62,7 @@ def register(sub) -> None:
 
 
 def _check(a: argparse.Namespace) -> None:
+    """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...)."""
     def bad(msg: str) -> None:
         raise ConfigError(msg)
 
@@ -81,11 +87,15 @@ def _check(a: argparse.Namespace) -> None:
 
 
 def _cmd_theorem(a: argparse.Namespace) -> int:
-    from . import theory
+    """Run the check for the parsed arguments ``a``; print the tables; 0 if the theorem holds, else 1."""
+    from . import theorem, theory
+    from .models import mlp
     from .results import atomic_write_text
 
     _check(a)
     cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
+    model = mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim,
+                activation=a.activation)
     images = labels = None
     data_info = {}
     if a.teacher_loss == "ce":
@@ -99,15 +109,15 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
         data_info = {"dataset": "mnist", "source_dir": str(ds.source_dir), "sha256": dict(ds.checksums)}
     eps = theory.eps_grid(a.eps_min, a.eps_max, a.n_eps)
     seeds = list(range(a.seed, a.seed + a.seeds))
-    record = theory.run_theorem_check(cfg, images, labels, losses=a.losses, eps=eps, seeds=seeds,
-                                      n_noise=a.n_noise, teacher_batch=a.teacher_batch, alpha=a.alpha,
-                                      teacher_loss=a.teacher_loss, data_info=data_info)
-    summary = theory.summarize(record, gap_tol=a.gap_tol, change_tol=a.change_tol)
-    print("Theorem 1 single-step check: " + theory.settings_caption(record))
+    record = theorem.run_theorem_check(images=images, labels=labels, model=model, losses=a.losses, eps=eps,
+                                       seeds=seeds, n_noise=a.n_noise, teacher_batch=a.teacher_batch, alpha=a.alpha,
+                                       teacher_loss=a.teacher_loss, data_info=data_info)
+    summary = theorem.summarize(record, gap_tol=a.gap_tol, change_tol=a.change_tol)
+    print("Theorem 1 single-step check: " + theorem.settings_caption(record))
     print()
-    print(theory.format_tables(summary))
+    print(theorem.format_tables(summary))
     if a.json:
         record = dict(record, summary=summary)
         atomic_write_text(a.json, json.dumps(record, indent=1) + "\n")
         print(f"wrote {a.json}")
-    return 0 if theory.theorem_holds(summary) else 1
+    return 0 if theorem.theorem_holds(summary) else 1

@@ -1,8 +1,8 @@
-r"""Single-step gradient analysis: checking the paper's Lemma 1 and Theorem 1 (protocol.md §2).
+r"""Single-step gradient analysis, the kernels: the quantities of Lemma 1 and Theorem 1 (protocol.md §2).
 
-The setting (Cloud et al. 2025, §6.1 and Appendix C). A network ``f_θ`` with ``n`` outputs; a
-teacher and a student initialisation ``θT0``, ``θS0``. The teacher takes one gradient step on any
-differentiable loss ``L_T``::
+The setting (Cloud et al. 2025, §6.1 and Appendix C). A network ``f_θ`` with ``n`` outputs (any
+:class:`~subliminal_mlp.models.Model`); a teacher and a student initialisation ``θT0``, ``θS0``.
+The teacher takes one gradient step on any differentiable loss ``L_T``::
 
     θT(ε) = θT0 + ε·ΔθT,            ΔθT = −∇L_T(θT0).
 
@@ -39,43 +39,48 @@ guaranteed.
 
 API overview
 ------------
-Everything is a pure function of parameter pytrees (as built by :func:`subliminal_mlp.model.init_params`
-for any widths, depth and m; ``apply_fn`` defaults to :func:`subliminal_mlp.model.apply`). The
-kernels are ``jax.jit``-compiled and can be ``jax.vmap``-ped (over ``eps``, say):
+Everything is a pure function of parameter pytrees. The network is a
+:class:`~subliminal_mlp.models.Model` passed as ``model=`` (any ``(init, apply)`` pair: an
+:func:`~subliminal_mlp.models.mlp` of any widths and activation, a Flax CNN through
+:func:`~subliminal_mlp.models.from_flax`, ...); ``apply_fn=`` still works, and with neither the
+network is the paper's ReLU MLP read off the parameters (:func:`subliminal_mlp.model.apply`).
+The kernels are ``jax.jit``-compiled and can be ``jax.vmap``-ped (over ``eps``, say):
 
 * :class:`StudentLoss` — a student loss setting; :func:`mse_all`, :func:`mse_aux`, :func:`ce_all`,
-  :func:`ce_aux`, :func:`standard_losses` build the four standard ones;
+  :func:`ce_aux`, :func:`standard_losses` build the four standard ones for a model (or a Config);
+* :class:`TeacherLoss` — a teacher loss *bound to a model*: :func:`class_cross_entropy_loss`
+  (``model``), :meth:`TeacherLoss.custom`; :func:`mnist_teacher_loss` is the one of the paper's
+  ReLU MLP and :func:`l2_teacher_loss` applies to any parameters. A kernel given a teacher loss
+  bound to another network raises :class:`~subliminal_mlp.models.ModelError`, naming both; any
+  teacher loss (a plain function too) is traced abstractly first, and one that cannot be applied
+  to the model's parameters is a ``ModelError`` before any compute;
 * :func:`teacher_update` — ``ΔθT = −∇L_T(θT0)``;
 * :func:`student_update` — ``ΔθS(ε)``;
 * :func:`output_tangent`, :func:`alignment_matrix`, :func:`quadratic_form`,
   :func:`first_order_coefficient` — ``v``, ``M(x)``, ``vᵀM(x)v`` and ``A``;
 * :func:`alignment` — ``ΔθS·ΔθT``, the cosine and the change of ``L_T`` at one ``ε``;
 * :func:`sweep` — the same over a whole grid of ``ε``, several loss settings and several student
-  initialisations in *one* compiled call, sharing what does not depend on ``ε`` or on the loss;
-* :func:`run_theorem_check`, :func:`summarize`, :func:`format_tables`, :func:`plot_theorem` —
-  the check on the paper's MLP and MNIST used by ``subliminal-mlp theorem`` and
-  ``experiments/theorem_single_step.py``.
+  initialisations in *one* compiled call, sharing what does not depend on ``ε`` or on the loss.
+
+The ``subliminal-mlp theorem`` command's protocol and report (``run_theorem_check``,
+``summarize``, ``format_tables``, ``plot_theorem``) live in :mod:`subliminal_mlp.theorem`.
 
 Precision: the checks need float64 (``ΔθS·ΔθT/ε − A`` is ``O(ε)``, far below float32 rounding
 at small ``ε``). Importing this module does not enable 64-bit mode; use the scope
-:func:`float64` (``jax.enable_x64``) and :func:`to_float64`, or ``precision="float64"`` of
-:func:`run_theorem_check`::
+:func:`float64` (``jax.enable_x64``) and :func:`to_float64`::
 
     with theory.float64():
-        params = theory.to_float64(params)
+        params = theory.to_float64(model.init(key))
         ...
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import functools
 import math
-import os
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,16 +90,15 @@ from jax.flatten_util import ravel_pytree
 from .config import Config
 from .losses import class_cross_entropy, masked_log_softmax
 from .model import apply as model_apply
-from .model import init_params, logit_mask
+from .models import MLP, Model, ModelError
 
 __all__ = [
     "StudentLoss", "mse_all", "mse_aux", "ce_all", "ce_aux", "standard_losses", "STANDARD_LOSSES",
     "float64", "to_float64", "tree_dot", "tree_norm", "tree_cosine",
     "student_loss_value", "output_gradient", "alignment_matrix", "quadratic_form",
     "teacher_update", "student_update", "output_tangent", "first_order_coefficient", "alignment",
-    "SweepResult", "sweep", "eps_grid", "mnist_teacher_loss", "l2_teacher_loss",
-    "run_theorem_check", "summarize", "format_tables", "plot_theorem", "theorem_holds", "settings_caption",
-    "FORMAT", "FORMAT_VERSION",
+    "SweepResult", "sweep", "eps_grid", "TeacherLoss", "class_cross_entropy_loss", "mnist_teacher_loss",
+    "l2_teacher_loss", "ModelError", "DEFAULT_NETWORK",
 ]
 
 Params = Any
@@ -102,8 +106,6 @@ LossT = Callable[..., jax.Array]
 
 #: The names of the four standard loss settings, in display order.
 STANDARD_LOSSES = ("mse_all", "mse_aux", "ce_all", "ce_aux")
-FORMAT = "subliminal-mlp/theorem"
-FORMAT_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- precision
@@ -116,6 +118,11 @@ def float64() -> Iterator[None]:
     The library itself stays in float32 outside the scope; importing this module changes
     nothing. Arrays created inside are float64 only if their inputs are: cast parameters and data
     with :func:`to_float64`.
+
+    >>> import jax.numpy as jnp
+    >>> with float64():
+    ...     print(to_float64(jnp.ones(2)).dtype)
+    float64
     """
     with jax.enable_x64(True):
         yield
@@ -140,12 +147,16 @@ def to_float64(tree: Any) -> Any:
 
 
 def tree_dot(a: Params, b: Params) -> jax.Array:
-    """``a·b`` of two parameter pytrees of the same structure (via ``ravel_pytree``)."""
+    """``a·b`` of two parameter pytrees of the same structure (via ``ravel_pytree``).
+
+    >>> float(tree_dot({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, 4.0])}))
+    11.0
+    """
     return jnp.vdot(ravel_pytree(a)[0], ravel_pytree(b)[0])
 
 
 def tree_norm(a: Params) -> jax.Array:
-    """Euclidean norm of a parameter pytree seen as one vector."""
+    """Euclidean norm ``‖a‖`` of a parameter pytree seen as one vector."""
     return jnp.linalg.norm(ravel_pytree(a)[0])
 
 
@@ -157,12 +168,62 @@ def tree_cosine(a: Params, b: Params) -> jax.Array:
 
 
 def _leaves_dot(a, b):
+    """``a·b`` summed leaf by leaf (no flattening copy)."""
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def _axpy(alpha, d, p):
     """``p + alpha·d`` leaf by leaf."""
     return jax.tree.map(lambda pi, di: pi + alpha * di, p, d)
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+class _Net(NamedTuple):
+    """The network a kernel differentiates: its ``apply``, its :class:`Model` (if given), a label."""
+
+    apply: Callable
+    model: Optional[Model]
+    label: str
+
+
+#: How errors name the network used when neither ``model=`` nor ``apply_fn=`` is given.
+DEFAULT_NETWORK = "the paper's ReLU MLP (subliminal_mlp.model.apply, the default; widths read off the parameters)"
+
+
+def _model_label(model: Model) -> str:
+    """``'name' (n_classes=…, aux_logits=…, input_shape=…, …)``: a model as errors name it."""
+    info = ", ".join(f"{k}={v}" for k, v in model.describe().items() if k != "name")
+    return f"model {model.name!r} ({info})"
+
+
+def _fn_name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def _network(model: Optional[Model], apply_fn: Optional[Callable]) -> _Net:
+    """Resolve ``model=`` / ``apply_fn=`` to the network: ``model.apply``, ``apply_fn``, or the default MLP."""
+    if model is not None:
+        if not isinstance(model, Model):
+            raise ModelError(f"model = {model!r} is not a subliminal_mlp.models.Model: build one with mlp(...), "
+                             "from_flax(...) or Model(init, apply, ...).")
+        if apply_fn is not None and apply_fn != model.apply:
+            raise ModelError(f"{_model_label(model)} and apply_fn = {_fn_name(apply_fn)} are two different networks: "
+                             "give only model= (apply_fn= is the older spelling of model.apply).")
+        return _Net(model.apply, model, _model_label(model))
+    if apply_fn is not None:
+        return _Net(apply_fn, None, f"apply_fn {_fn_name(apply_fn)}")
+    return _Net(model_apply, None, DEFAULT_NETWORK)
+
+
+def _is_reference_apply(fn) -> bool:
+    """Whether ``fn`` computes the paper's ReLU MLP (:func:`subliminal_mlp.model.apply` or an ``mlp`` ReLU)."""
+    if fn is model_apply:
+        return True
+    module = getattr(fn, "module", None)
+    return (isinstance(module, MLP) and module.activation is jax.nn.relu
+            and not getattr(fn, "method_kwargs", ()) and getattr(fn, "index", None) is None)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -215,19 +276,32 @@ def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
                                  "the two pytrees must come from the same architecture (widths, m).")
 
 
-def _check_inputs(apply_fn, theta: Params, x, losses: Sequence["StudentLoss"] = ()) -> int:
-    """``x`` is a non-empty ``(batch, input_dim)`` array the network accepts; returns ``n_outputs``."""
-    if jnp.ndim(x) != 2 or jnp.shape(x)[0] == 0:
-        raise ValueError(f"x must be a non-empty 2-D batch (n_examples, input_dim); got shape {jnp.shape(x)}.")
+def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] = ()) -> int:
+    """``x`` is a non-empty ``(batch, *input_shape)`` array the network accepts; returns ``n_outputs``."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) < 2 or shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch (n_examples, *input_shape), e.g. (n, input_dim) for an "
+                         f"MLP; got shape {shape}.")
+    if net.model is not None and shape[1:] != net.model.input_shape:
+        raise ModelError(f"x of shape {shape} does not fit the network: {net.label} takes inputs of shape "
+                         f"(batch, {', '.join(map(str, net.model.input_shape))}).")
     try:
-        out = jax.eval_shape(apply_fn, theta, x)
+        out = jax.eval_shape(net.apply, theta, x)
     except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"x of shape {jnp.shape(x)} does not fit the network: {e}") from e
-    n_out = out.shape[-1]
+        raise ModelError(f"x of shape {shape} does not fit the network ({net.label}), or the parameters are not "
+                         f"this network's: {type(e).__name__}: {e}") from e
+    out_shape = tuple(getattr(out, "shape", ()))
+    if len(out_shape) != 2 or out_shape[0] != shape[0]:
+        raise ModelError(f"{net.label} returns outputs of shape {out_shape} for {shape[0]} inputs; "
+                         "logits of shape (batch, n_outputs) are expected.")
+    n_out = out_shape[-1]
+    if net.model is not None and n_out != net.model.n_outputs:
+        raise ModelError(f"{net.label} returns {n_out} logits but declares n_classes + aux_logits = "
+                         f"{net.model.n_outputs}: fix the model's last layer or its n_classes / aux_logits.")
     for loss in losses:
         if loss.n_outputs != n_out:
             raise ValueError(f"loss setting {loss.label!r} has {loss.n_outputs} logit weights but the "
-                             f"network has {n_out} outputs: build it for this network (e.g. mse_all(cfg)).")
+                             f"network has {n_out} outputs: build it for this network (e.g. mse_all(model)).")
     return n_out
 
 
@@ -247,7 +321,10 @@ class StudentLoss:
     S = the m aux logits (protocol.md §2: the theorem holds for a fixed subset too).
 
     Build with :meth:`mse`, :meth:`ce` or the standard settings :func:`mse_all`, :func:`mse_aux`,
-    :func:`ce_all`, :func:`ce_aux`.
+    :func:`ce_all`, :func:`ce_aux`::
+
+        >>> StudentLoss.ce([3, 4], n_outputs=5).weights
+        (0.0, 0.0, 0.0, 1.0, 1.0)
     """
 
     kind: str
@@ -312,36 +389,51 @@ class StudentLoss:
         return jnp.asarray(self.weights, dtype=dtype)
 
 
-def mse_all(cfg: Config) -> StudentLoss:
-    """Squared error on all ``n_classes + m`` logits, unit weights."""
-    return StudentLoss.mse(np.asarray(logit_mask(cfg, "all")), "mse_all")
+def _mask(net: Config | Model, which: str) -> np.ndarray:
+    """0/1 weights over the ``n_classes + m`` logits of ``net`` (a Model or a Config): ``aux`` or ``all``."""
+    if not isinstance(net, (Config, Model)):
+        raise ValueError(f"{net!r} is neither a Model nor a Config: build loss settings for a model, "
+                         "e.g. mse_all(mlp()).")
+    if which == "aux":
+        return np.concatenate([np.zeros(net.n_classes), np.ones(net.aux_logits)])
+    return np.ones(net.n_classes + net.aux_logits)
 
 
-def mse_aux(cfg: Config) -> StudentLoss:
+def mse_all(net: Config | Model) -> StudentLoss:
+    """Squared error ``Σ_i (z_i − y_i)²`` on all ``n_classes + m`` logits of ``net`` (a Model or a Config)."""
+    return StudentLoss.mse(_mask(net, "all"), "mse_all")
+
+
+def mse_aux(net: Config | Model) -> StudentLoss:
     """Squared error on the m aux logits only (weight 0 on the class logits; Jiang et al.)."""
-    return StudentLoss.mse(np.asarray(logit_mask(cfg, "aux")), "mse_aux")
+    return StudentLoss.mse(_mask(net, "aux"), "mse_aux")
 
 
-def ce_all(cfg: Config) -> StudentLoss:
+def ce_all(net: Config | Model) -> StudentLoss:
     """Softmax cross-entropy on all logits (the paper's all-logits student)."""
-    return StudentLoss.ce(np.asarray(logit_mask(cfg, "all")), name="ce_all")
+    return StudentLoss.ce(_mask(net, "all"), name="ce_all")
 
 
-def ce_aux(cfg: Config) -> StudentLoss:
+def ce_aux(net: Config | Model) -> StudentLoss:
     """Softmax cross-entropy on the m aux logits only (the paper's aux-only student)."""
-    return StudentLoss.ce(np.asarray(logit_mask(cfg, "aux")), name="ce_aux")
+    return StudentLoss.ce(_mask(net, "aux"), name="ce_aux")
 
 
 _STANDARD = {"mse_all": mse_all, "mse_aux": mse_aux, "ce_all": ce_all, "ce_aux": ce_aux}
 
 
-def standard_losses(cfg: Config, names: Sequence[str] = STANDARD_LOSSES) -> tuple[StudentLoss, ...]:
-    """The standard loss settings named ``names`` (default all four) for the network of ``cfg``."""
+def standard_losses(net: Config | Model, names: Sequence[str] = STANDARD_LOSSES) -> tuple[StudentLoss, ...]:
+    """The standard loss settings named ``names`` (default all four) for ``net`` (a Model or a Config).
+
+    >>> from subliminal_mlp.models import mlp
+    >>> [loss.label for loss in standard_losses(mlp((8,), aux_logits=2), ["mse_aux", "ce_aux"])]
+    ['mse_aux', 'ce_aux']
+    """
     out = []
     for n in names:
         if n not in _STANDARD:
             raise ValueError(f"unknown loss setting {n!r}: choose from {STANDARD_LOSSES}.")
-        out.append(_STANDARD[n](cfg))
+        out.append(_STANDARD[n](net))
     return tuple(out)
 
 
@@ -378,6 +470,9 @@ def alignment_matrix(loss: StudentLoss, y: jax.Array) -> jax.Array:
 
     Squared error: ``2·diag(w)``. Cross-entropy on S: ``diag(p) − ppᵀ`` on S×S (0 elsewhere),
     ``p = σ(y_S)``. Positive semi-definite in both cases.
+
+    >>> alignment_matrix(StudentLoss.ce([1.0, 1.0]), jnp.zeros(2)).tolist()
+    [[0.25, -0.25], [-0.25, 0.25]]
     """
     w = loss.weight_array(y.dtype)
     n = w.shape[0]
@@ -403,6 +498,149 @@ def quadratic_form(loss: StudentLoss, y: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.sum(p * jnp.square(v - mean), axis=-1)  # = Σ p v² − (Σ p v)², without cancellation
 
 
+# ----------------------------------------------------------------------------- teacher losses
+
+
+@dataclass(frozen=True)
+class TeacherLoss:
+    """A teacher loss ``L_T(params, *args) -> scalar`` *bound to the network it differentiates*.
+
+    Hashable (a static ``jit`` argument) and callable like a plain loss. ``kind``:
+
+    * ``"class_ce"``: ``L_T(θ; X, labels) = −mean_i log softmax(f_θ(X_i)[:n_classes])[label_i]``,
+      the paper's teacher loss (mean class cross-entropy, aux logits not in the loss). ``f`` is
+      ``model.apply``; ``model = None`` means the paper's ReLU MLP read off the parameters
+      (:func:`mnist_teacher_loss`). Images are reshaped to ``(batch, *model.input_shape)``.
+    * ``"custom"``: ``L_T(θ, *args) = fn(model, θ, *args)`` (see :meth:`custom`).
+
+    A kernel given ``model=`` (or ``apply_fn=``) and a teacher loss bound to a different network
+    raises :class:`~subliminal_mlp.models.ModelError` naming both, so the teacher's step ``ΔθT``
+    is never the gradient of another network. Build with :func:`class_cross_entropy_loss`.
+    """
+
+    kind: str
+    model: Optional[Model] = None
+    n_classes: int = 10
+    fn: Optional[Callable] = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("class_ce", "custom"):
+            raise ValueError(f"TeacherLoss kind = {self.kind!r}: choose 'class_ce' or 'custom'.")
+        if self.model is not None and not isinstance(self.model, Model):
+            raise ModelError(f"TeacherLoss model = {self.model!r} is not a subliminal_mlp.models.Model.")
+        if self.kind == "class_ce" and self.model is not None:
+            object.__setattr__(self, "n_classes", self.model.n_classes)
+        if self.kind == "custom" and (self.model is None or not callable(self.fn)):
+            raise ValueError("a custom TeacherLoss needs a model and fn(model, params, *args) -> scalar.")
+
+    @classmethod
+    def custom(cls, fn: Callable, model: Model, name: str = "") -> "TeacherLoss":
+        """``L_T(θ, *args) = fn(model, θ, *args)``: any differentiable loss of ``model``'s outputs.
+
+        >>> from subliminal_mlp.models import mlp
+        >>> net = mlp((4,), input_dim=3)
+        >>> L_T = TeacherLoss.custom(lambda m, p, x: jnp.mean(m.apply(p, x) ** 2), net, "mean_square")
+        >>> float(L_T(net.init(jax.random.PRNGKey(0)), jnp.zeros((2, 3))))
+        0.0
+        """
+        return cls("custom", model=model, n_classes=model.n_classes, fn=fn, name=name or _fn_name(fn))
+
+    @property
+    def label(self) -> str:
+        """``name`` if given, else the kind."""
+        return self.name or self.kind
+
+    @property
+    def network_label(self) -> str:
+        """The network the loss differentiates, as errors name it."""
+        return DEFAULT_NETWORK if self.model is None else _model_label(self.model)
+
+    def __call__(self, params: Params, *args) -> jax.Array:
+        """``L_T(params, *args)`` (see the class docstring for the formula of each kind)."""
+        if self.kind == "custom":
+            return self.fn(self.model, params, *args)
+        if len(args) != 2:
+            raise TypeError(f"the class cross-entropy L_T takes (params, images, labels); got {len(args)} "
+                            "argument(s) after params.")
+        images, labels = args
+        if self.model is None:
+            return class_cross_entropy(model_apply(params, images), labels, self.n_classes)
+        images = jnp.reshape(images, (jnp.shape(images)[0], *self.model.input_shape))
+        return class_cross_entropy(self.model.apply(params, images), labels, self.n_classes)
+
+    def fits(self, net: _Net) -> bool:
+        """Whether the network ``net`` of a kernel is the one this loss differentiates."""
+        m = self.model
+        if m is not None and net.model is not None and net.model == m:
+            return True
+        if m is not None and net.model is None and net.apply == m.apply:
+            return True
+        # both are the paper's ReLU MLP (the parameters' shapes then decide the widths)
+        reference = _is_reference_apply(net.apply) and (m is None or _is_reference_apply(m.apply))
+        classes = {c for c in (self.n_classes, None if net.model is None else net.model.n_classes) if c is not None}
+        return reference and len(classes) == 1 and (m is None or net.model is None or m == net.model)
+
+
+def class_cross_entropy_loss(model: Model) -> TeacherLoss:
+    """The paper's teacher loss for ``model``: ``L_T(θ; X, labels)`` = mean class cross-entropy of ``f_θ(X)``.
+
+    ``L_T = −(1/B) Σ_i log softmax(f_θ(X_i)[:n_classes])[label_i]`` with ``f = model.apply``; its
+    gradient ``−ΔθT`` goes through ``model``'s own network (protocol.md §2, the teacher's step).
+
+    >>> from subliminal_mlp.models import mlp
+    >>> net = mlp((8,), activation="tanh")
+    >>> L_T = class_cross_entropy_loss(net)
+    >>> round(float(L_T(net.init(jax.random.PRNGKey(0)), jnp.zeros((4, 784)), jnp.arange(4))), 4)  # log 10
+    2.3026
+    """
+    if not isinstance(model, Model):
+        raise ModelError(f"class_cross_entropy_loss needs a subliminal_mlp.models.Model; got {model!r}. For the "
+                         "paper's MLP read off the parameters use mnist_teacher_loss(n_classes).")
+    return TeacherLoss("class_ce", model=model, n_classes=model.n_classes, name="class_ce")
+
+
+def mnist_teacher_loss(n_classes: int = 10) -> TeacherLoss:
+    """``L_T(params, images, labels)``: mean class cross-entropy of the paper's ReLU MLP.
+
+    The network is :func:`subliminal_mlp.model.apply` (the ReLU MLP, widths read off the
+    parameters): the kernels accept it only with that network (the default, or an ``mlp`` with
+    ReLU and ``n_classes`` classes) and raise ``ModelError`` with any other. For another model use
+    :func:`class_cross_entropy_loss` (``model``).
+    """
+    return TeacherLoss("class_ce", model=None, n_classes=int(n_classes), name="class_ce")
+
+
+def l2_teacher_loss(params) -> jax.Array:
+    """``L_T(params) = ½‖θ‖²``: a regulariser as the teacher's loss (``ΔθT = −θT0``), for any model."""
+    return 0.5 * _leaves_dot(params, params)
+
+
+def _check_teacher_loss(loss_T, theta: Params, args: tuple, net: Optional[_Net]) -> None:
+    """Raise before any compute when ``loss_T`` is bound to a network other than ``net``, or cannot be applied.
+
+    ``net = None``: no network to match (``teacher_update`` without ``model=``/``apply_fn=``).
+    """
+    if not callable(loss_T):
+        raise ValueError(f"loss_T = {loss_T!r} is not callable: give L_T(params, *args) -> scalar, e.g. "
+                         "class_cross_entropy_loss(model).")
+    bound = isinstance(loss_T, TeacherLoss)
+    if bound and net is not None and not loss_T.fits(net):
+        raise ModelError(f"teacher loss {loss_T.label!r} is built for {loss_T.network_label}, but the network here "
+                         f"is {net.label}: its gradient would be another network's. Build the teacher loss for this "
+                         "model (class_cross_entropy_loss(model)) and pass the same model= to every kernel.")
+    label = repr(loss_T.label) if bound else _fn_name(loss_T)
+    where = loss_T.network_label if bound else (net.label if net is not None else "the given parameters")
+    try:
+        out = jax.eval_shape(loss_T, theta, *args)
+    except Exception as e:  # noqa: BLE001 - any failure of a user's loss is reported with its cause
+        raise ModelError(f"teacher loss {label} cannot be applied to the parameters of {where} "
+                         f"(with {len(args)} loss_T_args): {type(e).__name__}: {e}") from e
+    if tuple(getattr(out, "shape", (None,))) != ():
+        raise ModelError(f"teacher loss {label} must return a scalar; on the parameters of {where} it returns "
+                         f"{getattr(out, 'shape', out)}.")
+
+
 # ----------------------------------------------------------------------------- kernels
 
 def _jit(*static):
@@ -415,13 +653,24 @@ def _teacher_update(theta_T0, loss_T_args, *, loss_T):
     return jax.tree.map(jnp.negative, g)
 
 
-def teacher_update(loss_T: LossT, theta_T0: Params, *loss_T_args) -> Params:
-    """``ΔθT = −∇L_T(θT0)`` for any differentiable ``L_T(params, *loss_T_args) -> scalar``.
+def teacher_update(loss_T: LossT, theta_T0: Params, *loss_T_args, model: Optional[Model] = None,
+                   apply_fn: Optional[Callable] = None) -> Params:
+    """``ΔθT = −∇L_T(θT0)`` for any differentiable ``L_T(params, *loss_T_args) -> scalar`` (protocol.md §2).
 
-    ``L_T`` can be the MNIST class cross-entropy (:func:`mnist_teacher_loss`), a regulariser
-    (:func:`l2_teacher_loss`), a loss on other inputs, ... Pass data as ``loss_T_args`` rather
-    than closing over it, so it is not baked into the compiled program.
+    ``L_T`` can be the class cross-entropy of a model (:func:`class_cross_entropy_loss`), a
+    regulariser (:func:`l2_teacher_loss`), a loss on other inputs, ... Pass data as
+    ``loss_T_args`` rather than closing over it, so it is not baked into the compiled program.
+    With ``model=`` (or ``apply_fn=``) a :class:`TeacherLoss` bound to another network raises;
+    any ``L_T`` that cannot be applied to ``θT0`` raises a ``ModelError`` before any compute.
+
+    >>> from subliminal_mlp.models import mlp
+    >>> net = mlp((4,), input_dim=3)
+    >>> p = net.init(jax.random.PRNGKey(0))
+    >>> bool(tree_dot(teacher_update(l2_teacher_loss, p, model=net), p) == -tree_dot(p, p))  # ΔθT = −θT0
+    True
     """
+    net = _network(model, apply_fn) if (model is not None or apply_fn is not None) else None
+    _check_teacher_loss(loss_T, theta_T0, tuple(loss_T_args), net)
     return _teacher_update(theta_T0, tuple(loss_T_args), loss_T=loss_T)
 
 
@@ -434,16 +683,18 @@ def _student_update(theta_S0, theta_T0, delta_T, x, eps, *, loss, apply_fn):
 
 
 def student_update(loss: StudentLoss, theta_S0: Params, theta_T0: Params, delta_T: Params, x: jax.Array,
-                   eps, *, apply_fn: Callable = model_apply) -> Params:
-    """``ΔθS(ε) = −∇_θ E_x L_S(f_θS0(x), f_{θT0+εΔθT}(x))`` (mean over the rows of ``x``).
+                   eps, *, apply_fn: Optional[Callable] = None, model: Optional[Model] = None) -> Params:
+    """``ΔθS(ε) = −∇_θ E_x L_S(f_θS0(x), f_{θT0+εΔθT}(x))`` (mean over the rows of ``x``; protocol.md §2).
 
     Computed as the VJP of the student's outputs applied to the closed-form ``∂L_S/∂z``
-    (:func:`output_gradient`). ``eps > 0`` (a scalar; ``vmap`` over it for a grid).
+    (:func:`output_gradient`). ``eps > 0`` (a scalar; ``vmap`` over it for a grid). ``f`` is
+    ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP).
     """
+    net = _network(model, apply_fn)
     _check_positive("eps", eps)
     _check_trees("theta_T0", theta_T0, theta_S0=theta_S0, delta_T=delta_T)
-    _check_inputs(apply_fn, theta_T0, x, (loss,))
-    return _student_update(theta_S0, theta_T0, delta_T, x, eps, loss=loss, apply_fn=apply_fn)
+    _check_inputs(net, theta_T0, x, (loss,))
+    return _student_update(theta_S0, theta_T0, delta_T, x, eps, loss=loss, apply_fn=net.apply)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
@@ -451,12 +702,13 @@ def _output_tangent(theta_T0, delta_T, x, *, apply_fn):
     return jax.jvp(lambda p: apply_fn(p, x), (theta_T0,), (delta_T,))
 
 
-def output_tangent(theta_T0: Params, delta_T: Params, x: jax.Array, *,
-                   apply_fn: Callable = model_apply) -> tuple[jax.Array, jax.Array]:
-    """``(y0, v)``: the teacher's initial outputs ``f_θT0(x)`` and ``v = J_x ΔθT`` by ``jax.jvp``."""
+def output_tangent(theta_T0: Params, delta_T: Params, x: jax.Array, *, apply_fn: Optional[Callable] = None,
+                   model: Optional[Model] = None) -> tuple[jax.Array, jax.Array]:
+    """``(y0, v)``: the teacher's initial outputs ``f_θT0(x)`` and ``v = J_x ΔθT`` by ``jax.jvp`` (§2)."""
+    net = _network(model, apply_fn)
     _check_trees("theta_T0", theta_T0, delta_T=delta_T)
-    _check_inputs(apply_fn, theta_T0, x)
-    return _output_tangent(theta_T0, delta_T, x, apply_fn=apply_fn)
+    _check_inputs(net, theta_T0, x)
+    return _output_tangent(theta_T0, delta_T, x, apply_fn=net.apply)
 
 
 @_jit("loss", "apply_fn")
@@ -466,14 +718,26 @@ def _first_order_coefficient(theta_T0, delta_T, x, *, loss, apply_fn):
 
 
 def first_order_coefficient(loss: StudentLoss, theta_T0: Params, delta_T: Params, x: jax.Array, *,
-                            apply_fn: Callable = model_apply) -> jax.Array:
-    """``A = E_x[vᵀ M(x) v]``, ``v = J_x ΔθT`` (jvp), ``M`` in closed form: ``ΔθS·ΔθT = εA + O(ε²)``.
+                            apply_fn: Optional[Callable] = None, model: Optional[Model] = None) -> jax.Array:
+    """``A = E_x[vᵀ M(x) v]``, ``v = J_x ΔθT`` (jvp), ``M`` in closed form: ``ΔθS·ΔθT = εA + O(ε²)`` (§2).
 
     Exact (no finite differences); ``A ≥ 0`` (Lemma 1). Valid for the shared initialisation.
+    ``f`` is ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP).
+
+    >>> from subliminal_mlp.models import mlp
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0 = to_float64(net.init(jax.random.PRNGKey(0)))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(1), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     d_t = teacher_update(l2_teacher_loss, t0)
+    ...     A = float(first_order_coefficient(ce_aux(net), t0, d_t, x, model=net))
+    >>> A > 0
+    True
     """
+    net = _network(model, apply_fn)
     _check_trees("theta_T0", theta_T0, delta_T=delta_T)
-    _check_inputs(apply_fn, theta_T0, x, (loss,))
-    return _first_order_coefficient(theta_T0, delta_T, x, loss=loss, apply_fn=apply_fn)
+    _check_inputs(net, theta_T0, x, (loss,))
+    return _first_order_coefficient(theta_T0, delta_T, x, loss=loss, apply_fn=net.apply)
 
 
 @_jit("loss", "loss_T", "apply_fn")
@@ -486,19 +750,22 @@ def _alignment(theta_S0, theta_T0, delta_T, x, eps, alpha, loss_T_args, *, loss,
 
 
 def alignment(loss: StudentLoss, loss_T: LossT, theta_S0: Params, theta_T0: Params, delta_T: Params,
-              x: jax.Array, eps, alpha=1.0, loss_T_args: tuple = (), *,
-              apply_fn: Callable = model_apply) -> dict[str, jax.Array]:
-    """At one ``ε``: ``{"dot": ΔθS·ΔθT, "cos": cos(ΔθS, ΔθT), "delta_LT": L_T(θS0+αΔθS) − L_T(θS0)}``.
+              x: jax.Array, eps, alpha=1.0, loss_T_args: tuple = (), *, apply_fn: Optional[Callable] = None,
+              model: Optional[Model] = None) -> dict[str, jax.Array]:
+    """At one ``ε``: ``{"dot": ΔθS·ΔθT, "cos": cos(ΔθS, ΔθT), "delta_LT": L_T(θS0+αΔθS) − L_T(θS0)}`` (§2).
 
     Vmappable over ``eps`` (and ``alpha``). For a grid prefer :func:`sweep`, which shares the
-    work that does not depend on ``ε`` or on the loss.
+    work that does not depend on ``ε`` or on the loss. ``loss_T`` must be built for the network
+    (``model``; a :class:`TeacherLoss` bound to another one raises ``ModelError``).
     """
+    net = _network(model, apply_fn)
     _check_positive("eps", eps)
     _check_positive("alpha", alpha)
     _check_trees("theta_T0", theta_T0, theta_S0=theta_S0, delta_T=delta_T)
-    _check_inputs(apply_fn, theta_T0, x, (loss,))
+    _check_inputs(net, theta_T0, x, (loss,))
+    _check_teacher_loss(loss_T, theta_S0, tuple(loss_T_args), net)
     return _alignment(theta_S0, theta_T0, delta_T, x, eps, alpha, tuple(loss_T_args), loss=loss,
-                      loss_T=loss_T, apply_fn=apply_fn)
+                      loss_T=loss_T, apply_fn=net.apply)
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -581,13 +848,16 @@ def _sweep(theta_T0, students, delta_T, x, eps, alpha, loss_T_args, *, losses, l
 
 def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, students: Sequence[Params],
           x: jax.Array, eps, *, alpha=1.0, loss_T_args: tuple = (), delta_T: Params | None = None,
-          apply_fn: Callable = model_apply, eps_batch: int | None = None) -> SweepResult:
-    """The whole single-step analysis over a grid of ``ε`` in one compiled call.
+          apply_fn: Optional[Callable] = None, model: Optional[Model] = None,
+          eps_batch: int | None = None) -> SweepResult:
+    """The whole single-step analysis (protocol.md §2) over a grid of ``ε`` in one compiled call.
 
     For every student initialisation in ``students`` (e.g. ``(θT0, θ_other)``: the shared
     initialisation and the control), every loss setting in ``losses`` and every ``ε`` in ``eps``
     (1-D, all > 0), computes ``ΔθS(ε)·ΔθT``, the cosine, ``L_T(θS0 + αΔθS(ε)) − L_T(θS0)``, and
     ``A = E_x vᵀMv`` (see :class:`SweepResult`). ``ΔθT = −∇L_T(θT0)`` unless ``delta_T`` is given.
+    The network is ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP) and ``loss_T``
+    must be built for it (a :class:`TeacherLoss` bound to another network raises ``ModelError``).
 
     Work is shared as the structure allows: the teacher's jvp (for ``A``) once; each student's
     forward pass and VJP at ``θS0`` once (they do not depend on ``ε``); the teacher's outputs
@@ -595,11 +865,22 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     groups of ``eps_batch`` values advanced together (a ``vmap``), which bounds memory; by default
     ``eps_batch = max(1, 8 // (len(losses)·len(students)))``, about eight student updates per step
     (larger groups were slower on CPU: the batched matmuls gain nothing and memory traffic grows).
+
+    >>> from subliminal_mlp.models import mlp
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0, other = (to_float64(net.init(jax.random.PRNGKey(s))) for s in (0, 1))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(2), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     res = sweep(standard_losses(net), l2_teacher_loss, t0, [t0, other], x, [1e-6, 1e-3], model=net)
+    ...     res = jax.tree.map(np.asarray, res)
+    >>> bool(np.allclose(res.dot[0, :, 0] / 1e-6, res.A, rtol=1e-4)), res.dot.shape  # ΔθS·ΔθT/ε → A
+    (True, (2, 4, 2))
     """
+    net = _network(model, apply_fn)
     losses = tuple(losses)
     students = tuple(students)
     if not losses:
-        raise ValueError("losses is empty: give at least one StudentLoss (e.g. standard_losses(cfg)).")
+        raise ValueError("losses is empty: give at least one StudentLoss (e.g. standard_losses(model)).")
     if not students:
         raise ValueError("students is empty: give at least one student initialisation θS0.")
     for i, l in enumerate(losses):
@@ -611,9 +892,10 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     _check_positive("eps", eps)
     _check_positive("alpha", alpha)
     _check_trees("theta_T0", theta_T0, **{f"students[{i}]": s for i, s in enumerate(students)})
-    _check_inputs(apply_fn, theta_T0, x, losses)
+    _check_inputs(net, theta_T0, x, losses)
+    _check_teacher_loss(loss_T, theta_T0, tuple(loss_T_args), net)
     if delta_T is None:
-        delta_T = teacher_update(loss_T, theta_T0, *loss_T_args)
+        delta_T = _teacher_update(theta_T0, tuple(loss_T_args), loss_T=loss_T)
     else:
         _check_trees("theta_T0", theta_T0, delta_T=delta_T)
     if eps_batch is None:  # about 8 (student, loss) parameter sets per step: measured fastest on CPU
@@ -622,327 +904,17 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     if eps_batch < 1:
         raise ValueError(f"eps_batch must be >= 1; got {eps_batch}.")
     return _sweep(theta_T0, students, delta_T, x, eps.astype(x.dtype), jnp.asarray(alpha, x.dtype),
-                  tuple(loss_T_args), losses=losses, loss_T=loss_T, apply_fn=apply_fn, eps_batch=eps_batch)
+                  tuple(loss_T_args), losses=losses, loss_T=loss_T, apply_fn=net.apply, eps_batch=eps_batch)
 
 
 def eps_grid(eps_min: float = 1e-6, eps_max: float = 1.0, n: int = 64) -> np.ndarray:
-    """``n`` log-spaced step sizes from ``eps_min`` to ``eps_max`` (float64 NumPy array)."""
+    """``n`` log-spaced step sizes ``ε_k = eps_min·(eps_max/eps_min)^(k/(n−1))`` (float64 NumPy array).
+
+    >>> eps_grid(1e-4, 1e-1, 4).tolist()
+    [0.0001, 0.001, 0.01, 0.1]
+    """
     if not (eps_min > 0 and eps_max > eps_min and math.isfinite(eps_max)):
         raise ValueError(f"need 0 < eps_min < eps_max < inf; got eps_min={eps_min}, eps_max={eps_max}.")
     if n < 2:
         raise ValueError(f"the ε grid needs at least 2 values; got n={n}.")
     return np.geomspace(eps_min, eps_max, n)
-
-
-# ----------------------------------------------------------------------------- teacher losses
-
-
-def mnist_teacher_loss(n_classes: int = 10) -> LossT:
-    """``L_T(params, images, labels)``: mean class cross-entropy (the paper's teacher loss)."""
-    return _CE_LOSSES.setdefault(n_classes, functools.partial(_mnist_ce, n_classes=n_classes))
-
-
-def _mnist_ce(params, images, labels, *, n_classes):
-    return class_cross_entropy(model_apply(params, images), labels, n_classes)
-
-
-_CE_LOSSES: dict[int, LossT] = {}
-
-
-def l2_teacher_loss(params) -> jax.Array:
-    """``L_T(params) = ½‖θ‖²``: a regulariser as the teacher's loss (``ΔθT = −θT0``)."""
-    return 0.5 * _leaves_dot(params, params)
-
-
-# ----------------------------------------------------------------------------- the full check
-
-
-def run_theorem_check(cfg: Config, images: np.ndarray | None = None, labels: np.ndarray | None = None, *,
-                      losses: Sequence[str] = STANDARD_LOSSES, eps: Sequence[float] | None = None,
-                      seeds: Sequence[int] = (0, 1, 2), n_noise: int = 1024, teacher_batch: int = 1024,
-                      alpha: float = 1.0, teacher_loss: str = "ce", precision: str = "float64",
-                      eps_batch: int | None = None, data_info: dict | None = None) -> dict[str, Any]:
-    """Run the single-step check on the MLP of ``cfg`` for each seed; return a JSON-ready record.
-
-    Seed ``s``: ``θT0 = init_params(k_init)``, the control student ``θS0' = init_params(k_other)``
-    (a different initialisation), ``n_noise`` uniform-noise inputs ``x`` in [-1, 1]
-    (:func:`subliminal_mlp.training.noise_images`), and ``L_T`` = the class cross-entropy on
-    ``teacher_batch`` training examples drawn at random from ``images, labels``
-    (``teacher_loss="ce"``) or ``½‖θ‖²`` (``"l2"``, no data needed). One :func:`sweep` per seed
-    covers every loss setting in ``losses``, every ``ε`` and both initialisations.
-    """
-    from .experiment import run_key
-    from .training import noise_images
-
-    if precision not in ("float64", "float32"):
-        raise ValueError(f"precision = {precision!r}: choose 'float64' or 'float32'.")
-    if teacher_loss not in ("ce", "l2"):
-        raise ValueError(f"teacher_loss = {teacher_loss!r}: choose 'ce' (MNIST class cross-entropy) or 'l2'.")
-    loss_settings = standard_losses(cfg, losses)
-    eps = np.asarray(eps_grid() if eps is None else eps, dtype=np.float64)
-    _check_positive("eps", eps)
-    _check_positive("alpha", alpha)
-    if teacher_loss == "ce":
-        if images is None or labels is None:
-            raise ValueError("teacher_loss='ce' needs MNIST images and labels.")
-        if not 1 <= teacher_batch <= images.shape[0]:
-            raise ValueError(f"teacher_batch = {teacher_batch} must be in 1..{images.shape[0]}.")
-    if n_noise < 1:
-        raise ValueError(f"n_noise = {n_noise} must be >= 1.")
-    scope = float64() if precision == "float64" else contextlib.nullcontext()
-    per_seed = []
-    timing = []
-    with scope:
-        cast = to_float64 if precision == "float64" else (lambda t: t)
-        for s in seeds:
-            k = run_key(int(s), 0)
-            k_init, k_other, k_noise, k_batch = (jax.random.fold_in(k, i) for i in range(4))
-            theta_T0 = cast(init_params(k_init, cfg))
-            theta_other = cast(init_params(k_other, cfg))
-            x = cast(noise_images(k_noise, jnp.arange(n_noise), cfg.input_dim))
-            if teacher_loss == "ce":
-                idx = np.asarray(jax.random.choice(k_batch, images.shape[0], (teacher_batch,), replace=False))
-                args = (cast(jnp.asarray(images[idx])), jnp.asarray(labels[idx]))
-                loss_T = mnist_teacher_loss(cfg.n_classes)
-            else:
-                args = ()
-                loss_T = l2_teacher_loss
-            t0 = time.perf_counter()
-            res = sweep(loss_settings, loss_T, theta_T0, (theta_T0, theta_other), x, eps, alpha=alpha,
-                        loss_T_args=args, eps_batch=eps_batch)
-            res = jax.tree.map(lambda a: np.asarray(a, dtype=np.float64), res)
-            timing.append(time.perf_counter() - t0)
-            per_seed.append(res)
-    from .results import environment
-
-    rec_losses = {}
-    for k_i, setting in enumerate(loss_settings):
-        entry = {"kind": setting.kind, "weights": list(setting.weights)}
-        for init_i, init in enumerate(("shared", "different")):
-            entry[init] = {
-                "dot": [r.dot[init_i, k_i].tolist() for r in per_seed],
-                "cos": [r.cos[init_i, k_i].tolist() for r in per_seed],
-                "delta_LT": [r.delta_LT[init_i, k_i].tolist() for r in per_seed],
-                "norm_S": [r.norm_S[init_i, k_i].tolist() for r in per_seed],
-                "change": [r.change[init_i, k_i].tolist() for r in per_seed],
-                "dot0": [float(r.dot0[init_i, k_i]) for r in per_seed],
-                "norm_S0": [float(r.norm_S0[init_i, k_i]) for r in per_seed],
-            }
-        entry["A"] = [float(r.A[k_i]) for r in per_seed]
-        rec_losses[setting.name] = entry
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"hidden_widths": list(cfg.hidden_widths), "aux_logits": cfg.aux_logits,
-                     "n_classes": cfg.n_classes, "input_dim": cfg.input_dim, "n_noise": n_noise,
-                     "teacher_loss": teacher_loss, "teacher_batch": teacher_batch if teacher_loss == "ce" else None,
-                     "alpha": float(alpha), "precision": precision, "seeds": [int(s) for s in seeds],
-                     "losses": list(losses)},
-        "eps": eps.tolist(),
-        "LT0": {"shared": [float(r.LT0[0]) for r in per_seed], "different": [float(r.LT0[1]) for r in per_seed]},
-        "norm_T": [float(r.norm_T) for r in per_seed],
-        "losses": rec_losses,
-        "data": data_info or {},
-        "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"sweep_s_per_seed_incl_compile": timing},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: float = 1e-3) -> dict[str, Any]:
-    """Per loss setting and seed, the table's numbers and the verdict of the theorem's predictions.
-
-    Shared initialisation, at the smallest ``ε``: the relative gap ``|ΔθS·ΔθT/ε − A| / A`` must be
-    ``≤ gap_tol`` (Lemma 1's first-order term; when ``A = 0`` the theorem's other branch,
-    ``ΔθS·ΔθT/ε ≈ 0``, is checked instead), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
-    (Theorem 1). Different initialisation (control): ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖ ≤ change_tol``
-    at the smallest ``ε`` — the teacher's step drops out at first order; its sign is reported, not
-    checked (no sign is predicted).
-    """
-    eps = np.asarray(record["eps"])
-    i0 = int(np.argmin(eps))
-    e0 = eps[i0]
-    out: dict[str, Any] = {"eps_min": float(e0), "gap_tol": gap_tol, "change_tol": change_tol, "losses": {}}
-    all_ok = True
-    for name, entry in record["losses"].items():
-        rows = []
-        for s_i, seed in enumerate(record["settings"]["seeds"]):
-            A = entry["A"][s_i]
-            sh, df = entry["shared"], entry["different"]
-            dot = np.asarray(sh["dot"][s_i])
-            ratio = dot[i0] / e0
-            dlt = np.asarray(sh["delta_LT"][s_i])
-            scale = max(abs(A), 1e-300)
-            size = max(record["norm_T"][s_i] ** 2, 1e-300)  # ‖ΔθT‖²: the natural scale of A
-            if abs(A) <= 1e-14 * size:
-                # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε ≈ 0 and L_T does
-                # not move at first order (only rounding is allowed).
-                gap = abs(ratio) / size
-                ok_gap = gap <= gap_tol
-                ok_sign = True
-                ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
-            else:
-                gap = abs(ratio - A) / scale
-                ok_gap = gap <= gap_tol
-                ok_sign = ratio >= -gap_tol * scale
-                ok_lt = dlt[i0] < 0
-            decreasing = np.nonzero(dlt < 0)[0]
-            # the largest ε up to which L_T decreases at every grid point (from the smallest up)
-            order = np.argsort(eps)
-            run_ok = np.cumprod(dlt[order] < 0).astype(bool)
-            eps_dec = float(eps[order][run_ok].max()) if run_ok.any() else None
-            d_dot = np.asarray(df["dot"][s_i])
-            d_change = np.asarray(df["change"][s_i])[i0] / max(df["norm_S0"][s_i], 1e-300)
-            ok_ctrl = d_change <= change_tol
-            ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
-            all_ok &= ok
-            rows.append({
-                "seed": seed, "A": A, "ratio": float(ratio), "rel_gap": float(gap),
-                "delta_LT": float(dlt[i0]), "cos": float(sh["cos"][s_i][i0]),
-                "eps_LT_decreases_up_to": eps_dec, "n_eps_LT_decreases": int(decreasing.size),
-                "ctrl_ratio": float(d_dot[i0] / e0), "ctrl_dot": float(d_dot[i0]),
-                "ctrl_cos": float(df["cos"][s_i][i0]), "ctrl_delta_LT": float(df["delta_LT"][s_i][i0]),
-                "ctrl_change": float(d_change),
-                "checks": {"gap": bool(ok_gap), "sign": bool(ok_sign), "LT_decreases": bool(ok_lt),
-                           "control_first_order": bool(ok_ctrl)},
-                "ok": ok,
-            })
-        out["losses"][name] = rows
-    out["ok"] = bool(all_ok)
-    return out
-
-
-def theorem_holds(summary: dict[str, Any]) -> bool:
-    """Whether every check of :func:`summarize` passed."""
-    return bool(summary["ok"])
-
-
-def _opt(v) -> str:
-    return "-" if v is None else f"{v:.1e}"
-
-
-def _sign(v: float) -> str:
-    return "−" if v < 0 else ("+" if v > 0 else "0")
-
-
-def format_tables(summary: dict[str, Any]) -> str:
-    """One plain-text table per loss setting (rows: seeds), then the verdict."""
-    e0 = summary["eps_min"]
-    lines = []
-    for name, rows in summary["losses"].items():
-        lines.append(f"loss setting: {name}    (ε_min = {e0:.1e}; shared init: θS0 = θT0; control: θS0 ≠ θT0)")
-        head = (f"{'seed':>4} {'A':>11} {'dot/ε@ε_min':>12} {'rel gap':>9} {'ΔL_T@ε_min':>11} {'sign':>4} "
-                f"{'L_T↓ to ε':>9} {'cos':>9} | {'ctrl dot/ε':>11} {'ctrl cos':>9} {'ctrl ΔL_T':>10} "
-                f"{'ctrl drift':>10}  ok")
-        lines.append(head)
-        lines.append("-" * len(head))
-        for r in rows:
-            lines.append(
-                f"{r['seed']:>4} {r['A']:>11.4e} {r['ratio']:>12.4e} {r['rel_gap']:>9.1e} {r['delta_LT']:>11.3e} "
-                f"{_sign(r['delta_LT']):>4} {_opt(r['eps_LT_decreases_up_to']):>9} {r['cos']:>9.2e} | "
-                f"{r['ctrl_ratio']:>11.3e} {r['ctrl_cos']:>9.2e} {r['ctrl_delta_LT']:>10.2e} "
-                f"{r['ctrl_change']:>10.1e}  {'yes' if r['ok'] else 'NO'}")
-        lines.append("")
-    verdict = ("PASS: ΔθS·ΔθT/ε → A ≥ 0 and L_T decreases at small ε with a shared initialisation; "
-               "the teacher's step drops out at first order with a different one."
-               if summary["ok"] else
-               "FAIL: the theorem's prediction was not met (see the rows marked NO).")
-    lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}); ΔL_T = "
-                 "L_T(θS0+αΔθS) − L_T(θS0); L_T↓ to ε = largest ε up to which L_T decreases on the whole grid;")
-    lines.append(f"cos = cos(ΔθS, ΔθT); all at ε_min. ctrl drift = ‖ΔθS(ε_min)−ΔθS(0)‖/‖ΔθS(0)‖ with a "
-                 f"different init (tolerance {summary['change_tol']:g}): the teacher's step enters only at O(ε).")
-    lines.append(verdict)
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- figure
-
-_COLORS = {"mse_all": "#1f77b4", "mse_aux": "#2ca02c", "ce_all": "#ff7f0e", "ce_aux": "#d62728"}
-
-
-def settings_caption(record: dict[str, Any]) -> str:
-    """One line describing the settings of a theorem record."""
-    s = record["settings"]
-    widths = "→".join(str(w) for w in [s["input_dim"], *s["hidden_widths"]])
-    lt = (f"L_T = class cross-entropy on {s['teacher_batch']} MNIST training images"
-          if s["teacher_loss"] == "ce" else "L_T = ½‖θ‖²")
-    eps = record["eps"]
-    return (f"MLP {widths}→{s['n_classes']}+{s['aux_logits']}; {lt}; x = {s['n_noise']} uniform-noise images; "
-            f"α = {s['alpha']:g}; {len(eps)} ε in [{min(eps):.0e}, {max(eps):.0e}]; {s['precision']}; "
-            f"seeds {s['seeds']}")
-
-
-def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
-    """The figure of ``experiments/theorem_single_step.py`` from a :func:`run_theorem_check` record.
-
-    Top row, shared initialisation: (a) ``ΔθS·ΔθT/ε`` against ``ε`` (log–log), one line per seed and
-    loss setting, converging to ``A`` (dashed); (a′) the relative gap ``|ΔθS·ΔθT/ε − A|/A``, which
-    shrinks linearly in ``ε``; (b) the change of ``L_T``. Bottom row, different initialisation (c):
-    ``ΔθS·ΔθT/ε``, the change of ``L_T`` (symmetric-log axes: both signs occur) and
-    ``‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖`` (the teacher's step enters at first order only).
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    from .plotting import save_figure
-
-    eps = np.asarray(record["eps"])
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.8))
-    (ax_a, ax_g, ax_b), (ax_c1, ax_c2, ax_c3) = axes
-    lines = dict(lw=1.1, alpha=0.8)
-    sym = {ax_b: [], ax_c1: [], ax_c2: []}
-    for name, entry in record["losses"].items():
-        c = _COLORS.get(name, None)
-        sh, df = entry["shared"], entry["different"]
-        for s_i, A in enumerate(entry["A"]):
-            r = np.asarray(sh["dot"][s_i]) / eps
-            pos = r > 0
-            ax_a.plot(eps[pos], r[pos], color=c, **lines)
-            ax_a.axhline(A, color=c, ls="--", lw=0.8, alpha=0.7)
-            gap = np.abs(r - A) / abs(A) if A else np.abs(r)
-            ax_g.plot(eps[gap > 0], gap[gap > 0], color=c, **lines)
-            for ax, y in ((ax_b, np.asarray(sh["delta_LT"][s_i])), (ax_c1, np.asarray(df["dot"][s_i]) / eps),
-                          (ax_c2, np.asarray(df["delta_LT"][s_i]))):
-                ax.plot(eps, y, color=c, **lines)
-                sym[ax].append(np.abs(y))
-            ch = np.asarray(df["change"][s_i]) / max(df["norm_S0"][s_i], 1e-300)
-            ax_c3.plot(eps[ch > 0], ch[ch > 0], color=c, **lines)
-    guide = eps[eps <= 1e-2]
-    for ax in (ax_g, ax_c3):
-        (g,) = ax.plot(guide, guide, color="black", ls=":", lw=1.0)
-        ax.legend([g], ["∝ ε (slope 1)"], loc="lower right", frameon=False, fontsize=8)
-    n_seeds = len(record["settings"]["seeds"])
-    ax_a.set(xscale="log", yscale="log", xlabel="ε (teacher's step size)", ylabel="ΔθS·ΔθT / ε",
-             title="(a) shared init: ΔθS·ΔθT/ε → A (dashed)")
-    ax_g.set(xscale="log", yscale="log", xlabel="ε", ylabel="|ΔθS·ΔθT/ε − A| / A",
-             title="(a′) shared init: relative gap to A, O(ε)")
-    ax_b.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
-             title="(b) shared init: change of the teacher's loss L_T")
-    ax_c1.set(xscale="log", xlabel="ε", ylabel="ΔθS·ΔθT / ε",
-              title="(c) different init: ΔθS·ΔθT/ε, no limit, either sign")
-    ax_c2.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
-              title="(c) different init: change of L_T, either sign")
-    ax_c3.set(xscale="log", yscale="log", xlabel="ε", ylabel="‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖",
-              title="(c) different init: the teacher's step enters at O(ε)")
-    for ax, vals in sym.items():
-        v = np.concatenate(vals)
-        v = v[v > 0]
-        lo = math.floor(math.log10(np.percentile(v, 5))) if v.size else -8
-        hi = math.ceil(math.log10(v.max())) if v.size else 0
-        ax.set_yscale("symlog", linthresh=10.0 ** lo)
-        step = max(1, math.ceil((hi - lo) / 6))
-        dec = [10.0 ** d for d in range(hi, lo, -step)]
-        ax.set_yticks([-d for d in dec] + [0.0] + dec[::-1])
-        ax.axhline(0, color="black", lw=0.6)
-    for ax in axes.ravel():
-        ax.grid(True, which="major", alpha=0.3)
-        ax.spines[["top", "right"]].set_visible(False)
-    handles = [Line2D([], [], color=_COLORS.get(n), lw=2) for n in record["losses"]]
-    handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
-    fig.legend(handles, [f"student loss {n}" for n in record["losses"]] + ["A = E_x[vᵀM(x)v] (jvp, exact)"],
-               loc="upper center", ncol=len(handles), frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.955))
-    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {n_seeds} seeds (one line each): "
-                 "one imitation step on noise lowers the teacher's loss only with a shared initialisation",
-                 fontsize=11, y=0.99)
-    fig.text(0.5, 0.005, settings_caption(record), ha="center", va="bottom", fontsize=8.5)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.93))
-    return save_figure(fig, path)

@@ -1,8 +1,9 @@
-"""Tests of subliminal_mlp.theory: the single-step check of Lemma 1 / Theorem 1 (protocol.md §2).
+"""Tests of subliminal_mlp.theory and subliminal_mlp.theorem: the single-step check of Lemma 1 / Theorem 1 (§2).
 
 The kernels are compared with independent computations: plain ``jax.grad`` of a separately
 written student loss, central finite differences in float64, ``jax.jacfwd`` of ``jax.grad`` for
-``M(x)``, and a network whose head is restricted to the cross-entropy subset.
+``M(x)``, a network whose head is restricted to the cross-entropy subset, and, for models other
+than the paper's ReLU MLP, a hand-written tanh network and a small Flax CNN.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import functools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,10 +22,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from subliminal_mlp import theory
+from subliminal_mlp import theorem, theory
 from subliminal_mlp.cli import main as cli_main
 from subliminal_mlp.config import Config
 from subliminal_mlp.model import apply, init_params
+from subliminal_mlp.models import ModelError, from_flax, mlp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Every example compiles new shapes, so examples are few and failing cases are not shrunk.
 HYP = settings(max_examples=8, deadline=None, derandomize=True,
@@ -293,7 +299,9 @@ def test_kernel_gradients_match_central_finite_differences():
             # the kernels are differentiable: ∂A/∂θT0 by jax.grad vs central differences
             gA = jax.grad(lambda p: theory.first_order_coefficient(loss, p, d_t, x))(t0)
             u = random_direction(t0, jax.random.PRNGKey(99))
-            fA = lambda s: theory.first_order_coefficient(loss, jax.tree.map(lambda a, b: a + s * b, t0, u), d_t, x)  # noqa: E731
+            def fA(s):
+                return theory.first_order_coefficient(loss, jax.tree.map(lambda a, b: a + s * b, t0, u), d_t, x)
+
             fd = (fA(h) - fA(-h)) / (2 * h)
             assert float(theory.tree_dot(gA, u)) == pytest.approx(float(fd), rel=1e-6, abs=1e-10)
 
@@ -433,12 +441,12 @@ def test_cli_on_mnist(data_root, tmp_path, capsys):
         assert f"loss setting: {name}" in text
     assert "PASS" in text and "rel gap" in text
     rec = json.loads(out.read_text())
-    assert rec["format"] == theory.FORMAT and rec["summary"]["ok"] is True
+    assert rec["format"] == theorem.FORMAT and rec["summary"]["ok"] is True
     assert rec["settings"]["hidden_widths"] == [32, 16] and rec["settings"]["aux_logits"] == 4
     assert len(rec["eps"]) == 6 and len(rec["losses"]["ce_aux"]["A"]) == 2
     assert rec["data"]["sha256"]
     # the figure from the same record
-    path = theory.plot_theorem(rec, tmp_path / "fig.png")
+    path = theorem.plot_theorem(rec, tmp_path / "fig.png")
     assert path.stat().st_size > 10_000
 
 
@@ -452,3 +460,234 @@ def test_cli_exit_status_when_the_prediction_fails(capsys):
     assert cli_main(args + ["--eps-min", "0"]) == 2
     assert "--eps-min" in capsys.readouterr().err
     assert cli_main(args + ["--eps-max", "1e-9"]) == 2
+    # another model from the command line: the tanh MLP, with L_T built for it
+    assert cli_main(args + ["--activation", "tanh"]) == 0
+    assert "MLP 784→5→10+2 (tanh)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- any model
+
+
+def tanh_forward(params, x):
+    """A hand-written tanh MLP: h ← tanh(h W_i + b_i) for each hidden layer, then the head (no Flax)."""
+    h = x
+    for i in range(len(params) - 1):
+        h = jnp.tanh(h @ params[f"hidden_{i}"]["kernel"] + params[f"hidden_{i}"]["bias"])
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def hand_class_ce(forward, params, images, labels, n_classes):
+    """−mean_i log softmax(f(x_i)[:n_classes])[label_i], written without the library's losses."""
+    z = forward(params, images)[:, :n_classes]
+    return -jnp.mean(jax.nn.log_softmax(z, axis=-1)[jnp.arange(labels.shape[0]), labels])
+
+
+def assert_trees_close(a, b, **kw):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, **kw)
+
+
+def test_tanh_mlp_kernels_differentiate_the_tanh_network():
+    """The tanh MLP: ΔθT = −jax.grad of the tanh network's own CE; A is its own (not the ReLU network's)."""
+    tanh = mlp((5, 4), n_classes=3, aux_logits=2, input_dim=6, activation="tanh")
+    relu = mlp((5, 4), n_classes=3, aux_logits=2, input_dim=6)
+    with theory.float64():
+        t0 = theory.to_float64(tanh.init(jax.random.PRNGKey(3)))
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(4), 3)
+        imgs = jax.random.normal(k1, (9, 6), jnp.float64)
+        labels = jax.random.randint(k2, (9,), 0, 3)
+        x = jax.random.uniform(k3, (8, 6), jnp.float64, -1.0, 1.0)
+        loss_T = theory.class_cross_entropy_loss(tanh)
+        d_t = theory.teacher_update(loss_T, t0, imgs, labels, model=tanh)
+        ref = jax.grad(hand_class_ce, argnums=1)(tanh_forward, t0, imgs, labels, 3)
+        assert_trees_close(d_t, jax.tree.map(jnp.negative, ref), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(loss_T(t0, imgs, labels), hand_class_ce(tanh_forward, t0, imgs, labels, 3),
+                                   rtol=1e-14)
+        # the ReLU network on the same parameters has another update (the reported bug: it was used instead)
+        d_relu = theory.teacher_update(theory.class_cross_entropy_loss(relu), t0, imgs, labels, model=relu)
+        assert float(theory.tree_norm(jax.tree.map(jnp.subtract, d_t, d_relu))) > 1e-3 * float(theory.tree_norm(d_t))
+        y0, v = jax.jvp(lambda p: tanh_forward(p, x), (t0,), (d_t,))
+        for loss in theory.standard_losses(tanh):
+            A = float(theory.first_order_coefficient(loss, t0, d_t, x, model=tanh))
+            # independent A: jvp of the hand-written network, M = −∂²L_S/∂y∂z by jacfwd(grad)
+            M = jax.vmap(lambda y: -jax.jacfwd(jax.grad(lambda z, y_: ref_student_loss(loss, z, y_)),
+                                               argnums=1)(y, y))(y0)
+            A_ref = float(jnp.mean(jnp.einsum("bi,bij,bj->b", v, M, v)))
+            assert A == pytest.approx(A_ref, rel=1e-10) and A > 0
+            A_relu = float(theory.first_order_coefficient(loss, t0, d_relu, x, model=relu))
+            assert abs(A - A_relu) > 1e-3 * A
+            # the theorem on the tanh network (smooth: no kinks): ΔθS·ΔθT/ε → A, L_T decreases
+            out = theory.alignment(loss, loss_T, t0, t0, d_t, x, 1e-6, 1.0, (imgs, labels), model=tanh)
+            assert float(out["dot"]) / 1e-6 == pytest.approx(A, rel=1e-4)
+            assert float(out["delta_LT"]) < 0
+        # the paper's loss (ReLU MLP read off the parameters) with the tanh model: an error, not the ReLU gradient
+        with pytest.raises(ModelError, match=r"built for the paper's ReLU MLP.*network here is model 'mlp'.*tanh"):
+            theory.alignment(theory.ce_aux(tanh), theory.mnist_teacher_loss(3), t0, t0, d_t, x, 1e-3, 1.0,
+                             (imgs, labels), model=tanh)
+        with pytest.raises(ModelError, match="network here is apply_fn"):
+            theory.sweep(theory.standard_losses(tanh), theory.mnist_teacher_loss(3), t0, [t0], x, [1e-3],
+                         loss_T_args=(imgs, labels), apply_fn=tanh.apply)
+        # with the ReLU mlp the paper's loss is the same loss as class_cross_entropy_loss(relu)
+        d_ref = theory.teacher_update(theory.mnist_teacher_loss(3), t0, imgs, labels, model=relu)
+        assert_trees_close(d_ref, d_relu, rtol=0, atol=0)
+
+
+class SmallCNN(nn.Module):
+    """A 28×28×1 image → conv 5×5 stride 4 (4 channels) → tanh → dense → 13 logits."""
+
+    n_outputs: int = 13
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.tanh(nn.Conv(4, (5, 5), strides=(4, 4), padding="VALID", name="conv")(x))
+        return nn.Dense(self.n_outputs, name="dense")(x.reshape(x.shape[0], -1))
+
+
+def small_cnn():
+    return from_flax(SmallCNN(), n_classes=10, aux_logits=3, input_shape=(28, 28, 1), name="small_cnn")
+
+
+def cnn_problem(n_x=6):
+    """float64 (in theory.float64()): a CNN, θT0, another θS0, noise images, an MNIST-like labelled batch."""
+    cnn = small_cnn()
+    t0, other = (theory.to_float64(cnn.init(jax.random.PRNGKey(s))) for s in (0, 1))
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(2), 3)
+    x = jax.random.uniform(k1, (n_x, 28, 28, 1), jnp.float64, -1.0, 1.0)
+    imgs = jax.random.uniform(k2, (7, 784), jnp.float64)  # flat, as load_mnist gives them
+    labels = jax.random.randint(k3, (7,), 0, 10)
+    return cnn, t0, other, x, imgs, labels
+
+
+def test_cnn_runs_through_the_kernels_and_the_sweep():
+    """A Flax CNN: ΔθT is −jax.grad of its own CE; the sweep matches the single-ε kernels; dot/ε → A ≥ 0."""
+    with theory.float64():
+        cnn, t0, other, x, imgs, labels = cnn_problem()
+        loss_T = theory.class_cross_entropy_loss(cnn)
+        args = (imgs, labels)
+        d_t = theory.teacher_update(loss_T, t0, *args, model=cnn)
+        fwd = lambda p, xs: cnn.apply(p, xs.reshape(xs.shape[0], 28, 28, 1))  # noqa: E731
+        ref = jax.grad(hand_class_ce, argnums=1)(fwd, t0, imgs, labels, 10)
+        assert_trees_close(d_t, jax.tree.map(jnp.negative, ref), rtol=1e-12, atol=1e-15)
+        losses = theory.standard_losses(cnn)
+        eps = np.array([1e-6, 1e-3, 1e-1])
+        res = theory.sweep(losses, loss_T, t0, [t0, other], x, eps, loss_T_args=args, model=cnn)
+        A = np.asarray(res.A)
+        assert np.all(A > 0)
+        np.testing.assert_allclose(np.asarray(res.dot[0, :, 0]) / eps[0], A, rtol=1e-4)
+        assert np.all(np.asarray(res.delta_LT[0, :, 0]) < 0)
+        assert np.all(np.asarray(res.norm_S0[0]) == 0) and np.all(np.asarray(res.norm_S0[1]) > 0)
+        for k, loss in enumerate(losses):
+            np.testing.assert_allclose(A[k], theory.first_order_coefficient(loss, t0, d_t, x, model=cnn), rtol=1e-12)
+            for i, s0 in enumerate((t0, other)):
+                out = theory.alignment(loss, loss_T, s0, t0, d_t, x, 1e-3, 1.0, args, model=cnn)
+                np.testing.assert_allclose(res.dot[i, k, 1], out["dot"], rtol=1e-10, atol=1e-15)
+                np.testing.assert_allclose(res.delta_LT[i, k, 1], out["delta_LT"], rtol=1e-8, atol=1e-14)
+        y0, v = theory.output_tangent(t0, d_t, x, model=cnn)
+        assert y0.shape == v.shape == (x.shape[0], 13)
+
+
+def mlp_only_loss(params, images, labels):
+    """A plain L_T that only fits an MLP: it reads params["hidden_0"]."""
+    h = jnp.tanh(images.reshape(images.shape[0], -1) @ params["hidden_0"]["kernel"])
+    return jnp.mean(h) + 0.0 * labels.sum()
+
+
+def test_a_teacher_loss_for_another_model_is_an_error():
+    """Teacher loss bound to model X, used with model Y, raises naming both; a plain loss that cannot apply raises."""
+    tanh = mlp((4,), n_classes=10, aux_logits=3, activation="tanh")
+    relu = mlp((4,))
+    with theory.float64():
+        cnn, t0, other, x, imgs, labels = cnn_problem(n_x=3)
+        p_mlp = theory.to_float64(relu.init(jax.random.PRNGKey(0)))
+        x_flat = x.reshape(x.shape[0], -1)
+        d_t = theory.teacher_update(theory.l2_teacher_loss, p_mlp)
+        for loss_T, net, params, xs in ((theory.class_cross_entropy_loss(tanh), relu, p_mlp, x_flat),
+                                        (theory.class_cross_entropy_loss(relu), tanh, p_mlp, x_flat),
+                                        (theory.class_cross_entropy_loss(relu), cnn, t0, x),
+                                        (theory.class_cross_entropy_loss(cnn), relu, p_mlp, x_flat),
+                                        (theory.mnist_teacher_loss(10), cnn, t0, x)):
+            want = loss_T.network_label.split(" (")[0]
+            with pytest.raises(ModelError, match=rf"is built for {want}.*but the network here is model '{net.name}'"):
+                theory.sweep(theory.standard_losses(net), loss_T, params, [params], xs, [1e-3],
+                             loss_T_args=(imgs, labels), model=net)
+            with pytest.raises(ModelError, match="is built for"):
+                theory.teacher_update(loss_T, params, imgs, labels, model=net)
+        # the default network (no model=) is the paper's ReLU MLP: a tanh-bound loss does not silently run on it
+        with pytest.raises(ModelError, match=r"built for model 'mlp' \(.*activation=tanh\).*paper's ReLU MLP"):
+            theory.alignment(theory.ce_aux(relu), theory.class_cross_entropy_loss(tanh), p_mlp, p_mlp, d_t,
+                             x_flat, 1e-3, 1.0, (imgs, labels))
+        # a plain function that cannot be applied to the CNN's parameters: a clear error before any compute
+        for call in (lambda: theory.sweep(theory.standard_losses(cnn), mlp_only_loss, t0, [t0], x, [1e-3],
+                                          loss_T_args=(imgs, labels), model=cnn),
+                     lambda: theory.teacher_update(mlp_only_loss, t0, imgs, labels, model=cnn),
+                     lambda: theory.alignment(theory.ce_aux(cnn), mlp_only_loss, t0, t0, t0, x, 1e-3, 1.0,
+                                              (imgs, labels), model=cnn)):
+            with pytest.raises(ModelError, match=r"teacher loss .*mlp_only_loss cannot be applied to the parameters "
+                                                 r"of model 'small_cnn' .*KeyError: .*hidden_0"):
+                call()
+        with pytest.raises(ModelError, match="cannot be applied to the parameters of model 'small_cnn'"):
+            theorem.run_theorem_check(model=cnn, teacher_loss=mlp_only_loss, teacher_loss_args=(imgs, labels),
+                                      n_noise=2, seeds=[0], eps=[1e-3])
+        with pytest.raises(ModelError, match="must return a scalar"):
+            theory.teacher_update(lambda p: jax.tree.leaves(p)[0], t0, model=cnn)
+        with pytest.raises(ModelError, match="two different networks"):
+            theory.first_order_coefficient(theory.ce_aux(cnn), t0, t0, x, model=cnn, apply_fn=relu.apply)
+        with pytest.raises(ModelError, match=r"does not fit the network: model 'small_cnn'.*\(batch, 28, 28, 1\)"):
+            theory.first_order_coefficient(theory.ce_aux(cnn), t0, t0, x_flat, model=cnn)
+        with pytest.raises(ModelError, match="does not fit the network"):
+            theory.first_order_coefficient(theory.ce_aux(relu), t0, t0, x_flat, model=relu)  # CNN params, MLP model
+        with pytest.raises(ValueError, match="has 5 logit weights but the network has 13 outputs"):
+            theory.student_update(theory.StudentLoss.mse(np.ones(5)), t0, t0, t0, x, 0.1, model=cnn)
+        with pytest.raises(ModelError, match="needs a subliminal_mlp.models.Model"):
+            theory.class_cross_entropy_loss(Config())
+    with pytest.raises(ValueError, match="give cfg or model, not both"):
+        theorem.run_theorem_check(Config(hidden_widths=(5,)), model=tanh, teacher_loss="l2")
+
+
+def test_run_theorem_check_on_other_models_records_the_model(tmp_path):
+    """run_theorem_check with a CNN (CE on flat images) and a tanh MLP (L2): settings["model"], verdict, report."""
+    cnn = small_cnn()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (40, 784)).astype(np.float32)
+    labels = rng.integers(0, 10, 40).astype(np.int32)
+    eps = theory.eps_grid(1e-6, 1e-1, 4)
+    rec = theorem.run_theorem_check(images=images, labels=labels, model=cnn, eps=eps, seeds=[0, 1], n_noise=12,
+                                    teacher_batch=16)
+    s = rec["settings"]
+    assert s["model"] == cnn.describe() and s["model"]["name"] == "small_cnn"
+    assert s["model"]["input_shape"] == [28, 28, 1] and s["hidden_widths"] is None and s["input_dim"] == 784
+    assert s["teacher_loss"] == "ce" and s["teacher_batch"] == 16 and s["losses"] == list(theory.STANDARD_LOSSES)
+    summary = theorem.summarize(rec)
+    assert theorem.theorem_holds(summary), theorem.format_tables(summary)
+    assert "small_cnn 28×28×1→10+3" in theorem.settings_caption(rec)
+    assert "PASS" in theorem.format_tables(summary)
+    json.dumps(rec)  # JSON-ready
+    assert theorem.plot_theorem(rec, tmp_path / "cnn.png").stat().st_size > 10_000
+
+    tanh = mlp((6,), n_classes=3, aux_logits=2, input_dim=5, activation="tanh")
+    kw = dict(teacher_loss="l2", eps=eps, seeds=[0], n_noise=8, losses=["ce_aux", "mse_all"])
+    rec = theorem.run_theorem_check(model=tanh, **kw)
+    assert rec["settings"]["model"] == {"name": "mlp", "n_classes": 3, "aux_logits": 2, "input_shape": [5],
+                                        "hidden_widths": [6], "activation": "tanh"}
+    assert rec["settings"]["teacher_loss"] == "l2" and rec["settings"]["teacher_batch"] is None
+    assert theorem.theorem_holds(theorem.summarize(rec))
+    assert theorem.settings_caption(rec).startswith("MLP 5→6→3+2 (tanh); L_T = ½‖θ‖²")
+    # a TeacherLoss built for the model, and the cfg path (the CLI's) = the same MLP given as model=
+    custom = theory.TeacherLoss.custom(lambda m, p, xs: jnp.mean(m.apply(p, xs) ** 2), tanh, "mean_square")
+    xs = rng.normal(size=(4, 5))
+    rec_c = theorem.run_theorem_check(model=tanh, **dict(kw, teacher_loss=custom), teacher_loss_args=(xs,))
+    assert rec_c["settings"]["teacher_loss"] == "mean_square" and theorem.theorem_holds(theorem.summarize(rec_c))
+    cfg = Config(hidden_widths=(6,), aux_logits=2, n_classes=3, input_dim=5)
+    a = theorem.run_theorem_check(cfg, **kw)
+    b = theorem.run_theorem_check(model=mlp((6,), n_classes=3, aux_logits=2, input_dim=5), **kw)
+    assert a["losses"] == b["losses"] and a["settings"] == b["settings"]
+    assert a["settings"]["model"]["activation"] == "relu"
+
+
+def test_committed_record_report_from_the_record():
+    """summarize / settings_caption work from a record alone: the committed figure's verdict and caption."""
+    rec = json.loads((ROOT / "figures" / "theorem_single_step.json").read_text())
+    summary = theorem.summarize(rec)
+    assert summary == rec["summary"] and theorem.theorem_holds(summary)
+    assert theorem.settings_caption(rec) == rec["caption"]
+    assert rec["format"] == theorem.FORMAT and rec["format_version"] == theorem.FORMAT_VERSION

@@ -1,0 +1,437 @@
+r"""The ``subliminal-mlp theorem`` check: its protocol, verdict, tables and figure (protocol.md §2).
+
+The kernels (:mod:`subliminal_mlp.theory`) compute, for one teacher step ``ΔθT = −∇L_T(θT0)`` and
+one student step ``ΔθS(ε)`` on the teacher's outputs, ``ΔθS·ΔθT``, the first-order coefficient
+``A = E_x[vᵀM(x)v]`` and the change of ``L_T``. This module runs them as the theorem check on any
+:class:`~subliminal_mlp.models.Model` (default: the paper's MLP 784→256→256→10+3):
+
+* :func:`run_theorem_check` — per seed, ``θT0`` and a control ``θS0' ≠ θT0`` from ``model.init``,
+  uniform-noise inputs, ``L_T`` built for the model (the class cross-entropy on a batch of MNIST
+  training images, ``½‖θ‖²``, or your own :class:`~subliminal_mlp.theory.TeacherLoss`), and one
+  :func:`~subliminal_mlp.theory.sweep` over ε, the loss settings and both initialisations; returns
+  a JSON-ready record (format :data:`FORMAT`) whose ``settings["model"]`` describes the model;
+* :func:`summarize`, :func:`theorem_holds` — the verdict of Lemma 1 / Theorem 1 from a record;
+* :func:`format_tables`, :func:`settings_caption`, :func:`plot_theorem` — the report, from a record
+  (whatever the model).
+
+Used by ``subliminal-mlp theorem`` (:mod:`subliminal_mlp.theorem_cli`) and
+``experiments/theorem_single_step.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import Config
+from .models import Model, ModelError, check_model, config_model
+from .theory import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
+                     _network, class_cross_entropy_loss, eps_grid, float64, l2_teacher_loss, standard_losses,
+                     sweep, to_float64)
+
+__all__ = ["run_theorem_check", "summarize", "theorem_holds", "format_tables", "settings_caption", "plot_theorem",
+           "FORMAT", "FORMAT_VERSION"]
+
+#: The ``format`` of a theorem record; ``format_version`` 1 (``settings["model"]`` added, same fields otherwise).
+FORMAT = "subliminal-mlp/theorem"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- the full check
+
+
+def _resolve_model(cfg: Config | None, model: Model | None) -> Model:
+    """``model``, else the :func:`~subliminal_mlp.models.mlp` of ``cfg``, else the paper's MLP."""
+    if model is None:
+        return config_model(cfg if cfg is not None else Config())
+    if not isinstance(model, Model):
+        raise ModelError(f"model = {model!r} is not a subliminal_mlp.models.Model: build one with mlp(...), "
+                         "from_flax(...) or Model(init, apply, ...).")
+    if cfg is not None and config_model(cfg) != model:
+        raise ValueError("give cfg or model, not both: cfg describes an MLP that is not this model "
+                         f"({model.name!r}); pass model= alone.")
+    return model
+
+
+def _resolve_teacher_loss(teacher_loss, model: Model) -> tuple[Callable, str]:
+    """``(L_T, its name in the record)``: ``"ce"``, ``"l2"``, a TeacherLoss or a plain function."""
+    if isinstance(teacher_loss, str):
+        if teacher_loss == "ce":
+            return class_cross_entropy_loss(model), "ce"
+        if teacher_loss == "l2":
+            return l2_teacher_loss, "l2"
+        raise ValueError(f"teacher_loss = {teacher_loss!r}: choose 'ce' (MNIST class cross-entropy), 'l2', a "
+                         "TeacherLoss built for the model, or a function L_T(params, *args).")
+    if isinstance(teacher_loss, TeacherLoss):
+        return teacher_loss, "ce" if teacher_loss.kind == "class_ce" else teacher_loss.label
+    if callable(teacher_loss):
+        return teacher_loss, _fn_name(teacher_loss)
+    raise ValueError(f"teacher_loss = {teacher_loss!r} is neither a name ('ce', 'l2'), a TeacherLoss nor a function.")
+
+
+def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                      *, model: Model | None = None, losses: Sequence[str | StudentLoss] = STANDARD_LOSSES,
+                      eps: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2), n_noise: int = 1024,
+                      teacher_batch: int = 1024, alpha: float = 1.0, teacher_loss: str | TeacherLoss | Callable = "ce",
+                      teacher_loss_args: tuple = (), precision: str = "float64", eps_batch: int | None = None,
+                      data_info: dict | None = None) -> dict[str, Any]:
+    """Run the single-step check of Lemma 1 / Theorem 1 (protocol.md §2) on ``model``; a JSON-ready record.
+
+    ``model``: any :class:`~subliminal_mlp.models.Model` (default the :func:`~subliminal_mlp.models.mlp`
+    of ``cfg``, or the paper's MLP when neither is given). Seed ``s`` (keys ``fold_in(run_key(s, 0), i)``):
+    ``θT0 = model.init(k_init)``, the control student ``θS0' = model.init(k_other)`` (a different
+    initialisation), ``n_noise`` uniform-noise inputs ``x`` in [-1, 1]
+    (:func:`subliminal_mlp.training.noise_images`, reshaped to ``model.input_shape``), and ``L_T``:
+
+    * ``teacher_loss="ce"``: :func:`~subliminal_mlp.theory.class_cross_entropy_loss` (``model``), the
+      mean class cross-entropy on ``teacher_batch`` training examples drawn at random from
+      ``images, labels`` (flattened images are reshaped to the model's input shape);
+    * ``"l2"``: ``½‖θ‖²`` (no data);
+    * a :class:`~subliminal_mlp.theory.TeacherLoss` built for ``model`` (a class cross-entropy one
+      draws its batch as ``"ce"`` does; a custom one gets ``teacher_loss_args``), or a plain
+      ``L_T(params, *teacher_loss_args)``. One bound to another network, or one that cannot be
+      applied to the model's parameters, raises ``ModelError`` before any compute.
+
+    One :func:`~subliminal_mlp.theory.sweep` per seed covers every loss setting in ``losses``
+    (names of the standard settings, or StudentLoss objects), every ``ε`` and both
+    initialisations: ``A = E_x[vᵀM(x)v]``, ``ΔθS(ε)·ΔθT``, its cosine, ``L_T(θS0+αΔθS) − L_T(θS0)``
+    and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["settings"]["model"]`` is ``model.describe()``.
+
+    >>> from subliminal_mlp.models import mlp
+    >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
+    ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
+    >>> rec["settings"]["model"]["activation"], theorem_holds(summarize(rec))
+    ('tanh', True)
+    """
+    from .experiment import run_key
+    from .results import environment
+    from .training import noise_images
+
+    model = _resolve_model(cfg, model)
+    check_model(model)
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision = {precision!r}: choose 'float64' or 'float32'.")
+    loss_T, lt_name = _resolve_teacher_loss(teacher_loss, model)
+    needs_batch = isinstance(loss_T, TeacherLoss) and loss_T.kind == "class_ce"
+    loss_settings = tuple(l if isinstance(l, StudentLoss) else standard_losses(model, [l])[0] for l in losses)
+    if not loss_settings:
+        raise ValueError("losses is empty: give at least one loss setting, e.g. STANDARD_LOSSES.")
+    names = [l.label for l in loss_settings]
+    if len(set(names)) != len(names):
+        raise ValueError(f"losses {names} repeat a setting name: each needs its own name in the record.")
+    eps = np.asarray(eps_grid() if eps is None else eps, dtype=np.float64)
+    _check_positive("eps", eps)
+    _check_positive("alpha", alpha)
+    if n_noise < 1:
+        raise ValueError(f"n_noise = {n_noise} must be >= 1.")
+    input_dim = math.prod(model.input_shape)
+    if needs_batch:
+        if images is None or labels is None:
+            raise ValueError("teacher_loss='ce' needs MNIST images and labels.")
+        if not 1 <= teacher_batch <= images.shape[0]:
+            raise ValueError(f"teacher_batch = {teacher_batch} must be in 1..{images.shape[0]}.")
+        if math.prod(images.shape[1:]) != input_dim:
+            raise ModelError(f"images of shape {images.shape[1:]} do not fit model {model.name!r}, whose inputs "
+                             f"have shape {model.input_shape}.")
+        abstract_args = (jax.ShapeDtypeStruct((teacher_batch, *images.shape[1:]), images.dtype),
+                         jax.ShapeDtypeStruct((teacher_batch,), labels.dtype))
+    else:
+        abstract_args = tuple(teacher_loss_args)
+    # the teacher loss is bound to this model and applies to its parameters: checked before any compute
+    _check_teacher_loss(loss_T, jax.eval_shape(model.init, jax.random.PRNGKey(0)), abstract_args,
+                        _network(model, None))
+    scope = float64() if precision == "float64" else contextlib.nullcontext()
+    per_seed = []
+    timing = []
+    with scope:
+        cast = to_float64 if precision == "float64" else (lambda t: t)
+        for s in seeds:
+            k = run_key(int(s), 0)
+            k_init, k_other, k_noise, k_batch = (jax.random.fold_in(k, i) for i in range(4))
+            theta_T0 = cast(model.init(k_init))
+            theta_other = cast(model.init(k_other))
+            x = noise_images(k_noise, jnp.arange(n_noise), input_dim).reshape(n_noise, *model.input_shape)
+            x = cast(x)
+            if needs_batch:
+                idx = np.asarray(jax.random.choice(k_batch, images.shape[0], (teacher_batch,), replace=False))
+                args = (cast(jnp.asarray(images[idx])), jnp.asarray(labels[idx]))
+            else:
+                args = tuple(cast(a) for a in teacher_loss_args)
+            t0 = time.perf_counter()
+            res = sweep(loss_settings, loss_T, theta_T0, (theta_T0, theta_other), x, eps, alpha=alpha,
+                        loss_T_args=args, eps_batch=eps_batch, model=model)
+            res = jax.tree.map(lambda a: np.asarray(a, dtype=np.float64), res)
+            timing.append(time.perf_counter() - t0)
+            per_seed.append(res)
+
+    rec_losses = {}
+    for k_i, setting in enumerate(loss_settings):
+        entry = {"kind": setting.kind, "weights": list(setting.weights)}
+        for init_i, init in enumerate(("shared", "different")):
+            entry[init] = {
+                "dot": [r.dot[init_i, k_i].tolist() for r in per_seed],
+                "cos": [r.cos[init_i, k_i].tolist() for r in per_seed],
+                "delta_LT": [r.delta_LT[init_i, k_i].tolist() for r in per_seed],
+                "norm_S": [r.norm_S[init_i, k_i].tolist() for r in per_seed],
+                "change": [r.change[init_i, k_i].tolist() for r in per_seed],
+                "dot0": [float(r.dot0[init_i, k_i]) for r in per_seed],
+                "norm_S0": [float(r.norm_S0[init_i, k_i]) for r in per_seed],
+            }
+        entry["A"] = [float(r.A[k_i]) for r in per_seed]
+        rec_losses[setting.label] = entry
+    described = model.describe()
+    widths = described.get("hidden_widths")
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "settings": {"hidden_widths": None if widths is None else list(widths), "aux_logits": model.aux_logits,
+                     "n_classes": model.n_classes, "input_dim": input_dim, "n_noise": n_noise,
+                     "teacher_loss": lt_name, "teacher_batch": teacher_batch if needs_batch else None,
+                     "alpha": float(alpha), "precision": precision, "seeds": [int(s) for s in seeds],
+                     "losses": names, "model": described},
+        "eps": eps.tolist(),
+        "LT0": {"shared": [float(r.LT0[0]) for r in per_seed], "different": [float(r.LT0[1]) for r in per_seed]},
+        "norm_T": [float(r.norm_T) for r in per_seed],
+        "losses": rec_losses,
+        "data": data_info or {},
+        "environment": environment([str(d) for d in jax.devices()]),
+        "timing": {"sweep_s_per_seed_incl_compile": timing},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: float = 1e-3) -> dict[str, Any]:
+    """Per loss setting and seed, the table's numbers and the verdict of the theorem's predictions (§2).
+
+    Works from the record alone, whatever the model it was run on.
+
+    Shared initialisation, at the smallest ``ε``: the relative gap ``|ΔθS·ΔθT/ε − A| / A`` must be
+    ``≤ gap_tol`` (Lemma 1's first-order term; when ``A = 0`` the theorem's other branch,
+    ``ΔθS·ΔθT/ε ≈ 0``, is checked instead), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
+    (Theorem 1). Different initialisation (control): ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖ ≤ change_tol``
+    at the smallest ``ε`` — the teacher's step drops out at first order; its sign is reported, not
+    checked (no sign is predicted).
+    """
+    eps = np.asarray(record["eps"])
+    i0 = int(np.argmin(eps))
+    e0 = eps[i0]
+    out: dict[str, Any] = {"eps_min": float(e0), "gap_tol": gap_tol, "change_tol": change_tol, "losses": {}}
+    all_ok = True
+    for name, entry in record["losses"].items():
+        rows = []
+        for s_i, seed in enumerate(record["settings"]["seeds"]):
+            A = entry["A"][s_i]
+            sh, df = entry["shared"], entry["different"]
+            dot = np.asarray(sh["dot"][s_i])
+            ratio = dot[i0] / e0
+            dlt = np.asarray(sh["delta_LT"][s_i])
+            scale = max(abs(A), 1e-300)
+            size = max(record["norm_T"][s_i] ** 2, 1e-300)  # ‖ΔθT‖²: the natural scale of A
+            if abs(A) <= 1e-14 * size:
+                # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε ≈ 0 and L_T does
+                # not move at first order (only rounding is allowed).
+                gap = abs(ratio) / size
+                ok_gap = gap <= gap_tol
+                ok_sign = True
+                ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
+            else:
+                gap = abs(ratio - A) / scale
+                ok_gap = gap <= gap_tol
+                ok_sign = ratio >= -gap_tol * scale
+                ok_lt = dlt[i0] < 0
+            decreasing = np.nonzero(dlt < 0)[0]
+            # the largest ε up to which L_T decreases at every grid point (from the smallest up)
+            order = np.argsort(eps)
+            run_ok = np.cumprod(dlt[order] < 0).astype(bool)
+            eps_dec = float(eps[order][run_ok].max()) if run_ok.any() else None
+            d_dot = np.asarray(df["dot"][s_i])
+            d_change = np.asarray(df["change"][s_i])[i0] / max(df["norm_S0"][s_i], 1e-300)
+            ok_ctrl = d_change <= change_tol
+            ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
+            all_ok &= ok
+            rows.append({
+                "seed": seed, "A": A, "ratio": float(ratio), "rel_gap": float(gap),
+                "delta_LT": float(dlt[i0]), "cos": float(sh["cos"][s_i][i0]),
+                "eps_LT_decreases_up_to": eps_dec, "n_eps_LT_decreases": int(decreasing.size),
+                "ctrl_ratio": float(d_dot[i0] / e0), "ctrl_dot": float(d_dot[i0]),
+                "ctrl_cos": float(df["cos"][s_i][i0]), "ctrl_delta_LT": float(df["delta_LT"][s_i][i0]),
+                "ctrl_change": float(d_change),
+                "checks": {"gap": bool(ok_gap), "sign": bool(ok_sign), "LT_decreases": bool(ok_lt),
+                           "control_first_order": bool(ok_ctrl)},
+                "ok": ok,
+            })
+        out["losses"][name] = rows
+    out["ok"] = bool(all_ok)
+    return out
+
+
+def theorem_holds(summary: dict[str, Any]) -> bool:
+    """Whether every check of :func:`summarize` passed."""
+    return bool(summary["ok"])
+
+
+def _opt(v) -> str:
+    """``v`` as ``1.0e-03``, or ``-`` for None (a table cell)."""
+    return "-" if v is None else f"{v:.1e}"
+
+
+def _sign(v: float) -> str:
+    """The sign of ``v`` as one character (a table cell)."""
+    return "−" if v < 0 else ("+" if v > 0 else "0")
+
+
+def format_tables(summary: dict[str, Any]) -> str:
+    """One plain-text table per loss setting (rows: seeds) of a :func:`summarize` summary, then the verdict.
+
+    Columns: ``A = E_x[vᵀM(x)v]``, ``ΔθS·ΔθT/ε`` and its relative gap to ``A`` at the smallest ε,
+    the change of ``L_T``, the cosine, and the control's ``ΔθS·ΔθT/ε``, cosine, change of ``L_T``
+    and drift ``‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖`` (protocol.md §2).
+    """
+    e0 = summary["eps_min"]
+    lines = []
+    for name, rows in summary["losses"].items():
+        lines.append(f"loss setting: {name}    (ε_min = {e0:.1e}; shared init: θS0 = θT0; control: θS0 ≠ θT0)")
+        head = (f"{'seed':>4} {'A':>11} {'dot/ε@ε_min':>12} {'rel gap':>9} {'ΔL_T@ε_min':>11} {'sign':>4} "
+                f"{'L_T↓ to ε':>9} {'cos':>9} | {'ctrl dot/ε':>11} {'ctrl cos':>9} {'ctrl ΔL_T':>10} "
+                f"{'ctrl drift':>10}  ok")
+        lines.append(head)
+        lines.append("-" * len(head))
+        for r in rows:
+            lines.append(
+                f"{r['seed']:>4} {r['A']:>11.4e} {r['ratio']:>12.4e} {r['rel_gap']:>9.1e} {r['delta_LT']:>11.3e} "
+                f"{_sign(r['delta_LT']):>4} {_opt(r['eps_LT_decreases_up_to']):>9} {r['cos']:>9.2e} | "
+                f"{r['ctrl_ratio']:>11.3e} {r['ctrl_cos']:>9.2e} {r['ctrl_delta_LT']:>10.2e} "
+                f"{r['ctrl_change']:>10.1e}  {'yes' if r['ok'] else 'NO'}")
+        lines.append("")
+    verdict = ("PASS: ΔθS·ΔθT/ε → A ≥ 0 and L_T decreases at small ε with a shared initialisation; "
+               "the teacher's step drops out at first order with a different one."
+               if summary["ok"] else
+               "FAIL: the theorem's prediction was not met (see the rows marked NO).")
+    lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}); ΔL_T = "
+                 "L_T(θS0+αΔθS) − L_T(θS0); L_T↓ to ε = largest ε up to which L_T decreases on the whole grid;")
+    lines.append(f"cos = cos(ΔθS, ΔθT); all at ε_min. ctrl drift = ‖ΔθS(ε_min)−ΔθS(0)‖/‖ΔθS(0)‖ with a "
+                 f"different init (tolerance {summary['change_tol']:g}): the teacher's step enters only at O(ε).")
+    lines.append(verdict)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- figure
+
+_COLORS = {"mse_all": "#1f77b4", "mse_aux": "#2ca02c", "ce_all": "#ff7f0e", "ce_aux": "#d62728"}
+
+
+def _model_caption(s: dict[str, Any]) -> str:
+    """The model of a record's settings in words: ``MLP 784→256→256→10+3`` (legacy records too)."""
+    m = s.get("model")
+    if m is None or (m.get("name") == "mlp" and s.get("hidden_widths") is not None):
+        widths = "→".join(str(w) for w in [s["input_dim"], *s["hidden_widths"]])
+        act = "" if m is None or m.get("activation", "relu") == "relu" else f" ({m['activation']})"
+        return f"MLP {widths}→{s['n_classes']}+{s['aux_logits']}{act}"
+    shape = "×".join(str(d) for d in m["input_shape"])
+    rest = ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("name", "n_classes", "aux_logits", "input_shape"))
+    return f"{m['name']} {shape}→{m['n_classes']}+{m['aux_logits']}" + (f" ({rest})" if rest else "")
+
+
+def settings_caption(record: dict[str, Any]) -> str:
+    """One line describing the settings of a theorem record: model, ``L_T``, inputs, α, ε grid, seeds.
+
+    >>> settings_caption({"settings": {"hidden_widths": [256, 256], "input_dim": 784, "n_classes": 10,
+    ...     "aux_logits": 3, "teacher_loss": "l2", "teacher_batch": None, "n_noise": 8, "alpha": 1.0,
+    ...     "precision": "float64", "seeds": [0]}, "eps": [1e-6, 1.0]})
+    'MLP 784→256→256→10+3; L_T = ½‖θ‖²; x = 8 uniform-noise images; α = 1; 2 ε in [1e-06, 1e+00]; float64; seeds [0]'
+    """
+    s = record["settings"]
+    if s["teacher_loss"] == "ce":
+        lt = f"L_T = class cross-entropy on {s['teacher_batch']} MNIST training images"
+    elif s["teacher_loss"] == "l2":
+        lt = "L_T = ½‖θ‖²"
+    else:
+        lt = f"L_T = {s['teacher_loss']}"
+    eps = record["eps"]
+    return (f"{_model_caption(s)}; {lt}; x = {s['n_noise']} uniform-noise images; "
+            f"α = {s['alpha']:g}; {len(eps)} ε in [{min(eps):.0e}, {max(eps):.0e}]; {s['precision']}; "
+            f"seeds {s['seeds']}")
+
+
+def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
+    """The figure of ``experiments/theorem_single_step.py`` from a :func:`run_theorem_check` record.
+
+    Top row, shared initialisation: (a) ``ΔθS·ΔθT/ε`` against ``ε`` (log–log), one line per seed and
+    loss setting, converging to ``A`` (dashed); (a′) the relative gap ``|ΔθS·ΔθT/ε − A|/A``, which
+    shrinks linearly in ``ε``; (b) the change of ``L_T``. Bottom row, different initialisation (c):
+    ``ΔθS·ΔθT/ε``, the change of ``L_T`` (symmetric-log axes: both signs occur) and
+    ``‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖`` (the teacher's step enters at first order only).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .plotting import save_figure
+
+    eps = np.asarray(record["eps"])
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.8))
+    (ax_a, ax_g, ax_b), (ax_c1, ax_c2, ax_c3) = axes
+    lines = dict(lw=1.1, alpha=0.8)
+    sym = {ax_b: [], ax_c1: [], ax_c2: []}
+    for name, entry in record["losses"].items():
+        c = _COLORS.get(name, None)
+        sh, df = entry["shared"], entry["different"]
+        for s_i, A in enumerate(entry["A"]):
+            r = np.asarray(sh["dot"][s_i]) / eps
+            pos = r > 0
+            ax_a.plot(eps[pos], r[pos], color=c, **lines)
+            ax_a.axhline(A, color=c, ls="--", lw=0.8, alpha=0.7)
+            gap = np.abs(r - A) / abs(A) if A else np.abs(r)
+            ax_g.plot(eps[gap > 0], gap[gap > 0], color=c, **lines)
+            for ax, y in ((ax_b, np.asarray(sh["delta_LT"][s_i])), (ax_c1, np.asarray(df["dot"][s_i]) / eps),
+                          (ax_c2, np.asarray(df["delta_LT"][s_i]))):
+                ax.plot(eps, y, color=c, **lines)
+                sym[ax].append(np.abs(y))
+            ch = np.asarray(df["change"][s_i]) / max(df["norm_S0"][s_i], 1e-300)
+            ax_c3.plot(eps[ch > 0], ch[ch > 0], color=c, **lines)
+    guide = eps[eps <= 1e-2]
+    for ax in (ax_g, ax_c3):
+        (g,) = ax.plot(guide, guide, color="black", ls=":", lw=1.0)
+        ax.legend([g], ["∝ ε (slope 1)"], loc="lower right", frameon=False, fontsize=8)
+    n_seeds = len(record["settings"]["seeds"])
+    ax_a.set(xscale="log", yscale="log", xlabel="ε (teacher's step size)", ylabel="ΔθS·ΔθT / ε",
+             title="(a) shared init: ΔθS·ΔθT/ε → A (dashed)")
+    ax_g.set(xscale="log", yscale="log", xlabel="ε", ylabel="|ΔθS·ΔθT/ε − A| / A",
+             title="(a′) shared init: relative gap to A, O(ε)")
+    ax_b.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
+             title="(b) shared init: change of the teacher's loss L_T")
+    ax_c1.set(xscale="log", xlabel="ε", ylabel="ΔθS·ΔθT / ε",
+              title="(c) different init: ΔθS·ΔθT/ε, no limit, either sign")
+    ax_c2.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
+              title="(c) different init: change of L_T, either sign")
+    ax_c3.set(xscale="log", yscale="log", xlabel="ε", ylabel="‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖",
+              title="(c) different init: the teacher's step enters at O(ε)")
+    for ax, vals in sym.items():
+        v = np.concatenate(vals)
+        v = v[v > 0]
+        lo = math.floor(math.log10(np.percentile(v, 5))) if v.size else -8
+        hi = math.ceil(math.log10(v.max())) if v.size else 0
+        ax.set_yscale("symlog", linthresh=10.0 ** lo)
+        step = max(1, math.ceil((hi - lo) / 6))
+        dec = [10.0 ** d for d in range(hi, lo, -step)]
+        ax.set_yticks([-d for d in dec] + [0.0] + dec[::-1])
+        ax.axhline(0, color="black", lw=0.6)
+    for ax in axes.ravel():
+        ax.grid(True, which="major", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    handles = [Line2D([], [], color=_COLORS.get(n), lw=2) for n in record["losses"]]
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
+    fig.legend(handles, [f"student loss {n}" for n in record["losses"]] + ["A = E_x[vᵀM(x)v] (jvp, exact)"],
+               loc="upper center", ncol=len(handles), frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.955))
+    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {n_seeds} seeds (one line each): "
+                 "one imitation step on noise lowers the teacher's loss only with a shared initialisation",
+                 fontsize=11, y=0.99)
+    fig.text(0.5, 0.005, settings_caption(record), ha="center", va="bottom", fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.93))
+    return save_figure(fig, path)
