@@ -47,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputError, InputSource, bind_task, check_source, uniform
 from .internal import compile_program
+from .results import register_format
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
@@ -59,6 +60,9 @@ STREAMS = {"init": 0, "teacher_shuffle": 1, "noise": 2, "student_shuffle": 3, "i
            "held_out_noise": 6, "samples": 7, "fresh": 8}
 #: The paper's numeric hyperparameters (protocol.md §1); any of them, and any a user adds, can be swept.
 PAPER_HPARAMS = {"learning_rate": 3e-4, "temperature": 1.0}
+#: The format tag of :meth:`Result.record`.
+RECORD_FORMAT = "subliminal-mlp/experiment"
+register_format(RECORD_FORMAT, 1)
 
 
 class ExperimentError(ValueError):
@@ -235,6 +239,51 @@ class Result:
         if model not in self.models:
             raise KeyError(f"no model {model!r}: the models are {self.models}.")
         return self.accuracies[value, :, self.models.index(model)]
+
+    def summary(self, value: int = 0) -> dict[str, dict[str, Any]]:
+        """``{model: {"mean", "ci95", "values"}}`` for swept value number ``value`` (95 % CI: 1.96·std/√n)."""
+        from .results import summary
+
+        return {name: summary(self.accuracy(name, value)) for name in self.models}
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-ready record (format ``subliminal-mlp/experiment``): settings, seeds, data, per-run numbers.
+
+        Payload: ``models`` (per swept value: each model's mean, CI and per-run accuracies),
+        ``sweep`` (the swept values), ``chance`` (1 / n_classes), ``losses`` (when tracked) and
+        ``metrics`` (per-run values).
+        """
+        from .results import envelope
+
+        values = [{"sweep": {k: v[i] for k, v in self.sweep.items()}, "models": self.summary(i)}
+                  for i in range(self.n_values)]
+        payload: dict[str, Any] = {"models": self.models, "values": values,
+                                   "chance": 1.0 / self.experiment.model.n_classes}
+        if self.teacher_loss is not None:
+            payload["losses"] = {"teacher": self.teacher_loss.tolist(), "students": self.distill_loss.tolist()}
+        if self.metrics:
+            payload["metrics"] = {k: np.asarray(v).tolist() for k, v in self.metrics.items()}
+        return envelope(RECORD_FORMAT, self.experiment.describe(), n_runs=self.n_runs, seed=self.seed,
+                        data=self.task_data, devices=self.devices,
+                        timing={"compile_s": self.compile_s, "run_s": self.run_s,
+                                "total_s": self.compile_s + self.run_s},
+                        environment_extra={"run_batch": self.run_batch}, **payload)
+
+    def write(self, out_dir, stem: str) -> dict[str, Any]:
+        """Write ``<stem>.json`` (:meth:`record`) and ``<stem>.csv`` (value, model, run, accuracy) atomically."""
+        from .results import write_record
+
+        rows = [(v, name, r, f"{self.accuracies[v, r, j]:.6f}") for v in range(self.n_values)
+                for j, name in enumerate(self.models) for r in range(self.n_runs)]
+        return write_record(self.record(), out_dir, stem, csv=(("value", "model", "run", "accuracy"), rows))
+
+    def table(self, value: int = 0) -> str:
+        """A plain-text table: model, mean accuracy, 95 % CI half-width, runs."""
+        lines = [f"{'model':<16} {'accuracy':>9} {'± 95% CI':>9}   runs", "-" * 43]
+        for name, s in self.summary(value).items():
+            ci = "-" if s["ci95"] is None else f"{s['ci95']:.4f}"
+            lines.append(f"{name:<16} {s['mean']:>9.4f} {ci:>9}   {len(s['values'])}")
+        return "\n".join(lines)
 
 
 def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
@@ -447,7 +496,7 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, wit
                          else s0.example_weights(t, x, idx, hp, pv))
                     return tt, w
 
-                tt, w = jax.vmap(per_student)(pvals)
+                tt, w = jax.vmap(per_student, axis_size=mask.shape[0])(pvals)
                 loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0))(p, x, tt, mask, w)
             updates, o = opt.update(g, o, p)
             new_state.append((optax.apply_updates(p, updates), o))
@@ -553,7 +602,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep:
     kept = None
     if keep_teachers and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
-    return Result(experiment=exp, task_data=dict(task.data), models=(*RESERVED, *(s.name for s in exp.students)),
+    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=(*RESERVED, *(s.name for s in exp.students)),
                   accuracies=shaped(out["accuracy"]),
                   teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
                   distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,

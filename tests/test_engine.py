@@ -1,0 +1,249 @@
+"""The engine, input sources and student tables: independent computations, properties, real small runs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import subliminal_mlp as sm
+from subliminal_mlp import inputs
+from subliminal_mlp.students import output_mask, perturb
+
+TINY = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(2048), teacher_epochs=1, student_epochs=1,
+                     batch_size=512)
+
+
+@pytest.fixture(scope="module")
+def task(data_root):
+    return sm.Task.from_dataset(sm.load_mnist(data_root))
+
+
+def draw(src, idx, key=0, hp=None):
+    hp = {} if hp is None else hp
+    return src.draw(src.prepare(jax.random.PRNGKey(key), src.arrays, hp), jnp.asarray(idx), hp)
+
+
+# ----------------------------------------------------------------------------- input sources
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=8))
+def test_every_source_draws_example_j_from_key_and_j_only(idx):
+    pool = np.random.default_rng(0).uniform(-1, 1, (50, 784)).astype(np.float32)
+    for src in (inputs.uniform(10_001), inputs.gaussian(10_001), inputs.bernoulli(10_001), inputs.subspace(7),
+                inputs.blurred(1.0), inputs.cycled(inputs.uniform(10_001), 13),
+                inputs.mix([(inputs.uniform(10_001), 0.5), (inputs.images(pool), 0.5)])):
+        whole = draw(src, idx)
+        for pos, j in enumerate(idx):
+            if src.name == "subspace":  # a matmul: blocking by batch size moves the last bits only
+                np.testing.assert_allclose(draw(src, [j])[0], whole[pos], atol=1e-5, err_msg=src.name)
+            else:
+                np.testing.assert_array_equal(draw(src, [j])[0], whole[pos], err_msg=src.name)
+        assert whole.shape == (len(idx), 784)
+
+
+def test_uniform_is_the_papers_noise_and_scale_and_bernoulli_are_what_they_say():
+    legacy = sm.noise_images(jax.random.PRNGKey(3), jnp.arange(64))
+    np.testing.assert_array_equal(draw(inputs.uniform(), np.arange(64), key=3), legacy)
+    x = np.asarray(draw(inputs.uniform(scale=0.25), np.arange(512)))
+    assert np.abs(x).max() <= 0.25 and np.abs(x).max() > 0.24
+    b = np.asarray(draw(inputs.bernoulli(), np.arange(256)))
+    assert set(np.unique(b)) == {-1.0, 1.0} and abs(b.mean()) < 0.02
+    g = np.asarray(draw(inputs.gaussian(), np.arange(512)))
+    assert abs(g.var() - 1 / 3) < 0.01
+
+
+def test_subspace_noise_has_rank_k_and_keeps_the_power():
+    x = np.asarray(draw(inputs.subspace(30), np.arange(400)), np.float64)
+    s = np.linalg.svd(x, compute_uv=False)
+    assert np.sum(s > 1e-3 * s[0]) == 30
+    u = np.asarray(draw(inputs.uniform(), np.arange(400)), np.float64)
+    assert abs(np.mean(np.sum(x**2, 1)) / np.mean(np.sum(u**2, 1)) - 1) < 0.05
+    # A different run key draws a different subspace.
+    y = np.asarray(draw(inputs.subspace(30), np.arange(400), key=1), np.float64)
+    assert np.sum(np.linalg.svd(np.vstack([x, y]), compute_uv=False) > 1e-3 * s[0]) > 30
+
+
+def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
+    base = inputs.uniform()
+    np.testing.assert_array_equal(draw(inputs.blurred(0.0), [5]), draw(base, [5]))
+    sigma, radius = 1.0, 3
+    u = np.asarray(draw(base, [5]), np.float64).reshape(28, 28)
+    i = np.arange(-radius, radius + 1)
+    w = np.exp(-i**2 / (2 * sigma**2))
+    w /= np.sqrt(np.sum(w**2))
+    want = np.zeros_like(u)
+    for a in range(28):
+        for b in range(28):
+            want[a, b] = sum(w[p + radius] * w[q + radius] * u[(a - p) % 28, (b - q) % 28] for p in i for q in i)
+    got = np.asarray(draw(inputs.blurred(sigma, radius=radius), [5]), np.float64).reshape(28, 28)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    x = np.asarray(draw(inputs.blurred(2.0), np.arange(300)), np.float64).reshape(300, 28, 28)
+    assert abs(x.var() / (1 / 3) - 1) < 0.1  # unit-norm kernel: the pixel variance is kept
+    assert np.corrcoef(x[:, 10, 10], x[:, 10, 11])[0, 1] > 0.8
+
+
+def test_cycled_has_exactly_the_distinct_examples_and_mix_weights_its_parts():
+    x = np.asarray(draw(inputs.cycled(inputs.uniform(3000), 7), np.arange(3000)))
+    assert len(np.unique(x, axis=0)) == 7 and np.array_equal(x[3], x[10])
+    pool = np.random.default_rng(1).uniform(-1, 1, (9, 784)).astype(np.float32)
+    m = inputs.mix([(inputs.uniform(100), lambda hp: 1 - hp["a"]), (inputs.images(pool), "a")])
+    got = draw(m, [3, 12], hp={"a": 0.25})
+    want = 0.75 * draw(inputs.uniform(100), [3, 12]) + 0.25 * pool[[3, 12 % 9]]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_bad_sources_fail_with_their_value():
+    with pytest.raises(sm.InputError, match="n = 0"):
+        inputs.uniform(0)
+    with pytest.raises(sm.InputError, match="distinct = 5000"):
+        inputs.cycled(inputs.uniform(100), 5000)
+    with pytest.raises(sm.InputError, match="shape"):
+        inputs.check_source(inputs.uniform(10, shape=(100,)), (784,), {})
+    with pytest.raises(sm.InputError, match="k = 900"):
+        inputs.check_source(inputs.subspace(900), (784,), {})
+    user = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
+    assert draw(user, [0, 1]).shape == (2, 784)
+
+
+# ----------------------------------------------------------------------------- students and models
+
+
+def test_output_masks_and_perturbed_starts():
+    np.testing.assert_array_equal(output_mask("aux", 10, 3), [0] * 10 + [1] * 3)
+    np.testing.assert_array_equal(output_mask("class", 10, 3), [1] * 10 + [0] * 3)
+    np.testing.assert_array_equal(output_mask((0, 12), 10, 3), [1] + [0] * 11 + [1])
+    p = sm.mlp((8,)).init(jax.random.PRNGKey(0))
+    d = jax.tree.map(jnp.ones_like, p)
+    q = perturb(p, jax.random.PRNGKey(1), 0.5, orthogonal_to=d)
+    delta = jax.flatten_util.ravel_pytree(jax.tree.map(jnp.subtract, q, p))[0]
+    free = jax.flatten_util.ravel_pytree(jax.tree.map(jnp.subtract, perturb(p, jax.random.PRNGKey(1), 0.5), p))[0]
+    assert abs(float(jnp.sum(delta))) < 1e-2 * float(jnp.linalg.norm(delta))  # ⟂ the all-ones direction
+    np.testing.assert_allclose(jnp.linalg.norm(delta), jnp.linalg.norm(free), rtol=1e-4)
+
+
+def test_bad_tables_and_models_fail_before_compute(task):
+    cases = [
+        (TINY.replace(students=()), sm.StudentError, "empty"),
+        (TINY.replace(students=(sm.Student("s", teacher="t1"),)), sm.StudentError, "'t1'"),
+        (TINY.replace(students=(sm.Student("s", outputs=()),)), sm.StudentError, "empty set of outputs"),
+        (TINY.replace(students=(sm.Student("teacher"),)), sm.StudentError, "reserved"),
+        (TINY.replace(students=(sm.Student("s", outputs=(14,)),)), sm.StudentError, "out of range"),
+        (TINY.replace(model=sm.mlp((8,), aux_logits=0)), sm.StudentError, r"\(m\) = 0"),
+        (TINY.replace(model=sm.mlp((8,), n_classes=5)), sm.ExperimentError, "n_classes = 5"),
+        (TINY.replace(model=sm.Model(lambda k: {"w": jnp.zeros((784, 12))}, lambda p, x: x @ p["w"])),
+         sm.ModelError, "12"),
+        (TINY.replace(inputs=inputs.uniform(2048, shape=(100,))), sm.InputError, r"\(100,\)"),
+        (TINY.replace(inputs=inputs.uniform(100)), sm.ExperimentError, "n = 100"),
+    ]
+    for exp, error, match in cases:
+        with pytest.raises(error, match=match):
+            sm.run(exp, task, n_runs=1)
+    with pytest.raises(sm.ExperimentError, match="momentum"):
+        sm.run(TINY, task, n_runs=1, sweep={"momentum": [0.9]})
+    with pytest.raises(sm.ExperimentError, match="teacher_epochs = -1"):
+        TINY.replace(teacher_epochs=-1)
+    with pytest.raises(sm.ExperimentError, match="batch_size = 70000"):
+        sm.run(TINY.replace(batch_size=70_000, inputs=inputs.uniform(80_000)), task, n_runs=1)
+
+
+# ----------------------------------------------------------------------------- real small runs
+
+
+def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, data_root):
+    cfg = sm.Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
+                    batch_size=512, run_batch=1)
+    legacy = sm.run_experiment(cfg, sm.load_mnist(data_root)).accuracies
+    r = sm.run(TINY, task, n_runs=3, keep_teachers=True)
+    np.testing.assert_array_equal(r.accuracies[0], legacy)
+    assert r.models == ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
+    again = sm.run(TINY, task, n_runs=3, teachers=r.teachers)
+    np.testing.assert_array_equal(again.accuracies, r.accuracies)
+    # A subset of the students: the same numbers for the students kept.
+    some = sm.run(TINY.replace(students=sm.FIGURE10[2:]), task, n_runs=3, teachers=r.teachers)
+    np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])
+
+
+def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task):
+    def norm(view):  # a per-run metric, computed inside the program
+        return optax.tree.norm(view.students["aux_wd"]) / optax.tree.norm(view.reference)
+
+    exp = TINY.replace(hparams={**TINY.hparams, "wd": 0.0}, metrics={"norm": norm},
+                       students=(sm.Student("aux_wd", optimizer=lambda hp: optax.adamw(hp["learning_rate"],
+                                                                                        weight_decay=hp["wd"])),))
+    both = sm.run(exp, task, n_runs=2, sweep={"wd": [0.0, 100.0]})
+    assert both.accuracies.shape == (2, 2, 3) and both.metrics["norm"].shape == (2, 2)
+    alone = sm.run(exp, task, n_runs=2, sweep={"wd": [100.0]})
+    np.testing.assert_array_equal(both.accuracies[1], alone.accuracies[0])
+    np.testing.assert_array_equal(both.metrics["norm"][1], alone.metrics["norm"][0])
+    # AdamW's decay θ ← θ − lr·wd·θ over 4 steps shrinks the student by about (1 − 3e-4·100)⁴.
+    np.testing.assert_allclose(both.metrics["norm"][1] / both.metrics["norm"][0], (1 - 3e-2) ** 4, rtol=0.02)
+    np.testing.assert_array_equal(both.accuracies[0, :, :2], both.accuracies[1, :, :2])  # teachers unchanged
+
+
+def test_losses_are_tracked_and_match_a_hand_computation(task):
+    r = sm.run(TINY.replace(track_losses=True, student_epochs=2), task, n_runs=1)
+    assert r.teacher_loss.shape == (1, 1) and 0 < r.teacher_loss[0, 0] < 2.3
+    assert r.distill_loss.shape == (1, 1, 4) and np.all(np.isfinite(r.distill_loss)) and np.all(r.distill_loss >= 0)
+    assert sm.run(TINY, task, n_runs=1).distill_loss is None
+
+
+def test_other_models_tasks_and_tables_run_through_the_engine(task, data_root):
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3), strides=2)(x.reshape(x.shape[:-1] + (28, 28, 1))))
+            return nn.Dense(13)(x.reshape(x.shape[:-3] + (-1,)))
+
+    five = sm.Task.from_dataset(sm.load_mnist(data_root), classes=range(5))
+    assert five.n_classes == 5 and set(np.unique(five.test_y)) == set(range(5))
+    assert five.data["subset"]["classes"] == [0, 1, 2, 3, 4] and five.data["subset"]["n_test"] == 5139
+    runs = [(TINY.replace(model=sm.from_flax(CNN())), task), (TINY.replace(model=sm.split_head_mlp((16,))), task),
+            (TINY.replace(model=sm.mlp((16,), n_classes=5)), five),
+            (TINY.replace(model=sm.mlp((16,), activation="tanh")), task)]
+    for exp, t in runs:
+        r = sm.run(exp, t, n_runs=1)
+        assert np.all((r.accuracies >= 0) & (r.accuracies <= 1)) and r.accuracy("teacher")[0] > 2.0 / t.n_classes
+    table = (sm.Student("sgd", optimizer=optax.sgd(0.01)), sm.Student("noisy", start=sm.perturbed(0.05)),
+             sm.Student("fresh_heads", start=sm.layers({"head": "own"})), sm.Student("classes", outputs="class"),
+             sm.Student("half", example_weights=lambda t, x, idx, hp, p: (idx % 2).astype(jnp.float32)))
+    r = sm.run(TINY.replace(students=table, hparams={**TINY.hparams, "init_noise": 0.0}), task, n_runs=1)
+    assert r.models[2:] == tuple(s.name for s in table)
+    record = r.record()
+    assert record["format"] == "subliminal-mlp/experiment" and record["config"]["students"][0]["name"] == "sgd"
+    # On the task's own images, a class-logit student learns digits (Hinton et al.'s distillation).
+    images = TINY.replace(inputs=inputs.images(), students=(sm.Student("classes", outputs="class"),))
+    r = sm.run(images, task, n_runs=1)
+    assert r.record()["config"]["inputs"]["n"] == 60_000 and r.accuracy("classes")[0] > 0.5
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import json, sys, jax
+    import subliminal_mlp as sm
+    from subliminal_mlp import inputs
+    task = sm.Task.from_dataset(sm.load_mnist(sys.argv[1]))
+    exp = sm.Experiment(model=sm.mlp((16,)), inputs=inputs.subspace(20, inputs.uniform(1024)), teacher_epochs=1,
+                        student_epochs=1, batch_size=512)
+    one = sm.run(exp, task, n_runs=3, devices=jax.devices()[:1], sweep={"learning_rate": [3e-4, 1e-3]})
+    two = sm.run(exp, task, n_runs=3, devices=jax.devices()[:2], sweep={"learning_rate": [3e-4, 1e-3]})
+    print(json.dumps({"one": one.accuracies.tolist(), "two": two.accuracies.tolist(), "devices": two.devices}))
+""")
+
+
+def test_a_follow_up_experiment_gives_the_same_numbers_on_two_devices(data_root):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(data_root)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(r["devices"]) == 2 and np.asarray(r["one"]).shape == (2, 3, 6)
+    np.testing.assert_array_equal(np.asarray(r["one"]), np.asarray(r["two"]))
