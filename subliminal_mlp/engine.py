@@ -53,7 +53,7 @@ from .model import accuracy
 from .models import Model, check_model, mlp
 from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, check_students, make_optimizer,
                        adam, output_mask)
-from .training import scan_epochs, steps_per_epoch, teacher_train_step
+from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
 #: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
 STREAMS = {"init": 0, "teacher_shuffle": 1, "noise": 2, "student_shuffle": 3, "init_noise": 4, "trait_shuffle": 5,
@@ -148,7 +148,13 @@ class Experiment:
 
     ``hparams`` are the numeric hyperparameters (name → number): they are constants of the program
     unless swept (``run(..., sweep={name: values})``), when they enter as traced per-job values.
-    ``metrics`` maps a name to ``f(RunModels) -> array``, evaluated inside the program per run.
+    ``metrics`` maps a name to ``f(RunModels) -> array``, evaluated inside the program per run
+    after distillation; ``trace`` likewise, but evaluated every ``trace_every`` distillation steps
+    (and after the last), stacked over steps (``Result.traces``, ``Result.trace_steps``).
+    ``teachers`` maps extra teacher names to ``f(RunModels) -> params`` derived from the task
+    teacher in each run (e.g. a fine-tuned copy); students may imitate them, and they are evaluated
+    beside the others. ``arrays`` are extra data (name → array) that metrics, traces, derived
+    teachers and hooks read from ``RunModels.data``; they enter the program once, replicated.
     ``track_losses=True`` also returns the teacher's and each student's loss over the last epoch;
     computing the loss values makes XLA fuse the steps differently, so the parameters (and the
     accuracies) can differ from an untracked run in the last bits — the committed figures are
@@ -163,6 +169,10 @@ class Experiment:
     batch_size: int = 1024
     hparams: Mapping[str, float] = field(default_factory=lambda: dict(PAPER_HPARAMS))
     metrics: Mapping[str, Callable] = field(default_factory=dict)
+    trace: Mapping[str, Callable] = field(default_factory=dict)
+    trace_every: int = 1
+    teachers: Mapping[str, Callable] = field(default_factory=dict)
+    arrays: Mapping[str, Any] = field(default_factory=dict)
     track_losses: bool = False
     name: str = "experiment"
 
@@ -174,6 +184,11 @@ class Experiment:
                 raise ExperimentError(f"{name} = {v!r} is invalid: it must be an integer >= 0.")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ExperimentError(f"batch_size = {self.batch_size!r} is invalid: it must be an integer >= 1.")
+        if isinstance(self.trace_every, bool) or not isinstance(self.trace_every, int) or self.trace_every < 1:
+            raise ExperimentError(f"trace_every = {self.trace_every!r} is invalid: it must be an integer >= 1 (steps).")
+        clash = set(self.arrays) & {"train_x", "train_y", "test_x", "test_y"}
+        if clash:
+            raise ExperimentError(f"arrays {sorted(clash)} would hide the task's data: choose other names.")
         for k, v in self.hparams.items():
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise ExperimentError(f"hparams[{k!r}] = {v!r} is not a number: hyperparameters are numeric "
@@ -188,19 +203,28 @@ class Experiment:
                 "students": [s.describe() for s in self.students], "teacher_epochs": self.teacher_epochs,
                 "student_epochs": self.student_epochs, "batch_size": self.batch_size,
                 "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
+                "trace": sorted(self.trace), "trace_every": self.trace_every, "teachers": sorted(self.teachers),
+                "arrays": {k: list(np.shape(v)) for k, v in self.arrays.items()},
                 "track_losses": self.track_losses}
 
 
 class RunModels(NamedTuple):
-    """What a per-run metric sees: every model's parameters and the run's context."""
+    """What a per-run metric, trace, derived teacher or hook sees in one run.
+
+    ``reference`` (θ0), ``teacher`` (the task teacher), ``students`` ({name: params}, empty for a
+    derived teacher), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
+    experiment's extra ``arrays``), ``hp``, the run's ``keys``, the ``model`` and every
+    ``teachers`` ({name: params}, the derived ones included once they exist).
+    """
 
     reference: Any
     teacher: Any
     students: Mapping[str, Any]
-    task: Mapping[str, jax.Array]
+    data: Mapping[str, jax.Array]
     hp: Mapping[str, Any]
     keys: Mapping[str, jax.Array]
     model: Model
+    teachers: Mapping[str, Any]
 
 
 @dataclass
@@ -211,7 +235,8 @@ class Result:
     ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` and
     ``distill_loss`` ``(n_values, n_runs, n_students)`` are the mean per-example losses over the
     last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to ``(n_values, n_runs, ...)``; ``sweep`` maps each
-    swept hyperparameter to its values (empty without a sweep).
+    swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
+    ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``.
     """
 
     experiment: Experiment
@@ -229,6 +254,8 @@ class Result:
     devices: list[str]
     run_batch: int
     teachers: Any = None
+    traces: dict[str, np.ndarray] = field(default_factory=dict)
+    trace_steps: Optional[np.ndarray] = None
 
     @property
     def n_values(self) -> int:
@@ -263,6 +290,9 @@ class Result:
             payload["losses"] = {"teacher": self.teacher_loss.tolist(), "students": self.distill_loss.tolist()}
         if self.metrics:
             payload["metrics"] = {k: np.asarray(v).tolist() for k, v in self.metrics.items()}
+        if self.traces:
+            payload["traces"] = {"steps": np.asarray(self.trace_steps).tolist(),
+                                 **{k: np.asarray(v).tolist() for k, v in self.traces.items()}}
         return envelope(RECORD_FORMAT, self.experiment.describe(), n_runs=self.n_runs, seed=self.seed,
                         data=self.task_data, devices=self.devices,
                         timing={"compile_s": self.compile_s, "run_s": self.run_s,
@@ -325,7 +355,7 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     if exp.batch_size > n_train:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the {n_train} training examples: "
                               "lower batch_size.")
-    check_students(exp.students, model)
+    check_students(exp.students, model, ("teacher", *exp.teachers))
     src = bind_task(exp.inputs, task.train_x)
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
@@ -389,8 +419,8 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             opt = adam(hp["learning_rate"])
             step = teacher_train_step(model.apply, n_classes, opt, arrays["train_x"], arrays["train_y"],
                                       with_loss=exp.track_losses)
-            (teacher, _), metrics = scan_epochs(step, (ref, opt.init(ref)), keys["teacher_shuffle"], n_train,
-                                                exp.batch_size, exp.teacher_epochs, teacher_tick)
+            (teacher, _), metrics, _ = scan_epochs(step, (ref, opt.init(ref)), keys["teacher_shuffle"], n_train,
+                                                   exp.batch_size, exp.teacher_epochs, teacher_tick)
             if not (exp.track_losses and exp.teacher_epochs):
                 return teacher, jnp.float32(jnp.nan)
             return teacher, jnp.mean(metrics["loss"][-steps_per_epoch(n_train, exp.batch_size):])
@@ -401,7 +431,10 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             seed, run = job["seed"], job["run"]
             keys = run_keys(seed, run)
             refs = references(model, seed, run, n_runs)
-            ctx = StartContext(refs, {"teacher": teacher}, keys, hp, model)
+            data = {**{k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, **arrays["extra"]}
+            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher})
+            teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
+            ctx = StartContext(refs, teachers, keys, hp, model)
             cache: dict = {}
 
             def start_of(s: Student):
@@ -412,17 +445,32 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 except TypeError:  # an unhashable start
                     return s.start(ctx)
 
+            def by_name(groups_params):
+                stacked = (jax.tree.map(lambda *a: jnp.concatenate(a), *groups_params) if len(groups_params) > 1
+                           else groups_params[0])
+                if list(order) != list(range(len(order))):
+                    stacked = jax.tree.map(lambda a: a[inverse], stacked)
+                return stacked
+
+            def view_of(stacked):
+                named = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
+                return base._replace(students=named, teachers=teachers)
+
+            probe = None
+            if exp.trace:
+                def probe(state):
+                    view = view_of(by_name([p for p, _ in state]))
+                    return {name: f(view) for name, f in exp.trace.items()}
+
             params = [_stack([start_of(students[i]) for i in g]) for g in groups]
             state = tuple((p, _stacked_optimizer(students[g[0]], hp).init(p)) for p, g in zip(params, groups))
             src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
-            step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, exp.track_losses)
-            state, metrics = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
-                                         exp.student_epochs, student_tick)
-            trained = [p for p, _ in state]
-            stacked = jax.tree.map(lambda *a: jnp.concatenate(a), *trained) if len(trained) > 1 else trained[0]
-            if list(order) != list(range(len(order))):
-                stacked = jax.tree.map(lambda a: a[inverse], stacked)
-            everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack([refs["own"], teacher]), stacked)
+            step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses)
+            state, metrics, trace = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
+                                                exp.student_epochs, student_tick, probe, exp.trace_every)
+            stacked = by_name([p for p, _ in state])
+            fixed = [refs["own"], *teachers.values()]
+            everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack(fixed), stacked)
             acc = jax.vmap(accuracy, in_axes=(0, None, None, None, None, None))(
                 everyone, arrays["test_x"], arrays["test_y"], n_classes, 1000, model.apply)
             if exp.track_losses and exp.student_epochs:
@@ -432,10 +480,10 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 distill_loss = jnp.full((len(students),), jnp.nan, jnp.float32)
             out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss}
             if exp.metrics:
-                by_name = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
-                view = RunModels(refs["own"], teacher, by_name,
-                                 {k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, hp, keys, model)
+                view = view_of(stacked)
                 out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
+            if exp.trace:
+                out["trace"] = trace
             return out
 
         teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
@@ -462,8 +510,8 @@ def _stacked_optimizer(student: Student, hp) -> optax.GradientTransformation:
     return optax.GradientTransformation(jax.vmap(opt.init), jax.vmap(opt.update))
 
 
-def _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, with_loss: bool):
-    """``step(state, idx) -> (state, losses)``: one batch of inputs, the teacher's logits once, every group's update.
+def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, with_loss: bool):
+    """``step(state, idx) -> (state, losses)``: one batch of inputs, each teacher's logits once, every group's update.
 
     For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
     (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given), then
@@ -481,12 +529,14 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teacher, wit
         return s0, opt, pvals, value_and_grad
 
     fns = [group_fns(g) for g in groups]
+    used = list(dict.fromkeys(students[g[0]].teacher for g in groups))
 
     def step(state, idx):
         x = src.draw(src_ctx, idx, hp)
-        t = model.apply(teacher, x)
+        logits = {name: model.apply(teachers[name], x) for name in used}
         new_state, losses = [], []
         for (p, o), mask, (s0, opt, pvals, vg) in zip(state, masks, fns):
+            t = logits[s0.teacher]
             if s0.targets is None and s0.example_weights is None:
                 loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
             else:
@@ -575,7 +625,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep:
                        bars.tick if bars else None, have_teachers=teachers is not None)
     replicated = NamedSharding(mesh, P())
     arrays = {"train_x": task.train_x, "train_y": task.train_y, "test_x": task.test_x, "test_y": task.test_y,
-              "inputs": src.arrays}
+              "inputs": src.arrays, "extra": dict(exp.arrays)}
     if teachers is not None:
         arrays["teachers"] = teachers
     arrays = jax.device_put(arrays, replicated)
@@ -602,10 +652,13 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep:
     kept = None
     if keep_teachers and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
-    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=(*RESERVED, *(s.name for s in exp.students)),
+    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=(*RESERVED, *exp.teachers, *(s.name for s in exp.students)),
                   accuracies=shaped(out["accuracy"]),
                   teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
                   distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
-                  metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()}, n_runs=n_runs, seed=int(seed),
+                  metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()},
+                  traces={k: shaped(v) for k, v in out.get("trace", {}).items()},
+                  trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
+                               if exp.trace else None), n_runs=n_runs, seed=int(seed),
                   sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
                   run_batch=batch, teachers=kept if keep_teachers else (teachers if teachers is not None else None))

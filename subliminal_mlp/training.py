@@ -12,7 +12,7 @@ inside the step that uses it, so the set is fixed and reused every epoch but nev
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -96,51 +96,17 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     return perm[: n_full * batch_size].reshape(n_full, batch_size), perm[n_full * batch_size :]
 
 
-def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None,
-               probe: Optional[Callable] = None, probe_every: int = 1):
-    """Apply ``state = step(state, batch_indices)`` over ``epochs`` shuffled epochs of ``range(n)``.
+class Scanned(NamedTuple):
+    """What :func:`scan_epochs` returns: the final ``state``, the per-step ``metrics`` and the probe ``trace``."""
 
-    Epoch ``e`` uses the permutation drawn from ``fold_in(key, e)``; ``tick(e)`` (a host
-    callback, if given) runs once at the end of each epoch.
-
-    With ``probe``, also returns a trace: ``probe(state)`` evaluated inside the compiled loop (no
-    host round-trip) before every ``probe_every``-th full batch of each epoch and once after the
-    last step, stacked along a leading axis; :func:`probe_steps` gives the optimiser step count
-    at each entry. Returns ``state``, or ``(state, trace)`` when ``probe`` is given.
-    """
-    if probe is not None and (not isinstance(probe_every, int) or probe_every < 1):
-        raise ValueError(f"probe_every = {probe_every!r} is invalid: it must be an integer >= 1.")
-
-    def epoch(state, e):
-        full, rest = epoch_batches(jax.random.fold_in(key, e), n, batch_size)
-        if probe is None:
-            state, seen = lax.scan(lambda s, idx: (step(s, idx), None), state, full)
-        else:
-            blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(probe, state))
-
-            def probed_step(s, xs):
-                idx, j = xs
-                seen = lax.cond(j % probe_every == 0, probe, lambda _: blank, s)
-                return step(s, idx), seen
-
-            state, seen = lax.scan(probed_step, state, (full, jnp.arange(full.shape[0])))
-            seen = jax.tree.map(lambda a: a[::probe_every], seen)
-        if rest.shape[0]:
-            state = step(state, rest)
-        if tick is not None:
-            tick(e)
-        return state, seen
-
-    state, seen = lax.scan(epoch, state, jnp.arange(epochs))
-    if probe is None:
-        return state
-    last = probe(state)
-    trace = jax.tree.map(lambda a, b: jnp.concatenate([a.reshape((-1,) + a.shape[2:]), b[None]]), seen, last)
-    return state, trace
+    state: Any
+    metrics: Any
+    trace: Any
 
 
-def scan_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None):
-    """``(state, metrics)`` after ``epochs`` shuffled epochs of ``step(state, batch_indices) -> (state, metrics)``.
+def scan_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None,
+                probe: Optional[Callable] = None, probe_every: int = 1) -> Scanned:
+    """``epochs`` shuffled epochs of ``step(state, batch_indices) -> (state, metrics)`` over ``range(n)``.
 
     The training-step contract of the library (Flax's ``train_step(state, batch) -> (state,
     metrics)``). Epoch ``e`` uses the permutation drawn from ``fold_in(key, e)``
@@ -149,19 +115,55 @@ def scan_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, 
     ``metrics`` are stacked by the scan: every leaf gets a leading axis of
     ``epochs · steps_per_epoch(n, batch_size)`` entries, in step order. ``tick(e)`` (a host
     callback, if given) runs at the end of each epoch.
+
+    With ``probe``, ``trace`` is ``probe(state)`` evaluated inside the compiled loop (no host
+    round-trip) before every ``probe_every``-th full batch of each epoch and once after the last
+    step, stacked along a leading axis (:func:`probe_steps` gives the optimiser step count at each
+    entry); without, ``trace`` is None.
     """
+    if probe is not None and (not isinstance(probe_every, int) or probe_every < 1):
+        raise ValueError(f"probe_every = {probe_every!r} is invalid: it must be an integer >= 1.")
+
     def epoch(state, e):
         full, rest = epoch_batches(jax.random.fold_in(key, e), n, batch_size)
-        state, metrics = lax.scan(step, state, full)
+        if probe is None:
+            state, metrics = lax.scan(step, state, full)
+            seen = None
+        else:
+            blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(probe, state))
+
+            def probed_step(s, xs):
+                idx, j = xs
+                seen = lax.cond(j % probe_every == 0, probe, lambda _: blank, s)
+                s, m = step(s, idx)
+                return s, (m, seen)
+
+            state, (metrics, seen) = lax.scan(probed_step, state, (full, jnp.arange(full.shape[0])))
+            seen = jax.tree.map(lambda a: a[::probe_every], seen)
         if rest.shape[0]:
             state, last = step(state, rest)
             metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, last)
         if tick is not None:
             tick(e)
-        return state, metrics
+        return state, (metrics, seen)
 
-    state, metrics = lax.scan(epoch, state, jnp.arange(epochs))
-    return state, jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), metrics)
+    state, (metrics, seen) = lax.scan(epoch, state, jnp.arange(epochs))
+    metrics = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), metrics)
+    if probe is None:
+        return Scanned(state, metrics, None)
+    last = probe(state)
+    trace = jax.tree.map(lambda a, b: jnp.concatenate([a.reshape((-1,) + a.shape[2:]), b[None]]), seen, last)
+    return Scanned(state, metrics, trace)
+
+
+def run_epochs(step: Callable, state, key: jax.Array, n: int, batch_size: int, epochs: int, tick: Tick = None,
+               probe: Optional[Callable] = None, probe_every: int = 1):
+    """:func:`scan_epochs` for a step without metrics, ``state = step(state, batch_indices)``.
+
+    Returns ``state``, or ``(state, trace)`` when ``probe`` is given (see :func:`scan_epochs`).
+    """
+    out = scan_epochs(lambda s, idx: (step(s, idx), ()), state, key, n, batch_size, epochs, tick, probe, probe_every)
+    return out.state if probe is None else (out.state, out.trace)
 
 
 def teacher_train_step(apply_fn: Callable, n_classes: int, opt: optax.GradientTransformation,

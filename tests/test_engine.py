@@ -247,3 +247,28 @@ def test_a_follow_up_experiment_gives_the_same_numbers_on_two_devices(data_root)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(r["devices"]) == 2 and np.asarray(r["one"]).shape == (2, 3, 6)
     np.testing.assert_array_equal(np.asarray(r["one"]), np.asarray(r["two"]))
+
+
+def test_traces_derived_teachers_and_extra_arrays(task):
+    def acc_trace(view):  # every student's test accuracy, evaluated inside the scan
+        return jnp.stack([sm.accuracy(p, view.data["test_x"], view.data["test_y"], 10, apply_fn=view.model.apply)
+                          for p in view.students.values()])
+
+    def copy_of_teacher(view):  # a derived teacher: here the task teacher itself, read through `arrays`
+        return jax.tree.map(lambda a: a * view.data["one"], view.teacher)
+
+    exp = TINY.replace(students=(sm.Student("of_teacher"), sm.Student("of_copy", teacher="copy")),
+                       teachers={"copy": copy_of_teacher}, arrays={"one": np.float32(1.0)},
+                       trace={"accuracy": acc_trace}, trace_every=2, student_epochs=2)
+    r = sm.run(exp, task, n_runs=2)
+    assert r.models == ("reference", "teacher", "copy", "of_teacher", "of_copy")
+    np.testing.assert_array_equal(r.accuracy("copy"), r.accuracy("teacher"))
+    np.testing.assert_array_equal(r.accuracy("of_copy"), r.accuracy("of_teacher"))
+    # 2048 inputs in batches of 512: 4 steps per epoch, probed before steps 0, 2, 4, 6 and after step 8.
+    np.testing.assert_array_equal(r.trace_steps, [0, 2, 4, 6, 8])
+    assert r.traces["accuracy"].shape == (1, 2, 5, 2)
+    np.testing.assert_array_equal(r.traces["accuracy"][0, :, -1, 0], r.accuracy("of_teacher"))
+    np.testing.assert_array_equal(r.traces["accuracy"][0, :, 0, 0], r.accuracy("reference"))  # the start: θ0
+    assert r.record()["traces"]["steps"] == [0, 2, 4, 6, 8]
+    with pytest.raises(sm.ExperimentError, match="trace_every = 0"):
+        TINY.replace(trace_every=0)

@@ -42,7 +42,7 @@ def test_same_seed_same_accuracies_bit_for_bit(mnist):
 def test_run_keys_and_cross_runs():
     assert cross_run(0, 5) == 1 and cross_run(4, 5) == 0 and cross_run(0, 1) == 1
     k0, k1 = run_keys(0, 0), run_keys(0, 1)
-    assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 2 * len(k0) == 16
+    assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 2 * len(k0) == 18
 
 
 SHARDING_SCRIPT = textwrap.dedent("""
