@@ -151,6 +151,9 @@ class Experiment:
     ``metrics`` maps a name to ``f(RunModels) -> array``, evaluated inside the program per run
     after distillation; ``trace`` likewise, but evaluated every ``trace_every`` distillation steps
     (and after the last), stacked over steps (``Result.traces``, ``Result.trace_steps``).
+    ``step_metrics`` maps a name to ``f(StepView) -> array`` evaluated at *every* distillation step
+    (it sees each student's raw gradient, e.g. its cosine with the teacher's task gradient),
+    stacked over all steps (``Result.step_metrics``).
     ``teachers`` maps extra teacher names to ``f(RunModels) -> params`` derived from the task
     teacher in each run (e.g. a fine-tuned copy); students may imitate them, and they are evaluated
     beside the others. ``arrays`` are extra data (name → array) that metrics, traces, derived
@@ -171,6 +174,7 @@ class Experiment:
     metrics: Mapping[str, Callable] = field(default_factory=dict)
     trace: Mapping[str, Callable] = field(default_factory=dict)
     trace_every: int = 1
+    step_metrics: Mapping[str, Callable] = field(default_factory=dict)
     teachers: Mapping[str, Callable] = field(default_factory=dict)
     arrays: Mapping[str, Any] = field(default_factory=dict)
     track_losses: bool = False
@@ -203,7 +207,7 @@ class Experiment:
                 "students": [s.describe() for s in self.students], "teacher_epochs": self.teacher_epochs,
                 "student_epochs": self.student_epochs, "batch_size": self.batch_size,
                 "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
-                "trace": sorted(self.trace), "trace_every": self.trace_every, "teachers": sorted(self.teachers),
+                "trace": sorted(self.trace), "step_metrics": sorted(self.step_metrics), "trace_every": self.trace_every, "teachers": sorted(self.teachers),
                 "arrays": {k: list(np.shape(v)) for k, v in self.arrays.items()},
                 "track_losses": self.track_losses}
 
@@ -227,6 +231,21 @@ class RunModels(NamedTuple):
     teachers: Mapping[str, Any]
 
 
+class StepView(NamedTuple):
+    """What a per-step metric sees at one distillation step, before the optimiser updates.
+
+    ``run`` (a :class:`RunModels` whose ``students`` are the parameters before this step),
+    ``grads`` ({student: its raw distillation gradient ∇_θ L_S on this batch}), the batch ``x``,
+    ``logits`` ({teacher: its logits on x}) and the batch indices ``idx``.
+    """
+
+    run: RunModels
+    grads: Mapping[str, Any]
+    x: jax.Array
+    logits: Mapping[str, jax.Array]
+    idx: jax.Array
+
+
 @dataclass
 class Result:
     """Per-run outputs of :func:`run`, with what is needed to reproduce them.
@@ -236,7 +255,8 @@ class Result:
     ``distill_loss`` ``(n_values, n_runs, n_students)`` are the mean per-example losses over the
     last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
-    ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``.
+    ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
+    ``step_metrics`` each step metric to ``(n_values, n_runs, n_steps, ...)``.
     """
 
     experiment: Experiment
@@ -256,6 +276,7 @@ class Result:
     teachers: Any = None
     traces: dict[str, np.ndarray] = field(default_factory=dict)
     trace_steps: Optional[np.ndarray] = None
+    step_metrics: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_values(self) -> int:
@@ -290,6 +311,8 @@ class Result:
             payload["losses"] = {"teacher": self.teacher_loss.tolist(), "students": self.distill_loss.tolist()}
         if self.metrics:
             payload["metrics"] = {k: np.asarray(v).tolist() for k, v in self.metrics.items()}
+        if self.step_metrics:
+            payload["step_metrics"] = {k: np.asarray(v).tolist() for k, v in self.step_metrics.items()}
         if self.traces:
             payload["traces"] = {"steps": np.asarray(self.trace_steps).tolist(),
                                  **{k: np.asarray(v).tolist() for k, v in self.traces.items()}}
@@ -463,9 +486,11 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                     return {name: f(view) for name, f in exp.trace.items()}
 
             params = [_stack([start_of(students[i]) for i in g]) for g in groups]
-            state = tuple((p, _stacked_optimizer(students[g[0]], hp).init(p)) for p, g in zip(params, groups))
+            state = tuple((p, _stacked_optimizer(students[g[0]], hp, base).init(p)) for p, g in zip(params, groups))
             src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
-            step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses)
+            step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses,
+                                 base._replace(teachers=teachers), exp.step_metrics,
+                                 lambda parts: view_of(by_name(parts)).students)
             state, metrics, trace = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
                                                 exp.student_epochs, student_tick, probe, exp.trace_every)
             stacked = by_name([p for p, _ in state])
@@ -473,8 +498,9 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack(fixed), stacked)
             acc = jax.vmap(accuracy, in_axes=(0, None, None, None, None, None))(
                 everyone, arrays["test_x"], arrays["test_y"], n_classes, 1000, model.apply)
+            losses = metrics[0]
             if exp.track_losses and exp.student_epochs:
-                per_step = jnp.concatenate([m for m in metrics], axis=1) if len(metrics) > 1 else metrics[0]
+                per_step = jnp.concatenate([m for m in losses], axis=1) if len(losses) > 1 else losses[0]
                 distill_loss = jnp.sum(per_step[-n_steps:], axis=0)[inverse] / src.n
             else:
                 distill_loss = jnp.full((len(students),), jnp.nan, jnp.float32)
@@ -484,6 +510,8 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
             if exp.trace:
                 out["trace"] = trace
+            if exp.step_metrics:
+                out["step_metrics"] = metrics[1]
             return out
 
         teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
@@ -496,7 +524,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
     return jax.jit(sharded)
 
 
-def _stacked_optimizer(student: Student, hp) -> optax.GradientTransformation:
+def _stacked_optimizer(student: Student, hp, view=None) -> optax.GradientTransformation:
     """The optimiser of a group of S stacked students, as one transformation over the stack.
 
     The default Adam is elementwise, so one Adam over the stack is S independent Adams (and is
@@ -504,24 +532,26 @@ def _stacked_optimizer(student: Student, hp) -> optax.GradientTransformation:
     stack, so a transformation that mixes coordinates (a projection, a global-norm clip) sees
     one student at a time.
     """
-    opt = make_optimizer(student, hp)
+    opt = make_optimizer(student, hp, view)
     if student.optimizer is None:
         return opt
     return optax.GradientTransformation(jax.vmap(opt.init), jax.vmap(opt.update))
 
 
-def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, with_loss: bool):
+def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, with_loss: bool, view=None,
+                  step_metrics=None, named=None):
     """``step(state, idx) -> (state, losses)``: one batch of inputs, each teacher's logits once, every group's update.
 
     For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
     (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given), then
-    each student's optimiser step. ``losses`` is one ``(S,)`` array of batch losses per group
-    (``with_loss``), else empty (only the gradients are computed; see :class:`Experiment`).
+    each student's optimiser step. The step's metrics are ``(losses,)``: one ``(S,)`` array of
+    batch losses per group (``with_loss``), else empty (only the gradients are computed; see
+    :class:`Experiment`); with ``step_metrics``, ``(losses, {name: f(StepView)})``.
     """
     def group_fns(g):
         s0 = students[g[0]]
         loss_fn = _distillation_loss(s0, hp)
-        opt = _stacked_optimizer(s0, hp)
+        opt = _stacked_optimizer(s0, hp, view)
         pvals = {k: jnp.asarray([students[i].params[k] for i in g], jnp.float32) for k in sorted(s0.params)}
         objective = lambda p, x, t, m, w=None: loss_fn(model.apply(p, x), t, m, w)  # noqa: E731
         grad = jax.grad(objective)
@@ -534,7 +564,7 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
     def step(state, idx):
         x = src.draw(src_ctx, idx, hp)
         logits = {name: model.apply(teachers[name], x) for name in used}
-        new_state, losses = [], []
+        new_state, losses, raw = [], [], []
         for (p, o), mask, (s0, opt, pvals, vg) in zip(state, masks, fns):
             t = logits[s0.teacher]
             if s0.targets is None and s0.example_weights is None:
@@ -548,10 +578,16 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
 
                 tt, w = jax.vmap(per_student, axis_size=mask.shape[0])(pvals)
                 loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0))(p, x, tt, mask, w)
+            raw.append((p, g))
             updates, o = opt.update(g, o, p)
             new_state.append((optax.apply_updates(p, updates), o))
             losses.append(loss)
-        return tuple(new_state), (tuple(losses) if with_loss else ())
+        metrics = (tuple(losses) if with_loss else (),)
+        if step_metrics:
+            now = StepView(view._replace(students=named([p for p, _ in raw])), named([g for _, g in raw]), x,
+                           logits, idx)
+            metrics = metrics + ({name: f(now) for name, f in step_metrics.items()},)
+        return tuple(new_state), metrics
 
     return step
 
@@ -658,6 +694,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep:
                   distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
                   metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()},
                   traces={k: shaped(v) for k, v in out.get("trace", {}).items()},
+                  step_metrics={k: shaped(v) for k, v in out.get("step_metrics", {}).items()},
                   trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
                                if exp.trace else None), n_runs=n_runs, seed=int(seed),
                   sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],

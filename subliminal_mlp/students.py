@@ -249,14 +249,58 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             output_mask(s.outputs, model.n_classes, model.aux_logits)
 
 
-def make_optimizer(student: Student, hp: Mapping[str, Any]) -> optax.GradientTransformation:
-    """The student's optimiser: its own, or Adam(``hp["learning_rate"]``, β = (0.9, 0.999), ε = 1e-8)."""
+def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) -> optax.GradientTransformation:
+    """The student's optimiser: its own, or Adam(``hp["learning_rate"]``, β = (0.9, 0.999), ε = 1e-8).
+
+    ``student.optimizer`` may be a transformation, ``f(hp)`` or ``f(hp, view)`` where ``view`` is the
+    run's :class:`~subliminal_mlp.engine.RunModels` (its data, teachers and keys: e.g. a projection
+    that needs the teacher's task gradient, :func:`project_out`).
+    """
     opt = student.optimizer
     if opt is None:
         return adam(hp["learning_rate"])
     if isinstance(opt, optax.GradientTransformation):
         return opt
-    return opt(hp)
+    return opt(hp, view) if _n_args(opt) >= 2 else opt(hp)
+
+
+def _n_args(fn) -> int:
+    import inspect
+
+    try:
+        return len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return 1
+
+
+def tree_dot(a, b) -> jax.Array:
+    """``Σ_leaves Σ a·b``: the dot product of two parameter pytrees as flat vectors."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def cosine(a, b) -> jax.Array:
+    """``a·b / (‖a‖‖b‖)`` of two pytrees as flat vectors (0 when either is 0)."""
+    den = jnp.sqrt(tree_dot(a, a) * tree_dot(b, b))
+    return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def project_out(direction: Callable[[Any], Any], weight: Setting = 1.0) -> optax.GradientTransformation:
+    """An optax transformation removing from each update its component along ``direction(params)``.
+
+    ``g ← g − w · (g·d / ‖d‖²) · d`` with ``d = direction(params)`` (e.g. the gradient of the
+    teacher's task loss at the student's current parameters: Kitkana & Arora's projection test)
+    and ``w = weight`` (1: all of the component, 0: none; a number or a function of nothing).
+    Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``.
+    """
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_out needs the parameters: call update(updates, state, params).")
+        d = direction(params)
+        dd = tree_dot(d, d)
+        coef = weight * jnp.where(dd > 0, tree_dot(updates, d) / jnp.where(dd > 0, dd, 1.0), 0.0)
+        return jax.tree.map(lambda g, t: g - coef * t, updates, d), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def adam(learning_rate) -> optax.GradientTransformation:

@@ -272,3 +272,43 @@ def test_traces_derived_teachers_and_extra_arrays(task):
     assert r.record()["traces"]["steps"] == [0, 2, 4, 6, 8]
     with pytest.raises(sm.ExperimentError, match="trace_every = 0"):
         TINY.replace(trace_every=0)
+
+
+def test_project_out_against_flattened_vectors():
+    from subliminal_mlp.students import cosine, project_out
+
+    rng = np.random.default_rng(0)
+    g = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
+    d = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
+    flat = lambda t: np.concatenate([np.ravel(t["a"]), np.ravel(t["b"])]).astype(np.float64)  # noqa: E731
+    out, _ = project_out(lambda p: d).update(g, optax.EmptyState(), g)
+    want = flat(g) - flat(g) @ flat(d) / (flat(d) @ flat(d)) * flat(d)
+    np.testing.assert_allclose(flat(out), want, atol=1e-5)
+    assert abs(flat(out) @ flat(d)) < 1e-4
+    np.testing.assert_allclose(cosine(g, d), flat(g) @ flat(d) / np.linalg.norm(flat(g)) / np.linalg.norm(flat(d)),
+                               rtol=1e-5)
+
+
+def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
+    from subliminal_mlp.students import cosine, project_out
+
+    def task_grad(view):
+        x, y = view.data["test_x"][-64:], view.data["test_y"][-64:]
+        return jax.grad(lambda p: sm.class_cross_entropy(view.model.apply(p, x), y, 10))
+
+    def projected(hp, view):  # the optimiser is built per run, from the run's data
+        return optax.chain(project_out(task_grad(view)), sm.students.adam(hp["learning_rate"]))
+
+    def cos(now):
+        g_task = task_grad(now.run)
+        return jnp.stack([cosine(now.grads[n], g_task(now.run.students[n])) for n in ("plain", "projected")])
+
+    exp = TINY.replace(students=(sm.Student("plain"), sm.Student("projected", optimizer=projected)),
+                       step_metrics={"cos": cos})
+    r = sm.run(exp, task, n_runs=2)
+    assert r.step_metrics["cos"].shape == (1, 2, 4, 2)  # 4 steps, 2 students
+    c = r.step_metrics["cos"]
+    assert np.all(np.abs(c) <= 1) and np.any(c != 0)
+    # Both students start at θ0 and see the same first batch: the same raw gradient at step 0.
+    np.testing.assert_allclose(c[0, :, 0, 0], c[0, :, 0, 1], rtol=1e-5)
+    assert "step_metrics" in r.record()
