@@ -70,9 +70,11 @@ def require_plain_students(cfg: Config, experiment: str) -> None:
                           "command for these variants.")
 
 
-#: Config fields whose values keep every array shape: a sweep over them runs as one program, the
-#: values entering as traced arrays beside the run index.
-TRACED_FIELDS = ("learning_rate", "seed", "temperature", "input_mix", "init_noise")
+#: The numeric hyperparameters of :func:`experiment_from_config`'s experiments (Config fields of the
+#: same names): a sweep over them, or over the seed, runs as one program, the values entering as
+#: traced arrays beside the run index. Every other field changes shapes or code.
+HPARAM_FIELDS = ("learning_rate", "temperature", "input_mix", "init_noise")
+TRACED_FIELDS = ("seed", *HPARAM_FIELDS)
 
 
 def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) -> Experiment:
@@ -99,8 +101,7 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
         start = perturbed("init_noise", orthogonal=cfg.init_noise_kind == "orthogonal")
         table = tuple(s.replace(start=start) if s.start == ref("own") else s for s in FIGURE10)
     table = tuple(s.replace(loss=cfg.loss) for s in table)
-    hparams = {"learning_rate": cfg.learning_rate, "temperature": cfg.temperature, "input_mix": cfg.input_mix,
-               "init_noise": cfg.init_noise}
+    hparams = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
     return Experiment(model=config_model(cfg), inputs=src, students=table, teacher_epochs=cfg.teacher_epochs,
                       student_epochs=cfg.student_epochs, batch_size=cfg.batch_size, hparams=hparams,
                       name=f"figure10:{cfg.dataset}")
