@@ -21,6 +21,7 @@ from jax.flatten_util import ravel_pytree
 
 from .config import Config
 from .models import MLP, aux_logits, class_logits, kernel_init  # noqa: F401 (re-exported)
+from .students import perturb as perturbed  # noqa: F401 (θ + σ·ξ, Jiang et al.)
 
 
 def build_model(cfg: Config) -> MLP:
@@ -48,22 +49,6 @@ def _module_for(params: dict) -> MLP:
     n_hidden = len(params) - 1
     widths = tuple(params[f"hidden_{i}"]["bias"].shape[-1] for i in range(n_hidden))
     return MLP(hidden_widths=widths, n_outputs=params["head"]["bias"].shape[-1])
-
-
-def perturbed(params: dict, key: jax.Array, sigma, orthogonal_to: dict | None = None) -> dict:
-    """``θ + σ·ξ``, ξ ~ N(0, I) over every parameter (Jiang et al.'s initialisation noise).
-
-    With ``orthogonal_to = d``, ξ loses its component along ``d`` (flattened) and is rescaled to its
-    original norm, so the perturbation has the same size but cannot move along ``d``.
-    """
-    flat, unravel = ravel_pytree(params)
-    xi = jax.random.normal(key, flat.shape, flat.dtype)
-    if orthogonal_to is not None:
-        u = ravel_pytree(orthogonal_to)[0]
-        u = u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(u.dtype).tiny)
-        xi_perp = xi - jnp.dot(xi, u) * u
-        xi = xi_perp * (jnp.linalg.norm(xi) / jnp.linalg.norm(xi_perp))
-    return unravel(flat + sigma * xi)
 
 
 def stack_params(*trees: dict) -> dict:

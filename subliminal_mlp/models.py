@@ -151,6 +151,13 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
                  name=name or type(module).__name__, settings=tuple((settings or {}).items()))
 
 
+def trunk(x: jax.Array, hidden_widths: Sequence[int], activation: Callable) -> jax.Array:
+    """The hidden layers ``hidden_0, hidden_1, ...``: ``x -> act(Dense(w_i)(x))``; call inside a compact method."""
+    for i, width in enumerate(hidden_widths):
+        x = activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+    return x
+
+
 class MLP(nn.Module):
     """``x -> Dense -> act -> ... -> Dense``: ``len(hidden_widths)`` hidden layers, one head of ``n_outputs``.
 
@@ -163,8 +170,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, return_features: bool = False):
-        for i, width in enumerate(self.hidden_widths):
-            x = self.activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+        x = trunk(x, self.hidden_widths, self.activation)
         logits = nn.Dense(self.n_outputs, kernel_init=kernel_init, name="head")(x)
         return (logits, x) if return_features else logits
 
@@ -183,8 +189,7 @@ class SplitHeadMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, return_features: bool = False):
-        for i, width in enumerate(self.hidden_widths):
-            x = self.activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
+        x = trunk(x, self.hidden_widths, self.activation)
         logits = jnp.concatenate([nn.Dense(self.n_classes, kernel_init=kernel_init, name="class_head")(x),
                                   nn.Dense(self.aux_logits, kernel_init=kernel_init, name="aux_head")(x)], axis=-1)
         return (logits, x) if return_features else logits
