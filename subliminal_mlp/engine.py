@@ -25,10 +25,11 @@ are one group. Memory grows with ``run_batch``, not with N: inputs are drawn bat
 
 Example (a tiny Figure 10 on MNIST)::
 
-    from subliminal_mlp import engine, load_mnist
+    from subliminal_mlp import engine, inputs, load_mnist
     exp = engine.Experiment(teacher_epochs=1, student_epochs=1, inputs=inputs.uniform(4096))
     result = engine.run(exp, engine.Task.from_dataset(load_mnist()), n_runs=4)
     result.accuracy("student_aux")      # (4,) per-run test accuracies
+    result.table()                      # mean ± 95 % CI of every model
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputError, InputSource, bind_task, check_source, uniform
 from .internal import compile_program
-from .results import register_format
+from .results import data_record, register_format
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
@@ -119,7 +120,7 @@ class Task:
         splits and label ``c_k`` becomes ``k``: a K-class task (the model needs ``n_classes = K``).
         The record says which classes were kept and how many examples remain.
         """
-        data = {"dataset": dataset.name, "source_dir": str(dataset.source_dir), "sha256": dict(dataset.checksums)}
+        data = data_record(dataset)
         if classes is None:
             return cls(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
                        int(dataset.num_classes), data)
