@@ -26,13 +26,17 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from . import engine
 from .config import Config
-from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
+from .engine import Experiment
+from .experiment import experiment_from_config, require_plain_students
 from .losses import class_cross_entropy
-from .model import accuracy, apply, concat_params, logit_mask, stack_params
+from .model import accuracy
 from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
-from .training import distill_students, probe_steps, steps_per_epoch, train_teacher
+from .students import Student, adam, cosine, project_out
+from .training import steps_per_epoch
 
 FORMAT = "subliminal-mlp/alignment"
 #: (name, initialisation, projection weight) of the four students of a run.
@@ -67,13 +71,54 @@ def alignment_hook(task_grad: Callable[[dict], dict], project: jax.Array):
     return hook
 
 
+def task_gradient(held_out: int, n_classes: int):
+    """``view -> (params -> ∇ L_class(params))`` on the run's last ``held_out`` test images (the trait gradient)."""
+    def for_run(view):
+        x, y = view.data["test_x"][-held_out:], view.data["test_y"][-held_out:]
+        return jax.grad(lambda p: class_cross_entropy(view.model.apply(p, x), y, n_classes))
+
+    return for_run
+
+
+def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int = 10,
+                         n_probe: int = 2000) -> Experiment:
+    """The engine experiment of :func:`run_alignment`: four aux students, two with the projection.
+
+    Students (:data:`STUDENTS`): shared and cross-model initialisation, each plain (Adam) and with
+    :func:`~subliminal_mlp.students.project_out` of the task gradient chained before Adam. Step
+    metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
+    trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
+    ``probe_every`` steps.
+    """
+    base = experiment_from_config(cfg)
+    grad_of = task_gradient(held_out, cfg.n_classes)
+
+    def projected(hp, view):
+        return optax.chain(project_out(grad_of(view)), adam(hp["learning_rate"]))
+
+    names = [n for n, _, _ in STUDENTS]
+    table = tuple(Student(n, start, "aux", loss=cfg.loss, optimizer=projected if w else None)
+                  for n, start, w in STUDENTS)
+
+    def cos(now):
+        g_task = grad_of(now.run)
+        return jnp.stack([cosine(now.grads[n], g_task(now.run.students[n])) for n in names])
+
+    def probe(view):
+        x, y = view.data["test_x"][:n_probe], view.data["test_y"][:n_probe]
+        return jnp.stack([accuracy(view.students[n], x, y, cfg.n_classes, apply_fn=view.model.apply) for n in names])
+
+    return base.replace(students=table, step_metrics={"cos": cos}, trace={"accuracy": probe},
+                        trace_every=probe_every, name="alignment")
+
+
 def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 10,
                   n_probe: int = 2000, progress: bool = False) -> dict[str, Any]:
-    """Alignment traces and accuracies of the four students of ``cfg.n_runs`` runs (one program).
+    """Alignment traces and accuracies of the four students of ``cfg.n_runs`` runs (one engine program).
 
     The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
     first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
-    end on the whole test set. ``progress``: a bar over runs. Returns the JSON-ready record (the
+    end on the whole test set. ``progress``: bars over the phases. Returns the JSON-ready record (the
     envelope of :mod:`.results`, format ``subliminal-mlp/alignment``, version 1) with this payload::
 
         "held_out": 256, "probe_every": 10, "n_probe": 2000, "probe_steps": [...], "steps_per_epoch": ..,
@@ -89,40 +134,21 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     if not 0 < held_out <= data.test_images.shape[0] - n_probe:
         raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "
                          f"so that the held-out batch and the {n_probe} probe images do not overlap.")
-    mask = logit_mask(cfg, "aux")
-    masks = jnp.stack([mask] * len(STUDENTS))
-    project = jnp.asarray([w for _, _, w in STUDENTS], jnp.float32)
-    bar = RunProgress(cfg.n_runs, "runs", enabled=progress)
-
-    def one_run(run, train_x, train_y, test_x, test_y):
-        keys = run_keys(cfg.seed, run)
-        refs = references(cfg, cfg.seed, run)
-        teacher = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
-        start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
-        hx, hy = test_x[-held_out:], test_y[-held_out:]
-        task_grad = jax.grad(lambda p: class_cross_entropy(apply(p, hx), hy, cfg.n_classes))
-        px, py = test_x[:n_probe], test_y[:n_probe]
-        probe = lambda s: jax.vmap(accuracy, (0, None, None, None))(s, px, py, cfg.n_classes)  # noqa: E731
-        students, acc_trace, cos = distill_students(
-            start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg, probe=probe,
-            probe_every=probe_every, on_grads=alignment_hook(task_grad, project))
-        models = concat_params(stack_params(refs["own"], teacher), students)
-        final = jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, cfg.n_classes)
-        bar.after(final)
-        return cos, acc_trace, final
-
-    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    (cos, acc, final), compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
-    # cos: (runs, steps, S); acc: (runs, P, S); final: (runs, 2 + S)
+    exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe)
+    result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
+                        run_batch=cfg.run_batch, progress=progress)
+    cos = result.step_metrics["cos"][0]     # (runs, steps, S)
+    acc = result.traces["accuracy"][0]      # (runs, probes, S)
+    final = result.accuracies[0]            # (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 
     n_test = data.test_images.shape[0]
     subset = {"task_gradient_test_images": [n_test - held_out, n_test], "probe_test_images": [0, min(n_probe, n_test)]}
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(data, name=cfg.dataset, subset=subset),
-        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         held_out=held_out, probe_every=probe_every, n_probe=n_probe,
-        probe_steps=probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every).tolist(),
+        probe_steps=result.trace_steps.tolist(),
         steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size),
         cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
         mean_cosine={n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
