@@ -19,7 +19,7 @@ from pathlib import Path
 from subliminal_mlp import theorem, theory
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.models import mlp
-from subliminal_mlp.results import atomic_write_text
+from subliminal_mlp.results import atomic_write_text, data_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def main() -> int:
         images=ds.train_images, labels=ds.train_labels, model=model, losses=theory.STANDARD_LOSSES,
         eps=theory.eps_grid(1e-6, 1.0, 64), seeds=range(a.seeds), n_noise=1024, teacher_batch=1024,
         alpha=1.0, teacher_loss="ce",
-        data_info={"dataset": "mnist", "source_dir": str(ds.source_dir), "sha256": dict(ds.checksums)})
+        data_info=data_record(ds))
     summary = theorem.summarize(record)
     record["summary"] = summary
     record["caption"] = theorem.settings_caption(record)

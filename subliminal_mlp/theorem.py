@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config
+from .results import data_record, envelope, register_format
 from .models import Model, ModelError, check_model, config_model
 from .theory import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
                      _network, class_cross_entropy_loss, eps_grid, float64, l2_teacher_loss, standard_losses,
@@ -40,9 +41,11 @@ from .theory import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive,
 __all__ = ["run_theorem_check", "summarize", "theorem_holds", "format_tables", "settings_caption", "plot_theorem",
            "FORMAT", "FORMAT_VERSION"]
 
-#: The ``format`` of a theorem record; ``format_version`` 1 (``settings["model"]`` added, same fields otherwise).
+#: The ``format`` of a theorem record. Version 2: the common envelope (``config`` holds what version 1
+#: called ``settings``; ``n_runs``/``seeds`` added); :func:`settings_of` reads both.
 FORMAT = "subliminal-mlp/theorem"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+register_format(FORMAT, FORMAT_VERSION)
 
 
 # ----------------------------------------------------------------------------- the full check
@@ -103,12 +106,12 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     One :func:`~subliminal_mlp.theory.sweep` per seed covers every loss setting in ``losses``
     (names of the standard settings, or StudentLoss objects), every ``ε`` and both
     initialisations: ``A = E_x[vᵀM(x)v]``, ``ΔθS(ε)·ΔθT``, its cosine, ``L_T(θS0+αΔθS) − L_T(θS0)``
-    and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["settings"]["model"]`` is ``model.describe()``.
+    and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["config"]["model"]`` is ``model.describe()``.
 
     >>> from subliminal_mlp.models import mlp
     >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
     ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
-    >>> rec["settings"]["model"]["activation"], theorem_holds(summarize(rec))
+    >>> rec["config"]["model"]["activation"], theorem_holds(summarize(rec))
     ('tanh', True)
     """
     from .experiment import run_key
@@ -189,22 +192,26 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
         rec_losses[setting.label] = entry
     described = model.describe()
     widths = described.get("hidden_widths")
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"hidden_widths": None if widths is None else list(widths), "aux_logits": model.aux_logits,
-                     "n_classes": model.n_classes, "input_dim": input_dim, "n_noise": n_noise,
-                     "teacher_loss": lt_name, "teacher_batch": teacher_batch if needs_batch else None,
-                     "alpha": float(alpha), "precision": precision, "seeds": [int(s) for s in seeds],
-                     "losses": names, "model": described},
-        "eps": eps.tolist(),
-        "LT0": {"shared": [float(r.LT0[0]) for r in per_seed], "different": [float(r.LT0[1]) for r in per_seed]},
-        "norm_T": [float(r.norm_T) for r in per_seed],
-        "losses": rec_losses,
-        "data": data_info or {},
-        "environment": environment([str(d) for d in jax.devices()]),
-        "timing": {"sweep_s_per_seed_incl_compile": timing},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    settings = {"hidden_widths": None if widths is None else list(widths), "aux_logits": model.aux_logits,
+                "n_classes": model.n_classes, "input_dim": input_dim, "n_noise": n_noise,
+                "teacher_loss": lt_name, "teacher_batch": teacher_batch if needs_batch else None,
+                "alpha": float(alpha), "precision": precision, "seeds": [int(s) for s in seeds],
+                "losses": names, "model": described}
+    return envelope(
+        FORMAT, settings, n_runs=len(per_seed), seed=[int(s) for s in seeds], runs=[0] * len(per_seed),
+        data=data_info or {}, devices=[str(d) for d in jax.devices()], format_version=FORMAT_VERSION,
+        timing={"sweep_s_per_seed_incl_compile": timing, "total_s": float(sum(timing))},
+        eps=eps.tolist(),
+        LT0={"shared": [float(r.LT0[0]) for r in per_seed], "different": [float(r.LT0[1]) for r in per_seed]},
+        norm_T=[float(r.norm_T) for r in per_seed],
+        losses=rec_losses,
+    )
+
+
+def settings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A theorem record's settings: its ``config`` (format version 2, the common envelope) or, in a
+    version-1 record, its ``settings``."""
+    return record["config"] if "config" in record else record["settings"]
 
 
 def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: float = 1e-3) -> dict[str, Any]:
@@ -226,7 +233,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     all_ok = True
     for name, entry in record["losses"].items():
         rows = []
-        for s_i, seed in enumerate(record["settings"]["seeds"]):
+        for s_i, seed in enumerate(settings_of(record)["seeds"]):
             A = entry["A"][s_i]
             sh, df = entry["shared"], entry["different"]
             dot = np.asarray(sh["dot"][s_i])
@@ -342,12 +349,12 @@ def _model_caption(s: dict[str, Any]) -> str:
 def settings_caption(record: dict[str, Any]) -> str:
     """One line describing the settings of a theorem record: model, ``L_T``, inputs, α, ε grid, seeds.
 
-    >>> settings_caption({"settings": {"hidden_widths": [256, 256], "input_dim": 784, "n_classes": 10,
+    >>> settings_caption({"config": {"hidden_widths": [256, 256], "input_dim": 784, "n_classes": 10,
     ...     "aux_logits": 3, "teacher_loss": "l2", "teacher_batch": None, "n_noise": 8, "alpha": 1.0,
     ...     "precision": "float64", "seeds": [0]}, "eps": [1e-6, 1.0]})
     'MLP 784→256→256→10+3; L_T = ½‖θ‖²; x = 8 uniform-noise images; α = 1; 2 ε in [1e-06, 1e+00]; float64; seeds [0]'
     """
-    s = record["settings"]
+    s = settings_of(record)
     if s["teacher_loss"] == "ce":
         lt = f"L_T = class cross-entropy on {s['teacher_batch']} MNIST training images"
     elif s["teacher_loss"] == "l2":
@@ -399,7 +406,7 @@ def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     for ax in (ax_g, ax_c3):
         (g,) = ax.plot(guide, guide, color="black", ls=":", lw=1.0)
         ax.legend([g], ["∝ ε (slope 1)"], loc="lower right", frameon=False, fontsize=8)
-    n_seeds = len(record["settings"]["seeds"])
+    n_seeds = len(settings_of(record)["seeds"])
     ax_a.set(xscale="log", yscale="log", xlabel="ε (teacher's step size)", ylabel="ΔθS·ΔθT / ε",
              title="(a) shared init: ΔθS·ΔθT/ε → A (dashed)")
     ax_g.set(xscale="log", yscale="log", xlabel="ε", ylabel="|ΔθS·ΔθT/ε − A| / A",

@@ -90,7 +90,7 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     """Run the check for the parsed arguments ``a``; print the tables; 0 if the theorem holds, else 1."""
     from . import theorem, theory
     from .models import mlp
-    from .results import atomic_write_text
+    from .results import atomic_write_text, data_record
 
     _check(a)
     cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
@@ -106,7 +106,7 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
             raise ConfigError(f"--teacher-batch = {a.teacher_batch} exceeds the {ds.train_images.shape[0]} "
                               "MNIST training images.")
         images, labels = ds.train_images, ds.train_labels
-        data_info = {"dataset": "mnist", "source_dir": str(ds.source_dir), "sha256": dict(ds.checksums)}
+        data_info = data_record(ds)
     eps = theory.eps_grid(a.eps_min, a.eps_max, a.n_eps)
     seeds = list(range(a.seed, a.seed + a.seeds))
     record = theorem.run_theorem_check(images=images, labels=labels, model=model, losses=a.losses, eps=eps,

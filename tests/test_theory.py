@@ -442,7 +442,7 @@ def test_cli_on_mnist(data_root, tmp_path, capsys):
     assert "PASS" in text and "rel gap" in text
     rec = json.loads(out.read_text())
     assert rec["format"] == theorem.FORMAT and rec["summary"]["ok"] is True
-    assert rec["settings"]["hidden_widths"] == [32, 16] and rec["settings"]["aux_logits"] == 4
+    assert rec["config"]["hidden_widths"] == [32, 16] and rec["config"]["aux_logits"] == 4
     assert len(rec["eps"]) == 6 and len(rec["losses"]["ce_aux"]["A"]) == 2
     assert rec["data"]["sha256"]
     # the figure from the same record
@@ -653,7 +653,7 @@ def test_run_theorem_check_on_other_models_records_the_model(tmp_path):
     eps = theory.eps_grid(1e-6, 1e-1, 4)
     rec = theorem.run_theorem_check(images=images, labels=labels, model=cnn, eps=eps, seeds=[0, 1], n_noise=12,
                                     teacher_batch=16)
-    s = rec["settings"]
+    s = rec["config"]
     assert s["model"] == cnn.describe() and s["model"]["name"] == "small_cnn"
     assert s["model"]["input_shape"] == [28, 28, 1] and s["hidden_widths"] is None and s["input_dim"] == 784
     assert s["teacher_loss"] == "ce" and s["teacher_batch"] == 16 and s["losses"] == list(theory.STANDARD_LOSSES)
@@ -667,21 +667,21 @@ def test_run_theorem_check_on_other_models_records_the_model(tmp_path):
     tanh = mlp((6,), n_classes=3, aux_logits=2, input_dim=5, activation="tanh")
     kw = dict(teacher_loss="l2", eps=eps, seeds=[0], n_noise=8, losses=["ce_aux", "mse_all"])
     rec = theorem.run_theorem_check(model=tanh, **kw)
-    assert rec["settings"]["model"] == {"name": "mlp", "n_classes": 3, "aux_logits": 2, "input_shape": [5],
+    assert rec["config"]["model"] == {"name": "mlp", "n_classes": 3, "aux_logits": 2, "input_shape": [5],
                                         "hidden_widths": [6], "activation": "tanh"}
-    assert rec["settings"]["teacher_loss"] == "l2" and rec["settings"]["teacher_batch"] is None
+    assert rec["config"]["teacher_loss"] == "l2" and rec["config"]["teacher_batch"] is None
     assert theorem.theorem_holds(theorem.summarize(rec))
     assert theorem.settings_caption(rec).startswith("MLP 5→6→3+2 (tanh); L_T = ½‖θ‖²")
     # a TeacherLoss built for the model, and the cfg path (the CLI's) = the same MLP given as model=
     custom = theory.TeacherLoss.custom(lambda m, p, xs: jnp.mean(m.apply(p, xs) ** 2), tanh, "mean_square")
     xs = rng.normal(size=(4, 5))
     rec_c = theorem.run_theorem_check(model=tanh, **dict(kw, teacher_loss=custom), teacher_loss_args=(xs,))
-    assert rec_c["settings"]["teacher_loss"] == "mean_square" and theorem.theorem_holds(theorem.summarize(rec_c))
+    assert rec_c["config"]["teacher_loss"] == "mean_square" and theorem.theorem_holds(theorem.summarize(rec_c))
     cfg = Config(hidden_widths=(6,), aux_logits=2, n_classes=3, input_dim=5)
     a = theorem.run_theorem_check(cfg, **kw)
     b = theorem.run_theorem_check(model=mlp((6,), n_classes=3, aux_logits=2, input_dim=5), **kw)
-    assert a["losses"] == b["losses"] and a["settings"] == b["settings"]
-    assert a["settings"]["model"]["activation"] == "relu"
+    assert a["losses"] == b["losses"] and a["config"] == b["config"]
+    assert a["config"]["model"]["activation"] == "relu"
 
 
 def test_committed_record_report_from_the_record():
