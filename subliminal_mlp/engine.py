@@ -208,7 +208,8 @@ class Experiment:
                 "students": [s.describe() for s in self.students], "teacher_epochs": self.teacher_epochs,
                 "student_epochs": self.student_epochs, "batch_size": self.batch_size,
                 "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
-                "trace": sorted(self.trace), "step_metrics": sorted(self.step_metrics), "trace_every": self.trace_every, "teachers": sorted(self.teachers),
+                "trace": sorted(self.trace), "step_metrics": sorted(self.step_metrics),
+                "trace_every": self.trace_every, "teachers": sorted(self.teachers),
                 "arrays": {k: list(np.shape(v)) for k, v in self.arrays.items()},
                 "track_losses": self.track_losses}
 
@@ -254,7 +255,8 @@ class Result:
     ``accuracies`` has shape ``(n_values, n_runs, n_models)`` (models in :attr:`models` order:
     ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` and
     ``distill_loss`` ``(n_values, n_runs, n_students)`` are the mean per-example losses over the
-    last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to ``(n_values, n_runs, ...)``; ``sweep`` maps each
+    last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to
+    ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
     ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
     ``step_metrics`` each step metric to ``(n_values, n_runs, n_steps, ...)``.
@@ -625,7 +627,8 @@ class _Progress:
             bar.close()
 
 
-def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep: Optional[Mapping[str, Sequence]] = None,
+def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
+        sweep: Optional[Mapping[str, Sequence]] = None,
         devices: Optional[list] = None, run_batch: Optional[int] = None, progress: bool = False,
         teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None) -> Result:
     """Run ``exp`` on ``task`` for ``n_runs`` runs (× the swept values) as one compiled program.
@@ -689,7 +692,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0, sweep:
     kept = None
     if keep_teachers and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
-    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=(*RESERVED, *exp.teachers, *(s.name for s in exp.students)),
+    models = (*RESERVED, *exp.teachers, *(s.name for s in exp.students))
+    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=models,
                   accuracies=shaped(out["accuracy"]),
                   teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
                   distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,

@@ -23,6 +23,7 @@ from jax import lax
 from .config import Config
 from .losses import class_cross_entropy, distillation_loss
 from .model import apply
+from .inputs import per_example
 from .prng import permutation
 
 Tick = Optional[Callable[[jax.Array], None]]
@@ -43,47 +44,19 @@ def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784)
     Image ``j`` depends only on ``(noise_key, j)``, so any batch of the set can be generated on
     demand in any order, and the set is identical across epochs without being stored.
     """
-    return _per_image(noise_key, indices,
+    return per_example(noise_key, indices,
                       lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0))
 
 
 def gaussian_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
     """Like :func:`noise_images`, but N(0, 1/3) per pixel: the mean and variance of U[-1, 1]."""
-    return _per_image(noise_key, indices, lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5)
-
-
-def _per_image(noise_key: jax.Array, indices: jax.Array, draw: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """``draw(fold_in(noise_key, j))`` for every index ``j``: image j depends only on (key, j)."""
-    return jax.vmap(draw)(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(noise_key, indices))
+    return per_example(noise_key, indices,
+                       lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimiser steps in one epoch of ``n`` examples: the full batches and the kept partial one."""
     return -(-n // batch_size)
-
-
-def distillation_inputs(cfg: Config, noise_key: jax.Array, pool: Optional[jax.Array] = None, input_mix=None):
-    """``(inputs, n_inputs)`` for :func:`distill_students` according to ``cfg.student_inputs``.
-
-    ``"uniform"``: ``(None, None)``, i.e. the default uniform noise; ``"gaussian"``: the
-    ``cfg.n_noise`` images of :func:`gaussian_images`; ``"task"`` and ``"fashion-mnist"``: the rows
-    of ``pool`` (the teacher's training images, or Fashion-MNIST's); ``"mix"``: image ``j`` is
-    ``α·pool[j mod len(pool)] + (1 − α)·noise_j`` with ``α = input_mix`` (default
-    ``cfg.input_mix``; may be traced), ``cfg.n_noise`` of them.
-    """
-    kind = cfg.student_inputs
-    if kind == "uniform":
-        return None, None
-    if kind == "gaussian":
-        return (lambda idx: gaussian_images(noise_key, idx, cfg.input_dim)), cfg.n_noise
-    if pool is None:
-        raise ValueError(f"student_inputs = {kind!r} needs the image pool to draw from (pool=...).")
-    if kind in ("task", "fashion-mnist"):
-        return (lambda idx: pool[idx]), pool.shape[0]
-    alpha = cfg.input_mix if input_mix is None else input_mix
-    n_pool = pool.shape[0]
-    return (lambda idx: alpha * pool[idx % n_pool] + (1 - alpha) * noise_images(noise_key, idx, cfg.input_dim)), \
-        cfg.n_noise
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:

@@ -126,26 +126,35 @@ def test_probing_does_not_change_the_training():
     assert float(trace[0, 0]) == 0.0 and float(trace[-1, 0]) == float(probed["head"]["bias"][0, 12])
 
 
-def test_distillation_inputs_of_every_kind():
-    from subliminal_mlp.training import distillation_inputs, gaussian_images
+def test_config_input_sources_of_every_kind():
+    from subliminal_mlp.experiment import experiment_from_config
+    from subliminal_mlp.inputs import bind_task
+    from subliminal_mlp.training import gaussian_images
 
     key = jax.random.PRNGKey(0)
     g = np.asarray(gaussian_images(key, jnp.arange(3000)))
     assert abs(g.mean()) < 0.005 and abs(g.var() - 1 / 3) < 0.005 and g.min() < -1.5  # N(0, 1/3), unbounded
     pool = jax.random.uniform(jax.random.PRNGKey(1), (700, 784))
     idx = jnp.array([0, 699, 700, 1401])
-    assert distillation_inputs(Config(), key) == (None, None)
-    fn, n = distillation_inputs(Config(student_inputs="task"), key, pool)
-    assert n == 700 and np.array_equal(np.asarray(fn(idx[:2])), np.asarray(pool[jnp.array([0, 699])]))
-    fn, n = distillation_inputs(Config(student_inputs="mix", input_mix=1.0, n_noise=2000), key, pool)
-    assert n == 2000 and np.array_equal(np.asarray(fn(idx)), np.asarray(pool[idx % 700]))
-    fn, _ = distillation_inputs(Config(student_inputs="mix", n_noise=2000), key, pool, input_mix=0.0)
-    np.testing.assert_array_equal(np.asarray(fn(idx)), np.asarray(noise_images(key, idx)))
-    fn, _ = distillation_inputs(Config(student_inputs="mix", input_mix=0.25, n_noise=2000), key, pool)
-    np.testing.assert_allclose(np.asarray(fn(idx)), 0.25 * np.asarray(pool[idx % 700])
+
+    def source(cfg, hp=None):
+        src = bind_task(experiment_from_config(cfg).inputs, pool)
+        hp = {"input_mix": cfg.input_mix} if hp is None else hp
+        return src, (lambda i: src.draw(src.prepare(key, src.arrays, hp), i, hp))
+
+    src, draw = source(Config(n_noise=2000))
+    assert src.n == 2000 and np.array_equal(np.asarray(draw(idx)), np.asarray(noise_images(key, idx)))
+    src, draw = source(Config(student_inputs="gaussian", n_noise=3000))
+    np.testing.assert_array_equal(np.asarray(draw(jnp.arange(3000))), g)
+    src, draw = source(Config(student_inputs="task"))
+    assert src.n == 700 and np.array_equal(np.asarray(draw(idx[:2])), np.asarray(pool[jnp.array([0, 699])]))
+    src, draw = source(Config(student_inputs="mix", input_mix=1.0, n_noise=2000))
+    assert src.n == 2000 and np.array_equal(np.asarray(draw(idx)), np.asarray(pool[idx % 700]))
+    src, draw = source(Config(student_inputs="mix", n_noise=2000), {"input_mix": 0.0})
+    np.testing.assert_array_equal(np.asarray(draw(idx)), np.asarray(noise_images(key, idx)))
+    src, draw = source(Config(student_inputs="mix", input_mix=0.25, n_noise=2000))
+    np.testing.assert_allclose(np.asarray(draw(idx)), 0.25 * np.asarray(pool[idx % 700])
                                + 0.75 * np.asarray(noise_images(key, idx)), atol=1e-6)
-    with pytest.raises(ValueError, match="needs the image pool"):
-        distillation_inputs(Config(student_inputs="task"), key)
 
 
 def test_temperature_one_changes_nothing_and_two_is_the_softened_loss():
