@@ -103,6 +103,12 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
     """
     key = jax.random.PRNGKey(0) if key is None else key
     try:
+        hash(model)
+    except TypeError as e:
+        raise ModelError(f"model {model.name!r} is not hashable ({e}): compiled programs take the model as a static "
+                         "argument, so its functions and Flax module must be hashable (e.g. give nn.Sequential a "
+                         "tuple of layers, not a list).") from e
+    try:
         params = jax.eval_shape(model.init, key)
         out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *model.input_shape), jnp.float32))
     except Exception as e:  # noqa: BLE001 - any failure of a user's model is reported with its cause

@@ -150,6 +150,8 @@ def test_bad_tables_and_models_fail_before_compute(task):
             sm.run(exp, task, n_runs=1)
     with pytest.raises(sm.ExperimentError, match="momentum"):
         sm.run(TINY, task, n_runs=1, sweep={"momentum": [0.9]})
+    with pytest.raises(sm.ModelError, match="not hashable"):
+        sm.check_model(sm.from_flax(nn.Sequential([nn.Dense(13)])))
     with pytest.raises(sm.ExperimentError, match="teacher_epochs = -1"):
         TINY.replace(teacher_epochs=-1)
     with pytest.raises(sm.ExperimentError, match="batch_size = 70000"):
