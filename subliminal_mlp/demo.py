@@ -7,6 +7,10 @@ teacher's aux outputs on them next to the students' after distillation, and (c) 
 MNIST test accuracy over the distillation steps, measured inside the compiled training loop.
 :func:`demo` also writes the numbers beside the figure (``demo.json``, format
 ``subliminal-mlp/demo``, see :func:`demo_record`).
+
+The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`demo_experiment`):
+the two students are a table, the accuracy probe a ``trace``, the shown noise and the aux outputs
+on it ``metrics``; :func:`run_demo` runs one run of it with :func:`engine.run`.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config
-from .experiment import require_plain_students, run_keys
-from .model import apply, aux_logits
+from . import engine, inputs
+from .config import Config, ConfigError
+from .engine import Experiment, RunModels
+from .model import accuracy, aux_logits, stack_params
+from .models import config_model
 from .results import data_record, envelope, write_record
-from .training import noise_images, probe_steps
-from .trajectory import final_accuracies, traced_run
+from .students import Student
 
 FORMAT = "subliminal-mlp/demo"
 N_SHOWN = 4
+#: The two aux-only students: from the teacher's initialisation, and from another run's.
+STUDENTS = (Student("student_aux", "own", "aux"), Student("cross_aux", "cross", "aux"))
 
 
 @dataclass
@@ -47,35 +54,71 @@ class DemoResult:
     n_probe: int  # test images used for the trace
 
 
+def _students(view: RunModels):
+    return stack_params(*[view.students[s.name] for s in STUDENTS])
+
+
+def probe_accuracy(n_probe: int):
+    """The trace ``f(RunModels) -> (2,)``: each student's accuracy on the first ``n_probe`` test images."""
+
+    def probe(view: RunModels) -> jax.Array:
+        px, py = view.data["test_x"][:n_probe], view.data["test_y"][:n_probe]
+        return jax.vmap(accuracy, (0, None, None, None, None, None))(_students(view), px, py, view.model.n_classes,
+                                                                     1000, view.model.apply)
+
+    return probe
+
+
+def shown_outputs(src: inputs.InputSource):
+    """The metrics: the run's first :data:`N_SHOWN` inputs, the teacher's and students' aux softmax on them."""
+
+    def shown(view: RunModels) -> jax.Array:
+        return src.draw(src.prepare(view.keys["noise"], src.arrays, view.hp), jnp.arange(N_SHOWN), view.hp)
+
+    def soft(view: RunModels, params) -> jax.Array:
+        return jax.nn.softmax(aux_logits(view.model.apply(params, shown(view)), view.model.n_classes), axis=-1)
+
+    return {"noise": shown, "teacher_aux": lambda v: soft(v, v.teacher),
+            "student_aux": lambda v: jax.vmap(lambda p: soft(v, p))(_students(v))}
+
+
+def demo_experiment(cfg: Config, *, probe_every: int = 4, n_probe: int = 2000) -> Experiment:
+    """The demo's engine experiment: ``cfg``'s teacher, the two aux-only students, the probe, the shown outputs."""
+    for name, v in (("probe_every", probe_every), ("n_probe", n_probe)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+    src = inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,))
+    return Experiment(model=config_model(cfg), inputs=src, students=tuple(s.replace(loss=cfg.loss) for s in STUDENTS),
+                      teacher_epochs=cfg.teacher_epochs, student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
+                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
+                      metrics=shown_outputs(src), trace={"accuracy": probe_accuracy(n_probe)}, trace_every=probe_every,
+                      name=f"demo:{cfg.dataset}")
+
+
 def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every: int = 4,
              n_probe: int = 2000) -> DemoResult:
     """One run: teacher, then the shared-init and cross-model aux-only students, probed as they learn.
 
     The students' accuracy is measured every ``probe_every`` steps on the first ``n_probe`` test
-    images; the final accuracies use the whole test set. One compiled program.
+    images; the final accuracies use the whole test set. One compiled program (:func:`engine.run`).
     """
-    require_plain_students(cfg, "run_demo")
+    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
+        raise ConfigError(f"run_demo distils its students on uniform noise from unperturbed starts; "
+                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
+                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
+                          "command for these variants.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     cfg = cfg.replace(seed=seed, n_runs=1)
-    keys = run_keys(seed, 0)
-    n = cfg.n_classes
-
-    @jax.jit
-    def program(train_x, train_y, test_x, test_y):
-        ref, teacher, students, trace = traced_run(cfg, 0, train_x, train_y, test_x, test_y, probe_every, n_probe)
-        shown = noise_images(keys["noise"], jnp.arange(N_SHOWN), cfg.input_dim)
-        soft = lambda p: jax.nn.softmax(aux_logits(apply(p, shown), n), axis=-1)  # noqa: E731
-        final = final_accuracies(ref, teacher, students, test_x, test_y, n)
-        return trace, final, shown, soft(teacher), jax.vmap(soft)(students)
-
+    exp = demo_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
     t0 = time.perf_counter()
-    trace, final, shown, t_aux, s_aux = jax.device_get(
-        program(data.train_images, data.train_labels, data.test_images, data.test_labels))
-    return DemoResult(config=cfg, steps=probe_steps(cfg.n_noise, cfg.batch_size, cfg.student_epochs, probe_every),
-                      trace=np.asarray(trace), final=dict(zip(("reference", "teacher", "student", "cross"),
-                                                              map(float, final))),
-                      noise=np.asarray(shown), teacher_aux=np.asarray(t_aux), student_aux=np.asarray(s_aux),
-                      seconds=time.perf_counter() - t0, n_probe=min(n_probe, data.test_images.shape[0]))
+    result = engine.run(exp, engine.Task.from_dataset(data), n_runs=1, seed=seed, run_batch=cfg.run_batch)
+    seconds = time.perf_counter() - t0
+    final = {short: float(result.accuracy(name)[0]) for short, name in
+             (("reference", "reference"), ("teacher", "teacher"), ("student", "student_aux"), ("cross", "cross_aux"))}
+    m = {k: np.asarray(v[0, 0]) for k, v in result.metrics.items()}
+    return DemoResult(config=cfg, steps=np.asarray(result.trace_steps),
+                      trace=np.asarray(result.traces["accuracy"][0, 0]), final=final, noise=m["noise"],
+                      teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=min(n_probe, data.test_images.shape[0]))
 
 
 def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:

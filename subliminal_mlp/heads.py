@@ -11,7 +11,7 @@ Two questions of issue 4.3, answered by one program:
   (``similarity.penultimate_similarity``) between its penultimate activations and the teacher's on
   MNIST test images, beside its accuracy. To spread the students along the similarity axis, the
   run also distils aux-only students started from θ0 + σ·ξ (isotropic Gaussian noise, Jiang et
-  al.'s perturbation) for several σ; σ is a per-student value inside the one program.
+  al.'s perturbation) for several σ.
 
 Starting points (``own`` = θ0, ``other`` = θ0' of run ``cross_run(i)``):
 
@@ -23,6 +23,11 @@ student             hidden layers   output layer
 ``shared_head``     other           own
 ``shared_none``     other           other
 ==================  ==============  ===========
+
+The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`heads_experiment`):
+the students are a table (:func:`heads_students`: ``layers`` and ``perturbed`` starts), the
+similarities are metrics; :func:`run_heads` runs it with :func:`engine.run` (one compiled,
+sharded program) and turns the :class:`~subliminal_mlp.engine.Result` into this module's record.
 """
 
 from __future__ import annotations
@@ -35,22 +40,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config
-from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
-from .model import accuracy, logit_mask, perturbed, stack_params
+from . import engine, inputs
+from .config import Config, ConfigError
+from .engine import Experiment, RunModels, run_keys
+from .model import stack_params
+from .models import config_model
 from .results import data_record, envelope, run_timing, summary, write_record
 from .similarity import penultimate_similarity
-from .training import distill_students, train_teacher
+from .students import Student, layers, perturbed
 
 FORMAT = "subliminal-mlp/heads"
 #: (name, hidden layers from, output layer from).
 SHARING = (("shared_all", "own", "own"), ("shared_hidden", "own", "other"), ("shared_head", "other", "own"),
            ("shared_none", "other", "other"))
 DEFAULT_SIGMAS = (0.005, 0.01, 0.02, 0.05, 0.1)
+#: The engine's name of each reference: θ0 is ``"own"``, θ0' is ``"cross"``.
+_REF = {"own": "own", "other": "cross"}
 
 
 def compose(hidden_from: dict, head_from: dict) -> dict:
-    """A parameter pytree with every hidden layer of ``hidden_from`` and the ``head`` of ``head_from``."""
+    """A parameter pytree with every hidden layer of ``hidden_from`` and the ``head`` of ``head_from``.
+
+    The start ``layers({"head": head}, default=hidden)`` of :func:`heads_students` builds the same.
+    """
     return {**hidden_from, "head": head_from["head"]}
 
 
@@ -60,15 +72,87 @@ def student_names(sigmas: Sequence[float]) -> list[str]:
             + [f"perturbed_{s:g}_aux" for s in sigmas])
 
 
+def _start(hidden: str, head: str):
+    if hidden == head:
+        return _REF[hidden]
+    return layers({"head": _REF[head]}, default=_REF[hidden])
+
+
+def heads_students(sigmas: Sequence[float]) -> tuple[Student, ...]:
+    """The student table, in :func:`student_names` order: the four sharings × (aux, all), then θ0 + σ·ξ (aux)."""
+    table = [Student(f"{n}_{w}", _start(h, o), w) for w in ("aux", "all") for n, h, o in SHARING]
+    table += [Student(f"perturbed_{s:g}_aux", perturbed(float(s)), "aux") for s in sigmas]
+    return tuple(table)
+
+
+def _require_uniform_noise(cfg: Config, experiment: str) -> None:
+    """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts (the students here)."""
+    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
+        raise ConfigError(f"{experiment} distils its students on uniform noise from unperturbed starts; "
+                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
+                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
+                          "command for these variants.")
+
+
+def cross_key_table(seed: int, n_runs: int) -> dict[str, np.ndarray]:
+    """Arrays for :func:`cross_reference`: every run's ``init`` key ``(n_runs, 2)``, and ``seed``, ``n_runs``."""
+    own = np.stack([np.asarray(run_keys(seed, r)["init"]) for r in range(n_runs)])
+    return {"run_init_keys": own, "run_seed": np.uint32(seed)}
+
+
+def cross_reference(view: RunModels):
+    """θ0' of the run ``view`` belongs to, as the engine draws it (:func:`engine.references`).
+
+    A metric sees the run's keys but not its index nor the cross run's reference, so the run is
+    found by its own ``init`` key in the experiment's ``arrays`` (:func:`cross_key_table`) and θ0'
+    is drawn again by the engine's own function.
+    """
+    table = view.data["run_init_keys"]
+    hit = jnp.all(table == view.keys["init"], axis=1)
+    run = jnp.argmax(hit).astype(jnp.int32)
+    return engine.references(view.model, view.data["run_seed"], run, table.shape[0])["cross"]
+
+
+def similarity_metrics(names: Sequence[str], n_similarity: int) -> dict[str, Any]:
+    """The metrics ``{"similarity": (2, S), "reference_similarity": (2, 2)}`` (rows: CKA, cosine).
+
+    Per student (``names`` order), and for θ0 and θ0': similarity of the penultimate features to
+    the teacher's on the first ``n_similarity`` test images.
+    """
+    def measure(view: RunModels, stack):
+        sim = jax.vmap(penultimate_similarity, (None, 0, None, None))(
+            view.teacher, stack, view.data["test_x"][:n_similarity], view.model.features)
+        return jnp.stack([sim["cka"], sim["cosine"]])
+
+    def students(view: RunModels):
+        return measure(view, stack_params(*[view.students[n] for n in names]))
+
+    def references(view: RunModels):
+        return measure(view, stack_params(view.reference, cross_reference(view)))
+
+    return {"similarity": students, "reference_similarity": references}
+
+
+def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000) -> Experiment:
+    """The engine experiment: ``cfg``'s teacher, the :func:`heads_students` table, the similarity metrics."""
+    names = student_names(sigmas)
+    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
+                      students=heads_students(sigmas), teacher_epochs=cfg.teacher_epochs,
+                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
+                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
+                      metrics=similarity_metrics(names, n_similarity),
+                      arrays=cross_key_table(cfg.seed, cfg.n_runs), name=f"heads:{cfg.dataset}")
+
+
 def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000, *,
               progress: bool = False) -> dict[str, Any]:
     """Accuracy and teacher-student similarity of every student of :func:`student_names` (one program).
 
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
-    students start). ``progress``: a bar over runs. Returns a JSON-ready record (the envelope of
-    :mod:`.results`, format ``subliminal-mlp/heads``, version 1; ``data.subset`` names the
-    similarity images) with this payload::
+    students start). ``progress``: bars over the teacher and distillation epochs. Returns a
+    JSON-ready record (the envelope of :mod:`.results`, format ``subliminal-mlp/heads``, version 1;
+    ``data.subset`` names the similarity images) with this payload::
 
         "sigmas": [...], "n_similarity": 2000, "sharing": [...],
         "students": {name: {"accuracy" | "cka" | "cosine": {"mean", "ci95", "values": [one per run]}}},
@@ -77,7 +161,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
-    require_plain_students(cfg, "run_heads")
+    _require_uniform_noise(cfg, "run_heads")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:
         raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")
@@ -85,46 +169,25 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     if any(not s > 0 for s in sigmas):
         raise ValueError(f"sigmas = {sigmas}: every σ must be > 0 (σ = 0 is the student shared_all_aux).")
     names = student_names(sigmas)
-    aux, every = logit_mask(cfg, "aux"), logit_mask(cfg, "all")
-    masks = jnp.stack([aux] * len(SHARING) + [every] * len(SHARING) + [aux] * len(sigmas))
-    sigma_arr = jnp.asarray(sigmas, jnp.float32)
-    bar = RunProgress(cfg.n_runs, "runs", enabled=progress)
-
-    def one_run(run, train_x, train_y, test_x, test_y):
-        keys = run_keys(cfg.seed, run)
-        refs = references(cfg, cfg.seed, run)
-        own, other = refs["own"], refs["cross"]
-        teacher = train_teacher(own, train_x, train_y, keys["teacher_shuffle"], cfg)
-        src = {"own": own, "other": other}
-        shared = [compose(src[h], src[o]) for _, h, o in SHARING]
-        noisy = jax.vmap(lambda s: perturbed(own, keys["init_noise"], s))(sigma_arr)
-        start = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stack_params(*shared, *shared), noisy)
-        studs = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg)
-        sim_x = test_x[:n_similarity]
-        sim = jax.vmap(penultimate_similarity, (None, 0, None))(teacher, studs, sim_x)
-        ref_sim = jax.vmap(penultimate_similarity, (None, 0, None))(teacher, stack_params(own, other), sim_x)
-        acc = jax.vmap(accuracy, (0, None, None, None))(stack_params(own, teacher), test_x, test_y, cfg.n_classes)
-        stud_acc = jax.vmap(accuracy, (0, None, None, None))(studs, test_x, test_y, cfg.n_classes)
-        out = {"accuracy": stud_acc, "cka": sim["cka"], "cosine": sim["cosine"], "ref_cka": ref_sim["cka"],
-               "ref_cosine": ref_sim["cosine"], "ref_teacher_accuracy": acc}
-        bar.after(out)
-        return out
-
-    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
-    acc, cka, cos = (np.asarray(out[k]) for k in ("accuracy", "cka", "cosine"))
+    exp = heads_experiment(cfg, sigmas, n_similarity)
+    result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
+                        run_batch=cfg.run_batch, progress=progress)
+    acc = np.stack([result.accuracy(n) for n in names], axis=1)  # (runs, students)
+    sim = np.asarray(result.metrics["similarity"][0])  # (runs, 2, students)
+    ref = np.asarray(result.metrics["reference_similarity"][0])  # (runs, 2, 2): [cka, cosine] × [own, other]
+    cka, cos = sim[:, 0], sim[:, 1]
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
         data=data_record(data, name=cfg.dataset, subset={"similarity_test_images": [0, n_similarity]}),
-        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         sigmas=list(sigmas), n_similarity=n_similarity,
         sharing=[{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],
         students={n: {"accuracy": summary(acc[:, j]), "cka": summary(cka[:, j]), "cosine": summary(cos[:, j])}
                   for j, n in enumerate(names)},
-        references={n: {"cka": summary(out["ref_cka"][:, j]), "cosine": summary(out["ref_cosine"][:, j])}
+        references={n: {"cka": summary(ref[:, 0, j]), "cosine": summary(ref[:, 1, j])}
                     for j, n in enumerate(("own", "other"))},
-        teacher={"accuracy": summary(out["ref_teacher_accuracy"][:, 1])},
-        reference={"accuracy": summary(out["ref_teacher_accuracy"][:, 0])},
+        teacher={"accuracy": summary(result.accuracy("teacher"))},
+        reference={"accuracy": summary(result.accuracy("reference"))},
         correlation={kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
         correlation_within=correlations_within(names, acc, cka, cos),
     )

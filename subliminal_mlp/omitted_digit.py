@@ -3,8 +3,13 @@
 The teacher learns all of MNIST. Students are distilled on *all* of the teacher's logits over the
 MNIST training images with every example of one digit (3 by default) removed, so they never see
 that digit, yet they classify it. Two students per run: one from the teacher's initialisation,
-one from a different one (Hinton's student was an independent network). Every run is one job of
-a single jitted program (``lax.map`` over runs).
+one from a different one (Hinton's student was an independent network).
+
+The computation is an engine :class:`~subliminal_mlp.engine.Experiment`
+(:func:`omitted_digit_experiment`): the distillation inputs are ``inputs.images(pool)`` with the
+pool the training images without the digit, the two students a table, the per-subset accuracies a
+metric; :func:`run_omitted_digit` runs it with :func:`engine.run` (one compiled, sharded program)
+and turns the :class:`~subliminal_mlp.engine.Result` into this module's record.
 """
 
 from __future__ import annotations
@@ -17,21 +22,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import engine, inputs
 from .config import Config, ConfigError
-from .experiment import map_runs, references, run_keys
-from .model import apply, class_logits, concat_params, logit_mask, stack_params
+from .engine import Experiment, RunModels
+from .model import class_logits, concat_params, stack_params
+from .models import config_model
 from .results import data_record, envelope, mean_ci95, run_timing, write_record
-from .training import distill_students, train_teacher
+from .students import Student
 
 FORMAT = "subliminal-mlp/omitted-digit"
 MODELS = ("teacher", "student_same_init", "student_other_init")
 SUBSETS = ("all_digits", "omitted_digit", "other_digits")
+#: The distilled students (engine names, in :data:`MODELS` order after the teacher): start, outputs.
+STUDENTS = (Student("student_same_init", "own", "all"), Student("student_other_init", "cross", "all"))
 
 
-def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.Array, n_classes: int) -> jax.Array:
-    """Accuracy over the test examples selected by the boolean mask ``where``."""
-    hit = jnp.argmax(class_logits(apply(params, images), n_classes), axis=-1) == labels
+def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.Array, n_classes: int,
+                apply_fn=None) -> jax.Array:
+    """Accuracy over the test examples selected by the boolean mask ``where``.
+
+    ``apply_fn(params, x)`` is the model (default: the paper's MLP read off ``params``).
+    """
+    if apply_fn is None:
+        from .model import apply as apply_fn
+    hit = jnp.argmax(class_logits(apply_fn(params, images), n_classes), axis=-1) == labels
     return jnp.sum(hit & where) / jnp.maximum(jnp.sum(where), 1)
+
+
+def subset_accuracies(digit: int):
+    """The metric ``f(RunModels) -> (3, 3)``: accuracy of each of :data:`MODELS` (rows) on each of :data:`SUBSETS`."""
+
+    def metric(view: RunModels) -> jax.Array:
+        test_x, test_y = view.data["test_x"], view.data["test_y"]
+        models = concat_params(stack_params(view.teacher), stack_params(*[view.students[s.name] for s in STUDENTS]))
+        wheres = jnp.stack([jnp.ones_like(test_y, bool), test_y == digit, test_y != digit])
+        per_subset = jax.vmap(accuracy_on, (None, None, None, 0, None, None))
+        return jax.vmap(per_subset, (0, None, None, None, None, None))(models, test_x, test_y, wheres,
+                                                                       view.model.n_classes, view.model.apply)
+
+    return metric
+
+
+def distillation_pool(data, digit: int) -> np.ndarray:
+    """The training images without ``digit``, in their order: the students' fixed distillation set."""
+    keep = np.flatnonzero(np.asarray(data.train_labels) != digit)
+    return np.asarray(data.train_images)[keep]
+
+
+def omitted_digit_experiment(cfg: Config, pool, digit: int = 3) -> Experiment:
+    """The engine experiment: ``cfg``'s teacher on all classes, two all-logit students on ``pool``, the metric."""
+    return Experiment(model=config_model(cfg), inputs=inputs.images(pool, name="training images without the digit"),
+                      students=STUDENTS, teacher_epochs=cfg.teacher_epochs, student_epochs=cfg.student_epochs,
+                      batch_size=cfg.batch_size,
+                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
+                      metrics={"subset_accuracy": subset_accuracies(digit)}, name=f"omitted_digit:{cfg.dataset}")
 
 
 def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
@@ -49,35 +93,24 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     if not (isinstance(digit, int) and 0 <= digit < cfg.n_classes):
         raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
-    keep = np.flatnonzero(np.asarray(data.train_labels) != digit).astype(np.int32)
-    masks = jnp.stack([logit_mask(cfg, "all")] * 2)
-
-    def one_run(run, train_x, train_y, test_x, test_y, keep):
-        keys = run_keys(cfg.seed, run)
-        refs = references(cfg, cfg.seed, run)
-        teacher = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
-        start = stack_params(refs["own"], refs["cross"])
-        students = distill_students(start, teacher, masks, keys["noise"], keys["student_shuffle"], cfg,
-                                    inputs=lambda idx: train_x[keep[idx]], n_inputs=keep.shape[0])
-        models = concat_params(stack_params(teacher), students)
-        wheres = jnp.stack([jnp.ones_like(test_y, bool), test_y == digit, test_y != digit])
-        per_subset = jax.vmap(accuracy_on, (None, None, None, 0, None))
-        return jax.vmap(per_subset, (0, None, None, None, None))(models, test_x, test_y, wheres, cfg.n_classes)
-
-    args = (data.train_images, data.train_labels, data.test_images, data.test_labels, keep)
-    acc, compile_s, run_s = map_runs(one_run, cfg.n_runs, args)  # acc: (runs, models, subsets)
+    pool = distillation_pool(data, digit)
+    exp = omitted_digit_experiment(cfg, pool, digit)
+    result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
+                        run_batch=cfg.run_batch)
+    acc = np.asarray(result.metrics["subset_accuracy"][0])  # (runs, models, subsets)
     models = {}
     for i, name in enumerate(MODELS):
         models[name] = {}
         for j, subset in enumerate(SUBSETS):
             mean, ci = mean_ci95(acc[:, i, j])
             models[name][subset] = {"mean": mean, "ci95": ci, "accuracies": [float(a) for a in acc[:, i, j]]}
+    n_pool = int(pool.shape[0])
     subset = {"distillation_inputs": "training images without the omitted digit",
-              "classes": [k for k in range(cfg.n_classes) if k != digit], "n_train": int(keep.size)}
+              "classes": [k for k in range(cfg.n_classes) if k != digit], "n_train": n_pool}
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
                     data=data_record(data, name=cfg.dataset, subset=subset),
-                    devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
-                    digit=digit, n_distillation_images=int(keep.size), models=models)
+                    devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
+                    digit=digit, n_distillation_images=n_pool, models=models)
 
 
 def format_omitted_table(record: dict[str, Any]) -> str:
@@ -129,5 +162,5 @@ def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str 
     return {**files, "png": plot_omitted(record, out / f"{stem}.png")}
 
 
-__all__ = ["run_omitted_digit", "format_omitted_table", "plot_omitted", "write_omitted", "accuracy_on",
-           "MODELS", "SUBSETS"]
+__all__ = ["run_omitted_digit", "omitted_digit_experiment", "distillation_pool", "subset_accuracies",
+           "format_omitted_table", "plot_omitted", "write_omitted", "accuracy_on", "MODELS", "SUBSETS", "STUDENTS"]

@@ -35,7 +35,12 @@ def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0))
 
 
-def penultimate_similarity(a: dict, b: dict, images: jax.Array) -> dict[str, jax.Array]:
-    """``{"cka", "cosine"}`` between the penultimate activations of models ``a`` and ``b`` on ``images``."""
-    fa, fb = features(a, images), features(b, images)
+def penultimate_similarity(a: dict, b: dict, images: jax.Array, features_fn=None) -> dict[str, jax.Array]:
+    """``{"cka", "cosine"}`` between the penultimate activations of models ``a`` and ``b`` on ``images``.
+
+    ``features_fn(params, x)`` gives the activations (a :class:`~subliminal_mlp.models.Model`'s
+    ``features``); by default the paper's MLP read off the parameters (:func:`.model.features`).
+    """
+    f = features if features_fn is None else features_fn
+    fa, fb = f(a, images), f(b, images)
     return {"cka": linear_cka(fa, fb), "cosine": feature_cosine(fa, fb)}

@@ -1,6 +1,7 @@
 """Linear CKA against the HSIC formula, its invariances, and the head-compatibility experiment."""
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,8 +10,13 @@ from hypothesis import given, settings, strategies as st
 from subliminal_mlp.config import Config
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.experiment import run_experiment
-from subliminal_mlp.heads import SHARING, _correlations, _rank, compose, format_heads_table, run_heads, student_names, write_heads
+from subliminal_mlp import engine
+from subliminal_mlp.heads import (SHARING, _correlations, _rank, compose, cross_key_table, cross_reference,
+                                  format_heads_table, heads_experiment, heads_students, run_heads, student_names,
+                                  write_heads)
 from subliminal_mlp.model import init_params
+from subliminal_mlp.models import mlp
+from subliminal_mlp.students import StartContext
 from subliminal_mlp.similarity import feature_cosine, linear_cka
 
 
@@ -70,6 +76,44 @@ def test_compose_takes_hidden_layers_and_head_from_different_models():
         np.testing.assert_array_equal(c[layer]["kernel"], a[layer]["kernel"])
     np.testing.assert_array_equal(c["head"]["kernel"], b["head"]["kernel"])
     assert [n for n, _, _ in SHARING][0] == "shared_all" and student_names((0.1,))[-1] == "perturbed_0.1_aux"
+
+
+def test_the_student_table_starts_where_the_sharing_says(data_root):
+    # Each layers(...) start is compose() of the two references, and inside the engine's program the
+    # metrics' θ0' (cross_reference) is bit for bit the engine's: with 0 distillation epochs the
+    # students are their starts.
+    model = mlp((8, 8))
+    n_runs, seed = 3, 5
+    for run in range(n_runs):
+        refs = engine.references(model, seed, run, n_runs)
+        ctx = StartContext(refs, {"teacher": refs["own"]}, engine.run_keys(seed, run), {}, model)
+        src = {"own": refs["own"], "other": refs["cross"]}
+        starts = {s.name: s.start(ctx) for s in heads_students((0.1,))}
+        for name, hidden, head in SHARING:
+            for which in ("aux", "all"):
+                jax.tree.map(np.testing.assert_array_equal, starts[f"{name}_{which}"], compose(src[hidden], src[head]))
+    assert [s.outputs for s in heads_students((0.1,))] == ["aux"] * 4 + ["all"] * 4 + ["aux"]
+
+    def flat(params):
+        return jax.flatten_util.ravel_pytree(params)[0]
+
+    cfg = Config(n_runs=n_runs, seed=seed, hidden_widths=(8, 8), n_noise=1024, batch_size=512, teacher_epochs=0,
+                 student_epochs=0)
+    exp = heads_experiment(cfg, (0.1,), 100)
+    exp = exp.replace(metrics={**exp.metrics, "own": lambda v: flat(v.reference),
+                               "other": lambda v: flat(cross_reference(v)),
+                               "start": lambda v: flat(v.students["shared_none_aux"])})
+    result = engine.run(exp, engine.Task.from_dataset(load_mnist(data_root)), n_runs=n_runs, seed=seed)
+    own, other, start = (result.metrics[k][0] for k in ("own", "other", "start"))
+    for run in range(n_runs):
+        # θ0' in a metric is the cross run's θ0 as metrics see it (RunModels.reference), bit for bit ...
+        np.testing.assert_array_equal(other[run], own[engine.cross_run(run, n_runs)])
+        # ... and the start of the shared_none students up to float rounding (XLA fuses the draw differently).
+        np.testing.assert_allclose(other[run], start[run], rtol=1e-6, atol=1e-7)
+    # With the teacher at θ0 (0 epochs), θ0's CKA with it is 1, and the shared_all students' too.
+    np.testing.assert_allclose(result.metrics["reference_similarity"][0][:, 0, 0], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(result.metrics["similarity"][0][:, 0, :2], 1.0, rtol=1e-5)
+    assert cross_key_table(seed, n_runs)["run_init_keys"].shape == (n_runs, 2)
 
 
 def test_run_heads_small_real_run(data_root, tmp_path):
