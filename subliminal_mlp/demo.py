@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine, inputs
-from .config import Config, ConfigError
+from .config import Config
 from .engine import Experiment, RunModels
+from .experiment import require_plain_students
 from .model import accuracy, aux_logits, stack_params
 from .models import config_model
 from .results import data_record, envelope, write_record
@@ -102,11 +103,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     The students' accuracy is measured every ``probe_every`` steps on the first ``n_probe`` test
     images; the final accuracies use the whole test set. One compiled program (:func:`engine.run`).
     """
-    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
-        raise ConfigError(f"run_demo distils its students on uniform noise from unperturbed starts; "
-                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
-                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
-                          "command for these variants.")
+    require_plain_students(cfg, "run_demo")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     cfg = cfg.replace(seed=seed, n_runs=1)
     exp = demo_experiment(cfg, probe_every=probe_every, n_probe=n_probe)

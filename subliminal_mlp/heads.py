@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine, inputs
-from .config import Config, ConfigError
+from .config import Config
 from .engine import Experiment, RunModels, run_keys
+from .experiment import require_plain_students
 from .model import stack_params
 from .models import config_model
 from .results import data_record, envelope, run_timing, summary, write_record
@@ -83,15 +84,6 @@ def heads_students(sigmas: Sequence[float]) -> tuple[Student, ...]:
     table = [Student(f"{n}_{w}", _start(h, o), w) for w in ("aux", "all") for n, h, o in SHARING]
     table += [Student(f"perturbed_{s:g}_aux", perturbed(float(s)), "aux") for s in sigmas]
     return tuple(table)
-
-
-def _require_uniform_noise(cfg: Config, experiment: str) -> None:
-    """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts (the students here)."""
-    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
-        raise ConfigError(f"{experiment} distils its students on uniform noise from unperturbed starts; "
-                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
-                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
-                          "command for these variants.")
 
 
 def cross_key_table(seed: int, n_runs: int) -> dict[str, np.ndarray]:
@@ -161,7 +153,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
-    _require_uniform_noise(cfg, "run_heads")
+    require_plain_students(cfg, "run_heads")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:
         raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")

@@ -22,8 +22,9 @@ import numpy as np
 import optax
 
 from . import engine, inputs
-from .config import Config, ConfigError
+from .config import Config
 from .engine import Experiment, RunModels, run_keys
+from .experiment import require_plain_students
 from .losses import distillation_loss
 from .model import accuracy, concat_params, logit_mask, stack_params
 from .models import config_model
@@ -33,19 +34,8 @@ from .training import scan_epochs, steps_per_epoch, teacher_train_step
 
 FORMAT = "subliminal-mlp/trajectory"
 STUDENTS = ("student_aux", "cross_aux")
-
-
-def require_uniform_noise(cfg: Config, experiment: str) -> None:
-    """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts.
-
-    This experiment's students are the paper's (uniform noise, θ0 or another run's θ0); a variant it
-    does not implement is an error, not silently ignored (``experiment`` names the function).
-    """
-    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
-        raise ConfigError(f"{experiment} distils its students on uniform noise from unperturbed starts; "
-                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
-                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
-                          "command for these variants.")
+#: Kept for traits.py until it imports experiment.require_plain_students directly.
+require_uniform_noise = require_plain_students
 
 
 def _check_probe(probe_every, n_probe) -> None:
@@ -89,7 +79,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         "curves": {student: {"mean": [one per probe], "ci95": [...], "per_run": [[...], ...]}},
         "final": {model: {"mean", "ci95", "accuracies": [one per run]}}   # reference, teacher, students
     """
-    require_uniform_noise(cfg, "student_trajectories")
+    require_plain_students(cfg, "student_trajectories")
     exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
