@@ -46,13 +46,13 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .inputs import InputError, InputSource, bind_task, check_source, uniform
+from .inputs import InputSource, bind_task, check_source, uniform
 from .internal import compile_program
 from .results import data_record, register_format
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
-from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, check_students, make_optimizer,
+from .students import (FIGURE10, RESERVED, StartContext, Student, check_students, make_optimizer,
                        adam, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 

@@ -27,18 +27,15 @@ the teacher's parameters.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from . import engine, inputs
 from .config import MODELS, Config, ConfigError
 from .engine import Experiment, cross_run, run_key, run_keys  # noqa: F401 (the keys of every experiment)
-from .internal import compile_program
 from .model import logit_mask
 from .models import config_model
 from .students import FIGURE10, perturbed, ref
@@ -126,61 +123,6 @@ class ExperimentResult:
     def model_accuracies(self, name: str) -> np.ndarray:
         """The ``n_runs`` test accuracies of model ``name`` (one of ``MODELS``)."""
         return self.accuracies[:, MODELS.index(name)]
-
-
-class RunProgress:
-    """A tqdm bar over the runs of a compiled program, advanced from inside it.
-
-    ``after(value)`` (called while tracing a run) advances the bar when ``value`` has been
-    computed, through ``jax.debug.callback``; the bar opens on ``with`` (after compilation) and is a
-    no-op when ``enabled`` is False::
-
-        bar = RunProgress(n_runs, "runs", enabled=progress)
-        ... inside the traced run: bar.after(result) ...
-        with bar:
-            out = compiled(...)
-    """
-
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.total, self.desc, self.enabled, self.bar = total, desc, enabled, None
-
-    def after(self, value) -> None:
-        if self.enabled:
-            jax.debug.callback(self._tick, value)
-
-    def _tick(self, _value) -> None:
-        if self.bar is not None and self.bar.n < self.bar.total:
-            self.bar.update(1)
-
-    def __enter__(self) -> "RunProgress":
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="run")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            jax.effects_barrier()  # let the last callbacks land before closing
-            self.bar.close()
-            self.bar = None
-
-
-def map_runs(one_run: Callable, n_runs: int, args: tuple, bar: Optional[RunProgress] = None):
-    """``lax.map(lambda r: one_run(r, *args), arange(n_runs))`` as one jitted program, timed.
-
-    For the experiments whose runs are independent: every run is traced once and the program loops
-    over them on the device. Returns ``(outputs on the host, compile_s, run_s)``; ``bar`` (a
-    :class:`RunProgress` that ``one_run`` advances) is opened after compilation.
-    """
-    program = jax.jit(lambda runs, *a: lax.map(lambda r: one_run(r, *a), runs))
-    runs = jnp.arange(n_runs)
-    t0 = time.perf_counter()
-    compiled = compile_program(program, runs, *args)
-    t1 = time.perf_counter()
-    with bar or RunProgress(n_runs, "", enabled=False):
-        out = jax.device_get(compiled(runs, *args))
-    return out, t1 - t0, time.perf_counter() - t1
 
 
 def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Optional[list] = None,

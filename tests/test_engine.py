@@ -314,3 +314,11 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     # Both students start at θ0 and see the same first batch: the same raw gradient at step 0.
     np.testing.assert_allclose(c[0, :, 0, 0], c[0, :, 0, 1], rtol=1e-5)
     assert "step_metrics" in r.record()
+
+
+def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys):
+    quiet = sm.run(TINY, task, n_runs=2)
+    shown = sm.run(TINY.replace(student_epochs=2), task, n_runs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "teacher training" in err and "2/2" in err and "4/4" in err  # 2 runs × 1 and 2 runs × 2 epochs
+    np.testing.assert_array_equal(quiet.accuracies[..., :2], shown.accuracies[..., :2])

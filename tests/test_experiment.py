@@ -7,14 +7,13 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from subliminal_mlp.cli import main
 from subliminal_mlp.config import MODELS, Config, ConfigError
 from subliminal_mlp.data import load_mnist
-from subliminal_mlp.experiment import RunProgress, cross_run, run_experiment, run_keys
+from subliminal_mlp.experiment import cross_run, run_experiment, run_keys
 from subliminal_mlp.results import read_results
 
 TINY = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
@@ -129,26 +128,6 @@ def test_init_noise_zero_changes_nothing_and_large_noise_breaks_the_shared_init(
         own = [MODELS.index(m) for m in ("reference", "teacher", "cross_aux", "cross_all")]
         np.testing.assert_allclose(r[1].accuracies[:, own], base[:, own], atol=1e-3)  # only the students move
         assert not np.allclose(r[1].accuracies[:, MODELS.index("student_all")], base[:, MODELS.index("student_all")])
-
-
-def test_run_progress_ticks_once_per_run_and_changes_nothing():
-    bar = RunProgress(5, "runs")
-
-    def one(x):
-        y = jnp.sin(x) * 2
-        bar.after(y)
-        return y
-
-    program = jax.jit(lambda xs: jax.lax.map(one, xs))
-    compiled = program.lower(jnp.arange(5.0)).compile()
-    with bar:
-        out = compiled(jnp.arange(5.0))
-        ticks = bar.bar
-    assert ticks.n == 5
-    np.testing.assert_array_equal(out, jax.jit(lambda xs: jax.lax.map(lambda x: jnp.sin(x) * 2, xs))(jnp.arange(5.0)))
-    off = RunProgress(5, "runs", enabled=False)
-    with off:
-        assert off.bar is None
 
 
 @pytest.mark.parametrize("variant", [dict(student_inputs="gaussian"), dict(init_noise=0.1)])
