@@ -28,9 +28,12 @@ never see a Fashion image, a class logit or a label. Per run (:data:`STUDENTS`):
   image from the teacher's aux softmax (as language models train on sampled tokens) instead of
   its probabilities.
 
-All students of a run form one stack distilled by one ``distill_students`` call: which teacher,
-which start, the filter and whether outputs are sampled are per-student arrays, so the filters
-are swept inside the program, not compiled once each.
+The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`traits_experiment`)
+run by :func:`engine.run`: T0 is the task teacher, T1 a derived teacher (``teachers=``, the
+Fashion-MNIST images in ``arrays``), the trait rates and kept fractions are per-run ``metrics``.
+All students of a run form one stacked group: which teacher they imitate, the filter and whether
+outputs are sampled are per-student ``params`` read by one ``targets`` and one ``example_weights``
+hook, so the filters are swept inside the program, not compiled once each.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -46,12 +49,16 @@ import numpy as np
 import optax
 from jax import lax
 
+from . import engine, inputs
 from .config import Config, ConfigError
-from .experiment import RunProgress, map_runs, references, require_plain_students, run_keys
+from .engine import Experiment, RunModels
 from .losses import class_cross_entropy, one_hot_logits
-from .model import accuracy, apply, class_logits, logit_mask, stack_params
+from .model import apply, class_logits, stack_params
+from .models import config_model
 from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
-from .training import distill_students, noise_images, optimizer, run_epochs, train_teacher
+from .students import Student, adam
+from .training import noise_images, scan_epochs
+from .trajectory import require_uniform_noise
 
 FORMAT = "subliminal-mlp/traits"
 
@@ -125,72 +132,189 @@ def kept(trait_class_logits: jax.Array, trait_class: int, tau: jax.Array, by_arg
     return ((p < tau) & ~(by_argmax & shows)).astype(jnp.float32)
 
 
+def _filter_values(f) -> tuple[float, bool]:
+    """A filter (None, "argmax" or τ) as the τ (∞ if none) and the argmax flag of :func:`kept`."""
+    return (f if isinstance(f, float) else np.inf), f == "argmax"
+
+
 def _filter_arrays(filters) -> tuple[jax.Array, jax.Array]:
     """Per filter (None, "argmax" or τ): the τ (∞ if none) and the argmax flag of :func:`kept`."""
-    tau = jnp.asarray([f if isinstance(f, float) else np.inf for f in filters], jnp.float32)
-    return tau, jnp.asarray([f == "argmax" for f in filters])
+    values = [_filter_values(f) for f in filters]
+    return jnp.asarray([t for t, _ in values], jnp.float32), jnp.asarray([a for _, a in values])
 
 
-def trait_rate(params: dict, images: jax.Array, trait_class: int, n_classes: int) -> jax.Array:
+def trait_rate(params: dict, images: jax.Array, trait_class: int, n_classes: int, apply_fn=None) -> jax.Array:
     """Fraction of ``images`` on which ``argmax`` of the class logits is ``trait_class``."""
-    pred = jnp.argmax(class_logits(apply(params, images), n_classes), axis=-1)
+    f = apply if apply_fn is None else apply_fn
+    pred = jnp.argmax(class_logits(f(params, images), n_classes), axis=-1)
     return jnp.mean(pred == trait_class)
 
 
 def instil_trait(teacher: dict, task_x: jax.Array, task_y: jax.Array, trait_x: jax.Array, key: jax.Array,
-                 cfg: Config, settings: TraitSettings) -> dict:
+                 cfg: Config, settings: TraitSettings, apply_fn=None) -> dict:
     """Fine-tune ``teacher`` to prefer ``c*`` on ``trait_x`` while keeping its task.
 
     Adam (``cfg.learning_rate``, a fresh state), ``settings.trait_epochs`` shuffled epochs over
-    ``trait_x`` in batches of ``cfg.batch_size``; each step minimises
+    ``trait_x`` in batches of ``cfg.batch_size`` (:func:`training.scan_epochs`); each step minimises
 
         mean CE(f(task_x[j]), task_y[j]) + λ · mean CE(f(trait_x[j]), c*)
 
     over the batch's indices j (class logits only; task indices taken modulo the task set's size).
+    ``apply_fn``: the model (default the paper's MLP read off the parameters).
     """
-    opt = optimizer(cfg)
+    f = apply if apply_fn is None else apply_fn
+    opt = adam(cfg.learning_rate)
     c = settings.trait_class
 
     def loss(p, idx):
-        task = class_cross_entropy(apply(p, task_x[idx % task_x.shape[0]]), task_y[idx % task_x.shape[0]],
+        task = class_cross_entropy(f(p, task_x[idx % task_x.shape[0]]), task_y[idx % task_x.shape[0]],
                                    cfg.n_classes)
-        trait = class_cross_entropy(apply(p, trait_x[idx]), jnp.full(idx.shape, c, jnp.int32), cfg.n_classes)
+        trait = class_cross_entropy(f(p, trait_x[idx]), jnp.full(idx.shape, c, jnp.int32), cfg.n_classes)
         return task + settings.trait_weight * trait
 
     def step(state, idx):
         p, o = state
         updates, o = opt.update(jax.grad(loss)(p, idx), o, p)
-        return optax.apply_updates(p, updates), o
+        return (optax.apply_updates(p, updates), o), ()
 
-    return run_epochs(step, (teacher, opt.init(teacher)), key, trait_x.shape[0], cfg.batch_size,
-                      settings.trait_epochs)[0]
+    return scan_epochs(step, (teacher, opt.init(teacher)), key, trait_x.shape[0], cfg.batch_size,
+                       settings.trait_epochs).state[0]
+
+
+def student_targets(t_trait: jax.Array, t_free: jax.Array, idx: jax.Array, sample_key: jax.Array, use_trait,
+                    sampled, n_classes: int) -> jax.Array:
+    """One student's target logits ``(B, n_outputs)`` on a batch (image indices ``idx``).
+
+    Its teacher's logits (``t_trait`` of T1 if ``use_trait``, else ``t_free`` of T0); with
+    ``sampled``, the class logits and the one-hot (:func:`.losses.one_hot_logits`) of
+    ``k_j ~ Categorical(softmax(aux logits))`` drawn from ``fold_in(sample_key, j)``: the same
+    sample for image j in every epoch, a fixed sampled dataset.
+    """
+    t = jnp.where(use_trait, t_trait, t_free)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(sample_key, idx)
+    k = jax.vmap(jax.random.categorical)(keys, t[..., n_classes:])
+    onehot = jnp.concatenate([t[..., :n_classes], one_hot_logits(k, t.shape[-1] - n_classes)], axis=-1)
+    return jnp.where(sampled, onehot, t)
 
 
 def trait_targets(trait_teacher: dict, free_teacher: dict, rows: list[dict], settings: TraitSettings,
                   sample_key: jax.Array, cfg: Config):
-    """The ``targets`` hook of ``distill_students`` for the students ``rows``.
+    """The students ``rows``' targets and weights on a batch, stacked: ``targets(t_trait, x, idx) -> (t, w)``.
 
-    Per student s and noise image j: the logits of its teacher (T1 or T0); with ``sampled``, the
-    one-hot of ``k_j ~ Categorical(softmax(aux logits))`` drawn once per image from
-    ``fold_in(sample_key, j)`` (the same sample every epoch: a fixed sampled dataset); the weight
-    of :func:`kept` for its filter (1 for every input when it has none).
+    Per student s and noise image j: :func:`student_targets` (its teacher's logits, or a fixed
+    one-hot sample of them) as ``t[s]`` ``(S, B, n_outputs)``, and the weight of :func:`kept` for its
+    filter as ``w[s]`` ``(S, B)`` (1 for every input when it has none). The experiment itself runs
+    the same per-student functions as the engine's ``targets`` / ``example_weights`` hooks.
     """
     use_trait = jnp.asarray([r["teacher"] == "trait" for r in rows])
     sampled = jnp.asarray([r["sampled"] for r in rows])
     tau, by_argmax = _filter_arrays([r["filter"] for r in rows])
-    n, m = cfg.n_classes, cfg.aux_logits
+    n = cfg.n_classes
 
     def targets(t_trait, x, idx):
         t_free = apply(free_teacher, x)
-        t = jnp.where(use_trait[:, None, None], t_trait[None], t_free[None])  # (S, B, n + m)
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(sample_key, idx)
-        draw = jax.vmap(jax.vmap(jax.random.categorical), (None, 0))
-        k = draw(keys, t[..., n:])  # (S, B): one draw per image, from each student's teacher
-        onehot = jnp.concatenate([t[..., :n], one_hot_logits(k, m)], axis=-1)
-        t = jnp.where(sampled[:, None, None], onehot, t)
+        t = jax.vmap(student_targets, (None, None, None, None, 0, 0, None))(t_trait, t_free, idx, sample_key,
+                                                                            use_trait, sampled, n)
         return t, kept(class_logits(t_trait, n), settings.trait_class, tau, by_argmax)
 
     return targets
+
+
+class _Run:
+    """The run a hook is traced in: the engine calls a derived teacher with the run's
+    :class:`~subliminal_mlp.engine.RunModels` before it traces the students' steps (which need the
+    trait teacher), so :func:`traits_experiment`'s trait teacher records it here for the ``targets``
+    hook, which needs the run's trait-free teacher T0 and its ``samples`` key (an engine hook sees
+    only its own teacher's logits, the batch and the hyperparameters)."""
+
+    def __init__(self):
+        self.models: Optional[RunModels] = None
+
+    def get(self) -> RunModels:
+        if self.models is None:
+            raise RuntimeError("the traits targets hook was traced before the trait teacher of its run.")
+        return self.models
+
+
+def trait_students(settings: TraitSettings, cfg: Config, run: _Run) -> tuple[Student, ...]:
+    """The :func:`students` rows as an engine student table: one stacked group imitating T1's aux logits.
+
+    Every row imitates ``"trait_teacher"`` through the same ``targets`` hook (its own teacher's
+    logits, T1 or T0, maybe sampled: :func:`student_targets`) and ``example_weights`` hook (its
+    filter, :func:`kept` on T1's class logits); what differs is the row's numeric ``params``
+    (``trait``, ``sampled``, ``tau``, ``by_argmax``) and its start, so all rows are one ``vmap``.
+    """
+    n, c = cfg.n_classes, settings.trait_class
+
+    def targets(t, x, idx, hp, p):
+        models = run.get()
+        return student_targets(t, models.model.apply(models.teacher, x), idx, models.keys["samples"],
+                               p["trait"] > 0, p["sampled"] > 0, n)
+
+    def example_weights(t, x, idx, hp, p):
+        return kept(class_logits(t, n), c, p["tau"], p["by_argmax"] > 0)
+
+    table = []
+    for r in students(settings):
+        tau, by_argmax = _filter_values(r["filter"])
+        params = {"trait": float(r["teacher"] == "trait"), "sampled": float(r["sampled"]), "tau": float(tau),
+                  "by_argmax": float(by_argmax)}
+        table.append(Student(r["name"], r["start"], "aux", loss=cfg.loss, teacher="trait_teacher", targets=targets,
+                             example_weights=example_weights, params=params))
+    return tuple(table)
+
+
+def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experiment:
+    """The engine experiment of :func:`run_traits`.
+
+    The task teacher is T0; the derived teacher ``"trait_teacher"`` is T1 (:func:`instil_trait` on
+    ``fashion``'s training images, ``arrays["fashion_train"]``, with the run's ``trait_shuffle``
+    key); the students are :func:`trait_students`; the metrics are every model's trait rate on
+    ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction of the
+    distillation noise (the MNIST accuracies are the engine's own).
+    """
+    run = _Run()
+    c, n = settings.trait_class, cfg.n_classes
+    rows = students(settings)
+
+    def trait_teacher(view: RunModels):
+        run.models = view
+        return instil_trait(view.teacher, view.data["train_x"], view.data["train_y"], view.data["fashion_train"],
+                            view.keys["trait_shuffle"], cfg, settings, view.model.apply)
+
+    def models_of(view: RunModels):
+        return stack_params(view.reference, view.teacher, view.teachers["trait_teacher"],
+                            *[view.students[r["name"]] for r in rows])
+
+    def each_rate(view, images):
+        return jax.vmap(trait_rate, (0, None, None, None, None))(models_of(view), images, c, n, view.model.apply)
+
+    def rate_fashion(view):
+        return each_rate(view, view.data["fashion_test"])
+
+    def rate_noise(view):
+        return each_rate(view, noise_images(view.keys["held_out_noise"], jnp.arange(settings.n_held_out_noise),
+                                            cfg.input_dim))
+
+    def kept_fraction(view):
+        """Fraction of the distillation noise each filter keeps, over the whole set of the run."""
+        trait, apply_fn = view.teachers["trait_teacher"], view.model.apply
+        batches = jnp.arange(cfg.n_noise // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
+        tau, by_argmax = _filter_arrays(settings.filters)
+        passed = lax.map(lambda idx: kept(class_logits(apply_fn(trait, noise_images(view.keys["noise"], idx,
+                                                                                     cfg.input_dim)), n),
+                                          c, tau, by_argmax), batches)  # (batches, F, B)
+        return passed.mean(axis=(0, 2))
+
+    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
+                      students=trait_students(settings, cfg, run), teacher_epochs=cfg.teacher_epochs,
+                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
+                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
+                      metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise,
+                               "kept_fraction": kept_fraction},
+                      teachers={"trait_teacher": trait_teacher},
+                      arrays={"fashion_train": fashion.train_images, "fashion_test": fashion.test_images},
+                      name=f"traits:{cfg.dataset}")
 
 
 METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
@@ -232,44 +356,16 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
     """
     settings.check(cfg)
-    require_plain_students(cfg, "run_traits")
+    require_uniform_noise(cfg, "run_traits")
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     rows = students(settings)
-    mask = jnp.stack([logit_mask(cfg, "aux")] * len(rows))
-    c = settings.trait_class
-    bar = RunProgress(cfg.n_runs, "trait runs", enabled=progress)
-
-    def one_run(run, train_x, train_y, test_x, test_y, fashion_x, fashion_test):
-        keys = run_keys(cfg.seed, run)
-        refs = references(cfg, cfg.seed, run)
-        free = train_teacher(refs["own"], train_x, train_y, keys["teacher_shuffle"], cfg)
-        trait = instil_trait(free, train_x, train_y, fashion_x, keys["trait_shuffle"], cfg, settings)
-        start = stack_params(*[refs[r["start"]] for r in rows])
-        hook = trait_targets(trait, free, rows, settings, keys["samples"], cfg)
-        studs = distill_students(start, trait, mask, keys["noise"], keys["student_shuffle"], cfg, targets=hook)
-        models = jax.tree.map(lambda *a: jnp.concatenate(a), stack_params(refs["own"], free, trait), studs)
-        noise = noise_images(keys["held_out_noise"], jnp.arange(settings.n_held_out_noise),
-                             cfg.input_dim)
-        each = lambda f, x, *a: jax.vmap(f, (0, None) + (None,) * len(a))(models, x, *a)  # noqa: E731
-        # Fraction of the distillation noise each filter keeps, over the whole set of the run.
-        batches = jnp.arange(cfg.n_noise // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
-        tau, by_argmax = _filter_arrays(settings.filters)
-        passed = lax.map(lambda idx: kept(class_logits(apply(trait, noise_images(keys["noise"], idx, cfg.input_dim)),
-                                                       cfg.n_classes), c, tau, by_argmax), batches)  # (batches, F, B)
-        kept_fraction = passed.mean(axis=(0, 2))
-        out = {"trait_rate_fashion": each(trait_rate, fashion_test, c, cfg.n_classes),
-               "trait_rate_noise": each(trait_rate, noise, c, cfg.n_classes),
-               "mnist_accuracy": each(accuracy, test_x, test_y, cfg.n_classes),
-               "kept_fraction": kept_fraction}
-        bar.after(out)
-        return out
-
-    args = (data.train_images, data.train_labels, data.test_images, data.test_labels, fashion.train_images,
-            fashion.test_images)
-    out, compile_s, run_s = map_runs(one_run, cfg.n_runs, args, bar)
+    result = engine.run(traits_experiment(cfg, settings, fashion), engine.Task.from_dataset(data), n_runs=cfg.n_runs,
+                        seed=cfg.seed, run_batch=cfg.run_batch, progress=progress)
+    out = {k: v[0] for k, v in result.metrics.items()}  # (runs, ...)
+    out["mnist_accuracy"] = result.accuracies[0]  # reference, T0, T1, then the students: the order of names
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [r["name"] for r in rows]
     models = {n: {metric: summary(out[metric][:, i]) for metric in METRICS} for i, n in enumerate(names)}
     fashion_data = data_record(fashion, name="fashion-mnist", use="training images instil the trait, test images "
@@ -277,7 +373,7 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
         data=data_record(data, name=cfg.dataset, **{"fashion-mnist": fashion_data}),
-        devices=[str(d) for d in jax.devices()], timing=run_timing(compile_s, run_s),
+        devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         trait=dataclasses.asdict(settings),
         students=rows,
         models=models,

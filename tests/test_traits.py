@@ -91,6 +91,35 @@ def test_targets_hook_picks_teachers_filters_and_fixed_samples():
     np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(ys[:, 10:])).mean(0), atol=0.03)
 
 
+
+def test_engine_hooks_are_the_stacked_targets_hook():
+    # The experiment's per-student targets / example_weights hooks (vmapped over the rows' params,
+    # as the engine runs them) give what trait_targets gives for the whole stack.
+    from subliminal_mlp.engine import RunModels, run_keys
+    from subliminal_mlp.models import config_model
+    from subliminal_mlp.traits import _Run, trait_students
+
+    cfg = Config(hidden_widths=(8,), aux_logits=4)
+    model = config_model(cfg)
+    t1, t0 = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
+    settings = TraitSettings(trait_class=3, filters=("argmax", 0.12))
+    keys = run_keys(0, 0)
+    run = _Run()
+    run.models = RunModels(t0, t0, {}, {}, {}, keys, model, {"teacher": t0})
+    table = trait_students(settings, cfg, run)
+    assert [s.name for s in table] == [r["name"] for r in students(settings)]
+    assert len({s.group_key() for s in table}) == 1  # one stacked group
+    x = jax.random.uniform(jax.random.PRNGKey(2), (64, cfg.input_dim), minval=-1, maxval=1)
+    idx = jnp.arange(100, 164)
+    y1 = apply(t1, x)
+    want_t, want_w = trait_targets(t1, t0, students(settings), settings, keys["samples"], cfg)(y1, x, idx)
+    params = {k: jnp.asarray([s.params[k] for s in table], jnp.float32) for k in table[0].params}
+    s0 = table[0]
+    got_t = jax.vmap(lambda p: s0.targets(y1, x, idx, {}, p))(params)
+    got_w = jax.vmap(lambda p: s0.example_weights(y1, x, idx, {}, p))(params)
+    np.testing.assert_array_equal(got_t, want_t)
+    np.testing.assert_array_equal(got_w, want_w)
+
 def test_targets_hook_returning_the_teacher_equals_plain_distillation():
     cfg = Config(hidden_widths=(16,), n_noise=1024, batch_size=256, student_epochs=1)
     teacher = init_params(jax.random.PRNGKey(0), cfg)
