@@ -220,7 +220,8 @@ class RunModels(NamedTuple):
     ``reference`` (θ0), ``teacher`` (the task teacher), ``students`` ({name: params}, empty for a
     derived teacher), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
     experiment's extra ``arrays``), ``hp``, the run's ``keys``, the ``model`` and every
-    ``teachers`` ({name: params}, the derived ones included once they exist).
+    ``teachers`` ({name: params}, the derived ones included once they exist), ``refs`` ({"own": θ0,
+    "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts) and the ``run`` index.
     """
 
     reference: Any
@@ -231,6 +232,8 @@ class RunModels(NamedTuple):
     keys: Mapping[str, jax.Array]
     model: Model
     teachers: Mapping[str, Any]
+    refs: Optional[Mapping[str, Any]] = None
+    run: Any = None
 
 
 class StepView(NamedTuple):
@@ -458,7 +461,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             keys = run_keys(seed, run)
             refs = references(model, seed, run, n_runs)
             data = {**{k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, **arrays["extra"]}
-            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher})
+            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run)
             teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
             ctx = StartContext(refs, teachers, keys, hp, model)
             cache: dict = {}

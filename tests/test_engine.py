@@ -262,7 +262,12 @@ def test_traces_derived_teachers_and_extra_arrays(task):
     exp = TINY.replace(students=(sm.Student("of_teacher"), sm.Student("of_copy", teacher="copy")),
                        teachers={"copy": copy_of_teacher}, arrays={"one": np.float32(1.0)},
                        trace={"accuracy": acc_trace}, trace_every=2, student_epochs=2)
-    r = sm.run(exp, task, n_runs=2)
+    def cross_start_distance(view):  # the cross run's θ0 and the run index are in the view
+        return jnp.stack([optax.tree.norm(jax.tree.map(jnp.subtract, view.refs["cross"], view.reference)),
+                          view.run.astype(jnp.float32)])
+
+    r = sm.run(exp.replace(metrics={"cross": cross_start_distance}), task, n_runs=2)
+    assert np.all(r.metrics["cross"][0, :, 0] > 1) and list(r.metrics["cross"][0, :, 1]) == [0, 1]
     assert r.models == ("reference", "teacher", "copy", "of_teacher", "of_copy")
     np.testing.assert_array_equal(r.accuracy("copy"), r.accuracy("teacher"))
     np.testing.assert_array_equal(r.accuracy("of_copy"), r.accuracy("of_teacher"))
