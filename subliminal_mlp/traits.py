@@ -52,13 +52,13 @@ from jax import lax
 from . import engine, inputs
 from .config import Config, ConfigError
 from .engine import Experiment, RunModels
+from .experiment import require_plain_students
 from .losses import class_cross_entropy, one_hot_logits
 from .model import apply, class_logits, stack_params
 from .models import config_model
 from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
 from .students import Student, adam
 from .training import noise_images, scan_epochs
-from .trajectory import require_uniform_noise
 
 FORMAT = "subliminal-mlp/traits"
 
@@ -356,7 +356,7 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
     """
     settings.check(cfg)
-    require_uniform_noise(cfg, "run_traits")
+    require_plain_students(cfg, "run_traits")
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")

@@ -17,25 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from . import engine, inputs
 from .config import Config
-from .engine import Experiment, RunModels, run_keys
+from .engine import Experiment, RunModels
 from .experiment import require_plain_students
-from .losses import distillation_loss
-from .model import accuracy, concat_params, logit_mask, stack_params
+from .model import accuracy, stack_params
 from .models import config_model
 from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
-from .students import Student, adam
-from .training import scan_epochs, steps_per_epoch, teacher_train_step
+from .students import Student
+from .training import steps_per_epoch
 
 FORMAT = "subliminal-mlp/trajectory"
 STUDENTS = ("student_aux", "cross_aux")
-#: Kept for traits.py until it imports experiment.require_plain_students directly.
-require_uniform_noise = require_plain_students
 
 
 def _check_probe(probe_every, n_probe) -> None:
@@ -97,53 +92,6 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     probe_every=probe_every, n_probe=n_probe, steps=result.trace_steps.tolist(),
                     steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size), curves=curves, final=finals)
-
-
-def traced_run(cfg: Config, run, train_x, train_y, test_x, test_y, probe_every: int, n_probe: int):
-    """Run ``run`` of :func:`trajectory_experiment` as a traceable function: ``(reference, teacher, students, trace)``.
-
-    For callers that put one run inside a program of their own (the demo, which also shows the
-    noise and the aux outputs): the same keys, teacher, students and probe as the engine's run
-    (teacher: :func:`training.teacher_train_step` over :func:`training.scan_epochs`; students: the
-    aux-only pair stacked, one Adam over the stack); ``students`` is their stack (own, cross) and
-    ``trace`` the ``(P, 2)`` probe accuracies.
-    """
-    _check_probe(probe_every, n_probe)
-    model = config_model(cfg)
-    keys = run_keys(cfg.seed, run)
-    refs = engine.references(model, cfg.seed, run, cfg.n_runs)
-    ref = refs["own"]
-    opt = adam(cfg.learning_rate)
-    teach = teacher_train_step(model.apply, cfg.n_classes, opt, train_x, train_y, with_loss=False)
-    teacher = scan_epochs(teach, (ref, opt.init(ref)), keys["teacher_shuffle"], train_x.shape[0], cfg.batch_size,
-                          cfg.teacher_epochs).state[0]
-    src = inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,))
-    src_ctx = src.prepare(keys["noise"], {}, {})
-    loss_fn = distillation_loss(cfg.loss)
-    if cfg.loss == "kl" and cfg.temperature != 1:
-        base, T = loss_fn, cfg.temperature
-        loss_fn = lambda z, y, m: base(z / T, y / T, m) * T**2  # noqa: E731
-    grads = jax.vmap(jax.grad(lambda p, x, t, m: loss_fn(model.apply(p, x), t, m)), (0, None, None, 0))
-    masks = jnp.stack([logit_mask(cfg, "aux")] * len(STUDENTS))
-
-    def step(state, idx):
-        p, o = state
-        x = src.draw(src_ctx, idx, {})
-        updates, o = opt.update(grads(p, x, model.apply(teacher, x), masks), o, p)
-        return (optax.apply_updates(p, updates), o), ()
-
-    px, py = test_x[:n_probe], test_y[:n_probe]
-    probe = lambda st: jax.vmap(accuracy, (0, None, None, None))(st[0], px, py, cfg.n_classes)  # noqa: E731
-    start = stack_params(ref, refs["cross"])
-    (students, _), _, trace = scan_epochs(step, (start, opt.init(start)), keys["student_shuffle"], cfg.n_noise,
-                                          cfg.batch_size, cfg.student_epochs, probe=probe, probe_every=probe_every)
-    return ref, teacher, students, trace
-
-
-def final_accuracies(ref, teacher, students, test_x, test_y, n_classes):
-    """Test accuracy of (reference, teacher, shared-init student, cross-model student)."""
-    models = concat_params(stack_params(ref, teacher), students)
-    return jax.vmap(accuracy, (0, None, None, None))(models, test_x, test_y, n_classes)
 
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:

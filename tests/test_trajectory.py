@@ -27,23 +27,3 @@ def test_trajectories_end_at_the_final_accuracy(data_root, tmp_path):
     assert files["png"].stat().st_size > 10_000 and files["json"].exists()
     with pytest.raises(ValueError, match="probe_every"):
         student_trajectories(cfg, data, probe_every=0)
-
-
-def test_traced_run_is_the_engine_run(data_root):
-    # traced_run (one run inside a caller's own program, the demo's) computes what the engine's
-    # trajectory experiment computes in that run: same teacher, students and probe.
-    import jax
-
-    from subliminal_mlp.trajectory import final_accuracies, traced_run
-
-    data = load_mnist(data_root)
-    cfg = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, batch_size=512)
-    rec = student_trajectories(cfg, data, probe_every=2, n_probe=1000)
-    args = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    for run in (0, 1):
-        ref, teacher, students, trace = jax.jit(lambda *a, r=run: traced_run(cfg, r, *a, 2, 1000))(*args)
-        final = final_accuracies(ref, teacher, students, data.test_images, data.test_labels, cfg.n_classes)
-        for k, name in enumerate(("student_aux", "cross_aux")):
-            np.testing.assert_allclose(np.asarray(trace)[:, k], rec["curves"][name]["per_run"][run], atol=2e-3)
-        want = [rec["final"][m]["accuracies"][run] for m in ("reference", "teacher", "student_aux", "cross_aux")]
-        np.testing.assert_allclose(np.asarray(final), want, atol=2e-3)
