@@ -343,7 +343,10 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
     try:
         record = json.loads(text)
     except json.JSONDecodeError as e:
-        what = ("truncated" if e.pos >= len(text.rstrip()) else "damaged")
+        # An error within the last token or so means the text stops early (a cut can fall inside a
+        # number or a string, where the decoder stops a few characters before the end).
+        ends_early = e.pos >= len(text.rstrip()) - 32 or e.msg.startswith("Unterminated string")
+        what = "truncated" if ends_early else "damaged"
         raise RecordError(f"{path} is not valid JSON; the record is {what} ({e.msg}: line {e.lineno} column "
                           f"{e.colno}, character {e.pos} of {len(text)}). Rerun the experiment that wrote it."
                           ) from None
