@@ -12,15 +12,14 @@ directly.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from .config import Config
 from .models import MLP, aux_logits, class_logits, kernel_init  # noqa: F401 (re-exported)
+from .students import output_mask
 from .students import perturb as perturbed  # noqa: F401 (θ + σ·ξ, Jiang et al.)
 
 
@@ -63,11 +62,9 @@ def concat_params(*stacks: dict) -> dict:
 
 def logit_mask(cfg: Config, which: str) -> jax.Array:
     """0/1 weights over the ``n_outputs`` logits: ``"aux"`` selects the m aux logits, ``"all"`` all."""
-    if which == "aux":
-        return jnp.concatenate([jnp.zeros(cfg.n_classes), jnp.ones(cfg.aux_logits)]).astype(jnp.float32)
-    if which == "all":
-        return jnp.ones(cfg.n_outputs, jnp.float32)
-    raise ValueError(f"which = {which!r}: choose 'aux' or 'all'.")
+    if which not in ("aux", "all"):
+        raise ValueError(f"which = {which!r}: choose 'aux' or 'all'.")
+    return output_mask(which, cfg.n_classes, cfg.aux_logits)
 
 
 def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int, chunk: int = 1000,

@@ -24,6 +24,7 @@ from .config import Config
 from .losses import class_cross_entropy, distillation_loss
 from .model import apply
 from .inputs import per_example
+from .students import adam
 from .prng import permutation
 
 Tick = Optional[Callable[[jax.Array], None]]
@@ -34,8 +35,7 @@ def optimizer(cfg: Config, learning_rate=None) -> optax.GradientTransformation:
 
     ``learning_rate`` overrides the config's and may be a traced scalar (a swept value).
     """
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    return adam(cfg.learning_rate if learning_rate is None else learning_rate)
 
 
 def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
