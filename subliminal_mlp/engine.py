@@ -599,10 +599,96 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
 
 
 def default_run_batch(platform: str, n_local: int, run_batch: Optional[int] = None) -> int:
-    """Runs advanced together per device: 1 on CPU (the matmuls already fill the cores), more on GPU."""
+    """Runs advanced together per device without measuring: ``run_batch`` if given (at most the runs
+    a device holds), else 1 on CPU (one run's matmuls already fill the cores) and every run elsewhere.
+
+    On an accelerator :func:`run` does not use the fallback: it measures what fits
+    (:func:`fitted_run_batch`).
+    """
     if run_batch is not None:
         return min(run_batch, n_local)
-    return 1 if platform == "cpu" else min(n_local, 32)
+    return 1 if platform == "cpu" else n_local
+
+
+#: Fraction of a device's free memory that :func:`fitted_run_batch` plans to fill.
+MEMORY_HEADROOM = 0.8
+_FITTED: dict = {}
+
+
+def free_device_memory(device) -> Optional[int]:
+    """Bytes the device's allocator can still hand out (``memory_stats``), or None where unknown (CPU)."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # a backend without memory statistics
+        return None
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def fitted_run_batch(compile_for: Callable[[int], Any], n_local: int, free_bytes: int,
+                     headroom: float = MEMORY_HEADROOM) -> tuple[int, Any]:
+    """The largest ``run_batch`` whose program fits in ``headroom × free_bytes``, and its executable if compiled.
+
+    ``compile_for(b)`` compiles the program advancing ``b`` runs together. The program for ``b = 1``
+    is compiled once and XLA's memory analysis of it read: its arguments and outputs (the data,
+    every run's results) are paid once, its temporary buffers once per run advanced together, so
+    ``memory(b) ≤ args + outputs + b · temp(1)`` (an upper bound: temporaries that do not grow with
+    ``b`` are counted ``b`` times). Returns ``(b, compiled)`` where ``compiled`` is the ``b = 1``
+    executable when ``b == 1`` (else None: the caller compiles the chosen ``b``). Raises
+    :class:`ExperimentError` when even one run does not fit, before anything runs.
+    """
+    compiled = compile_for(1)
+    try:
+        mem = compiled.memory_analysis()
+        fixed = int(mem.argument_size_in_bytes) + int(mem.output_size_in_bytes)
+        per_run = max(int(mem.temp_size_in_bytes), 1)
+    except Exception:  # no memory analysis on this backend: the runs a device holds
+        return n_local, (compiled if n_local == 1 else None)
+    budget = headroom * free_bytes - fixed
+    if budget < per_run:
+        raise ExperimentError(
+            f"one run of this experiment needs about {(fixed + per_run) / 2**30:.2f} GiB on the device, more "
+            f"than {headroom:.0%} of the {free_bytes / 2**30:.2f} GiB free: use a smaller model, batch or data "
+            f"set, free device memory, or run on CPU (JAX_PLATFORMS=cpu).")
+    b = int(min(n_local, budget // per_run))
+    return b, (compiled if b == 1 else None)
+
+
+def choose_run_batch(compile_for: Callable[[int], Any], n_local: int, device, run_batch: Optional[int] = None,
+                     *, platform: Optional[str] = None, key: Any = None,
+                     log: Callable[[str], None] = lambda s: None) -> tuple[int, Any]:
+    """``(run_batch, compiled program)`` for ``n_local`` runs on ``device``.
+
+    A given ``run_batch`` is used as is (at most ``n_local``). Otherwise, on CPU, 1; on an
+    accelerator whose free memory is known, the largest that fits (:func:`fitted_run_batch`),
+    measured once per ``key`` in this process; where the memory is unknown, every run.
+    """
+    platform = platform or device.platform
+    free = free_device_memory(device) if run_batch is None and platform != "cpu" else None
+    if free is None:
+        batch = default_run_batch(platform, n_local, run_batch)
+        return batch, compile_for(batch)
+    if key is not None and key in _FITTED:
+        batch, compiled = _FITTED[key], None
+    else:
+        batch, compiled = fitted_run_batch(compile_for, n_local, free)
+        if key is not None:
+            _FITTED[key] = batch
+    log(f"run_batch = {batch}: the most runs per device that fit in {MEMORY_HEADROOM:.0%} of "
+        f"{free / 2**30:.1f} GiB free")
+    return batch, compiled if compiled is not None else compile_for(batch)
+
+
+def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers):
+    """What a fitted ``run_batch`` depends on (None if unhashable: then it is measured every time)."""
+    key = (exp, src, tuple(np.shape(task.train_x)), tuple(np.shape(task.test_x)), task.n_classes, n_runs,
+           tuple(swept), n_local, device.device_kind, have_teachers)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 class _Progress:
@@ -660,12 +746,15 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     swept = [k for k in sweep if k != "seed"]
     for k in swept:
         jobs[k] = np.asarray(sweep[k], np.float32)[pick // n_runs]
-    batch = default_run_batch(devices[0].platform, n_pad // n_dev, run_batch)
+    platform = devices[0].platform
     mesh = Mesh(np.array(devices), ("runs",))
     bars = _Progress(n_jobs, 0 if teachers is not None else exp.teacher_epochs, exp.student_epochs) \
         if progress else None
-    program = _program(exp, src, task.n_classes, int(np.shape(task.train_x)[0]), n_runs, swept, mesh, batch,
-                       bars.tick if bars else None, have_teachers=teachers is not None)
+
+    def program_for(b: int):
+        return _program(exp, src, task.n_classes, int(np.shape(task.train_x)[0]), n_runs, swept, mesh, b,
+                        bars.tick if bars else None, have_teachers=teachers is not None)
+
     replicated = NamedSharding(mesh, P())
     arrays = {"train_x": task.train_x, "train_y": task.train_y, "test_x": task.test_x, "test_y": task.test_y,
               "inputs": src.arrays, "extra": dict(exp.arrays)}
@@ -673,9 +762,12 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         arrays["teachers"] = teachers
     arrays = jax.device_put(arrays, replicated)
     args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))), arrays)
-    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {devices[0].platform} device(s))...")
+    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {platform} device(s))...")
     t0 = time.perf_counter()
-    compiled = compile_program(program, *args, platform=devices[0].platform)
+    batch, compiled = choose_run_batch(
+        lambda b: compile_program(program_for(b), *args, platform=platform), n_pad // n_dev, devices[0],
+        run_batch, key=_fit_key(exp, src, task, n_runs, swept, n_pad // n_dev, devices[0], teachers is not None),
+        log=log)
     t1 = time.perf_counter()
     log(f"compiled in {t1 - t0:.1f} s; running")
     if bars:

@@ -327,3 +327,61 @@ def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, c
     err = capsys.readouterr().err
     assert "teacher training" in err and "2/2" in err and "4/4" in err  # 2 runs × 1 and 2 runs × 2 epochs
     np.testing.assert_array_equal(quiet.accuracies[..., :2], shown.accuracies[..., :2])
+
+
+# ----------------------------------------------------------------------------- run_batch on an accelerator
+
+
+def _mapped_program(b):
+    """A program whose temporaries grow with the runs advanced together (``lax.map`` batch ``b``)."""
+    def one_run(x):
+        h = jnp.tanh(x[:, None] * jnp.ones((1, 4096)))
+        return jnp.sum(h @ h.T)  # XLA keeps a temporary per run advanced together
+    return jax.jit(lambda xs: jax.lax.map(one_run, xs, batch_size=b)).lower(jnp.ones((64, 256))).compile()
+
+
+def test_fitted_run_batch_is_the_most_runs_that_fit_by_xlas_memory_analysis():
+    mem = _mapped_program(1).memory_analysis()
+    fixed, per_run = mem.argument_size_in_bytes + mem.output_size_in_bytes, mem.temp_size_in_bytes
+    assert per_run > 0
+    compiled = []
+
+    def compile_for(b):
+        compiled.append(b)
+        return _mapped_program(b)
+
+    head = sm.engine.MEMORY_HEADROOM
+    b, program = sm.engine.fitted_run_batch(compile_for, 64, 10**12)
+    assert (b, program, compiled) == (64, None, [1])  # plenty of memory: every run
+    for k in (1, 3, 17):
+        free = int((fixed + k * per_run + per_run // 2) / head)
+        b, program = sm.engine.fitted_run_batch(compile_for, 64, free)
+        assert b == k and (program is not None) == (k == 1)
+        # the bound it promises: the chosen b fits, b + 1 would not
+        assert fixed + b * per_run <= head * free < fixed + (b + 1) * per_run
+    with pytest.raises(sm.ExperimentError, match="GiB"):
+        sm.engine.fitted_run_batch(compile_for, 64, int(fixed / head))
+
+
+def test_choose_run_batch_measures_once_on_an_accelerator_and_keeps_cpu_and_given_values(monkeypatch):
+    dev = jax.devices()[0]
+    calls = []
+
+    def compile_for(b):
+        calls.append(b)
+        return _mapped_program(b)
+
+    assert sm.engine.choose_run_batch(compile_for, 64, dev)[0] == 1  # CPU: one run at a time
+    assert sm.engine.choose_run_batch(compile_for, 64, dev, 16)[0] == 16
+    assert sm.engine.choose_run_batch(compile_for, 8, dev, 16)[0] == 8
+    mem = _mapped_program(1).memory_analysis()
+    fixed, per_run = mem.argument_size_in_bytes + mem.output_size_in_bytes, mem.temp_size_in_bytes
+    monkeypatch.setattr(sm.engine, "free_device_memory",
+                        lambda d: int((fixed + 5.5 * per_run) / sm.engine.MEMORY_HEADROOM))
+    calls.clear()
+    key = ("test", object())
+    assert sm.engine.choose_run_batch(compile_for, 64, dev, platform="gpu", key=key)[0] == 5
+    assert calls == [1, 5]
+    assert sm.engine.choose_run_batch(compile_for, 64, dev, platform="gpu", key=key)[0] == 5
+    assert calls == [1, 5, 5]  # the fit is remembered for the key: only the chosen program compiles
+    assert sm.engine.choose_run_batch(compile_for, 64, dev, 3, platform="gpu")[0] == 3  # given: used as is

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU measurements recorded in the docs, in one command, on a machine with an NVIDIA GPU:
+#     pip install -e '.[cuda,test]'
+#     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|protocol|batches|theory ...]
+# Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./gpu-logs). With no part named, all four run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs="${1:-gpu-logs}"; shift || true
+parts=("${@:-tests protocol batches theory}")
+mkdir -p "$logs"
+export PYTHONUNBUFFERED=1
+# Several test processes share one GPU: each allocates what it needs instead of 75% of the memory.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$logs/device.log"
+python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$logs/device.log"
+for part in ${parts[*]}; do
+    case "$part" in
+        tests)    python -m pytest -q -n 4 -p no:cacheprovider 2>&1 | tee "$logs/tests.log" ;;
+        protocol) python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
+                      2>&1 | tee "$logs/protocol.log" ;;
+        batches)  python benchmarks/bench_protocol.py --runs 100 --repeats 1 --scaling --memory-runs 0 \
+                      --run-batches 100 32 16 4 1 2>&1 | tee "$logs/batches.log" ;;
+        theory)   python benchmarks/bench_theory.py 2>&1 | tee "$logs/theory.log" ;;
+        *) echo "unknown part: $part" >&2; exit 2 ;;
+    esac
+done
