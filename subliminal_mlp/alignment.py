@@ -3,25 +3,26 @@
 Kitkana & Arora (2026) report that, through many distillation steps, the distillation gradient
 stays weakly but consistently aligned with the gradient of the teacher's task (the "trait"), and
 that this alignment drives trait acquisition. Here, at every distillation step and for every
-student, :func:`alignment_hook` measures
+student, the experiment's step metric ``cos`` (:func:`alignment_experiment`) measures
 
     cos_t = cos(g_distill, g_task),   g_task = ∇ L_class(θ_t) on a fixed held-out MNIST batch,
 
 (equivalently the cosine between the update −g_distill and the task-improving direction −g_task),
-inside the compiled loop, written into a buffer carried through the ``lax.scan``. The causal
-test removes from each distillation gradient its component along g_task before Adam sees it,
+inside the compiled loop, stacked over steps by the scan (an engine ``step_metrics`` entry). The
+causal test removes from each distillation gradient its component along g_task before Adam sees it,
 
-    g ← g − (g·g_task / ‖g_task‖²) · g_task,
+    g ← g − (g·g_task / ‖g_task‖²) · g_task
 
-and measures how much accuracy the student still gains. One run trains four students on the same
-noise: shared and cross-model initialisation, each with and without the projection.
+(:func:`~subliminal_mlp.students.project_out` chained before Adam), and measures how much
+accuracy the student still gains. One run trains four students on the same noise: shared and
+cross-model initialisation, each with and without the projection.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,33 +43,6 @@ FORMAT = "subliminal-mlp/alignment"
 #: (name, initialisation, projection weight) of the four students of a run.
 STUDENTS = (("student_aux", "own", 0.0), ("cross_aux", "cross", 0.0),
             ("student_aux_projected", "own", 1.0), ("cross_aux_projected", "cross", 1.0))
-
-
-def stacked_dot(a: dict, b: dict) -> jax.Array:
-    """Per-entry dot products of two stacked pytrees (leading axis S): shape (S,)."""
-    return sum(jnp.sum((x * y).reshape(x.shape[0], -1), axis=1) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def alignment_hook(task_grad: Callable[[dict], dict], project: jax.Array):
-    """An ``on_grads`` hook for ``distill_students``: records cos(g, g_task), projects by ``project``.
-
-    ``task_grad(params) -> ∇L_task(params)`` for one student; ``project`` (S,) in [0, 1] is how much
-    of each student's component along g_task is removed (1: all of it, 0: none). The recorded
-    cosine is that of the raw distillation gradient, before any projection.
-    """
-
-    def hook(params, grads):
-        g_task = jax.vmap(task_grad)(params)
-        dot = stacked_dot(grads, g_task)
-        nt2 = stacked_dot(g_task, g_task)
-        nd2 = stacked_dot(grads, grads)
-        den = jnp.sqrt(nd2 * nt2)
-        cos = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
-        coef = project * jnp.where(nt2 > 0, dot / jnp.where(nt2 > 0, nt2, 1.0), 0.0)
-        grads = jax.tree.map(lambda g, t: g - coef.reshape((-1,) + (1,) * (g.ndim - 1)) * t, grads, g_task)
-        return grads, cos
-
-    return hook
 
 
 def task_gradient(held_out: int, n_classes: int):
