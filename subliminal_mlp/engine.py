@@ -218,7 +218,7 @@ class RunModels(NamedTuple):
     """What a per-run metric, trace, derived teacher or hook sees in one run.
 
     ``reference`` (θ0), ``teacher`` (the task teacher), ``students`` ({name: params}, empty for a
-    derived teacher), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
+    derived teacher and a hook), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
     experiment's extra ``arrays``), ``hp``, the run's ``keys``, the ``model`` and every
     ``teachers`` ({name: params}, the derived ones included once they exist), ``refs`` ({"own": θ0,
     "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts) and the ``run`` index.
@@ -234,6 +234,23 @@ class RunModels(NamedTuple):
     teachers: Mapping[str, Any]
     refs: Optional[Mapping[str, Any]] = None
     run: Any = None
+
+
+class HookView(NamedTuple):
+    """What a student's ``targets`` / ``example_weights`` hook sees: one student on one batch.
+
+    ``run`` (the run's :class:`RunModels`: its ``teachers`` — the task teacher and the derived
+    ones —, ``keys``, ``data``, ``hp``, ``model``, ``refs`` and ``run`` index; ``students`` is
+    empty), ``logits`` (the logits of the teacher this student imitates on ``x``), the batch ``x``,
+    its indices ``idx`` into the run's input set, and ``params`` (the student row's numeric
+    ``params``, one scalar each: the hook is ``vmap``-ed over the students of a group).
+    """
+
+    run: RunModels
+    logits: jax.Array
+    x: jax.Array
+    idx: jax.Array
+    params: Mapping[str, Any]
 
 
 class StepView(NamedTuple):
@@ -549,7 +566,8 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
     """``step(state, idx) -> (state, losses)``: one batch of inputs, each teacher's logits once, every group's update.
 
     For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
-    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given), then
+    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given; each hook
+    called with a :class:`HookView` of ``view``, the run's :class:`RunModels`), then
     each student's optimiser step. The step's metrics are ``(losses,)``: one ``(S,)`` array of
     batch losses per group (``with_loss``), else empty (only the gradients are computed; see
     :class:`Experiment`); with ``step_metrics``, ``(losses, {name: f(StepView)})``.
@@ -577,9 +595,9 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
                 loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
             else:
                 def per_student(pv):
-                    tt = t if s0.targets is None else s0.targets(t, x, idx, hp, pv)
-                    w = (jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None
-                         else s0.example_weights(t, x, idx, hp, pv))
+                    seen = HookView(view, t, x, idx, pv)
+                    tt = t if s0.targets is None else s0.targets(seen)
+                    w = jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None else s0.example_weights(seen)
                     return tt, w
 
                 tt, w = jax.vmap(per_student, axis_size=mask.shape[0])(pvals)

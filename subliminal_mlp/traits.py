@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +51,7 @@ from jax import lax
 
 from . import engine, inputs
 from .config import Config, ConfigError
-from .engine import Experiment, RunModels
+from .engine import Experiment, HookView, RunModels
 from .experiment import require_plain_students
 from .losses import class_cross_entropy, one_hot_logits
 from .model import apply, class_logits, stack_params
@@ -197,62 +197,24 @@ def student_targets(t_trait: jax.Array, t_free: jax.Array, idx: jax.Array, sampl
     return jnp.where(sampled, onehot, t)
 
 
-def trait_targets(trait_teacher: dict, free_teacher: dict, rows: list[dict], settings: TraitSettings,
-                  sample_key: jax.Array, cfg: Config):
-    """The students ``rows``' targets and weights on a batch, stacked: ``targets(t_trait, x, idx) -> (t, w)``.
-
-    Per student s and noise image j: :func:`student_targets` (its teacher's logits, or a fixed
-    one-hot sample of them) as ``t[s]`` ``(S, B, n_outputs)``, and the weight of :func:`kept` for its
-    filter as ``w[s]`` ``(S, B)`` (1 for every input when it has none). The experiment itself runs
-    the same per-student functions as the engine's ``targets`` / ``example_weights`` hooks.
-    """
-    use_trait = jnp.asarray([r["teacher"] == "trait" for r in rows])
-    sampled = jnp.asarray([r["sampled"] for r in rows])
-    tau, by_argmax = _filter_arrays([r["filter"] for r in rows])
-    n = cfg.n_classes
-
-    def targets(t_trait, x, idx):
-        t_free = apply(free_teacher, x)
-        t = jax.vmap(student_targets, (None, None, None, None, 0, 0, None))(t_trait, t_free, idx, sample_key,
-                                                                            use_trait, sampled, n)
-        return t, kept(class_logits(t_trait, n), settings.trait_class, tau, by_argmax)
-
-    return targets
-
-
-class _Run:
-    """The run a hook is traced in: the engine calls a derived teacher with the run's
-    :class:`~subliminal_mlp.engine.RunModels` before it traces the students' steps (which need the
-    trait teacher), so :func:`traits_experiment`'s trait teacher records it here for the ``targets``
-    hook, which needs the run's trait-free teacher T0 and its ``samples`` key (an engine hook sees
-    only its own teacher's logits, the batch and the hyperparameters)."""
-
-    def __init__(self):
-        self.models: Optional[RunModels] = None
-
-    def get(self) -> RunModels:
-        if self.models is None:
-            raise RuntimeError("the traits targets hook was traced before the trait teacher of its run.")
-        return self.models
-
-
-def trait_students(settings: TraitSettings, cfg: Config, run: _Run) -> tuple[Student, ...]:
+def trait_students(settings: TraitSettings, cfg: Config) -> tuple[Student, ...]:
     """The :func:`students` rows as an engine student table: one stacked group imitating T1's aux logits.
 
     Every row imitates ``"trait_teacher"`` through the same ``targets`` hook (its own teacher's
-    logits, T1 or T0, maybe sampled: :func:`student_targets`) and ``example_weights`` hook (its
-    filter, :func:`kept` on T1's class logits); what differs is the row's numeric ``params``
-    (``trait``, ``sampled``, ``tau``, ``by_argmax``) and its start, so all rows are one ``vmap``.
+    logits, T1's or the run's task teacher T0's, maybe sampled with the run's ``samples`` key:
+    :func:`student_targets`) and ``example_weights`` hook (its filter, :func:`kept` on T1's class
+    logits); what differs is the row's numeric ``params`` (``trait``, ``sampled``, ``tau``,
+    ``by_argmax``) and its start, so all rows are one ``vmap``.
     """
     n, c = cfg.n_classes, settings.trait_class
 
-    def targets(t, x, idx, hp, p):
-        models = run.get()
-        return student_targets(t, models.model.apply(models.teacher, x), idx, models.keys["samples"],
-                               p["trait"] > 0, p["sampled"] > 0, n)
+    def targets(v: HookView):
+        run = v.run
+        return student_targets(v.logits, run.model.apply(run.teacher, v.x), v.idx, run.keys["samples"],
+                               v.params["trait"] > 0, v.params["sampled"] > 0, n)
 
-    def example_weights(t, x, idx, hp, p):
-        return kept(class_logits(t, n), c, p["tau"], p["by_argmax"] > 0)
+    def example_weights(v: HookView):
+        return kept(class_logits(v.logits, n), c, v.params["tau"], v.params["by_argmax"] > 0)
 
     table = []
     for r in students(settings):
@@ -273,12 +235,10 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experime
     ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction of the
     distillation noise (the MNIST accuracies are the engine's own).
     """
-    run = _Run()
     c, n = settings.trait_class, cfg.n_classes
     rows = students(settings)
 
     def trait_teacher(view: RunModels):
-        run.models = view
         return instil_trait(view.teacher, view.data["train_x"], view.data["train_y"], view.data["fashion_train"],
                             view.keys["trait_shuffle"], cfg, settings, view.model.apply)
 
@@ -307,7 +267,7 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experime
         return passed.mean(axis=(0, 2))
 
     return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
-                      students=trait_students(settings, cfg, run), teacher_epochs=cfg.teacher_epochs,
+                      students=trait_students(settings, cfg), teacher_epochs=cfg.teacher_epochs,
                       student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
                       hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
                       metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise,
