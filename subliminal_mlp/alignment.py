@@ -32,7 +32,7 @@ import optax
 from . import engine
 from .config import Config
 from .engine import Experiment
-from .experiment import experiment_from_config, require_plain_students
+from .experiment import config_students, experiment_from_config
 from .losses import class_cross_entropy
 from .model import accuracy
 from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
@@ -55,24 +55,25 @@ def task_gradient(held_out: int, n_classes: int):
 
 
 def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int = 10,
-                         n_probe: int = 2000) -> Experiment:
+                         n_probe: int = 2000, pool=None) -> Experiment:
     """The engine experiment of :func:`run_alignment`: four aux students, two with the projection.
 
     Students (:data:`STUDENTS`): shared and cross-model initialisation, each plain (Adam) and with
     :func:`~subliminal_mlp.students.project_out` of the task gradient chained before Adam. Step
     metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
     trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
-    ``probe_every`` steps.
+    ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
+    :func:`~subliminal_mlp.experiment.config_students`).
     """
-    base = experiment_from_config(cfg)
+    base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
 
     def projected(hp, view):
         return optax.chain(project_out(grad_of(view)), adam(hp["learning_rate"]))
 
     names = [n for n, _, _ in STUDENTS]
-    table = tuple(Student(n, start, "aux", loss=cfg.loss, optimizer=projected if w else None)
-                  for n, start, w in STUDENTS)
+    table = config_students(cfg, [Student(n, start, "aux", optimizer=projected if w else None)
+                                  for n, start, w in STUDENTS])
 
     def cos(now):
         g_task = grad_of(now.run)
@@ -103,7 +104,6 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     and ``data.subset`` naming the test images used for g_task and for the probe.
     """
-    require_plain_students(cfg, "run_alignment")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 0 < held_out <= data.test_images.shape[0] - n_probe:
         raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "
@@ -123,7 +123,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         held_out=held_out, probe_every=probe_every, n_probe=n_probe,
         probe_steps=result.trace_steps.tolist(),
-        steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size),
+        steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size),
         cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
         mean_cosine={n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
                              fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},

@@ -214,6 +214,14 @@ class Experiment:
                 "track_losses": self.track_losses}
 
 
+class InputSet(NamedTuple):
+    """A run's fixed set of distillation inputs: ``n`` examples; ``draw(idx)`` gives examples ``idx``
+    exactly as the students see them (the experiment's input source with the run's ``noise`` key)."""
+
+    n: int
+    draw: Callable[[jax.Array], jax.Array]
+
+
 class RunModels(NamedTuple):
     """What a per-run metric, trace, derived teacher or hook sees in one run.
 
@@ -221,7 +229,8 @@ class RunModels(NamedTuple):
     derived teacher and a hook), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
     experiment's extra ``arrays``), ``hp``, the run's ``keys``, the ``model`` and every
     ``teachers`` ({name: params}, the derived ones included once they exist), ``refs`` ({"own": θ0,
-    "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts) and the ``run`` index.
+    "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts), the ``run`` index and
+    the run's distillation ``inputs`` (an :class:`InputSet`).
     """
 
     reference: Any
@@ -234,6 +243,7 @@ class RunModels(NamedTuple):
     teachers: Mapping[str, Any]
     refs: Optional[Mapping[str, Any]] = None
     run: Any = None
+    inputs: Optional[InputSet] = None
 
 
 class HookView(NamedTuple):
@@ -478,7 +488,10 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             keys = run_keys(seed, run)
             refs = references(model, seed, run, n_runs)
             data = {**{k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, **arrays["extra"]}
-            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run)
+            src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
+            input_set = InputSet(src.n, lambda idx: src.draw(src_ctx, idx, hp))
+            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run,
+                             input_set)
             teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
             ctx = StartContext(refs, teachers, keys, hp, model)
             cache: dict = {}
@@ -502,15 +515,14 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 named = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
                 return base._replace(students=named, teachers=teachers)
 
-            probe = None
-            if exp.trace:
-                def probe(state):
-                    view = view_of(by_name([p for p, _ in state]))
-                    return {name: f(view) for name, f in exp.trace.items()}
+            def traced(state):
+                view = view_of(by_name([p for p, _ in state]))
+                return {name: f(view) for name, f in exp.trace.items()}
+
+            probe = traced if exp.trace else None
 
             params = [_stack([start_of(students[i]) for i in g]) for g in groups]
             state = tuple((p, _stacked_optimizer(students[g[0]], hp, base).init(p)) for p, g in zip(params, groups))
-            src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
             step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses,
                                  base._replace(teachers=teachers), exp.step_metrics,
                                  lambda parts: view_of(by_name(parts)).students)

@@ -114,7 +114,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     >>> rec["config"]["model"]["activation"], theorem_holds(summarize(rec))
     ('tanh', True)
     """
-    from .experiment import run_key
+    from .engine import run_key
     from .results import environment
     from .training import noise_images
 

@@ -12,8 +12,9 @@ This module gives the teacher a trait beyond its task, the MLP analogue of "pref
   ``c*`` (:func:`trait_rate`), measured on the 10,000 held-out Fashion-MNIST test images and on
   held-out uniform noise (a key the distillation never uses).
 
-Students are distilled, as in Figure 10, on the aux logits only over the run's uniform noise; they
-never see a Fashion image, a class logit or a label. Per run (:data:`STUDENTS`):
+Students are distilled, as in Figure 10, on the aux logits only over the run's distillation inputs
+(the config's: uniform noise by default, any ``student_inputs`` or ``init_noise`` variant applies);
+they never see a Fashion image, a class logit or a label. Per run (:func:`students`):
 
 * ``student``: θ0 imitating T1 (shared initialisation);
 * ``cross``: another run's θ0 imitating T1 (the trait should not pass);
@@ -49,13 +50,12 @@ import numpy as np
 import optax
 from jax import lax
 
-from . import engine, inputs
+from . import engine
 from .config import Config, ConfigError
 from .engine import Experiment, HookView, RunModels
-from .experiment import require_plain_students
+from .experiment import config_students, experiment_from_config
 from .losses import class_cross_entropy, one_hot_logits
 from .model import apply, class_logits, stack_params
-from .models import config_model
 from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
 from .students import Student, adam
 from .training import noise_images, scan_epochs
@@ -226,14 +226,16 @@ def trait_students(settings: TraitSettings, cfg: Config) -> tuple[Student, ...]:
     return tuple(table)
 
 
-def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experiment:
+def traits_experiment(cfg: Config, settings: TraitSettings, fashion, pool=None) -> Experiment:
     """The engine experiment of :func:`run_traits`.
 
     The task teacher is T0; the derived teacher ``"trait_teacher"`` is T1 (:func:`instil_trait` on
     ``fashion``'s training images, ``arrays["fashion_train"]``, with the run's ``trait_shuffle``
-    key); the students are :func:`trait_students`; the metrics are every model's trait rate on
-    ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction of the
-    distillation noise (the MNIST accuracies are the engine's own).
+    key); the students are :func:`trait_students` (with ``cfg``'s variants:
+    :func:`~subliminal_mlp.experiment.config_students`, inputs and ``pool`` as
+    :func:`~subliminal_mlp.experiment.experiment_from_config`); the metrics are every model's trait
+    rate on ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction
+    of the run's distillation inputs (the MNIST accuracies are the engine's own).
     """
     c, n = settings.trait_class, cfg.n_classes
     rows = students(settings)
@@ -257,24 +259,19 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experime
                                             cfg.input_dim))
 
     def kept_fraction(view):
-        """Fraction of the distillation noise each filter keeps, over the whole set of the run."""
-        trait, apply_fn = view.teachers["trait_teacher"], view.model.apply
-        batches = jnp.arange(cfg.n_noise // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
+        """Fraction of the distillation inputs each filter keeps, over the run's whole set (full batches)."""
+        trait, apply_fn, inputs_ = view.teachers["trait_teacher"], view.model.apply, view.inputs
+        batches = jnp.arange(inputs_.n // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
         tau, by_argmax = _filter_arrays(settings.filters)
-        passed = lax.map(lambda idx: kept(class_logits(apply_fn(trait, noise_images(view.keys["noise"], idx,
-                                                                                     cfg.input_dim)), n),
-                                          c, tau, by_argmax), batches)  # (batches, F, B)
+        passed = lax.map(lambda idx: kept(class_logits(apply_fn(trait, inputs_.draw(idx)), n), c, tau, by_argmax),
+                         batches)  # (batches, F, B)
         return passed.mean(axis=(0, 2))
 
-    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
-                      students=trait_students(settings, cfg), teacher_epochs=cfg.teacher_epochs,
-                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
-                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
-                      metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise,
-                               "kept_fraction": kept_fraction},
-                      teachers={"trait_teacher": trait_teacher},
-                      arrays={"fashion_train": fashion.train_images, "fashion_test": fashion.test_images},
-                      name=f"traits:{cfg.dataset}")
+    return experiment_from_config(cfg, pool).replace(
+        students=config_students(cfg, trait_students(settings, cfg)),
+        metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise, "kept_fraction": kept_fraction},
+        teachers={"trait_teacher": trait_teacher},
+        arrays={"fashion_train": fashion.train_images, "fashion_test": fashion.test_images}, name=f"traits:{cfg.dataset}")
 
 
 METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
@@ -316,7 +313,6 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
     """
     settings.check(cfg)
-    require_plain_students(cfg, "run_traits")
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")
