@@ -2,23 +2,21 @@
 
     python benchmarks/bench_alignment.py [--data-dir ../shared/data] [--held-out 256] [--repeats 3]
 
-Distils the two aux-only students of one run (shared and cross-model initialisation) for one
-epoch of the paper's protocol, with and without the per-step alignment hook (task gradient on a
-held-out batch, cosine, projection), each compiled once and timed after compilation (best of
-``--repeats``). Target: tracking adds at most 40 % to the wall time. Nothing is asserted.
+Runs the alignment experiment's distillation (:func:`alignment.alignment_experiment`: four aux
+students, shared and cross-model initialisation, each with and without the projection of the task
+gradient) for one epoch of the paper's protocol in one run, through the engine, with and without
+its per-step ``cos`` step metric (task gradient on a held-out batch, cosine with every student's
+raw gradient). Both get the same untrained teacher (``teachers=``), so only distillation is run;
+each is timed after compilation (the engine's ``run_s``, best of ``--repeats``). Target: tracking
+adds at most 40 % to the wall time. Nothing is asserted.
 """
 
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
 
-from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.alignment import alignment_hook
-from subliminal_mlp.losses import class_cross_entropy
-from subliminal_mlp.model import apply, init_params, logit_mask
-from subliminal_mlp.training import distill_students
+from subliminal_mlp import Config, engine, load_mnist
+from subliminal_mlp.alignment import alignment_experiment
 
 
 def main() -> None:
@@ -27,27 +25,15 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    data = load_mnist(a.data_dir)
-    cfg = Config(student_epochs=1)
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    start = jax.tree.map(lambda *p: jnp.stack(p), *[init_params(jax.random.PRNGKey(i), cfg) for i in (0, 1)])
-    masks = jnp.stack([logit_mask(cfg, "aux")] * 2)
-    hx, hy = jnp.asarray(data.test_images[-a.held_out:]), jnp.asarray(data.test_labels[-a.held_out:])
-    task_grad = jax.grad(lambda p: class_cross_entropy(apply(p, hx), hy, cfg.n_classes))
-    hook = alignment_hook(task_grad, jnp.zeros(2))
-    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
-    plain = jax.jit(lambda s: distill_students(s, teacher, masks, *keys, cfg))
-    tracked = jax.jit(lambda s: distill_students(s, teacher, masks, *keys, cfg, on_grads=hook))
+    task = engine.Task.from_dataset(load_mnist(a.data_dir))
+    cfg = Config(n_runs=1, student_epochs=1)
+    tracked = alignment_experiment(cfg, held_out=a.held_out).replace(trace={})
+    teachers = jax.tree.map(lambda p: p[None], tracked.model.init(jax.random.PRNGKey(0)))
     times = {}
-    for name, f in (("plain", plain), ("tracked", tracked)):
-        jax.block_until_ready(f(start))
-        best = float("inf")
-        for _ in range(a.repeats):
-            t = time.perf_counter()
-            jax.block_until_ready(f(start))
-            best = min(best, time.perf_counter() - t)
-        times[name] = best
-    print(f"one distillation epoch, 2 students, batch {cfg.batch_size}, held-out batch {a.held_out}:")
+    for name, exp in (("plain", tracked.replace(step_metrics={})), ("tracked", tracked)):
+        times[name] = min(engine.run(exp, task, n_runs=1, teachers=teachers).run_s for _ in range(a.repeats))
+    print(f"one distillation epoch, {len(tracked.students)} students, batch {cfg.batch_size}, "
+          f"held-out batch {a.held_out}:")
     print(f"  without tracking {times['plain']:.3f} s, with tracking {times['tracked']:.3f} s")
     print(f"  overhead of tracking: {100 * (times['tracked'] / times['plain'] - 1):.1f} %   (target <= 40 %)")
 

@@ -2,8 +2,10 @@
 
     python benchmarks/bench_step.py [--data-dir ../shared/data] [--epochs 1] [--top 12]
 
-Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10) as
-the experiment does (``internal.compile_program``), times them, then runs them once more under
+Compiles one run's teacher epochs and its distillation epochs (the four students of Figure 10)
+with the engine's own steps (``training.teacher_train_step`` and the engine's distillation step,
+one stacked group, each in ``training.scan_epochs``) as the engine compiles its program
+(``internal.compile_program``), times them, then runs them once more under
 ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``). Kernels are classified
 with the compiled program's HLO: a *matmul* kernel is a dot or a fusion around one. For each
 phase it prints the time per step, the part of it during which some matmul runs (on any thread),
@@ -28,12 +30,13 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_protocol import best_seconds, matmul_peak  # noqa: E402
 
-from subliminal_mlp import Config, load_mnist  # noqa: E402
-from subliminal_mlp.experiment import STUDENTS, references, run_keys, student_masks  # noqa: E402
+from subliminal_mlp import Config, engine, inputs, load_mnist  # noqa: E402
 from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
-from subliminal_mlp.model import stack_params  # noqa: E402
 from subliminal_mlp.internal import compile_program  # noqa: E402
-from subliminal_mlp.training import distill_students, steps_per_epoch, train_teacher  # noqa: E402
+from subliminal_mlp.model import stack_params  # noqa: E402
+from subliminal_mlp.models import config_model  # noqa: E402
+from subliminal_mlp.students import FIGURE10, adam, output_mask  # noqa: E402
+from subliminal_mlp.training import scan_epochs, steps_per_epoch, teacher_train_step  # noqa: E402
 
 
 def kernel_kinds(hlo: str) -> tuple[set[str], dict[str, str]]:
@@ -115,26 +118,38 @@ def main() -> None:
     cfg = Config(n_runs=1, teacher_epochs=args.epochs, student_epochs=args.epochs)
     peak, n = matmul_peak()
     print(f"device: {jax.devices()[0].platform}; fp32 matmul peak (XLA, {n}x{n}): {peak / 1e9:.0f} GFLOP/s")
-    keys = run_keys(cfg.seed, 0)
-    refs = references(cfg, cfg.seed, 0)
+    model, hp = config_model(cfg), {"learning_rate": cfg.learning_rate, "temperature": cfg.temperature}
+    keys = engine.run_keys(cfg.seed, 0)
+    refs = engine.references(model, cfg.seed, 0, cfg.n_runs)
     x, y = jnp.asarray(data.train_images), jnp.asarray(data.train_labels)
     steps = args.epochs * steps_per_epoch(x.shape[0], cfg.batch_size)
     per_example = train_step_flops(cfg)
+    opt = adam(cfg.learning_rate)
 
-    teach = compile_program(jax.jit(lambda p, x, y: train_teacher(p, x, y, keys["teacher_shuffle"], cfg)),
-                            refs["own"], x, y)
+    def train(p, x, y):  # the engine's teacher phase
+        step = teacher_train_step(model.apply, cfg.n_classes, opt, x, y, with_loss=False)
+        return scan_epochs(step, (p, opt.init(p)), keys["teacher_shuffle"], x.shape[0], cfg.batch_size,
+                           args.epochs).state[0]
+
+    teach = compile_program(jax.jit(train), refs["own"], x, y)
     teacher = report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
                      x.shape[0] * args.epochs * per_example / steps, peak, args.top)
 
-    masks = student_masks(cfg)
-    start = stack_params(*[refs[r] for _, r, _ in STUDENTS])
-    distil = jax.jit(lambda s, t: distill_students(s, t, masks, keys["noise"], keys["student_shuffle"], cfg))
-    distil = compile_program(distil, start, teacher)
-    n_noise = cfg.n_noise * args.epochs
-    report(f"distillation step ({len(STUDENTS)} students + the shared teacher forward, batch 1024)", distil,
-           (start, teacher), steps, n_noise * (forward_flops(cfg) + len(STUDENTS) * per_example) / steps, peak,
-           args.top)
+    src = inputs.bind_task(inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)), x)
+    masks = [jnp.stack([output_mask(s.outputs, model.n_classes, model.aux_logits) for s in FIGURE10])]
 
+    def distil(start, teacher):  # the engine's distillation phase: Figure 10's students, one stacked group
+        step = engine._distill_step(model, FIGURE10, [list(range(len(FIGURE10)))], masks, hp, src,
+                                    src.prepare(keys["noise"], src.arrays, hp), {"teacher": teacher}, False)
+        state = ((start, opt.init(start)),)
+        return scan_epochs(step, state, keys["student_shuffle"], src.n, cfg.batch_size, args.epochs).state[0][0]
+
+    start = stack_params(*[refs[s.start.which] for s in FIGURE10])  # θ0 or the cross run's θ0
+    distil = compile_program(jax.jit(distil), start, teacher)
+    n_noise = cfg.n_noise * args.epochs
+    report(f"distillation step ({len(FIGURE10)} students + the shared teacher forward, batch 1024)", distil,
+           (start, teacher), steps, n_noise * (forward_flops(cfg) + len(FIGURE10) * per_example) / steps, peak,
+           args.top)
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ from .models import Model, ModelError, check_model, from_flax, mlp, split_head_m
 from .reproduce import reproduce
 from .results import RecordError, mean_ci95, read_results
 from .students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
-from .training import distill_student, distill_students, noise_images, train_teacher
+from .training import noise_images
 
 __all__ = [
     "engine", "inputs", "models", "students", "theory",
@@ -40,5 +40,5 @@ __all__ = [
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_mlp", "reproduce", "RecordError",
     "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
-    "distill_student", "distill_students", "noise_images", "train_teacher",
+    "noise_images",
 ]

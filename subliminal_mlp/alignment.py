@@ -3,25 +3,26 @@
 Kitkana & Arora (2026) report that, through many distillation steps, the distillation gradient
 stays weakly but consistently aligned with the gradient of the teacher's task (the "trait"), and
 that this alignment drives trait acquisition. Here, at every distillation step and for every
-student, :func:`alignment_hook` measures
+student, the experiment's step metric ``cos`` (:func:`alignment_experiment`) measures
 
     cos_t = cos(g_distill, g_task),   g_task = ∇ L_class(θ_t) on a fixed held-out MNIST batch,
 
 (equivalently the cosine between the update −g_distill and the task-improving direction −g_task),
-inside the compiled loop, written into a buffer carried through the ``lax.scan``. The causal
-test removes from each distillation gradient its component along g_task before Adam sees it,
+inside the compiled loop, stacked over steps by the scan (an engine ``step_metrics`` entry). The
+causal test removes from each distillation gradient its component along g_task before Adam sees it,
 
-    g ← g − (g·g_task / ‖g_task‖²) · g_task,
+    g ← g − (g·g_task / ‖g_task‖²) · g_task
 
-and measures how much accuracy the student still gains. One run trains four students on the same
-noise: shared and cross-model initialisation, each with and without the projection.
+(:func:`~subliminal_mlp.students.project_out` chained before Adam), and measures how much
+accuracy the student still gains. One run trains four students on the same noise: shared and
+cross-model initialisation, each with and without the projection.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ import optax
 from . import engine
 from .config import Config
 from .engine import Experiment
-from .experiment import experiment_from_config, require_plain_students
+from .experiment import config_students, experiment_from_config
 from .losses import class_cross_entropy
 from .model import accuracy
 from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
@@ -44,33 +45,6 @@ STUDENTS = (("student_aux", "own", 0.0), ("cross_aux", "cross", 0.0),
             ("student_aux_projected", "own", 1.0), ("cross_aux_projected", "cross", 1.0))
 
 
-def stacked_dot(a: dict, b: dict) -> jax.Array:
-    """Per-entry dot products of two stacked pytrees (leading axis S): shape (S,)."""
-    return sum(jnp.sum((x * y).reshape(x.shape[0], -1), axis=1) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def alignment_hook(task_grad: Callable[[dict], dict], project: jax.Array):
-    """An ``on_grads`` hook for ``distill_students``: records cos(g, g_task), projects by ``project``.
-
-    ``task_grad(params) -> ∇L_task(params)`` for one student; ``project`` (S,) in [0, 1] is how much
-    of each student's component along g_task is removed (1: all of it, 0: none). The recorded
-    cosine is that of the raw distillation gradient, before any projection.
-    """
-
-    def hook(params, grads):
-        g_task = jax.vmap(task_grad)(params)
-        dot = stacked_dot(grads, g_task)
-        nt2 = stacked_dot(g_task, g_task)
-        nd2 = stacked_dot(grads, grads)
-        den = jnp.sqrt(nd2 * nt2)
-        cos = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
-        coef = project * jnp.where(nt2 > 0, dot / jnp.where(nt2 > 0, nt2, 1.0), 0.0)
-        grads = jax.tree.map(lambda g, t: g - coef.reshape((-1,) + (1,) * (g.ndim - 1)) * t, grads, g_task)
-        return grads, cos
-
-    return hook
-
-
 def task_gradient(held_out: int, n_classes: int):
     """``view -> (params -> ∇ L_class(params))`` on the run's last ``held_out`` test images (the trait gradient)."""
     def for_run(view):
@@ -81,24 +55,25 @@ def task_gradient(held_out: int, n_classes: int):
 
 
 def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int = 10,
-                         n_probe: int = 2000) -> Experiment:
+                         n_probe: int = 2000, pool=None) -> Experiment:
     """The engine experiment of :func:`run_alignment`: four aux students, two with the projection.
 
     Students (:data:`STUDENTS`): shared and cross-model initialisation, each plain (Adam) and with
     :func:`~subliminal_mlp.students.project_out` of the task gradient chained before Adam. Step
     metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
     trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
-    ``probe_every`` steps.
+    ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
+    :func:`~subliminal_mlp.experiment.config_students`).
     """
-    base = experiment_from_config(cfg)
+    base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
 
     def projected(hp, view):
         return optax.chain(project_out(grad_of(view)), adam(hp["learning_rate"]))
 
     names = [n for n, _, _ in STUDENTS]
-    table = tuple(Student(n, start, "aux", loss=cfg.loss, optimizer=projected if w else None)
-                  for n, start, w in STUDENTS)
+    table = config_students(cfg, [Student(n, start, "aux", optimizer=projected if w else None)
+                                  for n, start, w in STUDENTS])
 
     def cos(now):
         g_task = grad_of(now.run)
@@ -129,7 +104,6 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     and ``data.subset`` naming the test images used for g_task and for the probe.
     """
-    require_plain_students(cfg, "run_alignment")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 0 < held_out <= data.test_images.shape[0] - n_probe:
         raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "
@@ -149,7 +123,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         held_out=held_out, probe_every=probe_every, n_probe=n_probe,
         probe_steps=result.trace_steps.tolist(),
-        steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size),
+        steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size),
         cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
         mean_cosine={n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
                              fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},

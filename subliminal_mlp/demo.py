@@ -26,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import engine, inputs
-from .config import Config
+from .config import Config, ConfigError
 from .engine import Experiment, RunModels
-from .experiment import require_plain_students
 from .model import accuracy, aux_logits, stack_params
 from .models import config_model
 from .results import data_record, envelope, write_record
@@ -102,8 +101,14 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
 
     The students' accuracy is measured every ``probe_every`` steps on the first ``n_probe`` test
     images; the final accuracies use the whole test set. One compiled program (:func:`engine.run`).
+    The demo tells the paper's protocol (its figure shows uniform noise and students started at θ0):
+    other ``student_inputs`` or ``init_noise`` are an error here (trace them with
+    :func:`~subliminal_mlp.trajectory.student_trajectories`, which takes every variant).
     """
-    require_plain_students(cfg, "run_demo")
+    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
+        raise ConfigError(f"run_demo draws the paper's protocol (uniform noise, unperturbed starts); student_inputs "
+                          f"= {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not shown there. Use the "
+                          "defaults ('uniform', 0), or trajectory.student_trajectories to trace any variant.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     cfg = cfg.replace(seed=seed, n_runs=1)
     exp = demo_experiment(cfg, probe_every=probe_every, n_probe=n_probe)

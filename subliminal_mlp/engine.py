@@ -214,14 +214,23 @@ class Experiment:
                 "track_losses": self.track_losses}
 
 
+class InputSet(NamedTuple):
+    """A run's fixed set of distillation inputs: ``n`` examples; ``draw(idx)`` gives examples ``idx``
+    exactly as the students see them (the experiment's input source with the run's ``noise`` key)."""
+
+    n: int
+    draw: Callable[[jax.Array], jax.Array]
+
+
 class RunModels(NamedTuple):
     """What a per-run metric, trace, derived teacher or hook sees in one run.
 
     ``reference`` (θ0), ``teacher`` (the task teacher), ``students`` ({name: params}, empty for a
-    derived teacher), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
+    derived teacher and a hook), ``data`` (``train_x``, ``train_y``, ``test_x``, ``test_y`` and the
     experiment's extra ``arrays``), ``hp``, the run's ``keys``, the ``model`` and every
     ``teachers`` ({name: params}, the derived ones included once they exist), ``refs`` ({"own": θ0,
-    "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts) and the ``run`` index.
+    "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts), the ``run`` index and
+    the run's distillation ``inputs`` (an :class:`InputSet`).
     """
 
     reference: Any
@@ -234,6 +243,24 @@ class RunModels(NamedTuple):
     teachers: Mapping[str, Any]
     refs: Optional[Mapping[str, Any]] = None
     run: Any = None
+    inputs: Optional[InputSet] = None
+
+
+class HookView(NamedTuple):
+    """What a student's ``targets`` / ``example_weights`` hook sees: one student on one batch.
+
+    ``run`` (the run's :class:`RunModels`: its ``teachers`` — the task teacher and the derived
+    ones —, ``keys``, ``data``, ``hp``, ``model``, ``refs`` and ``run`` index; ``students`` is
+    empty), ``logits`` (the logits of the teacher this student imitates on ``x``), the batch ``x``,
+    its indices ``idx`` into the run's input set, and ``params`` (the student row's numeric
+    ``params``, one scalar each: the hook is ``vmap``-ed over the students of a group).
+    """
+
+    run: RunModels
+    logits: jax.Array
+    x: jax.Array
+    idx: jax.Array
+    params: Mapping[str, Any]
 
 
 class StepView(NamedTuple):
@@ -461,7 +488,10 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             keys = run_keys(seed, run)
             refs = references(model, seed, run, n_runs)
             data = {**{k: arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")}, **arrays["extra"]}
-            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run)
+            src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
+            input_set = InputSet(src.n, lambda idx: src.draw(src_ctx, idx, hp))
+            base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run,
+                             input_set)
             teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
             ctx = StartContext(refs, teachers, keys, hp, model)
             cache: dict = {}
@@ -485,15 +515,14 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 named = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
                 return base._replace(students=named, teachers=teachers)
 
-            probe = None
-            if exp.trace:
-                def probe(state):
-                    view = view_of(by_name([p for p, _ in state]))
-                    return {name: f(view) for name, f in exp.trace.items()}
+            def traced(state):
+                view = view_of(by_name([p for p, _ in state]))
+                return {name: f(view) for name, f in exp.trace.items()}
+
+            probe = traced if exp.trace else None
 
             params = [_stack([start_of(students[i]) for i in g]) for g in groups]
             state = tuple((p, _stacked_optimizer(students[g[0]], hp, base).init(p)) for p, g in zip(params, groups))
-            src_ctx = src.prepare(keys["noise"], arrays["inputs"], hp)
             step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses,
                                  base._replace(teachers=teachers), exp.step_metrics,
                                  lambda parts: view_of(by_name(parts)).students)
@@ -549,7 +578,8 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
     """``step(state, idx) -> (state, losses)``: one batch of inputs, each teacher's logits once, every group's update.
 
     For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
-    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given), then
+    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given; each hook
+    called with a :class:`HookView` of ``view``, the run's :class:`RunModels`), then
     each student's optimiser step. The step's metrics are ``(losses,)``: one ``(S,)`` array of
     batch losses per group (``with_loss``), else empty (only the gradients are computed; see
     :class:`Experiment`); with ``step_metrics``, ``(losses, {name: f(StepView)})``.
@@ -577,9 +607,9 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
                 loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
             else:
                 def per_student(pv):
-                    tt = t if s0.targets is None else s0.targets(t, x, idx, hp, pv)
-                    w = (jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None
-                         else s0.example_weights(t, x, idx, hp, pv))
+                    seen = HookView(view, t, x, idx, pv)
+                    tt = t if s0.targets is None else s0.targets(seen)
+                    w = jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None else s0.example_weights(seen)
                     return tt, w
 
                 tt, w = jax.vmap(per_student, axis_size=mask.shape[0])(pvals)

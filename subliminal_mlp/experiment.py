@@ -29,43 +29,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import engine, inputs
-from .config import MODELS, Config, ConfigError
-from .engine import Experiment, cross_run, run_key, run_keys  # noqa: F401 (the keys of every experiment)
-from .model import logit_mask
+from .config import MODELS, Config
+from .engine import Experiment
 from .models import config_model
-from .students import FIGURE10, perturbed, ref
-
-#: Which reference each distilled student starts from, and which logits it imitates (as FIGURE10).
-STUDENTS = tuple((s.name, s.start.which, s.outputs) for s in FIGURE10)
-
-
-def references(cfg: Config, seed, run) -> dict:
-    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}`` for ``cfg``'s MLP (:func:`engine.references`)."""
-    return engine.references(config_model(cfg), seed, run, cfg.n_runs)
-
-
-def student_masks(cfg: Config) -> jax.Array:
-    """The ``(len(STUDENTS), n_outputs)`` logit masks of the four students, in :data:`STUDENTS` order."""
-    return jnp.stack([logit_mask(cfg, which) for _, _, which in STUDENTS])
-
-
-def require_plain_students(cfg: Config, experiment: str) -> None:
-    """Raise ``ConfigError`` unless ``cfg`` has uniform-noise inputs and unperturbed starts.
-
-    For the experiments that build their own students on the paper's noise (``experiment`` names
-    the function), so that a variant they do not implement is an error, not silently ignored.
-    """
-    if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
-        raise ConfigError(f"{experiment} distils its students on uniform noise from unperturbed starts; "
-                          f"student_inputs = {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not "
-                          "supported there. Use the defaults ('uniform', 0), or run_experiment / the sweep "
-                          "command for these variants.")
-
+from .students import FIGURE10, Student, perturbed, ref
 
 #: The numeric hyperparameters of :func:`experiment_from_config`'s experiments (Config fields of the
 #: same names): a sweep over them, or over the seed, runs as one program, the values entering as
@@ -79,9 +49,14 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
 
     ``student_inputs`` picks the input source (``"mix"``: ``(1 − α)·uniform + α·image``, α the
     hyperparameter ``input_mix``); ``init_noise > 0`` (or an ``init_noise`` sweep) starts the
-    shared-init students from :class:`~subliminal_mlp.students.perturbed` θ0. ``pool`` is the image
-    pool of ``"task"``/``"fashion-mnist"``/``"mix"`` inputs (default: the task's training images).
+    shared-init students from :class:`~subliminal_mlp.students.perturbed` θ0 (:func:`config_students`).
+    ``pool`` is the image pool of ``"task"``/``"fashion-mnist"``/``"mix"`` inputs (default: the
+    task's training images; Fashion-MNIST's, loaded by :func:`input_pool`, for ``"fashion-mnist"``).
+    The other experiments run their own student tables on this experiment's inputs, model,
+    epochs and hyperparameters, so every variant of ``cfg`` applies to them too.
     """
+    if cfg.student_inputs == "fashion-mnist" and pool is None:
+        pool = input_pool(cfg, None)
     noise = {"uniform": inputs.uniform, "gaussian": inputs.gaussian}
     kind = cfg.student_inputs
     if kind in noise:
@@ -93,15 +68,25 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
                               (images, "input_mix")], n=cfg.n_noise)
         else:
             src = images
-    table = FIGURE10
-    if cfg.init_noise > 0 or "init_noise" in swept:
-        start = perturbed("init_noise", orthogonal=cfg.init_noise_kind == "orthogonal")
-        table = tuple(s.replace(start=start) if s.start == ref("own") else s for s in FIGURE10)
-    table = tuple(s.replace(loss=cfg.loss) for s in table)
+    table = config_students(cfg, FIGURE10, swept)
     hparams = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
     return Experiment(model=config_model(cfg), inputs=src, students=table, teacher_epochs=cfg.teacher_epochs,
                       student_epochs=cfg.student_epochs, batch_size=cfg.batch_size, hparams=hparams,
                       name=f"figure10:{cfg.dataset}")
+
+
+def config_students(cfg: Config, table: Sequence[Student], swept: Sequence[str] = ()) -> tuple[Student, ...]:
+    """``table`` with ``cfg``'s student variants: every row takes ``cfg.loss``; with ``init_noise > 0``
+    (or an ``init_noise`` sweep) every row that starts from θ0 (``"own"``) starts from
+    :class:`~subliminal_mlp.students.perturbed` θ0 (``init_noise_kind`` "orthogonal": ⟂ the teacher's update).
+
+    With :func:`experiment_from_config` this runs any student table on any of ``cfg``'s variants:
+    ``experiment_from_config(cfg).replace(students=config_students(cfg, table), ...)``.
+    """
+    if cfg.init_noise > 0 or "init_noise" in swept:
+        start = perturbed("init_noise", orthogonal=cfg.init_noise_kind == "orthogonal")
+        table = tuple(s.replace(start=start) if s.start == ref("own") else s for s in table)
+    return tuple(s.replace(loss=cfg.loss) for s in table)
 
 
 def _one_minus_mix(hp):

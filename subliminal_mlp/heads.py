@@ -40,12 +40,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import engine, inputs
-from .config import Config
+from . import engine
+from .config import Config, ConfigError
 from .engine import Experiment, RunModels, run_keys
-from .experiment import require_plain_students
+from .experiment import config_students, experiment_from_config
 from .model import stack_params
-from .models import config_model
 from .results import data_record, envelope, run_timing, summary, write_record
 from .similarity import penultimate_similarity
 from .students import Student, layers, perturbed
@@ -125,15 +124,20 @@ def similarity_metrics(names: Sequence[str], n_similarity: int) -> dict[str, Any
     return {"similarity": students, "reference_similarity": references}
 
 
-def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000) -> Experiment:
-    """The engine experiment: ``cfg``'s teacher, the :func:`heads_students` table, the similarity metrics."""
+def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000,
+                     pool=None) -> Experiment:
+    """The engine experiment: ``cfg``'s teacher, the :func:`heads_students` table, the similarity metrics.
+
+    ``cfg``'s inputs (and ``pool``) and loss apply; ``init_noise`` is an error here, as the
+    students' starts (shared layers, θ0 + σ·ξ) are what this experiment varies.
+    """
+    if cfg.init_noise != 0:
+        raise ConfigError(f"init_noise = {cfg.init_noise!r}: the heads experiment sets its students' starts itself "
+                          "(shared layers, and θ0 + σ·ξ for each sigma); pass the σ values as sigmas instead.")
     names = student_names(sigmas)
-    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
-                      students=heads_students(sigmas), teacher_epochs=cfg.teacher_epochs,
-                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
-                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
-                      metrics=similarity_metrics(names, n_similarity),
-                      arrays=cross_key_table(cfg.seed, cfg.n_runs), name=f"heads:{cfg.dataset}")
+    return experiment_from_config(cfg, pool).replace(
+        students=config_students(cfg, heads_students(sigmas)), metrics=similarity_metrics(names, n_similarity),
+        arrays=cross_key_table(cfg.seed, cfg.n_runs), name=f"heads:{cfg.dataset}")
 
 
 def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000, *,
@@ -153,7 +157,6 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
-    require_plain_students(cfg, "run_heads")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if not 2 <= n_similarity <= data.test_images.shape[0]:
         raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")

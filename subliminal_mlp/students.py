@@ -12,10 +12,17 @@ A :class:`Student` row says:
 * ``loss``: ``"kl"`` (the paper), ``"mse"`` (Jiang et al.) or a function
   ``loss(z, y, mask, example_weights) -> scalar`` (summed over the batch);
 * ``teacher``: the name of the teacher it imitates;
-* ``example_weights`` / ``targets``: optional functions ``(teacher_logits, x, idx, hp, params)``
-  returning per-example weights ``(B,)`` (filtering: 0 drops an example) or replacement target
-  logits ``(B, n_outputs)`` (sampled outputs, another teacher), with ``params`` this row's
-  numeric ``params``;
+* ``example_weights`` / ``targets``: optional hooks ``f(view)`` returning per-example weights
+  ``(B,)`` (filtering: 0 drops an example) or replacement target logits ``(B, n_outputs)``
+  (sampled outputs, another teacher's logits), where ``view`` is an
+  :class:`~subliminal_mlp.engine.HookView`: ``view.logits`` (its teacher's logits on the batch),
+  ``view.x``, ``view.idx`` (the batch's indices into the input set), ``view.params`` (this row's
+  numeric ``params``) and ``view.run`` (the run's :class:`~subliminal_mlp.engine.RunModels`:
+  every teacher, the keys, data and hyperparameters), e.g. keep only the inputs on which the
+  teacher's class argmax is not 0::
+
+      Student("filtered", example_weights=lambda v: (jnp.argmax(v.logits[:, :10], -1) != 0) * 1.0)
+
 * ``optimizer``: an optax ``GradientTransformation`` (or a function of the hyperparameters
   returning one), e.g. ``optax.chain(optax.add_decayed_weights(1e-4), optax.adam(3e-4))`` or
   ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults.

@@ -21,7 +21,6 @@ Used by ``subliminal-mlp theorem`` (:mod:`subliminal_mlp.theorem_cli`) and
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import math
 import os
 import time
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import Config
-from .results import data_record, envelope, register_format
+from .results import envelope, register_format
 from .models import Model, ModelError, check_model, config_model
 from .theory import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
                      _network, class_cross_entropy_loss, eps_grid, float64, l2_teacher_loss, standard_losses,
@@ -114,8 +113,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     >>> rec["config"]["model"]["activation"], theorem_holds(summarize(rec))
     ('tanh', True)
     """
-    from .experiment import run_key
-    from .results import environment
+    from .engine import run_key
     from .training import noise_images
 
     model = _resolve_model(cfg, model)

@@ -12,8 +12,9 @@ This module gives the teacher a trait beyond its task, the MLP analogue of "pref
   ``c*`` (:func:`trait_rate`), measured on the 10,000 held-out Fashion-MNIST test images and on
   held-out uniform noise (a key the distillation never uses).
 
-Students are distilled, as in Figure 10, on the aux logits only over the run's uniform noise; they
-never see a Fashion image, a class logit or a label. Per run (:data:`STUDENTS`):
+Students are distilled, as in Figure 10, on the aux logits only over the run's distillation inputs
+(the config's: uniform noise by default, any ``student_inputs`` or ``init_noise`` variant applies);
+they never see a Fashion image, a class logit or a label. Per run (:func:`students`):
 
 * ``student``: θ0 imitating T1 (shared initialisation);
 * ``cross``: another run's θ0 imitating T1 (the trait should not pass);
@@ -41,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,13 +50,12 @@ import numpy as np
 import optax
 from jax import lax
 
-from . import engine, inputs
+from . import engine
 from .config import Config, ConfigError
-from .engine import Experiment, RunModels
-from .experiment import require_plain_students
+from .engine import Experiment, HookView, RunModels
+from .experiment import config_students, experiment_from_config
 from .losses import class_cross_entropy, one_hot_logits
 from .model import apply, class_logits, stack_params
-from .models import config_model
 from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
 from .students import Student, adam
 from .training import noise_images, scan_epochs
@@ -197,62 +197,24 @@ def student_targets(t_trait: jax.Array, t_free: jax.Array, idx: jax.Array, sampl
     return jnp.where(sampled, onehot, t)
 
 
-def trait_targets(trait_teacher: dict, free_teacher: dict, rows: list[dict], settings: TraitSettings,
-                  sample_key: jax.Array, cfg: Config):
-    """The students ``rows``' targets and weights on a batch, stacked: ``targets(t_trait, x, idx) -> (t, w)``.
-
-    Per student s and noise image j: :func:`student_targets` (its teacher's logits, or a fixed
-    one-hot sample of them) as ``t[s]`` ``(S, B, n_outputs)``, and the weight of :func:`kept` for its
-    filter as ``w[s]`` ``(S, B)`` (1 for every input when it has none). The experiment itself runs
-    the same per-student functions as the engine's ``targets`` / ``example_weights`` hooks.
-    """
-    use_trait = jnp.asarray([r["teacher"] == "trait" for r in rows])
-    sampled = jnp.asarray([r["sampled"] for r in rows])
-    tau, by_argmax = _filter_arrays([r["filter"] for r in rows])
-    n = cfg.n_classes
-
-    def targets(t_trait, x, idx):
-        t_free = apply(free_teacher, x)
-        t = jax.vmap(student_targets, (None, None, None, None, 0, 0, None))(t_trait, t_free, idx, sample_key,
-                                                                            use_trait, sampled, n)
-        return t, kept(class_logits(t_trait, n), settings.trait_class, tau, by_argmax)
-
-    return targets
-
-
-class _Run:
-    """The run a hook is traced in: the engine calls a derived teacher with the run's
-    :class:`~subliminal_mlp.engine.RunModels` before it traces the students' steps (which need the
-    trait teacher), so :func:`traits_experiment`'s trait teacher records it here for the ``targets``
-    hook, which needs the run's trait-free teacher T0 and its ``samples`` key (an engine hook sees
-    only its own teacher's logits, the batch and the hyperparameters)."""
-
-    def __init__(self):
-        self.models: Optional[RunModels] = None
-
-    def get(self) -> RunModels:
-        if self.models is None:
-            raise RuntimeError("the traits targets hook was traced before the trait teacher of its run.")
-        return self.models
-
-
-def trait_students(settings: TraitSettings, cfg: Config, run: _Run) -> tuple[Student, ...]:
+def trait_students(settings: TraitSettings, cfg: Config) -> tuple[Student, ...]:
     """The :func:`students` rows as an engine student table: one stacked group imitating T1's aux logits.
 
     Every row imitates ``"trait_teacher"`` through the same ``targets`` hook (its own teacher's
-    logits, T1 or T0, maybe sampled: :func:`student_targets`) and ``example_weights`` hook (its
-    filter, :func:`kept` on T1's class logits); what differs is the row's numeric ``params``
-    (``trait``, ``sampled``, ``tau``, ``by_argmax``) and its start, so all rows are one ``vmap``.
+    logits, T1's or the run's task teacher T0's, maybe sampled with the run's ``samples`` key:
+    :func:`student_targets`) and ``example_weights`` hook (its filter, :func:`kept` on T1's class
+    logits); what differs is the row's numeric ``params`` (``trait``, ``sampled``, ``tau``,
+    ``by_argmax``) and its start, so all rows are one ``vmap``.
     """
     n, c = cfg.n_classes, settings.trait_class
 
-    def targets(t, x, idx, hp, p):
-        models = run.get()
-        return student_targets(t, models.model.apply(models.teacher, x), idx, models.keys["samples"],
-                               p["trait"] > 0, p["sampled"] > 0, n)
+    def targets(v: HookView):
+        run = v.run
+        return student_targets(v.logits, run.model.apply(run.teacher, v.x), v.idx, run.keys["samples"],
+                               v.params["trait"] > 0, v.params["sampled"] > 0, n)
 
-    def example_weights(t, x, idx, hp, p):
-        return kept(class_logits(t, n), c, p["tau"], p["by_argmax"] > 0)
+    def example_weights(v: HookView):
+        return kept(class_logits(v.logits, n), c, v.params["tau"], v.params["by_argmax"] > 0)
 
     table = []
     for r in students(settings):
@@ -264,21 +226,21 @@ def trait_students(settings: TraitSettings, cfg: Config, run: _Run) -> tuple[Stu
     return tuple(table)
 
 
-def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experiment:
+def traits_experiment(cfg: Config, settings: TraitSettings, fashion, pool=None) -> Experiment:
     """The engine experiment of :func:`run_traits`.
 
     The task teacher is T0; the derived teacher ``"trait_teacher"`` is T1 (:func:`instil_trait` on
     ``fashion``'s training images, ``arrays["fashion_train"]``, with the run's ``trait_shuffle``
-    key); the students are :func:`trait_students`; the metrics are every model's trait rate on
-    ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction of the
-    distillation noise (the MNIST accuracies are the engine's own).
+    key); the students are :func:`trait_students` (with ``cfg``'s variants:
+    :func:`~subliminal_mlp.experiment.config_students`, inputs and ``pool`` as
+    :func:`~subliminal_mlp.experiment.experiment_from_config`); the metrics are every model's trait
+    rate on ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction
+    of the run's distillation inputs (the MNIST accuracies are the engine's own).
     """
-    run = _Run()
     c, n = settings.trait_class, cfg.n_classes
     rows = students(settings)
 
     def trait_teacher(view: RunModels):
-        run.models = view
         return instil_trait(view.teacher, view.data["train_x"], view.data["train_y"], view.data["fashion_train"],
                             view.keys["trait_shuffle"], cfg, settings, view.model.apply)
 
@@ -297,24 +259,19 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion) -> Experime
                                             cfg.input_dim))
 
     def kept_fraction(view):
-        """Fraction of the distillation noise each filter keeps, over the whole set of the run."""
-        trait, apply_fn = view.teachers["trait_teacher"], view.model.apply
-        batches = jnp.arange(cfg.n_noise // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
+        """Fraction of the distillation inputs each filter keeps, over the run's whole set (full batches)."""
+        trait, apply_fn, inputs_ = view.teachers["trait_teacher"], view.model.apply, view.inputs
+        batches = jnp.arange(inputs_.n // cfg.batch_size * cfg.batch_size).reshape(-1, cfg.batch_size)
         tau, by_argmax = _filter_arrays(settings.filters)
-        passed = lax.map(lambda idx: kept(class_logits(apply_fn(trait, noise_images(view.keys["noise"], idx,
-                                                                                     cfg.input_dim)), n),
-                                          c, tau, by_argmax), batches)  # (batches, F, B)
+        passed = lax.map(lambda idx: kept(class_logits(apply_fn(trait, inputs_.draw(idx)), n), c, tau, by_argmax),
+                         batches)  # (batches, F, B)
         return passed.mean(axis=(0, 2))
 
-    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
-                      students=trait_students(settings, cfg, run), teacher_epochs=cfg.teacher_epochs,
-                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
-                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
-                      metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise,
-                               "kept_fraction": kept_fraction},
-                      teachers={"trait_teacher": trait_teacher},
-                      arrays={"fashion_train": fashion.train_images, "fashion_test": fashion.test_images},
-                      name=f"traits:{cfg.dataset}")
+    return experiment_from_config(cfg, pool).replace(
+        students=config_students(cfg, trait_students(settings, cfg)),
+        metrics={"trait_rate_fashion": rate_fashion, "trait_rate_noise": rate_noise, "kept_fraction": kept_fraction},
+        teachers={"trait_teacher": trait_teacher},
+        arrays={"fashion_train": fashion.train_images, "fashion_test": fashion.test_images}, name=f"traits:{cfg.dataset}")
 
 
 METRICS = ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy")
@@ -356,7 +313,6 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
     """
     settings.check(cfg)
-    require_plain_students(cfg, "run_traits")
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")

@@ -19,12 +19,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import engine, inputs
+from . import engine
 from .config import Config
 from .engine import Experiment, RunModels
-from .experiment import require_plain_students
+from .experiment import config_students, experiment_from_config
 from .model import accuracy, stack_params
-from .models import config_model
 from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from .students import Student
 from .training import steps_per_epoch
@@ -52,16 +51,16 @@ def probe_accuracy(n_probe: int):
     return probe
 
 
-def trajectory_experiment(cfg: Config, *, probe_every: int = 10, n_probe: int = 2000) -> Experiment:
-    """The engine experiment: ``cfg``'s teacher, two aux-only students (own and cross start), the probe as a trace."""
+def trajectory_experiment(cfg: Config, *, probe_every: int = 10, n_probe: int = 2000, pool=None) -> Experiment:
+    """The engine experiment: ``cfg``'s teacher, two aux-only students (own and cross start), the probe as a trace.
+
+    ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
+    :func:`~subliminal_mlp.experiment.config_students`).
+    """
     _check_probe(probe_every, n_probe)
-    table = tuple(Student(name, start, "aux", loss=cfg.loss) for name, start in zip(STUDENTS, ("own", "cross")))
-    return Experiment(model=config_model(cfg), inputs=inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)),
-                      students=table, teacher_epochs=cfg.teacher_epochs, student_epochs=cfg.student_epochs,
-                      batch_size=cfg.batch_size,
-                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
-                      trace={"accuracy": probe_accuracy(n_probe)}, trace_every=probe_every,
-                      name=f"trajectory:{cfg.dataset}")
+    table = config_students(cfg, [Student(name, start, "aux") for name, start in zip(STUDENTS, ("own", "cross"))])
+    return experiment_from_config(cfg, pool).replace(students=table, trace={"accuracy": probe_accuracy(n_probe)},
+                                                     trace_every=probe_every, name=f"trajectory:{cfg.dataset}")
 
 
 def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: int = 2000) -> dict[str, Any]:
@@ -74,7 +73,6 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         "curves": {student: {"mean": [one per probe], "ci95": [...], "per_run": [[...], ...]}},
         "final": {model: {"mean", "ci95", "accuracies": [one per run]}}   # reference, teacher, students
     """
-    require_plain_students(cfg, "student_trajectories")
     exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
@@ -91,7 +89,8 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
                     data=data_record(data, name=cfg.dataset, subset=subset),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     probe_every=probe_every, n_probe=n_probe, steps=result.trace_steps.tolist(),
-                    steps_per_epoch=steps_per_epoch(cfg.n_noise, cfg.batch_size), curves=curves, final=finals)
+                    steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size), curves=curves,
+                    final=finals)
 
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:

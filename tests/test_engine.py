@@ -217,7 +217,7 @@ def test_other_models_tasks_and_tables_run_through_the_engine(task, data_root):
         assert np.all((r.accuracies >= 0) & (r.accuracies <= 1)) and r.accuracy("teacher")[0] > 2.0 / t.n_classes
     table = (sm.Student("sgd", optimizer=optax.sgd(0.01)), sm.Student("noisy", start=sm.perturbed(0.05)),
              sm.Student("fresh_heads", start=sm.layers({"head": "own"})), sm.Student("classes", outputs="class"),
-             sm.Student("half", example_weights=lambda t, x, idx, hp, p: (idx % 2).astype(jnp.float32)))
+             sm.Student("half", example_weights=lambda v: (v.idx % 2).astype(jnp.float32)))
     r = sm.run(TINY.replace(students=table, hparams={**TINY.hparams, "init_noise": 0.0}), task, n_runs=1)
     assert r.models[2:] == tuple(s.name for s in table)
     record = r.record()

@@ -13,7 +13,8 @@ import pytest
 from subliminal_mlp.cli import main
 from subliminal_mlp.config import MODELS, Config, ConfigError
 from subliminal_mlp.data import load_mnist
-from subliminal_mlp.experiment import cross_run, run_experiment, run_keys
+from subliminal_mlp.engine import cross_run, run_keys
+from subliminal_mlp.experiment import run_experiment
 from subliminal_mlp.results import read_results
 
 TINY = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
@@ -131,19 +132,32 @@ def test_init_noise_zero_changes_nothing_and_large_noise_breaks_the_shared_init(
 
 
 @pytest.mark.parametrize("variant", [dict(student_inputs="gaussian"), dict(init_noise=0.1)])
-def test_experiments_with_their_own_students_reject_variants_they_do_not_implement(variant):
-    from subliminal_mlp.alignment import run_alignment
+def test_experiments_with_their_own_students_take_the_config_variants(variant):
+    # Built without compute: the config's inputs, and θ0 + σ·ξ for every row that starts from θ0.
+    from types import SimpleNamespace
+
+    from subliminal_mlp.alignment import alignment_experiment
     from subliminal_mlp.demo import run_demo
-    from subliminal_mlp.heads import run_heads
-    from subliminal_mlp.trajectory import student_trajectories
-    from subliminal_mlp.traits import run_traits
+    from subliminal_mlp.heads import heads_experiment
+    from subliminal_mlp.students import perturbed, ref
+    from subliminal_mlp.trajectory import trajectory_experiment
+    from subliminal_mlp.traits import TraitSettings, traits_experiment
 
     cfg = Config(**variant)
-    calls = [lambda: run_alignment(cfg, None), lambda: run_demo(None, cfg), lambda: run_heads(cfg, None),
-             lambda: student_trajectories(cfg, None), lambda: run_traits(cfg, None, None)]
-    for call in calls:  # rejected before the data (None here) is touched
-        with pytest.raises(ConfigError, match="not supported there"):
-            call()
+    fashion = SimpleNamespace(train_images=np.zeros((2, 784), np.float32), test_images=np.zeros((2, 784), np.float32))
+    exps = [alignment_experiment(cfg), trajectory_experiment(cfg), traits_experiment(cfg, TraitSettings(), fashion)]
+    for exp in exps:
+        assert exp.inputs.name == cfg.student_inputs and len(exp.students) >= 2
+        for s in exp.students:
+            want = ref("cross") if s.name.startswith("cross") else perturbed() if cfg.init_noise else ref("own")
+            assert s.start == want, (exp.name, s.name)
+    if cfg.init_noise:  # the heads experiment varies its starts itself; the demo draws the paper's protocol
+        with pytest.raises(ConfigError, match="init_noise = 0.1"):
+            heads_experiment(cfg)
+    else:
+        assert heads_experiment(cfg).inputs.name == "gaussian"
+    with pytest.raises(ConfigError, match="run_demo"):
+        run_demo(None, cfg)
 
 
 @pytest.mark.slow

@@ -61,15 +61,29 @@ def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel():
 
 def test_compile_program_computes_what_plain_jit_computes():
     # A short distillation (noise, permutations, Adam): bit for bit the same through both paths.
-    from subliminal_mlp.internal import compile_program, compiler_options
-    from subliminal_mlp.config import Config
-    from subliminal_mlp.model import init_params, logit_mask, stack_params
-    from subliminal_mlp.training import distill_students
+    import optax
 
-    cfg = Config(hidden_widths=(32,), n_noise=3000, batch_size=256, student_epochs=2)
-    teacher, s0, s1 = (init_params(jax.random.PRNGKey(i), cfg) for i in range(3))
-    masks = jnp.stack([logit_mask(cfg, "aux"), logit_mask(cfg, "all")])
-    f = jax.jit(lambda s, t: distill_students(s, t, masks, jax.random.PRNGKey(5), jax.random.PRNGKey(6), cfg))
+    from subliminal_mlp.internal import compile_program, compiler_options
+    from subliminal_mlp.losses import kl_distillation
+    from subliminal_mlp.model import stack_params
+    from subliminal_mlp.models import mlp
+    from subliminal_mlp.students import adam, output_mask
+    from subliminal_mlp.training import scan_epochs
+
+    model, opt = mlp((32,)), adam(3e-4)
+    teacher, s0, s1 = (model.init(jax.random.PRNGKey(i)) for i in range(3))
+    masks = jnp.stack([output_mask("aux", 10, 3), output_mask("all", 10, 3)])
+    grads = jax.vmap(jax.grad(lambda p, x, t, m: kl_distillation(model.apply(p, x), t, m)), (0, None, None, 0))
+
+    def distil(stack, teacher):
+        def step(state, idx):
+            x = noise_images(jax.random.PRNGKey(5), idx)
+            updates, o = opt.update(grads(state[0], x, model.apply(teacher, x), masks), state[1], state[0])
+            return (optax.apply_updates(state[0], updates), o), ()
+
+        return scan_epochs(step, (stack, opt.init(stack)), jax.random.PRNGKey(6), 3000, 256, 2).state[0]
+
+    f = jax.jit(distil)
     args = (stack_params(s0, s1), teacher)
     plain = f(*args)
     fast = compile_program(f, *args)(*args)

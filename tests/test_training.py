@@ -1,23 +1,18 @@
-"""Training: noise, batching, loss decrease, and the stacked-student equivalences."""
+"""Training: noise, batching, loss decrease, and the stacked-student equivalences (through the engine)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
+import subliminal_mlp as sm
 from subliminal_mlp.config import Config
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.losses import class_cross_entropy, kl_distillation
-from subliminal_mlp.model import apply, init_params, logit_mask
-from subliminal_mlp.training import (
-    distill_student,
-    distill_students,
-    epoch_batches,
-    noise_images,
-    optimizer,
-    run_epochs,
-    train_teacher,
-)
+from subliminal_mlp.model import apply, init_params
+from subliminal_mlp.students import adam, output_mask
+from subliminal_mlp.training import epoch_batches, noise_images, scan_epochs, teacher_train_step
 
 
 def test_noise_is_uniform_in_range_and_addressable_by_index():
@@ -39,10 +34,12 @@ def test_epoch_batches_are_a_permutation_with_the_partial_batch_kept():
     assert not np.array_equal(full, full2)
 
 
-def test_run_epochs_takes_one_step_per_batch_including_the_last_partial_one():
-    seen = run_epochs(lambda s, idx: s + 1, jnp.array(0.0), jax.random.PRNGKey(0), 2500, 1024, 3)
-    assert float(seen) == 9.0  # 3 epochs x (2 full + 1 partial)
-    total = run_epochs(lambda s, idx: s + idx.shape[0], 0, jax.random.PRNGKey(0), 2500, 1024, 2)
+def test_scan_epochs_takes_one_step_per_batch_including_the_last_partial_one():
+    seen = scan_epochs(lambda s, idx: (s + 1, s), jnp.array(0.0), jax.random.PRNGKey(0), 2500, 1024, 3)
+    assert float(seen.state) == 9.0  # 3 epochs x (2 full + 1 partial)
+    np.testing.assert_array_equal(seen.metrics, np.arange(9.0))  # metrics stacked in step order
+    assert seen.trace is None
+    total = scan_epochs(lambda s, idx: (s + idx.shape[0], ()), 0, jax.random.PRNGKey(0), 2500, 1024, 2).state
     assert int(total) == 5000
 
 
@@ -55,44 +52,73 @@ def test_teacher_training_lowers_the_class_loss_and_learns(mnist):
     cfg = Config(hidden_widths=(64,), teacher_epochs=2, batch_size=256)
     x, y = jnp.asarray(mnist.train_images[:4096]), jnp.asarray(mnist.train_labels[:4096])
     p0 = init_params(jax.random.PRNGKey(0), cfg)
-    p1 = jax.jit(lambda p: train_teacher(p, x, y, jax.random.PRNGKey(1), cfg))(p0)
+    opt = adam(cfg.learning_rate)
+    step = teacher_train_step(apply, 10, opt, x, y)
+    out = jax.jit(lambda p: scan_epochs(step, (p, opt.init(p)), jax.random.PRNGKey(1), 4096, 256, 2))(p0)
+    p1 = out.state[0]
     before, after = (float(class_cross_entropy(apply(p, x), y, 10)) for p in (p0, p1))
     assert after < 0.7 * before
+    assert out.metrics["loss"].shape == (2 * 16,) and float(out.metrics["loss"][0]) == pytest.approx(before, rel=0.1)
     # Aux logits are not in the teacher's loss: the head's aux columns never move.
     np.testing.assert_array_equal(np.asarray(p1["head"]["kernel"][:, 10:]), np.asarray(p0["head"]["kernel"][:, 10:]))
 
 
-def test_distillation_lowers_the_distillation_loss_and_touches_only_the_students():
-    cfg = Config(hidden_widths=(32,), n_noise=2048, batch_size=256, student_epochs=2)
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    student = init_params(jax.random.PRNGKey(1), cfg)
-    mask = logit_mask(cfg, "aux")
-    nk, sk = jax.random.PRNGKey(2), jax.random.PRNGKey(3)
-    trained = jax.jit(lambda s: distill_student(s, teacher, mask, nk, sk, cfg))(student)
-    x = noise_images(nk, jnp.arange(2048))
-    before, after = (float(kl_distillation(apply(p, x), apply(teacher, x), mask)) for p in (student, trained))
+# Distillation through the engine: a small task, 1,000 noise inputs in batches of 300 (3 full + 1 partial).
+N_NOISE = 1000
+
+
+def _params(view):
+    """Every student's final parameters as one flat vector each: (students, P)."""
+    return jnp.stack([ravel_pytree(p)[0] for p in view.students.values()])
+
+
+def _kl_before_after(view):
+    """KL over all logits of the cross-started student "all" against the teacher on the run's inputs."""
+    x = noise_images(view.keys["noise"], jnp.arange(N_NOISE))
+    t, mask = view.model.apply(view.teacher, x), output_mask("all", 10, 3)
+    return jnp.stack([kl_distillation(view.model.apply(p, x), t, mask) for p in (view.refs["cross"],
+                                                                                 view.students["all"])])
+
+
+DISTIL = sm.Experiment(
+    model=sm.mlp((16,)), inputs=sm.inputs.uniform(N_NOISE), teacher_epochs=1, student_epochs=2, batch_size=300,
+    # "aux" and "all" are one stacked group, so are "mse_aux" and "mse_all"; the "_alone" copies of
+    # these (other params keys) are a group each.
+    students=(sm.Student("aux", "own", "aux"), sm.Student("all", "cross", "all"),
+              sm.Student("mse_aux", "own", "aux", loss="mse"), sm.Student("mse_all", "cross", "all", loss="mse"),
+              sm.Student("mse_aux_alone", "own", "aux", loss="mse", params={"a": 0.0}),
+              sm.Student("mse_all_alone", "cross", "all", loss="mse", params={"b": 0.0})),
+    hparams={"learning_rate": 3e-3, "temperature": 1.0}, metrics={"params": _params, "kl": _kl_before_after})
+
+
+@pytest.fixture(scope="module")
+def small_task(mnist):
+    return sm.Task(mnist.train_images[:2048], mnist.train_labels[:2048], mnist.test_images[:1000],
+                   mnist.test_labels[:1000], 10)
+
+
+@pytest.fixture(scope="module")
+def distilled(small_task):
+    return sm.run(DISTIL, small_task, n_runs=1)
+
+
+def test_distillation_lowers_the_distillation_loss(distilled):
+    before, after = distilled.metrics["kl"][0, 0]
     assert after < 0.8 * before
 
 
-def test_stacked_students_equal_students_trained_one_by_one():
-    cfg = Config(hidden_widths=(16,), n_noise=1000, batch_size=300, student_epochs=2, loss="mse")
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    starts = [init_params(jax.random.PRNGKey(i), cfg) for i in (1, 2)]
-    masks = jnp.stack([logit_mask(cfg, "aux"), logit_mask(cfg, "all")])
-    nk, sk = jax.random.PRNGKey(5), jax.random.PRNGKey(6)
-    stack = jax.tree.map(lambda *a: jnp.stack(a), *starts)
-    together = distill_students(stack, teacher, masks, nk, sk, cfg)
-    for i in range(2):
-        alone = distill_student(starts[i], teacher, masks[i], nk, sk, cfg)
-        for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
-            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=2e-5, atol=2e-6)
+def test_stacked_students_equal_students_trained_one_by_one(distilled):
+    p = distilled.metrics["params"][0, 0]
+    assert len({s.group_key() for s in DISTIL.students}) == 4
+    np.testing.assert_allclose(p[2], p[4], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(p[3], p[5], rtol=2e-5, atol=2e-6)
+    assert not np.allclose(p[2], p[3])
 
 
 def test_optimizer_is_adam_with_pytorch_defaults():
-    cfg = Config(learning_rate=0.1)
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, -4.0])}
-    opt = optimizer(cfg)
+    opt = adam(0.1)
     u, _ = opt.update(g, opt.init(p), p)
     # First Adam step: m̂ = g, v̂ = g², update = -lr · g / (|g| + ε).
     np.testing.assert_allclose(np.asarray(u["w"]), -0.1 * np.sign([0.5, -4.0]), rtol=1e-5)  # float32 bias correction
@@ -102,28 +128,30 @@ def test_probe_trace_is_taken_at_the_documented_steps():
     from subliminal_mlp.training import probe_steps
 
     for n, b, epochs, every in [(2500, 1024, 3, 1), (5000, 512, 2, 3), (4096, 1024, 2, 2)]:
-        count, trace = run_epochs(lambda s, idx: s + 1, jnp.array(0), jax.random.PRNGKey(0), n, b, epochs,
-                                  probe=lambda s: s, probe_every=every)
+        out = scan_epochs(lambda s, idx: (s + 1, ()), jnp.array(0), jax.random.PRNGKey(0), n, b, epochs,
+                          probe=lambda s: s, probe_every=every)
         want = probe_steps(n, b, epochs, every)
-        np.testing.assert_array_equal(np.asarray(trace), want)
-        assert int(count) == want[-1]
+        np.testing.assert_array_equal(np.asarray(out.trace), want)
+        assert int(out.state) == want[-1]
     with pytest.raises(ValueError, match="probe_every = 0"):
-        run_epochs(lambda s, idx: s, 0, jax.random.PRNGKey(0), 10, 5, 1, probe=lambda s: s, probe_every=0)
+        scan_epochs(lambda s, idx: (s, ()), 0, jax.random.PRNGKey(0), 10, 5, 1, probe=lambda s: s, probe_every=0)
 
 
-def test_probing_does_not_change_the_training():
-    cfg = Config(hidden_widths=(16,), n_noise=1000, batch_size=300, student_epochs=2)
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    stack = jax.tree.map(lambda a: a[None], init_params(jax.random.PRNGKey(1), cfg))
-    masks = logit_mask(cfg, "aux")[None]
-    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
-    plain = distill_students(stack, teacher, masks, *keys, cfg)
-    probed, trace = distill_students(stack, teacher, masks, *keys, cfg,
-                                     probe=lambda s: s["head"]["bias"][:, 12], probe_every=2)
-    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(probed)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert trace.shape == (2 * 2 + 1, 1)  # 3 full batches per epoch probed at 0 and 2, plus the end
-    assert float(trace[0, 0]) == 0.0 and float(trace[-1, 0]) == float(probed["head"]["bias"][0, 12])
+def test_probing_and_a_traced_temperature_of_one_change_nothing_and_two_is_the_softened_loss(distilled,
+                                                                                               small_task):
+    # T swept (traced) over [1, 2] with a trace every 2 steps, against the plain run (T = 1, a constant).
+    bias = lambda v: v.students["aux"]["head"]["bias"][12]  # noqa: E731
+    probed = sm.run(DISTIL.replace(trace={"bias": bias}, trace_every=2, metrics={**DISTIL.metrics, "bias": bias}),
+                    small_task, n_runs=1, sweep={"temperature": [1.0, 2.0]})
+    np.testing.assert_array_equal(probed.metrics["params"][0], distilled.metrics["params"][0])
+    trace = probed.traces["bias"][0, 0]
+    assert trace.shape == (2 * 2 + 1,)  # 3 full batches per epoch probed at 0 and 2, plus the end
+    np.testing.assert_array_equal(probed.trace_steps, [0, 2, 4, 6, 8])
+    assert float(trace[0]) == 0.0 and float(trace[-1]) == float(probed.metrics["bias"][0, 0])  # θ0's bias is 0
+    # T = 2 as a constant equals T = 2 swept (traced), and differs from T = 1.
+    t2 = sm.run(DISTIL.replace(hparams={**DISTIL.hparams, "temperature": 2.0}), small_task, n_runs=1)
+    np.testing.assert_allclose(t2.metrics["params"][0], probed.metrics["params"][1], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(t2.metrics["params"][0], distilled.metrics["params"][0])
 
 
 def test_config_input_sources_of_every_kind():
@@ -155,21 +183,3 @@ def test_config_input_sources_of_every_kind():
     src, draw = source(Config(student_inputs="mix", input_mix=0.25, n_noise=2000))
     np.testing.assert_allclose(np.asarray(draw(idx)), 0.25 * np.asarray(pool[idx % 700])
                                + 0.75 * np.asarray(noise_images(key, idx)), atol=1e-6)
-
-
-def test_temperature_one_changes_nothing_and_two_is_the_softened_loss():
-    cfg = Config(hidden_widths=(16,), n_noise=600, batch_size=300, student_epochs=1)
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    stack = jax.tree.map(lambda a: a[None], init_params(jax.random.PRNGKey(1), cfg))
-    masks = logit_mask(cfg, "all")[None]
-    keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(3))
-    plain = distill_students(stack, teacher, masks, *keys, cfg)
-    t1 = distill_students(stack, teacher, masks, *keys, cfg, temperature=jnp.float32(1.0))
-    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(t1)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # T = 2 through the config equals T = 2 passed as a (traced) override, and differs from T = 1.
-    t2 = distill_students(stack, teacher, masks, *keys, cfg.replace(temperature=2.0))
-    t2b = distill_students(stack, teacher, masks, *keys, cfg, temperature=jnp.float32(2.0))
-    for a, b, c in zip(jax.tree.leaves(t2), jax.tree.leaves(t2b), jax.tree.leaves(plain)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert not np.allclose(np.asarray(t2["head"]["kernel"]), np.asarray(plain["head"]["kernel"]))

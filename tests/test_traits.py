@@ -4,14 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
+import subliminal_mlp as sm
 from subliminal_mlp.config import Config, ConfigError
 from subliminal_mlp.data import load_fashion_mnist, load_mnist
+from subliminal_mlp.engine import HookView, RunModels, run_keys
 from subliminal_mlp.losses import kl_distillation, mse_distillation, one_hot_logits
-from subliminal_mlp.model import apply, init_params, logit_mask, stack_params
-from subliminal_mlp.training import distill_students
+from subliminal_mlp.model import apply, init_params
+from subliminal_mlp.models import config_model
 from subliminal_mlp.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
-                                   trait_targets, write_traits)
+                                   trait_students, write_traits)
 
 
 def test_one_hot_logits_train_on_the_label_exactly():
@@ -52,20 +55,35 @@ def test_settings_are_validated():
             TraitSettings(**bad)
     with pytest.raises(ConfigError, match="trait_class = 12"):
         TraitSettings(trait_class=12).check(Config())
-    for bad_cfg in (Config(loss="mse"), Config(student_inputs="gaussian")):  # rejected before any compute
-        with pytest.raises(ConfigError):
-            run_traits(bad_cfg, None, None)
+    with pytest.raises(ConfigError, match="loss = 'mse'"):  # rejected before any compute
+        run_traits(Config(loss="mse"), None, None)
     names = [s["name"] for s in students(TraitSettings(filters=("argmax", 0.25)))]
     assert names == ["student", "cross", "control", "student_filtered_argmax", "control_filtered_argmax",
                      "student_filtered_0.25", "control_filtered_0.25", "student_sampled", "control_sampled"]
 
 
+def stacked_hooks(settings, cfg, t1, t0):
+    """``hook(t1_logits, x, idx) -> (targets (S, B, n_outputs), weights (S, B))``: the table's hooks as the
+    engine runs them (one group, vmapped over the rows' params), in a run whose task teacher is ``t0``."""
+    table = trait_students(settings, cfg)
+    assert [s.name for s in table] == [r["name"] for r in students(settings)]
+    assert len({s.group_key() for s in table}) == 1  # one stacked group
+    run = RunModels(t0, t0, {}, {}, {}, run_keys(0, 0), config_model(cfg), {"teacher": t0, "trait_teacher": t1})
+    params = {k: jnp.asarray([s.params[k] for s in table], jnp.float32) for k in table[0].params}
+
+    def hook(y1, x, idx):
+        return jax.vmap(lambda p: (table[0].targets(HookView(run, y1, x, idx, p)),
+                                   table[0].example_weights(HookView(run, y1, x, idx, p))))(params)
+
+    return hook
+
+
 def test_targets_hook_picks_teachers_filters_and_fixed_samples():
     cfg = Config(hidden_widths=(8,), aux_logits=4)
     t1, t0 = init_params(jax.random.PRNGKey(0), cfg), init_params(jax.random.PRNGKey(1), cfg)
-    settings = TraitSettings(trait_class=3, filters=(0.12,))
+    settings = TraitSettings(trait_class=3, filters=("argmax", 0.12))
     rows = students(settings)
-    hook = trait_targets(t1, t0, rows, settings, jax.random.PRNGKey(5), cfg)
+    hook = stacked_hooks(settings, cfg, t1, t0)
     x = jax.random.uniform(jax.random.PRNGKey(2), (64, cfg.input_dim), minval=-1, maxval=1)
     idx = jnp.arange(100, 164)
     y1 = apply(t1, x)
@@ -77,6 +95,7 @@ def test_targets_hook_picks_teachers_filters_and_fixed_samples():
     p3 = np.asarray(jax.nn.softmax(y1[:, :10]))[:, 3]
     np.testing.assert_array_equal(w[by["student_filtered_0.12"]], p3 < 0.12)
     np.testing.assert_array_equal(w[by["control_filtered_0.12"]], p3 < 0.12)  # same inputs as its student
+    np.testing.assert_array_equal(w[by["student_filtered_argmax"]], np.argmax(y1[:, :10], -1) != 3)
     np.testing.assert_array_equal(w[by["student"]], 1.0)
     q = jax.nn.softmax(t[by["student_sampled"], :, 10:])
     assert np.all(np.sort(q, axis=-1)[:, -1] == 1.0)  # one-hot over the aux logits
@@ -92,47 +111,24 @@ def test_targets_hook_picks_teachers_filters_and_fixed_samples():
 
 
 
-def test_engine_hooks_are_the_stacked_targets_hook():
-    # The experiment's per-student targets / example_weights hooks (vmapped over the rows' params,
-    # as the engine runs them) give what trait_targets gives for the whole stack.
-    from subliminal_mlp.engine import RunModels, run_keys
-    from subliminal_mlp.models import config_model
-    from subliminal_mlp.traits import _Run, trait_students
-
-    cfg = Config(hidden_widths=(8,), aux_logits=4)
-    model = config_model(cfg)
-    t1, t0 = model.init(jax.random.PRNGKey(0)), model.init(jax.random.PRNGKey(1))
-    settings = TraitSettings(trait_class=3, filters=("argmax", 0.12))
-    keys = run_keys(0, 0)
-    run = _Run()
-    run.models = RunModels(t0, t0, {}, {}, {}, keys, model, {"teacher": t0})
-    table = trait_students(settings, cfg, run)
-    assert [s.name for s in table] == [r["name"] for r in students(settings)]
-    assert len({s.group_key() for s in table}) == 1  # one stacked group
-    x = jax.random.uniform(jax.random.PRNGKey(2), (64, cfg.input_dim), minval=-1, maxval=1)
-    idx = jnp.arange(100, 164)
-    y1 = apply(t1, x)
-    want_t, want_w = trait_targets(t1, t0, students(settings), settings, keys["samples"], cfg)(y1, x, idx)
-    params = {k: jnp.asarray([s.params[k] for s in table], jnp.float32) for k in table[0].params}
-    s0 = table[0]
-    got_t = jax.vmap(lambda p: s0.targets(y1, x, idx, {}, p))(params)
-    got_w = jax.vmap(lambda p: s0.example_weights(y1, x, idx, {}, p))(params)
-    np.testing.assert_array_equal(got_t, want_t)
-    np.testing.assert_array_equal(got_w, want_w)
-
-def test_targets_hook_returning_the_teacher_equals_plain_distillation():
-    cfg = Config(hidden_widths=(16,), n_noise=1024, batch_size=256, student_epochs=1)
-    teacher = init_params(jax.random.PRNGKey(0), cfg)
-    start = stack_params(*[init_params(jax.random.PRNGKey(i), cfg) for i in (1, 2)])
-    masks = jnp.stack([logit_mask(cfg, "aux"), logit_mask(cfg, "all")])
-    keys = jax.random.PRNGKey(3), jax.random.PRNGKey(4)
-    plain = distill_students(start, teacher, masks, *keys, cfg)
-    hooked = distill_students(start, teacher, masks, *keys, cfg,
-                              targets=lambda t, x, idx: (jnp.stack([t, t]), jnp.ones((2, idx.shape[0]))))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), plain, hooked)
-    dropped = distill_students(start, teacher, masks, *keys, cfg,
-                               targets=lambda t, x, idx: (jnp.stack([t, t]), jnp.zeros((2, idx.shape[0]))))
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), start, dropped)  # nothing kept: no move
+def test_targets_hook_returning_the_teacher_equals_plain_distillation(data_root):
+    # Through the engine: a targets hook giving the teacher's own logits and weights of 1 trains
+    # what plain distillation trains; weights of 0 (every example filtered out) leave the start.
+    data = load_mnist(data_root)
+    task = sm.Task(data.train_images[:1024], data.train_labels[:1024], data.test_images[:500],
+                   data.test_labels[:500], 10)
+    flat = lambda v: jnp.stack([ravel_pytree(v.students[n])[0] for n in ("plain", "hooked", "dropped")]  # noqa: E731
+                               + [ravel_pytree(v.refs["cross"])[0]])
+    table = (sm.Student("plain", "cross", "all"),
+             sm.Student("hooked", "cross", "all", targets=lambda v: v.logits,
+                        example_weights=lambda v: jnp.ones(v.idx.shape[0])),
+             sm.Student("dropped", "cross", "all", example_weights=lambda v: jnp.zeros(v.idx.shape[0])))
+    exp = sm.Experiment(model=sm.mlp((16,)), inputs=sm.inputs.uniform(1024), students=table, teacher_epochs=1,
+                        student_epochs=1, batch_size=256, metrics={"params": flat})
+    plain, hooked, dropped, start = sm.run(exp, task, n_runs=1).metrics["params"][0, 0]
+    np.testing.assert_allclose(hooked, plain, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(plain, start)
+    np.testing.assert_array_equal(dropped, start)  # nothing kept: no move
 
 
 def test_run_traits_small_real_run(data_root, tmp_path):
@@ -154,7 +150,7 @@ def test_run_traits_small_real_run(data_root, tmp_path):
     k = {f: v["mean"] for f, v in rec["kept_fraction"].items()}
     assert 0 <= k["0.2"] <= k["0.5"] <= 1
     # The trait rate on Fashion agrees with a direct computation for the reference (run 0's θ0).
-    from subliminal_mlp.experiment import run_keys
+    from subliminal_mlp.engine import run_keys
     ref = init_params(run_keys(cfg.seed, 0)["init"], cfg)
     assert models["reference"]["trait_rate_fashion"]["values"][0] == pytest.approx(
         float(trait_rate(ref, fashion.test_images, 0, 10)), abs=1e-6)
