@@ -236,6 +236,10 @@ def pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def render(text: str, where: str = "<text>", cache: dict | None = None) -> str:
     """``text`` with every marked region regenerated (``cache``: name -> table, shared across files)."""
     cache = {} if cache is None else cache
@@ -265,7 +269,7 @@ def stale(files: list[Path] | None = None) -> list[str]:
         if new != text:
             old_regions = {m["name"]: m["body"] for m in REGION.finditer(text)}
             names = [m["name"] for m in REGION.finditer(new) if old_regions.get(m["name"]) != m["body"]]
-            out.append(f"{path.relative_to(ROOT)}: {', '.join(dict.fromkeys(names))}")
+            out.append(f"{_shown(path)}: {', '.join(dict.fromkeys(names))}")
     return out
 
 
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         new = render(text, str(path), cache)
         if new != text:
             path.write_text(new, encoding="utf-8")
-            print(f"rewrote {path.relative_to(ROOT)}")
+            print(f"rewrote {_shown(path)}")
     return 0
 
 
