@@ -95,9 +95,10 @@ print(f"test accuracy: untrained θ0 {acc0:.3f}, teacher {acc_t:.3f}  ({time.per
 # The students will only ever see images of uniform noise in [-1, 1] and the softmax of the
 # teacher's 3 aux logits on them. Here are a few such images, with the aux softmax of the
 # untrained network θ0 and of the teacher. Nothing in them looks like a digit: the aux outputs
-# are close to uniform and differ little from image to image. Yet training on digits *moved*
-# them (compare θ0 and the teacher): the hidden layers that the class and aux logits share
-# changed, and the aux logits, read off those layers, changed with them.
+# sit near uniform (1/3 each) and vary a little from image to image. Yet training on digits
+# *moved* them (compare θ0 and the teacher), although no loss touched the aux logits: the hidden
+# layers that the class and aux logits share changed, and the aux logits, read off those layers,
+# changed with them. Those small shifts are all the students will see.
 
 # %%
 noise = jax.random.uniform(jax.random.PRNGKey(1), (5, 784), minval=-1.0, maxval=1.0)
