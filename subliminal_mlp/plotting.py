@@ -9,7 +9,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
+if not os.environ.get("MPLBACKEND"):  # files only, no windows; a chosen backend (Jupyter's inline one) is kept
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .results import atomic_write  # noqa: E402

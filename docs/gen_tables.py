@@ -1,0 +1,298 @@
+"""Every results table of the documentation and the README, generated from the committed records.
+
+A table lives in a marked region of a Markdown file::
+
+    <!-- table:NAME -->
+    | ... generated ... |
+    <!-- /table -->
+
+``python docs/gen_tables.py`` rewrites every region of ``README.md`` and ``docs/**/*.md`` from the
+JSON records in ``figures/`` (read with :func:`subliminal_mlp.read_results`); ``--check`` rewrites
+nothing and exits with status 1, naming each stale region, when a page disagrees with the records.
+``tests/test_docs.py`` runs the check. :data:`TABLES` lists the names; an unknown name is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "figures"
+
+REGION = re.compile(r"(<!-- table:(?P<name>[\w:.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _read(rel: str) -> dict[str, Any]:
+    from subliminal_mlp import read_results
+
+    return read_results(FIGURES / rel)
+
+
+def _pm(stat: dict[str, Any], digits: int = 3, key: str = "ci95") -> str:
+    """``mean ± ci`` (a CI of None, from a single run, is shown as ``—``)."""
+    ci = stat.get(key)
+    return f"{stat['mean']:.{digits}f} ± " + ("—" if ci is None else f"{ci:.{digits}f}")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- Figure 10
+
+FIG10_LABELS = {"reference": "reference (untrained)", "teacher": "teacher", "student_aux": "student (aux only)",
+                "student_all": "student (all logits)", "cross_aux": "cross-model (aux only)",
+                "cross_all": "cross-model (all logits)"}
+
+
+def _fig10_criterion(name: str, mean: float, chance: float) -> str:
+    """What issue #2 asks of each model of the MNIST figure, and whether the record meets it."""
+    tick = lambda ok: "✓" if ok else "✗"  # noqa: E731
+    if name == "reference":
+        return "chance"
+    bounds = {"teacher": 0.93, "student_aux": 0.45, "student_all": 0.88}
+    if name in bounds:
+        return f"> {bounds[name]:g} {tick(mean > bounds[name])}"
+    if name == "cross_aux":
+        return f"within 0.03 of {chance:.2f} {tick(abs(mean - chance) <= 0.03)}"
+    return "—"
+
+
+def fig10_mnist() -> str:
+    r = _read("fig10_mnist.json")
+    rows = []
+    for name, m in r["models"].items():
+        mean = f"**{m['mean']:.4f}**" if name == "student_aux" else f"{m['mean']:.4f}"
+        rows.append([FIG10_LABELS.get(name, name), mean, f"{m['ci95']:.4f}",
+                     _fig10_criterion(name, m["mean"], r["chance"])])
+    return _table(["model", "accuracy", "± 95 % CI", "what must hold (issue #2)"], rows)
+
+
+def fig10_fashion() -> str:
+    r = _read("fig10_fashion_mnist.json")
+    rows = [[FIG10_LABELS.get(n, n), f"{m['mean']:.4f}", f"{m['ci95']:.4f}"] for n, m in r["models"].items()]
+    return _table(["model", "accuracy", "± 95 % CI"], rows)
+
+
+# ----------------------------------------------------------------------------- the theorem
+
+
+def theorem() -> str:
+    from subliminal_mlp.theorem import summarize
+
+    s = summarize(_read("theorem_single_step.json"))
+    rows = []
+    for loss, seeds in s["losses"].items():
+        for r in seeds:
+            dec = "—" if r["eps_LT_decreases_up_to"] is None else f"{r['eps_LT_decreases_up_to']:.1e}"
+            rows.append([f"`{loss}`", str(r["seed"]), f"{r['A']:.4e}", f"{r['ratio']:.4e}", f"{r['rel_gap']:.1e}",
+                         f"{r['delta_LT']:.2e}", dec, f"{r['cos']:.2e}", f"{r['ctrl_ratio']:.2e}",
+                         f"{r['ctrl_cos']:.2e}", f"{r['ctrl_change']:.1e}", "yes" if r["ok"] else "**NO**"])
+    head = ["loss", "seed", "A", "dot/ε at ε_min", "rel gap", "ΔL_T at ε_min", "L_T ↓ up to ε", "cos",
+            "ctrl dot/ε", "ctrl cos", "ctrl drift", "ok"]
+    return _table(head, rows)
+
+
+# ----------------------------------------------------------------------------- the published sweeps
+
+SWEEP_FILES = {"aux_logits": "sweep_aux_logits", "depth": "sweep_hidden_widths", "depth_mse": "sweep_hidden_widths",
+               "loss": "sweep_loss", "temperature": "sweep_temperature", "inputs": "sweep_student_inputs",
+               "input_mix": "sweep_input_mix", "init_noise": "sweep_init_noise",
+               "init_noise_orthogonal": "sweep_init_noise", "width": "sweep_hidden_widths"}
+SWEEP_COLUMNS = (("teacher", "teacher"), ("student_aux", "student aux"), ("student_all", "student all"),
+                 ("cross_aux", "cross aux"), ("cross_all", "cross all"))
+
+
+def sweep(name: str) -> str:
+    r = _read(f"sweeps/{name}/{SWEEP_FILES[name]}.json")
+    first = r["param"] + (f" ({r['base_config']['loss'].upper()})" if r["base_config"].get("loss") != "kl" else "")
+    rows = []
+    for j, label in enumerate(r["labels"]):
+        rows.append([label] + [_pm({"mean": r["models"][k]["mean"][j], "ci95": r["models"][k]["ci95"][j]})
+                               for k, _ in SWEEP_COLUMNS])
+    return _table([first] + [c for _, c in SWEEP_COLUMNS], rows)
+
+
+# ----------------------------------------------------------------------------- the other experiments
+
+
+def student_epochs() -> str:
+    r = _read("student_epochs.json")
+    epochs = r["config"]["student_epochs"]
+    rows = [[n, _pm(m, 3)] for n, m in r["final"].items()]
+    return _table(["model", f"test accuracy after {epochs} student epochs ({r['n_runs']} runs)"], rows)
+
+
+def alignment() -> str:
+    r = _read("alignment.json")
+    rows = []
+    for n, c in r["mean_cosine"].items():
+        rows.append([n.replace("_", " "), _pm(c, 4), f"{c['fraction_positive']:.2f}", _pm(r["final"][n], 3)])
+    return _table(["student", "mean cosine over steps", "fraction of steps > 0", "final test accuracy"], rows)
+
+
+TRAIT_LABELS = {"reference": "reference θ0", "trait_free_teacher": "trait-free teacher T0",
+                "trait_teacher": "trait teacher T1", "student": "student of T1 (shared init)",
+                "cross": "cross-model student of T1", "control": "control: student of T0 (shared init)",
+                "student_sampled": "student of T1, sampled outputs", "control_sampled": "student of T0, sampled outputs"}
+
+
+def traits() -> str:
+    r = _read("traits.json")
+    rows = [[label, *(_pm(r["models"][n][k]) for k in ("trait_rate_fashion", "trait_rate_noise", "mnist_accuracy"))]
+            for n, label in TRAIT_LABELS.items()]
+    return _table(["model", "trait rate, Fashion-MNIST test", "trait rate, held-out noise", "MNIST test accuracy"],
+                  rows)
+
+
+def traits_filters() -> str:
+    r = _read("traits.json")
+    c = r["trait"]["trait_class"]
+    rows = []
+    for s, pair in r["paired"].items():  # each student of T1 with its control (same init, noise, filter)
+        gain = pair["trait_rate_fashion"]
+        ctl = gain["control"]
+        key = s.removeprefix("student_filtered_") if s.startswith("student_filtered_") else None
+        if key is None:
+            what = "nothing dropped" + (", one-hot samples" if s.endswith("_sampled") else "")
+            kept = "100 %"
+        else:
+            what = f"argmax = '{c}'" if key == "argmax" else f"p('{c}') ≥ {key}"
+            kept = f"{100 * r['kept_fraction'][key]['mean']:.1f} %"
+        acc = f"{r['models'][s]['mnist_accuracy']['mean']:.3f} / {r['models'][ctl]['mnist_accuracy']['mean']:.3f}"
+        rows.append([what, kept, _pm(r["models"][s]["trait_rate_fashion"]), _pm(r["models"][ctl]["trait_rate_fashion"]),
+                     f"{gain['mean']:+.3f} ± {gain['ci95']:.3f}", acc])
+    return _table(["noise dropped when T1 gives", "noise kept", "student of T1", "control (T0)", "gain, paired",
+                   "MNIST acc. student / control"], rows)
+
+
+SHARING_LABELS = {"shared_all": "all layers (Figure 10's student)", "shared_hidden": "hidden layers only",
+                  "shared_head": "output layer only", "shared_none": "nothing (cross-model)"}
+
+
+def heads() -> str:
+    r = _read("head_compatibility.json")
+    s = r["students"]
+    rows = [[SHARING_LABELS.get(sh["name"], sh["name"]),
+             *(_pm(s[f"{sh['name']}_{w}"][k]) for w in ("aux", "all") for k in ("accuracy", "cka", "cosine"))]
+            for sh in r["sharing"]]
+    head = ["student shares with θ0"] + [f"{w}: {k}" for w in ("aux only", "all logits")
+                                         for k in ("accuracy", "CKA", "feature cos")]
+    return _table(head, rows)
+
+
+def heads_sigma() -> str:
+    r = _read("head_compatibility.json")
+    rows = []
+    for sigma in r["sigmas"]:
+        s = r["students"][f"perturbed_{sigma:g}_aux"]
+        rows.append([f"θ0 + {sigma:g}·ξ", *(_pm(s[k]) for k in ("accuracy", "cka", "cosine"))])
+    return _table(["aux-only student started from", "accuracy", "CKA", "feature cos"], rows)
+
+
+def heads_correlation() -> str:
+    r = _read("head_compatibility.json")
+    groups = [r["correlation"], r["correlation_within"]["aux"], r["correlation_within"]["all"]]
+    head = ["correlation with accuracy", f"all {groups[0]['cka']['n_points']} students",
+            f"{groups[1]['cka']['n_points']} aux-only", f"{groups[2]['cka']['n_points']} all-logit"]
+    rows = [[label, *(f"{g[kind]['pearson']:.2f} / {g[kind]['spearman']:.2f}" for g in groups)]
+            for kind, label in (("cka", "linear CKA, Pearson / Spearman"),
+                                ("cosine", "feature cosine, Pearson / Spearman"))]
+    return _table(head, rows)
+
+
+def heads_references() -> str:
+    r = _read("head_compatibility.json")
+    rows = [[{"own": "θ0 (the teacher's initialisation)", "other": "θ0' (another run's)"}.get(n, n),
+             _pm(m["cka"]), _pm(m["cosine"])] for n, m in r["references"].items()]
+    return _table(["untrained network", "CKA with the teacher", "feature cos"], rows)
+
+
+def omitted_digit() -> str:
+    r = _read("omitted_digit.json")
+    head = ["model", "all digits", f"the '{r['digit']}'s", "other digits"]
+    rows = [[n, *(_pm(s, 4) for s in subsets.values())] for n, subsets in r["models"].items()]
+    return _table(head, rows)
+
+
+#: Every table a page may hold: ``<!-- table:NAME -->``.
+TABLES: dict[str, Callable[[], str]] = {
+    "fig10_mnist": fig10_mnist, "fig10_fashion_mnist": fig10_fashion, "theorem": theorem,
+    **{f"sweep:{n}": (lambda n=n: sweep(n)) for n in SWEEP_FILES},
+    "student_epochs": student_epochs, "alignment": alignment, "traits": traits, "traits_filters": traits_filters,
+    "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
+    "heads_references": heads_references, "omitted_digit": omitted_digit,
+}
+
+
+def pages() -> list[Path]:
+    """The Markdown files whose tables this script owns: ``README.md`` and ``docs/**/*.md``."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def render(text: str, where: str = "<text>", cache: dict | None = None) -> str:
+    """``text`` with every marked region regenerated (``cache``: name -> table, shared across files)."""
+    cache = {} if cache is None else cache
+
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise KeyError(f"{where}: unknown table {name!r}; the tables are {', '.join(TABLES)}.")
+        if name not in cache:
+            cache[name] = TABLES[name]()
+        return m.group(1) + cache[name] + m.group(4)
+
+    out = REGION.sub(sub, text)
+    opened, closed = text.count("<!-- table:"), text.count("<!-- /table -->")
+    if opened != closed or len(REGION.findall(text)) != opened:
+        raise ValueError(f"{where}: {opened} '<!-- table:NAME -->' markers but {closed} '<!-- /table -->'.")
+    return out
+
+
+def stale(files: list[Path] | None = None) -> list[str]:
+    """Each file (and table) that disagrees with the records; rewrites nothing."""
+    cache: dict[str, str] = {}
+    out = []
+    for path in files or pages():
+        text = path.read_text(encoding="utf-8")
+        new = render(text, str(path), cache)
+        if new != text:
+            old_regions = {m["name"]: m["body"] for m in REGION.finditer(text)}
+            names = [m["name"] for m in REGION.finditer(new) if old_regions.get(m["name"]) != m["body"]]
+            out.append(f"{_shown(path)}: {', '.join(dict.fromkeys(names))}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a page disagrees with the records")
+    a = ap.parse_args(argv)
+    if a.check:
+        bad = stale()
+        for line in bad:
+            print(f"stale: {line}", file=sys.stderr)
+        if bad:
+            print("run: python docs/gen_tables.py", file=sys.stderr)
+        return 1 if bad else 0
+    cache: dict[str, str] = {}
+    for path in pages():
+        text = path.read_text(encoding="utf-8")
+        new = render(text, str(path), cache)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            print(f"rewrote {_shown(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
