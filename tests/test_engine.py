@@ -44,7 +44,8 @@ def test_every_source_draws_example_j_from_key_and_j_only(idx):
                 inputs.mix([(inputs.uniform(10_001), 0.5), (inputs.images(pool), 0.5)])):
         whole = draw(src, idx)
         for pos, j in enumerate(idx):
-            if src.name == "subspace":  # a matmul: blocking by batch size moves the last bits only
+            # A matmul (a convolution on GPUs): blocking by batch size moves the last bits only.
+            if src.name == "subspace" or (src.name == "blurred" and jax.default_backend() != "cpu"):
                 np.testing.assert_allclose(draw(src, [j])[0], whole[pos], atol=1e-5, err_msg=src.name)
             else:
                 np.testing.assert_array_equal(draw(src, [j])[0], whole[pos], err_msg=src.name)
@@ -165,13 +166,14 @@ def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, 
     cfg = sm.Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
                     batch_size=512, run_batch=1)
     legacy = sm.run_experiment(cfg, sm.load_mnist(data_root)).accuracies
-    r = sm.run(TINY, task, n_runs=3, keep_teachers=True)
+    # run_batch fixed: bit-identity holds for one run_batch (on a GPU the default fits it to memory).
+    r = sm.run(TINY, task, n_runs=3, keep_teachers=True, run_batch=1)
     np.testing.assert_array_equal(r.accuracies[0], legacy)
     assert r.models == ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
-    again = sm.run(TINY, task, n_runs=3, teachers=r.teachers)
+    again = sm.run(TINY, task, n_runs=3, teachers=r.teachers, run_batch=1)
     np.testing.assert_array_equal(again.accuracies, r.accuracies)
     # A subset of the students: the same numbers for the students kept.
-    some = sm.run(TINY.replace(students=sm.FIGURE10[2:]), task, n_runs=3, teachers=r.teachers)
+    some = sm.run(TINY.replace(students=sm.FIGURE10[2:]), task, n_runs=3, teachers=r.teachers, run_batch=1)
     np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])
 
 
@@ -182,9 +184,9 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     exp = TINY.replace(hparams={**TINY.hparams, "wd": 0.0}, metrics={"norm": norm},
                        students=(sm.Student("aux_wd", optimizer=lambda hp: optax.adamw(hp["learning_rate"],
                                                                                         weight_decay=hp["wd"])),))
-    both = sm.run(exp, task, n_runs=2, sweep={"wd": [0.0, 100.0]})
+    both = sm.run(exp, task, n_runs=2, sweep={"wd": [0.0, 100.0]}, run_batch=1)
     assert both.accuracies.shape == (2, 2, 3) and both.metrics["norm"].shape == (2, 2)
-    alone = sm.run(exp, task, n_runs=2, sweep={"wd": [100.0]})
+    alone = sm.run(exp, task, n_runs=2, sweep={"wd": [100.0]}, run_batch=1)
     np.testing.assert_array_equal(both.accuracies[1], alone.accuracies[0])
     np.testing.assert_array_equal(both.metrics["norm"][1], alone.metrics["norm"][0])
     # AdamW's decay θ ← θ − lr·wd·θ over 4 steps shrinks the student by about (1 − 3e-4·100)⁴.

@@ -44,6 +44,11 @@ def test_stable_argsort_rejects_sizes_it_cannot_pack():
     assert MAX_RADIX_N == 2**24
 
 
+CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
+                              reason="the tweak changes JAX's CPU lowering only (elsewhere JAX already unrolls)")
+
+
+@CPU_ONLY
 def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel():
     key = jax.random.PRNGKey(7)
     f = jax.jit(lambda k: (noise_images(k, jnp.arange(64)), jax.random.bits(k, (1000,), jnp.uint32),
@@ -92,6 +97,20 @@ def test_compile_program_computes_what_plain_jit_computes():
     assert compiler_options("cpu") == {"xla_cpu_prefer_vector_width": "512"} and compiler_options("gpu") is None
 
 
+def test_the_tweaks_touch_cpu_programs_only():
+    from subliminal_mlp import internal
+
+    assert internal.compiler_options("gpu") is None and internal.compiler_options("tpu") is None
+    rules = internal._threefry_rules()
+    if rules is not None:  # the block swaps one entry of the CPU table and puts it back
+        primitive, table, _ = rules
+        before = table.get(primitive)
+        with internal.unrolled_threefry():
+            assert table.get(primitive) is not before
+        assert table.get(primitive) is before
+
+
+@CPU_ONLY
 def test_internals_switched_off_by_the_environment_variable(monkeypatch):
     from subliminal_mlp import internal
 
