@@ -732,7 +732,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if keep_teachers and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
     models = (*RESERVED, *exp.teachers, *(s.name for s in exp.students))
-    finite = shaped(out["finite"])
+    finite = np.array(shaped(out["finite"]), bool)  # a writable copy
     if exp.track_losses:  # a non-finite tracked loss flags its model too (untracked losses are NaN: skipped)
         if teachers is None and exp.teacher_epochs:
             finite[..., 1] &= np.isfinite(shaped(out["teacher_loss"]))
