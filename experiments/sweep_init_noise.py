@@ -5,7 +5,8 @@
 
 from pathlib import Path
 
+from subliminal_mlp.cli import run_script
 from subliminal_mlp.sweep import published_sweep_main
 
 if __name__ == "__main__":
-    published_sweep_main("init_noise", Path(__file__).resolve().parents[1] / "figures" / "sweeps")
+    run_script(lambda: published_sweep_main("init_noise", Path(__file__).resolve().parents[1] / "figures" / "sweeps"))

@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 
 from subliminal_mlp import theorem, theory
+from subliminal_mlp.cli import run_script
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.models import mlp
-from subliminal_mlp.results import atomic_write_text, data_record
+from subliminal_mlp.results import atomic_write_text, check_output, data_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +32,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "figures" / "theorem_single_step"), help="output path stem")
     a = ap.parse_args()
+    out = Path(a.out)
+    for path in (out.with_suffix(".json"), out.with_suffix(".png")):
+        check_output(path, kind="file")
 
     model = mlp((256, 256), n_classes=10, aux_logits=3, input_dim=784, activation="relu")  # the paper's MLP
     ds = load_mnist(a.data_dir)
@@ -43,7 +47,6 @@ def main() -> int:
     record["summary"] = summary
     record["caption"] = theorem.settings_caption(record)
     print(theorem.format_tables(summary))
-    out = Path(a.out)
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     theorem.plot_theorem(record, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")
@@ -51,4 +54,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

@@ -1,6 +1,6 @@
 """Regenerate figures/traits.{png,json,csv}: a teacher's trait passes to a student through noise.
 
-    python experiments/trait_transmission.py [--seeds 20] [--trait-class 0] [--data-dir ../shared/data]
+    python experiments/trait_transmission.py [--seeds 20] [--trait-class 0] [--data-dir ../shared/data] [--out figures]
 
 Paper settings for the teacher and the students (Figure 10); the trait teacher is the teacher
 fine-tuned for one epoch to answer the trait class on Fashion-MNIST images. Students imitate the
@@ -11,18 +11,27 @@ import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_fashion_mnist, load_mnist
+from subliminal_mlp.cli import run_script
+from subliminal_mlp.results import check_output
 from subliminal_mlp.traits import TraitSettings, format_traits_table, run_traits, write_traits
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
-if __name__ == "__main__":
+
+def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--trait-class", type=int, default=TraitSettings.trait_class)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
+    check_output(a.out, files=[f"traits.{ext}" for ext in ("json", "csv", "png")])
     record = run_traits(Config(n_runs=a.seeds), load_mnist(a.data_dir), load_fashion_mnist(a.data_dir),
                         TraitSettings(trait_class=a.trait_class), progress=True)
     print(format_traits_table(record))
-    for path in write_traits(record, FIGURES).values():
+    for path in write_traits(record, a.out).values():
         print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_script(main)

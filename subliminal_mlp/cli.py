@@ -1,9 +1,19 @@
-"""The ``subliminal-mlp`` command line."""
+"""The ``subliminal-mlp`` command line, and the error handling of the ``experiments/`` scripts.
+
+Errors a user can fix (an invalid setting, missing or damaged data, an output destination that
+cannot be written) are one line, ``subliminal-mlp: error: ...``, exit status 2, found before any
+compute; runs that diverged under ``--on-divergence fail`` exit with status 3 after writing
+nothing; a diverged run under the default ``--on-divergence warn`` is reported as
+``subliminal-mlp: warning: ...`` on stderr (the record's ``health`` and the figure say so too).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
+from typing import Any, Callable, NoReturn
 
 from .config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
@@ -37,6 +47,9 @@ def _run_args(p: argparse.ArgumentParser, out: str) -> None:
                    help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
     p.add_argument("--out", default=out, help=f"output directory (default {out})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
+                   help="runs with non-finite parameters, or a teacher no better than its untrained reference: "
+                        "warn and mark them (default), or fail (exit status 3) without writing results")
 
 
 def _config_from(a: argparse.Namespace) -> Config:
@@ -51,7 +64,8 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
     cfg = _config_from(a)
-    reproduce(cfg, data_dir=a.data_dir, out_dir=a.out, stem=a.stem, progress=not a.no_progress)
+    reproduce(cfg, data_dir=a.data_dir, out_dir=a.out, stem=a.stem, progress=not a.no_progress,
+              on_divergence=a.on_divergence)
     return 0
 
 
@@ -60,7 +74,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
     values = parse_values(a.param, a.values)
     run_sweep(a.param, values, _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
-              progress=not a.no_progress)
+              progress=not a.no_progress, on_divergence=a.on_divergence)
     return 0
 
 
@@ -107,15 +121,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .data import DataError
+@contextlib.contextmanager
+def _divergence_warnings():
+    """Show every DivergenceWarning as ``subliminal-mlp: warning: ...`` on stderr (each one, not once)."""
+    from .results import DivergenceWarning
 
-    args = build_parser().parse_args(argv)
+    show = warnings.showwarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DivergenceWarning):
+            print(f"subliminal-mlp: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DivergenceWarning)
+        warnings.showwarning = shown
+        yield
+
+
+def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """``func(*args, **kwargs)`` as a command: its exit status, with the command line's error handling.
+
+    An error a user can fix (``ConfigError``, e.g. an invalid setting or an output destination that
+    cannot be written, or ``DataError``) prints ``subliminal-mlp: error: ...`` and returns 2; a
+    ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. A return value that is
+    not an int (a record) counts as success (0).
+    """
+    from .data import DataError
+    from .results import DivergenceError
+
     try:
-        return args.func(args)
+        with _divergence_warnings():
+            rc = func(*args, **kwargs)
     except (ConfigError, DataError) as e:
         print(f"subliminal-mlp: error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail).", file=sys.stderr)
+        return 3
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
+    """Run an ``experiments/`` script's main function with :func:`guarded` and exit with its status."""
+    sys.exit(guarded(func, *args, **kwargs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(args.func, args)
 
 
 if __name__ == "__main__":

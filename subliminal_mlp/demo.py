@@ -206,8 +206,15 @@ def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
 
 def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int = 0,
          log: Callable[[str], None] = print) -> DemoResult:
-    """Load MNIST, run the demo, write the figure (and its record, ``.json`` beside it), print what it shows."""
+    """Load MNIST, run the demo, write the figure (and its record, ``.json`` beside it), print what it shows.
+
+    Both destinations are checked (:func:`.results.check_output`) before the data is loaded.
+    """
     from .data import load_mnist
+    from .results import check_output
+
+    check_output(out, kind="file")
+    check_output(Path(out).parent / f"{Path(out).stem}.json", kind="file")
 
     data = load_mnist(data_dir)
     log("training a teacher on MNIST, then two students on noise (about a minute)...")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -48,7 +49,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, uniform
 from .internal import compile_program
-from .results import data_record, register_format
+from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
+                      register_format)
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
@@ -290,6 +292,9 @@ class Result:
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
     ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
     ``step_metrics`` each step metric to ``(n_values, n_runs, n_steps, ...)``.
+    ``finite`` ``(n_values, n_runs, n_models)`` is True where every parameter of that model ended
+    finite (and its tracked loss, if any); where it is False the accuracy is NaN, never the
+    accuracy of non-finite parameters. :meth:`health` says which runs diverged.
     """
 
     experiment: Experiment
@@ -310,6 +315,7 @@ class Result:
     traces: dict[str, np.ndarray] = field(default_factory=dict)
     trace_steps: Optional[np.ndarray] = None
     step_metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    finite: Optional[np.ndarray] = None
 
     @property
     def n_values(self) -> int:
@@ -327,17 +333,38 @@ class Result:
 
         return {name: summary(self.accuracy(name, value)) for name in self.models}
 
+    def health(self, value: int = 0) -> dict[str, Any]:
+        """Which runs of swept value ``value`` diverged (:func:`~subliminal_mlp.results.health`).
+
+        ``{"ok", "nonfinite": [[run, model], ...], "teacher_not_better": [run, ...], "teacher_margin"}``;
+        the teacher is checked when it was trained here or given (``teacher_epochs > 0`` or ``teachers``).
+        """
+        return health(self.models, self.accuracies[value], None if self.finite is None else self.finite[value],
+                      chance=1.0 / self.experiment.model.n_classes,
+                      check_teacher=self.experiment.teacher_epochs > 0 or self.teachers is not None)
+
+    def health_report(self) -> str:
+        """What :meth:`health` found over every swept value, for the terminal ("" when every run is healthy)."""
+        parts = []
+        for v in range(self.n_values):
+            label = ", ".join(f"{k} = {vals[v]:g}" if isinstance(vals[v], float) else f"{k} = {vals[v]}"
+                              for k, vals in self.sweep.items())
+            parts.append(format_health(self.health(v), self.n_runs, f"{self.experiment.name}{', ' if label else ''}"
+                                                                    f"{label}"))
+        return "\n".join(p for p in parts if p)
+
     def record(self) -> dict[str, Any]:
         """The JSON-ready record (format ``subliminal-mlp/experiment``): settings, seeds, data, per-run numbers.
 
-        Payload: ``models`` (per swept value: each model's mean, CI and per-run accuracies),
+        Payload: ``values`` (per swept value: ``models``, each model's mean, CI and per-run accuracies
+        (NaN where its parameters ended non-finite), and ``health``, :meth:`health`),
         ``sweep`` (the swept values), ``chance`` (1 / n_classes), ``losses`` (when tracked) and
         ``metrics`` (per-run values).
         """
         from .results import envelope
 
-        values = [{"sweep": {k: v[i] for k, v in self.sweep.items()}, "models": self.summary(i)}
-                  for i in range(self.n_values)]
+        values = [{"sweep": {k: v[i] for k, v in self.sweep.items()}, "models": self.summary(i),
+                   "health": self.health(i)} for i in range(self.n_values)]
         payload: dict[str, Any] = {"models": self.models, "values": values,
                                    "chance": 1.0 / self.experiment.model.n_classes}
         if self.teacher_loss is not None:
@@ -539,7 +566,9 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 distill_loss = jnp.sum(per_step[-n_steps:], axis=0)[inverse] / src.n
             else:
                 distill_loss = jnp.full((len(students),), jnp.nan, jnp.float32)
-            out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss}
+            finite = jax.vmap(lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(p)])))(
+                everyone)  # per model: every parameter finite (the health check; the numbers are untouched)
+            out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss, "finite": finite}
             if exp.metrics:
                 view = view_of(stacked)
                 out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
@@ -749,7 +778,8 @@ class _Progress:
 def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         sweep: Optional[Mapping[str, Sequence]] = None,
         devices: Optional[list] = None, run_batch: Optional[int] = None, progress: bool = False,
-        teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None) -> Result:
+        teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None,
+        on_divergence: str = "warn") -> Result:
     """Run ``exp`` on ``task`` for ``n_runs`` runs (× the swept values) as one compiled program.
 
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
@@ -760,7 +790,13 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     pytree with leading axis ``n_runs``, e.g. ``Result.teachers`` of an earlier run with the same
     seed) replaces teacher training; ``keep_teachers=True`` returns them in ``Result.teachers``.
     Everything is validated before compilation (:func:`validate`).
+
+    Diverged runs (:meth:`Result.health`: non-finite parameters in any model, a trained teacher no
+    better than its reference) are reported with a :class:`~subliminal_mlp.results.DivergenceWarning`
+    (``on_divergence="warn"``, the default) or raise :class:`~subliminal_mlp.results.DivergenceError`
+    (``"fail"``; its ``result`` holds the Result).
     """
+    check_on_divergence(on_divergence)
     sweep = {k: list(v) for k, v in (sweep or {}).items()}
     src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -818,14 +854,27 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if keep_teachers and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
     models = (*RESERVED, *exp.teachers, *(s.name for s in exp.students))
-    return Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=models,
-                  accuracies=shaped(out["accuracy"]),
-                  teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
-                  distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
-                  metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()},
-                  traces={k: shaped(v) for k, v in out.get("trace", {}).items()},
-                  step_metrics={k: shaped(v) for k, v in out.get("step_metrics", {}).items()},
-                  trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
-                               if exp.trace else None), n_runs=n_runs, seed=int(seed),
-                  sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
-                  run_batch=batch, teachers=kept if keep_teachers else (teachers if teachers is not None else None))
+    finite = np.array(shaped(out["finite"]), bool)  # a writable copy
+    if exp.track_losses:  # a non-finite tracked loss flags its model too (untracked losses are NaN: skipped)
+        if teachers is None and exp.teacher_epochs:
+            finite[..., 1] &= np.isfinite(shaped(out["teacher_loss"]))
+        if exp.student_epochs:
+            finite[..., len(models) - len(exp.students):] &= np.isfinite(shaped(out["distill_loss"]))
+    result = Result(experiment=exp.replace(inputs=src), task_data=dict(task.data), models=models,
+                    accuracies=np.where(finite, shaped(out["accuracy"]), np.float32(np.nan)),
+                    teacher_loss=shaped(out["teacher_loss"]) if exp.track_losses else None,
+                    distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
+                    metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()},
+                    traces={k: shaped(v) for k, v in out.get("trace", {}).items()},
+                    step_metrics={k: shaped(v) for k, v in out.get("step_metrics", {}).items()},
+                    trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
+                                 if exp.trace else None), n_runs=n_runs, seed=int(seed),
+                    sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
+                    run_batch=batch, teachers=kept if keep_teachers else (teachers if teachers is not None else None),
+                    finite=finite)
+    report = result.health_report()
+    if report and on_divergence == "fail":
+        raise DivergenceError(report, result, [result.health(v) for v in range(result.n_values)])
+    if report:
+        warnings.warn(report, DivergenceWarning, stacklevel=2)
+    return result

@@ -104,6 +104,7 @@ class ExperimentResult:
     devices: list[str]
     run_batch: int
     values_in_program: int = 1  # >1 when this result came from a sweep run as one program
+    finite: Optional[np.ndarray] = None  # (n_runs, 6): every parameter finite (else the accuracy is NaN)
 
     def model_accuracies(self, name: str) -> np.ndarray:
         """The ``n_runs`` test accuracies of model ``name`` (one of ``MODELS``)."""
@@ -111,15 +112,18 @@ class ExperimentResult:
 
 
 def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Optional[list] = None,
-                   log: Callable[[str], None] = lambda s: None, pool=None) -> ExperimentResult:
+                   log: Callable[[str], None] = lambda s: None, pool=None,
+                   on_divergence: str = "warn") -> ExperimentResult:
     """Run the Figure-10 protocol for ``cfg.n_runs`` runs on ``data`` (a ``data.Dataset``).
 
     ``devices`` defaults to every local device; the run axis is padded to a multiple of their
     count and the padding dropped. With ``progress=True`` a bar per phase is shown. Compilation is
     timed apart from the run. ``pool``: the images of ``student_inputs = "fashion-mnist"`` (see
-    :func:`input_pool`).
+    :func:`input_pool`). Diverged runs warn, or with ``on_divergence="fail"`` raise
+    ``DivergenceError`` (:func:`engine.run`).
     """
-    return run_traced_sweep(cfg, data, progress=progress, devices=devices, log=log, pool=pool)[0]
+    return run_traced_sweep(cfg, data, progress=progress, devices=devices, log=log, pool=pool,
+                            on_divergence=on_divergence)[0]
 
 
 def input_pool(cfg: Config, data, pool=None, data_dir=None):
@@ -135,7 +139,8 @@ def input_pool(cfg: Config, data, pool=None, data_dir=None):
 
 def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Sequence = (), *,
                      progress: bool = False, devices: Optional[list] = None,
-                     log: Callable[[str], None] = lambda s: None, pool=None) -> list[ExperimentResult]:
+                     log: Callable[[str], None] = lambda s: None, pool=None,
+                     on_divergence: str = "warn") -> list[ExperimentResult]:
     """The protocol for every value of a shape-preserving ``field`` (one of :data:`TRACED_FIELDS`).
 
     All ``len(values) × n_runs`` jobs run as *one* compiled program (:func:`engine.run` with a
@@ -158,8 +163,9 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
     exp = experiment_from_config(cfg, pool, () if field is None else (field,))
     sweep = None if field is None else {field: [getattr(c, field) for c in configs]}
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed, sweep=sweep,
-                        devices=devices, run_batch=cfg.run_batch, progress=progress, log=log)
+                        devices=devices, run_batch=cfg.run_batch, progress=progress, log=log,
+                        on_divergence=on_divergence)
     return [ExperimentResult(config=c, accuracies=result.accuracies[v], compile_s=result.compile_s,
                              run_s=result.run_s, devices=result.devices, run_batch=result.run_batch,
-                             values_in_program=len(configs))
+                             values_in_program=len(configs), finite=result.finite[v])
             for v, c in enumerate(configs)]

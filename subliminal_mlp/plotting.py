@@ -59,7 +59,27 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
+    warning = health_warning(record.get("health"), record["n_runs"])
+    if warning:
+        ax.text(0.01, 0.99, warning, transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#b00020",
+                fontweight="bold", bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
     return save_figure(fig, path)
+
+
+def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
+    """The figure's mark of diverged runs (a record's ``health``): "" when every run is healthy."""
+    if not health or health.get("ok", True):
+        return ""
+    lines = ["WARNING: diverged runs"]
+    bad_runs = sorted({run for run, _ in health["nonfinite"]})
+    if bad_runs:
+        models = sorted({model for _, model in health["nonfinite"]})
+        lines.append(f"non-finite parameters in {len(bad_runs)} of {n_runs} runs ({', '.join(models)}): accuracy NaN")
+    if health["teacher_not_better"]:
+        lines.append(f"teacher no better than its untrained reference in {len(health['teacher_not_better'])} of "
+                     f"{n_runs} runs")
+    lines.append('see "health" in the JSON record')
+    return "\n".join(lines)
 
 
 def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -93,4 +113,10 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     runs = sorted(set(summary["n_runs"]))
     caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs)
     fig.text(0.5, -0.02, f"swept: {summary['param']}; otherwise " + caption, ha="center", va="top", fontsize=7)
+    diverged = [label for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
+    if diverged:
+        ax.text(0.01, 0.99, f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
+                'see "health" in the JSON records', transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                color="#b00020", fontweight="bold",
+                bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
     return save_figure(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,21 +11,30 @@ from .config import Config
 from .data import load_dataset
 from .experiment import input_pool, run_experiment
 from .plotting import plot_fig10
-from .results import experiment_record, format_table, write_results
+from .results import (DivergenceWarning, check_on_divergence, check_output, experiment_record, format_health,
+                      format_table, write_results)
 
 
 def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = None,
               out_dir: str | os.PathLike = "results", stem: str = "fig10", progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, on_divergence: str = "warn") -> dict[str, Any]:
     """Run the Figure-10 protocol for ``cfg`` and write ``<stem>.{json,csv,png}`` under ``out_dir``.
 
-    The configuration and the data files are checked before any compute. Returns the results
-    record (the JSON's content) with the written paths under the key ``"files"``.
+    The configuration, the output directory (:func:`.results.check_output`) and the data files are
+    checked before any compute. Diverged runs (non-finite parameters, a teacher no better than its
+    reference: the record's ``health``) are reported and marked on the figure; with
+    ``on_divergence="fail"`` a ``DivergenceError`` is raised instead and nothing is written.
+    Returns the results record (the JSON's content) with the written paths under the key ``"files"``.
     """
+    check_on_divergence(on_divergence)
+    check_output(out_dir, files=[f"{stem}.json", f"{stem}.csv", f"{stem}.png"])
     data = load_dataset(cfg.dataset, data_dir)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     log(f"data: {cfg.dataset} from {data.source_dir} (sha256 verified)")
-    result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, data_dir=data_dir))
+    with warnings.catch_warnings():  # reported below, after the table
+        warnings.simplefilter("ignore", DivergenceWarning)
+        result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, data_dir=data_dir),
+                                on_divergence=on_divergence)
     record = experiment_record(result, data)
     files = write_results(record, out_dir, stem)
     files["png"] = plot_fig10(record, Path(out_dir) / f"{stem}.png")
@@ -32,4 +42,6 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     log(f"compile {result.compile_s:.1f} s, run {result.run_s:.1f} s on {', '.join(result.devices)}")
     for kind, path in files.items():
         log(f"wrote {path}")
+    if not record["health"]["ok"]:
+        warnings.warn(format_health(record["health"], cfg.n_runs), DivergenceWarning, stacklevel=2)
     return {**record, "files": {k: str(v) for k, v in files.items()}}

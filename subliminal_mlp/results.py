@@ -27,8 +27,13 @@ scripts read it. Its payload is::
                  "student_aux": .., "student_all": .., "cross_aux": .., "cross_all": ..},
       "chance": 0.1,
 
+      "health": {"ok": true, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.05},
+
 its ``data`` has no ``subset``, its ``environment`` adds ``run_batch`` (and ``values_in_program``
-when a sweep ran several values in one program), and its CSV is ``model,run,accuracy``.
+when a sweep ran several values in one program), and its CSV is ``model,run,accuracy``. ``health``
+(:func:`health`) says which runs diverged: a model whose parameters ended non-finite has accuracy
+``NaN`` (JSON ``NaN``, which ``read_results`` reads back), never the accuracy of NaN parameters;
+records written before it was added have no ``health``.
 
 ``ci95`` is the paper's approximate 95 % interval half-width ``1.96 · std / √n`` with the sample
 standard deviation (ddof = 1); it is ``null`` for a single run.
@@ -50,7 +55,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .config import MODELS
+from .config import MODELS, ConfigError
 
 FORMAT = "subliminal-mlp/fig10"
 FORMAT_VERSION = 1
@@ -97,6 +102,160 @@ def mean_ci95_columns(values) -> dict[str, list]:
     """``{"mean": [...], "ci95": [...]}``: :func:`mean_ci95` of every column of a (runs, T) array."""
     stats = [mean_ci95(column) for column in np.asarray(values).T]
     return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
+
+
+class OutputError(ConfigError):
+    """An output destination that cannot be written (found by :func:`check_output`, before any compute)."""
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``.`` for a relative path)."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return p
+    return Path(".")
+
+
+def _check_dir(d: Path, file: Path | None = None) -> None:
+    """Raise OutputError unless directory ``d`` exists writable or can be created (for ``file`` in it, if given)."""
+    what = f"cannot write {file}: its directory {d}" if file is not None else f"cannot write the results to {d}: it"
+    if d.is_symlink() and not d.exists():
+        raise OutputError(f"{what} is a dangling symbolic link. Choose another output directory or remove the link.")
+    if d.exists():
+        if not d.is_dir():
+            raise OutputError(f"{what} is an existing file, not a directory. Choose another output "
+                              f"{'file' if file is not None else 'directory'} or remove the file.")
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} is not a writable directory. Choose another output "
+                              f"{'file' if file is not None else 'directory'} or change its permissions.")
+        return
+    base = _first_existing(d)
+    what = f"cannot write {file}" if file is not None else f"cannot create the output directory {d}"
+    if not base.is_dir():
+        raise OutputError(f"{what}: {base} is a file, not a directory. Choose another output "
+                          f"{'file' if file is not None else 'directory'}.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"{what}: {base} is not writable. Choose another output "
+                          f"{'file' if file is not None else 'directory'} or change the permissions of {base}.")
+
+
+def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[str] = ()) -> Path:
+    """Check, before any compute, that results can be written to ``path``; return it as a ``Path``.
+
+    ``kind="dir"``: ``path`` is an output directory: an existing, writable directory, or one that
+    can be created (its nearest existing ancestor is a writable directory); each of ``files``
+    (names written inside it) must not be an existing directory. ``kind="file"``: ``path`` is an
+    output file, written atomically (a temporary file beside it, then a rename): its directory is
+    checked as above and ``path`` must not be a directory. Raises :class:`OutputError` (a
+    ``ConfigError``: the command line's ``subliminal-mlp: error: ...``, exit status 2) naming the
+    path and the problem. It only looks (a few ``stat`` calls): nothing is created.
+    """
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
+    path = Path(path)
+    d = path if kind == "dir" else path.parent
+    _check_dir(d, None if kind == "dir" else path)
+    targets = [d / name for name in files] + ([path] if kind == "file" else [])
+    for t in targets:
+        if t.is_dir():
+            raise OutputError(f"cannot write {t}: it is an existing directory. Choose another output "
+                              f"{'directory' if kind == 'dir' else 'file'} or move the directory away.")
+    return path
+
+
+#: A trained teacher is "no better than its untrained reference" when its test accuracy does not exceed
+#: ``max(reference accuracy, chance) + TEACHER_MARGIN``: a constant predictor reaches the largest class
+#: frequency (0.1135 on MNIST), and so does a typical diverged teacher.
+TEACHER_MARGIN = 0.05
+#: What a command does when runs diverge (:func:`health`): warn (the default) or fail.
+ON_DIVERGENCE = ("warn", "fail")
+
+
+class DivergenceWarning(UserWarning):
+    """Some runs diverged (:func:`health`); the results are returned and written, flagged as such."""
+
+
+class DivergenceError(RuntimeError):
+    """Some runs diverged and ``on_divergence="fail"`` was asked: nothing was written.
+
+    ``result`` holds what was computed (or None), ``health`` the :func:`health` entries.
+    """
+
+    def __init__(self, message: str, result: Any = None, health: Any = None):
+        super().__init__(message)
+        self.result = result
+        self.health = health
+
+
+def check_on_divergence(value: Any) -> str:
+    """Return ``value`` if it is one of :data:`ON_DIVERGENCE`, else raise ``ConfigError``."""
+    if value not in ON_DIVERGENCE:
+        raise ConfigError(f"on_divergence = {value!r} is invalid: choose one of {', '.join(ON_DIVERGENCE)}.")
+    return value
+
+
+def health(models: Sequence[str], accuracies, finite=None, *, chance: float, check_teacher: bool = True,
+           margin: float = TEACHER_MARGIN) -> dict[str, Any]:
+    """Which runs diverged, machine-readable: the ``health`` entry of the records.
+
+    ``accuracies`` is ``(n_runs, n_models)`` (columns in ``models`` order), ``finite`` the same
+    shape, True where every parameter of that model ended finite (computed inside the compiled
+    program; None: a NaN accuracy is taken as non-finite). Returns::
+
+        {"ok": bool,                                  # nothing below
+         "nonfinite": [[run, model], ...],            # non-finite parameters (or loss): accuracy NaN
+         "teacher_not_better": [run, ...],            # teacher <= max(reference, chance) + margin
+         "teacher_margin": margin}
+
+    The teacher test needs the ``"reference"`` and ``"teacher"`` columns and ``check_teacher``
+    (False when the teacher is not trained, e.g. ``teacher_epochs = 0``); a NaN teacher counts as
+    not better too.
+    """
+    models = list(models)
+    acc = np.asarray(accuracies, np.float64)
+    bad = ~np.isfinite(acc)
+    if finite is not None:
+        bad |= ~np.asarray(finite, bool)
+    nonfinite = [[int(r), models[int(j)]] for r, j in zip(*np.nonzero(bad))]
+    not_better: list[int] = []
+    if check_teacher and "teacher" in models and "reference" in models:
+        teacher = acc[:, models.index("teacher")]
+        bound = np.maximum(acc[:, models.index("reference")], chance) + margin
+        not_better = [int(r) for r in np.nonzero(~(teacher > bound))[0]]
+    return {"ok": not nonfinite and not not_better, "nonfinite": nonfinite, "teacher_not_better": not_better,
+            "teacher_margin": margin}
+
+
+def _runs_text(runs: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    runs = sorted(set(int(r) for r in runs))
+    parts, i = [], 0
+    while i < len(runs):
+        j = i
+        while j + 1 < len(runs) and runs[j + 1] == runs[j] + 1:
+            j += 1
+        parts.append(str(runs[i]) if i == j else f"{runs[i]}-{runs[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str:
+    """What :func:`health` found, for the terminal ("" when ``h`` is ok or None): which runs, which models."""
+    if not h or h.get("ok", True):
+        return ""
+    lines = [f"diverged runs{' (' + label + ')' if label else ''}:"]
+    by_model: dict[str, list[int]] = {}
+    for run, model in h["nonfinite"]:
+        by_model.setdefault(model, []).append(run)
+    for model, runs in by_model.items():
+        lines.append(f"  {model}: non-finite parameters in run(s) {_runs_text(runs)} ({len(runs)} of {n_runs}); "
+                     "its accuracy there is NaN")
+    if h["teacher_not_better"]:
+        runs = h["teacher_not_better"]
+        lines.append(f"  teacher no better than its untrained reference (accuracy <= max(reference, chance) + "
+                     f"{h['teacher_margin']:g}) in run(s) {_runs_text(runs)} ({len(runs)} of {n_runs})")
+    lines.append("  (lower the learning rate? the record's \"health\" lists them)")
+    return "\n".join(lines)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -254,7 +413,9 @@ def experiment_record(result, dataset=None) -> dict[str, Any]:
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(dataset, name=cfg.dataset),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     format_version=FORMAT_VERSION, environment_extra=extra,
-                    models=models, chance=1.0 / cfg.n_classes)
+                    models=models, chance=1.0 / cfg.n_classes,
+                    health=health(MODELS, result.accuracies, getattr(result, "finite", None),
+                                  chance=1.0 / cfg.n_classes, check_teacher=cfg.teacher_epochs > 0))
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -3,11 +3,21 @@
 ``run_sweep("aux_logits", [1, 3, 10])`` runs the whole protocol (``n_runs`` runs of the six
 models) per value and writes, under ``out_dir``:
 
-* ``<param>/<param>=<value>.json`` (+ ``.csv``): the Figure-10 record of each value, written
-  atomically as soon as that value is finished — an interrupted sweep resumes from them;
+* ``<param>/<key>/<param>=<value>.json`` (+ ``.csv``): the Figure-10 record of each value, written
+  atomically as soon as that value is finished — an interrupted sweep resumes from them. ``<key>``
+  (:func:`config_key`) names the base configuration (every setting but ``param``), so that a sweep
+  with other settings into the same ``out_dir`` keeps its records apart and never overwrites
+  finished ones (records of the layout before the key, ``<param>/<param>=<value>.json``, are
+  still resumed from when their config matches);
 * ``sweep_<param>.json`` / ``.csv`` / ``.png``: every model's mean accuracy and 95 % CI against the
   value (format ``subliminal-mlp/sweep``, the envelope of :mod:`.results` around the payload of
-  :func:`sweep_record`), and the line plot with CI bands and the chance line.
+  :func:`sweep_record`), and the line plot with CI bands and the chance line. A summary of another
+  base configuration found there is moved beside its own records (``<param>/<its key>/``) first,
+  and the log says so.
+
+Output destinations are checked before any compute (:func:`.results.check_output`); diverged runs
+are reported (each value record's ``health``) or, with ``on_divergence="fail"``, fail the sweep
+before its summary is written.
 
 Values of a field that keeps every array shape (:data:`experiment.TRACED_FIELDS`: the learning
 rate, the seed, the KL temperature, the image weight of mixed inputs) run together in one compiled program, entering as traced arrays; values that
@@ -18,8 +28,11 @@ bar over the sweep.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,8 +40,9 @@ import numpy as np
 
 from .config import MODELS, Config, ConfigError
 from .experiment import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
-from .results import (FORMAT as FIG10_FORMAT, RecordError, csv_text, data_record, envelope, experiment_record,
-                      mean_ci95, read_results, write_record, write_results)
+from .results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
+                      check_output, csv_text, data_record, envelope, experiment_record, format_health, mean_ci95,
+                      read_results, write_record, write_results)
 
 FORMAT = "subliminal-mlp/sweep"
 FORMAT_VERSION = 1
@@ -69,19 +83,35 @@ def value_label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def config_key(param: str, base: Config | dict) -> str:
+    """The name of the directory of a sweep's per-value records: 10 hex digits of a SHA-256.
+
+    Hashes every setting of ``base`` (a ``Config`` or its ``to_dict()``) except the swept
+    ``param``, so that sweeps over the same field with the same other settings share (and resume
+    from) one directory, and any other setting (seed, runs, learning rate, ...) gets its own.
+    """
+    d = base.to_dict() if hasattr(base, "to_dict") else dict(base)
+    d = {k: v for k, v in d.items() if k != param}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def _json_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
 def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir=None,
               out_dir: str | os.PathLike = "results/sweep", resume: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print, datasets: dict | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] = print, datasets: dict | None = None,
+              on_divergence: str = "warn") -> dict[str, Any]:
     """Run the Figure-10 protocol of ``base`` for each value of ``param``; write and return the summary.
 
-    Every value is validated (as a full ``Config``) before any compute. With ``resume``, a value
-    whose record already exists under ``out_dir`` with the same config is read, not rerun; a record
-    that cannot be read (truncated, damaged, of another format: a ``RecordError``) is recomputed,
-    and ``log`` says so.
+    Every value is validated (as a full ``Config``), and the output destinations checked, before
+    any compute. With ``resume``, a value whose record already exists under
+    ``out_dir/<param>/<config_key>/`` with the same config is read, not rerun; a record that
+    cannot be read (truncated, damaged, of another format: a ``RecordError``) is recomputed, and
+    ``log`` says so. Diverged runs are reported after the table (a ``DivergenceWarning`` naming
+    the values, runs and models); with ``on_divergence="fail"`` a ``DivergenceError`` is raised
+    and no summary is written (the values finished before stay, as their records).
     ``datasets`` may map dataset names to loaded ``Dataset`` objects (else they are loaded from
     ``data_dir`` / the usual lookup).
     """
@@ -94,21 +124,31 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     if len(set(labels)) != len(labels):
         raise ConfigError(f"repeated values in the sweep over {param}: {labels}.")
     configs = [base.replace(**{param: v}) for v in values]  # validates every value first
+    check_on_divergence(on_divergence)
     out = Path(out_dir)
     stems = [f"{param}={label}" for label in labels]
+    summary_stem = f"sweep_{param}"
+    check_output(out, files=[f"{summary_stem}.{ext}" for ext in ("json", "csv", "png")])
+    key = config_key(param, base)
+    value_dir = out / param / key
+    check_output(value_dir, files=[f"{stem}.{ext}" for stem in stems for ext in ("json", "csv")])
+    value_files = [f"{param}/{key}/{stem}.json" for stem in stems]
     records: dict[int, dict] = {}
     if resume:
         for i, (c, stem) in enumerate(zip(configs, stems)):
-            path = out / param / f"{stem}.json"
-            if not path.exists():
-                continue
-            try:
-                record = read_results(path, format=FIG10_FORMAT)
-            except RecordError as e:
-                log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
-                continue
-            if record["config"] == c.to_dict():
-                records[i] = record
+            # This configuration's directory, then the layout before config keys (read, never written).
+            for path in (value_dir / f"{stem}.json", out / param / f"{stem}.json"):
+                if not path.exists():
+                    continue
+                try:
+                    record = read_results(path, format=FIG10_FORMAT)
+                except RecordError as e:
+                    log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
+                    break
+                if record["config"] == c.to_dict():
+                    records[i] = record
+                    value_files[i] = path.relative_to(out).as_posix()
+                    break
     todo = [i for i in range(len(values)) if i not in records]
     if records:
         log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
@@ -123,29 +163,74 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
 
     def finish(i: int, result) -> None:
         record = experiment_record(result, data_for(configs[i]))
-        write_results(record, out / param, stems[i])
+        write_results(record, value_dir, stems[i])
         records[i] = record
 
-    if todo and param in TRACED_FIELDS:
-        log(f"sweeping {param} over {len(todo)} value(s) in one program")
-        data = data_for(base)
-        results = run_traced_sweep(base, data, param, [values[i] for i in todo], progress=progress, log=log,
-                                   pool=input_pool(base, data, data_dir=data_dir))
-        for i, result in zip(todo, results):
-            finish(i, result)
-    elif todo:
-        from tqdm.auto import tqdm
+    with warnings.catch_warnings():  # reported once, per value, after the table
+        warnings.simplefilter("ignore", DivergenceWarning)
+        if todo and param in TRACED_FIELDS:
+            log(f"sweeping {param} over {len(todo)} value(s) in one program")
+            data = data_for(base)
+            results = run_traced_sweep(base, data, param, [values[i] for i in todo], progress=progress, log=log,
+                                       pool=input_pool(base, data, data_dir=data_dir), on_divergence=on_divergence)
+            for i, result in zip(todo, results):
+                finish(i, result)
+        elif todo:
+            from tqdm.auto import tqdm
 
-        for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
-            data = data_for(configs[i])
-            finish(i, run_experiment(configs[i], data, log=log, pool=input_pool(configs[i], data, data_dir=data_dir)))
-    summary = sweep_record(param, values, base, [records[i] for i in range(len(values))],
-                           [f"{param}/{s}.json" for s in stems], timing={"total_s": time.perf_counter() - t0})
+            for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
+                data = data_for(configs[i])
+                pool = input_pool(configs[i], data, data_dir=data_dir)
+                finish(i, run_experiment(configs[i], data, log=log, pool=pool, on_divergence=on_divergence))
+    ordered = [records[i] for i in range(len(values))]
+    report = "\n".join(filter(None, (format_health(r.get("health"), r["n_runs"], f"{param} = {label}")
+                                     for r, label in zip(ordered, labels))))
+    if report and on_divergence == "fail":  # diverged values read back from earlier records
+        raise DivergenceError(report, None, [r.get("health") for r in ordered])
+    summary = sweep_record(param, values, base, ordered, value_files, timing={"total_s": time.perf_counter() - t0})
+    _set_aside_other_summary(out, summary_stem, summary, log)
     files = write_sweep(summary, out)
     log(format_sweep_table(summary))
     for path in files.values():
         log(f"wrote {path}")
+    if todo:
+        log(f"per-value records: {value_dir}")
+    if report:
+        warnings.warn(report, DivergenceWarning, stacklevel=2)
     return {**summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def _set_aside_other_summary(out: Path, stem: str, summary: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Before ``summary`` replaces ``out/<stem>.*``: move a summary of another base configuration beside its records.
+
+    It goes to ``out/<param>/<its config_key>/`` (where its per-value records are), and ``log``
+    says so; a summary of the same base configuration over other values is replaced, and ``log``
+    says that too (its values' records stay in the configuration's directory).
+    """
+    path = out / f"{stem}.json"
+    if not path.exists():
+        return
+    try:
+        old = read_results(path, format=FORMAT)
+    except RecordError as e:
+        log(f"replacing {path}, which cannot be read ({e})")
+        return
+    param = summary["param"]
+    if old.get("base_config") == summary["base_config"]:
+        if old.get("labels") != summary["labels"]:
+            here = out / param / config_key(param, summary["base_config"])
+            log(f"replacing {path} (values {', '.join(map(str, old.get('labels', [])))}) with values "
+                f"{', '.join(summary['labels'])}; the records of every value stay in {here}")
+        return
+    keep = out / param / config_key(param, old.get("base_config") or {})
+    keep.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for ext in ("json", "csv", "png"):
+        src = out / f"{stem}.{ext}"
+        if src.exists():
+            os.replace(src, keep / src.name)
+            moved.append(src.name)
+    log(f"{path} summarised a sweep with other settings: moved {', '.join(moved)} to {keep} (beside its records)")
 
 
 def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[dict], files: Sequence[str], *,
@@ -158,10 +243,11 @@ def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[d
 
         "param": "aux_logits", "values": [...], "labels": [...], "base_config": {...},
         "models": {name: {"mean": [one per value], "ci95": [...]}}, "chance": 0.1,
-        "value_files": ["aux_logits/aux_logits=1.json", ...]
+        "value_files": ["aux_logits/<config_key>/aux_logits=1.json", ...], "health": [per value]
 
     ``data`` is the value records' data when they all agree, else ``{"dataset": base dataset,
     "per_value": [each value record's data]}``; ``timing`` (seconds of this call) as given.
+    ``health`` lists each value record's ``health`` (None for a record written before it existed).
     """
     models = {}
     for name in MODELS:
@@ -176,7 +262,8 @@ def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[d
     return envelope(FORMAT, base, n_runs=n_runs, seed=base.seed, runs=list(range(max(n_runs, default=0))),
                     data=data, timing=timing, format_version=FORMAT_VERSION,
                     param=param, values=[_json_value(v) for v in values], labels=[value_label(v) for v in values],
-                    base_config=base.to_dict(), models=models, chance=1.0 / base.n_classes, value_files=list(files))
+                    base_config=base.to_dict(), models=models, chance=1.0 / base.n_classes, value_files=list(files),
+                    health=[r.get("health") for r in records])
 
 
 def sweep_csv(summary: dict[str, Any]) -> str:
@@ -265,6 +352,9 @@ def published_sweep_main(name: str, out_root: str | os.PathLike, argv: Sequence[
     ap.add_argument("--values", nargs="+", default=values, help="override the values")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(Path(out_root) / name))
+    ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
+                    help="diverged runs: warn and mark them (default), or fail without writing the summary")
     a = ap.parse_args(argv)
     base = Config(n_runs=a.seeds, **changes)
-    return run_sweep(field, parse_values(field, a.values), base, data_dir=a.data_dir, out_dir=a.out)
+    return run_sweep(field, parse_values(field, a.values), base, data_dir=a.data_dir, out_dir=a.out,
+                     on_divergence=a.on_divergence)

@@ -90,9 +90,11 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     """Run the check for the parsed arguments ``a``; print the tables; 0 if the theorem holds, else 1."""
     from . import theorem, theory
     from .models import mlp
-    from .results import atomic_write_text, data_record
+    from .results import atomic_write_text, check_output, data_record
 
     _check(a)
+    if a.json:
+        check_output(a.json, kind="file")
     cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
     model = mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim,
                 activation=a.activation)

@@ -81,12 +81,14 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     assert not list(tmp_path.glob("fig10*"))
 
 
-def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path):
+def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path, capsys):
     """Three runs, shortened training (1 teacher epoch, 2 student epochs), through the CLI."""
     rc = main(["reproduce", "--seeds", "3", "--teacher-epochs", "1", "--student-epochs", "2",
                "--data-dir", str(data_root), "--out", str(tmp_path), "--no-progress"])
     assert rc == 0
+    assert "warning" not in capsys.readouterr().err  # healthy runs are not flagged
     rec = read_results(tmp_path / "fig10.json")
+    assert rec["health"] == {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.05}
     assert rec["n_runs"] == 3 and set(rec["models"]) == set(MODELS)
     assert rec["config"]["student_epochs"] == 2 and rec["config"]["aux_logits"] == 3
     assert len(rec["data"]["sha256"]) == 4 and rec["timing"]["run_s"] > 0

@@ -65,9 +65,11 @@ def test_data_record():
 def test_experiment_record_is_the_documented_fig10_format():
     r = fake_result(values_in_program=2)
     rec = experiment_record(r, FAKE_DATA)
-    assert list(rec) == ["format", "format_version", "config", "n_runs", "seeds", "models", "chance", "data",
-                         "environment", "timing", "created"]
+    assert list(rec) == ["format", "format_version", "config", "n_runs", "seeds", "models", "chance", "health",
+                         "data", "environment", "timing", "created"]
     assert rec["format"] == "subliminal-mlp/fig10" and rec["format_version"] == 1
+    # Health: the fake teacher (column 1) is 0.01 above its reference, not better; no finiteness given.
+    assert rec["health"] == {"ok": False, "nonfinite": [], "teacher_not_better": [0, 1, 2], "teacher_margin": 0.05}
     assert rec["config"] == r.config.to_dict() and rec["n_runs"] == 3
     assert rec["seeds"] == {"seed": 7, "runs": [0, 1, 2]}
     assert list(rec["models"]) == list(MODELS)
@@ -84,9 +86,10 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert rec["timing"]["total_s"] == 3.5
     plain = experiment_record(fake_result())
     assert plain["data"] == {"dataset": "mnist"} and "values_in_program" not in plain["environment"]
-    # The committed Figure-10 record has the same keys, in the same order, at every level of the envelope.
+    # The committed Figure-10 record has the same keys, in the same order, at every level of the envelope
+    # (but "health", which came after it was made).
     committed = json.loads((FIGURES / "fig10_mnist.json").read_text())
-    assert list(committed) == list(rec)
+    assert list(committed) == [k for k in rec if k != "health"]
     for key in ("seeds", "data", "timing"):
         assert list(committed[key]) == list(rec[key]), key
     assert list(committed["environment"]) == [k for k in env if k != "values_in_program"]
@@ -191,8 +194,8 @@ def test_a_damaged_value_record_of_a_sweep_is_recomputed(data_root, tmp_path, mo
     cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
     kw = dict(out_dir=tmp_path, datasets={"mnist": load_mnist(data_root)}, progress=False)
     first = sweep_mod.run_sweep("aux_logits", [1, 2], cfg, log=lambda _: None, **kw)
-    damaged = tmp_path / "aux_logits" / "aux_logits=2.json"
-    intact = tmp_path / "aux_logits" / "aux_logits=1.json"
+    records = tmp_path / "aux_logits" / sweep_mod.config_key("aux_logits", cfg)
+    damaged, intact = records / "aux_logits=2.json", records / "aux_logits=1.json"
     before, intact_text = read_results(damaged), intact.read_text()
     text = damaged.read_text()
     damaged.write_text(text[: len(text) // 3])

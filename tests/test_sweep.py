@@ -9,7 +9,7 @@ from subliminal_mlp.config import MODELS, Config, ConfigError
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.experiment import run_experiment
 from subliminal_mlp.results import read_results
-from subliminal_mlp.sweep import parse_values, read_sweep, run_sweep
+from subliminal_mlp.sweep import config_key, parse_values, read_sweep, run_sweep
 
 TINY = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, batch_size=512,
               run_batch=1)
@@ -50,8 +50,10 @@ def test_shape_changing_sweep_matches_single_runs_and_writes_its_files(mnist, tm
     assert s["values"] == [1, 4] and set(s["models"]) == set(MODELS)
     on_disk = read_sweep(tmp_path / "sweep_aux_logits.json")
     assert on_disk["models"] == s["models"]
-    for v in (1, 4):
-        rec = read_results(tmp_path / "aux_logits" / f"aux_logits={v}.json")
+    assert s["value_files"] == [f"aux_logits/{config_key('aux_logits', TINY)}/aux_logits={v}.json" for v in (1, 4)]
+    assert s["health"] == [read_results(tmp_path / f)["health"] for f in s["value_files"]] and s["health"][0]["ok"]
+    for v, file in zip((1, 4), s["value_files"]):
+        rec = read_results(tmp_path / file)
         direct = run_experiment(TINY.replace(aux_logits=v), mnist).accuracies
         np.testing.assert_array_equal(np.asarray([rec["models"][m]["accuracies"] for m in MODELS]).T, direct)
     rows = (tmp_path / "sweep_aux_logits.csv").read_text().splitlines()
@@ -63,7 +65,7 @@ def test_shape_preserving_sweep_runs_as_one_program_with_the_same_numbers(mnist,
     s = run_sweep("learning_rate", [1e-3, 3e-3], TINY, out_dir=tmp_path, datasets={"mnist": mnist},
                   progress=False, log=lambda _: None)
     for j, lr in enumerate([1e-3, 3e-3]):
-        rec = read_results(tmp_path / "learning_rate" / f"learning_rate={lr:g}.json")
+        rec = read_results(tmp_path / s["value_files"][j])
         assert rec["environment"]["values_in_program"] == 2
         direct = run_experiment(TINY.replace(learning_rate=lr), mnist).accuracies
         got = np.asarray([rec["models"][m]["accuracies"] for m in MODELS]).T
@@ -72,7 +74,7 @@ def test_shape_preserving_sweep_runs_as_one_program_with_the_same_numbers(mnist,
     seeds = run_sweep("seed", [0, 5], TINY, out_dir=tmp_path, datasets={"mnist": mnist}, progress=False,
                       log=lambda _: None)
     np.testing.assert_array_equal(
-        np.asarray(read_results(tmp_path / "seed" / "seed=5.json")["models"]["teacher"]["accuracies"]),
+        np.asarray(read_results(tmp_path / seeds["value_files"][1])["models"]["teacher"]["accuracies"]),
         run_experiment(TINY.replace(seed=5), mnist).accuracies[:, 1])
     assert seeds["labels"] == ["0", "5"]
 
@@ -88,21 +90,64 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
         return real(cfg, *a, **k)
 
     monkeypatch.setattr(sweep_mod, "run_experiment", flaky)
-    kw = dict(out_dir=tmp_path, datasets={"mnist": mnist}, progress=False, log=lambda _: None)
+    logged = []
+    kw = dict(out_dir=tmp_path, datasets={"mnist": mnist}, progress=False, log=logged.append)
     with pytest.raises(KeyboardInterrupt):
         run_sweep("aux_logits", [1, 2], TINY, **kw)
-    assert (tmp_path / "aux_logits" / "aux_logits=1.json").exists()
-    assert not (tmp_path / "aux_logits" / "aux_logits=2.json").exists()
-    assert not [p for p in (tmp_path / "aux_logits").iterdir() if p.name.startswith(".")]
+    mine = tmp_path / "aux_logits" / config_key("aux_logits", TINY)
+    assert (mine / "aux_logits=1.json").exists()
+    assert not (mine / "aux_logits=2.json").exists()
+    assert not [p for p in mine.iterdir() if p.name.startswith(".")]
     calls.clear()
     monkeypatch.setattr(sweep_mod, "run_experiment", lambda cfg, *a, **k: (calls.append(cfg.aux_logits),
                                                                               real(cfg, *a, **k))[1])
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [2] and s["values"] == [1, 2]
-    # A changed base config is not mistaken for a finished value.
+    finished = {p.name: p.read_bytes() for p in mine.iterdir()}
+    # A changed base config is not mistaken for a finished value, and does not overwrite the finished ones:
+    # its records go to their own directory, the summary of the first sweep moves beside its records.
     calls.clear()
-    run_sweep("aux_logits", [1], TINY.replace(seed=3), **kw)
+    logged.clear()
+    other = run_sweep("aux_logits", [1], TINY.replace(seed=3), **kw)
     assert calls == [1]
+    theirs = tmp_path / "aux_logits" / config_key("aux_logits", TINY.replace(seed=3))
+    assert theirs != mine and (theirs / "aux_logits=1.json").exists()
+    assert {p.name: p.read_bytes() for p in mine.iterdir() if not p.name.startswith("sweep_")} == finished
+    assert read_sweep(mine / "sweep_aux_logits.json")["base_config"] == TINY.to_dict()
+    assert (mine / "sweep_aux_logits.png").exists() and (mine / "sweep_aux_logits.csv").exists()
+    assert read_sweep(tmp_path / "sweep_aux_logits.json")["base_config"] == other["base_config"]
+    assert any("other settings: moved" in line and str(mine) in line for line in logged), logged
+    # Going back to the first settings resumes from its records (nothing recomputed).
+    calls.clear()
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [] and read_sweep(tmp_path / "sweep_aux_logits.json")["base_config"] == TINY.to_dict()
+    # Records of the layout before the configuration key (<param>/<param>=<value>.json) are resumed from too.
+    for name in ("aux_logits=1.json", "aux_logits=2.json"):
+        (mine / name).rename(tmp_path / "aux_logits" / name)
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [] and s["value_files"] == ["aux_logits/aux_logits=1.json", "aux_logits/aux_logits=2.json"]
+
+
+def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mnist, tmp_path, monkeypatch):
+    from subliminal_mlp.plotting import plt
+    from subliminal_mlp.results import DivergenceError, DivergenceWarning
+
+    kw = dict(out_dir=tmp_path, datasets={"mnist": mnist}, progress=False, log=lambda _: None)
+    with pytest.warns(DivergenceWarning, match="learning_rate = 1e\\+37"):
+        s = run_sweep("learning_rate", [1e37], TINY, **kw)
+    assert not s["health"][0]["ok"] and np.isnan(s["models"]["teacher"]["mean"][0])
+    rec = read_results(tmp_path / s["value_files"][0])
+    assert rec["health"] == s["health"][0] and [0, "teacher"] in rec["health"]["nonfinite"]
+    texts = []
+    monkeypatch.setattr(plt.Axes, "text", lambda self, *a, **k: texts.append(a[2]))
+    sweep_mod.write_sweep(s, tmp_path / "again")
+    assert any("WARNING: diverged runs at learning_rate = 1e+37" in t for t in texts)
+    # Resumed from its record, a diverged value fails the sweep under on_divergence="fail": no summary.
+    (tmp_path / "sweep_learning_rate.json").unlink()
+    monkeypatch.setattr(sweep_mod, "run_traced_sweep", lambda *a, **k: pytest.fail("recomputed"))
+    with pytest.raises(DivergenceError, match="learning_rate = 1e\\+37"):
+        run_sweep("learning_rate", [1e37], TINY, on_divergence="fail", **kw)
+    assert not (tmp_path / "sweep_learning_rate.json").exists()
 
 
 def test_every_published_sweep_has_its_script_and_valid_settings():

@@ -1,0 +1,174 @@
+"""Failing before compute on an output destination that cannot be written, and diverged runs reported, never
+passed off as results (issue 11)."""
+
+import importlib
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import subliminal_mlp
+from subliminal_mlp import engine, inputs
+from subliminal_mlp.cli import main
+from subliminal_mlp.config import MODELS, ConfigError
+from subliminal_mlp.data import load_mnist
+from subliminal_mlp.models import mlp
+from subliminal_mlp.plotting import health_warning
+from subliminal_mlp.results import (DivergenceError, DivergenceWarning, OutputError, check_output, health,
+                                    read_results)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in (ROOT / "experiments").glob("*.py"))
+TINY_CLI = ["--seeds", "2", "--epochs", "1", "--n-noise", "1024", "--batch-size", "512", "--hidden", "16",
+            "--run-batch", "1", "--no-progress"]
+#: Adam moves each parameter by about the learning rate per step: 1e37 overflows float32 within an epoch.
+HUGE_LR = "1e37"
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return load_mnist(data_root)
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Loading data or running any program fails the test: the check must come first."""
+    def computed(*a, **k):
+        pytest.fail("compute (or data loading) started before the output destination was checked")
+
+    monkeypatch.setattr(engine, "run", computed)
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.theorem"), "run_theorem_check", computed)
+    for module in (subliminal_mlp, importlib.import_module("subliminal_mlp.data")):
+        for name in ("load_mnist", "load_fashion_mnist", "load_dataset"):
+            monkeypatch.setattr(module, name, computed)
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.reproduce"), "load_dataset", computed)
+
+
+# ----------------------------------------------------------------------------- output destinations
+
+
+def test_check_output_finds_every_bad_destination_and_creates_nothing(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    assert check_output(tmp_path / "new" / "deeper", files=["a.json"]) == tmp_path / "new" / "deeper"
+    assert check_output(adir / "out.json", kind="file") == adir / "out.json"
+    assert not (tmp_path / "new").exists()  # only looked
+    bad = [(dict(path=afile), "existing file, not a directory"),
+           (dict(path=afile / "sub"), f"{afile} is a file"),
+           (dict(path=tmp_path, files=["adir"]), "existing directory"),
+           (dict(path=adir, kind="file"), "existing directory"),
+           (dict(path=afile / "out.json", kind="file"), f"its directory {afile} is an existing file")]
+    for kw, message in bad:
+        with pytest.raises(OutputError, match=message) as e:
+            check_output(**kw)
+        assert isinstance(e.value, ConfigError) and str(kw["path"]) in str(e.value)
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    with pytest.raises(OutputError, match="dangling"):
+        check_output(tmp_path / "dangling")
+    monkeypatch.setattr(os, "access", lambda *a: False)  # as a non-root user without write permission
+    with pytest.raises(OutputError, match="not a writable directory"):
+        check_output(adir)
+    with pytest.raises(OutputError, match=f"{tmp_path} is not writable"):
+        check_output(tmp_path / "new")
+
+
+@pytest.mark.parametrize("argv", [
+    ["reproduce", "--out", "{afile}"],
+    ["reproduce", "--out", "{afile}/sub"],
+    ["reproduce", "--out", "{tmp}/adir", "--stem", "adir"],
+    ["sweep", "aux_logits", "1", "3", "--out", "{afile}"],
+    ["sweep", "learning_rate", "1e-3", "--out", "{tmp}/adir/sub", "--seeds", "2"],
+    ["demo", "--out", "{afile}/demo.png"],
+    ["demo", "--out", "{tmp}/adir"],
+    ["theorem", "--json", "{tmp}/adir"],
+    ["theorem", "--json", "{afile}/t.json"],
+])
+def test_every_command_checks_its_output_before_any_compute(argv, tmp_path, capsys, no_compute):
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir" / "adir.json").mkdir()  # reproduce --stem adir: its JSON would replace a directory
+    if argv[0] == "sweep" and "learning_rate" in argv:
+        (tmp_path / "adir" / "sub").mkdir()
+        (tmp_path / "adir" / "sub" / "sweep_learning_rate.png").mkdir()
+    argv = [a.format(afile=tmp_path / "afile", tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("subliminal-mlp: error: ") and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_experiment_script_checks_its_output_before_any_compute(script, tmp_path, capsys, monkeypatch,
+                                                                      no_compute):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    out = afile / "theorem" if script == "theorem_single_step.py" else afile  # its --out is a path stem
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "experiments" / script), run_name="__main__")
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("subliminal-mlp: error: cannot ")
+    assert afile.read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------- diverged runs
+
+
+def test_health_flags_nonfinite_models_and_teachers_no_better_than_their_reference():
+    acc = np.array([[0.10, 0.95, 0.5], [0.10, 0.12, 0.3], [0.12, np.nan, np.nan]])
+    finite = np.array([[True, True, True], [True, True, False], [True, False, False]])
+    h = health(["reference", "teacher", "student"], acc, finite, chance=0.1)
+    assert h == {"ok": False, "nonfinite": [[1, "student"], [2, "teacher"], [2, "student"]],
+                 "teacher_not_better": [1, 2], "teacher_margin": 0.05}
+    assert health(["reference", "teacher"], acc[:1, :2], chance=0.1)["ok"]
+    assert health(["reference", "teacher"], acc[1:2, :2], chance=0.1, check_teacher=False)["ok"]
+
+
+def test_the_engine_marks_diverged_runs_nan_and_reports_which(mnist):
+    exp = engine.Experiment(model=mlp((16,)), inputs=inputs.uniform(1024), teacher_epochs=1, student_epochs=1,
+                            batch_size=512)
+    with pytest.warns(DivergenceWarning) as caught:
+        r = engine.run(exp, engine.Task.from_dataset(mnist), n_runs=2, sweep={"learning_rate": [1e-3, 1e37]},
+                       run_batch=1)
+    message = str(caught[0].message)
+    assert "learning_rate = 1e+37" in message and "learning_rate = 0.001" not in message
+    assert "teacher: non-finite parameters in run(s) 0-1" in message
+    assert r.finite.shape == r.accuracies.shape == (2, 2, 6)
+    assert r.health(0)["ok"] and r.finite[0].all() and np.isfinite(r.accuracies[0]).all()  # healthy: not flagged
+    bad = r.health(1)
+    assert not bad["ok"] and [0, "teacher"] in bad["nonfinite"] and [1, "student_aux"] in bad["nonfinite"]
+    assert np.isnan(r.accuracies[1, :, 1:]).all() and np.isfinite(r.accuracies[1, :, 0]).all()  # reference: fine
+    values = r.record()["values"]
+    assert values[0]["health"]["ok"] and values[1]["health"] == bad
+    with pytest.raises(ConfigError, match="on_divergence = 'ignore'"):
+        engine.run(exp, engine.Task.from_dataset(mnist), n_runs=1, on_divergence="ignore")
+
+
+def test_a_diverged_reproduce_warns_records_and_marks_it_and_fail_writes_nothing(data_root, tmp_path, capsys):
+    out = tmp_path / "warn"
+    assert main(["reproduce", *TINY_CLI, "--lr", HUGE_LR, "--data-dir", str(data_root), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "subliminal-mlp: warning: diverged runs" in captured.err and "teacher: non-finite" in captured.err
+    rec = read_results(out / "fig10.json")
+    assert not rec["health"]["ok"] and rec["health"]["teacher_not_better"] == [0, 1]
+    assert {m for _, m in rec["health"]["nonfinite"]} == set(MODELS) - {"reference"}
+    assert all(np.isnan(a) for a in rec["models"]["teacher"]["accuracies"])  # never an accuracy of NaN parameters
+    assert np.isnan(rec["models"]["student_aux"]["mean"]) and "nan" in captured.out
+    assert "diverged" in health_warning(rec["health"], rec["n_runs"])  # what the figure shows
+    assert (out / "fig10.png").stat().st_size > 10_000
+    assert "NaN" in (out / "fig10.json").read_text()
+
+    failed = tmp_path / "fail"
+    rc = main(["reproduce", *TINY_CLI, "--lr", HUGE_LR, "--data-dir", str(data_root), "--out", str(failed),
+               "--on-divergence", "fail"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "subliminal-mlp: error: diverged runs" in err and "nothing was written" in err
+    assert not failed.exists() or not list(failed.iterdir())
+
+    assert health_warning({"ok": True, "nonfinite": [], "teacher_not_better": []}, 2) == ""  # a healthy one: none
+    assert health_warning(None, 2) == ""  # a record from before health existed
