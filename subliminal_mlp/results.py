@@ -64,7 +64,7 @@ FORMAT_VERSION = 1
 FORMATS: dict[str, int] = {
     FORMAT: FORMAT_VERSION,
     "subliminal-mlp/sweep": 1,
-    "subliminal-mlp/theorem": 1,
+    "subliminal-mlp/theorem": 2,  # version 2: the common envelope (subliminal_mlp.theorem.FORMAT_VERSION)
     "subliminal-mlp/alignment": 1,
     "subliminal-mlp/heads": 1,
     "subliminal-mlp/omitted-digit": 1,

@@ -285,3 +285,15 @@ def test_every_experiment_writes_the_envelope(fmt, make, data_root, tmp_path):
     if "csv" in files:
         header = files["csv"].read_text().splitlines()[0]
         assert "run" in header.split(",")
+
+
+def test_every_committed_format_is_known_without_importing_the_module_that_writes_it():
+    # read_results must not depend on import order: a fresh interpreter that imports only results.
+    import subprocess
+    import sys
+
+    code = ("import json, pathlib; from subliminal_mlp import results; "
+            "[results.read_results(p) for p in pathlib.Path('figures').glob('*.json')]; "
+            "from subliminal_mlp import theorem; assert results.FORMATS[theorem.FORMAT] == theorem.FORMAT_VERSION")
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
