@@ -221,6 +221,71 @@ def omitted_digit() -> str:
     return _table(head, rows)
 
 
+# ----------------------------------------------------------------------------- GPU measurements
+
+#: The logs ``benchmarks/gpu.sh`` wrote on a lent GPU (its output files, committed as they came back).
+GPU_LOGS = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-22"
+
+
+def _log(name: str) -> str:
+    return (GPU_LOGS / f"{name}.log").read_text(encoding="utf-8")
+
+
+def _find(pattern: str, text: str) -> re.Match:
+    m = re.search(pattern, text)
+    if m is None:
+        raise ValueError(f"{GPU_LOGS}: no line matches {pattern!r}")
+    return m
+
+
+def gpu_protocol() -> str:
+    """Figure 10's 100 runs on the GPU (``gpu.sh protocol``): times, rates and the two peaks."""
+    t = _log("protocol")
+    device = _find(r"device: gpu \((.+?)\), .*jax ([\d.]+)", t)
+    err = _find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)", t)
+    walls = _find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s", t)
+    rate = _find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s", t)
+    peak = _find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s", t)
+    fp32 = _find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)", t)
+    ratio = _find(r"RATIO protocol / matmul peak = ([\d.]+)", t)
+    batch = _find(r"\(run_batch (\d+)\)", t)
+    rows = [["device, JAX", f"{device[1]}, jax {device[2]}"],
+            ["100 runs of the protocol (5 + 5 epochs), after compilation", f"{walls[1]} s"],
+            ["compilation (incl. measuring run_batch)", f"{walls[2]} s"],
+            ["run_batch the library chose", batch[1]],
+            ["model FLOPs / rate", f"{rate[1]} TFLOP / {int(rate[3]) / 1000:.1f} TFLOP/s"],
+            ["float32 matmul peak at JAX's default precision (TF32 inputs)",
+             f"{int(peak[2]) / 1000:.0f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]}"],
+            ["float32 matmul peak at precision float32", f"{int(fp32[2]) / 1000:.1f} TFLOP/s ({fp32[1]}²); "
+                                                         f"protocol / it = {fp32[3]}"],
+            ["relative error of a float32 matmul vs float64: default / float32",
+             f"{float(err[1]):.1e} / {float(err[2]):.1e}"]]
+    return _table(["quantity", "measured"], rows)
+
+
+def gpu_run_batch() -> str:
+    """Wall time of the 100 runs against ``run_batch`` (``gpu.sh batches``)."""
+    rows = [[b, f"{w} s", f"{c} s"] for b, w, c in re.findall(
+        r"run_batch\s+(\d+):\s+([\d.]+) s\s+\(compile ([\d.]+) s\)", _log("batches"))]
+    if not rows:
+        raise ValueError(f"{GPU_LOGS}/batches.log: no run_batch lines")
+    return _table(["run_batch", "100 runs, after compilation", "compilation"], rows)
+
+
+def gpu_theory() -> str:
+    """The theorem's single-step sweep in float64 on the GPU (``gpu.sh theory``)."""
+    t = _log("theory")
+    sweep = _find(r"after compilation: ([\d.]+) s", t)
+    rate = _find(r"-> ([\d.]+) GFLOP/s = ([\d.]+) of the float64 matmul peak \(([\d.]+) GFLOP/s\)", t)
+    loop = _find(r"baseline loop \((\d+) jitted jax.grad calls\): ([\d.]+) s", t)
+    speed = _find(r"speed-up of the sweep over the loop: ([\d.]+)x", t)
+    rows = [["sweep (64 ε × 4 losses × 2 initialisations), after compilation", f"{sweep[1]} s"],
+            ["its rate / float64 matmul peak", f"{float(rate[1]) / 1000:.1f} / {float(rate[3]) / 1000:.1f} "
+                                               f"TFLOP/s = {rate[2]}"],
+            [f"a loop of {loop[1]} jitted jax.grad calls", f"{loop[2]} s (sweep {speed[1]}× faster)"]]
+    return _table(["quantity", "measured"], rows)
+
+
 #: Every table a page may hold: ``<!-- table:NAME -->``.
 TABLES: dict[str, Callable[[], str]] = {
     "fig10_mnist": fig10_mnist, "fig10_fashion_mnist": fig10_fashion, "theorem": theorem,
@@ -228,6 +293,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "student_epochs": student_epochs, "alignment": alignment, "traits": traits, "traits_filters": traits_filters,
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
+    "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
 }
 
 

@@ -56,7 +56,8 @@ class Config:
     total update removed, rescaled to the same norm); the reference and the teacher are untouched.
 
     ``run_batch`` is how many runs one device advances together (a ``vmap`` inside a
-    ``lax.map``); ``None`` picks a size suited to the platform. It changes speed and memory; the
+    ``lax.map``); ``None`` picks 1 on CPU and, on an accelerator, the most runs that fit in its
+    memory (``engine.choose_run_batch``). It changes speed and memory; the
     numbers are bit-identical for the same ``run_batch`` on the same platform, whatever the number
     of devices, while a different ``run_batch`` may change float rounding (batched matmuls).
     """

@@ -785,7 +785,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
     lists of values, zipped: value set ``v`` runs all ``n_runs`` runs with those values, traced,
     in the same program (one compile). ``devices`` defaults to every local device; ``run_batch``
-    runs advance together per device (default: 1 on CPU, up to 32 on GPU; a different
+    runs advance together per device (default: 1 on CPU; on an accelerator the most that fit in its
+    memory, :func:`choose_run_batch`; a different
     ``run_batch`` may change float rounding, the number of devices does not). ``teachers`` (a
     pytree with leading axis ``n_runs``, e.g. ``Result.teachers`` of an earlier run with the same
     seed) replaces teacher training; ``keep_teachers=True`` returns them in ``Result.teachers``.

@@ -294,7 +294,12 @@ def peak_rss_mb() -> float:
 
 
 def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """Package versions, Python, OS and devices, for the record."""
+    """Package versions, Python, OS, devices and the float32 matmul precision, for the record.
+
+    ``matmul_precision`` is ``jax_default_matmul_precision`` ("default" when unset): on CPU every
+    float32 matmul is float32 at any setting; on NVIDIA GPUs "default" means TensorFloat-32 inputs
+    (set ``JAX_DEFAULT_MATMUL_PRECISION=float32`` for float32 arithmetic).
+    """
     env: dict[str, Any] = {}
     for pkg in ("subliminal-mlp", "jax", "jaxlib", "flax", "optax", "numpy"):
         try:
@@ -303,6 +308,9 @@ def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any
             env[pkg.replace("-", "_")] = None
     env["python"] = sys.version.split()[0]
     env["platform"] = platform.platform()
+    import jax
+
+    env["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default")
     if devices is not None:
         env["devices"] = list(devices)
     env.update(extra)

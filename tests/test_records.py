@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
@@ -92,7 +93,8 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert list(committed) == [k for k in rec if k != "health"]
     for key in ("seeds", "data", "timing"):
         assert list(committed[key]) == list(rec[key]), key
-    assert list(committed["environment"]) == [k for k in env if k != "values_in_program"]
+    assert list(committed["environment"]) == [k for k in env if k not in ("values_in_program", "matmul_precision")]
+    assert env["matmul_precision"] == str(jax.config.jax_default_matmul_precision or "default")
     assert list(committed["models"]) == list(rec["models"])
 
 
