@@ -130,6 +130,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         accuracy_trace={n: mean_ci95_columns(acc[:, :, k]) for k, n in enumerate(names)},
         final={n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
                for i, n in enumerate(("reference", "teacher", *names))},
+        health=result.health(0),
     )
 
 

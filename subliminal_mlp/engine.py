@@ -672,6 +672,7 @@ def default_run_batch(platform: str, n_local: int, run_batch: Optional[int] = No
 #: Fraction of a device's free memory that :func:`fitted_run_batch` plans to fill.
 MEMORY_HEADROOM = 0.8
 _FITTED: dict = {}
+_FITTED_MAX = 16
 
 
 def free_device_memory(device) -> Optional[int]:
@@ -733,6 +734,8 @@ def choose_run_batch(compile_for: Callable[[int], Any], n_local: int, device, ru
     else:
         batch, compiled = fitted_run_batch(compile_for, n_local, free)
         if key is not None:
+            if len(_FITTED) >= _FITTED_MAX:  # the key holds the experiment (and its arrays): keep few
+                _FITTED.pop(next(iter(_FITTED)))
             _FITTED[key] = batch
     log(f"run_batch = {batch}: the most runs per device that fit in {MEMORY_HEADROOM:.0%} of "
         f"{free / 2**30:.1f} GiB free")

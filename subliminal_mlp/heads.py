@@ -183,6 +183,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
                     for j, n in enumerate(("own", "other"))},
         teacher={"accuracy": summary(result.accuracy("teacher"))},
         reference={"accuracy": summary(result.accuracy("reference"))},
+        health=result.health(0),
         correlation={kind: _correlations(np.asarray(v), acc) for kind, v in (("cka", cka), ("cosine", cos))},
         correlation_within=correlations_within(names, acc, cka, cos),
     )

@@ -110,7 +110,7 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
                     data=data_record(data, name=cfg.dataset, subset=subset),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
-                    digit=digit, n_distillation_images=n_pool, models=models)
+                    digit=digit, n_distillation_images=n_pool, models=models, health=result.health(0))
 
 
 def format_omitted_table(record: dict[str, Any]) -> str:

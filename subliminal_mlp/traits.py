@@ -335,6 +335,7 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
         models=models,
         kept_fraction={filter_name(f): summary(out["kept_fraction"][:, j]) for j, f in enumerate(settings.filters)},
         paired=paired_gains(models),
+        health=result.health(0),
     )
 
 

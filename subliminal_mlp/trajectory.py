@@ -90,7 +90,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     probe_every=probe_every, n_probe=n_probe, steps=result.trace_steps.tolist(),
                     steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size), curves=curves,
-                    final=finals)
+                    final=finals, health=result.health(0))
 
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
