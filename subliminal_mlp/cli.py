@@ -1,7 +1,7 @@
 """The ``subliminal-mlp`` command line, and the error handling of the ``experiments/`` scripts.
 
 Errors a user can fix (an invalid setting, missing or damaged data, an output destination that
-cannot be written) are one line, ``subliminal-mlp: error: ...``, exit status 2, found before any
+cannot be written, a distributed runtime that cannot start) are one line, ``subliminal-mlp: error: ...``, exit status 2, found before any
 compute; runs that diverged under ``--on-divergence fail`` exit with status 3 after writing
 nothing; a diverged run under the default ``--on-divergence warn`` is reported as
 ``subliminal-mlp: warning: ...`` on stderr (the record's ``health`` and the figure say so too).
@@ -50,6 +50,30 @@ def _run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
                    help="runs with non-finite parameters, or a teacher no better than its untrained reference: "
                         "warn and mark them (default), or fail (exit status 3) without writing results")
+
+
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes or hosts (JAX's distributed runtime; see docs/distributed.md)")
+    g.add_argument("--distributed", action="store_true", default=argparse.SUPPRESS,
+                   help="start jax.distributed (also: $SUBLIMINAL_MLP_DISTRIBUTED=1): shard the runs over every "
+                        "device of every process; process 0 writes. Under SLURM / Open MPI nothing else is needed")
+    g.add_argument("--coordinator-address", default=argparse.SUPPRESS, metavar="HOST:PORT",
+                   help="process 0's address and a free port (else $JAX_COORDINATOR_ADDRESS or the cluster's)")
+    g.add_argument("--num-processes", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="number of processes (else $JAX_NUM_PROCESSES or the cluster's)")
+    g.add_argument("--process-id", type=int, default=argparse.SUPPRESS, metavar="I",
+                   help="this process's id, 0..N-1 (else $JAX_PROCESS_ID or the cluster's)")
+
+
+def _start_distributed(a: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` when ``--distributed`` (or a process layout, or $SUBLIMINAL_MLP_DISTRIBUTED) asks."""
+    from . import distributed
+
+    layout = {k: getattr(a, k) for k in ("coordinator_address", "num_processes", "process_id") if hasattr(a, k)}
+    if distributed.requested(getattr(a, "distributed", False)) or layout:
+        info = distributed.initialize(**layout)
+        if info["process_count"] > 1:
+            distributed.main_print(f"distributed: {info['process_count']} processes, {info['devices']} devices")
 
 
 def _config_from(a: argparse.Namespace) -> Config:
@@ -118,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .theorem_cli import register as register_theorem
 
     register_theorem(sub)
+    _distributed_args(p)  # before the command (subliminal-mlp --distributed reproduce) or after it
+    for command in sub.choices.values():
+        _distributed_args(command)
     return p
 
 
@@ -149,12 +176,13 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     not an int (a record) counts as success (0).
     """
     from .data import DataError
+    from .distributed import DistributedError
     from .results import DivergenceError
 
     try:
         with _divergence_warnings():
             rc = func(*args, **kwargs)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, DistributedError) as e:
         print(f"subliminal-mlp: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
@@ -164,13 +192,19 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
 
 def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
-    """Run an ``experiments/`` script's main function with :func:`guarded` and exit with its status."""
-    sys.exit(guarded(func, *args, **kwargs))
+    """Run an ``experiments/`` script's main function with :func:`guarded` and exit with its status.
+
+    With ``$SUBLIMINAL_MLP_DISTRIBUTED=1`` JAX's distributed runtime is started first
+    (:func:`.distributed.initialize`: the process layout from the cluster or the ``JAX_*`` variables).
+    """
+    from . import distributed
+
+    sys.exit(guarded(lambda: (distributed.initialize_if_requested(), func(*args, **kwargs))[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(args.func, args)
+    return guarded(lambda: (_start_distributed(args), args.func(args))[1])
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .config import Config, ConfigError
 from .engine import Experiment, RunModels
 from .model import accuracy, aux_logits, stack_params
 from .models import config_model
+from .distributed import main_print
 from .results import data_record, envelope, write_record
 from .students import Student
 
@@ -205,7 +206,7 @@ def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
 
 
 def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int = 0,
-         log: Callable[[str], None] = print) -> DemoResult:
+         log: Callable[[str], None] = main_print) -> DemoResult:
     """Load MNIST, run the demo, write the figure (and its record, ``.json`` beside it), print what it shows.
 
     Both destinations are checked (:func:`.results.check_output`) before the data is loaded.

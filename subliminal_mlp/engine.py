@@ -753,20 +753,64 @@ def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers):
     return key
 
 
-class _Progress:
-    """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks."""
+def default_devices() -> list:
+    """The devices :func:`run` shards over by default: every device of every process (``jax.devices()``)
+    once JAX's distributed runtime is running (:mod:`~subliminal_mlp.distributed`), else the local ones."""
+    return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
-    def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int):
+
+def _put(tree, sharding: NamedSharding):
+    """``tree``'s arrays placed with ``sharding``; across processes each process feeds only its own devices.
+
+    Every process holds the whole (host) array; ``make_array_from_callback`` asks it only for the
+    pieces on its addressable devices.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(a):
+        a = np.asarray(a)
+        a = a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(one, tree)
+
+
+def _gather(tree):
+    """``tree``'s arrays on the host, whole, in every process (gathered from all processes where sharded)."""
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(a, "is_fully_addressable", True) for a in leaves):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+class _Progress:
+    """tqdm bars for the teacher and distillation phases, advanced by the program's callbacks.
+
+    With several processes only process 0 draws them (``show=False`` elsewhere: the callbacks stay in
+    the program, so every process runs the same one, and do nothing); its callbacks see only the jobs
+    on its own devices, ``n_jobs`` of them, and the bars say so.
+    """
+
+    def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int, show: bool = True,
+                 note: str = ""):
         self.totals = (n_jobs * teacher_epochs, n_jobs * student_epochs)
         self.bars: list = []
+        self.show, self.note = show, note
 
     def start(self) -> None:
+        if not self.show:
+            return
         from tqdm.auto import tqdm
 
-        self.bars = [tqdm(total=self.totals[0], desc="teacher training   ", unit="epoch", position=0),
-                     tqdm(total=self.totals[1], desc="student distillation", unit="epoch", position=1)]
+        self.bars = [tqdm(total=self.totals[0], desc="teacher training   " + self.note, unit="epoch", position=0),
+                     tqdm(total=self.totals[1], desc="student distillation" + self.note, unit="epoch", position=1)]
 
     def tick(self, phase, epoch) -> None:
+        if not self.bars:
+            return
         bar = self.bars[int(phase)]
         if bar.n == 0:
             bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
@@ -787,7 +831,10 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
 
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
     lists of values, zipped: value set ``v`` runs all ``n_runs`` runs with those values, traced,
-    in the same program (one compile). ``devices`` defaults to every local device; ``run_batch``
+    in the same program (one compile). ``devices`` defaults to every local device, or, once JAX's
+    distributed runtime runs (:mod:`~subliminal_mlp.distributed`), to every device of every process:
+    each process then feeds its own devices, the results are gathered to every process, and the
+    progress bars are process 0's (the numbers are those of one process); ``run_batch``
     runs advance together per device (default: 1 on CPU; on an accelerator the most that fit in its
     memory, :func:`choose_run_batch`; a different
     ``run_batch`` may change float rounding, the number of devices does not). ``teachers`` (a
@@ -806,10 +853,14 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ExperimentError(f"seed = {seed!r} is invalid: it must be an integer >= 0.")
     n_values = _check_hparams(exp, sweep)
-    devices = list(devices or jax.local_devices())
+    devices = list(devices or default_devices())
     n_dev = len(devices)
     n_jobs = n_values * n_runs
     n_pad = -(-n_jobs // n_dev) * n_dev
+    here = [k for k, d in enumerate(devices) if d.process_index == jax.process_index()]
+    if not here:
+        raise ExperimentError(f"none of the {n_dev} devices given is one of this process's "
+                              f"(process {jax.process_index()}): give devices that include its own.")
     pick = np.minimum(np.arange(n_pad), n_jobs - 1)  # padding repeats the last job; dropped below
     seeds = np.asarray(sweep.get("seed", [seed] * n_values), np.uint32)
     jobs = {"run": (pick % n_runs).astype(np.int32), "seed": seeds[pick // n_runs]}
@@ -818,8 +869,12 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         jobs[k] = np.asarray(sweep[k], np.float32)[pick // n_runs]
     platform = devices[0].platform
     mesh = Mesh(np.array(devices), ("runs",))
-    bars = _Progress(n_jobs, 0 if teachers is not None else exp.teacher_epochs, exp.student_epochs) \
-        if progress else None
+    multi = any(d.process_index != jax.process_index() for d in devices)  # devices of other processes too
+    per = n_pad // n_dev
+    mine = sum(max(0, min(n_jobs, (k + 1) * per) - k * per) for k in here)  # real jobs on this process's devices
+    bars = _Progress(mine, 0 if teachers is not None else exp.teacher_epochs, exp.student_epochs,
+                     show=jax.process_index() == 0,
+                     note=f" (process 0: {mine} of {n_jobs} runs)" if multi else "") if progress else None
 
     def program_for(b: int):
         return _program(exp, src, task.n_classes, int(np.shape(task.train_x)[0]), n_runs, swept, mesh, b,
@@ -830,21 +885,30 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
               "inputs": src.arrays, "extra": dict(exp.arrays)}
     if teachers is not None:
         arrays["teachers"] = teachers
-    arrays = jax.device_put(arrays, replicated)
-    args = (jax.device_put(jobs, NamedSharding(mesh, P("runs"))), arrays)
-    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {platform} device(s))...")
+    arrays = _put(arrays, replicated)
+    args = (_put(jobs, NamedSharding(mesh, P("runs"))), arrays)
+    n_proc = len({d.process_index for d in devices})
+    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {platform} device(s)"
+        f"{f' of {n_proc} processes' if multi else ''})...")
     t0 = time.perf_counter()
+    local = devices[here[0]]
+    compile_for = lambda b: compile_program(program_for(b), *args, platform=platform)  # noqa: E731
     batch, compiled = choose_run_batch(
-        lambda b: compile_program(program_for(b), *args, platform=platform), n_pad // n_dev, devices[0],
-        run_batch, key=_fit_key(exp, src, task, n_runs, swept, n_pad // n_dev, devices[0], teachers is not None),
-        log=log)
+        compile_for, per, local, run_batch,
+        key=_fit_key(exp, src, task, n_runs, swept, per, local, teachers is not None), log=log)
+    if multi:  # every process must run the same program: the smallest run_batch any of them chose
+        from .distributed import agree_min
+
+        agreed = agree_min(batch)
+        if agreed != batch:
+            batch, compiled = agreed, compile_for(agreed)
     t1 = time.perf_counter()
     log(f"compiled in {t1 - t0:.1f} s; running")
     if bars:
         bars.start()
     try:
         out, trained = jax.block_until_ready(compiled(*args))
-        out = jax.device_get(out)
+        out = _gather(out)
     finally:
         if bars:
             bars.close()
@@ -856,7 +920,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
 
     kept = None
     if keep_teachers and teachers is None:
-        kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], jax.device_get(trained))
+        kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], _gather(trained))
     models = (*RESERVED, *exp.teachers, *(s.name for s in exp.students))
     finite = np.array(shaped(out["finite"]), bool)  # a writable copy
     if exp.track_losses:  # a non-finite tracked loss flags its model too (untracked losses are NaN: skipped)

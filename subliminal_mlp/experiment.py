@@ -15,7 +15,8 @@ Variants are config fields: what the students are distilled on (``student_inputs
 (``init_noise``, ``init_noise_kind``). Fields in :data:`TRACED_FIELDS` can take several values in
 one program (:func:`run_traced_sweep`).
 
-The whole experiment is one jitted program. The run axis is split over all local devices with
+The whole experiment is one jitted program. The run axis is split over all local devices (all
+devices of all processes under ``jax.distributed``: :mod:`~subliminal_mlp.distributed`) with
 ``shard_map``; on each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs
 together (a ``vmap``) and loops over the groups. The teacher phase runs for all runs first, then
 the distillation phase, in which the teacher's logits on each noise batch are computed once and
@@ -116,7 +117,8 @@ def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Option
                    on_divergence: str = "warn") -> ExperimentResult:
     """Run the Figure-10 protocol for ``cfg.n_runs`` runs on ``data`` (a ``data.Dataset``).
 
-    ``devices`` defaults to every local device; the run axis is padded to a multiple of their
+    ``devices`` defaults to every local device (every device of every process once
+    :func:`.distributed.initialize` ran); the run axis is padded to a multiple of their
     count and the padding dropped. With ``progress=True`` a bar per phase is shown. Compilation is
     timed apart from the run. ``pool``: the images of ``student_inputs = "fashion-mnist"`` (see
     :func:`input_pool`). Diverged runs warn, or with ``on_divergence="fail"`` raise

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .data import load_dataset
+from .distributed import main_print
 from .experiment import input_pool, run_experiment
 from .plotting import plot_fig10
 from .results import (DivergenceWarning, check_on_divergence, check_output, experiment_record, format_health,
@@ -17,7 +18,7 @@ from .results import (DivergenceWarning, check_on_divergence, check_output, expe
 
 def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = None,
               out_dir: str | os.PathLike = "results", stem: str = "fig10", progress: bool = True,
-              log: Callable[[str], None] = print, on_divergence: str = "warn") -> dict[str, Any]:
+              log: Callable[[str], None] = main_print, on_divergence: str = "warn") -> dict[str, Any]:
     """Run the Figure-10 protocol for ``cfg`` and write ``<stem>.{json,csv,png}`` under ``out_dir``.
 
     The configuration, the output directory (:func:`.results.check_output`) and the data files are
@@ -25,6 +26,8 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     reference: the record's ``health``) are reported and marked on the figure; with
     ``on_divergence="fail"`` a ``DivergenceError`` is raised instead and nothing is written.
     Returns the results record (the JSON's content) with the written paths under the key ``"files"``.
+    With several processes (:mod:`.distributed`) every process runs it and gets the record; only
+    process 0 writes and logs (the default ``log`` prints in process 0 only).
     """
     check_on_divergence(on_divergence)
     check_output(out_dir, files=[f"{stem}.json", f"{stem}.csv", f"{stem}.png"])

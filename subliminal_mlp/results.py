@@ -258,13 +258,28 @@ def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str
     return "\n".join(lines)
 
 
+def _is_main_process() -> bool:
+    """Process 0 of a distributed run (:func:`.distributed.is_main_process`); True in one process.
+
+    Never starts a JAX backend (nor imports JAX): without the distributed runtime it is True.
+    """
+    jax = sys.modules.get("jax")
+    if jax is None or not jax.distributed.is_initialized():
+        return True
+    return jax.process_index() == 0
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, then ``os.replace``.
 
     Readers never see a partial file; on failure the temporary file is removed and ``path`` is
-    left as it was. The file gets the usual permissions (0666 less the umask).
+    left as it was. The file gets the usual permissions (0666 less the umask). With several
+    processes (:mod:`~subliminal_mlp.distributed`) only process 0 writes: elsewhere this returns
+    ``path`` and writes nothing (every file of the library is written through here).
     """
     path = Path(path)
+    if not _is_main_process():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)

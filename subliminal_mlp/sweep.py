@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import MODELS, Config, ConfigError
+from .distributed import broadcast_from_main, is_main_process, main_print
 from .experiment import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
 from .results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
                       check_output, csv_text, data_record, envelope, experiment_record, format_health, mean_ci95,
@@ -101,7 +102,7 @@ def _json_value(value: Any) -> Any:
 
 def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir=None,
               out_dir: str | os.PathLike = "results/sweep", resume: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print, datasets: dict | None = None,
+              log: Callable[[str], None] = main_print, datasets: dict | None = None,
               on_divergence: str = "warn") -> dict[str, Any]:
     """Run the Figure-10 protocol of ``base`` for each value of ``param``; write and return the summary.
 
@@ -113,7 +114,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     the values, runs and models); with ``on_divergence="fail"`` a ``DivergenceError`` is raised
     and no summary is written (the values finished before stay, as their records).
     ``datasets`` may map dataset names to loaded ``Dataset`` objects (else they are loaded from
-    ``data_dir`` / the usual lookup).
+    ``data_dir`` / the usual lookup). With several processes (:mod:`.distributed`) every process
+    runs the sweep; which values are done is process 0's finding, and only it writes and logs.
     """
     check_param(param)
     t0 = time.perf_counter()
@@ -149,6 +151,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
                     records[i] = record
                     value_files[i] = path.relative_to(out).as_posix()
                     break
+    # With several processes, process 0's files decide (the others may not see them): all run the same programs.
+    records, value_files = broadcast_from_main((records, value_files))
     todo = [i for i in range(len(values)) if i not in records]
     if records:
         log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
@@ -188,7 +192,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     if report and on_divergence == "fail":  # diverged values read back from earlier records
         raise DivergenceError(report, None, [r.get("health") for r in ordered])
     summary = sweep_record(param, values, base, ordered, value_files, timing={"total_s": time.perf_counter() - t0})
-    _set_aside_other_summary(out, summary_stem, summary, log)
+    if is_main_process():  # it moves files: process 0's business
+        _set_aside_other_summary(out, summary_stem, summary, log)
     files = write_sweep(summary, out)
     log(format_sweep_table(summary))
     for path in files.values():

@@ -1,0 +1,170 @@
+"""Several processes (JAX's distributed runtime) on one machine: the same numbers as one process, process 0
+writes, and a process that dies takes the others down within the heartbeat timeout instead of hanging.
+
+Each test starts real processes on 127.0.0.1 (a free port), one CPU device each, collectives through gloo.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subliminal_mlp import distributed
+
+# Run by every process: a tiny Figure 10 for two learning rates as one program (the command line's sweep,
+# which starts the distributed runtime when asked), then the same command again, which must resume from
+# process 0's records (process 1 has none in its own directory) without computing. Prints one JSON line.
+WORKER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from subliminal_mlp.cli import main
+    root, out = sys.argv[1], Path(sys.argv[2])
+    command = ["sweep", "learning_rate", "3e-4", "1e-3", "--hidden", "32", "--seeds", "3", "--epochs", "1",
+               "--n-noise", "2048", "--batch-size", "512", "--run-batch", "1", "--data-dir", root,
+               "--out", str(out), *sys.argv[3:]]
+    assert main(command) == 0
+    print("second time", flush=True)
+    assert main([*command, "--no-progress"]) == 0
+    import jax
+    from subliminal_mlp import distributed
+    records = {p.name: json.loads(p.read_text()) for p in out.rglob("*.json")}
+    print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                      "main": distributed.is_main_process(), "records": records,
+                      "files": sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())}))
+""")
+
+# Started, then one process is killed: the survivor must not hang.
+DIE = textwrap.dedent("""
+    import sys, time
+    from subliminal_mlp import distributed
+    distributed.initialize()
+    print("ready", flush=True)
+    import subliminal_mlp as sm
+    from subliminal_mlp import inputs
+    task = sm.Task.from_dataset(sm.load_mnist(sys.argv[1]))
+    exp = sm.Experiment(model=sm.mlp((16,)), inputs=inputs.uniform(1024), teacher_epochs=1, student_epochs=1,
+                        batch_size=512)
+    for _ in range(100):  # the other process is gone: the collectives cannot finish
+        sm.run(exp, task, n_runs=2, run_batch=1)
+    print("finished without the other process", flush=True)
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", distributed.ENV)}
+    env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", **extra)
+    return env
+
+
+def _layout(port: int, n: int, i: int) -> dict:
+    return {distributed.COORDINATOR_ENV: f"127.0.0.1:{port}", distributed.NUM_PROCESSES_ENV: str(n),
+            distributed.PROCESS_ID_ENV: str(i)}
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_two_processes_give_one_process_numbers_bit_for_bit_and_only_process_0_writes(data_root, tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "-c", WORKER, str(data_root)]
+    # The single-process reference and the two processes of the distributed run, all at once.
+    procs = {"one": subprocess.Popen([*cmd, str(tmp_path / "one")], env=_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)}
+    for i in range(2):
+        procs[i] = subprocess.Popen([*cmd, str(tmp_path / f"p{i}"), "--distributed"], env=_env(**_layout(port, 2, i)),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = {}
+    try:
+        for k, p in procs.items():
+            out, err = p.communicate(timeout=240)
+            assert p.returncode == 0, f"{k}: {err[-3000:]}"
+            outs[k] = (_last_json(out), (out, err))
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    one, p0, p1 = outs["one"][0], outs[0][0], outs[1][0]
+    assert (one["processes"], p0["processes"], p1["processes"]) == (1, 2, 2)
+    assert (p0["process"], p0["main"], p1["process"], p1["main"]) == (0, True, 1, False)
+    # Only process 0 wrote, the same files as one process.
+    assert p1["files"] == [] and p0["files"] == one["files"]
+    names = ["learning_rate=0.0003.json", "learning_rate=0.001.json", "sweep_learning_rate.json"]
+    assert sorted(one["records"]) == names
+    # The same per-run numbers (3 runs: one is padding on two devices), every model, both values.
+    for name in names[:2]:
+        a, b = one["records"][name], p0["records"][name]
+        assert len(a["environment"]["devices"]) == 1 and len(b["environment"]["devices"]) == 2  # one CPU device each
+        assert a["config"] == b["config"] and len(a["models"]) == 6
+        for model, m in a["models"].items():
+            assert len(m["accuracies"]) == 3
+            assert b["models"][model]["accuracies"] == m["accuracies"], (name, model)  # JSON floats: exact
+    assert p0["records"][names[2]]["models"] == one["records"][names[2]]["models"]
+    # Progress bars and the log are process 0's; the second time every process resumed from process 0's records.
+    (out0, err0), (out1, err1) = outs[0][1], outs[1][1]
+    assert "teacher training" in err0 and "(process 0: 3 of 6 runs)" in err0
+    assert "teacher training" not in err1 and "student distillation" not in err1
+    assert "distributed: 2 processes, 2 devices" in out0 and "wrote" in out0 and "resuming: 2 of 2" in out0
+    assert "wrote" not in out1 and "resuming" not in out1 and "compiling" not in out1
+    assert out1.split("second time")[1].strip().count("\n") == 0  # nothing logged but the JSON line
+
+
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_process_that_dies_makes_the_other_fail_within_the_heartbeat_timeout(data_root, tmp_path, killed):
+    port = _free_port()
+    procs, logs = [], []
+    for i in range(2):
+        logs.append((tmp_path / f"out{i}", tmp_path / f"err{i}"))
+        env = _env(**_layout(port, 2, i), **{distributed.HEARTBEAT_ENV: "5"})
+        procs.append(subprocess.Popen([sys.executable, "-c", DIE, str(data_root)], env=env,
+                                      stdout=open(logs[i][0], "w"), stderr=open(logs[i][1], "w")))
+    survivor = procs[1 - killed]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(Path(o).exists() and "ready" in Path(o).read_text() for o, _ in logs):
+            assert time.monotonic() < deadline, "the processes did not start: " + logs[0][1].read_text()[-2000:]
+            assert all(p.poll() is None for p in procs), [e.read_text()[-2000:] for _, e in logs]
+            time.sleep(0.2)
+        procs[killed].send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        survivor.wait(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    err = logs[1 - killed][1].read_text()
+    assert survivor.returncode != 0 and waited < 60
+    assert "finished without the other process" not in logs[1 - killed][0].read_text()
+    # JAX's coordination service says why (its agent aborts the process: SIGABRT).
+    assert "Terminating process because the JAX distributed service detected fatal errors" in err, err[-3000:]
+    assert ("stopped sending heartbeats" in err) if killed == 1 else ("leader" in err or "coordination service" in err)
+
+
+def test_without_the_runtime_every_process_is_the_main_one_and_the_switch_reads_the_environment(monkeypatch):
+    assert distributed.is_main_process() and distributed.process_count() == 1
+    assert distributed.broadcast_from_main({"a": 1}) == {"a": 1} and distributed.agree_min(3) == 3
+    monkeypatch.delenv(distributed.ENV, raising=False)
+    assert not distributed.requested() and distributed.requested(True)
+    monkeypatch.setenv(distributed.ENV, "0")
+    assert not distributed.requested() and distributed.initialize_if_requested() is None
+    monkeypatch.setenv(distributed.ENV, "1")
+    assert distributed.requested()
+    monkeypatch.setenv(distributed.NUM_PROCESSES_ENV, "two")
+    with pytest.raises(distributed.DistributedError, match="JAX_NUM_PROCESSES"):
+        distributed.initialize()
