@@ -36,8 +36,10 @@ bit-identical results to training them in the same program (tested). The cache i
 (teachers trained as usual) when the teacher is not trained (``teacher_epochs = 0``), when the
 seed or the learning rate is swept inside the program (the teachers differ per value), when
 losses are tracked, on an accelerator without an explicit ``run_batch`` (the fitted run_batch is
-only known after compiling), and for a model whose description names a function defined inside
-another one (it could not be told apart from another such function).
+only known after compiling), and for a model whose description names a lambda or a function
+defined inside another one (it could not be told apart from another such function). A model is
+identified by its ``describe()``: the models of :mod:`.models` describe everything that shapes
+their parameters; give a custom model (``from_flax``) a name and settings that tell it apart.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def _stable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         out = [_stable(x) for x in v]
         return _UNKNOWN if any(x is _UNKNOWN for x in out) else out
+    if isinstance(v, str) and ("<lambda>" in v or "<locals>" in v):
+        return _UNKNOWN  # the name of an anonymous or local function (e.g. an mlp activation)
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if callable(v):
