@@ -139,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="results/demo.png", help="figure path (default results/demo.png)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
+    from .figures import register as register_figures
     from .theorem_cli import register as register_theorem
 
     register_theorem(sub)
+    register_figures(sub)
     _distributed_args(p)  # before the command (subliminal-mlp --distributed reproduce) or after it
     for command in sub.choices.values():
         _distributed_args(command)

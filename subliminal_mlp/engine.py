@@ -316,6 +316,7 @@ class Result:
     trace_steps: Optional[np.ndarray] = None
     step_metrics: dict[str, np.ndarray] = field(default_factory=dict)
     finite: Optional[np.ndarray] = None
+    teacher_cache: Optional[str] = None
 
     @property
     def n_values(self) -> int:
@@ -822,11 +823,43 @@ class _Progress:
             bar.close()
 
 
+def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n_dev, device, run_batch, log):
+    """``(cache, key)`` for this run's teachers, or ``(cache, None)`` when the cache is off or cannot be used."""
+    from .teacher_cache import active_teacher_cache, teacher_key
+
+    cache = active_teacher_cache() if teacher_cache is None else (teacher_cache or None)
+    if cache is None:
+        return None, None
+    platform = device.platform
+    reason = None
+    if exp.teacher_epochs == 0:
+        reason = "teacher_epochs = 0 (nothing to train)"
+    elif "seed" in sweep or "learning_rate" in sweep:
+        reason = "the seed or the learning rate is swept (the teachers differ per value)"
+    elif exp.track_losses:
+        reason = "losses are tracked (the teacher's loss is computed while training it)"
+    elif run_batch is None and platform != "cpu":
+        reason = f"run_batch is fitted to the memory of the {platform} device: pass run_batch to use the cache"
+    elif jax.process_count() > 1:
+        reason = ("several processes run the program (each must compile the same one, and a hit in one "
+                  "process's cache may be a miss in another's)")
+    key = None
+    if reason is None:
+        key = teacher_key(exp, task, seed=int(seed), run_batch=default_run_batch(platform, n_local, run_batch),
+                          n_runs=n_runs, n_devices=n_dev, platform=platform, device_kind=device.device_kind,
+                          learning_rate=exp.hparams["learning_rate"])
+        if key is None:
+            reason = "the model's description names a local function (it cannot be told apart)"
+    if reason is not None:
+        log(f"teacher cache not used: {reason}")
+    return cache, key
+
+
 def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         sweep: Optional[Mapping[str, Sequence]] = None,
         devices: Optional[list] = None, run_batch: Optional[int] = None, progress: bool = False,
         teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None,
-        on_divergence: str = "warn") -> Result:
+        on_divergence: str = "warn", teacher_cache: Any = None) -> Result:
     """Run ``exp`` on ``task`` for ``n_runs`` runs (× the swept values) as one compiled program.
 
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
@@ -846,6 +879,13 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     better than its reference) are reported with a :class:`~subliminal_mlp.results.DivergenceWarning`
     (``on_divergence="warn"``, the default) or raise :class:`~subliminal_mlp.results.DivergenceError`
     (``"fail"``; its ``result`` holds the Result).
+
+    ``teacher_cache``: a :class:`~subliminal_mlp.teacher_cache.TeacherCache` to read the trained
+    teachers from (and store them in, when they are missing), ``False`` for none, or None (the
+    default) for the cache of an enclosing ``with use_teacher_cache(cache):`` block, if any
+    (:mod:`~subliminal_mlp.teacher_cache`: the key, when it is skipped). Teachers read from the
+    cache give bit-identical results to training them here; ``Result.teacher_cache`` says
+    ``"hit"`` or ``"miss"`` (None when no cache was used).
     """
     check_on_divergence(on_divergence)
     sweep = {k: list(v) for k, v in (sweep or {}).items()}
@@ -868,6 +908,19 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     for k in swept:
         jobs[k] = np.asarray(sweep[k], np.float32)[pick // n_runs]
     platform = devices[0].platform
+    cache, cache_key, cache_state = None, None, None
+    if teachers is None:
+        cache, cache_key = _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_pad // n_dev, n_dev,
+                                              devices[0], run_batch, log)
+    if cache_key is not None:
+        loaded = cache.load(cache_key, n_runs, jax.eval_shape(exp.model.init, jax.random.PRNGKey(0)))
+        cache_state = "miss" if loaded is None else "hit"
+        log(f"teacher cache: {cache_state} ({n_runs} run(s) under {cache.path(cache_key, 0).parent})")
+    else:
+        loaded = None
+    given = teachers
+    if loaded is not None:
+        teachers = loaded
     mesh = Mesh(np.array(devices), ("runs",))
     multi = any(d.process_index != jax.process_index() for d in devices)  # devices of other processes too
     per = n_pad // n_dev
@@ -919,8 +972,14 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         return a.reshape(n_values, n_runs, *a.shape[1:])
 
     kept = None
-    if keep_teachers and teachers is None:
+    if (keep_teachers or cache_state == "miss") and teachers is None:
         kept = jax.tree.map(lambda a: np.asarray(a)[:n_jobs][:n_runs], _gather(trained))
+    if cache_state == "miss":
+        cache.store(cache_key, kept)
+    if given is not None:
+        kept = given
+    elif cache_state == "hit":
+        kept = teachers
     models = (*RESERVED, *exp.teachers, *(s.name for s in exp.students))
     finite = np.array(shaped(out["finite"]), bool)  # a writable copy
     if exp.track_losses:  # a non-finite tracked loss flags its model too (untracked losses are NaN: skipped)
@@ -938,8 +997,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
                     trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
                                  if exp.trace else None), n_runs=n_runs, seed=int(seed),
                     sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
-                    run_batch=batch, teachers=kept if keep_teachers else (teachers if teachers is not None else None),
-                    finite=finite)
+                    run_batch=batch, teachers=kept if keep_teachers or given is not None else None,
+                    finite=finite, teacher_cache=cache_state)
     report = result.health_report()
     if report and on_divergence == "fail":
         raise DivergenceError(report, result, [result.health(v) for v in range(result.n_values)])

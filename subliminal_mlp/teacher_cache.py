@@ -1,0 +1,319 @@
+"""Trained teachers cached on disk, keyed by everything a teacher depends on, and verified on every read.
+
+Every experiment of this library trains its teachers first (``engine.run``: θ0 of run ``i`` trained
+``teacher_epochs`` epochs with Adam on the task), and most experiments train the same ones: the
+published sweeps over the loss, the temperature, the inputs or the initial noise, the trajectory,
+alignment, heads, traits and omitted-digit experiments all use the paper's teacher of runs
+``0..N-1``. A :class:`TeacherCache` keeps each trained teacher in a file, so that every experiment
+after the first with the same teacher settings reads them instead of training them again.
+
+**The key** (:func:`teacher_key`) names everything the teacher's parameters depend on: the model
+(its ``describe()``: name, classes, aux logits, input shape, widths, activation), the task's
+training arrays (SHA-256 of their bytes, shapes and dtypes: any subset or other data is another
+key), the training settings (``teacher_epochs``, ``batch_size``, the learning rate, the optimiser
+(Adam β = (0.9, 0.999), ε = 1e-8), whether losses are tracked, which changes XLA's fusion), the
+seed, ``run_batch`` (the runs advanced together change float rounding; with more than one, also
+the number of runs and devices), and what rounding depends on: the versions of jax, jaxlib and
+this library, the platform and device kind, x64 and the default matmul precision. One file per
+run: run ``i``'s teacher does not depend on how many runs are made (with one run per batch: it
+is checked in the tests), so a 100-run Figure 10 fills the cache for every 10-run experiment.
+
+**Verified**: an entry is ``<root>/<key>/run-<i>.teacher``: a JSON header line (format, key, the
+leaves' paths, shapes and dtypes, and the SHA-256 of the payload), then the payload (``.npz``
+bytes). It is written to a temporary file beside it, then renamed (a reader never sees a partial
+entry). A read checks the header, the checksum, the leaves' paths, shapes and dtypes against the
+model's parameters: a truncated, damaged or foreign entry is reported (``log``), deleted and
+treated as missing — recomputed and replaced, never used.
+
+**Where**: :func:`default_teacher_dir`: ``$SUBLIMINAL_MLP_TEACHERS``, else ``<cache>/teachers``
+with ``<cache>`` the data cache root (:func:`~subliminal_mlp.data.default_cache_dir`:
+``$SUBLIMINAL_MLP_CACHE``, ``$XDG_CACHE_HOME/subliminal_mlp``, ``~/.cache/subliminal_mlp``).
+
+**Used**: ``engine.run(..., teacher_cache=cache)``, or every ``engine.run`` inside ``with
+use_teacher_cache(cache):`` (what ``subliminal-mlp figures`` does): the experiment functions
+(``run_experiment``, ``run_sweep``, ``run_heads``, ...) need no argument. Reused teachers give
+bit-identical results to training them in the same program (tested). The cache is skipped
+(teachers trained as usual) when the teacher is not trained (``teacher_epochs = 0``), when the
+seed or the learning rate is swept inside the program (the teachers differ per value), when
+losses are tracked, on an accelerator without an explicit ``run_batch`` (the fitted run_batch is
+only known after compiling), and for a model whose description names a lambda or a function
+defined inside another one (it could not be told apart from another such function). A model is
+identified by its ``describe()``: the models of :mod:`.models` describe everything that shapes
+their parameters; give a custom model (``from_flax``) a name and settings that tell it apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+#: The format tag of a cache entry's header (bump to invalidate every entry).
+ENTRY_FORMAT = "subliminal-mlp/teacher"
+ENTRY_VERSION = 1
+#: Environment variable overriding the teacher cache directory.
+ENV_TEACHERS = "SUBLIMINAL_MLP_TEACHERS"
+#: The teacher's optimiser, as the engine builds it (``students.adam``); part of the key.
+TEACHER_OPTIMIZER = "adam(b1=0.9, b2=0.999, eps=1e-8)"
+
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("subliminal_mlp_teacher_cache", default=None)
+
+
+def default_teacher_dir() -> Path:
+    """``$SUBLIMINAL_MLP_TEACHERS``, else ``<data cache root>/teachers`` (the data cache's conventions)."""
+    env = os.environ.get(ENV_TEACHERS)
+    if env:
+        return Path(env).expanduser()
+    from .data import default_cache_dir
+
+    return default_cache_dir() / "teachers"
+
+
+def _version(pkg: str) -> Optional[str]:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _stable(v: Any) -> Any:
+    """A JSON-ready, process-independent form of a model description value (None: cannot be identified)."""
+    if isinstance(v, dict):
+        out = {str(k): _stable(x) for k, x in v.items()}
+        return _UNKNOWN if any(x is _UNKNOWN for x in out.values()) else out
+    if isinstance(v, (list, tuple)):
+        out = [_stable(x) for x in v]
+        return _UNKNOWN if any(x is _UNKNOWN for x in out) else out
+    if isinstance(v, str) and ("<lambda>" in v or "<locals>" in v):
+        return _UNKNOWN  # the name of an anonymous or local function (e.g. an mlp activation)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if callable(v):
+        name = f"{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', type(v).__qualname__)}"
+        return _UNKNOWN if "<" in name else name  # a lambda or a function defined inside another one
+    return repr(v) if type(v).__repr__ is not object.__repr__ else _UNKNOWN
+
+
+_UNKNOWN = object()
+_DIGESTS: dict = {}
+
+
+def array_digest(a: Any) -> str:
+    """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives)."""
+    memo = _DIGESTS.get(id(a))
+    if memo is not None and memo[0] is a:
+        return memo[1]
+    x = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(memoryview(x).cast("B"))
+    digest = h.hexdigest()
+    if len(_DIGESTS) > 8:
+        _DIGESTS.clear()
+    _DIGESTS[id(a)] = (a, digest)
+    return digest
+
+
+def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices: int, platform: str,
+                device_kind: str, learning_rate: float) -> Optional[dict[str, Any]]:
+    """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified).
+
+    ``run_batch`` is the number of runs advanced together (as resolved by the engine); with more
+    than one, ``n_runs`` and ``n_devices`` are part of the key too (how runs are grouped changes
+    rounding); with one, run ``i``'s teacher is the same whatever the number of runs.
+    """
+    import jax
+
+    model = _stable(exp.model.describe())
+    if model is _UNKNOWN:
+        return None
+    return {
+        "format": ENTRY_FORMAT, "format_version": ENTRY_VERSION,
+        "model": model,
+        "train_x": array_digest(task.train_x), "train_y": array_digest(task.train_y),
+        "n_classes": int(task.n_classes),
+        "teacher_epochs": int(exp.teacher_epochs), "batch_size": int(exp.batch_size),
+        "learning_rate": float(learning_rate), "optimizer": TEACHER_OPTIMIZER,
+        "track_losses": bool(exp.track_losses),
+        "seed": int(seed), "run_batch": int(run_batch),
+        "grouping": None if run_batch == 1 else {"n_runs": int(n_runs), "n_devices": int(n_devices)},
+        "jax": _version("jax"), "jaxlib": _version("jaxlib"), "subliminal_mlp": _version("subliminal-mlp"),
+        "platform": platform, "device_kind": device_kind,
+        "x64": bool(jax.config.jax_enable_x64),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+    }
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """The directory name of a key: 20 hex digits of the SHA-256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class CorruptEntry(ValueError):
+    """A cache entry that cannot be used (truncated, damaged, of another key or shape)."""
+
+
+@dataclass
+class TeacherCache:
+    """Trained teachers on disk under ``root`` (default :func:`default_teacher_dir`), one file per run.
+
+    ``hits``, ``misses`` and ``corrupt`` count runs read, runs not found and entries rejected
+    since the cache object was made; ``log`` receives a line per rejected entry and per store.
+    """
+
+    root: Path = field(default_factory=default_teacher_dir)
+    log: Callable[[str], None] = print
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    stored: int = 0
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser()
+
+    def path(self, key: dict[str, Any], run: int) -> Path:
+        """The file of run ``run``'s teacher under ``key``."""
+        return self.root / key_digest(key) / f"run-{int(run):05d}.teacher"
+
+    # ------------------------------------------------------------------ entries
+
+    def put(self, key: dict[str, Any], run: int, params: Any) -> Path:
+        """Store one run's teacher (a pytree of arrays) atomically; returns its path."""
+        import jax
+
+        leaves_with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+        names = [jax.tree_util.keystr(p) for p, _ in leaves_with_paths]
+        arrays = [np.asarray(a) for _, a in leaves_with_paths]
+        buf = io.BytesIO()
+        np.savez(buf, *arrays)
+        payload = buf.getvalue()
+        header = {"format": ENTRY_FORMAT, "format_version": ENTRY_VERSION, "key": key_digest(key), "run": int(run),
+                  "leaves": [[n, list(a.shape), a.dtype.str] for n, a in zip(names, arrays)],
+                  "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+        path = self.path(key, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        described = path.parent / "key.json"
+        if not described.exists():
+            _atomic_bytes(described, (json.dumps(key, indent=1, sort_keys=True) + "\n").encode())
+        _atomic_bytes(path, json.dumps(header).encode() + b"\n" + payload)
+        self.stored += 1
+        return path
+
+    def read(self, key: dict[str, Any], run: int, like: Any) -> Any:
+        """Run ``run``'s teacher under ``key`` with the structure of ``like`` (shapes/dtypes of the params).
+
+        Raises ``FileNotFoundError`` when there is no entry and :class:`CorruptEntry` when there is
+        one that cannot be used (see the module docstring).
+        """
+        import jax
+
+        path = self.path(key, run)
+        raw = path.read_bytes()
+        head, sep, payload = raw.partition(b"\n")
+        try:
+            header = json.loads(head.decode("utf-8")) if sep else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+        if not isinstance(header, dict) or header.get("format") != ENTRY_FORMAT:
+            raise CorruptEntry(f"{path}: no valid header")
+        if header.get("format_version") != ENTRY_VERSION or header.get("key") != key_digest(key) \
+                or header.get("run") != int(run):
+            raise CorruptEntry(f"{path}: header of another key, run or format version")
+        if len(payload) != header.get("bytes") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+            raise CorruptEntry(f"{path}: checksum mismatch ({len(payload)} of {header.get('bytes')} bytes)")
+        expected_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+        expected = [[jax.tree_util.keystr(p), list(np.shape(a)), np.dtype(a.dtype).str] for p, a in expected_paths]
+        if header.get("leaves") != expected:
+            raise CorruptEntry(f"{path}: its parameters do not have the model's names, shapes and dtypes")
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                arrays = [z[f"arr_{i}"] for i in range(len(expected))]
+        except Exception as e:  # noqa: BLE001 (an archive that matches its checksum but was written wrongly)
+            raise CorruptEntry(f"{path}: unreadable payload ({e})") from None
+        if any([list(a.shape), a.dtype.str] != e[1:] for a, e in zip(arrays, expected)):
+            raise CorruptEntry(f"{path}: payload arrays disagree with the header")
+        return jax.tree_util.tree_unflatten(treedef, arrays)
+
+    def load(self, key: dict[str, Any], n_runs: int, like: Any) -> Optional[Any]:
+        """The teachers of runs ``0..n_runs-1`` stacked on a leading axis, or None unless every one is usable.
+
+        A corrupt entry is logged and deleted (so that it is recomputed and replaced).
+        """
+        import jax
+
+        found = []
+        for run in range(n_runs):
+            try:
+                found.append(self.read(key, run, like))
+            except FileNotFoundError:
+                break
+            except (CorruptEntry, OSError) as e:
+                self.corrupt += 1
+                self.log(f"teacher cache: discarding a damaged entry ({e}); it will be recomputed")
+                with contextlib.suppress(OSError):
+                    self.path(key, run).unlink()
+                break
+        if len(found) < n_runs:
+            self.misses += n_runs
+            return None
+        self.hits += n_runs
+        return jax.tree.map(lambda *a: np.stack(a), *found)
+
+    def store(self, key: dict[str, Any], teachers: Any) -> None:
+        """Store every run of ``teachers`` (leading axis: runs) whose entry is missing or unusable."""
+        import jax
+
+        leaves = jax.tree.leaves(teachers)
+        n = int(np.shape(leaves[0])[0])
+        like = jax.tree.map(lambda a: np.asarray(a)[0], teachers)
+        for run in range(n):
+            try:
+                self.read(key, run, like)
+                continue
+            except (FileNotFoundError, CorruptEntry, OSError):
+                pass
+            self.put(key, run, jax.tree.map(lambda a, r=run: np.asarray(a)[r], teachers))
+
+    def stats(self) -> dict[str, int]:
+        """``{"hits", "misses", "corrupt", "stored"}`` (runs) since this object was made."""
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "stored": self.stored}
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def use_teacher_cache(cache: Optional[TeacherCache]) -> Iterator[Optional[TeacherCache]]:
+    """Within the block, every ``engine.run`` without an explicit ``teacher_cache`` uses ``cache`` (None: none)."""
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_teacher_cache() -> Optional[TeacherCache]:
+    """The cache set by the innermost :func:`use_teacher_cache` block, or None."""
+    return _ACTIVE.get()

@@ -1,0 +1,144 @@
+"""``subliminal-mlp figures``: resumes after an interruption, skips what is up to date, ``--force``
+redoes, ``--list`` reads the committed records; and the real pipeline on a tiny configuration
+(``--quick``), whose later experiments read the first one's teachers from the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from subliminal_mlp import cli, figures
+from subliminal_mlp.config import ConfigError
+from subliminal_mlp.figures import Figure, read_state, run_figures
+from subliminal_mlp.results import envelope, read_results, register_format, write_record
+
+FORMAT = "subliminal-mlp/test-figure"
+register_format(FORMAT, 1)
+
+
+class Calls:
+    def __init__(self):
+        self.made: list[str] = []
+        self.fail: set[str] = set()  # makers that raise (after writing their JSON, before their PNG)
+
+
+def fake(name: str, calls: Calls) -> Figure:
+    """A figure whose settings are ``{"x": ...}`` and whose maker writes a JSON record and a 'PNG'."""
+
+    def make(s, out, ctx):
+        calls.made.append(name)
+        write_record(envelope(FORMAT, {"x": s["x"]}, n_runs=1, seed=0, data={}), out, name)
+        if name in calls.fail:
+            raise RuntimeError(f"{name} interrupted")
+        (out / f"{name}.png").write_text(f"png of x = {s['x']}")
+
+    return Figure(name, (f"{name}.json", f"{name}.png"), settings=lambda r: {"x": r["config"]["x"]},
+                  defaults=lambda: {"x": 0}, make=make, quick=lambda s, q: {"x": -q["n_runs"]},
+                  command=lambda s: f"make {name} --x {s['x']}", runs=lambda s: 1)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    calls = Calls()
+    registry = {n: fake(n, calls) for n in ("first", "second", "third")}
+    src, out = tmp_path / "committed", tmp_path / "out"
+    for n, x in (("first", 1), ("second", 2), ("third", 3)):
+        write_record(envelope(FORMAT, {"x": x}, n_runs=1, seed=0, data={}), src, n)
+
+    def run(names=(), **kw):
+        return run_figures(names, out=out, source=src, registry=registry, teacher_cache=False, progress=False,
+                           log=lambda s: None, **kw)
+
+    return calls, registry, src, out, run
+
+
+def test_an_interrupted_pipeline_resumes_where_it_stopped(setup):
+    calls, _, _, out, run = setup
+    calls.fail = {"second"}
+    with pytest.raises(RuntimeError, match="second interrupted"):
+        run()
+    assert calls.made == ["first", "second"]
+    state = read_state(out)
+    assert state["first"]["status"] == "done" and state["second"]["status"] == "running"
+    calls.fail, calls.made = set(), []
+    assert run() == {"first": "skipped", "second": "made", "third": "made"}
+    assert calls.made == ["second", "third"]
+    record = read_results(out / "second.json")
+    assert record["config"] == {"x": 2} and record["pipeline"]["quick"] is False
+    assert record["pipeline"]["settings_from"].endswith("second.json")
+    assert (out / "second.png").read_text() == "png of x = 2"
+
+
+def test_an_interruption_inside_a_figure_is_not_taken_for_done(setup):
+    calls, _, _, out, run = setup
+    run()
+    calls.fail, calls.made = {"second"}, []
+    with pytest.raises(RuntimeError):
+        run(["second"], force=True)  # its JSON is new, its PNG is the old one
+    calls.fail, calls.made = set(), []
+    run()
+    assert calls.made == ["second"]
+
+
+def test_up_to_date_figures_are_skipped_force_redoes_and_changes_remake(setup, monkeypatch):
+    calls, _, src, out, run = setup
+    assert set(run().values()) == {"made"}
+    calls.made = []
+    assert set(run().values()) == {"skipped"} and calls.made == []
+    assert set(run(force=True).values()) == {"made"} and calls.made == ["first", "second", "third"]
+    calls.made = []
+    write_record(envelope(FORMAT, {"x": 30}, n_runs=1, seed=0, data={}), src, "third")  # other settings
+    (out / "first.png").write_text("edited by hand")  # changed since the pipeline wrote it
+    run()
+    assert calls.made == ["first", "third"] and read_results(out / "third.json")["config"] == {"x": 30}
+    calls.made = []
+    monkeypatch.setattr(figures, "_library_version", lambda: "9.9.9")  # another version of the library
+    run(["second"])
+    assert calls.made == ["second"]
+
+
+def test_quick_never_writes_where_the_settings_come_from(setup):
+    calls, _, src, out, run = setup
+    with pytest.raises(ConfigError, match="--quick"):
+        run_figures(out=src, source=src, registry=setup[1], quick=True, teacher_cache=False, progress=False)
+    run(["first"], quick=True)
+    record = read_results(out / "first.json")
+    assert record["config"] == {"x": -2} and record["pipeline"]["quick"] is True
+    with pytest.raises(ConfigError, match="no figure named nope"):
+        run(["nope"])
+
+
+def test_list_reads_the_committed_records(capsys):
+    assert cli.main(["figures", "--list"]) == 0
+    text = capsys.readouterr().out
+    for name in figures.REGISTRY:
+        assert name in text
+    assert "python experiments/fig10_mnist.py --seeds 100" in text
+    rows = figures.list_figures(write=lambda s: None)
+    assert {r["name"]: r["runs"] for r in rows}["sweep_aux_logits"] == 80
+    assert all(r["settings_from"] != "defaults" and r["wall_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, data_root, capsys):
+    out, cache = tmp_path / "figs", tmp_path / "teachers"
+    argv = ["figures", "fig10_mnist", "sweep_loss", "--quick", "--out", str(out), "--data-dir", str(data_root),
+            "--teacher-cache", str(cache), "--no-progress"]
+    assert cli.main(argv) == 0
+    fig10 = read_results(out / "fig10_mnist.json")
+    sweep = read_results(out / "sweeps/loss/sweep_loss.json")
+    assert fig10["n_runs"] == 2 and fig10["config"]["hidden_widths"] == [32] and fig10["pipeline"]["quick"]
+    assert fig10["pipeline"]["teacher_cache"]["stored"] == 2
+    assert sweep["labels"] == ["kl", "mse"] and sweep["pipeline"]["quick"]
+    assert sweep["pipeline"]["teacher_cache"] == {"hits": 4, "misses": 0, "corrupt": 0, "stored": 0}
+    # the teachers read from the cache are those Figure 10 trained: the same teacher accuracies
+    kl = json.loads((out / "sweeps/loss" / sweep["value_files"][0]).read_text())
+    assert kl["models"]["teacher"]["accuracies"] == fig10["models"]["teacher"]["accuracies"]
+    assert kl["models"]["student_aux"]["accuracies"] == fig10["models"]["student_aux"]["accuracies"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
+    assert (out / ".figures-state.json").is_file() and sorted(read_state(out)) == ["fig10_mnist", "sweep_loss"]
+    assert Path(out / "fig10_mnist.png").is_file()

@@ -1,0 +1,139 @@
+"""The teacher cache: reused teachers give bit-identical numbers, a damaged entry is recomputed and
+replaced (never used), and the key changes with every setting a teacher depends on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import subliminal_mlp as sm
+from subliminal_mlp import engine, inputs
+from subliminal_mlp.teacher_cache import (CorruptEntry, TeacherCache, default_teacher_dir, key_digest, teacher_key,
+                                          use_teacher_cache)
+
+TINY = sm.Experiment(model=sm.mlp((16,)), teacher_epochs=1, student_epochs=1, batch_size=512,
+                     inputs=inputs.uniform(1024))
+
+
+@pytest.fixture(scope="module")
+def task(data_root):
+    return engine.Task.from_dataset(sm.load_mnist(data_root))
+
+
+def test_cold_and_warm_cache_give_identical_numbers_and_a_damaged_entry_is_retrained(task, tmp_path):
+    cache = TeacherCache(tmp_path / "teachers", log=lambda s: None)
+    cold = sm.run(TINY, task, n_runs=3, run_batch=1, teacher_cache=cache)
+    assert cold.teacher_cache == "miss" and cache.stats()["stored"] == 3 and cold.teachers is None
+    with use_teacher_cache(cache):  # what the experiment functions see inside `subliminal-mlp figures`
+        warm = sm.run(TINY, task, n_runs=3, run_batch=1)
+    assert warm.teacher_cache == "hit" and cache.stats()["hits"] == 3
+    np.testing.assert_array_equal(warm.accuracies, cold.accuracies)
+    # run 1's entry damaged: a 2-run experiment finds it, trains its teachers again and replaces it
+    run1 = next((tmp_path / "teachers").glob("*/run-00001.teacher"))
+    run1.write_bytes(run1.read_bytes()[:5000])
+    fewer = sm.run(TINY, task, n_runs=2, run_batch=1, teacher_cache=cache)
+    assert fewer.teacher_cache == "miss" and cache.stats()["corrupt"] == 1 and cache.stats()["stored"] == 4
+    # run i's teacher does not depend on the number of runs: reference, teacher and the shared-init
+    # students of runs 0-1 are those of the 3-run experiment (the cross students pair runs differently)
+    np.testing.assert_array_equal(fewer.accuracies[0, :, :4], cold.accuracies[0, :2, :4])
+    assert cache.load(warm_key(cache), 3, TINY.model.init(engine.run_key(0, 0))) is not None
+
+
+def warm_key(cache):
+    """The key of the only entry directory in ``cache`` (from its key.json)."""
+    import json
+
+    (d,) = [p for p in cache.root.iterdir() if p.is_dir()]
+    return json.loads((d / "key.json").read_text())
+
+
+def _params(seed=0):
+    return TINY.model.init(engine.run_key(seed, 0))
+
+
+def _key(**changes):
+    rng = np.random.default_rng(0)
+    t = engine.Task(rng.random((64, 784), np.float32), rng.integers(0, 10, 64), rng.random((8, 784), np.float32),
+                    rng.integers(0, 10, 8), 10)
+    settings = {"seed": 0, "run_batch": 1, "n_runs": 10, "n_devices": 1, "platform": "cpu", "device_kind": "cpu",
+                "learning_rate": 3e-4}
+    exp_changes = {k: changes.pop(k) for k in list(changes) if k in ("model", "teacher_epochs", "batch_size",
+                                                                     "track_losses", "student_epochs", "students",
+                                                                     "inputs")}
+    if "train_x" in changes:
+        t = engine.Task(changes.pop("train_x"), t.train_y, t.test_x, t.test_y, 10)
+    return key_digest(teacher_key(TINY.replace(**exp_changes), t, **{**settings, **changes}))
+
+
+def test_the_key_changes_with_every_teacher_setting_and_only_with_those():
+    base = _key()
+    changed = {"model": sm.mlp((32,)), "teacher_epochs": 2, "batch_size": 256, "track_losses": True, "seed": 1,
+               "learning_rate": 1e-3, "run_batch": 2, "platform": "gpu", "device_kind": "H100",
+               "train_x": np.zeros((64, 784), np.float32)}
+    keys = {name: _key(**{name: value}) for name, value in changed.items()}
+    keys["aux_logits"] = _key(model=sm.mlp((16,), aux_logits=5))
+    keys["activation"] = _key(model=sm.mlp((16,), activation="tanh"))
+    assert base not in keys.values() and len(set(keys.values())) == len(keys), keys
+    # settings of the students only: the same teachers, shared
+    assert _key(student_epochs=3, students=sm.FIGURE10[:1], inputs=inputs.gaussian(2048)) == base
+    assert _key(n_runs=3) == base  # one run per batch: run i's teacher is the same for any number of runs
+    assert _key(run_batch=2, n_runs=3) != _key(run_batch=2)  # batched runs: grouped differently
+    # a model whose description names a local function cannot be identified: no key (the cache is skipped)
+    assert teacher_key(TINY.replace(model=sm.mlp((16,), activation=lambda x: x)), engine.Task(
+        np.zeros((1, 784)), np.zeros(1), np.zeros((1, 784)), np.zeros(1), 10), seed=0, run_batch=1, n_runs=1,
+        n_devices=1, platform="cpu", device_kind="cpu", learning_rate=3e-4) is None
+
+
+def test_a_changed_setting_misses_the_cache(tmp_path):
+    cache = TeacherCache(tmp_path, log=lambda s: None)
+    key = teacher_key(TINY, engine.Task(np.ones((4, 784), np.float32), np.zeros(4), np.ones((4, 784)), np.zeros(4), 10),
+                      seed=0, run_batch=1, n_runs=1, n_devices=1, platform="cpu", device_kind="cpu",
+                      learning_rate=3e-4)
+    params = _params()
+    cache.store(key, __import__("jax").tree.map(lambda a: np.asarray(a)[None], params))
+    assert cache.load(key, 1, params) is not None
+    assert cache.load({**key, "teacher_epochs": 2}, 1, params) is None
+    assert cache.load({**key, "seed": 1}, 1, params) is None
+    assert cache.load(key, 2, params) is None  # run 1 was never stored
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header", "empty", "other-shape"])
+def test_a_damaged_entry_is_recomputed_and_replaced_never_used(tmp_path, damage):
+    import jax
+
+    logs = []
+    cache = TeacherCache(tmp_path, log=logs.append)
+    key = {"any": "key"}
+    params = _params()
+    stacked = jax.tree.map(lambda a: np.asarray(a)[None], params)
+    cache.store(key, stacked)
+    path = cache.path(key, 0)
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) * 2 // 3])
+    elif damage == "flip":
+        path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 1]) + raw[-99:])
+    elif damage == "header":
+        path.write_bytes(b"{not json\n" + raw.partition(b"\n")[2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # an entry of another model under the same name: its leaves do not match
+        TeacherCache(tmp_path, log=logs.append).put(key, 0, sm.mlp((8,)).init(engine.run_key(0, 0)))
+    with pytest.raises(CorruptEntry):
+        cache.read(key, 0, params)
+    assert cache.load(key, 1, params) is None  # not used
+    assert cache.stats()["corrupt"] == 1 and not path.exists() and "damaged entry" in logs[-1]
+    cache.store(key, stacked)  # what engine.run does after training the teachers
+    again = cache.load(key, 1, params)
+    assert all(np.array_equal(a[0], b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params)))
+
+
+def test_location_follows_the_data_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("SUBLIMINAL_MLP_TEACHERS", raising=False)
+    monkeypatch.setenv("SUBLIMINAL_MLP_CACHE", str(tmp_path / "c"))
+    assert default_teacher_dir() == tmp_path / "c" / "teachers"
+    monkeypatch.delenv("SUBLIMINAL_MLP_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert default_teacher_dir() == tmp_path / "x" / "subliminal_mlp" / "teachers"
+    monkeypatch.setenv("SUBLIMINAL_MLP_TEACHERS", str(tmp_path / "t"))
+    assert default_teacher_dir() == tmp_path / "t" and TeacherCache().root == tmp_path / "t"
