@@ -29,7 +29,6 @@ wall time its JSON records.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import sys

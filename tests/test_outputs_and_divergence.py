@@ -17,7 +17,7 @@ from subliminal_mlp.config import MODELS, ConfigError
 from subliminal_mlp.data import load_mnist
 from subliminal_mlp.models import mlp
 from subliminal_mlp.plotting import health_warning
-from subliminal_mlp.results import (DivergenceError, DivergenceWarning, OutputError, check_output, health,
+from subliminal_mlp.results import (DivergenceWarning, OutputError, check_output, health,
                                     read_results)
 
 ROOT = Path(__file__).resolve().parents[1]
