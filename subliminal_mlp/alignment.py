@@ -180,7 +180,7 @@ def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"])
              + f"; task gradient on {record['held_out']} held-out test images", ha="center", va="top", fontsize=7.5)
-    return save_figure(fig, path)
+    return save_figure(fig, path, record=record)
 
 
 def write_alignment(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "alignment") -> dict[str, Path]:

@@ -291,7 +291,7 @@ def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.05, settings_caption(record["config"], record["n_runs"])
              + "; other layers from another run's reference", ha="center", va="top", fontsize=7.5)
-    return save_figure(fig, path)
+    return save_figure(fig, path, record=record)
 
 
 def write_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "head_compatibility") -> dict[str, Path]:

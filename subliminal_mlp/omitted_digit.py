@@ -150,7 +150,7 @@ def plot_omitted(record: dict[str, Any], path: str | os.PathLike) -> Path:
     caption = settings_caption({**record["config"], "n_noise": record["n_distillation_images"]}, record["n_runs"])
     fig.text(0.5, -0.02, caption.replace("noise images", "training images (no omitted digit)"), ha="center",
              va="top", fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, record=record)
 
 
 def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "omitted_digit") -> dict[str, Path]:

@@ -22,8 +22,16 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#8c564b", "cross_all": "#bcbd22"}
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save ``fig`` atomically (temporary file + rename) and close it."""
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, Any] | None = None) -> Path:
+    """Save ``fig`` atomically (temporary file + rename) and close it.
+
+    With the ``record`` it was drawn from, a record whose ``health`` found diverged runs gets the
+    red mark of :func:`health_warning` at the figure's top left.
+    """
+    warning = health_warning(record.get("health"), record.get("n_runs", 0)) if record else ""
+    if warning:
+        fig.text(0.01, 0.99, warning, ha="left", va="top", fontsize=8, color="#b00020", fontweight="bold",
+                 bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
     finally:

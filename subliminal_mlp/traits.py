@@ -405,7 +405,7 @@ def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
              + f"; trait: {t['trait_epochs']} fine-tuning epoch(s) on Fashion-MNIST train → '{c}' (λ = "
                f"{t['trait_weight']:g}) while keeping MNIST; students distil the aux logits only",
              ha="center", va="top", fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, record=record)
 
 
 def write_traits(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "traits") -> dict[str, Path]:

@@ -116,7 +116,7 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(fontsize=8, loc="center right", frameon=False)
     ax.spines[["right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7)
-    return save_figure(fig, path)
+    return save_figure(fig, path, record=record)
 
 
 def write_trajectories(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:

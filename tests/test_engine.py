@@ -35,7 +35,7 @@ def draw(src, idx, key=0, hp=None):
 # ----------------------------------------------------------------------------- input sources
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.lists(st.integers(0, 10_000), min_size=1, max_size=8))
 def test_every_source_draws_example_j_from_key_and_j_only(idx):
     pool = np.random.default_rng(0).uniform(-1, 1, (50, 784)).astype(np.float32)

@@ -29,12 +29,13 @@ def hsic_cka(x, y):
     return np.trace(k @ l_) / np.sqrt(np.trace(k @ k) * np.trace(l_ @ l_))
 
 
-@settings(max_examples=25, deadline=None)
+# Each new shape compiles linear_cka's ops again: 12 examples keep it to a few seconds.
+@settings(max_examples=12, deadline=None)
 @given(n=st.integers(4, 40), p=st.integers(1, 12), q=st.integers(1, 12), seed=st.integers(0, 2**16))
 def test_linear_cka_matches_the_hsic_formula(n, p, q, seed):
-    kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(kx, (n, p))
-    y = jnp.tanh(x[:, :1] * 2) + 0.5 * jax.random.normal(ky, (n, q))  # partly dependent on x
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p)).astype(np.float32)
+    y = (np.tanh(x[:, :1] * 2) + 0.5 * rng.standard_normal((n, q))).astype(np.float32)  # partly dependent on x
     got = float(linear_cka(x, y))
     assert got == pytest.approx(hsic_cka(x, y), rel=1e-4, abs=1e-6)
     assert 0 <= got <= 1 + 1e-6

@@ -287,6 +287,25 @@ def test_every_experiment_writes_the_envelope(fmt, make, data_root, tmp_path):
     if "csv" in files:
         header = files["csv"].read_text().splitlines()[0]
         assert "run" in header.split(",")
+    if fmt != "demo":  # every engine experiment says which runs diverged
+        assert set(rec["health"]) == {"ok", "nonfinite", "teacher_not_better", "teacher_margin"}
+        assert rec["health"]["ok"] == (not rec["health"]["nonfinite"] and not rec["health"]["teacher_not_better"])
+
+
+def test_a_figure_drawn_from_an_unhealthy_record_is_marked(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from subliminal_mlp.plotting import save_figure
+
+    bad = {"n_runs": 3, "health": {"ok": False, "nonfinite": [[1, "teacher"]], "teacher_not_better": [1],
+                                   "teacher_margin": 0.05}}
+    marks = []
+    for record in (bad, {**bad, "health": {**bad["health"], "ok": True, "nonfinite": [], "teacher_not_better": []}},
+                   None):
+        fig = plt.figure()
+        save_figure(fig, tmp_path / "f.png", record=record)
+        marks.append([t.get_text() for t in fig.texts if "WARNING" in t.get_text()])
+    assert len(marks[0]) == 1 and "1 of 3 runs" in marks[0][0] and marks[1:] == [[], []]
 
 
 def test_every_committed_format_is_known_without_importing_the_module_that_writes_it():
