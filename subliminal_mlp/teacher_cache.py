@@ -50,7 +50,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -289,19 +288,10 @@ class TeacherCache:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` to ``path`` atomically (:func:`~subliminal_mlp.results.atomic_write`)."""
+    from .results import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 @contextlib.contextmanager
