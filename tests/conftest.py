@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # The suite checks the math in float32. On CPU every float32 matmul is computed in float32 anyway
@@ -15,6 +18,14 @@ import jax  # noqa: E402  (after the environment is set, for the subprocesses th
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL_PRECISION"])
+
+# Many tests compile the same small programs again (each engine.run builds its program anew): JAX's
+# persistent compilation cache, one fresh directory per test process (xdist worker), compiles each
+# once. It changes no number (the same executable). Set in this process only, not in the
+# environment, so that the subprocesses some tests start never share a directory being written.
+_CACHE = tempfile.mkdtemp(prefix=f"subliminal-mlp-jax-cache-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+atexit.register(shutil.rmtree, _CACHE, True)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 
 
 @pytest.fixture(scope="session")
