@@ -274,16 +274,103 @@ def gpu_run_batch() -> str:
 
 def gpu_theory() -> str:
     """The theorem's single-step sweep in float64 on the GPU (``gpu.sh theory``)."""
-    t = _log("theory")
+    return _theory_table(_log("theory"))
+
+
+def _theory_table(t: str) -> str:
+    """The table of a ``benchmarks/bench_theory.py`` log."""
     sweep = _find(r"after compilation: ([\d.]+) s", t)
     rate = _find(r"-> ([\d.]+) GFLOP/s = ([\d.]+) of the float64 matmul peak \(([\d.]+) GFLOP/s\)", t)
     loop = _find(r"baseline loop \((\d+) jitted jax.grad calls\): ([\d.]+) s", t)
     speed = _find(r"speed-up of the sweep over the loop: ([\d.]+)x", t)
     rows = [["sweep (64 ε × 4 losses × 2 initialisations), after compilation", f"{sweep[1]} s"],
-            ["its rate / float64 matmul peak", f"{float(rate[1]) / 1000:.1f} / {float(rate[3]) / 1000:.1f} "
-                                               f"TFLOP/s = {rate[2]}"],
+            ["its rate / float64 matmul peak", f"{float(rate[1]):.0f} / {float(rate[3]):.0f} GFLOP/s = {rate[2]}"],
             [f"a loop of {loop[1]} jitted jax.grad calls", f"{loop[2]} s (sweep {speed[1]}× faster)"]]
     return _table(["quantity", "measured"], rows)
+
+
+# ----------------------------------------------------------------------------- CPU measurements
+
+#: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written).
+CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
+
+
+def _cpu_log(name: str) -> str:
+    return (CPU_LOGS / f"{name}.log").read_text(encoding="utf-8")
+
+
+def _search(pattern: str, text: str, where: Path) -> re.Match:
+    m = re.search(pattern, text)
+    if m is None:
+        raise ValueError(f"{where}: no line matches {pattern!r}")
+    return m
+
+
+def cpu_protocol() -> str:
+    """Figure 10's protocol on 2 CPU cores (``cpu.sh protocol``): ratio, scaling, memory."""
+    t = _cpu_log("protocol")
+    f = lambda pattern: _search(pattern, t, CPU_LOGS / "protocol.log")  # noqa: E731
+    cpu = _search(r"model name\s*:\s*(.+)", _cpu_log("machine"), CPU_LOGS / "machine.log")[1].strip()
+    jax_v = f(r"jax ([\d.]+)")[1]
+    peak = f(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+    walls = f(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
+    rate = f(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
+    ratio = f(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
+    sustained = f(r"sustained matmul rate .*?: (\d+) GFLOP/s; the protocol reaches ([\d.]+) of it")
+    per_run = f(r"per run: ([\d.]+) s -> 100 runs ~ ([\d.]+) min")
+    scaling = re.findall(r"(\d+) runs:\s+[\d.]+ s\s+\(([\d.]+) s/run", t)
+    memory = re.findall(r"(\d+) runs: peak RSS (\d+) MiB", t)
+    ok = lambda good: "✓" if good else "✗"  # noqa: E731
+    per = [float(s) for _, s in scaling]
+    rows = [["machine", f"{cpu}, 2 cores, jax {jax_v}", "—"],
+            ["best fp32 matmul throughput XLA reaches (one square matmul, best of 5 per size)",
+             f"{peak[2]} GFLOP/s ({peak[1]}²)", "—"],
+            ["protocol, 2 runs × (5 + 5 epochs): model FLOPs / best wall time",
+             f"{rate[1]} TFLOP in {rate[2]} s (of {walls[1]} s) = {rate[3]} GFLOP/s (compile {walls[2]} s, apart)",
+             "—"],
+            ["**ratio** protocol / matmul peak", f"**{ratio[1]}** ({ratio[2]} with the median time)",
+             f"≥ 0.70 {ok(float(ratio[1]) >= 0.70)}"],
+            ["for comparison: rate sustained over 100 back-to-back 1024² matmuls in one program",
+             f"{sustained[1]} GFLOP/s; the protocol reaches {sustained[2]} of it", "—"],
+            ["per run of the full protocol", f"{per_run[1]} s (100 runs ≈ {per_run[2]} min)", "—"]]
+    if scaling:
+        rows.append([f"wall time per run for {' / '.join(n for n, _ in scaling)} runs (1 + 1 epochs)",
+                     " / ".join(f"{s} s" for _, s in scaling), f"linear {ok(max(per) <= 1.25 * min(per))}"])
+    if memory:
+        rows.append([f"peak resident memory, {' / '.join(n + ' runs' for n, _ in memory)}",
+                     " / ".join(f"{m} MiB" for _, m in memory),
+                     f"< 3 GB {ok(max(int(m) for _, m in memory) < 3000)}"])
+    return _table(["quantity", "measured", "target"], rows)
+
+
+def cpu_step() -> str:
+    """Per-step time of the teacher and distillation steps, from XLA's trace (``cpu.sh step``)."""
+    t = _cpu_log("step")
+    steps = re.findall(r"\n(\w+) step \((.+?)\): ([\d.]+) ms per step .*?= ([\d.]+) of the matmul peak\n"
+                       r"\s+some matmul running: ([\d.]+) ms per traced step; the step's model FLOPs at the "
+                       r"peak: ([\d.]+) ms", t)
+    if len(steps) != 2:
+        raise ValueError(f"{CPU_LOGS / 'step.log'}: expected the teacher and the distillation step")
+    rows = [[f"{name} ({what})", f"{ms} ms", frac, f"{mm} ms", f"{at_peak} ms"]
+            for name, what, ms, frac, mm, at_peak in steps]
+    return _table(["step", "time", "of the peak", "a matmul running", "its FLOPs at the peak"], rows)
+
+
+def cpu_theory() -> str:
+    """The theorem's single-step sweep in float64 on 2 CPU cores (``cpu.sh theory``)."""
+    return _theory_table(_cpu_log("theory"))
+
+
+def cpu_alignment() -> str:
+    """The cost of per-step alignment tracking (``cpu.sh alignment``)."""
+    t = _cpu_log("alignment")
+    what = _search(r"one distillation epoch, (\d+) students, batch (\d+), held-out batch (\d+)", t, CPU_LOGS)
+    times = _search(r"without tracking ([\d.]+) s, with tracking ([\d.]+) s", t, CPU_LOGS)
+    overhead = _search(r"overhead of tracking: ([\d.]+) %", t, CPU_LOGS)
+    ok = "✓" if float(overhead[1]) <= 40 else "✗"
+    rows = [[f"one distillation epoch, {what[1]} students, batch {what[2]}, held-out batch {what[3]}",
+             f"{times[1]} s", f"{times[2]} s", f"{overhead[1]} %", f"≤ 40 % {ok}"]]
+    return _table(["what", "without tracking", "with tracking", "overhead", "target"], rows)
 
 
 #: Every table a page may hold: ``<!-- table:NAME -->``.
@@ -294,6 +381,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
+    "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
 }
 
 
