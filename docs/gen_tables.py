@@ -221,34 +221,42 @@ def omitted_digit() -> str:
     return _table(head, rows)
 
 
-# ----------------------------------------------------------------------------- GPU measurements
+# ----------------------------------------------------------------------------- benchmark logs
 
 #: The logs ``benchmarks/gpu.sh`` wrote on a lent GPU (its output files, committed as they came back).
 GPU_LOGS = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-22"
+#: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written).
+CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
 
 
-def _log(name: str) -> str:
-    return (GPU_LOGS / f"{name}.log").read_text(encoding="utf-8")
+class _Log:
+    """One committed benchmark log: its ``text``, and :meth:`find` (an error naming the file if absent)."""
+
+    def __init__(self, folder: Path, name: str):
+        self.path = folder / f"{name}.log"
+        self.text = self.path.read_text(encoding="utf-8")
+
+    def find(self, pattern: str) -> re.Match:
+        m = re.search(pattern, self.text)
+        if m is None:
+            raise ValueError(f"{self.path}: no line matches {pattern!r}")
+        return m
 
 
-def _find(pattern: str, text: str) -> re.Match:
-    m = re.search(pattern, text)
-    if m is None:
-        raise ValueError(f"{GPU_LOGS}: no line matches {pattern!r}")
-    return m
+# ----------------------------------------------------------------------------- GPU measurements
 
 
 def gpu_protocol() -> str:
     """Figure 10's 100 runs on the GPU (``gpu.sh protocol``): times, rates and the two peaks."""
-    t = _log("protocol")
-    device = _find(r"device: gpu \((.+?)\), .*jax ([\d.]+)", t)
-    err = _find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)", t)
-    walls = _find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s", t)
-    rate = _find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s", t)
-    peak = _find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s", t)
-    fp32 = _find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)", t)
-    ratio = _find(r"RATIO protocol / matmul peak = ([\d.]+)", t)
-    batch = _find(r"\(run_batch (\d+)\)", t)
+    t = _Log(GPU_LOGS, "protocol")
+    device = t.find(r"device: gpu \((.+?)\), .*jax ([\d.]+)")
+    err = t.find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)")
+    walls = t.find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
+    rate = t.find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
+    peak = t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+    fp32 = t.find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)")
+    ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+)")
+    batch = t.find(r"\(run_batch (\d+)\)")
     rows = [["device, JAX", f"{device[1]}, jax {device[2]}"],
             ["100 runs of the protocol (5 + 5 epochs), after compilation", f"{walls[1]} s"],
             ["compilation (incl. measuring run_batch)", f"{walls[2]} s"],
@@ -265,24 +273,25 @@ def gpu_protocol() -> str:
 
 def gpu_run_batch() -> str:
     """Wall time of the 100 runs against ``run_batch`` (``gpu.sh batches``)."""
+    log = _Log(GPU_LOGS, "batches")
     rows = [[b, f"{w} s", f"{c} s"] for b, w, c in re.findall(
-        r"run_batch\s+(\d+):\s+([\d.]+) s\s+\(compile ([\d.]+) s\)", _log("batches"))]
+        r"run_batch\s+(\d+):\s+([\d.]+) s\s+\(compile ([\d.]+) s\)", log.text)]
     if not rows:
-        raise ValueError(f"{GPU_LOGS}/batches.log: no run_batch lines")
+        raise ValueError(f"{log.path}: no run_batch lines")
     return _table(["run_batch", "100 runs, after compilation", "compilation"], rows)
 
 
 def gpu_theory() -> str:
     """The theorem's single-step sweep in float64 on the GPU (``gpu.sh theory``)."""
-    return _theory_table(_log("theory"))
+    return _theory_table(_Log(GPU_LOGS, "theory"))
 
 
-def _theory_table(t: str) -> str:
+def _theory_table(t: _Log) -> str:
     """The table of a ``benchmarks/bench_theory.py`` log."""
-    sweep = _find(r"after compilation: ([\d.]+) s", t)
-    rate = _find(r"-> ([\d.]+) GFLOP/s = ([\d.]+) of the float64 matmul peak \(([\d.]+) GFLOP/s\)", t)
-    loop = _find(r"baseline loop \((\d+) jitted jax.grad calls\): ([\d.]+) s", t)
-    speed = _find(r"speed-up of the sweep over the loop: ([\d.]+)x", t)
+    sweep = t.find(r"after compilation: ([\d.]+) s")
+    rate = t.find(r"-> ([\d.]+) GFLOP/s = ([\d.]+) of the float64 matmul peak \(([\d.]+) GFLOP/s\)")
+    loop = t.find(r"baseline loop \((\d+) jitted jax.grad calls\): ([\d.]+) s")
+    speed = t.find(r"speed-up of the sweep over the loop: ([\d.]+)x")
     rows = [["sweep (64 ε × 4 losses × 2 initialisations), after compilation", f"{sweep[1]} s"],
             ["its rate / float64 matmul peak", f"{float(rate[1]):.0f} / {float(rate[3]):.0f} GFLOP/s = {rate[2]}"],
             [f"a loop of {loop[1]} jitted jax.grad calls", f"{loop[2]} s (sweep {speed[1]}× faster)"]]
@@ -291,35 +300,20 @@ def _theory_table(t: str) -> str:
 
 # ----------------------------------------------------------------------------- CPU measurements
 
-#: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written).
-CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
-
-
-def _cpu_log(name: str) -> str:
-    return (CPU_LOGS / f"{name}.log").read_text(encoding="utf-8")
-
-
-def _search(pattern: str, text: str, where: Path) -> re.Match:
-    m = re.search(pattern, text)
-    if m is None:
-        raise ValueError(f"{where}: no line matches {pattern!r}")
-    return m
-
 
 def cpu_protocol() -> str:
     """Figure 10's protocol on 2 CPU cores (``cpu.sh protocol``): ratio, scaling, memory."""
-    t = _cpu_log("protocol")
-    f = lambda pattern: _search(pattern, t, CPU_LOGS / "protocol.log")  # noqa: E731
-    cpu = _search(r"model name\s*:\s*(.+)", _cpu_log("machine"), CPU_LOGS / "machine.log")[1].strip()
-    jax_v = f(r"jax ([\d.]+)")[1]
-    peak = f(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
-    walls = f(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
-    rate = f(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
-    ratio = f(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
-    sustained = f(r"sustained matmul rate .*?: (\d+) GFLOP/s; the protocol reaches ([\d.]+) of it")
-    per_run = f(r"per run: ([\d.]+) s -> 100 runs ~ ([\d.]+) min")
-    scaling = re.findall(r"(\d+) runs:\s+[\d.]+ s\s+\(([\d.]+) s/run", t)
-    memory = re.findall(r"(\d+) runs: peak RSS (\d+) MiB", t)
+    t = _Log(CPU_LOGS, "protocol")
+    cpu = _Log(CPU_LOGS, "machine").find(r"model name\s*:\s*(.+)")[1].strip()
+    jax_v = t.find(r"jax ([\d.]+)")[1]
+    peak = t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+    walls = t.find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
+    rate = t.find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
+    ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
+    sustained = t.find(r"sustained matmul rate .*?: (\d+) GFLOP/s; the protocol reaches ([\d.]+) of it")
+    per_run = t.find(r"per run: ([\d.]+) s -> 100 runs ~ ([\d.]+) min")
+    scaling = re.findall(r"(\d+) runs:\s+[\d.]+ s\s+\(([\d.]+) s/run", t.text)
+    memory = re.findall(r"(\d+) runs: peak RSS (\d+) MiB", t.text)
     ok = lambda good: "✓" if good else "✗"  # noqa: E731
     per = [float(s) for _, s in scaling]
     rows = [["machine", f"{cpu}, 2 cores, jax {jax_v}", "—"],
@@ -345,12 +339,12 @@ def cpu_protocol() -> str:
 
 def cpu_step() -> str:
     """Per-step time of the teacher and distillation steps, from XLA's trace (``cpu.sh step``)."""
-    t = _cpu_log("step")
+    t = _Log(CPU_LOGS, "step")
     steps = re.findall(r"\n(\w+) step \((.+?)\): ([\d.]+) ms per step .*?= ([\d.]+) of the matmul peak\n"
                        r"\s+some matmul running: ([\d.]+) ms per traced step; the step's model FLOPs at the "
-                       r"peak: ([\d.]+) ms", t)
+                       r"peak: ([\d.]+) ms", t.text)
     if len(steps) != 2:
-        raise ValueError(f"{CPU_LOGS / 'step.log'}: expected the teacher and the distillation step")
+        raise ValueError(f"{t.path}: expected the teacher and the distillation step")
     rows = [[f"{name} ({what})", f"{ms} ms", frac, f"{mm} ms", f"{at_peak} ms"]
             for name, what, ms, frac, mm, at_peak in steps]
     return _table(["step", "time", "of the peak", "a matmul running", "its FLOPs at the peak"], rows)
@@ -358,15 +352,15 @@ def cpu_step() -> str:
 
 def cpu_theory() -> str:
     """The theorem's single-step sweep in float64 on 2 CPU cores (``cpu.sh theory``)."""
-    return _theory_table(_cpu_log("theory"))
+    return _theory_table(_Log(CPU_LOGS, "theory"))
 
 
 def cpu_alignment() -> str:
     """The cost of per-step alignment tracking (``cpu.sh alignment``)."""
-    t = _cpu_log("alignment")
-    what = _search(r"one distillation epoch, (\d+) students, batch (\d+), held-out batch (\d+)", t, CPU_LOGS)
-    times = _search(r"without tracking ([\d.]+) s, with tracking ([\d.]+) s", t, CPU_LOGS)
-    overhead = _search(r"overhead of tracking: ([\d.]+) %", t, CPU_LOGS)
+    t = _Log(CPU_LOGS, "alignment")
+    what = t.find(r"one distillation epoch, (\d+) students, batch (\d+), held-out batch (\d+)")
+    times = t.find(r"without tracking ([\d.]+) s, with tracking ([\d.]+) s")
+    overhead = t.find(r"overhead of tracking: ([\d.]+) %")
     ok = "✓" if float(overhead[1]) <= 40 else "✗"
     rows = [[f"one distillation epoch, {what[1]} students, batch {what[2]}, held-out batch {what[3]}",
              f"{times[1]} s", f"{times[2]} s", f"{overhead[1]} %", f"≤ 40 % {ok}"]]

@@ -22,6 +22,11 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#8c564b", "cross_all": "#bcbd22"}
 
 
+#: How a figure marks diverged runs (:func:`health_warning`): a red box at the top left.
+WARNING_STYLE = dict(ha="left", va="top", fontsize=8, color="#b00020", fontweight="bold",
+                     bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, Any] | None = None) -> Path:
     """Save ``fig`` atomically (temporary file + rename) and close it.
 
@@ -30,8 +35,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, 
     """
     warning = health_warning(record.get("health"), record.get("n_runs", 0)) if record else ""
     if warning:
-        fig.text(0.01, 0.99, warning, ha="left", va="top", fontsize=8, color="#b00020", fontweight="bold",
-                 bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
+        fig.text(0.01, 0.99, warning, **WARNING_STYLE)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
     finally:
@@ -69,8 +73,7 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
     warning = health_warning(record.get("health"), record["n_runs"])
     if warning:
-        ax.text(0.01, 0.99, warning, transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#b00020",
-                fontweight="bold", bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
+        ax.text(0.01, 0.99, warning, transform=ax.transAxes, **WARNING_STYLE)
     return save_figure(fig, path)
 
 
@@ -124,7 +127,5 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     diverged = [label for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
     if diverged:
         ax.text(0.01, 0.99, f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
-                'see "health" in the JSON records', transform=ax.transAxes, ha="left", va="top", fontsize=8,
-                color="#b00020", fontweight="bold",
-                bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
+                'see "health" in the JSON records', transform=ax.transAxes, **WARNING_STYLE)
     return save_figure(fig, path)

@@ -119,24 +119,25 @@ def _first_existing(path: Path) -> Path:
 def _check_dir(d: Path, file: Path | None = None) -> None:
     """Raise OutputError unless directory ``d`` exists writable or can be created (for ``file`` in it, if given)."""
     what = f"cannot write {file}: its directory {d}" if file is not None else f"cannot write the results to {d}: it"
+    other = "file" if file is not None else "directory"  # what the user should choose instead
     if d.is_symlink() and not d.exists():
         raise OutputError(f"{what} is a dangling symbolic link. Choose another output directory or remove the link.")
     if d.exists():
         if not d.is_dir():
             raise OutputError(f"{what} is an existing file, not a directory. Choose another output "
-                              f"{'file' if file is not None else 'directory'} or remove the file.")
+                              f"{other} or remove the file.")
         if not os.access(d, os.W_OK | os.X_OK):
             raise OutputError(f"{what} is not a writable directory. Choose another output "
-                              f"{'file' if file is not None else 'directory'} or change its permissions.")
+                              f"{other} or change its permissions.")
         return
     base = _first_existing(d)
     what = f"cannot write {file}" if file is not None else f"cannot create the output directory {d}"
     if not base.is_dir():
         raise OutputError(f"{what}: {base} is a file, not a directory. Choose another output "
-                          f"{'file' if file is not None else 'directory'}.")
+                          f"{other}.")
     if not os.access(base, os.W_OK | os.X_OK):
         raise OutputError(f"{what}: {base} is not writable. Choose another output "
-                          f"{'file' if file is not None else 'directory'} or change the permissions of {base}.")
+                          f"{other} or change the permissions of {base}.")
 
 
 def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[str] = ()) -> Path:
