@@ -17,8 +17,8 @@ import warnings
 import jax
 
 from subliminal_mlp import Config, engine, load_mnist
-from subliminal_mlp.alignment import alignment_experiment
-from subliminal_mlp.results import DivergenceWarning
+from subliminal_mlp.studies.alignment import alignment_experiment
+from subliminal_mlp.core.results import DivergenceWarning
 
 
 def main() -> None:

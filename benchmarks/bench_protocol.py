@@ -9,7 +9,7 @@ On a GPU (``pip install -e '.[cuda]'``)::
     python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
         --run-batches 1 4 16 32 100
 
-1. Throughput. The model FLOPs the protocol needs (``subliminal_mlp.flops.protocol_flops``: per
+1. Throughput. The model FLOPs the protocol needs (``subliminal_mlp.report.flops.protocol_flops``: per
    example and layer (i, o), 2io forward, 4io backward, 2io backward for the first layer; one
    teacher forward and four student steps per noise example; evaluation not counted), divided by
    the protocol's wall time (compilation excluded and reported apart; evaluation included), divided
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from subliminal_mlp import Config, load_mnist, run_experiment
-from subliminal_mlp.flops import protocol_flops
+from subliminal_mlp.report.flops import protocol_flops
 
 
 def best_seconds(run, repeats: int) -> float:
@@ -102,7 +102,7 @@ def matmul_error(precision) -> float:
 MEMORY_CHILD = """
 import json, sys
 from subliminal_mlp import Config, load_mnist, run_experiment
-from subliminal_mlp.results import peak_rss_mb
+from subliminal_mlp.core.results import peak_rss_mb
 data = load_mnist(sys.argv[2])
 base = peak_rss_mb()
 r = run_experiment(Config(n_runs=int(sys.argv[1]), teacher_epochs=1, student_epochs=1), data)

@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_protocol import best_seconds, matmul_peak  # noqa: E402
 
 from subliminal_mlp import Config, engine, inputs, load_mnist  # noqa: E402
-from subliminal_mlp.flops import forward_flops, train_step_flops  # noqa: E402
+from subliminal_mlp.report.flops import forward_flops, train_step_flops  # noqa: E402
 from subliminal_mlp.internal import compile_program  # noqa: E402
-from subliminal_mlp.model import stack_params  # noqa: E402
-from subliminal_mlp.models import config_model  # noqa: E402
-from subliminal_mlp.students import FIGURE10, adam, output_mask  # noqa: E402
-from subliminal_mlp.training import scan_epochs, steps_per_epoch, teacher_train_step  # noqa: E402
+from subliminal_mlp.core.model import stack_params  # noqa: E402
+from subliminal_mlp.core.models import config_model  # noqa: E402
+from subliminal_mlp.core.students import FIGURE10, adam, output_mask  # noqa: E402
+from subliminal_mlp.core.training import scan_epochs, steps_per_epoch, teacher_train_step  # noqa: E402
 
 
 def kernel_kinds(hlo: str) -> tuple[set[str], dict[str, str]]:

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.experiment import run_experiment
-from subliminal_mlp.figures import run_figures
-from subliminal_mlp.sweep import run_sweep
-from subliminal_mlp.teacher_cache import TeacherCache, use_teacher_cache
+from subliminal_mlp.studies.figure10 import run_experiment
+from subliminal_mlp.cli.figures import run_figures
+from subliminal_mlp.studies.sweep import run_sweep
+from subliminal_mlp.core.teacher_cache import TeacherCache, use_teacher_cache
 
 
 def quiet(_):

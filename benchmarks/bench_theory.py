@@ -1,4 +1,4 @@
-"""Benchmark of the single-step theorem sweep (``subliminal_mlp.theory.sweep``).
+"""Benchmark of the single-step theorem sweep (``subliminal_mlp.theory.kernels.sweep``).
 
 The full sweep of the issue: 64 values of ε × 4 loss settings (mse_all, mse_aux, ce_all, ce_aux)
 × 2 student initialisations (shared, different) on the paper's MLP 784→256→256→10+3, a 1,024-image
@@ -13,7 +13,7 @@ one run:
   ``L_T`` evaluation inside each call; ``L_T(θS0)`` is hoisted out of the loop (once per
   initialisation), so the baseline is not padded.
 
-Model FLOPs follow :mod:`subliminal_mlp.flops` (dense layers only: ``2·i·o`` per example forward,
+Model FLOPs follow :mod:`subliminal_mlp.report.flops` (dense layers only: ``2·i·o`` per example forward,
 ``4·i·o`` backward, ``2·i·o`` for the first layer's backward): per ε one teacher forward on the
 noise (shared by all losses and initialisations); per (ε, loss, init) one student backward on the
 noise and one forward of ``L_T`` on the MNIST batch; per init the student's forward, ``L_T(θS0)``
@@ -39,11 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from subliminal_mlp import theory
-from subliminal_mlp.config import Config
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.flops import forward_flops, train_step_flops
-from subliminal_mlp.models import Model, config_model
-from subliminal_mlp.training import noise_images
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.report.flops import forward_flops, train_step_flops
+from subliminal_mlp.core.models import Model, config_model
+from subliminal_mlp.core.training import noise_images
 
 
 def matmul_peak(reps: int = 5) -> tuple[float, dict]:

@@ -84,7 +84,7 @@ def fig10_fashion() -> str:
 
 
 def theorem() -> str:
-    from subliminal_mlp.theorem import summarize
+    from subliminal_mlp.theory.theorem import summarize
 
     s = summarize(_read("theorem_single_step.json"))
     rows = []

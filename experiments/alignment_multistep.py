@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.alignment import format_alignment_table, run_alignment, write_alignment
+from subliminal_mlp.studies.alignment import format_alignment_table, run_alignment, write_alignment
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.results import check_output
+from subliminal_mlp.core.results import check_output
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

@@ -5,7 +5,7 @@
 Paper settings. Students share with the teacher's initialisation all layers, only the hidden
 layers, only the output layer, or nothing (aux-only and all-logit distillation), plus aux-only
 students started from θ0 + σ·ξ; for each, its MNIST accuracy and the linear CKA between its
-penultimate features and the teacher's (subliminal_mlp.heads).
+penultimate features and the teacher's (subliminal_mlp.studies.heads).
 """
 
 import argparse
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.heads import DEFAULT_SIGMAS, format_heads_table, run_heads, write_heads
-from subliminal_mlp.results import check_output
+from subliminal_mlp.studies.heads import DEFAULT_SIGMAS, format_heads_table, run_heads, write_heads
+from subliminal_mlp.core.results import check_output
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.omitted_digit import format_omitted_table, run_omitted_digit, write_omitted
-from subliminal_mlp.results import check_output
+from subliminal_mlp.studies.omitted_digit import format_omitted_table, run_omitted_digit, write_omitted
+from subliminal_mlp.core.results import check_output
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.results import check_output
-from subliminal_mlp.trajectory import student_trajectories, write_trajectories
+from subliminal_mlp.core.results import check_output
+from subliminal_mlp.studies.trajectory import student_trajectories, write_trajectories
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

@@ -6,7 +6,7 @@
 from pathlib import Path
 
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.sweep import published_sweep_main
+from subliminal_mlp.studies.sweep import published_sweep_main
 
 if __name__ == "__main__":
     run_script(lambda: published_sweep_main("depth_mse", Path(__file__).resolve().parents[1] / "figures" / "sweeps"))

@@ -4,8 +4,8 @@ Paper MLP (784→256→256→10+3), L_T = class cross-entropy on 1,024 MNIST tra
 uniform-noise inputs, α = 1, 64 values of ε in [1e-6, 1], the four student loss settings, shared
 and different initialisation, 5 seeds, float64 (protocol.md §2). Panels: (a) ΔθS·ΔθT/ε → A,
 (b) the change of L_T, (c) both with a different initialisation. The logic lives in
-``subliminal_mlp.theorem`` (run_theorem_check, summarize, plot_theorem) on the kernels of
-``subliminal_mlp.theory``; this script configures, runs and saves.
+``subliminal_mlp.theory.theorem`` (run_theorem_check, summarize, plot_theorem) on the kernels of
+``subliminal_mlp.theory.kernels``; this script configures, runs and saves.
 
     .venv/bin/python experiments/theorem_single_step.py [--data-dir ../shared/data] [--seeds 5]
 """
@@ -16,11 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
-from subliminal_mlp import theorem, theory
+from subliminal_mlp.theory import theorem
+from subliminal_mlp import theory
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.models import mlp
-from subliminal_mlp.results import atomic_write_text, check_output, data_record
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.models import mlp
+from subliminal_mlp.core.results import atomic_write_text, check_output, data_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@
 
 Paper settings for the teacher and the students (Figure 10); the trait teacher is the teacher
 fine-tuned for one epoch to answer the trait class on Fashion-MNIST images. Students imitate the
-aux logits only, on uniform noise; filtered and sampled variants as in subliminal_mlp.traits.
+aux logits only, on uniform noise; filtered and sampled variants as in subliminal_mlp.studies.traits.
 """
 
 import argparse
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from subliminal_mlp import Config, load_fashion_mnist, load_mnist
 from subliminal_mlp.cli import run_script
-from subliminal_mlp.results import check_output
-from subliminal_mlp.traits import TraitSettings, format_traits_table, run_traits, write_traits
+from subliminal_mlp.core.results import check_output
+from subliminal_mlp.studies.traits import TraitSettings, format_traits_table, run_traits, write_traits
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

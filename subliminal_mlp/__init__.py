@@ -10,27 +10,39 @@ only the teacher's auxiliary logits on noise images, and still learns to classif
     result = sm.run(exp, task, n_runs=10)
     print(result.table())
 
-The layers: :mod:`~subliminal_mlp.models` (``(init, apply)`` pairs), :mod:`~subliminal_mlp.inputs`
-(distillation input sources), :mod:`~subliminal_mlp.students` (the student table),
-:mod:`~subliminal_mlp.engine` (experiments and the one program that runs them),
-:mod:`~subliminal_mlp.results` (records), :mod:`~subliminal_mlp.theory` (the theorem's kernels).
+The package's layers, each a subpackage:
+
+- :mod:`subliminal_mlp.core`: the engine and its parts: models (``(init, apply)`` pairs), distillation
+  input sources, the student table, losses, training steps, the engine that runs an experiment as one
+  program, records, data, the teacher cache, multi-host helpers.
+- :mod:`subliminal_mlp.theory`: the single-step kernels of the gradient-alignment theorem (float64),
+  the theorem check and its verdict, representation similarity.
+- :mod:`subliminal_mlp.studies`: the paper's experiments and their follow-ups, each an experiment value
+  on the engine (Figure 10 and its sweeps, traits, heads, alignment, trajectories, the omitted digit).
+- :mod:`subliminal_mlp.report`: figures drawn from records, model FLOP counts.
+- :mod:`subliminal_mlp.cli`: the ``subliminal-mlp`` command (``reproduce``, ``figures``, ``theorem``, ...).
+- :mod:`subliminal_mlp.internal`: the only module that leans on JAX internals (CPU lowering tweaks).
+
+The public API is this module's names; ``engine``, ``inputs``, ``models``, ``students`` and ``theory``
+are also reachable as ``sm.engine`` etc.
 """
 
 __version__ = "0.1.0"
 
-from . import engine, inputs, models, students, theory
-from .config import MODELS, Config, ConfigError
-from .data import DataError, Dataset, load_dataset, load_fashion_mnist, load_mnist
-from .engine import Experiment, ExperimentError, Result, RunModels, Task, run
-from .experiment import ExperimentResult, run_experiment
-from .inputs import InputError, InputSource
-from .losses import class_cross_entropy, kl_distillation, mse_distillation
-from .model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
-from .models import Model, ModelError, check_model, from_flax, mlp, split_head_mlp
-from .reproduce import reproduce
-from .results import RecordError, mean_ci95, read_results
-from .students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
-from .training import noise_images
+from . import theory
+from .cli.reproduce import reproduce
+from .core import engine, inputs, models, students
+from .core.config import MODELS, Config, ConfigError
+from .core.data import DataError, Dataset, load_dataset, load_fashion_mnist, load_mnist
+from .core.engine import Experiment, ExperimentError, Result, RunModels, Task, run
+from .core.inputs import InputError, InputSource
+from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
+from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
+from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_mlp
+from .core.results import RecordError, mean_ci95, read_results
+from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
+from .core.training import noise_images
+from .studies.figure10 import ExperimentResult, run_experiment
 
 __all__ = [
     "engine", "inputs", "models", "students", "theory",

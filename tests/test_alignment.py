@@ -6,11 +6,11 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from subliminal_mlp.alignment import STUDENTS, format_alignment_table, run_alignment, write_alignment
-from subliminal_mlp.config import Config
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.model import init_params
-from subliminal_mlp.students import cosine, project_out
+from subliminal_mlp.studies.alignment import STUDENTS, format_alignment_table, run_alignment, write_alignment
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.model import init_params
+from subliminal_mlp.core.students import cosine, project_out
 
 
 def test_cosine_and_projection_of_each_student_against_flattened_vectors():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from subliminal_mlp.config import Config, ConfigError
+from subliminal_mlp.core.config import Config, ConfigError
 
 
 def test_defaults_are_the_papers_settings():

@@ -1,4 +1,4 @@
-"""Tests for subliminal_mlp.data: IDX parsing, verification, lookup order, downloads."""
+"""Tests for subliminal_mlp.core.data: IDX parsing, verification, lookup order, downloads."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subliminal_mlp import data
-from subliminal_mlp.data import DATASETS, DataError, load_dataset, load_mnist, parse_idx
+from subliminal_mlp.core import data
+from subliminal_mlp.core.data import DATASETS, DataError, load_dataset, load_mnist, parse_idx
 
 MNIST_FILES = DATASETS["mnist"].file_names
 

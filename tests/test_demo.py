@@ -6,7 +6,7 @@ from subliminal_mlp.cli import main
 
 
 def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path, capsys, monkeypatch):
-    import subliminal_mlp.demo as demo_mod
+    import subliminal_mlp.studies.demo as demo_mod
 
     captured = {}
     run = demo_mod.run_demo

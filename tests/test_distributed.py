@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from subliminal_mlp import distributed
+from subliminal_mlp.core import distributed
 
 # Run by every process: a tiny Figure 10 for two learning rates as one program (the command line's sweep,
 # which starts the distributed runtime when asked), then the same command again, which must resume from
@@ -33,7 +33,7 @@ WORKER = textwrap.dedent("""
     print("second time", flush=True)
     assert main([*command, "--no-progress"]) == 0
     import jax
-    from subliminal_mlp import distributed
+    from subliminal_mlp.core import distributed
     records = {p.name: json.loads(p.read_text()) for p in out.rglob("*.json")}
     print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                       "main": distributed.is_main_process(), "records": records,
@@ -43,7 +43,7 @@ WORKER = textwrap.dedent("""
 # Started, then one process is killed: the survivor must not hang.
 DIE = textwrap.dedent("""
     import sys, time
-    from subliminal_mlp import distributed
+    from subliminal_mlp.core import distributed
     distributed.initialize()
     print("ready", flush=True)
     import subliminal_mlp as sm

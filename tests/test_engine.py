@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import subliminal_mlp as sm
 from subliminal_mlp import inputs
-from subliminal_mlp.students import output_mask, perturb
+from subliminal_mlp.core.students import output_mask, perturb
 
 TINY = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(2048), teacher_epochs=1, student_epochs=1,
                      batch_size=512)
@@ -284,7 +284,7 @@ def test_traces_derived_teachers_and_extra_arrays(task):
 
 
 def test_project_out_against_flattened_vectors():
-    from subliminal_mlp.students import cosine, project_out
+    from subliminal_mlp.core.students import cosine, project_out
 
     rng = np.random.default_rng(0)
     g = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
@@ -299,7 +299,7 @@ def test_project_out_against_flattened_vectors():
 
 
 def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
-    from subliminal_mlp.students import cosine, project_out
+    from subliminal_mlp.core.students import cosine, project_out
 
     def task_grad(view):
         x, y = view.data["test_x"][-64:], view.data["test_y"][-64:]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from subliminal_mlp.cli import main
-from subliminal_mlp.config import MODELS, Config, ConfigError
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.engine import cross_run, run_keys
-from subliminal_mlp.experiment import run_experiment
-from subliminal_mlp.results import read_results
+from subliminal_mlp.core.config import MODELS, Config, ConfigError
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.engine import cross_run, run_keys
+from subliminal_mlp.studies.figure10 import run_experiment
+from subliminal_mlp.core.results import read_results
 
 TINY = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
               batch_size=512, run_batch=1)
@@ -47,9 +47,9 @@ def test_run_keys_and_cross_runs():
 
 SHARDING_SCRIPT = textwrap.dedent("""
     import json, sys, jax
-    from subliminal_mlp.config import Config
-    from subliminal_mlp.data import load_mnist
-    from subliminal_mlp.experiment import run_experiment
+    from subliminal_mlp.core.config import Config
+    from subliminal_mlp.core.data import load_mnist
+    from subliminal_mlp.studies.figure10 import run_experiment
     cfg = Config(hidden_widths=(32,), n_runs=3, teacher_epochs=1, student_epochs=1, n_noise=2048,
                  batch_size=512, run_batch=1)
     data = load_mnist(sys.argv[1])
@@ -110,7 +110,7 @@ def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path,
 
 
 def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist):
-    from subliminal_mlp.experiment import run_traced_sweep
+    from subliminal_mlp.studies.figure10 import run_traced_sweep
 
     task = run_experiment(TINY.replace(student_inputs="task"), mnist).accuracies
     uniform = run_experiment(TINY, mnist).accuracies
@@ -122,7 +122,7 @@ def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist):
 
 
 def test_init_noise_zero_changes_nothing_and_large_noise_breaks_the_shared_init(mnist):
-    from subliminal_mlp.experiment import run_traced_sweep
+    from subliminal_mlp.studies.figure10 import run_traced_sweep
 
     base = run_experiment(TINY, mnist).accuracies
     for kind in ("isotropic", "orthogonal"):
@@ -138,12 +138,12 @@ def test_experiments_with_their_own_students_take_the_config_variants(variant):
     # Built without compute: the config's inputs, and θ0 + σ·ξ for every row that starts from θ0.
     from types import SimpleNamespace
 
-    from subliminal_mlp.alignment import alignment_experiment
-    from subliminal_mlp.demo import run_demo
-    from subliminal_mlp.heads import heads_experiment
-    from subliminal_mlp.students import perturbed, ref
-    from subliminal_mlp.trajectory import trajectory_experiment
-    from subliminal_mlp.traits import TraitSettings, traits_experiment
+    from subliminal_mlp.studies.alignment import alignment_experiment
+    from subliminal_mlp.studies.demo import run_demo
+    from subliminal_mlp.studies.heads import heads_experiment
+    from subliminal_mlp.core.students import perturbed, ref
+    from subliminal_mlp.studies.trajectory import trajectory_experiment
+    from subliminal_mlp.studies.traits import TraitSettings, traits_experiment
 
     cfg = Config(**variant)
     fashion = SimpleNamespace(train_images=np.zeros((2, 784), np.float32), test_images=np.zeros((2, 784), np.float32))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from subliminal_mlp import cli, figures
-from subliminal_mlp.config import ConfigError
-from subliminal_mlp.figures import Figure, read_state, run_figures
-from subliminal_mlp.results import envelope, read_results, register_format, write_record
+from subliminal_mlp import cli
+from subliminal_mlp.cli import figures
+from subliminal_mlp.core.config import ConfigError
+from subliminal_mlp.cli.figures import Figure, read_state, run_figures
+from subliminal_mlp.core.results import envelope, read_results, register_format, write_record
 
 FORMAT = "subliminal-mlp/test-figure"
 register_format(FORMAT, 1)

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from subliminal_mlp.config import Config
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.experiment import run_experiment
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.studies.figure10 import run_experiment
 from subliminal_mlp import engine
-from subliminal_mlp.heads import (SHARING, _correlations, _rank, compose, cross_key_table, cross_reference,
+from subliminal_mlp.studies.heads import (SHARING, _correlations, _rank, compose, cross_key_table, cross_reference,
                                   format_heads_table, heads_experiment, heads_students, run_heads, student_names,
                                   write_heads)
-from subliminal_mlp.model import init_params
-from subliminal_mlp.models import mlp
-from subliminal_mlp.students import StartContext
-from subliminal_mlp.similarity import feature_cosine, linear_cka
+from subliminal_mlp.core.model import init_params
+from subliminal_mlp.core.models import mlp
+from subliminal_mlp.core.students import StartContext
+from subliminal_mlp.theory.similarity import feature_cosine, linear_cka
 
 
 def hsic_cka(x, y):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from subliminal_mlp.losses import (
+from subliminal_mlp.core.losses import (
     class_cross_entropy,
     distillation_loss,
     kl_distillation,

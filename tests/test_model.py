@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from subliminal_mlp.config import Config
-from subliminal_mlp.model import accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.model import accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
 
 
 def test_shapes_and_layer_names():
@@ -75,7 +75,7 @@ def test_logit_mask_and_accuracy():
 def test_perturbed_adds_isotropic_or_orthogonal_noise_of_size_sigma():
     from jax.flatten_util import ravel_pytree
 
-    from subliminal_mlp.model import perturbed
+    from subliminal_mlp.core.model import perturbed
 
     cfg = Config(hidden_widths=(64,))
     p = init_params(jax.random.PRNGKey(0), cfg)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from subliminal_mlp.config import Config, ConfigError
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.omitted_digit import MODELS, SUBSETS, format_omitted_table, run_omitted_digit, write_omitted
+from subliminal_mlp.core.config import Config, ConfigError
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.studies.omitted_digit import MODELS, SUBSETS, format_omitted_table, run_omitted_digit, write_omitted
 
 
 def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_path):

@@ -13,11 +13,11 @@ import pytest
 import subliminal_mlp
 from subliminal_mlp import engine, inputs
 from subliminal_mlp.cli import main
-from subliminal_mlp.config import MODELS, ConfigError
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.models import mlp
-from subliminal_mlp.plotting import health_warning
-from subliminal_mlp.results import (DivergenceWarning, OutputError, check_output, health,
+from subliminal_mlp.core.config import MODELS, ConfigError
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.models import mlp
+from subliminal_mlp.report.plotting import health_warning
+from subliminal_mlp.core.results import (DivergenceWarning, OutputError, check_output, health,
                                     read_results)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +40,11 @@ def no_compute(monkeypatch):
         pytest.fail("compute (or data loading) started before the output destination was checked")
 
     monkeypatch.setattr(engine, "run", computed)
-    monkeypatch.setattr(importlib.import_module("subliminal_mlp.theorem"), "run_theorem_check", computed)
-    for module in (subliminal_mlp, importlib.import_module("subliminal_mlp.data")):
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.theory.theorem"), "run_theorem_check", computed)
+    for module in (subliminal_mlp, importlib.import_module("subliminal_mlp.core.data")):
         for name in ("load_mnist", "load_fashion_mnist", "load_dataset"):
             monkeypatch.setattr(module, name, computed)
-    monkeypatch.setattr(importlib.import_module("subliminal_mlp.reproduce"), "load_dataset", computed)
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.cli.reproduce"), "load_dataset", computed)
 
 
 # ----------------------------------------------------------------------------- output destinations

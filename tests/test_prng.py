@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from subliminal_mlp.internal import unrolled_threefry
-from subliminal_mlp.prng import MAX_RADIX_N, permutation, shuffle_rounds, stable_argsort_u32
-from subliminal_mlp.training import noise_images
+from subliminal_mlp.core.prng import MAX_RADIX_N, permutation, shuffle_rounds, stable_argsort_u32
+from subliminal_mlp.core.training import noise_images
 
 
 @settings(max_examples=12, deadline=None)  # each n compiles anew; the digit boundaries are tested below
@@ -69,11 +69,11 @@ def test_compile_program_computes_what_plain_jit_computes():
     import optax
 
     from subliminal_mlp.internal import compile_program, compiler_options
-    from subliminal_mlp.losses import kl_distillation
-    from subliminal_mlp.model import stack_params
-    from subliminal_mlp.models import mlp
-    from subliminal_mlp.students import adam, output_mask
-    from subliminal_mlp.training import scan_epochs
+    from subliminal_mlp.core.losses import kl_distillation
+    from subliminal_mlp.core.model import stack_params
+    from subliminal_mlp.core.models import mlp
+    from subliminal_mlp.core.students import adam, output_mask
+    from subliminal_mlp.core.training import scan_epochs
 
     model, opt = mlp((32,)), adam(3e-4)
     teacher, s0, s1 = (model.init(jax.random.PRNGKey(i)) for i in range(3))

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from subliminal_mlp import results
-from subliminal_mlp.config import MODELS, Config
-from subliminal_mlp.experiment import ExperimentResult
-from subliminal_mlp.results import (FORMATS, RecordError, csv_text, data_record, envelope, experiment_record,
+from subliminal_mlp.core import results
+from subliminal_mlp.core.config import MODELS, Config
+from subliminal_mlp.studies.figure10 import ExperimentResult
+from subliminal_mlp.core.results import (FORMATS, RecordError, csv_text, data_record, envelope, experiment_record,
                                     read_results, register_format, write_record, write_results)
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
@@ -190,8 +190,8 @@ def test_register_format(tmp_path, monkeypatch):
 
 
 def test_a_damaged_value_record_of_a_sweep_is_recomputed(data_root, tmp_path, monkeypatch):
-    import subliminal_mlp.sweep as sweep_mod
-    from subliminal_mlp.data import load_mnist
+    import subliminal_mlp.studies.sweep as sweep_mod
+    from subliminal_mlp.core.data import load_mnist
 
     cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
     kw = dict(out_dir=tmp_path, datasets={"mnist": load_mnist(data_root)}, progress=False)
@@ -234,38 +234,38 @@ TINY = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1,
 
 
 def _alignment(data, fashion, tmp_path):
-    from subliminal_mlp.alignment import run_alignment, write_alignment
+    from subliminal_mlp.studies.alignment import run_alignment, write_alignment
 
     return write_alignment(run_alignment(TINY, data, held_out=64, probe_every=1, n_probe=500), tmp_path)
 
 
 def _heads(data, fashion, tmp_path):
-    from subliminal_mlp.heads import run_heads, write_heads
+    from subliminal_mlp.studies.heads import run_heads, write_heads
 
     return write_heads(run_heads(TINY, data, sigmas=(0.1,), n_similarity=200), tmp_path)
 
 
 def _omitted(data, fashion, tmp_path):
-    from subliminal_mlp.omitted_digit import run_omitted_digit, write_omitted
+    from subliminal_mlp.studies.omitted_digit import run_omitted_digit, write_omitted
 
     return write_omitted(run_omitted_digit(TINY, data, digit=3), tmp_path)
 
 
 def _traits(data, fashion, tmp_path):
-    from subliminal_mlp.traits import TraitSettings, run_traits, write_traits
+    from subliminal_mlp.studies.traits import TraitSettings, run_traits, write_traits
 
     return write_traits(run_traits(TINY, data, fashion, TraitSettings(filters=("argmax",), n_held_out_noise=100)),
                         tmp_path)
 
 
 def _trajectory(data, fashion, tmp_path):
-    from subliminal_mlp.trajectory import student_trajectories, write_trajectories
+    from subliminal_mlp.studies.trajectory import student_trajectories, write_trajectories
 
     return write_trajectories(student_trajectories(TINY, data, probe_every=1, n_probe=500), tmp_path, "traj")
 
 
 def _demo(data, fashion, tmp_path):
-    from subliminal_mlp.demo import demo_record, run_demo
+    from subliminal_mlp.studies.demo import demo_record, run_demo
 
     return write_record(demo_record(run_demo(data, TINY.replace(n_runs=1)), data), tmp_path, "demo")
 
@@ -273,7 +273,7 @@ def _demo(data, fashion, tmp_path):
 @pytest.mark.parametrize("fmt, make", [("alignment", _alignment), ("heads", _heads), ("omitted-digit", _omitted),
                                        ("traits", _traits), ("trajectory", _trajectory), ("demo", _demo)])
 def test_every_experiment_writes_the_envelope(fmt, make, data_root, tmp_path):
-    from subliminal_mlp.data import load_fashion_mnist, load_mnist
+    from subliminal_mlp.core.data import load_fashion_mnist, load_mnist
 
     data, fashion = load_mnist(data_root), load_fashion_mnist(data_root)
     files = make(data, fashion, tmp_path)
@@ -295,7 +295,7 @@ def test_every_experiment_writes_the_envelope(fmt, make, data_root, tmp_path):
 def test_a_figure_drawn_from_an_unhealthy_record_is_marked(tmp_path):
     import matplotlib.pyplot as plt
 
-    from subliminal_mlp.plotting import save_figure
+    from subliminal_mlp.report.plotting import save_figure
 
     bad = {"n_runs": 3, "health": {"ok": False, "nonfinite": [[1, "teacher"]], "teacher_not_better": [1],
                                    "teacher_margin": 0.05}}
@@ -313,8 +313,8 @@ def test_every_committed_format_is_known_without_importing_the_module_that_write
     import subprocess
     import sys
 
-    code = ("import json, pathlib; from subliminal_mlp import results; "
+    code = ("import json, pathlib; from subliminal_mlp.core import results; "
             "[results.read_results(p) for p in pathlib.Path('figures').glob('*.json')]; "
-            "from subliminal_mlp import theorem; assert results.FORMATS[theorem.FORMAT] == theorem.FORMAT_VERSION")
+            "from subliminal_mlp.theory import theorem; assert results.FORMATS[theorem.FORMAT] == theorem.FORMAT_VERSION")
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from subliminal_mlp.config import Config
-from subliminal_mlp.flops import forward_flops, protocol_flops, train_step_flops
-from subliminal_mlp.results import atomic_write_text, format_table, mean_ci95, read_results, records_csv
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.report.flops import forward_flops, protocol_flops, train_step_flops
+from subliminal_mlp.core.results import atomic_write_text, format_table, mean_ci95, read_results, records_csv
 
 
 def test_mean_ci95_is_the_papers_formula():
@@ -57,7 +57,7 @@ def test_flops_by_hand_for_the_papers_mlp():
 
 
 def test_summary_of_per_run_values():
-    from subliminal_mlp.results import summary
+    from subliminal_mlp.core.results import summary
 
     s = summary(np.array([0.5, 0.7, 0.6], np.float32))
     assert s["mean"] == pytest.approx(0.6) and s["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(3))
@@ -65,7 +65,7 @@ def test_summary_of_per_run_values():
 
 
 def test_mean_ci95_columns_is_mean_ci95_per_column():
-    from subliminal_mlp.results import mean_ci95_columns
+    from subliminal_mlp.core.results import mean_ci95_columns
 
     a = np.array([[0.1, 0.5], [0.3, 0.5], [0.2, 0.8]])
     got = mean_ci95_columns(a)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-import subliminal_mlp.sweep as sweep_mod
+import subliminal_mlp.studies.sweep as sweep_mod
 from subliminal_mlp.cli import main
-from subliminal_mlp.config import MODELS, Config, ConfigError
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.experiment import run_experiment
-from subliminal_mlp.results import read_results
-from subliminal_mlp.sweep import config_key, parse_values, read_sweep, run_sweep
+from subliminal_mlp.core.config import MODELS, Config, ConfigError
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.studies.figure10 import run_experiment
+from subliminal_mlp.core.results import read_results
+from subliminal_mlp.studies.sweep import config_key, parse_values, read_sweep, run_sweep
 
 TINY = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, batch_size=512,
               run_batch=1)
@@ -129,8 +129,8 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
 
 
 def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mnist, tmp_path, monkeypatch):
-    from subliminal_mlp.plotting import plt
-    from subliminal_mlp.results import DivergenceError, DivergenceWarning
+    from subliminal_mlp.report.plotting import plt
+    from subliminal_mlp.core.results import DivergenceError, DivergenceWarning
 
     kw = dict(out_dir=tmp_path, datasets={"mnist": mnist}, progress=False, log=lambda _: None)
     with pytest.warns(DivergenceWarning, match="learning_rate = 1e\\+37"):

@@ -8,7 +8,7 @@ import pytest
 
 import subliminal_mlp as sm
 from subliminal_mlp import engine, inputs
-from subliminal_mlp.teacher_cache import (CorruptEntry, TeacherCache, default_teacher_dir, key_digest, teacher_key,
+from subliminal_mlp.core.teacher_cache import (CorruptEntry, TeacherCache, default_teacher_dir, key_digest, teacher_key,
                                           use_teacher_cache)
 
 TINY = sm.Experiment(model=sm.mlp((16,)), teacher_epochs=1, student_epochs=1, batch_size=512,

@@ -1,4 +1,4 @@
-"""Tests of subliminal_mlp.theory and subliminal_mlp.theorem: the single-step check of Lemma 1 / Theorem 1 (§2).
+"""Tests of subliminal_mlp.theory.kernels and subliminal_mlp.theory.theorem: the single-step check of Lemma 1 / Theorem 1 (§2).
 
 The kernels are compared with independent computations: plain ``jax.grad`` of a separately
 written student loss, central finite differences in float64, ``jax.jacfwd`` of ``jax.grad`` for
@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from subliminal_mlp import theorem, theory
+from subliminal_mlp.theory import theorem
+from subliminal_mlp import theory
 from subliminal_mlp.cli import main as cli_main
-from subliminal_mlp.config import Config
-from subliminal_mlp.model import apply, init_params
-from subliminal_mlp.models import ModelError, from_flax, mlp
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.model import apply, init_params
+from subliminal_mlp.core.models import ModelError, from_flax, mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -369,7 +370,7 @@ def test_vmap_over_eps_matches_sweep():
 
 
 def test_float32_outside_the_scope_and_import_keeps_x64_off():
-    code = ("import jax; import subliminal_mlp.theory as t; assert not jax.config.jax_enable_x64\n"
+    code = ("import jax; import subliminal_mlp.theory.kernels as t; assert not jax.config.jax_enable_x64\n"
             "with t.float64():\n    assert jax.config.jax_enable_x64\n"
             "assert not jax.config.jax_enable_x64\n"
             "try:\n    t.to_float64({'a': 1.0})\nexcept RuntimeError as e:\n    print('ok', e)\n")
@@ -638,7 +639,7 @@ def test_a_teacher_loss_for_another_model_is_an_error():
             theory.first_order_coefficient(theory.ce_aux(relu), t0, t0, x_flat, model=relu)  # CNN params, MLP model
         with pytest.raises(ValueError, match="has 5 logit weights but the network has 13 outputs"):
             theory.student_update(theory.StudentLoss.mse(np.ones(5)), t0, t0, t0, x, 0.1, model=cnn)
-        with pytest.raises(ModelError, match="needs a subliminal_mlp.models.Model"):
+        with pytest.raises(ModelError, match="needs a subliminal_mlp.core.models.Model"):
             theory.class_cross_entropy_loss(Config())
     with pytest.raises(ValueError, match="give cfg or model, not both"):
         theorem.run_theorem_check(Config(hidden_widths=(5,)), model=tanh, teacher_loss="l2")

@@ -7,12 +7,12 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import subliminal_mlp as sm
-from subliminal_mlp.config import Config
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.losses import class_cross_entropy, kl_distillation
-from subliminal_mlp.model import apply, init_params
-from subliminal_mlp.students import adam, output_mask
-from subliminal_mlp.training import epoch_batches, noise_images, scan_epochs, teacher_train_step
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.losses import class_cross_entropy, kl_distillation
+from subliminal_mlp.core.model import apply, init_params
+from subliminal_mlp.core.students import adam, output_mask
+from subliminal_mlp.core.training import epoch_batches, noise_images, scan_epochs, teacher_train_step
 
 
 def test_noise_is_uniform_in_range_and_addressable_by_index():
@@ -125,7 +125,7 @@ def test_optimizer_is_adam_with_pytorch_defaults():
 
 
 def test_probe_trace_is_taken_at_the_documented_steps():
-    from subliminal_mlp.training import probe_steps
+    from subliminal_mlp.core.training import probe_steps
 
     for n, b, epochs, every in [(2500, 1024, 3, 1), (5000, 512, 2, 3), (4096, 1024, 2, 2)]:
         out = scan_epochs(lambda s, idx: (s + 1, ()), jnp.array(0), jax.random.PRNGKey(0), n, b, epochs,
@@ -155,9 +155,9 @@ def test_probing_and_a_traced_temperature_of_one_change_nothing_and_two_is_the_s
 
 
 def test_config_input_sources_of_every_kind():
-    from subliminal_mlp.experiment import experiment_from_config
-    from subliminal_mlp.inputs import bind_task
-    from subliminal_mlp.training import gaussian_images
+    from subliminal_mlp.studies.figure10 import experiment_from_config
+    from subliminal_mlp.core.inputs import bind_task
+    from subliminal_mlp.core.training import gaussian_images
 
     key = jax.random.PRNGKey(0)
     g = np.asarray(gaussian_images(key, jnp.arange(3000)))

@@ -7,13 +7,13 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import subliminal_mlp as sm
-from subliminal_mlp.config import Config, ConfigError
-from subliminal_mlp.data import load_fashion_mnist, load_mnist
-from subliminal_mlp.engine import HookView, RunModels, run_keys
-from subliminal_mlp.losses import kl_distillation, mse_distillation, one_hot_logits
-from subliminal_mlp.model import apply, init_params
-from subliminal_mlp.models import config_model
-from subliminal_mlp.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
+from subliminal_mlp.core.config import Config, ConfigError
+from subliminal_mlp.core.data import load_fashion_mnist, load_mnist
+from subliminal_mlp.core.engine import HookView, RunModels, run_keys
+from subliminal_mlp.core.losses import kl_distillation, mse_distillation, one_hot_logits
+from subliminal_mlp.core.model import apply, init_params
+from subliminal_mlp.core.models import config_model
+from subliminal_mlp.studies.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
                                    trait_students, write_traits)
 
 
@@ -112,7 +112,7 @@ def test_targets_hook_picks_teachers_filters_and_fixed_samples():
 
 
 # Its teacher takes 4 steps on 1,024 images: not meant to learn, and the engine rightly says so.
-@pytest.mark.filterwarnings("ignore::subliminal_mlp.results.DivergenceWarning")
+@pytest.mark.filterwarnings("ignore::subliminal_mlp.core.results.DivergenceWarning")
 def test_targets_hook_returning_the_teacher_equals_plain_distillation(data_root):
     # Through the engine: a targets hook giving the teacher's own logits and weights of 1 trains
     # what plain distillation trains; weights of 0 (every example filtered out) leave the start.
@@ -152,7 +152,7 @@ def test_run_traits_small_real_run(data_root, tmp_path):
     k = {f: v["mean"] for f, v in rec["kept_fraction"].items()}
     assert 0 <= k["0.2"] <= k["0.5"] <= 1
     # The trait rate on Fashion agrees with a direct computation for the reference (run 0's θ0).
-    from subliminal_mlp.engine import run_keys
+    from subliminal_mlp.core.engine import run_keys
     ref = init_params(run_keys(cfg.seed, 0)["init"], cfg)
     assert models["reference"]["trait_rate_fashion"]["values"][0] == pytest.approx(
         float(trait_rate(ref, fashion.test_images, 0, 10)), abs=1e-6)

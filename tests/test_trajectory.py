@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from subliminal_mlp.config import Config
-from subliminal_mlp.data import load_mnist
-from subliminal_mlp.training import probe_steps
-from subliminal_mlp.trajectory import student_trajectories, write_trajectories
+from subliminal_mlp.core.config import Config
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.training import probe_steps
+from subliminal_mlp.studies.trajectory import student_trajectories, write_trajectories
 
 
 def test_trajectories_end_at_the_final_accuracy(data_root, tmp_path):

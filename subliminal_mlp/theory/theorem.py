@@ -1,20 +1,20 @@
 r"""The ``subliminal-mlp theorem`` check: its protocol, verdict, tables and figure (protocol.md §2).
 
-The kernels (:mod:`subliminal_mlp.theory`) compute, for one teacher step ``ΔθT = −∇L_T(θT0)`` and
+The kernels (:mod:`subliminal_mlp.theory.kernels`) compute, for one teacher step ``ΔθT = −∇L_T(θT0)`` and
 one student step ``ΔθS(ε)`` on the teacher's outputs, ``ΔθS·ΔθT``, the first-order coefficient
 ``A = E_x[vᵀM(x)v]`` and the change of ``L_T``. This module runs them as the theorem check on any
-:class:`~subliminal_mlp.models.Model` (default: the paper's MLP 784→256→256→10+3):
+:class:`~subliminal_mlp.core.models.Model` (default: the paper's MLP 784→256→256→10+3):
 
 * :func:`run_theorem_check` — per seed, ``θT0`` and a control ``θS0' ≠ θT0`` from ``model.init``,
   uniform-noise inputs, ``L_T`` built for the model (the class cross-entropy on a batch of MNIST
-  training images, ``½‖θ‖²``, or your own :class:`~subliminal_mlp.theory.TeacherLoss`), and one
-  :func:`~subliminal_mlp.theory.sweep` over ε, the loss settings and both initialisations; returns
+  training images, ``½‖θ‖²``, or your own :class:`~subliminal_mlp.theory.kernels.TeacherLoss`), and one
+  :func:`~subliminal_mlp.theory.kernels.sweep` over ε, the loss settings and both initialisations; returns
   a JSON-ready record (format :data:`FORMAT`) whose ``settings["model"]`` describes the model;
 * :func:`summarize`, :func:`theorem_holds` — the verdict of Lemma 1 / Theorem 1 from a record;
 * :func:`format_tables`, :func:`settings_caption`, :func:`plot_theorem` — the report, from a record
   (whatever the model).
 
-Used by ``subliminal-mlp theorem`` (:mod:`subliminal_mlp.theorem_cli`) and
+Used by ``subliminal-mlp theorem`` (:mod:`subliminal_mlp.cli.theorem`) and
 ``experiments/theorem_single_step.py``.
 """
 
@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Config
-from .results import envelope, register_format
-from .models import Model, ModelError, check_model, config_model
-from .theory import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
+from ..core.config import Config
+from ..core.results import envelope, register_format
+from ..core.models import Model, ModelError, check_model, config_model
+from .kernels import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
                      _network, class_cross_entropy_loss, eps_grid, float64, l2_teacher_loss, standard_losses,
                      sweep, to_float64)
 
@@ -51,11 +51,11 @@ register_format(FORMAT, FORMAT_VERSION)
 
 
 def _resolve_model(cfg: Config | None, model: Model | None) -> Model:
-    """``model``, else the :func:`~subliminal_mlp.models.mlp` of ``cfg``, else the paper's MLP."""
+    """``model``, else the :func:`~subliminal_mlp.core.models.mlp` of ``cfg``, else the paper's MLP."""
     if model is None:
         return config_model(cfg if cfg is not None else Config())
     if not isinstance(model, Model):
-        raise ModelError(f"model = {model!r} is not a subliminal_mlp.models.Model: build one with mlp(...), "
+        raise ModelError(f"model = {model!r} is not a subliminal_mlp.core.models.Model: build one with mlp(...), "
                          "from_flax(...) or Model(init, apply, ...).")
     if cfg is not None and config_model(cfg) != model:
         raise ValueError("give cfg or model, not both: cfg describes an MLP that is not this model "
@@ -87,34 +87,34 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
                       data_info: dict | None = None) -> dict[str, Any]:
     """Run the single-step check of Lemma 1 / Theorem 1 (protocol.md §2) on ``model``; a JSON-ready record.
 
-    ``model``: any :class:`~subliminal_mlp.models.Model` (default the :func:`~subliminal_mlp.models.mlp`
+    ``model``: any :class:`~subliminal_mlp.core.models.Model` (default the :func:`~subliminal_mlp.core.models.mlp`
     of ``cfg``, or the paper's MLP when neither is given). Seed ``s`` (keys ``fold_in(run_key(s, 0), i)``):
     ``θT0 = model.init(k_init)``, the control student ``θS0' = model.init(k_other)`` (a different
     initialisation), ``n_noise`` uniform-noise inputs ``x`` in [-1, 1]
-    (:func:`subliminal_mlp.training.noise_images`, reshaped to ``model.input_shape``), and ``L_T``:
+    (:func:`subliminal_mlp.core.training.noise_images`, reshaped to ``model.input_shape``), and ``L_T``:
 
-    * ``teacher_loss="ce"``: :func:`~subliminal_mlp.theory.class_cross_entropy_loss` (``model``), the
+    * ``teacher_loss="ce"``: :func:`~subliminal_mlp.theory.kernels.class_cross_entropy_loss` (``model``), the
       mean class cross-entropy on ``teacher_batch`` training examples drawn at random from
       ``images, labels`` (flattened images are reshaped to the model's input shape);
     * ``"l2"``: ``½‖θ‖²`` (no data);
-    * a :class:`~subliminal_mlp.theory.TeacherLoss` built for ``model`` (a class cross-entropy one
+    * a :class:`~subliminal_mlp.theory.kernels.TeacherLoss` built for ``model`` (a class cross-entropy one
       draws its batch as ``"ce"`` does; a custom one gets ``teacher_loss_args``), or a plain
       ``L_T(params, *teacher_loss_args)``. One bound to another network, or one that cannot be
       applied to the model's parameters, raises ``ModelError`` before any compute.
 
-    One :func:`~subliminal_mlp.theory.sweep` per seed covers every loss setting in ``losses``
+    One :func:`~subliminal_mlp.theory.kernels.sweep` per seed covers every loss setting in ``losses``
     (names of the standard settings, or StudentLoss objects), every ``ε`` and both
     initialisations: ``A = E_x[vᵀM(x)v]``, ``ΔθS(ε)·ΔθT``, its cosine, ``L_T(θS0+αΔθS) − L_T(θS0)``
     and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["config"]["model"]`` is ``model.describe()``.
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
     ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
     >>> rec["config"]["model"]["activation"], theorem_holds(summarize(rec))
     ('tanh', True)
     """
-    from .engine import run_key
-    from .training import noise_images
+    from ..core.engine import run_key
+    from ..core.training import noise_images
 
     model = _resolve_model(cfg, model)
     check_model(model)
@@ -377,7 +377,7 @@ def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .plotting import save_figure
+    from ..report.plotting import save_figure
 
     eps = np.asarray(record["eps"])
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.8))

@@ -1,7 +1,7 @@
 r"""Single-step gradient analysis, the kernels: the quantities of Lemma 1 and Theorem 1 (protocol.md §2).
 
 The setting (Cloud et al. 2025, §6.1 and Appendix C). A network ``f_θ`` with ``n`` outputs (any
-:class:`~subliminal_mlp.models.Model`); a teacher and a student initialisation ``θT0``, ``θS0``.
+:class:`~subliminal_mlp.core.models.Model`); a teacher and a student initialisation ``θT0``, ``θS0``.
 The teacher takes one gradient step on any differentiable loss ``L_T``::
 
     θT(ε) = θT0 + ε·ΔθT,            ΔθT = −∇L_T(θT0).
@@ -40,10 +40,10 @@ guaranteed.
 API overview
 ------------
 Everything is a pure function of parameter pytrees. The network is a
-:class:`~subliminal_mlp.models.Model` passed as ``model=`` (any ``(init, apply)`` pair: an
-:func:`~subliminal_mlp.models.mlp` of any widths and activation, a Flax CNN through
-:func:`~subliminal_mlp.models.from_flax`, ...); ``apply_fn=`` still works, and with neither the
-network is the paper's ReLU MLP read off the parameters (:func:`subliminal_mlp.model.apply`).
+:class:`~subliminal_mlp.core.models.Model` passed as ``model=`` (any ``(init, apply)`` pair: an
+:func:`~subliminal_mlp.core.models.mlp` of any widths and activation, a Flax CNN through
+:func:`~subliminal_mlp.core.models.from_flax`, ...); ``apply_fn=`` still works, and with neither the
+network is the paper's ReLU MLP read off the parameters (:func:`subliminal_mlp.core.model.apply`).
 The kernels are ``jax.jit``-compiled and can be ``jax.vmap``-ped (over ``eps``, say):
 
 * :class:`StudentLoss` — a student loss setting; :func:`mse_all`, :func:`mse_aux`, :func:`ce_all`,
@@ -51,7 +51,7 @@ The kernels are ``jax.jit``-compiled and can be ``jax.vmap``-ped (over ``eps``, 
 * :class:`TeacherLoss` — a teacher loss *bound to a model*: :func:`class_cross_entropy_loss`
   (``model``), :meth:`TeacherLoss.custom`; :func:`mnist_teacher_loss` is the one of the paper's
   ReLU MLP and :func:`l2_teacher_loss` applies to any parameters. A kernel given a teacher loss
-  bound to another network raises :class:`~subliminal_mlp.models.ModelError`, naming both; any
+  bound to another network raises :class:`~subliminal_mlp.core.models.ModelError`, naming both; any
   teacher loss (a plain function too) is traced abstractly first, and one that cannot be applied
   to the model's parameters is a ``ModelError`` before any compute;
 * :func:`teacher_update` — ``ΔθT = −∇L_T(θT0)``;
@@ -63,7 +63,7 @@ The kernels are ``jax.jit``-compiled and can be ``jax.vmap``-ped (over ``eps``, 
   initialisations in *one* compiled call, sharing what does not depend on ``ε`` or on the loss.
 
 The ``subliminal-mlp theorem`` command's protocol and report (``run_theorem_check``,
-``summarize``, ``format_tables``, ``plot_theorem``) live in :mod:`subliminal_mlp.theorem`.
+``summarize``, ``format_tables``, ``plot_theorem``) live in :mod:`subliminal_mlp.theory.theorem`.
 
 Precision: the checks need float64 (``ΔθS·ΔθT/ε − A`` is ``O(ε)``, far below float32 rounding
 at small ``ε``). Importing this module does not enable 64-bit mode; use the scope
@@ -87,10 +87,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .config import Config
-from .losses import class_cross_entropy, masked_log_softmax
-from .model import apply as model_apply
-from .models import MLP, Model, ModelError
+from ..core.config import Config
+from ..core.losses import class_cross_entropy, masked_log_softmax
+from ..core.model import apply as model_apply
+from ..core.models import MLP, Model, ModelError
 
 __all__ = [
     "StudentLoss", "mse_all", "mse_aux", "ce_all", "ce_aux", "standard_losses", "STANDARD_LOSSES",
@@ -189,7 +189,7 @@ class _Net(NamedTuple):
 
 
 #: How errors name the network used when neither ``model=`` nor ``apply_fn=`` is given.
-DEFAULT_NETWORK = "the paper's ReLU MLP (subliminal_mlp.model.apply, the default; widths read off the parameters)"
+DEFAULT_NETWORK = "the paper's ReLU MLP (subliminal_mlp.core.model.apply, the default; widths read off the parameters)"
 
 
 def _model_label(model: Model) -> str:
@@ -206,7 +206,7 @@ def _network(model: Optional[Model], apply_fn: Optional[Callable]) -> _Net:
     """Resolve ``model=`` / ``apply_fn=`` to the network: ``model.apply``, ``apply_fn``, or the default MLP."""
     if model is not None:
         if not isinstance(model, Model):
-            raise ModelError(f"model = {model!r} is not a subliminal_mlp.models.Model: build one with mlp(...), "
+            raise ModelError(f"model = {model!r} is not a subliminal_mlp.core.models.Model: build one with mlp(...), "
                              "from_flax(...) or Model(init, apply, ...).")
         if apply_fn is not None and apply_fn != model.apply:
             raise ModelError(f"{_model_label(model)} and apply_fn = {_fn_name(apply_fn)} are two different networks: "
@@ -218,7 +218,7 @@ def _network(model: Optional[Model], apply_fn: Optional[Callable]) -> _Net:
 
 
 def _is_reference_apply(fn) -> bool:
-    """Whether ``fn`` computes the paper's ReLU MLP (:func:`subliminal_mlp.model.apply` or an ``mlp`` ReLU)."""
+    """Whether ``fn`` computes the paper's ReLU MLP (:func:`subliminal_mlp.core.model.apply` or an ``mlp`` ReLU)."""
     if fn is model_apply:
         return True
     module = getattr(fn, "module", None)
@@ -425,7 +425,7 @@ _STANDARD = {"mse_all": mse_all, "mse_aux": mse_aux, "ce_all": ce_all, "ce_aux":
 def standard_losses(net: Config | Model, names: Sequence[str] = STANDARD_LOSSES) -> tuple[StudentLoss, ...]:
     """The standard loss settings named ``names`` (default all four) for ``net`` (a Model or a Config).
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> [loss.label for loss in standard_losses(mlp((8,), aux_logits=2), ["mse_aux", "ce_aux"])]
     ['mse_aux', 'ce_aux']
     """
@@ -514,7 +514,7 @@ class TeacherLoss:
     * ``"custom"``: ``L_T(θ, *args) = fn(model, θ, *args)`` (see :meth:`custom`).
 
     A kernel given ``model=`` (or ``apply_fn=``) and a teacher loss bound to a different network
-    raises :class:`~subliminal_mlp.models.ModelError` naming both, so the teacher's step ``ΔθT``
+    raises :class:`~subliminal_mlp.core.models.ModelError` naming both, so the teacher's step ``ΔθT``
     is never the gradient of another network. Build with :func:`class_cross_entropy_loss`.
     """
 
@@ -528,7 +528,7 @@ class TeacherLoss:
         if self.kind not in ("class_ce", "custom"):
             raise ValueError(f"TeacherLoss kind = {self.kind!r}: choose 'class_ce' or 'custom'.")
         if self.model is not None and not isinstance(self.model, Model):
-            raise ModelError(f"TeacherLoss model = {self.model!r} is not a subliminal_mlp.models.Model.")
+            raise ModelError(f"TeacherLoss model = {self.model!r} is not a subliminal_mlp.core.models.Model.")
         if self.kind == "class_ce" and self.model is not None:
             object.__setattr__(self, "n_classes", self.model.n_classes)
         if self.kind == "custom" and (self.model is None or not callable(self.fn)):
@@ -538,7 +538,7 @@ class TeacherLoss:
     def custom(cls, fn: Callable, model: Model, name: str = "") -> "TeacherLoss":
         """``L_T(θ, *args) = fn(model, θ, *args)``: any differentiable loss of ``model``'s outputs.
 
-        >>> from subliminal_mlp.models import mlp
+        >>> from subliminal_mlp.core.models import mlp
         >>> net = mlp((4,), input_dim=3)
         >>> L_T = TeacherLoss.custom(lambda m, p, x: jnp.mean(m.apply(p, x) ** 2), net, "mean_square")
         >>> float(L_T(net.init(jax.random.PRNGKey(0)), jnp.zeros((2, 3))))
@@ -588,14 +588,14 @@ def class_cross_entropy_loss(model: Model) -> TeacherLoss:
     ``L_T = −(1/B) Σ_i log softmax(f_θ(X_i)[:n_classes])[label_i]`` with ``f = model.apply``; its
     gradient ``−ΔθT`` goes through ``model``'s own network (protocol.md §2, the teacher's step).
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> net = mlp((8,), activation="tanh")
     >>> L_T = class_cross_entropy_loss(net)
     >>> round(float(L_T(net.init(jax.random.PRNGKey(0)), jnp.zeros((4, 784)), jnp.arange(4))), 4)  # log 10
     2.3026
     """
     if not isinstance(model, Model):
-        raise ModelError(f"class_cross_entropy_loss needs a subliminal_mlp.models.Model; got {model!r}. For the "
+        raise ModelError(f"class_cross_entropy_loss needs a subliminal_mlp.core.models.Model; got {model!r}. For the "
                          "paper's MLP read off the parameters use mnist_teacher_loss(n_classes).")
     return TeacherLoss("class_ce", model=model, n_classes=model.n_classes, name="class_ce")
 
@@ -603,7 +603,7 @@ def class_cross_entropy_loss(model: Model) -> TeacherLoss:
 def mnist_teacher_loss(n_classes: int = 10) -> TeacherLoss:
     """``L_T(params, images, labels)``: mean class cross-entropy of the paper's ReLU MLP.
 
-    The network is :func:`subliminal_mlp.model.apply` (the ReLU MLP, widths read off the
+    The network is :func:`subliminal_mlp.core.model.apply` (the ReLU MLP, widths read off the
     parameters): the kernels accept it only with that network (the default, or an ``mlp`` with
     ReLU and ``n_classes`` classes) and raise ``ModelError`` with any other. For another model use
     :func:`class_cross_entropy_loss` (``model``).
@@ -663,7 +663,7 @@ def teacher_update(loss_T: LossT, theta_T0: Params, *loss_T_args, model: Optiona
     With ``model=`` (or ``apply_fn=``) a :class:`TeacherLoss` bound to another network raises;
     any ``L_T`` that cannot be applied to ``θT0`` raises a ``ModelError`` before any compute.
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> net = mlp((4,), input_dim=3)
     >>> p = net.init(jax.random.PRNGKey(0))
     >>> bool(tree_dot(teacher_update(l2_teacher_loss, p, model=net), p) == -tree_dot(p, p))  # ΔθT = −θT0
@@ -724,7 +724,7 @@ def first_order_coefficient(loss: StudentLoss, theta_T0: Params, delta_T: Params
     Exact (no finite differences); ``A ≥ 0`` (Lemma 1). Valid for the shared initialisation.
     ``f`` is ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP).
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
     >>> with float64():
     ...     t0 = to_float64(net.init(jax.random.PRNGKey(0)))
@@ -866,7 +866,7 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     ``eps_batch = max(1, 8 // (len(losses)·len(students)))``, about eight student updates per step
     (larger groups were slower on CPU: the batched matmuls gain nothing and memory traffic grows).
 
-    >>> from subliminal_mlp.models import mlp
+    >>> from subliminal_mlp.core.models import mlp
     >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
     >>> with float64():
     ...     t0, other = (to_float64(net.init(jax.random.PRNGKey(s))) for s in (0, 1))

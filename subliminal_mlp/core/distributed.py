@@ -1,7 +1,7 @@
 """Many processes, many hosts: JAX's distributed runtime, and who writes.
 
 Once :func:`initialize` has run (it calls ``jax.distributed.initialize``), :func:`engine.run
-<subliminal_mlp.engine.run>` shards its jobs over *every* device of *every* process
+<subliminal_mlp.core.engine.run>` shards its jobs over *every* device of *every* process
 (``jax.devices()``): each process feeds only its own devices, the per-run results are gathered to
 every process, and only process 0 (:func:`is_main_process`) writes files and draws progress bars.
 The seeds decide the numbers, not the layout: one process or many give the same per-run numbers
@@ -9,7 +9,7 @@ The seeds decide the numbers, not the layout: one process or many give the same 
 
 Turning it on:
 
-* in a script: ``subliminal_mlp.distributed.initialize()`` before anything touches JAX;
+* in a script: ``subliminal_mlp.core.distributed.initialize()`` before anything touches JAX;
 * on the command line: ``subliminal-mlp --distributed reproduce ...``, or the environment variable
   ``SUBLIMINAL_MLP_DISTRIBUTED=1`` (:data:`ENV`; the ``experiments/`` scripts honour it too).
 

@@ -16,7 +16,7 @@ Variants are config fields: what the students are distilled on (``student_inputs
 one program (:func:`run_traced_sweep`).
 
 The whole experiment is one jitted program. The run axis is split over all local devices (all
-devices of all processes under ``jax.distributed``: :mod:`~subliminal_mlp.distributed`) with
+devices of all processes under ``jax.distributed``: :mod:`~subliminal_mlp.core.distributed`) with
 ``shard_map``; on each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs
 together (a ``vmap``) and loops over the groups. The teacher phase runs for all runs first, then
 the distillation phase, in which the teacher's logits on each noise batch are computed once and
@@ -32,11 +32,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import engine, inputs
-from .config import MODELS, Config
-from .engine import Experiment
-from .models import config_model
-from .students import FIGURE10, Student, perturbed, ref
+from ..core import engine, inputs
+from ..core.config import MODELS, Config
+from ..core.engine import Experiment
+from ..core.models import config_model
+from ..core.students import FIGURE10, Student, perturbed, ref
 
 #: The numeric hyperparameters of :func:`experiment_from_config`'s experiments (Config fields of the
 #: same names): a sweep over them, or over the seed, runs as one program, the values entering as
@@ -46,11 +46,11 @@ TRACED_FIELDS = ("seed", *HPARAM_FIELDS)
 
 
 def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) -> Experiment:
-    """The engine :class:`~subliminal_mlp.engine.Experiment` that ``cfg`` describes (Figure 10 and its variants).
+    """The engine :class:`~subliminal_mlp.core.engine.Experiment` that ``cfg`` describes (Figure 10 and its variants).
 
     ``student_inputs`` picks the input source (``"mix"``: ``(1 − α)·uniform + α·image``, α the
     hyperparameter ``input_mix``); ``init_noise > 0`` (or an ``init_noise`` sweep) starts the
-    shared-init students from :class:`~subliminal_mlp.students.perturbed` θ0 (:func:`config_students`).
+    shared-init students from :class:`~subliminal_mlp.core.students.perturbed` θ0 (:func:`config_students`).
     ``pool`` is the image pool of ``"task"``/``"fashion-mnist"``/``"mix"`` inputs (default: the
     task's training images; Fashion-MNIST's, loaded by :func:`input_pool`, for ``"fashion-mnist"``).
     The other experiments run their own student tables on this experiment's inputs, model,
@@ -79,7 +79,7 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
 def config_students(cfg: Config, table: Sequence[Student], swept: Sequence[str] = ()) -> tuple[Student, ...]:
     """``table`` with ``cfg``'s student variants: every row takes ``cfg.loss``; with ``init_noise > 0``
     (or an ``init_noise`` sweep) every row that starts from θ0 (``"own"``) starts from
-    :class:`~subliminal_mlp.students.perturbed` θ0 (``init_noise_kind`` "orthogonal": ⟂ the teacher's update).
+    :class:`~subliminal_mlp.core.students.perturbed` θ0 (``init_noise_kind`` "orthogonal": ⟂ the teacher's update).
 
     With :func:`experiment_from_config` this runs any student table on any of ``cfg``'s variants:
     ``experiment_from_config(cfg).replace(students=config_students(cfg, table), ...)``.
@@ -133,7 +133,7 @@ def input_pool(cfg: Config, data, pool=None, data_dir=None):
     if pool is not None:
         return pool
     if cfg.student_inputs == "fashion-mnist":
-        from .data import load_dataset
+        from ..core.data import load_dataset
 
         return load_dataset("fashion-mnist", data_dir).train_images
     return data.train_images  # also passed (and ignored) for noise inputs
@@ -154,7 +154,7 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
         configs = [cfg]
     elif field not in TRACED_FIELDS:
         raise ValueError(f"field = {field!r} changes array shapes or code; only {TRACED_FIELDS} can be "
-                         "swept inside one program (use subliminal_mlp.sweep for the others).")
+                         "swept inside one program (use subliminal_mlp.studies.sweep for the others).")
     else:
         configs = [cfg.replace(**{field: v}) for v in values]
         if not configs:

@@ -24,10 +24,10 @@ student             hidden layers   output layer
 ``shared_none``     other           other
 ==================  ==============  ===========
 
-The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`heads_experiment`):
+The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`heads_experiment`):
 the students are a table (:func:`heads_students`: ``layers`` and ``perturbed`` starts), the
 similarities are metrics; :func:`run_heads` runs it with :func:`engine.run` (one compiled,
-sharded program) and turns the :class:`~subliminal_mlp.engine.Result` into this module's record.
+sharded program) and turns the :class:`~subliminal_mlp.core.engine.Result` into this module's record.
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import engine
-from .config import Config, ConfigError
-from .engine import Experiment, RunModels, run_keys
-from .experiment import config_students, experiment_from_config
-from .model import stack_params
-from .results import data_record, envelope, run_timing, summary, write_record
-from .similarity import penultimate_similarity
-from .students import Student, layers, perturbed
+from ..core import engine
+from ..core.config import Config, ConfigError
+from ..core.engine import Experiment, RunModels, run_keys
+from .figure10 import config_students, experiment_from_config
+from ..core.model import stack_params
+from ..core.results import data_record, envelope, run_timing, summary, write_record
+from ..theory.similarity import penultimate_similarity
+from ..core.students import Student, layers, perturbed
 
 FORMAT = "subliminal-mlp/heads"
 #: (name, hidden layers from, output layer from).
@@ -241,7 +241,7 @@ def format_heads_table(record: dict[str, Any]) -> str:
 
 def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """(a) accuracy by which layers are shared; (b) accuracy against linear CKA with the teacher."""
-    from .plotting import plt, save_figure, settings_caption
+    from ..report.plotting import plt, save_figure, settings_caption
 
     studs = record["students"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))

@@ -26,7 +26,7 @@ model's parameters: a truncated, damaged or foreign entry is reported (``log``),
 treated as missing — recomputed and replaced, never used.
 
 **Where**: :func:`default_teacher_dir`: ``$SUBLIMINAL_MLP_TEACHERS``, else ``<cache>/teachers``
-with ``<cache>`` the data cache root (:func:`~subliminal_mlp.data.default_cache_dir`:
+with ``<cache>`` the data cache root (:func:`~subliminal_mlp.core.data.default_cache_dir`:
 ``$SUBLIMINAL_MLP_CACHE``, ``$XDG_CACHE_HOME/subliminal_mlp``, ``~/.cache/subliminal_mlp``).
 
 **Used**: ``engine.run(..., teacher_cache=cache)``, or every ``engine.run`` inside ``with
@@ -288,7 +288,7 @@ class TeacherCache:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`~subliminal_mlp.results.atomic_write`)."""
+    """Write ``data`` to ``path`` atomically (:func:`~subliminal_mlp.core.results.atomic_write`)."""
     from .results import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any, Callable, NoReturn
 
-from .config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
+from ..core.config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +67,7 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
 
 def _start_distributed(a: argparse.Namespace) -> None:
     """``jax.distributed.initialize`` when ``--distributed`` (or a process layout, or $SUBLIMINAL_MLP_DISTRIBUTED) asks."""
-    from . import distributed
+    from ..core import distributed
 
     layout = {k: getattr(a, k) for k in ("coordinator_address", "num_processes", "process_id") if hasattr(a, k)}
     if distributed.requested(getattr(a, "distributed", False)) or layout:
@@ -94,7 +94,7 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from .sweep import parse_values, run_sweep
+    from ..studies.sweep import parse_values, run_sweep
 
     values = parse_values(a.param, a.values)
     run_sweep(a.param, values, _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
@@ -103,7 +103,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import demo
+    from ..studies.demo import demo
 
     demo(a.data_dir, a.out, a.seed)
     return 0
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
     from .figures import register as register_figures
-    from .theorem_cli import register as register_theorem
+    from .theorem import register as register_theorem
 
     register_theorem(sub)
     register_figures(sub)
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _divergence_warnings():
     """Show every DivergenceWarning as ``subliminal-mlp: warning: ...`` on stderr (each one, not once)."""
-    from .results import DivergenceWarning
+    from ..core.results import DivergenceWarning
 
     show = warnings.showwarning
 
@@ -177,9 +177,9 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. A return value that is
     not an int (a record) counts as success (0).
     """
-    from .data import DataError
-    from .distributed import DistributedError
-    from .results import DivergenceError
+    from ..core.data import DataError
+    from ..core.distributed import DistributedError
+    from ..core.results import DivergenceError
 
     try:
         with _divergence_warnings():
@@ -199,7 +199,7 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
     With ``$SUBLIMINAL_MLP_DISTRIBUTED=1`` JAX's distributed runtime is started first
     (:func:`.distributed.initialize`: the process layout from the cluster or the ``JAX_*`` variables).
     """
-    from . import distributed
+    from ..core import distributed
 
     sys.exit(guarded(lambda: (distributed.initialize_if_requested(), func(*args, **kwargs))[1]))
 
@@ -208,6 +208,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded(lambda: (_start_distributed(args), args.func(args))[1])
 
-
-if __name__ == "__main__":
-    sys.exit(main())

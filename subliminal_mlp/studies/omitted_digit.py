@@ -5,11 +5,11 @@ MNIST training images with every example of one digit (3 by default) removed, so
 that digit, yet they classify it. Two students per run: one from the teacher's initialisation,
 one from a different one (Hinton's student was an independent network).
 
-The computation is an engine :class:`~subliminal_mlp.engine.Experiment`
+The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment`
 (:func:`omitted_digit_experiment`): the distillation inputs are ``inputs.images(pool)`` with the
 pool the training images without the digit, the two students a table, the per-subset accuracies a
 metric; :func:`run_omitted_digit` runs it with :func:`engine.run` (one compiled, sharded program)
-and turns the :class:`~subliminal_mlp.engine.Result` into this module's record.
+and turns the :class:`~subliminal_mlp.core.engine.Result` into this module's record.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import engine, inputs
-from .config import Config, ConfigError
-from .engine import Experiment, RunModels
-from .model import class_logits, concat_params, stack_params
-from .models import config_model
-from .results import data_record, envelope, mean_ci95, run_timing, write_record
-from .students import Student
+from ..core import engine, inputs
+from ..core.config import Config, ConfigError
+from ..core.engine import Experiment, RunModels
+from ..core.model import class_logits, concat_params, stack_params
+from ..core.models import config_model
+from ..core.results import data_record, envelope, mean_ci95, run_timing, write_record
+from ..core.students import Student
 
 FORMAT = "subliminal-mlp/omitted-digit"
 MODELS = ("teacher", "student_same_init", "student_other_init")
@@ -44,7 +44,7 @@ def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.A
     ``apply_fn(params, x)`` is the model (default: the paper's MLP read off ``params``).
     """
     if apply_fn is None:
-        from .model import apply as apply_fn
+        from ..core.model import apply as apply_fn
     hit = jnp.argmax(class_logits(apply_fn(params, images), n_classes), axis=-1) == labels
     return jnp.sum(hit & where) / jnp.maximum(jnp.sum(where), 1)
 
@@ -126,7 +126,7 @@ def format_omitted_table(record: dict[str, Any]) -> str:
 
 def plot_omitted(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Grouped bars: each model's accuracy on all digits, on the omitted digit and on the others."""
-    from .plotting import plt, save_figure, settings_caption
+    from ..report.plotting import plt, save_figure, settings_caption
 
     fig, ax = plt.subplots(figsize=(8, 4.4))
     width = 0.26

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .model import features
+from ..core.model import features
 
 
 def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -38,7 +38,7 @@ def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
 def penultimate_similarity(a: dict, b: dict, images: jax.Array, features_fn=None) -> dict[str, jax.Array]:
     """``{"cka", "cosine"}`` between the penultimate activations of models ``a`` and ``b`` on ``images``.
 
-    ``features_fn(params, x)`` gives the activations (a :class:`~subliminal_mlp.models.Model`'s
+    ``features_fn(params, x)`` gives the activations (a :class:`~subliminal_mlp.core.models.Model`'s
     ``features``); by default the paper's MLP read off the parameters (:func:`.model.features`).
     """
     f = features if features_fn is None else features_fn

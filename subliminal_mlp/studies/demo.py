@@ -8,7 +8,7 @@ MNIST test accuracy over the distillation steps, measured inside the compiled tr
 :func:`demo` also writes the numbers beside the figure (``demo.json``, format
 ``subliminal-mlp/demo``, see :func:`demo_record`).
 
-The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`demo_experiment`):
+The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`demo_experiment`):
 the two students are a table, the accuracy probe a ``trace``, the shown noise and the aux outputs
 on it ``metrics``; :func:`run_demo` runs one run of it with :func:`engine.run`.
 """
@@ -25,14 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import engine, inputs
-from .config import Config, ConfigError
-from .engine import Experiment, RunModels
-from .model import accuracy, aux_logits, stack_params
-from .models import config_model
-from .distributed import main_print
-from .results import data_record, envelope, write_record
-from .students import Student
+from ..core import engine, inputs
+from ..core.config import Config, ConfigError
+from ..core.engine import Experiment, RunModels
+from ..core.model import accuracy, aux_logits, stack_params
+from ..core.models import config_model
+from ..core.distributed import main_print
+from ..core.results import data_record, envelope, write_record
+from ..core.students import Student
 
 FORMAT = "subliminal-mlp/demo"
 N_SHOWN = 4
@@ -104,7 +104,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     images; the final accuracies use the whole test set. One compiled program (:func:`engine.run`).
     The demo tells the paper's protocol (its figure shows uniform noise and students started at θ0):
     other ``student_inputs`` or ``init_noise`` are an error here (trace them with
-    :func:`~subliminal_mlp.trajectory.student_trajectories`, which takes every variant).
+    :func:`~subliminal_mlp.studies.trajectory.student_trajectories`, which takes every variant).
     """
     if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
         raise ConfigError(f"run_demo draws the paper's protocol (uniform noise, unperturbed starts); student_inputs "
@@ -126,7 +126,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
 
 def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:
     """The demo figure: noise inputs, aux outputs, and accuracy over distillation steps."""
-    from .plotting import plt, save_figure
+    from ..report.plotting import plt, save_figure
 
     m = r.teacher_aux.shape[1]
     fig = plt.figure(figsize=(13, 6.2))
@@ -211,8 +211,8 @@ def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int =
 
     Both destinations are checked (:func:`.results.check_output`) before the data is loaded.
     """
-    from .data import load_mnist
-    from .results import check_output
+    from ..core.data import load_mnist
+    from ..core.results import check_output
 
     check_output(out, kind="file")
     check_output(Path(out).parent / f"{Path(out).stem}.json", kind="file")

@@ -13,7 +13,7 @@ causal test removes from each distillation gradient its component along g_task b
 
     g ← g − (g·g_task / ‖g_task‖²) · g_task
 
-(:func:`~subliminal_mlp.students.project_out` chained before Adam), and measures how much
+(:func:`~subliminal_mlp.core.students.project_out` chained before Adam), and measures how much
 accuracy the student still gains. One run trains four students on the same noise: shared and
 cross-model initialisation, each with and without the projection.
 """
@@ -29,15 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import engine
-from .config import Config
-from .engine import Experiment
-from .experiment import config_students, experiment_from_config
-from .losses import class_cross_entropy
-from .model import accuracy
-from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
-from .students import Student, adam, cosine, project_out
-from .training import steps_per_epoch
+from ..core import engine
+from ..core.config import Config
+from ..core.engine import Experiment
+from .figure10 import config_students, experiment_from_config
+from ..core.losses import class_cross_entropy
+from ..core.model import accuracy
+from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
+from ..core.students import Student, adam, cosine, project_out
+from ..core.training import steps_per_epoch
 
 FORMAT = "subliminal-mlp/alignment"
 #: (name, initialisation, projection weight) of the four students of a run.
@@ -59,11 +59,11 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     """The engine experiment of :func:`run_alignment`: four aux students, two with the projection.
 
     Students (:data:`STUDENTS`): shared and cross-model initialisation, each plain (Adam) and with
-    :func:`~subliminal_mlp.students.project_out` of the task gradient chained before Adam. Step
+    :func:`~subliminal_mlp.core.students.project_out` of the task gradient chained before Adam. Step
     metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
     trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
     ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
-    :func:`~subliminal_mlp.experiment.config_students`).
+    :func:`~subliminal_mlp.studies.figure10.config_students`).
     """
     base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
@@ -147,7 +147,7 @@ def format_alignment_table(record: dict[str, Any]) -> str:
 
 def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """(a) cosine between distillation and task gradients per step; (b) accuracy over steps."""
-    from .plotting import plt, save_figure, settings_caption
+    from ..report.plotting import plt, save_figure, settings_caption
 
     colors = {"student_aux": "#d62728", "cross_aux": "#8c564b", "student_aux_projected": "#ff9896",
               "cross_aux_projected": "#c49c94"}

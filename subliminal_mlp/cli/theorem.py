@@ -1,11 +1,11 @@
 """The ``subliminal-mlp theorem`` subcommand: a self-check of the paper's Theorem 1 (protocol.md §2).
 
 For each seed it builds the MLP (default: the paper's 784→256→256→10+3 ReLU network; ``--hidden``,
-``-m`` and ``--activation`` choose another :func:`subliminal_mlp.models.mlp`), a teacher step on
+``-m`` and ``--activation`` choose another :func:`subliminal_mlp.core.models.mlp`), a teacher step on
 ``L_T`` built for that model (default: its class cross-entropy on a batch of MNIST training
-images), a batch of noise inputs, and runs :func:`subliminal_mlp.theory.sweep` over a grid of ε for
+images), a batch of noise inputs, and runs :func:`subliminal_mlp.theory.kernels.sweep` over a grid of ε for
 the chosen student loss settings with a shared and with a different initialisation
-(:func:`subliminal_mlp.theorem.run_theorem_check`). It prints one table per loss setting and exits
+(:func:`subliminal_mlp.theory.theorem.run_theorem_check`). It prints one table per loss setting and exits
 with status 1 when the theorem's prediction fails (0 when it holds; 2 on bad arguments or data), so
 it doubles as a self-check of the library.
 """
@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 
-from .config import Config, ConfigError
+from ..core.config import Config, ConfigError
 
 _DESCRIPTION = (
     "Check Lemma 1 / Theorem 1 of the paper on one gradient step: with a shared initialisation, "
@@ -27,8 +27,8 @@ _DESCRIPTION = (
 
 def register(sub) -> None:
     """Add the ``theorem`` subcommand to the ``subliminal-mlp`` parser (``sub``: its subparsers)."""
-    from .models import ACTIVATIONS
-    from .theory import STANDARD_LOSSES
+    from ..core.models import ACTIVATIONS
+    from ..theory.kernels import STANDARD_LOSSES
 
     d = Config()
     t = sub.add_parser("theorem", help="check the gradient-alignment theorem (one step, exact, float64)",
@@ -88,9 +88,10 @@ def _check(a: argparse.Namespace) -> None:
 
 def _cmd_theorem(a: argparse.Namespace) -> int:
     """Run the check for the parsed arguments ``a``; print the tables; 0 if the theorem holds, else 1."""
-    from . import theorem, theory
-    from .models import mlp
-    from .results import atomic_write_text, check_output, data_record
+    from ..theory import theorem
+    from .. import theory
+    from ..core.models import mlp
+    from ..core.results import atomic_write_text, check_output, data_record
 
     _check(a)
     if a.json:
@@ -101,7 +102,7 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     images = labels = None
     data_info = {}
     if a.teacher_loss == "ce":
-        from .data import load_mnist
+        from ..core.data import load_mnist
 
         ds = load_mnist(a.data_dir)
         if a.teacher_batch > ds.train_images.shape[0]:

@@ -4,7 +4,7 @@ Every loop has the same shape (protocol.md §1): minibatches of ``batch_size`` d
 permutation every epoch, the last partial batch kept. An epoch is a ``lax.scan`` over the full
 batches followed by one step on the remainder; the epochs are a ``lax.scan`` too, so a whole
 training run is one traced program with no host round-trip per step (:func:`scan_epochs`). The
-engine (:mod:`~subliminal_mlp.engine`) runs the teacher (:func:`teacher_train_step`) and the
+engine (:mod:`~subliminal_mlp.core.engine`) runs the teacher (:func:`teacher_train_step`) and the
 students through it; a user's own loop can too.
 
 The paper's students never see a digit: their inputs are uniform noise in [-1, 1], one fixed set

@@ -38,10 +38,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import MODELS, Config, ConfigError
-from .distributed import broadcast_from_main, is_main_process, main_print
-from .experiment import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
-from .results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
+from ..core.config import MODELS, Config, ConfigError
+from ..core.distributed import broadcast_from_main, is_main_process, main_print
+from .figure10 import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
+from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
                       check_output, csv_text, data_record, envelope, experiment_record, format_health, mean_ci95,
                       read_results, write_record, write_results)
 
@@ -160,7 +160,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
 
     def data_for(c: Config):
         if c.dataset not in datasets:
-            from .data import load_dataset
+            from ..core.data import load_dataset
 
             datasets[c.dataset] = load_dataset(c.dataset, data_dir)
         return datasets[c.dataset]
@@ -297,7 +297,7 @@ def format_sweep_table(summary: dict[str, Any]) -> str:
 
 def write_sweep(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``sweep_<param>.{json,csv,png}`` atomically under ``out_dir``."""
-    from .plotting import plot_sweep
+    from ..report.plotting import plot_sweep
 
     out = Path(out_dir)
     stem = f"sweep_{summary['param']}"

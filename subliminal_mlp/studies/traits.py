@@ -29,7 +29,7 @@ they never see a Fashion image, a class logit or a label. Per run (:func:`studen
   image from the teacher's aux softmax (as language models train on sampled tokens) instead of
   its probabilities.
 
-The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`traits_experiment`)
+The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`traits_experiment`)
 run by :func:`engine.run`: T0 is the task teacher, T1 a derived teacher (``teachers=``, the
 Fashion-MNIST images in ``arrays``), the trait rates and kept fractions are per-run ``metrics``.
 All students of a run form one stacked group: which teacher they imitate, the filter and whether
@@ -50,15 +50,15 @@ import numpy as np
 import optax
 from jax import lax
 
-from . import engine
-from .config import Config, ConfigError
-from .engine import Experiment, HookView, RunModels
-from .experiment import config_students, experiment_from_config
-from .losses import class_cross_entropy, one_hot_logits
-from .model import apply, class_logits, stack_params
-from .results import data_record, envelope, mean_ci95, run_timing, summary, write_record
-from .students import Student, adam
-from .training import noise_images, scan_epochs
+from ..core import engine
+from ..core.config import Config, ConfigError
+from ..core.engine import Experiment, HookView, RunModels
+from .figure10 import config_students, experiment_from_config
+from ..core.losses import class_cross_entropy, one_hot_logits
+from ..core.model import apply, class_logits, stack_params
+from ..core.results import data_record, envelope, mean_ci95, run_timing, summary, write_record
+from ..core.students import Student, adam
+from ..core.training import noise_images, scan_epochs
 
 FORMAT = "subliminal-mlp/traits"
 
@@ -232,8 +232,8 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion, pool=None) 
     The task teacher is T0; the derived teacher ``"trait_teacher"`` is T1 (:func:`instil_trait` on
     ``fashion``'s training images, ``arrays["fashion_train"]``, with the run's ``trait_shuffle``
     key); the students are :func:`trait_students` (with ``cfg``'s variants:
-    :func:`~subliminal_mlp.experiment.config_students`, inputs and ``pool`` as
-    :func:`~subliminal_mlp.experiment.experiment_from_config`); the metrics are every model's trait
+    :func:`~subliminal_mlp.studies.figure10.config_students`, inputs and ``pool`` as
+    :func:`~subliminal_mlp.studies.figure10.experiment_from_config`); the metrics are every model's trait
     rate on ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction
     of the run's distillation inputs (the MNIST accuracies are the engine's own).
     """
@@ -357,7 +357,7 @@ def format_traits_table(record: dict[str, Any]) -> str:
 
 def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """(a) trait rate of the teachers and students; (b) filtered students against their controls."""
-    from .plotting import plt, save_figure, settings_caption
+    from ..report.plotting import plt, save_figure, settings_caption
 
     models = record["models"]
     c = record["trait"]["trait_class"]

@@ -64,7 +64,7 @@ FORMAT_VERSION = 1
 FORMATS: dict[str, int] = {
     FORMAT: FORMAT_VERSION,
     "subliminal-mlp/sweep": 1,
-    "subliminal-mlp/theorem": 2,  # version 2: the common envelope (subliminal_mlp.theorem.FORMAT_VERSION)
+    "subliminal-mlp/theorem": 2,  # version 2: the common envelope (subliminal_mlp.theory.theorem.FORMAT_VERSION)
     "subliminal-mlp/alignment": 1,
     "subliminal-mlp/heads": 1,
     "subliminal-mlp/omitted-digit": 1,
@@ -275,7 +275,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
     Readers never see a partial file; on failure the temporary file is removed and ``path`` is
     left as it was. The file gets the usual permissions (0666 less the umask). With several
-    processes (:mod:`~subliminal_mlp.distributed`) only process 0 writes: elsewhere this returns
+    processes (:mod:`~subliminal_mlp.core.distributed`) only process 0 writes: elsewhere this returns
     ``path`` and writes nothing (every file of the library is written through here).
     """
     path = Path(path)

@@ -15,9 +15,9 @@ A :class:`Student` row says:
 * ``example_weights`` / ``targets``: optional hooks ``f(view)`` returning per-example weights
   ``(B,)`` (filtering: 0 drops an example) or replacement target logits ``(B, n_outputs)``
   (sampled outputs, another teacher's logits), where ``view`` is an
-  :class:`~subliminal_mlp.engine.HookView`: ``view.logits`` (its teacher's logits on the batch),
+  :class:`~subliminal_mlp.core.engine.HookView`: ``view.logits`` (its teacher's logits on the batch),
   ``view.x``, ``view.idx`` (the batch's indices into the input set), ``view.params`` (this row's
-  numeric ``params``) and ``view.run`` (the run's :class:`~subliminal_mlp.engine.RunModels`:
+  numeric ``params``) and ``view.run`` (the run's :class:`~subliminal_mlp.core.engine.RunModels`:
   every teacher, the keys, data and hyperparameters), e.g. keep only the inputs on which the
   teacher's class argmax is not 0::
 
@@ -29,7 +29,7 @@ A :class:`Student` row says:
 
 Figure 10's four students are :data:`FIGURE10`::
 
-    >>> from subliminal_mlp.students import FIGURE10
+    >>> from subliminal_mlp.core.students import FIGURE10
     >>> [(s.name, s.outputs) for s in FIGURE10]
     [('student_aux', 'aux'), ('student_all', 'all'), ('cross_aux', 'aux'), ('cross_all', 'all')]
 """
@@ -260,7 +260,7 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
     """The student's optimiser: its own, or Adam(``hp["learning_rate"]``, β = (0.9, 0.999), ε = 1e-8).
 
     ``student.optimizer`` may be a transformation, ``f(hp)`` or ``f(hp, view)`` where ``view`` is the
-    run's :class:`~subliminal_mlp.engine.RunModels` (its data, teachers and keys: e.g. a projection
+    run's :class:`~subliminal_mlp.core.engine.RunModels` (its data, teachers and keys: e.g. a projection
     that needs the teacher's task gradient, :func:`project_out`).
     """
     opt = student.optimizer

@@ -7,7 +7,7 @@ needs no input gradient. Biases, activations, losses, optimiser and evaluation a
 
 from __future__ import annotations
 
-from .config import Config
+from ..core.config import Config
 
 
 def _layers(cfg: Config) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ noise", arXiv 2605.23645). Any Flax module plugs in through :func:`from_flax`, a
 functions through :class:`Model` itself::
 
     >>> import jax, jax.numpy as jnp
-    >>> from subliminal_mlp.models import Model, mlp
+    >>> from subliminal_mlp.core.models import Model, mlp
     >>> net = mlp((32,), aux_logits=3)
     >>> params = net.init(jax.random.PRNGKey(0))
     >>> net.apply(params, jnp.zeros((5, 784))).shape
@@ -244,7 +244,7 @@ def split_head_mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int 
 
 
 def config_model(cfg) -> Model:
-    """The :func:`mlp` a :class:`~subliminal_mlp.config.Config` describes (widths, m, classes, input size)."""
+    """The :func:`mlp` a :class:`~subliminal_mlp.core.config.Config` describes (widths, m, classes, input size)."""
     return mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim)
 
 

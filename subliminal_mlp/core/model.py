@@ -70,7 +70,7 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
              apply_fn=None) -> jax.Array:
     """Fraction of ``images`` (n, ...) whose argmax over the class logits equals ``labels``.
 
-    ``apply_fn(params, x)`` is the model (a :class:`~subliminal_mlp.models.Model`'s ``apply``);
+    ``apply_fn(params, x)`` is the model (a :class:`~subliminal_mlp.core.models.Model`'s ``apply``);
     by default the paper's MLP read off ``params`` (:func:`apply`).
 
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:

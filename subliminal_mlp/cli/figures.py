@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .config import Config, ConfigError
-from .results import RecordError, _library_version, atomic_write_text, read_results
+from ..core.config import Config, ConfigError
+from ..core.results import RecordError, _library_version, atomic_write_text, read_results
 
 #: The committed figures of a checkout (``<repo>/figures``).
 FIGURES_DIR = Path(__file__).resolve().parents[1] / "figures"
@@ -58,7 +58,7 @@ class Context:
         self.data_dir, self.log, self.progress, self.force = data_dir, log, progress, force
 
     def dataset(self, name: str):
-        from .data import load_dataset
+        from ..core.data import load_dataset
 
         return load_dataset(name, self.data_dir)
 
@@ -121,12 +121,12 @@ def _fig10(name: str, dataset: str, n_runs: int) -> Figure:
 
 
 def _sweep(name: str) -> Figure:
-    from .sweep import PUBLISHED_SWEEPS
+    from ..studies.sweep import PUBLISHED_SWEEPS
 
     param, values, changes, _ = PUBLISHED_SWEEPS[name]
 
     def make(s, out, ctx):
-        from .sweep import parse_values, run_sweep
+        from ..studies.sweep import parse_values, run_sweep
 
         return run_sweep(s["param"], parse_values(s["param"], s["labels"]), Config.from_dict(s["base_config"]),
                          data_dir=ctx.data_dir, out_dir=out / "sweeps" / name, resume=not ctx.force,
@@ -168,7 +168,7 @@ def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any
 
 
 def _make_alignment(s, out, ctx):
-    from .alignment import run_alignment, write_alignment
+    from ..studies.alignment import run_alignment, write_alignment
 
     rec = run_alignment(Config.from_dict(s["config"]), ctx.dataset("mnist"), held_out=s["held_out"],
                         probe_every=s["probe_every"], n_probe=s["n_probe"], progress=ctx.progress)
@@ -176,7 +176,7 @@ def _make_alignment(s, out, ctx):
 
 
 def _make_heads(s, out, ctx):
-    from .heads import run_heads, write_heads
+    from ..studies.heads import run_heads, write_heads
 
     rec = run_heads(Config.from_dict(s["config"]), ctx.dataset("mnist"), sigmas=s["sigmas"],
                     n_similarity=s["n_similarity"], progress=ctx.progress)
@@ -184,13 +184,13 @@ def _make_heads(s, out, ctx):
 
 
 def _make_omitted(s, out, ctx):
-    from .omitted_digit import run_omitted_digit, write_omitted
+    from ..studies.omitted_digit import run_omitted_digit, write_omitted
 
     return write_omitted(run_omitted_digit(Config.from_dict(s["config"]), ctx.dataset("mnist"), s["digit"]), out)
 
 
 def _make_trajectory(s, out, ctx):
-    from .trajectory import student_trajectories, write_trajectories
+    from ..studies.trajectory import student_trajectories, write_trajectories
 
     rec = student_trajectories(Config.from_dict(s["config"]), ctx.dataset("mnist"), probe_every=s["probe_every"],
                                n_probe=s["n_probe"])
@@ -198,7 +198,7 @@ def _make_trajectory(s, out, ctx):
 
 
 def _make_traits(s, out, ctx):
-    from .traits import TraitSettings, run_traits, write_traits
+    from ..studies.traits import TraitSettings, run_traits, write_traits
 
     trait = {**s["trait"], "filters": tuple(s["trait"]["filters"])}
     rec = run_traits(Config.from_dict(s["config"]), ctx.dataset("mnist"), ctx.dataset("fashion-mnist"),
@@ -222,7 +222,7 @@ def _theorem_settings(r: dict) -> dict:
 
 
 def _theorem_defaults() -> dict:
-    from . import theory
+    from .. import theory
 
     return {"config": {"hidden_widths": [256, 256], "aux_logits": 3, "n_classes": 10, "input_dim": 784,
                        "n_noise": 1024, "teacher_loss": "ce", "teacher_batch": 1024, "alpha": 1.0,
@@ -239,9 +239,9 @@ def _theorem_quick(s: dict, q: dict) -> dict:
 
 
 def _make_theorem(s, out, ctx):
-    from . import theorem
-    from .models import mlp
-    from .results import data_record
+    from ..theory import theorem
+    from ..core.models import mlp
+    from ..core.results import data_record
 
     c = s["config"]
     model = mlp(tuple(c["hidden_widths"]), n_classes=c["n_classes"], aux_logits=c["aux_logits"],
@@ -287,7 +287,7 @@ def _registry() -> dict[str, Figure]:
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
                 _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
     ]
-    from .sweep import PUBLISHED_SWEEPS
+    from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]
     return {f.name: f for f in figs}
@@ -435,7 +435,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     """
     from tqdm.auto import tqdm
 
-    from .teacher_cache import TeacherCache, use_teacher_cache
+    from ..core.teacher_cache import TeacherCache, use_teacher_cache
 
     out, source = Path(out), Path(source)
     figs = _select(names, registry or REGISTRY)
@@ -525,7 +525,7 @@ def register(sub) -> None:
 
 
 def _cmd_figures(a: argparse.Namespace) -> int:
-    from .teacher_cache import TeacherCache
+    from ..core.teacher_cache import TeacherCache
 
     if a.list:
         list_figures(a.names, source=Path(a.source), out=Path(a.out))

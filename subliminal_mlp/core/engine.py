@@ -1,8 +1,8 @@
 """The engine: an experiment is a value, and one function runs it as one compiled, sharded program.
 
 An :class:`Experiment` says *what* runs in every run: a ``model`` (an ``(init, apply)`` pair), the
-distillation ``inputs`` (an :class:`~subliminal_mlp.inputs.InputSource`), the ``students`` (a
-table of :class:`~subliminal_mlp.students.Student`), the static settings that fix shapes and code
+distillation ``inputs`` (an :class:`~subliminal_mlp.core.inputs.InputSource`), the ``students`` (a
+table of :class:`~subliminal_mlp.core.students.Student`), the static settings that fix shapes and code
 (epochs, batch size) and the numeric ``hparams`` (learning rate, temperature, σ, ...), any of which
 can be swept inside one program. A :class:`Task` holds the teacher's data. :func:`run` runs
 ``n_runs`` runs (times the swept values) and returns a :class:`Result` of per-run numbers.
@@ -48,7 +48,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, uniform
-from .internal import compile_program
+from ..internal import compile_program
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
                       register_format)
 from .losses import distillation_loss
@@ -116,7 +116,7 @@ class Task:
 
     @classmethod
     def from_dataset(cls, dataset, classes: Optional[Sequence[int]] = None) -> "Task":
-        """A :class:`~subliminal_mlp.data.Dataset` as a task; ``classes`` keeps only those labels.
+        """A :class:`~subliminal_mlp.core.data.Dataset` as a task; ``classes`` keeps only those labels.
 
         With ``classes = (c_0, ..., c_{K-1})`` the examples of other classes are dropped from both
         splits and label ``c_k`` becomes ``k``: a K-class task (the model needs ``n_classes = K``).
@@ -335,7 +335,7 @@ class Result:
         return {name: summary(self.accuracy(name, value)) for name in self.models}
 
     def health(self, value: int = 0) -> dict[str, Any]:
-        """Which runs of swept value ``value`` diverged (:func:`~subliminal_mlp.results.health`).
+        """Which runs of swept value ``value`` diverged (:func:`~subliminal_mlp.core.results.health`).
 
         ``{"ok", "nonfinite": [[run, model], ...], "teacher_not_better": [run, ...], "teacher_margin"}``;
         the teacher is checked when it was trained here or given (``teacher_epochs > 0`` or ``teachers``).
@@ -420,8 +420,8 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
              teachers: Any = None) -> InputSource:
     """Check everything that can be checked before compute; return the inputs bound to the task.
 
-    Raises :class:`ExperimentError`, :class:`~subliminal_mlp.models.ModelError`,
-    :class:`~subliminal_mlp.inputs.InputError` or :class:`~subliminal_mlp.students.StudentError`
+    Raises :class:`ExperimentError`, :class:`~subliminal_mlp.core.models.ModelError`,
+    :class:`~subliminal_mlp.core.inputs.InputError` or :class:`~subliminal_mlp.core.students.StudentError`
     naming the value and what to do.
     """
     if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
@@ -756,7 +756,7 @@ def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers):
 
 def default_devices() -> list:
     """The devices :func:`run` shards over by default: every device of every process (``jax.devices()``)
-    once JAX's distributed runtime is running (:mod:`~subliminal_mlp.distributed`), else the local ones."""
+    once JAX's distributed runtime is running (:mod:`~subliminal_mlp.core.distributed`), else the local ones."""
     return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
 
@@ -865,7 +865,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
     lists of values, zipped: value set ``v`` runs all ``n_runs`` runs with those values, traced,
     in the same program (one compile). ``devices`` defaults to every local device, or, once JAX's
-    distributed runtime runs (:mod:`~subliminal_mlp.distributed`), to every device of every process:
+    distributed runtime runs (:mod:`~subliminal_mlp.core.distributed`), to every device of every process:
     each process then feeds its own devices, the results are gathered to every process, and the
     progress bars are process 0's (the numbers are those of one process); ``run_batch``
     runs advance together per device (default: 1 on CPU; on an accelerator the most that fit in its
@@ -876,14 +876,14 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     Everything is validated before compilation (:func:`validate`).
 
     Diverged runs (:meth:`Result.health`: non-finite parameters in any model, a trained teacher no
-    better than its reference) are reported with a :class:`~subliminal_mlp.results.DivergenceWarning`
-    (``on_divergence="warn"``, the default) or raise :class:`~subliminal_mlp.results.DivergenceError`
+    better than its reference) are reported with a :class:`~subliminal_mlp.core.results.DivergenceWarning`
+    (``on_divergence="warn"``, the default) or raise :class:`~subliminal_mlp.core.results.DivergenceError`
     (``"fail"``; its ``result`` holds the Result).
 
-    ``teacher_cache``: a :class:`~subliminal_mlp.teacher_cache.TeacherCache` to read the trained
+    ``teacher_cache``: a :class:`~subliminal_mlp.core.teacher_cache.TeacherCache` to read the trained
     teachers from (and store them in, when they are missing), ``False`` for none, or None (the
     default) for the cache of an enclosing ``with use_teacher_cache(cache):`` block, if any
-    (:mod:`~subliminal_mlp.teacher_cache`: the key, when it is skipped). Teachers read from the
+    (:mod:`~subliminal_mlp.core.teacher_cache`: the key, when it is skipped). Teachers read from the
     cache give bit-identical results to training them here; ``Result.teacher_cache`` says
     ``"hit"`` or ``"miss"`` (None when no cache was used).
     """

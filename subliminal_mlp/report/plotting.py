@@ -13,7 +13,7 @@ if not os.environ.get("MPLBACKEND"):  # files only, no windows; a chosen backend
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import atomic_write  # noqa: E402
+from ..core.results import atomic_write  # noqa: E402
 
 LABELS = {"reference": "reference\n(untrained)", "teacher": "teacher", "student_aux": "student\n(aux only)",
           "student_all": "student\n(all logits)", "cross_aux": "cross-model\n(aux only)",
@@ -95,7 +95,7 @@ def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
 
 def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     """Each model's accuracy against the swept value: mean line, 95 % CI band, chance line."""
-    from .sweep import numeric_axis
+    from ..studies.sweep import numeric_axis
 
     x = numeric_axis(summary["values"])
     categorical = x is None

@@ -4,10 +4,10 @@ For each run: the teacher as in the protocol, then two aux-only students (from t
 initialisation and from another run's), whose test accuracy on a fixed subset of the test set is
 measured every ``probe_every`` steps inside the ``lax.scan`` (no host round-trip).
 
-The computation is an engine :class:`~subliminal_mlp.engine.Experiment` (:func:`trajectory_experiment`):
+The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`trajectory_experiment`):
 the two students are a table, the probe is a ``trace``; :func:`student_trajectories` runs it with
 :func:`engine.run` (one compiled, sharded program) and turns the
-:class:`~subliminal_mlp.engine.Result` into this module's record.
+:class:`~subliminal_mlp.core.engine.Result` into this module's record.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import engine
-from .config import Config
-from .engine import Experiment, RunModels
-from .experiment import config_students, experiment_from_config
-from .model import accuracy, stack_params
-from .results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
-from .students import Student
-from .training import steps_per_epoch
+from ..core import engine
+from ..core.config import Config
+from ..core.engine import Experiment, RunModels
+from .figure10 import config_students, experiment_from_config
+from ..core.model import accuracy, stack_params
+from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
+from ..core.students import Student
+from ..core.training import steps_per_epoch
 
 FORMAT = "subliminal-mlp/trajectory"
 STUDENTS = ("student_aux", "cross_aux")
@@ -55,7 +55,7 @@ def trajectory_experiment(cfg: Config, *, probe_every: int = 10, n_probe: int = 
     """The engine experiment: ``cfg``'s teacher, two aux-only students (own and cross start), the probe as a trace.
 
     ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
-    :func:`~subliminal_mlp.experiment.config_students`).
+    :func:`~subliminal_mlp.studies.figure10.config_students`).
     """
     _check_probe(probe_every, n_probe)
     table = config_students(cfg, [Student(name, start, "aux") for name, start in zip(STUDENTS, ("own", "cross"))])
@@ -95,7 +95,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Mean accuracy ± 95 % CI against distillation steps (epochs on the top axis)."""
-    from .plotting import COLORS, plt, save_figure, settings_caption
+    from ..report.plotting import COLORS, plt, save_figure, settings_caption
 
     steps = np.asarray(record["steps"])
     fig, ax = plt.subplots(figsize=(8, 4.4))

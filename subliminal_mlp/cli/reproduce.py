@@ -7,12 +7,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Config
-from .data import load_dataset
-from .distributed import main_print
-from .experiment import input_pool, run_experiment
-from .plotting import plot_fig10
-from .results import (DivergenceWarning, check_on_divergence, check_output, experiment_record, format_health,
+from ..core.config import Config
+from ..core.data import load_dataset
+from ..core.distributed import main_print
+from ..studies.figure10 import input_pool, run_experiment
+from ..report.plotting import plot_fig10
+from ..core.results import (DivergenceWarning, check_on_divergence, check_output, experiment_record, format_health,
                       format_table, write_results)
 
 

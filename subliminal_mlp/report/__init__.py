@@ -1,0 +1,1 @@
+"""Reporting: figures drawn from records (``plotting``) and the protocol's model FLOPs (``flops``)."""

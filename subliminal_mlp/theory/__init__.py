@@ -1,0 +1,10 @@
+"""The single-step theory (protocol.md §2): Lemma 1 / Theorem 1 on any model, in float64.
+
+:mod:`~subliminal_mlp.theory.kernels` holds the jit-compiled kernels (teacher and student updates,
+the first-order coefficient A, the ε sweep) and is re-exported here, so ``sm.theory.sweep`` is
+:func:`subliminal_mlp.theory.kernels.sweep`; :mod:`~subliminal_mlp.theory.theorem` is the theorem
+check's protocol, verdict, tables and figure; :mod:`~subliminal_mlp.theory.similarity` is CKA.
+"""
+
+from .kernels import *  # noqa: F401,F403  (the kernels' __all__)
+from .kernels import __all__  # noqa: F401
