@@ -41,7 +41,7 @@ from ..core.config import Config, ConfigError
 from ..core.results import RecordError, _library_version, atomic_write_text, read_results
 
 #: The committed figures of a checkout (``<repo>/figures``).
-FIGURES_DIR = Path(__file__).resolve().parents[1] / "figures"
+FIGURES_DIR = Path(__file__).resolve().parents[2] / "figures"
 #: The pipeline's state file in an output directory.
 STATE_FILE = ".figures-state.json"
 #: Runs, epochs and sizes of ``--quick``.
