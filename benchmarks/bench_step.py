@@ -141,8 +141,9 @@ def main() -> None:
     def distil(start, teacher):  # the engine's distillation phase: Figure 10's students, one stacked group
         step = engine._distill_step(model, FIGURE10, [list(range(len(FIGURE10)))], masks, hp, src,
                                     src.prepare(keys["noise"], src.arrays, hp), {"teacher": teacher}, False)
-        state = ((start, opt.init(start)),)
-        return scan_epochs(step, state, keys["student_shuffle"], src.n, cfg.batch_size, args.epochs).state[0][0]
+        state = engine.DistillState(((start, opt.init(start)),), jnp.int32(0))
+        return scan_epochs(step, state, keys["student_shuffle"], src.n, cfg.batch_size,
+                           args.epochs).state.groups[0][0]
 
     start = stack_params(*[refs[s.start.which] for s in FIGURE10])  # θ0 or the cross run's θ0
     distil = compile_program(jax.jit(distil), start, teacher)

@@ -210,6 +210,56 @@ _TRAIT_DEFAULTS = {"trait_class": 0, "trait_epochs": 1, "trait_weight": 1.0, "fi
                    "n_held_out_noise": 10_000}
 
 
+# ----------------------------------------------------------------------------- figures of settings dataclasses
+
+
+def _dataclass_figure(name: str, script: str, settings_cls: type, make_record: Callable, write: Callable,
+                      quick_lists: Sequence[str] = ()) -> Figure:
+    """A figure whose record's ``config`` is a settings dataclass (``settings_cls``) as a dict.
+
+    ``make_record(settings, data_ctx)`` computes the record, ``write(record, out)`` writes the
+    outputs; ``--quick`` shrinks the runs, epochs and sizes of :data:`QUICK` (``hidden_widths`` →
+    ``hidden``) and keeps the first value of each list named in ``quick_lists``.
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(settings_cls)}
+
+    def normal(d: dict) -> dict:
+        known = {k: v for k, v in d.items() if k in names}
+        out = dataclasses.asdict(settings_cls(**known))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def quick(s: dict, q: dict) -> dict:
+        c = dict(s["config"])
+        for k, v in q.items():
+            key = "hidden" if k == "hidden_widths" else k
+            if key in c:
+                c[key] = list(v) if isinstance(v, (list, tuple)) else min(c[key], v)
+        for k in quick_lists:
+            c[k] = c[k][:1]
+        return {"config": normal(c)}
+
+    def make(s, out, ctx):
+        return write(make_record(settings_cls(**s["config"]), ctx), out)
+
+    return Figure(name, tuple(f"{name}.{e}" for e in ("json", "csv", "png")),
+                  settings=lambda r: {"config": normal(r["config"])},
+                  defaults=lambda: {"config": normal({})}, make=make, quick=quick,
+                  command=lambda s: f"python experiments/{script}.py --seeds {s['config']['n_runs']}",
+                  runs=lambda s: s["config"]["n_runs"])
+
+
+def _mitigations() -> Figure:
+    from ..studies.mitigations import MitigationSettings, run_mitigations, write_mitigations
+
+    return _dataclass_figure("mitigations", "mitigations", MitigationSettings,
+                             lambda s, ctx: run_mitigations(s, ctx.dataset("mnist"), progress=ctx.progress,
+                                                            log=ctx.log),
+                             write_mitigations, ("liminal_weights", "liminal_epochs", "weight_decays",
+                                                 "sgd_learning_rates"))
+
+
 # ----------------------------------------------------------------------------- the theorem figure
 
 
@@ -287,6 +337,7 @@ def _registry() -> dict[str, Figure]:
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
                 _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
     ]
+    figs.append(_mitigations())
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]

@@ -254,8 +254,9 @@ class HookView(NamedTuple):
     ``run`` (the run's :class:`RunModels`: its ``teachers`` — the task teacher and the derived
     ones —, ``keys``, ``data``, ``hp``, ``model``, ``refs`` and ``run`` index; ``students`` is
     empty), ``logits`` (the logits of the teacher this student imitates on ``x``), the batch ``x``,
-    its indices ``idx`` into the run's input set, and ``params`` (the student row's numeric
-    ``params``, one scalar each: the hook is ``vmap``-ed over the students of a group).
+    its indices ``idx`` into the run's input set, ``params`` (the student row's numeric
+    ``params``, one scalar each: the hook is ``vmap``-ed over the students of a group) and the
+    distillation ``step`` (0-based, over all epochs).
     """
 
     run: RunModels
@@ -263,6 +264,35 @@ class HookView(NamedTuple):
     x: jax.Array
     idx: jax.Array
     params: Mapping[str, Any]
+    step: Any = None
+
+
+class PenaltyView(NamedTuple):
+    """What a student's ``penalty`` sees: one student on one batch, differentiated through ``theta``.
+
+    ``theta`` (the student's current parameters: the penalty's gradient flows through them),
+    ``start`` (its starting parameters θ_S0, its "base model"), the batch ``x``, ``logits`` (its
+    teacher's logits on ``x``), ``step`` (the distillation step, 0-based, over all epochs),
+    ``model`` (the student's model), ``run`` (the run's :class:`RunModels`, as for a hook) and
+    ``params`` (the student row's numeric ``params``).
+    """
+
+    theta: Any
+    start: Any
+    x: jax.Array
+    logits: jax.Array
+    step: jax.Array
+    model: Model
+    run: RunModels
+    params: Mapping[str, Any]
+
+
+class DistillState(NamedTuple):
+    """The distillation loop's state: ``groups`` (per student group: stacked parameters and optimiser
+    state) and ``step`` (optimiser steps taken so far, an int32 scalar)."""
+
+    groups: tuple
+    step: jax.Array
 
 
 class StepView(NamedTuple):
@@ -270,7 +300,7 @@ class StepView(NamedTuple):
 
     ``run`` (a :class:`RunModels` whose ``students`` are the parameters before this step),
     ``grads`` ({student: its raw distillation gradient ∇_θ L_S on this batch}), the batch ``x``,
-    ``logits`` ({teacher: its logits on x}) and the batch indices ``idx``.
+    ``logits`` ({teacher: its logits on x}), the batch indices ``idx`` and the ``step`` (0-based).
     """
 
     run: RunModels
@@ -278,6 +308,7 @@ class StepView(NamedTuple):
     x: jax.Array
     logits: Mapping[str, jax.Array]
     idx: jax.Array
+    step: Any = None
 
 
 @dataclass
@@ -480,6 +511,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
              mesh: Mesh, run_batch: int, tick=None, have_teachers: bool = False):
     model = exp.model
     students = exp.students
+    model_of = lambda s: model if s.model is None else s.model  # noqa: E731
     groups = _groups(students)
     order = [i for g in groups for i in g]
     inverse = np.argsort(order)
@@ -521,14 +553,14 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run,
                              input_set)
             teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
-            ctx = StartContext(refs, teachers, keys, hp, model)
             cache: dict = {}
 
             def start_of(s: Student):
+                ctx = StartContext(refs, teachers, keys, hp, model_of(s))
                 try:
-                    if s.start not in cache:
-                        cache[s.start] = s.start(ctx)
-                    return cache[s.start]
+                    if (s.start, ctx.model) not in cache:
+                        cache[s.start, ctx.model] = s.start(ctx)
+                    return cache[s.start, ctx.model]
                 except TypeError:  # an unhashable start
                     return s.start(ctx)
 
@@ -539,39 +571,54 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                     stacked = jax.tree.map(lambda a: a[inverse], stacked)
                 return stacked
 
-            def view_of(stacked):
-                named = {s.name: jax.tree.map(lambda a, i=i: a[i], stacked) for i, s in enumerate(students)}
-                return base._replace(students=named, teachers=teachers)
+            def named(groups_params):  # {student name: its parameters}, in table order
+                out = {students[i].name: jax.tree.map(lambda a, j=j: a[j], p)
+                       for p, g in zip(groups_params, groups) for j, i in enumerate(g)}
+                return {s.name: out[s.name] for s in students}
+
+            def view_of(groups_params):
+                return base._replace(students=named(groups_params), teachers=teachers)
 
             def traced(state):
-                view = view_of(by_name([p for p, _ in state]))
+                view = view_of([p for p, _ in state.groups])
                 return {name: f(view) for name, f in exp.trace.items()}
 
             probe = traced if exp.trace else None
 
             params = [_stack([start_of(students[i]) for i in g]) for g in groups]
-            state = tuple((p, _stacked_optimizer(students[g[0]], hp, base).init(p)) for p, g in zip(params, groups))
+            state = DistillState(tuple((p, _stacked_optimizer(students[g[0]], hp, base).init(p))
+                                       for p, g in zip(params, groups)), jnp.int32(0))
             step = _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, exp.track_losses,
                                  base._replace(teachers=teachers), exp.step_metrics,
-                                 lambda parts: view_of(by_name(parts)).students)
+                                 named, starts=params)
             state, metrics, trace = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
                                                 exp.student_epochs, student_tick, probe, exp.trace_every)
-            stacked = by_name([p for p, _ in state])
             fixed = [refs["own"], *teachers.values()]
-            everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack(fixed), stacked)
-            acc = jax.vmap(accuracy, in_axes=(0, None, None, None, None, None))(
-                everyone, arrays["test_x"], arrays["test_y"], n_classes, 1000, model.apply)
+
+            def evaluate(models_params, apply_fn):
+                acc_one = lambda p: accuracy(p, arrays["test_x"], arrays["test_y"], n_classes, 1000, apply_fn)  # noqa: E731
+                ok = lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(p)]))  # noqa: E731
+                return jax.vmap(acc_one)(models_params), jax.vmap(ok)(models_params)
+
+            if all(s.model is None for s in students):
+                stacked = by_name([p for p, _ in state.groups])
+                everyone = jax.tree.map(lambda *a: jnp.concatenate(a), _stack(fixed), stacked)
+                acc, finite = evaluate(everyone, model.apply)
+            else:  # students of other models: each group evaluated with its own apply, then put in order
+                parts = [evaluate(_stack(fixed), model.apply)]
+                parts += [evaluate(p, model_of(students[g[0]]).apply) for (p, _), g in zip(state.groups, groups)]
+                acc_parts, finite_parts = zip(*parts)
+                where = np.concatenate([np.arange(len(fixed)), len(fixed) + inverse])
+                acc, finite = jnp.concatenate(acc_parts)[where], jnp.concatenate(finite_parts)[where]
             losses = metrics[0]
             if exp.track_losses and exp.student_epochs:
                 per_step = jnp.concatenate([m for m in losses], axis=1) if len(losses) > 1 else losses[0]
                 distill_loss = jnp.sum(per_step[-n_steps:], axis=0)[inverse] / src.n
             else:
                 distill_loss = jnp.full((len(students),), jnp.nan, jnp.float32)
-            finite = jax.vmap(lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(p)])))(
-                everyone)  # per model: every parameter finite (the health check; the numbers are untouched)
             out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss, "finite": finite}
             if exp.metrics:
-                view = view_of(stacked)
+                view = view_of([p for p, _ in state.groups])
                 out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
             if exp.trace:
                 out["trace"] = trace
@@ -604,45 +651,60 @@ def _stacked_optimizer(student: Student, hp, view=None) -> optax.GradientTransfo
 
 
 def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, with_loss: bool, view=None,
-                  step_metrics=None, named=None):
-    """``step(state, idx) -> (state, losses)``: one batch of inputs, each teacher's logits once, every group's update.
+                  step_metrics=None, named=None, starts=None):
+    """``step(state, idx) -> (state, metrics)``: one batch of inputs, each teacher's logits once, every group's update.
 
-    For a group of S students with logit masks ``w_s``: ``g_s = ∇_θ Σ_b L(f_θs(x_b), t_b; w_s)``
-    (``t`` = the teacher's logits or the group's ``targets``; per-example weights if given; each hook
-    called with a :class:`HookView` of ``view``, the run's :class:`RunModels`), then
-    each student's optimiser step. The step's metrics are ``(losses,)``: one ``(S,)`` array of
-    batch losses per group (``with_loss``), else empty (only the gradients are computed; see
-    :class:`Experiment`); with ``step_metrics``, ``(losses, {name: f(StepView)})``.
+    ``state`` is a :class:`DistillState`. For a group of S students with logit masks ``w_s``:
+    ``g_s = ∇_θ [Σ_b L(f_θs(x_b), t_b; w_s) + penalty_s]`` (``t`` = the teacher's logits or the
+    group's ``targets``; per-example weights if given; each hook called with a :class:`HookView` of
+    ``view``, the run's :class:`RunModels`; ``penalty_s`` the student's ``penalty`` of a
+    :class:`PenaltyView`, whose ``start`` comes from ``starts``, the groups' stacked starting
+    parameters), then each student's optimiser step. ``f`` is the student's model (the
+    experiment's ``model`` unless the row gives its own). The step's metrics are ``(losses,)``: one
+    ``(S,)`` array of batch losses (penalty included) per group (``with_loss``), else empty (only
+    the gradients are computed; see :class:`Experiment`); with ``step_metrics``,
+    ``(losses, {name: f(StepView)})``.
     """
     def group_fns(g):
         s0 = students[g[0]]
+        f = model if s0.model is None else s0.model
         loss_fn = _distillation_loss(s0, hp)
         opt = _stacked_optimizer(s0, hp, view)
         pvals = {k: jnp.asarray([students[i].params[k] for i in g], jnp.float32) for k in sorted(s0.params)}
-        objective = lambda p, x, t, m, w=None: loss_fn(model.apply(p, x), t, m, w)  # noqa: E731
+        if s0.penalty is None:
+            objective = lambda p, x, t, m, w=None, extra=None: loss_fn(f.apply(p, x), t, m, w)  # noqa: E731
+        else:
+            def objective(p, x, t, m, w=None, extra=None):
+                start, t_step, pv = extra
+                pen = s0.penalty(PenaltyView(p, start, x, t, t_step, f, view, pv))
+                return loss_fn(f.apply(p, x), t, m, w) + pen
         grad = jax.grad(objective)
         value_and_grad = jax.value_and_grad(objective) if with_loss else (lambda *a: (None, grad(*a)))
         return s0, opt, pvals, value_and_grad
 
     fns = [group_fns(g) for g in groups]
     used = list(dict.fromkeys(students[g[0]].teacher for g in groups))
+    starts = [None] * len(groups) if starts is None else starts
 
     def step(state, idx):
+        t_step = state.step
         x = src.draw(src_ctx, idx, hp)
         logits = {name: model.apply(teachers[name], x) for name in used}
         new_state, losses, raw = [], [], []
-        for (p, o), mask, (s0, opt, pvals, vg) in zip(state, masks, fns):
+        for (p, o), mask, (s0, opt, pvals, vg), start in zip(state.groups, masks, fns, starts):
             t = logits[s0.teacher]
-            if s0.targets is None and s0.example_weights is None:
+            if s0.penalty is not None:
+                extra = (start, t_step, pvals)
+                if s0.targets is None and s0.example_weights is None:
+                    w = jnp.ones((mask.shape[0], x.shape[0]), jnp.float32)
+                    tt = jnp.broadcast_to(t, (mask.shape[0], *t.shape))
+                else:
+                    tt, w = jax.vmap(lambda pv: _hooked(s0, view, t, x, idx, pv, t_step), axis_size=mask.shape[0])(pvals)
+                loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0, (0, None, 0)))(p, x, tt, mask, w, extra)
+            elif s0.targets is None and s0.example_weights is None:
                 loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
             else:
-                def per_student(pv):
-                    seen = HookView(view, t, x, idx, pv)
-                    tt = t if s0.targets is None else s0.targets(seen)
-                    w = jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None else s0.example_weights(seen)
-                    return tt, w
-
-                tt, w = jax.vmap(per_student, axis_size=mask.shape[0])(pvals)
+                tt, w = jax.vmap(lambda pv: _hooked(s0, view, t, x, idx, pv, t_step), axis_size=mask.shape[0])(pvals)
                 loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0))(p, x, tt, mask, w)
             raw.append((p, g))
             updates, o = opt.update(g, o, p)
@@ -651,11 +713,19 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         metrics = (tuple(losses) if with_loss else (),)
         if step_metrics:
             now = StepView(view._replace(students=named([p for p, _ in raw])), named([g for _, g in raw]), x,
-                           logits, idx)
+                           logits, idx, t_step)
             metrics = metrics + ({name: f(now) for name, f in step_metrics.items()},)
-        return tuple(new_state), metrics
+        return DistillState(tuple(new_state), t_step + 1), metrics
 
     return step
+
+
+def _hooked(s0: Student, view, t, x, idx, pv, t_step):
+    """One student's (targets, example weights) on the batch from its hooks (the teacher's logits, ones)."""
+    seen = HookView(view, t, x, idx, pv, t_step)
+    tt = t if s0.targets is None else s0.targets(seen)
+    w = jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None else s0.example_weights(seen)
+    return tt, w
 
 
 def default_run_batch(platform: str, n_local: int, run_batch: Optional[int] = None) -> int:

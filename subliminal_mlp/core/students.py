@@ -26,6 +26,13 @@ A :class:`Student` row says:
 * ``optimizer``: an optax ``GradientTransformation`` (or a function of the hyperparameters
   returning one), e.g. ``optax.chain(optax.add_decayed_weights(1e-4), optax.adam(3e-4))`` or
   ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults.
+* ``penalty``: an optional term ``f(view) -> scalar`` added to the distillation loss, where
+  ``view`` is a :class:`~subliminal_mlp.core.engine.PenaltyView` (the student's current
+  parameters ``theta``, its ``start``, the batch, the distillation ``step``, ...), e.g.
+  :func:`liminal` (a KL penalty to the student's own start during the first steps);
+* ``model``: the student's own ``(init, apply)`` model (default: the experiment's), e.g. a small
+  CNN or a deeper MLP with the teacher's classes and aux logits; its starts see this model
+  (``fresh()`` initialises it; :class:`layers` can take the teacher's heads into it).
 
 Figure 10's four students are :data:`FIGURE10`::
 
@@ -48,7 +55,7 @@ from jax.flatten_util import ravel_pytree
 
 from .inputs import Setting, resolve
 from .losses import distillation_loss
-from .models import Model
+from .models import Model, check_model
 
 #: Names the engine reserves for the models it evaluates besides the students.
 RESERVED = ("reference", "teacher")
@@ -172,6 +179,8 @@ class Student:
     example_weights: Optional[Callable] = None
     targets: Optional[Callable] = None
     params: Mapping[str, float] = field(default_factory=dict)
+    penalty: Optional[Callable] = None
+    model: Optional[Model] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", as_start(self.start))
@@ -186,7 +195,7 @@ class Student:
     def group_key(self) -> tuple:
         """Students with equal keys are distilled as one stacked (vmapped) group."""
         return (self.loss, self.teacher, self.temperature, _hashable(self.optimizer), self.example_weights,
-                self.targets, tuple(sorted(self.params)))
+                self.targets, tuple(sorted(self.params)), _hashable(self.penalty), self.model)
 
     def describe(self) -> dict[str, Any]:
         def name(v):
@@ -198,7 +207,8 @@ class Student:
                 "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
                 "temperature": name(self.temperature), "optimizer": name(self.optimizer) if self.optimizer else "adam",
                 "example_weights": name(self.example_weights), "targets": name(self.targets),
-                "params": dict(self.params)}
+                "params": dict(self.params), "penalty": name(self.penalty),
+                "model": None if self.model is None else self.model.describe()}
 
 
 def _hashable(v):
@@ -240,6 +250,20 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             raise StudentError(f"student name {s.name!r} is {'reserved' if s.name in RESERVED else 'repeated'}: "
                                f"every student needs its own name, other than {RESERVED}.")
         seen.add(s.name)
+        if s.model is not None:
+            if not isinstance(s.model, Model):
+                raise StudentError(f"student {s.name!r}: model = {s.model!r} is not a Model (build one with "
+                                   "subliminal_mlp.models.mlp, from_flax or Model(init, apply, ...)).")
+            check_model(s.model)
+            if (s.model.n_classes, s.model.aux_logits) != (model.n_classes, model.aux_logits):
+                raise StudentError(f"student {s.name!r}: its model has {s.model.n_classes} classes and "
+                                   f"{s.model.aux_logits} aux logits, the teacher's {model.n_classes} and "
+                                   f"{model.aux_logits}: a student imitates the teacher's outputs, so they must match.")
+            if s.model.input_shape != model.input_shape:
+                raise StudentError(f"student {s.name!r}: its model takes inputs of shape {s.model.input_shape}, "
+                                   f"the teacher's {model.input_shape}: they must match.")
+        if s.penalty is not None and not callable(s.penalty):
+            raise StudentError(f"student {s.name!r}: penalty = {s.penalty!r} is not a function of a PenaltyView.")
         if s.teacher not in teachers:
             raise StudentError(f"student {s.name!r} imitates teacher {s.teacher!r}, which the experiment does not "
                                f"have (teachers: {tuple(teachers)}).")
@@ -308,6 +332,37 @@ def project_out(direction: Callable[[Any], Any], weight: Setting = 1.0) -> optax
         return jax.tree.map(lambda g, t: g - coef * t, updates, d), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+@dataclass(frozen=True)
+class liminal:
+    """Liminal training (Kitkana & Arora 2026): a KL penalty to the student's own start, early on.
+
+    With ``z_θ = f_θ(x)`` the student's logits on the batch and ``z_0 = f_{θ_S0}(x)`` those of
+    its start (its "base model"), the penalty added to the distillation loss at step ``t`` is
+
+        λ · 1[t < T] · Σ_b KL(softmax(z_0,b) ‖ softmax(z_θ,b))    (over the logits ``outputs``),
+
+    summed over the batch like the distillation loss, so λ = 1 weighs both alike. ``weight`` (λ)
+    and ``steps`` (T, the "critical period": e.g. one epoch) are settings: a number, a
+    hyperparameter name (swept in one program) or a function of the hyperparameters;
+    ``outputs`` chooses the logits ("all", the default: the whole output; "class"; "aux").
+    Use it as a student's ``penalty``::
+
+        Student("liminal", penalty=liminal(weight="liminal_weight", steps="liminal_steps"))
+    """
+
+    weight: Setting = "liminal_weight"
+    steps: Setting = "liminal_steps"
+    outputs: Any = "all"
+
+    def __call__(self, view) -> jax.Array:
+        model = view.model
+        mask = output_mask(self.outputs, model.n_classes, model.aux_logits)
+        z0 = jax.lax.stop_gradient(model.apply(view.start, view.x))
+        kl = distillation_loss("kl")(model.apply(view.theta, view.x), z0, mask)
+        on = (view.step < resolve(self.steps, view.run.hp)).astype(kl.dtype)
+        return resolve(self.weight, view.run.hp) * on * kl
 
 
 def adam(learning_rate) -> optax.GradientTransformation:

@@ -1,0 +1,377 @@
+"""Mitigations: does anything the student's training can change stop the transfer, or only slow it?
+
+Figure 10's aux-only student (shared initialisation θ0, KL on the teacher's 3 auxiliary logits over
+uniform noise) against its cross-model control, with one change to the student's training at a
+time, each at several strengths (protocol.md §4):
+
+* **liminal training** (Kitkana & Arora 2026): the distillation loss plus a KL penalty to the
+  student's own start during the first steps (:class:`~subliminal_mlp.core.students.liminal`),
+
+      L = Σ_b KL(softmax(t_aux,b) ‖ softmax(z_aux,b)) + λ · 1[t < T] · Σ_b KL(softmax(z0_b) ‖ softmax(z_b)),
+
+  with ``z0 = f_θS0(x)`` over all 13 logits, λ swept, T = one epoch (the "critical period") or
+  every epoch;
+* **weight decay**: AdamW (decoupled: θ ← θ − η·(Adam step + wd·θ)) with wd swept; ``η·wd·steps``
+  is the fraction by which the weights shrink, so wd = 10 shrinks them to ~41 % over 295 steps;
+* **plain SGD** in place of Adam (reports attribute the transfer to adaptive optimisers), its
+  learning rate swept (the loss is summed over the batch, so its gradients are ~1,024 times a
+  mean loss's);
+* **gradient projection** (:func:`~subliminal_mlp.core.students.project_out`): the component of
+  each distillation gradient along the gradient of the teacher's task (class cross-entropy on
+  held-out test images) removed before Adam, as in :mod:`~subliminal_mlp.studies.alignment`.
+
+Each family is one engine experiment (the shared-init student and its cross-model control, both
+with the mitigation) whose strength is a hyperparameter swept in one compiled program; the runs'
+teachers are trained once and passed to every family. Measured per setting: the student's and the
+control's final accuracy, the **gain** (student − control, per run, mean ± 95 % CI), the
+distillation loss of the last epoch (how well the student still imitates), and the student's
+accuracy every ``probe_every`` steps (does the mitigation delay the gain or remove it?).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..core import engine
+from ..core.config import ConfigError
+from ..core.engine import Experiment, Task
+from ..core.inputs import uniform
+from ..core.model import accuracy
+from ..core.models import mlp
+from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, write_record
+from ..core.students import Student, adam, liminal, project_out
+from ..core.training import steps_per_epoch
+from .alignment import task_gradient
+
+FORMAT = "subliminal-mlp/mitigations"
+#: The families, in display order.
+FAMILIES = ("liminal", "weight_decay", "sgd", "projection")
+
+
+@dataclass(frozen=True)
+class MitigationSettings:
+    """The study's settings; defaults: the paper's protocol (protocol.md §1) and the swept strengths.
+
+    ``liminal_weights`` × ``liminal_epochs``: λ and the number of epochs T during which the penalty
+    is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0 is the
+    unmitigated baseline and is always run. ``weight_decays``: AdamW's wd (0 = Adam).
+    ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family.
+    """
+
+    n_runs: int = 10
+    seed: int = 0
+    teacher_epochs: int = 5
+    student_epochs: int = 5
+    batch_size: int = 1024
+    n_noise: int = 60_000
+    hidden: tuple[int, ...] = (256, 256)
+    aux_logits: int = 3
+    learning_rate: float = 3e-4
+    liminal_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
+    liminal_epochs: tuple[int, ...] = (1, 5)
+    weight_decays: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
+    sgd_learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 2e-3)
+    projection: bool = True
+    held_out: int = 256
+    probe_every: int = 10
+    n_probe: int = 2000
+    run_batch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "liminal_weights", "liminal_epochs", "weight_decays", "sgd_learning_rates"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("n_runs", "teacher_epochs", "student_epochs", "batch_size", "n_noise", "aux_logits",
+                     "probe_every", "n_probe", "held_out"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+        if self.batch_size > self.n_noise:
+            raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
+        for name, ok, what in (("liminal_weights", lambda v: v > 0, "> 0 (λ = 0, the baseline, is always run)"),
+                               ("weight_decays", lambda v: v >= 0, ">= 0"),
+                               ("sgd_learning_rates", lambda v: v > 0, "> 0")):
+            bad = [v for v in getattr(self, name) if not ok(v)]
+            if bad:
+                raise ConfigError(f"{name} has {bad}: every value must be {what}.")
+        bad = [e for e in self.liminal_epochs if isinstance(e, bool) or not isinstance(e, int)
+               or not 1 <= e <= self.student_epochs]
+        if bad:
+            raise ConfigError(f"liminal_epochs has {bad}: each must be an integer in 1..student_epochs "
+                              f"({self.student_epochs}).")
+        if not (self.liminal_weights or self.weight_decays or self.sgd_learning_rates or self.projection):
+            raise ConfigError("every family is empty: give at least one strength to sweep.")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.n_noise, self.batch_size)
+
+    def sweeps(self) -> dict[str, dict[str, list[float]]]:
+        """Per family, the swept hyperparameters (zipped lists, one entry per setting)."""
+        out: dict[str, dict[str, list[float]]] = {}
+        if self.liminal_weights:
+            pairs = [(0.0, 0)] + [(w, e) for e in self.liminal_epochs for w in self.liminal_weights]
+            out["liminal"] = {"liminal_weight": [w for w, _ in pairs],
+                              "liminal_steps": [float(e * self.steps_per_epoch) for _, e in pairs]}
+        if self.weight_decays:
+            out["weight_decay"] = {"weight_decay": list(self.weight_decays)}
+        if self.sgd_learning_rates:
+            out["sgd"] = {"sgd_learning_rate": list(self.sgd_learning_rates)}
+        if self.projection:
+            out["projection"] = {"projection_weight": [1.0]}
+        return out
+
+
+def _adamw(hp):
+    """AdamW with PyTorch's Adam defaults and weight decay ``hp["weight_decay"]`` (decoupled)."""
+    return optax.adamw(hp["learning_rate"], b1=0.9, b2=0.999, eps=1e-8, weight_decay=hp["weight_decay"])
+
+
+def _sgd(hp):
+    """Plain SGD (no momentum) with learning rate ``hp["sgd_learning_rate"]``."""
+    return optax.sgd(hp["sgd_learning_rate"])
+
+
+def family_students(family: str, settings: MitigationSettings) -> tuple[Student, Student]:
+    """The shared-init aux student and its cross-model control, both with ``family``'s mitigation."""
+    if family == "liminal":
+        kw = dict(penalty=liminal(weight="liminal_weight", steps="liminal_steps"))
+    elif family == "weight_decay":
+        kw = dict(optimizer=_adamw)
+    elif family == "sgd":
+        kw = dict(optimizer=_sgd)
+    elif family == "projection":
+        grad_of = task_gradient(settings.held_out, 10)
+
+        def projected(hp, view):
+            return optax.chain(project_out(grad_of(view), hp["projection_weight"]), adam(hp["learning_rate"]))
+
+        kw = dict(optimizer=projected)
+    else:
+        raise ConfigError(f"family = {family!r} is unknown: choose one of {FAMILIES}.")
+    return Student("student_aux", "own", "aux", **kw), Student("cross_aux", "cross", "aux", **kw)
+
+
+def mitigation_experiment(family: str, settings: MitigationSettings) -> Experiment:
+    """The engine experiment of one family: two students, the accuracy traced every ``probe_every`` steps."""
+    s = settings
+    hp = {"learning_rate": s.learning_rate, "temperature": 1.0, "liminal_weight": 0.0, "liminal_steps": 0.0,
+          "weight_decay": 0.0, "sgd_learning_rate": 1e-4, "projection_weight": 1.0}
+
+    def probe(view):
+        x, y = view.data["test_x"][:s.n_probe], view.data["test_y"][:s.n_probe]
+        return jnp.stack([accuracy(view.students[n], x, y, 10, apply_fn=view.model.apply)
+                          for n in ("student_aux", "cross_aux")])
+
+    return Experiment(model=mlp(s.hidden, aux_logits=s.aux_logits), inputs=uniform(s.n_noise),
+                      students=family_students(family, s), teacher_epochs=s.teacher_epochs,
+                      student_epochs=s.student_epochs, batch_size=s.batch_size, hparams=hp,
+                      trace={"accuracy": probe}, trace_every=s.probe_every, track_losses=True,
+                      name=f"mitigations/{family}")
+
+
+def _stat(values) -> dict[str, Any]:
+    m, ci = mean_ci95(values)
+    return {"mean": m, "ci95": ci}
+
+
+def run_mitigations(settings: MitigationSettings, data, *, progress: bool = False,
+                    log=lambda s: None) -> dict[str, Any]:
+    """Every family of ``settings`` on ``data`` (MNIST), ``n_runs`` runs each; returns the record.
+
+    One engine program per family (its strengths swept inside it); the first family trains the
+    runs' teachers and the others reuse them. The record (format ``subliminal-mlp/mitigations``)::
+
+        "config": {settings}, "teacher": {"mean", "ci95", "accuracies"}, "reference": {...},
+        "steps_per_epoch": 59, "probe_steps": [...],
+        "families": {family: {"hparams": {name: [values]}, "labels": [...], "wall_s": ..,
+                              "student": [{"mean", "ci95", "accuracies"}], "cross": [...],
+                              "gain": [{"mean", "ci95", "gains"}], "distill_loss": [{"mean", "ci95"}],
+                              "cross_distill_loss": [...], "trace": [{"mean": [...], "ci95": [...]}],
+                              "health": [...]}}
+
+    Example (tiny)::
+
+        >>> import subliminal_mlp as sm
+        >>> from subliminal_mlp.studies.mitigations import MitigationSettings, run_mitigations
+        >>> s = MitigationSettings(n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, hidden=(32,),
+        ...                        liminal_weights=(10.0,), liminal_epochs=(1,), weight_decays=(),
+        ...                        sgd_learning_rates=(), projection=False)
+        >>> record = run_mitigations(s, sm.load_mnist())  # doctest: +SKIP
+    """
+    s = settings
+    if data.train_images.shape[1] != 784:
+        raise ConfigError("run_mitigations needs MNIST-shaped data (784 pixels per image).")
+    task = Task.from_dataset(data)
+    teachers = None
+    families: dict[str, Any] = {}
+    first = None
+    compile_s = run_s = 0.0
+    for family, sweep in s.sweeps().items():
+        log(f"mitigations: {family} ({len(next(iter(sweep.values())))} setting(s) x {s.n_runs} runs)")
+        t0 = time.perf_counter()
+        result = engine.run(mitigation_experiment(family, s), task, n_runs=s.n_runs, seed=s.seed, sweep=sweep,
+                            teachers=teachers, keep_teachers=teachers is None, run_batch=s.run_batch,
+                            progress=progress)
+        wall = time.perf_counter() - t0
+        if teachers is None:
+            teachers, first = result.teachers, result
+        compile_s += result.compile_s
+        run_s += result.run_s
+        families[family] = _family_record(family, sweep, result, wall)
+    return envelope(
+        FORMAT, _settings_dict(s), n_runs=s.n_runs, seed=s.seed,
+        data=data_record(data, name="mnist", subset={"probe_test_images": [0, s.n_probe],
+                                                      "task_gradient_test_images": [10_000 - s.held_out, 10_000]}),
+        devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
+        reference={**_stat(first.accuracy("reference")), "accuracies": first.accuracy("reference").tolist()},
+        teacher={**_stat(first.accuracy("teacher")), "accuracies": first.accuracy("teacher").tolist()},
+        steps_per_epoch=s.steps_per_epoch, probe_steps=np.asarray(first.trace_steps).tolist(),
+        families=families,
+    )
+
+
+def _settings_dict(s: MitigationSettings) -> dict[str, Any]:
+    d = asdict(s)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _label(family: str, hp: dict[str, float], spe: int) -> str:
+    if family == "liminal":
+        if hp["liminal_weight"] == 0:
+            return "none (Adam)"
+        epochs = round(hp["liminal_steps"] / spe)
+        return f"λ = {hp['liminal_weight']:g}, {epochs} epoch{'s' if epochs > 1 else ''}"
+    if family == "weight_decay":
+        return f"wd = {hp['weight_decay']:g}"
+    if family == "sgd":
+        return f"SGD η = {hp['sgd_learning_rate']:g}"
+    return "projection"
+
+
+def _family_record(family: str, sweep: dict[str, list], result, wall: float) -> dict[str, Any]:
+    n_values = result.n_values
+    spe = steps_per_epoch(result.experiment.inputs.n, result.experiment.batch_size)
+    out: dict[str, Any] = {"hparams": {k: [float(x) for x in v] for k, v in sweep.items()}, "wall_s": wall,
+                           "compile_s": result.compile_s, "run_s": result.run_s, "labels": [], "student": [],
+                           "cross": [], "gain": [], "distill_loss": [], "cross_distill_loss": [], "trace": [],
+                           "health": []}
+    students = [n for n in result.models if n not in ("reference", "teacher")]
+    i_s, i_c = students.index("student_aux"), students.index("cross_aux")
+    for v in range(n_values):
+        hp = {k: float(vals[v]) for k, vals in sweep.items()}
+        own, cross = result.accuracy("student_aux", v), result.accuracy("cross_aux", v)
+        out["labels"].append(_label(family, hp, spe))
+        out["student"].append({**_stat(own), "accuracies": own.tolist()})
+        out["cross"].append({**_stat(cross), "accuracies": cross.tolist()})
+        out["gain"].append({**_stat(own - cross), "gains": (own - cross).tolist()})
+        out["distill_loss"].append({**_stat(result.distill_loss[v, :, i_s]),
+                                    "losses": result.distill_loss[v, :, i_s].tolist()})
+        out["cross_distill_loss"].append(_stat(result.distill_loss[v, :, i_c]))
+        out["trace"].append(mean_ci95_columns(result.traces["accuracy"][v][:, :, 0]))
+        out["health"].append(result.health(v))
+    return out
+
+
+def format_mitigations_table(record: dict[str, Any]) -> str:
+    """Per family and setting: student, control, gain (± 95 % CI) and the student's distillation loss."""
+    rows = [f"{'setting':<26} {'student':>8} {'control':>8} {'gain':>8} {'± CI':>7} {'distill loss':>13}", "-" * 75]
+    for family, f in record["families"].items():
+        rows.append(f"[{family}]")
+        for k, label in enumerate(f["labels"]):
+            g = f["gain"][k]
+            rows.append(f"{label:<26} {f['student'][k]['mean']:>8.4f} {f['cross'][k]['mean']:>8.4f} "
+                        f"{g['mean']:>8.4f} {g['ci95'] or 0:>7.4f} {f['distill_loss'][k]['mean']:>13.5f}")
+    return "\n".join(rows)
+
+
+TITLES = {"liminal": "liminal training (KL to the start)", "weight_decay": "weight decay (AdamW)",
+          "sgd": "plain SGD instead of Adam", "projection": "task-gradient projection"}
+
+
+def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Per family (columns): (top) gain over the control, (middle) distillation loss, (bottom) accuracy over steps."""
+    from ..report.plotting import plt, save_figure
+
+    fams = [f for f in FAMILIES if f in record["families"]]
+    fig, axes = plt.subplots(3, len(fams), figsize=(4.2 * len(fams), 10), squeeze=False)
+    base = record["families"].get("liminal", {})
+    base_gain = base["gain"][0] if base else None
+    steps = np.asarray(record["probe_steps"])
+    colors = plt.get_cmap("viridis")
+    for c, family in enumerate(fams):
+        f = record["families"][family]
+        n = len(f["labels"])
+        x = np.arange(n)
+        gain = np.array([g["mean"] for g in f["gain"]])
+        gci = np.array([g["ci95"] or 0 for g in f["gain"]])
+        loss = np.array([g["mean"] for g in f["distill_loss"]])
+        lci = np.array([g["ci95"] or 0 for g in f["distill_loss"]])
+        ax = axes[0, c]
+        ax.bar(x, gain, yerr=gci, color="#d62728", alpha=0.8, capsize=3)
+        if base_gain is not None and family != "liminal":
+            ax.axhspan(base_gain["mean"] - (base_gain["ci95"] or 0), base_gain["mean"] + (base_gain["ci95"] or 0),
+                       color="gray", alpha=0.25, label="no mitigation (Adam)")
+            ax.legend(fontsize=7, frameon=False)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(TITLES[family], fontsize=10)
+        ax.set_ylabel("gain: student − cross-model control" if c == 0 else "")
+        ax = axes[1, c]
+        ax.bar(x, loss, yerr=lci, color="#1f77b4", alpha=0.8, capsize=3)
+        ax.set_ylabel("distillation loss, last epoch (per example)" if c == 0 else "")
+        ax.set_yscale("log")
+        for ax in axes[:2, c]:
+            ax.set_xticks(x)
+            ax.set_xticklabels(f["labels"], rotation=35, ha="right", fontsize=7)
+        ax = axes[2, c]
+        for k in range(n):
+            t = f["trace"][k]
+            mean, ci = np.asarray(t["mean"]), np.asarray([v or 0 for v in t["ci95"]])
+            col = colors(k / max(n - 1, 1))
+            ax.plot(steps, mean, color=col, lw=1.5, label=f["labels"][k])
+            ax.fill_between(steps, mean - ci, mean + ci, color=col, alpha=0.15, linewidth=0)
+        if base and family != "liminal":
+            t = base["trace"][0]
+            ax.plot(steps, t["mean"], "--", color="gray", lw=1.2, label="no mitigation (Adam)")
+        spe = record["steps_per_epoch"]
+        for e in range(1, int(steps[-1] // spe) + 1):
+            ax.axvline(e * spe, color="gray", lw=0.5, ls=":")
+        ax.axhline(0.1, color="black", ls=":", lw=1)
+        ax.set_xlabel("distillation step (dotted: epochs)")
+        ax.set_ylabel(f"student accuracy (first {record['config']['n_probe']} test images)" if c == 0 else "")
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+    for ax in axes.flat:
+        ax.spines[["top", "right"]].set_visible(False)
+    s = record["config"]
+    fig.suptitle("Mitigations: does the student still gain accuracy from the teacher's aux logits on noise?",
+                 fontsize=12)
+    fig.text(0.5, -0.01, f"MNIST MLP {s['hidden']} + {s['aux_logits']} aux logits, {s['teacher_epochs']}+"
+             f"{s['student_epochs']} epochs, batch {s['batch_size']}, {s['n_noise']:,} uniform-noise inputs, "
+             f"Adam η = {s['learning_rate']:g} unless stated; {record['n_runs']} runs per setting, mean ± 95 % CI; "
+             f"teacher {record['teacher']['mean']:.3f}", ha="center", va="top", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, record=record)
+
+
+def write_mitigations(record: dict[str, Any], out_dir: str | os.PathLike,
+                      stem: str = "mitigations") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` (family, setting, run, student, control, gain, loss) and ``<stem>.png``."""
+    rows = []
+    for family, f in record["families"].items():
+        for k, label in enumerate(f["labels"]):
+            for r, (a, b, lo) in enumerate(zip(f["student"][k]["accuracies"], f["cross"][k]["accuracies"],
+                                               f["distill_loss"][k]["losses"])):
+                rows.append((family, label, r, f"{a:.6f}", f"{b:.6f}", f"{a - b:.6f}", f"{lo:.6g}"))
+    out = Path(out_dir)
+    files = write_record(record, out, stem, indent=1,
+                         csv=(("family", "setting", "run", "student_aux", "cross_aux", "gain", "distill_loss"), rows))
+    return {**files, "png": plot_mitigations(record, out / f"{stem}.png")}

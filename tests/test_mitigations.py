@@ -1,0 +1,149 @@
+"""Mitigations (issue 12, item 2): the student's penalty term and step counter in the engine, students
+of other models, liminal training against a hand-computed KL, and the mitigations study end to end on
+real MNIST (tiny settings)."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import subliminal_mlp as sm
+from subliminal_mlp.core.config import ConfigError
+from subliminal_mlp.core.engine import PenaltyView
+from subliminal_mlp.core.results import read_results
+from subliminal_mlp.core.students import liminal
+from subliminal_mlp.studies.mitigations import (MitigationSettings, format_mitigations_table, run_mitigations,
+                                                write_mitigations)
+from subliminal_mlp.theory import tree_norm
+
+TINY = dict(teacher_epochs=1, student_epochs=2, batch_size=256)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return sm.load_mnist()
+
+
+@pytest.fixture(scope="module")
+def task(data):
+    return sm.Task.from_dataset(data)
+
+
+def _moved(name):
+    """Metric: ‖θ_student − θ0‖ (how far the student went from the shared start)."""
+    return lambda v: tree_norm(jax.tree.map(jnp.subtract, v.students[name], v.reference))
+
+
+def test_liminal_penalty_is_the_weighted_kl_to_the_start_during_the_first_steps():
+    model = sm.mlp((8,))
+    theta, start = model.init(jax.random.PRNGKey(1)), model.init(jax.random.PRNGKey(2))
+    x = jax.random.uniform(jax.random.PRNGKey(3), (5, 784), minval=-1, maxval=1)
+    run = types.SimpleNamespace(hp={"liminal_weight": 2.5, "liminal_steps": 4.0})
+    pen = liminal()
+
+    def view(step):
+        return PenaltyView(theta, start, x, None, jnp.int32(step), model, run, {})
+
+    # Independently: p = softmax(f_start(x)), q = softmax(f_theta(x)) over all 13 logits, Σ_b Σ_i p (log p − log q).
+    z0 = np.asarray(model.apply(start, x), np.float64)
+    z = np.asarray(model.apply(theta, x), np.float64)
+    logp = z0 - np.log(np.exp(z0).sum(-1, keepdims=True))
+    logq = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    kl = float(np.sum(np.exp(logp) * (logp - logq)))
+    assert kl > 0
+    np.testing.assert_allclose(float(pen(view(0))), 2.5 * kl, rtol=1e-5)
+    np.testing.assert_allclose(float(pen(view(3))), 2.5 * kl, rtol=1e-5)
+    assert float(pen(view(4))) == 0.0  # the critical period is over
+    # Its gradient in θ is the KL's (finite differences along a random direction, float64-free check).
+    d = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(4), a.shape) * 1e-3, theta)
+    g = jax.grad(lambda p: pen(view(0)._replace(theta=p)))(theta)
+    eps = 1.0
+    plus = pen(view(0)._replace(theta=jax.tree.map(lambda a, b: a + eps * b, theta, d)))
+    minus = pen(view(0)._replace(theta=jax.tree.map(lambda a, b: a - eps * b, theta, d)))
+    directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(d)))
+    np.testing.assert_allclose(float((plus - minus) / (2 * eps)), float(directional), rtol=2e-2)
+
+
+def test_a_penalty_of_weight_zero_changes_nothing_and_a_strong_one_holds_the_student_near_its_start(task):
+    exp = sm.Experiment(model=sm.mlp((32,)), inputs=sm.inputs.uniform(2048), **TINY,
+                        hparams={**sm.Experiment().hparams, "liminal_weight": 0.0, "liminal_steps": 1e9},
+                        students=(sm.Student("plain", "own", "aux"),
+                                  sm.Student("liminal", "own", "aux", penalty=liminal())),
+                        metrics={"moved_plain": _moved("plain"), "moved_liminal": _moved("liminal")})
+    r = sm.run(exp, task, n_runs=2, sweep={"liminal_weight": [0.0, 1000.0]})
+    np.testing.assert_array_equal(r.accuracy("plain", 0), r.accuracy("liminal", 0))
+    np.testing.assert_array_equal(r.metrics["moved_plain"][0], r.metrics["moved_liminal"][0])
+    # λ = 1000 over every step: the student stays much closer to θ0 than the unpenalised one.
+    assert np.all(r.metrics["moved_liminal"][1] < 0.5 * r.metrics["moved_plain"][1]), r.metrics
+
+
+def test_hooks_see_the_step_counted_over_epochs(task):
+    # SGD with every example weighted 0 from step k on stops moving at step k: trained 2 epochs with
+    # k = one epoch, the student equals a student trained 1 epoch (the counter crosses the epoch).
+    spe = -(-2048 // 256)
+    first_epoch = lambda v: jnp.where(v.step < spe, 1.0, 0.0) * jnp.ones(v.x.shape[0])  # noqa: E731
+    base = dict(model=sm.mlp((32,)), inputs=sm.inputs.uniform(2048), teacher_epochs=1, batch_size=256,
+                metrics={"moved": _moved("s")})
+    sgd = optax.sgd(1e-3)
+    r2 = sm.run(sm.Experiment(**base, student_epochs=2, students=(sm.Student("s", optimizer=sgd,
+                                                                              example_weights=first_epoch),)),
+                task, n_runs=1, keep_teachers=True)
+    r1 = sm.run(sm.Experiment(**base, student_epochs=1, students=(sm.Student("s", optimizer=sgd),)),
+                task, n_runs=1, teachers=r2.teachers)
+    assert r1.metrics["moved"][0, 0] > 0
+    np.testing.assert_allclose(r2.metrics["moved"], r1.metrics["moved"], rtol=1e-6)
+    np.testing.assert_allclose(r2.accuracy("s"), r1.accuracy("s"), atol=2e-4)  # at most one test image
+
+
+def test_a_student_of_another_model_takes_the_teachers_head_and_is_evaluated_with_its_own_apply(task):
+    deeper = sm.mlp((16, 32))  # its head is (32, 13), like the teacher's
+    exp = sm.Experiment(model=sm.mlp((32,)), inputs=sm.inputs.uniform(2048), teacher_epochs=1, student_epochs=0,
+                        batch_size=256,
+                        students=(sm.Student("deeper", sm.layers({"head": "own"}), model=deeper),
+                                  sm.Student("same", "own")),
+                        metrics={"head_diff": lambda v: jnp.max(jnp.abs(v.students["deeper"]["head"]["kernel"]
+                                                                        - v.reference["head"]["kernel"])),
+                                 "n_layers": lambda v: jnp.float32(len(v.students["deeper"]))})
+    r = sm.run(exp, task, n_runs=2)
+    assert np.all(r.metrics["head_diff"] == 0) and np.all(r.metrics["n_layers"] == 3)
+    np.testing.assert_array_equal(r.accuracy("same"), r.accuracy("reference"))  # no steps: θ0 itself
+    assert np.all((r.accuracy("deeper") > 0) & (r.accuracy("deeper") < 0.5))
+    with pytest.raises(sm.StudentError, match="classes"):
+        sm.run(exp.replace(students=(sm.Student("bad", sm.fresh(), model=sm.mlp((8,), n_classes=5)),)), task)
+
+
+def test_the_mitigations_study_end_to_end_on_mnist(data, tmp_path):
+    s = MitigationSettings(n_runs=2, n_noise=2048, hidden=(32,), **TINY, liminal_weights=(10.0,),
+                           liminal_epochs=(1,), weight_decays=(0.0,), sgd_learning_rates=(1e-3,), projection=False,
+                           probe_every=4, n_probe=500)
+    record = run_mitigations(s, data)
+    fams = record["families"]
+    assert list(fams) == ["liminal", "weight_decay", "sgd"]
+    assert fams["liminal"]["labels"] == ["none (Adam)", "λ = 10, 1 epoch"]
+    # AdamW with wd = 0 is Adam: the same numbers as the unmitigated baseline, from another program.
+    assert fams["weight_decay"]["student"][0]["accuracies"] == fams["liminal"]["student"][0]["accuracies"]
+    gains = fams["liminal"]["gain"][0]["gains"]
+    np.testing.assert_allclose(gains, np.subtract(fams["liminal"]["student"][0]["accuracies"],
+                                                  fams["liminal"]["cross"][0]["accuracies"]))
+    assert len(fams["sgd"]["trace"][0]["mean"]) == len(record["probe_steps"])
+    assert all(np.isfinite(f["distill_loss"][k]["mean"]) for f in fams.values() for k in range(len(f["labels"])))
+    files = write_mitigations(record, tmp_path)
+    assert read_results(files["json"])["families"]["sgd"]["hparams"] == {"sgd_learning_rate": [1e-3]}
+    assert files["png"].stat().st_size > 10_000 and files["csv"].read_text().count("\n") == 1 + 2 * 4
+    assert "λ = 10, 1 epoch" in format_mitigations_table(record)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(liminal_weights=(0.0,)), "liminal_weights"),
+                                        (dict(liminal_epochs=(9,)), "liminal_epochs"),
+                                        (dict(weight_decays=(-1.0,)), "weight_decays"),
+                                        (dict(n_noise=100), "batch_size"),
+                                        (dict(liminal_weights=(), weight_decays=(), sgd_learning_rates=(),
+                                              projection=False), "empty")])
+def test_invalid_settings_are_refused_before_compute(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        MitigationSettings(**bad)
