@@ -38,7 +38,7 @@ from .core.engine import Experiment, ExperimentError, Result, RunModels, Task, r
 from .core.inputs import InputError, InputSource
 from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
 from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
-from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_mlp
+from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_cnn, split_head_mlp
 from .core.results import RecordError, mean_ci95, read_results
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
@@ -50,7 +50,8 @@ __all__ = [
     "load_mnist", "Experiment", "ExperimentError", "Result", "RunModels", "Task", "run", "ExperimentResult",
     "run_experiment", "InputError", "InputSource", "class_cross_entropy", "kl_distillation", "mse_distillation",
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
-    "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_mlp", "reproduce", "RecordError",
+    "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
+    "RecordError",
     "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
     "noise_images",
 ]

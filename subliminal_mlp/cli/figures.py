@@ -260,6 +260,14 @@ def _mitigations() -> Figure:
                                                  "sgd_learning_rates"))
 
 
+def _split_heads() -> Figure:
+    from ..studies.split_heads import SplitHeadSettings, run_split_heads, write_split_heads
+
+    return _dataclass_figure("split_heads", "split_heads", SplitHeadSettings,
+                             lambda s, ctx: run_split_heads(s, ctx.dataset("mnist"), progress=ctx.progress,
+                                                            log=ctx.log), write_split_heads)
+
+
 # ----------------------------------------------------------------------------- the theorem figure
 
 
@@ -337,7 +345,7 @@ def _registry() -> dict[str, Figure]:
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
                 _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
     ]
-    figs.append(_mitigations())
+    figs += [_mitigations(), _split_heads()]
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]

@@ -201,6 +201,35 @@ class SplitHeadMLP(nn.Module):
         return (logits, x) if return_features else logits
 
 
+class SplitHeadCNN(nn.Module):
+    """A small CNN trunk with the class and aux heads of :class:`SplitHeadMLP` on a ``width``-unit layer.
+
+    ``x`` (784 pixels) → 28×28×1 → ``conv_0``: 3×3, ``channels[0]``, stride 2 → act → ``conv_1``:
+    3×3, ``channels[1]``, stride 2 → act → flatten → ``hidden_0``: Dense(``width``) → act →
+    ``class_head``, ``aux_head``. Every kernel N(0, 1/fan_in), biases 0. Its heads have the shapes
+    of a split-head MLP's whose last hidden layer is ``width`` wide, so they can be taken from one.
+    """
+
+    channels: Sequence[int]
+    width: int
+    n_classes: int
+    aux_logits: int
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array, return_features: bool = False):
+        lead = x.shape[:-1]
+        h = x.reshape((-1, 28, 28, 1))
+        for i, c in enumerate(self.channels):
+            h = self.activation(nn.Conv(c, (3, 3), strides=2, kernel_init=kernel_init, name=f"conv_{i}")(h))
+        h = h.reshape((h.shape[0], -1))
+        h = self.activation(nn.Dense(self.width, kernel_init=kernel_init, name="hidden_0")(h))
+        logits = jnp.concatenate([nn.Dense(self.n_classes, kernel_init=kernel_init, name="class_head")(h),
+                                  nn.Dense(self.aux_logits, kernel_init=kernel_init, name="aux_head")(h)], axis=-1)
+        logits, h = logits.reshape((*lead, -1)), h.reshape((*lead, -1))
+        return (logits, h) if return_features else logits
+
+
 def _activation(activation: str | Callable) -> tuple[Callable, str]:
     if callable(activation):
         return activation, getattr(activation, "__name__", "custom")
@@ -241,6 +270,18 @@ def split_head_mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int 
     return from_flax(module, n_classes=n_classes, aux_logits=aux_logits, input_shape=(input_dim,),
                      name="split_head_mlp", features=True,
                      settings={"hidden_widths": widths, "activation": act_name})
+
+
+def split_head_cnn(channels: Sequence[int] = (16, 32), width: int = 256, *, n_classes: int = 10,
+                   aux_logits: int = 3, activation: str | Callable = "relu") -> Model:
+    """:class:`SplitHeadCNN` on 28×28 images given as 784 pixels: a small CNN with split heads."""
+    act, act_name = _activation(activation)
+    channels = _widths(channels)
+    module = SplitHeadCNN(channels=channels, width=_widths((width,))[0], n_classes=n_classes,
+                          aux_logits=aux_logits, activation=act)
+    return from_flax(module, n_classes=n_classes, aux_logits=aux_logits, input_shape=(784,),
+                     name="split_head_cnn", features=True,
+                     settings={"channels": channels, "width": width, "activation": act_name})
 
 
 def config_model(cfg) -> Model:

@@ -72,6 +72,7 @@ FORMATS: dict[str, int] = {
     "subliminal-mlp/trajectory": 1,
     "subliminal-mlp/demo": 1,
     "subliminal-mlp/mitigations": 1,
+    "subliminal-mlp/split-heads": 1,
 }
 #: Keys a record of these formats must have for this library to use it (it reads them back).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {

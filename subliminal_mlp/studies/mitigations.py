@@ -22,7 +22,7 @@ time, each at several strengths (protocol.md §4):
 
 Each family is one engine experiment (the shared-init student and its cross-model control, both
 with the mitigation) whose strength is a hyperparameter swept in one compiled program; the runs'
-teachers are trained once and passed to every family. Measured per setting: the student's and the
+teachers are trained once, by a program without student steps, and passed to every family. Measured per setting: the student's and the
 control's final accuracy, the **gain** (student − control, per run, mean ± 95 % CI), the
 distillation loss of the last epoch (how well the student still imitates), and the student's
 accuracy every ``probe_every`` steps (does the mitigation delay the gain or remove it?).
@@ -188,8 +188,8 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
                     log=lambda s: None) -> dict[str, Any]:
     """Every family of ``settings`` on ``data`` (MNIST), ``n_runs`` runs each; returns the record.
 
-    One engine program per family (its strengths swept inside it); the first family trains the
-    runs' teachers and the others reuse them. The record (format ``subliminal-mlp/mitigations``)::
+    One engine program trains the runs' teachers; then one program per family (its strengths
+    swept inside it) distils the students from them. The record (format ``subliminal-mlp/mitigations``)::
 
         "config": {settings}, "teacher": {"mean", "ci95", "accuracies"}, "reference": {...},
         "steps_per_epoch": 59, "probe_steps": [...],
@@ -212,19 +212,22 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
     if data.train_images.shape[1] != 784:
         raise ConfigError("run_mitigations needs MNIST-shaped data (784 pixels per image).")
     task = Task.from_dataset(data)
-    teachers = None
     families: dict[str, Any] = {}
-    first = None
-    compile_s = run_s = 0.0
+    # The teachers do not depend on any swept strength: train them once (no student steps), then
+    # pass them to every family, so no program trains a teacher per swept value.
+    log(f"mitigations: the teachers ({s.n_runs} runs)")
+    t0 = time.perf_counter()
+    first = engine.run(mitigation_experiment("liminal", s).replace(student_epochs=0, trace={}, track_losses=False),
+                       task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True, run_batch=s.run_batch,
+                       progress=progress)
+    teachers, teacher_wall = first.teachers, time.perf_counter() - t0
+    compile_s, run_s = first.compile_s, first.run_s
     for family, sweep in s.sweeps().items():
         log(f"mitigations: {family} ({len(next(iter(sweep.values())))} setting(s) x {s.n_runs} runs)")
         t0 = time.perf_counter()
         result = engine.run(mitigation_experiment(family, s), task, n_runs=s.n_runs, seed=s.seed, sweep=sweep,
-                            teachers=teachers, keep_teachers=teachers is None, run_batch=s.run_batch,
-                            progress=progress)
+                            teachers=teachers, run_batch=s.run_batch, progress=progress)
         wall = time.perf_counter() - t0
-        if teachers is None:
-            teachers, first = result.teachers, result
         compile_s += result.compile_s
         run_s += result.run_s
         families[family] = _family_record(family, sweep, result, wall)
@@ -235,8 +238,8 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
         reference={**_stat(first.accuracy("reference")), "accuracies": first.accuracy("reference").tolist()},
         teacher={**_stat(first.accuracy("teacher")), "accuracies": first.accuracy("teacher").tolist()},
-        steps_per_epoch=s.steps_per_epoch, probe_steps=np.asarray(first.trace_steps).tolist(),
-        families=families,
+        teacher_wall_s=teacher_wall, steps_per_epoch=s.steps_per_epoch,
+        probe_steps=np.asarray(result.trace_steps).tolist(), families=families,
     )
 
 

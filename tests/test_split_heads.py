@@ -1,0 +1,85 @@
+"""Heads without a shared initialisation (issue 12, item 1): the split-head CNN, the students' starts
+(what each takes from θ0 and what is fresh), and the study end to end on real MNIST (tiny settings)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import subliminal_mlp as sm
+from subliminal_mlp.core.config import ConfigError
+from subliminal_mlp.core.results import read_results
+from subliminal_mlp.core.students import StartContext
+from subliminal_mlp.studies.split_heads import (SplitHeadSettings, format_split_heads_table, run_split_heads,
+                                                single_head_students, split_head_students, write_split_heads)
+
+TINY = SplitHeadSettings(n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=256,
+                         hidden=(16, 16), cnn_channels=(4, 8))
+
+
+def test_the_split_head_cnn_computes_its_layers_by_hand():
+    model = sm.split_head_cnn((2, 3), 5, aux_logits=2)
+    p = model.init(jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 784), minval=-1, maxval=1)
+
+    def conv(h, layer):  # 3x3, stride 2, SAME padding (Flax's default), NHWC
+        return jax.nn.relu(jax.lax.conv_general_dilated(h, layer["kernel"], (2, 2), "SAME",
+                                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer["bias"])
+
+    h = conv(conv(x.reshape(3, 28, 28, 1), p["conv_0"]), p["conv_1"]).reshape(3, -1)
+    assert h.shape == (3, 7 * 7 * 3)
+    h = jax.nn.relu(h @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"])
+    expected = jnp.concatenate([h @ p["class_head"]["kernel"] + p["class_head"]["bias"],
+                                h @ p["aux_head"]["kernel"] + p["aux_head"]["bias"]], -1)
+    np.testing.assert_allclose(model.apply(p, x), expected, rtol=1e-5, atol=1e-5)
+    assert model.n_outputs == 12 and sm.check_model(model).shape == (2, 12)
+
+
+def test_each_student_takes_exactly_its_part_of_theta0_and_fresh_parts_are_shared():
+    teacher_model = sm.split_head_mlp(TINY.hidden)
+    keys = {"fresh": jax.random.PRNGKey(7)}
+    theta0 = teacher_model.init(jax.random.PRNGKey(1))
+    refs = {"own": theta0, "cross": teacher_model.init(jax.random.PRNGKey(2))}
+    starts = {}
+    for s in split_head_students(TINY):
+        model = teacher_model if s.model is None else s.model
+        starts[s.name] = s.start(StartContext(refs, {"teacher": theta0}, keys, {}, model))
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
+    for name, taken in [("heads_both", {"aux_head", "class_head"}), ("head_aux", {"aux_head"}),
+                        ("head_class", {"class_head"}), ("heads_neither", set())]:
+        for layer, value in starts[name].items():
+            assert same(value, theta0[layer]) == (layer in taken), (name, layer)
+            if layer not in taken:  # the fresh parts are the same fresh initialisation for every student
+                assert same(value, starts["heads_neither"][layer]), (name, layer)
+    assert same(starts["shared"], theta0) and same(starts["cross"], refs["cross"])
+    for arch, n_layers in [("deeper", 3), ("shallower", 1)]:
+        with_heads = starts[f"{arch}_heads_both"]
+        assert len([k for k in with_heads if k.startswith("hidden_")]) == n_layers
+        assert same(with_heads["aux_head"], theta0["aux_head"]) and same(with_heads["class_head"], theta0["class_head"])
+        assert not same(starts[f"{arch}_fresh"]["aux_head"], theta0["aux_head"])
+    assert set(starts["cnn_heads_both"]) == {"conv_0", "conv_1", "hidden_0", "class_head", "aux_head"}
+    assert same(starts["cnn_heads_both"]["aux_head"], theta0["aux_head"])
+    assert [s.name for s in single_head_students(TINY)] == ["shared", "head_only", "hidden_only", "fresh", "cross"]
+
+
+def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
+    record = run_split_heads(TINY, sm.load_mnist())
+    split, single = record["split_head"]["models"], record["single_head"]["models"]
+    assert list(split)[:2] == ["reference", "teacher"] and len(split) == 2 + 12 and len(single) == 2 + 5
+    assert split["teacher"]["mean"] > 0.5 and single["teacher"]["mean"] > 0.5  # one epoch learns digits
+    for m in (*split.values(), *single.values()):
+        assert len(m["accuracies"]) == 2 and 0 <= m["mean"] <= 1
+    np.testing.assert_allclose(split["cross"]["gain_over_cross"]["mean"], 0.0)
+    files = write_split_heads(record, tmp_path)
+    assert read_results(files["json"])["config"]["cnn_channels"] == [4, 8]
+    assert files["csv"].read_text().count("\n") == 1 + 2 * (14 + 7)
+    assert "cnn_heads_both" in format_split_heads_table(record)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(hidden=(16,)), "at least two"), (dict(n_runs=0), "n_runs"),
+                                        (dict(n_noise=100), "batch_size"), (dict(learning_rate=0.0), "learning_rate")])
+def test_invalid_settings_are_refused_before_compute(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        SplitHeadSettings(**bad)
