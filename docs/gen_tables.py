@@ -368,6 +368,55 @@ def cpu_alignment() -> str:
 
 
 #: Every table a page may hold: ``<!-- table:NAME -->``.
+# ----------------------------------------------------------------------------- issue 12: mitigations, split heads
+
+
+def mitigations() -> str:
+    r = _read("mitigations.json")
+    rows = []
+    for family, f in r["families"].items():
+        for k, label in enumerate(f["labels"]):
+            rows.append([family.replace("_", " "), label, _pm(f["student"][k]), _pm(f["cross"][k]),
+                         _pm(f["gain"][k]), _pm(f["distill_loss"][k], 5)])
+    return _table(["family", "setting", "student (aux, shared θ0)", "cross-model control", "gain, paired",
+                   "distillation loss (last epoch, per example)"], rows)
+
+
+def mitigations_timing() -> str:
+    r = _read("mitigations.json")
+    rows = [["teachers (one program, no student steps)", f"{r['teacher_wall_s']:.0f}"]]
+    rows += [[family.replace("_", " ") + f" ({len(f['labels'])} settings in one program)", f"{f['wall_s']:.0f}"]
+             for family, f in r["families"].items()]
+    return _table(["program", "wall time (s)"], rows)
+
+
+SPLIT_LABELS = {"reference": "θ0, untrained", "teacher": "teacher", "shared": "θ0: every layer (Figure 10's student)",
+                "heads_both": "fresh trunk + the teacher's initial class and aux heads",
+                "head_aux": "fresh trunk + initial aux head", "head_class": "fresh trunk + initial class head",
+                "heads_neither": "fresh (nothing shared)", "cross": "another run's θ0 (cross-model control)",
+                "deeper_heads_both": "one layer added, fresh trunk + initial heads",
+                "deeper_fresh": "one layer added, fresh", "shallower_heads_both": "one layer removed, fresh trunk + "
+                "initial heads", "shallower_fresh": "one layer removed, fresh",
+                "cnn_heads_both": "small CNN + initial heads", "cnn_fresh": "small CNN, fresh",
+                "head_only": "fresh hidden layers + θ0's output layer",
+                "hidden_only": "θ0's hidden layers + a fresh output layer", "fresh": "fresh (nothing shared)"}
+
+
+def _split_table(key: str) -> str:
+    r = _read("split_heads.json")
+    rows = [[SPLIT_LABELS.get(n, n), _pm(m), "—" if n == "cross" else _pm(m["gain_over_cross"])]
+            for n, m in r[key]["models"].items()]
+    return _table(["student starts from", "accuracy", "gain over the cross-model control"], rows)
+
+
+def split_heads() -> str:
+    return _split_table("split_head")
+
+
+def split_heads_single() -> str:
+    return _split_table("single_head")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "fig10_mnist": fig10_mnist, "fig10_fashion_mnist": fig10_fashion, "theorem": theorem,
     **{f"sweep:{n}": (lambda n=n: sweep(n)) for n in SWEEP_FILES},
@@ -376,6 +425,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
+    "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
+    "split_heads_single": split_heads_single,
 }
 
 

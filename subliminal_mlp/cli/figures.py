@@ -215,27 +215,27 @@ _TRAIT_DEFAULTS = {"trait_class": 0, "trait_epochs": 1, "trait_weight": 1.0, "fi
 
 def _dataclass_figure(name: str, script: str, settings_cls: type, make_record: Callable, write: Callable,
                       quick_lists: Sequence[str] = ()) -> Figure:
-    """A figure whose record's ``config`` is a settings dataclass (``settings_cls``) as a dict.
+    """A figure whose record's ``config`` is a study's settings (a :class:`~subliminal_mlp.studies.protocol.ProtocolSettings`).
 
     ``make_record(settings, data_ctx)`` computes the record, ``write(record, out)`` writes the
-    outputs; ``--quick`` shrinks the runs, epochs and sizes of :data:`QUICK` (``hidden_widths`` →
-    ``hidden``) and keeps the first value of each list named in ``quick_lists``.
+    outputs; ``--quick`` shrinks the runs, epochs and sizes of :data:`QUICK` (each hidden width to
+    at most its ``hidden_widths``, the depth kept) and keeps the first value of each list named in
+    ``quick_lists``.
     """
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(settings_cls)}
 
     def normal(d: dict) -> dict:
-        known = {k: v for k, v in d.items() if k in names}
-        out = dataclasses.asdict(settings_cls(**known))
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return settings_cls(**{k: v for k, v in d.items() if k in names}).to_dict()
 
     def quick(s: dict, q: dict) -> dict:
         c = dict(s["config"])
         for k, v in q.items():
-            key = "hidden" if k == "hidden_widths" else k
-            if key in c:
-                c[key] = list(v) if isinstance(v, (list, tuple)) else min(c[key], v)
+            if k == "hidden_widths":  # every width at most the quick one, the depth kept
+                c["hidden"] = [min(w, max(v)) for w in c["hidden"]]
+            elif k in c:
+                c[k] = min(c[k], v)
         for k in quick_lists:
             c[k] = c[k][:1]
         return {"config": normal(c)}

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +50,7 @@ from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, 
 from ..core.students import Student, adam, liminal, project_out
 from ..core.training import steps_per_epoch
 from .alignment import task_gradient
+from .protocol import ProtocolSettings
 
 FORMAT = "subliminal-mlp/mitigations"
 #: The families, in display order.
@@ -57,46 +58,31 @@ FAMILIES = ("liminal", "weight_decay", "sgd", "projection")
 
 
 @dataclass(frozen=True)
-class MitigationSettings:
+class MitigationSettings(ProtocolSettings):
     """The study's settings; defaults: the paper's protocol (protocol.md §1) and the swept strengths.
 
     ``liminal_weights`` × ``liminal_epochs``: λ and the number of epochs T during which the penalty
     is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0 is the
-    unmitigated baseline and is always run. ``weight_decays``: AdamW's wd (0 = Adam).
-    ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family.
+    unmitigated baseline and is always run. ``weight_decays``: AdamW's wd (wd = 0 is Adam, the
+    baseline). ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
+    (the task gradient on the last ``held_out`` test images). The student's accuracy is traced on
+    the first ``n_probe`` test images every ``probe_every`` steps.
     """
 
-    n_runs: int = 10
-    seed: int = 0
-    teacher_epochs: int = 5
-    student_epochs: int = 5
-    batch_size: int = 1024
-    n_noise: int = 60_000
-    hidden: tuple[int, ...] = (256, 256)
-    aux_logits: int = 3
-    learning_rate: float = 3e-4
-    liminal_weights: tuple[float, ...] = (1.0, 10.0, 100.0)
+    liminal_weights: tuple[float, ...] = (10.0, 100.0)
     liminal_epochs: tuple[int, ...] = (1, 5)
-    weight_decays: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
-    sgd_learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 2e-3)
+    weight_decays: tuple[float, ...] = (3.0, 10.0, 30.0)
+    sgd_learning_rates: tuple[float, ...] = (3e-4, 1e-3, 2e-3)
     projection: bool = True
     held_out: int = 256
     probe_every: int = 10
     n_probe: int = 2000
-    run_batch: Optional[int] = None
+
+    POSITIVE_INTS = ProtocolSettings.POSITIVE_INTS + ("probe_every", "n_probe", "held_out")
+    TUPLES = ProtocolSettings.TUPLES + ("liminal_weights", "liminal_epochs", "weight_decays", "sgd_learning_rates")
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "liminal_weights", "liminal_epochs", "weight_decays", "sgd_learning_rates"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("n_runs", "teacher_epochs", "student_epochs", "batch_size", "n_noise", "aux_logits",
-                     "probe_every", "n_probe", "held_out"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
-        if self.batch_size > self.n_noise:
-            raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
+        super().__post_init__()
         for name, ok, what in (("liminal_weights", lambda v: v > 0, "> 0 (λ = 0, the baseline, is always run)"),
                                ("weight_decays", lambda v: v >= 0, ">= 0"),
                                ("sgd_learning_rates", lambda v: v > 0, "> 0")):
@@ -232,7 +218,7 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         run_s += result.run_s
         families[family] = _family_record(family, sweep, result, wall)
     return envelope(
-        FORMAT, _settings_dict(s), n_runs=s.n_runs, seed=s.seed,
+        FORMAT, s.to_dict(), n_runs=s.n_runs, seed=s.seed,
         data=data_record(data, name="mnist", subset={"probe_test_images": [0, s.n_probe],
                                                       "task_gradient_test_images": [10_000 - s.held_out, 10_000]}),
         devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
@@ -241,11 +227,6 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         teacher_wall_s=teacher_wall, steps_per_epoch=s.steps_per_epoch,
         probe_steps=np.asarray(result.trace_steps).tolist(), families=families,
     )
-
-
-def _settings_dict(s: MitigationSettings) -> dict[str, Any]:
-    d = asdict(s)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _label(family: str, hp: dict[str, float], spe: int) -> str:

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -50,44 +50,27 @@ from ..core.inputs import uniform
 from ..core.models import mlp, split_head_cnn, split_head_mlp
 from ..core.results import data_record, envelope, mean_ci95, write_record
 from ..core.students import Student, fresh, layers
+from .protocol import ProtocolSettings
 
 FORMAT = "subliminal-mlp/split-heads"
 HEADS = {"aux_head": "own", "class_head": "own"}
 
 
 @dataclass(frozen=True)
-class SplitHeadSettings:
-    """The study's settings (defaults: the paper's protocol, protocol.md §1; the CNN of the module doc)."""
+class SplitHeadSettings(ProtocolSettings):
+    """The study's settings (defaults: the paper's protocol, protocol.md §1; the CNN of the module
+    doc, ``cnn_channels``); ``single_head``: also run the single-head MLP's students."""
 
-    n_runs: int = 10
-    seed: int = 0
-    teacher_epochs: int = 5
-    student_epochs: int = 5
-    batch_size: int = 1024
-    n_noise: int = 60_000
-    hidden: tuple[int, ...] = (256, 256)
-    aux_logits: int = 3
-    learning_rate: float = 3e-4
     cnn_channels: tuple[int, ...] = (16, 32)
     single_head: bool = True
-    run_batch: Optional[int] = None
+
+    TUPLES = ProtocolSettings.TUPLES + ("cnn_channels",)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))
-        for name in ("n_runs", "teacher_epochs", "student_epochs", "batch_size", "n_noise", "aux_logits"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
-        if self.batch_size > self.n_noise:
-            raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
-        if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden = {self.hidden!r} is invalid: give one or more positive widths.")
+        super().__post_init__()
         if len(self.hidden) < 2:
             raise ConfigError(f"hidden = {self.hidden!r}: give at least two hidden layers, so that a student "
                               "with one layer removed still has one.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
 
 
 def split_head_students(s: SplitHeadSettings) -> tuple[Student, ...]:
@@ -167,8 +150,7 @@ def run_split_heads(settings: SplitHeadSettings, data, *, progress: bool = False
                             seed=settings.seed, run_batch=settings.run_batch, progress=progress)
         parts[key] = _models_record(result, time.perf_counter() - t0)
         compile_s, run_s, devices = compile_s + result.compile_s, run_s + result.run_s, result.devices
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
-    return envelope(FORMAT, config, n_runs=settings.n_runs, seed=settings.seed, data=data_record(data, name="mnist"),
+    return envelope(FORMAT, settings.to_dict(), n_runs=settings.n_runs, seed=settings.seed, data=data_record(data, name="mnist"),
                     devices=devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
                     **parts)
 

@@ -1,0 +1,56 @@
+"""The paper's protocol as a study's settings: the fields every study of the MNIST MLP shares.
+
+A study's settings dataclass extends :class:`ProtocolSettings` with its own fields; the defaults
+are the paper's (protocol.md §1: 784-256-256-10+3, Adam 3e-4, batch 1024, 5 + 5 epochs, 60,000
+uniform-noise inputs), and invalid values raise :class:`~subliminal_mlp.core.config.ConfigError`
+naming the value, before any compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from ..core.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """Runs, seed, epochs, batch, noise inputs, hidden widths, m and Adam's learning rate."""
+
+    n_runs: int = 10
+    seed: int = 0
+    teacher_epochs: int = 5
+    student_epochs: int = 5
+    batch_size: int = 1024
+    n_noise: int = 60_000
+    hidden: tuple[int, ...] = (256, 256)
+    aux_logits: int = 3
+    learning_rate: float = 3e-4
+    run_batch: Optional[int] = None
+
+    #: Fields that must be integers >= 1 (a subclass adds its own).
+    POSITIVE_INTS: ClassVar[tuple[str, ...]] = ("n_runs", "teacher_epochs", "student_epochs", "batch_size",
+                                                "n_noise", "aux_logits")
+    #: Fields given as sequences, stored as tuples (a subclass adds its own).
+    TUPLES: ClassVar[tuple[str, ...]] = ("hidden",)
+
+    def __post_init__(self) -> None:
+        for name in self.TUPLES:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in self.POSITIVE_INTS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+        if self.batch_size > self.n_noise:
+            raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
+        if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
+            raise ConfigError(f"hidden = {self.hidden!r} is invalid: give one or more positive widths.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings (tuples as lists), the ``config`` of the study's record."""
+        from dataclasses import asdict
+
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
