@@ -22,7 +22,7 @@ aux head 256→3), trained on MNIST from θ0. Every student imitates its aux log
 ``shallower_heads_both``  784-256, fresh trunk, the teacher's initial heads
 ``shallower_fresh``       the same model, fresh
 ``cnn_heads_both``        :func:`~subliminal_mlp.core.models.split_head_cnn` (two stride-2 3×3
-                          convolutions, a 256-unit layer), the teacher's initial heads
+                          convolutions, 8 and 16 channels, a 256-unit layer), the teacher's initial heads
 ``cnn_fresh``             the same CNN, fresh
 ========================  ===============================================================
 
@@ -61,7 +61,7 @@ class SplitHeadSettings(ProtocolSettings):
     """The study's settings (defaults: the paper's protocol, protocol.md §1; the CNN of the module
     doc, ``cnn_channels``); ``single_head``: also run the single-head MLP's students."""
 
-    cnn_channels: tuple[int, ...] = (16, 32)
+    cnn_channels: tuple[int, ...] = (8, 16)
     single_head: bool = True
 
     TUPLES = ProtocolSettings.TUPLES + ("cnn_channels",)
