@@ -65,16 +65,19 @@ def test_each_student_takes_exactly_its_part_of_theta0_and_fresh_parts_are_share
 
 
 def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
-    record = run_split_heads(TINY, sm.load_mnist())
-    split, single = record["split_head"]["models"], record["single_head"]["models"]
-    assert list(split)[:2] == ["reference", "teacher"] and len(split) == 2 + 12 and len(single) == 2 + 5
-    assert split["teacher"]["mean"] > 0.5 and single["teacher"]["mean"] > 0.5  # one epoch learns digits
-    for m in (*split.values(), *single.values()):
+    # The single-head program is the same engine path with another table (its starts are tested above);
+    # left out here to keep the suite's time.
+    record = run_split_heads(TINY.__class__(**{**TINY.to_dict(), "single_head": False}), sm.load_mnist())
+    split = record["split_head"]["models"]
+    assert "single_head" not in record
+    assert list(split)[:2] == ["reference", "teacher"] and len(split) == 2 + 12
+    assert split["teacher"]["mean"] > 0.5  # one epoch learns digits
+    for m in split.values():
         assert len(m["accuracies"]) == 2 and 0 <= m["mean"] <= 1
     np.testing.assert_allclose(split["cross"]["gain_over_cross"]["mean"], 0.0)
     files = write_split_heads(record, tmp_path)
     assert read_results(files["json"])["config"]["cnn_channels"] == [4, 8]
-    assert files["csv"].read_text().count("\n") == 1 + 2 * (14 + 7)
+    assert files["csv"].read_text().count("\n") == 1 + 2 * 14
     assert "cnn_heads_both" in format_split_heads_table(record)
 
 
