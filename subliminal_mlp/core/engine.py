@@ -693,19 +693,12 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         new_state, losses, raw = [], [], []
         for (p, o), mask, (s0, opt, pvals, vg), start in zip(state.groups, masks, fns, starts):
             t = logits[s0.teacher]
-            if s0.penalty is not None:
-                extra = (start, t_step, pvals)
-                if s0.targets is None and s0.example_weights is None:
-                    w = jnp.ones((mask.shape[0], x.shape[0]), jnp.float32)
-                    tt = jnp.broadcast_to(t, (mask.shape[0], *t.shape))
-                else:
-                    tt, w = jax.vmap(lambda pv: _hooked(s0, view, t, x, idx, pv, t_step), axis_size=mask.shape[0])(pvals)
-                loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0, (0, None, 0)))(p, x, tt, mask, w, extra)
-            elif s0.targets is None and s0.example_weights is None:
+            if s0.targets is None and s0.example_weights is None and s0.penalty is None:
                 loss, g = jax.vmap(vg, in_axes=(0, None, None, 0))(p, x, t, mask)
-            else:
+            else:  # per student: its hooks' targets and weights (the teacher's logits, ones), its penalty's inputs
                 tt, w = jax.vmap(lambda pv: _hooked(s0, view, t, x, idx, pv, t_step), axis_size=mask.shape[0])(pvals)
-                loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0))(p, x, tt, mask, w)
+                extra, axes = (None, None) if s0.penalty is None else ((start, t_step, pvals), (0, None, 0))
+                loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0, axes))(p, x, tt, mask, w, extra)
             raw.append((p, g))
             updates, o = opt.update(g, o, p)
             new_state.append((optax.apply_updates(p, updates), o))
