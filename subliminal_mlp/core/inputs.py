@@ -14,7 +14,8 @@ with the number of runs (protocol.md §1: "one fixed set of 60,000 noise images 
   inside one program), or a function of ``hp``.
 
 Built-ins: :func:`uniform` (the paper), :func:`gaussian`, :func:`bernoulli`, :func:`images`,
-:func:`mix`, :func:`subspace`, :func:`blurred`, :func:`cycled`; a user's own source is
+:func:`mix`, :func:`subspace`, :func:`blurred`, :func:`cycled`, :func:`phase_randomised` (noise
+with a given amplitude spectrum, e.g. MNIST's, :func:`amplitude_spectrum`); a user's own source is
 :func:`source`. Example::
 
     >>> import jax, jax.numpy as jnp
@@ -286,18 +287,111 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
                     lambda b: blurred(sigma, b, side=side, radius=radius), sigma=sigma, radius=radius)
 
 
-def cycled(base: InputSource, distinct: int) -> InputSource:
+def cycled(base: InputSource, distinct: Setting) -> InputSource:
     """Only ``distinct`` different examples, cycled over the base set's ``n`` positions.
 
     Position ``j`` shows the base's example ``j mod distinct``: the number of optimiser steps (set
     by ``n``, the batch size and the epochs) is the base's, the number of distinct images is
     ``distinct``. E.g. ``cycled(uniform(60_000), 2048)``: the paper's step budget on 2,048 images.
+    ``distinct`` may be a hyperparameter name (or a function of the hyperparameters), so that
+    several counts run in one program; its value must then be an integer in ``1..n`` (it is
+    rounded to the nearest integer inside the program; the caller checks the range).
     """
-    if isinstance(distinct, bool) or not isinstance(distinct, int) or not 1 <= distinct <= base.n:
+    if isinstance(distinct, bool) or (isinstance(distinct, (int, float, np.integer, np.floating))
+                                      and (distinct != int(distinct) or not 1 <= distinct <= base.n)):
         raise InputError(f"cycled: distinct = {distinct!r} is invalid: it must be an integer in 1..{base.n} "
                          "(the base set's size).")
-    return _wrapped("cycled", base, base.n, lambda ctx, idx, hp: base.draw(ctx, idx % distinct, hp), base.prepare,
-                    lambda b: cycled(b, distinct), distinct=distinct)
+    if not isinstance(distinct, (int, float, np.integer, np.floating, str)) and not callable(distinct):
+        raise InputError(f"cycled: distinct = {distinct!r} is invalid: give an integer or a hyperparameter name.")
+    if isinstance(distinct, (float, np.integer, np.floating)):
+        distinct = int(distinct)
+
+    def draw(ctx, idx, hp):
+        d = resolve(distinct, hp)
+        if not isinstance(d, int):
+            d = jnp.round(jnp.asarray(d)).astype(idx.dtype)
+        return base.draw(ctx, idx % d, hp)
+
+    return _wrapped("cycled", base, base.n, draw, base.prepare, lambda b: cycled(b, distinct), distinct=distinct)
+
+
+def amplitude_spectrum(images: Any, side: int = 28) -> np.ndarray:
+    """The mean amplitude spectrum ``A(f) = (1/N) Σ_i |F x_i|(f)`` of ``N`` images, ``(side, side)``.
+
+    ``F`` is the unnormalised 2-D discrete Fourier transform (``numpy.fft.fft2``) of each image
+    ``x_i`` reshaped to ``side × side``, computed in float64, in the images' own units (for MNIST
+    in this library: pixels in [-1, 1]). ``A`` is symmetric, ``A(f) = A(−f)``, as for any real images.
+    """
+    x = np.asarray(images, np.float64)
+    if x.ndim < 2 or x[0].size != side * side:
+        raise InputError(f"amplitude_spectrum: images of shape {x.shape[1:]} are not {side} × {side}: give "
+                         f"(N, {side * side}) or (N, {side}, {side}) images.")
+    half = np.zeros((side, side // 2 + 1))
+    for start in range(0, x.shape[0], 4096):  # in chunks: 60,000 complex float64 FFTs would need ~400 MB at once
+        half += np.abs(np.fft.rfft2(x[start:start + 4096].reshape(-1, side, side))).sum(axis=0)
+    # The real FFT holds the frequencies k2 <= side/2; the others follow from |F x|(f) = |F x|(−f).
+    k1, k2 = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    mirror = k2 > side // 2
+    full = np.where(mirror, half[(-k1) % side, np.where(mirror, side - k2, 0)], half[k1, np.minimum(k2, side // 2)])
+    return (full / x.shape[0]).astype(np.float32)
+
+
+def _reversed_frequencies(a: np.ndarray) -> np.ndarray:
+    """``a(−f)`` on the DFT grid: index ``k`` goes to ``(−k) mod side`` on both axes."""
+    return np.roll(a[::-1, ::-1], 1, axis=(0, 1))
+
+
+def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.5, side: int = 28) -> InputSource:
+    """Noise with a given amplitude spectrum and uniformly random phases (a phase-randomised surrogate).
+
+    ``amplitude`` is a ``(side, side)`` amplitude spectrum ``A(f)`` over the DFT grid, e.g. the
+    mean amplitude spectrum of the MNIST training images (:func:`amplitude_spectrum`). Example j:
+
+    1. ``w = fft2(g_j)`` with ``g_j`` a ``side × side`` image of i.i.d. N(0, 1) pixels drawn from
+       ``fold_in(key, j)``: its phases ``φ(f) = arg w(f)`` are independent and uniform on
+       ``[0, 2π)`` for every frequency pair ``{f, −f}``, with ``φ(−f) = −φ(f)`` (and 0 or π at
+       the four self-conjugate frequencies), which is what makes the result real;
+    2. ``X(f) = c · A(f) · e^{iφ(f)}`` with ``X(0) = 0``: the mean (DC) term is dropped, so every
+       example has pixel mean 0;
+    3. ``x_j = Re ifft2(X)``, flattened (the imaginary part is rounding only).
+
+    **Scale.** ``c = std · side² / √(Σ_{f≠0} A(f)²)``, so by Parseval every example has the same
+    energy, ``(1/side²) Σ_pixels x² = std²`` exactly (not only on average), and ``|F x_j|(f) = c·A(f)``
+    at every ``f ≠ 0``: the power spectrum of each example is ``c²·A(f)²``, the target's shape,
+    whatever its phases. The default ``std = √(1/3)`` gives the per-pixel mean square of the
+    paper's U[-1, 1] noise, so the surrogate differs from it only in how its power is spread over
+    frequencies (for MNIST: concentrated at low frequencies, like blurred noise). ``A`` is
+    symmetrised (``(A(f) + A(−f)) / 2``) first. ``std`` may be a hyperparameter name.
+    """
+    a = np.asarray(amplitude, np.float64)
+    if a.shape != (side, side):
+        raise InputError(f"phase_randomised: amplitude has shape {a.shape}, expected ({side}, {side}).")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise InputError("phase_randomised: the amplitude spectrum must be finite and >= 0.")
+    a = 0.5 * (a + _reversed_frequencies(a))
+    a[0, 0] = 0.0
+    power = float(np.sum(a * a))
+    if not power > 0:
+        raise InputError("phase_randomised: the amplitude spectrum is 0 at every non-zero frequency.")
+    unit = (a * (side * side) / np.sqrt(power)).astype(np.float32)  # c / std · A: energy std² per pixel
+
+    def prepare(key, arrays, hp):
+        return key, arrays["amplitude"]
+
+    def draw(ctx, idx, hp):
+        key, amp = ctx
+        scale = resolve(std, hp)
+
+        def one(k):
+            w = jnp.fft.fft2(jax.random.normal(k, (side, side), jnp.float32))
+            mag = jnp.abs(w)
+            phase = jnp.where(mag > 0, w / jnp.where(mag > 0, mag, 1.0), 1.0)
+            return jnp.real(jnp.fft.ifft2(amp * phase)).astype(jnp.float32).reshape(-1)
+
+        return per_example(key, idx, one) * scale
+
+    return InputSource(n=n, draw=draw, prepare=prepare, arrays={"amplitude": unit}, name="phase_randomised",
+                       settings={"side": side, "std": std, "amplitude": f"array{a.shape}"})
 
 
 def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) -> InputSource:
