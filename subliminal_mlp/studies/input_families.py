@@ -381,20 +381,26 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
                          "wall_s": time.perf_counter() - t0, "teacher_cache": result.teacher_cache})
         return result
 
-    first = None
+    # The programs, fewest values first: the first trains the teachers (once per run when it has one
+    # value; a swept program would train a copy per value) and every later one is given them.
+    plan = []
     for name, values in program_groups(fused_values, fuse).items():
         exp, sweep = fused_experiment(cfg, values, amplitude)
         labels = [" / ".join(f"{r.family}: {r.label}" for r in table if r.hp == v) for v in values]
-        res = run(exp.replace(name=f"input_families:{name}"), sweep, labels)
-        first = first or res
-        for r in table:
-            if r.hp in values:
-                results[r] = (len(programs) - 1, res, values.index(r.hp))
+        plan.append((exp.replace(name=f"input_families:{name}"), sweep, labels,
+                     {r: values.index(r.hp) for r in table if r.hp in values}))
     for r in table:
         if r.hp is None:
-            res = run(subspace_experiment(cfg, r.value), None, [f"subspace: {r.label}"])
-            first = first or res
-            results[r] = (len(programs) - 1, res, 0)
+            plan.append((subspace_experiment(cfg, r.value), None, [f"subspace: {r.label}"], {r: 0}))
+    plan.sort(key=lambda p: len(p[2]))
+    if len(plan[0][2]) > 1 and cfg.teacher_epochs > 0:
+        run(_base(cfg).replace(student_epochs=0, name="input_families:teachers"), None, [])
+    first = None
+    for exp, sweep, labels, where in plan:
+        res = run(exp, sweep, labels)
+        first = first or res
+        for r, v in where.items():
+            results[r] = (len(programs) - 1, res, v)
 
     # Wall time per family: its share of each program (split evenly over the program's values, a
     # value shown by several families split among them).
