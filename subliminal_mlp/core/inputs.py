@@ -212,7 +212,7 @@ def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **set
                        settings={"base": base, "rebuild": rebuild, **settings})
 
 
-def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
+def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[int] = None) -> InputSource:
     """``base`` noise projected onto a random k-dimensional subspace, rescaled to keep its power.
 
     Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
@@ -220,18 +220,28 @@ def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's. ``k = d`` gives the base noise in a random rotation's
     coordinates (the same distribution for isotropic noise up to its per-pixel marginals).
+
+    ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a
+    d × ``max_k`` Gaussian matrix (default ``max_k = d``) and ``Q`` its first k columns, a uniformly
+    random k-dimensional subspace too (the first k columns of a QR factor span the first k
+    columns of the matrix), nested across k within a run; each step then costs a d × max_k
+    projection whatever k is.
     """
     base = uniform() if base is None else base
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1.")
+    named = isinstance(k, str) or callable(k)
+    if not named and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1 or a hyperparameter name.")
+    if max_k is not None and (isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1):
+        raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
 
     def prepare(key, arrays, hp):
         ctx = base.prepare(key, arrays, hp)
         shape = jax.eval_shape(lambda: base.draw(ctx, jnp.zeros((1,), jnp.int32), hp)).shape[1:]
         d = math.prod(shape)
-        if k > d:
-            raise InputError(f"subspace: k = {k} is larger than the input dimension {d}.")
-        q, _ = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, BASIS_STREAM), (d, k), jnp.float32))
+        cols = (max_k or d) if named else k
+        if cols > d:
+            raise InputError(f"subspace: {'max_k' if named else 'k'} = {cols} is larger than the input dimension {d}.")
+        q, _ = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, BASIS_STREAM), (d, cols), jnp.float32))
         return ctx, q
 
     def draw(ctx, idx, hp):
@@ -239,9 +249,14 @@ def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
         u = base.draw(base_ctx, idx, hp)
         flat = u.reshape(u.shape[0], -1)
         d = flat.shape[1]
-        return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+        if not named:
+            return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+        kk = jnp.round(jnp.asarray(resolve(k, hp), jnp.float32))
+        keep = (jnp.arange(q.shape[1]) < kk).astype(jnp.float32)
+        return (((flat @ q) * keep) @ q.T * jnp.sqrt(d / kk)).reshape(u.shape)
 
-    return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b), k=k)
+    return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b, max_k=max_k), k=k,
+                    max_k=max_k)
 
 
 def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:

@@ -62,7 +62,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -79,12 +79,12 @@ register_format(FORMAT, 1)
 #: The families, in the record's (and the figure's) order.
 FAMILIES = ("distribution", "subspace", "correlated", "distinct", "scale")
 #: The noise kinds of the fused program (the hyperparameter ``noise_kind`` is the index).
-KINDS = ("uniform", "gaussian", "bernoulli", "spectrum")
+KINDS = ("uniform", "gaussian", "bernoulli", "spectrum", "subspace")
 #: The two students of every setting: Figure 10's aux-only student and its cross-model control.
 STUDENTS = tuple(s for s in FIGURE10 if s.name in ("student_aux", "cross_aux"))
 #: How each kind is described in the record.
 KIND_TEXT = {"uniform": "uniform U[-1, 1]", "gaussian": "Gaussian N(0, 1/3)", "bernoulli": "Bernoulli ±1",
-             "spectrum": "MNIST amplitude spectrum, random phases"}
+             "spectrum": "MNIST amplitude spectrum, random phases", "subspace": "U[-1, 1] in a random subspace"}
 #: Per family: panel title, x-axis label, and axis kind ("log" or "categorical").
 FAMILY_AXES = {
     "distribution": ("i.i.d. pixel distribution", "distribution of each pixel", "categorical"),
@@ -190,45 +190,45 @@ class InputFamilySettings:
 class Row(NamedTuple):
     """One setting of one family: what the record shows, and what computes it.
 
-    ``hp``: the fused program's hyperparameters (``noise_kind``, ``noise_scale``, ``blur_sigma``,
-    ``distinct``), or None for the subspace family, whose ``k`` is ``value``.
+    ``hp``: its hyperparameters (:data:`FUSED_HPARAMS`: ``noise_kind``, ``noise_scale``,
+    ``blur_sigma``, ``distinct``, ``subspace_k``); rows with equal ``hp`` are one computation.
     """
 
     family: str
     label: str
     value: Any
     inputs: str
-    hp: Optional[tuple]
+    hp: tuple
 
 
 def rows(cfg: Config, settings: InputFamilySettings) -> list[Row]:
     """Every setting of every family in ``settings.families``, in the record's order."""
-    n = cfg.n_noise
+    n, dim = cfg.n_noise, float(cfg.input_dim)
     out: list[Row] = []
     for fam in settings.families:
         if fam == "distribution":
-            out += [Row(fam, d, d, KIND_TEXT[d], (float(KINDS.index(d)), 1.0, 0.0, float(n)))
+            out += [Row(fam, d, d, KIND_TEXT[d], (float(KINDS.index(d)), 1.0, 0.0, float(n), dim))
                     for d in settings.distributions]
         elif fam == "subspace":
-            out += [Row(fam, f"{k}", k, f"U[-1, 1] in a random {k}-dimensional subspace, √({cfg.input_dim}/k)·QQᵀu",
-                        None) for k in settings.subspace_k]
+            out += [Row(fam, f"{k}", k, f"U[-1, 1] in a random {k}-dimensional subspace, √({dim}/k)·QQᵀu",
+                        (float(KINDS.index("subspace")), 1.0, 0.0, float(n), float(k))) for k in settings.subspace_k]
         elif fam == "correlated":
             out += [Row(fam, f"σ = {s:g}", s, f"U[-1, 1] blurred, Gaussian σ = {s:g} px (variance kept)",
-                        (0.0, 1.0, s, float(n))) for s in settings.blur_sigmas]
+                        (0.0, 1.0, s, float(n), dim)) for s in settings.blur_sigmas]
             if settings.spectrum:
                 out.append(Row(fam, "MNIST spectrum", None, KIND_TEXT["spectrum"] + ", mean 0, mean square 1/3",
-                               (float(KINDS.index("spectrum")), 1.0, 0.0, float(n))))
+                               (float(KINDS.index("spectrum")), 1.0, 0.0, float(n), dim)))
         elif fam == "distinct":
             out += [Row(fam, f"{d}", d, f"U[-1, 1], {d} distinct images cycled over {n} positions",
-                        (0.0, 1.0, 0.0, float(d))) for d in settings.distinct]
+                        (0.0, 1.0, 0.0, float(d), dim)) for d in settings.distinct]
         elif fam == "scale":
-            out += [Row(fam, f"{s:g}", s, f"uniform in [−{s:g}, {s:g}]", (0.0, s, 0.0, float(n)))
+            out += [Row(fam, f"{s:g}", s, f"uniform in [−{s:g}, {s:g}]", (0.0, s, 0.0, float(n), dim))
                     for s in settings.scales]
     return out
 
 
 #: The fused program's hyperparameters, in :class:`Row`'s ``hp`` order.
-FUSED_HPARAMS = ("noise_kind", "noise_scale", "blur_sigma", "distinct")
+FUSED_HPARAMS = ("noise_kind", "noise_scale", "blur_sigma", "distinct", "subspace_k")
 #: Noise kind k > 0 draws from the key ``fold_in(run's noise key, KIND_STREAM + k)``; kind 0
 #: (uniform) from the run's noise key itself, so its noise is the paper's.
 KIND_STREAM = 7_000
@@ -278,7 +278,8 @@ def fused_source(cfg: Config, values: Sequence[tuple], amplitude=None) -> inputs
     make = {0: lambda: inputs.uniform(n, scale="noise_scale", shape=(cfg.input_dim,)),
             1: lambda: inputs.gaussian(n, shape=(cfg.input_dim,)),
             2: lambda: inputs.bernoulli(n, shape=(cfg.input_dim,)),
-            3: lambda: inputs.phase_randomised(n, amplitude, side=SIDE)}
+            3: lambda: inputs.phase_randomised(n, amplitude, side=SIDE),
+            4: lambda: inputs.subspace("subspace_k", inputs.uniform(n, shape=(cfg.input_dim,)))}
     if 3 in kinds and amplitude is None:
         raise ConfigError("the MNIST-spectrum surrogate needs the amplitude spectrum (inputs.amplitude_spectrum).")
     src = select_kinds({k: make[k]() for k in kinds}, n)
@@ -297,17 +298,18 @@ def fused_experiment(cfg: Config, values: Sequence[tuple], amplitude=None) -> tu
     ``amplitude``: the target amplitude spectrum of the surrogate (when a value uses it).
     """
     exp = _base(cfg)
-    hp = {**exp.hparams, "noise_kind": 0.0, "noise_scale": 1.0, "blur_sigma": 0.0, "distinct": float(cfg.n_noise)}
+    hp = {**exp.hparams, "noise_kind": 0.0, "noise_scale": 1.0, "blur_sigma": 0.0, "distinct": float(cfg.n_noise),
+          "subspace_k": float(cfg.input_dim)}
     exp = exp.replace(inputs=fused_source(cfg, values, amplitude), hparams=hp)
     return exp, {name: [v[i] for v in values] for i, name in enumerate(FUSED_HPARAMS)}
 
 
 def program_groups(values: Sequence[tuple], fuse: bool) -> dict[str, list[tuple]]:
-    """The non-subspace settings' programs: ``{name: [hp tuples]}``.
+    """The programs that compute the settings ``values`` (hyperparameter tuples): ``{name: [tuples]}``.
 
-    ``fuse=True``: one program for all (fewest compilations; every kind, the blur and the
-    cycling computed at every step). ``fuse=False``: one program per code path (a noise kind,
-    blurred or not), each computing only what its settings need.
+    ``fuse=True``: one program for all (the fewest compilations; every kind, the blur, the cycling
+    and the subspace projection are computed at every step). ``fuse=False``: one program per code
+    path (a noise kind, blurred or not), each computing only what its settings need.
     """
     if fuse:
         return {"fused": list(values)} if values else {}
@@ -316,12 +318,6 @@ def program_groups(values: Sequence[tuple], fuse: bool) -> dict[str, list[tuple]
         name = KINDS[int(round(v[0]))] + ("_blurred" if v[2] > 0 else "")
         groups.setdefault(name, []).append(v)
     return groups
-
-
-def subspace_experiment(cfg: Config, k: int) -> Experiment:
-    """The subspace family's experiment for one k: U[-1, 1] noise projected onto a random k-dim subspace."""
-    src = inputs.subspace(int(k), inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)))
-    return _base(cfg).replace(inputs=src, name=f"input_families:subspace_{k}")
 
 
 def _paired(result, v: int) -> dict[str, Any]:
@@ -359,9 +355,9 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
     settings.check(cfg)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     table = rows(cfg, settings)
-    fused_values = list(dict.fromkeys(r.hp for r in table if r.hp is not None))
+    values = list(dict.fromkeys(r.hp for r in table))
     amplitude = None
-    if any(int(v[0]) == KINDS.index("spectrum") for v in fused_values):
+    if any(int(v[0]) == KINDS.index("spectrum") for v in values):
         amplitude = inputs.amplitude_spectrum(data.train_images, SIDE)
     task = engine.Task.from_dataset(data)
     programs: list[dict[str, Any]] = []
@@ -381,19 +377,18 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
                          "wall_s": time.perf_counter() - t0, "teacher_cache": result.teacher_cache})
         return result
 
-    # The programs, fewest values first: the first trains the teachers (once per run when it has one
-    # value; a swept program would train a copy per value) and every later one is given them.
+    # The programs, fewest values first: the first trains the teachers and every later one is given
+    # them. A swept program would train one copy per value (the same key and data: identical), so
+    # unless every program is swept and fuse asks for the fewest compilations, they are trained
+    # alone first.
     plan = []
-    for name, values in program_groups(fused_values, fuse).items():
-        exp, sweep = fused_experiment(cfg, values, amplitude)
-        labels = [" / ".join(f"{r.family}: {r.label}" for r in table if r.hp == v) for v in values]
+    for name, group in program_groups(values, fuse).items():
+        exp, sweep = fused_experiment(cfg, group, amplitude)
+        labels = [" / ".join(f"{r.family}: {r.label}" for r in table if r.hp == v) for v in group]
         plan.append((exp.replace(name=f"input_families:{name}"), sweep, labels,
-                     {r: values.index(r.hp) for r in table if r.hp in values}))
-    for r in table:
-        if r.hp is None:
-            plan.append((subspace_experiment(cfg, r.value), None, [f"subspace: {r.label}"], {r: 0}))
+                     {r: group.index(r.hp) for r in table if r.hp in group}))
     plan.sort(key=lambda p: len(p[2]))
-    if len(plan[0][2]) > 1 and cfg.teacher_epochs > 0:
+    if len(plan[0][2]) > 1 and cfg.teacher_epochs > 0 and not fuse:
         run(_base(cfg).replace(student_epochs=0, name="input_families:teachers"), None, [])
     first = None
     for exp, sweep, labels, where in plan:
