@@ -25,21 +25,23 @@ and 95 % CI (``1.96·std/√n``, :func:`~subliminal_mlp.core.results.mean_ci95`)
 MNIST test accuracy and of the paired **gain** ``g_i = acc(student_aux_i) − acc(cross_aux_i)``
 (same run: same teacher, same inputs; only the student's initialisation differs).
 
-**Programs.** The teachers are trained once (the first program keeps them, every later program
-is given them; an active teacher cache is used by the first). The distribution, correlated,
-distinct and scale families are *one* compiled program (:func:`fused_experiment`): the input
-source is ``cycled(blurred(mix([(uniform(scale=s), [kind = 0]), (gaussian, [kind = 1]),
-(bernoulli, [kind = 2]), (surrogate, [kind = 3])]), σ), d)`` with the hyperparameters
-``noise_kind``, ``noise_scale`` s, ``blur_sigma`` σ and ``distinct`` d swept together (zipped), one
-value per distinct setting; σ = 0 is the identity kernel and d = n the identity cycle, so each
-value computes exactly its family's inputs (the uniform component gets the run's own key: its
-noise is the paper's, bit for bit). Every component is drawn for every batch (under ``vmap`` a
-selection cannot skip a branch), which costs a few percent of a step. The subspace family changes
-array shapes with k and compiles once per k (:func:`subspace_experiment`). A setting that two
-families share (U[-1, 1] at σ = 0, d = n, s = 1) is computed once and shown in each. Each
-family's wall time is recorded: its own programs, plus its share of the fused program (the
-program's wall time split evenly over its values, a shared value split among the families that
-show it).
+**Programs.** Every setting is a value of five hyperparameters (:data:`FUSED_HPARAMS`) of one input
+source (:func:`fused_source`): ``cycled(blurred(select_kinds({uniform(scale=s), gaussian, bernoulli,
+surrogate, subspace(k)}), σ), d)``, the kind chosen by ``noise_kind``, with σ = 0 the identity
+kernel and d = n the identity cycle, so each value computes exactly its family's inputs. Each kind
+draws from its own key (:func:`kind_key`; the uniform kind from the run's noise key: its noise is
+the paper's, bit for bit), so a setting's numbers do not depend on which program computes it.
+:func:`program_groups` splits the settings into programs (:func:`fused_experiment`), their values
+swept inside each: by default one per code path (a kind, blurred or not; the subspace family is
+one program over k, a d × d random basis masked to its first k columns), each step computing only
+its own inputs; with ``fuse=True`` one program for all (one compilation, but every kind, the blur
+and the projection are computed at every step, since under ``vmap`` a selection cannot skip a
+branch: for tiny configurations, where compiling dominates). A setting that several families
+share (U[-1, 1] at σ = 0, d = n, s = 1) is computed once and shown in each. The teachers are
+trained once per run (by the first program, or alone first when every program is swept) and given
+to every other program. Each family's wall time is recorded: its share of every program (the
+program's wall time split evenly over its values, a value shown by several families split among
+them).
 
 Example (a tiny configuration, a minute on a laptop; the committed figure uses 10 runs of the
 paper's settings, ``experiments/input_families.py``)::
