@@ -87,14 +87,14 @@ STUDENTS = tuple(s for s in FIGURE10 if s.name in ("student_aux", "cross_aux"))
 #: How each kind is described in the record.
 KIND_TEXT = {"uniform": "uniform U[-1, 1]", "gaussian": "Gaussian N(0, 1/3)", "bernoulli": "Bernoulli ±1",
              "spectrum": "MNIST amplitude spectrum, random phases", "subspace": "U[-1, 1] in a random subspace"}
-#: Per family: panel title, x-axis label, and axis kind ("log" or "categorical").
+#: Per family: panel title, x-axis label, and how its settings are spaced ("geometric" or "categorical").
 FAMILY_AXES = {
     "distribution": ("i.i.d. pixel distribution", "distribution of each pixel", "categorical"),
-    "subspace": ("noise in a random k-dimensional subspace", "subspace dimension k (of 784)", "log"),
+    "subspace": ("noise in a random k-dimensional subspace", "subspace dimension k (of 784)", "geometric"),
     "correlated": ("spatially correlated noise", "Gaussian blur σ (pixels), or MNIST's spectrum", "categorical"),
-    "distinct": ("distinct noise images at the paper's step budget", "distinct images d (of 60,000 positions)",
-                 "log"),
-    "scale": ("noise scale: uniform in [−s, s]", "scale s", "log"),
+    "distinct": ("distinct noise images at the paper's step budget",
+                 "distinct images d (of 60,000 positions per epoch)", "geometric"),
+    "scale": ("noise scale: uniform in [−s, s]", "scale s", "geometric"),
 }
 #: The side of the images the blur and the surrogate work on (MNIST's 28 × 28).
 SIDE = 28
@@ -415,6 +415,7 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
               "teacher_margin": first.health(0)["teacher_margin"]}
     for fam in settings.families:
         title, x_label, axis = FAMILY_AXES[fam]
+        x_label = x_label.replace("784", f"{cfg.input_dim}").replace("60,000", f"{cfg.n_noise:,}")
         entries = []
         for r in (r for r in table if r.family == fam):
             p, res, v = results[r]
@@ -460,14 +461,6 @@ def format_input_families_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _x_positions(family: dict[str, Any]) -> tuple[np.ndarray, list[str], bool]:
-    """x of each setting, its tick labels, and whether the axis is logarithmic."""
-    labels = [s["label"] for s in family["settings"]]
-    if family["axis"] == "log":
-        return np.asarray([s["value"] for s in family["settings"]], float), labels, True
-    return np.arange(len(labels), dtype=float), labels, False
-
-
 def plot_input_families(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """One panel per family: the aux-only student, its cross-model control and the paired gain
     (student − cross) against the family's setting, mean ± 95 % CI over the runs; chance dotted."""
@@ -484,19 +477,17 @@ def plot_input_families(record: dict[str, Any], path: str | os.PathLike) -> Path
     teacher = record["teacher"]["accuracy"]["mean"]
     for ax, fam in zip(axes, fams):
         f = record["families"][fam]
-        x, labels, log = _x_positions(f)
+        # Evenly spaced settings (the numeric sweeps are roughly geometric: the spacing reads as a log axis).
+        x = np.arange(len(f["settings"]), dtype=float)
         for j, (key, label, color, marker, ls) in enumerate(series):
             mean = np.asarray([s[key]["mean"] for s in f["settings"]])
             ci = np.asarray([s[key]["ci95"] or 0.0 for s in f["settings"]])
-            shift = (x * 1.06 ** (j - 1)) if log else x + 0.06 * (j - 1)  # keep the error bars apart
-            ax.errorbar(shift, mean, yerr=ci, color=color, marker=marker, ms=4, ls=ls, lw=1.2, capsize=3,
-                        label=label)
+            ax.errorbar(x + 0.07 * (j - 1), mean, yerr=ci, color=color, marker=marker, ms=4, ls=ls, lw=1.2,
+                        capsize=3, label=label)  # shifted a little: the error bars stay apart
         ax.axhline(record["chance"], color="black", ls=":", lw=1)
         ax.axhline(0, color="#cccccc", lw=0.8)
-        if log:
-            ax.set_xscale("log")
-            ax.minorticks_off()
-        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.set_xticks(x, [s["label"] for s in f["settings"]], fontsize=8)
         ax.set_ylim(-0.15, 1.0)
         ax.set_xlabel(f["x_label"], fontsize=8.5)
         ax.set_ylabel("MNIST test accuracy / gain", fontsize=8.5)
