@@ -221,6 +221,35 @@ def omitted_digit() -> str:
     return _table(head, rows)
 
 
+FAMILY_LABELS = {"distribution": "pixel distribution", "subspace": "random subspace, k =",
+                 "correlated": "spatial correlation", "distinct": "distinct images, d =", "scale": "scale, s ="}
+
+
+def input_families() -> str:
+    r = _read("input_families.json")
+    rows = []
+    for fam, f in r["families"].items():
+        for s in f["settings"]:
+            gain = s["gain"]
+            rows.append([FAMILY_LABELS.get(fam, fam), s["label"], _pm(s["student_aux"]), _pm(s["cross_aux"]),
+                         f"{gain['mean']:+.3f} ± {gain['ci95']:.3f}"])
+    return _table(["family", "setting", f"student, aux only ({r['n_runs']} runs)", "cross-model, aux only",
+                   "gain, paired"], rows)
+
+
+def input_families_time() -> str:
+    r = _read("input_families.json")
+    names = {"distribution": "pixel distribution", "subspace": "random subspace", "correlated": "spatial correlation",
+             "distinct": "distinct images", "scale": "noise scale"}
+    rows = [[names.get(fam, fam), str(len(f["settings"])), f"{f['wall_s'] / 60:.1f} min"]
+            for fam, f in r["families"].items()]
+    programs = r["programs"]
+    rows.append(["all (programs: " + ", ".join(p["name"].split(":")[1] for p in programs) + ")",
+                 str(sum(len(f["settings"]) for f in r["families"].values())),
+                 f"{r['timing']['total_s'] / 60:.1f} min (compiling {r['timing']['compile_s'] / 60:.1f} min)"])
+    return _table(["family", "settings", "wall time"], rows)
+
+
 # ----------------------------------------------------------------------------- benchmark logs
 
 #: The logs ``benchmarks/gpu.sh`` wrote on a lent GPU (its output files, committed as they came back).
@@ -423,6 +452,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "student_epochs": student_epochs, "alignment": alignment, "traits": traits, "traits_filters": traits_filters,
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
+    "input_families": input_families, "input_families_time": input_families_time,
     "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,

@@ -206,6 +206,27 @@ def _make_traits(s, out, ctx):
     return write_traits(rec, out)
 
 
+def _make_input_families(s, out, ctx):
+    from ..studies.input_families import InputFamilySettings, run_input_families, write_input_families
+
+    rec = run_input_families(Config.from_dict(s["config"]), ctx.dataset("mnist"),
+                             InputFamilySettings.from_dict(s["input_settings"]), progress=ctx.progress, log=ctx.log)
+    return write_input_families(rec, out)
+
+
+def _input_families_defaults() -> dict:
+    from ..studies.input_families import InputFamilySettings
+
+    return InputFamilySettings().to_dict()
+
+
+def _input_families_quick(s: dict) -> dict:
+    """The first two values of every sweep (the distinct counts at most QUICK's n_noise)."""
+    small = {k: v[:2] if isinstance(v, list) and k != "families" else v for k, v in s.items()}
+    small["distinct"] = [d for d in s["distinct"] if d <= QUICK["n_noise"]][:2] or [QUICK["n_noise"]]
+    return small
+
+
 _TRAIT_DEFAULTS = {"trait_class": 0, "trait_epochs": 1, "trait_weight": 1.0, "filters": ["argmax", 0.5, 0.3, 0.2],
                    "n_held_out_noise": 10_000}
 
@@ -344,6 +365,9 @@ def _registry() -> dict[str, Figure]:
                 {"trait": _TRAIT_DEFAULTS},
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
                 _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
+        _simple("input_families", "input_families", tuple(f"input_families.{e}" for e in ("json", "csv", "png")),
+                {"input_settings": _input_families_defaults()}, {"input_settings": _input_families_quick}, 10, {},
+                _make_input_families),
     ]
     figs += [_mitigations(), _split_heads()]
     from ..studies.sweep import PUBLISHED_SWEEPS

@@ -14,7 +14,8 @@ with the number of runs (protocol.md §1: "one fixed set of 60,000 noise images 
   inside one program), or a function of ``hp``.
 
 Built-ins: :func:`uniform` (the paper), :func:`gaussian`, :func:`bernoulli`, :func:`images`,
-:func:`mix`, :func:`subspace`, :func:`blurred`, :func:`cycled`; a user's own source is
+:func:`mix`, :func:`subspace`, :func:`blurred`, :func:`cycled`, :func:`phase_randomised` (noise
+with a given amplitude spectrum, e.g. MNIST's, :func:`amplitude_spectrum`); a user's own source is
 :func:`source`. Example::
 
     >>> import jax, jax.numpy as jnp
@@ -211,7 +212,7 @@ def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **set
                        settings={"base": base, "rebuild": rebuild, **settings})
 
 
-def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
+def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[int] = None) -> InputSource:
     """``base`` noise projected onto a random k-dimensional subspace, rescaled to keep its power.
 
     Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
@@ -219,18 +220,28 @@ def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's. ``k = d`` gives the base noise in a random rotation's
     coordinates (the same distribution for isotropic noise up to its per-pixel marginals).
+
+    ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a
+    d × ``max_k`` Gaussian matrix (default ``max_k = d``) and ``Q`` its first k columns, a uniformly
+    random k-dimensional subspace too (the first k columns of a QR factor span the first k
+    columns of the matrix), nested across k within a run; each step then costs a d × max_k
+    projection whatever k is.
     """
     base = uniform() if base is None else base
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1.")
+    named = isinstance(k, str) or callable(k)
+    if not named and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1 or a hyperparameter name.")
+    if max_k is not None and (isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1):
+        raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
 
     def prepare(key, arrays, hp):
         ctx = base.prepare(key, arrays, hp)
         shape = jax.eval_shape(lambda: base.draw(ctx, jnp.zeros((1,), jnp.int32), hp)).shape[1:]
         d = math.prod(shape)
-        if k > d:
-            raise InputError(f"subspace: k = {k} is larger than the input dimension {d}.")
-        q, _ = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, BASIS_STREAM), (d, k), jnp.float32))
+        cols = (max_k or d) if named else k
+        if cols > d:
+            raise InputError(f"subspace: {'max_k' if named else 'k'} = {cols} is larger than the input dimension {d}.")
+        q, _ = jnp.linalg.qr(jax.random.normal(jax.random.fold_in(key, BASIS_STREAM), (d, cols), jnp.float32))
         return ctx, q
 
     def draw(ctx, idx, hp):
@@ -238,9 +249,14 @@ def subspace(k: int, base: Optional[InputSource] = None) -> InputSource:
         u = base.draw(base_ctx, idx, hp)
         flat = u.reshape(u.shape[0], -1)
         d = flat.shape[1]
-        return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+        if not named:
+            return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+        kk = jnp.round(jnp.asarray(resolve(k, hp), jnp.float32))
+        keep = (jnp.arange(q.shape[1]) < kk).astype(jnp.float32)
+        return (((flat @ q) * keep) @ q.T * jnp.sqrt(d / kk)).reshape(u.shape)
 
-    return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b), k=k)
+    return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b, max_k=max_k), k=k,
+                    max_k=max_k)
 
 
 def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:
@@ -256,12 +272,26 @@ def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:
     return w / jnp.sqrt(jnp.sum(w * w))
 
 
+def circulant(weights: jax.Array, side: int) -> jax.Array:
+    """The ``side × side`` matrix of circular convolution with ``weights`` (offsets ``−r..r``, r = radius).
+
+    ``C[a, b] = Σ_r w_r [a − b ≡ r (mod side)]``, so ``(C x)[a] = Σ_r w_r x[(a − r) mod side]``: the
+    sum of ``w_r · roll(x, r)``. Offsets that wrap onto each other (``2r + 1 > side``) add up, as rolls do.
+    """
+    radius = (weights.shape[0] - 1) // 2
+    a = np.arange(side)
+    diff = (a[:, None] - a[None, :]) % side
+    hits = np.stack([(diff == r % side) for r in range(-radius, radius + 1)]).astype(np.float32)  # (2r+1, s, s)
+    return jnp.tensordot(weights.astype(jnp.float32), jnp.asarray(hits), axes=1)
+
+
 def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 28,
             radius: Optional[int] = None) -> InputSource:
     """``base`` noise (default uniform) blurred by a Gaussian of width ``sigma`` pixels.
 
     Each example is reshaped to ``side × side`` and convolved along rows and columns with
-    :func:`gaussian_kernel` (circular boundary, so every pixel is treated alike). The kernel has
+    :func:`gaussian_kernel` (circular boundary, so every pixel is treated alike): ``C x Cᵀ`` with
+    ``C`` the :func:`circulant` of the kernel (two small matmuls: fast to compile and to run). The kernel has
     unit squared norm per axis, so for i.i.d. base pixels the blurred pixels keep their variance
     and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
     (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
@@ -277,27 +307,121 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     def draw(ctx, idx, hp):
         u = base.draw(ctx, idx, hp)
         img = u.reshape(u.shape[0], side, side)
-        w = gaussian_kernel(resolve(sigma, hp), radius)
-        for axis in (1, 2):
-            img = sum(w[r + radius] * jnp.roll(img, r, axis=axis) for r in range(-radius, radius + 1))
+        c = circulant(gaussian_kernel(resolve(sigma, hp), radius), side)
+        highest = jax.lax.Precision.HIGHEST  # float32 products on every platform (no TF32): the blur is cheap
+        img = jnp.einsum("ij,njk->nik", c, img, precision=highest)
+        img = jnp.einsum("nik,lk->nil", img, c, precision=highest)
         return img.reshape(u.shape)
 
     return _wrapped("blurred", base, base.n, draw, base.prepare,
                     lambda b: blurred(sigma, b, side=side, radius=radius), sigma=sigma, radius=radius)
 
 
-def cycled(base: InputSource, distinct: int) -> InputSource:
+def cycled(base: InputSource, distinct: Setting) -> InputSource:
     """Only ``distinct`` different examples, cycled over the base set's ``n`` positions.
 
     Position ``j`` shows the base's example ``j mod distinct``: the number of optimiser steps (set
     by ``n``, the batch size and the epochs) is the base's, the number of distinct images is
     ``distinct``. E.g. ``cycled(uniform(60_000), 2048)``: the paper's step budget on 2,048 images.
+    ``distinct`` may be a hyperparameter name (or a function of the hyperparameters), so that
+    several counts run in one program; its value must then be an integer in ``1..n`` (it is
+    rounded to the nearest integer inside the program; the caller checks the range).
     """
-    if isinstance(distinct, bool) or not isinstance(distinct, int) or not 1 <= distinct <= base.n:
+    if isinstance(distinct, bool) or (isinstance(distinct, (int, float, np.integer, np.floating))
+                                      and (distinct != int(distinct) or not 1 <= distinct <= base.n)):
         raise InputError(f"cycled: distinct = {distinct!r} is invalid: it must be an integer in 1..{base.n} "
                          "(the base set's size).")
-    return _wrapped("cycled", base, base.n, lambda ctx, idx, hp: base.draw(ctx, idx % distinct, hp), base.prepare,
-                    lambda b: cycled(b, distinct), distinct=distinct)
+    if not isinstance(distinct, (int, float, np.integer, np.floating, str)) and not callable(distinct):
+        raise InputError(f"cycled: distinct = {distinct!r} is invalid: give an integer or a hyperparameter name.")
+    if isinstance(distinct, (float, np.integer, np.floating)):
+        distinct = int(distinct)
+
+    def draw(ctx, idx, hp):
+        d = resolve(distinct, hp)
+        if not isinstance(d, int):
+            d = jnp.round(jnp.asarray(d)).astype(idx.dtype)
+        return base.draw(ctx, idx % d, hp)
+
+    return _wrapped("cycled", base, base.n, draw, base.prepare, lambda b: cycled(b, distinct), distinct=distinct)
+
+
+def amplitude_spectrum(images: Any, side: int = 28) -> np.ndarray:
+    """The mean amplitude spectrum ``A(f) = (1/N) Σ_i |F x_i|(f)`` of ``N`` images, ``(side, side)``.
+
+    ``F`` is the unnormalised 2-D discrete Fourier transform (``numpy.fft.fft2``) of each image
+    ``x_i`` reshaped to ``side × side``, computed in float64, in the images' own units (for MNIST
+    in this library: pixels in [-1, 1]). ``A`` is symmetric, ``A(f) = A(−f)``, as for any real images.
+    """
+    x = np.asarray(images, np.float64)
+    if x.ndim < 2 or x[0].size != side * side:
+        raise InputError(f"amplitude_spectrum: images of shape {x.shape[1:]} are not {side} × {side}: give "
+                         f"(N, {side * side}) or (N, {side}, {side}) images.")
+    half = np.zeros((side, side // 2 + 1))
+    for start in range(0, x.shape[0], 4096):  # in chunks: 60,000 complex float64 FFTs would need ~400 MB at once
+        half += np.abs(np.fft.rfft2(x[start:start + 4096].reshape(-1, side, side))).sum(axis=0)
+    # The real FFT holds the frequencies k2 <= side/2; the others follow from |F x|(f) = |F x|(−f).
+    k1, k2 = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    mirror = k2 > side // 2
+    full = np.where(mirror, half[(-k1) % side, np.where(mirror, side - k2, 0)], half[k1, np.minimum(k2, side // 2)])
+    return (full / x.shape[0]).astype(np.float32)
+
+
+def _reversed_frequencies(a: np.ndarray) -> np.ndarray:
+    """``a(−f)`` on the DFT grid: index ``k`` goes to ``(−k) mod side`` on both axes."""
+    return np.roll(a[::-1, ::-1], 1, axis=(0, 1))
+
+
+def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.5, side: int = 28) -> InputSource:
+    """Noise with a given amplitude spectrum and uniformly random phases (a phase-randomised surrogate).
+
+    ``amplitude`` is a ``(side, side)`` amplitude spectrum ``A(f)`` over the DFT grid, e.g. the
+    mean amplitude spectrum of the MNIST training images (:func:`amplitude_spectrum`). Example j:
+
+    1. ``w = fft2(g_j)`` with ``g_j`` a ``side × side`` image of i.i.d. N(0, 1) pixels drawn from
+       ``fold_in(key, j)``: its phases ``φ(f) = arg w(f)`` are independent and uniform on
+       ``[0, 2π)`` for every frequency pair ``{f, −f}``, with ``φ(−f) = −φ(f)`` (and 0 or π at
+       the four self-conjugate frequencies), which is what makes the result real;
+    2. ``X(f) = c · A(f) · e^{iφ(f)}`` with ``X(0) = 0``: the mean (DC) term is dropped, so every
+       example has pixel mean 0;
+    3. ``x_j = Re ifft2(X)``, flattened (the imaginary part is rounding only).
+
+    **Scale.** ``c = std · side² / √(Σ_{f≠0} A(f)²)``, so by Parseval every example has the same
+    energy, ``(1/side²) Σ_pixels x² = std²`` exactly (not only on average), and ``|F x_j|(f) = c·A(f)``
+    at every ``f ≠ 0``: the power spectrum of each example is ``c²·A(f)²``, the target's shape,
+    whatever its phases. The default ``std = √(1/3)`` gives the per-pixel mean square of the
+    paper's U[-1, 1] noise, so the surrogate differs from it only in how its power is spread over
+    frequencies (for MNIST: concentrated at low frequencies, like blurred noise). ``A`` is
+    symmetrised (``(A(f) + A(−f)) / 2``) first. ``std`` may be a hyperparameter name.
+    """
+    a = np.asarray(amplitude, np.float64)
+    if a.shape != (side, side):
+        raise InputError(f"phase_randomised: amplitude has shape {a.shape}, expected ({side}, {side}).")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise InputError("phase_randomised: the amplitude spectrum must be finite and >= 0.")
+    a = 0.5 * (a + _reversed_frequencies(a))
+    a[0, 0] = 0.0
+    power = float(np.sum(a * a))
+    if not power > 0:
+        raise InputError("phase_randomised: the amplitude spectrum is 0 at every non-zero frequency.")
+    unit = (a * (side * side) / np.sqrt(power)).astype(np.float32)  # c / std · A: energy std² per pixel
+
+    def prepare(key, arrays, hp):
+        return key, arrays["amplitude"]
+
+    def draw(ctx, idx, hp):
+        key, amp = ctx
+        scale = resolve(std, hp)
+
+        def one(k):
+            w = jnp.fft.fft2(jax.random.normal(k, (side, side), jnp.float32))
+            mag = jnp.abs(w)
+            phase = jnp.where(mag > 0, w / jnp.where(mag > 0, mag, 1.0), 1.0)
+            return jnp.real(jnp.fft.ifft2(amp * phase)).astype(jnp.float32).reshape(-1)
+
+        return per_example(key, idx, one) * scale
+
+    return InputSource(n=n, draw=draw, prepare=prepare, arrays={"amplitude": unit}, name="phase_randomised",
+                       settings={"side": side, "std": std, "amplitude": f"array{a.shape}"})
 
 
 def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) -> InputSource:

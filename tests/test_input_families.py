@@ -1,0 +1,140 @@
+"""What the inputs must be: the new input sources against independent computations, the settings'
+validation, and every family end to end on real MNIST in one compiled program (a tiny configuration)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import subliminal_mlp as sm
+from subliminal_mlp import Config, inputs
+from subliminal_mlp.core.config import ConfigError
+from subliminal_mlp.core.results import read_results
+from subliminal_mlp.studies import input_families as F
+
+
+def draw(src, idx, key=0, hp=None):
+    hp = {} if hp is None else hp
+    return src.draw(src.prepare(jax.random.PRNGKey(key), src.arrays, hp), jnp.asarray(idx), hp)
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return sm.load_mnist(data_root)
+
+
+def fft_modulus(x):
+    return np.abs(np.fft.fft2(np.asarray(x, np.float64).reshape(-1, 28, 28)))
+
+
+# ----------------------------------------------------------------------------- the new input sources
+
+
+def test_amplitude_spectrum_is_the_mean_fourier_modulus(mnist):
+    x = mnist.train_images[:3000]
+    np.testing.assert_allclose(inputs.amplitude_spectrum(x), fft_modulus(x).mean(0), rtol=1e-5, atol=1e-4)
+    with pytest.raises(sm.InputError, match="28 × 28"):
+        inputs.amplitude_spectrum(np.zeros((4, 100)))
+
+
+def test_surrogate_has_the_target_spectrum_random_phases_and_the_stated_scale(mnist):
+    target = fft_modulus(mnist.train_images[:1000]).mean(0)  # symmetric: A(f) = A(−f)
+    src = inputs.phase_randomised(10_000, target, std="s")
+    sample = jax.jit(lambda key, idx, s: src.draw(src.prepare(key, src.arrays, {"s": s}), idx, {"s": s}))
+    key, idx, std = jax.random.PRNGKey(0), jnp.arange(600), np.sqrt(1 / 3)
+    x = np.asarray(sample(key, idx, std), np.float64)
+    spec = np.fft.fft2(x.reshape(-1, 28, 28))
+    a = target.copy()
+    a[0, 0] = 0.0  # the mean is dropped
+    c = std * 784 / np.sqrt(np.sum(a * a))
+    # Every image (not only their mean) has the amplitude spectrum c·A, mean 0 and mean square std².
+    np.testing.assert_allclose(np.abs(spec), np.broadcast_to(c * a, spec.shape), atol=1e-4 * c * a.max())
+    np.testing.assert_allclose(x.mean(axis=1), 0.0, atol=1e-6)
+    np.testing.assert_allclose((x**2).mean(axis=1), std**2, rtol=1e-5)
+    # The phases are uniform and independent: circular moments over the images vanish (≈ 1/√600 = 0.04).
+    p1, p2 = np.angle(spec[:, 3, 5]), np.angle(spec[:, 11, 2])
+    for moment in (np.exp(1j * p1), np.exp(2j * p1), np.exp(1j * (p1 - p2))):
+        assert abs(moment.mean()) < 0.15
+    # Example j depends on (key, j) only, not on the batch; another key draws other images; std scales.
+    np.testing.assert_allclose(sample(key, jnp.roll(idx, 5), std), np.roll(x, 5, axis=0), atol=1e-6)
+    other = np.asarray(sample(jax.random.PRNGKey(1), idx, std))
+    assert abs(np.corrcoef(other.ravel(), x.ravel())[0, 1]) < 0.05
+    np.testing.assert_allclose(sample(key, idx, 2 * std), 2 * x, rtol=1e-5, atol=1e-6)
+    with pytest.raises(sm.InputError, match="shape"):
+        inputs.phase_randomised(10, np.ones((27, 27)))
+
+
+def test_cycled_and_subspace_take_their_setting_as_a_hyperparameter():
+    by_name = draw(inputs.cycled(inputs.uniform(200), "d"), np.arange(200), hp={"d": jnp.float32(7)})
+    np.testing.assert_array_equal(by_name, draw(inputs.cycled(inputs.uniform(200), 7), np.arange(200)))
+    with pytest.raises(sm.InputError, match="distinct = 2.5"):
+        inputs.cycled(inputs.uniform(100), 2.5)
+    src = inputs.subspace("k", inputs.uniform(1000))
+    x10, x30 = (np.asarray(draw(src, np.arange(200), hp={"k": jnp.float32(k)}), np.float64) for k in (10, 30))
+    s = np.linalg.svd(x30, compute_uv=False)
+    assert np.sum(s > 1e-3 * s[0]) == 30
+    u = np.asarray(draw(inputs.uniform(1000), np.arange(200)), np.float64)
+    assert abs(np.mean(np.sum(x10**2, 1)) / np.mean(np.sum(u**2, 1)) - 1) < 0.05  # √(d/k) keeps the power
+    # Within a run the subspaces are nested: the k = 10 images lie in the k = 30 subspace.
+    basis = np.linalg.svd(x30, full_matrices=False)[2][:30]
+    np.testing.assert_allclose(x10 @ basis.T @ basis, x10, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_are_validated_before_any_compute():
+    for bad in (dict(families=("noise",)), dict(families=()), dict(distributions=("laplace",)),
+                dict(subspace_k=(0,)), dict(subspace_k=(10, 10)), dict(blur_sigmas=(-1.0,)), dict(scales=(0.0,)),
+                dict(distinct=(2.5,)), dict(spectrum="yes"), dict(scales=[])):
+        with pytest.raises(ConfigError):
+            F.InputFamilySettings(**bad)
+    with pytest.raises(ConfigError, match="n_noise = 2048"):
+        F.run_input_families(Config(n_noise=2048), None, F.InputFamilySettings(distinct=(4096,)))
+    with pytest.raises(ConfigError, match="input dimension"):
+        F.InputFamilySettings(subspace_k=(1000,)).check(Config())
+    with pytest.raises(ConfigError, match="student_inputs"):
+        F.InputFamilySettings().check(Config(student_inputs="gaussian"))
+    s = F.InputFamilySettings(families=("scale", "distribution"))
+    assert s.families == ("distribution", "scale")  # the record's order
+    assert F.InputFamilySettings.from_dict(s.to_dict()) == s
+
+
+# ----------------------------------------------------------------------------- every family, end to end
+
+
+def test_every_family_end_to_end_in_one_program(mnist, tmp_path):
+    # 1 + 1 epochs of a 32-unit MLP: too short for the students to learn digits (the figure's 10 runs of
+    # the paper's settings measure that), long enough to run every family's inputs through the engine.
+    cfg = Config(n_runs=2, hidden_widths=(32,), n_noise=1024, batch_size=512, teacher_epochs=1, student_epochs=1)
+    settings = F.InputFamilySettings(distributions=("uniform", "bernoulli"), subspace_k=(10,), blur_sigmas=(0.0, 1.0),
+                                     distinct=(16, 1024), scales=(0.1, 1.0))
+    rec = F.run_input_families(cfg, mnist, settings, fuse=True)
+    assert [p["name"] for p in rec["programs"]] == ["input_families:fused"]  # every family, one compilation
+    fams = rec["families"]
+    assert list(fams) == list(F.FAMILIES)
+    assert [s["label"] for s in fams["correlated"]["settings"]] == ["σ = 0", "σ = 1", "MNIST spectrum"]
+    for f in fams.values():
+        assert f["wall_s"] > 0
+        for s in f["settings"]:
+            g = np.subtract(s["student_aux"]["values"], s["cross_aux"]["values"])
+            np.testing.assert_allclose(s["gain"]["values"], g, atol=1e-7)  # paired per run
+            assert s["gain"]["mean"] == pytest.approx(g.mean()) and len(g) == 2
+            assert all(0 <= v <= 1 for v in s["student_aux"]["values"] + s["cross_aux"]["values"])
+    assert sum(f["wall_s"] for f in fams.values()) == pytest.approx(rec["programs"][0]["wall_s"])
+    by = {(fam, s["label"]): s for fam, f in fams.items() for s in f["settings"]}
+    # U[-1, 1] at σ = 0, d = n, s = 1 is one setting, computed once and shown in four families; the others differ.
+    same = [by[k]["cross_aux"]["values"] for k in (("distribution", "uniform"), ("correlated", "σ = 0"),
+                                                     ("distinct", "1024"), ("scale", "1"))]
+    assert all(v == same[0] for v in same)
+    assert len({tuple(s["cross_aux"]["values"]) for s in by.values()}) == len(by) - 3
+    assert rec["teacher"]["accuracy"]["mean"] > 0.8 and rec["health"]["ok"]
+    paths = F.write_input_families(rec, tmp_path)
+    back = read_results(paths["json"], format=F.FORMAT)
+    assert back["families"]["subspace"]["settings"][0]["value"] == 10
+    assert back["input_settings"] == settings.to_dict() and back["config"] == cfg.to_dict()
+    assert np.shape(back["spectrum"]["amplitude"]) == (28, 28)
+    n_rows = sum(len(f["settings"]) for f in fams.values()) * cfg.n_runs
+    assert len(paths["csv"].read_text().splitlines()) == 1 + n_rows
+    assert paths["png"].stat().st_size > 10_000
+    assert "MNIST spectrum" in F.format_input_families_table(rec)
