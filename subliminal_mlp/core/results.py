@@ -71,6 +71,7 @@ FORMATS: dict[str, int] = {
     "subliminal-mlp/traits": 1,
     "subliminal-mlp/trajectory": 1,
     "subliminal-mlp/demo": 1,
+    "subliminal-mlp/teacher-task": 1,
 }
 #: Keys a record of these formats must have for this library to use it (it reads them back).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
