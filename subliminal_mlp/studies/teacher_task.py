@@ -299,7 +299,7 @@ def fit_decay(accuracies, chance: float, generations: Optional[Sequence[float]] 
 def _point(result: engine.Result, value: int, chance: float, wall_s: float, *, check_teacher: bool = True,
            data_subset: Optional[dict] = None) -> dict[str, Any]:
     """One setting's entry of the record (see :func:`run_teacher_task`)."""
-    acc = {m: result.accuracy(m) for m in MODELS}
+    acc = {m: np.asarray(result.accuracy(m), np.float64) for m in MODELS}
     stu, cross = acc["student_aux"], acc["cross_aux"]
     h = health(result.models, result.accuracies[0], None if result.finite is None else result.finite[0],
                chance=chance, check_teacher=check_teacher)
