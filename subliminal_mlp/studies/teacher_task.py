@@ -14,7 +14,13 @@ control ``cross_aux``, the same student started from another run's θ0 (Figure 1
   ``(acc − 1/K)/(1 − 1/K)`` (0 at chance, 1 for a perfect classifier).
 * **(b) teacher epochs** ∈ :attr:`TeacherTaskSettings.teacher_epochs`, at the config's student epochs.
 * **(c) student epochs** ∈ :attr:`TeacherTaskSettings.student_epochs`, at the config's teacher
-  epochs. Every value reuses the *same* trained teachers (``engine.run(..., teachers=...)``).
+  epochs, with the baseline's trained teachers (``engine.run(..., teachers=...)``). One program
+  distils for the largest value and measures both students' test accuracy at the start of every
+  epoch inside the loop (an engine ``trace``, :func:`epoch_accuracy`). Epoch e's batches depend
+  only on the run's key and e (``fold_in(student_shuffle key, e)``), so the student after e epochs
+  of that run *is* the student trained for e epochs; the record compares the traced value at the
+  config's student epochs with the baseline's separately trained students
+  (``parts.student_epochs.check``).
 * **(d) generations** g = 1..G: generation 1 is the ordinary student of the teacher; the
   shared-init student of generation g−1 is the teacher of generation g. Each generation starts
   again from θ0 and is distilled on the previous generation's aux logits over a *fresh* noise set:
@@ -27,9 +33,9 @@ control ``cross_aux``, the same student started from another run's θ0 (Figure 1
   on the logarithm, per run (r with a 95 % CI across runs) and on the means.
 
 The setting at the config's values (K = ``n_classes``, its teacher and student epochs,
-generation 1) is computed once and shared by the four parts (``"shared": true`` in the record).
-Every other setting is one :func:`engine.run` (one compiled program each: K and the epochs change
-shapes or code). A student's trained parameters leave the program through a per-run metric
+generation 1) is computed once and shared by parts (a), (b) and (d) (``"shared": true`` in the
+record). Every other setting of (a) and (b) is one :func:`engine.run` (one compiled program each:
+K and the epochs change shapes or code). A student's trained parameters leave the program through a per-run metric
 (:data:`NEXT_TEACHER`: the student's parameters as one flat vector), unflattened on the host into
 the next generation's teachers; all generations from the second share one program (the generation
 index is a traced hyperparameter).
@@ -67,6 +73,7 @@ from ..core import engine
 from ..core.config import Config, ConfigError
 from ..core.engine import Experiment, RunModels
 from ..core.inputs import InputSource, resolve
+from ..core.model import accuracy, stack_params
 from ..core.results import (DivergenceWarning, data_record, envelope, format_health, health, mean_ci95,
                             register_format, summary, write_record)
 from ..core.students import Student
@@ -210,6 +217,34 @@ def setting_experiment(cfg: Config, *, keep_student: bool = False) -> Experiment
     return exp
 
 
+def epoch_accuracy(view: RunModels) -> jax.Array:
+    """The trace ``f(RunModels) -> (2,)``: each of :data:`STUDENTS`' accuracy on the whole test set."""
+    stack = stack_params(*[view.students[name] for name in STUDENTS])
+    return jax.vmap(accuracy, (0, None, None, None, None, None))(stack, view.data["test_x"], view.data["test_y"],
+                                                                 view.model.n_classes, 1000, view.model.apply)
+
+
+def student_epochs_experiment(cfg: Config, epochs: int) -> Experiment:
+    """Part (c)'s experiment: ``epochs`` student epochs, both students' test accuracy traced at every epoch start.
+
+    The trace's entry at optimiser step ``e · steps_per_epoch`` is the accuracy after ``e`` epochs
+    (:func:`traced_epochs`); its last entry is the accuracy after ``epochs``.
+    """
+    exp = setting_experiment(cfg.replace(student_epochs=epochs))
+    return exp.replace(trace={"accuracy": epoch_accuracy}, trace_every=max(1, cfg.n_noise // cfg.batch_size),
+                       name=f"teacher_task_student_epochs:{cfg.dataset}")
+
+
+def traced_epochs(result: engine.Result, epochs: Sequence[int], n: int, batch_size: int) -> dict[int, np.ndarray]:
+    """``{e: (n_runs, 2)}``: the traced accuracies of :data:`STUDENTS` after ``e`` epochs, for each ``e``."""
+    from ..core.training import steps_per_epoch
+
+    steps = list(np.asarray(result.trace_steps))
+    per_epoch = steps_per_epoch(n, batch_size)
+    trace = np.asarray(result.traces["accuracy"][0], np.float64)  # (runs, probes, 2)
+    return {e: trace[:, steps.index(e * per_epoch)] for e in epochs}
+
+
 def generation_experiment(cfg: Config) -> Experiment:
     """The experiment of generations g >= 2: :func:`setting_experiment` on :func:`fresh_noise` inputs.
 
@@ -297,9 +332,12 @@ def fit_decay(accuracies, chance: float, generations: Optional[Sequence[float]] 
 
 
 def _point(result: engine.Result, value: int, chance: float, wall_s: float, *, check_teacher: bool = True,
-           data_subset: Optional[dict] = None) -> dict[str, Any]:
-    """One setting's entry of the record (see :func:`run_teacher_task`)."""
+           data_subset: Optional[dict] = None, students: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """One setting's entry of the record (see :func:`run_teacher_task`); ``students``: (n_runs, 2)
+    accuracies of :data:`STUDENTS` to use instead of the result's final ones (a traced epoch)."""
     acc = {m: np.asarray(result.accuracy(m), np.float64) for m in MODELS}
+    if students is not None:
+        acc.update({m: np.asarray(students[:, j], np.float64) for j, m in enumerate(STUDENTS)})
     stu, cross = acc["student_aux"], acc["cross_aux"]
     h = health(result.models, result.accuracies[0], None if result.finite is None else result.finite[0],
                chance=chance, check_teacher=check_teacher)
@@ -354,7 +392,9 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
                                      "health": {...}, "shared": bool,    # shared: the baseline setting
                                      "timing": {"compile_s", "run_s", "wall_s"},
                                      "data": {...}}]},                   # part (a): classes, n_train, n_test
-                  "generations": {..., "teacher": {...}, "fit": fit_decay(...)}},
+                  "student_epochs": {..., "timing": {...},               # its one program; a point's timing
+                                     "check": {"vs_baseline", "last_vs_final", "what"}},  # is {"traced_in"}
+                  "generations": {..., "teacher": {...}, "noise": "...", "fit": fit_decay(...)}},
         "health": {...},                                                 # every point's, for the figure
 
     In part (d), a point's ``teacher`` is that generation's teacher (generation g−1's student;
@@ -414,19 +454,30 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
                                       f"fold_in(fold_in(noise key, {GENERATION_STREAM}), g)"),
                             "fit": fit_decay(np.stack(gen_acc, axis=1), chance0), "wall_s": walls["generations"]}
 
-    # (c) student epochs: the baseline's teachers, distilled for each number of epochs.
+    # (c) student epochs: the baseline's teachers, one distillation for the most epochs, read at each value.
     t0 = time.perf_counter()
+    longest = max(settings.student_epochs)
+    res, wall = go(f"student epochs {', '.join(map(str, settings.student_epochs))} (one run of {longest})",
+                   student_epochs_experiment(cfg, longest), base_task, teachers=base.teachers)
+    seen = traced_epochs(res, sorted({*settings.student_epochs, cfg.student_epochs}), res.experiment.inputs.n,
+                         cfg.batch_size)
+    final = _point(res, longest, chance0, wall)
     points = []
     for e in settings.student_epochs:
-        if e == cfg.student_epochs:
-            points.append(_shared(base_point, e))
-            continue
-        c = cfg.replace(student_epochs=e)
-        res, wall = go(f"student epochs {e}", setting_experiment(c), base_task, teachers=base.teachers)
-        points.append(_point(res, e, chance0, wall))
+        pt = _point(res, e, chance0, wall, students=seen[e])
+        pt["timing"] = {"traced_in": longest}
+        points.append(pt)
+    ours = np.stack([base.accuracy(m) for m in STUDENTS], axis=1)
     walls["student_epochs"] = time.perf_counter() - t0
-    parts["student_epochs"] = {"param": "student_epochs", "values": list(settings.student_epochs), "points": points,
-                               "wall_s": walls["student_epochs"]}
+    parts["student_epochs"] = {
+        "param": "student_epochs", "values": list(settings.student_epochs), "points": points,
+        "timing": final["timing"], "wall_s": walls["student_epochs"],
+        "check": {"what": f"traced accuracy after {cfg.student_epochs} epochs minus the baseline's separately "
+                          f"trained {cfg.student_epochs}-epoch students, and the last traced entry minus the final "
+                          "accuracy: max |difference| over runs and students",
+                  "vs_baseline": float(np.nanmax(np.abs(seen[cfg.student_epochs] - ours))),
+                  "last_vs_final": float(np.nanmax(np.abs(seen[longest] - np.stack(
+                      [res.accuracy(m) for m in STUDENTS], axis=1))))}}
 
     # (b) teacher epochs.
     t0 = time.perf_counter()
@@ -470,6 +521,8 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
 
 # ----------------------------------------------------------------------------- tables, figure, files
 
+#: The baseline setting's value on each part's axis (``record["baseline"]``).
+BASELINE_KEYS = {"classes": "n_classes", "teacher_epochs": "teacher_epochs", "student_epochs": "student_epochs"}
 PART_LABELS = {"classes": "number of classes K", "teacher_epochs": "teacher epochs",
                "student_epochs": "student epochs", "generations": "generation"}
 
@@ -544,9 +597,8 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
                 ax.set_xscale("log")
             ax.set_xticks(x, [f"{v:g}" for v in x])
             ax.minorticks_off()
-        shared = [pt["value"] for pt in pts if pt["shared"]]
-        if shared and part != "generations":
-            ax.axvline(shared[0], color="#bbbbbb", lw=0.8, zorder=0)
+        if part in BASELINE_KEYS:  # the baseline setting (the others' values)
+            ax.axvline(base[BASELINE_KEYS[part]], color="#bbbbbb", lw=0.8, zorder=0)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel(PART_LABELS[part] + ("" if part == "generations" else
                                            f" (others at K = {base['n_classes']}, {base['teacher_epochs']} + "
