@@ -71,7 +71,7 @@ def test_fit_decay_agrees_with_numpy_polyfit():
 
 
 def test_fresh_noise_draws_a_new_set_per_generation_by_index():
-    base = inputs.uniform(100)
+    base = inputs.uniform(100, shape=(6,))  # small examples: a short compile
     src = fresh_noise(base)
     key = jax.random.PRNGKey(3)
     idx = jnp.array([0, 7, 42])
