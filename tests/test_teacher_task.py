@@ -71,26 +71,20 @@ def test_fit_decay_agrees_with_numpy_polyfit():
 
 
 def test_fresh_noise_draws_a_new_set_per_generation_by_index():
-    base = inputs.uniform(100, shape=(6,))  # small examples: a short compile
+    base = inputs.uniform(100, shape=(6,))  # small examples: quick to draw
     src = fresh_noise(base)
     key = jax.random.PRNGKey(3)
     idx = jnp.array([0, 7, 42])
 
-    @jax.jit
-    def draws(g):  # the generation is traced: one program serves every generation
-        def one(g):
-            hp = {GENERATION: g}
-            return src.draw(src.prepare(key, {}, hp), idx, hp)
+    def draw(g, at=idx):  # g as an array, as the engine passes a swept (traced) hyperparameter
+        hp = {GENERATION: jnp.float32(g)}
+        return np.asarray(src.draw(src.prepare(key, {}, hp), at, hp))
 
-        hp2 = {GENERATION: jnp.float32(2)}
-        return (base.draw(base.prepare(key, {}, {}), idx, {}), jax.vmap(one)(g),
-                src.draw(src.prepare(key, {}, hp2), idx[1:2], hp2))
-
-    paper, (first, second, again, third), single = (np.asarray(a) for a in draws(jnp.float32([1, 2, 2, 3])))
-    np.testing.assert_array_equal(first, paper)  # generation 1: the paper's set (the run's own noise key)
+    first, second, again, third = draw(1), draw(2), draw(2), draw(3)
+    np.testing.assert_array_equal(first, base.draw(base.prepare(key, {}, {}), idx, {}))  # generation 1: the paper's
     assert not np.allclose(first, second) and not np.allclose(second, third) and not np.allclose(first, third)
     np.testing.assert_array_equal(second, again)  # fixed per (key, generation)
-    np.testing.assert_array_equal(second[1], single[0])  # example j depends on (key, generation, j) only
+    np.testing.assert_array_equal(second[1], draw(2, idx[1:2])[0])  # example j depends on (key, generation, j) only
     assert np.all(np.abs(second) <= 1) and src.describe()["base"]["name"] == "uniform"
 
 
