@@ -206,6 +206,31 @@ def _make_traits(s, out, ctx):
     return write_traits(rec, out)
 
 
+def _make_teacher_task(s, out, ctx):
+    from ..studies.teacher_task import TeacherTaskSettings, run_teacher_task, write_teacher_task
+
+    cfg = Config.from_dict(s["config"])
+    rec = run_teacher_task(cfg, ctx.dataset(cfg.dataset), TeacherTaskSettings(**s["settings"]), progress=ctx.progress,
+                           log=ctx.log)
+    return write_teacher_task(rec, out)
+
+
+def _teacher_task_flags(s: dict) -> str:
+    t = s["settings"]
+    return "".join(f" --{k.replace('_', '-')} " + " ".join(map(str, t[k]))
+                   for k in ("classes", "teacher_epochs", "student_epochs")) + f" --generations {t['generations']}"
+
+
+#: ``studies.teacher_task.TeacherTaskSettings()``; ``--quick`` keeps the first two values of each part, 2 generations.
+_TEACHER_TASK_DEFAULTS = {"classes": [2, 3, 4, 5, 6, 7, 8, 9, 10], "teacher_epochs": [1, 2, 5, 10, 20],
+                          "student_epochs": [1, 2, 5, 10, 20, 40], "generations": 5}
+
+
+def _teacher_task_quick(t: dict) -> dict:
+    return {**{k: t[k][:2] for k in ("classes", "teacher_epochs", "student_epochs")},
+            "generations": min(t["generations"], 2)}
+
+
 _TRAIT_DEFAULTS = {"trait_class": 0, "trait_epochs": 1, "trait_weight": 1.0, "filters": ["argmax", 0.5, 0.3, 0.2],
                    "n_held_out_noise": 10_000}
 
@@ -286,6 +311,9 @@ def _registry() -> dict[str, Figure]:
                 {"trait": _TRAIT_DEFAULTS},
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
                 _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
+        _simple("teacher_task", "teacher_task", tuple(f"teacher_task.{e}" for e in ("json", "csv", "png")),
+                {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
+                _teacher_task_flags),
     ]
     from ..studies.sweep import PUBLISHED_SWEEPS
 
