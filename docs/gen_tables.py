@@ -250,6 +250,65 @@ def input_families_time() -> str:
     return _table(["family", "settings", "wall time"], rows)
 
 
+TEACHER_TASK_PARTS = {"classes": "K (digits 0..K−1)", "teacher_epochs": "teacher epochs",
+                      "student_epochs": "student epochs", "generations": "generation"}
+
+
+#: What the teacher-task regions show until ``figures/teacher_task.json`` is committed.
+TEACHER_TASK_PENDING = ("*Not generated yet: run `python experiments/teacher_task.py --data-dir ../shared/data`, "
+                        "then `python docs/gen_tables.py`.*\n")
+
+
+def teacher_task() -> str:
+    """Every setting of the four parts: accuracies, the paired gain over the control, the normalised student."""
+    if not (FIGURES / "teacher_task.json").is_file():
+        return TEACHER_TASK_PENDING
+    r = _read("teacher_task.json")
+    rows = []
+    for part, p in r["parts"].items():
+        for pt in p["points"]:
+            m = pt["models"]
+            value = f"{pt['value']}" + (" (baseline)" if pt["shared"] and part != "generations" else "")
+            rows.append([TEACHER_TASK_PARTS[part], value, f"{pt['chance']:.3f}", _pm(m["teacher"]),
+                         f"**{_pm(m['student_aux'])}**", _pm(m["cross_aux"]),
+                         f"{pt['gain_over_cross']['mean']:+.3f} ± {pt['gain_over_cross']['ci95']:.3f}",
+                         _pm(pt["normalised"]["student_aux"]), _pm(pt["normalised"]["cross_aux"])])
+    return _table(["part", "value", "chance", "teacher", "student (aux, shared init)", "cross-model control",
+                   "gain over control (paired)", "student, normalised", "control, normalised"], rows)
+
+
+def teacher_task_fit() -> str:
+    """The decay per generation, the part (c) consistency check, and each part's wall time."""
+    if not (FIGURES / "teacher_task.json").is_file():
+        return TEACHER_TASK_PENDING
+    r = _read("teacher_task.json")
+    g = r["parts"]["generations"]
+    fit, check = g["fit"], r["parts"]["student_epochs"]["check"]
+    above = [pt["models"]["student_aux"]["mean"] - pt["chance"] for pt in g["points"]]
+    per_run = fit["r"]
+    rows = [["decay per generation r, fitted per run (mean ± 95 % CI over runs)",
+             f"{_pm(per_run)} ({per_run['n_runs']} of {r['n_runs']} runs)"],
+            ["r and a of the fit on the mean accuracy per generation",
+             f"r = {fit['on_means']['r']:.3f}, a = {fit['on_means']['a']:.3f}"],
+            ["generations for acc − chance to halve (fit on the means)",
+             "—" if fit["half_life"] is None else f"{fit['half_life']:.2f}"],
+            ["(acc_g − chance) / (acc_g−1 − chance) of the means, g = 2, 3, ...",
+             ", ".join(f"{b / a:.2f}" for a, b in zip(above[:-1], above[1:]))],
+            [f"part (c): traced accuracy after {r['baseline']['student_epochs']} epochs vs the baseline's "
+             "students, max difference", f"{check['vs_baseline']:.1e}"]]
+    rows += [[f"wall time: {'shared baseline' if k == 'baseline' else TEACHER_TASK_PARTS[k]}", f"{v / 60:.1f} min"]
+             for k, v in r["timing"]["parts"].items()]
+    rows.append(["wall time: all", f"{r['timing']['total_s'] / 60:.1f} min"])
+    return _table(["quantity", "value"], rows)
+
+
+def teacher_task_figure() -> str:
+    """The figure, once it is committed."""
+    if not (FIGURES / "teacher_task.png").is_file():
+        return TEACHER_TASK_PENDING
+    return "![teacher task](../figures/teacher_task.png)\n"
+
+
 # ----------------------------------------------------------------------------- benchmark logs
 
 #: The logs ``benchmarks/gpu.sh`` wrote on a lent GPU (its output files, committed as they came back).
@@ -453,6 +512,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "input_families": input_families, "input_families_time": input_families_time,
+    "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,

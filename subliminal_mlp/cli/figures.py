@@ -225,6 +225,29 @@ def _input_families_quick(s: dict) -> dict:
     small = {k: v[:2] if isinstance(v, list) and k != "families" else v for k, v in s.items()}
     small["distinct"] = [d for d in s["distinct"] if d <= QUICK["n_noise"]][:2] or [QUICK["n_noise"]]
     return small
+def _make_teacher_task(s, out, ctx):
+    from ..studies.teacher_task import TeacherTaskSettings, run_teacher_task, write_teacher_task
+
+    cfg = Config.from_dict(s["config"])
+    rec = run_teacher_task(cfg, ctx.dataset(cfg.dataset), TeacherTaskSettings(**s["settings"]), progress=ctx.progress,
+                           log=ctx.log)
+    return write_teacher_task(rec, out)
+
+
+def _teacher_task_flags(s: dict) -> str:
+    t = s["settings"]
+    return "".join(f" --{k.replace('_', '-')} " + " ".join(map(str, t[k]))
+                   for k in ("classes", "teacher_epochs", "student_epochs")) + f" --generations {t['generations']}"
+
+
+#: ``studies.teacher_task.TeacherTaskSettings()``; ``--quick`` keeps the first two values of each part, 2 generations.
+_TEACHER_TASK_DEFAULTS = {"classes": [2, 3, 4, 5, 6, 7, 8, 9, 10], "teacher_epochs": [1, 2, 5, 10, 20],
+                          "student_epochs": [1, 2, 5, 10, 20, 40], "generations": 5}
+
+
+def _teacher_task_quick(t: dict) -> dict:
+    return {**{k: t[k][:2] for k in ("classes", "teacher_epochs", "student_epochs")},
+            "generations": min(t["generations"], 2)}
 
 
 _TRAIT_DEFAULTS = {"trait_class": 0, "trait_epochs": 1, "trait_weight": 1.0, "filters": ["argmax", 0.5, 0.3, 0.2],
@@ -368,6 +391,9 @@ def _registry() -> dict[str, Figure]:
         _simple("input_families", "input_families", tuple(f"input_families.{e}" for e in ("json", "csv", "png")),
                 {"input_settings": _input_families_defaults()}, {"input_settings": _input_families_quick}, 10, {},
                 _make_input_families),
+        _simple("teacher_task", "teacher_task", tuple(f"teacher_task.{e}" for e in ("json", "csv", "png")),
+                {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
+                _teacher_task_flags),
     ]
     figs += [_mitigations(), _split_heads()]
     from ..studies.sweep import PUBLISHED_SWEEPS

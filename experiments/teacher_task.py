@@ -1,0 +1,51 @@
+"""Regenerate figures/teacher_task.{png,json,csv}: what the teacher's task must be for subliminal learning.
+
+    python experiments/teacher_task.py [--seeds 10] [--classes 2 3 ... 10] [--teacher-epochs 1 2 5 10 20]
+                                       [--student-epochs 1 2 5 10 20 40] [--generations 5]
+                                       [--data-dir ../shared/data] [--out figures]
+
+Paper settings otherwise (Figure 10: MLP 784-256-256-(10+3), Adam 3e-4, batch 1024, 5 + 5 epochs,
+60,000 uniform-noise images). Four parts, each varying one setting, each with the aux-only
+student that shares the teacher's initialisation and its cross-model control: (a) the teacher
+learns digits 0..K-1, (b) teacher epochs, (c) student epochs (the same teachers), (d) generations
+(the student teaches the next student, on fresh noise; the decay per generation is fitted).
+See subliminal_mlp.studies.teacher_task.
+"""
+
+import argparse
+from pathlib import Path
+
+from subliminal_mlp import Config, load_mnist
+from subliminal_mlp.cli import run_script
+from subliminal_mlp.core.results import check_output
+from subliminal_mlp.studies.teacher_task import (TeacherTaskSettings, format_teacher_task_table, run_teacher_task,
+                                                 write_teacher_task)
+
+FIGURES = Path(__file__).resolve().parents[1] / "figures"
+
+
+def main():
+    d = TeacherTaskSettings()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="runs per setting (default 10)")
+    ap.add_argument("--classes", type=int, nargs="+", default=list(d.classes))
+    ap.add_argument("--teacher-epochs", type=int, nargs="+", default=list(d.teacher_epochs))
+    ap.add_argument("--student-epochs", type=int, nargs="+", default=list(d.student_epochs))
+    ap.add_argument("--generations", type=int, default=d.generations)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
+    a = ap.parse_args()
+    settings = TeacherTaskSettings(classes=a.classes, teacher_epochs=a.teacher_epochs,
+                                   student_epochs=a.student_epochs, generations=a.generations)
+    cfg = Config(n_runs=a.seeds)
+    settings.check(cfg)
+    check_output(a.out, files=[f"teacher_task.{ext}" for ext in ("json", "csv", "png")])
+    record = run_teacher_task(cfg, load_mnist(a.data_dir), settings, progress=True,
+                              log=lambda s: print(s, flush=True))
+    print(format_teacher_task_table(record))
+    for path in write_teacher_task(record, a.out).values():
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_script(main)

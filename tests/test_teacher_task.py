@@ -1,0 +1,145 @@
+"""What the teacher's task must be: settings, the decay fit, fresh noise per generation, and all four
+parts end to end on MNIST (a tiny configuration: the whole file runs in well under half a minute)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from subliminal_mlp.core import inputs
+from subliminal_mlp.core.config import Config, ConfigError
+from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core.results import mean_ci95, read_results
+from subliminal_mlp.studies.teacher_task import (GENERATION, MODELS, PARTS, TeacherTaskSettings, fit_decay,
+                                                 format_teacher_task_table, fresh_noise, run_teacher_task,
+                                                 write_teacher_task)
+
+
+def test_settings_defaults_and_invalid_values_are_rejected():
+    d = TeacherTaskSettings()
+    assert d.classes == tuple(range(2, 11)) and d.teacher_epochs == (1, 2, 5, 10, 20)
+    assert d.student_epochs == (1, 2, 5, 10, 20, 40) and d.generations == 5
+    assert TeacherTaskSettings(classes=[5, 2]).classes == (2, 5)  # kept sorted
+    bad = [dict(classes=(1, 2)), dict(classes=(11,)), dict(classes=()), dict(classes=(2, 2)), dict(classes=(2.5,)),
+           dict(classes=3), dict(teacher_epochs=(0, 1)), dict(student_epochs=(-1,)), dict(student_epochs=(True,)),
+           dict(generations=0), dict(generations=1.5), dict(generations=True)]
+    for kw in bad:
+        with pytest.raises(ConfigError):
+            TeacherTaskSettings(**kw)
+    with pytest.raises(ConfigError, match="classes = \\[1, 2\\].*2..10"):
+        TeacherTaskSettings(classes=(1, 2))
+    # Settings that do not fit the protocol are refused before any compute (no data is touched).
+    for cfg in (Config(student_inputs="task"), Config(teacher_epochs=0), Config(student_epochs=0)):
+        with pytest.raises(ConfigError):
+            run_teacher_task(cfg, None)
+
+
+def test_fit_decay_agrees_with_numpy_polyfit():
+    rng = np.random.default_rng(0)
+    g = np.arange(1, 6)
+    chance = 0.1
+    a, r = rng.uniform(0.2, 0.5, 8), rng.uniform(0.3, 0.9, 8)
+    exact = chance + a[:, None] * r[:, None] ** g
+    fit = fit_decay(exact, chance)
+    np.testing.assert_allclose(fit["per_run"]["r"], r, rtol=1e-10)  # an exact decay is recovered exactly
+    np.testing.assert_allclose(fit["per_run"]["a"], a, rtol=1e-10)
+    noisy = exact * np.exp(rng.normal(0, 0.05, exact.shape))
+    noisy[3, 4] = chance - 0.01  # below chance: the logarithm cannot take it, the run fits its other 4 points
+    noisy[5, 1:] = 0.05  # only one point above chance: no fit for this run
+    fit = fit_decay(noisy, chance)
+    for i, row in enumerate(noisy):
+        ok = row > chance
+        if ok.sum() < 2:
+            assert np.isnan(fit["per_run"]["r"][i]) and fit["per_run"]["n_points"][i] == 1
+            continue
+        slope, intercept = np.polyfit(g[ok], np.log(row[ok] - chance), 1)
+        assert fit["per_run"]["r"][i] == pytest.approx(np.exp(slope), rel=1e-9)
+        assert fit["per_run"]["a"][i] == pytest.approx(np.exp(intercept), rel=1e-9)
+        assert fit["per_run"]["n_points"][i] == ok.sum()
+    fitted = np.delete(np.asarray(fit["per_run"]["r"]), 5)
+    m, ci = mean_ci95(fitted)
+    assert fit["r"] == {"mean": pytest.approx(m), "ci95": pytest.approx(ci), "n_runs": 7}
+    slope, intercept = np.polyfit(g, np.log(noisy.mean(axis=0) - chance), 1)
+    assert fit["on_means"]["r"] == pytest.approx(np.exp(slope)) and fit["on_means"]["a"] == pytest.approx(
+        np.exp(intercept))
+    assert fit["half_life"] == pytest.approx(np.log(2) / -slope)
+    assert fit_decay(exact[:, :1], chance) is None  # one generation: nothing to fit
+    with pytest.raises(ValueError):
+        fit_decay(exact[0], chance)
+
+
+def test_fresh_noise_draws_a_new_set_per_generation_by_index():
+    base = inputs.uniform(100, shape=(6,))  # small examples: quick to draw
+    src = fresh_noise(base)
+    key = jax.random.PRNGKey(3)
+    idx = jnp.array([0, 7, 42])
+
+    def draw(g, at=idx):  # g as an array, as the engine passes a swept (traced) hyperparameter
+        hp = {GENERATION: jnp.float32(g)}
+        return np.asarray(src.draw(src.prepare(key, {}, hp), at, hp))
+
+    first, second, again, third = draw(1), draw(2), draw(2), draw(3)
+    np.testing.assert_array_equal(first, base.draw(base.prepare(key, {}, {}), idx, {}))  # generation 1: the paper's
+    assert not np.allclose(first, second) and not np.allclose(second, third) and not np.allclose(first, third)
+    np.testing.assert_array_equal(second, again)  # fixed per (key, generation)
+    np.testing.assert_array_equal(second[1], draw(2, idx[1:2])[0])  # example j depends on (key, generation, j) only
+    assert np.all(np.abs(second) <= 1) and src.describe()["base"]["name"] == "uniform"
+
+
+@pytest.mark.slow
+def test_all_four_parts_on_mnist(data_root, tmp_path):
+    data = load_mnist(data_root)
+    cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
+    # Part (b) keeps only the shared value here: its other values run exactly the code of part (a)'s (a
+    # setting of the config, one program each), and every program costs seconds to compile.
+    settings = TeacherTaskSettings(classes=(2, 10), teacher_epochs=(1,), student_epochs=(1, 2), generations=2)
+    lines = []
+    record = run_teacher_task(cfg, data, settings, log=lines.append)
+    files = write_teacher_task(record, tmp_path)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (NaN == NaN)
+    assert same(read_results(files["json"], format="subliminal-mlp/teacher-task"), record)
+    assert files["png"].stat().st_size > 20_000
+    csv = files["csv"].read_text().splitlines()
+    assert csv[0] == "part,value,model,run,accuracy" and len(csv) == 1 + 7 * len(MODELS) * 2
+    # Four programs: the baseline (shared by every part), K = 2, 2 student epochs, generation 2.
+    assert sum(line.endswith("runs ...") for line in lines) == 4
+
+    parts = record["parts"]
+    assert list(parts) == list(PARTS) and record["settings"] == settings.to_dict()
+    assert set(record["timing"]["parts"]) == {"baseline", *PARTS} and record["health"]["ok"]
+    base = parts["classes"]["points"][1]
+    assert base["shared"] and base["value"] == 10
+    for part, value in (("teacher_epochs", 1), ("generations", 1)):
+        shared = [p for p in parts[part]["points"] if p["shared"]]
+        assert [p["value"] for p in shared] == [value] and shared[0]["models"] == base["models"]
+
+    # (a) K = 2: digits 0 and 1 only, chance 1/2; the teacher is near perfect, far above chance.
+    k2 = parts["classes"]["points"][0]
+    labels = np.asarray(data.train_labels), np.asarray(data.test_labels)
+    assert k2["data"] == {"classes": [0, 1], "n_train": int(np.sum(labels[0] < 2)), "n_test": int(np.sum(labels[1] < 2))}
+    assert k2["chance"] == 0.5 and base["chance"] == 0.1
+    assert k2["models"]["teacher"]["mean"] > 0.95 and base["models"]["teacher"]["mean"] > 0.4
+    for pt in (k2, base):
+        stu, cross = (np.asarray(pt["models"][m]["values"]) for m in ("student_aux", "cross_aux"))
+        np.testing.assert_allclose(pt["gain_over_cross"]["values"], stu - cross, atol=1e-12)
+        np.testing.assert_allclose(pt["normalised"]["student_aux"]["values"],
+                                   (stu - pt["chance"]) / (1 - pt["chance"]), atol=1e-12)
+    # (c) the student epochs reuse the baseline's teachers: the very same teacher accuracies. One program
+    # distils 2 epochs; its trace after 1 epoch is the baseline's 1-epoch student, its last entry the final one.
+    se = parts["student_epochs"]["points"]
+    assert not any(p["shared"] for p in se) and [p["timing"] for p in se] == [{"traced_in": 2}] * 2
+    np.testing.assert_array_equal(se[1]["models"]["teacher"]["values"], base["models"]["teacher"]["values"])
+    np.testing.assert_array_equal(se[1]["models"]["reference"]["values"], base["models"]["reference"]["values"])
+    check = parts["student_epochs"]["check"]
+    assert check["vs_baseline"] <= 1e-4 and check["last_vs_final"] <= 1e-6
+    # (d) generation 2's teacher is generation 1's shared-init student (its parameters, carried out of the
+    # program and back in): the same test accuracy, run by run.
+    gens = parts["generations"]
+    np.testing.assert_allclose(gens["points"][1]["models"]["teacher"]["values"],
+                               gens["points"][0]["models"]["student_aux"]["values"], atol=1e-4)
+    assert gens["teacher"] == base["models"]["teacher"]
+    acc = np.stack([np.asarray(p["models"]["student_aux"]["values"]) for p in gens["points"]], axis=1)
+    assert same(gens["fit"], fit_decay(acc, 0.1))
+    assert "generations" in format_teacher_task_table(record)
