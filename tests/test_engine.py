@@ -202,21 +202,15 @@ def test_losses_are_tracked_and_match_a_hand_computation(task):
 
 
 def test_other_models_tasks_and_tables_run_through_the_engine(task, data_root):
-    class CNN(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(4, (3, 3), strides=2)(x.reshape(x.shape[:-1] + (28, 28, 1))))
-            return nn.Dense(13)(x.reshape(x.shape[:-3] + (-1,)))
-
+    # A task on a subset of the classes, with a model of that many class logits. The other built-in and
+    # user models run through the engine elsewhere: a Flax CNN (from_flax) and a tanh MLP in
+    # examples/other_architectures.py (test_examples), the split-head MLP and CNN in test_split_heads.
     five = sm.Task.from_dataset(sm.load_mnist(data_root), classes=range(5))
     assert five.n_classes == 5 and set(np.unique(five.test_y)) == set(range(5))
     assert five.data["subset"]["classes"] == [0, 1, 2, 3, 4] and five.data["subset"]["n_test"] == 5139
-    runs = [(TINY.replace(model=sm.from_flax(CNN())), task), (TINY.replace(model=sm.split_head_mlp((16,))), task),
-            (TINY.replace(model=sm.mlp((16,), n_classes=5)), five),
-            (TINY.replace(model=sm.mlp((16,), activation="tanh")), task)]
-    for exp, t in runs:
-        r = sm.run(exp, t, n_runs=1)
-        assert np.all((r.accuracies >= 0) & (r.accuracies <= 1)) and r.accuracy("teacher")[0] > 2.0 / t.n_classes
+    r = sm.run(TINY.replace(model=sm.mlp((16,), n_classes=5)), five, n_runs=1)
+    assert np.all((r.accuracies >= 0) & (r.accuracies <= 1)) and r.accuracy("teacher")[0] > 2.0 / five.n_classes
+    assert r.record()["chance"] == pytest.approx(0.2)
     table = (sm.Student("sgd", optimizer=optax.sgd(0.01)), sm.Student("noisy", start=sm.perturbed(0.05)),
              sm.Student("fresh_heads", start=sm.layers({"head": "own"})), sm.Student("classes", outputs="class"),
              sm.Student("half", example_weights=lambda v: (v.idx % 2).astype(jnp.float32)))
