@@ -313,6 +313,8 @@ def teacher_task_figure() -> str:
 
 #: The logs ``benchmarks/gpu.sh`` wrote on a lent GPU (its output files, committed as they came back).
 GPU_LOGS = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-22"
+#: The second H100 session's logs: the suite on the GPU and the protocol at precision float32.
+GPU_LOGS_FLOAT32 = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-23"
 #: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written).
 CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
 
@@ -356,6 +358,31 @@ def gpu_protocol() -> str:
                                                          f"protocol / it = {fp32[3]}"],
             ["relative error of a float32 matmul vs float64: default / float32",
              f"{float(err[1]):.1e} / {float(err[2]):.1e}"]]
+    return _table(["quantity", "measured"], rows)
+
+
+def gpu_protocol_float32() -> str:
+    """Figure 10's 100 runs on the GPU with the protocol and the peak at precision float32
+    (``bench_protocol.py ... --precision float32``)."""
+    t = _Log(GPU_LOGS_FLOAT32, "protocol-float32")
+    device = t.find(r"device: gpu \((.+?)\), .*jax ([\d.]+)")
+    err = t.find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)")
+    walls = t.find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
+    rate = t.find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
+    peak = t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+    ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
+    sustained = t.find(r"back-to-back (\d+)x\d+ matmuls .*?: (\d+) GFLOP/s; the protocol reaches ([\d.]+) of it")
+    batch = t.find(r"\(run_batch (\d+)\)")
+    rows = [["device, JAX", f"{device[1]}, jax {device[2]}"],
+            ["100 runs of the protocol (5 + 5 epochs), after compilation", f"{walls[1]} s"],
+            ["compilation (incl. measuring run_batch)", f"{walls[2]} s"],
+            ["run_batch the library chose", batch[1]],
+            ["model FLOPs / rate", f"{rate[1]} TFLOP / {int(rate[3]) / 1000:.1f} TFLOP/s"],
+            ["float32 matmul peak at precision float32",
+             f"{int(peak[2]) / 1000:.1f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]} (best), {ratio[2]} (median)"],
+            [f"100 back-to-back {sustained[1]}² matmuls in one program",
+             f"{int(sustained[2]) / 1000:.1f} TFLOP/s; protocol / it = {sustained[3]}"],
+            ["relative error of a float32 matmul vs float64 at precision float32", f"{float(err[2]):.1e}"]]
     return _table(["quantity", "measured"], rows)
 
 
@@ -513,7 +540,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "input_families": input_families, "input_families_time": input_families_time,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
-    "gpu_protocol": gpu_protocol, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
+    "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
     "split_heads_single": split_heads_single,

@@ -100,6 +100,26 @@ def test_up_to_date_figures_are_skipped_force_redoes_and_changes_remake(setup, m
     assert calls.made == ["second"]
 
 
+def test_a_checkout_run_without_installing_it_still_skips_what_is_up_to_date(setup, monkeypatch):
+    # From a checkout on PYTHONPATH (not pip-installed) the records' environment holds no version of
+    # subliminal-mlp: the pipeline must see the same "no version" and not remake every figure.
+    from subliminal_mlp.core import results
+
+    real = results.metadata.version
+
+    def version(pkg):
+        if pkg == "subliminal-mlp":
+            raise results.metadata.PackageNotFoundError(pkg)
+        return real(pkg)
+
+    monkeypatch.setattr(results.metadata, "version", version)
+    calls, _, _, out, run = setup
+    assert set(run().values()) == {"made"}
+    assert read_results(out / "first.json")["environment"]["subliminal_mlp"] is None
+    calls.made = []
+    assert set(run().values()) == {"skipped"} and calls.made == []
+
+
 def test_quick_never_writes_where_the_settings_come_from(setup):
     calls, _, src, out, run = setup
     with pytest.raises(ConfigError, match="--quick"):

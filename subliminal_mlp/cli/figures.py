@@ -458,7 +458,7 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
         return False, "other settings"
     version = record_version(record, out / fig.record)
     if version != _library_version():
-        return False, f"written by subliminal-mlp {version}, this is {_library_version()}"
+        return False, f"written by subliminal-mlp {version}, this is {_library_version() or '(not installed)'}"
     if entry and any(not (out / o).is_file() or _sha256(out / o) != h for o, h in entry.get("files", {}).items()):
         return False, "changed since the pipeline wrote it"
     return True, "up to date"

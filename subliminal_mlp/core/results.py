@@ -502,11 +502,13 @@ def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str 
     return write_record(record, out_dir, stem, csv=_fig10_rows(record))
 
 
-def _library_version() -> str:
+def _library_version() -> str | None:
+    """The installed subliminal-mlp's version; None when it runs from a checkout that is not installed
+    (``PYTHONPATH``), which is what :func:`environment` records then, so that the two compare equal."""
     try:
         return metadata.version("subliminal-mlp")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        return None
 
 
 def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
@@ -556,7 +558,7 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
                           f"for {found}.")
     if version > FORMATS[found]:
         raise RecordError(f"{path} is a {found} record of format_version {version}, newer than this library "
-                          f"reads (up to {FORMATS[found]}, subliminal-mlp {_library_version()}): upgrade "
+                          f"reads (up to {FORMATS[found]}, subliminal-mlp {_library_version() or '(not installed)'}): upgrade "
                           "subliminal-mlp to read it.")
     missing = [k for k in REQUIRED_KEYS.get(found, ()) if k not in record]
     if missing:
