@@ -250,6 +250,31 @@ def input_families_time() -> str:
     return _table(["family", "settings", "wall time"], rows)
 
 
+def one_step() -> str:
+    """Per setting: the gain (from the input-families record) and the single-step quantities."""
+    r = _read("one_step.json")
+    rows = []
+    for e in r["settings"]:
+        rows.append([FAMILY_LABELS.get(e["family"], e["family"]), e["label"],
+                     f"{e['gain']['mean']:+.3f} ± {e['gain']['ci95']:.3f}",
+                     _pm(e["cos_update"]["own"], 4), _pm(e["cos_update"]["cross"], 4), _pm(e["cos_grad"]["own"], 4),
+                     f"{e['A']['mean']:.3g} ± {e['A']['ci95']:.1g}"])
+    return _table(["family", "setting", f"gain ({r['n_runs']} runs)", "cos(first Adam update, θT − θ0), θ0",
+                   "same, cross start θ0'", "cos(−∇L_S, θT − θ0), θ0", "A"], rows)
+
+
+def one_step_correlations() -> str:
+    """Spearman's ρ of each single-step quantity with the gain: over the settings, the runs, each family."""
+    c = _read("one_step.json")["correlations"]
+    fmt = lambda v: "—" if v is None else f"{v:+.2f}"  # noqa: E731
+    qs = ("cos_update", "cos_grad", "A")
+    rows = [[f"all distinct settings ({c['n_settings']}), their means", *(fmt(c["settings"][q]) for q in qs)],
+            ["all distinct settings, every run", *(fmt(c["runs"][q]) for q in qs)]]
+    rows += [[f"within {FAMILY_LABELS.get(f, f).rstrip(' =,')} ({v['n_settings']})", *(fmt(v[q]) for q in qs)]
+             for f, v in c["families"].items()]
+    return _table(["Spearman ρ with the gain", "cos(first Adam update)", "cos(−∇L_S)", "A"], rows)
+
+
 TEACHER_TASK_PARTS = {"classes": "K (digits 0..K−1)", "teacher_epochs": "teacher epochs",
                       "student_epochs": "student epochs", "generations": "generation"}
 
@@ -539,6 +564,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "input_families": input_families, "input_families_time": input_families_time,
+    "one_step": one_step, "one_step_correlations": one_step_correlations,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,

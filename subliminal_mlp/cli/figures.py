@@ -312,6 +312,26 @@ def _split_heads() -> Figure:
                                                             log=ctx.log), write_split_heads)
 
 
+def _one_step() -> Figure:
+    """The single-step quantities of the input-families record in the same directory (made before it)."""
+
+    def make(s, out, ctx):
+        from ..core.results import read_results
+        from ..studies.one_step import run_one_step, write_one_step
+
+        source = read_results(out / s["source"])
+        rec = run_one_step(ctx.dataset(source["config"].get("dataset", "mnist")), input_families=source,
+                           progress=ctx.progress, log=ctx.log)
+        return write_one_step(rec, out)
+
+    source = "input_families.json"
+    return Figure("one_step", tuple(f"one_step.{e}" for e in ("json", "csv", "png")),
+                  settings=lambda r: {"source": source, "n_runs": r["n_runs"]},
+                  defaults=lambda: {"source": source, "n_runs": 10}, make=make,
+                  quick=lambda s, q: {**s, "n_runs": min(s["n_runs"], q.get("n_runs", s["n_runs"]))},
+                  command=lambda s: "python experiments/one_step.py", runs=lambda s: s["n_runs"])
+
+
 # ----------------------------------------------------------------------------- the theorem figure
 
 
@@ -395,7 +415,7 @@ def _registry() -> dict[str, Figure]:
                 {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
                 _teacher_task_flags),
     ]
-    figs += [_mitigations(), _split_heads()]
+    figs += [_mitigations(), _split_heads(), _one_step()]  # one_step reads input_families' record
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]

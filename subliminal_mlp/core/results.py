@@ -75,6 +75,7 @@ FORMATS: dict[str, int] = {
     "subliminal-mlp/split-heads": 1,
     "subliminal-mlp/teacher-task": 1,
     "subliminal-mlp/input-families": 1,
+    "subliminal-mlp/one-step": 1,
 }
 #: Keys a record of these formats must have for this library to use it (it reads them back).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {

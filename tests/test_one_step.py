@@ -1,0 +1,160 @@
+"""Predicting transfer from one step: the single-step metrics against the engine's own first step and
+hand-written gradients, Spearman's ρ against its closed form, and the study end to end on MNIST."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import subliminal_mlp as sm
+from subliminal_mlp import Config, inputs
+from subliminal_mlp.core.config import ConfigError
+from subliminal_mlp.core.engine import run_keys
+from subliminal_mlp.core.results import read_results
+from subliminal_mlp.core.students import FIGURE10
+from subliminal_mlp.studies import input_families as F
+from subliminal_mlp.studies import one_step as O
+from subliminal_mlp.theory import float64, to_float64, tree_cosine
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    return sm.load_mnist(data_root)
+
+
+def _neg(tree):
+    return jax.tree.map(jnp.negative, tree)
+
+
+def test_metrics_are_the_engines_own_first_step(mnist):
+    # The engine's first distillation step, seen by a step metric: its batch indices and each aux student's raw
+    # gradient (of Figure 10's KL loss), against the one-step metrics computed from the run's view alone.
+    B = 256
+    aux = tuple(s for s in FIGURE10 if s.name in ("student_aux", "cross_aux"))
+
+    def first_cos(v):
+        d = jax.tree.map(jnp.subtract, v.run.teacher, v.run.reference)
+        cos = []
+        for name in ("student_aux", "cross_aux"):
+            g = v.grads[name]
+            adam = jax.tree.map(lambda a: -a / (jnp.abs(a) + 1e-8), g)  # Adam's first (bias-corrected) update
+            cos.append(jnp.stack([tree_cosine(adam, d), tree_cosine(_neg(g), d)]))
+        return jnp.stack(cos)
+
+    exp = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(1024), students=aux, teacher_epochs=1,
+                        student_epochs=1, batch_size=B, metrics=O.one_step_metrics(B),
+                        step_metrics={"cos": first_cos, "idx": lambda v: v.idx})
+    r = sm.run(exp, sm.Task.from_dataset(mnist), n_runs=2, seed=3)
+    for run in range(2):
+        want = O.first_batch(run_keys(3, run)["student_shuffle"], 1024, B)
+        np.testing.assert_array_equal(r.step_metrics["idx"][0, run, 0], want)
+    got, engine_first = r.metrics["one_step_cos"][0], r.step_metrics["cos"][0, :, 0]
+    np.testing.assert_allclose(got, engine_first, atol=2e-4)  # (runs, [own, cross], [update, grad])
+    assert np.all(got[:, 0, :] > 0.02) and np.all(np.abs(got[:, 1, :]) < 0.02)  # shared start aligned, cross not
+    assert np.all(r.metrics["one_step_A"][0] > 0)  # Lemma 1: A >= 0
+    assert np.all(r.accuracy("student_aux") >= 0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        O.one_step_metrics(0)
+
+
+def test_the_coefficient_is_the_derivative_of_the_alignment_and_the_cosines_are_by_hand():
+    # On a tiny tanh network in float64: A against a central difference of ΔθS(ε)·ΔθT, ΔθS(ε) the gradient of a
+    # hand-written aux cross-entropy at θ0 imitating θ0 + εΔθT; the cosines against jax.grad of that loss.
+    net = sm.mlp((6,), n_classes=3, aux_logits=2, input_dim=5, activation="tanh")
+    with float64():
+        theta0 = to_float64(net.init(jax.random.PRNGKey(0)))
+        cross = to_float64(net.init(jax.random.PRNGKey(1)))
+        trained = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(2), a.shape, a.dtype), theta0)
+        pool = jax.random.uniform(jax.random.PRNGKey(3), (40, 5), jnp.float64, -1, 1)
+        train_x = jax.random.normal(jax.random.PRNGKey(4), (30, 5), jnp.float64)
+        train_y = jnp.arange(30) % 3
+        keys = {"student_shuffle": jax.random.PRNGKey(5), "teacher_shuffle": jax.random.PRNGKey(6)}
+        view = sm.engine.RunModels(theta0, trained, {}, {"train_x": train_x, "train_y": train_y}, {}, keys, net,
+                                   {}, {"own": theta0, "cross": cross}, 0,
+                                   sm.engine.InputSet(40, lambda idx: pool[idx]))
+        m = O.one_step_metrics(16, teacher_batch_size=8)
+        cos, A = np.asarray(m["one_step_cos"](view)), float(m["one_step_A"](view))
+
+        x = pool[O.first_batch(keys["student_shuffle"], 40, 16)]
+
+        def ce_aux(theta, teacher):  # −Σ_aux softmax(teacher) log softmax(student), mean over x
+            z, y = net.apply(theta, x)[:, 3:], net.apply(teacher, x)[:, 3:]
+            return -jnp.mean(jnp.sum(jax.nn.softmax(y) * jax.nn.log_softmax(z), axis=1))
+
+        d = jax.tree.map(jnp.subtract, trained, theta0)
+        for row, start in enumerate((theta0, cross)):
+            g = jax.grad(ce_aux)(start, trained)
+            update, _ = optax.adam(1.0).update(g, optax.adam(1.0).init(start), start)
+            assert cos[row, 0] == pytest.approx(float(tree_cosine(update, d)), rel=1e-9)
+            assert cos[row, 1] == pytest.approx(float(tree_cosine(_neg(g), d)), rel=1e-9)
+
+        t_idx = O.first_batch(keys["teacher_shuffle"], 30, 8)
+
+        def class_ce(theta):
+            return -jnp.mean(jax.nn.log_softmax(net.apply(theta, train_x[t_idx])[:, :3])[jnp.arange(8), train_y[t_idx]])
+
+        d_t = _neg(jax.grad(class_ce)(theta0))
+
+        def alignment(eps):  # ΔθS(ε)·ΔθT
+            teacher = jax.tree.map(lambda a, b: a + eps * b, theta0, d_t)
+            step = _neg(jax.grad(ce_aux)(theta0, teacher))
+            return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(step), jax.tree.leaves(d_t)))
+
+        h = 1e-4
+        assert A == pytest.approx(float((alignment(h) - alignment(-h)) / (2 * h)), rel=1e-5)
+        assert A > 0
+
+
+def test_first_batch_is_the_first_full_batch_or_everything():
+    key = jax.random.PRNGKey(0)
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 10))
+    np.testing.assert_array_equal(O.first_batch(key, 10, 4), perm[:4])
+    np.testing.assert_array_equal(O.first_batch(key, 10, 16), perm)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-1000, 1000), min_size=3, max_size=30, unique=True), st.randoms(use_true_random=False))
+def test_spearman_without_ties_is_the_closed_form_and_rank_invariant(x, rnd):
+    y = list(x)
+    rnd.shuffle(y)
+    n, rank = len(x), lambda v: np.argsort(np.argsort(v))
+    d = rank(x) - rank(y)
+    assert O.spearman(x, y) == pytest.approx(1 - 6 * np.sum(d * d) / (n * (n * n - 1)), abs=1e-12)
+    assert O.spearman(np.exp(np.asarray(x) / 500), y) == pytest.approx(O.spearman(x, y), abs=1e-12)  # monotone map
+    assert O.spearman(x, x) == pytest.approx(1.0) and O.spearman(x, [-v for v in x]) == pytest.approx(-1.0)
+
+
+def test_spearman_with_ties_and_where_it_is_undefined():
+    # x ranks 1, 2, 3, 4; y = [1, 2, 2, 3] ranks 1, 2.5, 2.5, 4: Pearson of the ranks by hand.
+    rx, ry = np.array([1, 2, 3, 4.0]), np.array([1, 2.5, 2.5, 4])
+    want = np.sum((rx - rx.mean()) * (ry - ry.mean())) / np.sqrt(np.sum((rx - rx.mean()) ** 2) * np.sum((ry - ry.mean()) ** 2))
+    assert O.spearman([10, 20, 30, 40], [1, 2, 2, 3]) == pytest.approx(want)
+    assert O.spearman([1, 2], [2, 1]) is None and O.spearman([1, 2, 3], [5, 5, 5]) is None
+    with pytest.raises(ValueError, match="1-d"):
+        O.spearman([1, 2, 3], [1, 2])
+
+
+def test_the_study_end_to_end_on_an_input_families_record(mnist, tmp_path):
+    cfg = Config(n_runs=2, hidden_widths=(32,), n_noise=2048, batch_size=512, teacher_epochs=1, student_epochs=1)
+    families = F.run_input_families(cfg, mnist, F.InputFamilySettings(families=("subspace",), subspace_k=(10, 784)),
+                                    fuse=True)
+    rec = O.run_one_step(mnist, input_families=families)
+    assert [p["name"] for p in rec["programs"]] == ["one_step:input_families:fused"]  # one program, as the record
+    k10, k784 = rec["settings"]
+    assert (k10["label"], k784["label"]) == ("10", "784")
+    for e, s in zip(rec["settings"], families["families"]["subspace"]["settings"]):
+        assert e["gain"] == s["gain"] and len(e["A"]["values"]) == 2
+    # Full-rank noise aligns the first step with the teacher's displacement far more than 10 dimensions do.
+    assert k784["cos_update"]["own"]["mean"] > 2 * k10["cos_update"]["own"]["mean"] > 0
+    assert abs(k784["cos_update"]["cross"]["mean"]) < 0.02 < k784["cos_update"]["own"]["mean"]
+    assert rec["correlations"]["n_settings"] == 2 and rec["correlations"]["settings"]["A"] is None  # 2 < 3 settings
+    assert "Spearman" in O.format_one_step_table(rec)
+    paths = O.write_one_step(rec, tmp_path)
+    back = read_results(paths["json"], format=O.FORMAT)
+    assert back["settings"][1]["cos_grad"]["own"]["values"] == k784["cos_grad"]["own"]["values"]
+    assert paths["png"].stat().st_size > 10_000 and len(paths["csv"].read_text().splitlines()) == 1 + 2 * 2
+    with pytest.raises(ConfigError, match="input-families record"):
+        O.run_one_step(mnist, input_families={"format": "subliminal-mlp/fig10"})
