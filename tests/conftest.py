@@ -46,3 +46,23 @@ def data_root() -> Path:
         "containing mnist/ and fashion-mnist/ with the canonical IDX .gz files"
     )
     return root
+
+
+def _check_envelope(rec: dict, checksums=None, health: bool = True) -> None:
+    """The common record envelope (subliminal_mlp.core.results.envelope): its keys in order, the seeds,
+    the data's checksums, environment and timing, and (``health``) which runs diverged."""
+    keys = list(rec)
+    assert keys[:5] == ["format", "format_version", "config", "n_runs", "seeds"], keys
+    assert keys[-4:] == ["data", "environment", "timing", "created"], keys
+    assert len(rec["seeds"]["runs"]) == rec["n_runs"]
+    assert rec["data"]["sha256"] and (checksums is None or rec["data"]["sha256"] == checksums)
+    assert rec["environment"]["devices"] and rec["timing"]["total_s"] > 0 and rec["timing"]["peak_rss_mb"] > 0
+    if health:  # every engine experiment says which runs diverged
+        assert set(rec["health"]) == {"ok", "nonfinite", "teacher_not_better", "teacher_margin"}
+        assert rec["health"]["ok"] == (not rec["health"]["nonfinite"] and not rec["health"]["teacher_not_better"])
+
+
+@pytest.fixture
+def check_envelope():
+    """``check_envelope(record, checksums=None, health=True)``: assert the common record envelope."""
+    return _check_envelope

@@ -23,8 +23,14 @@ def mnist(data_root):
     return load_mnist(data_root)
 
 
-def test_same_seed_same_accuracies_bit_for_bit(mnist):
-    a = run_experiment(TINY, mnist).accuracies
+@pytest.fixture(scope="module")
+def tiny_accuracies(mnist):
+    """Accuracies of the TINY configuration (uniform noise, no init noise), the baseline of the variants below."""
+    return run_experiment(TINY, mnist).accuracies
+
+
+def test_same_seed_same_accuracies_bit_for_bit(mnist, tiny_accuracies):
+    a = tiny_accuracies  # made by another call, in this process
     b = run_experiment(TINY, mnist).accuracies
     assert a.shape == (3, 6)
     np.testing.assert_array_equal(a, b)
@@ -78,12 +84,6 @@ def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path,
     assert rows[0] == "model,run,accuracy" and len(rows) == 1 + 6 * 3
     assert (tmp_path / "fig10.png").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
-
-
-@pytest.fixture(scope="module")
-def tiny_accuracies(mnist):
-    """Accuracies of the TINY configuration (uniform noise, no init noise), the baseline of the variants below."""
-    return run_experiment(TINY, mnist).accuracies
 
 
 def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist, tiny_accuracies):

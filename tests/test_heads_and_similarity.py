@@ -117,10 +117,11 @@ def test_the_student_table_starts_where_the_sharing_says(data_root):
     assert cross_key_table(seed, n_runs)["run_init_keys"].shape == (n_runs, 2)
 
 
-def test_run_heads_small_real_run(data_root, tmp_path):
+def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
     data = load_mnist(data_root)
     cfg = Config(n_runs=3, hidden_widths=(64,), n_noise=4096, batch_size=512, teacher_epochs=1, student_epochs=2)
     rec = run_heads(cfg, data, sigmas=(0.05, 1.0), n_similarity=500)
+    check_envelope(rec, data.checksums)
     assert list(rec["students"]) == student_names((0.05, 1.0))
     s = rec["students"]
     for v in s.values():

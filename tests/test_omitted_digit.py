@@ -8,10 +8,11 @@ from subliminal_mlp.core.data import load_mnist
 from subliminal_mlp.studies.omitted_digit import MODELS, SUBSETS, format_omitted_table, run_omitted_digit, write_omitted
 
 
-def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_path):
+def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_path, check_envelope):
     data = load_mnist(data_root)
     cfg = Config(hidden_widths=(64,), n_runs=2, teacher_epochs=1, student_epochs=2, batch_size=512)
     rec = run_omitted_digit(cfg, data, digit=3)
+    check_envelope(rec, data.checksums)
     labels = np.asarray(data.train_labels)
     assert rec["n_distillation_images"] == int(np.sum(labels != 3)) == 60_000 - 6_131
     test = np.asarray(data.test_labels)

@@ -175,7 +175,7 @@ def test_shared_init_first_order(shape, loss_i, teacher_loss, wseed):
             assert dlt[-1] == pytest.approx(-eps[-1] * A, rel=2e-2)
 
 
-@settings(HYP, max_examples=4)
+@settings(HYP, max_examples=3)
 @given(shape=net_shapes, teacher_loss=st.sampled_from(["ce", "other"]))
 def test_different_init_control(shape, teacher_loss):
     """θS0 ≠ θT0: ΔθS(ε) = ΔθS(0) + O(ε) — the teacher's step drops out at first order."""

@@ -133,11 +133,12 @@ def test_targets_hook_returning_the_teacher_equals_plain_distillation(data_root)
     np.testing.assert_array_equal(dropped, start)  # nothing kept: no move
 
 
-def test_run_traits_small_real_run(data_root, tmp_path):
+def test_run_traits_small_real_run(data_root, tmp_path, check_envelope):
     data, fashion = load_mnist(data_root), load_fashion_mnist(data_root)
     cfg = Config(n_runs=2, hidden_widths=(64,), n_noise=4096, batch_size=512, teacher_epochs=1, student_epochs=2)
     settings = TraitSettings(filters=("argmax", 0.5, 0.2), n_held_out_noise=2000)
     rec = run_traits(cfg, data, fashion, settings, progress=True)
+    check_envelope(rec, data.checksums)
     names = ["reference", "trait_free_teacher", "trait_teacher"] + [s["name"] for s in students(settings)]
     assert list(rec["models"]) == names
     for m in rec["models"].values():
