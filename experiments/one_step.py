@@ -1,8 +1,10 @@
 """Regenerate figures/one_step.{png,json,csv}: does the first step predict the final transfer?
 
-    python experiments/one_step.py [--source figures/input_families.json] [--data-dir ../shared/data] [--out figures]
+    python experiments/one_step.py [--input-families figures/input_families.json]
+                                   [--teacher-task figures/teacher_task.json] [--data-dir ../shared/data] [--out figures]
 
-For every setting of the committed input-families record (same config and seeds), the single-step
+For every setting of the committed input-families and teacher-task records (same config and seeds;
+the teacher-task record is used when it exists), the single-step
 quantities at the start of distillation — the cosine of the student's first Adam update and of its
 first gradient step with the teacher's total displacement θT − θ0, and the theorem's coefficient A —
 against the student's final gain over its cross-model control, with Spearman's rank correlation
@@ -22,13 +24,15 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default=str(FIGURES / "input_families.json"), help="the input-families record")
+    ap.add_argument("--input-families", default=str(FIGURES / "input_families.json"), help="its record")
+    ap.add_argument("--teacher-task", default=str(FIGURES / "teacher_task.json"), help="its record (if it exists)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
     check_output(a.out, files=[f"one_step.{ext}" for ext in ("json", "csv", "png")])
-    source = read_results(a.source)
-    record = run_one_step(load_mnist(a.data_dir), input_families=source, progress=True, log=print)
+    task = read_results(a.teacher_task) if Path(a.teacher_task).is_file() else None
+    record = run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), teacher_task=task,
+                          progress=True, log=print)
     print(format_one_step_table(record))
     for path in write_one_step(record, a.out).values():
         print(f"wrote {path}")

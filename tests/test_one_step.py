@@ -139,22 +139,42 @@ def test_spearman_with_ties_and_where_it_is_undefined():
 
 def test_the_study_end_to_end_on_an_input_families_record(mnist, tmp_path):
     cfg = Config(n_runs=2, hidden_widths=(32,), n_noise=2048, batch_size=512, teacher_epochs=1, student_epochs=1)
-    families = F.run_input_families(cfg, mnist, F.InputFamilySettings(families=("subspace",), subspace_k=(10, 784)),
+    families = F.run_input_families(cfg, mnist, F.InputFamilySettings(families=("distribution", "subspace"),
+                                                                       distributions=("uniform",), subspace_k=(10, 784)),
                                     fuse=True)
     rec = O.run_one_step(mnist, input_families=families)
     assert [p["name"] for p in rec["programs"]] == ["one_step:input_families:fused"]  # one program, as the record
-    k10, k784 = rec["settings"]
-    assert (k10["label"], k784["label"]) == ("10", "784")
-    for e, s in zip(rec["settings"], families["families"]["subspace"]["settings"]):
+    uniform, k10, k784 = rec["settings"]
+    assert (uniform["label"], k10["label"], k784["label"]) == ("uniform", "10", "784") and uniform["key"] == "paper"
+    for e, s in zip(rec["settings"][1:], families["families"]["subspace"]["settings"]):
         assert e["gain"] == s["gain"] and len(e["A"]["values"]) == 2
     # Full-rank noise aligns the first step with the teacher's displacement far more than 10 dimensions do.
     assert k784["cos_update"]["own"]["mean"] > 2 * k10["cos_update"]["own"]["mean"] > 0
     assert abs(k784["cos_update"]["cross"]["mean"]) < 0.02 < k784["cos_update"]["own"]["mean"]
-    assert rec["correlations"]["n_settings"] == 2 and rec["correlations"]["settings"]["A"] is None  # 2 < 3 settings
+    assert rec["correlations"]["n_settings"] == 3 and rec["correlations"]["families"] == {}  # families of < 3
     assert "Spearman" in O.format_one_step_table(rec)
     paths = O.write_one_step(rec, tmp_path)
     back = read_results(paths["json"], format=O.FORMAT)
-    assert back["settings"][1]["cos_grad"]["own"]["values"] == k784["cos_grad"]["own"]["values"]
-    assert paths["png"].stat().st_size > 10_000 and len(paths["csv"].read_text().splitlines()) == 1 + 2 * 2
-    with pytest.raises(ConfigError, match="input-families record"):
+    assert back["settings"][2]["cos_grad"]["own"]["values"] == k784["cos_grad"]["own"]["values"]
+    assert paths["png"].stat().st_size > 10_000 and len(paths["csv"].read_text().splitlines()) == 1 + 3 * 2
+    with pytest.raises(ConfigError, match="subliminal-mlp/input-families record"):
         O.run_one_step(mnist, input_families={"format": "subliminal-mlp/fig10"})
+    with pytest.raises(ConfigError, match="at least one"):
+        O.run_one_step(mnist)
+    # A teacher-task record of the same protocol (its parts' gains by hand): a program per setting; the paper's
+    # setting (K = 10 at the config's teacher epochs; U[-1, 1] in the input families) counts once.
+    point = lambda v, gains: {"value": v, "gain_over_cross": {"values": gains}}  # noqa: E731
+    task = {"format": "subliminal-mlp/teacher-task", "config": cfg.to_dict(), "n_runs": 2, "seeds": {"seed": 0},
+            "baseline": {"n_classes": 10, "teacher_epochs": 1, "student_epochs": 1},
+            "parts": {"teacher_epochs": {"points": [point(1, [0.1, 0.3])]},
+                      "classes": {"points": [point(2, [0.05, 0.15])]}}}
+    both = O.run_one_step(mnist, input_families=families, teacher_task=task)
+    extra = both["settings"][3:]
+    assert [(e["family"], e["label"], e["key"]) for e in extra] == [
+        ("teacher_epochs", "1 epochs", "paper"), ("classes", "K = 2", "K=2/teacher_epochs=1")]
+    assert extra[1]["gain"]["mean"] == pytest.approx(0.1) and extra[1]["A"]["mean"] > 0
+    assert extra[1]["cos_update"]["own"]["mean"] > 0.02 > abs(extra[1]["cos_update"]["cross"]["mean"])
+    assert both["correlations"]["n_settings"] == 4  # the paper's (uniform; 1 teacher epoch, K = 10), k = 10, 784, K = 2
+    np.testing.assert_allclose(extra[0]["cos_grad"]["own"]["values"], uniform["cos_grad"]["own"]["values"], rtol=1e-4)
+    with pytest.raises(ConfigError, match="different configs"):
+        O.run_one_step(mnist, input_families=families, teacher_task={**task, "config": {**task["config"], "seed": 1}})

@@ -313,21 +313,21 @@ def _split_heads() -> Figure:
 
 
 def _one_step() -> Figure:
-    """The single-step quantities of the input-families record in the same directory (made before it)."""
+    """The single-step quantities of the input-families and teacher-task records in the same directory (made before it)."""
 
     def make(s, out, ctx):
         from ..core.results import read_results
         from ..studies.one_step import run_one_step, write_one_step
 
-        source = read_results(out / s["source"])
-        rec = run_one_step(ctx.dataset(source["config"].get("dataset", "mnist")), input_families=source,
+        records = {name: read_results(out / f"{name}.json") for name in s["sources"]}
+        rec = run_one_step(ctx.dataset(records["input_families"]["config"].get("dataset", "mnist")), **records,
                            progress=ctx.progress, log=ctx.log)
         return write_one_step(rec, out)
 
-    source = "input_families.json"
+    sources = ["input_families", "teacher_task"]
     return Figure("one_step", tuple(f"one_step.{e}" for e in ("json", "csv", "png")),
-                  settings=lambda r: {"source": source, "n_runs": r["n_runs"]},
-                  defaults=lambda: {"source": source, "n_runs": 10}, make=make,
+                  settings=lambda r: {"sources": sorted(r.get("sources", {"input_families": 0})), "n_runs": r["n_runs"]},
+                  defaults=lambda: {"sources": list(sources), "n_runs": 10}, make=make,
                   quick=lambda s, q: {**s, "n_runs": min(s["n_runs"], q.get("n_runs", s["n_runs"]))},
                   command=lambda s: "python experiments/one_step.py", runs=lambda s: s["n_runs"])
 
@@ -415,7 +415,7 @@ def _registry() -> dict[str, Figure]:
                 {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
                 _teacher_task_flags),
     ]
-    figs += [_mitigations(), _split_heads(), _one_step()]  # one_step reads input_families' record
+    figs += [_mitigations(), _split_heads(), _one_step()]  # one_step reads the input_families and teacher_task records
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]

@@ -61,10 +61,10 @@ FORMAT = "subliminal-mlp/one-step"
 register_format(FORMAT, 1)
 #: The single-step quantities, in the record's order: the two cosines per start, then A.
 QUANTITIES = ("cos_update", "cos_grad", "A")
+#: The key of the paper's own setting (Figure 10's aux-only student), whichever record shows it.
+PAPER = "paper"
 #: The starts the cosines are computed from (the runs' ``refs``): θ0 and another run's θ0'.
 STARTS = ("own", "cross")
-#: Which study records this module reads, and the families they hold.
-PARTS = ("input_families",)
 
 
 def first_batch(key: jax.Array, n: int, batch_size: int) -> jax.Array:
@@ -210,15 +210,51 @@ def _input_families_settings(record: Mapping[str, Any], data, progress, log) -> 
                          "wall_s": time.perf_counter() - t0})
         for j, v in enumerate(group):
             found[v] = (res, j)
-    entries = []
+    entries, paper = [], (0.0, 1.0, 0.0, float(cfg.n_noise), float(cfg.input_dim))  # U[-1, 1], the paper's inputs
     for fam, f in record["families"].items():
         for r, s in zip((r for r in table if r.family == fam), f["settings"]):
             if r.label != s["label"]:
                 raise ConfigError(f"input-families record: setting {s['label']!r} of {fam} does not match "
                                   f"{r.label!r}; the record was made with other settings.")
             res, j = found[r.hp]
-            entries.append(_entry(fam, s["label"], "/".join(f"{x:g}" for x in r.hp), s["gain"]["values"],
+            key = PAPER if r.hp == paper else "inputs=" + "/".join(f"{x:g}" for x in r.hp)
+            entries.append(_entry(fam, s["label"], key, s["gain"]["values"],
                                   res.metrics["one_step_cos"][j], res.metrics["one_step_A"][j]))
+    return entries, programs, first
+
+
+def _teacher_task_settings(record: Mapping[str, Any], data, progress, log) -> tuple[list[dict], list[dict], Any]:
+    """The classes and teacher-epochs settings of a committed teacher-task record, with their one-step quantities.
+
+    Each setting is its own program (K and the teacher's epochs change shapes or code), with 0 student
+    epochs: the teachers are trained again, as in the record (same seeds). The student-epochs part is
+    left out (its first step is the baseline's for every number of epochs: nothing to rank), and so are
+    the generations (their teachers are the previous generation's students: the chain would be rerun).
+    """
+    from . import teacher_task as tt
+
+    cfg = Config.from_dict(record["config"])
+    metrics = one_step_metrics(cfg.batch_size)
+    base = record["baseline"]
+    entries, programs, first = [], [], None
+    for part, field in (("teacher_epochs", "teacher_epochs"), ("classes", "n_classes")):
+        for pt in record["parts"][part]["points"]:
+            setting = {"n_classes": base["n_classes"], "teacher_epochs": base["teacher_epochs"], field: pt["value"]}
+            c = cfg.replace(**setting)
+            exp = tt.setting_experiment(c).replace(student_epochs=0, metrics=metrics,
+                                                   name=f"one_step:teacher_task:{part}={pt['value']}")
+            log(f"{exp.name}: {cfg.n_runs} runs")
+            t0 = time.perf_counter()
+            res = engine.run(exp, tt.task_for(data, c.n_classes), n_runs=cfg.n_runs, seed=cfg.seed,
+                             run_batch=cfg.run_batch, progress=progress, log=log)
+            first = first or res
+            programs.append({"name": exp.name, "settings": 1, "compile_s": res.compile_s, "run_s": res.run_s,
+                             "wall_s": time.perf_counter() - t0})
+            label = f"K = {pt['value']}" if part == "classes" else f"{pt['value']} epochs"
+            key = PAPER if c == cfg else f"K={c.n_classes}/teacher_epochs={c.teacher_epochs}"
+            entries.append(_entry(part, label, key,
+                                  pt["gain_over_cross"]["values"], res.metrics["one_step_cos"][0],
+                                  res.metrics["one_step_A"][0]))
     return entries, programs, first
 
 
@@ -257,39 +293,67 @@ def correlations(entries: list[dict]) -> dict[str, Any]:
     return out
 
 
-def run_one_step(data, *, input_families: Mapping[str, Any], progress: bool = False,
+#: The study records this module reads: keyword of :func:`run_one_step` -> (record format, settings function).
+SOURCES = {"input_families": ("subliminal-mlp/input-families", _input_families_settings),
+           "teacher_task": ("subliminal-mlp/teacher-task", _teacher_task_settings)}
+
+
+def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
+                 teacher_task: Optional[Mapping[str, Any]] = None, progress: bool = False,
                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """The single-step quantities of every setting of the given study records, against their gains.
 
     ``input_families``: a record of :func:`~subliminal_mlp.studies.input_families.run_input_families`
-    (``read_results("figures/input_families.json")``); its protocol (config, seeds, settings) is
-    rerun with 0 student epochs, on ``data`` (the dataset it was made on: checked by checksum when the
-    record has them). Returns the record (format ``subliminal-mlp/one-step``, version 1)::
+    (``read_results("figures/input_families.json")``); ``teacher_task``: one of
+    :func:`~subliminal_mlp.studies.teacher_task.run_teacher_task` (its classes and teacher-epochs
+    parts). Each record's protocol (config, seeds, settings) is rerun with 0 student epochs, on
+    ``data`` (the dataset the records were made on: checked by checksum). The records must share
+    their config's protocol (``n_runs``, seed). Returns the record (format ``subliminal-mlp/one-step``,
+    version 1)::
 
         "settings": [{"family", "label", "key", "gain": {...per run},
                       "cos_update" | "cos_grad": {"own" | "cross": {"mean", "ci95", "values"}},
                       "A": {...}}],
         "correlations": {"settings": {quantity: ρ}, "n_settings", "runs": {...}, "families": {...}},
-        "sources": {"input_families": {"created", "format"}}, "programs": [...]
+        "sources": {name: {"format", "created"}}, "programs": [...]
+
+    A family is an input family (distribution, subspace, ...) or a teacher-task part (classes,
+    teacher_epochs); ``key`` names the setting, so a setting shown in several families counts once.
     """
     t_start = time.perf_counter()
-    if input_families.get("format") != "subliminal-mlp/input-families":
-        raise ConfigError(f"input_families is a {input_families.get('format')!r} record; give an input-families "
-                          "record (read_results('figures/input_families.json')).")
-    rec = data_record(data, name=input_families["config"].get("dataset", "mnist"))
-    want = input_families.get("data", {}).get("sha256")
-    if want and rec.get("sha256") and want != rec["sha256"]:
-        raise ConfigError("the data differ from those the input-families record was made on (checksums); "
-                          "load the same dataset files.")
-    entries, programs, first = _input_families_settings(input_families, data, progress, log)
-    cfg = input_families["config"]
-    return envelope(FORMAT, cfg, n_runs=input_families["n_runs"], seed=input_families["seeds"]["seed"], data=rec,
-                    devices=first.devices,
+    given = {name: rec for name, rec in (("input_families", input_families), ("teacher_task", teacher_task))
+             if rec is not None}
+    if not given:
+        raise ConfigError("give at least one study record: input_families= or teacher_task= (read_results(...)).")
+    for name, rec in given.items():
+        fmt = SOURCES[name][0]
+        if rec.get("format") != fmt:
+            raise ConfigError(f"{name} is a {rec.get('format')!r} record; give a {fmt} record "
+                              f"(read_results('figures/{name}.json')).")
+    configs = {repr(Config.from_dict(rec["config"])) for rec in given.values()}
+    if len(configs) > 1:  # one protocol: the paper's setting of each record is the same computation
+        raise ConfigError("the records were made with different configs (protocol, runs, seed); give records of "
+                          "one protocol.")
+    first_rec = next(iter(given.values()))
+    rec_data = data_record(data, name=first_rec["config"].get("dataset", "mnist"))
+    for name, rec in given.items():
+        want = rec.get("data", {}).get("sha256")
+        if want and rec_data.get("sha256") and want != rec_data["sha256"]:
+            raise ConfigError(f"the data differ from those the {name} record was made on (checksums); "
+                              "load the same dataset files.")
+    entries, programs, first = [], [], None
+    for name, rec in given.items():
+        e, p, f = SOURCES[name][1](rec, data, progress, log)
+        entries += e
+        programs += p
+        first = first or f
+    return envelope(FORMAT, first_rec["config"], n_runs=first_rec["n_runs"], seed=first_rec["seeds"]["seed"],
+                    data=rec_data, devices=first.devices,
                     timing={"compile_s": sum(p["compile_s"] for p in programs),
                             "run_s": sum(p["run_s"] for p in programs), "total_s": time.perf_counter() - t_start},
                     settings=entries, correlations=correlations(entries),
-                    sources={"input_families": {"format": input_families["format"],
-                                                "created": input_families.get("created")}},
+                    sources={name: {"format": rec["format"], "created": rec.get("created")}
+                             for name, rec in given.items()},
                     programs=programs,
                     definitions={"cos_update": "cos(first Adam update of the student, θT − θ0)",
                                  "cos_grad": "cos(−∇L_S at the start, θT − θ0)",
