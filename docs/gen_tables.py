@@ -361,28 +361,35 @@ class _Log:
 # ----------------------------------------------------------------------------- GPU measurements
 
 
-def gpu_protocol() -> str:
-    """Figure 10's 100 runs on the GPU (``gpu.sh protocol``): times, rates and the two peaks."""
-    t = _Log(GPU_LOGS, "protocol")
+def _gpu_protocol_rows(t: "_Log") -> tuple[list[list[str]], dict]:
+    """The rows both GPU protocol tables share (device, times, run_batch, rate), and the parsed matches."""
     device = t.find(r"device: gpu \((.+?)\), .*jax ([\d.]+)")
-    err = t.find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)")
     walls = t.find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
     rate = t.find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
-    peak = t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
-    fp32 = t.find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)")
-    ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+)")
     batch = t.find(r"\(run_batch (\d+)\)")
+    found = {"err": t.find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)"),
+             "peak": t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")}
     rows = [["device, JAX", f"{device[1]}, jax {device[2]}"],
             ["100 runs of the protocol (5 + 5 epochs), after compilation", f"{walls[1]} s"],
             ["compilation (incl. measuring run_batch)", f"{walls[2]} s"],
             ["run_batch the library chose", batch[1]],
-            ["model FLOPs / rate", f"{rate[1]} TFLOP / {int(rate[3]) / 1000:.1f} TFLOP/s"],
-            ["float32 matmul peak at JAX's default precision (TF32 inputs)",
-             f"{int(peak[2]) / 1000:.0f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]}"],
-            ["float32 matmul peak at precision float32", f"{int(fp32[2]) / 1000:.1f} TFLOP/s ({fp32[1]}²); "
-                                                         f"protocol / it = {fp32[3]}"],
-            ["relative error of a float32 matmul vs float64: default / float32",
-             f"{float(err[1]):.1e} / {float(err[2]):.1e}"]]
+            ["model FLOPs / rate", f"{rate[1]} TFLOP / {int(rate[3]) / 1000:.1f} TFLOP/s"]]
+    return rows, found
+
+
+def gpu_protocol() -> str:
+    """Figure 10's 100 runs on the GPU (``gpu.sh protocol``): times, rates and the two peaks."""
+    t = _Log(GPU_LOGS, "protocol")
+    rows, f = _gpu_protocol_rows(t)
+    err, peak = f["err"], f["peak"]
+    fp32 = t.find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)")
+    ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+)")
+    rows += [["float32 matmul peak at JAX's default precision (TF32 inputs)",
+              f"{int(peak[2]) / 1000:.0f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]}"],
+             ["float32 matmul peak at precision float32", f"{int(fp32[2]) / 1000:.1f} TFLOP/s ({fp32[1]}²); "
+                                                          f"protocol / it = {fp32[3]}"],
+             ["relative error of a float32 matmul vs float64: default / float32",
+              f"{float(err[1]):.1e} / {float(err[2]):.1e}"]]
     return _table(["quantity", "measured"], rows)
 
 
@@ -390,24 +397,15 @@ def gpu_protocol_float32() -> str:
     """Figure 10's 100 runs on the GPU with the protocol and the peak at precision float32
     (``bench_protocol.py ... --precision float32``)."""
     t = _Log(GPU_LOGS_FLOAT32, "protocol-float32")
-    device = t.find(r"device: gpu \((.+?)\), .*jax ([\d.]+)")
-    err = t.find(r"default ([\d.e-]+), float32 ([\d.e-]+), tensorfloat32 ([\d.e-]+)")
-    walls = t.find(r"protocol wall times: (.+?) s \(compile ([\d.]+) s")
-    rate = t.find(r"model FLOPs ([\d.]+) TFLOP in ([\d.]+) s \(best\) = (\d+) GFLOP/s")
-    peak = t.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+    rows, f = _gpu_protocol_rows(t)
+    err, peak = f["err"], f["peak"]
     ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
     sustained = t.find(r"back-to-back (\d+)x\d+ matmuls .*?: (\d+) GFLOP/s; the protocol reaches ([\d.]+) of it")
-    batch = t.find(r"\(run_batch (\d+)\)")
-    rows = [["device, JAX", f"{device[1]}, jax {device[2]}"],
-            ["100 runs of the protocol (5 + 5 epochs), after compilation", f"{walls[1]} s"],
-            ["compilation (incl. measuring run_batch)", f"{walls[2]} s"],
-            ["run_batch the library chose", batch[1]],
-            ["model FLOPs / rate", f"{rate[1]} TFLOP / {int(rate[3]) / 1000:.1f} TFLOP/s"],
-            ["float32 matmul peak at precision float32",
-             f"{int(peak[2]) / 1000:.1f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]} (best), {ratio[2]} (median)"],
-            [f"100 back-to-back {sustained[1]}² matmuls in one program",
-             f"{int(sustained[2]) / 1000:.1f} TFLOP/s; protocol / it = {sustained[3]}"],
-            ["relative error of a float32 matmul vs float64 at precision float32", f"{float(err[2]):.1e}"]]
+    rows += [["float32 matmul peak at precision float32",
+              f"{int(peak[2]) / 1000:.1f} TFLOP/s ({peak[1]}²); protocol / it = {ratio[1]} (best), {ratio[2]} (median)"],
+             [f"100 back-to-back {sustained[1]}² matmuls in one program",
+              f"{int(sustained[2]) / 1000:.1f} TFLOP/s; protocol / it = {sustained[3]}"],
+             ["relative error of a float32 matmul vs float64 at precision float32", f"{float(err[2]):.1e}"]]
     return _table(["quantity", "measured"], rows)
 
 
