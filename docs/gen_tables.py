@@ -222,7 +222,8 @@ def omitted_digit() -> str:
 
 
 FAMILY_LABELS = {"distribution": "pixel distribution", "subspace": "random subspace, k =",
-                 "correlated": "spatial correlation", "distinct": "distinct images, d =", "scale": "scale, s ="}
+                 "correlated": "spatial correlation", "distinct": "distinct images, d =", "scale": "scale, s =",
+                 "teacher_epochs": "teacher task: teacher epochs", "classes": "teacher task: classes"}
 
 
 def input_families() -> str:
