@@ -26,6 +26,8 @@ jax.config.update("jax_default_matmul_precision", os.environ["JAX_DEFAULT_MATMUL
 _CACHE = tempfile.mkdtemp(prefix=f"subliminal-mlp-jax-cache-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 atexit.register(shutil.rmtree, _CACHE, True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
+# Every program, however fast it compiles (JAX's default caches only those that took over 1 s).
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.fixture(scope="session")
