@@ -1,13 +1,15 @@
 """Regenerate figures/one_step.{png,json,csv}: does the first step predict the final transfer?
 
     python experiments/one_step.py [--input-families figures/input_families.json]
-                                   [--teacher-task figures/teacher_task.json] [--data-dir ../shared/data] [--out figures]
+                                   [--teacher-task figures/teacher_task.json] [--mitigations figures/mitigations.json]
+                                   [--split-heads figures/split_heads.json] [--sweeps figures/sweeps]
+                                   [--data-dir ../shared/data] [--out figures]
 
-For every setting of the committed input-families and teacher-task records (same config and seeds;
-the teacher-task record is used when it exists), the single-step
-quantities at the start of distillation — the cosine of the student's first Adam update and of its
-first gradient step with the teacher's total displacement θT − θ0, and the theorem's coefficient A —
-against the student's final gain over its cross-model control, with Spearman's rank correlation
+For every setting of the committed study records (input families, teacher task, mitigations, split
+heads, the published sweeps; each used when it exists; same runs and seeds), the single-step
+quantities at the start of distillation — the cosine of the student's first optimiser update and of
+its first gradient step with the teacher's total displacement θT − θ0, and the theorem's coefficient
+A — against the student's final gain over its cross-model control, with Spearman's rank correlation
 across settings and within each family (subliminal_mlp.studies.one_step).
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from subliminal_mlp import load_mnist, read_results
 from subliminal_mlp.cli import run_script
 from subliminal_mlp.core.results import check_output
-from subliminal_mlp.studies.one_step import format_one_step_table, run_one_step, write_one_step
+from subliminal_mlp.studies.one_step import (format_one_step_table, read_published_sweeps, run_one_step,
+                                            write_one_step)
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
@@ -25,14 +28,19 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input-families", default=str(FIGURES / "input_families.json"), help="its record")
-    ap.add_argument("--teacher-task", default=str(FIGURES / "teacher_task.json"), help="its record (if it exists)")
+    for name in ("teacher_task", "mitigations", "split_heads"):
+        ap.add_argument("--" + name.replace("_", "-"), default=str(FIGURES / f"{name}.json"),
+                        help="its record (used if it exists)")
+    ap.add_argument("--sweeps", default=str(FIGURES / "sweeps"), help="the published sweeps' directory (if it exists)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
     check_output(a.out, files=[f"one_step.{ext}" for ext in ("json", "csv", "png")])
-    task = read_results(a.teacher_task) if Path(a.teacher_task).is_file() else None
-    record = run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), teacher_task=task,
-                          progress=True, log=print)
+    found = {name: read_results(getattr(a, name)) for name in ("teacher_task", "mitigations", "split_heads")
+             if Path(getattr(a, name)).is_file()}
+    sweeps = read_published_sweeps(a.sweeps) if Path(a.sweeps).is_dir() else None
+    record = run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), sweeps=sweeps,
+                          progress=True, log=print, **found)
     print(format_one_step_table(record))
     for path in write_one_step(record, a.out).values():
         print(f"wrote {path}")

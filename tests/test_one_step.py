@@ -35,6 +35,10 @@ def test_metrics_are_the_engines_own_first_step(mnist):
     B = 256
     aux = tuple(s for s in FIGURE10 if s.name in ("student_aux", "cross_aux"))
 
+    wd, lr = 5.0, 3e-4
+    students = aux + (sm.Student("adamw", "own", "aux", optimizer=optax.adamw(lr, weight_decay=wd)),
+                      sm.Student("sgd", "own", "aux", optimizer=optax.sgd(0.1)))
+
     def first_cos(v):
         d = jax.tree.map(jnp.subtract, v.run.teacher, v.run.reference)
         cos = []
@@ -42,17 +46,30 @@ def test_metrics_are_the_engines_own_first_step(mnist):
             g = v.grads[name]
             adam = jax.tree.map(lambda a: -a / (jnp.abs(a) + 1e-8), g)  # Adam's first (bias-corrected) update
             cos.append(jnp.stack([tree_cosine(adam, d), tree_cosine(_neg(g), d)]))
+        # AdamW's first update by hand: −η (g/(|g| + ε) + wd·θ), θ the student's parameters before the step.
+        adamw = jax.tree.map(lambda a, p: -lr * (a / (jnp.abs(a) + 1e-8) + wd * p), v.grads["adamw"],
+                             v.run.students["adamw"])
+        cos.append(jnp.stack([tree_cosine(adamw, d), tree_cosine(_neg(v.grads["sgd"]), d)]))
         return jnp.stack(cos)
 
-    exp = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(1024), students=aux, teacher_epochs=1,
+    exp = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(1024), students=students, teacher_epochs=1,
                         student_epochs=1, batch_size=B, metrics=O.one_step_metrics(B),
-                        step_metrics={"cos": first_cos, "idx": lambda v: v.idx})
+                        step_metrics={"cos": first_cos, "idx": lambda v: v.idx,
+                                      O.FIRST_UPDATE: O.update_cosines([s.name for s in students])})
     r = sm.run(exp, sm.Task.from_dataset(mnist), n_runs=2, seed=3)
     for run in range(2):
         want = O.first_batch(run_keys(3, run)["student_shuffle"], 1024, B)
         np.testing.assert_array_equal(r.step_metrics["idx"][0, run, 0], want)
     got, engine_first = r.metrics["one_step_cos"][0], r.step_metrics["cos"][0, :, 0]
-    np.testing.assert_allclose(got, engine_first, atol=2e-4)  # (runs, [own, cross], [update, grad])
+    np.testing.assert_allclose(got, engine_first[:, :2], atol=2e-4)  # (runs, [own, cross], [update, grad])
+    # The optimisers' own updates, read in the engine (StepView.updates): Adam as computed from θ0 alone, AdamW
+    # by hand, and SGD's update is its gradient step (cosine = the gradient's).
+    read = r.step_metrics[O.FIRST_UPDATE][0, :, 0]  # (runs, students, [update, grad])
+    np.testing.assert_allclose(read[:, :2], got, atol=2e-4)
+    np.testing.assert_allclose(read[:, 2, 0], engine_first[:, 2, 0], rtol=1e-5)
+    np.testing.assert_allclose(read[:, 3, 0], read[:, 3, 1], rtol=1e-5)
+    np.testing.assert_allclose(read[:, 3, 1], engine_first[:, 2, 1], rtol=1e-5)
+    assert np.all(np.abs(read[:, 2, 0] - read[:, 0, 0]) > 1e-3)  # weight decay turns the first update
     assert np.all(got[:, 0, :] > 0.02) and np.all(np.abs(got[:, 1, :]) < 0.02)  # shared start aligned, cross not
     assert np.all(r.metrics["one_step_A"][0] > 0)  # Lemma 1: A >= 0
     assert np.all(r.accuracy("student_aux") >= 0)
@@ -177,5 +194,60 @@ def test_the_study_end_to_end_on_an_input_families_record(mnist, tmp_path):
     assert both["correlations"]["n_settings"] == 4 and set(both["sources"]) == {"input_families", "teacher_task"}
     # The paper's setting of the teacher task is the input families' uniform one: one key, counted once.
     assert O.correlations(rec["settings"] + [{**uniform, "family": "classes"}])["n_settings"] == 3
-    with pytest.raises(ConfigError, match="different configs"):
-        O.run_one_step(mnist, input_families=families, teacher_task={**task, "config": {**task["config"], "seed": 1}})
+    with pytest.raises(ConfigError, match="different runs and seeds"):
+        O.run_one_step(mnist, input_families=families, teacher_task={**task, "seeds": {"seed": 1}})
+
+
+def _gains(n):
+    return {"gains": list(np.linspace(0.1, 0.2, n))}
+
+
+def test_the_other_sources_rerun_each_students_own_first_update(mnist):
+    # Hand-made records (their gains are only carried through) of tiny protocols: every source reruns its settings'
+    # first step in the engine and reads the student's own first update (update_cosines).
+    from subliminal_mlp.studies import mitigations as M
+    from subliminal_mlp.studies import split_heads as S
+    from subliminal_mlp.studies import teacher_task as T
+
+    tiny = dict(n_runs=2, n_noise=1024, batch_size=512, teacher_epochs=1, student_epochs=1)
+    ms = M.MitigationSettings(hidden=(32,), liminal_weights=(10.0,), liminal_epochs=(1,), weight_decays=(),
+                              sgd_learning_rates=(1e-3,), projection=False, **tiny)
+    families = {f: {"hparams": {k: [float(x) for x in v] for k, v in sw.items()},
+                    "labels": [f"{f} {i}" for i in range(len(next(iter(sw.values()))))],
+                    "gain": [_gains(2) for _ in next(iter(sw.values()))]} for f, sw in ms.sweeps().items()}
+    head = {"n_runs": 2, "seeds": {"seed": 0}}
+    mit = {"format": M.FORMAT, "config": ms.to_dict(), "families": families, **head}
+    hs = S.SplitHeadSettings(hidden=(32, 32), **tiny)
+    acc = {"accuracies": [0.5, 0.6]}
+    heads = {"format": S.FORMAT, "config": hs.to_dict(), **head,
+             **{part: {"models": {n: acc for n in (*names, "cross")}} for part, names, _ in O.SPLIT_STUDENTS[:1]}}
+    cfg = Config(hidden_widths=(32,), **tiny)
+    gen = {"values": [0.1, 0.2]}
+    task = {"format": T.FORMAT, "config": cfg.to_dict(), **head,
+            "baseline": {"n_classes": 10, "teacher_epochs": 1, "student_epochs": 1},
+            "parts": {"teacher_epochs": {"points": []}, "classes": {"points": []},
+                      "generations": {"points": [{"gain_over_cross": gen, "models": {"student_aux": gen}}] * 2}}}
+    values = [{"config": cfg.replace(temperature=t).to_dict(), **head,
+               "models": {"student_aux": acc, "cross_aux": {"accuracies": [0.1, 0.1]}}} for t in (1.0, 4.0)]
+    sweeps = {"temperature": {"summary": {"format": "subliminal-mlp/sweep", "param": "temperature",
+                                          "labels": ["1", "4"]}, "values": values}}
+    rec = O.run_one_step(mnist, mitigations=mit, split_heads=heads, teacher_task=task, sweeps=sweeps)
+    by = {(e["family"], e["label"]): e for e in rec["settings"]}
+    cu = lambda f, label, start="own": np.asarray(by[f, label]["cos_update"][start]["values"])  # noqa: E731
+    cg = lambda f, label: np.asarray(by[f, label]["cos_grad"]["own"]["values"])  # noqa: E731
+    # Liminal training's penalty is a divergence from the start: zero gradient there (to rounding), so the first
+    # gradient is the plain one.
+    np.testing.assert_allclose(cg("liminal", "liminal 1"), cg("liminal", "liminal 0"), rtol=1e-4)
+    assert by["liminal", "liminal 0"]["key"] == O.PAPER and by["liminal", "liminal 1"]["A"] is None
+    np.testing.assert_allclose(cu("sgd", "sgd 0"), cg("sgd", "sgd 0"), rtol=1e-5)  # SGD's update is its gradient
+    for f, label in (("liminal", "liminal 0"), ("split-head MLP", "θ0 (all layers)"), ("generations", "generation 1"),
+                     ("generations", "generation 2"), ("sweep: temperature", "4")):
+        assert np.all(cu(f, label) > 0.02) and np.all(np.abs(cu(f, label, "cross")) < 0.02), (f, label)
+    # Fresh hidden layers under the teacher's initial heads: the trunk's update is unrelated to the teacher's.
+    assert np.all(cu("split-head MLP", "nothing (fresh)") < cu("split-head MLP", "θ0 (all layers)") / 2)
+    assert by["split-head MLP", "θ0 (all layers)"]["A"]["mean"] > 0 and by["split-head MLP", "aux head"]["A"] is None
+    assert by["sweep: temperature", "4"]["A"] is None and by["sweep: temperature", "1"]["A"]["mean"] > 0
+    assert [p["settings"] for p in rec["programs"] if p["source"] == "sweeps"] == [2]  # one traced program
+    assert by["generations", "generation 2"]["key"] == "generation=2"
+    assert rec["correlations"]["n_settings_A"] == sum(e["A"] is not None for e in rec["settings"]) - 1  # the paper twice
+    assert "—" in O.format_one_step_table(rec)

@@ -313,18 +313,19 @@ def _split_heads() -> Figure:
 
 
 def _one_step() -> Figure:
-    """The single-step quantities of the input-families and teacher-task records in the same directory (made before it)."""
+    """The single-step quantities of the study records in the same directory (made before it): input families,
+    teacher task, mitigations, split heads and the published sweeps (``sweeps/``)."""
 
     def make(s, out, ctx):
         from ..core.results import read_results
-        from ..studies.one_step import run_one_step, write_one_step
+        from ..studies.one_step import read_published_sweeps, run_one_step, write_one_step
 
-        records = {name: read_results(out / f"{name}.json") for name in s["sources"]}
-        rec = run_one_step(ctx.dataset(records["input_families"]["config"].get("dataset", "mnist")), **records,
-                           progress=ctx.progress, log=ctx.log)
+        records = {name: (read_published_sweeps(out / "sweeps") if name == "sweeps"
+                          else read_results(out / f"{name}.json")) for name in s["sources"]}
+        rec = run_one_step(ctx.dataset("mnist"), **records, progress=ctx.progress, log=ctx.log)
         return write_one_step(rec, out)
 
-    sources = ["input_families", "teacher_task"]
+    sources = ["input_families", "mitigations", "split_heads", "sweeps", "teacher_task"]
     return Figure("one_step", tuple(f"one_step.{e}" for e in ("json", "csv", "png")),
                   settings=lambda r: {"sources": sorted(r.get("sources", {"input_families": 0})), "n_runs": r["n_runs"]},
                   defaults=lambda: {"sources": list(sources), "n_runs": 10}, make=make,
@@ -415,10 +416,11 @@ def _registry() -> dict[str, Figure]:
                 {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
                 _teacher_task_flags),
     ]
-    figs += [_mitigations(), _split_heads(), _one_step()]  # one_step reads the input_families and teacher_task records
+    figs += [_mitigations(), _split_heads()]
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]
+    figs += [_one_step()]  # it reads the records of the studies and sweeps above
     return {f.name: f for f in figs}
 
 

@@ -300,7 +300,9 @@ class StepView(NamedTuple):
 
     ``run`` (a :class:`RunModels` whose ``students`` are the parameters before this step),
     ``grads`` ({student: its raw distillation gradient ∇_θ L_S on this batch}), the batch ``x``,
-    ``logits`` ({teacher: its logits on x}), the batch indices ``idx`` and the ``step`` (0-based).
+    ``logits`` ({teacher: its logits on x}), the batch indices ``idx``, the ``step`` (0-based) and
+    ``updates`` ({student: the update its optimiser applies at this step, ``θ ← θ + update``: for
+    Adam ``−η·m̂/(√v̂ + ε)``, for a projection or weight decay the transformed step}).
     """
 
     run: RunModels
@@ -309,6 +311,7 @@ class StepView(NamedTuple):
     logits: Mapping[str, jax.Array]
     idx: jax.Array
     step: Any = None
+    updates: Optional[Mapping[str, Any]] = None
 
 
 @dataclass
@@ -699,14 +702,14 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
                 tt, w = jax.vmap(lambda pv: _hooked(s0, view, t, x, idx, pv, t_step), axis_size=mask.shape[0])(pvals)
                 extra, axes = (None, None) if s0.penalty is None else ((start, t_step, pvals), (0, None, 0))
                 loss, g = jax.vmap(vg, in_axes=(0, None, 0, 0, 0, axes))(p, x, tt, mask, w, extra)
-            raw.append((p, g))
             updates, o = opt.update(g, o, p)
+            raw.append((p, g, updates))
             new_state.append((optax.apply_updates(p, updates), o))
             losses.append(loss)
         metrics = (tuple(losses) if with_loss else (),)
         if step_metrics:
-            now = StepView(view._replace(students=named([p for p, _ in raw])), named([g for _, g in raw]), x,
-                           logits, idx, t_step)
+            now = StepView(view._replace(students=named([p for p, _, _ in raw])), named([g for _, g, _ in raw]), x,
+                           logits, idx, t_step, named([u for _, _, u in raw]))
             metrics = metrics + ({name: f(now) for name, f in step_metrics.items()},)
         return DistillState(tuple(new_state), t_step + 1), metrics
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -142,6 +142,65 @@ def one_step_metrics(batch_size: int, *, loss=None, optimizer: Optional[optax.Gr
     return {"one_step_cos": cosines, "one_step_A": coefficient}
 
 
+#: The name of :func:`update_cosines`' step metric in :func:`first_step`'s experiments.
+FIRST_UPDATE = "first_update"
+
+
+def update_cosines(names: Sequence[str]) -> Callable:
+    """Engine step metric (``Experiment.step_metrics``): the cosines of each student's actual update.
+
+    ``f(view)`` (a :class:`~subliminal_mlp.core.engine.StepView`) has shape ``(len(names), 2)``: per
+    student ``s``, ``[cos(u_s, D), cos(−g_s, D)]`` with ``u_s = view.updates[s]`` the update its own
+    optimiser applies at this step (Adam, AdamW, SGD, a projection: whatever the student's row
+    says), ``g_s = view.grads[s]`` its raw gradient (its penalty included) and ``D = θT − θ0`` the
+    displacement of the teacher it imitates from the run's θ0 (``view.run.teacher −
+    view.run.reference``). At step 0 this is the single step at the start of distillation for any
+    student table, with no assumption about its loss, start or optimiser; :func:`one_step_metrics`
+    computes the same for the paper's student without taking a step. Every named student must have
+    the teacher's parameter shapes (a student of another architecture has no cosine with ``D``).
+
+    >>> import subliminal_mlp as sm
+    >>> exp = sm.Experiment(model=sm.mlp((16,)), inputs=sm.inputs.uniform(1024), teacher_epochs=1,
+    ...                     student_epochs=1, batch_size=512,
+    ...                     step_metrics={"first_update": update_cosines(["student_aux", "cross_aux"])})
+    >>> # sm.run(exp, task, n_runs=2).step_metrics["first_update"][:, :, 0]: (1, 2, 4, 2) at step 0
+    """
+    names = tuple(names)
+
+    def cosines(view):
+        d = jax.tree.map(jnp.subtract, view.run.teacher, view.run.reference)
+        return jnp.stack([jnp.stack([tree_cosine(view.updates[n], d),
+                                     tree_cosine(jax.tree.map(jnp.negative, view.grads[n]), d)]) for n in names])
+
+    return cosines
+
+
+def first_step(exp: engine.Experiment, task: engine.Task, names: Sequence[str], *, n_runs: int, seed: int,
+               full: bool = False, metrics: Optional[Mapping[str, Callable]] = None,
+               **run_kw) -> tuple[engine.Result, np.ndarray]:
+    """Run ``exp`` with the :func:`update_cosines` of students ``names`` and return them at step 0.
+
+    Only the students ``names`` are kept, in that order, and (unless ``full``) distilled for one
+    epoch without traces or tracked losses: the first step is the same for any number of epochs.
+    ``metrics`` replace the experiment's per-run metrics. ``run_kw`` go to :func:`engine.run`
+    (``sweep``, ``teachers``, ``run_batch``, ...). Returns ``(result, cos)``, ``cos`` of shape
+    ``(n_values, n_runs, len(names), 2)``.
+    """
+    names = tuple(names)
+    rows = {s.name: s for s in exp.students}
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise ConfigError(f"the experiment {exp.name!r} has no student {missing}; its students are {list(rows)}.")
+    changes: dict[str, Any] = dict(students=tuple(rows[n] for n in names),
+                                   step_metrics={FIRST_UPDATE: update_cosines(names)})
+    if not full:
+        changes.update(student_epochs=1, trace={}, track_losses=False)
+    if metrics is not None:
+        changes["metrics"] = dict(metrics)
+    res = engine.run(exp.replace(**changes), task, n_runs=n_runs, seed=seed, **run_kw)
+    return res, np.asarray(res.step_metrics[FIRST_UPDATE])[:, :, 0]
+
+
 def spearman(x, y) -> Optional[float]:
     """Spearman's rank correlation ρ of two sequences: Pearson's r of their ranks (ties: average ranks).
 
@@ -206,8 +265,7 @@ def _input_families_settings(record: Mapping[str, Any], data, progress, log) -> 
                          progress=progress, log=log, teachers=teachers, keep_teachers=teachers is None)
         teachers = res.teachers if teachers is None else teachers
         first = first or res
-        programs.append({"name": exp.name, "settings": len(group), "compile_s": res.compile_s, "run_s": res.run_s,
-                         "wall_s": time.perf_counter() - t0})
+        programs.append(_program(exp.name, len(group), res, t0))
         for j, v in enumerate(group):
             found[v] = (res, j)
     entries, paper = [], (0.0, 1.0, 0.0, float(cfg.n_noise), float(cfg.input_dim))  # U[-1, 1], the paper's inputs
@@ -224,13 +282,20 @@ def _input_families_settings(record: Mapping[str, Any], data, progress, log) -> 
 
 
 def _teacher_task_settings(record: Mapping[str, Any], data, progress, log) -> tuple[list[dict], list[dict], Any]:
-    """The classes and teacher-epochs settings of a committed teacher-task record, with their one-step quantities.
+    """The classes, teacher-epochs and generations settings of a committed teacher-task record, with their
+    one-step quantities.
 
-    Each setting is its own program (K and the teacher's epochs change shapes or code), with 0 student
-    epochs: the teachers are trained again, as in the record (same seeds). The student-epochs part is
-    left out (its first step is the baseline's for every number of epochs: nothing to rank), and so are
-    the generations (their teachers are the previous generation's students: the chain would be rerun).
+    Each classes or teacher-epochs setting is its own program (K and the teacher's epochs change
+    shapes or code), with 0 student epochs: the teachers are trained again, as in the record (same
+    seeds). The generations are the chain again (generation g's teacher is generation g−1's
+    student, so each generation is distilled in full), each run with :func:`update_cosines`: the
+    first update of generation g against its teacher's displacement θ_{g−1} − θ0; A is left out for
+    g ≥ 2 (the theorem's A is the task teacher's). The student-epochs part is left out: its first
+    step is the baseline's for every number of epochs (nothing to rank).
     """
+    import warnings
+
+    from ..core.results import DivergenceWarning
     from . import teacher_task as tt
 
     cfg = Config.from_dict(record["config"])
@@ -248,27 +313,216 @@ def _teacher_task_settings(record: Mapping[str, Any], data, progress, log) -> tu
             res = engine.run(exp, tt.task_for(data, c.n_classes), n_runs=cfg.n_runs, seed=cfg.seed,
                              run_batch=cfg.run_batch, progress=progress, log=log)
             first = first or res
-            programs.append({"name": exp.name, "settings": 1, "compile_s": res.compile_s, "run_s": res.run_s,
-                             "wall_s": time.perf_counter() - t0})
+            programs.append(_program(exp.name, 1, res, t0))
             label = f"K = {pt['value']}" if part == "classes" else f"{pt['value']} epochs"
             key = PAPER if c == cfg else f"K={c.n_classes}/teacher_epochs={c.teacher_epochs}"
             entries.append(_entry(part, label, key,
                                   pt["gain_over_cross"]["values"], res.metrics["one_step_cos"][0],
                                   res.metrics["one_step_A"][0]))
+    points = record["parts"].get("generations", {}).get("points", [])
+    if len(points) < 2:
+        return entries, programs, first
+    task = tt.task_for(data, cfg.n_classes)
+    prev = None
+    for g, pt in enumerate(points, start=1):
+        if g == 1:
+            exp, kw = tt.setting_experiment(cfg, keep_student=True), {}
+        else:
+            exp = tt.generation_experiment(cfg)
+            kw = dict(sweep={tt.GENERATION: [float(g)]},
+                      teachers=tt.unflatten(exp.model, prev.metrics[tt.NEXT_TEACHER][0]))
+        exp = exp.replace(name=f"one_step:teacher_task:generation={g}")
+        log(f"{exp.name}: {cfg.n_runs} runs (distilled in full: the next generation's teacher)")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # a teacher near chance is expected in late generations
+            warnings.simplefilter("ignore", DivergenceWarning)
+            prev, cos = first_step(exp, task, tt.STUDENTS, n_runs=cfg.n_runs, seed=cfg.seed, full=True,
+                                   run_batch=cfg.run_batch, progress=progress, log=log, **kw)
+        program = _program(exp.name, 1, prev, t0)
+        # The chain is the record's again: its students' accuracies, against the record's.
+        program["max_abs_accuracy_difference_from_record"] = float(np.nanmax(np.abs(
+            prev.accuracy("student_aux") - np.asarray(pt["models"]["student_aux"]["values"]))))
+        programs.append(program)
+        entries.append(_entry("generations", f"generation {g}", PAPER if g == 1 else f"generation={g}",
+                              pt["gain_over_cross"]["values"], cos[0]))
     return entries, programs, first
 
 
-def _entry(family: str, label: str, key: str, gains, cos, A) -> dict[str, Any]:
-    """One setting: its gain (from the study record) and its single-step quantities, per run."""
-    cos, A = np.asarray(cos, np.float64), np.asarray(A, np.float64)
+def _mitigations_settings(record: Mapping[str, Any], data, progress, log) -> tuple[list[dict], list[dict], Any]:
+    """Every setting of a committed mitigations record: the first update of its mitigated student.
+
+    The teachers are trained once (a program without student steps), then each family's strengths
+    run as one program for one student epoch with :func:`update_cosines`, which reads the update the
+    student's own optimiser applies (AdamW, SGD, Adam after the projection) and its raw gradient
+    (with the liminal penalty, whose gradient is zero at the start: the penalty is a divergence from
+    the start itself). A is left out: the theorem's A is the plain gradient step's, the same for
+    every mitigation.
+    """
+    from . import mitigations as mit
+
+    s = mit.MitigationSettings.from_dict(record["config"])
+    task = engine.Task.from_dataset(data)
+    t0 = time.perf_counter()
+    log(f"one_step:mitigations: the teachers ({s.n_runs} runs)")
+    first = engine.run(mit.mitigation_experiment("liminal", s).replace(student_epochs=0, trace={}, track_losses=False),
+                       task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True, run_batch=s.run_batch,
+                       progress=progress, log=log)
+    programs = [_program("one_step:mitigations:teachers", 0, first, t0)]
+    entries = []
+    for family, sweep in s.sweeps().items():
+        fam = record["families"].get(family)
+        if fam is None or fam["hparams"] != {k: [float(x) for x in v] for k, v in sweep.items()}:
+            raise ConfigError(f"mitigations record: the {family} family does not match its settings; the record "
+                              "was made with other settings.")
+        exp = mit.mitigation_experiment(family, s).replace(name=f"one_step:mitigations:{family}")
+        log(f"{exp.name}: {len(fam['labels'])} setting(s) × {s.n_runs} runs")
+        t0 = time.perf_counter()
+        res, cos = first_step(exp, task, ("student_aux", "cross_aux"), n_runs=s.n_runs, seed=s.seed, sweep=sweep,
+                              teachers=first.teachers, run_batch=s.run_batch, progress=progress, log=log)
+        programs.append(_program(exp.name, len(fam["labels"]), res, t0))
+        for v, label in enumerate(fam["labels"]):
+            baseline = family == "liminal" and sweep["liminal_weight"][v] == 0
+            entries.append(_entry(family, label, PAPER if baseline else f"{family}:{label}",
+                                  fam["gain"][v]["gains"], cos[v]))
+    return entries, programs, first
+
+
+#: The split-heads students whose parameters have the teacher's shapes (a cosine with θT − θ0 exists):
+#: per teacher model, ``(record key, students, family)``; every gain is over the record's ``cross``.
+SPLIT_STUDENTS = (("split_head", ("shared", "heads_both", "head_aux", "head_class", "heads_neither"),
+                   "split-head MLP"),
+                  ("single_head", ("shared", "head_only", "hidden_only", "fresh"), "single-head MLP"))
+
+
+def _split_heads_settings(record: Mapping[str, Any], data, progress, log) -> tuple[list[dict], list[dict], Any]:
+    """The split-heads students of the teacher's architecture: the first update of each against θT − θ0.
+
+    One program per teacher model, one student epoch, the students of :data:`SPLIT_STUDENTS` and
+    the ``cross`` control; the students of other architectures (a layer added or removed, the CNN)
+    are left out (their parameters are not in θT − θ0's space). A is that of the student starting
+    from θ0 (``shared``); the others start elsewhere.
+    """
+    from . import split_heads as sh
+
+    s = sh.SplitHeadSettings.from_dict(record["config"])
+    task = engine.Task.from_dataset(data)
+    labels = dict(sh.SPLIT_BARS + sh.SINGLE_BARS)
+    entries, programs, first = [], [], None
+    for part, names, family in SPLIT_STUDENTS:
+        if part not in record:
+            continue
+        models = record[part]["models"]
+        exp = sh.split_head_experiment(s, part == "single_head").replace(name=f"one_step:split_heads:{part}")
+        log(f"{exp.name}: {len(names)} students × {s.n_runs} runs")
+        t0 = time.perf_counter()
+        res, cos = first_step(exp, task, (*names, "cross"), n_runs=s.n_runs, seed=s.seed,
+                              metrics={"one_step_A": one_step_metrics(s.batch_size)["one_step_A"]},
+                              run_batch=s.run_batch, progress=progress, log=log)
+        first = first or res
+        programs.append(_program(exp.name, len(names), res, t0))
+        cross = np.asarray(models["cross"]["accuracies"])
+        for i, name in enumerate(names):
+            pair = np.stack([cos[0][:, i], cos[0][:, -1]], axis=1)  # (runs, [student, cross], 2)
+            paper = part == "single_head" and name == "shared"
+            entries.append(_entry(family, labels.get(name, name), PAPER if paper else f"{part}:{name}",
+                                  np.asarray(models[name]["accuracies"]) - cross, pair,
+                                  res.metrics["one_step_A"][0] if name == "shared" else None))
+    return entries, programs, first
+
+
+def read_published_sweeps(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The committed published sweeps under ``root`` (``figures/sweeps``): ``{name: {"summary": record,
+    "values": [each value's Figure-10 record]}}``, for each name of
+    :data:`~subliminal_mlp.studies.sweep.PUBLISHED_SWEEPS` whose summary exists."""
+    from ..core.results import read_results
+    from .sweep import PUBLISHED_SWEEPS, read_sweep
+
+    out = {}
+    for name, (field, *_rest) in PUBLISHED_SWEEPS.items():
+        path = Path(root) / name / f"sweep_{field}.json"
+        if path.is_file():
+            summary_rec = read_sweep(path)
+            out[name] = {"summary": summary_rec,
+                         "values": [read_results(path.parent / f) for f in summary_rec["value_files"]]}
+    return out
+
+
+def _sweep_key(cfg: Config) -> str:
+    """A setting of a sweep, named by the fields that differ from the paper's (``n_runs`` and ``run_batch`` aside)."""
+    paper = Config(n_runs=cfg.n_runs, seed=cfg.seed, run_batch=cfg.run_batch)
+    if cfg.init_noise == 0:  # no noise: its kind does not matter
+        cfg = cfg.replace(init_noise_kind=paper.init_noise_kind)
+    changed = {k: v for k, v in cfg.to_dict().items() if v != paper.to_dict()[k]}
+    return PAPER if not changed else "config:" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+
+
+def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, log) -> tuple[list[dict], list[dict], Any]:
+    """Every value of the published sweeps (:func:`read_published_sweeps`): the first update of Figure 10's
+    aux-only student and its control, against the value record's gain.
+
+    A setting shared by several sweeps (the paper's, above all) is computed once. Values of a
+    numeric hyperparameter (temperature, input mix, initial noise) run as one program; the others one
+    program each, their teachers from the teacher cache where they are the same (:func:`run_one_step`
+    keeps one). A is kept where the student is the theorem's (KL at temperature 1, from θ0).
+    """
+    from . import figure10 as f10
+
+    task = engine.Task.from_dataset(data)
+    names = ("student_aux", "cross_aux")
+    done: dict[str, tuple] = {}
+    entries, programs, first = [], [], None
+    for name, sw in sweeps.items():
+        summ, recs = sw["summary"], sw["values"]
+        field = summ["param"]
+        cfgs = [Config.from_dict(r["config"]) for r in recs]
+        keys = [_sweep_key(c) for c in cfgs]
+        todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in done and k not in keys[:i]))
+        traced = field in f10.HPARAM_FIELDS and len(todo) > 1
+        for group in ([todo] if traced else [[i] for i in todo]) if todo else []:
+            c0 = cfgs[group[0]]
+            exp = f10.experiment_from_config(c0, swept=[field] if traced else ()).replace(
+                name=f"one_step:sweep:{name}:" + ",".join(summ["labels"][i] for i in group))
+            log(f"{exp.name}: {len(group)} setting(s) × {c0.n_runs} runs")
+            t0 = time.perf_counter()
+            res, cos = first_step(exp, task, names, n_runs=c0.n_runs, seed=c0.seed,
+                                  sweep={field: [getattr(cfgs[i], field) for i in group]} if traced else None,
+                                  metrics={"one_step_A": one_step_metrics(c0.batch_size)["one_step_A"]},
+                                  run_batch=c0.run_batch, progress=progress, log=log)
+            first = first or res
+            programs.append(_program(exp.name, len(group), res, t0))
+            for j, i in enumerate(group):
+                c = cfgs[i]
+                theorem = c.loss == "kl" and c.temperature == 1 and c.init_noise == 0
+                done[keys[i]] = (cos[j], res.metrics["one_step_A"][j] if theorem else None)
+        for i, r in enumerate(recs):
+            acc = r["models"]
+            gains = np.asarray(acc["student_aux"]["accuracies"]) - np.asarray(acc["cross_aux"]["accuracies"])
+            cos, A = done[keys[i]]
+            entries.append(_entry(f"sweep: {name}", summ["labels"][i], keys[i], gains, cos, A))
+    return entries, programs, first
+
+
+def _entry(family: str, label: str, key: str, gains, cos, A=None) -> dict[str, Any]:
+    """One setting: its gain (from the study record) and its single-step quantities, per run.
+
+    ``cos`` ``(n_runs, 2, 2)``: rows the shared-start student and its control (:data:`STARTS`),
+    columns ``[cos_update, cos_grad]``; ``A`` ``(n_runs,)``, or None where the theorem's A is not
+    this setting's (another loss, start or teacher: see :func:`run_one_step`).
+    """
+    cos = np.asarray(cos, np.float64)
     return {"family": family, "label": label, "key": key, "gain": summary(gains),
             "cos_update": {s: summary(cos[:, i, 0]) for i, s in enumerate(STARTS)},
             "cos_grad": {s: summary(cos[:, i, 1]) for i, s in enumerate(STARTS)},
-            "A": summary(A)}
+            "A": None if A is None else summary(np.asarray(A, np.float64))}
 
 
-def _value(entry: dict, quantity: str, start: str = "own") -> dict:
+def _value(entry: dict, quantity: str, start: str = "own") -> Optional[dict]:
     return entry["A"] if quantity == "A" else entry[quantity][start]
+
+
+def _program(name: str, settings: int, res, t0: float) -> dict[str, Any]:
+    return {"name": name, "settings": settings, "compile_s": res.compile_s, "run_s": res.run_s,
+            "wall_s": time.perf_counter() - t0}
 
 
 def correlations(entries: list[dict]) -> dict[str, Any]:
@@ -277,14 +531,25 @@ def correlations(entries: list[dict]) -> dict[str, Any]:
     ``settings``: over the settings' means, each distinct setting (``key``) once; ``runs``: over every
     (setting, run) pair; ``families``: over the settings of each family with at least 3 of them.
     """
-    distinct = list({e["key"]: e for e in entries}.values())
+    first_seen: dict[str, dict] = {}
+    for e in entries:  # a setting shown by several records counts once (its first entry)
+        first_seen.setdefault(e["key"], e)
+    distinct = list(first_seen.values())
 
     def rho(es, q):
+        es = [e for e in es if _value(e, q) is not None]
         return spearman([_value(e, q)["mean"] for e in es], [e["gain"]["mean"] for e in es])
 
-    out: dict[str, Any] = {"settings": {q: rho(distinct, q) for q in QUANTITIES}, "n_settings": len(distinct)}
-    out["runs"] = {q: spearman(np.concatenate([_value(e, q)["values"] for e in distinct]),
-                               np.concatenate([e["gain"]["values"] for e in distinct])) for q in QUANTITIES}
+    def pooled(q):
+        es = [e for e in distinct if _value(e, q) is not None]
+        if len(es) < 3:
+            return None
+        return spearman(np.concatenate([_value(e, q)["values"] for e in es]),
+                        np.concatenate([e["gain"]["values"] for e in es]))
+
+    out: dict[str, Any] = {"settings": {q: rho(distinct, q) for q in QUANTITIES}, "n_settings": len(distinct),
+                           "n_settings_A": sum(e["A"] is not None for e in distinct)}
+    out["runs"] = {q: pooled(q) for q in QUANTITIES}
     fams: dict[str, list] = {}
     for e in entries:
         fams.setdefault(e["family"], []).append(e)
@@ -295,70 +560,102 @@ def correlations(entries: list[dict]) -> dict[str, Any]:
 
 #: The study records this module reads: keyword of :func:`run_one_step` -> (record format, settings function).
 SOURCES = {"input_families": ("subliminal-mlp/input-families", _input_families_settings),
-           "teacher_task": ("subliminal-mlp/teacher-task", _teacher_task_settings)}
+           "teacher_task": ("subliminal-mlp/teacher-task", _teacher_task_settings),
+           "mitigations": ("subliminal-mlp/mitigations", _mitigations_settings),
+           "split_heads": ("subliminal-mlp/split-heads", _split_heads_settings),
+           "sweeps": ("subliminal-mlp/sweep", _sweeps_settings)}
+
+
+def _protocol(name: str, rec: Mapping[str, Any]) -> tuple:
+    """What every record must share: runs and seed (a sweep: each value's)."""
+    if name == "sweeps":
+        return tuple(sorted({(v["n_runs"], v["seeds"]["seed"]) for sw in rec.values() for v in sw["values"]}))
+    return ((rec["n_runs"], rec["seeds"]["seed"]),)
 
 
 def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
-                 teacher_task: Optional[Mapping[str, Any]] = None, progress: bool = False,
-                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                 teacher_task: Optional[Mapping[str, Any]] = None, mitigations: Optional[Mapping[str, Any]] = None,
+                 split_heads: Optional[Mapping[str, Any]] = None, sweeps: Optional[Mapping[str, Any]] = None,
+                 progress: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """The single-step quantities of every setting of the given study records, against their gains.
 
     ``input_families``: a record of :func:`~subliminal_mlp.studies.input_families.run_input_families`
     (``read_results("figures/input_families.json")``); ``teacher_task``: one of
-    :func:`~subliminal_mlp.studies.teacher_task.run_teacher_task` (its classes and teacher-epochs
-    parts). Each record's protocol (config, seeds, settings) is rerun with 0 student epochs, on
-    ``data`` (the dataset the records were made on: checked by checksum). The records must share
-    their config's protocol (``n_runs``, seed). Returns the record (format ``subliminal-mlp/one-step``,
-    version 1)::
+    :func:`~subliminal_mlp.studies.teacher_task.run_teacher_task` (its classes, teacher-epochs and
+    generations parts); ``mitigations``: one of :func:`~subliminal_mlp.studies.mitigations.run_mitigations`;
+    ``split_heads``: one of :func:`~subliminal_mlp.studies.split_heads.run_split_heads` (the students
+    of the teacher's architecture); ``sweeps``: the published sweeps (:func:`read_published_sweeps`).
+    Each record's protocol (config, seeds, settings) is rerun on ``data`` (the dataset the records
+    were made on: checked by checksum) for as long as its first step needs (0 or 1 student epochs;
+    the generations in full). The records must share their runs and seed. The input-families and
+    teacher-task settings use :func:`one_step_metrics` (the paper's student, its first Adam update
+    computed from θ0); the others :func:`update_cosines` (each student's own first update, read in
+    the engine). Without an active teacher cache a temporary one is used, so identical teachers are
+    trained once. Returns the record (format ``subliminal-mlp/one-step``, version 1)::
 
         "settings": [{"family", "label", "key", "gain": {...per run},
                       "cos_update" | "cos_grad": {"own" | "cross": {"mean", "ci95", "values"}},
-                      "A": {...}}],
-        "correlations": {"settings": {quantity: ρ}, "n_settings", "runs": {...}, "families": {...}},
+                      "A": {...} or None}],
+        "correlations": {"settings": {quantity: ρ}, "n_settings", "n_settings_A", "runs": {...},
+                         "families": {...}},
         "sources": {name: {"format", "created"}}, "programs": [...]
 
-    A family is an input family (distribution, subspace, ...) or a teacher-task part (classes,
-    teacher_epochs); ``key`` names the setting, so a setting shown in several families counts once.
+    A family is an input family (distribution, subspace, ...), a teacher-task part (classes,
+    teacher_epochs, generations), a mitigation, a split-heads teacher or a published sweep; ``key``
+    names the setting, so a setting shown in several families counts once in the correlations.
     """
+    import contextlib
+    import tempfile
+
+    from ..core.teacher_cache import TeacherCache, active_teacher_cache, use_teacher_cache
+
     t_start = time.perf_counter()
-    given = {name: rec for name, rec in (("input_families", input_families), ("teacher_task", teacher_task))
-             if rec is not None}
+    given = {name: rec for name, rec in (("input_families", input_families), ("teacher_task", teacher_task),
+                                         ("mitigations", mitigations), ("split_heads", split_heads),
+                                         ("sweeps", sweeps)) if rec}
     if not given:
-        raise ConfigError("give at least one study record: input_families= or teacher_task= (read_results(...)).")
-    for name, rec in given.items():
+        raise ConfigError("give at least one study record: input_families=, teacher_task=, mitigations=, "
+                          "split_heads= (read_results(...)) or sweeps= (read_published_sweeps(...)).")
+    heads = {name: (rec if name != "sweeps" else next(iter(rec.values()))["summary"]) for name, rec in given.items()}
+    for name, rec in heads.items():
         fmt = SOURCES[name][0]
         if rec.get("format") != fmt:
             raise ConfigError(f"{name} is a {rec.get('format')!r} record; give a {fmt} record "
                               f"(read_results('figures/{name}.json')).")
-    configs = {repr(Config.from_dict(rec["config"])) for rec in given.values()}
-    if len(configs) > 1:  # one protocol: the paper's setting of each record is the same computation
-        raise ConfigError("the records were made with different configs (protocol, runs, seed); give records of "
-                          "one protocol.")
-    first_rec = next(iter(given.values()))
-    rec_data = data_record(data, name=first_rec["config"].get("dataset", "mnist"))
-    for name, rec in given.items():
+    protocols = {p for name, rec in given.items() for p in _protocol(name, rec)}
+    if len(protocols) > 1:  # one protocol: the paper's setting of each record is the same computation
+        raise ConfigError(f"the records were made with different runs and seeds {sorted(protocols)}; give records "
+                          "of one protocol.")
+    (n_runs, seed), = protocols
+    first_rec = next(iter(heads.values()))
+    rec_data = data_record(data, name="mnist")
+    for name, rec in heads.items():
         want = rec.get("data", {}).get("sha256")
         if want and rec_data.get("sha256") and want != rec_data["sha256"]:
             raise ConfigError(f"the data differ from those the {name} record was made on (checksums); "
                               "load the same dataset files.")
     entries, programs, first = [], [], None
-    for name, rec in given.items():
-        e, p, f = SOURCES[name][1](rec, data, progress, log)
-        entries += e
-        programs += p
-        first = first or f
-    return envelope(FORMAT, first_rec["config"], n_runs=first_rec["n_runs"], seed=first_rec["seeds"]["seed"],
+    with contextlib.ExitStack() as stack:
+        if active_teacher_cache() is None:
+            stack.enter_context(use_teacher_cache(TeacherCache(stack.enter_context(tempfile.TemporaryDirectory()))))
+        for name, rec in given.items():
+            e, p, f = SOURCES[name][1](rec, data, progress, log)
+            entries += e
+            programs += [{**q, "source": name} for q in p]
+            first = first or f
+    return envelope(FORMAT, first_rec["config"], n_runs=n_runs, seed=seed,
                     data=rec_data, devices=first.devices,
                     timing={"compile_s": sum(p["compile_s"] for p in programs),
                             "run_s": sum(p["run_s"] for p in programs), "total_s": time.perf_counter() - t_start},
                     settings=entries, correlations=correlations(entries),
                     sources={name: {"format": rec["format"], "created": rec.get("created")}
-                             for name, rec in given.items()},
+                             for name, rec in heads.items()},
                     programs=programs,
-                    definitions={"cos_update": "cos(first Adam update of the student, θT − θ0)",
+                    definitions={"cos_update": "cos(the student's first optimiser update, θT − θ0)",
                                  "cos_grad": "cos(−∇L_S at the start, θT − θ0)",
-                                 "A": "first-order coefficient at θ0, teacher's first task step (theorem, §2)",
-                                 "gain": "acc(student_aux) − acc(cross_aux), from the source record"})
+                                 "A": "first-order coefficient at θ0, teacher's first task step (theorem, §2); "
+                                      "None where the student is not the theorem's",
+                                 "gain": "acc(student) − acc(its cross-model control), from the source record"})
 
 
 def format_one_step_table(record: dict[str, Any]) -> str:
@@ -369,10 +666,11 @@ def format_one_step_table(record: dict[str, Any]) -> str:
         cu, cg = e["cos_update"], e["cos_grad"]
         lines.append(f"{e['family']:<13} {e['label']:<16} {e['gain']['mean']:>+8.3f} "
                      f"{cu['own']['mean']:>8.4f} ({cu['cross']['mean']:+.4f}) "
-                     f"{cg['own']['mean']:>8.4f} ({cg['cross']['mean']:+.4f}) {e['A']['mean']:>10.3g}")
+                     f"{cg['own']['mean']:>8.4f} ({cg['cross']['mean']:+.4f}) "
+                     + ("—".rjust(10) if e["A"] is None else f"{e['A']['mean']:>10.3g}"))
     c = record["correlations"]
     fmt = lambda v: "—" if v is None else f"{v:+.2f}"  # noqa: E731
-    lines.append(f"Spearman ρ with the gain over {c['n_settings']} settings: "
+    lines.append(f"Spearman ρ with the gain over {c['n_settings']} settings ({c.get('n_settings_A', '')} with A): "
                  + ", ".join(f"{q} {fmt(c['settings'][q])}" for q in QUANTITIES))
     for f, v in c["families"].items():
         lines.append(f"  within {f} ({v['n_settings']}): " + ", ".join(f"{q} {fmt(v[q])}" for q in QUANTITIES))
@@ -392,7 +690,7 @@ def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
     c = record["correlations"]
     for ax, q in zip(axes, QUANTITIES):
         for f in fams:
-            es = [e for e in record["settings"] if e["family"] == f]
+            es = [e for e in record["settings"] if e["family"] == f and _value(e, q) is not None]
             x = [_value(e, q)["mean"] for e in es]
             ax.errorbar(x, [e["gain"]["mean"] for e in es], xerr=[_value(e, q)["ci95"] or 0 for e in es],
                         yerr=[e["gain"]["ci95"] or 0 for e in es], ls="none", marker="o", ms=4, capsize=2,
@@ -402,7 +700,7 @@ def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.scatter(xs, [e["gain"]["mean"] * 0 for e in record["settings"]], marker="x", s=14, color="#888888",
                        label="cross start θ0' (at gain 0)")
         if q == "A":  # A spans orders of magnitude (it grows with the input scale): a symmetric-log axis
-            positive = [_value(e, q)["mean"] for e in record["settings"] if _value(e, q)["mean"] > 0]
+            positive = [e["A"]["mean"] for e in record["settings"] if e["A"] is not None and e["A"]["mean"] > 0]
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
         rho = c["settings"][q]
         ax.set_title(f"{titles[q]}\nSpearman ρ = {'—' if rho is None else f'{rho:+.2f}'} "
@@ -422,10 +720,12 @@ def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
 def _csv_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
     out = []
     for e in record["settings"]:
+        n = len(e["gain"]["values"])
         cols = [e["gain"]["values"], e["cos_update"]["own"]["values"], e["cos_grad"]["own"]["values"],
-                e["cos_update"]["cross"]["values"], e["cos_grad"]["cross"]["values"], e["A"]["values"]]
+                e["cos_update"]["cross"]["values"], e["cos_grad"]["cross"]["values"],
+                [None] * n if e["A"] is None else e["A"]["values"]]
         for i, vals in enumerate(zip(*cols)):
-            out.append([e["family"], e["label"], i, *(f"{v:.6g}" for v in vals)])
+            out.append([e["family"], e["label"], i, *("" if v is None else f"{v:.6g}" for v in vals)])
     return ["family", "setting", "run", "gain", "cos_update_own", "cos_grad_own", "cos_update_cross",
             "cos_grad_cross", "A"], out
 

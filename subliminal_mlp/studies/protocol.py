@@ -49,6 +49,17 @@ class ProtocolSettings:
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
 
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The settings of a record's ``config`` (:meth:`to_dict`; lists back to tuples); unknown keys are an error."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no setting {unknown}: the record was made by another version.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def to_dict(self) -> dict:
         """JSON-ready settings (tuples as lists), the ``config`` of the study's record."""
         from dataclasses import asdict
