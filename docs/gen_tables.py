@@ -223,7 +223,11 @@ def omitted_digit() -> str:
 
 FAMILY_LABELS = {"distribution": "pixel distribution", "subspace": "random subspace, k =",
                  "correlated": "spatial correlation", "distinct": "distinct images, d =", "scale": "scale, s =",
-                 "teacher_epochs": "teacher task: teacher epochs", "classes": "teacher task: classes"}
+                 "teacher_epochs": "teacher task: teacher epochs", "classes": "teacher task: classes",
+                 "generations": "teacher task: generations", "liminal": "mitigation: liminal training",
+                 "weight_decay": "mitigation: weight decay", "sgd": "mitigation: plain SGD",
+                 "projection": "mitigation: gradient projection", "split-head MLP": "split heads: split-head MLP",
+                 "single-head MLP": "split heads: single-head MLP"}
 
 
 def input_families() -> str:
@@ -259,8 +263,8 @@ def one_step() -> str:
         rows.append([FAMILY_LABELS.get(e["family"], e["family"]), e["label"],
                      f"{e['gain']['mean']:+.3f} ± {e['gain']['ci95']:.3f}",
                      _pm(e["cos_update"]["own"], 4), _pm(e["cos_update"]["cross"], 4), _pm(e["cos_grad"]["own"], 4),
-                     f"{e['A']['mean']:.3g} ± {e['A']['ci95']:.1g}"])
-    return _table(["family", "setting", f"gain ({r['n_runs']} runs)", "cos(first Adam update, θT − θ0), θ0",
+                     "—" if e["A"] is None else f"{e['A']['mean']:.3g} ± {e['A']['ci95']:.1g}"])
+    return _table(["family", "setting", f"gain ({r['n_runs']} runs)", "cos(first update, θT − θ0), θ0",
                    "same, cross start θ0'", "cos(−∇L_S, θT − θ0), θ0", "A"], rows)
 
 
@@ -269,11 +273,12 @@ def one_step_correlations() -> str:
     c = _read("one_step.json")["correlations"]
     fmt = lambda v: "—" if v is None else f"{v:+.2f}"  # noqa: E731
     qs = ("cos_update", "cos_grad", "A")
-    rows = [[f"all distinct settings ({c['n_settings']}), their means", *(fmt(c["settings"][q]) for q in qs)],
+    rows = [[f"all distinct settings ({c['n_settings']}; {c.get('n_settings_A', c['n_settings'])} with A), their means",
+             *(fmt(c["settings"][q]) for q in qs)],
             ["all distinct settings, every run", *(fmt(c["runs"][q]) for q in qs)]]
     rows += [[f"within {FAMILY_LABELS.get(f, f).rstrip(' =,')} ({v['n_settings']})", *(fmt(v[q]) for q in qs)]
              for f, v in c["families"].items()]
-    return _table(["Spearman ρ with the gain", "cos(first Adam update)", "cos(−∇L_S)", "A"], rows)
+    return _table(["Spearman ρ with the gain", "cos(first update)", "cos(−∇L_S)", "A"], rows)
 
 
 TEACHER_TASK_PARTS = {"classes": "K (digits 0..K−1)", "teacher_epochs": "teacher epochs",

@@ -640,7 +640,7 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
             stack.enter_context(use_teacher_cache(TeacherCache(stack.enter_context(tempfile.TemporaryDirectory()))))
         for name, rec in given.items():
             e, p, f = SOURCES[name][1](rec, data, progress, log)
-            entries += e
+            entries += [{"source": name, **x} for x in e]
             programs += [{**q, "source": name} for q in p]
             first = first or f
     return envelope(FORMAT, first_rec["config"], n_runs=n_runs, seed=seed,
@@ -677,20 +677,27 @@ def format_one_step_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: How the figure names each source record.
+SOURCE_LABELS = {"input_families": "input families", "teacher_task": "teacher task", "mitigations": "mitigations",
+                 "split_heads": "split heads", "sweeps": "published sweeps"}
+
+
 def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Three panels, one per quantity (shared start): the gain against it, one point per setting,
-    mean ± 95 % CI over the runs on both axes, coloured by family; ρ in each title."""
+    mean ± 95 % CI over the runs on both axes, coloured by source record; ρ in each title."""
     from ..report.plotting import plt, save_figure, settings_caption
 
-    fams = list(dict.fromkeys(e["family"] for e in record["settings"]))
-    colors = dict(zip(fams, plt.get_cmap("tab10").colors))
+    # One colour per source record (a family's name is in the table beside the figure; there are too many to colour).
+    group = lambda e: SOURCE_LABELS.get(e.get("source"), e["family"])  # noqa: E731
+    fams = list(dict.fromkeys(group(e) for e in record["settings"]))
+    colors = dict(zip(fams, plt.get_cmap("tab10").colors * (1 + len(fams) // 10)))
     titles = {"cos_update": "cos(first Adam update, θT − θ0)", "cos_grad": "cos(−∇L_S(θ0), θT − θ0)",
               "A": "A (theorem, teacher's first step)"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     c = record["correlations"]
     for ax, q in zip(axes, QUANTITIES):
         for f in fams:
-            es = [e for e in record["settings"] if e["family"] == f and _value(e, q) is not None]
+            es = [e for e in record["settings"] if group(e) == f and _value(e, q) is not None]
             x = [_value(e, q)["mean"] for e in es]
             ax.errorbar(x, [e["gain"]["mean"] for e in es], xerr=[_value(e, q)["ci95"] or 0 for e in es],
                         yerr=[e["gain"]["ci95"] or 0 for e in es], ls="none", marker="o", ms=4, capsize=2,
