@@ -691,7 +691,7 @@ def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
     group = lambda e: SOURCE_LABELS.get(e.get("source"), e["family"])  # noqa: E731
     fams = list(dict.fromkeys(group(e) for e in record["settings"]))
     colors = dict(zip(fams, plt.get_cmap("tab10").colors * (1 + len(fams) // 10)))
-    titles = {"cos_update": "cos(first Adam update, θT − θ0)", "cos_grad": "cos(−∇L_S(θ0), θT − θ0)",
+    titles = {"cos_update": "cos(first optimiser update, θT − θ0)", "cos_grad": "cos(−∇L_S at the start, θT − θ0)",
               "A": "A (theorem, teacher's first step)"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     c = record["correlations"]
@@ -710,8 +710,9 @@ def plot_one_step(record: dict[str, Any], path: str | os.PathLike) -> Path:
             positive = [e["A"]["mean"] for e in record["settings"] if e["A"] is not None and e["A"]["mean"] > 0]
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
         rho = c["settings"][q]
+        n = c.get("n_settings_A", c["n_settings"]) if q == "A" else c["n_settings"]
         ax.set_title(f"{titles[q]}\nSpearman ρ = {'—' if rho is None else f'{rho:+.2f}'} "
-                     f"({c['n_settings']} settings)", fontsize=9.5)
+                     f"({n} settings)", fontsize=9.5)
         ax.set_xlabel(titles[q], fontsize=8.5)
         ax.set_ylabel("gain: student − cross-model (accuracy)", fontsize=8.5)
         ax.axhline(0, color="#cccccc", lw=0.8)
