@@ -494,6 +494,31 @@ def cpu_step() -> str:
     return _table(["step", "time", "of the peak", "a matmul running", "its FLOPs at the peak"], rows)
 
 
+#: Session 8's comparison of the engine with the code before it (``c45de7f``), on one host in one session.
+CPU_ENGINE_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23-engine-vs-pre-engine"
+#: Its logs, in the order they ran: (label, protocol log, step log or None).
+CPU_ENGINE_RUNS = (("engine (HEAD, 1st)", "protocol-head-1", "step-head"),
+                   ("pre-engine (`c45de7f`)", "protocol-pre-engine-c45de7f", "step-pre-engine-c45de7f"),
+                   ("engine (HEAD, 2nd)", "protocol-head-2", None))
+
+
+def cpu_engine_vs_pre_engine() -> str:
+    """The protocol and the two steps at HEAD and at the last commit before the engine (``bench_protocol``,
+    ``bench_step``)."""
+    rows = []
+    for label, protocol, step in CPU_ENGINE_RUNS:
+        t = _Log(CPU_ENGINE_LOGS, protocol)
+        best = t.find(r"protocol wall times: ([\d.]+),")[1]
+        peak = t.find(r"fp32 matmul peak \(XLA, \d+x\d+\): (\d+) GFLOP/s")[1]
+        ratio = t.find(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
+        ms = ["—", "—"]
+        if step:
+            ms = [f"{v} ms" for v in re.findall(r"\n\w+ step \(.+?\): ([\d.]+) ms per step", _Log(CPU_ENGINE_LOGS, step).text)]
+        rows.append([label, f"{best} s", f"{peak} GFLOP/s", f"{ratio[1]} / {ratio[2]}", *ms])
+    return _table(["code", "protocol, 2 runs, best of 5", "matmul peak", "ratio (best / median)", "teacher step",
+                   "distillation step"], rows)
+
+
 def cpu_theory() -> str:
     """The theorem's single-step sweep in float64 on 2 CPU cores (``cpu.sh theory``)."""
     return _theory_table(_Log(CPU_LOGS, "theory"))
@@ -571,7 +596,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "one_step": one_step, "one_step_correlations": one_step_correlations,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
-    "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
+    "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
     "split_heads_single": split_heads_single,
 }
