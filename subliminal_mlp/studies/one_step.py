@@ -19,14 +19,18 @@ distillation (:func:`one_step_metrics`):
   (:func:`~subliminal_mlp.theory.kernels.first_order_coefficient`).
 
 Both cosines are computed from the shared start θ0 (``student_aux``) and from another run's θ0'
-(``cross_aux``, the control). The study (:func:`run_one_step`) reruns each setting of the record
-with 0 student epochs (the same seeds, so the same teachers, inputs and first batches: only the
-single-step quantities are computed) and pairs them with the record's per-run gains
-``acc(student_aux) − acc(cross_aux)``. It reports Spearman's rank correlation between each quantity
-and the gain across all settings (each distinct setting once) and within each family.
+(``cross_aux``, the control). For a student whose loss, start, penalty or optimiser is not the
+paper's, :func:`update_cosines` reads the same two cosines inside the engine at its first step
+(``StepView.updates``: the update its own optimiser applies), and :func:`first_step` runs an
+experiment for that one epoch. The study (:func:`run_one_step`) reruns each setting of the given
+records (input families, teacher task, mitigations, split heads, the published sweeps) with the
+same seeds, so the same teachers, inputs and first batches, and pairs the single-step quantities
+with the record's per-run gains (the shared-start student's accuracy minus its control's). It
+reports Spearman's rank correlation between each quantity and the gain across all settings (each
+distinct setting once) and within each family.
 
-Example (a tiny record, about two minutes on a laptop; the committed figure uses
-``figures/input_families.json``, ``experiments/one_step.py``)::
+Example (a tiny record, about two minutes on a laptop; the committed figure reads every committed
+study record: ``experiments/one_step.py``)::
 
     from subliminal_mlp import Config, load_mnist
     from subliminal_mlp.studies.input_families import InputFamilySettings, run_input_families
