@@ -165,6 +165,12 @@ def mitigation_experiment(family: str, settings: MitigationSettings) -> Experime
                       name=f"mitigations/{family}")
 
 
+def teachers_experiment(settings: MitigationSettings) -> Experiment:
+    """The program that trains the runs' teachers once, without student steps (no strength changes them):
+    run it with ``keep_teachers=True`` and pass its ``teachers`` to every family's experiment."""
+    return mitigation_experiment("liminal", settings).replace(student_epochs=0, trace={}, track_losses=False)
+
+
 def _stat(values) -> dict[str, Any]:
     m, ci = mean_ci95(values)
     return {"mean": m, "ci95": ci}
@@ -203,9 +209,8 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
     # pass them to every family, so no program trains a teacher per swept value.
     log(f"mitigations: the teachers ({s.n_runs} runs)")
     t0 = time.perf_counter()
-    first = engine.run(mitigation_experiment("liminal", s).replace(student_epochs=0, trace={}, track_losses=False),
-                       task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True, run_batch=s.run_batch,
-                       progress=progress)
+    first = engine.run(teachers_experiment(s), task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True,
+                       run_batch=s.run_batch, progress=progress)
     teachers, teacher_wall = first.teachers, time.perf_counter() - t0
     compile_s, run_s = first.compile_s, first.run_s
     for family, sweep in s.sweeps().items():

@@ -368,9 +368,8 @@ def _mitigations_settings(record: Mapping[str, Any], data, progress, log) -> tup
     task = engine.Task.from_dataset(data)
     t0 = time.perf_counter()
     log(f"one_step:mitigations: the teachers ({s.n_runs} runs)")
-    first = engine.run(mit.mitigation_experiment("liminal", s).replace(student_epochs=0, trace={}, track_losses=False),
-                       task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True, run_batch=s.run_batch,
-                       progress=progress, log=log)
+    first = engine.run(mit.teachers_experiment(s), task, n_runs=s.n_runs, seed=s.seed, keep_teachers=True,
+                       run_batch=s.run_batch, progress=progress, log=log)
     programs = [_program("one_step:mitigations:teachers", 0, first, t0)]
     entries = []
     for family, sweep in s.sweeps().items():
@@ -480,9 +479,9 @@ def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, lo
         field = summ["param"]
         cfgs = [Config.from_dict(r["config"]) for r in recs]
         keys = [_sweep_key(c) for c in cfgs]
-        todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in done and k not in keys[:i]))
+        todo = [i for i, k in enumerate(keys) if k not in done and k not in keys[:i]]  # each new setting once
         traced = field in f10.HPARAM_FIELDS and len(todo) > 1
-        for group in ([todo] if traced else [[i] for i in todo]) if todo else []:
+        for group in [todo] if traced else [[i] for i in todo]:
             c0 = cfgs[group[0]]
             exp = f10.experiment_from_config(c0, swept=[field] if traced else ()).replace(
                 name=f"one_step:sweep:{name}:" + ",".join(summ["labels"][i] for i in group))
