@@ -21,7 +21,6 @@ import argparse
 import collections
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_protocol import best_seconds, matmul_peak  # noqa: E402
+from xla_trace import covered_ns, trace_events  # noqa: E402
 
 from subliminal_mlp import Config, engine, inputs, load_mnist  # noqa: E402
 from subliminal_mlp.report.flops import forward_flops, train_step_flops  # noqa: E402
@@ -54,36 +54,6 @@ def kernel_kinds(hlo: str) -> tuple[set[str], dict[str, str]]:
             scopes = [p for p in op.group(1).split("/") if p != "body"]
             origin[name] = "/".join(p for p in scopes if not p.startswith(("while", "closed_call", "jit(")))
     return matmuls, origin
-
-
-def trace_events(run) -> list[tuple[int, int, str]]:
-    """(start ns, end ns, kernel name) of every XLA kernel executed while ``run()`` runs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        with jax.profiler.trace(tmp):
-            run()
-        pb = sorted(Path(tmp).rglob("*.xplane.pb"))[-1]
-        profile = jax.profiler.ProfileData.from_file(str(pb))
-    skip = ("ThunkExecutor", "Threadpool", "end:", "SlinkyThreadPool", "while")
-    events = []
-    for plane in profile.planes:
-        for line in plane.lines:
-            if not line.name.startswith("tf_XLAEigen"):
-                continue
-            events += [(e.start_ns, e.start_ns + e.duration_ns, e.name) for e in line.events
-                       if not e.name.startswith(skip)]
-    return sorted(events)
-
-
-def covered_ns(intervals) -> int:
-    """Length of the union of ``(start, end)`` intervals."""
-    total, cur = 0, None
-    for s, e in sorted(intervals):
-        if cur is None or s > cur[1]:
-            total += 0 if cur is None else cur[1] - cur[0]
-            cur = [s, e]
-        else:
-            cur[1] = max(cur[1], e)
-    return total + (0 if cur is None else cur[1] - cur[0])
 
 
 def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: float, top: int):
