@@ -450,13 +450,38 @@ def read_published_sweeps(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _sweep_key(cfg: Config) -> str:
-    """A setting of a sweep, named by the fields that differ from the paper's (``n_runs`` and ``run_batch`` aside)."""
+#: The protocol every source record states (its ``config``), in Config's names; ProtocolSettings
+#: calls the widths ``hidden``. A record whose protocol differs from the paper's qualifies its keys.
+PROTOCOL_FIELDS = ("hidden_widths", "aux_logits", "learning_rate", "batch_size", "teacher_epochs",
+                   "student_epochs", "n_noise")
+
+
+def _protocol_changes(config: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The :data:`PROTOCOL_FIELDS` of a record's ``config`` that differ from the paper's (``skip`` aside)."""
+    paper = Config().to_dict()
+    c = dict(config)
+    if "hidden" in c:
+        c["hidden_widths"] = c["hidden"]
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return {k: norm(c[k]) for k in PROTOCOL_FIELDS if k in c and k not in skip and norm(c[k]) != norm(paper[k])}
+
+
+def _qualified(key: str, changes: Mapping[str, Any]) -> str:
+    """``key`` (a setting within its record's protocol) made global: ``key@field=value,...`` where the
+    protocol is not the paper's, so equal keys always name the same computation."""
+    return key if not changes else key + "@" + ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+
+
+def _sweep_key(cfg: Config, param: str) -> str:
+    """A setting of a sweep of ``param``, named by the fields that differ from the paper's (``n_runs``
+    and ``run_batch`` aside); protocol fields other than ``param`` qualify it (:func:`_qualified`)."""
     paper = Config(n_runs=cfg.n_runs, seed=cfg.seed, run_batch=cfg.run_batch)
     if cfg.init_noise == 0:  # no noise: its kind does not matter
         cfg = cfg.replace(init_noise_kind=paper.init_noise_kind)
-    changed = {k: v for k, v in cfg.to_dict().items() if v != paper.to_dict()[k]}
-    return PAPER if not changed else "config:" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+    protocol = _protocol_changes(cfg.to_dict(), skip=(param,))
+    changed = {k: v for k, v in cfg.to_dict().items() if v != paper.to_dict()[k] and k not in protocol}
+    key = PAPER if not changed else "config:" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+    return _qualified(key, protocol)
 
 
 def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, log) -> tuple[list[dict], list[dict], Any]:
@@ -478,7 +503,7 @@ def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, lo
         summ, recs = sw["summary"], sw["values"]
         field = summ["param"]
         cfgs = [Config.from_dict(r["config"]) for r in recs]
-        keys = [_sweep_key(c) for c in cfgs]
+        keys = [_sweep_key(c, field) for c in cfgs]
         todo = [i for i, k in enumerate(keys) if k not in done and k not in keys[:i]]  # each new setting once
         traced = field in f10.HPARAM_FIELDS and len(todo) > 1
         for group in [todo] if traced else [[i] for i in todo]:
@@ -531,12 +556,15 @@ def _program(name: str, settings: int, res, t0: float) -> dict[str, Any]:
 def correlations(entries: list[dict]) -> dict[str, Any]:
     """Spearman's ρ between each quantity (of the shared start) and the gain.
 
-    ``settings``: over the settings' means, each distinct setting (``key``) once; ``runs``: over every
+    ``settings``: over the settings' means, each distinct setting (``key``) once (its first entry,
+    with A from any of its entries that records it); ``runs``: over every
     (setting, run) pair; ``families``: over the settings of each family with at least 3 of them.
     """
     first_seen: dict[str, dict] = {}
-    for e in entries:  # a setting shown by several records counts once (its first entry)
-        first_seen.setdefault(e["key"], e)
+    for e in entries:  # a setting shown by several records counts once: its first entry, A from any that has it
+        kept = first_seen.setdefault(e["key"], e)
+        if kept["A"] is None and e["A"] is not None:
+            first_seen[e["key"]] = {**kept, "A": e["A"]}
     distinct = list(first_seen.values())
 
     def rho(es, q):
@@ -605,7 +633,9 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
 
     A family is an input family (distribution, subspace, ...), a teacher-task part (classes,
     teacher_epochs, generations), a mitigation, a split-heads teacher or a published sweep; ``key``
-    names the setting, so a setting shown in several families counts once in the correlations.
+    names the setting, so a setting shown in several families counts once in the correlations. A
+    record made with another protocol than the paper's (:data:`PROTOCOL_FIELDS`: a tiny one, say)
+    has its keys qualified by it (``paper@batch_size=512,...``): equal keys are the same computation.
     """
     import contextlib
     import tempfile
@@ -643,7 +673,8 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
             stack.enter_context(use_teacher_cache(TeacherCache(stack.enter_context(tempfile.TemporaryDirectory()))))
         for name, rec in given.items():
             e, p, f = SOURCES[name][1](rec, data, progress, log)
-            entries += [{"source": name, **x} for x in e]
+            changes = {} if name == "sweeps" else _protocol_changes(rec["config"])  # a sweep's keys are global
+            entries += [{"source": name, **x, "key": _qualified(x["key"], changes)} for x in e]
             programs += [{**q, "source": name} for q in p]
             first = first or f
     return envelope(FORMAT, first_rec["config"], n_runs=n_runs, seed=seed,
