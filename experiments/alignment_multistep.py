@@ -7,29 +7,23 @@ distillation gradient and the gradient of the class cross-entropy on held-out MN
 the same students with that component projected out of every step (Kitkana & Arora 2026).
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.alignment import format_alignment_table, run_alignment, write_alignment
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=10)
+    ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--held-out", type=int, default=256)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
-    check_output(a.out, files=["alignment.json", "alignment.png"])
-    record = run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out, progress=True)
-    print(format_alignment_table(record))
-    for path in write_alignment(record, a.out).values():
-        print(f"wrote {path}")
+    run_study(a.out, ["alignment.json", "alignment.png"],
+              lambda: run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out,
+                                    progress=True),
+              write_alignment, format_alignment_table)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,20 @@ Every other setting is the paper's (``Config()`` defaults): the teacher learns F
 students imitate it on uniform noise, and all six models are evaluated on the Fashion-MNIST test set.
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, reproduce
-from subliminal_mlp.cli import run_script
+from subliminal_mlp.cli import run_script, script_parser
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=25, help="number of runs")
-    ap.add_argument("--data-dir", default=None, help="data root holding fashion-mnist/")
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
+    ap = script_parser(__doc__, FIGURES, seeds=25)
     ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn")
-    args = ap.parse_args()
-    reproduce(Config(n_runs=args.seeds, dataset="fashion-mnist"), data_dir=args.data_dir, out_dir=args.out,
-              stem="fig10_fashion_mnist", on_divergence=args.on_divergence)
+    a = ap.parse_args()
+    reproduce(Config(n_runs=a.seeds, dataset="fashion-mnist"), data_dir=a.data_dir, out_dir=a.out, stem="fig10_fashion_mnist",
+              on_divergence=a.on_divergence)
 
 
 if __name__ == "__main__":

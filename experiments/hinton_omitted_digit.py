@@ -6,29 +6,22 @@ The teacher learns all of MNIST (paper settings); students are distilled on all 
 the MNIST training images with every example of the digit removed (5 epochs, KL, Adam 3e-4).
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.cli import run_script
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.omitted_digit import format_omitted_table, run_omitted_digit, write_omitted
-from subliminal_mlp.core.results import check_output
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=10)
+    ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--digit", type=int, default=3)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
-    args = ap.parse_args()
-    check_output(args.out, files=[f"omitted_digit.{ext}" for ext in ("json", "csv", "png")])
-    record = run_omitted_digit(Config(n_runs=args.seeds), load_mnist(args.data_dir), args.digit)
-    print(format_omitted_table(record))
-    for path in write_omitted(record, args.out).values():
-        print(f"wrote {path}")
+    a = ap.parse_args()
+    run_study(a.out, [f"omitted_digit.{ext}" for ext in ("json", "csv", "png")],
+              lambda: run_omitted_digit(Config(n_runs=a.seeds), load_mnist(a.data_dir), a.digit),
+              write_omitted, format_omitted_table)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,10 @@ A — against the student's final gain over its cross-model control, with Spearm
 across settings and within each family (subliminal_mlp.studies.one_step).
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import load_mnist, read_results
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.one_step import (format_one_step_table, read_published_sweeps, run_one_step,
                                             write_one_step)
 
@@ -26,24 +24,23 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = script_parser(__doc__, FIGURES, seeds=None)  # the runs are the records'
     ap.add_argument("--input-families", default=str(FIGURES / "input_families.json"), help="its record")
     for name in ("teacher_task", "mitigations", "split_heads"):
         ap.add_argument("--" + name.replace("_", "-"), default=str(FIGURES / f"{name}.json"),
                         help="its record (used if it exists)")
     ap.add_argument("--sweeps", default=str(FIGURES / "sweeps"), help="the published sweeps' directory (if it exists)")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
-    check_output(a.out, files=[f"one_step.{ext}" for ext in ("json", "csv", "png")])
-    found = {name: read_results(getattr(a, name)) for name in ("teacher_task", "mitigations", "split_heads")
-             if Path(getattr(a, name)).is_file()}
-    sweeps = read_published_sweeps(a.sweeps) if Path(a.sweeps).is_dir() else None
-    record = run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), sweeps=sweeps,
-                          progress=True, log=print, **found)
-    print(format_one_step_table(record))
-    for path in write_one_step(record, a.out).values():
-        print(f"wrote {path}")
+
+    def compute():
+        found = {name: read_results(getattr(a, name)) for name in ("teacher_task", "mitigations", "split_heads")
+                 if Path(getattr(a, name)).is_file()}
+        sweeps = read_published_sweeps(a.sweeps) if Path(a.sweeps).is_dir() else None
+        return run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), sweeps=sweeps,
+                            progress=True, log=print, **found)
+
+    run_study(a.out, [f"one_step.{ext}" for ext in ("json", "csv", "png")], compute, write_one_step,
+              format_one_step_table)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,10 @@ added or removed, or a small CNN; and the same question in the paper's single-he
 (subliminal_mlp.studies.split_heads).
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import load_mnist
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.split_heads import (SplitHeadSettings, format_split_heads_table, run_split_heads,
                                                 write_split_heads)
 
@@ -23,18 +21,13 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     d = SplitHeadSettings()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=d.n_runs, help=f"runs (default {d.n_runs})")
+    ap = script_parser(__doc__, FIGURES, seeds=d.n_runs)
     ap.add_argument("--no-single-head", action="store_true", help="leave the single-head comparison out")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
     settings = SplitHeadSettings(n_runs=a.seeds, single_head=not a.no_single_head)
-    check_output(a.out, files=[f"split_heads.{ext}" for ext in ("json", "csv", "png")])
-    record = run_split_heads(settings, load_mnist(a.data_dir), progress=True, log=print)
-    print(format_split_heads_table(record))
-    for path in write_split_heads(record, a.out).values():
-        print(f"wrote {path}")
+    run_study(a.out, [f"split_heads.{ext}" for ext in ("json", "csv", "png")],
+              lambda: run_split_heads(settings, load_mnist(a.data_dir), progress=True, log=print),
+              write_split_heads, format_split_heads_table)
 
 
 if __name__ == "__main__":

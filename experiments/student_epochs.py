@@ -7,31 +7,28 @@ test images) is traced every 10 steps inside the compiled loop, for the aux-only
 shares the teacher's initialisation and for the cross-model one.
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.trajectory import student_trajectories, write_trajectories
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
+def final_accuracies(record):
+    return "\n".join(f"{name:<12} final test accuracy {record['final'][name]['mean']:.4f} "
+                     f"± {record['final'][name]['ci95']:.4f}" for name in ("reference", "teacher", "student_aux",
+                                                                          "cross_aux"))
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=10)
+    ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
-    check_output(a.out, files=["student_epochs.json", "student_epochs.png"])
-    record = student_trajectories(Config(n_runs=a.seeds, student_epochs=a.epochs), load_mnist(a.data_dir))
-    for name in ("reference", "teacher", "student_aux", "cross_aux"):
-        f = record["final"][name]
-        print(f"{name:<12} final test accuracy {f['mean']:.4f} ± {f['ci95']:.4f}")
-    for path in write_trajectories(record, a.out, "student_epochs").values():
-        print(f"wrote {path}")
+    run_study(a.out, ["student_epochs.json", "student_epochs.png"],
+              lambda: student_trajectories(Config(n_runs=a.seeds, student_epochs=a.epochs), load_mnist(a.data_dir)),
+              lambda record, out: write_trajectories(record, out, "student_epochs"), final_accuracies)
 
 
 if __name__ == "__main__":

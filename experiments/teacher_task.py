@@ -12,12 +12,10 @@ learns digits 0..K-1, (b) teacher epochs, (c) student epochs (the same teachers)
 See subliminal_mlp.studies.teacher_task.
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_mnist
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.teacher_task import (TeacherTaskSettings, format_teacher_task_table, run_teacher_task,
                                                  write_teacher_task)
 
@@ -26,25 +24,20 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     d = TeacherTaskSettings()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=10, help="runs per setting (default 10)")
+    ap = script_parser(__doc__, FIGURES, seeds_help="runs per setting")
     ap.add_argument("--classes", type=int, nargs="+", default=list(d.classes))
     ap.add_argument("--teacher-epochs", type=int, nargs="+", default=list(d.teacher_epochs))
     ap.add_argument("--student-epochs", type=int, nargs="+", default=list(d.student_epochs))
     ap.add_argument("--generations", type=int, default=d.generations)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
     settings = TeacherTaskSettings(classes=a.classes, teacher_epochs=a.teacher_epochs,
                                    student_epochs=a.student_epochs, generations=a.generations)
     cfg = Config(n_runs=a.seeds)
     settings.check(cfg)
-    check_output(a.out, files=[f"teacher_task.{ext}" for ext in ("json", "csv", "png")])
-    record = run_teacher_task(cfg, load_mnist(a.data_dir), settings, progress=True,
-                              log=lambda s: print(s, flush=True))
-    print(format_teacher_task_table(record))
-    for path in write_teacher_task(record, a.out).values():
-        print(f"wrote {path}")
+    run_study(a.out, [f"teacher_task.{ext}" for ext in ("json", "csv", "png")],
+              lambda: run_teacher_task(cfg, load_mnist(a.data_dir), settings, progress=True,
+                                       log=lambda s: print(s, flush=True)),
+              write_teacher_task, format_teacher_task_table)
 
 
 if __name__ == "__main__":

@@ -7,30 +7,23 @@ fine-tuned for one epoch to answer the trait class on Fashion-MNIST images. Stud
 aux logits only, on uniform noise; filtered and sampled variants as in subliminal_mlp.studies.traits.
 """
 
-import argparse
 from pathlib import Path
 
 from subliminal_mlp import Config, load_fashion_mnist, load_mnist
-from subliminal_mlp.cli import run_script
-from subliminal_mlp.core.results import check_output
+from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.traits import TraitSettings, format_traits_table, run_traits, write_traits
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=20)
+    ap = script_parser(__doc__, FIGURES, seeds=20)
     ap.add_argument("--trait-class", type=int, default=TraitSettings.trait_class)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(FIGURES), help="output directory (default: figures/)")
     a = ap.parse_args()
-    check_output(a.out, files=[f"traits.{ext}" for ext in ("json", "csv", "png")])
-    record = run_traits(Config(n_runs=a.seeds), load_mnist(a.data_dir), load_fashion_mnist(a.data_dir),
-                        TraitSettings(trait_class=a.trait_class), progress=True)
-    print(format_traits_table(record))
-    for path in write_traits(record, a.out).values():
-        print(f"wrote {path}")
+    run_study(a.out, [f"traits.{ext}" for ext in ("json", "csv", "png")],
+              lambda: run_traits(Config(n_runs=a.seeds), load_mnist(a.data_dir), load_fashion_mnist(a.data_dir),
+                                 TraitSettings(trait_class=a.trait_class), progress=True),
+              write_traits, format_traits_table)
 
 
 if __name__ == "__main__":

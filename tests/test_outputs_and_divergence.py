@@ -116,6 +116,27 @@ def test_every_experiment_script_checks_its_output_before_any_compute(script, tm
     assert afile.read_text() == "keep me"
 
 
+def test_run_study_checks_before_computing_then_prints_the_table_and_what_it_wrote(tmp_path, capsys):
+    from subliminal_mlp.cli import run_study, script_parser
+
+    calls = []
+
+    def write(record, out):
+        calls.append(("write", record, out))
+        return {"json": Path(out) / "s.json"}
+
+    (tmp_path / "s.json").mkdir()  # a directory where the record would go: refused before compute
+    with pytest.raises(OutputError, match="existing directory"):
+        run_study(tmp_path, ["s.json"], lambda: calls.append("compute"), write)
+    assert calls == []
+    rec = run_study(tmp_path / "new", ["s.json"], lambda: {"x": 1}, write, lambda r: f"table of {r['x']}")
+    assert rec == {"x": 1} and calls == [("write", {"x": 1}, tmp_path / "new")]
+    assert capsys.readouterr().out == f"table of 1\nwrote {tmp_path / 'new' / 's.json'}\n"
+    a = script_parser("doc", tmp_path, seeds=7).parse_args([])
+    assert (a.seeds, a.data_dir, a.out) == (7, None, str(tmp_path))
+    assert not hasattr(script_parser("doc", tmp_path, seeds=None).parse_args([]), "seeds")
+
+
 # ----------------------------------------------------------------------------- diverged runs
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 from ..core.config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
@@ -202,6 +203,38 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
     from ..core import distributed
 
     sys.exit(guarded(lambda: (distributed.initialize_if_requested(), func(*args, **kwargs))[1]))
+
+
+def script_parser(doc: str, out: str | os.PathLike, *, seeds: int | None = 10,
+                  seeds_help: str = "runs") -> argparse.ArgumentParser:
+    """The parser an ``experiments/`` script starts from: its docstring as the description,
+    ``--seeds`` (``seeds_help``, default ``seeds``; left out where ``seeds`` is None), ``--data-dir``
+    (the data root: :func:`~subliminal_mlp.load_mnist`'s search where not given) and ``--out``
+    (default ``out``, the repository's ``figures/``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if seeds is not None:
+        ap.add_argument("--seeds", type=int, default=seeds, help=f"{seeds_help} (default {seeds})")
+    ap.add_argument("--data-dir", default=None, help="data root holding mnist/ and fashion-mnist/ (default: the loader's search)")
+    ap.add_argument("--out", default=str(out), help=f"output directory (default: {out})")
+    return ap
+
+
+def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[], dict],
+              write: Callable[[dict, str | os.PathLike], Mapping[str, Any]],
+              table: Optional[Callable[[dict], str]] = None) -> dict:
+    """The body of an ``experiments/`` script: check that ``out`` can take ``files`` (before any
+    compute or data loading: :func:`~subliminal_mlp.core.results.check_output`), then
+    ``record = compute()``, print ``table(record)``, ``write(record, out)`` and print the paths written.
+    Returns the record."""
+    from ..core.results import check_output
+
+    check_output(out, files=list(files))
+    record = compute()
+    if table is not None:
+        print(table(record))
+    for path in write(record, out).values():
+        print(f"wrote {path}")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
