@@ -18,8 +18,8 @@ def main():
     ap = script_parser(__doc__, FIGURES, seeds=25)
     ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn")
     a = ap.parse_args()
-    reproduce(Config(n_runs=a.seeds, dataset="fashion-mnist"), data_dir=a.data_dir, out_dir=a.out, stem="fig10_fashion_mnist",
-              on_divergence=a.on_divergence)
+    reproduce(Config(n_runs=a.seeds, dataset="fashion-mnist"), data_dir=a.data_dir, out_dir=a.out,
+              stem="fig10_fashion_mnist", on_divergence=a.on_divergence)
 
 
 if __name__ == "__main__":

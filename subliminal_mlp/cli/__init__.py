@@ -214,7 +214,8 @@ def script_parser(doc: str, out: str | os.PathLike, *, seeds: int | None = 10,
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if seeds is not None:
         ap.add_argument("--seeds", type=int, default=seeds, help=f"{seeds_help} (default {seeds})")
-    ap.add_argument("--data-dir", default=None, help="data root holding mnist/ and fashion-mnist/ (default: the loader's search)")
+    ap.add_argument("--data-dir", default=None,
+                    help="data root holding mnist/ and fashion-mnist/ (default: the loader's search)")
     ap.add_argument("--out", default=str(out), help=f"output directory (default: {out})")
     return ap
 
