@@ -478,8 +478,9 @@ def _sweep_key(cfg: Config, param: str) -> str:
     paper = Config(n_runs=cfg.n_runs, seed=cfg.seed, run_batch=cfg.run_batch)
     if cfg.init_noise == 0:  # no noise: its kind does not matter
         cfg = cfg.replace(init_noise_kind=paper.init_noise_kind)
-    protocol = _protocol_changes(cfg.to_dict(), skip=(param,))
-    changed = {k: v for k, v in cfg.to_dict().items() if v != paper.to_dict()[k] and k not in protocol}
+    mine, theirs = cfg.to_dict(), paper.to_dict()
+    protocol = _protocol_changes(mine, skip=(param,))
+    changed = {k: v for k, v in mine.items() if v != theirs[k] and k not in protocol}
     key = PAPER if not changed else "config:" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
     return _qualified(key, protocol)
 
@@ -656,7 +657,7 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
             raise ConfigError(f"{name} is a {rec.get('format')!r} record; give a {fmt} record "
                               f"(read_results('figures/{name}.json')).")
     protocols = {p for name, rec in given.items() for p in _protocol(name, rec)}
-    if len(protocols) > 1:  # one protocol: the paper's setting of each record is the same computation
+    if len(protocols) > 1:  # one set of runs and seeds: then equal keys (_qualified) are the same computation
         raise ConfigError(f"the records were made with different runs and seeds {sorted(protocols)}; give records "
                           "of one protocol.")
     (n_runs, seed), = protocols
