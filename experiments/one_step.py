@@ -21,20 +21,21 @@ from subliminal_mlp.studies.one_step import (format_one_step_table, read_publish
                                             write_one_step)
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
+#: The study records read when they exist (the input families' record is required).
+OPTIONAL = ("teacher_task", "mitigations", "split_heads")
 
 
 def main():
     ap = script_parser(__doc__, FIGURES, seeds=None)  # the runs are the records'
     ap.add_argument("--input-families", default=str(FIGURES / "input_families.json"), help="its record")
-    for name in ("teacher_task", "mitigations", "split_heads"):
+    for name in OPTIONAL:
         ap.add_argument("--" + name.replace("_", "-"), default=str(FIGURES / f"{name}.json"),
                         help="its record (used if it exists)")
     ap.add_argument("--sweeps", default=str(FIGURES / "sweeps"), help="the published sweeps' directory (if it exists)")
     a = ap.parse_args()
 
     def compute():
-        found = {name: read_results(getattr(a, name)) for name in ("teacher_task", "mitigations", "split_heads")
-                 if Path(getattr(a, name)).is_file()}
+        found = {name: read_results(getattr(a, name)) for name in OPTIONAL if Path(getattr(a, name)).is_file()}
         sweeps = read_published_sweeps(a.sweeps) if Path(a.sweeps).is_dir() else None
         return run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), sweeps=sweeps,
                             progress=True, log=print, **found)
