@@ -13,6 +13,11 @@ from pathlib import Path
 # JAX's default precision feeds matmuls TensorFloat-32 inputs (relative error ~3e-4 measured on an
 # H100), which the tight comparisons with numpy and hand-worked values are not meant to measure.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
+# A relative $SUBLIMINAL_MLP_DATA (the README's `SUBLIMINAL_MLP_DATA=../shared/data`) is relative to where pytest
+# was started: made absolute here, so that the processes the tests start elsewhere (the tutorial's kernel runs in
+# a temporary directory) find the data too.
+if os.environ.get("SUBLIMINAL_MLP_DATA"):
+    os.environ["SUBLIMINAL_MLP_DATA"] = str(Path(os.environ["SUBLIMINAL_MLP_DATA"]).expanduser().resolve())
 
 import jax  # noqa: E402  (after the environment is set, for the subprocesses the tests start too)
 import pytest  # noqa: E402
