@@ -78,6 +78,40 @@ def report(name: str, compiled, args, steps: int, flops_per_step: float, peak: f
     return out[0]
 
 
+def phase_programs(cfg: Config, data):
+    """The engine's two phases of run 0 of ``cfg`` as jitted programs, built from its own steps.
+
+    Returns ``(train, train_args, distil, start)``: ``train(θ0, x, y)`` runs the teacher's epochs
+    (``training.teacher_train_step`` in ``training.scan_epochs``) and returns the teacher;
+    ``distil(start, teacher)`` runs Figure 10's four students as one stacked group through the
+    engine's distillation step and returns their parameters; ``start`` stacks their starts (θ0 or
+    the cross run's θ0).
+    """
+    model, hp = config_model(cfg), {"learning_rate": cfg.learning_rate, "temperature": cfg.temperature}
+    keys = engine.run_keys(cfg.seed, 0)
+    refs = engine.references(model, cfg.seed, 0, cfg.n_runs)
+    x, y = jnp.asarray(data.train_images), jnp.asarray(data.train_labels)
+    opt = adam(cfg.learning_rate)
+
+    def train(p, x, y):
+        step = teacher_train_step(model.apply, cfg.n_classes, opt, x, y, with_loss=False)
+        return scan_epochs(step, (p, opt.init(p)), keys["teacher_shuffle"], x.shape[0], cfg.batch_size,
+                           cfg.teacher_epochs).state[0]
+
+    src = inputs.bind_task(inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)), x)
+    masks = [jnp.stack([output_mask(s.outputs, model.n_classes, model.aux_logits) for s in FIGURE10])]
+
+    def distil(start, teacher):
+        step = engine._distill_step(model, FIGURE10, [list(range(len(FIGURE10)))], masks, hp, src,
+                                    src.prepare(keys["noise"], src.arrays, hp), {"teacher": teacher}, False)
+        state = engine.DistillState(((start, opt.init(start)),), jnp.int32(0))
+        return scan_epochs(step, state, keys["student_shuffle"], src.n, cfg.batch_size,
+                           cfg.student_epochs).state.groups[0][0]
+
+    start = stack_params(*[refs[s.start.which] for s in FIGURE10])
+    return jax.jit(train), (refs["own"], x, y), jax.jit(distil), start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -88,39 +122,19 @@ def main() -> None:
     cfg = Config(n_runs=1, teacher_epochs=args.epochs, student_epochs=args.epochs)
     peak, n = matmul_peak()
     print(f"device: {jax.devices()[0].platform}; fp32 matmul peak (XLA, {n}x{n}): {peak / 1e9:.0f} GFLOP/s")
-    model, hp = config_model(cfg), {"learning_rate": cfg.learning_rate, "temperature": cfg.temperature}
-    keys = engine.run_keys(cfg.seed, 0)
-    refs = engine.references(model, cfg.seed, 0, cfg.n_runs)
-    x, y = jnp.asarray(data.train_images), jnp.asarray(data.train_labels)
+    train, train_args, distil, start = phase_programs(cfg, data)
+    x = train_args[1]
     steps = args.epochs * steps_per_epoch(x.shape[0], cfg.batch_size)
     per_example = train_step_flops(cfg)
-    opt = adam(cfg.learning_rate)
-
-    def train(p, x, y):  # the engine's teacher phase
-        step = teacher_train_step(model.apply, cfg.n_classes, opt, x, y, with_loss=False)
-        return scan_epochs(step, (p, opt.init(p)), keys["teacher_shuffle"], x.shape[0], cfg.batch_size,
-                           args.epochs).state[0]
-
-    teach = compile_program(jax.jit(train), refs["own"], x, y)
-    teacher = report("teacher step (1 model, batch 1024)", teach, (refs["own"], x, y), steps,
+    teach = compile_program(train, *train_args)
+    teacher = report("teacher step (1 model, batch 1024)", teach, train_args, steps,
                      x.shape[0] * args.epochs * per_example / steps, peak, args.top)
-
-    src = inputs.bind_task(inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)), x)
-    masks = [jnp.stack([output_mask(s.outputs, model.n_classes, model.aux_logits) for s in FIGURE10])]
-
-    def distil(start, teacher):  # the engine's distillation phase: Figure 10's students, one stacked group
-        step = engine._distill_step(model, FIGURE10, [list(range(len(FIGURE10)))], masks, hp, src,
-                                    src.prepare(keys["noise"], src.arrays, hp), {"teacher": teacher}, False)
-        state = engine.DistillState(((start, opt.init(start)),), jnp.int32(0))
-        return scan_epochs(step, state, keys["student_shuffle"], src.n, cfg.batch_size,
-                           args.epochs).state.groups[0][0]
-
-    start = stack_params(*[refs[s.start.which] for s in FIGURE10])  # θ0 or the cross run's θ0
-    distil = compile_program(jax.jit(distil), start, teacher)
+    distil = compile_program(distil, start, teacher)
     n_noise = cfg.n_noise * args.epochs
     report(f"distillation step ({len(FIGURE10)} students + the shared teacher forward, batch 1024)", distil,
            (start, teacher), steps, n_noise * (forward_flops(cfg) + len(FIGURE10) * per_example) / steps, peak,
            args.top)
+
 
 if __name__ == "__main__":
     main()
