@@ -4,7 +4,8 @@
 #     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|todo[:i/n]|protocol|batches|theory ...]
 # Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./gpu-logs). With no part named, all but todo run.
 # `todo:i/n` runs shard i of n of the tests that no log in benchmarks/gpu-logs/ names with an outcome yet
-# (benchmarks/gpu_tests_todo.py): the suite does not fit in one 10-minute command on a fresh GPU machine.
+# (benchmarks/gpu_tests_todo.py), spread test by test (--dist load): the suite does not fit in one
+# 10-minute command on a fresh GPU machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs="${1:-gpu-logs}"; shift || true
@@ -21,7 +22,7 @@ for part in ${parts[*]}; do
         todo*)    shard="${part#todo}"; shard="${shard#:}"; shard="${shard:-1/1}"; name="todo-${shard/\//-of-}"
                   python benchmarks/gpu_tests_todo.py benchmarks/gpu-logs/*/tests*.log --shard "$shard" > "$logs/$name.txt"
                   mapfile -t ids < "$logs/$name.txt"
-                  python -m pytest -v -n 15 -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log" ;;
+                  python -m pytest -v -n 15 --dist load -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log" ;;
         protocol) python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
                       2>&1 | tee "$logs/protocol.log" ;;
         batches)  python benchmarks/bench_protocol.py --runs 100 --repeats 1 --scaling --memory-runs 0 \
