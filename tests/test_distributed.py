@@ -65,7 +65,9 @@ def _free_port() -> int:
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", distributed.ENV)}
-    env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", **extra)
+    # one CPU device per process: the suite's XLA flags (tests/conftest.py) but no device count
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", XLA_FLAGS=" ".join(flags), **extra)
     return env
 
 

@@ -241,7 +241,8 @@ TWO_DEVICES = textwrap.dedent("""
 
 
 def test_a_follow_up_experiment_gives_the_same_numbers_on_two_devices(data_root):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()  # + the suite's
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", TWO_DEVICES, str(data_root)], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

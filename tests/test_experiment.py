@@ -140,7 +140,7 @@ def test_experiments_with_their_own_students_take_the_config_variants(variant):
 
 
 @pytest.mark.slow
-def test_the_committed_figure_10_is_regenerated_by_the_current_code(mnist):
+def test_the_committed_figure_10_is_regenerated_by_the_current_code(mnist, xla_defaults):
     # Run 0 of the paper's protocol against figures/fig10_mnist.json (100 runs): its six models do
     # not depend on the number of runs (its cross-model students start from run 1's θ0 whatever
     # the number of runs, cross_run(0, n) = 1; tested above). Where the

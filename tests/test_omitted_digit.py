@@ -35,7 +35,7 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
 
 
 @pytest.mark.slow
-def test_the_committed_omitted_digit_record_is_regenerated_by_the_current_code(data_root):
+def test_the_committed_omitted_digit_record_is_regenerated_by_the_current_code(data_root, xla_defaults):
     # Run 0 against figures/omitted_digit.json (10 runs): its numbers do not depend on the number of
     # runs (its other-init student starts from run 1's θ0 whatever the number: engine.cross_run). In
     # the environment that made the record (same jax/jaxlib, an AVX-512 CPU) they must be equal bit
