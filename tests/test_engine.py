@@ -132,6 +132,24 @@ def test_output_masks_and_perturbed_starts():
     np.testing.assert_allclose(jnp.linalg.norm(delta), jnp.linalg.norm(free), rtol=1e-4)
 
 
+def test_any_experiment_is_described_as_json_and_equal_settings_alike():
+    # A record holds Experiment.describe(): optax transformations, functions, starts and numpy numbers in the
+    # student table and a user's own input source, all as JSON, with no memory address to tell equal settings apart.
+    def table():
+        return (sm.Student("adamw", optimizer=optax.adamw(1e-3, weight_decay=0.1), params={"w": np.float32(0.5)}),
+                sm.Student("sigma", sm.perturbed(0.01), outputs=[10, 11], loss=lambda z, y, mask, w: jnp.sum(w)),
+                sm.Student("chained", optimizer=optax.chain(optax.clip(1.0), optax.sgd(0.1))))
+
+    src = inputs.source(lambda key, idx: jnp.zeros((idx.shape[0], 784)), 64)
+    a, b = (json.loads(json.dumps(TINY.replace(inputs=src, students=table()).describe())) for _ in range(2))
+    assert a == b
+    adamw, sigma, chained = a["students"]
+    assert adamw["params"] == {"w": 0.5} and adamw["optimizer"].startswith("GradientTransformation")
+    assert "0x" not in adamw["optimizer"] and chained["optimizer"].startswith("GradientTransformation")
+    assert sigma["outputs"] == [10, 11] and sigma["loss"] == "<lambda>" and sigma["start"].startswith("perturbed(")
+    assert a["inputs"]["n"] == 64
+
+
 def test_bad_tables_and_models_fail_before_compute(task):
     cases = [
         (TINY.replace(students=()), sm.StudentError, "empty"),
@@ -192,6 +210,9 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     # AdamW's decay θ ← θ − lr·wd·θ over 4 steps shrinks the student by about (1 − 3e-4·100)⁴.
     np.testing.assert_allclose(both.metrics["norm"][1] / both.metrics["norm"][0], (1 - 3e-2) ** 4, rtol=0.02)
     np.testing.assert_array_equal(both.accuracies[0, :, :2], both.accuracies[1, :, :2])  # teachers unchanged
+    # The table shows every swept value under its label; one value's table is the same as a run of it alone.
+    assert both.table() == f"wd = 0\n{both.table(0)}\n\nwd = 100\n{both.table(1)}"
+    assert both.table(1) == alone.table() and "wd =" not in alone.table() and both.table(0) != both.table(1)
 
 
 def test_losses_are_tracked_and_match_a_hand_computation(task):

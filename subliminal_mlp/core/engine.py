@@ -378,12 +378,16 @@ class Result:
                       chance=1.0 / self.experiment.model.n_classes,
                       check_teacher=self.experiment.teacher_epochs > 0 or self.teachers is not None)
 
+    def value_label(self, value: int) -> str:
+        """The swept settings of value ``value``, e.g. ``"learning_rate = 0.001"`` ("" when nothing is swept)."""
+        return ", ".join(f"{k} = {vals[value]:g}" if isinstance(vals[value], float) else f"{k} = {vals[value]}"
+                         for k, vals in self.sweep.items())
+
     def health_report(self) -> str:
         """What :meth:`health` found over every swept value, for the terminal ("" when every run is healthy)."""
         parts = []
         for v in range(self.n_values):
-            label = ", ".join(f"{k} = {vals[v]:g}" if isinstance(vals[v], float) else f"{k} = {vals[v]}"
-                              for k, vals in self.sweep.items())
+            label = self.value_label(v)
             parts.append(format_health(self.health(v), self.n_runs, f"{self.experiment.name}{', ' if label else ''}"
                                                                     f"{label}"))
         return "\n".join(p for p in parts if p)
@@ -425,8 +429,16 @@ class Result:
                 for j, name in enumerate(self.models) for r in range(self.n_runs)]
         return write_record(self.record(), out_dir, stem, csv=(("value", "model", "run", "accuracy"), rows))
 
-    def table(self, value: int = 0) -> str:
-        """A plain-text table: model, mean accuracy, 95 % CI half-width, runs."""
+    def table(self, value: int | None = None) -> str:
+        """A plain-text table: model, mean accuracy, 95 % CI half-width, runs.
+
+        Of swept value ``value``; by default of every swept value in turn, each under its
+        :meth:`value_label` (one table, unlabelled, when nothing is swept).
+        """
+        if value is None:
+            if self.n_values == 1:
+                return self.table(0)
+            return "\n\n".join(f"{self.value_label(v)}\n{self.table(v)}" for v in range(self.n_values))
         lines = [f"{'model':<16} {'accuracy':>9} {'± 95% CI':>9}   runs", "-" * 43]
         for name, s in self.summary(value).items():
             ci = "-" if s["ci95"] is None else f"{s['ci95']:.4f}"

@@ -44,6 +44,7 @@ Figure 10's four students are :data:`FIGURE10`::
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -198,17 +199,28 @@ class Student:
                 self.targets, tuple(sorted(self.params)), _hashable(self.penalty), self.model)
 
     def describe(self) -> dict[str, Any]:
-        def name(v):
-            if v is None or isinstance(v, (str, int, float, tuple)):
-                return list(v) if isinstance(v, tuple) else v
-            return getattr(v, "__name__", None) or repr(v)
-
+        """JSON-ready description for records (functions and objects such as optax transformations by name)."""
+        name = _setting_name
         return {"name": self.name, "start": name(self.start) if not isinstance(self.start, ref) else self.start.which,
                 "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
                 "temperature": name(self.temperature), "optimizer": name(self.optimizer) if self.optimizer else "adam",
                 "example_weights": name(self.example_weights), "targets": name(self.targets),
-                "params": dict(self.params), "penalty": name(self.penalty),
+                "params": {k: name(v) for k, v in self.params.items()}, "penalty": name(self.penalty),
                 "model": None if self.model is None else self.model.describe()}
+
+
+def _setting_name(v: Any) -> Any:
+    """A student's setting as JSON: numbers and strings as they are, tuples and lists item by item, a
+    function by its ``__name__``, anything else (an optax ``GradientTransformation``, a start such as
+    :class:`perturbed`) by its ``repr`` without memory addresses, so that equal settings give equal records."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if type(v) in (tuple, list):
+        return [_setting_name(x) for x in v]
+    if isinstance(v, (np.generic, np.ndarray, jax.Array)) and np.ndim(v) == 0:
+        return np.asarray(v).item()
+    name = getattr(v, "__name__", None)
+    return name if isinstance(name, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v))
 
 
 def _hashable(v):
