@@ -175,6 +175,64 @@ def test_bad_tables_and_models_fail_before_compute(task):
         TINY.replace(teacher_epochs=-1)
     with pytest.raises(sm.ExperimentError, match="batch_size = 70000"):
         sm.run(TINY.replace(batch_size=70_000, inputs=inputs.uniform(80_000)), task, n_runs=1)
+    # Names and values a user's script gets wrong, each refused before compute.
+    zero = lambda view: view.teacher  # noqa: E731
+    later = [
+        (dict(exp=TINY.replace(teachers={"teacher": zero})), "derived teacher name 'teacher' is taken"),
+        (dict(exp=TINY.replace(teachers={"student_aux": zero}, students=(sm.Student("student_aux"),))),
+         "'student_aux' is taken \\(by a student\\)"),
+        (dict(exp=TINY.replace(students=(sm.Student("s", temperature="temprature"),))), "'temprature' is not a hyper"),
+        (dict(sweep={"seed": [-1, 2]}), r"seed = -1 is invalid"),
+        (dict(seed=2**32), r"seed = 4294967296 is invalid"),
+        (dict(sweep={"seed": [0.7]}), r"seed = 0.7 is invalid"),
+        (dict(sweep={"learning_rate": [[1e-3, 2e-3]]}), "is not a number"),
+        (dict(sweep={"seed": [0, 1]}, keep_teachers=True), "teachers differ from one swept value"),
+        (dict(sweep={"learning_rate": [1e-3, 2e-3]}, teachers={"w": np.zeros((1, 2))}), "teachers differ"),
+    ]
+    for kw, match in later:
+        with pytest.raises(sm.ExperimentError, match=match):
+            sm.run(kw.pop("exp", TINY), task, n_runs=1, **kw)
+    own_model = sm.Student("cnnish", model=sm.mlp((16, 16)))  # another parameter tree: θ0 of the teacher cannot fit
+    with pytest.raises(sm.StudentError, match="start it with fresh"):
+        sm.run(TINY.replace(students=(own_model,)), task, n_runs=1)
+
+
+def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_bound(task):
+    # Settings given as numpy or JAX scalars, index ranges and arrays act as the Python values they hold.
+    assert sm.mlp(np.array([32])).describe() == sm.mlp((32,)).describe()
+    exp = TINY.replace(batch_size=np.int64(512), hparams={**TINY.hparams, "learning_rate": jnp.float32(3e-4)})
+    assert exp.batch_size == 512 and isinstance(exp.hparams["learning_rate"], float)
+    assert sm.Student("s", outputs=range(10, 13)).outputs == sm.Student("s", outputs=jnp.arange(10, 13)).outputs
+    assert inputs.subspace(np.int64(30)).describe() == inputs.subspace(30).describe()
+    assert inputs.blurred(np.float32(1.0)).describe() == inputs.blurred(1.0).describe()
+    # A source's parameters with defaults keep them; a third without default (or named hp) gets the hyperparameters.
+    scaled = inputs.source(lambda key, idx, scale=0.5: scale * jnp.ones((idx.shape[0], 784)), 8)
+    with_hp = inputs.source(lambda key, idx, hp: hp["s"] * jnp.ones((idx.shape[0], 784)), 8)
+    np.testing.assert_array_equal(draw(scaled, [0, 1]), 0.5)
+    np.testing.assert_array_equal(draw(with_hp, [0], hp={"s": 2.0}), 2.0)
+    # A temperature given as a function of the hyperparameters is the number it returns.
+    from subliminal_mlp.core.engine import _distillation_loss
+
+    z, y = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 13))
+    mask = output_mask("aux", 10, 3)
+    by_fn, by_number = (_distillation_loss(sm.Student("s", temperature=t), {"temperature": 1.0})(z, y, mask)
+                        for t in (lambda hp: 2.0, 2.0))
+    assert float(by_fn) == float(by_number) != float(_distillation_loss(sm.Student("s"), {"temperature": 1.0})(z, y, mask))
+    # An activation without a __name__ (a partial) is described with its arguments, so two differ in records.
+    from functools import partial
+
+    leaky = [sm.mlp((8,), activation=partial(jax.nn.leaky_relu, negative_slope=s)).describe() for s in (0.01, 0.2)]
+    assert leaky[0] != leaky[1] and "negative_slope=0.01" in leaky[0]["activation"]
+    # The task's images inside a mixture or a cycled set are the task's n_train, known once bound to the task.
+    from subliminal_mlp.core.engine import validate
+
+    n_train = task.train_x.shape[0]
+    mixed = inputs.mix([(inputs.images("task"), 0.5), (inputs.uniform(1024), 0.5)])
+    assert validate(TINY.replace(inputs=mixed), task).n == n_train
+    assert validate(TINY.replace(inputs=inputs.mix([(inputs.images("task"), 1.0)], n=1024)), task).n == 1024
+    assert validate(TINY.replace(inputs=inputs.cycled(inputs.images("task"), 1024)), task).n == n_train
+    with pytest.raises(sm.InputError, match=f"1..{n_train}"):
+        validate(TINY.replace(inputs=inputs.cycled(inputs.images("task"), n_train + 1)), task)
 
 
 # ----------------------------------------------------------------------------- real small runs
@@ -202,7 +260,7 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     exp = TINY.replace(hparams={**TINY.hparams, "wd": 0.0}, metrics={"norm": norm},
                        students=(sm.Student("aux_wd", optimizer=lambda hp: optax.adamw(hp["learning_rate"],
                                                                                         weight_decay=hp["wd"])),))
-    both = sm.run(exp, task, n_runs=2, sweep={"wd": [0.0, 100.0]}, run_batch=1)
+    both = sm.run(exp, task, n_runs=2, sweep={"wd": np.array([0.0, 100.0], np.float32)}, run_batch=1)
     assert both.accuracies.shape == (2, 2, 3) and both.metrics["norm"].shape == (2, 2)
     alone = sm.run(exp, task, n_runs=2, sweep={"wd": [100.0]}, run_batch=1)
     np.testing.assert_array_equal(both.accuracies[1], alone.accuracies[0])
@@ -213,6 +271,7 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     # The table shows every swept value under its label; one value's table is the same as a run of it alone.
     assert both.table() == f"wd = 0\n{both.table(0)}\n\nwd = 100\n{both.table(1)}"
     assert both.table(1) == alone.table() and "wd =" not in alone.table() and both.table(0) != both.table(1)
+    assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
 
 
 def test_losses_are_tracked_and_match_a_hand_computation(task):

@@ -47,7 +47,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .inputs import InputSource, bind_task, check_source, uniform
+from .inputs import InputSource, bind_task, check_source, resolve, uniform
 from ..internal import compile_program
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
                       register_format)
@@ -185,6 +185,11 @@ class Experiment:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "students", tuple(self.students))
+        for name in ("teacher_epochs", "student_epochs", "batch_size", "trace_every"):  # numpy integers as ints
+            if isinstance(getattr(self, name), np.integer):
+                object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "hparams", {k: np.asarray(v).item() if np.ndim(v) == 0 and hasattr(v, "dtype") else v
+                                             for k, v in self.hparams.items()})
         for name in ("teacher_epochs", "student_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -486,6 +491,15 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the {n_train} training examples: "
                               "lower batch_size.")
     check_students(exp.students, model, ("teacher", *exp.teachers))
+    for name in exp.teachers:
+        if name in RESERVED or name in {s.name for s in exp.students}:
+            owner = "the task's models" if name in RESERVED else "a student"
+            raise ExperimentError(f"derived teacher name {name!r} is taken (by {owner}): give each model its own "
+                                  f"name, other than {RESERVED} and the students' names.")
+    for s in exp.students:
+        if isinstance(s.temperature, str) and s.temperature != "temperature" and s.temperature not in exp.hparams:
+            raise ExperimentError(f"student {s.name!r}: temperature = {s.temperature!r} is not a hyperparameter of the "
+                                  f"experiment (hparams: {sorted(exp.hparams)}): add it to Experiment.hparams.")
     src = bind_task(exp.inputs, task.train_x)
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
@@ -516,7 +530,8 @@ def _stack(trees):
 def _distillation_loss(student: Student, hp):
     loss = distillation_loss(student.loss) if isinstance(student.loss, str) else student.loss
     temperature = student.temperature
-    T = hp.get(temperature, 1.0) if isinstance(temperature, str) else temperature
+    # the default name falls back to T = 1 when the experiment defines no temperature; any other name must exist
+    T = 1.0 if temperature == "temperature" and temperature not in hp else resolve(temperature, hp)
     if isinstance(T, (int, float)) and T == 1 or student.loss == "mse":
         return loss
     return lambda z, y, m, w=None: loss(z / T, y / T, m, w) * T**2
@@ -901,6 +916,14 @@ class _Progress:
             bar.close()
 
 
+def _swept_number(name: str, value: Any):
+    """A swept value as a Python number (numpy and JAX scalars too), so that records and labels show it as given."""
+    if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.number):
+        raise ExperimentError(f"swept value {name} = {value!r} is not a number: sweep numeric hyperparameters "
+                              "(settings that change shapes or code are fields of the Experiment).")
+    return np.asarray(value).item()
+
+
 def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n_dev, device, run_batch, log):
     """``(cache, key)`` for this run's teachers, or ``(cache, None)`` when the cache is off or cannot be used."""
     from .teacher_cache import active_teacher_cache, teacher_key
@@ -966,10 +989,15 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     ``"hit"`` or ``"miss"`` (None when no cache was used).
     """
     check_on_divergence(on_divergence)
-    sweep = {k: list(v) for k, v in (sweep or {}).items()}
+    n_runs = int(n_runs) if isinstance(n_runs, np.integer) else n_runs
+    sweep = {k: [_swept_number(k, x) for x in v] for k, v in (sweep or {}).items()}
     src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ExperimentError(f"seed = {seed!r} is invalid: it must be an integer >= 0.")
+    for value in [seed, *sweep.get("seed", [])]:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
+            raise ExperimentError(f"seed = {value!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
+    if (keep_teachers or teachers is not None) and {"seed", "learning_rate"} & set(sweep):
+        raise ExperimentError("keep_teachers / teachers cannot be combined with a sweep of the seed or the learning "
+                              "rate: the teachers differ from one swept value to the next. Run each value on its own.")
     n_values = _check_hparams(exp, sweep)
     devices = list(devices or default_devices())
     n_dev = len(devices)

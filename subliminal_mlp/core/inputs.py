@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .results import setting_json
+
 #: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
 BASIS_STREAM = 1_000_003
 Setting = Any  # a number, a hyperparameter name (str), or a function of the hyperparameters
@@ -59,14 +61,6 @@ def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
     return value(hp) if callable(value) else value
 
 
-def _describe(value: Setting) -> Any:
-    if isinstance(value, InputSource):
-        return value.describe()
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    if callable(value) and not isinstance(value, str):
-        return getattr(value, "__name__", "function")
-    return value
 
 
 def _key_only(key, arrays, hp):
@@ -92,7 +86,7 @@ class InputSource:
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for records."""
         return {"name": self.name, "n": self.n,
-                **{k: _describe(v) for k, v in self.settings.items() if k != "rebuild"}}
+                **{k: setting_json(v) for k, v in self.settings.items() if k != "rebuild" and not k.startswith("_")}}
 
     def replace(self, **changes: Any) -> "InputSource":
         return dataclasses.replace(self, **changes)
@@ -169,12 +163,26 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
     """``src`` with every ``images("task")`` pool inside it replaced by ``task_images``."""
     if src.settings.get("components"):
         parts = [bind_task(c, task_images) for c in src.settings["components"]]
-        return mix([(p, w) for p, w in zip(parts, src.settings["weights"])], n=src.n)
+        return mix([(p, w) for p, w in zip(parts, src.settings["weights"])], n=src.settings.get("_n", src.n))
     if src.settings.get("base") is not None:
         return src.settings["rebuild"](bind_task(src.settings["base"], task_images))
     if src.arrays.get("pool") is TASK_IMAGES or (isinstance(src.arrays.get("pool"), str)):
         return src.replace(n=int(np.shape(task_images)[0]), arrays={"pool": task_images})
     return src
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or JAX scalar as the Python number it holds (settings are checked as such); else the value."""
+    return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value
+
+
+def _has_task_images(src: InputSource) -> bool:
+    """Whether ``src`` holds an ``images("task")`` placeholder, whose size only :func:`bind_task` knows."""
+    if src.settings.get("components"):
+        return any(_has_task_images(c) for c in src.settings["components"])
+    if src.settings.get("base") is not None:
+        return _has_task_images(src.settings["base"])
+    return isinstance(src.arrays.get("pool"), str)
 
 
 def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] = None) -> InputSource:
@@ -204,7 +212,7 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
         return total
 
     return InputSource(n=size, draw=draw, prepare=prepare, arrays={str(i): s.arrays for i, s in enumerate(sources)},
-                       name="mix", settings={"components": sources, "weights": weights})
+                       name="mix", settings={"components": sources, "weights": weights, "_n": n})
 
 
 def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **settings) -> InputSource:
@@ -227,6 +235,7 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     columns of the matrix), nested across k within a run; each step then costs a d × max_k
     projection whatever k is.
     """
+    k, max_k = _plain(k), _plain(max_k)
     base = uniform() if base is None else base
     named = isinstance(k, str) or callable(k)
     if not named and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -296,6 +305,7 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
     (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
     """
+    sigma, radius = _plain(sigma), _plain(radius)
     base = uniform() if base is None else base
     if radius is None:
         if not isinstance(sigma, (int, float)):
@@ -327,8 +337,10 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
     several counts run in one program; its value must then be an integer in ``1..n`` (it is
     rounded to the nearest integer inside the program; the caller checks the range).
     """
+    distinct = _plain(distinct)
+    limit = np.inf if _has_task_images(base) else base.n  # the task's images: checked again once bound
     if isinstance(distinct, bool) or (isinstance(distinct, (int, float, np.integer, np.floating))
-                                      and (distinct != int(distinct) or not 1 <= distinct <= base.n)):
+                                      and (distinct != int(distinct) or not 1 <= distinct <= limit)):
         raise InputError(f"cycled: distinct = {distinct!r} is invalid: it must be an integer in 1..{base.n} "
                          "(the base set's size).")
     if not isinstance(distinct, (int, float, np.integer, np.floating, str)) and not callable(distinct):
@@ -429,11 +441,16 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
 
     ``fn`` must be a pure function of the run's input key and the indices (generate example j
     from ``fold_in(key, j)``, e.g. with :func:`per_example`), so that the set is fixed per run.
+    It is given the hyperparameters when it has a third positional parameter without a default,
+    or one named ``hp``; parameters with defaults (``def fn(key, idx, scale=0.5)``) keep them.
     """
     import inspect
 
     try:
-        takes_hp = len(inspect.signature(fn).parameters) >= 3
+        positional = [q for q in inspect.signature(fn).parameters.values()
+                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+        takes_hp = (any(q.name == "hp" for q in positional[2:])
+                    or sum(q.default is q.empty for q in positional) >= 3)
     except (TypeError, ValueError):
         takes_hp = False
     draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))

@@ -37,6 +37,9 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from .results import setting_json
 
 Params = Any
 
@@ -85,14 +88,12 @@ class Model:
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for records: name, classes, m, input shape and ``settings``."""
         return {"name": self.name, "n_classes": self.n_classes, "aux_logits": self.aux_logits,
-                "input_shape": list(self.input_shape), **{k: _json(v) for k, v in self.settings}}
+                "input_shape": list(self.input_shape), **{k: setting_json(v) for k, v in self.settings}}
 
     def replace(self, **changes: Any) -> "Model":
         return dataclasses.replace(self, **changes)
 
 
-def _json(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
 
 
 def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtypeStruct:
@@ -232,7 +233,7 @@ class SplitHeadCNN(nn.Module):
 
 def _activation(activation: str | Callable) -> tuple[Callable, str]:
     if callable(activation):
-        return activation, getattr(activation, "__name__", "custom")
+        return activation, setting_json(activation)  # a partial or a callable object: its repr, arguments included
     if activation not in ACTIVATIONS:
         raise ModelError(f"activation = {activation!r} is unknown: choose one of {tuple(ACTIVATIONS)} "
                          "or pass a function.")
@@ -240,7 +241,7 @@ def _activation(activation: str | Callable) -> tuple[Callable, str]:
 
 
 def _widths(hidden_widths: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(hidden_widths)
+    widths = tuple(int(w) if isinstance(w, np.integer) else w for w in hidden_widths)
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give one or more positive integer "
                          "widths, e.g. (256, 256).")

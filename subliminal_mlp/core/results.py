@@ -47,6 +47,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from importlib import metadata
@@ -85,6 +86,37 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 #: The envelope's own keys, which a payload may not use.
 ENVELOPE_KEYS = ("format", "format_version", "config", "n_runs", "seeds", "data", "environment", "timing",
                  "created")
+
+
+def setting_json(value: Any) -> Any:
+    """A setting (of a model, an input source, a student) as JSON for a record, one rule for all.
+
+    Numbers, strings and None as they are; numpy and JAX scalars as Python numbers; tuples, lists and
+    mappings item by item; an object with a ``describe()`` (a model, an input source) by it; a
+    function by its ``__name__``; anything else (an optax transformation, a ``functools.partial``,
+    a start) by its ``repr`` without memory addresses, so that equal settings give equal records.
+    Small arrays become lists, larger ones their shape and dtype.
+
+        >>> import numpy as np
+        >>> setting_json((np.float32(0.5), [np.int64(3)], {"f": len}))
+        [0.5, [3], {'f': 'len'}]
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if type(value) in (tuple, list):
+        return [setting_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): setting_json(v) for k, v in value.items()}
+    if isinstance(value, np.generic) or (hasattr(value, "shape") and hasattr(value, "dtype")):
+        a = np.asarray(value)
+        if a.ndim == 0:
+            return a.item()
+        return a.tolist() if a.size <= 64 else f"array{list(a.shape)} {a.dtype}"
+    describe = getattr(value, "describe", None)
+    if callable(describe):
+        return describe()
+    name = getattr(value, "__name__", None)
+    return name if isinstance(name, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def mean_ci95(values) -> tuple[float, float | None]:

@@ -44,7 +44,6 @@ Figure 10's four students are :data:`FIGURE10`::
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -57,6 +56,7 @@ from jax.flatten_util import ravel_pytree
 from .inputs import Setting, resolve
 from .losses import distillation_loss
 from .models import Model, check_model
+from .results import setting_json
 
 #: Names the engine reserves for the models it evaluates besides the students.
 RESERVED = ("reference", "teacher")
@@ -185,7 +185,7 @@ class Student:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", as_start(self.start))
-        if isinstance(self.outputs, (list, np.ndarray)):
+        if isinstance(self.outputs, (list, range, np.ndarray, jax.Array)):
             object.__setattr__(self, "outputs", tuple(int(i) for i in self.outputs))
         if isinstance(self.loss, str):
             distillation_loss(self.loss)  # validates the name
@@ -200,27 +200,13 @@ class Student:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for records (functions and objects such as optax transformations by name)."""
-        name = _setting_name
+        name = setting_json
         return {"name": self.name, "start": name(self.start) if not isinstance(self.start, ref) else self.start.which,
                 "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
                 "temperature": name(self.temperature), "optimizer": name(self.optimizer) if self.optimizer else "adam",
                 "example_weights": name(self.example_weights), "targets": name(self.targets),
                 "params": {k: name(v) for k, v in self.params.items()}, "penalty": name(self.penalty),
                 "model": None if self.model is None else self.model.describe()}
-
-
-def _setting_name(v: Any) -> Any:
-    """A student's setting as JSON: numbers and strings as they are, tuples and lists item by item, a
-    function by its ``__name__``, anything else (an optax ``GradientTransformation``, a start such as
-    :class:`perturbed`) by its ``repr`` without memory addresses, so that equal settings give equal records."""
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if type(v) in (tuple, list):
-        return [_setting_name(x) for x in v]
-    if isinstance(v, (np.generic, np.ndarray, jax.Array)) and np.ndim(v) == 0:
-        return np.asarray(v).item()
-    name = getattr(v, "__name__", None)
-    return name if isinstance(name, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v))
 
 
 def _hashable(v):
@@ -274,6 +260,10 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             if s.model.input_shape != model.input_shape:
                 raise StudentError(f"student {s.name!r}: its model takes inputs of shape {s.model.input_shape}, "
                                    f"the teacher's {model.input_shape}: they must match.")
+            if isinstance(s.start, ref) and not _same_shapes(s.model, model):
+                raise StudentError(f"student {s.name!r}: start = {s.start.which!r} is a θ0 of the experiment's model, "
+                                   "whose parameters do not fit the student's own model: start it with fresh() or "
+                                   "layers({...}, default=fresh()).")
         if s.penalty is not None and not callable(s.penalty):
             raise StudentError(f"student {s.name!r}: penalty = {s.penalty!r} is not a function of a PenaltyView.")
         if s.teacher not in teachers:
@@ -290,6 +280,14 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
                 raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
         else:
             output_mask(s.outputs, model.n_classes, model.aux_logits)
+
+
+def _same_shapes(a: Model, b: Model) -> bool:
+    """Whether two models' parameter pytrees have the same structure, shapes and dtypes (abstractly, no compute)."""
+    key = jax.random.PRNGKey(0)
+    shapes = [jax.eval_shape(m.init, key) for m in (a, b)]
+    return jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1]) and all(
+        (x.shape, x.dtype) == (y.shape, y.dtype) for x, y in zip(*map(jax.tree.leaves, shapes)))
 
 
 def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) -> optax.GradientTransformation:
