@@ -272,6 +272,11 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert both.table() == f"wd = 0\n{both.table(0)}\n\nwd = 100\n{both.table(1)}"
     assert both.table(1) == alone.table() and "wd =" not in alone.table() and both.table(0) != both.table(1)
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
+    # A swept seed: each value is the run of that seed; the record names the seeds per value, not one.
+    seeds = sm.run(TINY, task, n_runs=1, sweep={"seed": np.array([0, 3])})
+    np.testing.assert_array_equal(seeds.accuracies[1], sm.run(TINY, task, n_runs=1, seed=3).accuracies[0])
+    rec = json.loads(json.dumps(seeds.record()))
+    assert rec["seeds"]["seed"] is None and [v["sweep"] for v in rec["values"]] == [{"seed": 0}, {"seed": 3}]
 
 
 def test_losses_are_tracked_and_match_a_hand_computation(task):

@@ -324,9 +324,10 @@ class Result:
     """Per-run outputs of :func:`run`, with what is needed to reproduce them.
 
     ``accuracies`` has shape ``(n_values, n_runs, n_models)`` (models in :attr:`models` order:
-    ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` and
-    ``distill_loss`` ``(n_values, n_runs, n_students)`` are the mean per-example losses over the
-    last epoch (``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to
+    ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` is the
+    mean over the last epoch's steps of each batch's mean loss (a partial last batch weighs as much
+    as a full one) and ``distill_loss`` ``(n_values, n_runs, n_students)`` the mean per-example loss
+    over the last epoch (both ``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to
     ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
     ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
@@ -420,7 +421,8 @@ class Result:
         if self.traces:
             payload["traces"] = {"steps": np.asarray(self.trace_steps).tolist(),
                                  **{k: np.asarray(v).tolist() for k, v in self.traces.items()}}
-        return envelope(RECORD_FORMAT, self.experiment.describe(), n_runs=self.n_runs, seed=self.seed,
+        seed = None if "seed" in self.sweep else self.seed  # swept: each value's seed is in values[i]["sweep"]
+        return envelope(RECORD_FORMAT, self.experiment.describe(), n_runs=self.n_runs, seed=seed,
                         data=self.task_data, devices=self.devices,
                         timing={"compile_s": self.compile_s, "run_s": self.run_s,
                                 "total_s": self.compile_s + self.run_s},
