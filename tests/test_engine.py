@@ -149,6 +149,16 @@ def test_any_experiment_is_described_as_json_and_equal_settings_alike():
     assert sigma["outputs"] == [10, 11] and sigma["loss"] == "<lambda>" and sigma["start"].startswith("perturbed(")
     assert a["inputs"]["n"] == 64
 
+    class Net(nn.Module):  # a Flax model is described by its attributes (unless given settings): configurations differ
+        width: int = 16
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(13)(nn.relu(nn.Dense(self.width)(x)))
+
+    assert [sm.from_flax(Net(w)).describe()["width"] for w in (8, 32)] == [8, 32]
+    assert "width" not in sm.from_flax(Net(8), settings={"w": 1}).describe()
+
 
 def test_bad_tables_and_models_fail_before_compute(task):
     cases = [

@@ -149,13 +149,19 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
 
     ``init(key) = module.init(key, zeros((1, *input_shape)))["params"]``; ``apply(params, x) =
     module.apply({"params": params}, x)``. With ``features=True`` the module's
-    ``__call__(x, return_features=True)`` must return ``(logits, features)``.
+    ``__call__(x, return_features=True)`` must return ``(logits, features)``. The model's
+    description (in records, and in the teacher cache's key) holds ``settings``, or, when none are
+    given, the module's own attributes (its dataclass fields, e.g. ``width=16``), so that two
+    configurations of one module class are told apart.
     """
     shape = tuple(input_shape)
     feats = _FlaxApply(module, (("return_features", True),), 1) if features else None
+    if settings is None:
+        settings = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+                    if f.name not in ("parent", "name") and hasattr(module, f.name)}
     return Model(init=_FlaxInit(module, shape), apply=_FlaxApply(module), n_classes=n_classes,
                  aux_logits=aux_logits, input_shape=shape, features=feats,
-                 name=name or type(module).__name__, settings=tuple((settings or {}).items()))
+                 name=name or type(module).__name__, settings=tuple(settings.items()))
 
 
 def trunk(x: jax.Array, hidden_widths: Sequence[int], activation: Callable) -> jax.Array:

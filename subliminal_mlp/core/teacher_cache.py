@@ -39,7 +39,9 @@ losses are tracked, on an accelerator without an explicit ``run_batch`` (the fit
 only known after compiling), and for a model whose description names a lambda or a function
 defined inside another one (it could not be told apart from another such function). A model is
 identified by its ``describe()``: the models of :mod:`.models` describe everything that shapes
-their parameters; give a custom model (``from_flax``) a name and settings that tell it apart.
+their parameters, and ``from_flax`` describes a module by its attributes; a module whose
+behaviour is not all in its attributes (a global it reads, say) needs a name and settings that
+tell it apart.
 """
 
 from __future__ import annotations
