@@ -55,7 +55,20 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     assert "aux_logits (m) = 0" in capsys.readouterr().err
     assert main(["reproduce", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "nowhere" in capsys.readouterr().err
+    assert main(["reproduce", "--epochs", "1", "--teacher-epochs", "3", "--out", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["reproduce", "--input-mix", "0.9", "--out", str(tmp_path)]) == 2  # no effect without mix inputs
+    assert "student_inputs = 'mix'" in capsys.readouterr().err
+    assert main(["reproduce", "--seed", str(2**32), "--out", str(tmp_path)]) == 2
+    assert "0 .. 2**32 - 1" in capsys.readouterr().err
+    # An error of the engine (here: a model of 5 classes for MNIST's 10) is a one-line error too, not a traceback.
+    assert main(["sweep", "n_classes", "10", "5", "--seeds", "1", "--epochs", "1", "--hidden", "8", "--n-noise", "1024",
+                 "--out", str(tmp_path)]) == 2  # refused before the valid value 10 runs
+    err = capsys.readouterr().err
+    assert "subliminal-mlp: error: n_classes = 5 does not match the data's 10 classes" in err and "Traceback" not in err
+    assert not (tmp_path / "n_classes").exists()
     assert not list(tmp_path.glob("fig10*"))
+    assert Config(teacher_epochs=3).teacher_epochs == 3 and Config(student_inputs="mix", input_mix=0.9).input_mix == 0.9
 
 
 def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path, capsys):

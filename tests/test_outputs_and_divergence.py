@@ -193,3 +193,25 @@ def test_a_diverged_reproduce_warns_records_and_marks_it_and_fail_writes_nothing
 
     assert health_warning({"ok": True, "nonfinite": [], "teacher_not_better": []}, 2) == ""  # a healthy one: none
     assert health_warning(None, 2) == ""  # a record from before health existed
+
+
+def test_a_figure_without_a_suffix_is_a_png_the_demo_wants_an_image_name_and_engine_errors_are_one_line(tmp_path,
+                                                                                                        capsys):
+    import matplotlib.pyplot as plt
+
+    from subliminal_mlp.cli import guarded
+    from subliminal_mlp.core.engine import ExperimentError
+    from subliminal_mlp.report.plotting import save_figure
+    from subliminal_mlp.studies.demo import demo
+
+    fig = plt.figure()
+    plt.plot([0, 1])
+    assert save_figure(fig, tmp_path / "fig").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for out in ("demo", "demo.txt"):  # refused before the data is loaded
+        with pytest.raises(ConfigError, match="image format"):
+            demo(data_dir=tmp_path / "nowhere", out=tmp_path / out)
+
+    def fails():
+        raise ExperimentError("n_runs = 0 is invalid")
+
+    assert guarded(fails) == 2 and capsys.readouterr().err == "subliminal-mlp: error: n_runs = 0 is invalid\n"

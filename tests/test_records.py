@@ -155,6 +155,9 @@ def test_damaged_and_foreign_records_are_clear_errors(tmp_path):
     raises(p, "JSON list", "expected a JSON object")
     p.write_text("{}")
     raises(p, 'no "format"', "subliminal-mlp/fig10", "subliminal-mlp/sweep")
+    for damaged_format in (["subliminal-mlp/fig10"], {"name": 1}, 3):
+        p.write_text(json.dumps({"format": damaged_format, "format_version": 1}))
+        raises(p, 'damaged "format" field')
     p.write_text(json.dumps({"format": "other", "format_version": 1}))
     msg = raises(p, "'other'", "does not read", "expected one of")
     assert all(f in msg for f in FORMATS)

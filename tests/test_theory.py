@@ -426,6 +426,17 @@ def test_bad_arguments_raise_clear_errors():
             theory.eps_grid(0.0, 1.0, 8)
         with pytest.raises(ValueError, match="losses is empty"):
             theory.sweep([], loss_T, t0, [t0], x, [0.1], loss_T_args=args)
+        # integer inputs are taken as floats of the parameters' precision (ε and α too), as alignment does
+        xi = jnp.asarray(np.arange(12).reshape(4, 3) % 3)
+        got = theory.sweep([loss], loss_T, t0, [t0], xi, [1e-3, 0.5], alpha=0.5, loss_T_args=args)
+        want = theory.sweep([loss], loss_T, t0, [t0], xi.astype(jnp.float64), [1e-3, 0.5], alpha=0.5, loss_T_args=args)
+        np.testing.assert_array_equal(np.asarray(got.dot), np.asarray(want.dot))
+        assert np.all(np.asarray(got.dot) != 0)
+        single = theory.alignment(loss, loss_T, t0, t0, d_t, xi.astype(jnp.float64), 0.5, 0.5, args)["dot"]
+        assert float(got.dot[0, 0, 1]) == pytest.approx(float(single), rel=1e-12)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2", seeds=[])
+    assert theorem.summarize({"eps": [1e-3], "losses": {}, "config": {"seeds": []}})["ok"] is False
 
 
 # ----------------------------------------------------------------------------- CLI, figure

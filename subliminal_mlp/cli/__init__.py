@@ -25,8 +25,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seeds", type=int, default=d.n_runs, metavar="N", help=f"number of runs (default {d.n_runs})")
     g.add_argument("--seed", type=int, default=d.seed, help="base seed; run i uses fold_in(seed, i)")
     g.add_argument("--epochs", type=int, default=None, help="teacher and student epochs (sets both)")
-    g.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
-    g.add_argument("--student-epochs", type=int, default=d.student_epochs)
+    g.add_argument("--teacher-epochs", type=int, default=None, help=f"(default {d.teacher_epochs})")
+    g.add_argument("--student-epochs", type=int, default=None, help=f"(default {d.student_epochs})")
     g.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m")
     g.add_argument("--loss", choices=LOSSES, default=d.loss, help="distillation loss: kl (paper) or mse")
     g.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden_widths), metavar="W",
@@ -78,7 +78,12 @@ def _start_distributed(a: argparse.Namespace) -> None:
 
 
 def _config_from(a: argparse.Namespace) -> Config:
-    te, se = (a.epochs, a.epochs) if a.epochs is not None else (a.teacher_epochs, a.student_epochs)
+    if a.epochs is not None and (a.teacher_epochs is not None or a.student_epochs is not None):
+        raise ConfigError("give --epochs (both phases) or --teacher-epochs / --student-epochs, not both.")
+    d = Config()
+    te, se = (a.epochs, a.epochs) if a.epochs is not None else (
+        d.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
+        d.student_epochs if a.student_epochs is None else a.student_epochs)
     return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
                   batch_size=a.batch_size, teacher_epochs=te, student_epochs=se, n_noise=a.n_noise,
                   loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch,
@@ -180,12 +185,16 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """
     from ..core.data import DataError
     from ..core.distributed import DistributedError
+    from ..core.engine import ExperimentError
+    from ..core.inputs import InputError
+    from ..core.models import ModelError
     from ..core.results import DivergenceError
+    from ..core.students import StudentError
 
     try:
         with _divergence_warnings():
             rc = func(*args, **kwargs)
-    except (ConfigError, DataError, DistributedError) as e:
+    except (ConfigError, DataError, DistributedError, ExperimentError, InputError, ModelError, StudentError) as e:
         print(f"subliminal-mlp: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:

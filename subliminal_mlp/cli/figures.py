@@ -530,18 +530,21 @@ def _select(names: Sequence[str], registry: dict[str, Figure]) -> list[Figure]:
 
 
 def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: Path | None = None,
-                 registry: dict[str, Figure] | None = None,
+                 registry: dict[str, Figure] | None = None, quick: bool | dict = False,
                  write: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Print (and return) each figure with its command, number of runs, last wall time and status in ``out``.
 
     The wall time is the one its JSON under ``source`` records (a sweep's: the sum over its values);
-    the status says whether :func:`run_figures` would skip it (``up to date``) or why it would make it.
+    the status says whether :func:`run_figures` (with the same ``quick``) would skip it (``up to
+    date``) or why it would make it; with ``quick`` the command and runs are the quick figure's.
     """
     out = Path(out) if out is not None else Path(source)
     state = read_state(out)
     rows = []
     for fig in _select(names, registry or REGISTRY):
         settings, where = source_settings(fig, source)
+        if quick:
+            settings = fig.quick(settings, QUICK if quick is True else dict(quick))
         rows.append({"name": fig.name, "command": fig.command(settings), "runs": fig.runs(settings),
                      "wall_s": wall_time(fig, source), "settings_from": where,
                      "status": figure_status(fig, out, settings, state)[1]})
@@ -659,7 +662,7 @@ def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
     if a.list:
-        list_figures(a.names, source=Path(a.source), out=Path(a.out))
+        list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)
     run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,

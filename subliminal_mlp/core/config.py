@@ -120,8 +120,8 @@ class Config:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss = {self.loss!r} is invalid: choose one of {LOSSES}.")
         _positive_int("n_runs", self.n_runs)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer >= 0.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
@@ -133,6 +133,9 @@ class Config:
             raise ConfigError(f"student_inputs = {self.student_inputs!r} is invalid: choose one of {STUDENT_INPUTS}.")
         if not (isinstance(self.input_mix, (int, float)) and 0 <= self.input_mix <= 1):
             raise ConfigError(f"input_mix = {self.input_mix!r} is invalid: it must be in [0, 1].")
+        if self.input_mix != Config.input_mix and self.student_inputs != "mix":
+            raise ConfigError(f"input_mix = {self.input_mix!r} has no effect with student_inputs = "
+                              f"{self.student_inputs!r}: it weighs the images of student_inputs = 'mix'.")
         if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
             raise ConfigError(f"init_noise = {self.init_noise!r} is invalid: it must be a number >= 0.")
         if self.init_noise_kind not in INIT_NOISE_KINDS:
@@ -150,8 +153,10 @@ class Config:
         """``(input_dim, *hidden_widths, n_outputs)``."""
         return (self.input_dim, *self.hidden_widths, self.n_outputs)
 
-    def check_data(self, n_train: int, input_dim: int) -> None:
-        """Check the settings against a loaded dataset (a batch no larger than the data)."""
+    def check_data(self, n_train: int, input_dim: int, n_classes: int | None = None) -> None:
+        """Check the settings against a loaded dataset (a batch no larger than the data; its classes)."""
+        if n_classes is not None and n_classes != self.n_classes:
+            raise ConfigError(f"n_classes = {self.n_classes} does not match the data's {n_classes} classes.")
         if input_dim != self.input_dim:
             raise ConfigError(
                 f"input_dim = {self.input_dim} does not match the data's {input_dim} features."

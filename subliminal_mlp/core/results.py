@@ -580,6 +580,8 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
     found = record.get("format")
     if found is None:
         raise RecordError(f"{path} has no \"format\" field: expected {format or 'one of ' + known}.")
+    if not isinstance(found, str):
+        raise RecordError(f"{path} has a damaged \"format\" field ({found!r}): expected {format or 'one of ' + known}.")
     if format is not None and found != format:
         raise RecordError(f"{path} is not a {format} record: its format is {found!r}.")
     if found not in FORMATS:

@@ -37,7 +37,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, 
     if warning:
         fig.text(0.01, 0.99, warning, **WARNING_STYLE)
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+        fmt = Path(path).suffix[1:] or "png"  # the temporary file's random name is no format
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
     finally:
         plt.close(fig)
 

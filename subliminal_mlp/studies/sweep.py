@@ -165,6 +165,10 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             datasets[c.dataset] = load_dataset(c.dataset, data_dir)
         return datasets[c.dataset]
 
+    for i in todo:  # every value against its data, before any value is computed
+        d = data_for(configs[i])
+        configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
+
     def finish(i: int, result) -> None:
         record = experiment_record(result, data_for(configs[i]))
         write_results(record, value_dir, stems[i])

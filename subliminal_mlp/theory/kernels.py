@@ -903,7 +903,12 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     eps_batch = int(eps_batch)
     if eps_batch < 1:
         raise ValueError(f"eps_batch must be >= 1; got {eps_batch}.")
-    return _sweep(theta_T0, students, delta_T, x, eps.astype(x.dtype), jnp.asarray(alpha, x.dtype),
+    # ε and α in the parameters' precision (and x's, if wider); integer inputs become floats of it
+    dtype = jnp.result_type(*(jnp.result_type(leaf) for leaf in jax.tree.leaves(theta_T0)), x.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
+    return _sweep(theta_T0, students, delta_T, x, eps.astype(dtype), jnp.asarray(alpha, dtype),
                   tuple(loss_T_args), losses=losses, loss_T=loss_T, apply_fn=net.apply, eps_batch=eps_batch)
 
 

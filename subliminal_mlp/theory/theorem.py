@@ -133,6 +133,9 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     _check_positive("alpha", alpha)
     if n_noise < 1:
         raise ValueError(f"n_noise = {n_noise} must be >= 1.")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed (a check of nothing would pass).")
     input_dim = math.prod(model.input_shape)
     if needs_batch:
         if images is None or labels is None:
@@ -273,7 +276,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 "ok": ok,
             })
         out["losses"][name] = rows
-    out["ok"] = bool(all_ok)
+    out["ok"] = bool(all_ok) and any(out["losses"].values())  # no rows checked: not a pass
     return out
 
 
