@@ -57,6 +57,11 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     assert "nowhere" in capsys.readouterr().err
     assert main(["reproduce", "--epochs", "1", "--teacher-epochs", "3", "--out", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+    from subliminal_mlp.cli import _config_from, build_parser
+
+    epochs = lambda *argv: (lambda c: (c.teacher_epochs, c.student_epochs))(  # noqa: E731
+        _config_from(build_parser().parse_args(["reproduce", *argv])))
+    assert epochs() == (5, 5) and epochs("--epochs", "2") == (2, 2) and epochs("--teacher-epochs", "3") == (3, 5)
     assert main(["reproduce", "--input-mix", "0.9", "--out", str(tmp_path)]) == 2  # no effect without mix inputs
     assert "student_inputs = 'mix'" in capsys.readouterr().err
     assert main(["reproduce", "--seed", str(2**32), "--out", str(tmp_path)]) == 2
