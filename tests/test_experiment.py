@@ -64,6 +64,10 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     assert epochs() == (5, 5) and epochs("--epochs", "2") == (2, 2) and epochs("--teacher-epochs", "3") == (3, 5)
     assert main(["reproduce", "--input-mix", "0.9", "--out", str(tmp_path)]) == 2  # no effect without mix inputs
     assert "student_inputs = 'mix'" in capsys.readouterr().err
+    for flag in ("--lr", "--temperature"):  # NaN fails every comparison; infinity is no step size either
+        for bad in ("inf", "nan"):
+            assert main(["reproduce", flag, bad, "--out", str(tmp_path)]) == 2
+            assert "is invalid" in capsys.readouterr().err
     assert main(["reproduce", "--seed", str(2**32), "--out", str(tmp_path)]) == 2
     assert "0 .. 2**32 - 1" in capsys.readouterr().err
     # An error of the engine (here: a model of 5 classes for MNIST's 10) is a one-line error too, not a traceback.

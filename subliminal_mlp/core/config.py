@@ -103,7 +103,7 @@ class Config:
         if self.n_classes < 2:
             raise ConfigError(f"n_classes = {self.n_classes} is invalid: a classifier needs >= 2 classes.")
         _positive_int("input_dim", self.input_dim)
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < float("inf")):
             raise ConfigError(
                 f"learning_rate = {self.learning_rate!r} is invalid: it must be a positive number "
                 "(the paper uses 3e-4)."
@@ -124,7 +124,7 @@ class Config:
             raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < float("inf")):
             raise ConfigError(f"temperature = {self.temperature!r} is invalid: it must be a positive number.")
         if self.loss == "mse" and self.temperature != 1:
             raise ConfigError(f"temperature = {self.temperature} has no meaning for loss = 'mse' (raw logits): "
