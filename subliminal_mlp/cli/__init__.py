@@ -80,10 +80,9 @@ def _start_distributed(a: argparse.Namespace) -> None:
 def _config_from(a: argparse.Namespace) -> Config:
     if a.epochs is not None and (a.teacher_epochs is not None or a.student_epochs is not None):
         raise ConfigError("give --epochs (both phases) or --teacher-epochs / --student-epochs, not both.")
-    d = Config()
     te, se = (a.epochs, a.epochs) if a.epochs is not None else (
-        d.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
-        d.student_epochs if a.student_epochs is None else a.student_epochs)
+        Config.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
+        Config.student_epochs if a.student_epochs is None else a.student_epochs)
     return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
                   batch_size=a.batch_size, teacher_epochs=te, student_epochs=se, n_noise=a.n_noise,
                   loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch,

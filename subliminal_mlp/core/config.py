@@ -36,6 +36,12 @@ def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
         )
 
 
+def check_seed(value: Any, error: type[Exception] = ConfigError) -> None:
+    """Raise ``error`` unless ``value`` is a seed JAX's keys take: an integer in ``0 .. 2**32 - 1``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise error(f"seed = {value!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one subliminal-learning experiment (paper defaults, protocol.md §1).
@@ -120,8 +126,7 @@ class Config:
         if self.loss not in LOSSES:
             raise ConfigError(f"loss = {self.loss!r} is invalid: choose one of {LOSSES}.")
         _positive_int("n_runs", self.n_runs)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed = {self.seed!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
+        check_seed(self.seed)
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
         if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < float("inf")):

@@ -49,8 +49,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, resolve, uniform
 from ..internal import compile_program
+from .config import check_seed
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
-                      register_format)
+                      plain_scalar, register_format)
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
@@ -186,10 +187,8 @@ class Experiment:
     def __post_init__(self) -> None:
         object.__setattr__(self, "students", tuple(self.students))
         for name in ("teacher_epochs", "student_epochs", "batch_size", "trace_every"):  # numpy integers as ints
-            if isinstance(getattr(self, name), np.integer):
-                object.__setattr__(self, name, int(getattr(self, name)))
-        object.__setattr__(self, "hparams", {k: np.asarray(v).item() if np.ndim(v) == 0 and hasattr(v, "dtype") else v
-                                             for k, v in self.hparams.items()})
+            object.__setattr__(self, name, plain_scalar(getattr(self, name)))
+        object.__setattr__(self, "hparams", {k: plain_scalar(v) for k, v in self.hparams.items()})
         for name in ("teacher_epochs", "student_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -923,7 +922,7 @@ def _swept_number(name: str, value: Any):
     if np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.number):
         raise ExperimentError(f"swept value {name} = {value!r} is not a number: sweep numeric hyperparameters "
                               "(settings that change shapes or code are fields of the Experiment).")
-    return np.asarray(value).item()
+    return plain_scalar(value)
 
 
 def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n_dev, device, run_batch, log):
@@ -991,12 +990,11 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     ``"hit"`` or ``"miss"`` (None when no cache was used).
     """
     check_on_divergence(on_divergence)
-    n_runs = int(n_runs) if isinstance(n_runs, np.integer) else n_runs
+    n_runs, seed = plain_scalar(n_runs), plain_scalar(seed)
     sweep = {k: [_swept_number(k, x) for x in v] for k, v in (sweep or {}).items()}
     src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
     for value in [seed, *sweep.get("seed", [])]:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
-            raise ExperimentError(f"seed = {value!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
+        check_seed(value, ExperimentError)
     if (keep_teachers or teachers is not None) and {"seed", "learning_rate"} & set(sweep):
         raise ExperimentError("keep_teachers / teachers cannot be combined with a sweep of the seed or the learning "
                               "rate: the teachers differ from one swept value to the next. Run each value on its own.")

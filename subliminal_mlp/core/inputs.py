@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .results import setting_json
+from .results import plain_scalar, setting_json
 
 #: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
 BASIS_STREAM = 1_000_003
@@ -59,7 +59,6 @@ def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
                              f"(known: {sorted(hp)}).")
         return hp[value]
     return value(hp) if callable(value) else value
-
 
 
 
@@ -171,11 +170,6 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
     return src
 
 
-def _plain(value: Any) -> Any:
-    """A numpy or JAX scalar as the Python number it holds (settings are checked as such); else the value."""
-    return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value
-
-
 def _has_task_images(src: InputSource) -> bool:
     """Whether ``src`` holds an ``images("task")`` placeholder, whose size only :func:`bind_task` knows."""
     if src.settings.get("components"):
@@ -235,7 +229,7 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     columns of the matrix), nested across k within a run; each step then costs a d × max_k
     projection whatever k is.
     """
-    k, max_k = _plain(k), _plain(max_k)
+    k, max_k = plain_scalar(k), plain_scalar(max_k)
     base = uniform() if base is None else base
     named = isinstance(k, str) or callable(k)
     if not named and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -305,7 +299,7 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
     (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
     """
-    sigma, radius = _plain(sigma), _plain(radius)
+    sigma, radius = plain_scalar(sigma), plain_scalar(radius)
     base = uniform() if base is None else base
     if radius is None:
         if not isinstance(sigma, (int, float)):
@@ -337,7 +331,7 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
     several counts run in one program; its value must then be an integer in ``1..n`` (it is
     rounded to the nearest integer inside the program; the caller checks the range).
     """
-    distinct = _plain(distinct)
+    distinct = plain_scalar(distinct)
     limit = np.inf if _has_task_images(base) else base.n  # the task's images: checked again once bound
     if isinstance(distinct, bool) or (isinstance(distinct, (int, float, np.integer, np.floating))
                                       and (distinct != int(distinct) or not 1 <= distinct <= limit)):

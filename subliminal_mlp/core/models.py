@@ -37,9 +37,8 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from .results import setting_json
+from .results import plain_scalar, setting_json
 
 Params = Any
 
@@ -92,7 +91,6 @@ class Model:
 
     def replace(self, **changes: Any) -> "Model":
         return dataclasses.replace(self, **changes)
-
 
 
 
@@ -247,7 +245,7 @@ def _activation(activation: str | Callable) -> tuple[Callable, str]:
 
 
 def _widths(hidden_widths: Sequence[int]) -> tuple[int, ...]:
-    widths = tuple(int(w) if isinstance(w, np.integer) else w for w in hidden_widths)
+    widths = tuple(plain_scalar(w) for w in hidden_widths)
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give one or more positive integer "
                          "widths, e.g. (256, 256).")

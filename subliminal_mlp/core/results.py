@@ -88,6 +88,11 @@ ENVELOPE_KEYS = ("format", "format_version", "config", "n_runs", "seeds", "data"
                  "created")
 
 
+def plain_scalar(value: Any) -> Any:
+    """A numpy or JAX scalar (0-d) as the Python number it holds; any other value as it is."""
+    return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value
+
+
 def setting_json(value: Any) -> Any:
     """A setting (of a model, an input source, a student) as JSON for a record, one rule for all.
 
@@ -107,10 +112,10 @@ def setting_json(value: Any) -> Any:
         return [setting_json(v) for v in value]
     if isinstance(value, dict):
         return {str(k): setting_json(v) for k, v in value.items()}
-    if isinstance(value, np.generic) or (hasattr(value, "shape") and hasattr(value, "dtype")):
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy and JAX scalars and arrays
+        if np.ndim(value) == 0:
+            return plain_scalar(value)
         a = np.asarray(value)
-        if a.ndim == 0:
-            return a.item()
         return a.tolist() if a.size <= 64 else f"array{list(a.shape)} {a.dtype}"
     describe = getattr(value, "describe", None)
     if callable(describe):

@@ -213,15 +213,14 @@ def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int =
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
-    from ..core.config import ConfigError
+    from ..core.config import ConfigError, check_seed
     from ..core.data import load_mnist
     from ..core.results import check_output
 
     if Path(out).suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
         raise ConfigError(f"--out {out}: the figure needs a file name ending in an image format "
-                          f"({', '.join('.' + f for f in ('png', 'pdf', 'svg'))}, ...).")
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"seed = {seed!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
+                          "(.png, .pdf, .svg, ...).")
+    check_seed(seed)
     check_output(out, kind="file")
     check_output(Path(out).parent / f"{Path(out).stem}.json", kind="file")
 

@@ -904,7 +904,7 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     if eps_batch < 1:
         raise ValueError(f"eps_batch must be >= 1; got {eps_batch}.")
     # ε and α in the parameters' precision (and x's, if wider); integer inputs become floats of it
-    dtype = jnp.result_type(*(jnp.result_type(leaf) for leaf in jax.tree.leaves(theta_T0)), x.dtype)
+    dtype = jnp.result_type(*jax.tree.leaves(theta_T0), x)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
