@@ -436,6 +436,10 @@ def test_bad_arguments_raise_clear_errors():
         assert float(got.dot[0, 0, 1]) == pytest.approx(float(single), rel=1e-12)
     with pytest.raises(ValueError, match="seeds is empty"):
         theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2", seeds=[])
+    for bad in (-1, 2**32, 1.5):
+        with pytest.raises(ValueError, match="seed = "):
+            theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2",
+                                      seeds=[0, bad])
     assert theorem.summarize({"eps": [1e-3], "losses": {}, "config": {"seeds": []}})["ok"] is False
 
 
@@ -472,6 +476,9 @@ def test_cli_exit_status_when_the_prediction_fails(capsys):
     assert cli_main(args + ["--eps-min", "0"]) == 2
     assert "--eps-min" in capsys.readouterr().err
     assert cli_main(args + ["--eps-max", "1e-9"]) == 2
+    # the last seed, seed + seeds - 1, must still be a key's seed (< 2**32)
+    assert cli_main(args + ["--seed", str(2**32 - 1), "--seeds", "2"]) == 2
+    assert "2**32" in capsys.readouterr().err
     # another model from the command line: the tanh MLP, with L_T built for it
     assert cli_main(args + ["--activation", "tanh"]) == 0
     assert "MLP 784→5→10+2 (tanh)" in capsys.readouterr().out

@@ -72,8 +72,8 @@ def _check(a: argparse.Namespace) -> None:
         bad(f"--eps-max = {a.eps_max} is invalid: it must be finite and larger than --eps-min = {a.eps_min}.")
     if a.n_eps < 2:
         bad(f"--n-eps = {a.n_eps} is invalid: the ε grid needs at least 2 values.")
-    if a.seeds < 1 or a.seed < 0:
-        bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed and seeds >= 0.")
+    if a.seeds < 1 or a.seed < 0 or a.seed + a.seeds > 2**32:
+        bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed, and seeds in 0 .. 2**32 - 1.")
     if a.n_noise < 1:
         bad(f"--n-noise = {a.n_noise} is invalid: give at least one noise input.")
     if a.teacher_batch < 1:

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.config import Config
-from ..core.results import envelope, register_format
+from ..core.config import Config, check_seed
+from ..core.results import envelope, plain_scalar, register_format
 from ..core.models import Model, ModelError, check_model, config_model
 from .kernels import (STANDARD_LOSSES, StudentLoss, TeacherLoss, _check_positive, _check_teacher_loss, _fn_name,
                      _network, class_cross_entropy_loss, eps_grid, float64, l2_teacher_loss, standard_losses,
@@ -88,7 +88,8 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     """Run the single-step check of Lemma 1 / Theorem 1 (protocol.md §2) on ``model``; a JSON-ready record.
 
     ``model``: any :class:`~subliminal_mlp.core.models.Model` (default the :func:`~subliminal_mlp.core.models.mlp`
-    of ``cfg``, or the paper's MLP when neither is given). Seed ``s`` (keys ``fold_in(run_key(s, 0), i)``):
+    of ``cfg``, or the paper's MLP when neither is given). ``cfg`` gives only the architecture: the check's
+    seeds and noise inputs are ``seeds`` and ``n_noise``, not ``cfg.seed`` and ``cfg.n_noise``. Seed ``s`` (keys ``fold_in(run_key(s, 0), i)``):
     ``θT0 = model.init(k_init)``, the control student ``θS0' = model.init(k_other)`` (a different
     initialisation), ``n_noise`` uniform-noise inputs ``x`` in [-1, 1]
     (:func:`subliminal_mlp.core.training.noise_images`, reshaped to ``model.input_shape``), and ``L_T``:
@@ -136,6 +137,8 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed (a check of nothing would pass).")
+    for s in seeds:
+        check_seed(plain_scalar(s), error=ValueError)
     input_dim = math.prod(model.input_shape)
     if needs_batch:
         if images is None or labels is None:
