@@ -62,6 +62,14 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     epochs = lambda *argv: (lambda c: (c.teacher_epochs, c.student_epochs))(  # noqa: E731
         _config_from(build_parser().parse_args(["reproduce", *argv])))
     assert epochs() == (5, 5) and epochs("--epochs", "2") == (2, 2) and epochs("--teacher-epochs", "3") == (3, 5)
+    # every setting of the students' start has a flag (the published orthogonal-noise sweep from the CLI)
+    start = _config_from(build_parser().parse_args(["sweep", "init_noise", "0", "0.1", "--init-noise-kind",
+                                                    "orthogonal"]))
+    assert (start.init_noise, start.init_noise_kind) == (0.0, "orthogonal")
+    start = _config_from(build_parser().parse_args(["reproduce", "--init-noise", "0.05"]))
+    assert (start.init_noise, start.init_noise_kind) == (0.05, "isotropic")
+    assert main(["reproduce", "--init-noise", "-1", "--out", str(tmp_path)]) == 2
+    assert "init_noise = -1.0 is invalid" in capsys.readouterr().err
     assert main(["reproduce", "--input-mix", "0.9", "--out", str(tmp_path)]) == 2  # no effect without mix inputs
     assert "student_inputs = 'mix'" in capsys.readouterr().err
     for flag in ("--lr", "--temperature"):  # NaN fails every comparison; infinity is no step size either

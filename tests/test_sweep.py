@@ -41,6 +41,10 @@ def test_bad_values_are_rejected_before_any_compute(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="no values"):
         run_sweep("aux_logits", [], TINY, out_dir=tmp_path)
     assert main(["sweep", "bogus", "1", "--out", str(tmp_path)]) == 2
+    # the kind of the start's noise changes nothing without noise: a sweep of identical experiments
+    with pytest.raises(ConfigError, match="init_noise = 0"):
+        run_sweep("init_noise_kind", ["isotropic", "orthogonal"], TINY, out_dir=tmp_path)
+    assert main(["sweep", "init_noise_kind", "isotropic", "orthogonal", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.iterdir())
 
 

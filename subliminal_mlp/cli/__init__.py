@@ -16,7 +16,7 @@ import sys
 import warnings
 from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
-from ..core.config import DATASETS, LOSSES, STUDENT_INPUTS, Config, ConfigError
+from ..core.config import DATASETS, INIT_NOISE_KINDS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="what the students are distilled on (default: uniform noise, the paper)")
     g.add_argument("--input-mix", type=float, default=d.input_mix,
                    help="image weight α of --student-inputs mix (α·image + (1−α)·noise)")
+    g.add_argument("--init-noise", type=float, default=d.init_noise, metavar="SIGMA",
+                   help="σ of N(0, σ²) noise added to the shared-init students' start (default 0)")
+    g.add_argument("--init-noise-kind", choices=INIT_NOISE_KINDS, default=d.init_noise_kind,
+                   help="isotropic, or orthogonal: without its component along the teacher's update")
     g.add_argument("--run-batch", type=int, default=None, help="runs advanced together per device")
 
 
@@ -86,7 +90,8 @@ def _config_from(a: argparse.Namespace) -> Config:
     return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
                   batch_size=a.batch_size, teacher_epochs=te, student_epochs=se, n_noise=a.n_noise,
                   loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch,
-                  temperature=a.temperature, student_inputs=a.student_inputs, input_mix=a.input_mix)
+                  temperature=a.temperature, student_inputs=a.student_inputs, input_mix=a.input_mix,
+                  init_noise=a.init_noise, init_noise_kind=a.init_noise_kind)
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:

@@ -126,6 +126,9 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     if len(set(labels)) != len(labels):
         raise ConfigError(f"repeated values in the sweep over {param}: {labels}.")
     configs = [base.replace(**{param: v}) for v in values]  # validates every value first
+    if param == "init_noise_kind" and base.init_noise == 0:
+        raise ConfigError("sweeping init_noise_kind with init_noise = 0 runs the same experiment for every value: "
+                          "set init_noise (--init-noise) to a σ > 0.")
     check_on_divergence(on_divergence)
     out = Path(out_dir)
     stems = [f"{param}={label}" for label in labels]
