@@ -47,6 +47,11 @@ def test_batch_larger_than_the_data_is_rejected():
         Config(batch_size=1024).check_data(n_train=500, input_dim=784)
     with pytest.raises(ConfigError, match="input_dim = 784"):
         Config().check_data(n_train=60_000, input_dim=100)
+    # the task's images as inputs: the first n_noise of the training set, which must hold them
+    with pytest.raises(ConfigError, match="n_noise = 60000 is larger than the 500 training images"):
+        Config(student_inputs="task", batch_size=100).check_data(n_train=500, input_dim=784)
+    Config(student_inputs="task", n_noise=500, batch_size=100).check_data(n_train=500, input_dim=784)
+    Config(n_noise=60_000, batch_size=100).check_data(n_train=500, input_dim=784)  # noise: any n_noise
 
 
 def test_dict_round_trip_and_unknown_fields():

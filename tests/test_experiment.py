@@ -119,10 +119,12 @@ def test_end_to_end_on_real_mnist_shows_subliminal_learning(data_root, tmp_path,
 def test_other_distillation_inputs_run_and_mix_zero_is_uniform_noise(mnist, tiny_accuracies):
     from subliminal_mlp.studies.figure10 import run_traced_sweep
 
-    task = run_experiment(TINY.replace(student_inputs="task"), mnist).accuracies
+    # Distilling on real digits transfers without the shared init; noise does not (the cross-model all-logit
+    # student; the same budget: 8,192 examples each, 4 epochs; measured 0.49 against 0.18).
+    task, noise = (run_experiment(TINY.replace(student_inputs=kind, n_noise=8192, student_epochs=4), mnist).accuracies
+                   for kind in ("task", "uniform"))
+    assert task[:, MODELS.index("cross_all")].mean() > noise[:, MODELS.index("cross_all")].mean() + 0.15
     uniform = tiny_accuracies
-    # Distilling on real digits transfers far more than noise does (all-logit student).
-    assert task[:, MODELS.index("student_all")].mean() > uniform[:, MODELS.index("student_all")].mean() + 0.1
     mixed = run_traced_sweep(TINY.replace(student_inputs="mix", n_noise=2048), mnist, "input_mix", [0.0, 1.0])
     np.testing.assert_allclose(mixed[0].accuracies, uniform, atol=1e-3)
     assert mixed[1].config.input_mix == 1.0 and mixed[1].values_in_program == 2

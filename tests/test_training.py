@@ -156,7 +156,8 @@ def test_probing_and_a_traced_temperature_of_one_change_nothing_and_two_is_the_s
 
 def test_config_input_sources_of_every_kind():
     from subliminal_mlp.studies.figure10 import experiment_from_config
-    from subliminal_mlp.core.inputs import bind_task
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.core.inputs import InputError, bind_task
     from subliminal_mlp.core.training import gaussian_images
 
     key = jax.random.PRNGKey(0)
@@ -174,8 +175,14 @@ def test_config_input_sources_of_every_kind():
     assert src.n == 2000 and np.array_equal(np.asarray(draw(idx)), np.asarray(noise_images(key, idx)))
     src, draw = source(Config(student_inputs="gaussian", n_noise=3000))
     np.testing.assert_array_equal(np.asarray(draw(jnp.arange(3000))), g)
-    src, draw = source(Config(student_inputs="task"))
+    src, draw = source(Config(student_inputs="task", n_noise=700, batch_size=100))
     assert src.n == 700 and np.array_equal(np.asarray(draw(idx[:2])), np.asarray(pool[jnp.array([0, 699])]))
+    src, draw = source(Config(student_inputs="task", n_noise=500, batch_size=100))  # the pool's first 500 images
+    assert src.n == 500 and np.array_equal(np.asarray(draw(jnp.arange(500))), np.asarray(pool[:500]))
+    with pytest.raises(InputError, match="n = 701 is larger than the pool's 700 images"):
+        source(Config(student_inputs="task", n_noise=701, batch_size=100))
+    with pytest.raises(ConfigError, match="n_noise = 701 is larger than the 700 images"):
+        experiment_from_config(Config(student_inputs="fashion-mnist", n_noise=701, batch_size=100), pool=pool)
     src, draw = source(Config(student_inputs="mix", input_mix=1.0, n_noise=2000))
     assert src.n == 2000 and np.array_equal(np.asarray(draw(idx)), np.asarray(pool[idx % 700]))
     src, draw = source(Config(student_inputs="mix", n_noise=2000), {"input_mix": 0.0})

@@ -33,7 +33,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="hidden layer widths (default 256 256)")
     g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--n-noise", type=int, default=d.n_noise, help="size of the fixed noise set per run")
+    g.add_argument("--n-noise", type=int, default=d.n_noise,
+                   help="size of the fixed distillation set per run (image inputs: the pool's first N images)")
     g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the teacher's task")
     g.add_argument("--temperature", type=float, default=d.temperature, help="KL distillation temperature")
     g.add_argument("--student-inputs", choices=STUDENT_INPUTS, default=d.student_inputs,

@@ -49,9 +49,9 @@ class Config:
     Model: an MLP ``input_dim -> hidden_widths... -> n_classes + aux_logits`` with ReLU.
     Teacher: Adam(``learning_rate``), ``batch_size``, ``teacher_epochs`` epochs of cross-entropy
     on the class logits. Students: ``student_epochs`` epochs imitating the teacher on a fixed set
-    of ``n_noise`` uniform-noise images in [-1, 1], with ``loss`` (``"kl"``: KL between softmaxes,
-    the paper; ``"mse"``: squared error on raw logits, Jiang et al.) over the aux logits only or
-    over all logits. ``n_runs`` independent runs derive their keys from ``seed``.
+    of ``n_noise`` uniform-noise images in [-1, 1] (with image inputs: the pool's first ``n_noise``
+    images), with ``loss`` (``"kl"``: KL between softmaxes, the paper; ``"mse"``: squared error on raw
+    logits, Jiang et al.) over the aux logits only or over all logits. ``n_runs`` independent runs derive their keys from ``seed``.
 
     ``temperature`` T softens the KL loss (``softmax(y/T)`` vs ``softmax(z/T)``, times T², as in
     Hinton et al.); ``student_inputs`` picks the distillation inputs (:data:`STUDENT_INPUTS`),
@@ -159,7 +159,8 @@ class Config:
         return (self.input_dim, *self.hidden_widths, self.n_outputs)
 
     def check_data(self, n_train: int, input_dim: int, n_classes: int | None = None) -> None:
-        """Check the settings against a loaded dataset (a batch no larger than the data; its classes)."""
+        """Check the settings against a loaded dataset (a batch, and a set of task images, no larger than
+        the data; its classes)."""
         if n_classes is not None and n_classes != self.n_classes:
             raise ConfigError(f"n_classes = {self.n_classes} does not match the data's {n_classes} classes.")
         if input_dim != self.input_dim:
@@ -170,6 +171,11 @@ class Config:
             raise ConfigError(
                 f"batch_size = {self.batch_size} is larger than the {n_train} training examples: "
                 "lower batch_size."
+            )
+        if self.student_inputs == "task" and self.n_noise > n_train:
+            raise ConfigError(
+                f"n_noise = {self.n_noise} is larger than the {n_train} training images the students are "
+                "distilled on (student_inputs = 'task', the first n_noise of them): lower n_noise."
             )
 
     def replace(self, **changes: Any) -> "Config":

@@ -139,23 +139,45 @@ def bernoulli(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (
 TASK_IMAGES = "task"
 
 
-def images(pool: Any = TASK_IMAGES, *, name: Optional[str] = None) -> InputSource:
-    """The rows of an image pool, unlabelled: ``pool[idx]``.
+def images(pool: Any = TASK_IMAGES, n: Optional[int] = None, *, name: Optional[str] = None) -> InputSource:
+    """The rows of an image pool, unlabelled: example ``j`` is ``pool[j]``, for ``j < n``.
 
-    ``pool`` is an array ``(n, *input_shape)`` or ``"task"`` for the teacher's own training images
-    (the engine substitutes them, so the set is the task's ``n_train`` images).
+    ``pool`` is an array ``(N, *input_shape)`` or ``"task"`` for the teacher's own training images
+    (the engine substitutes them when the experiment runs). ``n`` (default: the whole pool) keeps the
+    pool's first ``n`` images, in the pool's order; it must be in ``1..N``.
+
+    >>> import numpy as np
+    >>> src = images(np.arange(12.0).reshape(6, 2), n=4)
+    >>> src.n, src.draw(src.prepare(None, src.arrays, {}), np.array([3, 0]), {}).tolist()
+    (4, [[6.0, 7.0], [0.0, 1.0]])
     """
+    n = plain_scalar(n)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InputError(f"images: n = {n!r} is invalid: give the number of images to keep, an integer >= 1.")
     if isinstance(pool, str):
         if pool != TASK_IMAGES:
             raise InputError(f"images({pool!r}): give an array of images or {TASK_IMAGES!r} (the task's).")
-        n = 1  # replaced by the engine (see bind_task)
+        size = n or 1  # the whole pool: its size is set by the engine (see bind_task)
         arrays: dict = {"pool": TASK_IMAGES}
     else:
-        n = int(np.shape(pool)[0])
+        size = _check_count(n, int(np.shape(pool)[0]))
         arrays = {"pool": pool}
-    return InputSource(n=n, draw=lambda ctx, idx, hp: ctx[1]["pool"][idx], prepare=lambda k, a, hp: (k, a),
+    settings = {"pool": pool if isinstance(pool, str) else f"array{tuple(np.shape(pool))}"}
+    if n is not None:
+        settings["first"] = n  # recorded only when given, so a whole pool's description is as before
+    return InputSource(n=size, draw=lambda ctx, idx, hp: ctx[1]["pool"][idx], prepare=lambda k, a, hp: (k, a),
                        arrays=arrays, name=name or ("task images" if isinstance(pool, str) else "images"),
-                       settings={"pool": pool if isinstance(pool, str) else f"array{tuple(np.shape(pool))}"})
+                       settings=settings)
+
+
+def _check_count(n: Optional[int], available: int) -> int:
+    """``n`` images of a pool of ``available`` (all when ``n`` is None); InputError if there are too few."""
+    if n is None:
+        return available
+    if n > available:
+        raise InputError(f"images: n = {n} is larger than the pool's {available} images: lower n (or, from a "
+                         "Config, n_noise) to at most the pool's size.")
+    return n
 
 
 def bind_task(src: InputSource, task_images: Any) -> InputSource:
@@ -165,8 +187,9 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
         return mix([(p, w) for p, w in zip(parts, src.settings["weights"])], n=src.settings.get("_n", src.n))
     if src.settings.get("base") is not None:
         return src.settings["rebuild"](bind_task(src.settings["base"], task_images))
-    if src.arrays.get("pool") is TASK_IMAGES or (isinstance(src.arrays.get("pool"), str)):
-        return src.replace(n=int(np.shape(task_images)[0]), arrays={"pool": task_images})
+    if isinstance(src.arrays.get("pool"), str):
+        return src.replace(n=_check_count(src.settings.get("first"), int(np.shape(task_images)[0])),
+                           arrays={"pool": task_images})
     return src
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..core import engine, inputs
-from ..core.config import MODELS, Config
+from ..core.config import MODELS, Config, ConfigError
 from ..core.engine import Experiment
 from ..core.models import config_model
 from ..core.students import FIGURE10, Student, perturbed, ref
@@ -52,7 +52,8 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
     hyperparameter ``input_mix``); ``init_noise > 0`` (or an ``init_noise`` sweep) starts the
     shared-init students from :class:`~subliminal_mlp.core.students.perturbed` θ0 (:func:`config_students`).
     ``pool`` is the image pool of ``"task"``/``"fashion-mnist"``/``"mix"`` inputs (default: the
-    task's training images; Fashion-MNIST's, loaded by :func:`input_pool`, for ``"fashion-mnist"``).
+    task's training images; Fashion-MNIST's, loaded by :func:`input_pool`, for ``"fashion-mnist"``);
+    the students' set is its first ``n_noise`` images (``"mix"``: example ``j`` mixes image ``j``).
     The other experiments run their own student tables on this experiment's inputs, model,
     epochs and hyperparameters, so every variant of ``cfg`` applies to them too.
     """
@@ -63,12 +64,15 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
     if kind in noise:
         src = noise[kind](cfg.n_noise, shape=(cfg.input_dim,))
     else:
-        images = inputs.images(inputs.TASK_IMAGES if pool is None else pool)
+        pool = inputs.TASK_IMAGES if pool is None else pool
         if kind == "mix":
             src = inputs.mix([(inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)), _one_minus_mix),
-                              (images, "input_mix")], n=cfg.n_noise)
-        else:
-            src = images
+                              (inputs.images(pool), "input_mix")], n=cfg.n_noise)
+        else:  # the pool's first n_noise images
+            if not isinstance(pool, str) and cfg.n_noise > np.shape(pool)[0]:
+                raise ConfigError(f"n_noise = {cfg.n_noise} is larger than the {np.shape(pool)[0]} images of the "
+                                  f"{kind} pool: lower n_noise (the students' set is the pool's first n_noise images).")
+            src = inputs.images(pool, cfg.n_noise)
     table = config_students(cfg, FIGURE10, swept)
     hparams = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
     return Experiment(model=config_model(cfg), inputs=src, students=table, teacher_epochs=cfg.teacher_epochs,
