@@ -1,6 +1,6 @@
 """The documentation: the site builds with ``mkdocs build --strict``, every results table agrees with
 the committed JSON records (``docs/gen_tables.py``), no results table is hand-copied, every module has
-an API page, and the README keeps the two commands that CI runs."""
+an API page, every docstring example runs, and the README keeps the two commands that CI runs."""
 
 from __future__ import annotations
 
@@ -132,6 +132,31 @@ def test_every_module_has_an_api_page():
     index = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
     missing = [n for n in sm.__all__ if f"`{n}`" not in index]
     assert not missing, f"public names not listed on docs/api/index.md: {missing}"
+
+
+def _modules():
+    """Every module of the package, by dotted name (the command's __main__ aside)."""
+    for py in sorted((ROOT / "subliminal_mlp").rglob("*.py")):
+        if py.stem == "__main__":
+            continue
+        parts = py.relative_to(ROOT).with_suffix("").parts
+        yield ".".join(parts[:-1] if py.stem == "__init__" else parts)
+
+
+def test_every_docstring_example_runs():
+    """The ``>>>`` examples in the docstrings are run, and print what they say (the API pages show them)."""
+    import doctest
+    import importlib
+
+    attempted, failed = 0, []
+    for name in _modules():
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, verbose=False,
+                                 report=True)
+        attempted += result.attempted
+        if result.failed:
+            failed.append(f"{name}: {result.failed} of {result.attempted}")
+    assert not failed, f"docstring examples that fail (their output is printed above): {failed}"
+    assert attempted >= 60, f"only {attempted} docstring examples found: were they collected?"
 
 
 # ----------------------------------------------------------------------------- the README
