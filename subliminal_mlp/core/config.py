@@ -66,6 +66,13 @@ class Config:
     memory (``engine.choose_run_batch``). It changes speed and memory; the
     numbers are bit-identical for the same ``run_batch`` on the same platform, whatever the number
     of devices, while a different ``run_batch`` may change float rounding (batched matmuls).
+
+    >>> cfg = Config(n_runs=10)  # the paper's settings otherwise
+    >>> cfg.hidden_widths, cfg.aux_logits, cfg.replace(aux_logits=10).aux_logits
+    ((256, 256), 3, 10)
+    >>> Config(aux_logits=0)
+    Traceback (most recent call last):
+    subliminal_mlp.core.config.ConfigError: aux_logits (m) = 0 is invalid: the aux-only student imitates ...
     """
 
     hidden_widths: tuple[int, ...] = (256, 256)

@@ -125,7 +125,14 @@ def setting_json(value: Any) -> Any:
 
 
 def mean_ci95(values) -> tuple[float, float | None]:
-    """``(mean, 1.96 · std / √n)`` with the sample std (ddof = 1); the half-width is None for n = 1."""
+    """``(mean, 1.96 · std / √n)`` with the sample std (ddof = 1); the half-width is None for n = 1.
+
+    >>> mean, ci = mean_ci95([0.25, 0.5, 0.75])  # std = 0.25, so 1.96 · 0.25 / √3
+    >>> mean, round(ci, 4)
+    (0.5, 0.2829)
+    >>> mean_ci95([0.7])
+    (0.7, None)
+    """
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         raise ValueError("mean_ci95 needs at least one value")

@@ -168,7 +168,19 @@ def as_start(start: Any):
 
 @dataclass(frozen=True)
 class Student:
-    """One row of the student table (see the module docstring)."""
+    """One row of the student table (see the module docstring).
+
+    A table is a tuple of rows; Figure 10's plus a student started from θ0 + N(0, 0.01²) noise and one
+    trained with decoupled weight decay (an optax optimiser):
+
+    >>> import optax
+    >>> table = FIGURE10 + (Student("noisy_aux", perturbed(0.01)),
+    ...                     Student("wd_aux", optimizer=optax.adamw(3e-4, weight_decay=1e-4)))
+    >>> [s.name for s in table]
+    ['student_aux', 'student_all', 'cross_aux', 'cross_all', 'noisy_aux', 'wd_aux']
+    >>> print(table[4].describe()["start"])
+    perturbed(sigma=0.01, orthogonal=False, base=ref(which='own'))
+    """
 
     name: str
     start: Any = "own"

@@ -35,6 +35,14 @@ def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784)
 
     Image ``j`` depends only on ``(noise_key, j)``, so any batch of the set can be generated on
     demand in any order, and the set is identical across epochs without being stored.
+
+    >>> import jax, jax.numpy as jnp
+    >>> key = jax.random.PRNGKey(0)
+    >>> batch = noise_images(key, jnp.array([7, 3]))
+    >>> batch.shape, bool(jnp.all(batch == noise_images(key, jnp.arange(8))[jnp.array([7, 3])]))
+    ((2, 784), True)
+    >>> bool(batch.min() >= -1.0) and bool(batch.max() <= 1.0)
+    True
     """
     return per_example(noise_key, indices,
                       lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0))
