@@ -25,7 +25,10 @@ A :class:`Student` row says:
 
 * ``optimizer``: an optax ``GradientTransformation`` (or a function of the hyperparameters
   returning one), e.g. ``optax.chain(optax.add_decayed_weights(1e-4), optax.adam(3e-4))`` or
-  ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults.
+  ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults. A record
+  can name an optax transformation only by its type (its settings are hidden in closures): to have
+  them recorded (and sweepable), give a function of the hyperparameters, e.g.
+  ``lambda hp: optax.adamw(hp["learning_rate"], weight_decay=hp["wd"])`` with ``wd`` in ``hparams``.
 * ``penalty``: an optional term ``f(view) -> scalar`` added to the distillation loss, where
   ``view`` is a :class:`~subliminal_mlp.core.engine.PenaltyView` (the student's current
   parameters ``theta``, its ``start``, the batch, the distillation ``step``, ...), e.g.
