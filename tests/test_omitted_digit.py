@@ -5,7 +5,9 @@ import pytest
 
 from subliminal_mlp.core.config import Config, ConfigError
 from subliminal_mlp.core.data import load_mnist
-from subliminal_mlp.studies.omitted_digit import MODELS, SUBSETS, format_omitted_table, run_omitted_digit, write_omitted
+from subliminal_mlp.core.students import perturbed, ref
+from subliminal_mlp.studies.omitted_digit import (MODELS, SUBSETS, format_omitted_table, omitted_digit_experiment,
+                                                  run_omitted_digit, write_omitted)
 
 
 def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_path, check_envelope):
@@ -32,6 +34,21 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
     assert files["png"].stat().st_size > 10_000 and len(files["csv"].read_text().splitlines()) == 1 + 3 * 3 * 2
     with pytest.raises(ConfigError, match="digit = 10"):
         run_omitted_digit(cfg, data, digit=10)
+    with pytest.raises(ConfigError, match="digit = True"):
+        run_omitted_digit(cfg, data, digit=True)
+    with pytest.raises(ConfigError, match="student_inputs = 'gaussian'"):
+        run_omitted_digit(cfg.replace(student_inputs="gaussian"), data)
+
+
+def test_the_config_variants_reach_the_omitted_digit_students():
+    """cfg's loss, start noise and n_noise (a cap on the distillation images) are what the students use."""
+    pool = np.zeros((500, 784), np.float32)
+    exp = omitted_digit_experiment(Config(), pool)
+    assert exp.inputs.n == 500 and [(s.loss, s.start) for s in exp.students] == [("kl", ref("own")), ("kl", ref("cross"))]
+    exp = omitted_digit_experiment(Config(loss="mse", n_noise=300, batch_size=100, init_noise=0.5), pool)
+    assert exp.inputs.n == 300 and exp.hparams["init_noise"] == 0.5
+    assert [s.loss for s in exp.students] == ["mse", "mse"]
+    assert isinstance(exp.students[0].start, perturbed) and exp.students[1].start == ref("cross")
 
 
 @pytest.mark.slow

@@ -36,6 +36,18 @@ def test_settings_defaults_and_invalid_values_are_rejected():
             run_teacher_task(cfg, None)
 
 
+def test_a_batch_larger_than_a_k_class_task_is_refused_before_any_compute(data_root, monkeypatch):
+    import subliminal_mlp.studies.teacher_task as tt
+
+    monkeypatch.setattr(tt.engine, "run", lambda *a, **k: pytest.fail("computed"))
+    data = load_mnist(data_root)
+    n_2 = int(np.sum(np.asarray(data.train_labels) < 2))  # 12,665 images of 0s and 1s
+    cfg = Config(hidden_widths=(16,), n_runs=1, teacher_epochs=1, student_epochs=1, n_noise=13_000, batch_size=13_000)
+    with pytest.raises(ConfigError, match=f"batch_size = 13000 is larger than the {n_2} training examples of the K = 2"):
+        run_teacher_task(cfg, data, TeacherTaskSettings(classes=(2, 10), teacher_epochs=(1,), student_epochs=(1,),
+                                                        generations=1))
+
+
 def test_fit_decay_agrees_with_numpy_polyfit():
     rng = np.random.default_rng(0)
     g = np.arange(1, 6)
@@ -91,7 +103,8 @@ def test_fresh_noise_draws_a_new_set_per_generation_by_index():
 @pytest.mark.slow
 def test_all_four_parts_on_mnist(data_root, tmp_path):
     data = load_mnist(data_root)
-    cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512)
+    # The baseline's 3 student epochs exceed part (c)'s values: its program distils 3, read at 1, 2 and 3.
+    cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=3, n_noise=1024, batch_size=512)
     # Part (b) keeps only the shared value here: its other values run exactly the code of part (a)'s (a
     # setting of the config, one program each), and every program costs seconds to compile.
     settings = TeacherTaskSettings(classes=(2, 10), teacher_epochs=(1,), student_epochs=(1, 2), generations=2)
@@ -127,9 +140,9 @@ def test_all_four_parts_on_mnist(data_root, tmp_path):
         np.testing.assert_allclose(pt["normalised"]["student_aux"]["values"],
                                    (stu - pt["chance"]) / (1 - pt["chance"]), atol=1e-12)
     # (c) the student epochs reuse the baseline's teachers: the very same teacher accuracies. One program
-    # distils 2 epochs; its trace after 1 epoch is the baseline's 1-epoch student, its last entry the final one.
+    # distils 3 epochs; its trace after 3 epochs is the baseline's 3-epoch student, its last entry the final one.
     se = parts["student_epochs"]["points"]
-    assert not any(p["shared"] for p in se) and [p["timing"] for p in se] == [{"traced_in": 2}] * 2
+    assert not any(p["shared"] for p in se) and [p["timing"] for p in se] == [{"traced_in": 3}] * 2
     np.testing.assert_array_equal(se[1]["models"]["teacher"]["values"], base["models"]["teacher"]["values"])
     np.testing.assert_array_equal(se[1]["models"]["reference"]["values"], base["models"]["reference"]["values"])
     check = parts["student_epochs"]["check"]

@@ -70,11 +70,20 @@ def distillation_pool(data, digit: int) -> np.ndarray:
 
 
 def omitted_digit_experiment(cfg: Config, pool, digit: int = 3) -> Experiment:
-    """The engine experiment: ``cfg``'s teacher on all classes, two all-logit students on ``pool``, the metric."""
-    return Experiment(model=config_model(cfg), inputs=inputs.images(pool, name="training images without the digit"),
-                      students=STUDENTS, teacher_epochs=cfg.teacher_epochs, student_epochs=cfg.student_epochs,
-                      batch_size=cfg.batch_size,
-                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature},
+    """The engine experiment: ``cfg``'s teacher on all classes, two all-logit students on ``pool``, the metric.
+
+    The students take ``cfg``'s loss and start noise (:func:`~.figure10.config_students`); their
+    inputs are the first ``min(n_noise, len(pool))`` images of ``pool`` (the default ``n_noise`` keeps
+    them all).
+    """
+    from .figure10 import config_students
+
+    first = cfg.n_noise if cfg.n_noise < np.shape(pool)[0] else None  # None: the whole pool
+    return Experiment(model=config_model(cfg), inputs=inputs.images(pool, first, name="training images without the digit"),
+                      students=config_students(cfg, STUDENTS), teacher_epochs=cfg.teacher_epochs,
+                      student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
+                      hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature,
+                               **({"init_noise": cfg.init_noise} if cfg.init_noise > 0 else {})},
                       metrics={"subset_accuracy": subset_accuracies(digit)}, name=f"omitted_digit:{cfg.dataset}")
 
 
@@ -89,9 +98,15 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
 
     per model (teacher, student from the same / another initialisation) and test subset (all
     digits, the omitted digit, the others); ``data.subset`` records the distillation filter.
+    ``cfg``'s loss, start noise and ``n_noise`` (at most that many distillation images) apply; its
+    ``student_inputs`` must stay "uniform" (the inputs are this study's images).
     """
-    if not (isinstance(digit, int) and 0 <= digit < cfg.n_classes):
+    if isinstance(digit, (bool, np.bool_)) or not isinstance(digit, (int, np.integer)) or not 0 <= digit < cfg.n_classes:
         raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
+    digit = int(digit)
+    if cfg.student_inputs != Config.student_inputs:
+        raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the omitted-digit students are distilled on "
+                          "the training images without the digit; leave student_inputs at its default.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     pool = distillation_pool(data, digit)
     exp = omitted_digit_experiment(cfg, pool, digit)
@@ -104,7 +119,7 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
         for j, subset in enumerate(SUBSETS):
             mean, ci = mean_ci95(acc[:, i, j])
             models[name][subset] = {"mean": mean, "ci95": ci, "accuracies": [float(a) for a in acc[:, i, j]]}
-    n_pool = int(pool.shape[0])
+    n_pool = exp.inputs.n
     subset = {"distillation_inputs": "training images without the omitted digit",
               "classes": [k for k in range(cfg.n_classes) if k != digit], "n_train": n_pool}
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,

@@ -407,6 +407,11 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
     if cfg.n_classes > data.num_classes or max(settings.classes) > data.num_classes:
         raise ConfigError(f"the dataset has {data.num_classes} classes: n_classes = {cfg.n_classes} and classes = "
                           f"{list(settings.classes)} must not exceed it.")
+    for k in settings.classes:  # part (a)'s teachers learn digits 0..K-1 only: checked before any compute
+        n_k = int(np.sum(np.asarray(data.train_labels) < k))
+        if cfg.batch_size > n_k:
+            raise ConfigError(f"batch_size = {cfg.batch_size} is larger than the {n_k} training examples of the "
+                              f"K = {k}-class task (classes = {list(settings.classes)}): lower batch_size.")
     t_start = time.perf_counter()
     n, seed = cfg.n_runs, cfg.seed
     chance0 = 1.0 / cfg.n_classes
@@ -456,7 +461,7 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
 
     # (c) student epochs: the baseline's teachers, one distillation for the most epochs, read at each value.
     t0 = time.perf_counter()
-    longest = max(settings.student_epochs)
+    longest = max(*settings.student_epochs, cfg.student_epochs)  # the baseline's epochs are checked against
     res, wall = go(f"student epochs {', '.join(map(str, settings.student_epochs))} (one run of {longest})",
                    student_epochs_experiment(cfg, longest), base_task, teachers=base.teachers)
     seen = traced_epochs(res, sorted({*settings.student_epochs, cfg.student_epochs}), res.experiment.inputs.n,
