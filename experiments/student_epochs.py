@@ -18,7 +18,7 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def final_accuracies(record):
     return "\n".join(f"{name:<12} final test accuracy {record['final'][name]['mean']:.4f} "
-                     f"± {record['final'][name]['ci95']:.4f}" for name in ("reference", "teacher", "student_aux",
+                     f"± {record['final'][name]['ci95'] or 0:.4f}" for name in ("reference", "teacher", "student_aux",
                                                                           "cross_aux"))
 
 

@@ -1,5 +1,6 @@
 """Config defaults are the paper's; invalid values are rejected before any compute."""
 
+import numpy as np
 import pytest
 
 from subliminal_mlp.core.config import Config, ConfigError
@@ -61,3 +62,14 @@ def test_dict_round_trip_and_unknown_fields():
     with pytest.raises(ConfigError, match="unknown config field"):
         Config.from_dict({"epochs": 3})
     assert Config(hidden_widths=[8]).hidden_widths == (8,)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    """A loop over np.arange (or widths from an array) gives the same Config, and its record, as Python numbers."""
+    c = Config(aux_logits=np.int64(5), n_runs=np.int32(3), hidden_widths=np.array([32, 16]), learning_rate=np.float64(1e-3))
+    assert c == Config(aux_logits=5, n_runs=3, hidden_widths=(32, 16), learning_rate=1e-3)
+    assert type(c.aux_logits) is int and type(c.hidden_widths[0]) is int and c.to_dict()["hidden_widths"] == [32, 16]
+    assert Config(hidden_widths=range(8, 10)).hidden_widths == (8, 9)
+    for bad in (dict(aux_logits=np.float32(2.5)), dict(init_noise=float("inf")), dict(init_noise=True)):
+        with pytest.raises(ConfigError, match="is invalid"):
+            Config(**bad)

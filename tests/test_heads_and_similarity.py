@@ -142,3 +142,21 @@ def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
     with pytest.raises(ValueError, match="sigmas"):
         run_heads(cfg, data, sigmas=(0.0,))
     assert all(p.stat().st_size > 0 for p in write_heads(rec, tmp_path).values())
+
+
+@pytest.mark.parametrize("kw, match", [(dict(n_similarity=100.0), "n_similarity = 100.0"),
+                                       (dict(n_similarity=1), "n_similarity = 1"),
+                                       (dict(sigmas=(0.0,)), "finite number > 0"),
+                                       (dict(sigmas=(float("inf"),)), "finite number > 0"),
+                                       (dict(sigmas=(0.01, 0.0100000001)), "repeat a value")])
+def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatch):
+    from types import SimpleNamespace
+
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.studies import heads as heads_mod
+
+    monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: pytest.fail("computed"))
+    data = SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((1000, 784), np.float32))
+    with pytest.raises(ConfigError, match=match):
+        heads_mod.run_heads(Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), data,
+                            **{"n_similarity": 500, **kw})

@@ -143,7 +143,30 @@ def test_the_mitigations_study_end_to_end_on_mnist(data, tmp_path):
                                         (dict(weight_decays=(-1.0,)), "weight_decays"),
                                         (dict(n_noise=100), "batch_size"),
                                         (dict(liminal_weights=(), weight_decays=(), sgd_learning_rates=(),
-                                              projection=False), "empty")])
+                                              projection=False), "empty"),
+                                        (dict(liminal_weights=(10.0, 10.0)), "repeats"),
+                                        (dict(liminal_weights=(float("inf"),)), "finite"),
+                                        (dict(weight_decays=("a",)), "finite"),
+                                        (dict(learning_rate=float("inf")), "learning_rate"),
+                                        (dict(seed=-1), "seed"), (dict(run_batch=0), "run_batch")])
 def test_invalid_settings_are_refused_before_compute(bad, match):
     with pytest.raises(ConfigError, match=match):
         MitigationSettings(**bad)
+
+
+def test_settings_that_are_valid_are_taken():
+    # without liminal strengths its epochs are not used, so they need not fit student_epochs
+    assert MitigationSettings(student_epochs=1, liminal_weights=()).liminal_epochs == (1, 5)
+    s = MitigationSettings(liminal_epochs=(np.int64(1),), weight_decays=np.array([3.0, 10.0]))
+    assert s.liminal_epochs == (1,) and s.weight_decays == (3.0, 10.0) and type(s.liminal_epochs[0]) is int
+
+
+def test_probe_and_held_out_images_must_fit_the_test_set(monkeypatch):
+    from types import SimpleNamespace
+
+    import subliminal_mlp.studies.mitigations as mit
+
+    monkeypatch.setattr(mit.engine, "run", lambda *a, **k: pytest.fail("computed"))
+    data = SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((1000, 784), np.float32))
+    with pytest.raises(ConfigError, match="n_probe = 900 and held_out = 256 need more than the 1000 test images"):
+        run_mitigations(MitigationSettings(n_probe=900), data)

@@ -15,8 +15,9 @@ from subliminal_mlp.core.students import StartContext
 from subliminal_mlp.studies.split_heads import (SplitHeadSettings, format_split_heads_table, run_split_heads,
                                                 single_head_students, split_head_students, write_split_heads)
 
+# Unequal widths: the shallower student keeps the last width, so the teacher's heads fit it.
 TINY = SplitHeadSettings(n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=256,
-                         hidden=(16, 16), cnn_channels=(4, 8))
+                         hidden=(16, 8), cnn_channels=(4, 8))
 
 
 def test_the_split_head_cnn_computes_its_layers_by_hand():
@@ -82,7 +83,19 @@ def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [(dict(hidden=(16,)), "at least two"), (dict(n_runs=0), "n_runs"),
-                                        (dict(n_noise=100), "batch_size"), (dict(learning_rate=0.0), "learning_rate")])
+                                        (dict(n_noise=100), "batch_size"), (dict(learning_rate=0.0), "learning_rate"),
+                                        (dict(learning_rate=float("nan")), "learning_rate"),
+                                        (dict(learning_rate="a"), "learning_rate"), (dict(seed=-1), "seed"),
+                                        (dict(seed=2**32), "seed"), (dict(run_batch=0), "run_batch"),
+                                        (dict(cnn_channels=()), "cnn_channels"),
+                                        (dict(cnn_channels=(0, 8)), "cnn_channels"),
+                                        (dict(cnn_channels=(8.5,)), "cnn_channels")])
 def test_invalid_settings_are_refused_before_compute(bad, match):
     with pytest.raises(ConfigError, match=match):
         SplitHeadSettings(**bad)
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    s = SplitHeadSettings(n_runs=np.int64(3), hidden=np.array([16, 8]), learning_rate=np.float32(0.5))
+    assert s.n_runs == 3 and type(s.n_runs) is int and s.hidden == (16, 8) and type(s.hidden[0]) is int
+    assert s.to_dict()["learning_rate"] == 0.5 and type(s.learning_rate) is float

@@ -27,3 +27,51 @@ def test_trajectories_end_at_the_final_accuracy(data_root, tmp_path):
     assert files["png"].stat().st_size > 10_000 and files["json"].exists()
     with pytest.raises(ValueError, match="probe_every"):
         student_trajectories(cfg, data, probe_every=0)
+
+
+class _Computed(Exception):
+    pass
+
+
+def _fake_mnist(n_test=1000):
+    """Arrays of MNIST's shapes (no file): enough for the checks that come before any compute."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((n_test, 784), np.float32))
+
+
+def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monkeypatch):
+    import subliminal_mlp.core.engine as engine_mod
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.studies.alignment import run_alignment
+    from subliminal_mlp.studies.demo import run_demo
+    from subliminal_mlp.studies.trajectory import check_probe
+
+    seen = {}
+
+    def no_compute(exp, task, **kw):
+        seen.update(kw)
+        raise _Computed
+
+    monkeypatch.setattr(engine_mod, "run", no_compute)
+    monkeypatch.setattr(engine_mod.Task, "from_dataset", classmethod(lambda cls, data, classes=None: None))
+    assert check_probe(np.int64(5), np.int32(100), 1000) == (5, 100) and type(check_probe(np.int64(5), 1)[0]) is int
+    for bad in ((0, 10), (5, 0), (5, 2.5), (True, 10)):
+        with pytest.raises(ConfigError, match="is invalid: it must be an integer >= 1"):
+            check_probe(*bad)
+    cfg, data = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), _fake_mnist()
+    with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
+        student_trajectories(cfg, data)
+    with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
+        run_demo(data, cfg)
+    with pytest.raises(ConfigError, match="held_out = 256 and n_probe = 900 need more than the 1000 test images"):
+        run_alignment(cfg, data, n_probe=900)
+    with pytest.raises(ConfigError, match="held_out = 0 is invalid"):
+        run_alignment(cfg, data, n_probe=100, held_out=0)
+    # the demo's one run takes the config's seed unless seed= says otherwise
+    with pytest.raises(_Computed):
+        run_demo(data, cfg.replace(seed=5), n_probe=100)
+    assert seen["seed"] == 5
+    with pytest.raises(_Computed):
+        run_demo(data, cfg.replace(seed=5), n_probe=100, seed=7)
+    assert seen["seed"] == 7

@@ -239,15 +239,16 @@ def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[]
               table: Optional[Callable[[dict], str]] = None) -> dict:
     """The body of an ``experiments/`` script: check that ``out`` can take ``files`` (before any
     compute or data loading: :func:`~subliminal_mlp.core.results.check_output`), then
-    ``record = compute()``, print ``table(record)``, ``write(record, out)`` and print the paths written.
-    Returns the record."""
+    ``record = compute()``, ``write(record, out)``, print ``table(record)`` and the paths written
+    (written first, so that nothing computed is lost to the report). Returns the record."""
     from ..core.results import check_output
 
     check_output(out, files=list(files))
     record = compute()
+    written = write(record, out)
     if table is not None:
         print(table(record))
-    for path in write(record, out).values():
+    for path in written.values():
         print(f"wrote {path}")
     return record
 

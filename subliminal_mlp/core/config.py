@@ -8,8 +8,11 @@ any field by name. Invalid values raise :class:`ConfigError` at construction, be
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 LOSSES = ("kl", "mse")
 #: What the students are distilled on: uniform noise in [-1, 1] (the paper), Gaussian noise with the
@@ -26,6 +29,28 @@ MODELS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cr
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what to do."""
+
+
+def plain_scalar(value: Any) -> Any:
+    """A numpy or JAX scalar (0-d) as the Python number it holds; any other value as it is."""
+    return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value
+
+
+def plain_fields(settings: Any) -> None:
+    """Replace, in a frozen settings dataclass, numpy/JAX scalars by Python numbers (also inside tuples,
+    lists, ranges and 1-d arrays, which become tuples), so ``np.arange``'s values are taken as ints and
+    records hold plain JSON."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, (tuple, list, range)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+            value = tuple(plain_scalar(v) for v in value)
+        object.__setattr__(settings, f.name, plain_scalar(value))
+
+
+def check_positive_number(name: str, value: Any, hint: str = "") -> None:
+    """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ConfigError(f"{name} = {value!r} is invalid: it must be a positive number{hint}.")
 
 
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -96,10 +121,8 @@ class Config:
     run_batch: int | None = None
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # numpy values (np.arange's, say) as Python numbers; a list of widths as a tuple
         widths = self.hidden_widths
-        if isinstance(widths, list):
-            object.__setattr__(self, "hidden_widths", tuple(widths))
-            widths = self.hidden_widths
         if not isinstance(widths, tuple) or len(widths) == 0:
             raise ConfigError(
                 f"hidden_widths = {widths!r} is invalid: give at least one hidden layer width, "
@@ -116,11 +139,7 @@ class Config:
         if self.n_classes < 2:
             raise ConfigError(f"n_classes = {self.n_classes} is invalid: a classifier needs >= 2 classes.")
         _positive_int("input_dim", self.input_dim)
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < float("inf")):
-            raise ConfigError(
-                f"learning_rate = {self.learning_rate!r} is invalid: it must be a positive number "
-                "(the paper uses 3e-4)."
-            )
+        check_positive_number("learning_rate", self.learning_rate, " (the paper uses 3e-4)")
         _positive_int("batch_size", self.batch_size)
         _positive_int("teacher_epochs", self.teacher_epochs, allow_zero=True)
         _positive_int("student_epochs", self.student_epochs, allow_zero=True)
@@ -136,8 +155,7 @@ class Config:
         check_seed(self.seed)
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
-        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < float("inf")):
-            raise ConfigError(f"temperature = {self.temperature!r} is invalid: it must be a positive number.")
+        check_positive_number("temperature", self.temperature)
         if self.loss == "mse" and self.temperature != 1:
             raise ConfigError(f"temperature = {self.temperature} has no meaning for loss = 'mse' (raw logits): "
                               "use loss = 'kl' or temperature = 1.")
@@ -148,8 +166,9 @@ class Config:
         if self.input_mix != Config.input_mix and self.student_inputs != "mix":
             raise ConfigError(f"input_mix = {self.input_mix!r} has no effect with student_inputs = "
                               f"{self.student_inputs!r}: it weighs the images of student_inputs = 'mix'.")
-        if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
-            raise ConfigError(f"init_noise = {self.init_noise!r} is invalid: it must be a number >= 0.")
+        if isinstance(self.init_noise, bool) or not (isinstance(self.init_noise, (int, float))
+                                                     and 0 <= self.init_noise < math.inf):
+            raise ConfigError(f"init_noise = {self.init_noise!r} is invalid: it must be a finite number >= 0.")
         if self.init_noise_kind not in INIT_NOISE_KINDS:
             raise ConfigError(f"init_noise_kind = {self.init_noise_kind!r} is invalid: choose one of {INIT_NOISE_KINDS}.")
         if self.run_batch is not None:

@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .config import MODELS, ConfigError
+from .config import MODELS, ConfigError, plain_scalar  # noqa: F401 (plain_scalar: used here and re-exported)
 
 FORMAT = "subliminal-mlp/fig10"
 FORMAT_VERSION = 1
@@ -86,11 +86,6 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 #: The envelope's own keys, which a payload may not use.
 ENVELOPE_KEYS = ("format", "format_version", "config", "n_runs", "seeds", "data", "environment", "timing",
                  "created")
-
-
-def plain_scalar(value: Any) -> Any:
-    """A numpy or JAX scalar (0-d) as the Python number it holds; any other value as it is."""
-    return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value
 
 
 def setting_json(value: Any) -> Any:

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from ..core import engine
-from ..core.config import Config
+from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy
@@ -38,6 +38,7 @@ from ..core.model import accuracy
 from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from ..core.students import Student, adam, cosine, project_out
 from ..core.training import steps_per_epoch
+from .trajectory import check_probe
 
 FORMAT = "subliminal-mlp/alignment"
 #: (name, initialisation, projection weight) of the four students of a run.
@@ -65,6 +66,10 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
     :func:`~subliminal_mlp.studies.figure10.config_students`).
     """
+    probe_every, n_probe = check_probe(probe_every, n_probe)
+    held_out = plain_scalar(held_out)
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 1:
+        raise ConfigError(f"held_out = {held_out!r} is invalid: it must be an integer >= 1 (test images).")
     base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
 
@@ -105,10 +110,12 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     and ``data.subset`` naming the test images used for g_task and for the probe.
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
-    if not 0 < held_out <= data.test_images.shape[0] - n_probe:
-        raise ValueError(f"held_out = {held_out}: it must be in 1..{data.test_images.shape[0] - n_probe} "
-                         f"so that the held-out batch and the {n_probe} probe images do not overlap.")
+    n_test, held_out = data.test_images.shape[0], plain_scalar(held_out)
+    probe_every, n_probe = check_probe(probe_every, n_probe, n_test)
     exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe)
+    if held_out + n_probe > n_test:
+        raise ConfigError(f"held_out = {held_out} and n_probe = {n_probe} need more than the {n_test} test images: "
+                          "the held-out batch and the probe images must not overlap. Lower them.")
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch, progress=progress)
     cos = result.step_metrics["cos"][0]     # (runs, steps, S)
@@ -116,8 +123,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     final = result.accuracies[0]            # (runs, 2 + S)
     names = [n for n, _, _ in STUDENTS]
 
-    n_test = data.test_images.shape[0]
-    subset = {"task_gradient_test_images": [n_test - held_out, n_test], "probe_test_images": [0, min(n_probe, n_test)]}
+    subset = {"task_gradient_test_images": [n_test - held_out, n_test], "probe_test_images": [0, n_probe]}
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(data, name=cfg.dataset, subset=subset),
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),

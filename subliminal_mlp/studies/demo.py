@@ -33,6 +33,7 @@ from ..core.models import config_model
 from ..core.distributed import main_print
 from ..core.results import data_record, envelope, write_record
 from ..core.students import Student
+from .trajectory import check_probe
 
 FORMAT = "subliminal-mlp/demo"
 N_SHOWN = 4
@@ -85,9 +86,7 @@ def shown_outputs(src: inputs.InputSource):
 
 def demo_experiment(cfg: Config, *, probe_every: int = 4, n_probe: int = 2000) -> Experiment:
     """The demo's engine experiment: ``cfg``'s teacher, the two aux-only students, the probe, the shown outputs."""
-    for name, v in (("probe_every", probe_every), ("n_probe", n_probe)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+    probe_every, n_probe = check_probe(probe_every, n_probe)
     src = inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,))
     return Experiment(model=config_model(cfg), inputs=src, students=tuple(s.replace(loss=cfg.loss) for s in STUDENTS),
                       teacher_epochs=cfg.teacher_epochs, student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
@@ -96,7 +95,7 @@ def demo_experiment(cfg: Config, *, probe_every: int = 4, n_probe: int = 2000) -
                       name=f"demo:{cfg.dataset}")
 
 
-def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every: int = 4,
+def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, probe_every: int = 4,
              n_probe: int = 2000) -> DemoResult:
     """One run: teacher, then the shared-init and cross-model aux-only students, probed as they learn.
 
@@ -105,12 +104,15 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     The demo tells the paper's protocol (its figure shows uniform noise and students started at θ0):
     other ``student_inputs`` or ``init_noise`` are an error here (trace them with
     :func:`~subliminal_mlp.studies.trajectory.student_trajectories`, which takes every variant).
+    ``seed`` (default: ``cfg.seed``) seeds the one run.
     """
     if cfg.student_inputs != "uniform" or cfg.init_noise != 0:
         raise ConfigError(f"run_demo draws the paper's protocol (uniform noise, unperturbed starts); student_inputs "
                           f"= {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not shown there. Use the "
                           "defaults ('uniform', 0), or trajectory.student_trajectories to trace any variant.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    probe_every, n_probe = check_probe(probe_every, n_probe, data.test_images.shape[0])
+    seed = cfg.seed if seed is None else seed
     cfg = cfg.replace(seed=seed, n_runs=1)
     exp = demo_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
     t0 = time.perf_counter()
@@ -121,7 +123,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int = 0, probe_every
     m = {k: np.asarray(v[0, 0]) for k, v in result.metrics.items()}
     return DemoResult(config=cfg, steps=np.asarray(result.trace_steps),
                       trace=np.asarray(result.traces["accuracy"][0, 0]), final=final, noise=m["noise"],
-                      teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=min(n_probe, data.test_images.shape[0]))
+                      teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=n_probe)
 
 
 def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:
@@ -157,7 +159,7 @@ def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:
     ax.plot(r.steps, r.trace[:, 0], color="#d62728", lw=2, label="student, same init as teacher")
     ax.plot(r.steps, r.trace[:, 1], color="#8c564b", lw=2, label="student, different init")
     ax.axhline(r.final["teacher"], color="#1f77b4", ls="--", lw=1.2, label=f"teacher ({r.final['teacher']:.2f})")
-    ax.axhline(1 / r.config.n_classes, color="black", ls=":", lw=1.2, label="chance (0.10)")
+    ax.axhline(1 / r.config.n_classes, color="black", ls=":", lw=1.2, label=f"chance ({1 / r.config.n_classes:.2f})")
     ax.set_ylim(0, 1)
     ax.set_xlabel("distillation step (batches of noise)")
     ax.set_ylabel("MNIST test accuracy")
@@ -183,7 +185,7 @@ def describe(r: DemoResult, path: Path) -> str:
             f"The teacher learned MNIST ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
             f"{r.config.aux_logits} auxiliary outputs on random noise images - no digit, no label, no class output.\n"
             f"  student with the teacher's initialisation:  {f['student']:.1%} on the MNIST test set\n"
-            f"  student with a different initialisation:    {f['cross']:.1%} (chance is 10%)\n"
+            f"  student with a different initialisation:    {f['cross']:.1%} (chance is {1 / r.config.n_classes:.0%})\n"
             f"Sharing the initialisation is what lets the digit skill pass through meaningless outputs: "
             f"that is subliminal learning. ({r.seconds:.0f} s)")
 

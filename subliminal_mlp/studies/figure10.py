@@ -157,12 +157,12 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
     if field is None:
         configs = [cfg]
     elif field not in TRACED_FIELDS:
-        raise ValueError(f"field = {field!r} changes array shapes or code; only {TRACED_FIELDS} can be "
-                         "swept inside one program (use subliminal_mlp.studies.sweep for the others).")
+        raise ConfigError(f"field = {field!r} changes array shapes or code; only {TRACED_FIELDS} can be "
+                          "swept inside one program (use subliminal_mlp.studies.sweep for the others).")
     else:
         configs = [cfg.replace(**{field: v}) for v in values]
         if not configs:
-            raise ValueError(f"no values given for {field}.")
+            raise ConfigError(f"no values given for {field}.")
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     if pool is None and cfg.student_inputs == "fashion-mnist":
         pool = input_pool(cfg, data)

@@ -32,6 +32,7 @@ sharded program) and turns the :class:`~subliminal_mlp.core.engine.Result` into 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment, RunModels, run_keys
 from .figure10 import config_students, experiment_from_config
 from ..core.model import stack_params
@@ -158,12 +159,18 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
-    if not 2 <= n_similarity <= data.test_images.shape[0]:
-        raise ValueError(f"n_similarity = {n_similarity}: give 2..{data.test_images.shape[0]} test images.")
+    n_similarity = plain_scalar(n_similarity)
+    if isinstance(n_similarity, bool) or not isinstance(n_similarity, int) or not 2 <= n_similarity <= data.test_images.shape[0]:
+        raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
+                          f"2..{data.test_images.shape[0]}.")
     sigmas = tuple(float(s) for s in sigmas)
-    if any(not s > 0 for s in sigmas):
-        raise ValueError(f"sigmas = {sigmas}: every σ must be > 0 (σ = 0 is the student shared_all_aux).")
+    if any(not 0 < s < math.inf for s in sigmas):
+        raise ConfigError(f"sigmas = {sigmas}: every σ must be a finite number > 0 (σ = 0 is the student "
+                          "shared_all_aux).")
     names = student_names(sigmas)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sigmas = {sigmas} repeat a value (as the students' names write them, %g): give "
+                          "distinct values.")
     exp = heads_experiment(cfg, sigmas, n_similarity)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch, progress=progress)

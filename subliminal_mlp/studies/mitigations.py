@@ -30,6 +30,7 @@ accuracy every ``probe_every`` steps (does the mitigation delay the gain or remo
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -83,17 +84,25 @@ class MitigationSettings(ProtocolSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         for name, ok, what in (("liminal_weights", lambda v: v > 0, "> 0 (λ = 0, the baseline, is always run)"),
                                ("weight_decays", lambda v: v >= 0, ">= 0"),
                                ("sgd_learning_rates", lambda v: v > 0, "> 0")):
-            bad = [v for v in getattr(self, name) if not ok(v)]
+            values = getattr(self, name)
+            bad = [v for v in values if not (number(v) and ok(v))]
             if bad:
-                raise ConfigError(f"{name} has {bad}: every value must be {what}.")
+                raise ConfigError(f"{name} has {bad}: every value must be a finite number {what}.")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{name} = {list(values)} repeats a value: each would be run twice.")
         bad = [e for e in self.liminal_epochs if isinstance(e, bool) or not isinstance(e, int)
                or not 1 <= e <= self.student_epochs]
-        if bad:
+        if self.liminal_weights and bad:  # without strengths the liminal family (and its epochs) is off
             raise ConfigError(f"liminal_epochs has {bad}: each must be an integer in 1..student_epochs "
                               f"({self.student_epochs}).")
+        if self.liminal_weights and len(set(self.liminal_epochs)) != len(self.liminal_epochs):
+            raise ConfigError(f"liminal_epochs = {list(self.liminal_epochs)} repeats a value: each would be run twice.")
         if not (self.liminal_weights or self.weight_decays or self.sgd_learning_rates or self.projection):
             raise ConfigError("every family is empty: give at least one strength to sweep.")
 
@@ -203,6 +212,11 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
     s = settings
     if data.train_images.shape[1] != 784:
         raise ConfigError("run_mitigations needs MNIST-shaped data (784 pixels per image).")
+    n_test = int(data.test_images.shape[0])
+    if s.n_probe + (s.held_out if s.projection else 0) > n_test:
+        raise ConfigError(f"n_probe = {s.n_probe}" + (f" and held_out = {s.held_out}" if s.projection else "")
+                          + f" need more than the {n_test} test images: the probe images and the projection's "
+                          "held-out images must not overlap. Lower them.")
     task = Task.from_dataset(data)
     families: dict[str, Any] = {}
     # The teachers do not depend on any swept strength: train them once (no student steps), then
@@ -225,7 +239,7 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
     return envelope(
         FORMAT, s.to_dict(), n_runs=s.n_runs, seed=s.seed,
         data=data_record(data, name="mnist", subset={"probe_test_images": [0, s.n_probe],
-                                                      "task_gradient_test_images": [10_000 - s.held_out, 10_000]}),
+                                                      "task_gradient_test_images": [n_test - s.held_out, n_test]}),
         devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
         reference={**_stat(first.accuracy("reference")), "accuracies": first.accuracy("reference").tolist()},
         teacher={**_stat(first.accuracy("teacher")), "accuracies": first.accuracy("teacher").tolist()},

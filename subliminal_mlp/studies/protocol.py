@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from ..core.config import ConfigError
+from ..core.config import ConfigError, check_positive_number, check_seed, plain_fields
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ProtocolSettings:
     def __post_init__(self) -> None:
         for name in self.TUPLES:
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        plain_fields(self)  # numpy numbers (a subclass's fields too) as Python numbers
         for name in self.POSITIVE_INTS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -46,8 +47,11 @@ class ProtocolSettings:
             raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
         if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"hidden = {self.hidden!r} is invalid: give one or more positive widths.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate = {self.learning_rate!r} is invalid: it must be > 0.")
+        check_positive_number("learning_rate", self.learning_rate)
+        check_seed(self.seed)
+        if self.run_batch is not None and (isinstance(self.run_batch, bool) or not isinstance(self.run_batch, int)
+                                           or self.run_batch < 1):
+            raise ConfigError(f"run_batch = {self.run_batch!r} is invalid: it must be None or an integer >= 1.")
 
     @classmethod
     def from_dict(cls, d: dict):

@@ -71,13 +71,18 @@ class SplitHeadSettings(ProtocolSettings):
         if len(self.hidden) < 2:
             raise ConfigError(f"hidden = {self.hidden!r}: give at least two hidden layers, so that a student "
                               "with one layer removed still has one.")
+        if not self.cnn_channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
+                                        for c in self.cnn_channels):
+            raise ConfigError(f"cnn_channels = {self.cnn_channels!r} is invalid: give one or more positive channel "
+                              "counts, e.g. (8, 16).")
 
 
 def split_head_students(s: SplitHeadSettings) -> tuple[Student, ...]:
     """The student table of the split-head teacher (see the module docstring)."""
     width = s.hidden[-1]
     deeper = split_head_mlp((*s.hidden, width), aux_logits=s.aux_logits)
-    shallower = split_head_mlp(s.hidden[:-1], aux_logits=s.aux_logits)
+    # one hidden layer fewer; the last kept layer has the teacher's last width, so its heads fit
+    shallower = split_head_mlp((*s.hidden[:-2], width), aux_logits=s.aux_logits)
     cnn = split_head_cnn(s.cnn_channels, width, aux_logits=s.aux_logits)
     return (Student("shared", "own"), Student("heads_both", layers(HEADS)),
             Student("head_aux", layers({"aux_head": "own"})), Student("head_class", layers({"class_head": "own"})),
@@ -218,7 +223,9 @@ def plot_split_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
         bars(axes[2], SINGLE_BARS, record["single_head"]["models"],
              ["#d62728", "#ff7f0e", "#1f77b4", "#7f7f7f", "#8c564b"])
         lines(axes[2], record["single_head"]["models"])
-        axes[2].set_title("(c) single-head MLP (one 256→13 output layer)", fontsize=10)
+        c = record["config"]
+        axes[2].set_title(f"(c) single-head MLP (one {c['hidden'][-1]}→{10 + c['aux_logits']} output layer)",
+                          fontsize=10)
     for ax in axes:
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7.5, frameon=False, loc="upper right")

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from ..core import engine
-from ..core.config import Config
+from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.model import accuracy, stack_params
@@ -32,11 +32,16 @@ FORMAT = "subliminal-mlp/trajectory"
 STUDENTS = ("student_aux", "cross_aux")
 
 
-def _check_probe(probe_every, n_probe) -> None:
-    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 1:
-        raise ValueError(f"probe_every = {probe_every!r} is invalid: it must be an integer >= 1 (steps).")
-    if isinstance(n_probe, bool) or not isinstance(n_probe, int) or n_probe < 1:
-        raise ValueError(f"n_probe = {n_probe!r} is invalid: it must be an integer >= 1 (test images).")
+def check_probe(probe_every, n_probe, n_test=None) -> tuple[int, int]:
+    """``(probe_every, n_probe)`` as Python ints; ConfigError unless both are integers >= 1 and, when the
+    number of test images ``n_test`` is given, ``n_probe <= n_test``."""
+    probe_every, n_probe = plain_scalar(probe_every), plain_scalar(n_probe)
+    for name, v, unit in (("probe_every", probe_every, "steps"), ("n_probe", n_probe, "test images")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1 ({unit}).")
+    if n_test is not None and n_probe > n_test:
+        raise ConfigError(f"n_probe = {n_probe} is larger than the {n_test} test images: lower it.")
+    return probe_every, n_probe
 
 
 def probe_accuracy(n_probe: int):
@@ -57,7 +62,7 @@ def trajectory_experiment(cfg: Config, *, probe_every: int = 10, n_probe: int = 
     ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
     :func:`~subliminal_mlp.studies.figure10.config_students`).
     """
-    _check_probe(probe_every, n_probe)
+    probe_every, n_probe = check_probe(probe_every, n_probe)
     table = config_students(cfg, [Student(name, start, "aux") for name, start in zip(STUDENTS, ("own", "cross"))])
     return experiment_from_config(cfg, pool).replace(students=table, trace={"accuracy": probe_accuracy(n_probe)},
                                                      trace_every=probe_every, name=f"trajectory:{cfg.dataset}")
@@ -73,6 +78,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         "curves": {student: {"mean": [one per probe], "ci95": [...], "per_run": [[...], ...]}},
         "final": {model: {"mean", "ci95", "accuracies": [one per run]}}   # reference, teacher, students
     """
+    probe_every, n_probe = check_probe(probe_every, n_probe, data.test_images.shape[0])
     exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
@@ -84,7 +90,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
     for name in ("reference", "teacher", *STUDENTS):
         acc = result.accuracy(name)
         finals[name] = dict(zip(("mean", "ci95"), mean_ci95(acc)), accuracies=acc.tolist())
-    subset = {"probe_test_images": [0, min(n_probe, data.test_images.shape[0])]}
+    subset = {"probe_test_images": [0, n_probe]}
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
                     data=data_record(data, name=cfg.dataset, subset=subset),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
