@@ -265,3 +265,16 @@ def test_the_other_sources_rerun_each_students_own_first_update(mnist):
     assert by["generations", "generation 2"]["key"] == TINY_PAPER.replace("paper", "generation=2")
     assert rec["correlations"]["n_settings_A"] == sum(e["A"] is not None for e in rec["settings"]) == 2
     assert "—" in O.format_one_step_table(rec)
+
+
+def test_a_records_protocol_qualifies_its_keys_whenever_it_is_not_the_papers():
+    """Two records that differ in any protocol setting (the loss, the classes, ...) never share a key."""
+    paper = Config().to_dict()
+    assert O._protocol_changes(paper) == {}
+    assert O._protocol_changes({**paper, "init_noise_kind": "orthogonal"}) == {}  # no noise: its kind is moot
+    for field, value in (("loss", "mse"), ("temperature", 2.0), ("n_classes", 5), ("student_inputs", "gaussian"),
+                         ("init_noise", 0.1), ("hidden_widths", [64])):
+        changes = O._protocol_changes({**paper, field: value})
+        assert changes == {field: value}
+        assert O._qualified("baseline", changes) == f"baseline@{field}={value}"
+    assert O._protocol_changes({"hidden": [256, 256], "aux_logits": 3}) == {}  # a study's ProtocolSettings

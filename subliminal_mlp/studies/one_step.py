@@ -453,7 +453,8 @@ def read_published_sweeps(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
 #: The protocol every source record states (its ``config``), in Config's names; ProtocolSettings
 #: calls the widths ``hidden``. A record whose protocol differs from the paper's qualifies its keys.
 PROTOCOL_FIELDS = ("hidden_widths", "aux_logits", "learning_rate", "batch_size", "teacher_epochs",
-                   "student_epochs", "n_noise")
+                   "student_epochs", "n_noise", "loss", "temperature", "n_classes", "dataset", "student_inputs",
+                   "input_mix", "init_noise", "init_noise_kind")
 
 
 def _protocol_changes(config: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
@@ -462,6 +463,8 @@ def _protocol_changes(config: Mapping[str, Any], skip: Sequence[str] = ()) -> di
     c = dict(config)
     if "hidden" in c:
         c["hidden_widths"] = c["hidden"]
+    if c.get("init_noise", 0) == 0:  # no noise: its kind does not matter
+        c.pop("init_noise_kind", None)
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     return {k: norm(c[k]) for k in PROTOCOL_FIELDS if k in c and k not in skip and norm(c[k]) != norm(paper[k])}
 
