@@ -1,5 +1,7 @@
 """Trait transmission: filters, sampled targets, weighted losses, and a real small run."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ from subliminal_mlp.core.losses import kl_distillation, mse_distillation, one_ho
 from subliminal_mlp.core.model import apply, init_params
 from subliminal_mlp.core.models import config_model
 from subliminal_mlp.studies.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
-                                   trait_students, write_traits)
+                                   trait_students, traits_experiment, write_traits)
 
 
 def test_one_hot_logits_train_on_the_label_exactly():
@@ -57,6 +59,16 @@ def test_settings_are_validated():
         TraitSettings(trait_class=12).check(Config())
     with pytest.raises(ConfigError, match="loss = 'mse'"):  # rejected before any compute
         run_traits(Config(loss="mse"), None, None)
+    for bad in (dict(trait_weight=float("inf")), dict(trait_weight=float("nan"))):
+        with pytest.raises(ConfigError, match="trait_weight"):
+            TraitSettings(**bad)
+    assert TraitSettings(trait_class=np.int64(2), filters=(np.float32(0.5),)).trait_class == 2  # numpy values
+    # Fashion-MNIST distillation inputs are the Fashion-MNIST passed in, not a second load from the default root
+    fashion = types.SimpleNamespace(train_images=np.zeros((600, 784), np.float32),
+                                    test_images=np.zeros((100, 784), np.float32))
+    exp = traits_experiment(Config(student_inputs="fashion-mnist", n_noise=600, batch_size=100), TraitSettings(),
+                            fashion)
+    assert exp.inputs.n == 600 and exp.inputs.arrays["pool"] is fashion.train_images
     names = [s["name"] for s in students(TraitSettings(filters=("argmax", 0.25)))]
     assert names == ["student", "cross", "control", "student_filtered_argmax", "control_filtered_argmax",
                      "student_filtered_0.25", "control_filtered_0.25", "student_sampled", "control_sampled"]

@@ -235,8 +235,11 @@ def traits_experiment(cfg: Config, settings: TraitSettings, fashion, pool=None) 
     :func:`~subliminal_mlp.studies.figure10.config_students`, inputs and ``pool`` as
     :func:`~subliminal_mlp.studies.figure10.experiment_from_config`); the metrics are every model's trait
     rate on ``fashion``'s test images and on held-out uniform noise, and each filter's kept fraction
-    of the run's distillation inputs (the MNIST accuracies are the engine's own).
+    of the run's distillation inputs (the MNIST accuracies are the engine's own). With
+    ``student_inputs = "fashion-mnist"`` the pool is ``fashion``'s training images unless ``pool`` is given.
     """
+    if pool is None and cfg.student_inputs == "fashion-mnist":
+        pool = fashion.train_images  # the loaded data, not a second lookup of the default data root
     c, n = settings.trait_class, cfg.n_classes
     rows = students(settings)
 
