@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_cmd_sweep)
     d = sub.add_parser("demo", help="a one-minute teaching demo: one figure that tells the story",
                        description="One teacher, two students on noise (same and different initialisation); "
-                                   "writes one figure and says what it shows.")
+                                   "writes one figure (and its JSON record beside it) and says what it shows.")
     d.add_argument("--data-dir", default=None, help="data root holding mnist/")
-    d.add_argument("--out", default="results/demo.png", help="figure path (default results/demo.png)")
+    d.add_argument("--out", default="results/demo.png", help="figure path (default results/demo.png; the record: the same stem, .json)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
     from .figures import register as register_figures

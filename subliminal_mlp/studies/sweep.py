@@ -19,8 +19,9 @@ Output destinations are checked before any compute (:func:`.results.check_output
 are reported (each value record's ``health``) or, with ``on_divergence="fail"``, fail the sweep
 before its summary is written.
 
-Values of a field that keeps every array shape (:data:`experiment.TRACED_FIELDS`: the learning
-rate, the seed, the KL temperature, the image weight of mixed inputs) run together in one compiled program, entering as traced arrays; values that
+Values of a field that keeps every array shape (:data:`~subliminal_mlp.studies.figure10.TRACED_FIELDS`: the
+learning rate, the seed, the KL temperature, the image weight of mixed inputs, the σ of the start's
+noise) run together in one compiled program, entering as traced arrays; values that
 change shapes or code (widths, m, depth, epochs, the loss, ...) compile once each, with a progress
 bar over the sweep.
 """
