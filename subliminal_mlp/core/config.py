@@ -53,12 +53,13 @@ def check_positive_number(name: str, value: Any, hint: str = "") -> None:
         raise ConfigError(f"{name} = {value!r} is invalid: it must be a positive number{hint}.")
 
 
-def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+def check_positive_int(name: str, value: Any, *, allow_zero: bool = False, unit: str = "") -> None:
+    """Raise ConfigError unless ``value`` is an integer >= 1 (>= 0 with ``allow_zero``; booleans are not);
+    ``unit`` (e.g. ``"steps"``) is named in the message."""
     low = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(
-            f"{name} = {value!r} is invalid: it must be an integer >= {low}."
-        )
+        raise ConfigError(f"{name} = {value!r} is invalid: it must be an integer >= {low}"
+                          + (f" ({unit})." if unit else "."))
 
 
 def check_seed(value: Any, error: type[Exception] = ConfigError) -> None:
@@ -76,7 +77,8 @@ class Config:
     on the class logits. Students: ``student_epochs`` epochs imitating the teacher on a fixed set
     of ``n_noise`` uniform-noise images in [-1, 1] (with image inputs: the pool's first ``n_noise``
     images), with ``loss`` (``"kl"``: KL between softmaxes, the paper; ``"mse"``: squared error on raw
-    logits, Jiang et al.) over the aux logits only or over all logits. ``n_runs`` independent runs derive their keys from ``seed``.
+    logits, Jiang et al.) over the aux logits only or over all logits. ``n_runs`` independent runs
+    derive their keys from ``seed``.
 
     ``temperature`` T softens the KL loss (``softmax(y/T)`` vs ``softmax(z/T)``, times T², as in
     Hinton et al.); ``student_inputs`` picks the distillation inputs (:data:`STUDENT_INPUTS`),
@@ -129,21 +131,21 @@ class Config:
                 "e.g. (256, 256)."
             )
         for i, w in enumerate(widths):
-            _positive_int(f"hidden_widths[{i}]", w)
+            check_positive_int(f"hidden_widths[{i}]", w)
         if isinstance(self.aux_logits, bool) or not isinstance(self.aux_logits, int) or self.aux_logits < 1:
             raise ConfigError(
                 f"aux_logits (m) = {self.aux_logits!r} is invalid: the aux-only student imitates "
                 "the m auxiliary logits, so m must be an integer >= 1 (the paper uses m = 3)."
             )
-        _positive_int("n_classes", self.n_classes)
+        check_positive_int("n_classes", self.n_classes)
         if self.n_classes < 2:
             raise ConfigError(f"n_classes = {self.n_classes} is invalid: a classifier needs >= 2 classes.")
-        _positive_int("input_dim", self.input_dim)
+        check_positive_int("input_dim", self.input_dim)
         check_positive_number("learning_rate", self.learning_rate, " (the paper uses 3e-4)")
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("teacher_epochs", self.teacher_epochs, allow_zero=True)
-        _positive_int("student_epochs", self.student_epochs, allow_zero=True)
-        _positive_int("n_noise", self.n_noise)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("teacher_epochs", self.teacher_epochs, allow_zero=True)
+        check_positive_int("student_epochs", self.student_epochs, allow_zero=True)
+        check_positive_int("n_noise", self.n_noise)
         if self.batch_size > self.n_noise:
             raise ConfigError(
                 f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower "
@@ -151,7 +153,7 @@ class Config:
             )
         if self.loss not in LOSSES:
             raise ConfigError(f"loss = {self.loss!r} is invalid: choose one of {LOSSES}.")
-        _positive_int("n_runs", self.n_runs)
+        check_positive_int("n_runs", self.n_runs)
         check_seed(self.seed)
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")
@@ -172,7 +174,7 @@ class Config:
         if self.init_noise_kind not in INIT_NOISE_KINDS:
             raise ConfigError(f"init_noise_kind = {self.init_noise_kind!r} is invalid: choose one of {INIT_NOISE_KINDS}.")
         if self.run_batch is not None:
-            _positive_int("run_batch", self.run_batch)
+            check_positive_int("run_batch", self.run_batch)
 
     @property
     def n_outputs(self) -> int:

@@ -61,7 +61,6 @@ def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
     return value(hp) if callable(value) else value
 
 
-
 def _key_only(key, arrays, hp):
     return key
 

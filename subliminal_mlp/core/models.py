@@ -93,7 +93,6 @@ class Model:
         return dataclasses.replace(self, **changes)
 
 
-
 def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtypeStruct:
     """Trace ``init`` and ``apply`` abstractly (no compute) and check the output count.
 

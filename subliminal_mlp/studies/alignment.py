@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from ..core import engine
-from ..core.config import Config, ConfigError, plain_scalar
+from ..core.config import Config, ConfigError, check_positive_int, plain_scalar
 from ..core.engine import Experiment
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy
@@ -68,8 +68,7 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     """
     probe_every, n_probe = check_probe(probe_every, n_probe)
     held_out = plain_scalar(held_out)
-    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 1:
-        raise ConfigError(f"held_out = {held_out!r} is invalid: it must be an integer >= 1 (test images).")
+    check_positive_int("held_out", held_out, unit="test images")
     base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
 

@@ -160,9 +160,10 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     """
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     n_similarity = plain_scalar(n_similarity)
-    if isinstance(n_similarity, bool) or not isinstance(n_similarity, int) or not 2 <= n_similarity <= data.test_images.shape[0]:
+    n_test = data.test_images.shape[0]
+    if isinstance(n_similarity, bool) or not isinstance(n_similarity, int) or not 2 <= n_similarity <= n_test:
         raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
-                          f"2..{data.test_images.shape[0]}.")
+                          f"2..{n_test}.")
     sigmas = tuple(float(s) for s in sigmas)
     if any(not 0 < s < math.inf for s in sigmas):
         raise ConfigError(f"sigmas = {sigmas}: every σ must be a finite number > 0 (σ = 0 is the student "

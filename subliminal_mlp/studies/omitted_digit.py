@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine, inputs
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment, RunModels
 from ..core.model import class_logits, concat_params, stack_params
 from ..core.models import config_model
@@ -79,7 +79,8 @@ def omitted_digit_experiment(cfg: Config, pool, digit: int = 3) -> Experiment:
     from .figure10 import config_students
 
     first = cfg.n_noise if cfg.n_noise < np.shape(pool)[0] else None  # None: the whole pool
-    return Experiment(model=config_model(cfg), inputs=inputs.images(pool, first, name="training images without the digit"),
+    return Experiment(model=config_model(cfg),
+                      inputs=inputs.images(pool, first, name="training images without the digit"),
                       students=config_students(cfg, STUDENTS), teacher_epochs=cfg.teacher_epochs,
                       student_epochs=cfg.student_epochs, batch_size=cfg.batch_size,
                       hparams={"learning_rate": cfg.learning_rate, "temperature": cfg.temperature,
@@ -101,9 +102,9 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     ``cfg``'s loss, start noise and ``n_noise`` (at most that many distillation images) apply; its
     ``student_inputs`` must stay "uniform" (the inputs are this study's images).
     """
-    if isinstance(digit, (bool, np.bool_)) or not isinstance(digit, (int, np.integer)) or not 0 <= digit < cfg.n_classes:
+    digit = plain_scalar(digit)
+    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < cfg.n_classes:
         raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
-    digit = int(digit)
     if cfg.student_inputs != Config.student_inputs:
         raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the omitted-digit students are distilled on "
                           "the training images without the digit; leave student_inputs at its default.")

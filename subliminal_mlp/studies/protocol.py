@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from ..core.config import ConfigError, check_positive_number, check_seed, plain_fields
+from ..core.config import ConfigError, check_positive_int, check_positive_number, check_seed, plain_fields
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,15 @@ class ProtocolSettings:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         plain_fields(self)  # numpy numbers (a subclass's fields too) as Python numbers
         for name in self.POSITIVE_INTS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+            check_positive_int(name, getattr(self, name))
         if self.batch_size > self.n_noise:
             raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
         if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"hidden = {self.hidden!r} is invalid: give one or more positive widths.")
         check_positive_number("learning_rate", self.learning_rate)
         check_seed(self.seed)
-        if self.run_batch is not None and (isinstance(self.run_batch, bool) or not isinstance(self.run_batch, int)
-                                           or self.run_batch < 1):
-            raise ConfigError(f"run_batch = {self.run_batch!r} is invalid: it must be None or an integer >= 1.")
+        if self.run_batch is not None:
+            check_positive_int("run_batch", self.run_batch)
 
     @classmethod
     def from_dict(cls, d: dict):

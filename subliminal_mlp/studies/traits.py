@@ -51,7 +51,7 @@ import optax
 from jax import lax
 
 from ..core import engine
-from ..core.config import Config, ConfigError, check_positive_number, plain_fields
+from ..core.config import Config, ConfigError, check_positive_int, check_positive_number, plain_fields
 from ..core.engine import Experiment, HookView, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy, one_hot_logits
@@ -84,9 +84,7 @@ class TraitSettings:
     def __post_init__(self):
         plain_fields(self)  # numpy numbers as Python numbers
         for name in ("trait_epochs", "n_held_out_noise"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1.")
+            check_positive_int(name, getattr(self, name))
         if isinstance(self.trait_class, bool) or not isinstance(self.trait_class, int) or self.trait_class < 0:
             raise ConfigError(f"trait_class = {self.trait_class!r} is invalid: give a class index >= 0.")
         check_positive_number("trait_weight", self.trait_weight)

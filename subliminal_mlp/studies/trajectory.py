@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from ..core import engine
-from ..core.config import Config, ConfigError, plain_scalar
+from ..core.config import Config, ConfigError, check_positive_int, plain_scalar
 from ..core.engine import Experiment, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.model import accuracy, stack_params
@@ -36,9 +36,8 @@ def check_probe(probe_every, n_probe, n_test=None) -> tuple[int, int]:
     """``(probe_every, n_probe)`` as Python ints; ConfigError unless both are integers >= 1 and, when the
     number of test images ``n_test`` is given, ``n_probe <= n_test``."""
     probe_every, n_probe = plain_scalar(probe_every), plain_scalar(n_probe)
-    for name, v, unit in (("probe_every", probe_every, "steps"), ("n_probe", n_probe, "test images")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} = {v!r} is invalid: it must be an integer >= 1 ({unit}).")
+    check_positive_int("probe_every", probe_every, unit="steps")
+    check_positive_int("n_probe", n_probe, unit="test images")
     if n_test is not None and n_probe > n_test:
         raise ConfigError(f"n_probe = {n_probe} is larger than the {n_test} test images: lower it.")
     return probe_every, n_probe
