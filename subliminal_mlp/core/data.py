@@ -633,7 +633,12 @@ def load_dataset(
 
 
 def load_mnist(data_dir: str | os.PathLike[str] | None = None, **kw: object) -> Dataset:
-    """Load MNIST; keyword arguments as for :func:`load_dataset`."""
+    """Load MNIST; keyword arguments as for :func:`load_dataset`.
+
+    >>> ds = load_mnist()  # found through $SUBLIMINAL_MLP_DATA (or the cache, or a download), verified
+    >>> ds.train_images.shape, ds.test_labels.shape, float(ds.train_images.min()), float(ds.train_images.max())
+    ((60000, 784), (10000,), -1.0, 1.0)
+    """
     return load_dataset("mnist", data_dir, **kw)  # type: ignore[arg-type]
 
 

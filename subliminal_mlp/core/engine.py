@@ -122,6 +122,11 @@ class Task:
         With ``classes = (c_0, ..., c_{K-1})`` the examples of other classes are dropped from both
         splits and label ``c_k`` becomes ``k``: a K-class task (the model needs ``n_classes = K``).
         The record says which classes were kept and how many examples remain.
+
+        >>> from subliminal_mlp import load_mnist
+        >>> task = Task.from_dataset(load_mnist(), classes=(0, 1, 2, 3, 4))  # digits 0-4: a 5-class task
+        >>> task.n_classes, task.data["subset"]
+        (5, {'classes': [0, 1, 2, 3, 4], 'n_train': 30596, 'n_test': 5139})
         """
         data = data_record(dataset)
         if classes is None:

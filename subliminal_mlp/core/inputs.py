@@ -121,7 +121,14 @@ def _gaussian_one(k, shape, std):
 
 
 def gaussian(n: int = 60_000, *, std: Setting = (1.0 / 3.0) ** 0.5, shape: Sequence[int] = (784,)) -> InputSource:
-    """Gaussian noise N(0, std²) per pixel; the default std matches U[-1, 1]'s variance 1/3."""
+    """Gaussian noise N(0, std²) per pixel; the default std matches U[-1, 1]'s variance 1/3.
+
+    >>> import jax, jax.numpy as jnp
+    >>> src = gaussian(1000)
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(1000), {})
+    >>> round(float(x.var()), 2)  # 784,000 pixels: close to 1/3
+    0.33
+    """
     return _noise("gaussian", n, shape, _gaussian_one, std=std)
 
 
@@ -130,7 +137,14 @@ def _bernoulli_one(k, shape, scale):
 
 
 def bernoulli(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (784,)) -> InputSource:
-    """Random signs: each pixel ±scale with probability ½ (same variance as U[-√3·s, √3·s])."""
+    """Random signs: each pixel ±scale with probability ½ (same variance as U[-√3·s, √3·s]).
+
+    >>> import jax, jax.numpy as jnp
+    >>> src = bernoulli(10, scale=0.5)
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(10), {})
+    >>> sorted(set(x.ravel().tolist()))
+    [-0.5, 0.5]
+    """
     return _noise("bernoulli", n, shape, _bernoulli_one, scale=scale)
 
 
@@ -208,6 +222,15 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
     hyperparameter name, or a function of the hyperparameters, e.g. ``lambda hp: 1 - hp["alpha"]``).
     Component 0 gets the run's input key, component ``i > 0`` gets ``fold_in(key, i)``. ``n``
     defaults to the largest component's size; component ``i``'s example ``j mod n_i`` is used.
+
+    >>> import jax, jax.numpy as jnp
+    >>> u, g = uniform(10), gaussian(10)
+    >>> m = mix([(u, 0.25), (g, lambda hp: 1 - 0.25)])
+    >>> key, idx = jax.random.PRNGKey(0), jnp.arange(3)
+    >>> x = m.draw(m.prepare(key, m.arrays, {}), idx, {})
+    >>> expected = 0.25 * u.draw(key, idx, {}) + 0.75 * g.draw(jax.random.fold_in(key, 1), idx, {})
+    >>> bool(jnp.allclose(x, expected))
+    True
     """
     components = list(components)
     if not components:
@@ -250,6 +273,12 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     random k-dimensional subspace too (the first k columns of a QR factor span the first k
     columns of the matrix), nested across k within a run; each step then costs a d × max_k
     projection whatever k is.
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> src = subspace(5)  # uniform noise confined to a random 5-dimensional subspace of the 784 pixels
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), src.arrays, {}), jnp.arange(20), {})
+    >>> x.shape, int(np.linalg.matrix_rank(np.asarray(x)))
+    ((20, 784), 5)
     """
     k, max_k = plain_scalar(k), plain_scalar(max_k)
     base = uniform() if base is None else base
@@ -289,6 +318,9 @@ def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:
 
     With unit squared norm, blurring i.i.d. pixels along one axis keeps their variance; ``σ = 0``
     gives the identity kernel (1 at the centre).
+
+    >>> round(float((gaussian_kernel(1.5, 4) ** 2).sum()), 5), gaussian_kernel(0.0, 1).tolist()
+    (1.0, [0.0, 1.0, 0.0])
     """
     i = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     sigma = jnp.asarray(sigma, jnp.float32)
@@ -302,6 +334,11 @@ def circulant(weights: jax.Array, side: int) -> jax.Array:
 
     ``C[a, b] = Σ_r w_r [a − b ≡ r (mod side)]``, so ``(C x)[a] = Σ_r w_r x[(a − r) mod side]``: the
     sum of ``w_r · roll(x, r)``. Offsets that wrap onto each other (``2r + 1 > side``) add up, as rolls do.
+
+    >>> import jax.numpy as jnp
+    >>> c = circulant(jnp.array([0.0, 0.0, 1.0]), 4)  # w_1 = 1: a shift by one
+    >>> (c @ jnp.arange(4.0)).tolist(), jnp.roll(jnp.arange(4.0), 1).tolist()
+    ([3.0, 0.0, 1.0, 2.0], [3.0, 0.0, 1.0, 2.0])
     """
     radius = (weights.shape[0] - 1) // 2
     a = np.arange(side)
@@ -320,6 +357,16 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     unit squared norm per axis, so for i.i.d. base pixels the blurred pixels keep their variance
     and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
     (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
+
+    >>> import jax, jax.numpy as jnp
+    >>> key, idx = jax.random.PRNGKey(0), jnp.arange(4)
+    >>> sharp = blurred(0.0)  # σ = 0: the identity kernel, the base noise itself
+    >>> bool(jnp.allclose(sharp.draw(sharp.prepare(key, {}, {}), idx, {}), uniform().draw(key, idx, {})))
+    True
+    >>> src = blurred("sigma", radius=6)  # σ a hyperparameter, swept inside one program
+    >>> x = src.draw(src.prepare(key, {}, {"sigma": 2.0}), jnp.arange(2000), {"sigma": 2.0}).reshape(-1, 28, 28)
+    >>> [round(float(jnp.mean(x[:, :, 0] * x[:, :, r]) * 3), 1) for r in (0, 2, 4)]  # ≈ exp(−r²/4σ²)
+    [1.0, 0.8, 0.4]
     """
     sigma, radius = plain_scalar(sigma), plain_scalar(radius)
     base = uniform() if base is None else base
@@ -352,6 +399,12 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
     ``distinct`` may be a hyperparameter name (or a function of the hyperparameters), so that
     several counts run in one program; its value must then be an integer in ``1..n`` (it is
     rounded to the nearest integer inside the program; the caller checks the range).
+
+    >>> import jax, jax.numpy as jnp
+    >>> src = cycled(uniform(100), 3)
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(7), {})
+    >>> src.n, bool(jnp.all(x[0] == x[3]) & jnp.all(x[0] == x[6])), bool(jnp.all(x[0] == x[1]))
+    (100, True, False)
     """
     distinct = plain_scalar(distinct)
     limit = np.inf if _has_task_images(base) else base.n  # the task's images: checked again once bound
@@ -379,6 +432,11 @@ def amplitude_spectrum(images: Any, side: int = 28) -> np.ndarray:
     ``F`` is the unnormalised 2-D discrete Fourier transform (``numpy.fft.fft2``) of each image
     ``x_i`` reshaped to ``side × side``, computed in float64, in the images' own units (for MNIST
     in this library: pixels in [-1, 1]). ``A`` is symmetric, ``A(f) = A(−f)``, as for any real images.
+
+    >>> import numpy as np
+    >>> a = amplitude_spectrum(np.ones((3, 784)))  # constant images: all their power is at f = 0
+    >>> float(a[0, 0]), float(a.sum())  # |F x|(0) = Σ pixels = 784
+    (784.0, 784.0)
     """
     x = np.asarray(images, np.float64)
     if x.ndim < 2 or x[0].size != side * side:
@@ -420,6 +478,13 @@ def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.
     paper's U[-1, 1] noise, so the surrogate differs from it only in how its power is spread over
     frequencies (for MNIST: concentrated at low frequencies, like blurred noise). ``A`` is
     symmetrised (``(A(f) + A(−f)) / 2``) first. ``std`` may be a hyperparameter name.
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> flat = np.random.default_rng(0).uniform(-1, 1, (50, 784))  # a white spectrum, for the example
+    >>> src = phase_randomised(10, amplitude_spectrum(flat))
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), src.arrays, {}), jnp.arange(4), {})
+    >>> [round(float(e), 4) for e in (x ** 2).mean(axis=1)]  # energy std² = 1/3, exactly, per example
+    [0.3333, 0.3333, 0.3333, 0.3333]
     """
     a = np.asarray(amplitude, np.float64)
     if a.shape != (side, side):
@@ -459,6 +524,15 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
     from ``fold_in(key, j)``, e.g. with :func:`per_example`), so that the set is fixed per run.
     It is given the hyperparameters when it has a third positional parameter without a default,
     or one named ``hp``; parameters with defaults (``def fn(key, idx, scale=0.5)``) keep them.
+
+    >>> import jax, jax.numpy as jnp
+    >>> def dots(key, idx, hp):  # sparse ±1 pixels, with the density a hyperparameter
+    ...     return per_example(key, idx, lambda k: jnp.where(
+    ...         jax.random.bernoulli(k, hp["density"], (784,)), jnp.sign(jax.random.normal(k, (784,))), 0.0))
+    >>> src = source(dots, 60_000)
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(100), {"density": 0.1})
+    >>> src.describe(), x.shape, round(float(jnp.mean(x != 0)), 1)
+    ({'name': 'dots', 'n': 60000}, (100, 784), 0.1)
     """
     import inspect
 

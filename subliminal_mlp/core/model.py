@@ -75,6 +75,12 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
 
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:
     each logit is the same dot product whatever the chunking, so the result is too.
+
+    >>> import jax.numpy as jnp
+    >>> identity = lambda params, x: x  # a "model" whose logits are its inputs: 2 classes + m = 1
+    >>> x = jnp.array([[2.0, 1.0, 9.0], [0.0, 1.0, 9.0], [3.0, 0.0, 0.0]])  # the aux logit is ignored
+    >>> round(float(accuracy(None, x, jnp.array([0, 1, 1]), n_classes=2, chunk=2, apply_fn=identity)), 4)  # 2 of 3
+    0.6667
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk = {chunk!r} is invalid: it must be an integer >= 1 (images per block).")

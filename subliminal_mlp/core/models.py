@@ -98,6 +98,12 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
 
     Returns the shape of ``apply(params, x)`` for a batch of 2; raises :class:`ModelError` naming
     the mismatch when ``apply`` fails or does not return ``(2, n_classes + aux_logits)`` logits.
+
+    >>> check_model(mlp((8,), aux_logits=3)).shape
+    (2, 13)
+    >>> check_model(mlp((8,), aux_logits=3).replace(aux_logits=5))
+    Traceback (most recent call last):
+    subliminal_mlp.core.models.ModelError: model 'mlp' returns logits of shape (2, 13) for a batch of 2, ...
     """
     key = jax.random.PRNGKey(0) if key is None else key
     try:
@@ -150,6 +156,17 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
     description (in records, and in the teacher cache's key) holds ``settings``, or, when none are
     given, the module's own attributes (its dataclass fields, e.g. ``width=16``), so that two
     configurations of one module class are told apart.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Tiny(nn.Module):
+    ...     width: int = 16
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         return nn.Dense(13)(jnp.tanh(nn.Dense(self.width)(x)))
+    >>> net = from_flax(Tiny(width=8))
+    >>> params = net.init(jax.random.PRNGKey(0))
+    >>> net.apply(params, jnp.ones((4, 784))).shape, net.describe()["width"], net.n_outputs
+    ((4, 13), 8, 13)
     """
     shape = tuple(input_shape)
     feats = _FlaxApply(module, (("return_features", True),), 1) if features else None
@@ -257,6 +274,14 @@ def mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int = 10, aux_l
 
     ``mlp()`` is Figure 10's 784 → 256 → 256 → 10 + 3 ReLU network; every weight N(0, 1/fan_in),
     every bias 0. ``activation`` is a name in :data:`ACTIVATIONS` or a function.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = mlp()
+    >>> p = net.init(jax.random.PRNGKey(0))
+    >>> {name: layer["kernel"].shape for name, layer in p.items()}
+    {'hidden_0': (784, 256), 'hidden_1': (256, 256), 'head': (256, 13)}
+    >>> round(float(p["hidden_0"]["kernel"].std() * 28), 2), float(jnp.abs(p["head"]["bias"]).max())  # std 1/√784
+    (1.0, 0.0)
     """
     act, act_name = _activation(activation)
     widths = _widths(hidden_widths)
@@ -267,7 +292,18 @@ def mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int = 10, aux_l
 
 def split_head_mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int = 10, aux_logits: int = 3,
                    input_dim: int = 784, activation: str | Callable = "relu") -> Model:
-    """:class:`SplitHeadMLP`: a shared trunk with a separate class head and aux head."""
+    """:class:`SplitHeadMLP`: a shared trunk with a separate class head and aux head.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = split_head_mlp((32, 16))
+    >>> p = net.init(jax.random.PRNGKey(0))
+    >>> sorted(p), p["aux_head"]["kernel"].shape
+    (['aux_head', 'class_head', 'hidden_0', 'hidden_1'], (16, 3))
+    >>> x = jnp.ones((2, 784))
+    >>> h = net.features(p, x)  # the trunk's output; the class logits come first, as in mlp()
+    >>> bool(jnp.allclose(net.apply(p, x)[:, :10], h @ p["class_head"]["kernel"] + p["class_head"]["bias"]))
+    True
+    """
     act, act_name = _activation(activation)
     widths = _widths(hidden_widths)
     module = SplitHeadMLP(hidden_widths=widths, n_classes=n_classes, aux_logits=aux_logits, activation=act)
@@ -278,7 +314,16 @@ def split_head_mlp(hidden_widths: Sequence[int] = (256, 256), *, n_classes: int 
 
 def split_head_cnn(channels: Sequence[int] = (16, 32), width: int = 256, *, n_classes: int = 10,
                    aux_logits: int = 3, activation: str | Callable = "relu") -> Model:
-    """:class:`SplitHeadCNN` on 28×28 images given as 784 pixels: a small CNN with split heads."""
+    """:class:`SplitHeadCNN` on 28×28 images given as 784 pixels: a small CNN with split heads.
+
+    >>> import jax, jax.numpy as jnp
+    >>> net = split_head_cnn((4, 8), width=16)
+    >>> p = net.init(jax.random.PRNGKey(0))
+    >>> p["conv_1"]["kernel"].shape, net.apply(p, jnp.ones((2, 784))).shape  # 28 → 14 → 7: 7·7·8 inputs
+    ((3, 3, 4, 8), (2, 13))
+    >>> p["hidden_0"]["kernel"].shape
+    (392, 16)
+    """
     act, act_name = _activation(activation)
     channels = _widths(channels)
     module = SplitHeadCNN(channels=channels, width=_widths((width,))[0], n_classes=n_classes,
@@ -294,7 +339,13 @@ def config_model(cfg) -> Model:
 
 
 def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
-    """The first ``n_classes`` logits (what the teacher is trained and evaluated on)."""
+    """The first ``n_classes`` logits (what the teacher is trained and evaluated on).
+
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.arange(13.0)  # 10 classes + m = 3
+    >>> class_logits(logits, 10).tolist(), aux_logits(logits, 10).tolist()
+    ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], [10.0, 11.0, 12.0])
+    """
     return logits[..., :n_classes]
 
 

@@ -559,6 +559,19 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
     (truncated or damaged: the JSON error and its position are given), is not a JSON object, has
     no known ``format``, has a ``format_version`` newer than this library reads, is of another
     format than ``format``, or lacks a key this library needs from it (:data:`REQUIRED_KEYS`).
+
+    A record written by :func:`envelope` and :func:`write_record`, read back:
+
+    >>> import tempfile
+    >>> record = envelope("subliminal-mlp/experiment", {"lr": 3e-4}, n_runs=2, seed=0, data={"dataset": "mnist"},
+    ...                   result={"accuracy": [0.5, 0.7]})
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     back = read_results(write_record(record, out, "mine")["json"], format="subliminal-mlp/experiment")
+    >>> back["seeds"], back["result"], list(back)[:4]
+    ({'seed': 0, 'runs': [0, 1]}, {'accuracy': [0.5, 0.7]}, ['format', 'format_version', 'config', 'n_runs'])
+    >>> read_results("no/such/file.json")
+    Traceback (most recent call last):
+    subliminal_mlp.core.results.RecordError: no/such/file.json: no such record file.
     """
     path = Path(path)
     known = ", ".join(FORMATS)

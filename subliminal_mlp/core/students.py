@@ -122,7 +122,17 @@ class perturbed:
 
 
 def perturb(params, key: jax.Array, sigma, orthogonal_to=None):
-    """``θ + σ·ξ`` with ξ ~ N(0, I) (see :class:`perturbed`); with ``orthogonal_to = d``, ξ ⟂ d, same norm."""
+    """``θ + σ·ξ`` with ξ ~ N(0, I) (see :class:`perturbed`); with ``orthogonal_to = d``, ξ ⟂ d, same norm.
+
+    >>> import jax, jax.numpy as jnp
+    >>> theta, d = {"w": jnp.zeros(10_000)}, {"w": jnp.ones(10_000)}
+    >>> key = jax.random.PRNGKey(0)
+    >>> plain, perp = perturb(theta, key, 0.1), perturb(theta, key, 0.1, orthogonal_to=d)
+    >>> round(float(jnp.linalg.norm(plain["w"])), 4) == round(float(jnp.linalg.norm(perp["w"])), 4)  # same size
+    True
+    >>> abs(float(tree_dot(perp, d))) < 1e-3, round(float(jnp.linalg.norm(plain["w"])), 0)  # ⟂ d; ≈ σ·√10,000
+    (True, 10.0)
+    """
     flat, unravel = ravel_pytree(params)
     xi = jax.random.normal(key, flat.shape, flat.dtype)
     if orthogonal_to is not None:
@@ -139,6 +149,16 @@ class layers:
 
     Every top-level entry of the parameter pytree (e.g. ``hidden_0``, ``head``) named in
     ``parts`` comes from that start, the others from ``default``.
+
+    >>> import jax
+    >>> from subliminal_mlp.core.models import mlp
+    >>> net, key = mlp((8,)), jax.random.PRNGKey(0)
+    >>> own, cross = net.init(key), net.init(jax.random.PRNGKey(1))
+    >>> ctx = StartContext(refs={"own": own, "cross": cross}, teachers={}, keys={"fresh": key}, hp={}, model=net)
+    >>> start = layers({"head": "own"}, default="cross")  # θ0's head on the cross run's trunk
+    >>> params = start(ctx)
+    >>> params["head"] is own["head"], params["hidden_0"] is cross["hidden_0"]
+    (True, True)
     """
 
     parts: Any
@@ -238,7 +258,11 @@ FIGURE10 = (Student("student_aux", "own", "aux"), Student("student_all", "own", 
 
 
 def output_mask(outputs: Any, n_classes: int, aux_logits: int) -> jax.Array:
-    """0/1 weights over the ``n_classes + m`` logits for ``outputs`` ("aux", "all", "class", indices)."""
+    """0/1 weights over the ``n_classes + m`` logits for ``outputs`` ("aux", "all", "class", indices).
+
+    >>> output_mask("aux", 4, 2).tolist(), output_mask((0, 5), 4, 2).tolist()
+    ([0.0, 0.0, 0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    """
     n = n_classes + aux_logits
     if outputs == "aux":
         return jnp.concatenate([jnp.zeros(n_classes), jnp.ones(aux_logits)]).astype(jnp.float32)
@@ -347,6 +371,12 @@ def project_out(direction: Callable[[Any], Any], weight: Setting = 1.0) -> optax
     teacher's task loss at the student's current parameters: Kitkana & Arora's projection test)
     and ``w = weight`` (1: all of the component, 0: none; a number or a function of nothing).
     Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``.
+
+    >>> import jax.numpy as jnp
+    >>> tx = project_out(lambda params: {"w": jnp.array([1.0, 0.0])})  # remove the first coordinate
+    >>> g, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(None), params={"w": jnp.zeros(2)})
+    >>> g["w"].tolist()
+    [0.0, 4.0]
     """
     def update(updates, state, params=None):
         if params is None:
