@@ -84,6 +84,46 @@ def test_the_key_changes_with_every_teacher_setting_and_only_with_those():
         n_devices=1, platform="cpu", device_kind="cpu", learning_rate=3e-4) is None
 
 
+def _init_two_layers(key):
+    import jax
+
+    k1, k2 = jax.random.split(key)
+    return {"h": jax.random.normal(k1, (784, 8)) / 28.0, "o": jax.random.normal(k2, (8, 13)) / 8 ** 0.5}
+
+
+def _apply_relu(p, x):
+    return np.maximum(x @ p["h"], 0) @ p["o"]
+
+
+def _apply_tanh(p, x):
+    import jax.numpy as jnp
+
+    return jnp.tanh(x @ p["h"]) @ p["o"]
+
+
+def _act_a(x):
+    return x
+
+
+def _act_b(x):
+    return -x
+
+
+_act_b.__name__ = _act_b.__qualname__ = _act_a.__qualname__  # two functions that print alike (two scripts' `act`)
+
+
+def test_models_that_differ_only_in_their_functions_have_different_keys():
+    """Two ``Model(init, apply)`` pairs with one description, and two activations that print alike, are
+    different teachers: their code is in the key (a collision would hand one model the other's teachers)."""
+    relu, tanh = sm.Model(_init_two_layers, _apply_relu), sm.Model(_init_two_layers, _apply_tanh)
+    assert relu.describe() == tanh.describe()
+    assert _key(model=relu) != _key(model=tanh)
+    assert _key(model=relu) == _key(model=sm.Model(_init_two_layers, _apply_relu))  # the same model built twice
+    a, b = sm.mlp((16,), activation=_act_a), sm.mlp((16,), activation=_act_b)
+    assert a.describe() == b.describe() and _key(model=a) != _key(model=b)
+    assert _key(model=sm.mlp((16,))) == _key()  # the library's models: one key however often they are built
+
+
 def test_a_changed_setting_misses_the_cache(tmp_path):
     cache = TeacherCache(tmp_path, log=lambda s: None)
     key = teacher_key(TINY, engine.Task(np.ones((4, 784), np.float32), np.zeros(4), np.ones((4, 784)), np.zeros(4), 10),

@@ -956,7 +956,9 @@ def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n
                           n_runs=n_runs, n_devices=n_dev, platform=platform, device_kind=device.device_kind,
                           learning_rate=exp.hparams["learning_rate"])
         if key is None:
-            reason = "the model's description names a local function (it cannot be told apart)"
+            reason = ("the model is made of a lambda or a function defined inside another one (it cannot be told "
+                      "apart from another such function): define its functions at the top level of a module to "
+                      "use the cache")
     if reason is not None:
         log(f"teacher cache not used: {reason}")
     return cache, key

@@ -38,10 +38,13 @@ seed or the learning rate is swept inside the program (the teachers differ per v
 losses are tracked, on an accelerator without an explicit ``run_batch`` (the fitted run_batch is
 only known after compiling), and for a model whose description names a lambda or a function
 defined inside another one (it could not be told apart from another such function). A model is
-identified by its ``describe()``: the models of :mod:`.models` describe everything that shapes
-their parameters, and ``from_flax`` describes a module by its attributes; a module whose
-behaviour is not all in its attributes (a global it reads, say) needs a name and settings that
-tell it apart.
+identified by its ``describe()`` and by its code (:func:`code_identity` of its ``init`` and
+``apply``): the qualified name and the SHA-256 of the source of every function they are made of
+(a Flax module's class and attributes, an activation, ...), so two models that differ only in
+their functions (``Model(init, apply)`` pairs with the same description, ``mlp(activation=f)``
+with two functions both named ``f``) get different keys, and editing a function's source makes
+a new key. What the code reads from outside itself (a global variable, a helper function it calls) is not
+in the key.
 """
 
 from __future__ import annotations
@@ -109,6 +112,66 @@ _UNKNOWN = object()
 _DIGESTS: dict = {}
 
 
+def _known(value: Any) -> Any:
+    """``value``, or ``_UNKNOWN`` when any part of it (a list's or a dict's values) is unknown."""
+    parts = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return _UNKNOWN if value is _UNKNOWN or any(p is _UNKNOWN for p in parts) else value
+
+
+def _function_identity(fn: Any) -> Any:
+    """``{"name": module.qualname, "source": SHA-256 of the source}`` of a function (``_UNKNOWN`` for a lambda
+    or a function defined inside another one, whose closure the key cannot see)."""
+    import inspect
+
+    name = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', '?')}"
+    if "<" in name or name.endswith(".?"):
+        return _UNKNOWN
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):  # a builtin, or defined where no source is kept (an interactive session)
+        return _UNKNOWN if name.startswith("__main__.") else {"name": name}
+    return {"name": name, "source": hashlib.sha256(source.encode()).hexdigest()[:16]}
+
+
+def code_identity(obj: Any, _depth: int = 0) -> Any:
+    """A JSON-ready, process-independent identity of a model's code; ``_UNKNOWN`` when it cannot be told apart.
+
+    Numbers and strings are themselves; lists, tuples and dicts are their parts'; arrays their
+    :func:`array_digest`; a function its qualified name and source digest (:func:`_function_identity`;
+    a lambda or a local function is unknown); a ``functools.partial`` its function and arguments; a
+    dataclass instance (a Flax module, ``from_flax``'s init and apply) its class's identity and its
+    fields' (but a Flax module's ``parent`` and ``name``); any other callable object its class's
+    identity and its attributes'.
+    """
+    import dataclasses
+    import functools
+
+    if _depth > 32:
+        return _UNKNOWN
+    deeper = functools.partial(code_identity, _depth=_depth + 1)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return _known([deeper(x) for x in obj])
+    if isinstance(obj, dict):
+        return _known({str(k): deeper(v) for k, v in obj.items()})
+    if isinstance(obj, functools.partial):
+        return _known({"partial": deeper(obj.func), "args": deeper(obj.args), "keywords": deeper(obj.keywords)})
+    if hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        return array_digest(obj)
+    if isinstance(obj, type):
+        return _function_identity(obj)
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: deeper(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                  if f.name not in ("parent", "name") and hasattr(obj, f.name)}
+        return _known({"class": deeper(type(obj)), "fields": _known(fields)})
+    if hasattr(obj, "__qualname__") and callable(obj):  # a function (also jit-wrapped or custom_jvp)
+        return _function_identity(obj)
+    if callable(obj) and hasattr(obj, "__dict__"):
+        return _known({"class": deeper(type(obj)), "state": deeper(vars(obj))})
+    return _UNKNOWN
+
+
 def array_digest(a: Any) -> str:
     """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives)."""
     memo = _DIGESTS.get(id(a))
@@ -126,7 +189,8 @@ def array_digest(a: Any) -> str:
 
 def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices: int, platform: str,
                 device_kind: str, learning_rate: float) -> Optional[dict[str, Any]]:
-    """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified).
+    """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified:
+    its description or its code, :func:`code_identity`, names a lambda or a local function).
 
     ``run_batch`` is the number of runs advanced together (as resolved by the engine); with more
     than one, ``n_runs`` and ``n_devices`` are part of the key too (how runs are grouped changes
@@ -135,11 +199,12 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
     import jax
 
     model = _stable(exp.model.describe())
-    if model is _UNKNOWN:
+    code = code_identity({"init": exp.model.init, "apply": exp.model.apply})
+    if model is _UNKNOWN or code is _UNKNOWN:
         return None
     return {
         "format": ENTRY_FORMAT, "format_version": ENTRY_VERSION,
-        "model": model,
+        "model": model, "code": code,
         "train_x": array_digest(task.train_x), "train_y": array_digest(task.train_y),
         "n_classes": int(task.n_classes),
         "teacher_epochs": int(exp.teacher_epochs), "batch_size": int(exp.batch_size),
