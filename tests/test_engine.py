@@ -207,6 +207,55 @@ def test_bad_tables_and_models_fail_before_compute(task):
         sm.run(TINY.replace(students=(own_model,)), task, n_runs=1)
 
 
+def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task):
+    """Hyperparameters (fixed or swept), swept input settings, a Task, given teachers and a metric's
+    return value, each refused before the run with a message naming the value (a review found each of
+    these running to NaN, to a silently different set of inputs, or crashing after the compute)."""
+    from subliminal_mlp.core.engine import validate
+
+    hp = TINY.hparams
+    refused = [
+        (dict(sweep={"temperature": [1.0, 0.0]}), sm.ExperimentError, "temperature = 0.0 is invalid"),
+        (dict(sweep={"learning_rate": [-1e-3]}), sm.ExperimentError, "learning rate must be > 0"),
+        (dict(sweep={"temperature": 2.0}), sm.ExperimentError, r"give a list of values"),
+        (dict(exp=TINY.replace(students=(sm.Student("s", temperature=0.0),))), sm.ExperimentError, "'s'"),
+        (dict(exp=TINY.replace(students=(sm.Student("s", temperature="T"),), hparams={**hp, "T": 2.0}),
+              sweep={"T": [2.0, -1.0]}), sm.ExperimentError, "T = -1.0"),
+        (dict(exp=TINY.replace(inputs=inputs.cycled(inputs.uniform(2048), "d"), hparams={**hp, "d": 16.0}),
+              sweep={"d": [16, 4096]}), sm.InputError, r"distinct = 4096 \(from hyperparameter 'd'\).*1..2048"),
+        (dict(exp=TINY.replace(inputs=inputs.cycled(inputs.uniform(2048), "d"), hparams={**hp, "d": 2.6})),
+         sm.InputError, "distinct = 2.6"),
+        (dict(exp=TINY.replace(inputs=inputs.subspace("k", max_k=64), hparams={**hp, "k": 8.0}),
+              sweep={"k": [8, 200]}), sm.InputError, "k = 200 .* 1..64"),
+        (dict(exp=TINY.replace(inputs=inputs.subspace("k", inputs.uniform(2048)), hparams={**hp, "k": 0.0})),
+         sm.InputError, "k = 0.0 .* 1..784"),
+        (dict(exp=TINY.replace(inputs=inputs.blurred("s", radius=2), hparams={**hp, "s": 1.0}), sweep={"s": [-1.0]}),
+         sm.InputError, "sigma = -1.0"),
+    ]
+    for kw, error, match in refused:
+        with pytest.raises(error, match=match):
+            sm.run(kw.pop("exp", TINY), task, n_runs=1, **kw)
+    with pytest.raises(sm.ExperimentError, match="must be finite"):
+        TINY.replace(hparams={**hp, "init_noise": float("nan")})
+    with pytest.raises(sm.ExperimentError, match=r"'temperature'\] = 0.0 is invalid"):
+        TINY.replace(hparams={**hp, "temperature": 0.0})
+    # A Task whose labels do not fit it, or whose splits disagree.
+    x, y = np.zeros((8, 784), np.float32), np.zeros(8, np.int32)
+    for bad, match in [(dict(train_y=np.zeros(7, np.int32)), "one label per example"),
+                       (dict(test_y=np.full(8, 5)), "labels from 5 to 5.*0..1"),
+                       (dict(train_y=np.full(8, 0.5)), "not integers"),
+                       (dict(test_x=np.zeros((8, 28, 28))), "must match")]:
+        with pytest.raises(sm.ExperimentError, match=match):
+            sm.Task(**{"train_x": x, "train_y": y, "test_x": x, "test_y": y, "n_classes": 2, **bad})
+    # Teachers of another model.
+    other = jax.tree.map(lambda a: a[None], sm.mlp((16,)).init(jax.random.PRNGKey(0)))
+    with pytest.raises(sm.ExperimentError, match=r"teachers= do not fit.*\(784, 16\).*\(784, 32\)"):
+        validate(TINY, task, teachers=other)
+    # A metric returns one array: a tuple is refused while tracing, before the run.
+    with pytest.raises(sm.ExperimentError, match="metric 'pair' returned tuple"):
+        sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1)
+
+
 def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_bound(task):
     # Settings given as numpy or JAX scalars, index ranges and arrays act as the Python values they hold.
     assert sm.mlp(np.array([32])).describe() == sm.mlp((32,)).describe()
@@ -258,6 +307,7 @@ def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, 
     assert r.models == ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
     again = sm.run(TINY, task, n_runs=3, teachers=r.teachers, run_batch=1)
     np.testing.assert_array_equal(again.accuracies, r.accuracies)
+    assert r.record()["teachers"] == "trained" and again.record()["teachers"] == "given"
     # A subset of the students: the same numbers for the students kept.
     some = sm.run(TINY.replace(students=sm.FIGURE10[2:]), task, n_runs=3, teachers=r.teachers, run_batch=1)
     np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])

@@ -93,7 +93,7 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert list(committed) == [k for k in rec if k != "health"]
     for key in ("seeds", "data", "timing"):
         assert list(committed[key]) == list(rec[key]), key
-    assert list(committed["environment"]) == [k for k in env if k not in ("values_in_program", "matmul_precision")]
+    assert list(committed["environment"]) == [k for k in env if k not in ("values_in_program", "matmul_precision", "x64")]
     assert env["matmul_precision"] == str(jax.config.jax_default_matmul_precision or "default")
     assert list(committed["models"]) == list(rec["models"])
 

@@ -38,7 +38,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .inputs import InputSource, bind_task, check_source, resolve, uniform
+from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
 from .config import check_seed
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
@@ -115,6 +115,26 @@ class Task:
     n_classes: int
     data: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        n_classes = plain_scalar(self.n_classes)
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ExperimentError(f"Task: n_classes = {self.n_classes!r} is invalid: it must be an integer >= 2.")
+        object.__setattr__(self, "n_classes", n_classes)
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if np.ndim(x) < 2 or np.ndim(y) != 1 or np.shape(x)[0] != np.shape(y)[0] or np.shape(x)[0] == 0:
+                raise ExperimentError(f"Task: {split}_x has shape {np.shape(x)} and {split}_y {np.shape(y)}: give "
+                                      f"one label per example, {split}_x of shape (N, *input_shape) with N >= 1 and "
+                                      f"{split}_y of shape (N,).")
+            labels = np.asarray(y)
+            if not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels)) or \
+                    labels.min() < 0 or labels.max() >= n_classes:
+                raise ExperimentError(f"Task: {split}_y holds labels {_label_range(labels)}, but a task of "
+                                      f"n_classes = {n_classes} needs integer labels in 0..{n_classes - 1}.")
+        if np.shape(self.train_x)[1:] != np.shape(self.test_x)[1:]:
+            raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
+                                  f"examples {np.shape(self.test_x)[1:]}: they must match.")
+
     @classmethod
     def from_dataset(cls, dataset, classes: Optional[Sequence[int]] = None) -> "Task":
         """A :class:`~subliminal_mlp.core.data.Dataset` as a task; ``classes`` keeps only those labels.
@@ -149,6 +169,13 @@ class Task:
         vx, vy = keep(dataset.test_images, dataset.test_labels)
         data["subset"] = {"classes": classes, "n_train": int(tx.shape[0]), "n_test": int(vx.shape[0])}
         return cls(tx, ty, vx, vy, len(classes), data)
+
+
+def _label_range(labels: np.ndarray) -> str:
+    if not np.issubdtype(labels.dtype, np.number):
+        return f"of dtype {labels.dtype}"
+    return f"from {labels.min().item()!r} to {labels.max().item()!r}" + (
+        "" if np.all(labels == np.round(labels)) else ", not integers")
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +236,13 @@ class Experiment:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise ExperimentError(f"hparams[{k!r}] = {v!r} is not a number: hyperparameters are numeric "
                                       "(settings that change shapes or code are fields of the Experiment).")
+            _check_hparam_value(k, v, self.positive_hparams())
+
+    def positive_hparams(self) -> set[str]:
+        """The hyperparameters that must be > 0: the learning rate and every temperature the students read."""
+        names = {"learning_rate", "temperature"}
+        names |= {s.temperature for s in self.students if isinstance(getattr(s, "temperature", None), str)}
+        return names
 
     def replace(self, **changes: Any) -> "Experiment":
         return dataclasses.replace(self, **changes)
@@ -361,6 +395,7 @@ class Result:
     step_metrics: dict[str, np.ndarray] = field(default_factory=dict)
     finite: Optional[np.ndarray] = None
     teacher_cache: Optional[str] = None
+    teachers_given: bool = False
 
     @property
     def n_values(self) -> int:
@@ -405,17 +440,21 @@ class Result:
     def record(self) -> dict[str, Any]:
         """The JSON-ready record (format ``subliminal-mlp/experiment``): settings, seeds, data, per-run numbers.
 
-        Payload: ``values`` (per swept value: ``models``, each model's mean, CI and per-run accuracies
-        (NaN where its parameters ended non-finite), and ``health``, :meth:`health`),
-        ``sweep`` (the swept values), ``chance`` (1 / n_classes), ``losses`` (when tracked) and
-        ``metrics`` (per-run values).
+        Payload: ``models`` (their names), ``values`` (per swept value: ``sweep``, its swept settings;
+        ``models``, each model's mean, CI and per-run accuracies (NaN where its parameters ended
+        non-finite); and ``health``, :meth:`health`), ``chance`` (1 / n_classes), ``teachers``
+        (where the task teachers came from: ``"trained"`` in this program, ``"cache"`` (the teacher
+        cache: bit-identical to training them) or ``"given"`` (``run(..., teachers=...)``, used as
+        given)), ``losses`` (when tracked), ``metrics``, ``step_metrics`` and ``traces`` (per-run values).
         """
         from .results import envelope
 
         values = [{"sweep": {k: v[i] for k, v in self.sweep.items()}, "models": self.summary(i),
                    "health": self.health(i)} for i in range(self.n_values)]
         payload: dict[str, Any] = {"models": self.models, "values": values,
-                                   "chance": 1.0 / self.experiment.model.n_classes}
+                                   "chance": 1.0 / self.experiment.model.n_classes,
+                                   "teachers": ("given" if self.teachers_given else
+                                                "cache" if self.teacher_cache == "hit" else "trained")}
         if self.teacher_loss is not None:
             payload["losses"] = {"teacher": self.teacher_loss.tolist(), "students": self.distill_loss.tolist()}
         if self.metrics:
@@ -457,13 +496,35 @@ class Result:
         return "\n".join(lines)
 
 
+def _check_hparam_value(name: str, value: Any, positive: set[str], swept: bool = False) -> None:
+    """A hyperparameter's value must be finite, and > 0 for the learning rate and the temperatures."""
+    what = f"swept value {name} = {value!r}" if swept else f"hparams[{name!r}] = {value!r}"
+    if not np.isfinite(value):
+        raise ExperimentError(f"{what} is invalid: hyperparameters must be finite numbers.")
+    if name in positive and not value > 0:
+        raise ExperimentError(f"{what} is invalid: the {'learning rate' if name == 'learning_rate' else 'temperature'} "
+                              "must be > 0.")
+
+
+def _sweep_list(name: str, values: Any) -> list:
+    """A sweep's values as a list; a single number (or a string) is an error that says to give a list."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ExperimentError(f"sweep[{name!r}] = {values!r} is invalid: give a list of values, e.g. "
+                              f"sweep={{{name!r}: [{values!r}]}}.")
+    return list(values)
+
+
 def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
     n_values = None
+    positive = exp.positive_hparams()
     for name, values in sweep.items():
         if name != "seed" and name not in exp.hparams:
             raise ExperimentError(f"cannot sweep {name!r}: it is not a hyperparameter of the experiment "
                                   f"(hparams: {sorted(exp.hparams)}, or 'seed'). Add it to Experiment.hparams.")
-        values = list(values)
+        values = _sweep_list(name, values)
+        if name != "seed":
+            for v in values:
+                _check_hparam_value(name, v, positive, swept=True)
         if not values:
             raise ExperimentError(f"no values given for {name!r}.")
         if n_values is not None and len(values) != n_values:
@@ -506,12 +567,18 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         if isinstance(s.temperature, str) and s.temperature != "temperature" and s.temperature not in exp.hparams:
             raise ExperimentError(f"student {s.name!r}: temperature = {s.temperature!r} is not a hyperparameter of the "
                                   f"experiment (hparams: {sorted(exp.hparams)}): add it to Experiment.hparams.")
+        T = plain_scalar(s.temperature)
+        if isinstance(T, (int, float)) and not isinstance(T, bool) and not 0 < T < np.inf:
+            raise ExperimentError(f"student {s.name!r}: temperature = {T!r} is invalid: it must be a finite number > 0.")
     src = bind_task(exp.inputs, task.train_x)
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
                               "batch_size or raise the number of distillation examples.")
     hp = {**exp.hparams, **{k: v[0] for k, v in dict(sweep).items()}}
     check_source(src, model.input_shape, hp)
+    n_values = max([len(list(v)) for v in dict(sweep).values()] or [1])
+    check_source_settings(src, model.input_shape, [{**exp.hparams, **{k: list(v)[i] for k, v in dict(sweep).items()}}
+                                                    for i in range(n_values)])
     if "learning_rate" not in exp.hparams:
         raise ExperimentError("hparams has no 'learning_rate': the teacher's Adam needs one.")
     if teachers is not None:
@@ -519,7 +586,36 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         if leading != {n_runs}:
             raise ExperimentError(f"teachers have leading axis {sorted(leading)}, expected n_runs = {n_runs}: pass "
                                   "the teachers of a Result with the same n_runs and seed.")
+        want = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+        got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), teachers)
+        if jax.tree.structure(got) != jax.tree.structure(want) or any(
+                (g.shape, g.dtype) != (w.shape, w.dtype) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+            raise ExperimentError("teachers= do not fit the experiment's model: per run they have "
+                                  f"{_shapes(got)}, the model's parameters are {_shapes(want)}. Pass teachers of "
+                                  "this model (e.g. Result.teachers of a run with the same model).")
     return src
+
+
+def _shapes(tree: Any) -> str:
+    """``{path: shape dtype}`` of a pytree of shapes, short, for messages."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return "{" + ", ".join(f"{jax.tree_util.keystr(p)}: {tuple(a.shape)} {a.dtype}" for p, a in leaves[:6]) + \
+        (", ..." if len(leaves) > 6 else "") + "}"
+
+
+def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[str, jax.Array]:
+    """``{name: f(view)}``, each one array (a number is made one); anything else is an error at trace time,
+    before the run, naming the metric."""
+    out = {}
+    for name, f in fns.items():
+        value = f(view)
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            value = jnp.asarray(value)
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            raise ExperimentError(f"{kind} {name!r} returned {type(value).__name__}, not an array: a {kind} returns "
+                                  "one array (for several values, give each its own name).")
+        out[name] = value
+    return out
 
 
 def _groups(students: Sequence[Student]) -> list[list[int]]:
@@ -617,7 +713,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
 
             def traced(state):
                 view = view_of([p for p, _ in state.groups])
-                return {name: f(view) for name, f in exp.trace.items()}
+                return _metric_values("trace", exp.trace, view)
 
             probe = traced if exp.trace else None
 
@@ -655,7 +751,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             out = {"accuracy": acc, "teacher_loss": teacher_loss, "distill_loss": distill_loss, "finite": finite}
             if exp.metrics:
                 view = view_of([p for p, _ in state.groups])
-                out["metrics"] = {name: f(view) for name, f in exp.metrics.items()}
+                out["metrics"] = _metric_values("metric", exp.metrics, view)
             if exp.trace:
                 out["trace"] = trace
             if exp.step_metrics:
@@ -743,7 +839,7 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         if step_metrics:
             now = StepView(view._replace(students=named([p for p, _, _ in raw])), named([g for _, g, _ in raw]), x,
                            logits, idx, t_step, named([u for _, _, u in raw]))
-            metrics = metrics + ({name: f(now) for name, f in step_metrics.items()},)
+            metrics = metrics + (_metric_values("step metric", step_metrics, now),)
         return DistillState(tuple(new_state), t_step + 1), metrics
 
     return step
@@ -981,7 +1077,9 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     memory, :func:`choose_run_batch`; a different
     ``run_batch`` may change float rounding, the number of devices does not). ``teachers`` (a
     pytree with leading axis ``n_runs``, e.g. ``Result.teachers`` of an earlier run with the same
-    seed) replaces teacher training; ``keep_teachers=True`` returns them in ``Result.teachers``.
+    seed) replaces teacher training; they are used as given (any parameters of the model: e.g. a
+    previous generation's students), and the record says ``"teachers": "given"``.
+    ``keep_teachers=True`` returns the teachers in ``Result.teachers``.
     Everything is validated before compilation (:func:`validate`).
 
     Diverged runs (:meth:`Result.health`: non-finite parameters in any model, a trained teacher no
@@ -1015,13 +1113,13 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     """
     check_on_divergence(on_divergence)
     n_runs, seed = plain_scalar(n_runs), plain_scalar(seed)
-    sweep = {k: [_swept_number(k, x) for x in v] for k, v in (sweep or {}).items()}
-    src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
-    for value in [seed, *sweep.get("seed", [])]:
-        check_seed(value, ExperimentError)
+    sweep = {k: [_swept_number(k, x) for x in _sweep_list(k, v)] for k, v in (sweep or {}).items()}
     if (keep_teachers or teachers is not None) and {"seed", "learning_rate"} & set(sweep):
         raise ExperimentError("keep_teachers / teachers cannot be combined with a sweep of the seed or the learning "
                               "rate: the teachers differ from one swept value to the next. Run each value on its own.")
+    src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
+    for value in [seed, *sweep.get("seed", [])]:
+        check_seed(value, ExperimentError)
     n_values = _check_hparams(exp, sweep)
     devices = list(devices or default_devices())
     n_dev = len(devices)
@@ -1128,7 +1226,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
                                  if exp.trace else None), n_runs=n_runs, seed=int(seed),
                     sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
                     run_batch=batch, teachers=kept if keep_teachers or given is not None else None,
-                    finite=finite, teacher_cache=cache_state)
+                    finite=finite, teacher_cache=cache_state, teachers_given=given is not None)
     report = result.health_report()
     if report and on_divergence == "fail":
         raise DivergenceError(report, result, [result.health(v) for v in range(result.n_values)])

@@ -61,6 +61,41 @@ def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
     return value(hp) if callable(value) else value
 
 
+def _setting_name(setting: Setting) -> str:
+    return f"hyperparameter {setting!r}" if isinstance(setting, str) else "a function of the hyperparameters"
+
+
+def _integer_in(what: str, setting: Setting, low: int, high: Callable[[Sequence[int]], int]):
+    """A check of a named setting's value: an integer in ``low..high(input_shape)`` (InputError otherwise)."""
+    def check(value, input_shape):
+        top = high(input_shape)
+        if isinstance(value, bool) or not np.isfinite(value) or value != round(value) or not low <= value <= top:
+            raise InputError(f"{what} = {value!r} (from {_setting_name(setting)}) is invalid: it must be an integer "
+                             f"in {low}..{top}.")
+    return check
+
+
+def check_source_settings(src: "InputSource", input_shape: Sequence[int], hps: Sequence[Mapping[str, Any]]) -> None:
+    """Check the source's settings that are hyperparameters (or functions of them) at every swept value.
+
+    A built-in whose numeric setting is a hyperparameter name can only check its value once the
+    values are known: ``cycled``'s ``distinct`` must be an integer in ``1..n``, ``subspace``'s ``k``
+    an integer in ``1..max_k`` (or the input dimension), ``blurred``'s ``sigma`` ``>= 0``. ``hps`` is
+    one hyperparameter mapping per swept value; InputError names the value and the setting.
+    """
+    for setting, check in _settings_checks(src):
+        for hp in hps:
+            check(plain_scalar(resolve(setting, hp)), tuple(input_shape))
+
+
+def _settings_checks(src: "InputSource") -> list:
+    checks = list(src.settings.get("_checks", ()))
+    for part in (*src.settings.get("components", ()), src.settings.get("base")):
+        if part is not None:
+            checks += _settings_checks(part)
+    return checks
+
+
 def _key_only(key, arrays, hp):
     return key
 
@@ -309,8 +344,9 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         keep = (jnp.arange(q.shape[1]) < kk).astype(jnp.float32)
         return (((flat @ q) * keep) @ q.T * jnp.sqrt(d / kk)).reshape(u.shape)
 
+    checks = ((k, _integer_in("subspace: k", k, 1, lambda shape: max_k or math.prod(shape))),) if named else ()
     return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b, max_k=max_k), k=k,
-                    max_k=max_k)
+                    max_k=max_k, _checks=checks)
 
 
 def gaussian_kernel(sigma: Any, radius: int) -> jax.Array:
@@ -386,8 +422,14 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
         img = jnp.einsum("nik,lk->nil", img, c, precision=highest)
         return img.reshape(u.shape)
 
+    def check_sigma(value, input_shape):
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(f"blurred: sigma = {value!r} (from {_setting_name(sigma)}) is invalid: it must be a "
+                             "finite number >= 0 (pixels).")
+
     return _wrapped("blurred", base, base.n, draw, base.prepare,
-                    lambda b: blurred(sigma, b, side=side, radius=radius), sigma=sigma, radius=radius)
+                    lambda b: blurred(sigma, b, side=side, radius=radius), sigma=sigma, radius=radius,
+                    _checks=((sigma, check_sigma),) if isinstance(sigma, str) or callable(sigma) else ())
 
 
 def cycled(base: InputSource, distinct: Setting) -> InputSource:
@@ -397,8 +439,8 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
     by ``n``, the batch size and the epochs) is the base's, the number of distinct images is
     ``distinct``. E.g. ``cycled(uniform(60_000), 2048)``: the paper's step budget on 2,048 images.
     ``distinct`` may be a hyperparameter name (or a function of the hyperparameters), so that
-    several counts run in one program; its value must then be an integer in ``1..n`` (it is
-    rounded to the nearest integer inside the program; the caller checks the range).
+    several counts run in one program; its value must then be an integer in ``1..n`` (the engine
+    checks every swept value before compiling, :func:`check_source_settings`).
 
     >>> import jax, jax.numpy as jnp
     >>> src = cycled(uniform(100), 3)
@@ -423,7 +465,10 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
             d = jnp.round(jnp.asarray(d)).astype(idx.dtype)
         return base.draw(ctx, idx % d, hp)
 
-    return _wrapped("cycled", base, base.n, draw, base.prepare, lambda b: cycled(b, distinct), distinct=distinct)
+    named = isinstance(distinct, str) or callable(distinct)
+    checks = ((distinct, _integer_in("cycled: distinct", distinct, 1, lambda shape: base.n)),) if named else ()
+    return _wrapped("cycled", base, base.n, draw, base.prepare, lambda b: cycled(b, distinct), distinct=distinct,
+                    _checks=checks)
 
 
 def amplitude_spectrum(images: Any, side: int = 28) -> np.ndarray:

@@ -354,7 +354,7 @@ def peak_rss_mb() -> float:
 
 
 def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """Package versions, Python, OS, devices and the float32 matmul precision, for the record.
+    """Package versions, Python, OS, devices, the float32 matmul precision and x64 mode, for the record.
 
     ``matmul_precision`` is ``jax_default_matmul_precision`` ("default" when unset): on CPU every
     float32 matmul is float32 at any setting; on NVIDIA GPUs "default" means TensorFloat-32 inputs
@@ -371,6 +371,7 @@ def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any
     import jax
 
     env["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default")
+    env["x64"] = bool(jax.config.jax_enable_x64)  # 64-bit mode changes the float32 programs' numbers too
     if devices is not None:
         env["devices"] = list(devices)
     env.update(extra)
