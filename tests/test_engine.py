@@ -166,6 +166,7 @@ def test_bad_tables_and_models_fail_before_compute(task):
         (TINY.replace(students=(sm.Student("s", teacher="t1"),)), sm.StudentError, "'t1'"),
         (TINY.replace(students=(sm.Student("s", outputs=()),)), sm.StudentError, "empty set of outputs"),
         (TINY.replace(students=(sm.Student("teacher"),)), sm.StudentError, "reserved"),
+        (TINY.replace(students=(sm.Student(3),)), sm.StudentError, "name 3 is invalid"),
         (TINY.replace(students=(sm.Student("s", outputs=(14,)),)), sm.StudentError, "out of range"),
         (TINY.replace(model=sm.mlp((8,), aux_logits=0)), sm.StudentError, r"\(m\) = 0"),
         (TINY.replace(model=sm.mlp((8,), n_classes=5)), sm.ExperimentError, "n_classes = 5"),
@@ -251,6 +252,16 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task):
     other = jax.tree.map(lambda a: a[None], sm.mlp((16,)).init(jax.random.PRNGKey(0)))
     with pytest.raises(sm.ExperimentError, match=r"teachers= do not fit.*\(784, 16\).*\(784, 32\)"):
         validate(TINY, task, teachers=other)
+    # A student's own code that fails or returns the wrong shape is named with its student, before the run.
+    import optax
+
+    for student, match in [
+        (sm.Student("wd", optimizer=lambda hp: optax.adamw(1e-3, weight_decay=hp["wd"])), r"'wd'.*optimizer.*KeyError"),
+        (sm.Student("w", example_weights=lambda v: jnp.ones(3)), r"'w'.*example_weights hook returned shape \(3,\)"),
+        (sm.Student("t", targets=lambda v: v.logits[:, :10]), r"'t'.*targets hook returned shape \(512, 10\)"),
+    ]:
+        with pytest.raises(sm.ExperimentError, match=match):
+            sm.run(TINY.replace(students=(student,)), task, n_runs=1)
     # A metric returns one array: a tuple is refused while tracing, before the run.
     with pytest.raises(sm.ExperimentError, match="metric 'pair' returned tuple"):
         sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1)

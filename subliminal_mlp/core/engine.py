@@ -55,7 +55,7 @@ from .results import (DivergenceError, DivergenceWarning, check_on_divergence, d
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
-from .students import (FIGURE10, RESERVED, StartContext, Student, check_students, make_optimizer,
+from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, check_students, make_optimizer,
                        adam, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
@@ -776,7 +776,7 @@ def _stacked_optimizer(student: Student, hp, view=None) -> optax.GradientTransfo
     stack, so a transformation that mixes coordinates (a projection, a global-norm clip) sees
     one student at a time.
     """
-    opt = make_optimizer(student, hp, view)
+    opt = _user_code(student, "optimizer", make_optimizer, student, hp, view)
     if student.optimizer is None:
         return opt
     return optax.GradientTransformation(jax.vmap(opt.init), jax.vmap(opt.update))
@@ -845,11 +845,30 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
     return step
 
 
+def _user_code(student: Student, what: str, fn: Callable, *args):
+    """``fn(*args)``, a student's own code (its optimiser, a hook), run while the program is traced: an
+    error it raises is an ExperimentError naming the student and what failed, before any compute."""
+    try:
+        return fn(*args)
+    except (ExperimentError, StudentError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's function: report it with its student
+        hint = (f" (hyperparameters it reads must be in Experiment.hparams: {sorted(args[1])})"
+                if what == "optimizer" and isinstance(e, KeyError) else "")
+        raise ExperimentError(f"student {student.name!r}: its {what} failed while the program was built: "
+                              f"{type(e).__name__}: {e}{hint}") from e
+
+
 def _hooked(s0: Student, view, t, x, idx, pv, t_step):
     """One student's (targets, example weights) on the batch from its hooks (the teacher's logits, ones)."""
     seen = HookView(view, t, x, idx, pv, t_step)
-    tt = t if s0.targets is None else s0.targets(seen)
-    w = jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None else s0.example_weights(seen)
+    tt = t if s0.targets is None else _user_code(s0, "targets hook", s0.targets, seen)
+    w = (jnp.ones(x.shape[0], jnp.float32) if s0.example_weights is None
+         else _user_code(s0, "example_weights hook", s0.example_weights, seen))
+    for what, value, want in (("targets", tt, t.shape), ("example_weights", w, (x.shape[0],))):
+        if tuple(jnp.shape(value)) != tuple(want):
+            raise ExperimentError(f"student {s0.name!r}: its {what} hook returned shape {tuple(jnp.shape(value))} "
+                                  f"for a batch of {x.shape[0]}, expected {tuple(want)}.")
     return tt, w
 
 

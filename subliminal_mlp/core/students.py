@@ -283,6 +283,9 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
     for s in students:
         if not isinstance(s, Student):
             raise StudentError(f"{s!r} is not a Student.")
+        if not isinstance(s.name, str) or not s.name:
+            raise StudentError(f"student name {s.name!r} is invalid: give each student a non-empty string name "
+                               "(it names the student's results).")
         if s.name in RESERVED or s.name in seen:
             raise StudentError(f"student name {s.name!r} is {'reserved' if s.name in RESERVED else 'repeated'}: "
                                f"every student needs its own name, other than {RESERVED}.")
@@ -370,7 +373,10 @@ def project_out(direction: Callable[[Any], Any], weight: Setting = 1.0) -> optax
     ``g ← g − w · (g·d / ‖d‖²) · d`` with ``d = direction(params)`` (e.g. the gradient of the
     teacher's task loss at the student's current parameters: Kitkana & Arora's projection test)
     and ``w = weight`` (1: all of the component, 0: none; a number or a function of nothing).
-    Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``.
+    Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``. It projects the
+    *gradient*: Adam's update, rescaled per coordinate by its moment estimates, is then not exactly
+    orthogonal to ``d`` (its cosine with ``d`` is small, not 0); chain it after the optimiser
+    (``optax.chain(adam(lr), project_out(d))``) to make the applied update itself orthogonal.
 
     >>> import jax.numpy as jnp
     >>> tx = project_out(lambda params: {"w": jnp.array([1.0, 0.0])})  # remove the first coordinate
