@@ -15,7 +15,7 @@ across settings and within each family (subliminal_mlp.studies.one_step).
 
 from pathlib import Path
 
-from subliminal_mlp import load_mnist, read_results
+from subliminal_mlp import ConfigError, load_mnist, read_results
 from subliminal_mlp.cli import run_script, run_study, script_parser
 from subliminal_mlp.studies.one_step import (format_one_step_table, read_published_sweeps, run_one_step,
                                             write_one_step)
@@ -29,16 +29,28 @@ def main():
     ap = script_parser(__doc__, FIGURES, seeds=None)  # the runs are the records'
     ap.add_argument("--input-families", default=str(FIGURES / "input_families.json"), help="its record")
     for name in OPTIONAL:
-        ap.add_argument("--" + name.replace("_", "-"), default=str(FIGURES / f"{name}.json"),
-                        help="its record (used if it exists)")
-    ap.add_argument("--sweeps", default=str(FIGURES / "sweeps"), help="the published sweeps' directory (if it exists)")
+        ap.add_argument("--" + name.replace("_", "-"), default=None,
+                        help=f"its record (default: figures/{name}.json, used if it exists)")
+    ap.add_argument("--sweeps", default=None,
+                    help="the published sweeps' directory (default: figures/sweeps, used if it exists)")
     a = ap.parse_args()
+    # A path given on the command line must exist; a default is used only where it exists.
+    given = {name: getattr(a, name) for name in OPTIONAL if getattr(a, name) is not None}
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"--{name.replace('_', '-')} {path}: no such record file.")
+    if a.sweeps is not None and not Path(a.sweeps).is_dir():
+        raise ConfigError(f"--sweeps {a.sweeps}: no such directory.")
+    paths = {**{name: str(FIGURES / f"{name}.json") for name in OPTIONAL if (FIGURES / f"{name}.json").is_file()},
+             **given}
+    sweeps_dir = a.sweeps or (str(FIGURES / "sweeps") if (FIGURES / "sweeps").is_dir() else None)
+    records = {name: read_results(path) for name, path in paths.items()}  # damaged records: refused before compute
+    input_families = read_results(a.input_families)
+    sweeps = read_published_sweeps(sweeps_dir) if sweeps_dir else None
 
     def compute():
-        found = {name: read_results(getattr(a, name)) for name in OPTIONAL if Path(getattr(a, name)).is_file()}
-        sweeps = read_published_sweeps(a.sweeps) if Path(a.sweeps).is_dir() else None
-        return run_one_step(load_mnist(a.data_dir), input_families=read_results(a.input_families), sweeps=sweeps,
-                            progress=True, log=print, **found)
+        return run_one_step(load_mnist(a.data_dir), input_families=input_families, sweeps=sweeps,
+                            progress=True, log=print, **records)
 
     run_study(a.out, [f"one_step.{ext}" for ext in ("json", "csv", "png")], compute, write_one_step,
               format_one_step_table)

@@ -77,6 +77,70 @@ def test_check_output_finds_every_bad_destination_and_creates_nothing(tmp_path, 
         check_output(tmp_path / "new")
 
 
+def test_names_that_would_write_elsewhere_or_cannot_be_written_are_refused(tmp_path):
+    for files, message in [(["../x.json"], "without a directory part"), (["a/b.json"], "without a directory part"),
+                           (["b" * 300 + ".json"], "longer than the file system takes")]:
+        with pytest.raises(OutputError, match=message):
+            check_output(tmp_path, files=files)
+    if Path("/proc/self").is_dir():  # os.access may say yes (as root) where nothing can be created
+        with pytest.raises(OutputError, match="/proc/nope"):
+            check_output("/proc/nope")
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsys, no_compute, monkeypatch):
+    """Each a review found failing late, with a traceback, or silently doing something else."""
+    (tmp_path / "afile").write_text("keep me")
+    cases = [
+        (["sweep", "aux_logits", "1", "-m", "5", "--out", str(tmp_path)], "--aux-logits 5 is not used"),
+        (["figures", "fig10_mnist", "--quick", "--out", str(tmp_path / "q"), "--teacher-cache",
+          str(tmp_path / "afile")], "afile: it is an existing file"),
+        (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
+         "figure one_step reads .*input_families.json, which does not exist"),
+        (["reproduce", "--stem", "../x", "--out", str(tmp_path)], "without a directory part"),
+        # settings are checked before a distributed runtime starts (it would wait for the other process)
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
+          "--seeds", "0", "--out", str(tmp_path)], "n_runs = 0"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("subliminal-mlp: error: ") and "Traceback" not in err
+        assert __import__("re").search(message, err), err
+    assert not (tmp_path / "q").exists()
+    (tmp_path / "bad.json").write_text('{"format": "subliminal-mlp/mitig')
+    for argv, message in [(["one_step.py", "--mitigations", str(tmp_path / "nope.json")], "nope.json: no such record"),
+                          (["one_step.py", "--mitigations", str(tmp_path / "bad.json")], "truncated"),
+                          (["theorem_single_step.py", "--seeds", "0"], "--seeds = 0 is invalid")]:
+        monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path / "o")])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(ROOT / "experiments" / argv[0]), run_name="__main__")
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_sweep_checks_every_values_image_pool_before_compute(tmp_path, data_root, monkeypatch):
+    from subliminal_mlp.core.data import DataError
+    from subliminal_mlp.studies.sweep import run_sweep
+
+    only_mnist = tmp_path / "data"
+    only_mnist.mkdir()
+    (only_mnist / "mnist").symlink_to(Path(data_root) / "mnist")
+    monkeypatch.setattr(engine, "run", lambda *a, **k: pytest.fail("a value was computed before every pool was checked"))
+    with pytest.raises(DataError, match="fashion-mnist"):
+        run_sweep("student_inputs", ["uniform", "fashion-mnist"], subliminal_mlp.Config(n_runs=1),
+                  data_dir=only_mnist, out_dir=tmp_path / "out")
+
+
+def test_a_teacher_cache_that_cannot_be_written_loses_no_result(tmp_path):
+    from subliminal_mlp.core.teacher_cache import TeacherCache
+
+    (tmp_path / "afile").write_text("x")
+    said = []
+    cache = TeacherCache(tmp_path / "afile", log=said.append)
+    cache.store({"k": 1}, {"w": np.zeros((2, 3), np.float32)})
+    assert cache.stats()["stored"] == 0 and "cannot store the teachers" in said[-1]
+
+
 @pytest.mark.parametrize("argv", [
     ["reproduce", "--out", "{afile}"],
     ["reproduce", "--out", "{afile}/sub"],
@@ -107,8 +171,7 @@ def test_every_experiment_script_checks_its_output_before_any_compute(script, tm
                                                                       no_compute):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
-    out = afile / "theorem" if script == "theorem_single_step.py" else afile  # its --out is a path stem
-    monkeypatch.setattr(sys, "argv", [script, "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(afile)])
     with pytest.raises(SystemExit) as e:
         runpy.run_path(str(ROOT / "experiments" / script), run_name="__main__")
     assert e.value.code == 2

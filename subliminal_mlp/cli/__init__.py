@@ -104,10 +104,25 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
+#: The command-line flag of each Config field a sweep can vary (a flag the sweep would override is refused).
+_SWEPT_FLAGS = {"hidden_widths": "--hidden", "aux_logits": "--aux-logits", "learning_rate": "--lr",
+                "batch_size": "--batch-size", "n_noise": "--n-noise", "dataset": "--dataset",
+                "temperature": "--temperature", "student_inputs": "--student-inputs", "input_mix": "--input-mix",
+                "init_noise": "--init-noise", "init_noise_kind": "--init-noise-kind", "loss": "--loss",
+                "teacher_epochs": "--teacher-epochs", "student_epochs": "--student-epochs", "n_runs": "--seeds",
+                "seed": "--seed"}
+
+
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from ..studies.sweep import parse_values, run_sweep
 
     values = parse_values(a.param, a.values)
+    flag = _SWEPT_FLAGS.get(a.param)
+    default = None if a.param.endswith("_epochs") else getattr(Config(), a.param)
+    given = getattr(a, flag.lstrip("-").replace("-", "_"), default) if flag else default
+    if flag and given is not None and (tuple(given) if isinstance(given, list) else given) != default:
+        raise ConfigError(f"{flag} {' '.join(map(str, given)) if isinstance(given, list) else given} is not used: the "
+                          f"sweep sets {a.param} to each of its values. Leave {flag} out.")
     run_sweep(a.param, values, _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
               progress=not a.no_progress, on_divergence=a.on_divergence)
     return 0
@@ -184,7 +199,7 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """``func(*args, **kwargs)`` as a command: its exit status, with the command line's error handling.
 
     An error a user can fix (``ConfigError``, e.g. an invalid setting or an output destination that
-    cannot be written, or ``DataError``) prints ``subliminal-mlp: error: ...`` and returns 2; a
+    cannot be written, ``DataError``, a missing or damaged record, ``RecordError``, ...) prints ``subliminal-mlp: error: ...`` and returns 2; a
     ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. A return value that is
     not an int (a record) counts as success (0).
     """
@@ -193,13 +208,14 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     from ..core.engine import ExperimentError
     from ..core.inputs import InputError
     from ..core.models import ModelError
-    from ..core.results import DivergenceError
+    from ..core.results import DivergenceError, RecordError
     from ..core.students import StudentError
 
     try:
         with _divergence_warnings():
             rc = func(*args, **kwargs)
-    except (ConfigError, DataError, DistributedError, ExperimentError, InputError, ModelError, StudentError) as e:
+    except (ConfigError, DataError, DistributedError, ExperimentError, InputError, ModelError, RecordError,
+            StudentError) as e:
         print(f"subliminal-mlp: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
@@ -253,7 +269,17 @@ def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[]
     return record
 
 
+def _precheck(a: argparse.Namespace) -> None:
+    """What can be checked without JAX, before a distributed runtime is started (which waits for the other
+    processes): the protocol's settings (a command's Config) and its output directory."""
+    if a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
+        from ..core.results import check_output
+
+        _config_from(a)
+        check_output(a.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(lambda: (_start_distributed(args), args.func(args))[1])
+    return guarded(lambda: (_precheck(args), _start_distributed(args), args.func(args))[2])
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..core.config import Config, ConfigError
-from ..core.results import RecordError, _library_version, atomic_write_text, read_results
+from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
 
 #: The committed figures of a checkout (``<repo>/figures``).
 FIGURES_DIR = Path(__file__).resolve().parents[2] / "figures"
@@ -73,7 +73,8 @@ class Figure:
     script's defaults; ``make(settings, out_dir, ctx)``: writes the outputs; ``quick(settings,
     shrink)``: the settings of ``--quick`` (``shrink``: :data:`QUICK` or the caller's);
     ``command(settings)``: the script command line that makes the same figure by hand;
-    ``runs(settings)``: the number of runs.
+    ``runs(settings)``: the number of runs; ``reads(settings)``: the records (paths relative to the
+    output directory) it reads, which must exist there or be made before it in the same run.
     """
 
     name: str
@@ -84,6 +85,7 @@ class Figure:
     quick: Callable[[dict, dict], dict]
     command: Callable[[dict], str]
     runs: Callable[[dict], int]
+    reads: Callable[[dict], tuple[str, ...]] = lambda s: ()
 
     @property
     def record(self) -> str:
@@ -330,7 +332,8 @@ def _one_step() -> Figure:
                   settings=lambda r: {"sources": sorted(r.get("sources", {"input_families": 0})), "n_runs": r["n_runs"]},
                   defaults=lambda: {"sources": list(sources), "n_runs": 10}, make=make,
                   quick=lambda s, q: {**s, "n_runs": min(s["n_runs"], q.get("n_runs", s["n_runs"]))},
-                  command=lambda s: "python experiments/one_step.py", runs=lambda s: s["n_runs"])
+                  command=lambda s: "python experiments/one_step.py", runs=lambda s: s["n_runs"],
+                  reads=lambda s: tuple(n if n == "sweeps" else f"{n}.json" for n in s["sources"]))
 
 
 # ----------------------------------------------------------------------------- the theorem figure
@@ -582,8 +585,10 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
         if quick:
             settings = fig.quick(settings, QUICK if quick is True else dict(quick))
         plan.append((fig, settings, where))
+    _check_plan(plan, out)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
     if cache is not None:
+        check_output(cache.root)
         log(f"teacher cache: {cache.root}")
     state = read_state(out)
     done: dict[str, str] = {}
@@ -620,6 +625,24 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     finally:
         bar.close()
     return done
+
+
+def _check_plan(plan: list, out: Path) -> None:
+    """Before any figure is made: ``out`` takes every output (:func:`check_output`), and each record a
+    figure reads is in ``out`` or made before it (else a ConfigError saying which figure to make first)."""
+    check_output(out, files=[STATE_FILE])
+    made: list[str] = []
+    for fig, settings, _ in plan:
+        for rel in sorted({str(Path(o).parent) for o in fig.outputs} - {"."}):
+            check_output(out / rel)
+        check_output(out, files=[o for o in fig.outputs if "/" not in o])
+        for rel in fig.reads(settings):
+            if not (out / rel).exists() and not any(o == rel or o.startswith(rel + "/") for o in made):
+                makers = [f.name for f in REGISTRY.values() if any(o == rel or o.startswith(rel + "/") for o in f.outputs)]
+                raise ConfigError(f"figure {fig.name} reads {out / rel}, which does not exist: make "
+                                  f"{' and '.join(makers[:1] if rel != 'sweeps' else ['the sweep_* figures'])} into "
+                                  f"{out} first (or in the same command, before {fig.name}).")
+        made += fig.outputs
 
 
 def _mark_record(path: Path, pipeline: dict[str, Any]) -> None:

@@ -189,23 +189,52 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
 
     ``kind="dir"``: ``path`` is an output directory: an existing, writable directory, or one that
     can be created (its nearest existing ancestor is a writable directory); each of ``files``
-    (names written inside it) must not be an existing directory. ``kind="file"``: ``path`` is an
-    output file, written atomically (a temporary file beside it, then a rename): its directory is
-    checked as above and ``path`` must not be a directory. Raises :class:`OutputError` (a
-    ``ConfigError``: the command line's ``subliminal-mlp: error: ...``, exit status 2) naming the
-    path and the problem. It only looks (a few ``stat`` calls): nothing is created.
+    (names written inside it) must be a plain file name (no directory part: a ``--stem`` of
+    ``../x`` would write elsewhere), short enough for the file system, and not an existing
+    directory. ``kind="file"``: ``path`` is an output file, written atomically (a temporary file
+    beside it, then a rename): its directory is checked as above and ``path`` must not be a
+    directory. Permissions can say yes where writing fails (``/proc``, a read-only mount, as root),
+    so an empty temporary file is created in the nearest existing directory and removed again.
+    Raises :class:`OutputError` (a ``ConfigError``: the command line's ``subliminal-mlp: error:
+    ...``, exit status 2) naming the path and the problem.
     """
     if kind not in ("dir", "file"):
         raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
     path = Path(path)
     d = path if kind == "dir" else path.parent
-    _check_dir(d, None if kind == "dir" else path)
-    targets = [d / name for name in files] + ([path] if kind == "file" else [])
-    for t in targets:
-        if t.is_dir():
-            raise OutputError(f"cannot write {t}: it is an existing directory. Choose another output "
-                              f"{'directory' if kind == 'dir' else 'file'} or move the directory away.")
+    names = list(files) + ([path.name] if kind == "file" else [])
+    try:
+        _check_dir(d, None if kind == "dir" else path)
+        for name in list(files):
+            if not name or Path(name).name != name or name in (".", ".."):
+                raise OutputError(f"cannot write {name!r} in {d}: give a file name without a directory part "
+                                  "(choose the directory with the output option).")
+        limit = _name_max(_first_existing(d))
+        for name in names:
+            if len(f".{name}.XXXXXXXX".encode()) > limit:  # the temporary file beside it is a little longer
+                raise OutputError(f"cannot write {d / name}: the file name is longer than the file system takes "
+                                  f"({limit} bytes with the temporary file's suffix). Choose a shorter name.")
+        targets = [d / name for name in files] + ([path] if kind == "file" else [])
+        for t in targets:
+            if t.is_dir():
+                raise OutputError(f"cannot write {t}: it is an existing directory. Choose another output "
+                                  f"{'directory' if kind == 'dir' else 'file'} or move the directory away.")
+        base = _first_existing(d)
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".subliminal-mlp-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write the results to {path}: {e.strerror or e}. Choose another output "
+                          f"{'directory' if kind == 'dir' else 'file'}.") from None
     return path
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name ``directory``'s file system takes, in bytes (255 where it cannot say)."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
 
 
 #: A trained teacher is "no better than its untrained reference" when its test accuracy does not exceed

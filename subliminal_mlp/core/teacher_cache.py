@@ -335,7 +335,11 @@ class TeacherCache:
         return jax.tree.map(lambda *a: np.stack(a), *found)
 
     def store(self, key: dict[str, Any], teachers: Any) -> None:
-        """Store every run of ``teachers`` (leading axis: runs) whose entry is missing or unusable."""
+        """Store every run of ``teachers`` (leading axis: runs) whose entry is missing or unusable.
+
+        A write that fails (a full disk, a path that is not a directory) is logged and ends the
+        store: the cache only saves time, so the experiment's results are kept.
+        """
         import jax
 
         leaves = jax.tree.leaves(teachers)
@@ -347,7 +351,12 @@ class TeacherCache:
                 continue
             except (FileNotFoundError, CorruptEntry, OSError):
                 pass
-            self.put(key, run, jax.tree.map(lambda a, r=run: np.asarray(a)[r], teachers))
+            try:
+                self.put(key, run, jax.tree.map(lambda a, r=run: np.asarray(a)[r], teachers))
+            except OSError as e:  # the cache only saves time: a failed write loses no result
+                self.log(f"teacher cache: cannot store the teachers under {self.root} ({e.strerror or e}); "
+                         "they are not cached, the results are unaffected.")
+                return
 
     def stats(self) -> dict[str, int]:
         """``{"hits", "misses", "corrupt", "stored"}`` (runs) since this object was made."""

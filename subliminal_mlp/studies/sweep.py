@@ -169,9 +169,14 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             datasets[c.dataset] = load_dataset(c.dataset, data_dir)
         return datasets[c.dataset]
 
-    for i in todo:  # every value against its data, before any value is computed
+    pools = {}
+    for i in todo:  # every value against its data (and its image pool), before any value is computed
         d = data_for(configs[i])
         configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
+        pools[i] = input_pool(configs[i], d, data_dir=data_dir)
+        if configs[i].student_inputs == "fashion-mnist" and configs[i].n_noise > len(pools[i]):
+            raise ConfigError(f"n_noise = {configs[i].n_noise} is larger than the {len(pools[i])} Fashion-MNIST "
+                              f"images of {param} = {labels[i]}: lower n_noise.")
 
     def finish(i: int, result) -> None:
         record = experiment_record(result, data_for(configs[i]))
@@ -191,9 +196,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             from tqdm.auto import tqdm
 
             for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
-                data = data_for(configs[i])
-                pool = input_pool(configs[i], data, data_dir=data_dir)
-                finish(i, run_experiment(configs[i], data, log=log, pool=pool, on_divergence=on_divergence))
+                finish(i, run_experiment(configs[i], data_for(configs[i]), log=log, pool=pools[i],
+                                         on_divergence=on_divergence))
     ordered = [records[i] for i in range(len(values))]
     report = "\n".join(filter(None, (format_health(r.get("health"), r["n_runs"], f"{param} = {label}")
                                      for r, label in zip(ordered, labels))))
@@ -229,7 +233,10 @@ def _set_aside_other_summary(out: Path, stem: str, summary: dict[str, Any], log:
         log(f"replacing {path}, which cannot be read ({e})")
         return
     param = summary["param"]
-    if old.get("base_config") == summary["base_config"]:
+    def without_param(c):  # the swept field's base value is never run: it does not make another configuration
+        return {k: v for k, v in (c or {}).items() if k != param}
+
+    if without_param(old.get("base_config")) == without_param(summary["base_config"]):
         if old.get("labels") != summary["labels"]:
             here = out / param / config_key(param, summary["base_config"])
             log(f"replacing {path} (values {', '.join(map(str, old.get('labels', [])))}) with values "
