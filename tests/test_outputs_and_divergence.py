@@ -98,6 +98,8 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
          "figure one_step reads .*input_families.json, which does not exist"),
         (["reproduce", "--stem", "../x", "--out", str(tmp_path)], "without a directory part"),
+        (["figures", "--list", "--from", str(tmp_path / "nowhere")], "--from .*nowhere: no such directory"),
+        (["figures", "--no-teacher-cache", "--teacher-cache", str(tmp_path)], "not both"),
         # settings are checked before a distributed runtime starts (it would wait for the other process)
         (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
           "--seeds", "0", "--out", str(tmp_path)], "n_runs = 0"),

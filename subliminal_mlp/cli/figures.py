@@ -684,6 +684,10 @@ def register(sub) -> None:
 def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
+    if not Path(a.source).is_dir():
+        raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used).")
+    if a.no_teacher_cache and a.teacher_cache:
+        raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list:
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
         return 0

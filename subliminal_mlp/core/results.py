@@ -554,6 +554,15 @@ def _fig10_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
     return ["model", "run", "accuracy"], rows
 
 
+def format_ci(ci: float | None, digits: int = 4) -> str:
+    """A 95 % CI half-width for a text table: ``"0.0123"``, or ``"—"`` when there is none (a single run).
+
+    >>> format_ci(0.01234, 3), format_ci(None)
+    ('0.012', '—')
+    """
+    return "—" if ci is None else f"{ci:.{digits}f}"
+
+
 def format_table(record: dict[str, Any]) -> str:
     """A plain-text table: model, mean test accuracy, 95 % CI half-width, runs."""
     lines = [f"{'model':<13} {'accuracy':>9} {'± 95% CI':>9}   runs",

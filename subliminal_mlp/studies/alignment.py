@@ -35,7 +35,7 @@ from ..core.engine import Experiment
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy
 from ..core.model import accuracy
-from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
+from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, run_timing, write_record
 from ..core.students import Student, adam, cosine, project_out
 from ..core.training import steps_per_epoch
 from .trajectory import check_probe
@@ -145,8 +145,8 @@ def format_alignment_table(record: dict[str, Any]) -> str:
             "-" * 74]
     for n, c in record["mean_cosine"].items():
         f = record["final"][n]
-        rows.append(f"{n:<24} {c['mean']:>10.4f} {c['ci95'] or 0:>8.4f} {c['fraction_positive']:>8.2f} "
-                    f"{f['mean']:>10.4f} {f['ci95'] or 0:>8.4f}")
+        rows.append(f"{n:<24} {c['mean']:>10.4f} {format_ci(c['ci95'], 4):>8} {c['fraction_positive']:>8.2f} "
+                    f"{f['mean']:>10.4f} {format_ci(f['ci95'], 4):>8}")
     return "\n".join(rows)
 
 

@@ -46,7 +46,7 @@ from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment, RunModels, run_keys
 from .figure10 import config_students, experiment_from_config
 from ..core.model import stack_params
-from ..core.results import data_record, envelope, run_timing, summary, write_record
+from ..core.results import data_record, envelope, format_ci, run_timing, summary, write_record
 from ..theory.similarity import penultimate_similarity
 from ..core.students import Student, layers, perturbed
 
@@ -233,11 +233,11 @@ def format_heads_table(record: dict[str, Any]) -> str:
     head = f"{'student':<24} {'accuracy':>16} {'linear CKA':>16} {'feature cosine':>16}"
     rows = [head, "-" * len(head)]
     for name, s in record["students"].items():
-        cells = [f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}" for k in ("accuracy", "cka", "cosine")]
+        cells = [f"{s[k]['mean']:.3f} ± {format_ci(s[k]['ci95'], 3)}" for k in ("accuracy", "cka", "cosine")]
         rows.append(f"{name:<24} " + " ".join(f"{c:>16}" for c in cells))
     for name, s in record["references"].items():
         rows.append(f"{'reference (' + name + ')':<24} {'':>16} " + " ".join(
-            f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}".rjust(16) for k in ("cka", "cosine")))
+            f"{s[k]['mean']:.3f} ± {format_ci(s[k]['ci95'], 3)}".rjust(16) for k in ("cka", "cosine")))
     groups = [("all students", record["correlation"])]
     groups += [(f"{w}-logit students", c) for w, c in record["correlation_within"].items()]
     for group, corr in groups:

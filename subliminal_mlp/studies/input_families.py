@@ -72,7 +72,7 @@ import numpy as np
 from ..core import engine, inputs
 from ..core.config import Config, ConfigError
 from ..core.engine import Experiment
-from ..core.results import data_record, envelope, register_format, summary, write_record
+from ..core.results import data_record, envelope, format_ci, register_format, summary, write_record
 from ..core.students import FIGURE10
 from .figure10 import config_students, experiment_from_config
 
@@ -451,13 +451,13 @@ def format_input_families_table(record: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for fam, f in record["families"].items():
         for s in f["settings"]:
-            cells = [f"{s[k]['mean']:.3f} ± {s[k]['ci95'] or 0:.3f}" for k in ("student_aux", "cross_aux")]
+            cells = [f"{s[k]['mean']:.3f} ± {format_ci(s[k]['ci95'], 3)}" for k in ("student_aux", "cross_aux")]
             g = s["gain"]
             lines.append(f"{fam:<13} {s['label']:<16} {cells[0]:>15} {cells[1]:>15} "
-                         f"{g['mean']:>+8.3f} ± {g['ci95'] or 0:.3f}")
+                         f"{g['mean']:>+8.3f} ± {format_ci(g['ci95'], 3)}")
         lines.append(f"{'':<13} wall time {f['wall_s'] / 60:.1f} min")
     t = record["teacher"]["accuracy"]
-    lines.append(f"teacher {t['mean']:.3f} ± {t['ci95'] or 0:.3f}; chance {record['chance']:.2f}")
+    lines.append(f"teacher {t['mean']:.3f} ± {format_ci(t['ci95'], 3)}; chance {record['chance']:.2f}")
     return "\n".join(lines)
 
 

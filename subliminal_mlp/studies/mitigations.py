@@ -47,7 +47,7 @@ from ..core.engine import Experiment, Task
 from ..core.inputs import uniform
 from ..core.model import accuracy
 from ..core.models import mlp
-from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, write_record
+from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, write_record
 from ..core.students import Student, adam, liminal, project_out
 from ..core.training import steps_per_epoch
 from .alignment import task_gradient
@@ -293,7 +293,7 @@ def format_mitigations_table(record: dict[str, Any]) -> str:
         for k, label in enumerate(f["labels"]):
             g = f["gain"][k]
             rows.append(f"{label:<26} {f['student'][k]['mean']:>8.4f} {f['cross'][k]['mean']:>8.4f} "
-                        f"{g['mean']:>8.4f} {g['ci95'] or 0:>7.4f} {f['distill_loss'][k]['mean']:>13.5f}")
+                        f"{g['mean']:>8.4f} {format_ci(g['ci95'], 4):>7} {f['distill_loss'][k]['mean']:>13.5f}")
     return "\n".join(rows)
 
 

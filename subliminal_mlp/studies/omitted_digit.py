@@ -27,7 +27,7 @@ from ..core.config import Config, ConfigError, plain_scalar
 from ..core.engine import Experiment, RunModels
 from ..core.model import class_logits, concat_params, stack_params
 from ..core.models import config_model
-from ..core.results import data_record, envelope, mean_ci95, run_timing, write_record
+from ..core.results import data_record, envelope, format_ci, mean_ci95, run_timing, write_record
 from ..core.students import Student
 
 FORMAT = "subliminal-mlp/omitted-digit"
@@ -135,7 +135,7 @@ def format_omitted_table(record: dict[str, Any]) -> str:
     head = f"{'model':<20} {'all digits':>16} {f'digit {d}':>16} {'other digits':>16}"
     rows = [head, "-" * len(head)]
     for name, subsets in record["models"].items():
-        cells = [f"{s['mean']:.4f} ± {s['ci95'] or 0:.4f}" for s in subsets.values()]
+        cells = [f"{s['mean']:.4f} ± {format_ci(s['ci95'], 4)}" for s in subsets.values()]
         rows.append(f"{name:<20} " + " ".join(f"{c:>16}" for c in cells))
     return "\n".join(rows)
 

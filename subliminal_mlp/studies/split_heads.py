@@ -48,7 +48,7 @@ from ..core.config import ConfigError
 from ..core.engine import Experiment, Task
 from ..core.inputs import uniform
 from ..core.models import mlp, split_head_cnn, split_head_mlp
-from ..core.results import data_record, envelope, mean_ci95, write_record
+from ..core.results import data_record, envelope, format_ci, mean_ci95, write_record
 from ..core.students import Student, fresh, layers
 from .protocol import ProtocolSettings
 
@@ -169,7 +169,8 @@ def format_split_heads_table(record: dict[str, Any]) -> str:
         rows.append(f"[{key.replace('_', '-')} teacher]")
         for name, m in record[key]["models"].items():
             g = m["gain_over_cross"]
-            rows.append(f"{name:<22} {m['mean']:>9.4f} {m['ci95'] or 0:>7.4f} {g['mean']:>14.4f} {g['ci95'] or 0:>7.4f}")
+            rows.append(f"{name:<22} {m['mean']:>9.4f} {format_ci(m['ci95'], 4):>7} {g['mean']:>14.4f} "
+                        f"{format_ci(g['ci95'], 4):>7}")
     return "\n".join(rows)
 
 

@@ -74,8 +74,8 @@ from ..core.config import Config, ConfigError
 from ..core.engine import Experiment, RunModels
 from ..core.inputs import InputSource, resolve
 from ..core.model import accuracy, stack_params
-from ..core.results import (DivergenceWarning, data_record, envelope, format_health, health, mean_ci95,
-                            register_format, summary, write_record)
+from ..core.results import (DivergenceWarning, data_record, envelope, format_ci, format_health, health,
+                            mean_ci95, register_format, summary, write_record)
 from ..core.students import Student
 from .figure10 import config_students, experiment_from_config
 
@@ -533,8 +533,7 @@ PART_LABELS = {"classes": "number of classes K", "teacher_epochs": "teacher epoc
 
 
 def _pm(s: dict[str, Any], digits: int = 3, signed: bool = False) -> str:
-    ci = s.get("ci95")
-    return f"{s['mean']:{'+' if signed else ''}.{digits}f} ± " + ("—" if ci is None else f"{ci:.{digits}f}")
+    return f"{s['mean']:{'+' if signed else ''}.{digits}f} ± {format_ci(s.get('ci95'), digits)}"
 
 
 def format_teacher_task_table(record: dict[str, Any]) -> str:

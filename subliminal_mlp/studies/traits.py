@@ -56,7 +56,7 @@ from ..core.engine import Experiment, HookView, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy, one_hot_logits
 from ..core.model import apply, class_logits, stack_params
-from ..core.results import data_record, envelope, mean_ci95, run_timing, summary, write_record
+from ..core.results import data_record, envelope, format_ci, mean_ci95, run_timing, summary, write_record
 from ..core.students import Student, adam
 from ..core.training import noise_images, scan_epochs
 
@@ -345,14 +345,14 @@ def format_traits_table(record: dict[str, Any]) -> str:
     head = f"{'model':<28} {'trait, Fashion':>16} {'trait, noise':>16} {'MNIST accuracy':>16}"
     rows = [head, "-" * len(head)]
     for name, m in record["models"].items():
-        cells = [f"{m[k]['mean']:.3f} ± {m[k]['ci95'] or 0:.3f}" for k in METRICS]
+        cells = [f"{m[k]['mean']:.3f} ± {format_ci(m[k]['ci95'], 3)}" for k in METRICS]
         rows.append(f"{name:<28} " + " ".join(f"{c:>16}" for c in cells))
     kept_ = ", ".join(f"{f}: {k['mean']:.3f}" for f, k in record["kept_fraction"].items())
     rows.append(f"fraction of the distillation noise each filter keeps: {kept_}")
     rows.append("trait rate on Fashion, student − its control (same init, noise and filter), per run:")
     for name, g in record["paired"].items():
         d = g["trait_rate_fashion"]
-        rows.append(f"  {name:<26} {d['mean']:+.3f} ± {d['ci95'] or 0:.3f}")
+        rows.append(f"  {name:<26} {d['mean']:+.3f} ± {format_ci(d['ci95'], 3)}")
     return "\n".join(rows)
 
 
