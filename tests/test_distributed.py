@@ -169,3 +169,9 @@ def test_without_the_runtime_every_process_is_the_main_one_and_the_switch_reads_
     monkeypatch.setenv(distributed.NUM_PROCESSES_ENV, "two")
     with pytest.raises(distributed.DistributedError, match="JAX_NUM_PROCESSES"):
         distributed.initialize()
+    monkeypatch.delenv(distributed.NUM_PROCESSES_ENV)
+    # An impossible layout is named as such (JAX's own message was about the coordinator's address).
+    with pytest.raises(distributed.DistributedError, match="num_processes = 0 is invalid"):
+        distributed.initialize("127.0.0.1:1", 0, 0)
+    with pytest.raises(distributed.DistributedError, match=r"process_id = 2 is invalid: .* 0..1"):
+        distributed.initialize("127.0.0.1:1", 2, 2)

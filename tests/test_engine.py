@@ -324,7 +324,7 @@ def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, 
     np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])
 
 
-def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task):
+def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task, tmp_path):
     def norm(view):  # a per-run metric, computed inside the program
         return optax.tree.norm(view.students["aux_wd"]) / optax.tree.norm(view.reference)
 
@@ -343,6 +343,8 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert both.table() == f"wd = 0\n{both.table(0)}\n\nwd = 100\n{both.table(1)}"
     assert both.table(1) == alone.table() and "wd =" not in alone.table() and both.table(0) != both.table(1)
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
+    rows = (both.write(tmp_path, "wd")["csv"]).read_text().splitlines()  # the swept value in every row
+    assert rows[0] == "value,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13
     # A swept seed: each value is the run of that seed; the record names the seeds per value, not one.
     seeds = sm.run(TINY, task, n_runs=1, sweep={"seed": np.array([0, 3])})
     np.testing.assert_array_equal(seeds.accuracies[1], sm.run(TINY, task, n_runs=1, seed=3).accuracies[0])
