@@ -218,7 +218,9 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task):
     refused = [
         (dict(sweep={"temperature": [1.0, 0.0]}), sm.ExperimentError, "temperature = 0.0 is invalid"),
         (dict(sweep={"learning_rate": [-1e-3]}), sm.ExperimentError, "learning rate must be > 0"),
-        (dict(sweep={"temperature": 2.0}), sm.ExperimentError, r"give a list of values"),
+        (dict(sweep={"temperature": 2.0}), sm.ExperimentError, r"give a list of numbers, e.g. .*\[2.0\]"),
+        (dict(sweep={"temperature": np.array(2.0)}), sm.ExperimentError, r"give a list of numbers"),
+        (dict(sweep={"temperature": "2.0"}), sm.ExperimentError, r"give a list of numbers, e.g. .*\[0.001\]"),
         (dict(exp=TINY.replace(students=(sm.Student("s", temperature=0.0),))), sm.ExperimentError, "'s'"),
         (dict(exp=TINY.replace(students=(sm.Student("s", temperature="T"),), hparams={**hp, "T": 2.0}),
               sweep={"T": [2.0, -1.0]}), sm.ExperimentError, "T = -1.0"),
@@ -264,7 +266,7 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task):
             sm.run(TINY.replace(students=(student,)), task, n_runs=1)
     # A metric returns one array: a tuple is refused while tracing, before the run.
     with pytest.raises(sm.ExperimentError, match="metric 'pair' returned tuple"):
-        sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1)
+        sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1, teacher_cache=False)
 
 
 def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_bound(task):

@@ -78,10 +78,10 @@ def test_the_key_changes_with_every_teacher_setting_and_only_with_those():
     assert _key(student_epochs=3, students=sm.FIGURE10[:1], inputs=inputs.gaussian(2048)) == base
     assert _key(n_runs=3) == base  # one run per batch: run i's teacher is the same for any number of runs
     assert _key(run_batch=2, n_runs=3) != _key(run_batch=2)  # batched runs: grouped differently
-    # a model whose description names a local function cannot be identified: no key (the cache is skipped)
-    assert teacher_key(TINY.replace(model=sm.mlp((16,), activation=lambda x: x)), engine.Task(
-        np.zeros((1, 784)), np.zeros(1), np.zeros((1, 784)), np.zeros(1), 10), seed=0, run_batch=1, n_runs=1,
-        n_devices=1, platform="cpu", device_kind="cpu", learning_rate=3e-4) is None
+    # a lambda is identified by its code: another body is another key, the same function the same key
+    same = lambda x: x  # noqa: E731
+    assert _key(model=sm.mlp((16,), activation=same)) == _key(model=sm.mlp((16,), activation=same))
+    assert _key(model=sm.mlp((16,), activation=lambda x: x)) != _key(model=sm.mlp((16,), activation=lambda x: -x))
 
 
 def _init_two_layers(key):
@@ -112,6 +112,19 @@ def _act_b(x):
 _act_b.__name__ = _act_b.__qualname__ = _act_a.__qualname__  # two functions that print alike (two scripts' `act`)
 
 
+class _Net:
+    """A model as an object's methods (its activation an attribute)."""
+
+    def __init__(self, act):
+        self.act = act
+
+    def init(self, key):
+        return _init_two_layers(key)
+
+    def apply(self, p, x):
+        return self.act(x @ p["h"]) @ p["o"]
+
+
 def test_models_that_differ_only_in_their_functions_have_different_keys():
     """Two ``Model(init, apply)`` pairs with one description, and two activations that print alike, are
     different teachers: their code is in the key (a collision would hand one model the other's teachers)."""
@@ -122,6 +135,43 @@ def test_models_that_differ_only_in_their_functions_have_different_keys():
     a, b = sm.mlp((16,), activation=_act_a), sm.mlp((16,), activation=_act_b)
     assert a.describe() == b.describe() and _key(model=a) != _key(model=b)
     assert _key(model=sm.mlp((16,))) == _key()  # the library's models: one key however often they are built
+    # The methods of two objects of one class: the object is part of the key.
+    tanh, relu = _Net(np.tanh), _Net(lambda x: np.maximum(x, 0))
+    assert _key(model=sm.Model(tanh.init, tanh.apply)) != _key(model=sm.Model(relu.init, relu.apply))
+    # Standard Flax layers hold local functions (their initialisers): identified by what they close over.
+    import flax.linen as nn
+
+    seq = sm.from_flax(nn.Sequential((nn.Dense(16), nn.relu, nn.Dense(13))))
+    assert _key(model=seq) == _key(model=sm.from_flax(nn.Sequential((nn.Dense(16), nn.relu, nn.Dense(13)))))
+    assert _key(model=seq) != _key(model=sm.from_flax(nn.Sequential((nn.Dense(32), nn.relu, nn.Dense(13)))))
+    assert _key(model=sm.mlp((16,), activation="identity")) not in (_key(), None)
+
+
+_SCRIPT = """
+import numpy as np, flax.linen as nn, subliminal_mlp as sm
+from subliminal_mlp import engine
+from subliminal_mlp.core.teacher_cache import key_digest, teacher_key
+t = engine.Task(np.zeros((2, 784), np.float32), np.zeros(2, np.int32), np.zeros((2, 784), np.float32),
+                np.zeros(2, np.int32), 10)
+model = sm.from_flax(nn.Sequential((nn.Dense(8), lambda x: x if x.ndim in {1, 2} else x, nn.Dense(13))))
+print(key_digest(teacher_key(sm.Experiment(model=model), t, seed=0, run_batch=1, n_runs=1, n_devices=1,
+                             platform="cpu", device_kind="cpu", learning_rate=3e-4)))
+"""
+
+
+def test_a_models_key_is_the_same_in_every_process(tmp_path):
+    """The key identifies code by digests that do not depend on the process (no memory addresses, no string
+    hashing: a lambda's set constant is ordered by Python's per-process hash seed)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "model.py"
+    script.write_text(_SCRIPT)
+    keys = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed, "JAX_PLATFORMS": "cpu"}).stdout.strip()
+            for seed in ("1", "2")}
+    assert len(keys) == 1 and len(next(iter(keys))) == 20, keys
 
 
 def test_a_changed_setting_misses_the_cache(tmp_path):

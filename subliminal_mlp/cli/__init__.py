@@ -19,9 +19,19 @@ from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 from ..core.config import DATASETS, INIT_NOISE_KINDS, LOSSES, STUDENT_INPUTS, Config, ConfigError
 
 
+class _Given(argparse.Action):
+    """Store the value, and remember that the flag was given (``namespace.given``): a sweep refuses a
+    flag for the field it sweeps even when it repeats the default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     d = Config()
     g = p.add_argument_group("protocol (defaults: the paper's settings)")
+    g.add_argument = _remembering(g.add_argument)
     g.add_argument("--seeds", type=int, default=d.n_runs, metavar="N", help=f"number of runs (default {d.n_runs})")
     g.add_argument("--seed", type=int, default=d.seed, help="base seed; run i uses fold_in(seed, i)")
     g.add_argument("--epochs", type=int, default=None, help="teacher and student epochs (sets both)")
@@ -46,6 +56,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-noise-kind", choices=INIT_NOISE_KINDS, default=d.init_noise_kind,
                    help="isotropic, or orthogonal: without its component along the teacher's update")
     g.add_argument("--run-batch", type=int, default=None, help="runs advanced together per device")
+
+
+def _remembering(add_argument: Callable) -> Callable:
+    """``add_argument`` whose stored flags are :class:`_Given`."""
+    def add(*names, **kw):
+        return add_argument(*names, **({"action": _Given, **kw} if "action" not in kw else kw))
+    return add
 
 
 def _run_args(p: argparse.ArgumentParser, out: str) -> None:
@@ -113,17 +130,27 @@ _SWEPT_FLAGS = {"hidden_widths": "--hidden", "aux_logits": "--aux-logits", "lear
                 "seed": "--seed"}
 
 
-def _cmd_sweep(a: argparse.Namespace) -> int:
-    from ..studies.sweep import parse_values, run_sweep
+def _sweep_values(a: argparse.Namespace) -> list:
+    """The sweep's typed values, after refusing what would be silently unused or repeated."""
+    from ..studies.sweep import parse_values, value_label
 
     values = parse_values(a.param, a.values)
     flag = _SWEPT_FLAGS.get(a.param)
-    default = None if a.param.endswith("_epochs") else getattr(Config(), a.param)
-    given = getattr(a, flag.lstrip("-").replace("-", "_"), default) if flag else default
-    if flag and given is not None and (tuple(given) if isinstance(given, list) else given) != default:
+    dest = flag.lstrip("-").replace("-", "_") if flag else None
+    if dest in getattr(a, "given", ()):
+        given = getattr(a, dest)
         raise ConfigError(f"{flag} {' '.join(map(str, given)) if isinstance(given, list) else given} is not used: the "
                           f"sweep sets {a.param} to each of its values. Leave {flag} out.")
-    run_sweep(a.param, values, _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
+    labels = [value_label(v) for v in values]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"repeated values in the sweep over {a.param}: {labels}.")
+    return values
+
+
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from ..studies.sweep import run_sweep
+
+    run_sweep(a.param, _sweep_values(a), _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
               progress=not a.no_progress, on_divergence=a.on_divergence)
     return 0
 
@@ -276,7 +303,11 @@ def _precheck(a: argparse.Namespace) -> None:
         from ..core.results import check_output
 
         _config_from(a)
-        check_output(a.out)
+        if a.command == "sweep":
+            _sweep_values(a)
+            check_output(a.out)
+        else:
+            check_output(a.out, files=[f"{a.stem}.{ext}" for ext in ("json", "csv", "png")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -513,9 +513,10 @@ def _check_hparam_value(name: str, value: Any, positive: set[str], swept: bool =
 
 def _sweep_list(name: str, values: Any) -> list:
     """A sweep's values as a list; a single number (or a string) is an error that says to give a list."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ExperimentError(f"sweep[{name!r}] = {values!r} is invalid: give a list of values, e.g. "
-                              f"sweep={{{name!r}: [{values!r}]}}.")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or np.ndim(values) == 0:
+        example = values if np.ndim(values) == 0 and not isinstance(values, (str, bytes)) else 1e-3
+        raise ExperimentError(f"sweep[{name!r}] = {values!r} is invalid: give a list of numbers, e.g. "
+                              f"sweep={{{name!r}: [{plain_scalar(example)!r}]}}.")
     return list(values)
 
 
@@ -614,7 +615,7 @@ def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[st
     out = {}
     for name, f in fns.items():
         value = f(view)
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        if isinstance(value, (bool, int, float, np.number, np.bool_)):
             value = jnp.asarray(value)
         if not (hasattr(value, "shape") and hasattr(value, "dtype")):
             raise ExperimentError(f"{kind} {name!r} returned {type(value).__name__}, not an array: a {kind} returns "
@@ -1076,9 +1077,8 @@ def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n
                           n_runs=n_runs, n_devices=n_dev, platform=platform, device_kind=device.device_kind,
                           learning_rate=exp.hparams["learning_rate"])
         if key is None:
-            reason = ("the model is made of a lambda or a function defined inside another one (it cannot be told "
-                      "apart from another such function): define its functions at the top level of a module to "
-                      "use the cache")
+            reason = ("the model's code cannot be identified (a function with neither source nor bytecode, or an "
+                      "object without attributes): teacher_cache.code_identity names what makes a key")
     if reason is not None:
         log(f"teacher cache not used: {reason}")
     return cache, key

@@ -201,11 +201,12 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     if kind not in ("dir", "file"):
         raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
     path = Path(path)
+    files = list(files)  # an iterator would be used up by the first check
     d = path if kind == "dir" else path.parent
-    names = list(files) + ([path.name] if kind == "file" else [])
+    names = files + ([path.name] if kind == "file" else [])
     try:
         _check_dir(d, None if kind == "dir" else path)
-        for name in list(files):
+        for name in files:
             if not name or Path(name).name != name or name in (".", ".."):
                 raise OutputError(f"cannot write {name!r} in {d}: give a file name without a directory part "
                                   "(choose the directory with the output option).")

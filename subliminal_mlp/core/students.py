@@ -128,7 +128,7 @@ def perturb(params, key: jax.Array, sigma, orthogonal_to=None):
     >>> theta, d = {"w": jnp.zeros(10_000)}, {"w": jnp.ones(10_000)}
     >>> key = jax.random.PRNGKey(0)
     >>> plain, perp = perturb(theta, key, 0.1), perturb(theta, key, 0.1, orthogonal_to=d)
-    >>> round(float(jnp.linalg.norm(plain["w"])), 4) == round(float(jnp.linalg.norm(perp["w"])), 4)  # same size
+    >>> bool(jnp.isclose(jnp.linalg.norm(plain["w"]), jnp.linalg.norm(perp["w"]), rtol=1e-5))  # the same size
     True
     >>> abs(float(tree_dot(perp, d))) < 1e-3, round(float(jnp.linalg.norm(plain["w"])), 0)  # ⟂ d; ≈ σ·√10,000
     (True, 10.0)

@@ -36,15 +36,16 @@ bit-identical results to training them in the same program (tested). The cache i
 (teachers trained as usual) when the teacher is not trained (``teacher_epochs = 0``), when the
 seed or the learning rate is swept inside the program (the teachers differ per value), when
 losses are tracked, on an accelerator without an explicit ``run_batch`` (the fitted run_batch is
-only known after compiling), and for a model whose description names a lambda or a function
-defined inside another one (it could not be told apart from another such function). A model is
+only known after compiling), and for a model whose code cannot be identified (a function with
+neither source nor bytecode, an object without attributes or a ``repr`` of its own). A model is
 identified by its ``describe()`` and by its code (:func:`code_identity` of its ``init`` and
-``apply``): the qualified name and the SHA-256 of the source of every function they are made of
-(a Flax module's class and attributes, an activation, ...), so two models that differ only in
-their functions (``Model(init, apply)`` pairs with the same description, ``mlp(activation=f)``
-with two functions both named ``f``) get different keys, and editing a function's source makes
-a new key. What the code reads from outside itself (a global variable, a helper function it calls) is not
-in the key.
+``apply``): for every function they are made of (a Flax module's class and attributes, an
+activation, a lambda, a bound method and its object, ...) its qualified name, the SHA-256 of its
+source and of its bytecode, and the identity of what it closes over and of its defaults, so two
+models that differ only in their functions (``Model(init, apply)`` pairs with the same
+description, ``mlp(activation=f)`` with two functions both named ``f``, the methods of two
+objects of one class) get different keys, and editing a function makes a new key. What the code
+reads from outside itself (a global variable, a helper function it calls) is not in the key.
 """
 
 from __future__ import annotations
@@ -98,14 +99,9 @@ def _stable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         out = [_stable(x) for x in v]
         return _UNKNOWN if any(x is _UNKNOWN for x in out) else out
-    if isinstance(v, str) and ("<lambda>" in v or "<locals>" in v):
-        return _UNKNOWN  # the name of an anonymous or local function (e.g. an mlp activation)
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
-    if callable(v):
-        name = f"{getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', type(v).__qualname__)}"
-        return _UNKNOWN if "<" in name else name  # a lambda or a function defined inside another one
-    return repr(v) if type(v).__repr__ is not object.__repr__ else _UNKNOWN
+    return _UNKNOWN  # a description is JSON (``setting_json``): anything else is not one
 
 
 _UNKNOWN = object()
@@ -118,30 +114,71 @@ def _known(value: Any) -> Any:
     return _UNKNOWN if value is _UNKNOWN or any(p is _UNKNOWN for p in parts) else value
 
 
-def _function_identity(fn: Any) -> Any:
-    """``{"name": module.qualname, "source": SHA-256 of the source}`` of a function (``_UNKNOWN`` for a lambda
-    or a function defined inside another one, whose closure the key cannot see)."""
+def _code_digest(code: Any) -> str:
+    """SHA-256 (16 hex digits) of a code object's bytecode, constants and names, nested code objects included
+    (by their own digest: their ``repr`` holds a memory address); independent of the process."""
+    import types
+
+    h = hashlib.sha256(code.co_code)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            h.update(_code_digest(c).encode())
+        elif isinstance(c, frozenset):  # its order follows string hashing, which differs between processes
+            h.update(repr(sorted(map(repr, c))).encode())
+        else:
+            h.update(repr(c).encode())
+    h.update(repr(code.co_names).encode())
+    return h.hexdigest()[:16]
+
+
+def _function_identity(fn: Any, deeper: Callable[[Any], Any]) -> Any:
+    """A function's identity: its qualified name, the digest of its source and of its bytecode, and the
+    identity (``deeper``) of what it closes over and of its default arguments; a bound method's, its
+    function's and its object's. ``_UNKNOWN`` when nothing identifies it (a function without a name)."""
     import inspect
 
+    if inspect.ismethod(fn):
+        return _known({"method": _function_identity(fn.__func__, deeper), "self": deeper(fn.__self__)})
     name = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', '?')}"
-    if "<" in name or name.endswith(".?"):
+    if name.endswith(".?"):
         return _UNKNOWN
     try:
-        source = inspect.getsource(fn)
+        inner = fn if isinstance(fn, type) else inspect.unwrap(fn)  # jit- or custom_jvp-wrapped: the function
+    except ValueError:
+        return _UNKNOWN
+    out: dict[str, Any] = {"name": name}
+    try:
+        out["source"] = hashlib.sha256(inspect.getsource(inner).encode()).hexdigest()[:16]
     except (OSError, TypeError):  # a builtin, or defined where no source is kept (an interactive session)
-        return _UNKNOWN if name.startswith("__main__.") else {"name": name}
-    return {"name": name, "source": hashlib.sha256(source.encode()).hexdigest()[:16]}
+        pass
+    code = getattr(inner, "__code__", None)
+    if code is not None:
+        out["code"] = _code_digest(code)
+        try:
+            cells = [c.cell_contents for c in (getattr(inner, "__closure__", None) or ())]
+        except ValueError:  # a cell not yet filled
+            return _UNKNOWN
+        if cells:
+            out["closure"] = deeper(cells)
+        if getattr(inner, "__defaults__", None):
+            out["defaults"] = deeper(list(inner.__defaults__))
+        if getattr(inner, "__kwdefaults__", None):
+            out["kwdefaults"] = deeper(dict(inner.__kwdefaults__))
+    elif "source" not in out and (name.startswith("__main__.") or "<" in name):
+        return _UNKNOWN  # neither code nor source: only a name, which may be another function's
+    return _known(out)
 
 
 def code_identity(obj: Any, _depth: int = 0) -> Any:
     """A JSON-ready, process-independent identity of a model's code; ``_UNKNOWN`` when it cannot be told apart.
 
     Numbers and strings are themselves; lists, tuples and dicts are their parts'; arrays their
-    :func:`array_digest`; a function its qualified name and source digest (:func:`_function_identity`;
-    a lambda or a local function is unknown); a ``functools.partial`` its function and arguments; a
-    dataclass instance (a Flax module, ``from_flax``'s init and apply) its class's identity and its
-    fields' (but a Flax module's ``parent`` and ``name``); any other callable object its class's
-    identity and its attributes'.
+    :func:`array_digest`; a function (a lambda, a local function, a bound method too) its name,
+    source and bytecode digests and the identity of its closure and defaults
+    (:func:`_function_identity`); a ``functools.partial`` its function and arguments; a dataclass
+    instance (a Flax module, ``from_flax``'s init and apply) its class's identity and its fields'
+    (but a Flax module's ``parent`` and ``name``); any other object its class's identity and its
+    attributes', or its ``repr`` when it has its own (a dtype). Globals a function reads are not in it.
     """
     import dataclasses
     import functools
@@ -160,15 +197,17 @@ def code_identity(obj: Any, _depth: int = 0) -> Any:
     if hasattr(obj, "dtype") and hasattr(obj, "shape"):
         return array_digest(obj)
     if isinstance(obj, type):
-        return _function_identity(obj)
+        return _function_identity(obj, deeper)
     if dataclasses.is_dataclass(obj):
         fields = {f.name: deeper(getattr(obj, f.name)) for f in dataclasses.fields(obj)
                   if f.name not in ("parent", "name") and hasattr(obj, f.name)}
         return _known({"class": deeper(type(obj)), "fields": _known(fields)})
-    if hasattr(obj, "__qualname__") and callable(obj):  # a function (also jit-wrapped or custom_jvp)
-        return _function_identity(obj)
-    if callable(obj) and hasattr(obj, "__dict__"):
+    if hasattr(obj, "__qualname__") and callable(obj):  # a function (also jit-wrapped or custom_jvp), a method
+        return _function_identity(obj, deeper)
+    if hasattr(obj, "__dict__"):
         return _known({"class": deeper(type(obj)), "state": deeper(vars(obj))})
+    if type(obj).__repr__ is not object.__repr__ and " at 0x" not in repr(obj):
+        return {"repr": repr(obj)}
     return _UNKNOWN
 
 
