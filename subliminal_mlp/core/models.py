@@ -323,10 +323,10 @@ def split_head_cnn(channels: Sequence[int] = (16, 32), width: int = 256, *, n_cl
 
     >>> import jax, jax.numpy as jnp
     >>> net = split_head_cnn((4, 8), width=16)
-    >>> p = net.init(jax.random.PRNGKey(0))
-    >>> p["conv_1"]["kernel"].shape, net.apply(p, jnp.ones((2, 784))).shape  # 28 → 14 → 7: 7·7·8 inputs
+    >>> p = jax.eval_shape(net.init, jax.random.PRNGKey(0))  # shapes only, no compute
+    >>> p["conv_1"]["kernel"].shape, jax.eval_shape(net.apply, p, jnp.ones((2, 784))).shape  # 28 → 14 → 7
     ((3, 3, 4, 8), (2, 13))
-    >>> p["hidden_0"]["kernel"].shape
+    >>> p["hidden_0"]["kernel"].shape  # 7·7·8 inputs
     (392, 16)
     """
     act, act_name = _activation(activation)
