@@ -62,6 +62,14 @@ def check_positive_int(name: str, value: Any, *, allow_zero: bool = False, unit:
                           + (f" ({unit})." if unit else "."))
 
 
+def check_widths(name: str, widths: Any, what: str = "hidden layer width", example: str = "(256, 256)") -> None:
+    """Raise ConfigError unless ``widths`` is a non-empty tuple of integers >= 1 (layer widths, channel counts)."""
+    if not isinstance(widths, tuple) or len(widths) == 0:
+        raise ConfigError(f"{name} = {widths!r} is invalid: give at least one {what}, e.g. {example}.")
+    for i, w in enumerate(widths):
+        check_positive_int(f"{name}[{i}]", w)
+
+
 def check_seed(value: Any, error: type[Exception] = ConfigError) -> None:
     """Raise ``error`` unless ``value`` is a seed JAX's keys take: an integer in ``0 .. 2**32 - 1``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
@@ -124,14 +132,7 @@ class Config:
 
     def __post_init__(self) -> None:
         plain_fields(self)  # numpy values (np.arange's, say) as Python numbers; a list of widths as a tuple
-        widths = self.hidden_widths
-        if not isinstance(widths, tuple) or len(widths) == 0:
-            raise ConfigError(
-                f"hidden_widths = {widths!r} is invalid: give at least one hidden layer width, "
-                "e.g. (256, 256)."
-            )
-        for i, w in enumerate(widths):
-            check_positive_int(f"hidden_widths[{i}]", w)
+        check_widths("hidden_widths", self.hidden_widths)
         if isinstance(self.aux_logits, bool) or not isinstance(self.aux_logits, int) or self.aux_logits < 1:
             raise ConfigError(
                 f"aux_logits (m) = {self.aux_logits!r} is invalid: the aux-only student imitates "

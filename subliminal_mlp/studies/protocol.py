@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from ..core.config import ConfigError, check_positive_int, check_positive_number, check_seed, plain_fields
+from ..core.config import (ConfigError, check_positive_int, check_positive_number, check_seed, check_widths,
+                           plain_fields)
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,7 @@ class ProtocolSettings:
             check_positive_int(name, getattr(self, name))
         if self.batch_size > self.n_noise:
             raise ConfigError(f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower it.")
-        if not self.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden = {self.hidden!r} is invalid: give one or more positive widths.")
+        check_widths("hidden", self.hidden)
         check_positive_number("learning_rate", self.learning_rate)
         check_seed(self.seed)
         if self.run_batch is not None:

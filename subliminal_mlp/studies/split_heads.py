@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..core import engine
-from ..core.config import ConfigError
+from ..core.config import ConfigError, check_widths
 from ..core.engine import Experiment, Task
 from ..core.inputs import uniform
 from ..core.models import mlp, split_head_cnn, split_head_mlp
@@ -71,10 +71,7 @@ class SplitHeadSettings(ProtocolSettings):
         if len(self.hidden) < 2:
             raise ConfigError(f"hidden = {self.hidden!r}: give at least two hidden layers, so that a student "
                               "with one layer removed still has one.")
-        if not self.cnn_channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
-                                        for c in self.cnn_channels):
-            raise ConfigError(f"cnn_channels = {self.cnn_channels!r} is invalid: give one or more positive channel "
-                              "counts, e.g. (8, 16).")
+        check_widths("cnn_channels", self.cnn_channels, "channel count", "(8, 16)")
 
 
 def split_head_students(s: SplitHeadSettings) -> tuple[Student, ...]:
