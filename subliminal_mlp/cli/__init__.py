@@ -99,17 +99,23 @@ def _start_distributed(a: argparse.Namespace) -> None:
             distributed.main_print(f"distributed: {info['process_count']} processes, {info['devices']} devices")
 
 
+#: Each Config field and the argparse dest of the flag that sets it (``--epochs`` sets both epoch fields).
+#: A sweep refuses the flag of the field it sweeps.
+FIELD_DESTS = {"hidden_widths": "hidden", "aux_logits": "aux_logits", "learning_rate": "lr",
+               "batch_size": "batch_size", "teacher_epochs": "teacher_epochs", "student_epochs": "student_epochs",
+               "n_noise": "n_noise", "loss": "loss", "n_runs": "seeds", "seed": "seed", "dataset": "dataset",
+               "run_batch": "run_batch", "temperature": "temperature", "student_inputs": "student_inputs",
+               "input_mix": "input_mix", "init_noise": "init_noise", "init_noise_kind": "init_noise_kind"}
+
+
 def _config_from(a: argparse.Namespace) -> Config:
     if a.epochs is not None and (a.teacher_epochs is not None or a.student_epochs is not None):
         raise ConfigError("give --epochs (both phases) or --teacher-epochs / --student-epochs, not both.")
     te, se = (a.epochs, a.epochs) if a.epochs is not None else (
         Config.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
         Config.student_epochs if a.student_epochs is None else a.student_epochs)
-    return Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits, learning_rate=a.lr,
-                  batch_size=a.batch_size, teacher_epochs=te, student_epochs=se, n_noise=a.n_noise,
-                  loss=a.loss, n_runs=a.seeds, seed=a.seed, dataset=a.dataset, run_batch=a.run_batch,
-                  temperature=a.temperature, student_inputs=a.student_inputs, input_mix=a.input_mix,
-                  init_noise=a.init_noise, init_noise_kind=a.init_noise_kind)
+    fields = {field: getattr(a, dest) for field, dest in FIELD_DESTS.items() if not field.endswith("_epochs")}
+    return Config(**{**fields, "hidden_widths": tuple(a.hidden)}, teacher_epochs=te, student_epochs=se)
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
@@ -121,24 +127,14 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
     return 0
 
 
-#: The command-line flag of each Config field a sweep can vary (a flag the sweep would override is refused).
-_SWEPT_FLAGS = {"hidden_widths": "--hidden", "aux_logits": "--aux-logits", "learning_rate": "--lr",
-                "batch_size": "--batch-size", "n_noise": "--n-noise", "dataset": "--dataset",
-                "temperature": "--temperature", "student_inputs": "--student-inputs", "input_mix": "--input-mix",
-                "init_noise": "--init-noise", "init_noise_kind": "--init-noise-kind", "loss": "--loss",
-                "teacher_epochs": "--teacher-epochs", "student_epochs": "--student-epochs", "n_runs": "--seeds",
-                "seed": "--seed"}
-
-
 def _sweep_values(a: argparse.Namespace) -> list:
     """The sweep's typed values, after refusing what would be silently unused or repeated."""
     from ..studies.sweep import parse_values, value_label
 
     values = parse_values(a.param, a.values)
-    flag = _SWEPT_FLAGS.get(a.param)
-    dest = flag.lstrip("-").replace("-", "_") if flag else None
+    dest = FIELD_DESTS.get(a.param)
     if dest in getattr(a, "given", ()):
-        given = getattr(a, dest)
+        flag, given = "--" + dest.replace("_", "-"), getattr(a, dest)
         raise ConfigError(f"{flag} {' '.join(map(str, given)) if isinstance(given, list) else given} is not used: the "
                           f"sweep sets {a.param} to each of its values. Leave {flag} out.")
     labels = [value_label(v) for v in values]

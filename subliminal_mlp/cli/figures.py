@@ -637,10 +637,13 @@ def _check_plan(plan: list, out: Path) -> None:
             check_output(out / rel)
         check_output(out, files=[o for o in fig.outputs if "/" not in o])
         for rel in fig.reads(settings):
-            if not (out / rel).exists() and not any(o == rel or o.startswith(rel + "/") for o in made):
-                makers = [f.name for f in REGISTRY.values() if any(o == rel or o.startswith(rel + "/") for o in f.outputs)]
+            def makes(o: str) -> bool:
+                return o == rel or o.startswith(rel + "/")
+
+            if not (out / rel).exists() and not any(map(makes, made)):
+                makers = [f.name for f in REGISTRY.values() if any(map(makes, f.outputs))]
                 raise ConfigError(f"figure {fig.name} reads {out / rel}, which does not exist: make "
-                                  f"{' and '.join(makers[:1] if rel != 'sweeps' else ['the sweep_* figures'])} into "
+                                  f"{' and '.join(makers) if len(makers) < 3 else f'the figures of {rel}/'} into "
                                   f"{out} first (or in the same command, before {fig.name}).")
         made += fig.outputs
 

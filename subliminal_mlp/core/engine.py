@@ -232,11 +232,12 @@ class Experiment:
         clash = set(self.arrays) & {"train_x", "train_y", "test_x", "test_y"}
         if clash:
             raise ExperimentError(f"arrays {sorted(clash)} would hide the task's data: choose other names.")
+        positive = self.positive_hparams()
         for k, v in self.hparams.items():
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise ExperimentError(f"hparams[{k!r}] = {v!r} is not a number: hyperparameters are numeric "
                                       "(settings that change shapes or code are fields of the Experiment).")
-            _check_hparam_value(k, v, self.positive_hparams())
+            _check_hparam_value(k, v, positive)
 
     def positive_hparams(self) -> set[str]:
         """The hyperparameters that must be > 0: the learning rate and every temperature the students read."""
@@ -550,7 +551,8 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     """
     if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
-    _check_hparams(exp, dict(sweep))
+    sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
+    n_values = _check_hparams(exp, sweep)
     model = exp.model
     check_model(model)
     if model.n_classes != task.n_classes:
@@ -580,11 +582,9 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
                               "batch_size or raise the number of distillation examples.")
-    hp = {**exp.hparams, **{k: v[0] for k, v in dict(sweep).items()}}
-    check_source(src, model.input_shape, hp)
-    n_values = max([len(list(v)) for v in dict(sweep).values()] or [1])
-    check_source_settings(src, model.input_shape, [{**exp.hparams, **{k: list(v)[i] for k, v in dict(sweep).items()}}
-                                                    for i in range(n_values)])
+    hps = [{**exp.hparams, **{k: v[i] for k, v in sweep.items()}} for i in range(n_values)]  # one per swept value
+    check_source(src, model.input_shape, hps[0])
+    check_source_settings(src, model.input_shape, hps)
     if "learning_rate" not in exp.hparams:
         raise ExperimentError("hparams has no 'learning_rate': the teacher's Adam needs one.")
     if teachers is not None:

@@ -210,7 +210,8 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
             if not name or Path(name).name != name or name in (".", ".."):
                 raise OutputError(f"cannot write {name!r} in {d}: give a file name without a directory part "
                                   "(choose the directory with the output option).")
-        limit = _name_max(_first_existing(d))
+        base = _first_existing(d)
+        limit = _name_max(base)
         for name in names:
             if len(f".{name}.XXXXXXXX".encode()) > limit:  # the temporary file beside it is a little longer
                 raise OutputError(f"cannot write {d / name}: the file name is longer than the file system takes "
@@ -220,7 +221,6 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
             if t.is_dir():
                 raise OutputError(f"cannot write {t}: it is an existing directory. Choose another output "
                                   f"{'directory' if kind == 'dir' else 'file'} or move the directory away.")
-        base = _first_existing(d)
         fd, probe = tempfile.mkstemp(dir=base, prefix=".subliminal-mlp-probe.")
         os.close(fd)
         os.unlink(probe)

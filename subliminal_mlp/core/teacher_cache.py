@@ -91,19 +91,6 @@ def _version(pkg: str) -> Optional[str]:
         return None
 
 
-def _stable(v: Any) -> Any:
-    """A JSON-ready, process-independent form of a model description value (None: cannot be identified)."""
-    if isinstance(v, dict):
-        out = {str(k): _stable(x) for k, x in v.items()}
-        return _UNKNOWN if any(x is _UNKNOWN for x in out.values()) else out
-    if isinstance(v, (list, tuple)):
-        out = [_stable(x) for x in v]
-        return _UNKNOWN if any(x is _UNKNOWN for x in out) else out
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return _UNKNOWN  # a description is JSON (``setting_json``): anything else is not one
-
-
 _UNKNOWN = object()
 _DIGESTS: dict = {}
 
@@ -237,7 +224,7 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
     """
     import jax
 
-    model = _stable(exp.model.describe())
+    model = code_identity(exp.model.describe())  # JSON (setting_json): itself, tuples as lists
     code = code_identity({"init": exp.model.init, "apply": exp.model.apply})
     if model is _UNKNOWN or code is _UNKNOWN:
         return None
