@@ -132,6 +132,16 @@ def test_output_masks_and_perturbed_starts():
     np.testing.assert_allclose(jnp.linalg.norm(delta), jnp.linalg.norm(free), rtol=1e-4)
 
 
+def _closures(described):
+    """Every ``{variable: value}`` of plain values in a record's description of a function (setting_json)."""
+    if isinstance(described, list):
+        return [c for d in described for c in _closures(d)]
+    if not isinstance(described, dict):
+        return []
+    plain = {k: v for k, v in described.items() if not isinstance(v, (dict, list))}
+    return [{k: v} for k, v in plain.items()] + [c for v in described.values() for c in _closures(v)]
+
+
 def test_any_experiment_is_described_as_json_and_equal_settings_alike():
     # A record holds Experiment.describe(): optax transformations, functions, starts and numpy numbers in the
     # student table and a user's own input source, all as JSON, with no memory address to tell equal settings apart.
@@ -144,9 +154,14 @@ def test_any_experiment_is_described_as_json_and_equal_settings_alike():
     a, b = (json.loads(json.dumps(TINY.replace(inputs=src, students=table()).describe())) for _ in range(2))
     assert a == b
     adamw, sigma, chained = a["students"]
-    assert adamw["params"] == {"w": 0.5} and adamw["optimizer"].startswith("GradientTransformation")
-    assert "0x" not in adamw["optimizer"] and chained["optimizer"].startswith("GradientTransformation")
-    assert sigma["outputs"] == [10, 11] and sigma["loss"] == "<lambda>" and sigma["start"].startswith("perturbed(")
+    assert adamw["params"] == {"w": 0.5} and "0x" not in json.dumps(a)
+    # An optax transformation is recorded with the numbers it was made with (its update's closure), so
+    # AdamW's weight decay and step size and the chain's clip and SGD step are in the record.
+    assert {"weight_decay": 0.1} in _closures(adamw["optimizer"]) and {"step_size": -1e-3} in _closures(adamw["optimizer"])
+    assert {"max_delta": 1.0} in _closures(chained["optimizer"]) and {"step_size": -0.1} in _closures(chained["optimizer"])
+    other = sm.Student("adamw", optimizer=optax.adamw(1e-3, weight_decay=0.2)).describe()
+    assert other["optimizer"] != adamw["optimizer"]
+    assert sigma["outputs"] == [10, 11] and sigma["loss"].endswith("table.<lambda>") and sigma["start"].startswith("perturbed(")
     assert a["inputs"]["n"] == 64
 
     class Net(nn.Module):  # a Flax model is described by its attributes (unless given settings): configurations differ

@@ -289,3 +289,31 @@ def test_every_committed_format_is_known_without_importing_the_module_that_write
             "from subliminal_mlp.theory import theorem; assert results.FORMATS[theorem.FORMAT] == theorem.FORMAT_VERSION")
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_a_function_setting_is_recorded_with_the_values_it_closes_over():
+    """Two example-weight functions made with different thresholds are different settings in a record;
+    a function without a closure is its name; a function in its own closure, or nested deeper than a
+    record needs, still gives a finite record."""
+    def above(t):
+        return lambda x: x > t
+
+    here = above.__qualname__[:-len("above")].replace("<locals>.", "")  # "test_...closes_over."
+    assert results.setting_json(above(0.25)) == {here + "above.<lambda>": {"t": 0.25}}
+    assert results.setting_json(above(0.25)) != results.setting_json(above(0.5))
+    assert results.setting_json(len) == "len" and results.setting_json(np.mean) == "mean"
+
+    def recursive(n):
+        return 0 if n == 0 else recursive(n - 1)
+
+    assert results.setting_json(recursive) == {here + "recursive": {"recursive": here + "recursive"}}
+    f = lambda: 0  # noqa: E731
+    for _ in range(40):
+        f = (lambda g: lambda: g())(f)
+    assert len(json.dumps(results.setting_json(f))) < 10_000
+    big = np.zeros((100, 100), np.float32)
+    assert results.setting_json(lambda: big) == {here + "<lambda>": {"big": "array[100, 100] float32"}}
+    # A set in a closure is recorded in one order whatever the process's hash seed.
+    assert results.setting_json(lambda: {"b", "a", "c"}) == here + "<lambda>"  # a literal is no closure
+    digits = frozenset({"seven", "one", "three"})
+    assert results.setting_json(lambda x: x in digits) == {here + "<lambda>": {"digits": ["one", "seven", "three"]}}

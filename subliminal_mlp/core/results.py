@@ -88,25 +88,40 @@ ENVELOPE_KEYS = ("format", "format_version", "config", "n_runs", "seeds", "data"
                  "created")
 
 
-def setting_json(value: Any) -> Any:
+def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
     """A setting (of a model, an input source, a student) as JSON for a record, one rule for all.
 
     Numbers, strings and None as they are; numpy and JAX scalars as Python numbers; tuples, lists and
-    mappings item by item; an object with a ``describe()`` (a model, an input source) by it; a
-    function by its ``__name__``; anything else (an optax transformation, a ``functools.partial``,
-    a start) by its ``repr`` without memory addresses, so that equal settings give equal records.
-    Small arrays become lists, larger ones their shape and dtype.
+    mappings item by item (sets sorted); an object with a ``describe()`` (a model, an input source) by it; a
+    function by its qualified name, or, when it closes over values, by ``{qualified name: {variable:
+    value}}`` so that the numbers it was made with are in the record (an optax transformation is
+    described by its ``update`` function: ``optax.sgd(0.1)`` and ``optax.adamw(3e-4, ...)`` record
+    their factories and step sizes, not one shared ``repr``); anything else (a
+    ``functools.partial``, a start) by its ``repr`` without memory addresses, so that equal settings
+    give equal records. Small arrays become lists, larger ones their shape and dtype.
 
-        >>> import numpy as np
+        >>> import numpy as np, optax
         >>> setting_json((np.float32(0.5), [np.int64(3)], {"f": len}))
         [0.5, [3], {'f': 'len'}]
+        >>> def threshold(t):
+        ...     return lambda x: x > t
+        >>> setting_json(threshold(0.25))
+        {'threshold.<lambda>': {'t': 0.25}}
+        >>> sgd = setting_json(optax.sgd(0.1))  # {'chain.update_fn': {'update_fns': [... {'scale.update_fn': ...
+        >>> "{'step_size': -0.1}" in str(sgd), sgd == setting_json(optax.sgd(0.2))
+        (True, False)
     """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if id(value) in _seen or len(_seen) > 16:  # a function reachable from its own closure; a deep nest
+        return _callable_name(value)
+    deeper = _seen | {id(value)}
     if type(value) in (tuple, list):
-        return [setting_json(v) for v in value]
+        return [setting_json(v, deeper) for v in value]
     if isinstance(value, dict):
-        return {str(k): setting_json(v) for k, v in value.items()}
+        return {str(k): setting_json(v, deeper) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):  # in an order that does not depend on the process's hash seed
+        return sorted((setting_json(v, deeper) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy and JAX scalars and arrays
         if np.ndim(value) == 0:
             return plain_scalar(value)
@@ -115,8 +130,35 @@ def setting_json(value: Any) -> Any:
     describe = getattr(value, "describe", None)
     if callable(describe):
         return describe()
-    name = getattr(value, "__name__", None)
-    return name if isinstance(name, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    if isinstance(value, tuple) and callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)):
+        return setting_json(value.update, deeper)  # an optax GradientTransformation: its update closes over its numbers
+    closure = _closure_values(value)
+    if closure:
+        return {_callable_name(value): {k: setting_json(v, deeper) for k, v in closure.items()}}
+    return _callable_name(value)
+
+
+def _callable_name(value: Any) -> str:
+    """A function's qualified name without ``<locals>.`` (``scale_by_adam.update_fn``); anything
+    else's ``repr`` without memory addresses."""
+    name = getattr(value, "__qualname__", None)
+    if not isinstance(name, str):
+        name = getattr(value, "__name__", None)
+    return name.replace("<locals>.", "") if isinstance(name, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _closure_values(f: Any) -> dict[str, Any]:
+    """The values a plain Python function closes over, by variable name (empty for anything else)."""
+    code, cells = getattr(f, "__code__", None), getattr(f, "__closure__", None)
+    if code is None or not cells or not isinstance(getattr(f, "__qualname__", None), str):
+        return {}
+    out = {}
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:  # a variable not yet bound
+            pass
+    return out
 
 
 def mean_ci95(values) -> tuple[float, float | None]:

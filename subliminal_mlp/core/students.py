@@ -234,7 +234,8 @@ class Student:
                 self.targets, tuple(sorted(self.params)), _hashable(self.penalty), self.model)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description for records (functions and objects such as optax transformations by name)."""
+        """JSON-ready description for records (:func:`~subliminal_mlp.core.results.setting_json`: a function or an
+        optax transformation by its name and the values it closes over, such as a learning rate)."""
         name = setting_json
         return {"name": self.name, "start": name(self.start) if not isinstance(self.start, ref) else self.start.which,
                 "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
