@@ -93,6 +93,9 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
     (tmp_path / "afile").write_text("keep me")
     cases = [
         (["sweep", "aux_logits", "1", "-m", "5", "--out", str(tmp_path)], "--aux-logits 5 is not used"),
+        # every swept value's Config is checked (the flags' default batch_size does not, it is swept)
+        (["sweep", "batch_size", "64", "512", "--n-noise", "256", "--out", str(tmp_path)],
+         "batch_size = 512 is larger than n_noise = 256"),
         (["figures", "fig10_mnist", "--quick", "--out", str(tmp_path / "q"), "--teacher-cache",
           str(tmp_path / "afile")], "afile: it is an existing file"),
         (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
@@ -110,6 +113,12 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         assert err.startswith("subliminal-mlp: error: ") and "Traceback" not in err
         assert __import__("re").search(message, err), err
     assert not (tmp_path / "q").exists()
+    # A sweep's values that all fit the other flags run, though the swept field's default would not.
+    seen = {}
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.studies.sweep"), "run_sweep",
+                        lambda param, values, base, **kw: seen.update(values=values, base=base))
+    assert main(["sweep", "batch_size", "64", "128", "--n-noise", "256", "--out", str(tmp_path / "s")]) == 0
+    assert seen["values"] == [64, 128] and (seen["base"].batch_size, seen["base"].n_noise) == (64, 256)
     (tmp_path / "bad.json").write_text('{"format": "subliminal-mlp/mitig')
     for argv, message in [(["one_step.py", "--mitigations", str(tmp_path / "nope.json")], "nope.json: no such record"),
                           (["one_step.py", "--mitigations", str(tmp_path / "bad.json")], "truncated"),

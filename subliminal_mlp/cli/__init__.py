@@ -108,14 +108,16 @@ FIELD_DESTS = {"hidden_widths": "hidden", "aux_logits": "aux_logits", "learning_
                "input_mix": "input_mix", "init_noise": "init_noise", "init_noise_kind": "init_noise_kind"}
 
 
-def _config_from(a: argparse.Namespace) -> Config:
+def _config_from(a: argparse.Namespace, **swept: Any) -> Config:
+    """The command's Config from its flags; ``swept``: a sweep's field at one of its values (the flag's default
+    for that field may not fit the other flags: ``sweep batch_size 64 128 --n-noise 256``)."""
     if a.epochs is not None and (a.teacher_epochs is not None or a.student_epochs is not None):
         raise ConfigError("give --epochs (both phases) or --teacher-epochs / --student-epochs, not both.")
     te, se = (a.epochs, a.epochs) if a.epochs is not None else (
         Config.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
         Config.student_epochs if a.student_epochs is None else a.student_epochs)
     fields = {field: getattr(a, dest) for field, dest in FIELD_DESTS.items() if not field.endswith("_epochs")}
-    return Config(**{**fields, "hidden_widths": tuple(a.hidden)}, teacher_epochs=te, student_epochs=se)
+    return Config(**{**fields, "hidden_widths": tuple(a.hidden), "teacher_epochs": te, "student_epochs": se, **swept})
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
@@ -146,7 +148,8 @@ def _sweep_values(a: argparse.Namespace) -> list:
 def _cmd_sweep(a: argparse.Namespace) -> int:
     from ..studies.sweep import run_sweep
 
-    run_sweep(a.param, _sweep_values(a), _config_from(a), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
+    values = _sweep_values(a)
+    run_sweep(a.param, values, _config_from(a, **{a.param: values[0]}), data_dir=a.data_dir, out_dir=a.out, resume=not a.no_resume,
               progress=not a.no_progress, on_divergence=a.on_divergence)
     return 0
 
@@ -298,11 +301,13 @@ def _precheck(a: argparse.Namespace) -> None:
     if a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
         from ..core.results import check_output
 
-        _config_from(a)
         if a.command == "sweep":
-            _sweep_values(a)
+            values = _sweep_values(a)
+            for value in values:  # every value's Config, as the sweep will run it
+                _config_from(a, **{a.param: value})
             check_output(a.out)
         else:
+            _config_from(a)
             check_output(a.out, files=[f"{a.stem}.{ext}" for ext in ("json", "csv", "png")])
 
 
