@@ -24,5 +24,5 @@ exp = sm.Experiment(model=sm.mlp((a.hidden, a.hidden)), inputs=noise, teacher_ep
 result = sm.run(exp, sm.Task.from_dataset(sm.load_mnist()), n_runs=a.runs, seed=a.seed, progress=True)
 print(result.table())
 gap, ci = sm.mean_ci95(result.accuracy("student_aux") - result.accuracy("cross_aux"))
-print(f"student_aux - cross_aux, paired by run: {gap:+.4f} ± {ci or 0:.4f}")
+print(f"student_aux - cross_aux, paired by run: {gap:+.4f} ± {sm.format_ci(ci)}")
 print("record:", result.write(a.out, exp.name)["json"])

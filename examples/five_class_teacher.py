@@ -25,5 +25,5 @@ exp = sm.Experiment(model=sm.mlp((a.hidden, a.hidden), n_classes=a.classes), inp
 result = sm.run(exp, task, n_runs=a.runs, seed=a.seed, progress=True)
 print(result.table())
 gap, ci = sm.mean_ci95(result.accuracy("student_aux") - result.accuracy("cross_aux"))
-print(f"student_aux - cross_aux, paired by run: {gap:+.4f} ± {ci or 0:.4f}   (chance: {1 / a.classes:.2f})")
+print(f"student_aux - cross_aux, paired by run: {gap:+.4f} ± {sm.format_ci(ci)}   (chance: {1 / a.classes:.2f})")
 print("record:", result.write(a.out, exp.name)["json"])

@@ -36,4 +36,4 @@ for name, model in (("tanh_mlp", sm.mlp((a.hidden, a.hidden), activation="tanh")
     print(f"\n{name} (record: {result.write(a.out, 'other_architectures_' + name)['json']})\n{result.table()}")
     for label, v in zip(("A  (shared)", "D0 (other)", "A' (other)"), result.metrics["theorem"][0].T):
         mean, ci = sm.mean_ci95(v)
-        print(f"theorem {label:<11} {mean:+.3e} ± {ci or 0:.1e}   ({sum(v > 0)}/{len(v)} runs > 0)")
+        print(f"theorem {label:<11} {mean:+.3e} ± {sm.format_ci(ci, spec='.1e')}   ({sum(v > 0)}/{len(v)} runs > 0)")

@@ -39,7 +39,7 @@ from .core.inputs import InputError, InputSource
 from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
 from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
 from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_cnn, split_head_mlp
-from .core.results import RecordError, mean_ci95, read_results
+from .core.results import RecordError, format_ci, mean_ci95, read_results
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
 from .studies.figure10 import ExperimentResult, run_experiment
@@ -52,6 +52,6 @@ __all__ = [
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
     "RecordError",
-    "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
+    "format_ci", "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
     "noise_images",
 ]

@@ -597,13 +597,14 @@ def _fig10_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
     return ["model", "run", "accuracy"], rows
 
 
-def format_ci(ci: float | None, digits: int = 4) -> str:
-    """A 95 % CI half-width for a text table: ``"0.0123"``, or ``"—"`` when there is none (a single run).
+def format_ci(ci: float | None, digits: int = 4, *, spec: str | None = None) -> str:
+    """A 95 % CI half-width (:func:`mean_ci95`'s) for a table: ``"0.0123"`` (``digits`` decimals, or the format
+    ``spec``), or ``"—"`` when there is none (a single run has no CI; printing 0 would claim no uncertainty).
 
-    >>> format_ci(0.01234, 3), format_ci(None)
-    ('0.012', '—')
+    >>> format_ci(0.01234, 3), format_ci(None), format_ci(3.2e-5, spec=".1e")
+    ('0.012', '—', '3.2e-05')
     """
-    return "—" if ci is None else f"{ci:.{digits}f}"
+    return "—" if ci is None else format(ci, spec if spec is not None else f".{digits}f")
 
 
 def format_table(record: dict[str, Any]) -> str:
