@@ -143,6 +143,9 @@ def test_list_reads_the_committed_records(capsys):
     # --list --quick lists the quick figures (what `figures --quick` would make), not the committed ones
     quick = {r["name"]: r for r in figures.list_figures(out=Path("/nonexistent"), quick=True, write=lambda s: None)}
     assert quick["sweep_aux_logits"]["runs"] < 80 and "--seeds 100" not in quick["fig10_mnist"]["command"]
+    # its command is the one that makes the quick figure, and no full-size wall time is shown for it
+    assert quick["fig10_mnist"]["command"] == "subliminal-mlp figures fig10_mnist --quick --out /nonexistent"
+    assert all(r["wall_s"] is None for r in quick.values())
 
 
 @pytest.mark.slow
@@ -155,6 +158,8 @@ def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, dat
     sweep = read_results(out / "sweeps/loss/sweep_loss.json")
     assert fig10["n_runs"] == 2 and fig10["config"]["hidden_widths"] == [32] and fig10["pipeline"]["quick"]
     assert fig10["pipeline"]["teacher_cache"]["stored"] == 2
+    (listed,) = figures.list_figures(["fig10_mnist"], out=out, quick=True, write=lambda s: None)
+    assert listed["status"] == "up to date" and 0 < listed["wall_s"] < 600  # the quick run's own wall time
     assert sweep["labels"] == ["kl", "mse"] and sweep["pipeline"]["quick"]
     assert sweep["pipeline"]["teacher_cache"] == {"hits": 4, "misses": 0, "corrupt": 0, "stored": 0}
     # the teachers read from the cache are those Figure 10 trained: the same teacher accuracies

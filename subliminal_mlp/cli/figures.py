@@ -511,6 +511,14 @@ def wall_time(fig: Figure, out: Path) -> Optional[float]:
     return total
 
 
+def _is_quick(path: Path) -> bool:
+    """Whether the record at ``path`` exists and was made by a quick pipeline run."""
+    try:
+        return bool((read_results(path).get("pipeline") or {}).get("quick"))
+    except RecordError:
+        return False
+
+
 def source_settings(fig: Figure, source: Path) -> tuple[dict, str]:
     """``(settings, where)``: those of ``fig``'s committed JSON under ``source``, else the script's defaults."""
     path = source / fig.record
@@ -539,18 +547,23 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
 
     The wall time is the one its JSON under ``source`` records (a sweep's: the sum over its values);
     the status says whether :func:`run_figures` (with the same ``quick``) would skip it (``up to
-    date``) or why it would make it; with ``quick`` the command and runs are the quick figure's.
+    date``) or why it would make it. With ``quick`` the runs are the quick figure's, the command is
+    the one that makes it (``subliminal-mlp figures NAME --quick --out OUT``: the experiment scripts
+    take no quick settings) and the wall time is that of a quick record already in ``out``, if any.
     """
     out = Path(out) if out is not None else Path(source)
     state = read_state(out)
     rows = []
     for fig in _select(names, registry or REGISTRY):
         settings, where = source_settings(fig, source)
+        command, wall = fig.command(settings), wall_time(fig, source)
         if quick:
             settings = fig.quick(settings, QUICK if quick is True else dict(quick))
-        rows.append({"name": fig.name, "command": fig.command(settings), "runs": fig.runs(settings),
-                     "wall_s": wall_time(fig, source), "settings_from": where,
-                     "status": figure_status(fig, out, settings, state)[1]})
+            command = (f"subliminal-mlp figures {fig.name} --quick --out {out}"
+                       + ("" if Path(source) == FIGURES_DIR else f" --from {source}"))
+            wall = wall_time(fig, out) if _is_quick(out / fig.record) else None
+        rows.append({"name": fig.name, "command": command, "runs": fig.runs(settings), "wall_s": wall,
+                     "settings_from": where, "status": figure_status(fig, out, settings, state)[1]})
     write(f"{'figure':<28} {'runs':>5}  {'last wall':>10}   {'status':<24} command")
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
