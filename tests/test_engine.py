@@ -276,6 +276,9 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task):
         (sm.Student("wd", optimizer=lambda hp: optax.adamw(1e-3, weight_decay=hp["wd"])), r"'wd'.*optimizer.*KeyError"),
         (sm.Student("w", example_weights=lambda v: jnp.ones(3)), r"'w'.*example_weights hook returned shape \(3,\)"),
         (sm.Student("t", targets=lambda v: v.logits[:, :10]), r"'t'.*targets hook returned shape \(512, 10\)"),
+        # a loss that indexes its weights, which are None without hooks (documented), and a per-example loss
+        (sm.Student("l", loss=lambda z, y, m, w: jnp.sum(w[:, None] * m * (z - y) ** 2)), r"'l'.*its loss failed.*TypeError"),
+        (sm.Student("v", loss=lambda z, y, m, w: jnp.sum(m * (z - y) ** 2, -1)), r"'v'.*loss returned.*\(512,\).*scalar"),
     ]:
         with pytest.raises(sm.ExperimentError, match=match):
             sm.run(TINY.replace(students=(student,)), task, n_runs=1)

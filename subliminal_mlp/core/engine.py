@@ -636,7 +636,17 @@ def _stack(trees):
 
 
 def _distillation_loss(student: Student, hp):
-    loss = distillation_loss(student.loss) if isinstance(student.loss, str) else student.loss
+    """The student's loss ``(z, y, mask, example_weights) -> scalar`` at its temperature; a user's own loss is
+    called through :func:`_user_code` (its error, or a non-scalar value, names the student)."""
+    if isinstance(student.loss, str):
+        loss = distillation_loss(student.loss)
+    else:
+        def loss(z, y, m, w=None):
+            value = _user_code(student, "loss", student.loss, z, y, m, w)
+            if jnp.shape(value) != ():
+                raise ExperimentError(f"student {student.name!r}: its loss returned an array of shape "
+                                      f"{jnp.shape(value)}; it must return a scalar (the loss summed over the batch).")
+            return value
     temperature = student.temperature
     # the default name falls back to T = 1 when the experiment defines no temperature; any other name must exist
     T = 1.0 if temperature == "temperature" and temperature not in hp else resolve(temperature, hp)

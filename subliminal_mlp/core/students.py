@@ -10,7 +10,11 @@ A :class:`Student` row says:
 * ``outputs``: which logits it imitates: ``"aux"`` (the m auxiliary logits, the paper's student),
   ``"all"``, ``"class"``, or explicit logit indices;
 * ``loss``: ``"kl"`` (the paper), ``"mse"`` (Jiang et al.) or a function
-  ``loss(z, y, mask, example_weights) -> scalar`` (summed over the batch);
+  ``loss(z, y, mask, example_weights) -> scalar`` (summed over the batch), where ``z`` are the
+  student's logits ``(B, classes + m)``, ``y`` the targets (the teacher's logits), ``mask`` the
+  ``outputs``' logit mask and
+  ``example_weights`` the ``(B,)`` weights, or ``None`` when the student has no hooks (every example
+  weighs 1), as in :func:`~subliminal_mlp.core.losses.kl_distillation`;
 * ``teacher``: the name of the teacher it imitates;
 * ``example_weights`` / ``targets``: optional hooks ``f(view)`` returning per-example weights
   ``(B,)`` (filtering: 0 drops an example) or replacement target logits ``(B, n_outputs)``
@@ -26,9 +30,10 @@ A :class:`Student` row says:
 * ``optimizer``: an optax ``GradientTransformation`` (or a function of the hyperparameters
   returning one), e.g. ``optax.chain(optax.add_decayed_weights(1e-4), optax.adam(3e-4))`` or
   ``optax.sgd(0.1)``; by default Adam(``hp["learning_rate"]``) with PyTorch's defaults. A record
-  can name an optax transformation only by its type (its settings are hidden in closures): to have
-  them recorded (and sweepable), give a function of the hyperparameters, e.g.
-  ``lambda hp: optax.adamw(hp["learning_rate"], weight_decay=hp["wd"])`` with ``wd`` in ``hparams``.
+  holds a transformation's settings (the values its functions close over: SGD's step size, AdamW's
+  weight decay). To sweep them in one program, give a function of the hyperparameters, e.g.
+  ``lambda hp: optax.adamw(hp["learning_rate"], weight_decay=hp["wd"])`` with ``wd`` in ``hparams``
+  (the record then has the swept values, and the function by name).
 * ``penalty``: an optional term ``f(view) -> scalar`` added to the distillation loss, where
   ``view`` is a :class:`~subliminal_mlp.core.engine.PenaltyView` (the student's current
   parameters ``theta``, its ``start``, the batch, the distillation ``step``, ...), e.g.
