@@ -8,8 +8,9 @@ runs, 1 student epoch on 8,192 noise inputs: without the cache, with a cold cach
 value trains and stores the teachers, the second reads them), and with a warm one (Figure 10's
 teachers already stored).
 
-**The whole set**: ``subliminal-mlp figures`` over every figure (``run_figures`` with the same
-reduced settings; sweeps keep their first two values) without the cache and then with a fresh
+**The whole set**: ``subliminal-mlp figures`` over every figure (``run_figures`` with ``--runs``
+runs, ``--teacher-epochs``, 1 student epoch, 4,096 noise inputs and the paper's 256-256 network;
+sweeps keep their first two values) without the cache and then with a fresh
 one (Figure 10 trains and stores; every later experiment with the paper's teacher reads).
 ``--names`` restricts it. Compile times are part of every figure's time, and at these settings a
 large part of it: the saving grows with the runs and the teacher epochs.

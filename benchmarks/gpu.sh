@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements recorded in the docs, in one command, on a machine with an NVIDIA GPU:
 #     pip install -e '.[cuda,test]'
+# (On a machine whose image already has a CUDA jax outside pyproject's bounds and no network, as the lent
+# H100s had: `pip install --no-deps -e .`, or nothing: this script puts the checkout on PYTHONPATH.)
 #     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|todo[:i/n]|protocol|batches|theory ...]
 # Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./gpu-logs). With no part named, all but todo run.
 # `todo:i/n` runs shard i of n of the tests that no log in benchmarks/gpu-logs/ names with an outcome yet
@@ -12,6 +14,7 @@ logs="${1:-gpu-logs}"; shift || true
 parts=("${@:-tests protocol batches theory}")
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's package, installed or not
 # Several test processes share one GPU: each allocates what it needs instead of 75% of the memory.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$logs/device.log"
@@ -21,8 +24,12 @@ for part in ${parts[*]}; do
         tests)    python -m pytest -v -n 14 -p no:cacheprovider 2>&1 | tee "$logs/tests.log" ;;
         todo*)    shard="${part#todo}"; shard="${shard#:}"; shard="${shard:-1/1}"; name="todo-${shard/\//-of-}"
                   python benchmarks/gpu_tests_todo.py benchmarks/gpu-logs/*/tests*.log --shard "$shard" > "$logs/$name.txt"
-                  mapfile -t ids < "$logs/$name.txt"
-                  python -m pytest -v -n 15 --dist load -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log" ;;
+                  mapfile -t ids < <(grep -v '^[[:space:]]*$' "$logs/$name.txt")
+                  if [ "${#ids[@]}" -eq 0 ]; then  # pytest with no test named would run the whole suite
+                      echo "todo $shard: no test left to run" | tee "$logs/tests-$name.log"
+                  else
+                      python -m pytest -v -n 15 --dist load -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log"
+                  fi ;;
         protocol) python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
                       2>&1 | tee "$logs/protocol.log" ;;
         batches)  python benchmarks/bench_protocol.py --runs 100 --repeats 1 --scaling --memory-runs 0 \

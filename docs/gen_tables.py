@@ -434,7 +434,7 @@ def _theory_table(t: _Log) -> str:
     """The table of a ``benchmarks/bench_theory.py`` log."""
     sweep = t.find(r"after compilation: ([\d.]+) s")
     rate = t.find(r"-> ([\d.]+) GFLOP/s = ([\d.]+) of the float64 matmul peak \(([\d.]+) GFLOP/s\)")
-    loop = t.find(r"baseline loop \((\d+) jitted jax.grad calls\): ([\d.]+) s")
+    loop = t.find(r"baseline loop \((\d+) jitted jax.grad calls[^)]*\): ([\d.]+) s")
     speed = t.find(r"speed-up of the sweep over the loop: ([\d.]+)x")
     rows = [["sweep (64 ε × 4 losses × 2 initialisations), after compilation", f"{sweep[1]} s"],
             ["its rate / float64 matmul peak", f"{float(rate[1]):.0f} / {float(rate[3]):.0f} GFLOP/s = {rate[2]}"],

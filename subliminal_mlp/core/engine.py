@@ -363,7 +363,7 @@ class Result:
     """Per-run outputs of :func:`run`, with what is needed to reproduce them.
 
     ``accuracies`` has shape ``(n_values, n_runs, n_models)`` (models in :attr:`models` order:
-    ``reference``, ``teacher``, then the students); ``teacher_loss`` ``(n_values, n_runs)`` is the
+    ``reference``, ``teacher``, the derived ``teachers`` in their order, then the students); ``teacher_loss`` ``(n_values, n_runs)`` is the
     mean over the last epoch's steps of each batch's mean loss (a partial last batch weighs as much
     as a full one) and ``distill_loss`` ``(n_values, n_runs, n_students)`` the mean per-example loss
     over the last epoch (both ``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to

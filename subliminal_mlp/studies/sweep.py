@@ -370,8 +370,9 @@ def published_sweep_main(name: str, out_root: str | os.PathLike, argv: Sequence[
                                              f"(paper settings otherwise). Published: {finding}.")
     ap.add_argument("--seeds", type=int, default=10, help="runs per value (default 10)")
     ap.add_argument("--values", nargs="+", default=values, help="override the values")
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default=str(Path(out_root) / name))
+    ap.add_argument("--data-dir", default=None, help="data root holding mnist/ (and fashion-mnist/)")
+    ap.add_argument("--out", default=str(Path(out_root) / name),
+                    help=f"output directory (default {Path(out_root) / name})")
     ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
                     help="diverged runs: warn and mark them (default), or fail without writing the summary")
     a = ap.parse_args(argv)
