@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -47,6 +47,18 @@ def plain_fields(settings: Any) -> None:
         object.__setattr__(settings, f.name, plain_scalar(value))
 
 
+def is_integer(value: Any, low: Optional[int] = None, high: Optional[int] = None, *, numpy: bool = False) -> bool:
+    """Whether ``value`` is an integer in ``low .. high`` (both included; None: unbounded). A boolean is not
+    an integer here; a numpy integer is one only with ``numpy=True`` (where the value is converted before use).
+
+    >>> is_integer(3, 1), is_integer(True, 0), is_integer(2.0, 1), is_integer(np.int64(5), 1, 4, numpy=True)
+    (True, False, False, False)
+    """
+    kinds = (int, np.integer) if numpy else int
+    return bool(not isinstance(value, bool) and isinstance(value, kinds)
+                and (low is None or value >= low) and (high is None or value <= high))
+
+
 def check_positive_number(name: str, value: Any, hint: str = "") -> None:
     """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
@@ -57,7 +69,7 @@ def check_positive_int(name: str, value: Any, *, allow_zero: bool = False, unit:
     """Raise ConfigError unless ``value`` is an integer >= 1 (>= 0 with ``allow_zero``; booleans are not);
     ``unit`` (e.g. ``"steps"``) is named in the message."""
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_integer(value, low):
         raise ConfigError(f"{name} = {value!r} is invalid: it must be an integer >= {low}"
                           + (f" ({unit})." if unit else "."))
 
@@ -72,7 +84,7 @@ def check_widths(name: str, widths: Any, what: str = "hidden layer width", examp
 
 def check_seed(value: Any, error: type[Exception] = ConfigError) -> None:
     """Raise ``error`` unless ``value`` is a seed JAX's keys take: an integer in ``0 .. 2**32 - 1``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+    if not is_integer(value, 0, 2**32 - 1):
         raise error(f"seed = {value!r} is invalid: it must be an integer in 0 .. 2**32 - 1.")
 
 
@@ -133,7 +145,7 @@ class Config:
     def __post_init__(self) -> None:
         plain_fields(self)  # numpy values (np.arange's, say) as Python numbers; a list of widths as a tuple
         check_widths("hidden_widths", self.hidden_widths)
-        if isinstance(self.aux_logits, bool) or not isinstance(self.aux_logits, int) or self.aux_logits < 1:
+        if not is_integer(self.aux_logits, 1):
             raise ConfigError(
                 f"aux_logits (m) = {self.aux_logits!r} is invalid: the aux-only student imitates "
                 "the m auxiliary logits, so m must be an integer >= 1 (the paper uses m = 3)."

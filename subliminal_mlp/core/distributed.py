@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+from .config import is_integer
+
 #: Environment variable: any value but "", "0" makes the command line and scripts call :func:`initialize`.
 ENV = "SUBLIMINAL_MLP_DISTRIBUTED"
 #: Environment variables read for the process count and this process's id (JAX reads ``JAX_COORDINATOR_ADDRESS``).
@@ -107,8 +109,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         process_id = process_id if process_id is not None else _env_int(PROCESS_ID_ENV)
         heartbeat = heartbeat_timeout_s if heartbeat_timeout_s is not None else _env_int(HEARTBEAT_ENV)
         init_timeout = initialization_timeout_s if initialization_timeout_s is not None else _env_int(INIT_TIMEOUT_ENV)
-        if num_processes is not None and (isinstance(num_processes, bool) or not isinstance(num_processes, int)
-                                          or num_processes < 1):
+        if num_processes is not None and not is_integer(num_processes, 1):
             raise DistributedError(f"num_processes = {num_processes!r} is invalid: it must be an integer >= 1.")
         if process_id is not None and num_processes is not None and not (
                 isinstance(process_id, int) and not isinstance(process_id, bool) and 0 <= process_id < num_processes):

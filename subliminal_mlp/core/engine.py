@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import check_seed
+from .config import check_seed, is_integer
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
                       plain_scalar, register_format)
 from .losses import distillation_loss
@@ -117,7 +117,7 @@ class Task:
 
     def __post_init__(self) -> None:
         n_classes = plain_scalar(self.n_classes)
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        if not is_integer(n_classes, 2):
             raise ExperimentError(f"Task: n_classes = {self.n_classes!r} is invalid: it must be an integer >= 2.")
         object.__setattr__(self, "n_classes", n_classes)
         for split in ("train", "test"):
@@ -223,11 +223,11 @@ class Experiment:
         object.__setattr__(self, "hparams", {k: plain_scalar(v) for k, v in self.hparams.items()})
         for name in ("teacher_epochs", "student_epochs"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            if not is_integer(v, 0):
                 raise ExperimentError(f"{name} = {v!r} is invalid: it must be an integer >= 0.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not is_integer(self.batch_size, 1):
             raise ExperimentError(f"batch_size = {self.batch_size!r} is invalid: it must be an integer >= 1.")
-        if isinstance(self.trace_every, bool) or not isinstance(self.trace_every, int) or self.trace_every < 1:
+        if not is_integer(self.trace_every, 1):
             raise ExperimentError(f"trace_every = {self.trace_every!r} is invalid: it must be an integer >= 1 (steps).")
         clash = set(self.arrays) & {"train_x", "train_y", "test_x", "test_y"}
         if clash:
@@ -549,7 +549,7 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     :class:`~subliminal_mlp.core.inputs.InputError` or :class:`~subliminal_mlp.core.students.StudentError`
     naming the value and what to do.
     """
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
+    if not is_integer(n_runs, 1):
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
     sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
     n_values = _check_hparams(exp, sweep)

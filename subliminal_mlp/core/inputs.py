@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .config import is_integer
 from .results import plain_scalar, setting_json
 
 #: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
@@ -112,7 +113,7 @@ class InputSource:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
+        if not is_integer(self.n, 1, numpy=True):
             raise InputError(f"input source {self.name!r}: n = {self.n!r} is invalid: the set needs >= 1 example.")
         object.__setattr__(self, "n", int(self.n))
 
@@ -200,7 +201,7 @@ def images(pool: Any = TASK_IMAGES, n: Optional[int] = None, *, name: Optional[s
     (4, [[6.0, 7.0], [0.0, 1.0]])
     """
     n = plain_scalar(n)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    if n is not None and not is_integer(n, 1):
         raise InputError(f"images: n = {n!r} is invalid: give the number of images to keep, an integer >= 1.")
     if isinstance(pool, str):
         if pool != TASK_IMAGES:
@@ -318,9 +319,9 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     k, max_k = plain_scalar(k), plain_scalar(max_k)
     base = uniform() if base is None else base
     named = isinstance(k, str) or callable(k)
-    if not named and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+    if not named and not is_integer(k, 1):
         raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1 or a hyperparameter name.")
-    if max_k is not None and (isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1):
+    if max_k is not None and not is_integer(max_k, 1):
         raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
 
     def prepare(key, arrays, hp):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .config import Config
+from .config import Config, is_integer
 from .models import MLP, aux_logits, class_logits, kernel_init  # noqa: F401 (re-exported)
 from .students import output_mask
 from .students import perturb as perturbed  # noqa: F401 (θ + σ·ξ, Jiang et al.)
@@ -82,7 +82,7 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     >>> round(float(accuracy(None, x, jnp.array([0, 1, 1]), n_classes=2, chunk=2, apply_fn=identity)), 4)  # 2 of 3
     0.6667
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if not is_integer(chunk, 1):
         raise ValueError(f"chunk = {chunk!r} is invalid: it must be an integer >= 1 (images per block).")
 
     f = apply if apply_fn is None else apply_fn

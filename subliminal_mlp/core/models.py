@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .config import is_integer
 from .results import plain_scalar, setting_json
 
 Params = Any
@@ -80,7 +81,7 @@ class Model:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         for field in ("n_classes", "aux_logits"):
             v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if field == "n_classes" else 0):
+            if not is_integer(v, 2 if field == "n_classes" else 0):
                 raise ModelError(f"{field} = {v!r} is invalid: it must be an integer >= "
                                  f"{2 if field == 'n_classes' else 0}.")
 
@@ -267,7 +268,7 @@ def _activation(activation: str | Callable) -> tuple[Callable, str]:
 
 def _widths(hidden_widths: Sequence[int]) -> tuple[int, ...]:
     widths = tuple(plain_scalar(w) for w in hidden_widths)
-    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+    if not widths or any(not is_integer(w, 1) for w in widths):
         raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give one or more positive integer "
                          "widths, e.g. (256, 256).")
     return widths

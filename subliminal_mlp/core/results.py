@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .config import MODELS, ConfigError, plain_scalar  # noqa: F401 (plain_scalar: used here and re-exported)
+from .config import MODELS, ConfigError, is_integer, plain_scalar  # noqa: F401 (plain_scalar: used here and re-exported)
 
 FORMAT = "subliminal-mlp/fig10"
 FORMAT_VERSION = 1
@@ -458,7 +458,7 @@ def register_format(name: str, version: int = 1) -> None:
     """
     if not (isinstance(name, str) and name.startswith("subliminal-mlp/") and len(name) > len("subliminal-mlp/")):
         raise ValueError(f"format name {name!r} is invalid: it must be 'subliminal-mlp/<kind>'.")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_integer(version, 1):
         raise ValueError(f"format_version {version!r} of {name} is invalid: it must be an integer >= 1.")
     FORMATS[name] = max(version, FORMATS.get(name, 0))
 
@@ -691,7 +691,7 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
         raise RecordError(f"{path} has format {found!r}, which this library does not read: expected one of "
                           f"{known}.")
     version = record.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_integer(version, 1):
         raise RecordError(f"{path} has format_version {version!r}: expected an integer from 1 to {FORMATS[found]} "
                           f"for {found}.")
     if version > FORMATS[found]:

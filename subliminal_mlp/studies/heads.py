@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine
-from ..core.config import Config, ConfigError, plain_scalar
+from ..core.config import Config, ConfigError, is_integer, plain_scalar
 from ..core.engine import Experiment, RunModels, run_keys
 from .figure10 import config_students, experiment_from_config
 from ..core.model import stack_params
@@ -161,7 +161,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
     n_similarity = plain_scalar(n_similarity)
     n_test = data.test_images.shape[0]
-    if isinstance(n_similarity, bool) or not isinstance(n_similarity, int) or not 2 <= n_similarity <= n_test:
+    if not is_integer(n_similarity, 2, n_test):
         raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
                           f"2..{n_test}.")
     sigmas = tuple(float(s) for s in sigmas)

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine, inputs
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, is_integer
 from ..core.engine import Experiment
 from ..core.results import data_record, envelope, format_ci, register_format, summary, write_record
 from ..core.students import FIGURE10
@@ -103,7 +103,7 @@ SIDE = 28
 def _ints(name: str, values, low: int) -> tuple[int, ...]:
     if not isinstance(values, (tuple, list)) or not values:
         raise ConfigError(f"{name} = {values!r} is invalid: give a non-empty list of integers >= {low}.")
-    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low for v in values):
+    if any(not is_integer(v, low, numpy=True) for v in values):
         raise ConfigError(f"{name} = {list(values)!r} is invalid: every value must be an integer >= {low}.")
     if len(set(values)) != len(values):
         raise ConfigError(f"{name} = {list(values)!r} repeats a value.")

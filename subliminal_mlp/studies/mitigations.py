@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from ..core import engine
-from ..core.config import ConfigError
+from ..core.config import ConfigError, is_integer
 from ..core.engine import Experiment, Task
 from ..core.inputs import uniform
 from ..core.model import accuracy
@@ -96,8 +96,7 @@ class MitigationSettings(ProtocolSettings):
                 raise ConfigError(f"{name} has {bad}: every value must be a finite number {what}.")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{name} = {list(values)} repeats a value: each would be run twice.")
-        bad = [e for e in self.liminal_epochs if isinstance(e, bool) or not isinstance(e, int)
-               or not 1 <= e <= self.student_epochs]
+        bad = [e for e in self.liminal_epochs if not is_integer(e, 1, self.student_epochs)]
         if self.liminal_weights and bad:  # without strengths the liminal family (and its epochs) is off
             raise ConfigError(f"liminal_epochs has {bad}: each must be an integer in 1..student_epochs "
                               f"({self.student_epochs}).")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine, inputs
-from ..core.config import Config, ConfigError, plain_scalar
+from ..core.config import Config, ConfigError, is_integer, plain_scalar
 from ..core.engine import Experiment, RunModels
 from ..core.model import class_logits, concat_params, stack_params
 from ..core.models import config_model
@@ -103,7 +103,7 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     ``student_inputs`` must stay "uniform" (the inputs are this study's images).
     """
     digit = plain_scalar(digit)
-    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < cfg.n_classes:
+    if not is_integer(digit, 0, cfg.n_classes - 1):
         raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
     if cfg.student_inputs != Config.student_inputs:
         raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the omitted-digit students are distilled on "

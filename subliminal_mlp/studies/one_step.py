@@ -55,7 +55,7 @@ import numpy as np
 import optax
 
 from ..core import engine
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, is_integer
 from ..core.results import data_record, envelope, register_format, summary, write_record
 from ..core.training import epoch_batches
 from ..theory.kernels import (class_cross_entropy_loss, ce_aux, first_order_coefficient, student_update,
@@ -110,7 +110,7 @@ def one_step_metrics(batch_size: int, *, loss=None, optimizer: Optional[optax.Gr
     ...                     student_epochs=0, batch_size=512, metrics=one_step_metrics(512))
     >>> # sm.run(exp, task, n_runs=2).metrics["one_step_cos"].shape == (1, 2, 2, 2)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_integer(batch_size, 1):
         raise ConfigError(f"batch_size = {batch_size!r} is invalid: give the students' batch size (an integer >= 1).")
     opt = optax.adam(1.0) if optimizer is None else optimizer
     t_batch = batch_size if teacher_batch_size is None else teacher_batch_size

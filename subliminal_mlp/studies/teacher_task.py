@@ -70,7 +70,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..core import engine
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, is_integer
 from ..core.engine import Experiment, RunModels
 from ..core.inputs import InputSource, resolve
 from ..core.model import accuracy, stack_params
@@ -106,8 +106,7 @@ def _int_values(name: str, values, low: int, high: Optional[int] = None) -> tupl
         values = tuple(values)
     except TypeError:
         raise ConfigError(f"{name} = {values!r} is invalid: give a list of integers.") from None
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))
-           or v < low or (high is not None and v > high)]
+    bad = [v for v in values if not is_integer(v, low, high, numpy=True)]
     if not values or bad:
         bound = f"in {low}..{high}" if high is not None else f">= {low}"
         raise ConfigError(f"{name} = {list(values)!r} is invalid: give one or more integers {bound}"
@@ -137,7 +136,7 @@ class TeacherTaskSettings:
         object.__setattr__(self, "teacher_epochs", _int_values("teacher_epochs", self.teacher_epochs, 1))
         object.__setattr__(self, "student_epochs", _int_values("student_epochs", self.student_epochs, 1))
         g = self.generations
-        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+        if not is_integer(g, 1, numpy=True):
             raise ConfigError(f"generations = {g!r} is invalid: it must be an integer >= 1 (generation 1 is the "
                               "ordinary student of the teacher).")
         object.__setattr__(self, "generations", int(g))

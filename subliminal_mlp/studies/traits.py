@@ -51,7 +51,7 @@ import optax
 from jax import lax
 
 from ..core import engine
-from ..core.config import Config, ConfigError, check_positive_int, check_positive_number, plain_fields
+from ..core.config import Config, ConfigError, check_positive_int, is_integer, check_positive_number, plain_fields
 from ..core.engine import Experiment, HookView, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy, one_hot_logits
@@ -85,7 +85,7 @@ class TraitSettings:
         plain_fields(self)  # numpy numbers as Python numbers
         for name in ("trait_epochs", "n_held_out_noise"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.trait_class, bool) or not isinstance(self.trait_class, int) or self.trait_class < 0:
+        if not is_integer(self.trait_class, 0):
             raise ConfigError(f"trait_class = {self.trait_class!r} is invalid: give a class index >= 0.")
         check_positive_number("trait_weight", self.trait_weight)
         ok = all(f == "argmax" or (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1)
