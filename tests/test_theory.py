@@ -443,6 +443,36 @@ def test_bad_arguments_raise_clear_errors():
     assert theorem.summarize({"eps": [1e-3], "losses": {}, "config": {"seeds": []}})["ok"] is False
 
 
+def test_values_that_would_silently_compute_something_else_are_refused_or_warned():
+    """An ε or α array broadcast against the parameters (a step per column), labels outside the classes (an
+    example dropped from ΔθT), data passed where the Config goes, float32 inputs in the float64 scope."""
+    net = mlp((5,), n_classes=3, aux_logits=2, input_dim=6)
+    with theory.float64():
+        p = theory.to_float64(net.init(jax.random.PRNGKey(0)))
+        x = theory.to_float64(jnp.ones((4, 6)))
+        loss, L_T = theory.ce_aux(net), theory.class_cross_entropy_loss(net)
+        labels = jnp.arange(4) % 3
+        d_t = theory.teacher_update(L_T, p, x, labels, model=net)
+        with pytest.raises(ValueError, match=r"eps must be one number; got an array of shape \(5,\)"):
+            theory.student_update(loss, p, p, d_t, x, jnp.full(5, 1e-3), model=net)  # W's columns: 5
+        with pytest.raises(ValueError, match="alpha must be one number"):
+            theory.alignment(loss, L_T, p, p, d_t, x, 1e-3, jnp.ones(5), (x, labels), model=net)
+        with pytest.raises(ValueError, match="alpha must be one number"):
+            theory.sweep([loss], L_T, p, [p], x, [1e-3], alpha=jnp.ones(2), loss_T_args=(x, labels), model=net)
+        for bad in (labels + 1, labels - 1):  # 1-based, negative
+            with pytest.raises(ValueError, match=r"labels must be integers in 0..2; got int(32|64) labels from (1 to 3|-1 to 1)\."):
+                theory.teacher_update(L_T, p, x, bad, model=net)
+        with pytest.raises(ModelError, match="indices must be of integer type"):
+            theory.teacher_update(L_T, p, x, labels * 0.5, model=net)
+        q = net.init(jax.random.PRNGKey(0))  # float32, as a model's init gives them
+        with pytest.warns(UserWarning, match="theta_T0 is float32 inside theory.float64"):
+            theory.student_update(loss, q, q, q, x, 1e-3, model=net)
+        with pytest.warns(UserWarning, match="x is float32 inside theory.float64"):
+            theory.student_update(loss, p, p, d_t, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
+    with pytest.raises(ValueError, match="cfg = ndarray is not a Config.*images= and labels= by name"):
+        theorem.run_theorem_check(np.zeros((3, 6)), np.zeros(3), model=net)
+
+
 # ----------------------------------------------------------------------------- CLI, figure
 
 

@@ -79,6 +79,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
@@ -237,8 +238,12 @@ def _is_concrete(x) -> bool:
     return True
 
 
-def _check_positive(name: str, value) -> None:
-    """``value > 0`` everywhere (skipped for traced values, e.g. under ``vmap``)."""
+def _check_positive(name: str, value, *, scalar: bool = False) -> None:
+    """``value > 0`` everywhere (skipped for traced values, e.g. under ``vmap``); with ``scalar``, one number
+    (an array would broadcast against the parameters: a different step per column, silently)."""
+    if scalar and jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be one number; got an array of shape {jnp.shape(value)} "
+                         f"(for a grid of values, use sweep() or vmap over {name}).")
     if not _is_concrete(value):
         return
     arr = np.asarray(value)
@@ -250,8 +255,22 @@ def _check_positive(name: str, value) -> None:
                          f"got {bad.tolist()}.")
 
 
+def _warn_float32(**trees: Any) -> None:
+    """Inside :func:`float64`, warn when a float32 array is given: the kernel then computes in float32 (JAX
+    keeps its inputs' precision), which a theorem check at ε ~ 1e-6 cannot afford."""
+    if not jax.config.jax_enable_x64:
+        return
+    for name, tree in trees.items():
+        if any(getattr(a, "dtype", None) == jnp.float32 for a in jax.tree.leaves(tree)):
+            warnings.warn(f"{name} is float32 inside theory.float64(): this kernel computes in float32. Cast "
+                          "parameters and data with theory.to_float64 for float64 results.", stacklevel=3)
+            return
+
+
 def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
-    """Each tree in ``others`` has the pytree structure and leaf shapes of ``ref``."""
+    """Each tree in ``others`` has the pytree structure and leaf shapes of ``ref`` (and, inside
+    :func:`float64`, a float32 tree is warned about)."""
+    _warn_float32(**{ref_name: ref}, **others)
     ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(ref)
     ref_paths = [jax.tree_util.keystr(p) for p, _ in ref_leaves]
     for name, tree in others.items():
@@ -278,6 +297,7 @@ def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
 
 def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] = ()) -> int:
     """``x`` is a non-empty ``(batch, *input_shape)`` array the network accepts; returns ``n_outputs``."""
+    _warn_float32(x=x)
     shape = tuple(jnp.shape(x))
     if len(shape) < 2 or shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (n_examples, *input_shape), e.g. (n, input_dim) for an "
@@ -355,6 +375,8 @@ class StudentLoss:
             if not any(v == 1.0 for v in w):
                 raise ValueError("the cross-entropy logit subset is empty: select at least one logit "
                                  "(e.g. the aux logits, or all).")
+            # One logit is allowed though its softmax is constant (the loss is identically 0, A = 0: the
+            # theorem's other branch): it is m = 1 of the aux-logit sweep (figures/one_step.json).
 
     @classmethod
     def mse(cls, weights, name: str = "") -> "StudentLoss":
@@ -639,6 +661,13 @@ def _check_teacher_loss(loss_T, theta: Params, args: tuple, net: Optional[_Net])
     if tuple(getattr(out, "shape", (None,))) != ():
         raise ModelError(f"teacher loss {label} must return a scalar; on the parameters of {where} it returns "
                          f"{getattr(out, 'shape', out)}.")
+    if bound and loss_T.kind == "class_ce" and len(args) == 2 and isinstance(args[1], (np.ndarray, jax.Array)) \
+            and _is_concrete(args[1]):
+        labels = np.asarray(args[1])  # out of range, take_along_axis drops an example from ΔθT without a word
+        if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
+                            or labels.max() >= loss_T.n_classes):
+            raise ValueError(f"teacher loss {label}: labels must be integers in 0..{loss_T.n_classes - 1}; got "
+                             f"{labels.dtype} labels from {labels.min()} to {labels.max()}.")
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -691,7 +720,7 @@ def student_update(loss: StudentLoss, theta_S0: Params, theta_T0: Params, delta_
     ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP).
     """
     net = _network(model, apply_fn)
-    _check_positive("eps", eps)
+    _check_positive("eps", eps, scalar=True)
     _check_trees("theta_T0", theta_T0, theta_S0=theta_S0, delta_T=delta_T)
     _check_inputs(net, theta_T0, x, (loss,))
     return _student_update(theta_S0, theta_T0, delta_T, x, eps, loss=loss, apply_fn=net.apply)
@@ -759,8 +788,8 @@ def alignment(loss: StudentLoss, loss_T: LossT, theta_S0: Params, theta_T0: Para
     (``model``; a :class:`TeacherLoss` bound to another one raises ``ModelError``).
     """
     net = _network(model, apply_fn)
-    _check_positive("eps", eps)
-    _check_positive("alpha", alpha)
+    _check_positive("eps", eps, scalar=True)
+    _check_positive("alpha", alpha, scalar=True)
     _check_trees("theta_T0", theta_T0, theta_S0=theta_S0, delta_T=delta_T)
     _check_inputs(net, theta_T0, x, (loss,))
     _check_teacher_loss(loss_T, theta_S0, tuple(loss_T_args), net)
@@ -890,7 +919,7 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     if eps.ndim != 1:
         raise ValueError(f"eps must be a 1-D grid of step sizes; got shape {eps.shape}.")
     _check_positive("eps", eps)
-    _check_positive("alpha", alpha)
+    _check_positive("alpha", alpha, scalar=True)
     _check_trees("theta_T0", theta_T0, **{f"students[{i}]": s for i, s in enumerate(students)})
     _check_inputs(net, theta_T0, x, losses)
     _check_teacher_loss(loss_T, theta_T0, tuple(loss_T_args), net)

@@ -108,6 +108,10 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     initialisations: ``A = E_x[vᵀM(x)v]``, ``ΔθS(ε)·ΔθT``, its cosine, ``L_T(θS0+αΔθS) − L_T(θS0)``
     and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["config"]["model"]`` is ``model.describe()``.
 
+    ``precision``: ``"float64"`` (the check) or ``"float32"``, to see what rounding does: in float32
+    the first-order gap at ε ~ 1e-6 is rounding (~1e-2 relative, against :func:`summarize`'s
+    ``gap_tol`` 1e-3), so its verdict fails for that reason, not because the theorem does.
+
     >>> from subliminal_mlp.core.models import mlp
     >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
     ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
@@ -117,6 +121,9 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     from ..core.engine import run_key
     from ..core.training import noise_images
 
+    if cfg is not None and not isinstance(cfg, Config):
+        raise ValueError(f"cfg = {type(cfg).__name__} is not a Config: the first argument is the architecture's "
+                         "Config (or None); pass images= and labels= by name.")
     model = _resolve_model(cfg, model)
     check_model(model)
     if precision not in ("float64", "float32"):
