@@ -277,6 +277,16 @@ def test_a_figure_drawn_from_an_unhealthy_record_is_marked(tmp_path):
         save_figure(fig, tmp_path / "f.png", record=record)
         marks.append([t.get_text() for t in fig.texts if "WARNING" in t.get_text()])
     assert len(marks[0]) == 1 and "1 of 3 runs" in marks[0][0] and marks[1:] == [[], []]
+    # A record with a health per part (split heads' two models, the mitigations' families per value) is
+    # marked for each unhealthy part, and only for those.
+    healthy = {**bad["health"], "ok": True, "nonfinite": [], "teacher_not_better": []}
+    parts = {"n_runs": 3, "split_head": {"health": bad["health"]}, "single_head": {"health": healthy},
+             "families": {"sgd": {"health": [healthy, bad["health"]]}}}
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "g.png", record=parts)
+    (mark,) = [t.get_text() for t in fig.texts if "WARNING" in t.get_text()]
+    assert "split_head: non-finite parameters in 1 of 3 runs" in mark and "families.sgd[1]: teacher no better" in mark
+    assert "single_head" not in mark and "sgd[0]" not in mark
 
 
 def test_every_committed_format_is_known_without_importing_the_module_that_writes_it():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib
 import numpy as np
@@ -31,9 +31,10 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, 
     """Save ``fig`` atomically (temporary file + rename) and close it.
 
     With the ``record`` it was drawn from, a record whose ``health`` found diverged runs gets the
-    red mark of :func:`health_warning` at the figure's top left.
+    red mark of :func:`health_warning` at the figure's top left; a record with a ``health`` per part
+    (``split_head.health``, ``families.liminal.health[i]``) is marked for each unhealthy part.
     """
-    warning = health_warning(record.get("health"), record.get("n_runs", 0)) if record else ""
+    warning = record_health_warning(record) if record else ""
     if warning:
         fig.text(0.01, 0.99, warning, **WARNING_STYLE)
     try:
@@ -92,6 +93,36 @@ def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
                      f"{n_runs} runs")
     lines.append('see "health" in the JSON record')
     return "\n".join(lines)
+
+
+def _healths(node: Any, where: str = "") -> Iterator[tuple[str, dict]]:
+    """Every ``health`` entry in a record, with where it is (``""`` at the top, ``families.sgd[0]`` ...)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "health":
+                for i, h in (enumerate(value) if isinstance(value, list) else [(None, value)]):
+                    if isinstance(h, dict):
+                        yield where + ("" if i is None else f"[{i}]"), h
+            elif isinstance(value, (dict, list)):
+                yield from _healths(value, f"{where}.{key}".lstrip("."))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if isinstance(value, dict):
+                yield from _healths(value, f"{where}[{i}]")
+
+
+def record_health_warning(record: dict[str, Any]) -> str:
+    """:func:`health_warning` of a whole record: its top-level ``health``, or one line per unhealthy part."""
+    bad = [(where, h) for where, h in _healths(record) if not h.get("ok", True)]
+    n_runs = record.get("n_runs", 0)
+    if not bad:
+        return ""
+    if [where for where, _ in bad] == [""]:
+        return health_warning(bad[0][1], n_runs)
+    lines = ["WARNING: diverged runs"]
+    for where, h in bad:
+        lines += [f"{where}: {line}" for line in health_warning(h, n_runs).splitlines()[1:-1]]
+    return "\n".join(lines + ['see "health" in the JSON record'])
 
 
 def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
