@@ -109,6 +109,12 @@ def test_write_record_and_read_results_round_trip(tmp_path):
     assert csv_text(["h"], []) == "h\n"
     assert set(write_record(rec, tmp_path, "only")) == {"json"}
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary file left behind
+    # A CSV that cannot be made (or a record that cannot be JSON) leaves both files of the pair as they were.
+    before = {k: v.read_text() for k, v in files.items()}
+    for bad in (dict(record={**rec, "y": 1}, csv=(["a"], 5)), dict(record={**rec, "x": object()}, csv=(["a"], [[1]]))):
+        with pytest.raises(TypeError):
+            write_record(bad["record"], tmp_path / "out", "rec", csv=bad["csv"])
+        assert {k: v.read_text() for k, v in files.items()} == before
     # write_results is write_record with the Figure-10 CSV.
     fig10 = experiment_record(fake_result())
     paths = write_results(fig10, tmp_path, "fig10")

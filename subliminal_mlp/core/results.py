@@ -577,13 +577,15 @@ def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
     """Write ``<stem>.json`` (and, given ``csv = (header, rows)``, ``<stem>.csv``) atomically under ``out_dir``.
 
     The JSON is ``json.dumps(record, indent=indent)`` with a trailing newline; the CSV is
-    :func:`csv_text`. Returns ``{"json": path}`` (and ``"csv": path``).
+    :func:`csv_text`. Both texts are made before either file is written (a value that cannot be
+    written leaves both files as they were), and the JSON, the record that readers and the figures
+    pipeline trust, is replaced last. Returns ``{"json": path}`` (and ``"csv": path``).
     """
     out = Path(out_dir)
-    files = {"json": atomic_write_text(out / f"{stem}.json", json.dumps(record, indent=indent) + "\n")}
-    if csv is not None:
-        files["csv"] = atomic_write_text(out / f"{stem}.csv", csv_text(*csv))
-    return files
+    text = json.dumps(record, indent=indent) + "\n"
+    table = None if csv is None else csv_text(*csv)
+    files = {} if table is None else {"csv": atomic_write_text(out / f"{stem}.csv", table)}
+    return {"json": atomic_write_text(out / f"{stem}.json", text), **files}
 
 
 def records_csv(record: dict[str, Any]) -> str:
