@@ -140,6 +140,8 @@ def test_list_reads_the_committed_records(capsys):
     rows = figures.list_figures(write=lambda s: None)
     assert {r["name"]: r["runs"] for r in rows}["sweep_aux_logits"] == 80
     assert all(r["settings_from"] != "defaults" and r["wall_s"] > 0 for r in rows)
+    # a sweep's wall time is its values' (its summary was rewritten from their records in a second)
+    assert {r["name"]: r["wall_s"] for r in rows}["sweep_loss"] > 60
     # --list --quick lists the quick figures (what `figures --quick` would make), not the committed ones
     quick = {r["name"]: r for r in figures.list_figures(out=Path("/nonexistent"), quick=True, write=lambda s: None)}
     assert quick["sweep_aux_logits"]["runs"] < 80 and "--seeds 100" not in quick["fig10_mnist"]["command"]

@@ -333,3 +333,18 @@ def test_a_function_setting_is_recorded_with_the_values_it_closes_over():
     assert results.setting_json(lambda: {"b", "a", "c"}) == here + "<lambda>"  # a literal is no closure
     digits = frozenset({"seven", "one", "three"})
     assert results.setting_json(lambda x: x in digits) == {here + "<lambda>": {"digits": ["one", "seven", "three"]}}
+
+
+def test_a_caption_names_every_setting_that_is_not_the_papers():
+    """The isotropic and orthogonal init-noise sweeps, or mixed inputs, are told apart by their captions."""
+    from subliminal_mlp.report.plotting import settings_caption
+
+    paper = Config().to_dict()
+    assert settings_caption(paper, 3).endswith("60000 noise images, 3 runs (mean ± 95% CI)")
+    ortho = settings_caption(Config(init_noise_kind="orthogonal").to_dict(), 3, skip=("init_noise",))
+    assert "init_noise_kind orthogonal" in ortho and ortho != settings_caption(paper, 3, skip=("init_noise",))
+    mixed = Config(student_inputs="mix", input_mix=0.25, temperature=2.0, init_noise=0.01).to_dict()
+    assert all(s in settings_caption(mixed, 3) for s in ("student_inputs mix", "input_mix 0.25", "temperature 2",
+                                                           "init_noise 0.01"))
+    assert "input_mix" not in settings_caption({**paper, "input_mix": 0.25}, 3)  # moot without mixed inputs
+    assert "temperature" not in settings_caption(Config(temperature=2.0).to_dict(), 3, skip=("temperature",))

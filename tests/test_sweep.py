@@ -134,6 +134,20 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
         (mine / name).rename(tmp_path / "aux_logits" / name)
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [] and s["value_files"] == ["aux_logits/aux_logits=1.json", "aux_logits/aux_logits=2.json"]
+    # ... also when they (and their summary) were written before the fields added since (init_noise ...): those
+    # ran at the fields' defaults. Nothing recomputed, no summary set aside as another configuration's.
+    import json
+
+    for path in [*(tmp_path / "aux_logits").glob("aux_logits=*.json"), tmp_path / "sweep_aux_logits.json"]:
+        rec = json.loads(path.read_text())
+        for config in (rec.get("config"), rec.get("base_config")):
+            for field in ("init_noise", "init_noise_kind"):
+                (config or {}).pop(field, None)
+        path.write_text(json.dumps(rec))
+    logged.clear()
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [] and s["value_files"] == ["aux_logits/aux_logits=1.json", "aux_logits/aux_logits=2.json"]
+    assert not any("moved" in line for line in logged), logged
 
 
 def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mnist, tmp_path, monkeypatch):

@@ -490,13 +490,14 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
 
 
 def wall_time(fig: Figure, out: Path) -> Optional[float]:
-    """The wall time a figure's JSON records (a sweep without one: the sum over its value records)."""
+    """The wall time a figure's JSON records; a sweep's: the sum over its value records (its summary's own
+    timing is that of the call that wrote it, which may have resumed every value from its record)."""
     try:
         record = read_results(out / fig.record)
     except RecordError:
         return None
-    total = (record.get("timing") or {}).get("total_s")
-    if total is None and "value_files" in record:
+    total = None if "value_files" in record else (record.get("timing") or {}).get("total_s")
+    if "value_files" in record:
         parts = []
         for rel in record["value_files"]:
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import matplotlib
 import numpy as np
@@ -44,13 +44,24 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, 
         plt.close(fig)
 
 
-def settings_caption(config: dict[str, Any], n_runs: int) -> str:
-    """One line of the settings that define a Figure-10 run."""
+#: Settings that change what a Figure-10 run computes beyond the caption's first line, with the paper's value:
+#: the caption names each that differs (``init_noise_kind`` too when σ = 0: its sweep's base is σ = 0).
+CAPTION_EXTRAS = {"temperature": 1.0, "student_inputs": "uniform", "input_mix": 0.5, "init_noise": 0.0,
+                  "init_noise_kind": "isotropic"}
+
+
+def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
+    """One line of the settings that define a Figure-10 run, then any of :data:`CAPTION_EXTRAS` that is not
+    the paper's (but those in ``skip``, e.g. a sweep's swept field; ``input_mix`` only for mixed inputs)."""
     widths = "→".join(str(w) for w in [config["input_dim"], *config["hidden_widths"]])
+    extras = [f"{field} {config[field]:g}" if isinstance(config[field], float) else f"{field} {config[field]}"
+              for field, paper in CAPTION_EXTRAS.items()
+              if field in config and field not in skip and config[field] != paper
+              and (field != "input_mix" or config.get("student_inputs") == "mix")]
     return (f"{config['dataset']}, MLP {widths}→{config['n_classes']}+{config['aux_logits']}, "
             f"loss {config['loss']}, Adam lr {config['learning_rate']:g}, batch {config['batch_size']}, "
             f"{config['teacher_epochs']}+{config['student_epochs']} epochs, {config['n_noise']} noise "
-            f"images, {n_runs} runs (mean ± 95% CI)")
+            f"images, " + "".join(f"{e}, " for e in extras) + f"{n_runs} runs (mean ± 95% CI)")
 
 
 def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -154,7 +165,7 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     runs = sorted(set(summary["n_runs"]))
-    caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs)
+    caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs, skip=(summary["param"],))
     fig.text(0.5, -0.02, f"swept: {summary['param']}; otherwise " + caption, ha="center", va="top", fontsize=7)
     diverged = [label for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
     if diverged:

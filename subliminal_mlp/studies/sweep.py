@@ -151,7 +151,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
                 except RecordError as e:
                     log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
                     break
-                if record["config"] == c.to_dict():
+                if _normalised(record["config"]) == c.to_dict():
                     records[i] = record
                     value_files[i] = path.relative_to(out).as_posix()
                     break
@@ -217,6 +217,15 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     return {**summary, "files": {k: str(v) for k, v in files.items()}}
 
 
+def _normalised(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's config as this version writes it: fields added since the record was written take their
+    defaults (a record without ``init_noise`` ran with none), so an older record of the same settings matches."""
+    try:
+        return Config.from_dict(config).to_dict()
+    except (ConfigError, TypeError):
+        return dict(config)
+
+
 def _set_aside_other_summary(out: Path, stem: str, summary: dict[str, Any], log: Callable[[str], None]) -> None:
     """Before ``summary`` replaces ``out/<stem>.*``: move a summary of another base configuration beside its records.
 
@@ -234,7 +243,7 @@ def _set_aside_other_summary(out: Path, stem: str, summary: dict[str, Any], log:
         return
     param = summary["param"]
     def without_param(c):  # the swept field's base value is never run: it does not make another configuration
-        return {k: v for k, v in (c or {}).items() if k != param}
+        return {k: v for k, v in _normalised(c or {}).items() if k != param}
 
     if without_param(old.get("base_config")) == without_param(summary["base_config"]):
         if old.get("labels") != summary["labels"]:
