@@ -348,3 +348,32 @@ def test_a_caption_names_every_setting_that_is_not_the_papers():
                                                            "init_noise 0.01"))
     assert "input_mix" not in settings_caption({**paper, "input_mix": 0.25}, 3)  # moot without mixed inputs
     assert "temperature" not in settings_caption(Config(temperature=2.0).to_dict(), 3, skip=("temperature",))
+
+
+def test_students_distilled_on_another_dataset_record_its_checksums(data_root, tmp_path, monkeypatch):
+    """A Figure-10 record (reproduce, and every value of a sweep) whose students saw Fashion-MNIST names it
+    beside the task's data, with its checksums; the pool they were given is Fashion-MNIST's training set."""
+    import subliminal_mlp.cli.reproduce as R
+    import subliminal_mlp.studies.sweep as S
+
+    seen = []
+
+    def fake_run(cfg, data, *, pool=None, **kw):
+        seen.append(pool)
+        return ExperimentResult(config=cfg, accuracies=np.tile(np.float32([0.1, 0.9, 0.5, 0.9, 0.1, 0.7]), (cfg.n_runs, 1)), compile_s=0.0,
+                                run_s=0.0, devices=["cpu:0"], run_batch=1)
+
+    monkeypatch.setattr(R, "run_experiment", fake_run)
+    monkeypatch.setattr(S, "run_experiment", fake_run)
+    cfg = Config(n_runs=2, student_inputs="fashion-mnist")
+    rec = R.reproduce(cfg, data_dir=data_root, out_dir=tmp_path / "r", progress=False, log=lambda s: None)
+    summary = S.run_sweep("aux_logits", [3], cfg, data_dir=data_root, out_dir=tmp_path / "s", progress=False,
+                          log=lambda s: None)
+    value = read_results(tmp_path / "s" / summary["value_files"][0])
+    for data in (rec["data"], value["data"]):
+        assert data["dataset"] == "mnist" and data["inputs"]["dataset"] == "fashion-mnist"
+        assert set(data["inputs"]["sha256"]) == {f for f in data["inputs"]["sha256"] if "ubyte" in f} != set()
+        assert data["inputs"]["sha256"] != data["sha256"]
+    assert all(p.shape == (60000, 784) for p in seen)
+    assert "inputs" not in R.reproduce(cfg.replace(student_inputs="uniform"), data_dir=data_root,
+                                       out_dir=tmp_path / "u", progress=False, log=lambda s: None)["data"]

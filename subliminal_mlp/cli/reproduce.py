@@ -10,7 +10,7 @@ from typing import Any, Callable
 from ..core.config import Config
 from ..core.data import load_dataset
 from ..core.distributed import main_print
-from ..studies.figure10 import input_pool, run_experiment
+from ..studies.figure10 import input_dataset, input_pool, run_experiment
 from ..report.plotting import plot_fig10
 from ..core.results import (DivergenceWarning, check_on_divergence, check_output, experiment_record, format_health,
                       format_table, write_results)
@@ -36,9 +36,10 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     log(f"data: {cfg.dataset} from {data.source_dir} (sha256 verified)")
     with warnings.catch_warnings():  # reported below, after the table
         warnings.simplefilter("ignore", DivergenceWarning)
-        result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, data_dir=data_dir),
+        source = input_dataset(cfg, data_dir)
+        result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, source=source),
                                 on_divergence=on_divergence)
-    record = experiment_record(result, data)
+    record = experiment_record(result, data, inputs=source)
     files = write_results(record, out_dir, stem)
     files["png"] = plot_fig10(record, Path(out_dir) / f"{stem}.png")
     log(format_table(record))

@@ -536,11 +536,13 @@ def run_timing(compile_s: float, run_s: float) -> dict[str, float]:
     return {"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s}
 
 
-def experiment_record(result, dataset=None) -> dict[str, Any]:
+def experiment_record(result, dataset=None, inputs=None) -> dict[str, Any]:
     """The JSON-ready Figure-10 record of an ``experiment.ExperimentResult`` (format in the module docstring).
 
     ``dataset``: the loaded ``data.Dataset`` the result was computed on (its directory and checksums
-    are recorded); without it ``data`` is only ``{"dataset": config.dataset}``.
+    are recorded); without it ``data`` is only ``{"dataset": config.dataset}``. ``inputs``: the
+    dataset the students' images came from when it is another (Fashion-MNIST), recorded the same
+    way as ``data["inputs"]``.
     """
     cfg = result.config
     models = {}
@@ -551,7 +553,8 @@ def experiment_record(result, dataset=None) -> dict[str, Any]:
     extra: dict[str, Any] = {"run_batch": result.run_batch}
     if result.values_in_program > 1:
         extra["values_in_program"] = result.values_in_program
-    return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(dataset, name=cfg.dataset),
+    data = data_record(dataset, name=cfg.dataset, **({} if inputs is None else {"inputs": data_record(inputs)}))
+    return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data,
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     format_version=FORMAT_VERSION, environment_extra=extra,
                     models=models, chance=1.0 / cfg.n_classes,

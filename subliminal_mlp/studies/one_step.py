@@ -666,6 +666,12 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
     (n_runs, seed), = protocols
     first_rec = next(iter(heads.values()))
     rec_data = data_record(data, name="mnist")
+    fashion = [Config.from_dict(v["config"]) for sw in (sweeps or {}).values() for v in sw["values"]
+               if v["config"].get("student_inputs") == "fashion-mnist"]
+    if fashion:  # its students' images: the dataset experiment_from_config loads (found the same way), checksummed
+        from .figure10 import input_dataset
+
+        rec_data["inputs"] = data_record(input_dataset(fashion[0]))
     for name, rec in heads.items():
         want = rec.get("data", {}).get("sha256")
         if want and rec_data.get("sha256") and want != rec_data["sha256"]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..core.config import MODELS, Config, ConfigError
 from ..core.distributed import broadcast_from_main, is_main_process, main_print
-from .figure10 import TRACED_FIELDS, input_pool, run_experiment, run_traced_sweep
+from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
                       check_output, csv_text, data_record, envelope, experiment_record, format_health, mean_ci95,
                       read_results, write_record, write_results)
@@ -169,17 +169,18 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             datasets[c.dataset] = load_dataset(c.dataset, data_dir)
         return datasets[c.dataset]
 
-    pools = {}
+    pools, sources = {}, {}
     for i in todo:  # every value against its data (and its image pool), before any value is computed
         d = data_for(configs[i])
         configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
-        pools[i] = input_pool(configs[i], d, data_dir=data_dir)
+        sources[i] = input_dataset(configs[i], data_dir)
+        pools[i] = input_pool(configs[i], d, source=sources[i])
         if configs[i].student_inputs == "fashion-mnist" and configs[i].n_noise > len(pools[i]):
             raise ConfigError(f"n_noise = {configs[i].n_noise} is larger than the {len(pools[i])} Fashion-MNIST "
                               f"images of {param} = {labels[i]}: lower n_noise.")
 
     def finish(i: int, result) -> None:
-        record = experiment_record(result, data_for(configs[i]))
+        record = experiment_record(result, data_for(configs[i]), inputs=sources.get(i))
         write_results(record, value_dir, stems[i])
         records[i] = record
 
@@ -189,7 +190,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             log(f"sweeping {param} over {len(todo)} value(s) in one program")
             data = data_for(base)
             results = run_traced_sweep(base, data, param, [values[i] for i in todo], progress=progress, log=log,
-                                       pool=input_pool(base, data, data_dir=data_dir), on_divergence=on_divergence)
+                                       pool=pools[todo[0]], on_divergence=on_divergence)
             for i, result in zip(todo, results):
                 finish(i, result)
         elif todo:
