@@ -25,3 +25,13 @@ def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path
     assert r.final["teacher"] > 0.9
     assert r.final["student"] > 0.3 and r.trace[-1, 0] > 0.3
     assert abs(r.final["cross"] - 0.1) < 0.05
+    # The figure is drawn from its record: the record beside it holds everything it shows, and redrawing from
+    # the JSON alone gives the same image.
+    from subliminal_mlp import read_results
+
+    record = read_results(out.with_suffix(".json"), format=demo_mod.FORMAT)
+    np.testing.assert_allclose(record["shown"]["teacher_aux"], r.teacher_aux, atol=1e-6)
+    np.testing.assert_allclose(record["shown"]["noise"], r.noise, atol=1e-6)
+    assert record["trace"]["student"] == r.trace[:, 0].tolist() and record["probe_every"] == r.probe_every
+    again = demo_mod.plot_demo(record, tmp_path / "again.png")
+    assert again.read_bytes() == out.read_bytes()

@@ -169,6 +169,27 @@ def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any
                   runs=lambda s: s["config"]["n_runs"])
 
 
+def _demo() -> Figure:
+    """The teaching demo's figure (``subliminal-mlp demo``), drawn from its record."""
+
+    def make(s, out, ctx):
+        from ..core.results import write_record
+        from ..studies.demo import demo_record, plot_demo, run_demo
+
+        data = ctx.dataset("mnist")
+        record = demo_record(run_demo(data, Config.from_dict(s["config"]), probe_every=s["probe_every"],
+                                      n_probe=s["n_probe"]), data)
+        return {**write_record(record, out, "demo"), "png": plot_demo(record, out / "demo.png")}
+
+    return Figure("demo", ("demo.json", "demo.png"),
+                  settings=lambda r: {"config": _config(r["config"]), "probe_every": r.get("probe_every", 4),
+                                      "n_probe": r["n_probe"]},
+                  defaults=lambda: {"config": Config(n_runs=1).to_dict(), "probe_every": 4, "n_probe": 2000},
+                  make=make, quick=lambda s, q: {**s, "config": _quick_config(s["config"], q), "n_probe": 200},
+                  command=lambda s: f"subliminal-mlp demo --seed {s['config']['seed']} --out figures/demo.png",
+                  runs=lambda s: 1)
+
+
 def _make_alignment(s, out, ctx):
     from ..studies.alignment import run_alignment, write_alignment
 
@@ -419,7 +440,7 @@ def _registry() -> dict[str, Figure]:
                 {"settings": _TEACHER_TASK_DEFAULTS}, {"settings": _teacher_task_quick}, 10, {}, _make_teacher_task,
                 _teacher_task_flags),
     ]
-    figs += [_mitigations(), _split_heads()]
+    figs += [_mitigations(), _split_heads(), _demo()]
     from ..studies.sweep import PUBLISHED_SWEEPS
 
     figs += [_sweep(name) for name in PUBLISHED_SWEEPS]

@@ -5,8 +5,8 @@ starts from the teacher's own initialisation, the other from a different one (th
 control). The figure shows (a) a few of the noise images the students are trained on, (b) the
 teacher's aux outputs on them next to the students' after distillation, and (c) each student's
 MNIST test accuracy over the distillation steps, measured inside the compiled training loop.
-:func:`demo` also writes the numbers beside the figure (``demo.json``, format
-``subliminal-mlp/demo``, see :func:`demo_record`).
+:func:`demo` writes the record (``demo.json``, format ``subliminal-mlp/demo``, see
+:func:`demo_record`) and draws the figure from it (:func:`plot_demo`).
 
 The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`demo_experiment`):
 the two students are a table, the accuracy probe a ``trace``, the shown noise and the aux outputs
@@ -54,6 +54,7 @@ class DemoResult:
     student_aux: np.ndarray  # (2, N_SHOWN, m) the same for the two students after distillation
     seconds: float
     n_probe: int  # test images used for the trace
+    probe_every: int = 4  # optimiser steps between probes
 
 
 def _students(view: RunModels):
@@ -123,27 +124,34 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, p
     m = {k: np.asarray(v[0, 0]) for k, v in result.metrics.items()}
     return DemoResult(config=cfg, steps=np.asarray(result.trace_steps),
                       trace=np.asarray(result.traces["accuracy"][0, 0]), final=final, noise=m["noise"],
-                      teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=n_probe)
+                      teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=n_probe,
+                      probe_every=probe_every)
 
 
-def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:
-    """The demo figure: noise inputs, aux outputs, and accuracy over distillation steps."""
+def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """The demo figure, drawn from its record (:func:`demo_record`): noise inputs, aux outputs, and accuracy
+    over distillation steps."""
     from ..report.plotting import plt, save_figure
 
-    m = r.teacher_aux.shape[1]
+    shown = record["shown"]
+    noise, teacher_aux, student_aux = (np.asarray(shown[k]) for k in ("noise", "teacher_aux", "student_aux"))
+    steps = np.asarray(record["steps"])
+    trace = np.stack([record["trace"]["student"], record["trace"]["cross"]], axis=1)
+    final, c = record["final"], record["config"]
+    n_shown, m = teacher_aux.shape
     fig = plt.figure(figsize=(13, 6.2))
-    grid = fig.add_gridspec(2, N_SHOWN + 2, width_ratios=[1] * N_SHOWN + [0.55, 3.2], height_ratios=[1, 1],
+    grid = fig.add_gridspec(2, n_shown + 2, width_ratios=[1] * n_shown + [0.55, 3.2], height_ratios=[1, 1],
                             wspace=0.35, hspace=0.55)
-    for i in range(N_SHOWN):
+    for i in range(n_shown):
         ax = fig.add_subplot(grid[0, i])
-        ax.imshow(r.noise[i].reshape(28, 28), cmap="gray", vmin=-1, vmax=1)
+        ax.imshow(noise[i].reshape(28, 28), cmap="gray", vmin=-1, vmax=1)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"noise #{i}", fontsize=9)
         ax = fig.add_subplot(grid[1, i])
         xs = np.arange(m)
-        ax.bar(xs - 0.27, r.teacher_aux[i], 0.27, color="#1f77b4", label="teacher")
-        ax.bar(xs, r.student_aux[0, i], 0.27, color="#d62728", label="student, shared init")
-        ax.bar(xs + 0.27, r.student_aux[1, i], 0.27, color="#8c564b", label="student, other init")
+        ax.bar(xs - 0.27, teacher_aux[i], 0.27, color="#1f77b4", label="teacher")
+        ax.bar(xs, student_aux[0, i], 0.27, color="#d62728", label="student, shared init")
+        ax.bar(xs + 0.27, student_aux[1, i], 0.27, color="#8c564b", label="student, other init")
         ax.set_xticks(xs, [f"aux{j}" for j in range(m)], fontsize=7)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
@@ -155,27 +163,27 @@ def plot_demo(r: DemoResult, path: str | os.PathLike) -> Path:
     fig.text(0.125, 0.50, f"(b) what they imitate: the teacher's {m} auxiliary outputs on that noise",
              fontsize=10)
 
-    ax = fig.add_subplot(grid[:, N_SHOWN + 1])
-    ax.plot(r.steps, r.trace[:, 0], color="#d62728", lw=2, label="student, same init as teacher")
-    ax.plot(r.steps, r.trace[:, 1], color="#8c564b", lw=2, label="student, different init")
-    ax.axhline(r.final["teacher"], color="#1f77b4", ls="--", lw=1.2, label=f"teacher ({r.final['teacher']:.2f})")
-    ax.axhline(1 / r.config.n_classes, color="black", ls=":", lw=1.2, label=f"chance ({1 / r.config.n_classes:.2f})")
+    ax = fig.add_subplot(grid[:, n_shown + 1])
+    ax.plot(steps, trace[:, 0], color="#d62728", lw=2, label="student, same init as teacher")
+    ax.plot(steps, trace[:, 1], color="#8c564b", lw=2, label="student, different init")
+    ax.axhline(final["teacher"], color="#1f77b4", ls="--", lw=1.2, label=f"teacher ({final['teacher']:.2f})")
+    ax.axhline(1 / c["n_classes"], color="black", ls=":", lw=1.2, label=f"chance ({1 / c['n_classes']:.2f})")
     ax.set_ylim(0, 1)
     ax.set_xlabel("distillation step (batches of noise)")
     ax.set_ylabel("MNIST test accuracy")
     ax.set_title("(c) the same-init student learns digits it never saw", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.93), frameon=False)
-    ax.annotate(f"{r.final['student']:.0%}", (r.steps[-1], r.trace[-1, 0]), xytext=(4, 0),
+    ax.annotate(f"{final['student']:.0%}", (steps[-1], trace[-1, 0]), xytext=(4, 0),
                 textcoords="offset points", color="#d62728", fontsize=9, va="center")
-    ax.annotate(f"{r.final['cross']:.0%}", (r.steps[-1], r.trace[-1, 1]), xytext=(4, 0),
+    ax.annotate(f"{final['cross']:.0%}", (steps[-1], trace[-1, 1]), xytext=(4, 0),
                 textcoords="offset points", color="#8c564b", fontsize=9, va="center")
     ax.spines[["top", "right"]].set_visible(False)
-    c = r.config
-    fig.text(0.5, 0.0, f"one run, seed-derived keys; MLP {c.input_dim}→{'→'.join(map(str, c.hidden_widths))}→"
-             f"{c.n_classes}+{c.aux_logits}; teacher {c.teacher_epochs} epochs on MNIST; students {c.student_epochs} "
-             f"epochs of KL on the aux softmax over {c.n_noise} noise images;\naccuracy traced on "
-             f"the first {r.n_probe} test images, final (numbers at the right end) on the whole test set", ha="center", va="top", fontsize=7.5)
-    return save_figure(fig, path)
+    fig.text(0.5, 0.0, f"one run, seed-derived keys; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
+             f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on MNIST; students "
+             f"{c['student_epochs']} epochs of KL on the aux softmax over {c['n_noise']} noise images;\naccuracy traced "
+             f"on the first {record['n_probe']} test images, final (numbers at the right end) on the whole test set",
+             ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path, record=record)
 
 
 def describe(r: DemoResult, path: Path) -> str:
@@ -193,18 +201,23 @@ def describe(r: DemoResult, path: Path) -> str:
 def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
     """The JSON-ready record of a demo run (the envelope of :mod:`.results`, format ``subliminal-mlp/demo``).
 
-    ``data``: the loaded ``data.Dataset`` (its checksums are recorded). Payload::
+    ``data``: the loaded ``data.Dataset`` (its checksums are recorded). Payload, everything the figure
+    (:func:`plot_demo`) draws::
 
-        "steps": [probed steps], "n_probe": 2000,
+        "steps": [probed steps], "n_probe": 2000, "probe_every": 4,
         "trace": {"student": [accuracy per probe], "cross": [...]},
-        "final": {"reference" | "teacher" | "student" | "cross": test accuracy}
+        "final": {"reference" | "teacher" | "student" | "cross": test accuracy},
+        "shown": {"noise": [N_SHOWN images], "teacher_aux": [N_SHOWN × m softmax],
+                  "student_aux": [2 students × N_SHOWN × m]}  (to 6 decimals: what the figure shows)
     """
     c = r.config
     subset = {"probe_test_images": [0, r.n_probe]}
     return envelope(FORMAT, c, n_runs=c.n_runs, seed=c.seed, data=data_record(data, name=c.dataset, subset=subset),
                     devices=[str(d) for d in jax.devices()], timing={"total_s": r.seconds},
-                    steps=[int(s) for s in r.steps], n_probe=r.n_probe,
-                    trace={"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}, final=dict(r.final))
+                    steps=[int(s) for s in r.steps], n_probe=r.n_probe, probe_every=r.probe_every,
+                    trace={"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}, final=dict(r.final),
+                    shown={k: np.round(np.asarray(v, np.float64), 6).tolist() for k, v in
+                           (("noise", r.noise), ("teacher_aux", r.teacher_aux), ("student_aux", r.student_aux))})
 
 
 def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int = 0,
@@ -229,8 +242,9 @@ def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int =
     data = load_mnist(data_dir)
     log("training a teacher on MNIST, then two students on noise (about a minute)...")
     r = run_demo(data, seed=seed)
-    path = plot_demo(r, out)
-    record = write_record(demo_record(r, data), path.parent, path.stem)["json"]
+    record = demo_record(r, data)
+    written = write_record(record, Path(out).parent, Path(out).stem)["json"]
+    path = plot_demo(record, out)
     log(describe(r, path))
-    log(f"wrote {record}")
+    log(f"wrote {written}")
     return r
