@@ -313,6 +313,13 @@ def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_b
 
     leaky = [sm.mlp((8,), activation=partial(jax.nn.leaky_relu, negative_slope=s)).describe() for s in (0.01, 0.2)]
     assert leaky[0] != leaky[1] and "negative_slope=0.01" in leaky[0]["activation"]
+    # ... and so is an activation that closes over its slope; the model stays a valid (hashable) model.
+    def slope(a):
+        return lambda x: jax.nn.leaky_relu(x, a)
+
+    closed = [sm.mlp((8,), activation=slope(a)) for a in (0.01, 0.2)]
+    assert closed[0].describe() != closed[1].describe() and '"a": 0.01' in closed[0].describe()["activation"]
+    assert sm.check_model(closed[0]).shape == (2, 13) and hash(closed[0]) != hash(closed[1])
     # The task's images inside a mixture or a cycled set are the task's n_train, known once bound to the task.
     from subliminal_mlp.core.engine import validate
 

@@ -148,6 +148,8 @@ def test_list_reads_the_committed_records(capsys):
     # its command is the one that makes the quick figure, and no full-size wall time is shown for it
     assert quick["fig10_mnist"]["command"] == "subliminal-mlp figures fig10_mnist --quick --out /nonexistent"
     assert all(r["wall_s"] is None for r in quick.values())
+    (same,) = figures.list_figures(["fig10_mnist"], quick=True, write=lambda s: None)  # --out defaults to --from
+    assert same["command"] == "subliminal-mlp figures fig10_mnist --quick --out DIR"
 
 
 @pytest.mark.slow

@@ -327,6 +327,8 @@ def test_a_function_setting_is_recorded_with_the_values_it_closes_over():
     for _ in range(40):
         f = (lambda g: lambda: g())(f)
     assert len(json.dumps(results.setting_json(f))) < 10_000
+    long = list(range(100_000))  # a long list a function closes over is its length, not 100,000 numbers
+    assert results.setting_json(lambda x: x in long) == {here + "<lambda>": {"long": "list of 100000 items"}}
     big = np.zeros((100, 100), np.float32)
     assert results.setting_json(lambda: big) == {here + "<lambda>": {"big": "array[100, 100] float32"}}
     # A set in a closure is recorded in one order whatever the process's hash seed.
@@ -374,6 +376,9 @@ def test_students_distilled_on_another_dataset_record_its_checksums(data_root, t
         assert data["dataset"] == "mnist" and data["inputs"]["dataset"] == "fashion-mnist"
         assert set(data["inputs"]["sha256"]) == {f for f in data["inputs"]["sha256"] if "ubyte" in f} != set()
         assert data["inputs"]["sha256"] != data["sha256"]
-    assert all(p.shape == (60000, 784) for p in seen)
+    from subliminal_mlp.core.data import load_dataset
+
+    fashion = load_dataset("fashion-mnist", data_root).train_images  # the students' pool, not the task's digits
+    assert len(seen) == 2 and all(np.array_equal(p, fashion) for p in seen)
     assert "inputs" not in R.reproduce(cfg.replace(student_inputs="uniform"), data_dir=data_root,
                                        out_dir=tmp_path / "u", progress=False, log=lambda s: None)["data"]

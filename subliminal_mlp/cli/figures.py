@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, normalised
 from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
 
 #: The committed figures of a checkout (``<repo>/figures``).
@@ -95,9 +95,6 @@ class Figure:
 # ----------------------------------------------------------------------------- settings helpers
 
 
-def _config(d: dict) -> dict:
-    """A record's config, normalised (fields added since it was written take their defaults)."""
-    return Config.from_dict(d).to_dict()
 
 
 def _quick_config(d: dict, q: dict) -> dict:
@@ -115,7 +112,7 @@ def _fig10(name: str, dataset: str, n_runs: int) -> Figure:
                          progress=ctx.progress, log=ctx.log)
 
     return Figure(name, (f"{name}.json", f"{name}.csv", f"{name}.png"),
-                  settings=lambda r: {"config": _config(r["config"])},
+                  settings=lambda r: {"config": normalised(r["config"])},
                   defaults=lambda: {"config": Config(n_runs=n_runs, dataset=dataset).to_dict()},
                   make=make, quick=lambda s, q: {"config": _quick_config(s["config"], q)},
                   command=lambda s: f"python experiments/{name}.py --seeds {s['config']['n_runs']}",
@@ -140,7 +137,7 @@ def _sweep(name: str) -> Figure:
 
     return Figure(f"sweep_{name}", tuple(f"sweeps/{name}/sweep_{param}.{ext}" for ext in ("json", "csv", "png")),
                   settings=lambda r: {"param": r["param"], "labels": list(r["labels"]),
-                                      "base_config": _config(r["base_config"])},
+                                      "base_config": normalised(r["base_config"])},
                   defaults=lambda: {"param": param, "labels": list(values),
                                     "base_config": Config(n_runs=10, **changes).to_dict()},
                   make=make,
@@ -155,7 +152,7 @@ def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any
     """A figure made from ``Config`` plus the record's keys ``extra`` (name -> default)."""
 
     def settings(r):
-        return {"config": _config(r["config"]), **{k: r.get(k, v) for k, v in extra.items()}}
+        return {"config": normalised(r["config"]), **{k: r.get(k, v) for k, v in extra.items()}}
 
     def make(s, out, ctx):
         return run(s, out, ctx)
@@ -182,7 +179,7 @@ def _demo() -> Figure:
         return {**write_record(record, out, "demo"), "png": plot_demo(record, out / "demo.png")}
 
     return Figure("demo", ("demo.json", "demo.png"),
-                  settings=lambda r: {"config": _config(r["config"]), "probe_every": r.get("probe_every", 4),
+                  settings=lambda r: {"config": normalised(r["config"]), "probe_every": r.get("probe_every", 4),
                                       "n_probe": r["n_probe"]},
                   defaults=lambda: {"config": Config(n_runs=1).to_dict(), "probe_every": 4, "n_probe": 2000},
                   make=make, quick=lambda s, q: {**s, "config": _quick_config(s["config"], q), "n_probe": 200},
@@ -570,8 +567,8 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
     The wall time is the one its JSON under ``source`` records (a sweep's: the sum over its values);
     the status says whether :func:`run_figures` (with the same ``quick``) would skip it (``up to
     date``) or why it would make it. With ``quick`` the runs are the quick figure's, the command is
-    the one that makes it (``subliminal-mlp figures NAME --quick --out OUT``: the experiment scripts
-    take no quick settings) and the wall time is that of a quick record already in ``out``, if any.
+    the one that makes it (``subliminal-mlp figures NAME --quick --out OUT``, ``--out DIR`` when ``out``
+    is ``source``, which ``--quick`` refuses; the experiment scripts take no quick settings) and the wall time is that of a quick record already in ``out``, if any.
     """
     out = Path(out) if out is not None else Path(source)
     state = read_state(out)
@@ -581,8 +578,9 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
         command, wall = fig.command(settings), wall_time(fig, source)
         if quick:
             settings = fig.quick(settings, QUICK if quick is True else dict(quick))
-            command = (f"subliminal-mlp figures {fig.name} --quick --out {out}"
-                       + ("" if Path(source) == FIGURES_DIR else f" --from {source}"))
+            where = "DIR" if out.resolve() == Path(source).resolve() else out  # --quick never writes into --from
+            command = (f"subliminal-mlp figures {fig.name} --quick --out {where}"
+                       + ("" if Path(source).resolve() == FIGURES_DIR.resolve() else f" --from {source}"))
             wall = wall_time(fig, out) if _is_quick(out / fig.record) else None
         rows.append({"name": fig.name, "command": command, "runs": fig.runs(settings), "wall_s": wall,
                      "settings_from": where, "status": figure_status(fig, out, settings, state)[1]})

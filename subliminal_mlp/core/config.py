@@ -59,6 +59,12 @@ def is_integer(value: Any, low: Optional[int] = None, high: Optional[int] = None
                 and (low is None or value >= low) and (high is None or value <= high))
 
 
+def normalised(config: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``config`` as this version writes it: fields added since the record was written take
+    their defaults (what the record's runs used), so that an older record of the same settings compares equal."""
+    return Config.from_dict(config).to_dict()
+
+
 def check_positive_number(name: str, value: Any, hint: str = "") -> None:
     """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):

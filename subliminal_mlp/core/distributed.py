@@ -111,8 +111,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         init_timeout = initialization_timeout_s if initialization_timeout_s is not None else _env_int(INIT_TIMEOUT_ENV)
         if num_processes is not None and not is_integer(num_processes, 1):
             raise DistributedError(f"num_processes = {num_processes!r} is invalid: it must be an integer >= 1.")
-        if process_id is not None and num_processes is not None and not (
-                isinstance(process_id, int) and not isinstance(process_id, bool) and 0 <= process_id < num_processes):
+        if process_id is not None and num_processes is not None and not is_integer(process_id, 0, num_processes - 1):
             raise DistributedError(f"process_id = {process_id!r} is invalid: with {num_processes} processes it must "
                                    f"be an integer in 0..{num_processes - 1}.")
         if heartbeat is not None:

@@ -31,6 +31,7 @@ functions through :class:`Model` itself::
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -259,7 +260,9 @@ class SplitHeadCNN(nn.Module):
 
 def _activation(activation: str | Callable) -> tuple[Callable, str]:
     if callable(activation):
-        return activation, setting_json(activation)  # a partial or a callable object: its repr, arguments included
+        # its record (a partial's or an object's repr, a closure's values), as one string: a Model's settings hash
+        name = setting_json(activation)
+        return activation, name if isinstance(name, str) else json.dumps(name, sort_keys=True)
     if activation not in ACTIVATIONS:
         raise ModelError(f"activation = {activation!r} is unknown: choose one of {tuple(ACTIVATIONS)} "
                          "or pass a function.")

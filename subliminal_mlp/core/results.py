@@ -96,7 +96,8 @@ def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
     function by its qualified name, or, when it closes over values, by ``{qualified name: {variable:
     value}}`` so that the numbers it was made with are in the record (an optax transformation is
     described by its ``update`` function: ``optax.sgd(0.1)`` and ``optax.adamw(3e-4, ...)`` record
-    their factories and step sizes, not one shared ``repr``); anything else (a
+    their factories and step sizes, not one shared ``repr``; a list or tuple of more than 64 items
+    in a closure by its length); anything else (a
     ``functools.partial``, a start) by its ``repr`` without memory addresses, so that equal settings
     give equal records. Small arrays become lists, larger ones their shape and dtype.
 
@@ -134,7 +135,9 @@ def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
         return setting_json(value.update, deeper)  # an optax GradientTransformation: its update closes over its numbers
     closure = _closure_values(value)
     if closure:
-        return {_callable_name(value): {k: setting_json(v, deeper) for k, v in closure.items()}}
+        return {_callable_name(value): {k: f"{type(v).__name__} of {len(v)} items"
+                                        if isinstance(v, (list, tuple)) and len(v) > 64 else setting_json(v, deeper)
+                                        for k, v in closure.items()}}
     return _callable_name(value)
 
 

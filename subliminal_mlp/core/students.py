@@ -13,8 +13,8 @@ A :class:`Student` row says:
   ``loss(z, y, mask, example_weights) -> scalar`` (summed over the batch), where ``z`` are the
   student's logits ``(B, classes + m)``, ``y`` the targets (the teacher's logits), ``mask`` the
   ``outputs``' logit mask and
-  ``example_weights`` the ``(B,)`` weights, or ``None`` when the student has no hooks (every example
-  weighs 1), as in :func:`~subliminal_mlp.core.losses.kl_distillation`;
+  ``example_weights`` the ``(B,)`` weights (ones without an ``example_weights`` hook), or ``None``
+  when the student has no hook and no ``penalty`` (every example weighs 1), as in :func:`~subliminal_mlp.core.losses.kl_distillation`;
 * ``teacher``: the name of the teacher it imitates;
 * ``example_weights`` / ``targets``: optional hooks ``f(view)`` returning per-example weights
   ``(B,)`` (filtering: 0 drops an example) or replacement target logits ``(B, n_outputs)``

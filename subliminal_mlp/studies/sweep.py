@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.config import MODELS, Config, ConfigError
+from ..core.config import MODELS, Config, ConfigError, normalised
 from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
@@ -219,10 +219,9 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
 
 
 def _normalised(config: dict[str, Any]) -> dict[str, Any]:
-    """A record's config as this version writes it: fields added since the record was written take their
-    defaults (a record without ``init_noise`` ran with none), so an older record of the same settings matches."""
+    """:func:`~subliminal_mlp.core.config.normalised`, or the config as it is when it is not a valid Config."""
     try:
-        return Config.from_dict(config).to_dict()
+        return normalised(config)
     except (ConfigError, TypeError):
         return dict(config)
 
