@@ -148,6 +148,13 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [] and s["value_files"] == ["aux_logits/aux_logits=1.json", "aux_logits/aux_logits=2.json"]
     assert not any("moved" in line for line in logged), logged
+    # ... and from another key's directory (a field added to Config later changes the key of the same settings).
+    elsewhere = tmp_path / "aux_logits" / "0123456789"
+    elsewhere.mkdir()
+    for name in ("aux_logits=1.json", "aux_logits=2.json"):
+        (tmp_path / "aux_logits" / name).rename(elsewhere / name)
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [] and s["value_files"] == [f"aux_logits/0123456789/aux_logits={v}.json" for v in (1, 2)]
 
 
 def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mnist, tmp_path, monkeypatch):

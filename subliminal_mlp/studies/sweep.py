@@ -7,8 +7,9 @@ models) per value and writes, under ``out_dir``:
   atomically as soon as that value is finished — an interrupted sweep resumes from them. ``<key>``
   (:func:`config_key`) names the base configuration (every setting but ``param``), so that a sweep
   with other settings into the same ``out_dir`` keeps its records apart and never overwrites
-  finished ones (records of the layout before the key, ``<param>/<param>=<value>.json``, are
-  still resumed from when their config matches);
+  finished ones. A record is resumed from wherever under ``<param>/`` it is (this key's directory,
+  the layout before keys, ``<param>/<param>=<value>.json``, or another key's directory) when its
+  config, with the fields added since it was written at their defaults, is this value's;
 * ``sweep_<param>.json`` / ``.csv`` / ``.png``: every model's mean accuracy and 95 % CI against the
   value (format ``subliminal-mlp/sweep``, the envelope of :mod:`.results` around the payload of
   :func:`sweep_record`), and the line plot with CI bands and the chance line. A summary of another
@@ -142,13 +143,17 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     records: dict[int, dict] = {}
     if resume:
         for i, (c, stem) in enumerate(zip(configs, stems)):
-            # This configuration's directory, then the layout before config keys (read, never written).
-            for path in (value_dir / f"{stem}.json", out / param / f"{stem}.json"):
+            # This configuration's directory, then the layout before config keys (read, never written), then
+            # other keys' directories (a Config field added since changes the key of the same settings).
+            others = sorted(p for p in (out / param).glob(f"*/{stem}.json") if p.parent != value_dir)
+            for path in (value_dir / f"{stem}.json", out / param / f"{stem}.json", *others):
                 if not path.exists():
                     continue
                 try:
                     record = read_results(path, format=FIG10_FORMAT)
                 except RecordError as e:
+                    if path.parent.parent == out / param and path.parent != value_dir:
+                        continue  # another configuration's record, unreadable: not this value's
                     log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
                     break
                 if _normalised(record["config"]) == c.to_dict():
