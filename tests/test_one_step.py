@@ -278,3 +278,8 @@ def test_a_records_protocol_qualifies_its_keys_whenever_it_is_not_the_papers():
         assert changes == {field: value}
         assert O._qualified("baseline", changes) == f"baseline@{field}={value}"
     assert O._protocol_changes({"hidden": [256, 256], "aux_logits": 3}) == {}  # a study's ProtocolSettings
+    # One configuration reached by two sweeps is one key, whichever field each sweeps (the loss sweep's mse and
+    # the MSE depth sweep's 256,256 are the paper's network with loss = mse).
+    mse = Config(n_runs=10, loss="mse")
+    assert O._sweep_key(mse, "loss") == O._sweep_key(mse, "hidden_widths") == "paper@loss=mse"
+    assert O._sweep_key(Config(n_runs=10), "aux_logits") == "paper"

@@ -476,13 +476,15 @@ def _qualified(key: str, changes: Mapping[str, Any]) -> str:
 
 
 def _sweep_key(cfg: Config, param: str) -> str:
-    """A setting of a sweep of ``param``, named by the fields that differ from the paper's (``n_runs``
-    and ``run_batch`` aside); protocol fields other than ``param`` qualify it (:func:`_qualified`)."""
+    """A setting of a sweep, named by the fields that differ from the paper's (``n_runs`` and ``run_batch``
+    aside): the paper's setting qualified by every protocol field that differs (:func:`_qualified`), whichever
+    field the sweep varies, so one configuration reached by two sweeps (the loss sweep's mse, the MSE depth
+    sweep's 256,256) is one key; ``param`` is not part of it."""
     paper = Config(n_runs=cfg.n_runs, seed=cfg.seed, run_batch=cfg.run_batch)
     if cfg.init_noise == 0:  # no noise: its kind does not matter
         cfg = cfg.replace(init_noise_kind=paper.init_noise_kind)
     mine, theirs = cfg.to_dict(), paper.to_dict()
-    protocol = _protocol_changes(mine, skip=(param,))
+    protocol = _protocol_changes(mine)
     changed = {k: v for k, v in mine.items() if v != theirs[k] and k not in protocol}
     key = PAPER if not changed else "config:" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
     return _qualified(key, protocol)
