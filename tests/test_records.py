@@ -369,9 +369,14 @@ def test_students_distilled_on_another_dataset_record_its_checksums(data_root, t
     monkeypatch.setattr(S, "run_experiment", fake_run)
     cfg = Config(n_runs=2, student_inputs="fashion-mnist")
     rec = R.reproduce(cfg, data_dir=data_root, out_dir=tmp_path / "r", progress=False, log=lambda s: None)
-    summary = S.run_sweep("aux_logits", [3], cfg, data_dir=data_root, out_dir=tmp_path / "s", progress=False,
+    import subliminal_mlp.core.data as D
+
+    real_load, loads = D.load_dataset, []
+    monkeypatch.setattr(D, "load_dataset", lambda name, *a, **k: (loads.append(name), real_load(name, *a, **k))[1])
+    summary = S.run_sweep("aux_logits", [3, 5], cfg, data_dir=data_root, out_dir=tmp_path / "s", progress=False,
                           log=lambda s: None)
-    value = read_results(tmp_path / "s" / summary["value_files"][0])
+    assert sorted(loads) == ["fashion-mnist", "mnist"]  # each dataset loaded and verified once for the two values
+    value = read_results(tmp_path / "s" / summary["value_files"][1])
     for data in (rec["data"], value["data"]):
         assert data["dataset"] == "mnist" and data["inputs"]["dataset"] == "fashion-mnist"
         assert set(data["inputs"]["sha256"]) == {f for f in data["inputs"]["sha256"] if "ubyte" in f} != set()
@@ -379,6 +384,6 @@ def test_students_distilled_on_another_dataset_record_its_checksums(data_root, t
     from subliminal_mlp.core.data import load_dataset
 
     fashion = load_dataset("fashion-mnist", data_root).train_images  # the students' pool, not the task's digits
-    assert len(seen) == 2 and all(np.array_equal(p, fashion) for p in seen)
+    assert len(seen) == 3 and all(np.array_equal(p, fashion) for p in seen)
     assert "inputs" not in R.reproduce(cfg.replace(student_inputs="uniform"), data_dir=data_root,
                                        out_dir=tmp_path / "u", progress=False, log=lambda s: None)["data"]

@@ -132,22 +132,25 @@ def run_experiment(cfg: Config, data, *, progress: bool = False, devices: Option
                             on_divergence=on_divergence)[0]
 
 
-def input_dataset(cfg: Config, data_dir=None):
+def input_dataset(cfg: Config, data_dir=None, load=None):
     """The dataset the students' images come from when it is not the task's (Fashion-MNIST for
-    ``student_inputs = "fashion-mnist"``, loaded and verified), else None; its checksums go in the record."""
+    ``student_inputs = "fashion-mnist"``, loaded and verified by ``load(name)``, default
+    :func:`~subliminal_mlp.core.data.load_dataset` from ``data_dir``), else None; its checksums go in the record."""
     if cfg.student_inputs == "fashion-mnist":
-        from ..core.data import load_dataset
+        if load is None:
+            from ..core.data import load_dataset
 
-        return load_dataset("fashion-mnist", data_dir)
+            return load_dataset("fashion-mnist", data_dir)
+        return load("fashion-mnist")
     return None
 
 
-def input_pool(cfg: Config, data, pool=None, data_dir=None, source=None):
+def input_pool(cfg: Config, data, pool=None, source=None):
     """The image pool the students draw from: the task's training images, or those of ``source`` (default
     :func:`input_dataset`: Fashion-MNIST's)."""
     if pool is not None:
         return pool
-    source = source if source is not None else input_dataset(cfg, data_dir)
+    source = source if source is not None else input_dataset(cfg)
     return data.train_images if source is None else source.train_images  # also passed (and ignored) for noise
 
 

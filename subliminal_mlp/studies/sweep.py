@@ -167,18 +167,21 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
         log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
     datasets = dict(datasets or {})
 
-    def data_for(c: Config):
-        if c.dataset not in datasets:
+    def dataset(name: str):  # each dataset loaded and verified once, the task's and the students' images alike
+        if name not in datasets:
             from ..core.data import load_dataset
 
-            datasets[c.dataset] = load_dataset(c.dataset, data_dir)
-        return datasets[c.dataset]
+            datasets[name] = load_dataset(name, data_dir)
+        return datasets[name]
+
+    def data_for(c: Config):
+        return dataset(c.dataset)
 
     pools, sources = {}, {}
     for i in todo:  # every value against its data (and its image pool), before any value is computed
         d = data_for(configs[i])
         configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
-        sources[i] = input_dataset(configs[i], data_dir)
+        sources[i] = input_dataset(configs[i], load=dataset)
         pools[i] = input_pool(configs[i], d, source=sources[i])
         if configs[i].student_inputs == "fashion-mnist" and configs[i].n_noise > len(pools[i]):
             raise ConfigError(f"n_noise = {configs[i].n_noise} is larger than the {len(pools[i])} Fashion-MNIST "
