@@ -4,6 +4,7 @@ redoes, ``--list`` reads the committed records; and the real pipeline on a tiny 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -98,6 +99,30 @@ def test_up_to_date_figures_are_skipped_force_redoes_and_changes_remake(setup, m
     monkeypatch.setattr(figures, "_library_version", lambda: "9.9.9")  # another version of the library
     run(["second"])
     assert calls.made == ["second"]
+
+
+def test_a_figure_made_from_other_records_is_remade_when_they_change(setup, tmp_path):
+    # "third" reads "first.json" and the folder "parts/" (as one_step reads the studies' records and sweeps/).
+    calls, registry, src, out, run = setup
+    registry["third"] = dataclasses.replace(registry["third"], reads=lambda s: ("first.json", "parts"))
+    (out / "parts" / "a").mkdir(parents=True)
+    (out / "parts" / "a" / "v.json").write_text("{}")
+    run()
+    reads = read_results(out / "third.json")["pipeline"]["reads"]
+    assert set(reads) == {"first.json", "parts"} and all(len(h) == 64 for h in reads.values())
+    assert "reads" not in read_results(out / "first.json")["pipeline"]  # it reads nothing
+    calls.made = []
+    assert set(run().values()) == {"skipped"}
+    (out / "parts" / "a" / "v.json").write_text('{"changed": 1}')  # a record in the folder changes
+    assert figures.figure_status(registry["third"], out, {"x": 3}, read_state(out)) == (
+        False, "parts changed since it was made")
+    run(["third"])
+    assert calls.made == ["third"]
+    calls.made = []
+    run(["first"], force=True)  # first.json is rewritten (its pipeline entry's wall time differs)
+    assert run() == {"first": "skipped", "second": "skipped", "third": "made"}
+    (out / "parts" / "b.json").write_text("{}")  # a new record in the folder
+    assert figures.figure_status(registry["third"], out, {"x": 3}, read_state(out))[1] == "parts changed since it was made"
 
 
 def test_a_checkout_run_without_installing_it_still_skips_what_is_up_to_date(setup, monkeypatch):

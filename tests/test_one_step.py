@@ -237,7 +237,7 @@ def test_the_other_sources_rerun_each_students_own_first_update(mnist):
     values = [{"config": cfg.replace(temperature=t).to_dict(), **head,
                "models": {"student_aux": acc, "cross_aux": {"accuracies": [0.1, 0.1]}}} for t in (1.0, 4.0)]
     sweeps = {"temperature": {"summary": {"format": "subliminal-mlp/sweep", "param": "temperature",
-                                          "labels": ["1", "4"]}, "values": values}}
+                                          "labels": ["1", "4"], "created": "t1"}, "values": values}}
     rec = O.run_one_step(mnist, mitigations=mit, split_heads=heads, teacher_task=task, sweeps=sweeps)
     by = {(e["family"], e["label"]): e for e in rec["settings"]}
     cu = lambda f, label, start="own": np.asarray(by[f, label]["cos_update"][start]["values"])  # noqa: E731
@@ -265,6 +265,9 @@ def test_the_other_sources_rerun_each_students_own_first_update(mnist):
     assert by["generations", "generation 2"]["key"] == TINY_PAPER.replace("paper", "generation=2")
     assert rec["correlations"]["n_settings_A"] == sum(e["A"] is not None for e in rec["settings"]) == 2
     assert "—" in O.format_one_step_table(rec)
+    # Each sweep's record is named with its own time (they were made at different times).
+    assert rec["sources"]["sweeps"] == {"format": "subliminal-mlp/sweep", "created": "t1", "records": {"temperature": "t1"}}
+    assert "records" not in rec["sources"]["mitigations"]
 
 
 def test_a_records_protocol_qualifies_its_keys_whenever_it_is_not_the_papers():

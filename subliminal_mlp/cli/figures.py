@@ -9,8 +9,10 @@ the σ of the heads experiment), and the library function that remakes it from t
 none), into ``--out`` (default: ``figures/``):
 
 * **up to date, skipped** (unless ``force``): the figure's outputs exist, its JSON has the same
-  settings and was written by the same version of subliminal-mlp, and the pipeline's state file
-  (``<out>/.figures-state.json``) does not say that it was interrupted or changed since;
+  settings and was written by the same version of subliminal-mlp, the records it reads
+  (``one_step`` reads the studies' and sweeps') are unchanged since it was made (their SHA-256, in
+  its JSON's ``pipeline.reads``), and the pipeline's state file (``<out>/.figures-state.json``)
+  does not say that it was interrupted or changed since;
 * **resumable**: the state file marks a figure ``running`` before it starts and ``done`` (with the
   SHA-256 of its outputs) once every output was written (each atomically), so an interrupted run
   redoes only the figure it stopped in, and a sweep inside it resumes from its finished values;
@@ -457,6 +459,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def read_hashes(fig: Figure, settings: dict, out: Path) -> dict[str, Optional[str]]:
+    """SHA-256 of each record ``fig`` reads in ``out`` (a folder: of its JSON files' paths and hashes; None: missing)."""
+    hashes: dict[str, Optional[str]] = {}
+    for rel in fig.reads(settings):
+        path = out / rel
+        if path.is_dir():
+            listing = "".join(f"{f.relative_to(path).as_posix()} {_sha256(f)}\n" for f in sorted(path.rglob("*.json")))
+            hashes[rel] = hashlib.sha256(listing.encode()).hexdigest()
+        else:
+            hashes[rel] = _sha256(path) if path.is_file() else None
+    return hashes
+
+
 def read_state(out: Path) -> dict[str, Any]:
     """The pipeline's state file of ``out`` (empty when missing or unreadable)."""
     try:
@@ -504,6 +519,12 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
         return False, f"written by subliminal-mlp {version}, this is {_library_version() or '(not installed)'}"
     if entry and any(not (out / o).is_file() or _sha256(out / o) != h for o, h in entry.get("files", {}).items()):
         return False, "changed since the pipeline wrote it"
+    read = (record.get("pipeline") or {}).get("reads") or {}
+    if read:  # the records it was made from, as they were then (the record says; committed with it)
+        now = read_hashes(fig, settings, out)
+        changed = sorted(rel for rel, h in read.items() if now.get(rel) != h)
+        if changed:
+            return False, f"{', '.join(changed)} changed since it was made"
     return True, "up to date"
 
 
@@ -641,13 +662,15 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                 out.mkdir(parents=True, exist_ok=True)
                 _write_state(out, state)
                 before = cache.stats() if cache is not None else None
+                reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
                 t0 = time.perf_counter()
                 fig.make(settings, out, Context(data_dir, log, force=force))
                 wall = time.perf_counter() - t0
                 stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
                 _mark_record(out / fig.record, {"figure": fig.name, "command": f"subliminal-mlp figures {fig.name}",
                                                 "quick": quick if quick else False, "settings_from": where,
-                                                "wall_s": wall, "teacher_cache": stats})
+                                                "wall_s": wall, "teacher_cache": stats,
+                                                **({"reads": reads} if reads else {})})
                 state[fig.name] = {"status": "done", "settings": settings, "version": _library_version(),
                                    "quick": quick if quick else False, "wall_s": wall, "teacher_cache": stats,
                                    "files": {o: _sha256(out / o) for o in fig.outputs}}

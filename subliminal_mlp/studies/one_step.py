@@ -637,6 +637,9 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                          "families": {...}},
         "sources": {name: {"format", "created"}}, "programs": [...]
 
+    (``sources["sweeps"]`` also has ``"records": {sweep: its summary's "created"}``; its own
+    ``created`` is the first sweep's.)
+
     A family is an input family (distribution, subspace, ...), a teacher-task part (classes,
     teacher_epochs, generations), a mitigation, a split-heads teacher or a published sweep; ``key``
     names the setting, so a setting shown in several families counts once in the correlations. A
@@ -694,7 +697,9 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                     timing={"compile_s": sum(p["compile_s"] for p in programs),
                             "run_s": sum(p["run_s"] for p in programs), "total_s": time.perf_counter() - t_start},
                     settings=entries, correlations=correlations(entries),
-                    sources={name: {"format": rec["format"], "created": rec.get("created")}
+                    sources={name: {"format": rec["format"], "created": rec.get("created"),
+                                    **({"records": {sw: v["summary"].get("created") for sw, v in given[name].items()}}
+                                       if name == "sweeps" else {})}
                              for name, rec in heads.items()},
                     programs=programs,
                     definitions={"cos_update": "cos(the student's first optimiser update, θT − θ0)",
