@@ -114,6 +114,16 @@ def test_bad_sources_fail_with_their_value():
         inputs.check_source(inputs.subspace(900), (784,), {})
     user = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
     assert draw(user, [0, 1]).shape == (2, 784)
+    inputs.check_source(user, (784,), {})
+    # A user's fn whose example j depends on its batch is not a fixed set (the natural first attempt)
+    for fn in (lambda key, idx: jax.random.uniform(key, (idx.shape[0], 784)),  # ignores idx
+               lambda key, idx: inputs.per_example(jax.random.fold_in(key, idx[0]), idx,  # depends on idx[0]
+                                                   lambda k: jax.random.normal(k, (784,)))):
+        with pytest.raises(sm.InputError, match="'batchy' is not a fixed set: examples 0 and 1 differ"):
+            inputs.check_source(inputs.source(fn, 64, name="batchy"), (784,), {})
+        with pytest.raises(sm.InputError, match="not a fixed set"):
+            x, y = np.zeros((512, 784), np.float32), np.arange(512) % 10
+            sm.run(TINY.replace(inputs=inputs.source(fn, 2048)), sm.Task(x, y, x, y, n_classes=10), n_runs=1)
 
 
 # ----------------------------------------------------------------------------- students and models

@@ -665,6 +665,21 @@ def test_a_teacher_loss_for_another_model_is_an_error():
         with pytest.raises(ModelError, match=r"built for model 'mlp' \(.*activation=tanh\).*paper's ReLU MLP"):
             theory.alignment(theory.ce_aux(relu), theory.class_cross_entropy_loss(tanh), p_mlp, p_mlp, d_t,
                              x_flat, 1e-3, 1.0, (imgs, labels))
+        # Nor does a student loss built for the tanh model (model= forgotten: the default network would be used).
+        for kernel in (lambda loss, **kw: theory.sweep([loss], theory.l2_teacher_loss, p_mlp, [p_mlp], x_flat, [1e-3], **kw),
+                       lambda loss, **kw: theory.first_order_coefficient(loss, p_mlp, d_t, x_flat, **kw),
+                       lambda loss, **kw: theory.student_update(loss, p_mlp, p_mlp, d_t, x_flat, 1e-3, **kw)):
+            with pytest.raises(ModelError, match=r"loss setting 'ce_aux' was built for model 'mlp' \(.*activation=tanh\)"
+                                                 r".*paper's ReLU MLP.*pass the same model="):
+                kernel(theory.ce_aux(tanh))
+            with pytest.raises(ModelError, match=r"'mse_all' was built for .*activation=tanh.*here is model 'mlp' "
+                                                 r"\(.*activation=relu"):
+                kernel(theory.mse_all(tanh), model=relu)
+            kernel(theory.ce_aux(tanh), model=tanh)  # its own network
+            kernel(theory.ce_aux(relu))  # a ReLU MLP's loss on the default network (the same function)
+            kernel(theory.ce_aux(mlp((7,))), model=relu)  # two ReLU MLPs: widths come from the parameters
+            kernel(theory.ce_aux(Config()), model=tanh)  # built from counts only: no network to check
+        assert theory.ce_aux(tanh) == theory.ce_aux(relu) and hash(theory.ce_aux(tanh)) == hash(theory.ce_aux(relu))
         # a plain function that cannot be applied to the CNN's parameters: a clear error before any compute
         for call in (lambda: theory.sweep(theory.standard_losses(cnn), mlp_only_loss, t0, [t0], x, [1e-3],
                                           loss_T_args=(imgs, labels), model=cnn),

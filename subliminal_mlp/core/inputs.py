@@ -572,14 +572,20 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
     It is given the hyperparameters when it has a third positional parameter without a default,
     or one named ``hp``; parameters with defaults (``def fn(key, idx, scale=0.5)``) keep them.
 
+    The engine checks this before compute (:func:`check_source`: examples 0 and 1 drawn in either
+    order must be the same); a batch-wise ``jax.random.uniform(key, (len(idx), 784))`` is refused.
+
     >>> import jax, jax.numpy as jnp
     >>> def dots(key, idx, hp):  # sparse ±1 pixels, with the density a hyperparameter
-    ...     return per_example(key, idx, lambda k: jnp.where(
-    ...         jax.random.bernoulli(k, hp["density"], (784,)), jnp.sign(jax.random.normal(k, (784,))), 0.0))
+    ...     def one(k):  # example j from its own key fold_in(key, j); one split per random draw
+    ...         k_on, k_sign = jax.random.split(k)
+    ...         on = jax.random.bernoulli(k_on, hp["density"], (784,))
+    ...         return jnp.where(on, jax.random.rademacher(k_sign, (784,), jnp.float32), 0.0)
+    ...     return per_example(key, idx, one)
     >>> src = source(dots, 60_000)
     >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(100), {"density": 0.1})
-    >>> src.describe(), x.shape, round(float(jnp.mean(x != 0)), 1)
-    ({'name': 'dots', 'n': 60000}, (100, 784), 0.1)
+    >>> src.describe(), x.shape, round(float(jnp.mean(x != 0)), 1), round(float(jnp.mean(x[x != 0] > 0)), 1)
+    ({'name': 'dots', 'n': 60000}, (100, 784), 0.1, 0.5)
     """
     import inspect
 
@@ -591,7 +597,8 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
     except (TypeError, ValueError):
         takes_hp = False
     draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))
-    return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"))
+    return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"),
+                       settings={"_check_fixed": True})
 
 
 def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
@@ -609,3 +616,10 @@ def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, 
     if tuple(out.shape) != want:
         raise InputError(f"input source {src.name!r} draws examples of shape {tuple(out.shape)[1:]}, but the model "
                          f"takes inputs of shape {tuple(input_shape)}: make the source's examples match the model.")
+    if src.settings.get("_check_fixed"):  # a user's fn (source(...)): example j must not depend on its batch
+        ctx = src.prepare(jax.random.PRNGKey(0), arrays, hp)
+        ab, ba = (np.asarray(src.draw(ctx, jnp.asarray(i), hp)) for i in ([0, 1], [1, 0]))
+        if not np.array_equal(ab, ba[::-1], equal_nan=True):
+            raise InputError(f"input source {src.name!r} is not a fixed set: examples 0 and 1 differ when drawn in "
+                             "another order, so an example depends on its batch. Draw example j from "
+                             "jax.random.fold_in(key, j) alone, e.g. with per_example(key, idx, draw_one).")

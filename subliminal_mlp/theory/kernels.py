@@ -80,7 +80,7 @@ import contextlib
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
@@ -218,6 +218,12 @@ def _network(model: Optional[Model], apply_fn: Optional[Callable]) -> _Net:
     return _Net(model_apply, None, DEFAULT_NETWORK)
 
 
+def _same_network(model: Model, net: _Net) -> bool:
+    """Whether a kernel's ``net`` computes ``model``'s function (the same model or apply, or both the paper's ReLU MLP)."""
+    return (net.model == model or net.apply == model.apply
+            or (_is_reference_apply(net.apply) and _is_reference_apply(model.apply)))
+
+
 def _is_reference_apply(fn) -> bool:
     """Whether ``fn`` computes the paper's ReLU MLP (:func:`subliminal_mlp.core.model.apply` or an ``mlp`` ReLU)."""
     if fn is model_apply:
@@ -319,6 +325,10 @@ def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] =
         raise ModelError(f"{net.label} returns {n_out} logits but declares n_classes + aux_logits = "
                          f"{net.model.n_outputs}: fix the model's last layer or its n_classes / aux_logits.")
     for loss in losses:
+        if loss.model is not None and not _same_network(loss.model, net):
+            raise ModelError(f"loss setting {loss.label!r} was built for {_model_label(loss.model)}, but the network "
+                             f"here is {net.label}: pass the same model= to the kernel (its outputs would be another "
+                             "network's).")
         if loss.n_outputs != n_out:
             raise ValueError(f"loss setting {loss.label!r} has {loss.n_outputs} logit weights but the "
                              f"network has {n_out} outputs: build it for this network (e.g. mse_all(model)).")
@@ -350,6 +360,10 @@ class StudentLoss:
     kind: str
     weights: tuple[float, ...]
     name: str = ""
+    #: The network the setting was built for (by :func:`mse_all` etc. from a Model), or None. A kernel
+    #: run on another network raises ModelError: it never differentiates a network the loss was not
+    #: built for (e.g. the default ReLU MLP when ``model=`` was forgotten). Not part of equality.
+    model: Optional[Model] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("mse", "ce"):
@@ -379,12 +393,12 @@ class StudentLoss:
             # theorem's other branch): it is m = 1 of the aux-logit sweep (figures/one_step.json).
 
     @classmethod
-    def mse(cls, weights, name: str = "") -> "StudentLoss":
+    def mse(cls, weights, name: str = "", model: Optional[Model] = None) -> "StudentLoss":
         """Weighted squared error ``Σ w_i (z_i − y_i)²`` (``weights``: one ``w_i ≥ 0`` per logit)."""
-        return cls("mse", tuple(np.asarray(weights, dtype=np.float64).ravel()), name)
+        return cls("mse", tuple(np.asarray(weights, dtype=np.float64).ravel()), name, model)
 
     @classmethod
-    def ce(cls, subset, n_outputs: int | None = None, name: str = "") -> "StudentLoss":
+    def ce(cls, subset, n_outputs: int | None = None, name: str = "", model: Optional[Model] = None) -> "StudentLoss":
         """Softmax cross-entropy on a logit subset: a 0/1 mask, or indices with ``n_outputs``."""
         if n_outputs is not None:
             idx = [int(i) for i in np.asarray(subset, dtype=np.int64).ravel()]
@@ -394,7 +408,7 @@ class StudentLoss:
             mask[idx] = 1.0
         else:
             mask = np.asarray(subset, dtype=np.float64)
-        return cls("ce", tuple(mask.ravel()), name)
+        return cls("ce", tuple(mask.ravel()), name, model)
 
     @property
     def n_outputs(self) -> int:
@@ -421,24 +435,28 @@ def _mask(net: Config | Model, which: str) -> np.ndarray:
     return np.ones(net.n_classes + net.aux_logits)
 
 
+def _model_of(net: Config | Model) -> Optional[Model]:
+    return net if isinstance(net, Model) else None
+
+
 def mse_all(net: Config | Model) -> StudentLoss:
     """Squared error ``Σ_i (z_i − y_i)²`` on all ``n_classes + m`` logits of ``net`` (a Model or a Config)."""
-    return StudentLoss.mse(_mask(net, "all"), "mse_all")
+    return StudentLoss.mse(_mask(net, "all"), "mse_all", _model_of(net))
 
 
 def mse_aux(net: Config | Model) -> StudentLoss:
     """Squared error on the m aux logits only (weight 0 on the class logits; Jiang et al.)."""
-    return StudentLoss.mse(_mask(net, "aux"), "mse_aux")
+    return StudentLoss.mse(_mask(net, "aux"), "mse_aux", _model_of(net))
 
 
 def ce_all(net: Config | Model) -> StudentLoss:
     """Softmax cross-entropy on all logits (the paper's all-logits student)."""
-    return StudentLoss.ce(_mask(net, "all"), name="ce_all")
+    return StudentLoss.ce(_mask(net, "all"), name="ce_all", model=_model_of(net))
 
 
 def ce_aux(net: Config | Model) -> StudentLoss:
     """Softmax cross-entropy on the m aux logits only (the paper's aux-only student)."""
-    return StudentLoss.ce(_mask(net, "aux"), name="ce_aux")
+    return StudentLoss.ce(_mask(net, "aux"), name="ce_aux", model=_model_of(net))
 
 
 _STANDARD = {"mse_all": mse_all, "mse_aux": mse_aux, "ce_all": ce_all, "ce_aux": ce_aux}
