@@ -189,7 +189,6 @@ def test_bad_tables_and_models_fail_before_compute(task):
     cases = [
         (TINY.replace(students=()), sm.StudentError, "empty"),
         (TINY.replace(students=(sm.Student("s", teacher="t1"),)), sm.StudentError, "'t1'"),
-        (TINY.replace(students=(sm.Student("s", outputs=()),)), sm.StudentError, "empty set of outputs"),
         (TINY.replace(students=(sm.Student("teacher"),)), sm.StudentError, "reserved"),
         (TINY.replace(students=(sm.Student(3),)), sm.StudentError, "name 3 is invalid"),
         (TINY.replace(students=(sm.Student("s", outputs=(14,)),)), sm.StudentError, "out of range"),
@@ -200,9 +199,29 @@ def test_bad_tables_and_models_fail_before_compute(task):
         (TINY.replace(inputs=inputs.uniform(2048, shape=(100,))), sm.InputError, r"\(100,\)"),
         (TINY.replace(inputs=inputs.uniform(100)), sm.ExperimentError, "n = 100"),
     ]
+    hp = TINY.hparams
+    cases += [  # a perturbed start's σ: a number at construction, a hyperparameter at every swept value
+        (TINY.replace(students=(sm.Student("noisy", sm.perturbed()),)), sm.StudentError,
+         r"student 'noisy': its start perturbed\(sigma='init_noise'\) cannot be resolved: .*'init_noise' is not defined"),
+        (TINY.replace(students=(sm.Student("noisy", sm.layers({"head": sm.perturbed("s")}, default="own")),),
+                      hparams={**hp, "s": -0.5}), sm.StudentError, r"'noisy'.*sigma = -0.5 is invalid"),
+        (TINY.replace(students=(sm.Student("noisy", sm.perturbed(lambda hp: -hp["learning_rate"])),)), sm.StudentError,
+         r"'noisy': its start perturbed\(sigma=a function of the hyperparameters\): sigma = -0.0003 is invalid: "
+         r".*finite number >= 0"),
+        (TINY.replace(model=nn.Dense(13)), sm.ModelError, r"model = Dense is not a subliminal_mlp Model: wrap .*from_flax"),
+    ]
     for exp, error, match in cases:
         with pytest.raises(error, match=match):
             sm.run(exp, task, n_runs=1)
+    for bad in (-0.1, float("nan"), [0.1, 0.2]):
+        with pytest.raises(sm.StudentError, match=r"perturbed: sigma = .* (is invalid|is not a number)"):
+            sm.perturbed(bad)
+    with pytest.raises(sm.StudentError, match="'s' imitates an empty set of outputs"):
+        sm.Student("s", outputs=())
+    with pytest.raises(sm.StudentError, match=r"student 's': loss = 'kld': choose one of \('kl', 'mse'\)\. Or give a func"):
+        sm.Student("s", loss="kld")
+    with pytest.raises(sm.ExperimentError, match="'temperature' has 1, 'learning_rate' has 2"):
+        sm.run(TINY, task, n_runs=1, sweep={"learning_rate": [1e-3, 1e-4], "temperature": [1.0]})
     with pytest.raises(sm.ExperimentError, match="momentum"):
         sm.run(TINY, task, n_runs=1, sweep={"momentum": [0.9]})
     with pytest.raises(sm.ModelError, match="not hashable"):
@@ -376,9 +395,11 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     # AdamW's decay θ ← θ − lr·wd·θ over 4 steps shrinks the student by about (1 − 3e-4·100)⁴.
     np.testing.assert_allclose(both.metrics["norm"][1] / both.metrics["norm"][0], (1 - 3e-2) ** 4, rtol=0.02)
     np.testing.assert_array_equal(both.accuracies[0, :, :2], both.accuracies[1, :, :2])  # teachers unchanged
-    # The table shows every swept value under its label; one value's table is the same as a run of it alone.
-    assert both.table() == f"wd = 0\n{both.table(0)}\n\nwd = 100\n{both.table(1)}"
-    assert both.table(1) == alone.table() and "wd =" not in alone.table() and both.table(0) != both.table(1)
+    # The table shows every swept value under its label (a value's own table too); one value's rows are those of a
+    # run of it alone.
+    assert both.table() == f"{both.table(0)}\n\n{both.table(1)}"
+    assert both.table(0).startswith("wd = 0\nmodel") and both.table(1).startswith("wd = 100\nmodel")
+    assert both.table(1) == f"wd = 100\n{alone.table()}" and "wd =" not in alone.table()
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
     rows = (both.write(tmp_path, "wd")["csv"]).read_text().splitlines()  # the swept value in every row
     assert rows[0] == "value,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13

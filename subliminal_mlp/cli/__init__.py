@@ -33,28 +33,29 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("protocol (defaults: the paper's settings)")
     g.add_argument = _remembering(g.add_argument)
     g.add_argument("--seeds", type=int, default=d.n_runs, metavar="N", help=f"number of runs (default {d.n_runs})")
-    g.add_argument("--seed", type=int, default=d.seed, help="base seed; run i uses fold_in(seed, i)")
+    g.add_argument("--seed", type=int, default=d.seed, help="base seed; run i uses fold_in(seed, i) (default %(default)s)")
     g.add_argument("--epochs", type=int, default=None, help="teacher and student epochs (sets both)")
     g.add_argument("--teacher-epochs", type=int, default=None, help=f"(default {d.teacher_epochs})")
     g.add_argument("--student-epochs", type=int, default=None, help=f"(default {d.student_epochs})")
-    g.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m")
-    g.add_argument("--loss", choices=LOSSES, default=d.loss, help="distillation loss: kl (paper) or mse")
+    g.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m (default %(default)s)")
+    g.add_argument("--loss", choices=LOSSES, default=d.loss, help="distillation loss: kl (paper, the default) or mse")
     g.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden_widths), metavar="W",
                    help="hidden layer widths (default 256 256)")
-    g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate of the teacher and the students (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
     g.add_argument("--n-noise", type=int, default=d.n_noise,
-                   help="size of the fixed distillation set per run (image inputs: the pool's first N images)")
-    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the teacher's task")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="KL distillation temperature")
+                   help="size of the fixed distillation set per run (image inputs: the pool's first N images; "
+                        "default %(default)s)")
+    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the teacher's task (default %(default)s)")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="KL distillation temperature (default %(default)s)")
     g.add_argument("--student-inputs", choices=STUDENT_INPUTS, default=d.student_inputs,
                    help="what the students are distilled on (default: uniform noise, the paper)")
     g.add_argument("--input-mix", type=float, default=d.input_mix,
-                   help="image weight α of --student-inputs mix (α·image + (1−α)·noise)")
+                   help="image weight α of --student-inputs mix (α·image + (1−α)·noise; default %(default)s)")
     g.add_argument("--init-noise", type=float, default=d.init_noise, metavar="SIGMA",
                    help="σ of N(0, σ²) noise added to the shared-init students' start (default 0)")
     g.add_argument("--init-noise-kind", choices=INIT_NOISE_KINDS, default=d.init_noise_kind,
-                   help="isotropic, or orthogonal: without its component along the teacher's update")
+                   help="isotropic (default), or orthogonal: without its component along the teacher's update")
     g.add_argument("--run-batch", type=int, default=None, help="runs advanced together per device")
 
 
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs the protocol per value of PARAM (any Config field: aux_logits, "
                                    "hidden_widths as 512,512, learning_rate, loss, ...), writes a line plot, "
                                    "JSON and CSV; an interrupted sweep resumes from the finished values.")
-    w.add_argument("param", help="the Config field to sweep, e.g. aux_logits")
+    from ..studies.sweep import SWEEPABLE
+
+    w.add_argument("param", help=f"the Config field to sweep: {', '.join(SWEEPABLE)}")
     w.add_argument("values", nargs="+", help="its values (hidden_widths: comma-separated widths)")
     _config_args(w)
     _run_args(w, "results/sweep")

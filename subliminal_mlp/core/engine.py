@@ -55,8 +55,8 @@ from .results import (DivergenceError, DivergenceWarning, check_on_divergence, d
 from .losses import distillation_loss
 from .model import accuracy
 from .models import Model, check_model, mlp
-from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, check_students, make_optimizer,
-                       adam, output_mask)
+from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, adam, check_start_settings,
+                       check_students, make_optimizer, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
 #: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
@@ -488,14 +488,13 @@ class Result:
     def table(self, value: int | None = None) -> str:
         """A plain-text table: model, mean accuracy, 95 % CI half-width, runs.
 
-        Of swept value ``value``; by default of every swept value in turn, each under its
-        :meth:`value_label` (one table, unlabelled, when nothing is swept).
+        Of swept value ``value``; by default of every swept value in turn. In a sweep each table
+        is headed by its :meth:`value_label` (one table, unlabelled, when nothing is swept).
         """
         if value is None:
-            if self.n_values == 1:
-                return self.table(0)
-            return "\n\n".join(f"{self.value_label(v)}\n{self.table(v)}" for v in range(self.n_values))
-        lines = [f"{'model':<16} {'accuracy':>9} {'± 95% CI':>9}   runs", "-" * 43]
+            return "\n\n".join(self.table(v) for v in range(self.n_values))
+        lines = [self.value_label(value)] if self.n_values > 1 else []
+        lines += [f"{'model':<16} {'accuracy':>9} {'± 95% CI':>9}   runs", "-" * 43]
         for name, s in self.summary(value).items():
             ci = "-" if s["ci95"] is None else f"{s['ci95']:.4f}"
             lines.append(f"{name:<16} {s['mean']:>9.4f} {ci:>9}   {len(s['values'])}")
@@ -522,7 +521,7 @@ def _sweep_list(name: str, values: Any) -> list:
 
 
 def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
-    n_values = None
+    n_values, first = None, None
     positive = exp.positive_hparams()
     for name, values in sweep.items():
         if name != "seed" and name not in exp.hparams:
@@ -536,8 +535,8 @@ def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
             raise ExperimentError(f"no values given for {name!r}.")
         if n_values is not None and len(values) != n_values:
             raise ExperimentError(f"swept values must have one length (they are zipped): {name!r} has "
-                                  f"{len(values)}, another has {n_values}.")
-        n_values = len(values)
+                                  f"{len(values)}, {first!r} has {n_values}.")
+        n_values, first = len(values), first or name
     return n_values or 1
 
 
@@ -583,6 +582,8 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
                               "batch_size or raise the number of distillation examples.")
     hps = [{**exp.hparams, **{k: v[i] for k, v in sweep.items()}} for i in range(n_values)]  # one per swept value
+    for s in exp.students:
+        check_start_settings(s, hps)
     check_source(src, model.input_shape, hps[0])
     check_source_settings(src, model.input_shape, hps)
     if "learning_rate" not in exp.hparams:
@@ -1028,6 +1029,7 @@ class _Progress:
     def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int, show: bool = True,
                  note: str = ""):
         self.totals = (n_jobs * teacher_epochs, n_jobs * student_epochs)
+        self.per = (f"{n_jobs} runs × {teacher_epochs} epochs", f"{n_jobs} runs × {student_epochs} epochs")
         self.bars: list = []
         self.show, self.note = show, note
 
@@ -1036,8 +1038,11 @@ class _Progress:
             return
         from tqdm.auto import tqdm
 
-        self.bars = [tqdm(total=self.totals[0], desc="teacher training   " + self.note, unit="epoch", position=0),
-                     tqdm(total=self.totals[1], desc="student distillation" + self.note, unit="epoch", position=1)]
+        # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs)
+        self.bars = [tqdm(total=self.totals[0], desc=f"teacher training ({self.per[0]})" + self.note,
+                          unit="epoch", position=0),
+                     tqdm(total=self.totals[1], desc=f"student distillation ({self.per[1]})" + self.note,
+                          unit="epoch", position=1)]
 
     def tick(self, phase, epoch) -> None:
         if not self.bars:

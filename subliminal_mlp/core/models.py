@@ -112,6 +112,10 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
     Traceback (most recent call last):
     subliminal_mlp.core.models.ModelError: model 'mlp' returns logits of shape (2, 13) for a batch of 2, ...
     """
+    if not isinstance(model, Model):
+        hint = ("wrap the Flax module with from_flax(module, n_classes=..., aux_logits=...)"
+                if isinstance(model, nn.Module) else "build one with mlp(...), from_flax(...) or Model(init, apply, ...)")
+        raise ModelError(f"model = {type(model).__name__} is not a subliminal_mlp Model: {hint}.")
     key = jax.random.PRNGKey(0) if key is None else key
     try:
         hash(model)

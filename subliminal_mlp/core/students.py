@@ -120,10 +120,49 @@ class perturbed:
     orthogonal: bool = False
     base: Any = ref("own")
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", as_start(self.base))
+        if not isinstance(self.sigma, str) and not callable(self.sigma):
+            _check_sigma(self.sigma, "perturbed")
+
     def __call__(self, ctx: StartContext):
         params = self.base(ctx)
         away = (jax.tree.map(jnp.subtract, ctx.teachers["teacher"], ctx.refs["own"]) if self.orthogonal else None)
         return perturb(params, ctx.keys["init_noise"], resolve(self.sigma, ctx.hp), away)
+
+
+def _check_sigma(sigma: Any, where: str) -> None:
+    try:
+        value = float(np.asarray(sigma))
+    except (TypeError, ValueError):
+        raise StudentError(f"{where}: sigma = {sigma!r} is not a number: give σ >= 0, a hyperparameter name or a "
+                           "function of the hyperparameters.") from None
+    if not 0 <= value < np.inf:
+        raise StudentError(f"{where}: sigma = {sigma!r} is invalid: the noise's standard deviation must be a finite "
+                           "number >= 0.")
+
+
+def _perturbations(start: Any) -> list:
+    """Every :class:`perturbed` inside a start (itself, its base, a :class:`layers`' parts and default)."""
+    if isinstance(start, perturbed):
+        return [start, *_perturbations(start.base)]
+    if isinstance(start, layers):
+        return [p for _, part in start.parts for p in _perturbations(part)] + _perturbations(start.default)
+    return []
+
+
+def check_start_settings(student: "Student", hps: Sequence[Mapping[str, Any]]) -> None:
+    """Every σ of a student's perturbed start, at every swept value: defined and a finite number >= 0 (else
+    :class:`StudentError` naming the student), before compute."""
+    for p in _perturbations(student.start):
+        what = repr(p.sigma) if isinstance(p.sigma, str) else "a function of the hyperparameters"
+        for hp in hps:
+            try:
+                sigma = resolve(p.sigma, hp)
+            except Exception as e:  # noqa: BLE001 - a missing hyperparameter or a user's function failing
+                raise StudentError(f"student {student.name!r}: its start perturbed(sigma={what}) cannot be "
+                                   f"resolved: {e}") from e
+            _check_sigma(sigma, f"student {student.name!r}: its start perturbed(sigma={what})")
 
 
 def perturb(params, key: jax.Array, sigma, orthogonal_to=None):
@@ -228,7 +267,13 @@ class Student:
         if isinstance(self.outputs, (list, range, np.ndarray, jax.Array)):
             object.__setattr__(self, "outputs", tuple(int(i) for i in self.outputs))
         if isinstance(self.loss, str):
-            distillation_loss(self.loss)  # validates the name
+            try:
+                distillation_loss(self.loss)  # validates the name
+            except ValueError as e:
+                raise StudentError(f"student {self.name!r}: {e} Or give a function loss(z, y, mask, example_weights) "
+                                   "-> scalar (the loss summed over the batch).") from None
+        if isinstance(self.outputs, tuple) and not self.outputs:
+            raise StudentError(f"student {self.name!r} imitates an empty set of outputs: name at least one logit.")
 
     def replace(self, **changes: Any) -> "Student":
         return dataclasses.replace(self, **changes)

@@ -7,8 +7,13 @@ does both.
 :mod:`~subliminal_mlp.theory.kernels` holds the jit-compiled kernels (teacher and student updates,
 the first-order coefficient A, the ε sweep) and is re-exported here, so ``sm.theory.sweep`` is
 :func:`subliminal_mlp.theory.kernels.sweep`; :mod:`~subliminal_mlp.theory.theorem` is the theorem
-check's protocol, verdict, tables and figure; :mod:`~subliminal_mlp.theory.similarity` is CKA.
+check's protocol, verdict, tables and figure, whose check and verdict are re-exported too
+(``sm.theory.run_theorem_check(model=..., teacher_loss=...)``, ``summarize``, ``theorem_holds``,
+``format_tables``); :mod:`~subliminal_mlp.theory.similarity` is CKA.
 """
 
+from . import kernels as _kernels
 from .kernels import *  # noqa: F401,F403  (the kernels' __all__)
-from .kernels import __all__  # noqa: F401
+from .theorem import format_tables, run_theorem_check, summarize, theorem_holds  # noqa: F401
+
+__all__ = [*_kernels.__all__, "run_theorem_check", "summarize", "theorem_holds", "format_tables"]

@@ -118,7 +118,9 @@ def float64() -> Iterator[None]:
 
     The library itself stays in float32 outside the scope; importing this module changes
     nothing. Arrays created inside are float64 only if their inputs are: cast parameters and data
-    with :func:`to_float64`.
+    with :func:`to_float64`. Run the training protocol (``sm.run``) outside it: inside (or under
+    ``JAX_ENABLE_X64=1``) its parameters stay float32, but some of its intermediates do not, so its
+    accuracies differ from the float32 program's in the last digits (its record says ``"x64": true``).
 
     >>> import jax.numpy as jnp
     >>> with float64():
