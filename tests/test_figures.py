@@ -73,6 +73,30 @@ def test_an_interrupted_pipeline_resumes_where_it_stopped(setup):
     assert (out / "second.png").read_text() == "png of x = 2"
 
 
+def test_a_figure_being_made_by_a_live_process_is_not_called_interrupted(setup):
+    import socket
+    import subprocess
+
+    calls, registry, _, out, run = setup
+    run()
+    state = read_state(out)
+    other = subprocess.Popen(["sleep", "60"])  # another pipeline, still making "second"
+    try:
+        state["second"] = {"status": "running", "settings": {"x": 2}, "pid": other.pid, "host": socket.gethostname()}
+        figures._write_state(out, state)
+        assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (
+            False, f"being made now (pid {other.pid})")
+        with pytest.raises(ConfigError, match=f"figure second is being made now \\(pid {other.pid}\\) into .*wait"):
+            run()
+    finally:
+        other.kill()
+        other.wait()
+    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")  # it died
+    calls.made = []
+    run()
+    assert calls.made == ["second"]
+
+
 def test_an_interruption_inside_a_figure_is_not_taken_for_done(setup):
     calls, _, _, out, run = setup
     run()

@@ -15,7 +15,10 @@ none), into ``--out`` (default: ``figures/``):
   does not say that it was interrupted or changed since;
 * **resumable**: the state file marks a figure ``running`` before it starts and ``done`` (with the
   SHA-256 of its outputs) once every output was written (each atomically), so an interrupted run
-  redoes only the figure it stopped in, and a sweep inside it resumes from its finished values;
+  redoes only the figure it stopped in, and a sweep inside it resumes from its finished values
+  (a figure marked ``running`` by a process that is still alive on this host is "being made
+  now": ``--list`` says so, and a second pipeline into the same directory stops rather than
+  make it twice);
 * **teachers cached**: every figure runs inside ``use_teacher_cache`` (:mod:`.teacher_cache`), so
   the teachers trained by the first experiment are read by every later one with the same teacher
   settings; each JSON's ``pipeline`` entry says how many runs' teachers were read or trained;
@@ -33,6 +36,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -499,6 +504,20 @@ def record_version(record: dict[str, Any], path: Path) -> Optional[str]:
     return found.pop() if len(found) == 1 else None
 
 
+def _alive(entry: dict) -> bool:
+    """Whether the process that marked a figure ``running`` is still running (on this host)."""
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or entry.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by another user
+        return True
+    return True
+
+
 def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[bool, str]:
     """``(up_to_date, why)`` of ``fig``'s outputs in ``out`` for ``settings`` (see the module docstring)."""
     missing = [o for o in fig.outputs if not (out / o).is_file()]
@@ -506,7 +525,7 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
         return False, f"missing {', '.join(missing)}"
     entry = state.get(fig.name)
     if entry and entry.get("status") != "done":
-        return False, "interrupted"
+        return False, (f"being made now (pid {entry['pid']})" if _alive(entry) else "interrupted")
     try:
         record = read_results(out / fig.record)
         found = fig.settings(record)
@@ -652,13 +671,17 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
             for fig, settings, where in plan:
                 bar.set_postfix_str(fig.name)
                 ok, why = figure_status(fig, out, settings, state)
+                if why.startswith("being made now"):
+                    raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish (if "
+                                      f"that pid is no longer a pipeline, remove the entry from {out / STATE_FILE}).")
                 if ok and not force:
                     log(f"{fig.name}: up to date, skipped")
                     done[fig.name] = "skipped"
                     bar.update(1)
                     continue
                 log(f"{fig.name}: making it ({'forced' if ok else why}); settings from {where}")
-                state[fig.name] = {"status": "running", "settings": settings}
+                state[fig.name] = {"status": "running", "settings": settings, "pid": os.getpid(),
+                                   "host": socket.gethostname()}
                 out.mkdir(parents=True, exist_ok=True)
                 _write_state(out, state)
                 before = cache.stats() if cache is not None else None
