@@ -117,10 +117,16 @@ def test_bad_sources_fail_with_their_value():
     inputs.check_source(user, (784,), {})
     # A user's fn whose example j depends on its batch is not a fixed set (the natural first attempt)
     for fn in (lambda key, idx: jax.random.uniform(key, (idx.shape[0], 784)),  # ignores idx
+               lambda key, idx: inputs.per_example(jax.random.fold_in(key, idx.shape[0]), idx,  # on the batch size
+                                                   lambda k: jax.random.normal(k, (784,))),
                lambda key, idx: inputs.per_example(jax.random.fold_in(key, idx[0]), idx,  # depends on idx[0]
                                                    lambda k: jax.random.normal(k, (784,)))):
         with pytest.raises(sm.InputError, match="'batchy' is not a fixed set: examples 0 and 1 differ"):
             inputs.check_source(inputs.source(fn, 64, name="batchy"), (784,), {})
+        for wrapped in (inputs.mix([(inputs.uniform(64), 0.5), (inputs.source(fn, 64), 0.5)]),
+                        inputs.subspace(10, inputs.source(fn, 64)), inputs.cycled(inputs.source(fn, 64), 8)):
+            with pytest.raises(sm.InputError, match="not a fixed set"):  # built on one
+                inputs.check_source(wrapped, (784,), {})
         with pytest.raises(sm.InputError, match="not a fixed set"):
             x, y = np.zeros((512, 784), np.float32), np.arange(512) % 10
             sm.run(TINY.replace(inputs=inputs.source(fn, 2048)), sm.Task(x, y, x, y, n_classes=10), n_runs=1)

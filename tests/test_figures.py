@@ -63,7 +63,7 @@ def test_an_interrupted_pipeline_resumes_where_it_stopped(setup):
         run()
     assert calls.made == ["first", "second"]
     state = read_state(out)
-    assert state["first"]["status"] == "done" and state["second"]["status"] == "running"
+    assert state["first"]["status"] == "done" and state["second"]["status"] == "interrupted"
     calls.fail, calls.made = set(), []
     assert run() == {"first": "skipped", "second": "made", "third": "made"}
     assert calls.made == ["second", "third"]
@@ -95,6 +95,36 @@ def test_a_figure_being_made_by_a_live_process_is_not_called_interrupted(setup):
     calls.made = []
     run()
     assert calls.made == ["second"]
+    # A figure made for the first time is guarded too (its outputs do not exist yet).
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        figures._write_state(out, {**read_state(out), "fourth": {"status": "running", "pid": other.pid,
+                                                                 "host": socket.gethostname()}})
+        fourth = dataclasses.replace(registry["third"], name="fourth", outputs=("fourth.json", "fourth.png"))
+        assert figures.figure_status(fourth, out, {"x": 3}, read_state(out))[1].startswith("being made now")
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_pipeline_that_fails_in_a_live_process_does_not_block_others(setup):
+    # An error (or Ctrl-C) inside a figure marks it interrupted: the process may live on (a notebook).
+    calls, registry, _, out, run = setup
+    calls.fail = {"second"}
+    with pytest.raises(RuntimeError):
+        run()
+    assert read_state(out)["second"]["status"] == "interrupted" and "pid" not in read_state(out)["second"]
+    calls.fail, calls.made = set(), []
+    assert run() == {"first": "skipped", "second": "made", "third": "made"}
+
+
+def test_figures_are_made_in_the_registry_order_and_records_name_the_command(setup):
+    # One that reads others comes after them, whatever the order of the names given.
+    calls, _, src, out, run = setup
+    run(["third", "first"], quick=True)
+    assert calls.made == ["first", "third"]
+    assert read_results(out / "third.json")["pipeline"]["command"] == (
+        f"subliminal-mlp figures third --quick --out {out} --from {src}")
 
 
 def test_an_interruption_inside_a_figure_is_not_taken_for_done(setup):

@@ -507,8 +507,9 @@ def record_version(record: dict[str, Any], path: Path) -> Optional[str]:
 def _alive(entry: dict) -> bool:
     """Whether the process that marked a figure ``running`` is still running (on this host)."""
     pid = entry.get("pid")
-    if not isinstance(pid, int) or entry.get("host") != socket.gethostname() or pid == os.getpid():
-        return False
+    if (os.name != "posix" or not isinstance(pid, int) or entry.get("host") != socket.gethostname()
+            or pid == os.getpid()):
+        return False  # (os.kill(pid, 0) is a probe on POSIX only)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -520,12 +521,14 @@ def _alive(entry: dict) -> bool:
 
 def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[bool, str]:
     """``(up_to_date, why)`` of ``fig``'s outputs in ``out`` for ``settings`` (see the module docstring)."""
+    entry = state.get(fig.name)
+    if entry and entry.get("status") == "running" and _alive(entry):
+        return False, f"being made now (pid {entry['pid']})"
     missing = [o for o in fig.outputs if not (out / o).is_file()]
     if missing:
         return False, f"missing {', '.join(missing)}"
-    entry = state.get(fig.name)
     if entry and entry.get("status") != "done":
-        return False, (f"being made now (pid {entry['pid']})" if _alive(entry) else "interrupted")
+        return False, "interrupted"
     try:
         record = read_results(out / fig.record)
         found = fig.settings(record)
@@ -596,7 +599,8 @@ def _select(names: Sequence[str], registry: dict[str, Figure]) -> list[Figure]:
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ConfigError(f"no figure named {', '.join(unknown)}: choose from {', '.join(registry)}.")
-    return [registry[n] for n in (names or registry)]
+    wanted = set(names or registry)
+    return [fig for name, fig in registry.items() if name in wanted]  # registry order: what a figure reads first
 
 
 def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: Path | None = None,
@@ -624,10 +628,11 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
             wall = wall_time(fig, out) if _is_quick(out / fig.record) else None
         rows.append({"name": fig.name, "command": command, "runs": fig.runs(settings), "wall_s": wall,
                      "settings_from": where, "status": figure_status(fig, out, settings, state)[1]})
-    write(f"{'figure':<28} {'runs':>5}  {'last wall':>10}   {'status':<24} command")
+    write(f"{'figure':<28} {'runs':>5}  {'last wall':>10}   {'status':<28} command")
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
-        write(f"{r['name']:<28} {r['runs']:>5}  {wall:>10}   {r['status'][:24]:<24} {r['command']}")
+        status = r["status"] if len(r["status"]) <= 28 else r["status"][:27] + "…"
+        write(f"{r['name']:<28} {r['runs']:>5}  {wall:>10}   {status:<28} {r['command']}")
     return rows
 
 
@@ -670,6 +675,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
         with use_teacher_cache(cache):
             for fig, settings, where in plan:
                 bar.set_postfix_str(fig.name)
+                state = read_state(out)  # another pipeline into out may have marked a figure since
                 ok, why = figure_status(fig, out, settings, state)
                 if why.startswith("being made now"):
                     raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish (if "
@@ -687,13 +693,20 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                 before = cache.stats() if cache is not None else None
                 reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
                 t0 = time.perf_counter()
-                fig.make(settings, out, Context(data_dir, log, force=force))
+                try:
+                    fig.make(settings, out, Context(data_dir, log, force=force))
+                except BaseException:  # an error or Ctrl-C: not running any more (this process may live on)
+                    state = read_state(out)
+                    state[fig.name] = {"status": "interrupted", "settings": settings}
+                    _write_state(out, state)
+                    raise
                 wall = time.perf_counter() - t0
                 stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
-                _mark_record(out / fig.record, {"figure": fig.name, "command": f"subliminal-mlp figures {fig.name}",
+                _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
                                                 "quick": quick if quick else False, "settings_from": where,
                                                 "wall_s": wall, "teacher_cache": stats,
                                                 **({"reads": reads} if reads else {})})
+                state = read_state(out)
                 state[fig.name] = {"status": "done", "settings": settings, "version": _library_version(),
                                    "quick": quick if quick else False, "wall_s": wall, "teacher_cache": stats,
                                    "files": {o: _sha256(out / o) for o in fig.outputs}}
@@ -725,6 +738,14 @@ def _check_plan(plan: list, out: Path) -> None:
                                   f"{' and '.join(makers) if len(makers) < 3 else f'the figures of {rel}/'} into "
                                   f"{out} first (or in the same command, before {fig.name}).")
         made += fig.outputs
+
+
+def _command(name: str, out: Path, source: Path, quick: bool | dict) -> str:
+    """The ``subliminal-mlp figures`` command that remakes figure ``name`` as this pipeline made it."""
+    here = FIGURES_DIR.resolve()
+    return (f"subliminal-mlp figures {name}" + (" --quick" if quick else "")
+            + ("" if out.resolve() == here else f" --out {out}")
+            + ("" if source.resolve() == here else f" --from {source}"))
 
 
 def _mark_record(path: Path, pipeline: dict[str, Any]) -> None:

@@ -601,6 +601,12 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
                        settings={"_check_fixed": True})
 
 
+def _has_user_fn(src: InputSource) -> bool:
+    """Whether ``src`` is a user's :func:`source`, or a mixture or wrapper (subspace, blurred, ...) of one."""
+    parts = [*src.settings.get("components", ()), src.settings.get("base")]
+    return bool(src.settings.get("_check_fixed")) or any(isinstance(b, InputSource) and _has_user_fn(b) for b in parts)
+
+
 def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
                  arrays: Optional[Mapping[str, Any]] = None) -> None:
     """Trace ``src`` abstractly and check that a batch has shape ``(B, *input_shape)``; else InputError."""
@@ -616,10 +622,10 @@ def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, 
     if tuple(out.shape) != want:
         raise InputError(f"input source {src.name!r} draws examples of shape {tuple(out.shape)[1:]}, but the model "
                          f"takes inputs of shape {tuple(input_shape)}: make the source's examples match the model.")
-    if src.settings.get("_check_fixed"):  # a user's fn (source(...)): example j must not depend on its batch
+    if _has_user_fn(src):  # a user's fn (source(...)), or a source built on one: example j must not depend on its batch
         ctx = src.prepare(jax.random.PRNGKey(0), arrays, hp)
-        ab, ba = (np.asarray(src.draw(ctx, jnp.asarray(i), hp)) for i in ([0, 1], [1, 0]))
-        if not np.array_equal(ab, ba[::-1], equal_nan=True):
+        ab, ba, b = (np.asarray(src.draw(ctx, jnp.asarray(i), hp)) for i in ([0, 1], [1, 0], [1]))
+        if not (np.array_equal(ab, ba[::-1], equal_nan=True) and np.array_equal(ab[1:], b, equal_nan=True)):
             raise InputError(f"input source {src.name!r} is not a fixed set: examples 0 and 1 differ when drawn in "
-                             "another order, so an example depends on its batch. Draw example j from "
+                             "another order or batch, so an example depends on its batch. Draw example j from "
                              "jax.random.fold_in(key, j) alone, e.g. with per_example(key, idx, draw_one).")

@@ -138,7 +138,7 @@ def _check_sigma(sigma: Any, where: str) -> None:
         raise StudentError(f"{where}: sigma = {sigma!r} is not a number: give σ >= 0, a hyperparameter name or a "
                            "function of the hyperparameters.") from None
     if not 0 <= value < np.inf:
-        raise StudentError(f"{where}: sigma = {sigma!r} is invalid: the noise's standard deviation must be a finite "
+        raise StudentError(f"{where}: sigma = {value:.6g} is invalid: the noise's standard deviation must be a finite "
                            "number >= 0.")
 
 
@@ -157,8 +157,9 @@ def check_start_settings(student: "Student", hps: Sequence[Mapping[str, Any]]) -
     for p in _perturbations(student.start):
         what = repr(p.sigma) if isinstance(p.sigma, str) else "a function of the hyperparameters"
         for hp in hps:
-            try:
-                sigma = resolve(p.sigma, hp)
+            try:  # as arrays, as the program passes them (a function of them may use array methods)
+                sigma = resolve(p.sigma, {k: jnp.asarray(v) if isinstance(v, (int, float, np.number)) else v
+                                          for k, v in hp.items()})
             except Exception as e:  # noqa: BLE001 - a missing hyperparameter or a user's function failing
                 raise StudentError(f"student {student.name!r}: its start perturbed(sigma={what}) cannot be "
                                    f"resolved: {e}") from e
