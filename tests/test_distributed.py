@@ -175,3 +175,23 @@ def test_without_the_runtime_every_process_is_the_main_one_and_the_switch_reads_
         distributed.initialize("127.0.0.1:1", 0, 0)
     with pytest.raises(distributed.DistributedError, match=r"process_id = 2 is invalid: .* 0..1"):
         distributed.initialize("127.0.0.1:1", 2, 2)
+
+
+def test_the_switch_without_the_runtime_warns_that_every_process_does_all_the_work(monkeypatch):
+    import numpy as np
+
+    import subliminal_mlp as sm
+
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
+    task = sm.Task(x, (x[:, 0] > 0).astype(np.int32), x, (x[:, 0] > 0).astype(np.int32), n_classes=2)
+    exp = sm.Experiment(model=sm.mlp((4,), n_classes=2, aux_logits=2, input_dim=8),
+                        inputs=sm.inputs.uniform(64, shape=(8,)), teacher_epochs=1, student_epochs=1, batch_size=64)
+    monkeypatch.setenv(distributed.ENV, "1")
+    with pytest.warns(UserWarning, match="SUBLIMINAL_MLP_DISTRIBUTED is set but .* not started.*initialize"):
+        sm.run(exp, task, n_runs=1)
+    monkeypatch.setenv(distributed.ENV, "0")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sm.run(exp, task, n_runs=1)

@@ -409,6 +409,18 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
     rows = (both.write(tmp_path, "wd")["csv"]).read_text().splitlines()  # the swept value in every row
     assert rows[0] == "value,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13
+    # Drawn from the record it wrote: one bar per swept value, the settings as its caption; the Figure-10 chart
+    # refuses it by name (and the reverse).
+    from subliminal_mlp.report.plotting import experiment_caption, plot_experiment, plot_fig10
+
+    record = sm.read_results(tmp_path / "wd.json")
+    assert plot_experiment(record, tmp_path / "wd.png").stat().st_size > 0
+    assert "wd 0" in experiment_caption(record) and "2 runs (mean ± 95% CI)" in experiment_caption(record)
+    with pytest.raises(ValueError, match="'subliminal-mlp/experiment': draw an engine record .* plot_experiment"):
+        plot_fig10(record, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="a Figure-10 record: plot_fig10"):
+        plot_experiment(sm.read_results(os.path.join(os.path.dirname(__file__), "..", "figures", "fig10_mnist.json")),
+                        tmp_path / "x.png")
     # A swept seed: each value is the run of that seed; the record names the seeds per value, not one.
     seeds = sm.run(TINY, task, n_runs=1, sweep={"seed": np.array([0, 3])})
     np.testing.assert_array_equal(seeds.accuracies[1], sm.run(TINY, task, n_runs=1, seed=3).accuracies[0])

@@ -28,6 +28,11 @@ def test_cold_and_warm_cache_give_identical_numbers_and_a_damaged_entry_is_retra
         warm = sm.run(TINY, task, n_runs=3, run_batch=1)
     assert warm.teacher_cache == "hit" and cache.stats()["hits"] == 3
     np.testing.assert_array_equal(warm.accuracies, cold.accuracies)
+    # The records say which entry: the one directory of the cache
+    assert warm.record()["teachers"] == "cache" and cold.record()["teachers"] == "trained"
+    assert warm.record()["teacher_cache"] == {"state": "hit", "key": warm_key(cache)}
+    assert cold.record()["teacher_cache"] == {"state": "miss", "key": warm_key(cache)}
+    assert "teacher_cache" not in sm.run(TINY, task, n_runs=1, teacher_cache=False).record()
     # run 1's entry damaged: a 2-run experiment finds it, trains its teachers again and replaces it
     run1 = next((tmp_path / "teachers").glob("*/run-00001.teacher"))
     run1.write_bytes(run1.read_bytes()[:5000])

@@ -397,6 +397,7 @@ class Result:
     finite: Optional[np.ndarray] = None
     teacher_cache: Optional[str] = None
     teachers_given: bool = False
+    teacher_cache_key: Optional[str] = None
 
     @property
     def n_values(self) -> int:
@@ -446,7 +447,8 @@ class Result:
         non-finite); and ``health``, :meth:`health`), ``chance`` (1 / n_classes), ``teachers``
         (where the task teachers came from: ``"trained"`` in this program, ``"cache"`` (the teacher
         cache: bit-identical to training them) or ``"given"`` (``run(..., teachers=...)``, used as
-        given)), ``losses`` (when tracked), ``metrics``, ``step_metrics`` and ``traces`` (per-run values).
+        given)), ``teacher_cache`` (when a cache was used: ``{"state": "hit" | "miss", "key"}``, the
+        entry read or stored), ``losses`` (when tracked), ``metrics``, ``step_metrics`` and ``traces`` (per-run values).
         """
         from .results import envelope
 
@@ -456,6 +458,8 @@ class Result:
                                    "chance": 1.0 / self.experiment.model.n_classes,
                                    "teachers": ("given" if self.teachers_given else
                                                 "cache" if self.teacher_cache == "hit" else "trained")}
+        if self.teacher_cache:  # which entry of the cache (its key names every setting that made the teachers)
+            payload["teacher_cache"] = {"state": self.teacher_cache, "key": self.teacher_cache_key}
         if self.teacher_loss is not None:
             payload["losses"] = {"teacher": self.teacher_loss.tolist(), "students": self.distill_loss.tolist()}
         if self.metrics:
@@ -1160,6 +1164,12 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     for value in [seed, *sweep.get("seed", [])]:
         check_seed(value, ExperimentError)
     n_values = _check_hparams(exp, sweep)
+    from . import distributed
+
+    if devices is None and distributed.requested() and not distributed.is_initialized():
+        warnings.warn(f"{distributed.ENV} is set but JAX's distributed runtime was not started in this process: "
+                      "it runs alone on its own devices, and every process started this way does all the work. "
+                      "Call subliminal_mlp.core.distributed.initialize() first (docs/distributed.md).", stacklevel=2)
     devices = list(devices or default_devices())
     n_dev = len(devices)
     n_jobs = n_values * n_runs
@@ -1265,7 +1275,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
                                  if exp.trace else None), n_runs=n_runs, seed=int(seed),
                     sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
                     run_batch=batch, teachers=kept if keep_teachers or given is not None else None,
-                    finite=finite, teacher_cache=cache_state, teachers_given=given is not None)
+                    finite=finite, teacher_cache=cache_state, teachers_given=given is not None,
+                    teacher_cache_key=cache_key if cache_state else None)
     report = result.health_report()
     if report and on_divergence == "fail":
         raise DivergenceError(report, result, [result.health(v) for v in range(result.n_values)])

@@ -1,4 +1,4 @@
-"""Figures: the Figure-10 bar chart."""
+"""Figures drawn from records: the Figure-10 bar chart, an engine record's bars, a sweep's lines."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = 
 
 def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """The six-bar chart of Figure 10 from a results record: mean ± 95 % CI, chance as a dotted line."""
+    if not isinstance(record.get("models"), dict) or "config" not in record:
+        raise ValueError(f"plot_fig10 draws a Figure-10 record (format subliminal-mlp/fig10); this one is "
+                         f"{record.get('format')!r}: draw an engine record (Result.write) with plot_experiment.")
     models = record["models"]
     names = list(models)
     means = [models[n]["mean"] for n in names]
@@ -88,6 +91,72 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     if warning:
         ax.text(0.01, 0.99, warning, transform=ax.transAxes, **WARNING_STYLE)
     return save_figure(fig, path)
+
+
+def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
+    """The settings of an engine record (``Result.write``, format ``subliminal-mlp/experiment``), wrapped."""
+    import textwrap
+
+    c = record["config"]
+    model = c["model"]
+    inp = c["inputs"]
+    shape = "×".join(map(str, model.get("input_shape", [])))
+    arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in ("name", "input_shape", "n_classes",
+                                                                        "aux_logits"))
+    hp = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in c["hparams"].items())
+    text = (f"{c.get('name') or 'experiment'}: model {model.get('name')} ({shape} → {model.get('n_classes')}"
+            f"+{model.get('aux_logits')}{', ' + arch if arch else ''}), inputs {inp.get('name')} (n = {inp.get('n')}), "
+            f"{c['teacher_epochs']}+{c['student_epochs']} epochs, batch {c['batch_size']}, {hp}, "
+            f"{record['n_runs']} runs (mean ± 95% CI)")
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Bars of every model's accuracy in an engine record (``Result.write``): mean ± 95 % CI per model, one bar
+    per swept value (its label in the legend), chance as a dotted line, the settings as the caption.
+
+    >>> import tempfile, numpy as np, subliminal_mlp as sm
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
+    >>> task = sm.Task(x, (x[:, 0] > 0).astype(np.int32), x, (x[:, 0] > 0).astype(np.int32), n_classes=2)
+    >>> exp = sm.Experiment(model=sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8), teacher_epochs=10,
+    ...                     student_epochs=2, batch_size=64, inputs=sm.inputs.uniform(128, shape=(8,)),
+    ...                     hparams={"learning_rate": 1e-2, "temperature": 1.0})
+    >>> result = sm.run(exp, task, n_runs=2, sweep={"temperature": [1.0, 4.0]})
+    >>> out = tempfile.mkdtemp()
+    >>> files = result.write(out, "toy")
+    >>> plot_experiment(sm.read_results(files["json"]), f"{out}/toy.png").name
+    'toy.png'
+    """
+    if not isinstance(record.get("models"), list) or "values" not in record:
+        raise ValueError(f"plot_experiment draws an engine record (format subliminal-mlp/experiment, "
+                         f"Result.write); this one is {record.get('format')!r} (a Figure-10 record: plot_fig10).")
+    names, values = list(record["models"]), record["values"]
+    k = len(values)
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2.0), 4.6))
+    colors = plt.get_cmap("viridis")(np.linspace(0.15, 0.85, k)) if k > 1 else None
+    for j, v in enumerate(values):
+        means = [v["models"][n]["mean"] for n in names]
+        cis = [v["models"][n]["ci95"] or 0.0 for n in names]
+        xs = np.arange(len(names)) + (j - (k - 1) / 2) * width
+        label = ", ".join(f"{p} = {x:g}" if isinstance(x, (int, float)) else f"{p} = {x}"
+                          for p, x in (v.get("sweep") or {}).items()) or None
+        bars = ax.bar(xs, means, width=width * 0.95, yerr=cis, capsize=3, edgecolor="black", linewidth=0.5,
+                      color=[COLORS.get(n, "#777777") for n in names] if colors is None else colors[j], label=label)
+        if k <= 3:
+            for bar, m, ci in zip(bars, means, cis):
+                ax.text(bar.get_x() + bar.get_width() / 2, m + ci + 0.015, f"{m:.3f}", ha="center", va="bottom",
+                        fontsize=8)
+    chance = record.get("chance")
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"chance = {chance:.3f}")
+    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.text(0.5, -0.02, experiment_caption(record), ha="center", va="top", fontsize=7.5)
+    return save_figure(fig, path, record=record)
 
 
 def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
