@@ -408,7 +408,7 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert both.table(1) == f"wd = 100\n{alone.table()}" and "wd =" not in alone.table()
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
     rows = (both.write(tmp_path, "wd")["csv"]).read_text().splitlines()  # the swept value in every row
-    assert rows[0] == "value,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13
+    assert rows[0] == "value_index,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13
     # Drawn from the record it wrote: one bar per swept value, the settings as its caption; the Figure-10 chart
     # refuses it by name (and the reverse).
     from subliminal_mlp.report.plotting import experiment_caption, plot_experiment, plot_fig10

@@ -479,15 +479,16 @@ class Result:
     def write(self, out_dir, stem: str) -> dict[str, Any]:
         """Write ``<stem>.json`` (:meth:`record`) and ``<stem>.csv`` atomically.
 
-        The CSV has one row per swept value, model and run: ``value`` (the value's index), one
-        column per swept setting (its value), ``model``, ``run``, ``accuracy``.
+        The CSV has one row per swept value, model and run: ``value_index`` (0 when nothing is
+        swept), one column per swept setting (its value), ``model``, ``run``, ``accuracy``.
         """
         from .results import write_record
 
         swept = list(self.sweep)
         rows = [(v, *(self.sweep[k][v] for k in swept), name, r, f"{self.accuracies[v, r, j]:.6f}")
                 for v in range(self.n_values) for j, name in enumerate(self.models) for r in range(self.n_runs)]
-        return write_record(self.record(), out_dir, stem, csv=(("value", *swept, "model", "run", "accuracy"), rows))
+        return write_record(self.record(), out_dir, stem,
+                            csv=(("value_index", *swept, "model", "run", "accuracy"), rows))
 
     def table(self, value: int | None = None) -> str:
         """A plain-text table: model, mean accuracy, 95 % CI half-width, runs.
