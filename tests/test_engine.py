@@ -215,6 +215,8 @@ def test_bad_tables_and_models_fail_before_compute(task):
          r"'noisy': its start perturbed\(sigma=a function of the hyperparameters\): sigma = -0.0003 is invalid: "
          r".*finite number >= 0"),
         (TINY.replace(model=nn.Dense(13)), sm.ModelError, r"model = Dense is not a subliminal_mlp Model: wrap .*from_flax"),
+        (TINY.replace(students=(sm.Student("s", outputs="bogus"),)), sm.StudentError,
+         r"student 's': outputs = 'bogus' is unknown"),
     ]
     for exp, error, match in cases:
         with pytest.raises(error, match=match):
@@ -623,3 +625,23 @@ def test_choose_run_batch_measures_once_on_an_accelerator_and_keeps_cpu_and_give
     assert sm.engine.choose_run_batch(compile_for, 64, dev, platform="gpu", key=key)[0] == 5
     assert calls == [1, 5, 5]  # the fit is remembered for the key: only the chosen program compiles
     assert sm.engine.choose_run_batch(compile_for, 64, dev, 3, platform="gpu")[0] == 3  # given: used as is
+
+
+def test_an_untrained_teacher_is_not_called_diverged_when_its_parameters_are_kept():
+    # teacher_epochs = 0: the "teacher" is the reference by design; keep_teachers must not make it a divergence.
+    import warnings
+
+    from subliminal_mlp.core.results import DivergenceWarning
+
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
+    task = sm.Task(x, (x[:, 0] > 0).astype(np.int32), x, (x[:, 0] > 0).astype(np.int32), n_classes=2)
+    exp = sm.Experiment(model=sm.mlp((4,), n_classes=2, aux_logits=2, input_dim=8), teacher_epochs=0,
+                        student_epochs=1, batch_size=64, inputs=inputs.uniform(64, shape=(8,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        kept = sm.run(exp, task, n_runs=2, keep_teachers=True)
+    assert kept.health()["ok"] and kept.teachers is not None
+    # given teachers are checked: the untrained ones given back are no better than the reference
+    with pytest.warns(DivergenceWarning):
+        given = sm.run(exp, task, n_runs=2, teachers=kept.teachers)
+    assert given.health()["teacher_not_better"] == [0, 1]

@@ -182,11 +182,21 @@ def _label_range(labels: np.ndarray) -> str:
 class Experiment:
     """What every run computes (see the module docstring). Defaults: the paper's Figure 10.
 
+    The objectives (protocol.md §1; :mod:`~subliminal_mlp.core.losses`): the teacher minimises the
+    mean class cross-entropy ``L_T(θ) = −(1/B) Σ_b log softmax(f_θ(x_b)[:K])[label_b]`` over the
+    task's batches (Adam, ``hparams["learning_rate"]``); each student minimises, on batches of the
+    input set, ``L_S(θ) = T² Σ_b w_b · ℓ(f_θ(x_b)/T, y_b/T; mask) + penalty(θ)`` with ``y_b`` its
+    teacher's logits, ``ℓ`` its loss (``"kl"``: KL(softmax(y_S) ‖ softmax(z_S)) on the logit subset
+    ``S`` = its ``outputs``; ``"mse"``: ``Σ_{i∈S} (z_i − y_i)²``, never scaled by T), ``T`` its
+    temperature, ``w_b`` its ``example_weights`` (1 without the hook) and ``penalty`` its own
+    (0 without), with its optimiser (Adam at the learning rate unless ``Student.optimizer``).
+
     ``hparams`` are the numeric hyperparameters (name → number): they are constants of the program
     unless swept (``run(..., sweep={name: values})``), when they enter as traced per-job values.
     ``metrics`` maps a name to ``f(RunModels) -> array``, evaluated inside the program per run
-    after distillation; ``trace`` likewise, but evaluated every ``trace_every`` distillation steps
-    (and after the last), stacked over steps (``Result.traces``, ``Result.trace_steps``).
+    after distillation; ``trace`` likewise, but evaluated before every ``trace_every``-th full batch
+    of each epoch (the count restarts each epoch) and after the last step, stacked over steps
+    (``Result.traces``; ``Result.trace_steps`` gives the exact steps).
     ``step_metrics`` maps a name to ``f(StepView) -> array`` evaluated at *every* distillation step
     (it sees each student's raw gradient, e.g. its cosine with the teacher's task gradient),
     stacked over all steps (``Result.step_metrics``).
@@ -301,6 +311,10 @@ class HookView(NamedTuple):
     its indices ``idx`` into the run's input set, ``params`` (the student row's numeric
     ``params``, one scalar each: the hook is ``vmap``-ed over the students of a group) and the
     distillation ``step`` (0-based, over all epochs).
+
+    ``example_weights(view)`` returns ``w`` of shape (batch,): the student's loss on the batch is
+    ``Σ_b w_b · ℓ_b`` (0 drops example b: filtering); ``targets(view)`` returns the logits ``y``
+    it imitates on the batch in place of ``view.logits`` (see :class:`Experiment` for ``L_S``).
     """
 
     run: RunModels
@@ -343,7 +357,8 @@ class StepView(NamedTuple):
     """What a per-step metric sees at one distillation step, before the optimiser updates.
 
     ``run`` (a :class:`RunModels` whose ``students`` are the parameters before this step),
-    ``grads`` ({student: its raw distillation gradient ∇_θ L_S on this batch}), the batch ``x``,
+    ``grads`` ({student: ∇_θ of its whole objective on this batch: L_S at its temperature, with its
+    hooks' targets and weights, plus its ``penalty``}), the batch ``x``,
     ``logits`` ({teacher: its logits on x}), the batch indices ``idx``, the ``step`` (0-based) and
     ``updates`` ({student: the update its optimiser applies at this step, ``θ ← θ + update``: for
     Adam ``−η·m̂/(√v̂ + ε)``, for a projection or weight decay the transformed step}).
@@ -365,8 +380,10 @@ class Result:
     ``accuracies`` has shape ``(n_values, n_runs, n_models)`` (models in :attr:`models` order:
     ``reference``, ``teacher``, the derived ``teachers`` in their order, then the students); ``teacher_loss`` ``(n_values, n_runs)`` is the
     mean over the last epoch's steps of each batch's mean loss (a partial last batch weighs as much
-    as a full one) and ``distill_loss`` ``(n_values, n_runs, n_students)`` the mean per-example loss
-    over the last epoch (both ``None`` unless ``Experiment.track_losses``); ``metrics`` maps each metric to
+    as a full one) and ``distill_loss`` ``(n_values, n_runs, n_students)`` the sum over the last
+    epoch's steps of each batch's summed loss (penalty included) divided by the input set's size ``n``:
+    the mean per-example loss when the student has no penalty and unit weights (both ``None``
+    unless ``Experiment.track_losses``); ``metrics`` maps each metric to
     ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
     ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
@@ -419,11 +436,13 @@ class Result:
         """Which runs of swept value ``value`` diverged (:func:`~subliminal_mlp.core.results.health`).
 
         ``{"ok", "nonfinite": [[run, model], ...], "teacher_not_better": [run, ...], "teacher_margin"}``;
-        the teacher is checked when it was trained here or given (``teacher_epochs > 0`` or ``teachers``).
+        the teacher is checked when it was trained (``teacher_epochs > 0``: here or read from the teacher
+        cache) or given (``run(..., teachers=...)``); with ``teacher_epochs = 0`` and none given it is the
+        untrained reference by design, and is not checked.
         """
         return health(self.models, self.accuracies[value], None if self.finite is None else self.finite[value],
                       chance=1.0 / self.experiment.model.n_classes,
-                      check_teacher=self.experiment.teacher_epochs > 0 or self.teachers is not None)
+                      check_teacher=self.experiment.teacher_epochs > 0 or self.teachers_given)
 
     def value_label(self, value: int) -> str:
         """The swept settings of value ``value``, e.g. ``"learning_rate = 0.001"`` ("" when nothing is swept)."""

@@ -301,8 +301,8 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
     the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``); example j is
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
-    expected squared norm is the base's. ``k = d`` gives the base noise in a random rotation's
-    coordinates (the same distribution for isotropic noise up to its per-pixel marginals).
+    expected squared norm is the base's. ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
+    rounding.
 
     ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a
     d × ``max_k`` Gaussian matrix (default ``max_k = d``) and ``Q`` its first k columns, a uniformly
@@ -609,7 +609,11 @@ def _has_user_fn(src: InputSource) -> bool:
 
 def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
                  arrays: Optional[Mapping[str, Any]] = None) -> None:
-    """Trace ``src`` abstractly and check that a batch has shape ``(B, *input_shape)``; else InputError."""
+    """Trace ``src`` abstractly and check that a batch has shape ``(B, *input_shape)``; else InputError.
+
+    A user's :func:`source` (or a mixture or wrapper of one) is also drawn for real: examples 0
+    and 1 must be the same whatever order and batch they are drawn in (else InputError: the set is
+    not fixed)."""
     arrays = src.arrays if arrays is None else arrays
     try:
         out = jax.eval_shape(lambda k, a: src.draw(src.prepare(k, a, hp), jnp.arange(2), hp),

@@ -103,8 +103,10 @@ class Model:
 def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtypeStruct:
     """Trace ``init`` and ``apply`` abstractly (no compute) and check the output count.
 
-    Returns the shape of ``apply(params, x)`` for a batch of 2; raises :class:`ModelError` naming
-    the mismatch when ``apply`` fails or does not return ``(2, n_classes + aux_logits)`` logits.
+    Returns the ``ShapeDtypeStruct`` of ``apply(params, x)`` for a batch of 2; raises
+    :class:`ModelError` naming the problem when ``model`` is not a :class:`Model` (a bare Flax
+    module: wrap it with :func:`from_flax`), is not hashable, or its ``apply`` fails or does not
+    return ``(2, n_classes + aux_logits)`` logits.
 
     >>> check_model(mlp((8,), aux_logits=3)).shape
     (2, 13)

@@ -16,6 +16,10 @@ A :class:`Student` row says:
   ``example_weights`` the ``(B,)`` weights (ones without an ``example_weights`` hook), or ``None``
   when the student has no hook and no ``penalty`` (every example weighs 1), as in :func:`~subliminal_mlp.core.losses.kl_distillation`;
 * ``teacher``: the name of the teacher it imitates;
+* ``temperature``: ``T`` (a setting: a number, a hyperparameter name or a function of them; default
+  the hyperparameter ``"temperature"``, or 1 when the experiment has none): the loss becomes
+  ``T² · loss(z/T, y/T, mask, example_weights)`` (Hinton et al.), a user's loss too; ``"mse"`` is
+  never scaled by T;
 * ``example_weights`` / ``targets``: optional hooks ``f(view)`` returning per-example weights
   ``(B,)`` (filtering: 0 drops an example) or replacement target logits ``(B, n_outputs)``
   (sampled outputs, another teacher's logits), where ``view`` is an
@@ -328,7 +332,8 @@ def output_mask(outputs: Any, n_classes: int, aux_logits: int) -> jax.Array:
 
 
 def check_students(students: Sequence[Student], model: Model, teachers: Sequence[str] = ("teacher",)) -> None:
-    """Raise :class:`StudentError` naming the row and the value for an invalid table, before compute."""
+    """Raise :class:`StudentError` naming the row and the value for an invalid table, before compute
+    (:class:`~subliminal_mlp.core.models.ModelError` for an invalid per-student ``model``)."""
     if not students:
         raise StudentError("the student table is empty: give at least one Student.")
     seen: set[str] = set()
@@ -373,7 +378,10 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             if bad:
                 raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
         else:
-            output_mask(s.outputs, model.n_classes, model.aux_logits)
+            try:
+                output_mask(s.outputs, model.n_classes, model.aux_logits)
+            except StudentError as e:
+                raise StudentError(f"student {s.name!r}: {e}") from None
 
 
 def _same_shapes(a: Model, b: Model) -> bool:
@@ -419,12 +427,14 @@ def cosine(a, b) -> jax.Array:
     return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def project_out(direction: Callable[[Any], Any], weight: Setting = 1.0) -> optax.GradientTransformation:
+def project_out(direction: Callable[[Any], Any], weight: float = 1.0) -> optax.GradientTransformation:
     """An optax transformation removing from each update its component along ``direction(params)``.
 
     ``g ← g − w · (g·d / ‖d‖²) · d`` with ``d = direction(params)`` (e.g. the gradient of the
     teacher's task loss at the student's current parameters: Kitkana & Arora's projection test)
-    and ``w = weight`` (1: all of the component, 0: none; a number or a function of nothing).
+    and ``w = weight``, a number (or array) in [0, 1] (1: all of the component, 0: none; to sweep
+    it, build the optimiser from the hyperparameters: ``optimizer=lambda hp: optax.chain(
+    project_out(d, hp["w"]), adam(hp["learning_rate"]))``).
     Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``. It projects the
     *gradient*: Adam's update, rescaled per coordinate by its moment estimates, is then not exactly
     orthogonal to ``d`` (its cosine with ``d`` is small, not 0); chain it after the optimiser
