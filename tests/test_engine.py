@@ -435,6 +435,36 @@ def test_losses_are_tracked_and_match_a_hand_computation(task):
     assert r.teacher_loss.shape == (1, 1) and 0 < r.teacher_loss[0, 0] < 2.3
     assert r.distill_loss.shape == (1, 1, 4) and np.all(np.isfinite(r.distill_loss)) and np.all(r.distill_loss >= 0)
     assert sm.run(TINY, task, n_runs=1).distill_loss is None
+    # By hand, with every model frozen at its start (a learning rate far below float32's resolution): the teacher
+    # loss is the mean class cross-entropy of θ0 over the training set (4 equal batches per epoch); a student's
+    # distillation loss is its KL summed over the whole input set at its start, plus the last epoch's penalties,
+    # divided by n. Each student's penalty is the step number (no gradient), so that epochs differ: 96 inputs in
+    # batches of 64 are 2 steps per epoch, and the last of 3 epochs holds steps 4 and 5.
+    from subliminal_mlp.core.losses import class_cross_entropy, kl_distillation
+    from subliminal_mlp.core.results import DivergenceWarning
+
+    x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    toy = sm.Task(x, y, x, y, n_classes=2)
+    net = sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8)
+
+    def kl_over_set(run):  # at the end: the students are still their starts
+        xs = run.inputs.draw(jnp.arange(run.inputs.n))
+        y_t = net.apply(run.teacher, xs)
+        return jnp.stack([kl_distillation(net.apply(run.students[s.name], xs), y_t,
+                                          output_mask(s.outputs, 2, 2)) / run.inputs.n for s in sm.FIGURE10])
+
+    step_penalty = lambda v: v.step.astype(jnp.float32)  # noqa: E731
+    frozen = sm.Experiment(model=net, inputs=inputs.uniform(96, shape=(8,)), teacher_epochs=2, student_epochs=3,
+                           batch_size=64, hparams={"learning_rate": 1e-30, "temperature": 1.0}, track_losses=True,
+                           students=tuple(s.replace(penalty=step_penalty) for s in sm.FIGURE10),
+                           metrics={"kl": kl_over_set, "ce0": lambda run: class_cross_entropy(
+                               net.apply(run.reference, run.data["train_x"]), run.data["train_y"], 2)})
+    with pytest.warns(DivergenceWarning, match="no better"):  # an untrained teacher is flagged, as it should be
+        r = sm.run(frozen, toy, n_runs=3)
+    np.testing.assert_allclose(r.teacher_loss, r.metrics["ce0"], rtol=1e-5)
+    np.testing.assert_allclose(r.distill_loss, r.metrics["kl"] + (4 + 5) / 96, rtol=1e-5, atol=1e-7)
+    assert np.all(r.metrics["kl"][..., 2:] > 1e-3)  # the cross students' loss is not a trivial 0
 
 
 def test_other_models_tasks_and_tables_run_through_the_engine(data_root):
@@ -542,18 +572,32 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     def projected(hp, view):  # the optimiser is built per run, from the run's data
         return optax.chain(project_out(task_grad(view)), sm.students.adam(hp["learning_rate"]))
 
+    def after(hp, view):  # projected after Adam: the applied update itself is orthogonal to the task gradient
+        return optax.chain(sm.students.adam(hp["learning_rate"]), project_out(task_grad(view)))
+
+    names = ("plain", "projected", "after")
+
     def cos(now):
         g_task = task_grad(now.run)
-        return jnp.stack([cosine(now.grads[n], g_task(now.run.students[n])) for n in ("plain", "projected")])
+        return jnp.stack([cosine(now.grads[n], g_task(now.run.students[n])) for n in names])
 
-    exp = TINY.replace(students=(sm.Student("plain"), sm.Student("projected", optimizer=projected)),
-                       step_metrics={"cos": cos})
+    def cos_update(now):  # the update each optimiser applies, against the task gradient where it is applied
+        g_task = task_grad(now.run)
+        return jnp.stack([cosine(now.updates[n], g_task(now.run.students[n])) for n in names])
+
+    exp = TINY.replace(students=(sm.Student("plain"), sm.Student("projected", optimizer=projected),
+                                 sm.Student("after", optimizer=after)),
+                       step_metrics={"cos": cos, "cos_update": cos_update})
     r = sm.run(exp, task, n_runs=2)
-    assert r.step_metrics["cos"].shape == (1, 2, 4, 2)  # 4 steps, 2 students
-    c = r.step_metrics["cos"]
+    assert r.step_metrics["cos"].shape == (1, 2, 4, 3)  # 4 steps, 3 students
+    c, u = r.step_metrics["cos"], r.step_metrics["cos_update"]
     assert np.all(np.abs(c) <= 1) and np.any(c != 0)
-    # Both students start at θ0 and see the same first batch: the same raw gradient at step 0.
+    # All start at θ0 and see the same first batch: the same raw gradient at step 0.
     np.testing.assert_allclose(c[0, :, 0, 0], c[0, :, 0, 1], rtol=1e-5)
+    np.testing.assert_allclose(c[0, :, 0, 0], c[0, :, 0, 2], rtol=1e-5)
+    # The optimiser built per run from the run's data is the one applied: the 'after' student's updates are
+    # orthogonal to the task gradient at every step, the plain Adam updates are not.
+    assert np.all(np.abs(u[..., 2]) < 1e-4) and np.all(np.abs(u[..., 0]) > 10 * np.abs(u[..., 2]).max())
     assert "step_metrics" in r.record()
 
 

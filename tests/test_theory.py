@@ -755,3 +755,34 @@ def test_committed_record_report_from_the_record():
     assert summary == rec["summary"] and theorem.theorem_holds(summary)
     assert theorem.settings_caption(rec) == rec["caption"]
     assert rec["format"] == theorem.FORMAT and rec["format_version"] == theorem.FORMAT_VERSION
+
+
+def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0):
+    """A hand-made theorem record: one loss, one seed, ε grid (1e-6, 1e-3); at the smallest ε the shared
+    start's ΔθS·ΔθT/ε is ``ratio``, its L_T change ``dlt``, and the control's relative change ``change``."""
+    eps = [1e-3, 1e-6]  # the smallest is not first: summarize must find it
+    shared = {"dot": [[ratio * 1e-3 * 0.9, ratio * 1e-6]], "cos": [[0.1, 0.1]], "delta_LT": [[dlt * 1e3, dlt]],
+              "norm_S": [[1.0, 1.0]], "change": [[0.0, 0.0]], "dot0": [0.0], "norm_S0": [1.0]}
+    different = {"dot": [[0.5, 0.5]], "cos": [[0.01, 0.01]], "delta_LT": [[0.1, 0.1]], "norm_S": [[1.0, 1.0]],
+                 "change": [[change * 1e3, change]], "dot0": [0.5], "norm_S0": [1.0]}
+    return {"config": {"seeds": [7]}, "eps": eps, "norm_T": [norm_T], "LT0": {"shared": [2.3], "different": [2.3]},
+            "losses": {"ce_aux": {"A": [A], "shared": shared, "different": different}}}
+
+
+@pytest.mark.parametrize("changes, failed", [
+    ({}, []),                                                   # every prediction holds
+    ({"ratio": 2.01}, ["gap"]),                                 # ΔθS·ΔθT/ε is not A (rel. gap 5e-3 > 1e-3)
+    ({"ratio": -2.0}, ["gap", "sign"]),                         # against the teacher (so off A too)
+    ({"dlt": 1e-4}, ["LT_decreases"]),                          # L_T goes up at the smallest ε
+    ({"change": 1e-2}, ["control_first_order"]),                # the control's step depends on ε at first order
+    ({"A": 0.0, "ratio": 0.0, "dlt": 0.0}, []),                 # A = 0: the other branch holds
+    ({"A": 0.0, "ratio": 0.1, "dlt": 0.0}, ["gap"]),            # A = 0 but the dot product moves at first order
+    ({"A": 0.0, "ratio": 0.0, "dlt": 1e-6}, ["LT_decreases"]),  # A = 0 but L_T moves beyond rounding
+])
+def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
+    s = theorem.summarize(_theorem_record(**changes))
+    row = s["losses"]["ce_aux"][0]
+    assert row["seed"] == 7 and s["eps_min"] == 1e-6
+    assert [k for k, v in row["checks"].items() if not v] == failed
+    assert row["ok"] == theorem.theorem_holds(s) == (not failed)
+    assert not theorem.theorem_holds(theorem.summarize({**_theorem_record(), "losses": {}}))  # nothing checked
