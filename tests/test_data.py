@@ -147,6 +147,19 @@ def test_mnist_loads(data_root: Path) -> None:
     assert ds.train_labels[0] == 5
     assert np.bincount(ds.train_labels).argmax() == 1
     assert ds.checksums == {f.name: f.sha256 for f in DATASETS["mnist"].files}
+    # Decoded by hand from the IDX files (big-endian header, then row-major uint8 pixels): every pixel, in order.
+    import gzip
+    import struct
+
+    for split, images, labels in (("train", ds.train_images, ds.train_labels), ("t10k", ds.test_images, ds.test_labels)):
+        raw = gzip.decompress((data_root / "mnist" / f"{split}-images-idx3-ubyte.gz").read_bytes())
+        magic, n, rows, cols = struct.unpack(">4I", raw[:16])
+        assert (magic, rows, cols) == (2051, 28, 28) and n == images.shape[0]
+        pixels = np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows * cols).astype(np.float64)
+        np.testing.assert_allclose(images, pixels / 255 * 2 - 1, rtol=0, atol=1e-7)  # float32 arithmetic
+        raw = gzip.decompress((data_root / "mnist" / f"{split}-labels-idx1-ubyte.gz").read_bytes())
+        assert struct.unpack(">2I", raw[:8]) == (2049, n)
+        np.testing.assert_array_equal(labels, np.frombuffer(raw, np.uint8, offset=8))
 
 
 def test_arrays_are_read_only_and_cached(data_root: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 from subliminal_mlp.core.config import Config, ConfigError
 from subliminal_mlp.core.data import load_mnist
 from subliminal_mlp.core.students import perturbed, ref
-from subliminal_mlp.studies.omitted_digit import (MODELS, SUBSETS, format_omitted_table, omitted_digit_experiment,
-                                                  run_omitted_digit, write_omitted)
+from subliminal_mlp.studies.omitted_digit import (MODELS, SUBSETS, distillation_pool, format_omitted_table,
+                                                  omitted_digit_experiment, run_omitted_digit, write_omitted)
 
 
 def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_path, check_envelope):
@@ -17,6 +17,14 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
     check_envelope(rec, data.checksums)
     labels = np.asarray(data.train_labels)
     assert rec["n_distillation_images"] == int(np.sum(labels != 3)) == 60_000 - 6_131
+    # What the students are distilled on is exactly the training images that are not a 3, in their order.
+    pool = distillation_pool(data, 3)
+    np.testing.assert_array_equal(pool, np.asarray(data.train_images)[labels != 3])
+    src = omitted_digit_experiment(cfg, pool).inputs
+    drawn = np.asarray(src.draw(src.prepare(None, src.arrays, {}), np.arange(src.n), {}))
+    np.testing.assert_array_equal(drawn, pool)
+    threes = np.asarray(data.train_images)[labels == 3]
+    assert not {r.tobytes() for r in threes} & {r.tobytes() for r in drawn}  # no image of a 3 among them
     test = np.asarray(data.test_labels)
     n3, n_other = int(np.sum(test == 3)), int(np.sum(test != 3))
     for name in MODELS:

@@ -76,6 +76,13 @@ def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
     for m in split.values():
         assert len(m["accuracies"]) == 2 and 0 <= m["mean"] <= 1
     np.testing.assert_allclose(split["cross"]["gain_over_cross"]["mean"], 0.0)
+    # Each student's gain is its per-run accuracy minus the cross student's in the same run: mean and 1.96·sd/√n.
+    cross = np.asarray(split["cross"]["accuracies"])
+    for name, m in split.items():
+        d = np.asarray(m["accuracies"]) - cross
+        assert m["gain_over_cross"]["mean"] == pytest.approx(d.mean(), abs=1e-12)
+        assert m["gain_over_cross"]["ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(len(d)), abs=1e-12)
+    assert any(abs(m["gain_over_cross"]["mean"]) > 0 for m in split.values())
     files = write_split_heads(record, tmp_path)
     assert read_results(files["json"])["config"]["cnn_channels"] == [4, 8]
     assert files["csv"].read_text().count("\n") == 1 + 2 * 14

@@ -122,6 +122,16 @@ def test_optimizer_is_adam_with_pytorch_defaults():
     u, _ = opt.update(g, opt.init(p), p)
     # First Adam step: m̂ = g, v̂ = g², update = -lr · g / (|g| + ε).
     np.testing.assert_allclose(np.asarray(u["w"]), -0.1 * np.sign([0.5, -4.0]), rtol=1e-5)  # float32 bias correction
+    # Three steps with changing gradients against Adam written out by hand (PyTorch's defaults: the first step
+    # alone cannot see β1, β2 or ε).
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    grads = np.array([[0.5, -4.0], [-0.3, 1e-9], [2.0, -1e-9]])
+    m, v, state, theta = np.zeros(2), np.zeros(2), opt.init(p), np.asarray(p["w"], np.float64)
+    for t, gt in enumerate(grads, start=1):
+        m, v = b1 * m + (1 - b1) * gt, b2 * v + (1 - b2) * gt**2
+        want = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        u, state = opt.update({"w": jnp.asarray(gt, jnp.float32)}, state, p)
+        np.testing.assert_allclose(np.asarray(u["w"]), want, rtol=1e-4)
 
 
 def test_probe_trace_is_taken_at_the_documented_steps():
