@@ -160,3 +160,20 @@ def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatc
     with pytest.raises(ConfigError, match=match):
         heads_mod.run_heads(Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), data,
                             **{"n_similarity": 500, **kw})
+
+
+def test_penultimate_similarity_of_a_model_with_itself_and_with_its_last_layer_rotated():
+    from subliminal_mlp.core.models import mlp
+    from subliminal_mlp.theory.similarity import penultimate_similarity
+
+    net = mlp((16, 8))
+    a = net.init(jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (64, 784), minval=-1.0, maxval=1.0)
+    same = penultimate_similarity(a, a, x, features_fn=net.features)
+    assert float(same["cka"]) == pytest.approx(1.0, abs=1e-5) and float(same["cosine"]) == pytest.approx(1.0, abs=1e-5)
+    # Only the output layer differs: the penultimate activations (before it) are the same.
+    b = {**a, "head": jax.tree.map(lambda w: -2.0 * w, a["head"])}
+    assert float(penultimate_similarity(a, b, x, features_fn=net.features)["cka"]) == pytest.approx(1.0, abs=1e-5)
+    # Another initialisation: not the same features (linear CKA of independent random features is well below 1).
+    other = penultimate_similarity(a, net.init(jax.random.PRNGKey(2)), x, features_fn=net.features)
+    assert float(other["cka"]) < 0.9

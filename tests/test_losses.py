@@ -91,6 +91,15 @@ masks = arrays(np.float32, (5,), elements=st.sampled_from([0.0, 1.0])).filter(la
 def test_kl_is_non_negative_and_zero_only_at_the_teacher(s, t, mask):
     kl = float(kl_distillation(jnp.asarray(s), jnp.asarray(t), jnp.asarray(mask)))
     assert kl >= -1e-4
+    # The same sum written out in float64 on the selected logits: > 0 wherever the two softmaxes differ.
+    on = mask > 0
+    sel = lambda z: np.asarray(z, np.float64)[:, on]  # noqa: E731
+    logp = sel(t) - np.log(np.exp(sel(t) - sel(t).max(1, keepdims=True)).sum(1, keepdims=True)) - sel(t).max(1, keepdims=True)
+    logq = sel(s) - np.log(np.exp(sel(s) - sel(s).max(1, keepdims=True)).sum(1, keepdims=True)) - sel(s).max(1, keepdims=True)
+    want = float(np.sum(np.exp(logp) * (logp - logq)))
+    assert kl == pytest.approx(want, rel=1e-3, abs=1e-3)
+    if np.abs(np.exp(logp) - np.exp(logq)).max() > 0.1:
+        assert kl > 1e-4
     assert abs(float(kl_distillation(jnp.asarray(t), jnp.asarray(t), jnp.asarray(mask)))) < 1e-4
     # Shifting the student's logits by a constant changes nothing (softmax invariance).
     kl_shift = float(kl_distillation(jnp.asarray(s + 3.0), jnp.asarray(t), jnp.asarray(mask)))

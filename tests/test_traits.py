@@ -177,3 +177,20 @@ def test_run_traits_small_real_run(data_root, tmp_path, check_envelope):
     assert "student_sampled" in format_traits_table(rec)
     paths = write_traits(rec, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+def test_paired_gains_are_per_run_differences_with_their_own_control():
+    from subliminal_mlp.studies.traits import METRICS, paired_gains
+
+    rng = np.random.default_rng(0)
+    names = ("student", "control", "student_sampled", "control_sampled", "student_filtered_0.3",
+             "control_filtered_0.3")
+    models = {n: {m: {"values": rng.uniform(0, 1, 5).tolist()} for m in METRICS} for n in names}
+    gains = paired_gains(models)
+    assert set(gains) == {"student", "student_sampled", "student_filtered_0.3"}
+    for s, g in gains.items():
+        c = s.replace("student", "control", 1)
+        for m in METRICS:
+            d = np.subtract(models[s][m]["values"], models[c][m]["values"])
+            assert g[m]["control"] == c and g[m]["mean"] == pytest.approx(d.mean(), abs=1e-12)
+            assert g[m]["ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(5), abs=1e-12)
