@@ -126,7 +126,7 @@ def test_optimizer_is_adam_with_pytorch_defaults():
     # alone cannot see β1, β2 or ε).
     lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
     grads = np.array([[0.5, -4.0], [-0.3, 1e-9], [2.0, -1e-9]])
-    m, v, state, theta = np.zeros(2), np.zeros(2), opt.init(p), np.asarray(p["w"], np.float64)
+    m, v, state = np.zeros(2), np.zeros(2), opt.init(p)
     for t, gt in enumerate(grads, start=1):
         m, v = b1 * m + (1 - b1) * gt, b2 * v + (1 - b2) * gt**2
         want = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
