@@ -87,7 +87,7 @@ def test_settings_are_validated_before_any_compute():
     for bad in (dict(families=("noise",)), dict(families=()), dict(distributions=("laplace",)),
                 dict(subspace_k=(0,)), dict(subspace_k=(10, 10)), dict(blur_sigmas=(-1.0,)), dict(scales=(0.0,)),
                 dict(distinct=(2.5,)), dict(spectrum="yes"), dict(scales=[])):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"^{next(iter(bad))} = .* (is invalid|repeats a value)"):
             F.InputFamilySettings(**bad)
     with pytest.raises(ConfigError, match="n_noise = 2048"):
         F.run_input_families(Config(n_noise=2048), None, F.InputFamilySettings(distinct=(4096,)))

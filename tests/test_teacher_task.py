@@ -26,7 +26,7 @@ def test_settings_defaults_and_invalid_values_are_rejected():
            dict(classes=3), dict(teacher_epochs=(0, 1)), dict(student_epochs=(-1,)), dict(student_epochs=(True,)),
            dict(generations=0), dict(generations=1.5), dict(generations=True)]
     for kw in bad:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"^{next(iter(kw))} = .* is invalid"):  # names the field and value
             TeacherTaskSettings(**kw)
     with pytest.raises(ConfigError, match="classes = \\[1, 2\\].*2..10"):
         TeacherTaskSettings(classes=(1, 2))

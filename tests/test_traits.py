@@ -53,7 +53,7 @@ def test_filter_against_hand_values():
 def test_settings_are_validated():
     for bad in (dict(trait_epochs=0), dict(trait_class=-1), dict(trait_weight=0.0), dict(filters=(1.5,)),
                 dict(filters=("max",)), dict(filters=()), dict(filters=(0.5, 0.5)), dict(n_held_out_noise=0)):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"^{next(iter(bad))} = .* is invalid"):  # names the field and value
             TraitSettings(**bad)
     with pytest.raises(ConfigError, match="trait_class = 12"):
         TraitSettings(trait_class=12).check(Config())
