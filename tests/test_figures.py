@@ -229,6 +229,9 @@ def test_list_reads_the_committed_records(capsys):
     assert all(r["wall_s"] is None for r in quick.values())
     (same,) = figures.list_figures(["fig10_mnist"], quick=True, write=lambda s: None)  # --out defaults to --from
     assert same["command"] == "subliminal-mlp figures fig10_mnist --quick --out DIR"
+    # where the settings come from is still the committed record (not where a quick figure would go)
+    assert same["settings_from"] == quick["fig10_mnist"]["settings_from"] == {r["name"]: r for r in rows}[
+        "fig10_mnist"]["settings_from"]
 
 
 @pytest.mark.slow

@@ -102,8 +102,6 @@ class Figure:
 # ----------------------------------------------------------------------------- settings helpers
 
 
-
-
 def _quick_config(d: dict, q: dict) -> dict:
     """A config shrunk by ``q`` (integers: at most that; ``hidden_widths``: replaced; absent: kept)."""
     c = Config.from_dict(d)
@@ -622,9 +620,8 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
         command, wall = fig.command(settings), wall_time(fig, source)
         if quick:
             settings = fig.quick(settings, QUICK if quick is True else dict(quick))
-            where = "DIR" if out.resolve() == Path(source).resolve() else out  # --quick never writes into --from
-            command = (f"subliminal-mlp figures {fig.name} --quick --out {where}"
-                       + ("" if Path(source).resolve() == FIGURES_DIR.resolve() else f" --from {source}"))
+            dest = Path("DIR") if out.resolve() == Path(source).resolve() else out  # --quick never writes into --from
+            command = _command(fig.name, dest, Path(source), quick)
             wall = wall_time(fig, out) if _is_quick(out / fig.record) else None
         rows.append({"name": fig.name, "command": command, "runs": fig.runs(settings), "wall_s": wall,
                      "settings_from": where, "status": figure_status(fig, out, settings, state)[1]})
@@ -668,7 +665,6 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     if cache is not None:
         check_output(cache.root)
         log(f"teacher cache: {cache.root}")
-    state = read_state(out)
     done: dict[str, str] = {}
     bar = tqdm(total=len(plan), desc="figures", unit="figure", disable=not progress, file=sys.stderr)
     try:

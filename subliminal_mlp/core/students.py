@@ -371,9 +371,7 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
         if s.outputs == "aux" and model.aux_logits == 0:
             raise StudentError(f"student {s.name!r} imitates the aux logits, but the model has aux_logits (m) = 0: "
                                "an aux-only student needs m >= 1.")
-        if isinstance(s.outputs, tuple):
-            if not s.outputs:
-                raise StudentError(f"student {s.name!r} imitates an empty set of outputs: name at least one logit.")
+        if isinstance(s.outputs, tuple):  # (an empty tuple is refused when the Student is built)
             bad = [i for i in s.outputs if not 0 <= i < model.n_outputs]
             if bad:
                 raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
