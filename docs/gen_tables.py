@@ -346,8 +346,11 @@ def teacher_task_figure() -> str:
 GPU_LOGS = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-22"
 #: The second H100 session's logs: the suite on the GPU and the protocol at precision float32.
 GPU_LOGS_FLOAT32 = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-23"
-#: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written).
+#: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written); the
+#: detailed CPU tables are drawn from these.
 CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
+#: The same command on the other host the project's 2 cores have run on (AMD EPYC, Zen 5).
+CPU_LOGS_AMD = ROOT / "benchmarks" / "cpu-logs" / "amd-2026-11-24"
 
 
 class _Log:
@@ -481,6 +484,39 @@ def cpu_protocol() -> str:
     return _table(["quantity", "measured", "target"], rows)
 
 
+def cpu_hosts() -> str:
+    """The headline CPU numbers of each host's ``cpu.sh`` logs side by side (machine, peak, ratio, steps,
+    the theorem's speed-up, tracking overhead, memory), each against its target."""
+    ok = lambda good: " ✓" if good else " ✗"  # noqa: E731
+    cols = []
+    for folder in (CPU_LOGS, CPU_LOGS_AMD):
+        proto, step = _Log(folder, "protocol"), _Log(folder, "step")
+        theory, align = _Log(folder, "theory"), _Log(folder, "alignment")
+        cpu = _Log(folder, "machine").find(r"model name\s*:\s*(.+)")[1].strip()
+        peak = proto.find(r"fp32 matmul peak \(XLA, (\d+)x\d+\): (\d+) GFLOP/s")
+        best = proto.find(r"protocol wall times: ([\d.]+),")[1]
+        ratio = proto.find(r"RATIO protocol / matmul peak = ([\d.]+) with the best time, ([\d.]+) with the median")
+        per_run = proto.find(r"per run: ([\d.]+) s -> 100 runs ~ ([\d.]+) min")
+        ms = re.findall(r"\n\w+ step \(.+?\): ([\d.]+) ms per step", step.text)
+        speed = theory.find(r"speed-up of the sweep over the loop: ([\d.]+)x")[1]
+        overhead = align.find(r"overhead of tracking: ([\d.]+) %")[1]
+        memory = [int(m) for m in re.findall(r"\d+ runs: peak RSS (\d+) MiB", proto.text)]
+        if len(ms) != 2 or not memory:
+            raise ValueError(f"{folder}: expected two steps in step.log and a memory line in protocol.log")
+        cols.append([f"{cpu} (`{folder.name}`)", f"{peak[2]} GFLOP/s ({peak[1]}²)", f"{best} s",
+                     f"**{ratio[1]}**{ok(float(ratio[1]) >= 0.70)} / {ratio[2]}",
+                     f"{per_run[1]} s ({per_run[2]} min)", f"{ms[0]} ms / {ms[1]} ms",
+                     f"{speed}×{ok(float(speed) >= 2)}", f"{overhead} %{ok(float(overhead) <= 40)}",
+                     f"{max(memory)} MiB{ok(max(memory) < 3000)}"])
+    labels = ["host (logs)", "best fp32 matmul throughput", "protocol, 2 runs × (5 + 5 epochs), best of 5",
+              "**ratio** protocol / matmul peak, best / median", "per run (100 runs)",
+              "teacher / distillation step", "theorem sweep's speed-up over the loop", "alignment tracking overhead",
+              "peak resident memory, 100 runs"]
+    targets = ["—", "—", "—", "≥ 0.70 (best)", "—", "—", "≥ 2×", "≤ 40 %", "< 3 GB"]
+    rows = [[label, *(c[i] for c in cols), targets[i]] for i, label in enumerate(labels)]
+    return _table(["quantity", "Intel host", "AMD host", "target"], rows)
+
+
 def cpu_step() -> str:
     """Per-step time of the teacher and distillation steps, from XLA's trace (``cpu.sh step``)."""
     t = _Log(CPU_LOGS, "step")
@@ -596,7 +632,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "one_step": one_step, "one_step_correlations": one_step_correlations,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
-    "cpu_protocol": cpu_protocol, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
+    "cpu_protocol": cpu_protocol, "cpu_hosts": cpu_hosts, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
     "split_heads_single": split_heads_single,
 }
