@@ -16,7 +16,8 @@ from hypothesis import given, settings, strategies as st
 
 import subliminal_mlp as sm
 from subliminal_mlp import inputs
-from subliminal_mlp.core.students import output_mask, perturb
+from subliminal_mlp.core import engine
+from subliminal_mlp.core.students import StartContext, adam, output_mask, perturb
 
 TINY = sm.Experiment(model=sm.mlp((32,)), inputs=inputs.uniform(2048), teacher_epochs=1, student_epochs=1,
                      batch_size=512)
@@ -148,6 +149,42 @@ def test_output_masks_and_perturbed_starts():
     np.testing.assert_allclose(jnp.linalg.norm(delta), jnp.linalg.norm(free), rtol=1e-4)
 
 
+def test_each_start_is_what_its_docstring_says():
+    # A run's StartContext as the engine builds it, with a teacher θ0 + d for a known displacement d.
+    model, seed, run, n_runs = sm.mlp((64,)), 3, 1, 3
+    refs = engine.references(model, seed, run, n_runs)
+    keys = engine.run_keys(seed, run)
+    d = jax.tree.map(lambda a: jnp.full_like(a, 0.01), refs["own"])
+    ctx = StartContext(refs, {"teacher": jax.tree.map(jnp.add, refs["own"], d)}, keys, {"s": 0.04}, model)
+    flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
+    own = flat(refs["own"])
+    # fresh(stream): model.init(fold_in(keys["fresh"], stream)), neither θ0 nor another stream.
+    f0, f1 = flat(sm.fresh()(ctx)), flat(sm.fresh(1)(ctx))
+    np.testing.assert_array_equal(f0, flat(model.init(jax.random.fold_in(keys["fresh"], 0))))
+    assert not np.array_equal(f0, own) and not np.array_equal(f0, f1)
+    np.testing.assert_array_equal(flat(sm.ref("cross")(ctx)), flat(refs["cross"]))
+    # perturbed(σ): θ0 + σ·ξ with ξ ~ N(0, I) from keys["init_noise"]; σ a number or a hyperparameter's name.
+    for sigma, want in ((0.01, 0.01), ("s", 0.04)):
+        delta = flat(sm.perturbed(sigma)(ctx)) - own
+        np.testing.assert_allclose(delta, want * jax.random.normal(keys["init_noise"], own.shape), rtol=1e-4, atol=1e-7)
+        assert float(jnp.std(delta)) == pytest.approx(want, rel=0.03)  # σ is the std (not the variance)
+    # orthogonal: ξ loses its component along d = θ_teacher − θ0 (the own reference's), same norm.
+    iso = flat(sm.perturbed(0.01)(ctx)) - own
+    orth = flat(sm.perturbed(0.01, orthogonal=True)(ctx)) - own
+    u = flat(d) / jnp.linalg.norm(flat(d))
+    assert abs(float(jnp.dot(iso, u))) > 0.5 * 0.01  # the isotropic draw does move along d here...
+    assert abs(float(jnp.dot(orth, u))) < 1e-3 * float(jnp.linalg.norm(orth))  # ... the orthogonal one does not
+    np.testing.assert_allclose(jnp.linalg.norm(orth), jnp.linalg.norm(iso), rtol=1e-4)
+
+
+def test_adam_is_pytorchs_with_its_epsilon():
+    # First Adam step: m̂ = g, v̂ = g², update = −lr·g/(|g| + ε). With g = 1e-8 = ε it is −lr/2 (ε = 1e-7: −lr/11).
+    opt = adam(0.1)
+    g = {"w": jnp.array([1e-8, 1.0], jnp.float32)}
+    upd, _ = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(upd["w"], [-0.05, -0.1 / (1 + 1e-8)], rtol=1e-5)
+
+
 def _closures(described):
     """Every ``{variable: value}`` of plain values in a record's description of a function (setting_json)."""
     if isinstance(described, list):
@@ -211,6 +248,7 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         (TINY.replace(students=(sm.Student("teacher"),)), sm.StudentError, "reserved"),
         (TINY.replace(students=(sm.Student(3),)), sm.StudentError, "name 3 is invalid"),
         (TINY.replace(students=(sm.Student("s", outputs=(14,)),)), sm.StudentError, "out of range"),
+        (TINY.replace(students=(sm.Student("s", outputs=(0, 13)),)), sm.StudentError, r"outputs \[13\] are out of range 0..12"),
         (TINY.replace(model=sm.mlp((8,), aux_logits=0)), sm.StudentError, r"\(m\) = 0"),
         (TINY.replace(model=sm.mlp((8,), n_classes=5)), sm.ExperimentError, "n_classes = 5"),
         (TINY.replace(model=sm.Model(lambda k: {"w": jnp.zeros((784, 12))}, lambda p, x: x @ p["w"])),
@@ -400,6 +438,21 @@ def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, 
     # A subset of the students: the same numbers for the students kept.
     some = sm.run(TINY.replace(students=sm.FIGURE10[2:]), task, n_runs=3, teachers=r.teachers, run_batch=1)
     np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])
+
+
+def test_students_differing_only_in_temperature_each_train_at_their_own(task):
+    # Students that differ in T alone must not be stacked into one group trained at one T: "hot" trained
+    # beside "cold" ends where "hot" trained alone does, and not where a cold student does.
+    def param_sum(name):
+        return lambda view: sum(jnp.sum(leaf) for leaf in jax.tree.leaves(view.students[name]))
+
+    hot, cold = sm.Student("hot", temperature=4.0), sm.Student("cold", temperature=1.0)
+    exp = TINY.replace(student_epochs=1, metrics={"hot": param_sum("hot")})
+    both = sm.run(exp.replace(students=(cold, hot)), task, n_runs=1, run_batch=1)
+    alone = sm.run(exp.replace(students=(hot,)), task, n_runs=1, run_batch=1)
+    as_cold = sm.run(exp.replace(students=(hot.replace(temperature=1.0),)), task, n_runs=1, run_batch=1)
+    np.testing.assert_allclose(both.metrics["hot"], alone.metrics["hot"], rtol=1e-6)
+    assert not np.allclose(both.metrics["hot"], as_cold.metrics["hot"], rtol=1e-4)
 
 
 def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task, tmp_path):

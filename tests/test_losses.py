@@ -67,6 +67,20 @@ def test_mse_by_hand_with_weights():
     assert float(mse_distillation(s, t, w)) == pytest.approx(want)
 
 
+def test_fractional_example_weights_scale_each_examples_loss():
+    # Per-example weights that are not 0/1: the loss is Σ_b w_b ℓ_b, each ℓ_b computed alone.
+    rng = np.random.default_rng(1)
+    s, t = (jnp.asarray(rng.normal(size=(3, 5)).astype(np.float32)) for _ in range(2))
+    w = jnp.array([0.5, 2.0, 0.0])
+    mask = jnp.array([0.0, 1.0, 1.0, 1.0, 0.0])
+    for loss in (kl_distillation, mse_distillation):
+        alone = [float(loss(s[b:b + 1], t[b:b + 1], mask)) for b in range(3)]
+        assert float(loss(s, t, mask, w)) == pytest.approx(0.5 * alone[0] + 2.0 * alone[1], rel=1e-5), loss
+    # By hand for MSE: errors 13 and 2 (the docstring's example), weighted 0.5 and 3.
+    z, y = jnp.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]), jnp.zeros((2, 3))
+    assert float(mse_distillation(z, y, jnp.array([0.0, 1.0, 1.0]), jnp.array([0.5, 3.0]))) == pytest.approx(12.5)
+
+
 def test_masked_log_softmax_is_finite_whatever_the_off_mask_logits():
     z = jnp.array([[1e30, 0.0, 1.0, -1e30]])
     mask = jnp.array([0.0, 1.0, 1.0, 0.0])

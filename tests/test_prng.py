@@ -19,15 +19,19 @@ def test_permutation_is_jax_random_permutation(n, seed):
                                   np.asarray(jax.random.permutation(key, n)))
 
 
-@pytest.mark.parametrize("n", [2, 60_000, 65_536, 65_537, 300_000])
+@pytest.mark.parametrize("n", [2, 1625, 1626, 60_000, 65_536, 65_537, 300_000])
 def test_permutation_matches_at_the_digit_boundaries(n):
-    # 2**16 is where the position needs a 17th bit and the radix digits shrink to 15 bits.
+    # 2**16 is where the position needs a 17th bit and the radix digits shrink to 15 bits; 1625 -> 1626
+    # is where jax.random.permutation goes from one sort round to two.
     key = jax.random.PRNGKey(n)
     np.testing.assert_array_equal(np.asarray(permutation(key, n)), np.asarray(jax.random.permutation(key, n)))
 
 
 def test_shuffle_rounds_follow_the_documented_formula():
     assert [shuffle_rounds(n) for n in (1, 2, 1000, 60_000, 10**7)] == [0, 1, 1, 2, 3]
+    # The round count steps where n³ passes 2³² − 1: from n = 1625 to 1626, since (2³² − 1)^(1/3) ≈ 1625.5.
+    assert (2**32 - 1) ** (1 / 3) == pytest.approx(1625.5, abs=0.1)
+    assert [shuffle_rounds(n) for n in (1625, 1626)] == [1, 2]
 
 
 @settings(max_examples=30, deadline=None)
@@ -42,6 +46,10 @@ def test_stable_argsort_rejects_sizes_it_cannot_pack():
     with pytest.raises(ValueError, match="2 to"):
         stable_argsort_u32(jnp.zeros(1, jnp.uint32))
     assert MAX_RADIX_N == 2**24
+    # 2²⁴ keys still fit (24 position bits beside an 8-bit digit); one more does not. Traced only.
+    assert jax.eval_shape(stable_argsort_u32, jax.ShapeDtypeStruct((2**24,), jnp.uint32)).shape == (2**24,)
+    with pytest.raises(ValueError, match="2 to"):
+        jax.eval_shape(stable_argsort_u32, jax.ShapeDtypeStruct((2**24 + 1,), jnp.uint32))
 
 
 CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
