@@ -73,6 +73,14 @@ def test_subspace_noise_has_rank_k_and_keeps_the_power():
     # A different run key draws a different subspace.
     y = np.asarray(draw(inputs.subspace(30), np.arange(400), key=1), np.float64)
     assert np.sum(np.linalg.svd(np.vstack([x, y]), compute_uv=False) > 1e-3 * s[0]) > 30
+    # The basis is orthonormal: with k = d, Q Qᵀ = I and the source is the base noise itself (up to rounding);
+    # and projecting an example onto its own subspace again leaves it as it is (P² = P).
+    np.testing.assert_allclose(draw(inputs.subspace(784), np.arange(8)), u[:8], atol=2e-5)
+    src = inputs.subspace(30)
+    _, q = src.prepare(jax.random.PRNGKey(0), src.arrays, {})
+    q = np.asarray(q, np.float64)
+    np.testing.assert_allclose(q.T @ q, np.eye(30), atol=1e-5)
+    np.testing.assert_allclose(x @ q @ q.T, x, atol=1e-4)
 
 
 def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
@@ -89,6 +97,9 @@ def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
             want[a, b] = sum(w[p + radius] * w[q + radius] * u[(a - p) % 28, (b - q) % 28] for p in i for q in i)
     got = np.asarray(draw(inputs.blurred(sigma, radius=radius), [5]), np.float64).reshape(28, 28)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # The default radius is ⌈3σ⌉ (for σ = 1.5: 5).
+    assert inputs.blurred(1.5).settings["radius"] == 5
+    np.testing.assert_array_equal(draw(inputs.blurred(1.5), [0, 9]), draw(inputs.blurred(1.5, radius=5), [0, 9]))
     x = np.asarray(draw(inputs.blurred(2.0), np.arange(300)), np.float64).reshape(300, 28, 28)
     assert abs(x.var() / (1 / 3) - 1) < 0.1  # unit-norm kernel: the pixel variance is kept
     assert np.corrcoef(x[:, 10, 10], x[:, 10, 11])[0, 1] > 0.8
@@ -97,6 +108,8 @@ def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
 def test_cycled_has_exactly_the_distinct_examples_and_mix_weights_its_parts():
     x = np.asarray(draw(inputs.cycled(inputs.uniform(3000), 7), np.arange(3000)))
     assert len(np.unique(x, axis=0)) == 7 and np.array_equal(x[3], x[10])
+    # Position j is the base's example j mod 7 (not a shifted one), from the same key.
+    np.testing.assert_array_equal(x[:20], draw(inputs.uniform(3000), np.arange(20) % 7))
     pool = np.random.default_rng(1).uniform(-1, 1, (9, 784)).astype(np.float32)
     m = inputs.mix([(inputs.uniform(100), lambda hp: 1 - hp["a"]), (inputs.images(pool), "a")])
     got = draw(m, [3, 12], hp={"a": 0.25})
@@ -419,6 +432,14 @@ def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_b
     assert validate(TINY.replace(inputs=inputs.cycled(inputs.images("task"), 1024)), task).n == n_train
     with pytest.raises(sm.InputError, match=f"1..{n_train}"):
         validate(TINY.replace(inputs=inputs.cycled(inputs.images("task"), n_train + 1)), task)
+    # images("task", n) is the task's first n images; n may be the whole set (not one more), and so for a pool.
+    first = validate(TINY.replace(inputs=inputs.images("task", 100), batch_size=50), task)
+    assert first.n == 100
+    np.testing.assert_array_equal(draw(first, [0, 99]), np.asarray(task.train_x)[[0, 99]])
+    assert validate(TINY.replace(inputs=inputs.images("task", n_train)), task).n == n_train
+    with pytest.raises(sm.InputError, match=f"n = {n_train + 1} is larger than the pool's {n_train} images"):
+        validate(TINY.replace(inputs=inputs.images("task", n_train + 1)), task)
+    assert inputs.images(np.zeros((6, 784), np.float32), n=6).n == 6
 
 
 # ----------------------------------------------------------------------------- real small runs

@@ -62,6 +62,17 @@ def test_surrogate_has_the_target_spectrum_random_phases_and_the_stated_scale(mn
     np.testing.assert_allclose(sample(key, idx, 2 * std), 2 * x, rtol=1e-5, atol=1e-6)
     with pytest.raises(sm.InputError, match="shape"):
         inputs.phase_randomised(10, np.ones((27, 27)))
+    # An asymmetric spectrum is symmetrised first, Ā(f) = (A(f) + A(−f)) / 2: a real image's |F x| is symmetric.
+    lopsided = np.ones((28, 28))
+    lopsided[1, 2] = 5.0  # its mirror frequency (−1, −2) is (27, 26), where A = 1: Ā = 3 at both
+    bar = lopsided.copy()
+    bar[1, 2] = bar[27, 26] = 3.0
+    bar[0, 0] = 0.0
+    src = inputs.phase_randomised(4, lopsided)
+    y = np.asarray(src.draw(src.prepare(key, src.arrays, {}), jnp.arange(4), {}), np.float64)
+    c = std * 784 / np.sqrt(np.sum(bar * bar))
+    np.testing.assert_allclose(np.abs(np.fft.fft2(y.reshape(-1, 28, 28))), np.broadcast_to(c * bar, (4, 28, 28)),
+                               atol=1e-4 * c * 3)
 
 
 def test_cycled_and_subspace_take_their_setting_as_a_hyperparameter():
