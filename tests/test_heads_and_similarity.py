@@ -59,6 +59,9 @@ def test_cka_of_constant_features_is_zero_and_cosine_by_hand():
     a = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
     b = jnp.array([[0.0, 2.0], [3.0, 3.0], [1.0, 1.0]])
     assert float(feature_cosine(a, b)) == pytest.approx((0.0 + 1.0 + 0.0) / 3)
+    # Signed: opposite rows have cosine −1.
+    assert float(feature_cosine(x, -x)) == pytest.approx(-1.0)
+    assert float(feature_cosine(jnp.array([[1.0, 0.0]]), jnp.array([[-1.0, 0.0]]))) == -1.0
 
 
 def test_spearman_with_ties_and_monotone_maps():
@@ -175,5 +178,11 @@ def test_penultimate_similarity_of_a_model_with_itself_and_with_its_last_layer_r
     b = {**a, "head": jax.tree.map(lambda w: -2.0 * w, a["head"])}
     assert float(penultimate_similarity(a, b, x, features_fn=net.features)["cka"]) == pytest.approx(1.0, abs=1e-5)
     # Another initialisation: not the same features (linear CKA of independent random features is well below 1).
-    other = penultimate_similarity(a, net.init(jax.random.PRNGKey(2)), x, features_fn=net.features)
+    c = net.init(jax.random.PRNGKey(2))
+    other = penultimate_similarity(a, c, x, features_fn=net.features)
     assert float(other["cka"]) < 0.9
+    # Its cosine is that of the two models' features (row by row), not of a model with itself.
+    fa, fc = net.features(a, x), net.features(c, x)
+    assert float(other["cosine"]) == pytest.approx(float(feature_cosine(fa, fc)), rel=1e-6)
+    assert float(other["cosine"]) < 0.95
+    assert float(other["cka"]) == pytest.approx(float(linear_cka(fa, fc)), rel=1e-6)

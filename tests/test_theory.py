@@ -365,8 +365,26 @@ def test_vmap_over_eps_matches_sweep():
                 np.testing.assert_allclose(res.delta_LT[i, k], out["delta_LT"], rtol=1e-8, atol=1e-14)
                 d = jax.vmap(lambda e: theory.student_update(loss, s0, t0, d_t, x, e))(jnp.asarray(eps))
                 np.testing.assert_allclose(res.norm_S[i, k], jax.vmap(theory.tree_norm)(d), rtol=1e-10)
+                # ... and at ε = 0 (the student's step on the untrained teacher): its norm and dot with ΔθT.
+                d0 = ref_update(loss, s0, t0, x)
+                np.testing.assert_allclose(res.norm_S0[i, k], theory.tree_norm(d0), rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(res.dot0[i, k], theory.tree_dot(d0, d_t), rtol=1e-10, atol=1e-15)
             np.testing.assert_allclose(res.LT0[i], loss_T(s0, *args), rtol=1e-14)
         np.testing.assert_allclose(res.A, [theory.first_order_coefficient(l, t0, d_t, x) for l in losses], rtol=1e-12)
+
+
+def test_a_zero_student_update_has_cosine_zero():
+    """Softmax CE on one logit has zero gradient (its softmax is 1 whatever the logit): ΔθS ≡ 0, and its cosine,
+    dot and A are 0 (not 1, not NaN)."""
+    with theory.float64():
+        cfg, t0, other, x, loss_T, args = make_net([4, 3], 2, 3, 3, 5, seed=2)
+        one = theory.StudentLoss.ce([4], n_outputs=5)
+        d_t = theory.teacher_update(loss_T, t0, *args)
+        res = theory.sweep([one], loss_T, t0, [t0, other], x, theory.eps_grid(1e-3, 1e-1, 3), loss_T_args=args)
+        for field in ("norm_S", "cos", "dot", "norm_S0", "A"):
+            np.testing.assert_array_equal(getattr(res, field), 0.0, err_msg=field)
+        assert float(theory.tree_cosine({"w": jnp.zeros(3)}, {"w": jnp.ones(3)})) == 0.0
+        assert float(theory.tree_cosine(d_t, d_t)) == pytest.approx(1.0)
 
 
 def test_float32_outside_the_scope_and_import_keeps_x64_off():
@@ -704,6 +722,12 @@ def test_a_teacher_loss_for_another_model_is_an_error():
             theory.student_update(theory.StudentLoss.mse(np.ones(5)), t0, t0, t0, x, 0.1, model=cnn)
         with pytest.raises(ModelError, match="needs a subliminal_mlp.core.models.Model"):
             theory.class_cross_entropy_loss(Config())
+        # A 10-class MNIST loss on a ReLU MLP with 3 classes would read aux logits as classes: refused.
+        three = mlp((4,), n_classes=3, aux_logits=2)
+        p3 = theory.to_float64(three.init(jax.random.PRNGKey(0)))
+        with pytest.raises(ModelError, match="is built for"):
+            theory.teacher_update(theory.mnist_teacher_loss(10), p3, imgs, labels % 3, model=three)
+        theory.teacher_update(theory.mnist_teacher_loss(3), p3, imgs, labels % 3, model=three)  # its own count
     with pytest.raises(ValueError, match="give cfg or model, not both"):
         theorem.run_theorem_check(Config(hidden_widths=(5,)), model=tanh, teacher_loss="l2")
 
