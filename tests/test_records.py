@@ -1,5 +1,6 @@
 """One record: the envelope every experiment writes, the one CSV writer, and reading records back."""
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert rec["format"] == "subliminal-mlp/fig10" and rec["format_version"] == 1
     # Health: the fake teacher (column 1) is 0.01 above its reference, not better; no finiteness given.
     assert rec["health"] == {"ok": False, "nonfinite": [], "teacher_not_better": [0, 1, 2], "teacher_margin": 0.05}
+    # A teacher trained for 0 epochs is its reference by design: not flagged.
+    untrained = dataclasses.replace(r, config=r.config.replace(teacher_epochs=0))
+    assert experiment_record(untrained, FAKE_DATA)["health"]["ok"] is True
     assert rec["config"] == r.config.to_dict() and rec["n_runs"] == 3
     assert rec["seeds"] == {"seed": 7, "runs": [0, 1, 2]}
     assert list(rec["models"]) == list(MODELS)
@@ -177,12 +181,26 @@ def test_damaged_and_foreign_records_are_clear_errors(tmp_path):
     future["format_version"] = "1"
     p.write_text(json.dumps(future))
     raises(p, "format_version '1'", "expected an integer")
+    for bad_version in (0, None):  # versions start at 1; a record without one is not this library's
+        future["format_version"] = bad_version
+        p.write_text(json.dumps(future))
+        raises(p, f"format_version {bad_version!r}", "expected an integer from 1")
     p.write_text(good)
     raises(p, "not a subliminal-mlp/sweep record", "'subliminal-mlp/fig10'", format="subliminal-mlp/sweep")
     damaged = json.loads(good)
     del damaged["models"]
     p.write_text(json.dumps(damaged))
     raises(p, "lacks 'models'")
+    # Every key the readers of a format use (tables, figures, read_results' users): each one missing is named.
+    sweep = json.loads(good) | {"format": "subliminal-mlp/sweep", "param": "lr", "values": [1], "labels": ["1"]}
+    needs = {"subliminal-mlp/fig10": ("config", "n_runs", "models"),
+             "subliminal-mlp/sweep": ("param", "values", "labels", "n_runs", "models")}
+    for fmt, rec in (("subliminal-mlp/fig10", json.loads(good)), ("subliminal-mlp/sweep", sweep)):
+        p.write_text(json.dumps(rec))
+        assert read_results(p, format=fmt)["format"] == fmt  # whole, it is read
+        for key in needs[fmt]:
+            p.write_text(json.dumps({k: v for k, v in rec.items() if k != key}))
+            raises(p, f"lacks '{key}'")
     assert issubclass(RecordError, ValueError)
 
 

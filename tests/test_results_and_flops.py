@@ -1,6 +1,7 @@
 """Statistics, atomic writes, the JSON format, and the FLOP count against a hand computation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,56 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
     atomic_write_text(p, "two")
     assert p.read_text() == "two"
     assert [q.name for q in p.parent.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
+    import os
+    import stat
+    import tempfile
+
+    from subliminal_mlp.core import results as results_module
+    from subliminal_mlp.core.results import atomic_write, write_record
+
+    p = tmp_path / "a.json"
+    p.write_text("old")
+
+    def fails(tmp):  # writes part of the file, then fails
+        Path(tmp).write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(p, fails)
+    assert p.read_text() == "old" and [q.name for q in tmp_path.iterdir()] == ["a.json"]  # no temporary left
+    # The temporary file is made beside the target (os.replace is atomic only within one file system).
+    made = []
+    real_mkstemp = tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: made.append(kw) or real_mkstemp(**kw))
+    atomic_write_text(p, "new")
+    assert Path(made[0]["dir"]) == tmp_path and p.read_text() == "new"
+    # The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "b.json", "x")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o644
+    # write_record replaces the JSON (the file readers trust) after the CSV.
+    order = []
+    real = results_module.atomic_write_text
+    monkeypatch.setattr(results_module, "atomic_write_text", lambda path, text: order.append(Path(path).name)
+                        or real(path, text))
+    write_record({"format": "subliminal-mlp/x"}, tmp_path, "rec", csv=(["a"], [[1]]))
+    assert order == ["rec.csv", "rec.json"]
+
+
+def test_environment_records_x64_mode():
+    import jax
+
+    from subliminal_mlp.core.results import environment
+
+    assert environment()["x64"] is False
+    with jax.enable_x64(True):
+        assert environment()["x64"] is True
 
 
 def test_csv_table_and_format_check(tmp_path):
