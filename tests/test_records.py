@@ -352,6 +352,11 @@ def test_a_function_setting_is_recorded_with_the_values_it_closes_over():
     assert results.setting_json(lambda x: x in long) == {here + "<lambda>": {"long": "list of 100000 items"}}
     big = np.zeros((100, 100), np.float32)
     assert results.setting_json(lambda: big) == {here + "<lambda>": {"big": "array[100, 100] float32"}}
+    # The limits are 64 items: 64 are written out, 65 are summarised; a tuple like a list.
+    assert results.setting_json(np.zeros(64)) == [0.0] * 64 and results.setting_json(np.zeros(65)) == "array[65] float64"
+    pair, many = tuple(range(64)), tuple(range(65))
+    assert results.setting_json(lambda: pair) == {here + "<lambda>": {"pair": list(range(64))}}
+    assert results.setting_json(lambda: many) == {here + "<lambda>": {"many": "tuple of 65 items"}}
     # A set in a closure is recorded in one order whatever the process's hash seed.
     assert results.setting_json(lambda: {"b", "a", "c"}) == here + "<lambda>"  # a literal is no closure
     digits = frozenset({"seven", "one", "three"})
