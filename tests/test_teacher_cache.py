@@ -65,8 +65,9 @@ def _key(**changes):
     exp_changes = {k: changes.pop(k) for k in list(changes) if k in ("model", "teacher_epochs", "batch_size",
                                                                      "track_losses", "student_epochs", "students",
                                                                      "inputs")}
-    if "train_x" in changes:
-        t = engine.Task(changes.pop("train_x"), t.train_y, t.test_x, t.test_y, 10)
+    if {"train_x", "train_y", "n_classes"} & set(changes):
+        t = engine.Task(changes.pop("train_x", t.train_x), changes.pop("train_y", t.train_y), t.test_x, t.test_y,
+                        changes.pop("n_classes", 10))
     return key_digest(teacher_key(TINY.replace(**exp_changes), t, **{**settings, **changes}))
 
 
@@ -87,6 +88,30 @@ def test_the_key_changes_with_every_teacher_setting_and_only_with_those():
     same = lambda x: x  # noqa: E731
     assert _key(model=sm.mlp((16,), activation=same)) == _key(model=sm.mlp((16,), activation=same))
     assert _key(model=sm.mlp((16,), activation=lambda x: x)) != _key(model=sm.mlp((16,), activation=lambda x: -x))
+
+
+def test_the_key_names_the_labels_classes_grouping_and_numeric_modes():
+    """Settings a teacher depends on beyond those above: a collision would hand one teacher the other's params."""
+    import jax
+
+    base = _key()
+    rng = np.random.default_rng(1)
+    # the same images with other labels, or with more classes: another task, another teacher
+    assert _key(train_y=rng.integers(0, 10, 64)) != base
+    assert _key(n_classes=12) != base
+    # batched runs: how runs are split over devices changes rounding (module docstring: "with more than one,
+    # also the number of runs and devices"); one run per batch: the device count is not in the key
+    assert _key(run_batch=2, n_devices=2) != _key(run_batch=2)
+    assert _key(n_devices=2) == base
+    # x64 and the default matmul precision change a float32 program's numbers: both are in the key
+    with jax.enable_x64(True):
+        wide = _key()
+    assert wide != base
+    with jax.default_matmul_precision("bfloat16"):
+        bf16 = _key()
+    with jax.default_matmul_precision("float32"):
+        f32 = _key()
+    assert bf16 != f32
 
 
 def _init_two_layers(key):
@@ -150,6 +175,57 @@ def test_models_that_differ_only_in_their_functions_have_different_keys():
     assert _key(model=seq) == _key(model=sm.from_flax(nn.Sequential((nn.Dense(16), nn.relu, nn.Dense(13)))))
     assert _key(model=seq) != _key(model=sm.from_flax(nn.Sequential((nn.Dense(32), nn.relu, nn.Dense(13)))))
     assert _key(model=sm.mlp((16,), activation="identity")) not in (_key(), None)
+
+
+def _scaled(s):
+    return lambda x: s * x
+
+
+def _defaulted(d):
+    def act(x, s=d):  # `d` is a default, not a closure: the function closes over nothing
+        return s * x
+
+    return act
+
+
+def _kw_defaulted(d):
+    def act(x, *, s=d):
+        return s * x
+
+    return act
+
+
+class _Opaque:
+    """A callable with no attributes (``__slots__``), no ``__qualname__`` and the default repr: unidentifiable."""
+
+    __slots__ = ()
+
+    def __call__(self, p, x):
+        return _apply_relu(p, x)
+
+
+def test_a_functions_closure_defaults_and_constants_are_part_of_its_identity():
+    """Activations with one name, source and bytecode that compute different things (other closed-over values,
+    other defaults, other constants) are different teachers: a shared key would hand one the other's teachers."""
+    act = lambda f: _key(model=sm.mlp((16,), activation=f))  # noqa: E731
+    assert act(_scaled(1.0)) != act(_scaled(2.0)) and act(_scaled(1.0)) == act(_scaled(1.0))
+    # mlp's description names a closure's values; in an object's methods only the code identity sees them
+    one, two = _Net(_scaled(1.0)), _Net(_scaled(2.0))
+    one, two = sm.Model(one.init, one.apply), sm.Model(two.init, two.apply)
+    assert one.describe() == two.describe() and _key(model=one) != _key(model=two)
+    assert _defaulted(1.0).__closure__ is None and act(_defaulted(1.0)) != act(_defaulted(2.0))
+    assert act(_kw_defaulted(1.0)) != act(_kw_defaulted(2.0))
+    # constants: two lambdas on one line have one source and one bytecode, only their constants differ
+    two, three = (lambda x: 2.0 * x), (lambda x: 3.0 * x)  # noqa: E731
+    assert two.__code__.co_code == three.__code__.co_code and act(two) != act(three)
+
+
+def test_a_model_whose_code_cannot_be_identified_has_no_key():
+    """An apply that is an object without attributes and without a repr of its own cannot be told apart from
+    another such object: no key (None, the engine then trains the teachers), rather than a shared one."""
+    assert teacher_key(TINY.replace(model=sm.Model(_init_two_layers, _Opaque())), engine.Task(
+        np.zeros((2, 784), np.float32), np.zeros(2, np.int32), np.zeros((2, 784), np.float32), np.zeros(2, np.int32),
+        10), seed=0, run_batch=1, n_runs=1, n_devices=1, platform="cpu", device_kind="cpu", learning_rate=3e-4) is None
 
 
 _SCRIPT = """
@@ -221,6 +297,92 @@ def test_a_damaged_entry_is_recomputed_and_replaced_never_used(tmp_path, damage)
     cache.store(key, stacked)  # what engine.run does after training the teachers
     again = cache.load(key, 1, params)
     assert all(np.array_equal(a[0], b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params)))
+
+
+def _entry_bytes(path):
+    """(header dict, payload bytes) of an entry file: a JSON line, then the .npz payload."""
+    import json
+
+    head, _, payload = path.read_bytes().partition(b"\n")
+    return json.loads(head), payload
+
+
+def _write_entry(path, header, payload):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(json.dumps(header).encode() + b"\n" + payload)
+
+
+def test_read_rejects_an_entry_of_another_run_key_format_or_parameter_names(tmp_path):
+    """``read`` checks every header field against what was asked for: an entry that is intact but belongs to
+    something else (forged by hand here) is a CorruptEntry, never another run's or another model's teacher."""
+    import shutil
+
+    cache = TeacherCache(tmp_path, log=lambda s: None)
+    key = {"any": "key"}
+    run0 = {"a": np.zeros((2, 3), np.float32), "b": np.zeros(4, np.float32)}
+    run1 = {"a": np.ones((2, 3), np.float32), "b": np.ones(4, np.float32)}
+    cache.put(key, 0, run0)
+    cache.put(key, 1, run1)
+    p0, p1 = cache.path(key, 0), cache.path(key, 1)
+    good0, good1 = p0.read_bytes(), p1.read_bytes()
+    np.testing.assert_array_equal(cache.read(key, 0, run0)["a"], run0["a"])  # the entries as written are read
+
+    def rejected(run=0, k=key, like=run0):
+        with pytest.raises(CorruptEntry):
+            cache.read(k, run, like)
+        p0.write_bytes(good0)
+        return True
+
+    # run 0's header with run 1's payload of the same length: the checksum, not the length, rejects it
+    (h0, pay0), (_, pay1) = _entry_bytes(p0), _entry_bytes(p1)
+    assert len(pay0) == len(pay1) and pay0 != pay1
+    _write_entry(p0, h0, pay1)
+    assert rejected()
+    # run 1's entry copied over run 0's (a valid file, of another run)
+    shutil.copyfile(p1, p0)
+    assert rejected()
+    # run 0's entry copied into another key's directory (a valid file, of another key)
+    other = {"any": "other key"}
+    _write_entry(cache.path(other, 0), h0, pay0)
+    assert rejected(k=other)
+    # another or no format version
+    for version in (0, 2, None):
+        _write_entry(p0, {f: v for f, v in {**h0, "format_version": version}.items() if v is not None}, pay0)
+        assert rejected()
+    # the same shapes and dtypes in the same order under other names: another model's parameters
+    assert rejected(like={"c": np.zeros((2, 3), np.float32), "d": np.zeros(4, np.float32)})
+    assert rejected(like={"a": {"w": np.zeros((2, 3), np.float32)}, "b": np.zeros(4, np.float32)})
+    assert cache.read(key, 0, run0)["b"].shape == (4,) and p1.read_bytes() == good1
+
+
+def test_put_writes_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) leaves no partial entry under a final name and the previous
+    entry as it was: a reader sees a whole entry or none."""
+    from pathlib import Path
+
+    cache = TeacherCache(tmp_path, log=lambda s: None)
+    key = {"any": "key"}
+    old = {"a": np.zeros((64, 64), np.float32)}
+    cache.put(key, 0, old)
+    before = cache.path(key, 0).read_bytes()
+    real_write_bytes = Path.write_bytes
+
+    def half_then_full_disk(self, data):
+        real_write_bytes(self, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full_disk)
+    new = {"a": np.ones((64, 64), np.float32)}
+    for run in (0, 1):  # over an existing entry, and a new one
+        with pytest.raises(OSError):
+            cache.put(key, run, new)
+    monkeypatch.undo()
+    assert cache.path(key, 0).read_bytes() == before
+    assert [p.name for p in cache.path(key, 0).parent.glob("run-*")] == ["run-00000.teacher"]
+    assert sorted(p.name for p in cache.path(key, 0).parent.iterdir()) == ["key.json", "run-00000.teacher"]
+    np.testing.assert_array_equal(cache.read(key, 0, old)["a"], old["a"])
 
 
 def test_location_follows_the_data_cache(monkeypatch, tmp_path):
