@@ -12,6 +12,9 @@ def test_defaults_are_the_papers_settings():
     assert (c.aux_logits, c.learning_rate, c.batch_size) == (3, 3e-4, 1024)
     assert (c.teacher_epochs, c.student_epochs, c.n_noise, c.loss) == (5, 5, 60_000, "kl")
     assert c.n_runs == 100
+    # The rest of Figure 10's protocol: 10 classes of 784 pixels, uniform noise, T = 1, no initialisation noise.
+    assert (c.n_classes, c.input_dim, c.student_inputs, c.temperature, c.init_noise) == (10, 784, "uniform", 1.0, 0.0)
+    assert (c.seed, c.dataset, c.run_batch) == (0, "mnist", None)  # seed 0 made the committed figure
 
 
 @pytest.mark.parametrize(
@@ -35,6 +38,11 @@ def test_defaults_are_the_papers_settings():
         ({"loss": "mse", "temperature": 2.0}, "no meaning for loss = 'mse'"),
         ({"student_inputs": "cifar"}, "student_inputs = 'cifar'"),
         ({"input_mix": 1.5}, "input_mix = 1.5"),
+        ({"n_classes": 1}, "n_classes = 1"),
+        ({"init_noise_kind": "gaussian"}, "init_noise_kind = 'gaussian'"),
+        ({"input_dim": 0}, "input_dim = 0"),
+        ({"n_noise": 2.5, "batch_size": 2}, "n_noise = 2.5"),
+        ({"n_noise": 1000, "batch_size": 1001}, "batch_size = 1001 is larger than n_noise = 1000"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(changes, needle):
@@ -53,6 +61,10 @@ def test_batch_larger_than_the_data_is_rejected():
         Config(student_inputs="task", batch_size=100).check_data(n_train=500, input_dim=784)
     Config(student_inputs="task", n_noise=500, batch_size=100).check_data(n_train=500, input_dim=784)
     Config(n_noise=60_000, batch_size=100).check_data(n_train=500, input_dim=784)  # noise: any n_noise
+    # The boundaries: a batch as large as the data (one full batch) is fine, one more is not.
+    Config(n_noise=1000, batch_size=1000).check_data(n_train=1000, input_dim=784)
+    with pytest.raises(ConfigError, match="batch_size = 1001 is larger than the 1000 training examples"):
+        Config(batch_size=1001).check_data(n_train=1000, input_dim=784)
 
 
 def test_dict_round_trip_and_unknown_fields():

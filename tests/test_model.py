@@ -50,6 +50,50 @@ def test_forward_matches_numpy():
     np.testing.assert_allclose(np.asarray(apply(p, x)), z, rtol=1e-5, atol=1e-5)
 
 
+NUMPY_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "identity": lambda x: x,  # Flax's gelu is the tanh approximation by default
+    "gelu": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_ACTIVATIONS))
+def test_every_named_activation_is_its_formula_in_both_mlps(name):
+    from subliminal_mlp.core.models import ACTIVATIONS, mlp, split_head_mlp
+
+    assert set(ACTIVATIONS) == set(NUMPY_ACTIVATIONS)
+    act = NUMPY_ACTIVATIONS[name]
+    x = np.random.default_rng(0).uniform(-2, 2, (4, 6)).astype(np.float32)
+    plain = mlp((5,), n_classes=3, aux_logits=2, input_dim=6, activation=name)
+    p = jax.tree.map(lambda a: a + 0.1, plain.init(jax.random.PRNGKey(0)))  # non-zero biases
+    h = act(x @ np.asarray(p["hidden_0"]["kernel"]) + np.asarray(p["hidden_0"]["bias"]))
+    want = h @ np.asarray(p["head"]["kernel"]) + np.asarray(p["head"]["bias"])
+    np.testing.assert_allclose(plain.apply(p, x), want, rtol=1e-5, atol=1e-5)
+    # The split-head MLP: one trunk, then the class head and the aux head side by side (classes first).
+    split = split_head_mlp((5,), n_classes=3, aux_logits=2, input_dim=6, activation=name)
+    q = jax.tree.map(lambda a: a + 0.1, split.init(jax.random.PRNGKey(1)))
+    h = act(x @ np.asarray(q["hidden_0"]["kernel"]) + np.asarray(q["hidden_0"]["bias"]))
+    heads = [h @ np.asarray(q[k]["kernel"]) + np.asarray(q[k]["bias"]) for k in ("class_head", "aux_head")]
+    np.testing.assert_allclose(split.apply(q, x), np.concatenate(heads, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_must_be_per_example_and_a_classifier():
+    from subliminal_mlp.core.models import Model, ModelError, check_model
+
+    def init(key):
+        return {"w": jax.random.normal(key, (784, 13))}
+
+    check_model(Model(init, lambda p, x: x @ p["w"]))  # (batch, 13): fine
+    # One row for the whole batch (a mean over examples) is not a logit per example.
+    with pytest.raises(ModelError, match=r"shape \(1, 13\) for a batch of 2"):
+        check_model(Model(init, lambda p, x: (x @ p["w"]).mean(0, keepdims=True)))
+    with pytest.raises(ModelError, match=r"shape \(13,\) for a batch of 2"):
+        check_model(Model(init, lambda p, x: (x @ p["w"]).mean(0)))
+    for bad in ({"n_classes": 1}, {"aux_logits": -1}, {"n_classes": 2.0}):
+        with pytest.raises(ModelError, match=f"{next(iter(bad))} = {next(iter(bad.values()))!r} is invalid"):
+            Model(init, lambda p, x: x @ p["w"], **bad)
+
+
 def test_init_is_deterministic_and_vmappable():
     cfg = Config(hidden_widths=(16,))
     keys = jax.random.split(jax.random.PRNGKey(3), 3)

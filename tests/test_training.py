@@ -20,6 +20,11 @@ def test_noise_is_uniform_in_range_and_addressable_by_index():
     x = np.asarray(noise_images(key, jnp.arange(2000)))
     assert x.shape == (2000, 784) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() < 1.0
+    # Image j is jax.random.uniform on [-1, 1) from fold_in(key, j), the whole range (not a scaled copy).
+    for j in (0, 1234):
+        np.testing.assert_array_equal(x[j], jax.random.uniform(jax.random.fold_in(key, j), (784,), minval=-1.0,
+                                                               maxval=1.0))
+    assert x.min() < -0.999 and x.max() > 0.999
     assert abs(x.mean()) < 0.005 and abs(x.var() - 1 / 3) < 0.005  # U[-1,1]: mean 0, variance 1/3
     # Image j depends only on (key, j): any order, any batch.
     np.testing.assert_array_equal(np.asarray(noise_images(key, jnp.array([1999, 3, 3]))), x[[1999, 3, 3]])
@@ -41,6 +46,14 @@ def test_scan_epochs_takes_one_step_per_batch_including_the_last_partial_one():
     assert seen.trace is None
     total = scan_epochs(lambda s, idx: (s + idx.shape[0], ()), 0, jax.random.PRNGKey(0), 2500, 1024, 2).state
     assert int(total) == 5000
+    # Epoch e's batches are epoch_batches(fold_in(key, e)): a new shuffle each epoch, in the step order.
+    key, n, b = jax.random.PRNGKey(3), 2500, 1024
+    seen = scan_epochs(lambda s, idx: (s, jnp.pad(idx, (0, b - idx.shape[0]), constant_values=-1)), 0, key, n, b, 3)
+    for e in range(3):
+        full, rest = epoch_batches(jax.random.fold_in(key, e), n, b)
+        np.testing.assert_array_equal(seen.metrics[3 * e:3 * e + 2], full)
+        np.testing.assert_array_equal(seen.metrics[3 * e + 2, :rest.shape[0]], rest)
+    assert not np.array_equal(seen.metrics[:3], seen.metrics[3:6])
 
 
 @pytest.fixture(scope="module")
