@@ -7,6 +7,7 @@ import functools
 import gzip
 import http.server
 import shutil
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -205,6 +206,19 @@ def test_flipped_byte_fails_checksum(data_root: Path, tmp_path: Path) -> None:
     assert "What to do" in msg
 
 
+def test_a_file_changed_after_loading_is_verified_again(data_root: Path, tmp_path: Path) -> None:
+    # The in-process cache is keyed by the files' size and modification time: a file replaced in place
+    # (a damaged copy here) is read and verified again, not served from the earlier load.
+    copy_mnist(data_root, tmp_path / "mnist")
+    assert load_mnist(tmp_path).train_labels[0] == 5
+    path = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    before = path.stat().st_mtime_ns
+    corrupt_content(path)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    with pytest.raises(DataError, match="sha256"):
+        load_mnist(tmp_path)
+
+
 def test_wrong_size_is_reported(data_root: Path, tmp_path: Path) -> None:
     copy_mnist(data_root, tmp_path / "mnist")
     path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
@@ -305,6 +319,26 @@ def test_fashion_mnist_system_dir(
     monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
     ds = data.load_fashion_mnist(cache_dir=tmp_path / "cache", download=False)
     assert Path(ds.source_dir) == system_dir.resolve()
+
+
+def test_env_beats_the_system_dir_and_the_nested_layout_beats_the_flat_one(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
+) -> None:
+    # The documented order: argument, environment variable, system directory, cache.
+    system_dir = tmp_path / "system"
+    system_dir.mkdir()
+    for name in DATASETS["fashion-mnist"].file_names:
+        (system_dir / name).symlink_to(data_root / "fashion-mnist" / name)
+    monkeypatch.setitem(DATASETS, "fashion-mnist",
+                        dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=(str(system_dir),)))
+    monkeypatch.setenv(data.ENV_DATA, str(data_root))
+    ds = data.load_fashion_mnist(cache_dir=tmp_path / "cache", download=False)
+    assert Path(ds.source_dir) == (data_root / "fashion-mnist").resolve()
+    # Under a data root holding the files both in <root>/mnist and directly in <root>: <root>/mnist.
+    root = tmp_path / "both"
+    copy_mnist(data_root, root / "mnist")
+    copy_mnist(data_root, root)
+    assert Path(load_mnist(root).source_dir) == (root / "mnist").resolve()
 
 
 def test_fashion_mnist_has_no_mirror(
