@@ -308,15 +308,20 @@ def test_nothing_found_without_download(tmp_path: Path, no_env: None) -> None:
     assert str(tmp_path / "mnist") in msg and data.ENV_DATA in msg and "data_dir" in msg
 
 
-def test_fashion_mnist_system_dir(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
-) -> None:
-    system_dir = tmp_path / "usr-share-datasets-fashion-mnist"
+def fashion_system_dir(data_root: Path, system_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``system_dir`` holding (links to) the Fashion-MNIST files, made the dataset's system directory."""
     system_dir.mkdir()
     for name in DATASETS["fashion-mnist"].file_names:
         (system_dir / name).symlink_to(data_root / "fashion-mnist" / name)
     spec = dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=(str(system_dir),))
     monkeypatch.setitem(DATASETS, "fashion-mnist", spec)
+    return system_dir
+
+
+def test_fashion_mnist_system_dir(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
+) -> None:
+    system_dir = fashion_system_dir(data_root, tmp_path / "usr-share-datasets-fashion-mnist", monkeypatch)
     ds = data.load_fashion_mnist(cache_dir=tmp_path / "cache", download=False)
     assert Path(ds.source_dir) == system_dir.resolve()
 
@@ -325,12 +330,7 @@ def test_env_beats_the_system_dir_and_the_nested_layout_beats_the_flat_one(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_env: None
 ) -> None:
     # The documented order: argument, environment variable, system directory, cache.
-    system_dir = tmp_path / "system"
-    system_dir.mkdir()
-    for name in DATASETS["fashion-mnist"].file_names:
-        (system_dir / name).symlink_to(data_root / "fashion-mnist" / name)
-    monkeypatch.setitem(DATASETS, "fashion-mnist",
-                        dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=(str(system_dir),)))
+    fashion_system_dir(data_root, tmp_path / "system", monkeypatch)
     monkeypatch.setenv(data.ENV_DATA, str(data_root))
     ds = data.load_fashion_mnist(cache_dir=tmp_path / "cache", download=False)
     assert Path(ds.source_dir) == (data_root / "fashion-mnist").resolve()
