@@ -39,6 +39,7 @@ def test_defaults_are_the_papers_settings():
         ({"student_inputs": "cifar"}, "student_inputs = 'cifar'"),
         ({"input_mix": 1.5}, "input_mix = 1.5"),
         ({"n_classes": 1}, "n_classes = 1"),
+        ({"n_classes": 2.0}, "n_classes = 2.0 is invalid: it must be an integer >= 2"),
         ({"init_noise_kind": "gaussian"}, "init_noise_kind = 'gaussian'"),
         ({"input_dim": 0}, "input_dim = 0"),
         ({"n_noise": 2.5, "batch_size": 2}, "n_noise = 2.5"),

@@ -156,9 +156,9 @@ class Config:
                 f"aux_logits (m) = {self.aux_logits!r} is invalid: the aux-only student imitates "
                 "the m auxiliary logits, so m must be an integer >= 1 (the paper uses m = 3)."
             )
-        check_positive_int("n_classes", self.n_classes)
-        if self.n_classes < 2:
-            raise ConfigError(f"n_classes = {self.n_classes} is invalid: a classifier needs >= 2 classes.")
+        if not is_integer(self.n_classes, 2):
+            raise ConfigError(f"n_classes = {self.n_classes!r} is invalid: it must be an integer >= 2 (a classifier "
+                              "needs at least two classes).")
         check_positive_int("input_dim", self.input_dim)
         check_positive_number("learning_rate", self.learning_rate, " (the paper uses 3e-4)")
         check_positive_int("batch_size", self.batch_size)
