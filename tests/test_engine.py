@@ -531,10 +531,7 @@ def test_losses_are_tracked_and_match_a_hand_computation(task):
     from subliminal_mlp.core.losses import class_cross_entropy, kl_distillation
     from subliminal_mlp.core.results import DivergenceWarning
 
-    x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32)
-    toy = sm.Task(x, y, x, y, n_classes=2)
-    net = sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8)
+    toy, net = _toy()
 
     def kl_over_set(run):  # at the end: the students are still their starts
         xs = run.inputs.draw(jnp.arange(run.inputs.n))
@@ -553,6 +550,91 @@ def test_losses_are_tracked_and_match_a_hand_computation(task):
     np.testing.assert_allclose(r.teacher_loss, r.metrics["ce0"], rtol=1e-5)
     np.testing.assert_allclose(r.distill_loss, r.metrics["kl"] + (4 + 5) / 96, rtol=1e-5, atol=1e-7)
     assert np.all(r.metrics["kl"][..., 2:] > 1e-3)  # the cross students' loss is not a trivial 0
+
+
+def _toy():
+    """A 2-class task of 256 points in 8 dimensions and a small MLP for it (fast enough to check by hand)."""
+    x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    return sm.Task(x, y, x, y, n_classes=2), sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8)
+
+
+def test_temperature_and_the_tables_order_against_a_hand_computation():
+    # Students frozen at their starts (SGD at rate 0), a trained teacher. Each student's tracked loss is, by
+    # hand, T² KL(softmax(y/T) ‖ softmax(z/T)) over the input set / n for the KL students and Σ mask (z − y)² / n
+    # for MSE (never scaled by T). The table's groups run in the order a, d | b | c: each column must still be
+    # its own student's (whose losses differ: own or cross start, aux or all logits, T).
+    from subliminal_mlp.core.losses import kl_distillation, mse_distillation
+
+    toy, net = _toy()
+    frozen = optax.sgd(0.0)
+    table = (sm.Student("a", "own", "aux", optimizer=frozen), sm.Student("b", loss="mse", optimizer=frozen),
+             sm.Student("c", "cross", "aux", temperature=3.0, optimizer=frozen), sm.Student("d", "cross", "all", optimizer=frozen))
+    T = {"a": 2.0, "c": 3.0, "d": 2.0}
+
+    def by_hand(run):
+        xs = run.inputs.draw(jnp.arange(run.inputs.n))
+        y = net.apply(run.teacher, xs)
+        out = []
+        for student in table:
+            z, mask = net.apply(run.students[student.name], xs), output_mask(student.outputs, 2, 2)
+            t = T.get(student.name)
+            out.append(mse_distillation(z, y, mask) if t is None else t**2 * kl_distillation(z / t, y / t, mask))
+        return jnp.stack(out) / run.inputs.n
+
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(96, shape=(8,)), teacher_epochs=2, student_epochs=2,
+                        batch_size=64, hparams={"learning_rate": 1e-2, "temperature": 2.0}, track_losses=True,
+                        students=table, metrics={"loss": by_hand})
+    r = sm.run(exp, toy, n_runs=2)
+    np.testing.assert_allclose(r.distill_loss[0], r.metrics["loss"][0], rtol=1e-5)
+    values = np.sort(r.metrics["loss"][0, 0])
+    assert values[0] > 0 and np.all(values[1:] > 1.5 * values[:-1])  # four clearly different losses to tell apart
+
+
+def test_derived_teachers_logits_and_the_teacher_against_a_hand_trained_one():
+    from subliminal_mlp.core.training import scan_epochs, steps_per_epoch, teacher_train_step
+
+    toy, net = _toy()
+    # A student that starts at θ0 and imitates a derived teacher equal to θ0 has zero gradient: it never moves
+    # (it would follow the task teacher if it were given that teacher's logits).
+    # Plain SGD with a small rate: Adam would scale a rounding-level gradient up to a full step.
+    def moved(run):
+        return jnp.stack([optax.tree.norm(jax.tree.map(jnp.subtract, run.students[n], run.reference)) for n in "sf"])
+
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(256, shape=(8,)), teacher_epochs=3, student_epochs=2,
+                        batch_size=64, hparams={"learning_rate": 1e-2, "temperature": 1.0}, track_losses=True,
+                        teachers={"at_start": lambda view: view.reference}, metrics={"moved": moved},
+                        students=(sm.Student("s", teacher="at_start", optimizer=optax.sgd(1e-2)),
+                                  sm.Student("f", optimizer=optax.sgd(1e-2))))
+    r = sm.run(exp, toy, n_runs=2, keep_teachers=True)
+    assert np.all(r.metrics["moved"][0, :, 0] < 1e-6) and np.all(r.metrics["moved"][0, :, 1] > 1e-2)
+    assert np.all(r.accuracy("teacher") > r.accuracy("reference"))
+    # The teacher, trained by hand from the run's keys: Adam on the class cross-entropy, shuffled with the run's
+    # teacher_shuffle key; the tracked teacher loss is the mean over the last epoch's steps.
+    for run in range(2):
+        keys = engine.run_keys(0, run)
+        theta0 = net.init(keys["init"])
+        opt = adam(1e-2)
+        step = teacher_train_step(net.apply, 2, opt, jnp.asarray(toy.train_x), jnp.asarray(toy.train_y))
+        (teacher, _), metrics, _ = jax.jit(lambda s: scan_epochs(step, s, keys["teacher_shuffle"], 256, 64, 3))(
+            (theta0, opt.init(theta0)))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[run], b, rtol=1e-5, atol=1e-6), r.teachers, teacher)
+        last = metrics["loss"][-steps_per_epoch(256, 64):]
+        assert r.teacher_loss[0, run] == pytest.approx(float(jnp.mean(last)), rel=1e-5)
+        assert float(jnp.mean(last)) < float(jnp.mean(metrics["loss"])) - 0.01  # the last epoch is not the average
+
+
+def test_a_diverged_teacher_is_flagged_and_its_reference_is_not():
+    from subliminal_mlp.core.results import DivergenceWarning
+
+    toy, net = _toy()
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(64, shape=(8,)), teacher_epochs=2, student_epochs=1,
+                        batch_size=64, hparams={"learning_rate": 1e38, "temperature": 1.0}, track_losses=True,
+                        students=(sm.Student("s"),))
+    with pytest.warns(DivergenceWarning):
+        r = sm.run(exp, toy, n_runs=1)
+    assert not np.isfinite(r.teacher_loss[0, 0])
+    assert np.isfinite(r.accuracy("reference")[0]) and np.isnan(r.accuracy("teacher")[0])
 
 
 def test_other_models_tasks_and_tables_run_through_the_engine(data_root):
