@@ -154,6 +154,21 @@ def test_invalid_settings_are_refused_before_compute(bad, match):
         MitigationSettings(**bad)
 
 
+def test_the_families_hyperparameters_reach_their_optimisers_and_penalty():
+    from subliminal_mlp.studies.mitigations import _adamw, _sgd
+
+    # The liminal penalty is on for e epochs = e × steps_per_epoch steps (2048 / 256 = 8 steps per epoch).
+    s = MitigationSettings(n_noise=2048, batch_size=256, student_epochs=2, liminal_weights=(10.0,),
+                           liminal_epochs=(1, 2))
+    assert s.sweeps()["liminal"] == {"liminal_weight": [0.0, 10.0, 10.0], "liminal_steps": [0.0, 8.0, 16.0]}
+    # AdamW's decoupled decay: with a zero gradient one step is −lr·wd·θ; SGD takes its own rate, not Adam's.
+    params, zero = {"w": jnp.array([1.0])}, {"w": jnp.array([0.0])}
+    tx = _adamw({"learning_rate": 0.1, "weight_decay": 2.0})
+    np.testing.assert_allclose(tx.update(zero, tx.init(params), params)[0]["w"], [-0.2], rtol=1e-6)
+    tx = _sgd({"learning_rate": 3e-4, "sgd_learning_rate": 0.5})
+    np.testing.assert_allclose(tx.update({"w": jnp.array([2.0])}, tx.init(params), params)[0]["w"], [-1.0])
+
+
 def test_settings_that_are_valid_are_taken():
     # without liminal strengths its epochs are not used, so they need not fit student_epochs
     assert MitigationSettings(student_epochs=1, liminal_weights=()).liminal_epochs == (1, 5)

@@ -48,6 +48,19 @@ def test_filter_against_hand_values():
     by_argmax = jnp.array([False, False, False, True])
     got = np.asarray(kept(logits, 1, tau, by_argmax))
     np.testing.assert_array_equal(got, [[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]])
+    # p(c*) = τ exactly is dropped (kept only when p < τ); just below, kept. Probabilities of class 0: 0.5 and 0.499.
+    at = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.499, 0.25, 0.251]], jnp.float32))
+    np.testing.assert_array_equal(kept(at, 0, jnp.float32(0.5), False), [0, 1])
+
+
+def test_trait_rate_reads_the_class_logits_only():
+    # Class logits argmax 1; an aux logit (index 10) is larger still but is not a class.
+    row = jnp.array([0.0, 5.0, 0, 0, 0, 0, 0, 0, 0, 0, 9.0, 0, 0])
+    other = row.at[1].set(0.0).at[2].set(5.0)
+    images = jnp.zeros((4, 784))
+    fixed = lambda rows: lambda p, x: jnp.tile(rows, (x.shape[0] // rows.shape[0], 1))  # noqa: E731
+    assert float(trait_rate(None, images, 1, 10, apply_fn=fixed(row[None]))) == 1.0
+    assert float(trait_rate(None, images, 1, 10, apply_fn=fixed(jnp.stack([row, other])))) == 0.5
 
 
 def test_settings_are_validated():
