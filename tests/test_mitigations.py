@@ -169,6 +169,27 @@ def test_the_families_hyperparameters_reach_their_optimisers_and_penalty():
     np.testing.assert_allclose(tx.update({"w": jnp.array([2.0])}, tx.init(params), params)[0]["w"], [-1.0])
 
 
+def test_a_familys_record_reads_each_models_own_numbers():
+    # A fake result: two runs; students in the order (cross_aux, student_aux) so that a swapped index shows.
+    from subliminal_mlp.studies.mitigations import _family_record
+
+    acc = {"student_aux": np.array([0.6, 0.8]), "cross_aux": np.array([0.1, 0.2])}
+    # The study's probe lists (student_aux, cross_aux): traces are (runs, probes, 2).
+    traces = np.stack([np.full((2, 3), 0.3), np.full((2, 3), 0.7)], axis=-1)
+    result = types.SimpleNamespace(
+        n_values=1, models=("reference", "teacher", "cross_aux", "student_aux"), compile_s=1.0, run_s=2.0,
+        experiment=types.SimpleNamespace(inputs=types.SimpleNamespace(n=2048), batch_size=256),
+        accuracy=lambda name, v: acc[name], distill_loss=np.array([[[5.0, 1.0], [7.0, 3.0]]]),
+        traces={"accuracy": traces[None]}, health=lambda v: {"ok": True})
+    rec = _family_record("weight_decay", {"weight_decay": [3.0]}, result, 4.0)
+    gain = rec["gain"][0]
+    assert gain["gains"] == pytest.approx([0.5, 0.6]) and gain["mean"] == pytest.approx(0.55)
+    assert gain["ci95"] == pytest.approx(1.96 * np.std([0.5, 0.6], ddof=1) / np.sqrt(2))
+    assert rec["distill_loss"][0]["losses"] == [1.0, 3.0] and rec["cross_distill_loss"][0]["mean"] == 6.0
+    assert rec["trace"][0]["mean"] == pytest.approx([0.3] * 3)  # the student's curve, not the control's
+    assert rec["labels"] == ["wd = 3"]
+
+
 def test_settings_that_are_valid_are_taken():
     # without liminal strengths its epochs are not used, so they need not fit student_epochs
     assert MitigationSettings(student_epochs=1, liminal_weights=()).liminal_epochs == (1, 5)
