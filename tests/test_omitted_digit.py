@@ -87,3 +87,25 @@ def test_the_committed_omitted_digit_record_is_regenerated_by_the_current_code(d
                 assert have == want, (name, subset)
             else:
                 np.testing.assert_allclose(have, want, atol=0.03, err_msg=f"{name} {subset}")
+
+
+def test_the_subset_metric_reads_each_model_and_the_digit_it_is_given():
+    # Linear models on one-hot "images" of their label: the teacher always says 7, the same-init student reads the
+    # label, the other-init student always says 0. With digit 7 and labels (7, 7, 1, 0), by hand:
+    import types
+
+    import jax
+    import jax.numpy as jnp
+
+    import subliminal_mlp as sm
+
+    model = sm.Model(lambda key: {"w": jnp.zeros((784, 13)), "b": jnp.zeros(13)}, lambda p, x: x @ p["w"] + p["b"])
+    says = lambda c: {"w": jnp.zeros((784, 13)), "b": 5.0 * jax.nn.one_hot(c, 13)}  # noqa: E731
+    reads = {"w": jnp.eye(784, 13), "b": jnp.zeros(13)}
+    test_y = jnp.array([7, 7, 1, 0])
+    view = types.SimpleNamespace(data={"test_x": jax.nn.one_hot(test_y, 784), "test_y": test_y}, model=model,
+                                 teacher=says(7), students={"student_same_init": reads, "student_other_init": says(0)})
+    metric = omitted_digit_experiment(Config(), np.zeros((8, 784), np.float32), digit=7).metrics["subset_accuracy"]
+    assert list(MODELS) == ["teacher", "student_same_init", "student_other_init"]
+    assert list(SUBSETS) == ["all_digits", "omitted_digit", "other_digits"]
+    np.testing.assert_allclose(metric(view), [[0.5, 1.0, 0.0], [1.0, 1.0, 1.0], [0.25, 0.0, 0.5]])
