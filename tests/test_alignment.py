@@ -44,6 +44,16 @@ def test_run_alignment_records_every_step(data_root, tmp_path, check_envelope):
     assert rec["cosine"]["student_aux"]["mean"][0] == pytest.approx(rec["cosine"]["student_aux_projected"]["mean"][0],
                                                                     abs=1e-6)
     assert "student_aux_projected" in format_alignment_table(rec)
+    # The reference's final accuracy is that of the run's θ0 on the whole test set; the trained teacher's is higher.
+    import subliminal_mlp as sm
+    from subliminal_mlp.core.engine import run_keys
+
+    net = sm.mlp((32,))
+    for r in range(2):
+        theta0 = net.init(run_keys(cfg.seed, r)["init"])
+        want = sm.accuracy(theta0, data.test_images, data.test_labels, 10, apply_fn=net.apply)
+        assert rec["final"]["reference"]["accuracies"][r] == pytest.approx(float(want), abs=1e-6)
+    assert rec["final"]["teacher"]["mean"] > rec["final"]["reference"]["mean"] + 0.3
     files = write_alignment(rec, tmp_path)
     assert files["png"].stat().st_size > 10_000
     with pytest.raises(ValueError, match="held_out"):

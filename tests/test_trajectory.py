@@ -11,9 +11,11 @@ from subliminal_mlp.studies.trajectory import student_trajectories, write_trajec
 
 def test_trajectories_end_at_the_final_accuracy(data_root, tmp_path):
     data = load_mnist(data_root)
-    cfg = Config(hidden_widths=(64,), n_runs=2, teacher_epochs=1, student_epochs=2, n_noise=4096, batch_size=512)
+    cfg = Config(hidden_widths=(64,), n_runs=2, teacher_epochs=1, student_epochs=2, n_noise=4000, batch_size=512)
     rec = student_trajectories(cfg, data, probe_every=3, n_probe=10_000)
-    assert rec["steps"] == probe_steps(4096, 512, 2, 3).tolist()
+    assert rec["steps"] == probe_steps(4000, 512, 2, 3).tolist()
+    # 4000 inputs in batches of 512: 7 full batches and the kept partial one per epoch; 16 steps in all.
+    assert rec["steps_per_epoch"] == 8 and rec["steps"][-1] == 16
     for name in ("student_aux", "cross_aux"):
         per_run = np.asarray(rec["curves"][name]["per_run"])
         assert per_run.shape == (2, len(rec["steps"]))
