@@ -58,3 +58,28 @@ def test_run_alignment_records_every_step(data_root, tmp_path, check_envelope):
     assert files["png"].stat().st_size > 10_000
     with pytest.raises(ValueError, match="held_out"):
         run_alignment(cfg, data, held_out=9000)
+
+
+def test_the_cosine_metric_is_each_students_gradient_against_its_own_task_gradient_on_the_last_images():
+    # A stub step view on a small model: cos(grads[n], ∇ L_class(θ_n) on the last 5 test images), per student,
+    # computed here with ravel_pytree and jax.grad on those rows.
+    import types
+
+    import subliminal_mlp as sm
+    from subliminal_mlp.core.losses import class_cross_entropy
+    from subliminal_mlp.studies.alignment import alignment_experiment
+
+    net = sm.mlp((4,), input_dim=6)
+    names = [n for n, _, _ in STUDENTS]
+    keys = jax.random.split(jax.random.PRNGKey(0), 2 * len(names) + 2)
+    x = jax.random.normal(keys[0], (20, 6))
+    y = jnp.arange(20) % 10
+    students = {n: net.init(k) for n, k in zip(names, keys[2:])}
+    grads = {n: net.init(k) for n, k in zip(names, keys[2 + len(names):])}
+    run = types.SimpleNamespace(data={"test_x": x, "test_y": y}, model=net, students=students,
+                                teacher=net.init(keys[1]))
+    cos = alignment_experiment(Config(), held_out=5).step_metrics["cos"](types.SimpleNamespace(run=run, grads=grads))
+    for k, n in enumerate(names):
+        g_task = jax.grad(lambda p: class_cross_entropy(net.apply(p, x[-5:]), y[-5:], 10))(students[n])
+        a, b = ravel_pytree(grads[n])[0], ravel_pytree(g_task)[0]
+        assert float(cos[k]) == pytest.approx(float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))), rel=1e-4)
