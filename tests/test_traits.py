@@ -12,7 +12,7 @@ import subliminal_mlp as sm
 from subliminal_mlp.core.config import Config, ConfigError
 from subliminal_mlp.core.data import load_fashion_mnist, load_mnist
 from subliminal_mlp.core.engine import HookView, RunModels, run_keys
-from subliminal_mlp.core.losses import kl_distillation, mse_distillation, one_hot_logits
+from subliminal_mlp.core.losses import class_cross_entropy, kl_distillation, mse_distillation, one_hot_logits
 from subliminal_mlp.core.model import apply, init_params
 from subliminal_mlp.core.models import config_model
 from subliminal_mlp.studies.traits import (TraitSettings, format_traits_table, kept, run_traits, students, trait_rate,
@@ -51,6 +51,58 @@ def test_filter_against_hand_values():
     # p(c*) = τ exactly is dropped (kept only when p < τ); just below, kept. Probabilities of class 0: 0.5 and 0.499.
     at = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.499, 0.25, 0.251]], jnp.float32))
     np.testing.assert_array_equal(kept(at, 0, jnp.float32(0.5), False), [0, 1])
+
+
+def test_instilling_the_trait_descends_task_loss_plus_lambda_times_trait_loss(monkeypatch):
+    # One full batch, one epoch, the optimiser replaced by SGD at rate 1: the step is θ − ∇(L_task + λ·L_trait),
+    # with L_trait the class cross-entropy towards c* on the trait images (λ = 3, c* = 1; the task has 4 images
+    # for 8 trait images, taken modulo 4).
+    import optax
+
+    from subliminal_mlp.studies import traits as traits_module
+
+    monkeypatch.setattr(traits_module, "adam", lambda lr: optax.sgd(1.0))
+    net = config_model(Config(hidden_widths=(4,), aux_logits=1, input_dim=6, n_classes=3))
+    theta = net.init(jax.random.PRNGKey(0))
+    k = jax.random.split(jax.random.PRNGKey(1), 2)
+    task_x, trait_x = jax.random.normal(k[0], (4, 6)), jax.random.normal(k[1], (8, 6))
+    task_y = jnp.array([0, 2, 1, 2])
+    cfg = Config(hidden_widths=(4,), aux_logits=1, input_dim=6, n_classes=3, batch_size=8)
+    settings = TraitSettings(trait_class=1, trait_epochs=1, trait_weight=3.0)
+    got = traits_module.instil_trait(theta, task_x, task_y, trait_x, jax.random.PRNGKey(2), cfg, settings,
+                                     apply_fn=net.apply)
+
+    def objective(p):  # one batch holds every trait image; its task images are those indices mod 4, in any order
+        task = class_cross_entropy(net.apply(p, jnp.tile(task_x, (2, 1))), jnp.tile(task_y, 2), 3)
+        return task + 3.0 * class_cross_entropy(net.apply(p, trait_x), jnp.ones(8, jnp.int32), 3)
+
+    want = jax.tree.map(lambda a, g: a - g, theta, jax.grad(objective)(theta))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+def test_the_noise_trait_rate_uses_the_runs_held_out_noise(monkeypatch):
+    # The trait rate on noise is measured on noise the students never saw: drawn from the run's held_out_noise
+    # key, not its (distillation) noise key.
+    from subliminal_mlp.studies import traits as traits_module
+
+    seen = []
+
+    def recording(key, idx, input_dim=784):
+        seen.append(np.asarray(key))
+        return jnp.zeros((idx.shape[0], input_dim))
+
+    monkeypatch.setattr(traits_module, "noise_images", recording)
+    cfg = Config(hidden_widths=(4,))
+    settings = TraitSettings(n_held_out_noise=16)
+    fashion = types.SimpleNamespace(train_images=np.zeros((2, 784), np.float32), test_images=np.zeros((2, 784)))
+    exp = traits_module.traits_experiment(cfg, settings, fashion)
+    net = config_model(cfg)
+    theta = net.init(jax.random.PRNGKey(0))
+    keys = {"held_out_noise": jax.random.PRNGKey(7), "noise": jax.random.PRNGKey(8)}
+    view = types.SimpleNamespace(reference=theta, teacher=theta, teachers={"trait_teacher": theta}, keys=keys,
+                                 students={r["name"]: theta for r in students(settings)}, model=net)
+    assert exp.metrics["trait_rate_noise"](view).shape[0] == 3 + len(students(settings))
+    np.testing.assert_array_equal(seen[0], np.asarray(keys["held_out_noise"]))
 
 
 def test_trait_rate_reads_the_class_logits_only():
