@@ -89,11 +89,15 @@ def check_source_settings(src: "InputSource", input_shape: Sequence[int], hps: S
             check(plain_scalar(resolve(setting, hp)), tuple(input_shape))
 
 
+def _parts(src: "InputSource") -> list["InputSource"]:
+    """The sources ``src`` is built on: a mixture's components, or a wrapper's (subspace, blurred, ...) base."""
+    return [p for p in (*src.settings.get("components", ()), src.settings.get("base")) if p is not None]
+
+
 def _settings_checks(src: "InputSource") -> list:
     checks = list(src.settings.get("_checks", ()))
-    for part in (*src.settings.get("components", ()), src.settings.get("base")):
-        if part is not None:
-            checks += _settings_checks(part)
+    for part in _parts(src):
+        checks += _settings_checks(part)
     return checks
 
 
@@ -244,11 +248,8 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
 
 def _has_task_images(src: InputSource) -> bool:
     """Whether ``src`` holds an ``images("task")`` placeholder, whose size only :func:`bind_task` knows."""
-    if src.settings.get("components"):
-        return any(_has_task_images(c) for c in src.settings["components"])
-    if src.settings.get("base") is not None:
-        return _has_task_images(src.settings["base"])
-    return isinstance(src.arrays.get("pool"), str)
+    parts = _parts(src)
+    return any(_has_task_images(c) for c in parts) if parts else isinstance(src.arrays.get("pool"), str)
 
 
 def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] = None) -> InputSource:
@@ -603,8 +604,7 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
 
 def _has_user_fn(src: InputSource) -> bool:
     """Whether ``src`` is a user's :func:`source`, or a mixture or wrapper (subspace, blurred, ...) of one."""
-    parts = [*src.settings.get("components", ()), src.settings.get("base")]
-    return bool(src.settings.get("_check_fixed")) or any(isinstance(b, InputSource) and _has_user_fn(b) for b in parts)
+    return bool(src.settings.get("_check_fixed")) or any(_has_user_fn(b) for b in _parts(src))
 
 
 def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
