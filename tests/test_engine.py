@@ -245,13 +245,12 @@ def test_any_experiment_is_described_as_json_and_equal_settings_alike():
 def no_compile(monkeypatch):
     """An engine program may be traced (a user's code that fails is found while tracing) but never compiled
     or run: what is refused is refused before compute."""
-    from subliminal_mlp.core import engine as engine_module
 
     def trace_only(program, *args, **kwargs):
         program.trace(*args)  # raises what tracing finds
         pytest.fail("an engine program was compiled: the bad value was not refused before compute")
 
-    monkeypatch.setattr(engine_module, "compile_program", trace_only)
+    monkeypatch.setattr(engine, "compile_program", trace_only)
 
 
 def test_bad_tables_and_models_fail_before_compute(task, no_compile):
