@@ -190,6 +190,34 @@ def test_each_start_is_what_its_docstring_says():
     np.testing.assert_allclose(jnp.linalg.norm(orth), jnp.linalg.norm(iso), rtol=1e-4)
 
 
+def test_one_theta0_per_run_bit_for_bit():
+    # The paper's premise, exactly: the teacher's start (kept after 0 epochs), a frozen student's own start and
+    # the evaluated reference are one float32 θ0 (= model.init(run_keys(..)["init"]) compiled alone), and the
+    # cross start of run i is run cross_run(i)'s θ0. A metric that subtracts inside the program may see θ0
+    # before its last rounding (XLA's fused multiply-add): within half an ulp, never more (docs/concepts.md).
+    toy, net = _toy()
+    flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
+    frozen = optax.sgd(0.0)
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(128, shape=(8,)), teacher_epochs=0, student_epochs=1,
+                        batch_size=64, hparams={"learning_rate": 1e-2},
+                        students=(sm.Student("own", optimizer=frozen), sm.Student("cross", "cross", optimizer=frozen)),
+                        metrics={"own": lambda v: flat(v.students["own"]), "cross": lambda v: flat(v.students["cross"]),
+                                 "reference": lambda v: flat(v.reference),
+                                 "moved": lambda v: flat(jax.tree.map(jnp.subtract, v.students["own"], v.reference))})
+    n_runs = 3
+    r = sm.run(exp, toy, n_runs=n_runs, keep_teachers=True)
+    theta0 = [np.asarray(flat(jax.jit(net.init)(engine.run_keys(0, i)["init"]))) for i in range(n_runs)]
+    for i in range(n_runs):
+        np.testing.assert_array_equal(flat(jax.tree.map(lambda a: a[i], r.teachers)), theta0[i])
+        for name in ("own", "reference"):
+            np.testing.assert_array_equal(r.metrics[name][0, i], theta0[i], err_msg=name)
+        np.testing.assert_array_equal(r.metrics["cross"][0, i], theta0[engine.cross_run(i, n_runs)])
+        assert np.all(np.abs(r.metrics["moved"][0, i]) <= 0.5 * np.spacing(np.abs(theta0[i])))
+    assert len({t.tobytes() for t in theta0}) == n_runs  # three different draws
+    np.testing.assert_array_equal(r.accuracy("own"), r.accuracy("reference"))
+    np.testing.assert_array_equal(r.accuracy("teacher"), r.accuracy("reference"))
+
+
 def test_adam_is_pytorchs_with_its_epsilon():
     # First Adam step: m̂ = g, v̂ = g², update = −lr·g/(|g| + ε). With g = 1e-8 = ε it is −lr/2 (ε = 1e-7: −lr/11).
     opt = adam(0.1)

@@ -90,10 +90,16 @@ def cross_run(run, n_runs: int):
 
 
 def references(model: Model, seed, run, n_runs: int) -> dict:
-    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}``, computed once in a program.
+    """``{"own": θ0 of run, "cross": θ0 of run cross_run(run)}``, as the engine draws them.
 
-    An optimisation barrier keeps XLA from fusing the random initialisation into each consumer
-    (which would draw it anew for every one of them).
+    Every copy of a run's θ0 the engine stores (its teacher's start, its students' own starts,
+    its evaluated reference, and the cross start of the run before it) is one float32 array,
+    bit for bit (tested). The optimisation barrier asks XLA not to merge the draws with
+    their consumers; XLA's CPU compiler drops it before fusing, and may then recompute the last
+    elementwise steps of the draw inside a consumer that computes with θ0, contracting its final
+    multiply with the consumer's add into one fused multiply-add: such a consumer sees θ0 before
+    its last rounding (so ``students − reference`` for a student that never moved is within
+    half an ulp of θ0, not 0; docs/concepts.md).
     """
     own = model.init(run_keys(seed, run)["init"])
     cross = model.init(run_keys(seed, cross_run(run, n_runs))["init"])
