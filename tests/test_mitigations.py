@@ -206,3 +206,35 @@ def test_probe_and_held_out_images_must_fit_the_test_set(monkeypatch):
     data = SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((1000, 784), np.float32))
     with pytest.raises(ConfigError, match="n_probe = 900 and held_out = 256 need more than the 1000 test images"):
         run_mitigations(MitigationSettings(n_probe=900), data)
+
+
+def test_the_projection_family_projects_each_students_gradient_before_adam(task):
+    # The family's optimiser is chain(project_out(∇L_task), adam): at the first step Adam's update is
+    # −η·p/(|p| + ε) with p = g − w·(g·d/‖d‖²)·d, g the raw distillation gradient and d the class-loss
+    # gradient on the last held_out test images at the student's own parameters (the cross student's d is
+    # at its own start, not at θ0), w the swept projection_weight (0.5 here, so that the weight shows).
+    from subliminal_mlp.core.losses import class_cross_entropy
+    from subliminal_mlp.studies.mitigations import mitigation_experiment
+
+    s = MitigationSettings(n_runs=1, n_noise=512, hidden=(16,), teacher_epochs=1, student_epochs=1,
+                           batch_size=256, held_out=64, n_probe=100, liminal_weights=(), weight_decays=(),
+                           sgd_learning_rates=())
+    flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
+
+    def error(v):
+        x, y = v.run.data["test_x"][-s.held_out:], v.run.data["test_y"][-s.held_out:]
+        out = []
+        for name in ("student_aux", "cross_aux"):
+            p0 = v.run.students[name]
+            d = flat(jax.grad(lambda p: class_cross_entropy(v.run.model.apply(p, x), y, 10))(p0))
+            g = flat(v.grads[name])
+            p = g - 0.5 * jnp.dot(g, d) / jnp.dot(d, d) * d
+            want = -s.learning_rate * p / (jnp.abs(p) + 1e-8)
+            out.append(jnp.max(jnp.abs(flat(v.updates[name]) - want)) / s.learning_rate)
+        return jnp.stack(out)
+
+    exp = mitigation_experiment("projection", s)
+    exp = exp.replace(trace={}, step_metrics={"error": error}, hparams={**exp.hparams, "projection_weight": 0.5})
+    r = sm.run(exp, task, n_runs=1)
+    first = np.asarray(r.step_metrics["error"])[0, 0, 0]  # (values, runs, steps, students): step 0
+    assert np.all(first < 1e-3), first
