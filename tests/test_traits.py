@@ -105,6 +105,31 @@ def test_the_noise_trait_rate_uses_the_runs_held_out_noise(monkeypatch):
     np.testing.assert_array_equal(seen[0], np.asarray(keys["held_out_noise"]))
 
 
+def test_kept_fraction_counts_every_full_batch_of_the_distillation_inputs():
+    # 1124 inputs in batches of 256: the four full batches (1024 inputs) are counted, the partial one is not
+    # (the metric's docstring). A fake trait teacher on input i: p(c* = 0) = 0.04 and not the argmax for
+    # i < 512; p = 0.3 but the argmax for 512 <= i < 768; p = 0.6 from 768 on (the partial batch included).
+    # So the argmax filter keeps 512 / 1024 and τ = 0.5 keeps 768 / 1024 (the first batch alone: 1 and 1).
+    from subliminal_mlp.core.engine import InputSet
+    from subliminal_mlp.studies import traits as traits_module
+
+    cfg = Config(hidden_widths=(4,), batch_size=256)
+    settings = TraitSettings(filters=("argmax", 0.5), trait_class=0)
+    fashion = types.SimpleNamespace(train_images=np.zeros((2, 784), np.float32), test_images=np.zeros((2, 784)))
+    exp = traits_module.traits_experiment(cfg, settings, fashion)
+    a3, a6 = np.log(0.3 * 9 / 0.7), np.log(0.6 * 9 / 0.4)  # p(0) = e^a / (e^a + 9) over the 10 class logits
+
+    def apply_fn(params, x):  # x[:, 0] is the input's index; logit 0 is a, the other 12 are 0
+        i = x[:, 0]
+        logit0 = jnp.where(i < 512, -1.0, jnp.where(i < 768, a3, a6))
+        return jnp.zeros((x.shape[0], 13)).at[:, 0].set(logit0)
+
+    inputs_ = InputSet(1124, lambda idx: jnp.tile(idx[:, None].astype(jnp.float32), (1, 784)))
+    view = types.SimpleNamespace(teachers={"trait_teacher": None}, model=types.SimpleNamespace(apply=apply_fn),
+                                 inputs=inputs_)
+    np.testing.assert_allclose(exp.metrics["kept_fraction"](view), [512 / 1024, 768 / 1024], rtol=1e-6)
+
+
 def test_trait_rate_reads_the_class_logits_only():
     # Class logits argmax 1; an aux logit (index 10) is larger still but is not a class.
     row = jnp.array([0.0, 5.0, 0, 0, 0, 0, 0, 0, 0, 0, 9.0, 0, 0])
