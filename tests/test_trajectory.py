@@ -77,3 +77,27 @@ def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monk
     with pytest.raises(_Computed):
         run_demo(data, cfg.replace(seed=5), n_probe=100, seed=7)
     assert seen["seed"] == 7
+
+
+def test_the_probe_reads_the_first_n_probe_test_images_of_each_student():
+    # Labels equal to the first student's predictions on the first 300 images, and never equal after:
+    # its probe is 1 on the first 300 (0.3 on all 1000, 0 on the last 300); the other student's is its own
+    # agreement with those labels on the first 300.
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+
+    import subliminal_mlp as sm
+    from subliminal_mlp.studies.trajectory import STUDENTS, probe_accuracy
+
+    net = sm.mlp((8,), input_dim=6)
+    params = [net.init(jax.random.PRNGKey(k)) for k in (1, 2)]
+    x = jax.random.uniform(jax.random.PRNGKey(3), (1000, 6), minval=-1, maxval=1)
+    pred = [np.asarray(jnp.argmax(net.apply(p, x)[:, :10], axis=1)) for p in params]
+    y = np.where(np.arange(1000) < 300, pred[0], (pred[0] + 1) % 10)
+    view = SimpleNamespace(students=dict(zip(STUDENTS, params)), data={"test_x": x, "test_y": jnp.asarray(y)},
+                           model=net)
+    got = np.asarray(probe_accuracy(300)(view))
+    np.testing.assert_allclose(got, [1.0, np.mean(pred[1][:300] == y[:300])], atol=1e-6)
+    assert got[1] < 1.0  # the two students differ
