@@ -195,3 +195,65 @@ def test_the_committed_figure_10_is_regenerated_by_the_current_code(mnist, xla_d
             np.testing.assert_array_equal(got[runs, j], want, err_msg=name)
         else:
             np.testing.assert_allclose(got[runs, j], want, atol=0.05, err_msg=name)
+
+
+def test_the_config_variants_reach_the_figure_10_students_and_settings():
+    from subliminal_mlp.core.students import FIGURE10, perturbed, ref
+    from subliminal_mlp.studies.figure10 import config_students, experiment_from_config
+
+    starts = {False: ref("own"), True: ref("cross")}
+    for kind in ("isotropic", "orthogonal"):
+        for cfg, swept in ((Config(init_noise=0.1, init_noise_kind=kind), ()),
+                           (Config(init_noise_kind=kind), ("init_noise",))):
+            table = config_students(cfg, FIGURE10, swept)
+            want = perturbed("init_noise", orthogonal=kind == "orthogonal")
+            assert {s.name: s.start for s in table} == {s.name: want if s.start == ref("own") else s.start
+                                                        for s in FIGURE10}
+    assert all(s.start == starts[s.name.startswith("cross")] for s in config_students(Config(), FIGURE10))
+    assert {s.loss for s in config_students(Config(loss="mse"), FIGURE10)} == {"mse"}
+    exp = experiment_from_config(Config(teacher_epochs=2, student_epochs=3, batch_size=128, n_noise=4096))
+    assert (exp.teacher_epochs, exp.student_epochs, exp.batch_size, exp.inputs.n) == (2, 3, 128, 4096)
+    assert {s.loss for s in experiment_from_config(Config(loss="mse")).students} == {"mse"}
+    # The students' images: the pool's first n_noise, which may be the whole pool, never more.
+    pool = np.arange(3000 * 784, dtype=np.float32).reshape(3000, 784)
+    src = experiment_from_config(Config(student_inputs="task", n_noise=2048, batch_size=512), pool).inputs
+    assert src.n == 2048
+    np.testing.assert_array_equal(src.draw(src.prepare(None, src.arrays, {}), np.array([2047]), {}), pool[[2047]])
+    assert experiment_from_config(Config(student_inputs="task", n_noise=3000, batch_size=512), pool).inputs.n == 3000
+    with pytest.raises(ConfigError, match="n_noise = 3001"):
+        experiment_from_config(Config(student_inputs="task", n_noise=3001, batch_size=512), pool)
+
+
+def test_run_traced_sweep_splits_the_engine_result_by_value(monkeypatch):
+    from types import SimpleNamespace
+
+    from subliminal_mlp.studies import figure10 as fig10
+
+    calls = []
+    acc = np.random.default_rng(0).uniform(0, 1, (3, 2, 6))
+    finite = np.ones((3, 2, 6), bool)
+    finite[2, 1, 4] = False
+
+    def fake_run(exp, task, **k):
+        calls.append(k)
+        n = len(next(iter(k["sweep"].values()))) if k["sweep"] else 1
+        return SimpleNamespace(accuracies=acc[:n], finite=finite[:n], compile_s=1.0, run_s=2.0, devices=["cpu"],
+                               run_batch=1)
+
+    monkeypatch.setattr(fig10.engine, "run", fake_run)
+    monkeypatch.setattr(fig10.engine, "Task", SimpleNamespace(from_dataset=lambda d: None))
+    data = SimpleNamespace(train_images=np.zeros((4096, 784), np.float32))
+    cfg = TINY.replace(n_runs=2, seed=4)
+    results = fig10.run_traced_sweep(cfg, data, "learning_rate", [1e-3, 2e-3, 5e-3], on_divergence="fail")
+    assert calls[0]["sweep"] == {"learning_rate": [1e-3, 2e-3, 5e-3]} and calls[0]["seed"] == 4
+    assert calls[0]["n_runs"] == 2 and calls[0]["on_divergence"] == "fail"
+    for v, r in enumerate(results):
+        assert r.config == cfg.replace(learning_rate=[1e-3, 2e-3, 5e-3][v]) and r.values_in_program == 3
+        np.testing.assert_array_equal(r.accuracies, acc[v])
+        np.testing.assert_array_equal(r.finite, finite[v])
+        np.testing.assert_array_equal(r.model_accuracies("cross_aux"), acc[v][:, 4])
+    one = fig10.run_experiment(cfg, data, on_divergence="fail", devices=["d"])
+    assert calls[1]["sweep"] is None and calls[1]["on_divergence"] == "fail" and calls[1]["devices"] == ["d"]
+    assert one.values_in_program == 1 and one.config == cfg
+    with pytest.raises(ConfigError, match="no values"):
+        fig10.run_traced_sweep(cfg, data, "learning_rate", [])

@@ -186,3 +186,110 @@ def test_penultimate_similarity_of_a_model_with_itself_and_with_its_last_layer_r
     assert float(other["cosine"]) == pytest.approx(float(feature_cosine(fa, fc)), rel=1e-6)
     assert float(other["cosine"]) < 0.95
     assert float(other["cka"]) == pytest.approx(float(linear_cka(fa, fc)), rel=1e-6)
+
+
+def _fake_heads_result(names, n_runs, seed=0):
+    """An engine result for :func:`run_heads`: distinct accuracies, similarities and reference similarities."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    acc = {n: rng.uniform(0, 1, n_runs) for n in ("reference", "teacher", *names)}
+    sim = rng.uniform(0, 1, (n_runs, 2, len(names)))
+    ref = rng.uniform(0, 1, (n_runs, 2, 2))
+    health = {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.05}
+    return SimpleNamespace(accuracy=lambda n: acc[n], metrics={"similarity": [sim], "reference_similarity": [ref]},
+                           devices=["cpu"], compile_s=0.5, run_s=0.25, health=lambda v: health), acc, sim, ref
+
+
+def _spearman(x, y):  # no ties: Pearson of the ranks, the ranks by double argsort
+    return np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
+
+
+def test_run_heads_files_every_number_under_its_student_and_measure(tmp_path, monkeypatch):
+    # engine.run faked: the record's assembly (which column is which student, CKA or cosine, own or other,
+    # the correlations pooled and within groups) is checked against the arrays it was given.
+    from types import SimpleNamespace
+
+    from subliminal_mlp.studies import heads as heads_mod
+
+    sigmas, n_runs = (0.05, 1.0), 3
+    names = student_names(sigmas)
+    fake, acc, sim, ref = _fake_heads_result(names, n_runs)
+    monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: fake)
+    monkeypatch.setattr(heads_mod.engine, "Task", SimpleNamespace(from_dataset=lambda d: None))
+    data = SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={"f": "0"},
+                           train_images=np.zeros((3000, 784), np.float32),
+                           test_images=np.zeros((1000, 784), np.float32))
+    cfg = Config(hidden_widths=(8,), n_runs=n_runs, n_noise=1024, batch_size=256)
+    rec = run_heads(cfg, data, sigmas=sigmas, n_similarity=500)
+    assert list(rec["students"]) == names
+    for j, n in enumerate(names):
+        s = rec["students"][n]
+        np.testing.assert_allclose(s["accuracy"]["values"], acc[n])
+        np.testing.assert_allclose(s["cka"]["values"], sim[:, 0, j])
+        np.testing.assert_allclose(s["cosine"]["values"], sim[:, 1, j])
+        assert s["cosine"]["mean"] == pytest.approx(sim[:, 1, j].mean())
+        assert s["cosine"]["ci95"] == pytest.approx(1.96 * sim[:, 1, j].std(ddof=1) / np.sqrt(n_runs))
+    for j, which in enumerate(("own", "other")):
+        np.testing.assert_allclose(rec["references"][which]["cka"]["values"], ref[:, 0, j])
+        np.testing.assert_allclose(rec["references"][which]["cosine"]["values"], ref[:, 1, j])
+    np.testing.assert_allclose(rec["teacher"]["accuracy"]["values"], acc["teacher"])
+    np.testing.assert_allclose(rec["reference"]["accuracy"]["values"], acc["reference"])
+    a = np.stack([acc[n] for n in names], axis=1)
+    for k, kind in enumerate(("cka", "cosine")):
+        for group, cols in (("all students", range(len(names))), ("aux", [0, 1, 2, 3, 8, 9]), ("all", [4, 5, 6, 7])):
+            c = rec["correlation"][kind] if group == "all students" else rec["correlation_within"][group][kind]
+            x, y = sim[:, k][:, list(cols)].ravel(), a[:, list(cols)].ravel()
+            assert c["n_points"] == x.size
+            assert c["pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+            assert c["spearman"] == pytest.approx(_spearman(x, y), abs=1e-12)
+    assert rec["data"]["subset"] == {"similarity_test_images": [0, 500]}
+    # The CSV: one row per (student, run): accuracy, CKA, cosine.
+    files = write_heads(rec, tmp_path)
+    rows = [r.split(",") for r in files["csv"].read_text().splitlines()]
+    assert rows[0] == ["student", "run", "accuracy", "cka", "cosine"] and len(rows) == 1 + n_runs * len(names)
+    j = names.index("shared_head_all")
+    row = rows[1 + n_runs * j + 2]
+    assert row[:2] == ["shared_head_all", "2"]
+    np.testing.assert_allclose([float(v) for v in row[2:]], [a[2, j], sim[2, 0, j], sim[2, 1, j]], atol=1e-6)
+
+
+def test_rank_of_an_unsorted_vector():
+    np.testing.assert_array_equal(_rank(np.array([3.0, 1.0, 2.0, 1.0, 7.0])), [3, 0.5, 2, 0.5, 4])
+    c = _correlations(np.array([0.9, 0.1, 0.5, 0.3]), np.array([1.0, 4.0, 2.0, 3.0]))  # exactly reversed order
+    assert c["spearman"] == pytest.approx(-1.0) and c["n_points"] == 4
+
+
+def test_the_sharing_table_is_the_documented_one():
+    # The module's table: which layers each student takes from θ0 ("own") and from θ0' ("other").
+    assert SHARING == (("shared_all", "own", "own"), ("shared_hidden", "own", "other"),
+                       ("shared_head", "other", "own"), ("shared_none", "other", "other"))
+    from subliminal_mlp.core.students import layers, ref
+
+    starts = {s.name: s.start for s in heads_students(())}
+    assert starts["shared_all_aux"] == ref("own") and starts["shared_none_all"] == ref("cross")
+    assert starts["shared_hidden_aux"] == layers({"head": "cross"}, default="own")
+    assert starts["shared_head_all"] == layers({"head": "own"}, default="cross")
+    # The config's loss applies to every student.
+    assert {s.loss for s in heads_experiment(Config(loss="mse")).students} == {"mse"}
+
+
+def test_similarity_metrics_measure_each_student_on_the_first_n_similarity_test_images():
+    from types import SimpleNamespace
+
+    from subliminal_mlp.studies.heads import similarity_metrics
+    from subliminal_mlp.theory.similarity import penultimate_similarity
+
+    net = mlp((16, 8))
+    teacher, a, b = (net.init(jax.random.PRNGKey(k)) for k in range(3))
+    x = jax.random.uniform(jax.random.PRNGKey(9), (40, 784), minval=-1.0, maxval=1.0)
+    x = x.at[10:].multiply(jnp.linspace(0.0, 3.0, 30)[:, None])  # images past the first 10 change every measure
+    view = SimpleNamespace(teacher=teacher, students={"a": a, "b": b}, data={"test_x": x}, model=net)
+    got = np.asarray(similarity_metrics(["b", "a"], 10)["similarity"](view))
+    assert got.shape == (2, 2)
+    for j, p in enumerate((b, a)):
+        want = penultimate_similarity(teacher, p, x[:10], net.features)
+        assert got[0, j] == pytest.approx(float(want["cka"]), rel=1e-5)
+        assert got[1, j] == pytest.approx(float(want["cosine"]), rel=1e-5)
+    full = penultimate_similarity(teacher, a, x, net.features)
+    assert abs(float(full["cka"]) - got[0, 1]) > 1e-3

@@ -13,7 +13,8 @@ from subliminal_mlp.core.config import ConfigError
 from subliminal_mlp.core.results import read_results
 from subliminal_mlp.core.students import StartContext
 from subliminal_mlp.studies.split_heads import (SplitHeadSettings, format_split_heads_table, run_split_heads,
-                                                single_head_students, split_head_students, write_split_heads)
+                                                single_head_students, split_head_experiment, split_head_students,
+                                                write_split_heads)
 
 # Unequal widths: the shallower student keeps the last width, so the teacher's heads fit it.
 TINY = SplitHeadSettings(n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=256,
@@ -106,3 +107,93 @@ def test_numpy_numbers_are_taken_as_python_numbers():
     s = SplitHeadSettings(n_runs=np.int64(3), hidden=np.array([16, 8]), learning_rate=np.float32(0.5))
     assert s.n_runs == 3 and type(s.n_runs) is int and s.hidden == (16, 8) and type(s.hidden[0]) is int
     assert s.to_dict()["learning_rate"] == 0.5 and type(s.learning_rate) is float
+
+
+def test_each_single_head_student_takes_exactly_its_layers_of_theta0():
+    model = sm.mlp(TINY.hidden, aux_logits=TINY.aux_logits)
+    theta0, other = model.init(jax.random.PRNGKey(1)), model.init(jax.random.PRNGKey(2))
+    ctx = StartContext({"own": theta0, "cross": other}, {"teacher": theta0}, {"fresh": jax.random.PRNGKey(7)}, {},
+                       model)
+    starts = {s.name: s.start(ctx) for s in single_head_students(TINY)}
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
+    assert set(theta0) == {"hidden_0", "hidden_1", "head"}
+    for name, taken in [("head_only", {"head"}), ("hidden_only", {"hidden_0", "hidden_1"}), ("fresh", set())]:
+        for layer in theta0:
+            assert same(starts[name][layer], theta0[layer]) == (layer in taken), (name, layer)
+            if layer not in taken:
+                assert same(starts[name][layer], starts["fresh"][layer]), (name, layer)
+    assert same(starts["shared"], theta0) and same(starts["cross"], other)
+
+
+def test_the_experiments_take_the_settings():
+    s = SplitHeadSettings(teacher_epochs=2, student_epochs=3, batch_size=128, n_noise=5000, learning_rate=1e-3,
+                          hidden=(16, 8))
+    for single in (False, True):
+        exp = split_head_experiment(s, single)
+        assert (exp.teacher_epochs, exp.student_epochs, exp.batch_size) == (2, 3, 128)
+        assert exp.inputs.name == "uniform" and exp.inputs.n == 5000
+        assert exp.hparams == {"learning_rate": 1e-3, "temperature": 1.0}  # KL at T = 1: the paper's
+        assert exp.model.n_outputs == 10 + 3
+        assert all(stu.outputs == "aux" and stu.loss == "kl" for stu in exp.students)
+    # Every split-head student's start fits its own model (the teacher's initial heads fit every trunk).
+    exp = split_head_experiment(TINY)
+    theta0, other = exp.model.init(jax.random.PRNGKey(1)), exp.model.init(jax.random.PRNGKey(2))
+    shapes = lambda f: jax.tree.map(np.shape, jax.eval_shape(f))  # noqa  (traced, nothing computed)
+    for stu in exp.students:
+        model = stu.model or exp.model
+        ctx = StartContext({"own": theta0, "cross": other}, {"teacher": theta0}, {"fresh": jax.random.PRNGKey(7)}, {},
+                           model)
+        assert shapes(lambda: stu.start(ctx)) == shapes(lambda: model.init(jax.random.PRNGKey(0))), stu.name
+
+
+def _fake_split_result(names, n_runs, seed):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    acc = {n: rng.uniform(0, 1, n_runs) for n in names}
+    health = {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.05}
+    return SimpleNamespace(accuracy=lambda n: acc[n], models=tuple(names), compile_s=1.0 + seed,
+                           run_s=10.0 * (1 + seed), devices=["cpu"], health=lambda v: health,
+                           experiment=SimpleNamespace(students=())), acc
+
+
+def test_run_split_heads_passes_its_settings_and_records_each_teacher_model(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from subliminal_mlp.studies import split_heads as mod
+
+    calls, accs = [], []
+
+    def fake_run(exp, task, **k):
+        calls.append((exp.name, k))
+        names = ["reference", "teacher", *(s.name for s in exp.students)]
+        result, acc = _fake_split_result(names, k["n_runs"], len(calls) - 1)
+        accs.append(acc)
+        return result
+
+    monkeypatch.setattr(mod.engine, "run", fake_run)
+    monkeypatch.setattr(mod, "Task", SimpleNamespace(from_dataset=lambda d: None))
+    data = SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={"f": "0"},
+                           train_images=np.zeros((2000, 784), np.float32))
+    s = SplitHeadSettings(n_runs=3, seed=11, run_batch=2, n_noise=1024, batch_size=256, hidden=(16, 8))
+    record = run_split_heads(s, data)
+    assert [name for name, _ in calls] == ["split_heads/split_head", "split_heads/single_head"]
+    assert all(k["seed"] == 11 and k["n_runs"] == 3 and k["run_batch"] == 2 for _, k in calls)
+    assert record["timing"]["compile_s"] == pytest.approx(1.0 + 2.0)
+    assert record["timing"]["run_s"] == pytest.approx(10.0 + 20.0)
+    for key, acc in zip(("split_head", "single_head"), accs):
+        models = record[key]["models"]
+        for name, m in models.items():
+            np.testing.assert_allclose(m["accuracies"], acc[name])
+            assert m["gain_over_cross"]["mean"] == pytest.approx((acc[name] - acc["cross"]).mean())
+    files = write_split_heads(record, tmp_path)
+    rows = files["csv"].read_text().splitlines()
+    assert rows[0] == "teacher_model,model,run,accuracy"
+    assert rows[1].split(",")[:3] == ["split_head", "reference", "0"]
+    assert rows[-1].split(",")[:3] == ["single_head", "cross", "2"]
+    assert float(rows[-1].split(",")[3]) == pytest.approx(accs[1]["cross"][2], abs=1e-6)
+    # Data of another shape is refused before any compute.
+    calls.clear()
+    with pytest.raises(ConfigError, match="784"):
+        run_split_heads(s, SimpleNamespace(train_images=np.zeros((2000, 100), np.float32)))
+    assert not calls

@@ -190,3 +190,106 @@ def test_every_published_sweep_has_its_script_and_valid_settings():
         for v in parse_values(field, values):
             base.replace(**{field: v})  # raises ConfigError if a published value is invalid
         assert finding
+
+
+def _fake_value_record(accs, n_runs, health=None, data=None):
+    """A Figure-10 value record with the given per-model accuracies (``accs``: model -> list)."""
+    return {"models": {m: {"accuracies": list(accs[m])} for m in MODELS}, "n_runs": n_runs,
+            "config": TINY.to_dict(), "data": data or {"dataset": "mnist"}, "health": health}
+
+
+def test_the_summary_is_each_values_mean_and_ci_by_hand(tmp_path):
+    # Distinct numbers per value and model, and runs of unequal length: any mixed-up index shows.
+    rng = np.random.default_rng(0)
+    accs = [{m: rng.uniform(0, 1, n).round(4).tolist() for m in MODELS} for n in (3, 4)]
+    records = [_fake_value_record(a, len(a["teacher"]), health={"ok": k == 0}) for k, a in enumerate(accs)]
+    s = sweep_mod.sweep_record("aux_logits", [1, 4], TINY, records, ["a.json", "b.json"])
+    assert s["n_runs"] == [3, 4] and s["chance"] == pytest.approx(0.1) and s["labels"] == ["1", "4"]
+    assert s["health"] == [{"ok": True}, {"ok": False}] and s["data"] == {"dataset": "mnist"}
+    for m in MODELS:
+        for j, a in enumerate(accs):
+            v = np.asarray(a[m])
+            assert s["models"][m]["mean"][j] == pytest.approx(v.mean(), abs=1e-12)
+            assert s["models"][m]["ci95"][j] == pytest.approx(1.96 * v.std(ddof=1) / np.sqrt(v.size), abs=1e-12)
+    # The CSV and the table carry the same numbers, row (value, model).
+    sweep_mod.write_sweep(s, tmp_path)
+    rows = [r.split(",") for r in (tmp_path / "sweep_aux_logits.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 2 * len(MODELS)
+    for (param, label, model, mean, ci, n), (j, m) in zip(rows, [(j, m) for j in range(2) for m in MODELS]):
+        v = np.asarray(accs[j][m])
+        assert (param, label, model, int(n)) == ("aux_logits", ["1", "4"][j], m, v.size)
+        assert float(mean) == pytest.approx(v.mean(), abs=1e-6)
+        assert float(ci) == pytest.approx(1.96 * v.std(ddof=1) / np.sqrt(v.size), abs=1e-6)
+    table = sweep_mod.format_sweep_table(s).splitlines()
+    assert table[3].split() == ["4"] + [f"{np.mean(accs[1][m]):.4f}" for m in MODELS]
+    # Value records of different data keep each one's data.
+    other = [_fake_value_record(accs[0], 3, data={"dataset": "mnist", "inputs": {"dataset": "fashion-mnist"}}),
+             records[1]]
+    d = sweep_mod.sweep_record("aux_logits", [1, 4], TINY, other, ["a.json", "b.json"])["data"]
+    assert d["dataset"] == "mnist" and d["per_value"] == [other[0]["data"], records[1]["data"]]
+
+
+def test_the_config_key_ignores_only_the_swept_field():
+    assert config_key("aux_logits", TINY) == config_key("aux_logits", TINY.replace(aux_logits=7))
+    assert config_key("aux_logits", TINY) == config_key("aux_logits", TINY.to_dict())
+    assert config_key("aux_logits", TINY) != config_key("aux_logits", TINY.replace(seed=1))
+    assert config_key("seed", TINY) != config_key("seed", TINY.replace(aux_logits=7))
+    assert parse_values("hidden_widths", ["512x512"]) == [(512, 512)]
+
+
+def _fake_mnist(n=4096):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={},
+                           train_images=np.zeros((n, 784), np.float32), train_labels=np.arange(n) % 10,
+                           test_images=np.zeros((10, 784), np.float32))
+
+
+def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch):
+    from subliminal_mlp.studies.figure10 import ExperimentResult
+
+    asked = []
+
+    def fake(cfg, data, field, values, **k):  # accuracies that name the value they were computed for
+        asked.append(list(values))
+        return [ExperimentResult(config=cfg.replace(**{field: v}),
+                                 accuracies=np.tile(v * 100 + 0.1 * np.arange(6), (cfg.n_runs, 1)), compile_s=0.0,
+                                 run_s=0.0, devices=["cpu"], run_batch=1, values_in_program=len(values),
+                                 finite=np.ones((cfg.n_runs, 6), bool)) for v in values]
+
+    monkeypatch.setattr(sweep_mod, "run_traced_sweep", fake)
+    monkeypatch.setattr(sweep_mod, "write_sweep", lambda s, out: {})  # no plot: the numbers are what is checked
+    kw = dict(out_dir=tmp_path, datasets={"mnist": _fake_mnist()}, progress=False, log=lambda _: None)
+    run_sweep("learning_rate", [1e-3], TINY, **kw)
+    s = run_sweep("learning_rate", [1e-3, 2e-3, 5e-3], TINY, **kw)
+    assert asked == [[1e-3], [2e-3, 5e-3]]
+    assert s["models"]["teacher"]["mean"] == pytest.approx([0.2, 0.3, 0.6])
+    for f, v in zip(s["value_files"], (1e-3, 2e-3, 5e-3)):
+        rec = read_results(tmp_path / f)
+        assert rec["config"]["learning_rate"] == v
+        assert rec["models"]["student_aux"]["accuracies"] == pytest.approx([v * 100 + 0.2] * 2)
+
+
+def test_the_published_sweep_scripts_run_their_settings(tmp_path, monkeypatch):
+    got = {}
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda field, values, base, **k: got.update(
+        field=field, values=values, base=base, **k))
+    sweep_mod.published_sweep_main("depth_mse", tmp_path, ["--seeds", "3"])
+    assert got["field"] == "hidden_widths" and got["values"] == [(256,), (256, 256), (256, 256, 256), (256,) * 4]
+    assert got["base"] == Config(n_runs=3, loss="mse") and got["out_dir"] == str(tmp_path / "depth_mse")
+    sweep_mod.published_sweep_main("init_noise_orthogonal", tmp_path, [])
+    assert got["base"] == Config(n_runs=10, init_noise_kind="orthogonal")
+    # protocol.md §1: Jiang et al.'s σ ∈ {0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0}, beside σ = 0
+    assert got["values"] == [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+    assert sweep_mod.PUBLISHED_SWEEPS["init_noise"][1] == sweep_mod.PUBLISHED_SWEEPS["init_noise_orthogonal"][1]
+
+
+def test_too_few_fashion_images_for_any_value_are_refused_before_any_compute(tmp_path, monkeypatch):
+    # The first value fits MNIST's training images but not the 2,048 Fashion-MNIST images of the students.
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda *a, **k: pytest.fail("computed"))
+    datasets = {"mnist": _fake_mnist(4096), "fashion-mnist": _fake_mnist(2048)}
+    base = TINY.replace(student_inputs="fashion-mnist", n_noise=2048)
+    with pytest.raises(ConfigError, match="n_noise = 3000 is larger than the 2048 Fashion-MNIST images"):
+        run_sweep("n_noise", [2048, 3000], base, out_dir=tmp_path, datasets=datasets, progress=False,
+                  log=lambda _: None)
+    assert not list(tmp_path.iterdir())
