@@ -61,6 +61,10 @@ def test_batch_larger_than_the_data_is_rejected():
     with pytest.raises(ConfigError, match="n_noise = 60000 is larger than the 500 training images"):
         Config(student_inputs="task", batch_size=100).check_data(n_train=500, input_dim=784)
     Config(student_inputs="task", n_noise=500, batch_size=100).check_data(n_train=500, input_dim=784)
+    # "mix": example j mixes image j of the task's images, so there must be n_noise of them (no silent reuse)
+    with pytest.raises(ConfigError, match="n_noise = 501 is larger than the 500 training images .* 'mix'"):
+        Config(student_inputs="mix", n_noise=501, batch_size=100).check_data(n_train=500, input_dim=784)
+    Config(student_inputs="mix", n_noise=500, batch_size=100).check_data(n_train=500, input_dim=784)
     Config(n_noise=60_000, batch_size=100).check_data(n_train=500, input_dim=784)  # noise: any n_noise
     # The boundaries: a batch as large as the data (one full batch) is fine, one more is not.
     Config(n_noise=1000, batch_size=1000).check_data(n_train=1000, input_dim=784)

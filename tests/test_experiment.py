@@ -220,8 +220,10 @@ def test_the_config_variants_reach_the_figure_10_students_and_settings():
     assert src.n == 2048
     np.testing.assert_array_equal(src.draw(src.prepare(None, src.arrays, {}), np.array([2047]), {}), pool[[2047]])
     assert experiment_from_config(Config(student_inputs="task", n_noise=3000, batch_size=512), pool).inputs.n == 3000
-    with pytest.raises(ConfigError, match="n_noise = 3001"):
-        experiment_from_config(Config(student_inputs="task", n_noise=3001, batch_size=512), pool)
+    for kind in ("task", "mix"):  # a mixture too: example j mixes image j, never a reused one
+        with pytest.raises(ConfigError, match=f"n_noise = 3001 is larger than the 3000 images of the {kind} pool"):
+            experiment_from_config(Config(student_inputs=kind, n_noise=3001, batch_size=512), pool)
+    assert experiment_from_config(Config(student_inputs="mix", n_noise=3000, batch_size=512), pool).inputs.n == 3000
 
 
 def test_run_traced_sweep_splits_the_engine_result_by_value(monkeypatch):

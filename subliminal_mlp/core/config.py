@@ -219,10 +219,10 @@ class Config:
                 f"batch_size = {self.batch_size} is larger than the {n_train} training examples: "
                 "lower batch_size."
             )
-        if self.student_inputs == "task" and self.n_noise > n_train:
+        if self.student_inputs in ("task", "mix") and self.n_noise > n_train:
             raise ConfigError(
                 f"n_noise = {self.n_noise} is larger than the {n_train} training images the students are "
-                "distilled on (student_inputs = 'task', the first n_noise of them): lower n_noise."
+                f"distilled on (student_inputs = {self.student_inputs!r}, the first n_noise of them): lower n_noise."
             )
 
     def replace(self, **changes: Any) -> "Config":

@@ -65,13 +65,13 @@ def experiment_from_config(cfg: Config, pool=None, swept: Sequence[str] = ()) ->
         src = noise[kind](cfg.n_noise, shape=(cfg.input_dim,))
     else:
         pool = inputs.TASK_IMAGES if pool is None else pool
+        if not isinstance(pool, str) and cfg.n_noise > np.shape(pool)[0]:
+            raise ConfigError(f"n_noise = {cfg.n_noise} is larger than the {np.shape(pool)[0]} images of the "
+                              f"{kind} pool: lower n_noise (the students' set is the pool's first n_noise images).")
         if kind == "mix":
             src = inputs.mix([(inputs.uniform(cfg.n_noise, shape=(cfg.input_dim,)), _one_minus_mix),
                               (inputs.images(pool), "input_mix")], n=cfg.n_noise)
         else:  # the pool's first n_noise images
-            if not isinstance(pool, str) and cfg.n_noise > np.shape(pool)[0]:
-                raise ConfigError(f"n_noise = {cfg.n_noise} is larger than the {np.shape(pool)[0]} images of the "
-                                  f"{kind} pool: lower n_noise (the students' set is the pool's first n_noise images).")
             src = inputs.images(pool, cfg.n_noise)
     table = config_students(cfg, FIGURE10, swept)
     hparams = {name: getattr(cfg, name) for name in HPARAM_FIELDS}
