@@ -17,7 +17,11 @@ from ..core.config import (ConfigError, check_positive_int, check_positive_numbe
 
 @dataclass(frozen=True)
 class ProtocolSettings:
-    """Runs, seed, epochs, batch, noise inputs, hidden widths, m and Adam's learning rate."""
+    """Runs, seed, epochs, batch, noise inputs, hidden widths, m and Adam's learning rate.
+
+    Every default is the paper's except ``n_runs``: 10 runs per study (the paper's Figure 10 has
+    100; :class:`~subliminal_mlp.core.config.Config`, which runs it, defaults to 100).
+    """
 
     n_runs: int = 10
     seed: int = 0

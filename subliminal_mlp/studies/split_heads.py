@@ -58,8 +58,8 @@ HEADS = {"aux_head": "own", "class_head": "own"}
 
 @dataclass(frozen=True)
 class SplitHeadSettings(ProtocolSettings):
-    """The study's settings (defaults: the paper's protocol, protocol.md §1; the CNN of the module
-    doc, ``cnn_channels``); ``single_head``: also run the single-head MLP's students."""
+    """The study's settings (defaults: the paper's protocol, protocol.md §1, with 10 runs; the CNN of
+    the module doc, ``cnn_channels``); ``single_head``: also run the single-head MLP's students."""
 
     cnn_channels: tuple[int, ...] = (8, 16)
     single_head: bool = True
