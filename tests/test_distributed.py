@@ -195,3 +195,81 @@ def test_the_switch_without_the_runtime_warns_that_every_process_does_all_the_wo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sm.run(exp, task, n_runs=1)
+
+
+def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_start(monkeypatch):
+    # jax.distributed.initialize replaced by a recorder: what it is given, without starting anything.
+    import jax
+
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+
+    monkeypatch.setattr(jax.distributed, "initialize", fake)
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax, "local_device_count", lambda: 2)
+    monkeypatch.setattr(jax, "device_count", lambda: 6)
+    for name in (distributed.ENV, distributed.COORDINATOR_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(distributed.NUM_PROCESSES_ENV, "3")
+    monkeypatch.setenv(distributed.PROCESS_ID_ENV, "2")
+    monkeypatch.setenv(distributed.HEARTBEAT_ENV, "7")
+    monkeypatch.setenv(distributed.INIT_TIMEOUT_ENV, "11")
+    info = distributed.initialize("host:1234")
+    assert calls == [(("host:1234", 3, 2), {"local_device_ids": None, "heartbeat_timeout_seconds": 7,
+                                             "initialization_timeout": 11})]
+    assert info["local_devices"] == 2 and info["devices"] == 6  # this process's devices, then every process's
+    # arguments win over the environment; a caller's own JAX keyword wins over the timeout variables
+    calls.clear()
+    distributed.initialize("h:1", 2, 0, heartbeat_timeout_s=9, initialization_timeout=30)
+    assert calls == [(("h:1", 2, 0), {"local_device_ids": None, "heartbeat_timeout_seconds": 9,
+                                       "initialization_timeout": 30})]
+    # without the variables JAX gets None (it detects SLURM / Open MPI itself) and no timeouts of ours
+    for name in (distributed.NUM_PROCESSES_ENV, distributed.PROCESS_ID_ENV, distributed.HEARTBEAT_ENV,
+                 distributed.INIT_TIMEOUT_ENV):
+        monkeypatch.delenv(name)
+    calls.clear()
+    assert distributed.initialize_if_requested() is None and calls == []  # not asked for
+    distributed.initialize_if_requested(True)  # --distributed
+    assert calls == [((None, None, None), {"local_device_ids": None})]
+
+    # JAX's own refusal (a ValueError: no coordinator outside a cluster) is a DistributedError naming the flags
+    def refuses(*args, **kwargs):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refuses)
+    with pytest.raises(distributed.DistributedError, match="coordinator_address should be defined.*--coordinator-address"):
+        distributed.initialize()
+    # once running, calling it again starts nothing
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    assert distributed.initialize()["devices"] == 6
+
+
+def test_with_two_simulated_processes_process_0_is_the_main_one_and_its_values_are_agreed(monkeypatch, capsys):
+    # Two processes simulated in one: jax's process index and count, and multihost_utils's collectives, faked.
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    sent = []  # what process 0 broadcasts, in order; process 1 receives it
+
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert distributed.is_main_process()
+    distributed.main_print("from process 0")
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", lambda x: (sent.append(np.copy(x)), x)[1])
+    value = {"done": ["a", "b"], "n": 3}
+    assert distributed.broadcast_from_main(value) == value
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert not distributed.is_main_process()
+    distributed.main_print("from process 1")
+    assert capsys.readouterr().out == "from process 0\n"
+    received = iter(sent)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", lambda x: next(received))
+    assert distributed.broadcast_from_main({"its own": "value"}) == value  # process 0's, not its own
+
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.array([x, 2, 7], np.int64))
+    assert distributed.agree_min(5) == 2 and distributed.agree_min(1) == 1

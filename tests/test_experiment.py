@@ -259,3 +259,105 @@ def test_run_traced_sweep_splits_the_engine_result_by_value(monkeypatch):
     assert one.values_in_program == 1 and one.config == cfg
     with pytest.raises(ConfigError, match="no values"):
         fig10.run_traced_sweep(cfg, data, "learning_rate", [])
+
+
+def test_every_protocol_flag_sets_its_config_field_and_no_flag_gives_the_papers_config():
+    from subliminal_mlp.cli import _config_from, build_parser
+
+    def parse(*argv):
+        return _config_from(build_parser().parse_args(["reproduce", *argv]))
+
+    assert parse() == Config()  # each flag's default is the paper's setting
+    argv = ["--seeds", "7", "--seed", "5", "--student-epochs", "3", "-m", "4", "--hidden", "64", "32", "--lr", "0.002",
+            "--batch-size", "128", "--n-noise", "4096", "--dataset", "fashion-mnist", "--temperature", "2",
+            "--student-inputs", "mix", "--input-mix", "0.25", "--init-noise", "0.01", "--init-noise-kind", "orthogonal",
+            "--run-batch", "2"]
+    assert parse(*argv) == Config(n_runs=7, seed=5, teacher_epochs=5, student_epochs=3, aux_logits=4,
+                                  hidden_widths=(64, 32), learning_rate=0.002, batch_size=128, n_noise=4096,
+                                  dataset="fashion-mnist", temperature=2.0, student_inputs="mix", input_mix=0.25,
+                                  init_noise=0.01, init_noise_kind="orthogonal", run_batch=2)
+    assert parse("--loss", "mse", "--teacher-epochs", "2") == Config(loss="mse", teacher_epochs=2)
+
+
+def test_each_command_hands_its_flags_to_the_library(tmp_path, monkeypatch):
+    # The library functions replaced by recorders: what each command asks for, without compute.
+    import importlib
+
+    got = {}
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.cli.reproduce"), "reproduce",
+                        lambda cfg, **kw: got.update(reproduce=(cfg, kw)))
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.studies.sweep"), "run_sweep",
+                        lambda param, values, base, **kw: got.update(sweep=(param, values, base, kw)))
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.studies.demo"), "demo",
+                        lambda *a: got.update(demo=a))
+    out = str(tmp_path / "r")
+    assert main(["reproduce", "--seeds", "2", "--stem", "mine", "--data-dir", "D", "--out", out, "--no-progress",
+                 "--on-divergence", "fail"]) == 0
+    assert got["reproduce"] == (Config(n_runs=2), dict(data_dir="D", out_dir=out, stem="mine", progress=False,
+                                                       on_divergence="fail"))
+    assert main(["reproduce", "--out", out]) == 0
+    assert got["reproduce"] == (Config(), dict(data_dir=None, out_dir=out, stem="fig10", progress=True,
+                                               on_divergence="warn"))
+    assert main(["sweep", "aux_logits", "1", "5", "--seeds", "2", "--out", out, "--no-resume"]) == 0
+    assert got["sweep"] == ("aux_logits", [1, 5], Config(n_runs=2, aux_logits=1),
+                            dict(data_dir=None, out_dir=out, resume=False, progress=True, on_divergence="warn"))
+    assert main(["sweep", "learning_rate", "1e-3", "--out", out, "--no-progress", "--on-divergence", "fail"]) == 0
+    assert got["sweep"][3] == dict(data_dir=None, out_dir=out, resume=True, progress=False, on_divergence="fail")
+    assert main(["demo", "--seed", "4", "--out", str(tmp_path / "d.png"), "--data-dir", "D"]) == 0
+    assert got["demo"] == ("D", str(tmp_path / "d.png"), 4)
+
+
+def test_reproduce_writes_under_its_stem_passes_its_settings_on_and_warns_of_diverged_runs(data_root, tmp_path,
+                                                                                           monkeypatch):
+    # run_experiment replaced by a fake (fixed accuracies): what reproduce writes, returns and says around it.
+    import warnings
+
+    import subliminal_mlp.cli.reproduce as R
+    import subliminal_mlp.studies.figure10 as F10
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.core.results import DivergenceWarning, OutputError
+    from subliminal_mlp.studies.figure10 import ExperimentResult
+
+    seen = {}
+    healthy = np.float32([0.1, 0.9, 0.5, 0.9, 0.1, 0.7])  # MODELS order: reference, teacher, ...
+
+    def fake_run(cfg, data, *, pool=None, progress=None, on_divergence=None, **kw):
+        seen.update(pool=pool, progress=progress, on_divergence=on_divergence)
+        acc = np.tile(healthy, (cfg.n_runs, 1))
+        acc[1:, 1] = seen.get("teacher_of_run_1", 0.9)
+        return ExperimentResult(config=cfg, accuracies=acc, compile_s=0.0, run_s=0.0, devices=["cpu:0"], run_batch=1)
+
+    monkeypatch.setattr(R, "run_experiment", fake_run)
+    logs = []
+    out = tmp_path / "r"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)  # healthy runs: no warning
+        rec = R.reproduce(Config(n_runs=2), data_dir=data_root, out_dir=out, stem="mine", progress=False,
+                          log=logs.append, on_divergence="fail")
+    assert (seen["progress"], seen["on_divergence"]) == (False, "fail")
+    assert sorted(p.name for p in out.iterdir()) == ["mine.csv", "mine.json", "mine.png"]
+    assert rec["files"] == {ext: str(out / f"mine.{ext}") for ext in ("json", "csv", "png")}
+    assert read_results(out / "mine.json")["models"] == rec["models"]
+    assert [line for line in logs if line.startswith("wrote")] == [f"wrote {out / f'mine.{e}'}" for e in ("json", "csv", "png")]
+    # a run whose teacher is no better than its reference: written, marked, and warned of once it is written
+    seen["teacher_of_run_1"] = 0.1
+    with pytest.warns(DivergenceWarning, match="diverged"):
+        rec = R.reproduce(Config(n_runs=2), data_dir=data_root, out_dir=tmp_path / "d", progress=False,
+                          log=lambda s: None)
+    assert rec["health"]["teacher_not_better"] == [1] and seen["on_divergence"] == "warn"
+    assert (tmp_path / "d" / "fig10.json").is_file()
+    # the students' own dataset is read from the data directory given (once, for both the pool and the record)
+    seen["teacher_of_run_1"] = 0.9
+    real, asked = R.input_dataset, []
+    monkeypatch.setattr(R, "input_dataset", lambda cfg, data_dir=None: (asked.append(data_dir), real(cfg, data_dir))[1])
+    monkeypatch.setattr(F10, "input_dataset", lambda *a, **k: pytest.fail("the students' dataset was loaded again"))
+    R.reproduce(Config(n_runs=2, student_inputs="fashion-mnist"), data_dir=data_root, out_dir=tmp_path / "f",
+                progress=False, log=lambda s: None)
+    assert asked == [data_root] and seen["pool"] is not None and seen["pool"].shape == (60000, 784)
+    # refused before any data is loaded: an unknown policy, an output that cannot be written
+    monkeypatch.setattr(R, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the checks"))
+    with pytest.raises(ConfigError, match="on_divergence"):
+        R.reproduce(Config(n_runs=2), out_dir=tmp_path / "x", on_divergence="ignore")
+    (tmp_path / "y" / "mine.png").mkdir(parents=True)
+    with pytest.raises(OutputError, match="mine.png"):
+        R.reproduce(Config(n_runs=2), out_dir=tmp_path / "y", stem="mine")

@@ -257,3 +257,93 @@ def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, dat
     assert capsys.readouterr().out.count("up to date, skipped") == 2
     assert (out / ".figures-state.json").is_file() and sorted(read_state(out)) == ["fig10_mnist", "sweep_loss"]
     assert Path(out / "fig10_mnist.png").is_file()
+
+
+def test_the_registry_reads_settings_back_and_shrinks_them_as_documented():
+    # Each figure's settings, --quick settings and command, against values written out by hand.
+    import numpy as np
+
+    from subliminal_mlp.core.config import Config
+
+    reg = figures.REGISTRY
+    fashion = reg["fig10_fashion_mnist"].defaults()["config"]
+    assert (fashion["dataset"], fashion["n_runs"]) == ("fashion-mnist", 25)
+    # a record's own extra settings are read back (the script's defaults only where the record has none)
+    heads = reg["head_compatibility"].settings({"config": Config().to_dict(), "sigmas": [0.3], "n_similarity": 7})
+    assert (heads["sigmas"], heads["n_similarity"]) == ([0.3], 7)
+    assert reg["alignment"].settings({"config": Config().to_dict()})["held_out"] == 256
+    # --quick: at most QUICK's runs, epochs and sizes, its hidden layer; the first two values of a sweep, the first of
+    # each mitigation list, every width at most 32
+    fig10 = reg["fig10_mnist"]
+    assert fig10.quick(fig10.defaults(), figures.QUICK)["config"] == Config(
+        n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=2048, batch_size=512, hidden_widths=(32,)).to_dict()
+    small = {"n_runs": 1, "teacher_epochs": 9, "hidden_widths": [8]}  # a caller's: at most these, the rest kept
+    assert fig10.quick(fig10.defaults(), small)["config"] == Config(n_runs=1, hidden_widths=(8,)).to_dict()
+    sweep = reg["sweep_aux_logits"]
+    assert sweep.quick(sweep.defaults(), figures.QUICK)["labels"] == sweep.defaults()["labels"][:2]
+    mit = reg["mitigations"]
+    c = mit.quick({"config": {**mit.defaults()["config"], "hidden": [256, 16]}}, figures.QUICK)["config"]
+    assert c["hidden"] == [32, 16] and (c["n_runs"], c["teacher_epochs"], c["student_epochs"]) == (2, 1, 1)
+    assert (c["liminal_weights"], c["liminal_epochs"], c["weight_decays"], c["sgd_learning_rates"]) == (
+        [10.0], [1], [3.0], [0.0003])
+    # the theorem figure: the paper's grid of 64 ε from 1e-6 to 1; quick keeps its ends and middle
+    thm = reg["theorem_single_step"]
+    grid = np.geomspace(1e-6, 1.0, 64)
+    np.testing.assert_allclose(thm.defaults()["eps"], grid, rtol=1e-12)
+    np.testing.assert_allclose(thm.quick(thm.defaults(), figures.QUICK)["eps"], grid[[0, 32, 63]], rtol=1e-12)
+    task = reg["teacher_task"]
+    assert task.command(task.defaults()) == (
+        "python experiments/teacher_task.py --seeds 10 --classes 2 3 4 5 6 7 8 9 10 --teacher-epochs 1 2 5 10 20 "
+        "--student-epochs 1 2 5 10 20 40 --generations 5")
+    assert task.quick(task.defaults(), figures.QUICK)["settings"] == {
+        "classes": [2, 3], "teacher_epochs": [1, 2], "student_epochs": [1, 2], "generations": 2}
+    one = reg["one_step"]
+    assert one.reads(one.defaults()) == ("input_families.json", "mitigations.json", "split_heads.json", "sweeps",
+                                         "teacher_task.json")
+    assert one.settings({"sources": {"teacher_task": 1, "input_families": 2}, "n_runs": 3}) == {
+        "sources": ["input_families", "teacher_task"], "n_runs": 3}
+
+
+def test_the_theorem_figure_builds_the_recorded_model(monkeypatch):
+    from types import SimpleNamespace
+
+    from subliminal_mlp.core import results
+    from subliminal_mlp.core.models import mlp
+    from subliminal_mlp.theory import theorem
+
+    class Stop(Exception):
+        pass
+
+    got = {}
+    monkeypatch.setattr(results, "data_record", lambda ds: {})
+    monkeypatch.setattr(theorem, "run_theorem_check", lambda **kw: (got.update(kw), (_ for _ in ()).throw(Stop()))[1])
+    s = figures._theorem_defaults()
+    s["config"].update(hidden_widths=[8, 4], aux_logits=2, activation="tanh", alpha=0.5)
+    ctx = figures.Context()
+    ctx.dataset = lambda name: SimpleNamespace(train_images="images", train_labels="labels")
+    with pytest.raises(Stop):
+        figures._make_theorem(s, Path("."), ctx)
+    assert got["model"] == mlp((8, 4), aux_logits=2, activation="tanh") and got["alpha"] == 0.5
+    assert got["eps"] == s["eps"] and got["seeds"] == [0, 1, 2, 3, 4] and got["images"] == "images"
+
+
+def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypatch):
+    got = {}
+    monkeypatch.setattr(figures, "run_figures", lambda names, **kw: got.update(names=names, **kw))
+    assert cli.main(["figures", "fig10_mnist", "demo", "--out", str(tmp_path), "--force", "--no-teacher-cache",
+                     "--no-progress", "--quick", "--data-dir", "D"]) == 0
+    assert got == {"names": ["fig10_mnist", "demo"], "out": str(tmp_path), "source": str(figures.FIGURES_DIR),
+                   "force": True, "quick": True, "data_dir": "D", "teacher_cache": False, "progress": False}
+    assert cli.main(["figures", "--out", str(tmp_path), "--teacher-cache", str(tmp_path / "t")]) == 0
+    assert (got["force"], got["quick"], got["progress"]) == (False, False, True)
+    assert Path(got["teacher_cache"].root) == tmp_path / "t"
+
+
+def test_a_figure_marked_running_by_this_very_process_is_not_being_made_now(setup):
+    import os
+    import socket
+
+    _, registry, _, out, run = setup
+    run()
+    state = {**read_state(out), "second": {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}}
+    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")

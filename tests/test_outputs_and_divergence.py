@@ -289,3 +289,89 @@ def test_a_figure_without_a_suffix_is_a_png_the_demo_wants_an_image_name_and_eng
         raise ExperimentError("n_runs = 0 is invalid")
 
     assert guarded(fails) == 2 and capsys.readouterr().err == "subliminal-mlp: error: n_runs = 0 is invalid\n"
+
+
+def test_the_distributed_flags_start_the_runtime_before_or_after_the_command_after_the_settings(tmp_path, capsys,
+                                                                                               monkeypatch):
+    # jax.distributed replaced by a recorder (and the command by a no-op): what the command line starts, and when.
+    from subliminal_mlp.core import distributed
+
+    started = []
+    monkeypatch.delenv(distributed.ENV, raising=False)
+    monkeypatch.setattr(distributed, "initialize", lambda **kw: (started.append(kw), {"process_count": 1})[1])
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.cli.reproduce"), "reproduce", lambda *a, **k: None)
+    out = ["--out", str(tmp_path / "r")]
+    assert main(["reproduce", *out]) == 0 and started == []  # one process: nothing started
+    assert main(["--distributed", "reproduce", *out]) == 0 and started == [{}]
+    assert main(["reproduce", "--distributed", *out]) == 0 and started == [{}, {}]
+    started.clear()
+    layout = ["--coordinator-address", "h:1", "--num-processes", "2", "--process-id", "1"]
+    assert main([*layout, "reproduce", *out]) == 0 and main(["reproduce", *layout, *out]) == 0  # a layout asks too
+    assert started == [{"coordinator_address": "h:1", "num_processes": 2, "process_id": 1}] * 2
+    monkeypatch.setenv(distributed.ENV, "1")
+    started.clear()
+    assert main(["reproduce", *out]) == 0 and started == [{}]
+
+
+def test_a_bad_process_layout_is_one_line_and_comes_after_every_setting_check(tmp_path, capsys, monkeypatch):
+    from subliminal_mlp.core import distributed
+
+    monkeypatch.delenv(distributed.ENV, raising=False)
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.cli.reproduce"), "reproduce",
+                        lambda *a, **k: pytest.fail("ran without the runtime it asked for"))
+    monkeypatch.setattr(importlib.import_module("subliminal_mlp.studies.sweep"), "run_sweep",
+                        lambda *a, **k: pytest.fail("ran without the runtime it asked for"))
+    bad = ["--num-processes", "0"]
+    assert main([*bad, "reproduce", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("subliminal-mlp: error: num_processes = 0 is invalid") and "Traceback" not in err
+    # what can be checked without JAX is checked first (the runtime would wait for the other processes)
+    (tmp_path / "adir.json").mkdir()
+    cases = [(["reproduce", "--stem", "adir"], "adir.json"),
+             (["sweep", "batch_size", "64", "512", "--n-noise", "256"], "batch_size = 512 is larger than n_noise"),
+             (["sweep", "aux_logits", "3", "03"], "repeated values in the sweep over aux_logits")]
+    for argv, message in cases:
+        assert main([*bad, *argv, "--out", str(tmp_path)]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "num_processes" not in err, argv
+
+
+def test_guarded_shows_divergence_warnings_and_gives_each_error_its_status(capsys):
+    import warnings
+
+    from subliminal_mlp.cli import guarded
+    from subliminal_mlp.core.distributed import DistributedError
+    from subliminal_mlp.core.results import DivergenceError
+
+    def warns():
+        warnings.warn("diverged runs: 1 of 2", DivergenceWarning)
+        warnings.warn("diverged runs: 1 of 2", DivergenceWarning)  # each one, not once
+        return {"a": "record"}
+
+    assert guarded(warns) == 0
+    assert capsys.readouterr().err == "subliminal-mlp: warning: diverged runs: 1 of 2\n" * 2
+
+    def raises(e):
+        raise e
+
+    assert guarded(raises, DistributedError("cannot start")) == 2
+    assert capsys.readouterr().err == "subliminal-mlp: error: cannot start\n"
+    assert guarded(raises, DivergenceError("diverged runs")) == 3
+    assert "nothing was written" in capsys.readouterr().err
+    assert guarded(lambda: 1) == 1 and guarded(lambda: True) == 0 and guarded(lambda: None) == 0
+
+
+def test_a_script_starts_the_distributed_runtime_when_the_environment_asks_then_exits_with_its_status(monkeypatch):
+    from subliminal_mlp.cli import run_script
+    from subliminal_mlp.core import distributed
+
+    order = []
+    monkeypatch.setattr(distributed, "initialize", lambda **kw: order.append("initialize"))
+    monkeypatch.setenv(distributed.ENV, "1")
+    with pytest.raises(SystemExit) as e:
+        run_script(lambda x: order.append(x) or 1, "main")
+    assert e.value.code == 1 and order == ["initialize", "main"]
+    monkeypatch.setenv(distributed.ENV, "0")
+    with pytest.raises(SystemExit) as e:
+        run_script(lambda: order.append("again") or {"a": "record"})
+    assert e.value.code == 0 and order == ["initialize", "main", "again"]

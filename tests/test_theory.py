@@ -810,3 +810,60 @@ def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     assert [k for k, v in row["checks"].items() if not v] == failed
     assert row["ok"] == theorem.theorem_holds(s) == (not failed)
     assert not theorem.theorem_holds(theorem.summarize({**_theorem_record(), "losses": {}}))  # nothing checked
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--eps-min", "1e-3", "--eps-max", "1e-3"], "--eps-max = 0.001 is invalid"),
+    (["--eps-max", "inf"], "--eps-max = inf is invalid"),
+    (["--n-eps", "1"], "--n-eps = 1 is invalid"),
+    (["--seeds", "0"], "--seeds = 0"),
+    (["--seed", "-1"], "--seed = -1"),
+    (["--seed", str(2**32), "--seeds", "1"], "2**32"),
+    (["--n-noise", "0"], "--n-noise = 0 is invalid"),
+    (["--teacher-batch", "0"], "--teacher-batch = 0 is invalid"),
+    (["--alpha", "0"], "--alpha = 0.0 is invalid"),
+    (["--alpha", "inf"], "--alpha = inf is invalid"),
+    (["--change-tol", "0"], "--gap-tol and --change-tol must be > 0"),
+    (["--gap-tol", "-1"], "--gap-tol and --change-tol must be > 0"),
+    (["--losses", "ce_aux", "ce_aux"], "repeats a setting"),
+])
+def test_cli_refuses_arguments_outside_the_checks_domain_before_any_compute(bad, message, capsys, monkeypatch):
+    monkeypatch.setattr(theorem, "run_theorem_check", lambda *a, **k: pytest.fail("computed"))
+    assert cli_main(["theorem", "--teacher-loss", "l2", *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("subliminal-mlp: error: ") and message in err, err
+
+
+def test_cli_hands_its_arguments_to_the_check(monkeypatch, capsys):
+    # run_theorem_check and summarize replaced by recorders: what the command computes and how it judges it.
+    class Stop(Exception):
+        pass
+
+    got = {}
+    monkeypatch.setattr(theorem, "run_theorem_check", lambda **kw: got.update(check=kw) or "the record")
+
+    def summarize(record, **kw):
+        got["summary"] = (record, kw)
+        raise Stop
+
+    monkeypatch.setattr(theorem, "summarize", summarize)
+    with pytest.raises(Stop):
+        cli_main(["theorem", "--teacher-loss", "l2", "--hidden", "7", "5", "-m", "4", "--activation", "tanh",
+                  "--losses", "mse_all", "ce_aux", "--eps-min", "1e-4", "--eps-max", "0.5", "--n-eps", "5",
+                  "--seeds", "2", "--seed", str(2**32 - 2), "--n-noise", "33",
+                  "--teacher-batch", "17", "--alpha", "0.25", "--gap-tol", "0.01", "--change-tol", "0.02"])
+    kw = got["check"]
+    assert kw["model"] == mlp((7, 5), aux_logits=4, activation="tanh")
+    assert kw["seeds"] == [2**32 - 2, 2**32 - 1]  # the last seed 2**32 - 1 is still valid
+    np.testing.assert_array_equal(kw["eps"], np.geomspace(1e-4, 0.5, 5))
+    assert (kw["losses"], kw["n_noise"], kw["teacher_batch"], kw["alpha"], kw["teacher_loss"]) == (
+        ["mse_all", "ce_aux"], 33, 17, 0.25, "l2")
+    assert kw["images"] is None and kw["labels"] is None and kw["data_info"] == {}  # l2: no data
+    assert got["summary"] == ("the record", {"gap_tol": 0.01, "change_tol": 0.02})
+    with pytest.raises(Stop):
+        cli_main(["theorem", "--teacher-loss", "l2"])
+    kw = got["check"]
+    assert kw["seeds"] == [0, 1, 2] and kw["model"] == mlp((256, 256), aux_logits=3) and len(kw["eps"]) == 64
+    assert (kw["n_noise"], kw["teacher_batch"], kw["alpha"], list(kw["losses"])) == (
+        1024, 1024, 1.0, list(theory.STANDARD_LOSSES))
+    assert got["summary"][1] == {"gap_tol": 1e-3, "change_tol": 1e-3}
