@@ -10,6 +10,7 @@ import pytest
 from subliminal_mlp.cli import main
 from subliminal_mlp.core.config import MODELS, Config, ConfigError
 from subliminal_mlp.core.data import load_mnist
+from subliminal_mlp.core import engine
 from subliminal_mlp.core.engine import cross_run, run_keys
 from subliminal_mlp.studies.figure10 import run_experiment
 from subliminal_mlp.core.results import read_results
@@ -48,7 +49,9 @@ def test_run_keys_and_cross_runs():
     assert len({str(np.asarray(k)) for k in [*k0.values(), *k1.values()]}) == 2 * len(k0) == 18
 
 
-def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsys):
+def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsys, monkeypatch):
+    # A setting that slipped through would start the 100-run protocol: make that fail at once instead.
+    monkeypatch.setattr(engine, "run", lambda *a, **k: pytest.fail("compute started for a bad setting"))
     assert main(["reproduce", "--epochs", "-1", "--out", str(tmp_path)]) == 2
     assert "teacher_epochs = -1" in capsys.readouterr().err
     assert main(["reproduce", "-m", "0", "--out", str(tmp_path)]) == 2

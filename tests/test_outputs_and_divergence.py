@@ -93,6 +93,9 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
     (tmp_path / "afile").write_text("keep me")
     cases = [
         (["sweep", "aux_logits", "1", "-m", "5", "--out", str(tmp_path)], "--aux-logits 5 is not used"),
+        # --epochs sets both phases: half of it would be replaced by the swept value
+        (["sweep", "teacher_epochs", "1", "2", "--epochs", "3", "--out", str(tmp_path)],
+         "--epochs 3 sets both phases, but the sweep sets teacher_epochs .* give --student-epochs"),
         # every swept value's Config is checked (the flags' default batch_size does not, it is swept)
         (["sweep", "batch_size", "64", "512", "--n-noise", "256", "--out", str(tmp_path)],
          "batch_size = 512 is larger than n_noise = 256"),

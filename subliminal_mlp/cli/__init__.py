@@ -140,6 +140,10 @@ def _sweep_values(a: argparse.Namespace) -> list:
         flag, given = "--" + dest.replace("_", "-"), getattr(a, dest)
         raise ConfigError(f"{flag} {' '.join(map(str, given)) if isinstance(given, list) else given} is not used: the "
                           f"sweep sets {a.param} to each of its values. Leave {flag} out.")
+    if a.param.endswith("_epochs") and "epochs" in getattr(a, "given", ()):
+        other = "--student-epochs" if a.param == "teacher_epochs" else "--teacher-epochs"
+        raise ConfigError(f"--epochs {a.epochs} sets both phases, but the sweep sets {a.param} to each of its "
+                          f"values: give {other} for the other phase instead.")
     labels = [value_label(v) for v in values]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"repeated values in the sweep over {a.param}: {labels}.")
