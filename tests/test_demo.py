@@ -35,3 +35,64 @@ def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path
     assert record["trace"]["student"] == r.trace[:, 0].tolist() and record["probe_every"] == r.probe_every
     again = demo_mod.plot_demo(record, tmp_path / "again.png")
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_root, monkeypatch):
+    # A tiny protocol (8 distillation steps, probed at 0, 3, 4, 7 and after the last), the probe on the whole test
+    # set: the students start at the reference's accuracy and end at their final ones; the shown noise is the
+    # run's first N_SHOWN inputs and the teacher's aux softmax on them is computed by hand from its parameters.
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    import subliminal_mlp.studies.demo as demo_mod
+    from subliminal_mlp import Config, inputs, load_mnist
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.core.engine import run_keys
+    from subliminal_mlp.core.models import config_model
+
+    data = load_mnist(data_root)
+    cfg = Config(hidden_widths=(16,), n_runs=1, teacher_epochs=1, student_epochs=2, n_noise=1024, batch_size=256)
+    captured, real = {}, demo_mod.engine.run
+    monkeypatch.setattr(demo_mod.engine, "run",
+                        lambda *a, **k: captured.setdefault("res", real(*a, **{**k, "keep_teachers": True})))
+    n_test = data.test_images.shape[0]
+    r = demo_mod.run_demo(data, cfg, seed=5, probe_every=3, n_probe=n_test)
+    assert r.config.seed == 5 and r.n_probe == n_test and r.probe_every == 3
+    np.testing.assert_array_equal(r.steps, [0, 3, 4, 7, 8])
+    assert r.trace[0, 0] == pytest.approx(r.final["reference"], abs=1e-6)  # student_aux starts at θ0
+    np.testing.assert_allclose(r.trace[-1], [r.final["student"], r.final["cross"]], atol=1e-6)
+    src = inputs.uniform(1024, shape=(784,))
+    noise = src.draw(src.prepare(run_keys(5, 0)["noise"], src.arrays, {}), jnp.arange(demo_mod.N_SHOWN), {})
+    np.testing.assert_array_equal(r.noise, np.asarray(noise))
+    teacher = jax.tree.map(lambda a: a[0], captured["res"].teachers)
+    logits = config_model(cfg).apply(teacher, noise)[:, cfg.n_classes:]
+    np.testing.assert_allclose(r.teacher_aux, np.asarray(jax.nn.softmax(logits, axis=-1)), atol=1e-5)
+    assert r.student_aux.shape == (2, demo_mod.N_SHOWN, cfg.aux_logits)
+    record = demo_mod.demo_record(r, data)  # what the figure is drawn from: both students' traces, apart
+    assert record["trace"] == {"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}
+    assert record["steps"] == [0, 3, 4, 7, 8] and record["final"] == r.final and record["config"]["seed"] == 5
+    assert record["data"]["subset"] == {"probe_test_images": [0, n_test]}
+    # The config's loss is the students'; variants the demo does not draw, and a probe larger than the test set,
+    # are refused before any compute.
+    assert [s.loss for s in demo_mod.demo_experiment(cfg.replace(loss="mse")).students] == ["mse", "mse"]
+    monkeypatch.setattr(demo_mod.engine, "run", lambda *a, **k: pytest.fail("computed"))
+    for bad, kw in ((cfg.replace(init_noise=0.1), {}), (cfg.replace(student_inputs="gaussian"), {}),
+                    (cfg, {"n_probe": n_test + 1})):
+        with pytest.raises(ConfigError):
+            demo_mod.run_demo(data, bad, **kw)
+
+
+def test_the_demo_checks_both_destinations_before_loading_the_data(tmp_path, monkeypatch):
+    import pytest
+
+    import subliminal_mlp.core.data as data_mod
+    import subliminal_mlp.studies.demo as demo_mod
+    from subliminal_mlp.core.config import ConfigError
+
+    monkeypatch.setattr(data_mod, "load_mnist", lambda *a, **k: pytest.fail("loaded"))
+    for blocked in ("demo.png", "demo.json"):  # a directory where the figure, or its record, is to be written
+        out = tmp_path / blocked.split(".")[1]
+        (out / blocked).mkdir(parents=True)
+        with pytest.raises(ConfigError):
+            demo_mod.demo(out=out / "demo.png", log=lambda s: None)

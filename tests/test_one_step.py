@@ -286,3 +286,175 @@ def test_a_records_protocol_qualifies_its_keys_whenever_it_is_not_the_papers():
     mse = Config(n_runs=10, loss="mse")
     assert O._sweep_key(mse, "loss") == O._sweep_key(mse, "hidden_widths") == "paper@loss=mse"
     assert O._sweep_key(Config(n_runs=10), "aux_logits") == "paper"
+
+
+def test_an_entry_files_each_cosine_under_its_start_and_quantity_and_the_csv_keeps_them_apart():
+    # cos[run, start, column] = 4·run + 2·start + column: every value says where it came from.
+    cos = np.arange(8.0).reshape(2, 2, 2)
+    e = O._entry("fam", "setting", "key", [0.25, 0.5], cos, [7.0, 9.0])
+    assert e["cos_update"]["own"]["values"] == [0, 4] and e["cos_update"]["cross"]["values"] == [2, 6]
+    assert e["cos_grad"]["own"]["values"] == [1, 5] and e["cos_grad"]["cross"]["values"] == [3, 7]
+    assert e["gain"]["mean"] == pytest.approx(0.375) and e["A"]["values"] == [7, 9]
+    assert O._entry("fam", "setting", "key", [0.25, 0.5], cos)["A"] is None
+    head, rows = O._csv_rows({"settings": [e]})
+    assert head == ["family", "setting", "run", "gain", "cos_update_own", "cos_grad_own", "cos_update_cross",
+                    "cos_grad_cross", "A"]
+    assert rows == [["fam", "setting", 0, "0.25", "0", "1", "2", "3", "7"],
+                    ["fam", "setting", 1, "0.5", "4", "5", "6", "7", "9"]]
+
+
+def test_correlations_by_hand_on_hand_made_settings():
+    # Settings s = 1..4 (keys a..d), gains s ∓ 0.3 per run. Shared start: cos_update s ∓ 0.1 (ρ = +1 with the
+    # gain), cos_grad its negative (ρ = −1); the cross start the other way round. A = s ∓ 0.1 for a, b, c: a's
+    # first entry has none, its later entry (another record) has it. The later entries of a and b (other records
+    # showing those settings) have other cosines and gains: each setting counts once, as its first entry.
+    def entry(key, family, s, A=True, shift=0.0):
+        cu = np.array([s - 0.1, s + 0.1])
+        cos = np.stack([np.stack([cu + shift, -cu - shift], axis=1), np.stack([-cu, cu], axis=1)], axis=1)
+        return O._entry(family, key, key, [s - 0.3 + shift, s + 0.3], cos, cu if A else None)  # cos: (runs, start, col)
+
+    first = [entry("a", "x", 1, A=False), entry("b", "x", 2), entry("c", "x", 3), entry("d", "y", 4, A=False)]
+    later = [entry("a", "y", 1, shift=-20.0), entry("b", "z", 2, shift=20.0)]  # out of order, if they counted
+    c = O.correlations(first + later)
+    assert c["n_settings"] == 4 and c["n_settings_A"] == 3  # a (A from its later entry), b, c
+    assert c["settings"] == {"cos_update": pytest.approx(1.0), "cos_grad": pytest.approx(-1.0), "A": pytest.approx(1.0)}
+    # Over every (setting, run) pair, run by run: the same order (the runs of a setting are not interleaved).
+    assert c["runs"] == {"cos_update": pytest.approx(1.0), "cos_grad": pytest.approx(-1.0), "A": pytest.approx(1.0)}
+    # Within a family of at least 3 entries (x: a, b, c, each as shown there; a's entry has no A: 2 settings).
+    assert set(c["families"]) == {"x"}
+    assert c["families"]["x"] == {"cos_update": pytest.approx(1.0), "cos_grad": pytest.approx(-1.0), "A": None,
+                                  "n_settings": 3}
+    # The cross start's cosines are the control, not what is correlated: reversing them changes nothing.
+    swapped = [{**e, "cos_update": {"own": e["cos_update"]["own"], "cross": e["cos_grad"]["cross"]}} for e in first]
+    assert O.correlations(swapped)["settings"]["cos_update"] == pytest.approx(1.0)
+
+
+def test_each_source_pairs_its_records_gains_with_the_right_students_cosines(monkeypatch):
+    # The engine replaced by a fake whose cosines say where they came from: cos[value, run, student, column] =
+    # 1000·value + 100·student + 10·column + run, A = value + run/10. Every entry must carry its own setting's gain
+    # (student − its control, from the record), its student's and the control's cosines and, where kept, its A.
+    from types import SimpleNamespace
+
+    from subliminal_mlp.core import engine
+    from subliminal_mlp.studies import mitigations as M
+    from subliminal_mlp.studies import split_heads as S
+    from subliminal_mlp.studies import teacher_task as T
+
+    calls = []
+
+    def fake_result(n_values, n_runs):
+        A = np.arange(n_values)[:, None] + np.arange(n_runs)[None, :] / 10
+        acc = lambda name: np.full(n_runs, 0.5)  # noqa: E731
+        return SimpleNamespace(compile_s=0.0, run_s=0.0, teachers="teachers", devices=[], accuracy=acc,
+                               metrics={"one_step_A": A, T.NEXT_TEACHER: np.zeros((n_values, n_runs, 1)),
+                                        "one_step_cos": np.zeros((n_values, n_runs, 2, 2))})
+
+    def first_step(exp, task, names, *, n_runs, seed, sweep=None, **kw):
+        n_values = len(next(iter(sweep.values()))) if sweep else 1
+        calls.append((exp.name, tuple(names), sweep))
+        v, r, s, c = np.meshgrid(np.arange(n_values), np.arange(n_runs), np.arange(len(names)), np.arange(2),
+                                 indexing="ij")
+        return fake_result(n_values, n_runs), (1000 * v + 100 * s + 10 * c + r).astype(float)
+
+    monkeypatch.setattr(O, "first_step", first_step)
+    monkeypatch.setattr(engine, "run", lambda exp, task, *, n_runs, **kw: fake_result(1, n_runs))
+    monkeypatch.setattr(engine.Task, "from_dataset", classmethod(lambda cls, data, **kw: "task"))
+    monkeypatch.setattr(T, "task_for", lambda data, k: "task")
+    monkeypatch.setattr(T, "unflatten", lambda model, flat: "teachers")
+
+    def check(e, gains, value, student, control, A=None):
+        np.testing.assert_allclose(e["gain"]["values"], gains, atol=1e-12)
+        for start, s in (("own", student), ("cross", control)):
+            for q, c in (("cos_update", 0), ("cos_grad", 1)):
+                assert e[q][start]["values"] == [1000 * value + 100 * s + 10 * c + r for r in (0, 1)], (e["label"], q)
+        assert (e["A"] is None) if A is None else e["A"]["values"] == pytest.approx([A, A + 0.1])
+
+    tiny = dict(n_runs=2, n_noise=1024, batch_size=512, teacher_epochs=1, student_epochs=1)
+    head = {"n_runs": 2, "seeds": {"seed": 0}}
+    # Mitigations: three liminal settings, one SGD setting; setting v's gains are v + [0.1, 0.2].
+    ms = M.MitigationSettings(hidden=(32,), liminal_weights=(10.0, 20.0), liminal_epochs=(1,), weight_decays=(),
+                              sgd_learning_rates=(1e-3,), projection=False, **tiny)
+    families = {f: {"hparams": {k: [float(x) for x in v] for k, v in sw.items()},
+                    "labels": [f"{f} {i}" for i in range(len(next(iter(sw.values()))))],
+                    "gain": [{"gains": [i + 0.1, i + 0.2]} for i in range(len(next(iter(sw.values()))))]}
+                for f, sw in ms.sweeps().items()}
+    entries, _, _ = O._mitigations_settings({"config": ms.to_dict(), "families": families, **head}, None, False,
+                                            lambda s: None)
+    assert [e["label"] for e in entries] == ["liminal 0", "liminal 1", "liminal 2", "sgd 0"]
+    for e, v in zip(entries, (0, 1, 2, 0)):
+        check(e, [v + 0.1, v + 0.2], v, 0, 1)  # students (student_aux, cross_aux)
+    assert entries[0]["key"] == O.PAPER and entries[1]["key"] == "liminal:liminal 1"
+    # Split heads: each student against the record's cross (the last student of the program).
+    hs = S.SplitHeadSettings(hidden=(32, 32), **tiny)
+    part, names, family = O.SPLIT_STUDENTS[0]
+    acc = {n: [0.1 * i + 0.3, 0.1 * i + 0.35] for i, n in enumerate(names)}
+    rec = {"config": hs.to_dict(), **head, part: {"models": {**{n: {"accuracies": a} for n, a in acc.items()},
+                                                             "cross": {"accuracies": [0.1, 0.05]}}}}
+    entries, _, _ = O._split_heads_settings(rec, None, False, lambda s: None)
+    assert calls[-1][1] == (*names, "cross") and len(entries) == len(names)
+    for i, (e, n) in enumerate(zip(entries, names)):
+        check(e, np.asarray(acc[n]) - [0.1, 0.05], 0, i, len(names), 0.0 if n == "shared" else None)
+    # Published sweeps: temperature 1 and 4 in one traced program; A only at temperature 1.
+    cfg = Config(hidden_widths=(32,), **tiny)
+    values = [{"config": cfg.replace(temperature=t).to_dict(), **head,
+               "models": {"student_aux": {"accuracies": [0.6 + i, 0.7]}, "cross_aux": {"accuracies": [0.1, 0.3]}}}
+              for i, t in enumerate((1.0, 4.0))]
+    sweeps = {"temperature": {"summary": {"param": "temperature", "labels": ["1", "4"]}, "values": values}}
+    entries, _, _ = O._sweeps_settings(sweeps, None, False, lambda s: None)
+    check(entries[0], [0.5, 0.4], 0, 0, 1, 0.0)
+    check(entries[1], [1.5, 0.4], 1, 0, 1)
+    # Teacher task, generations: each generation's gain over its control from the record, its own first step.
+    gen = lambda g: {"gain_over_cross": {"values": [g, -g]}, "models": {"student_aux": {"values": [0.5, 0.5]}}}  # noqa
+    task = {"config": cfg.to_dict(), **head, "baseline": {"n_classes": 10, "teacher_epochs": 1, "student_epochs": 1},
+            "parts": {"teacher_epochs": {"points": [{"value": v, **gen(0.5)} for v in (1, 2)]},
+                      "classes": {"points": [{"value": 2, **gen(0.5)}]},
+                      "generations": {"points": [gen(0.25), gen(0.125)]}}}
+    entries, programs, _ = O._teacher_task_settings(task, None, False, lambda s: None)
+    assert [c[2] for c in calls[-2:]] == [None, {T.GENERATION: [2.0]}]
+    check(entries[3], [0.25, -0.25], 0, 0, 1), check(entries[4], [0.125, -0.125], 0, 0, 1)
+    # Only the config's own setting is the paper's: every other one has its own key.
+    assert [e["key"] for e in entries] == [O.PAPER, "K=10/teacher_epochs=2", "K=2/teacher_epochs=1", O.PAPER,
+                                           "generation=2"]
+    assert programs[-1]["max_abs_accuracy_difference_from_record"] == 0.0
+
+
+def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch):
+    # The source's rerun replaced by a fake (what it returns is carried into the record); the data by a stand-in
+    # with its checksums: a record whose data's checksums differ is refused before the rerun.
+    from types import SimpleNamespace
+
+    reran = []
+
+    def settings(rec, data, progress, log):
+        reran.append(rec["created"])
+        e = O._entry("subspace", "784", O.PAPER, [0.1, 0.2], np.zeros((2, 2, 2)), [1.0, 2.0])
+        return [e], [{"name": "p", "compile_s": 1.0, "run_s": 2.0}], SimpleNamespace(devices=["cpu"])
+
+    monkeypatch.setitem(O.SOURCES, "input_families", ("subliminal-mlp/input-families", settings))
+    data = SimpleNamespace(name="mnist", source_dir="/data", checksums={"train-images": "aa"})
+    cfg = Config(hidden_widths=(32,)).to_dict()
+    rec = {"format": "subliminal-mlp/input-families", "config": cfg, "n_runs": 2, "seeds": {"seed": 0},
+           "data": {"sha256": {"train-images": "ab"}}, "created": "then"}
+    with pytest.raises(ConfigError, match="data differ"):
+        O.run_one_step(data, input_families=rec)
+    assert reran == []
+    out = O.run_one_step(data, input_families={**rec, "data": {"sha256": {"train-images": "aa"}}})
+    assert reran == ["then"] and out["sources"] == {"input_families": {"format": rec["format"], "created": "then"}}
+    (e,) = out["settings"]
+    assert e["key"] == "paper@hidden_widths=[32]" and e["source"] == "input_families"  # not the paper's protocol
+    assert out["data"]["sha256"] == data.checksums and out["timing"]["compile_s"] == 1.0
+
+
+def test_first_step_returns_the_named_students_step_zero_in_their_order(mnist):
+    # The update cosines first_step reads in the engine at step 0 (Adam's first update, the raw gradient) are those
+    # one_step_metrics computes from the run's θ0 alone, for the students in the order named (the control first
+    # here); the run is cut to one epoch of those students.
+    exp = sm.Experiment(model=sm.mlp((8,)), inputs=inputs.uniform(1024), teacher_epochs=1, student_epochs=3,
+                        batch_size=256, metrics=O.one_step_metrics(256))
+    res, cos = O.first_step(exp, sm.Task.from_dataset(mnist), ("cross_aux", "student_aux"), n_runs=2, seed=1)
+    assert cos.shape == (1, 2, 2, 2) and res.experiment.student_epochs == 1
+    assert [s.name for s in res.experiment.students] == ["cross_aux", "student_aux"]
+    want = np.asarray(res.metrics["one_step_cos"][0])  # (runs, [own, cross], [update, grad])
+    np.testing.assert_allclose(cos[0], want[:, ::-1], atol=2e-4)
+    with pytest.raises(ConfigError, match="no student \\['nobody'\\]"):
+        O.first_step(exp, sm.Task.from_dataset(mnist), ("student_aux", "nobody"), n_runs=2, seed=1)

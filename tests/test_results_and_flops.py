@@ -122,3 +122,17 @@ def test_mean_ci95_columns_is_mean_ci95_per_column():
     got = mean_ci95_columns(a)
     assert got["mean"] == pytest.approx([0.2, 0.6])
     assert got["ci95"] == pytest.approx([mean_ci95(a[:, 0])[1], mean_ci95(a[:, 1])[1]])
+
+
+def test_flops_by_hand_for_a_protocol_whose_every_count_differs():
+    # Unequal epochs, noise set, training set, runs and students (the paper's 60,000 noise images and 5 + 5 epochs
+    # would hide a swap of n_noise with n_train or of the teacher's epochs with the students'): 10 → 6 → 4 → 3 + 2.
+    cfg = Config(input_dim=10, hidden_widths=(6, 4), n_classes=3, aux_logits=2, teacher_epochs=2, student_epochs=7,
+                 n_noise=300, batch_size=100, n_runs=3)
+    fwd = 2 * (10 * 6 + 6 * 4 + 4 * 5)  # 208
+    step = fwd + 2 * 10 * 6 + 4 * (6 * 4 + 4 * 5)  # 208 + 120 + 176: no input gradient at the first layer
+    assert (forward_flops(cfg), train_step_flops(cfg)) == (208, 504)
+    f = protocol_flops(cfg, n_train=1000, n_students=2)
+    assert f["teacher"] == 1000 * 2 * step
+    assert f["students"] == 300 * 7 * (fwd + 2 * step)
+    assert f["per_run"] == f["teacher"] + f["students"] and f["total"] == 3 * f["per_run"]

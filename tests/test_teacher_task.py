@@ -156,3 +156,76 @@ def test_all_four_parts_on_mnist(data_root, tmp_path):
     acc = np.stack([np.asarray(p["models"]["student_aux"]["values"]) for p in gens["points"]], axis=1)
     assert same(gens["fit"], fit_decay(acc, 0.1))
     assert "generations" in format_teacher_task_table(record)
+
+
+def test_fit_decay_by_hand_at_chance_and_without_a_decay():
+    chance = 0.1
+    # Run 1 sits exactly at chance in generation 2 (log 0: left out): it fits g = 1 and 3 only, 0.4 and 0.1 above
+    # chance: r = (0.1/0.4)^(1/2) = 0.5, a = 0.4/r = 0.8.
+    acc = np.array([[0.6, 0.3, 0.225], [0.5, chance, 0.2]])
+    fit = fit_decay(acc, chance)
+    assert fit["per_run"]["n_points"] == [3, 2]
+    assert fit["per_run"]["r"][1] == pytest.approx(0.5) and fit["per_run"]["a"][1] == pytest.approx(0.8)
+    log_r = np.log(fit["per_run"]["r"])
+    m, ci = mean_ci95(log_r)
+    assert fit["log_r"] == {"mean": pytest.approx(m), "ci95": pytest.approx(ci), "n_runs": 2}
+    assert fit["half_life"] == pytest.approx(np.log(2) / -np.log(fit["on_means"]["r"]))
+    # Accuracy that grows (r > 1) or stays (r = 1) above chance has no half-life.
+    assert fit_decay(np.array([[0.2, 0.3, 0.5]]), chance)["half_life"] is None
+    flat = fit_decay(np.array([[0.4, 0.4, 0.4]]), chance)
+    assert flat["on_means"]["r"] == pytest.approx(1.0) and flat["half_life"] is None
+
+
+def test_a_settings_statistics_by_hand_from_a_fake_result():
+    from subliminal_mlp.studies.teacher_task import _point, csv_rows
+
+    class Fake:  # what _point reads of an engine.Result: one value, 2 runs, the models' test accuracies
+        models, finite, compile_s, run_s = list(MODELS), None, 1.0, 2.0
+        accuracies = np.array([[[0.25, 0.9, 0.7, 0.3], [0.2, 0.95, 0.55, 0.25]]])  # (values, runs, MODELS)
+
+        def accuracy(self, model):
+            return self.accuracies[0, :, MODELS.index(model)]
+
+    pt = _point(Fake(), 4, 0.25, 3.0)  # K = 4: chance 1/4
+    close = lambda s, want: np.testing.assert_allclose(s["values"], want, atol=1e-12)  # noqa: E731
+    close(pt["models"]["teacher"], [0.9, 0.95])
+    close(pt["gain_over_cross"], [0.4, 0.3])
+    close(pt["above_chance"]["student_aux"], [0.45, 0.3]), close(pt["above_chance"]["cross_aux"], [0.05, 0.0])
+    close(pt["normalised"]["student_aux"], [0.6, 0.4]), close(pt["normalised"]["cross_aux"], [0.05 / 0.75, 0.0])
+    assert pt["gain_over_cross"]["mean"] == pytest.approx(0.35) and pt["chance"] == 0.25 and pt["value"] == 4
+    assert pt["health"]["ok"] and pt["timing"] == {"compile_s": 1.0, "run_s": 2.0, "wall_s": 3.0}
+    head, rows = csv_rows({"parts": {"classes": {"points": [pt]}}})  # one row per model and run, runs from 0
+    assert head == ["part", "value", "model", "run", "accuracy"] and len(rows) == 8
+    assert rows[1] == ["classes", 4, "reference", 1, "0.200000"] and rows[6] == ["classes", 4, "cross_aux", 0, "0.300000"]
+    # A traced epoch's students replace the final ones (the reference and teacher are the result's).
+    traced = _point(Fake(), 2, 0.25, 3.0, students=np.array([[0.5, 0.4], [0.6, 0.2]]))
+    close(traced["models"]["student_aux"], [0.5, 0.6]), close(traced["models"]["cross_aux"], [0.4, 0.2])
+    close(traced["gain_over_cross"], [0.1, 0.4]), close(traced["models"]["teacher"], [0.9, 0.95])
+    # A teacher no better than its reference (or chance) + margin is flagged, unless it is not required to be.
+    Fake.accuracies = Fake.accuracies.copy()
+    Fake.accuracies[0, 1, 1] = 0.26
+    assert _point(Fake(), 4, 0.25, 3.0)["health"]["teacher_not_better"] == [1]
+    assert _point(Fake(), 4, 0.25, 3.0, check_teacher=False)["health"]["ok"]
+
+
+def test_each_generation_is_taught_by_the_previous_one_on_its_own_fresh_noise(data_root, monkeypatch):
+    # Three generations: generation g's teacher is generation g−1's shared-init student (the same test accuracy,
+    # run by run, for g = 2 and 3), and each runs with its own index g, so its own fresh noise set (fresh_noise).
+    import subliminal_mlp.studies.teacher_task as tt
+
+    real, calls = tt.engine.run, []
+    monkeypatch.setattr(tt.engine, "run", lambda exp, task, **kw: calls.append((exp.name, kw.get("sweep")))
+                        or real(exp, task, **kw))
+    cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=128,
+                 learning_rate=3e-3)  # students that move: each generation's accuracies differ from the last's
+    settings = TeacherTaskSettings(classes=(10,), teacher_epochs=(1,), student_epochs=(1,), generations=3)
+    gens = run_teacher_task(cfg, load_mnist(data_root), settings)["parts"]["generations"]
+    assert [sweep for name, sweep in calls if name.startswith("teacher_task_generations")] == [
+        {GENERATION: [2.0]}, {GENERATION: [3.0]}]
+    pts = gens["points"]
+    student = [np.asarray(p["models"]["student_aux"]["values"]) for p in pts]
+    assert np.all(student[0] != student[1]) and np.all(student[1] != student[2])
+    for g in (1, 2):
+        np.testing.assert_allclose(pts[g]["models"]["teacher"]["values"], pts[g - 1]["models"]["student_aux"]["values"],
+                                   atol=1e-4)
+    assert gens["values"] == [1, 2, 3] and gens["fit"]["generations"] == [1.0, 2.0, 3.0]
