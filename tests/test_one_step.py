@@ -158,6 +158,11 @@ def test_spearman_with_ties_and_where_it_is_undefined():
     assert O.spearman([1, 2], [2, 1]) is None and O.spearman([1, 2, 3], [5, 5, 5]) is None
     with pytest.raises(ValueError, match="1-d"):
         O.spearman([1, 2, 3], [1, 2])
+    # A diverged run (NaN or inf in either sequence) has no rank: its pair is left out, not ranked as the largest.
+    nan, inf = float("nan"), float("inf")
+    assert O.spearman([10, nan, 20, 30, 40], [1, 0, 2, 2, 3]) == pytest.approx(want)
+    assert O.spearman([10, 20, 30, 40, 50], [1, 2, 2, 3, inf]) == pytest.approx(want)
+    assert O.spearman([nan, nan, 1, 2], [1, 2, 3, 4]) is None  # two pairs left
 
 
 #: The key of the paper's setting in the tests' tiny protocol (32 hidden units, 1 + 1 epochs, 1,024 images of 512).

@@ -208,14 +208,19 @@ def first_step(exp: engine.Experiment, task: engine.Task, names: Sequence[str], 
 def spearman(x, y) -> Optional[float]:
     """Spearman's rank correlation ρ of two sequences: Pearson's r of their ranks (ties: average ranks).
 
-    None when there are fewer than 3 pairs or either sequence is constant (ρ is undefined).
+    A pair with a NaN or infinite value (a diverged run's gain or cosine) is left out: it has no
+    rank. None when fewer than 3 pairs remain or either sequence is constant (ρ is undefined).
 
     >>> spearman([1, 2, 3, 4], [10, 20, 25, 100]), spearman([1, 2, 3], [3, 2, 1])
     (1.0, -1.0)
+    >>> spearman([1, 2, 3, float("nan"), 5], [1, 2, 3, 0, 4])  # the pair (nan, 0) left out
+    1.0
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"spearman needs two 1-d sequences of one length; got shapes {x.shape} and {y.shape}.")
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
     if x.size < 3:
         return None
 
