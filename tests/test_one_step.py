@@ -193,6 +193,15 @@ def test_the_study_end_to_end_on_an_input_families_record(mnist, tmp_path):
         O.run_one_step(mnist, input_families={"format": "subliminal-mlp/fig10"})
     with pytest.raises(ConfigError, match="at least one"):
         O.run_one_step(mnist)
+    # A record whose settings are not its settings' (one left out, or relabelled) is refused before any compute.
+    import copy
+    for change in (lambda f: f["settings"].pop(), lambda f: f["settings"][0].update(label="9")):
+        bad = copy.deepcopy(families)
+        change(bad["families"]["subspace"])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(O.engine, "run", lambda *a, **k: pytest.fail("computed"))
+            with pytest.raises(ConfigError, match="the record was made with other settings"):
+                O._input_families_settings(bad, mnist, False, lambda s: None)
     # A teacher-task record of the same protocol (its parts' gains by hand): a program per setting; the paper's
     # setting (K = 10 at the config's teacher epochs; U[-1, 1] in the input families) counts once.
     point = lambda v, gains: {"value": v, "gain_over_cross": {"values": gains}}  # noqa: E731

@@ -250,6 +250,12 @@ def _input_families_settings(record: Mapping[str, Any], data, progress, log) -> 
     settings = fam_mod.InputFamilySettings.from_dict(record["input_settings"])
     settings.check(cfg)
     table = fam_mod.rows(cfg, settings)
+    own_rows = {fam: [r for r in table if r.family == fam] for fam in record["families"]}
+    for fam, f in record["families"].items():  # the record's settings are the rebuilt table's, one for one
+        labels = [r.label for r in own_rows[fam]]
+        if labels != [x["label"] for x in f["settings"]]:
+            raise ConfigError(f"input-families record: the settings of {fam}, {[x['label'] for x in f['settings']]}, "
+                              f"are not its settings' {labels}; the record was made with other settings.")
     values = list(dict.fromkeys(r.hp for r in table))
     amplitude = None
     if any(int(v[0]) == fam_mod.KINDS.index("spectrum") for v in values):
@@ -279,10 +285,7 @@ def _input_families_settings(record: Mapping[str, Any], data, progress, log) -> 
             found[v] = (res, j)
     entries, paper = [], (0.0, 1.0, 0.0, float(cfg.n_noise), float(cfg.input_dim))  # U[-1, 1], the paper's inputs
     for fam, f in record["families"].items():
-        for r, s in zip((r for r in table if r.family == fam), f["settings"]):
-            if r.label != s["label"]:
-                raise ConfigError(f"input-families record: setting {s['label']!r} of {fam} does not match "
-                                  f"{r.label!r}; the record was made with other settings.")
+        for r, s in zip(own_rows[fam], f["settings"]):
             res, j = found[r.hp]
             key = PAPER if r.hp == paper else "inputs=" + "/".join(f"{x:g}" for x in r.hp)
             entries.append(_entry(fam, s["label"], key, s["gain"]["values"],
