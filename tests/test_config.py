@@ -90,3 +90,23 @@ def test_numpy_numbers_are_taken_as_python_numbers():
     for bad in (dict(aux_logits=np.float32(2.5)), dict(init_noise=float("inf")), dict(init_noise=True)):
         with pytest.raises(ConfigError, match="is invalid"):
             Config(**bad)
+
+
+def test_a_studys_protocol_settings_default_to_the_papers_and_refuse_what_no_study_can_run():
+    import json
+
+    from subliminal_mlp.studies.protocol import ProtocolSettings
+
+    p, paper = ProtocolSettings(), Config()
+    assert (p.seed, p.teacher_epochs, p.student_epochs, p.batch_size, p.n_noise, p.hidden, p.aux_logits,
+            p.learning_rate) == (paper.seed, paper.teacher_epochs, paper.student_epochs, paper.batch_size,
+                                 paper.n_noise, paper.hidden_widths, paper.aux_logits, paper.learning_rate)
+    assert p.n_runs == 10 and p.run_batch is None
+    assert ProtocolSettings(batch_size=512, n_noise=512).batch_size == 512  # a batch of every input is one
+    with pytest.raises(ConfigError, match="aux_logits"):
+        ProtocolSettings(aux_logits=0)
+    d = ProtocolSettings(hidden=[32, 16]).to_dict()
+    assert d["hidden"] == [32, 16] and json.loads(json.dumps(d)) == d
+    assert ProtocolSettings.from_dict(d) == ProtocolSettings(hidden=(32, 16))
+    with pytest.raises(ConfigError, match=r"no setting \['epochs'\]"):
+        ProtocolSettings.from_dict({**d, "epochs": 3})

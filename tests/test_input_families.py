@@ -149,3 +149,152 @@ def test_every_family_end_to_end_in_one_program(mnist, tmp_path):
     assert len(paths["csv"].read_text().splitlines()) == 1 + n_rows
     assert paths["png"].stat().st_size > 10_000
     assert "MNIST spectrum" in F.format_input_families_table(rec)
+
+
+# ----------------------------------------------------------------------------- records, against fakes
+
+
+def test_settings_refuse_what_the_study_cannot_run():
+    for bad in (dict(blur_sigmas=(1.0, 1.0)), dict(scales=(1, 1.0)), dict(distributions=("spectrum",)),
+                dict(distributions=("subspace",))):
+        with pytest.raises(ConfigError, match=f"^{next(iter(bad))} = .* (is invalid|repeats a value)"):
+            F.InputFamilySettings(**bad)
+    s = F.InputFamilySettings(subspace_k=(784,), distinct=(60_000,))
+    s.check(Config())  # k = input_dim and d = n_noise are the largest values taken
+    with pytest.raises(ConfigError, match="correlated family"):
+        F.InputFamilySettings(families=("correlated",)).check(Config(input_dim=100))
+    F.InputFamilySettings(families=("distribution",)).check(Config(input_dim=100))  # no blur: any input_dim
+    with pytest.raises(ConfigError, match="init_noise"):
+        s.check(Config(init_noise=0.01))
+
+
+def test_each_row_carries_its_own_hyperparameters_and_programs_split_by_code_path():
+    cfg = Config(n_noise=2048)
+    s = F.InputFamilySettings(distributions=("gaussian", "bernoulli"), subspace_k=(10, 30), blur_sigmas=(0.0, 1.5),
+                              distinct=(16,), scales=(0.5,))
+    # (noise_kind, noise_scale, blur_sigma, distinct, subspace_k), by hand from the module docstring.
+    want = [("distribution", 1.0, 1.0, 0.0, 2048.0, 784.0), ("distribution", 2.0, 1.0, 0.0, 2048.0, 784.0),
+            ("subspace", 4.0, 1.0, 0.0, 2048.0, 10.0), ("subspace", 4.0, 1.0, 0.0, 2048.0, 30.0),
+            ("correlated", 0.0, 1.0, 0.0, 2048.0, 784.0), ("correlated", 0.0, 1.0, 1.5, 2048.0, 784.0),
+            ("correlated", 3.0, 1.0, 0.0, 2048.0, 784.0),
+            ("distinct", 0.0, 1.0, 0.0, 16.0, 784.0), ("scale", 0.0, 0.5, 0.0, 2048.0, 784.0)]
+    table = F.rows(cfg, s)
+    assert [(r.family, *r.hp) for r in table] == want
+    assert [r.value for r in table] == ["gaussian", "bernoulli", 10, 30, 0.0, 1.5, None, 16, 0.5]
+    values = list(dict.fromkeys(r.hp for r in table))
+    groups = F.program_groups(values, fuse=False)
+    assert {k: [v[:3] for v in g] for k, g in groups.items()} == {
+        "gaussian": [(1.0, 1.0, 0.0)], "bernoulli": [(2.0, 1.0, 0.0)], "subspace": [(4.0, 1.0, 0.0)] * 2,
+        "uniform": [(0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.5, 0.0)], "uniform_blurred": [(0.0, 1.0, 1.5)],
+        "spectrum": [(3.0, 1.0, 0.0)]}
+    assert F.program_groups(values, fuse=True) == {"fused": values} and F.program_groups([], fuse=True) == {}
+
+
+def test_the_uniform_kind_is_the_papers_noise_and_each_kind_draws_its_own_source():
+    cfg = Config(n_noise=64, batch_size=32)
+    # Kinds (0, 2) and (1, 2): a kind's number is not its position among its program's kinds.
+    src = F.fused_source(cfg, [(0.0, 1.0, 0.0, 64.0, 784.0), (2.0, 1.0, 0.0, 64.0, 784.0)])
+    other = F.fused_source(cfg, [(1.0, 1.0, 0.0, 64.0, 784.0), (2.0, 1.0, 0.0, 64.0, 784.0)])
+    key, idx = jax.random.PRNGKey(3), jnp.arange(8)
+
+    def fused(kind, scale=1.0, src=src):
+        hp = {"noise_kind": jnp.float32(kind), "noise_scale": jnp.float32(scale)}
+        return np.asarray(src.draw(src.prepare(key, src.arrays, hp), idx, hp))
+
+    def alone(s, k):
+        return np.asarray(s.draw(s.prepare(k, s.arrays, {}), idx, {}))
+
+    # The uniform kind draws from the run's key itself: bit for bit the paper's U[-1, 1] noise, s·u at scale s.
+    paper = alone(inputs.uniform(64, shape=(784,)), key)
+    np.testing.assert_array_equal(fused(0), paper)
+    np.testing.assert_allclose(fused(0, scale=3.0), 3.0 * paper, rtol=1e-6)
+    # Bernoulli (kind 2) and Gaussian (kind 1): each its own source, from fold_in(key, KIND_STREAM + kind).
+    np.testing.assert_array_equal(fused(2), alone(inputs.bernoulli(64, shape=(784,)),
+                                                  jax.random.fold_in(key, F.KIND_STREAM + 2)))
+    assert set(np.unique(fused(2))) == {-1.0, 1.0}
+    np.testing.assert_array_equal(fused(2, src=other), fused(2))
+    np.testing.assert_array_equal(fused(1, src=other), alone(inputs.gaussian(64, shape=(784,)),
+                                                  jax.random.fold_in(key, F.KIND_STREAM + 1)))
+
+
+def test_the_record_table_csv_and_figure_show_each_settings_own_numbers(mnist, tmp_path, monkeypatch):
+    """A fake engine: each setting's accuracies are a function of its hyperparameters, so a setting that
+    reads another's numbers, or a table, CSV or figure that shows another model's, is caught."""
+    import types
+    import zlib
+
+    from subliminal_mlp.report.plotting import plt
+
+    def code(hp):  # a distinct number in [0.2, 0.7) per hyperparameter tuple
+        return 0.2 + zlib.crc32(repr(tuple(round(float(x), 6) for x in hp)).encode()) % 500 / 1000
+
+    def student(hp):
+        return np.array([code(hp), code(hp) + 0.1])
+
+    def cross(hp):
+        return np.array([code(hp) / 4, code(hp) / 2])
+
+    calls = []
+
+    def fake_run(exp, task, *, n_runs, sweep, teachers, **kw):
+        hps = [None] if sweep is None else list(zip(*(sweep[k] for k in F.FUSED_HPARAMS)))
+        calls.append((exp.name, hps, teachers))
+        fixed = {"teacher": np.array([0.9, 0.8]), "reference": np.array([0.1, 0.12])}
+        return types.SimpleNamespace(
+            accuracy=lambda name, v=0: fixed[name] if name in fixed else (student if name == "student_aux"
+                                                                          else cross)(hps[v]),
+            health=lambda v: {"ok": True, "nonfinite": [], "teacher_not_better": [1], "teacher_margin": 0.0},
+            teachers=f"teachers of {exp.name}", compile_s=1.0, run_s=2.0, teacher_cache=None, devices=["cpu"],
+            run_batch=None)
+
+    monkeypatch.setattr(F.engine, "run", fake_run)
+    cfg = Config(n_runs=2, n_noise=2048)
+    settings = F.InputFamilySettings(distributions=("uniform", "bernoulli"), subspace_k=(10, 30), spectrum=False,
+                                     blur_sigmas=(0.0, 1.0), distinct=(16,), scales=(0.5, 1.0))
+    rec = F.run_input_families(cfg, mnist, settings)
+    # (noise_kind, noise_scale, blur_sigma, distinct, subspace_k) of each setting, by hand.
+    u = (0.0, 1.0, 0.0, 2048.0, 784.0)
+    want = {("distribution", "uniform"): u, ("distribution", "bernoulli"): (2.0, 1.0, 0.0, 2048.0, 784.0),
+            ("subspace", "10"): (4.0, 1.0, 0.0, 2048.0, 10.0), ("subspace", "30"): (4.0, 1.0, 0.0, 2048.0, 30.0),
+            ("correlated", "σ = 0"): u, ("correlated", "σ = 1"): (0.0, 1.0, 1.0, 2048.0, 784.0),
+            ("distinct", "16"): (0.0, 1.0, 0.0, 16.0, 784.0), ("scale", "0.5"): (0.0, 0.5, 0.0, 2048.0, 784.0),
+            ("scale", "1"): u}
+    got = {(fam, s["label"]): s for fam, f in rec["families"].items() for s in f["settings"]}
+    assert list(got) == list(want)
+    for k, hp in want.items():
+        s = got[k]
+        assert s["student_aux"]["values"] == pytest.approx(student(hp)), k
+        assert s["cross_aux"]["values"] == pytest.approx(cross(hp)), k
+        assert s["gain"]["values"] == pytest.approx(student(hp) - cross(hp)), k
+        # ... computed by the program the setting names.
+        assert f"{k[0]}: {k[1]}" in " / ".join(rec["programs"][s["program"]]["labels"]), k
+    # The teachers are trained once, by the first program (one with a single value), and handed to every other.
+    assert len(calls[0][1]) == 1 and calls[0][2] is None
+    assert all(t == f"teachers of {calls[0][0]}" for _, _, t in calls[1:]) and len(calls) == len(rec["programs"])
+    assert rec["teacher"]["accuracy"]["values"] == [0.9, 0.8] and rec["reference"]["accuracy"]["mean"] == 0.11
+    assert rec["health"]["teacher_not_better"] == [1] and rec["health"]["ok"] is False  # a teacher no better
+    # The table shows each model's own mean, the CSV each run's own numbers.
+    lines = F.format_input_families_table(rec).splitlines()
+    line = next(x for x in lines if x.split()[:2] == ["subspace", "30"])
+    hp = want["subspace", "30"]
+    assert [float(x) for x in line.split()[2::3][:3]] == pytest.approx(
+        [student(hp).mean(), cross(hp).mean(), (student(hp) - cross(hp)).mean()], abs=1e-3)
+    bars = []
+    monkeypatch.setattr(plt.Axes, "errorbar",
+                        lambda self, x, y, yerr=None, **kw: bars.append((self.get_title(), kw["label"], y, yerr)))
+    paths = F.write_input_families(rec, tmp_path)
+    rows = [r.split(",") for r in paths["csv"].read_text().splitlines()]
+    assert rows[0] == ["family", "setting", "value", "run", "student_aux", "cross_aux", "gain"]
+    row = next(r for r in rows if r[:4] == ["subspace", "30", "30", "1"])
+    assert [float(x) for x in row[4:]] == pytest.approx([student(hp)[1], cross(hp)[1], student(hp)[1] - cross(hp)[1]],
+                                                        abs=1e-6)
+    # The figure: one panel per family (drawn before its title is set), each series its label's numbers.
+    assert len(bars) == 3 * len(F.FAMILIES)
+    sub = [b for b in bars[3:6]]  # the subspace panel
+    hps = [want["subspace", "10"], want["subspace", "30"]]
+    for (_, label, y, yerr), key in zip(sub, ("student_aux", "cross_aux", "gain")):
+        assert label.startswith({"student_aux": "student", "cross_aux": "cross", "gain": "gain"}[key])
+        np.testing.assert_allclose(y, [got["subspace", k][key]["mean"] for k in ("10", "30")])
+        np.testing.assert_allclose(yerr, [got["subspace", k][key]["ci95"] for k in ("10", "30")])
+    np.testing.assert_allclose(sub[0][2], [student(h).mean() for h in hps])
+    np.testing.assert_allclose(sub[1][2], [cross(h).mean() for h in hps])

@@ -413,3 +413,59 @@ def test_students_distilled_on_another_dataset_record_its_checksums(data_root, t
     assert len(seen) == 3 and all(np.array_equal(p, fashion) for p in seen)
     assert "inputs" not in R.reproduce(cfg.replace(student_inputs="uniform"), data_dir=data_root,
                                        out_dir=tmp_path / "u", progress=False, log=lambda s: None)["data"]
+
+
+def test_the_figures_draw_each_models_own_numbers(tmp_path, monkeypatch):
+    """What the plotting functions hand to matplotlib (not pixels): every bar, band and line is its label's."""
+    from subliminal_mlp.report import plotting
+    from subliminal_mlp.report.plotting import plt
+
+    drawn = []
+    for name in ("bar", "axhline", "plot", "fill_between"):
+        original = getattr(plt.Axes, name)
+        monkeypatch.setattr(plt.Axes, name, lambda self, *a, _n=name, _o=original, **k: (drawn.append((_n, a, k)),
+                                                                                          _o(self, *a, **k))[1])
+    # Figure 10: one bar per model at its mean ± CI, chance at the reference's mean.
+    models = {n: {"mean": m, "ci95": c} for n, m, c in (("reference", 0.11, 0.01), ("teacher", 0.95, 0.02),
+                                                        ("student_aux", 0.6, 0.05), ("cross_aux", 0.2, None))}
+    plotting.plot_fig10({"models": models, "config": Config(teacher_epochs=4, student_epochs=2).to_dict(),
+                         "n_runs": 3}, tmp_path / "fig10.png")
+    (_, (x, means), kw), = [d for d in drawn if d[0] == "bar"]
+    assert list(means) == [0.11, 0.95, 0.6, 0.2] and list(kw["yerr"]) == [0.01, 0.02, 0.05, 0.0]
+    assert [a[0] for n, a, _ in drawn if n == "axhline"] == [0.11]
+    # An engine record: value j's bars are value j's numbers.
+    drawn.clear()
+    config = {"name": "toy", "model": {"name": "mlp", "input_shape": [8], "n_classes": 2, "aux_logits": 2},
+              "inputs": {"name": "uniform", "n": 128}, "hparams": {"temperature": 1.0}, "teacher_epochs": 1,
+              "student_epochs": 1, "batch_size": 64}
+    values = [{"sweep": {"temperature": t}, "models": {"teacher": {"mean": 0.9 - t / 10, "ci95": t / 100},
+                                                       "student_aux": {"mean": 0.5 + t / 10, "ci95": None}}}
+              for t in (1.0, 4.0)]
+    plotting.plot_experiment({"models": ["teacher", "student_aux"], "values": values, "config": config,
+                              "n_runs": 2, "chance": 0.5}, tmp_path / "toy.png")
+    bars = [(a[1], k["yerr"], k["label"]) for n, a, k in drawn if n == "bar"]
+    assert [(list(m), list(e), label) for m, e, label in bars] == [
+        ([0.8, 0.6], [0.01, 0.0], "temperature = 1"), ([0.5, 0.9], [0.04, 0.0], "temperature = 4")]
+    # A sweep: each model's mean line and its mean ± CI band.
+    drawn.clear()
+    summary = {"param": "temperature", "values": [1.0, 4.0], "labels": ["1", "4"], "chance": 0.1, "n_runs": [3, 3],
+               "base_config": Config().to_dict(), "health": [None, None],
+               "models": {"teacher": {"mean": [0.9, 0.8], "ci95": [0.01, None]},
+                          "student_aux": {"mean": [0.3, 0.5], "ci95": [0.02, 0.04]}}}
+    plotting.plot_sweep(summary, tmp_path / "sweep.png")
+    lines = [(list(a[0]), list(a[1]), k["label"]) for n, a, k in drawn if n == "plot"]
+    assert lines == [([1.0, 4.0], [0.9, 0.8], "teacher"), ([1.0, 4.0], [0.3, 0.5], "student (aux only)")]
+    bands = [(list(a[1]), list(a[2])) for n, a, k in drawn if n == "fill_between"]
+    assert np.allclose(bands, [([0.89, 0.8], [0.91, 0.8]), ([0.28, 0.46], [0.32, 0.54])])
+    assert [a[0] for n, a, _ in drawn if n == "axhline"] == [0.1]
+
+
+def test_a_caption_gives_the_epochs_and_a_warning_counts_runs_not_models():
+    from subliminal_mlp.report.plotting import health_warning, settings_caption
+
+    caption = settings_caption(Config(teacher_epochs=4, student_epochs=2, batch_size=512, n_noise=2048).to_dict(), 3)
+    assert "batch 512, 4+2 epochs, 2048 noise images" in caption
+    # Runs 0 and 2 diverged (run 0 in two models): two runs of five, not three.
+    warning = health_warning({"ok": False, "nonfinite": [[0, "teacher"], [0, "student_aux"], [2, "teacher"]],
+                              "teacher_not_better": [0, 2]}, 5)
+    assert "in 2 of 5 runs (student_aux, teacher)" in warning and "reference in 2 of 5 runs" in warning
