@@ -298,3 +298,32 @@ def test_the_record_table_csv_and_figure_show_each_settings_own_numbers(mnist, t
         np.testing.assert_allclose(yerr, [got["subspace", k][key]["ci95"] for k in ("10", "30")])
     np.testing.assert_allclose(sub[0][2], [student(h).mean() for h in hps])
     np.testing.assert_allclose(sub[1][2], [cross(h).mean() for h in hps])
+
+
+def test_each_familys_wall_time_is_its_share_of_the_programs_teachers_only_program_included(mnist, monkeypatch):
+    """A fake engine on a fake clock: each program takes a known time; a family gets its settings' share of
+    each program (a value shown by two families split between them), and a teachers-only program, which
+    serves every value, is split over all of them, so the families add up to the programs."""
+    import types
+
+    clock = {"t": 0.0}
+    seconds = {"input_families:teachers": 60.0, "input_families:subspace": 30.0, "input_families:uniform": 12.0}
+
+    def fake_run(exp, task, *, n_runs, sweep, teachers, **kw):
+        clock["t"] += seconds[exp.name]
+        return types.SimpleNamespace(
+            accuracy=lambda name, v=0: np.array([0.5, 0.5]),
+            health=lambda v: {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.1},
+            teachers="teachers", compile_s=0.0, run_s=0.0, teacher_cache=None, devices=["cpu"], run_batch=None)
+
+    monkeypatch.setattr(F.engine, "run", fake_run)
+    monkeypatch.setattr(F.time, "perf_counter", lambda: clock["t"])
+    # subspace: k = 10, 30 (one program, 2 values); scale: 0.5 and 1 (the uniform program, 2 values; no
+    # program has a single value, so the teachers are trained alone first).
+    settings = F.InputFamilySettings(families=("subspace", "scale"), subspace_k=(10, 30), scales=(0.5, 1.0))
+    rec = F.run_input_families(Config(n_runs=2, n_noise=2048), mnist, settings)
+    assert [(p["name"], p["wall_s"]) for p in rec["programs"]] == [(n, s) for n, s in seconds.items()]
+    # 4 values in all: the teachers' 60 s is 15 s each. The subspace family's 2 values: 30 s + 2 × 15 s.
+    assert rec["families"]["subspace"]["wall_s"] == pytest.approx(30 + 2 * 15)
+    assert rec["families"]["scale"]["wall_s"] == pytest.approx(12 + 2 * 15)
+    assert rec["timing"]["total_s"] == pytest.approx(sum(seconds.values()))

@@ -352,6 +352,9 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
         "chance": 0.1, "health": {...}                                       # every program's, merged
 
     ``timing`` holds the whole call's wall time (``total_s``) and the programs' compile and run times.
+    A family's ``wall_s`` is its share of the programs' wall times: each program's split evenly over
+    its values (a value several families show, split among them), a teachers-only program's over
+    every value; the families' times add up to the programs'.
     """
     t_start = time.perf_counter()
     settings.check(cfg)
@@ -400,15 +403,17 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
             results[r] = (len(programs) - 1, res, v)
 
     # Wall time per family: its share of each program (split evenly over the program's values, a
-    # value shown by several families split among them).
+    # value shown by several families split among them). A teachers-only program serves every
+    # value: its time is split evenly over all of them, so the families' times add up to the programs'.
     shares: dict[str, float] = {f: 0.0 for f in settings.families}
+    fams_of: dict[tuple[int, int], list[str]] = {}  # (program, value) -> the families showing it
+    for r, (p, _, v) in results.items():
+        fams_of.setdefault((p, v), []).append(r.family)
     for p_index, prog in enumerate(programs):
-        keys = [(res_v, r.family) for r, (p, _, res_v) in results.items() if p == p_index]
-        n_values = len({v for v, _ in keys})
-        for v in {v for v, _ in keys}:
-            fams = [f for vv, f in keys if vv == v]
-            for f in fams:
-                shares[f] += prog["wall_s"] / n_values / len(fams)
+        served = [pv for pv in fams_of if pv[0] == p_index] or list(fams_of)
+        for pv in served:
+            for f in fams_of[pv]:
+                shares[f] += prog["wall_s"] / len(served) / len(fams_of[pv])
 
     families: dict[str, Any] = {}
     merged = {"ok": True, "nonfinite": [], "teacher_not_better": first.health(0)["teacher_not_better"],
