@@ -96,3 +96,24 @@ def _check_envelope(rec: dict, checksums=None, health: bool = True) -> None:
 def check_envelope():
     """``check_envelope(record, checksums=None, health=True)``: assert the common record envelope."""
     return _check_envelope
+
+
+def _fake_dataset(n_train: int = 3000, n_test: int = 1000, *, name: str = "mnist",
+                  checksums: dict | None = None, source_dir: str = "/nowhere"):
+    """A stand-in for a loaded dataset (no file): zero images of MNIST's shape, labels 0..9 in turn, and the
+    provenance a record copies (name, source directory, checksums). Enough for the checks that come before any
+    compute, and for studies whose engine a test replaces by a fake."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    return SimpleNamespace(name=name, source_dir=source_dir, checksums={"f": "0"} if checksums is None else checksums,
+                           train_images=np.zeros((n_train, 784), np.float32), train_labels=np.arange(n_train) % 10,
+                           test_images=np.zeros((n_test, 784), np.float32), test_labels=np.arange(n_test) % 10)
+
+
+@pytest.fixture
+def fake_dataset():
+    """``fake_dataset(n_train=3000, n_test=1000, *, name="mnist", checksums=None, source_dir="/nowhere")``:
+    a dataset stand-in with no file behind it."""
+    return _fake_dataset

@@ -152,14 +152,12 @@ def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
                                        (dict(sigmas=(0.0,)), "finite number > 0"),
                                        (dict(sigmas=(float("inf"),)), "finite number > 0"),
                                        (dict(sigmas=(0.01, 0.0100000001)), "repeat a value")])
-def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatch):
-    from types import SimpleNamespace
-
+def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatch, fake_dataset):
     from subliminal_mlp.core.config import ConfigError
     from subliminal_mlp.studies import heads as heads_mod
 
     monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: pytest.fail("computed"))
-    data = SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((1000, 784), np.float32))
+    data = fake_dataset()
     with pytest.raises(ConfigError, match=match):
         heads_mod.run_heads(Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), data,
                             **{"n_similarity": 500, **kw})
@@ -205,7 +203,7 @@ def _spearman(x, y):  # no ties: Pearson of the ranks, the ranks by double argso
     return np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
 
 
-def test_run_heads_files_every_number_under_its_student_and_measure(tmp_path, monkeypatch):
+def test_run_heads_files_every_number_under_its_student_and_measure(tmp_path, monkeypatch, fake_dataset):
     # engine.run faked: the record's assembly (which column is which student, CKA or cosine, own or other,
     # the correlations pooled and within groups) is checked against the arrays it was given.
     from types import SimpleNamespace
@@ -217,9 +215,7 @@ def test_run_heads_files_every_number_under_its_student_and_measure(tmp_path, mo
     fake, acc, sim, ref = _fake_heads_result(names, n_runs)
     monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: fake)
     monkeypatch.setattr(heads_mod.engine, "Task", SimpleNamespace(from_dataset=lambda d: None))
-    data = SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={"f": "0"},
-                           train_images=np.zeros((3000, 784), np.float32),
-                           test_images=np.zeros((1000, 784), np.float32))
+    data = fake_dataset()
     cfg = Config(hidden_widths=(8,), n_runs=n_runs, n_noise=1024, batch_size=256)
     rec = run_heads(cfg, data, sigmas=sigmas, n_similarity=500)
     assert list(rec["students"]) == names

@@ -432,7 +432,7 @@ def test_each_source_pairs_its_records_gains_with_the_right_students_cosines(mon
     assert programs[-1]["max_abs_accuracy_difference_from_record"] == 0.0
 
 
-def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch):
+def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch, fake_dataset):
     # The source's rerun replaced by a fake (what it returns is carried into the record); the data by a stand-in
     # with its checksums: a record whose data's checksums differ is refused before the rerun.
     from types import SimpleNamespace
@@ -445,7 +445,7 @@ def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch):
         return [e], [{"name": "p", "compile_s": 1.0, "run_s": 2.0}], SimpleNamespace(devices=["cpu"])
 
     monkeypatch.setitem(O.SOURCES, "input_families", ("subliminal-mlp/input-families", settings))
-    data = SimpleNamespace(name="mnist", source_dir="/data", checksums={"train-images": "aa"})
+    data = fake_dataset(checksums={"train-images": "aa"}, source_dir="/data")
     cfg = Config(hidden_widths=(32,)).to_dict()
     rec = {"format": "subliminal-mlp/input-families", "config": cfg, "n_runs": 2, "seeds": {"seed": 0},
            "data": {"sha256": {"train-images": "ab"}}, "created": "then"}

@@ -157,7 +157,7 @@ def _fake_split_result(names, n_runs, seed):
                            experiment=SimpleNamespace(students=())), acc
 
 
-def test_run_split_heads_passes_its_settings_and_records_each_teacher_model(tmp_path, monkeypatch):
+def test_run_split_heads_passes_its_settings_and_records_each_teacher_model(tmp_path, monkeypatch, fake_dataset):
     from types import SimpleNamespace
 
     from subliminal_mlp.studies import split_heads as mod
@@ -173,8 +173,7 @@ def test_run_split_heads_passes_its_settings_and_records_each_teacher_model(tmp_
 
     monkeypatch.setattr(mod.engine, "run", fake_run)
     monkeypatch.setattr(mod, "Task", SimpleNamespace(from_dataset=lambda d: None))
-    data = SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={"f": "0"},
-                           train_images=np.zeros((2000, 784), np.float32))
+    data = fake_dataset(2000)
     s = SplitHeadSettings(n_runs=3, seed=11, run_batch=2, n_noise=1024, batch_size=256, hidden=(16, 8))
     record = run_split_heads(s, data)
     assert [name for name, _ in calls] == ["split_heads/split_head", "split_heads/single_head"]

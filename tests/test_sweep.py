@@ -237,15 +237,7 @@ def test_the_config_key_ignores_only_the_swept_field():
     assert parse_values("hidden_widths", ["512x512"]) == [(512, 512)]
 
 
-def _fake_mnist(n=4096):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(name="mnist", source_dir="/nowhere", checksums={},
-                           train_images=np.zeros((n, 784), np.float32), train_labels=np.arange(n) % 10,
-                           test_images=np.zeros((10, 784), np.float32))
-
-
-def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch):
+def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch, fake_dataset):
     from subliminal_mlp.studies.figure10 import ExperimentResult
 
     asked = []
@@ -259,7 +251,7 @@ def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_
 
     monkeypatch.setattr(sweep_mod, "run_traced_sweep", fake)
     monkeypatch.setattr(sweep_mod, "write_sweep", lambda s, out: {})  # no plot: the numbers are what is checked
-    kw = dict(out_dir=tmp_path, datasets={"mnist": _fake_mnist()}, progress=False, log=lambda _: None)
+    kw = dict(out_dir=tmp_path, datasets={"mnist": fake_dataset(4096)}, progress=False, log=lambda _: None)
     run_sweep("learning_rate", [1e-3], TINY, **kw)
     s = run_sweep("learning_rate", [1e-3, 2e-3, 5e-3], TINY, **kw)
     assert asked == [[1e-3], [2e-3, 5e-3]]
@@ -284,10 +276,10 @@ def test_the_published_sweep_scripts_run_their_settings(tmp_path, monkeypatch):
     assert sweep_mod.PUBLISHED_SWEEPS["init_noise"][1] == sweep_mod.PUBLISHED_SWEEPS["init_noise_orthogonal"][1]
 
 
-def test_too_few_fashion_images_for_any_value_are_refused_before_any_compute(tmp_path, monkeypatch):
+def test_too_few_fashion_images_for_any_value_are_refused_before_any_compute(tmp_path, monkeypatch, fake_dataset):
     # The first value fits MNIST's training images but not the 2,048 Fashion-MNIST images of the students.
     monkeypatch.setattr(sweep_mod, "run_experiment", lambda *a, **k: pytest.fail("computed"))
-    datasets = {"mnist": _fake_mnist(4096), "fashion-mnist": _fake_mnist(2048)}
+    datasets = {"mnist": fake_dataset(4096), "fashion-mnist": fake_dataset(2048, name="fashion-mnist")}
     base = TINY.replace(student_inputs="fashion-mnist", n_noise=2048)
     with pytest.raises(ConfigError, match="n_noise = 3000 is larger than the 2048 Fashion-MNIST images"):
         run_sweep("n_noise", [2048, 3000], base, out_dir=tmp_path, datasets=datasets, progress=False,

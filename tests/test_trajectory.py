@@ -35,14 +35,7 @@ class _Computed(Exception):
     pass
 
 
-def _fake_mnist(n_test=1000):
-    """Arrays of MNIST's shapes (no file): enough for the checks that come before any compute."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((n_test, 784), np.float32))
-
-
-def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monkeypatch):
+def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monkeypatch, fake_dataset):
     import subliminal_mlp.core.engine as engine_mod
     from subliminal_mlp.core.config import ConfigError
     from subliminal_mlp.studies.alignment import run_alignment
@@ -61,7 +54,7 @@ def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monk
     for bad in ((0, 10), (5, 0), (5, 2.5), (True, 10)):
         with pytest.raises(ConfigError, match="is invalid: it must be an integer >= 1"):
             check_probe(*bad)
-    cfg, data = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), _fake_mnist()
+    cfg, data = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), fake_dataset()
     with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
         student_trajectories(cfg, data)
     with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
