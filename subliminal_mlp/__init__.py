@@ -39,7 +39,8 @@ from .core.inputs import InputError, InputSource
 from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
 from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
 from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_cnn, split_head_mlp
-from .core.results import RecordError, format_ci, mean_ci95, read_results
+from .core.results import (DivergenceError, DivergenceWarning, OutputError, RecordError, format_ci, mean_ci95,
+                           read_results)
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
 from .studies.figure10 import ExperimentResult, run_experiment
@@ -51,7 +52,7 @@ __all__ = [
     "run_experiment", "InputError", "InputSource", "class_cross_entropy", "kl_distillation", "mse_distillation",
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
-    "RecordError",
+    "DivergenceError", "DivergenceWarning", "OutputError", "RecordError",
     "format_ci", "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
     "noise_images",
 ]

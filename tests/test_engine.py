@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import flax.linen as nn
 import jax
@@ -414,6 +415,35 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
     # A metric returns one array: a tuple is refused while tracing, before the run.
     with pytest.raises(sm.ExperimentError, match="metric 'pair' returned tuple"):
         sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1, teacher_cache=False)
+    # A metric, trace, step metric or derived teacher that fails is named, with the error it raised.
+    for kw, match in [
+        (dict(metrics={"gone": lambda v: v.students["nope"]}),
+         r"metric 'gone' failed while the program was built: KeyError: 'nope' \(the students are \['cross_all'"),
+        (dict(trace={"t": lambda v: 1 / 0}), "trace 't' failed .*ZeroDivisionError"),
+        (dict(step_metrics={"g": lambda v: v.nope}), "step metric 'g' failed .*AttributeError"),
+        (dict(teachers={"ft": lambda v: v.nope}), "derived teacher 'ft' failed .*AttributeError"),
+    ]:
+        with pytest.raises(sm.ExperimentError, match=match):
+            sm.run(TINY.replace(**kw), task, n_runs=1, teacher_cache=False)
+    # The wrong kind of value where an Experiment's part, the experiment or the task goes.
+    with pytest.raises(sm.ExperimentError, match=r"inputs = 60000 is not an input source: .*sm.inputs.uniform\(60000\)"):
+        sm.Experiment(inputs=60000)
+    with pytest.raises(sm.ExperimentError, match=r"students is one Student \('student_aux'\), not a table.*\(row,\)"):
+        sm.Experiment(students=sm.FIGURE10[0])
+    with pytest.raises(sm.ExperimentError, match="students = 3 is not a table of students"):
+        sm.Experiment(students=3)
+    data = types.SimpleNamespace(train_images=np.asarray(task.train_x))  # what sm.load_mnist() gives
+    with pytest.raises(sm.ExperimentError, match=r"the task is a SimpleNamespace, not a Task: wrap the dataset: "
+                                                 r"sm.Task.from_dataset\(data\)"):
+        sm.run(TINY, data, n_runs=1)
+    with pytest.raises(sm.ExperimentError, match="the task is a ndarray, not a Task: build one"):
+        sm.run(TINY, task.train_x, n_runs=1)
+    with pytest.raises(sm.ExperimentError, match="the experiment is a Config, not an Experiment"):
+        sm.run(sm.Config(), task, n_runs=1)
+    with pytest.raises(sm.ConfigError, match=r"cfg is a dict, not a Config: .*Config.from_dict"):
+        sm.run_experiment({"n_runs": 2}, data)
+    with pytest.raises(sm.ConfigError, match="data is a Task, not a loaded dataset"):
+        sm.run_experiment(sm.Config(n_runs=1), task)
 
 
 def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_bound(task):
@@ -523,6 +553,19 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert both.table() == f"{both.table(0)}\n\n{both.table(1)}"
     assert both.table(0).startswith("wd = 0\nmodel") and both.table(1).startswith("wd = 100\nmodel")
     assert both.table(1) == f"wd = 100\n{alone.table()}" and "wd =" not in alone.table()
+    assert both.table(-1) == both.table(1) and np.array_equal(both.accuracy("teacher", np.int64(1)),
+                                                              both.accuracy("teacher", 1))
+    for bad in (2, -3, 1.0, True):  # a value the result does not have is named, with the range it has
+        with pytest.raises(IndexError, match=f"value = {bad!r} is out of range: .* 2 swept value\\(s\\), numbered 0 to 1"):
+            both.table(bad)
+    with pytest.raises(IndexError, match="value = 1 is out of range"):
+        alone.health(1)
+    (tmp_path / "afile").write_text("")
+    for out, stem, match in [(tmp_path / "afile", "wd", "is an existing file, not a directory"),
+                             (tmp_path, "", "stem = '' is invalid"), (tmp_path, "../wd", "without a directory part")]:
+        with pytest.raises(sm.OutputError, match=match):  # refused before anything is written
+            both.write(out, stem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
     assert json.loads(json.dumps(both.record()))["values"][1]["sweep"] == {"wd": 100.0}  # numpy values as numbers
     rows = (both.write(tmp_path, "wd")["csv"]).read_text().splitlines()  # the swept value in every row
     assert rows[0] == "value_index,wd,model,run,accuracy" and rows[-1].startswith("1,100.0,aux_wd,1,") and len(rows) == 13

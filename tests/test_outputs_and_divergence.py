@@ -243,6 +243,12 @@ def test_the_engine_marks_diverged_runs_nan_and_reports_which(mnist):
     assert np.isnan(r.accuracies[1, :, 1:]).all() and np.isfinite(r.accuracies[1, :, 0]).all()  # reference: fine
     values = r.record()["values"]
     assert values[0]["health"]["ok"] and values[1]["health"] == bad
+    # Under "fail" the public sm.DivergenceError carries what was computed (the same numbers).
+    with pytest.raises(subliminal_mlp.DivergenceError, match="learning_rate = 1e\\+37") as failed:
+        engine.run(exp, engine.Task.from_dataset(mnist), n_runs=2, sweep={"learning_rate": [1e-3, 1e37]},
+                   run_batch=1, on_divergence="fail")
+    np.testing.assert_array_equal(failed.value.result.accuracies, r.accuracies)
+    assert subliminal_mlp.DivergenceWarning is DivergenceWarning and subliminal_mlp.OutputError is OutputError
     with pytest.raises(ConfigError, match="on_divergence = 'ignore'"):
         engine.run(exp, engine.Task.from_dataset(mnist), n_runs=1, on_divergence="ignore")
 

@@ -413,6 +413,19 @@ def test_bad_arguments_raise_clear_errors():
             theory.alignment(loss, loss_T, deep, t0, d_t, x, 0.1, 1.0, args)
         with pytest.raises(ValueError, match="delta_T"):
             theory.first_order_coefficient(loss, t0, {"head": d_t["head"]}, x)
+        half = jax.tree.map(lambda a: a.astype(jnp.float32), t0)  # float32 params beside float64 ones
+        with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"theta_S0\['\w+'\]\['\w+'\] is float32 but "
+                                                                       r"theta_T0\['\w+'\]\['\w+'\] is float64"):
+            theory.student_update(loss, half, t0, d_t, x, 0.1)
+    # Outside float64(): a float64 tree made inside it beside a float32 one is named (not JAX's jvp error); numpy
+    # float64 arrays are converted to float32 by JAX, as always, and mix with float32 ones.
+    t32, d32 = (jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t) for t in (t0, d_t))
+    with pytest.raises(ValueError, match=r"delta_T\['\w+'\]\['\w+'\] is float64 but theta_T0.* is float32"):
+        theory.first_order_coefficient(loss, t32, d_t, np.asarray(x, np.float32))
+    d_np = jax.tree.map(lambda a: np.asarray(a, np.float64), d_t)
+    assert float(theory.first_order_coefficient(loss, t32, d_np, np.asarray(x, np.float32))) == pytest.approx(
+        float(theory.first_order_coefficient(loss, t32, d32, np.asarray(x, np.float32))))
+    with theory.float64():
         with pytest.raises(ValueError, match=r"students\[1\]"):
             theory.sweep([loss], loss_T, t0, [t0, wide], x, [0.1], loss_T_args=args)
         for bad in (0.0, -1e-3, float("nan")):

@@ -233,6 +233,15 @@ class Experiment:
     name: str = "experiment"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.inputs, InputSource):
+            raise ExperimentError(f"inputs = {self.inputs!r} is not an input source: give one from sm.inputs, "
+                                  "e.g. sm.inputs.uniform(60000) for the paper's 60,000 noise images.")
+        if isinstance(self.students, Student):
+            raise ExperimentError(f"students is one Student ({self.students.name!r}), not a table of them: give a "
+                                  "sequence of rows, e.g. students=(row,) for one.")
+        if not isinstance(self.students, Iterable):
+            raise ExperimentError(f"students = {self.students!r} is not a table of students: give a sequence of "
+                                  "sm.Student rows.")
         object.__setattr__(self, "students", tuple(self.students))
         for name in ("teacher_epochs", "student_epochs", "batch_size", "trace_every"):  # numpy integers as ints
             object.__setattr__(self, name, plain_scalar(getattr(self, name)))
@@ -430,7 +439,14 @@ class Result:
         """The ``n_runs`` test accuracies of ``model`` for swept value number ``value``."""
         if model not in self.models:
             raise KeyError(f"no model {model!r}: the models are {self.models}.")
-        return self.accuracies[value, :, self.models.index(model)]
+        return self.accuracies[self._value(value), :, self.models.index(model)]
+
+    def _value(self, value: int) -> int:
+        """``value`` checked against the swept values (a negative index counts from the end, as in numpy)."""
+        if not is_integer(value, -self.n_values, self.n_values - 1, numpy=True):
+            raise IndexError(f"value = {value!r} is out of range: this result has {self.n_values} swept value(s), "
+                             f"numbered 0 to {self.n_values - 1}.")
+        return int(value)
 
     def summary(self, value: int = 0) -> dict[str, dict[str, Any]]:
         """``{model: {"mean", "ci95", "values"}}`` for swept value number ``value`` (95 % CI: 1.96·std/√n)."""
@@ -446,12 +462,14 @@ class Result:
         cache) or given (``run(..., teachers=...)``); with ``teacher_epochs = 0`` and none given it is the
         untrained reference by design, and is not checked.
         """
+        value = self._value(value)
         return health(self.models, self.accuracies[value], None if self.finite is None else self.finite[value],
                       chance=1.0 / self.experiment.model.n_classes,
                       check_teacher=self.experiment.teacher_epochs > 0 or self.teachers_given)
 
     def value_label(self, value: int) -> str:
         """The swept settings of value ``value``, e.g. ``"learning_rate = 0.001"`` ("" when nothing is swept)."""
+        value = self._value(value)
         return ", ".join(f"{k} = {vals[value]:g}" if isinstance(vals[value], float) else f"{k} = {vals[value]}"
                          for k, vals in self.sweep.items())
 
@@ -578,6 +596,13 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     :class:`~subliminal_mlp.core.inputs.InputError` or :class:`~subliminal_mlp.core.students.StudentError`
     naming the value and what to do.
     """
+    if not isinstance(exp, Experiment):
+        raise ExperimentError(f"the experiment is a {type(exp).__name__}, not an Experiment: build one with "
+                              "sm.Experiment(...) (sm.run_experiment runs a Config).")
+    if not isinstance(task, Task):
+        hint = (" wrap the dataset: sm.Task.from_dataset(data)" if hasattr(task, "train_images")
+                else " build one with sm.Task(...) or sm.Task.from_dataset(sm.load_mnist())")
+        raise ExperimentError(f"the task is a {type(task).__name__}, not a Task:{hint}.")
     if not is_integer(n_runs, 1):
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
     sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
@@ -645,7 +670,7 @@ def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[st
     before the run, naming the metric."""
     out = {}
     for name, f in fns.items():
-        value = f(view)
+        value = _users(f"{kind} {name!r}", f, view)
         if isinstance(value, (bool, int, float, np.number, np.bool_)):
             value = jnp.asarray(value)
         if not (hasattr(value, "shape") and hasattr(value, "dtype")):
@@ -653,6 +678,20 @@ def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[st
                                   "one array (for several values, give each its own name).")
         out[name] = value
     return out
+
+
+def _users(what: str, fn: Callable, *args):
+    """``fn(*args)``, a user's metric or derived teacher, run while the program is traced: an error it raises is
+    an ExperimentError naming it, before any compute (the students' own code: :func:`_user_code`)."""
+    try:
+        return fn(*args)
+    except (ExperimentError, StudentError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's function: report it by name
+        names = getattr(args[0], "students", None) if args else None
+        hint = (f" (the students are {sorted(names)})" if isinstance(e, KeyError) and isinstance(names, Mapping)
+                and names else "")
+        raise ExperimentError(f"{what} failed while the program was built: {type(e).__name__}: {e}{hint}") from e
 
 
 def _groups(students: Sequence[Student]) -> list[list[int]]:
@@ -731,7 +770,8 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             input_set = InputSet(src.n, lambda idx: src.draw(src_ctx, idx, hp))
             base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run,
                              input_set)
-            teachers = {"teacher": teacher, **{name: f(base) for name, f in exp.teachers.items()}}
+            teachers = {"teacher": teacher,
+                        **{name: _users(f"derived teacher {name!r}", f, base) for name, f in exp.teachers.items()}}
             cache: dict = {}
 
             def start_of(s: Student):

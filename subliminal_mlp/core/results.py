@@ -587,7 +587,9 @@ def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
     written leaves both files as they were), and the JSON, the record that readers and the figures
     pipeline trust, is replaced last. Returns ``{"json": path}`` (and ``"csv": path``).
     """
-    out = Path(out_dir)
+    if not isinstance(stem, str) or not stem:
+        raise OutputError(f"stem = {stem!r} is invalid: give a file name stem, e.g. 'fig10' for fig10.json.")
+    out = check_output(out_dir, files=[f"{stem}.json"] + ([] if csv is None else [f"{stem}.csv"]))
     text = json.dumps(record, indent=indent) + "\n"
     table = None if csv is None else csv_text(*csv)
     files = {} if table is None else {"csv": atomic_write_text(out / f"{stem}.csv", table)}

@@ -165,6 +165,12 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
     :class:`ExperimentResult` per value (with ``cfg.replace(field=value)`` as its config); their
     timings are those of the whole program. Without ``field``, runs ``cfg`` alone.
     """
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"cfg is a {type(cfg).__name__}, not a Config: build one with sm.Config(...) "
+                          "(a record's settings: sm.Config.from_dict(record['config'])).")
+    if not hasattr(data, "train_images"):
+        raise ConfigError(f"data is a {type(data).__name__}, not a loaded dataset: give sm.load_mnist(...) "
+                          "(sm.run takes an Experiment and a Task instead).")
     if field is None:
         configs = [cfg]
     elif field not in TRACED_FIELDS:

@@ -275,9 +275,15 @@ def _warn_float32(**trees: Any) -> None:
             return
 
 
+def _jax_dtype(a) -> np.dtype:
+    """The dtype JAX computes ``a`` in: a JAX array's own (a float64 array made inside :func:`float64` stays
+    float64 after it), a numpy array's or number's as JAX would convert it (float64 → float32 without x64)."""
+    return a.dtype if isinstance(a, jax.Array) else jax.dtypes.canonicalize_dtype(np.result_type(a))
+
+
 def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
-    """Each tree in ``others`` has the pytree structure and leaf shapes of ``ref`` (and, inside
-    :func:`float64`, a float32 tree is warned about)."""
+    """Each tree in ``others`` has the pytree structure, leaf shapes and dtypes (as JAX would use them) of
+    ``ref`` (and, inside :func:`float64`, a float32 tree is warned about)."""
     _warn_float32(**{ref_name: ref}, **others)
     ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(ref)
     ref_paths = [jax.tree_util.keystr(p) for p, _ in ref_leaves]
@@ -301,6 +307,10 @@ def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
             if sa != sb:
                 raise ValueError(f"{name}{path} has shape {sb} but {ref_name}{path} has shape {sa}: "
                                  "the two pytrees must come from the same architecture (widths, m).")
+            da, db = (_jax_dtype(v) for v in (a, b))
+            if da != db:
+                raise ValueError(f"{name}{path} is {db} but {ref_name}{path} is {da}: give every tree in one "
+                                 "precision (inside theory.float64(), cast each with theory.to_float64).")
 
 
 def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] = ()) -> int:
