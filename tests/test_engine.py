@@ -846,7 +846,7 @@ def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, c
     quiet = sm.run(exp, task, n_runs=2)
     shown = sm.run(exp, task, n_runs=2, progress=True)
     err = capsys.readouterr().err
-    assert "teacher training (2 runs × 1 epochs)" in err and "student distillation (2 runs × 2 epochs)" in err
+    assert "teacher training (2 runs × 1 epoch)" in err and "student distillation (2 runs × 2 epochs)" in err
     assert "2/2" in err and "4/4" in err  # one tick per run and epoch
     np.testing.assert_array_equal(quiet.accuracies, shown.accuracies)  # every model: the bars change nothing
 

@@ -347,3 +347,53 @@ def test_a_figure_marked_running_by_this_very_process_is_not_being_made_now(setu
     run()
     state = {**read_state(out), "second": {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}}
     assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")
+
+
+def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, capsys):
+    """``figures --redraw``: each committed PNG redrawn from the JSON beside it, with no compute, is the committed
+    PNG byte for byte (with the matplotlib that drew it, which each PNG names; with another one, nearly the same
+    pixels); the pipeline's state takes the new PNG, so the figure stays up to date; a record of no drawable
+    format, or no record, is refused before any PNG is drawn."""
+    import re
+    import shutil
+
+    import numpy as np
+    from matplotlib import __version__ as mpl_version
+    from PIL import Image
+
+    committed = figures.FIGURES_DIR
+    out = tmp_path / "figures"
+    shutil.copytree(committed, out)
+    pngs = {n: next(o for o in f.outputs if o.endswith(".png")) for n, f in figures.REGISTRY.items()}
+    for png in pngs.values():
+        (out / png).unlink()
+    state = read_state(out)  # a figure the pipeline made (its PNG's hash kept), as the committed state holds
+    state["demo"] = {"status": "done", "settings": figures.REGISTRY["demo"].settings(read_results(out / "demo.json")),
+                     "version": figures._library_version(), "files": {"demo.png": "a hash of another drawing"}}
+    figures._write_state(out, state)
+    assert cli.main(["figures", "--redraw", "--out", str(out)]) == 0
+    for name, png in pngs.items():
+        made, was = (out / png).read_bytes(), (committed / png).read_bytes()
+        drawn_by = re.search(r"Matplotlib version ?([\w.]+)", Image.open(committed / png).info.get("Software", ""))
+        if drawn_by and drawn_by[1] == mpl_version:
+            assert made == was, f"{name}: {png} is not what {figures.REGISTRY[name].record} draws"
+        else:
+            a, b = (np.asarray(Image.open(p).convert("L"), float) for p in (out / png, committed / png))
+            assert a.shape == b.shape and np.abs(a - b).mean() < 8, name
+    assert f"one_step: redrawn from one_step.json -> one_step.png" in capsys.readouterr().out
+    # The redrawn figures are up to date for the pipeline (nothing to make), as the committed ones are.
+    state = read_state(out)
+    assert state["demo"]["files"]["demo.png"] == figures._sha256(out / "demo.png")
+    settings, _ = figures.source_settings(figures.REGISTRY["demo"], out)
+    assert figures.figure_status(figures.REGISTRY["demo"], out, settings, state) == (True, "up to date")
+    # A figure with no record, or a record no figure is drawn from: refused, nothing drawn.
+    (out / "fig10_mnist.json").unlink()
+    before = (out / "demo.png").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="figure fig10_mnist: its record cannot be drawn"):
+        figures.redraw_figures(["demo", "fig10_mnist"], out=out, log=lambda s: None)
+    assert (out / "demo.png").stat().st_mtime_ns == before
+    with pytest.raises(figures.RecordError, match="no figure is drawn from a record of format 'subliminal-mlp/x'"):
+        figures.draw({"format": "subliminal-mlp/x"}, out / "x.png")
+    capsys.readouterr()
+    assert cli.main(["figures", "--redraw", "--force", "--out", str(out)]) == 2
+    assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err

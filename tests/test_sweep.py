@@ -27,7 +27,7 @@ def test_values_are_parsed_to_the_fields_types():
     assert parse_values("loss", ["kl", "mse"]) == ["kl", "mse"]
     with pytest.raises(ConfigError, match="'x' is not valid for aux_logits"):
         parse_values("aux_logits", ["x"])
-    for bad in ("run_batch", "widths"):
+    for bad in ("run_batch", "widths", "n_classes", "input_dim"):  # no number changes; typo; fixed by the data
         with pytest.raises(ConfigError, match=f"cannot sweep '{bad}'"):
             parse_values(bad, ["1"])
 

@@ -68,7 +68,8 @@ def _remembering(add_argument: Callable) -> Callable:
 
 def _run_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--data-dir", default=None,
-                   help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
+                   help="data root holding mnist/ (and fashion-mnist/ for --dataset or --student-inputs fashion-mnist; "
+                        "else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
     p.add_argument("--out", default=out, help=f"output directory (default {out})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "over N runs; writes JSON, CSV and the bar chart.")
     _config_args(r)
     _run_args(r, "results")
-    r.add_argument("--stem", default="fig10", help="file name stem of the outputs")
+    r.add_argument("--stem", default="fig10", help="file name stem of the outputs (default %(default)s)")
     r.set_defaults(func=_cmd_reproduce)
     w = sub.add_parser("sweep", help="the Figure-10 protocol for each value of a config field",
                        description="Runs the protocol per value of PARAM (any Config field: aux_logits, "
@@ -194,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a one-minute teaching demo: one figure that tells the story",
                        description="One teacher, two students on noise (same and different initialisation); "
                                    "writes one figure (and its JSON record beside it) and says what it shows.")
-    d.add_argument("--data-dir", default=None, help="data root holding mnist/")
+    d.add_argument("--data-dir", default=None,
+                   help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
     d.add_argument("--out", default="results/demo.png", help="figure path (default results/demo.png; the record: the same stem, .json)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the teacher, students and noise (default 0)")
     d.set_defaults(func=_cmd_demo)
     from .figures import register as register_figures
     from .theorem import register as register_theorem

@@ -28,7 +28,8 @@ none), into ``--out`` (default: ``figures/``):
   tiny outputs never replace the committed figures.
 
 ``subliminal-mlp figures --list`` prints each figure with its command, its number of runs and the
-wall time its JSON records.
+wall time its JSON records; ``subliminal-mlp figures --redraw`` only redraws each PNG from its
+JSON record (:func:`redraw_figures`, :func:`draw`), with no compute.
 """
 
 from __future__ import annotations
@@ -715,6 +716,83 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     return done
 
 
+#: Each record format's drawing function (module, name): every figure is drawn from its record alone.
+DRAWERS = {
+    "subliminal-mlp/fig10": ("subliminal_mlp.report.plotting", "plot_fig10"),
+    "subliminal-mlp/experiment": ("subliminal_mlp.report.plotting", "plot_experiment"),
+    "subliminal-mlp/sweep": ("subliminal_mlp.report.plotting", "plot_sweep"),
+    "subliminal-mlp/theorem": ("subliminal_mlp.theory.theorem", "plot_theorem"),
+    "subliminal-mlp/trajectory": ("subliminal_mlp.studies.trajectory", "plot_trajectories"),
+    "subliminal-mlp/alignment": ("subliminal_mlp.studies.alignment", "plot_alignment"),
+    "subliminal-mlp/heads": ("subliminal_mlp.studies.heads", "plot_heads"),
+    "subliminal-mlp/omitted-digit": ("subliminal_mlp.studies.omitted_digit", "plot_omitted"),
+    "subliminal-mlp/traits": ("subliminal_mlp.studies.traits", "plot_traits"),
+    "subliminal-mlp/input-families": ("subliminal_mlp.studies.input_families", "plot_input_families"),
+    "subliminal-mlp/teacher-task": ("subliminal_mlp.studies.teacher_task", "plot_teacher_task"),
+    "subliminal-mlp/mitigations": ("subliminal_mlp.studies.mitigations", "plot_mitigations"),
+    "subliminal-mlp/split-heads": ("subliminal_mlp.studies.split_heads", "plot_split_heads"),
+    "subliminal-mlp/demo": ("subliminal_mlp.studies.demo", "plot_demo"),
+    "subliminal-mlp/one-step": ("subliminal_mlp.studies.one_step", "plot_one_step"),
+}
+
+
+def draw(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Draw ``record`` (a record of any of the library's formats, e.g. from ``read_results``) to ``path``
+    with its format's plotting function (:data:`DRAWERS`); no compute. Returns the path written.
+
+    >>> import subliminal_mlp as sm                                      # doctest: +SKIP
+    >>> draw(sm.read_results("figures/fig10_mnist.json"), "fig10.png")   # doctest: +SKIP
+    """
+    import importlib
+
+    fmt = record.get("format")
+    if fmt not in DRAWERS:
+        raise RecordError(f"no figure is drawn from a record of format {fmt!r}: the drawable formats are "
+                          f"{', '.join(sorted(DRAWERS))}.")
+    module, name = DRAWERS[fmt]
+    return Path(getattr(importlib.import_module(module), name)(record, path) or path)
+
+
+def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
+                   log: Callable[[str], None] = print, registry: dict[str, Figure] | None = None) -> dict[str, Path]:
+    """Redraw the PNG of figures ``names`` (all by default) in ``out`` from the JSON record beside it: no
+    compute, the JSON and CSV untouched (a figure's look changed, its numbers not). The pipeline's state
+    keeps the new PNG's SHA-256, so the figure stays up to date. Returns ``{name: png path}``.
+    Every record is read and every PNG's place checked before any is drawn."""
+    out = Path(out)
+    plan = []
+    for fig in _select(names, registry or REGISTRY):
+        png = next((o for o in fig.outputs if o.endswith(".png")), None)
+        if png is None:
+            continue
+        try:
+            record = read_results(out / fig.record)
+        except RecordError as e:
+            raise ConfigError(f"figure {fig.name}: its record cannot be drawn ({e}); make it first: "
+                              f"subliminal-mlp figures {fig.name}") from None
+        if record.get("format") not in DRAWERS:
+            raise ConfigError(f"figure {fig.name}: {out / fig.record} has format {record.get('format')!r}, "
+                              "which no figure is drawn from.")
+        check_output(out / png, kind="file")
+        plan.append((fig, png, record))
+    entry_of = read_state(out)
+    busy = [f.name for f, _, _ in plan if (entry_of.get(f.name) or {}).get("status") == "running"
+            and _alive(entry_of[f.name])]
+    if busy:
+        raise ConfigError(f"figures {', '.join(busy)} are being made now into {out}: redraw them when that "
+                          "pipeline has finished.")
+    drawn = {}
+    for fig, png, record in plan:
+        drawn[fig.name] = draw(record, out / png)
+        state = read_state(out)
+        entry = state.get(fig.name)
+        if entry and entry.get("status") == "done" and png in entry.get("files", {}):
+            entry["files"][png] = _sha256(out / png)
+            _write_state(out, state)
+        log(f"{fig.name}: redrawn from {fig.record} -> {png}")
+    return drawn
+
+
 def _check_plan(plan: list, out: Path) -> None:
     """Before any figure is made: ``out`` takes every output (:func:`check_output`), and each record a
     figure reads is in ``out`` or made before it (else a ConfigError saying which figure to make first)."""
@@ -767,6 +845,8 @@ def register(sub) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help=f"figures to make (default all: {', '.join(REGISTRY)})")
     p.add_argument("--list", action="store_true", help="print each figure with its command, runs and last wall time")
     p.add_argument("--force", action="store_true", help="remake figures that are up to date")
+    p.add_argument("--redraw", action="store_true",
+                   help="only redraw each figure's PNG from its JSON record in --out (no compute; JSON and CSV kept)")
     p.add_argument("--out", default=str(FIGURES_DIR), help=f"output directory (default {FIGURES_DIR})")
     p.add_argument("--from", dest="source", default=str(FIGURES_DIR),
                    help="directory of the JSON records whose settings are used (default: the committed figures)")
@@ -789,6 +869,11 @@ def _cmd_figures(a: argparse.Namespace) -> int:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list:
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
+        return 0
+    if a.redraw:
+        if a.force or a.quick:
+            raise ConfigError("--redraw draws from the records as they are: it takes no --force or --quick.")
+        redraw_figures(a.names, out=a.out)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)
     run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,

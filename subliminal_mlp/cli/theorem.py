@@ -35,7 +35,7 @@ def register(sub) -> None:
                        description=_DESCRIPTION)
     t.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden_widths), metavar="W",
                    help="hidden layer widths (default 256 256, the paper's MLP)")
-    t.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m")
+    t.add_argument("--aux-logits", "-m", type=int, default=d.aux_logits, help="number of auxiliary logits m (default %(default)s)")
     t.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu",
                    help="the MLP's activation (default relu, the paper's)")
     t.add_argument("--losses", nargs="+", choices=STANDARD_LOSSES, default=list(STANDARD_LOSSES),
@@ -46,7 +46,7 @@ def register(sub) -> None:
     t.add_argument("--eps-max", type=float, default=1.0, help="largest teacher step ε (default 1)")
     t.add_argument("--n-eps", type=int, default=64, help="number of log-spaced ε values (default 64)")
     t.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default 3)")
-    t.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ...")
+    t.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ... (default 0)")
     t.add_argument("--n-noise", type=int, default=1024, help="noise inputs x per seed (default 1024)")
     t.add_argument("--teacher-batch", type=int, default=1024,
                    help="MNIST training images in L_T (default 1024)")

@@ -1099,7 +1099,8 @@ class _Progress:
     def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int, show: bool = True,
                  note: str = ""):
         self.totals = (n_jobs * teacher_epochs, n_jobs * student_epochs)
-        self.per = (f"{n_jobs} runs × {teacher_epochs} epochs", f"{n_jobs} runs × {student_epochs} epochs")
+        self.per = (f"{_count(n_jobs, 'run')} × {_count(teacher_epochs, 'epoch')}",
+                    f"{_count(n_jobs, 'run')} × {_count(student_epochs, 'epoch')}")
         self.bars: list = []
         self.show, self.note = show, note
 
@@ -1126,6 +1127,11 @@ class _Progress:
     def close(self) -> None:
         for bar in self.bars:
             bar.close()
+
+
+def _count(n: int, word: str) -> str:
+    """``"1 run"``, ``"2 runs"``: a count and its noun, for logs and progress bars."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _swept_number(name: str, value: Any):
@@ -1284,7 +1290,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     arrays = _put(arrays, replicated)
     args = (_put(jobs, NamedSharding(mesh, P("runs"))), arrays)
     n_proc = len({d.process_index for d in devices})
-    log(f"compiling the experiment program ({n_jobs} runs on {n_dev} {platform} device(s)"
+    log(f"compiling the experiment program ({_count(n_jobs, 'run')} on {_count(n_dev, platform + ' device')}"
         f"{f' of {n_proc} processes' if multi else ''})...")
     t0 = time.perf_counter()
     local = devices[here[0]]

@@ -83,7 +83,7 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (MNIST test set)" if record["config"]["dataset"] == "mnist" else "test accuracy")
-    ax.set_title("Subliminal learning: students distilled only on aux logits over noise", fontsize=11)
+    ax.set_title("Subliminal learning: students distilled on a teacher's logits over noise images", fontsize=11)
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)

@@ -49,8 +49,9 @@ from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceW
 
 FORMAT = "subliminal-mlp/sweep"
 FORMAT_VERSION = 1
-#: Fields that a sweep may vary (``run_batch`` changes no number, so sweeping it is refused).
-SWEEPABLE = tuple(f.name for f in dataclasses.fields(Config) if f.name != "run_batch")
+#: Fields that a sweep may vary. Not ``run_batch`` (it changes no number), nor ``n_classes`` and ``input_dim``
+#: (fixed by the data: both datasets have 10 classes of 784 pixels, and any other value is refused).
+SWEEPABLE = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("run_batch", "n_classes", "input_dim"))
 
 
 def parse_values(param: str, texts: Sequence[str]) -> list:
