@@ -132,7 +132,7 @@ def test_parse_idx_rejects_truncated_payload() -> None:
 def test_mnist_loads(data_root: Path) -> None:
     ds = load_mnist(data_root)
     assert ds.name == "mnist"
-    assert ds.num_classes == 10
+    assert ds.n_classes == ds.num_classes == 10
     assert Path(ds.source_dir) == (data_root / "mnist").resolve()
     assert ds.train_images.shape == (60_000, 784) and ds.train_images.dtype == np.float32
     assert ds.test_images.shape == (10_000, 784) and ds.test_images.dtype == np.float32

@@ -234,9 +234,14 @@ class Dataset:
     """The (resolved) directory the four files were read from."""
 
     @property
-    def num_classes(self) -> int:
-        """Number of classes (10)."""
+    def n_classes(self) -> int:
+        """Number of classes (10), as ``n_classes`` of ``Config``, ``Task`` and ``Model``."""
         return NUM_CLASSES
+
+    @property
+    def num_classes(self) -> int:
+        """The same as :attr:`n_classes` (its first name, kept for scripts that use it)."""
+        return self.n_classes
 
 
 # --------------------------------------------------------------------------- IDX

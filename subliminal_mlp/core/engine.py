@@ -157,13 +157,13 @@ class Task:
         data = data_record(dataset)
         if classes is None:
             return cls(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
-                       int(dataset.num_classes), data)
+                       int(dataset.n_classes), data)
         classes = [int(c) for c in classes]
-        if len(set(classes)) != len(classes) or len(classes) < 2 or not all(0 <= c < dataset.num_classes
+        if len(set(classes)) != len(classes) or len(classes) < 2 or not all(0 <= c < dataset.n_classes
                                                                             for c in classes):
             raise ExperimentError(f"classes = {classes} is invalid: give >= 2 distinct labels in "
-                                  f"0..{dataset.num_classes - 1}.")
-        lut = np.full(int(dataset.num_classes), -1, np.int32)
+                                  f"0..{dataset.n_classes - 1}.")
+        lut = np.full(int(dataset.n_classes), -1, np.int32)
         lut[classes] = np.arange(len(classes))
 
         def keep(x, y):

@@ -256,7 +256,7 @@ def generation_experiment(cfg: Config) -> Experiment:
 
 def task_for(data, k: int) -> engine.Task:
     """The task of digits 0..k−1 (the whole dataset when k is its number of classes)."""
-    if k == data.num_classes:
+    if k == data.n_classes:
         return engine.Task.from_dataset(data)
     return engine.Task.from_dataset(data, classes=range(k))
 
@@ -403,8 +403,8 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
     """
     settings.check(cfg)
     cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
-    if cfg.n_classes > data.num_classes or max(settings.classes) > data.num_classes:
-        raise ConfigError(f"the dataset has {data.num_classes} classes: n_classes = {cfg.n_classes} and classes = "
+    if cfg.n_classes > data.n_classes or max(settings.classes) > data.n_classes:
+        raise ConfigError(f"the dataset has {data.n_classes} classes: n_classes = {cfg.n_classes} and classes = "
                           f"{list(settings.classes)} must not exceed it.")
     for k in settings.classes:  # part (a)'s teachers learn digits 0..K-1 only: checked before any compute
         n_k = int(np.sum(np.asarray(data.train_labels) < k))
