@@ -81,12 +81,13 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
             assert "is invalid" in capsys.readouterr().err
     assert main(["reproduce", "--seed", str(2**32), "--out", str(tmp_path)]) == 2
     assert "0 .. 2**32 - 1" in capsys.readouterr().err
-    # An error of the engine (here: a model of 5 classes for MNIST's 10) is a one-line error too, not a traceback.
-    assert main(["sweep", "n_classes", "10", "5", "--seeds", "1", "--epochs", "1", "--hidden", "8", "--n-noise", "1024",
-                 "--out", str(tmp_path)]) == 2  # refused before the valid value 10 runs
+    # A value that does not fit the data (here: more task images than MNIST has) is a one-line error too, not a
+    # traceback; and --runs is --seeds.
+    assert main(["sweep", "n_noise", "1024", "70000", "--student-inputs", "task", "--runs", "1", "--epochs", "1",
+                 "--hidden", "8", "--out", str(tmp_path)]) == 2  # refused before the valid value 1024 runs
     err = capsys.readouterr().err
-    assert "subliminal-mlp: error: n_classes = 5 does not match the data's 10 classes" in err and "Traceback" not in err
-    assert not (tmp_path / "n_classes").exists()
+    assert "subliminal-mlp: error: n_noise = 70000 is larger than the 60000" in err and "Traceback" not in err
+    assert not (tmp_path / "n_noise").exists()
     assert not list(tmp_path.glob("fig10*"))
     assert Config(teacher_epochs=3).teacher_epochs == 3 and Config(student_inputs="mix", input_mix=0.9).input_mix == 0.9
 
@@ -294,7 +295,7 @@ def test_each_command_hands_its_flags_to_the_library(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.import_module("subliminal_mlp.studies.demo"), "demo",
                         lambda *a: got.update(demo=a))
     out = str(tmp_path / "r")
-    assert main(["reproduce", "--seeds", "2", "--stem", "mine", "--data-dir", "D", "--out", out, "--no-progress",
+    assert main(["reproduce", "--runs", "2", "--stem", "mine", "--data-dir", "D", "--out", out, "--no-progress",
                  "--on-divergence", "fail"]) == 0
     assert got["reproduce"] == (Config(n_runs=2), dict(data_dir="D", out_dir=out, stem="mine", progress=False,
                                                        on_divergence="fail"))

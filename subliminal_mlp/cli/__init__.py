@@ -32,7 +32,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     d = Config()
     g = p.add_argument_group("protocol (defaults: the paper's settings)")
     g.add_argument = _remembering(g.add_argument)
-    g.add_argument("--seeds", type=int, default=d.n_runs, metavar="N", help=f"number of runs (default {d.n_runs})")
+    g.add_argument("--seeds", "--runs", dest="seeds", type=int, default=d.n_runs, metavar="N",
+                   help=f"number of runs, one seed each (default {d.n_runs})")
     g.add_argument("--seed", type=int, default=d.seed, help="base seed; run i uses fold_in(seed, i) (default %(default)s)")
     g.add_argument("--epochs", type=int, default=None, help="teacher and student epochs (sets both)")
     g.add_argument("--teacher-epochs", type=int, default=None, help=f"(default {d.teacher_epochs})")
@@ -278,7 +279,7 @@ def script_parser(doc: str, out: str | os.PathLike, *, seeds: int | None = 10,
     (default ``out``, the repository's ``figures/``)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if seeds is not None:
-        ap.add_argument("--seeds", type=int, default=seeds, help=f"{seeds_help} (default {seeds})")
+        ap.add_argument("--seeds", "--runs", dest="seeds", type=int, default=seeds, help=f"{seeds_help} (default {seeds})")
     ap.add_argument("--data-dir", default=None,
                     help="data root holding mnist/ and fashion-mnist/ (default: the loader's search)")
     ap.add_argument("--out", default=str(out), help=f"output directory (default: {out})")

@@ -386,7 +386,7 @@ def published_sweep_main(name: str, out_root: str | os.PathLike, argv: Sequence[
     field, values, changes, finding = PUBLISHED_SWEEPS[name]
     ap = argparse.ArgumentParser(description=f"The Figure-10 protocol against {field} = {' '.join(values)} "
                                              f"(paper settings otherwise). Published: {finding}.")
-    ap.add_argument("--seeds", type=int, default=10, help="runs per value (default 10)")
+    ap.add_argument("--seeds", "--runs", dest="seeds", type=int, default=10, help="runs per value (default 10)")
     ap.add_argument("--values", nargs="+", default=values, help="override the values")
     ap.add_argument("--data-dir", default=None, help="data root holding mnist/ (and fashion-mnist/)")
     ap.add_argument("--out", default=str(Path(out_root) / name),
