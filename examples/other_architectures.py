@@ -3,11 +3,9 @@
 A tanh MLP 784-256-256-10+3 and a small CNN (a Flax module through `from_flax`) through Figure 10's
 protocol (5 + 5 epochs, 60,000 noise images per run, shared vs cross-model students, N runs, 95 % CIs)
 and the theorem (protocol.md §2) at each run's init, ε = 1e-3: ΔθT = -∇ class CE on 256 digits, student
-CE on the aux logits of 256 noise images. Shared init: ΔθS·ΔθT = εA + O(ε²), A ≥ 0; fresh init: D0 + εA'
-+ O(ε²), no sign guaranteed (per run: the record's metric "theorem"). Computed inside the run's float32
-program: A exactly (jvp), A' as the difference quotient (ΔθS(ε)·ΔθT − D0)/ε, so up to O(ε) and float32
-rounding (float64 values: sm.theory.float64 around the same kernels, as docs/library.md shows). Flags: --runs (10; the paper: 100),
---epochs (5), --n-noise (60000), --hidden (256), --channels (16), --seed (0), --out (results/examples)."""
+CE on the aux logits of 256 noise images. Shared init: ΔθS·ΔθT = εA + O(ε²), A ≥ 0; fresh init: D0 + εA' + O(ε²),
+no sign (the record's metric "theorem", in float32: A by jvp, A' = (ΔθS(ε)·ΔθT − D0)/ε up to O(ε)). Flags: --runs
+(10; the paper: 100), --epochs (5), --n-noise (60000), --hidden (256), --channels (16), --seed (0), --out."""
 import argparse
 
 import flax.linen as nn

@@ -397,3 +397,14 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
     capsys.readouterr()
     assert cli.main(["figures", "--redraw", "--force", "--out", str(out)]) == 2
     assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err
+
+
+def test_the_committed_figures_are_the_checkouts_and_an_installed_package_looks_in_the_working_directory(tmp_path):
+    assert figures.FIGURES_DIR == Path(__file__).resolve().parents[1] / "figures"  # this checkout's
+    module = tmp_path / "site-packages" / "subliminal_mlp" / "cli" / "figures.py"  # a package installed, no checkout
+    module.parent.mkdir(parents=True)
+    assert figures._committed_figures(str(module)) == Path("figures")
+    (tmp_path / "site-packages" / "figures").mkdir()  # a figures/ beside it is not a checkout's without its pyproject
+    assert figures._committed_figures(str(module)) == Path("figures")
+    (tmp_path / "site-packages" / "pyproject.toml").write_text("")
+    assert figures._committed_figures(str(module)) == tmp_path / "site-packages" / "figures"

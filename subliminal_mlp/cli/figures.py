@@ -48,8 +48,15 @@ from typing import Any, Callable, Optional, Sequence
 from ..core.config import Config, ConfigError, normalised
 from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
 
-#: The committed figures of a checkout (``<repo>/figures``).
-FIGURES_DIR = Path(__file__).resolve().parents[2] / "figures"
+def _committed_figures(module: str = __file__) -> Path:
+    """``<repo>/figures`` when the package runs from a checkout (an editable install, or ``PYTHONPATH``);
+    else ``figures`` in the working directory (an installed package has no committed figures beside it)."""
+    root = Path(module).resolve().parents[2]
+    return root / "figures" if (root / "pyproject.toml").is_file() and (root / "figures").is_dir() else Path("figures")
+
+
+#: The committed figures of a checkout (``<repo>/figures``; ``./figures`` when the package is not run from one).
+FIGURES_DIR = _committed_figures()
 #: The pipeline's state file in an output directory.
 STATE_FILE = ".figures-state.json"
 #: Runs, epochs and sizes of ``--quick``.
@@ -864,7 +871,9 @@ def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
     if not Path(a.source).is_dir():
-        raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used).")
+        raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used: "
+                          "the committed figures/ of a checkout of subliminal-mlp, where the command runs from one "
+                          "or is run in one).")
     if a.no_teacher_cache and a.teacher_cache:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list:
