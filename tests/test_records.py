@@ -314,6 +314,15 @@ def test_a_figure_drawn_from_an_unhealthy_record_is_marked(tmp_path):
     (mark,) = [t.get_text() for t in fig.texts if "WARNING" in t.get_text()]
     assert "split_head: non-finite parameters in 1 of 3 runs" in mark and "families.sgd[1]: teacher no better" in mark
     assert "single_head" not in mark and "sgd[0]" not in mark
+    # The mark covers nothing drawn: it sits above every axes and title (the saved image grows to hold it).
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("a title")
+    save_figure(fig, tmp_path / "h.png", record=bad)
+    (text,) = [t for t in fig.texts if "WARNING" in t.get_text()]
+    to_fig = fig.transFigure.inverted()
+    mark_bottom = to_fig.transform(text.get_window_extent().corners()).min(0)[1]
+    assert mark_bottom > to_fig.transform(ax.get_tightbbox().corners()).max(0)[1]
 
 
 def test_every_committed_format_is_known_without_importing_the_module_that_writes_it():

@@ -168,7 +168,7 @@ def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mni
     rec = read_results(tmp_path / s["value_files"][0])
     assert rec["health"] == s["health"][0] and [0, "teacher"] in rec["health"]["nonfinite"]
     texts = []
-    monkeypatch.setattr(plt.Axes, "text", lambda self, *a, **k: texts.append(a[2]))
+    monkeypatch.setattr(plt.Figure, "text", lambda self, *a, **k: texts.append(a[2]))
     sweep_mod.write_sweep(s, tmp_path / "again")
     assert any("WARNING: diverged runs at learning_rate = 1e+37" in t for t in texts)
     # Resumed from its record, a diverged value fails the sweep under on_divergence="fail": no summary.

@@ -23,20 +23,25 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
 
 
 #: How a figure marks diverged runs (:func:`health_warning`): a red box at the top left.
-WARNING_STYLE = dict(ha="left", va="top", fontsize=8, color="#b00020", fontweight="bold",
+WARNING_STYLE = dict(ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, Any] | None = None) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150, record: dict[str, Any] | None = None,
+                warning: str = "") -> Path:
     """Save ``fig`` atomically (temporary file + rename) and close it.
 
     With the ``record`` it was drawn from, a record whose ``health`` found diverged runs gets the
-    red mark of :func:`health_warning` at the figure's top left; a record with a ``health`` per part
-    (``split_head.health``, ``families.liminal.health[i]``) is marked for each unhealthy part.
+    red mark of :func:`health_warning` above everything drawn (it covers no data); a record with a
+    ``health`` per part (``split_head.health``, ``families.liminal.health[i]``) is marked for each
+    unhealthy part. ``warning``: a mark of the caller's own instead.
     """
-    warning = record_health_warning(record) if record else ""
-    if warning:
-        fig.text(0.01, 0.99, warning, **WARNING_STYLE)
+    warning = warning or (record_health_warning(record) if record else "")
+    if warning:  # above the top of everything drawn (titles included): the saved image grows to hold it
+        top = max([fig.transFigure.inverted().transform(a.get_tightbbox().corners()).max(0)[1]
+                   for a in fig.get_children() if hasattr(a, "get_tightbbox") and a.get_visible()
+                   and a is not fig.patch] or [1.0])
+        fig.text(0.5, top + 0.03, warning, **WARNING_STYLE)
     try:
         fmt = Path(path).suffix[1:] or "png"  # the temporary file's random name is no format
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
@@ -87,10 +92,7 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
-    warning = health_warning(record.get("health"), record["n_runs"])
-    if warning:
-        ax.text(0.01, 0.99, warning, transform=ax.transAxes, **WARNING_STYLE)
-    return save_figure(fig, path)
+    return save_figure(fig, path, warning=health_warning(record.get("health"), record["n_runs"]))
 
 
 def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
@@ -237,7 +239,6 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs, skip=(summary["param"],))
     fig.text(0.5, -0.02, f"swept: {summary['param']}; otherwise " + caption, ha="center", va="top", fontsize=7)
     diverged = [label for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
-    if diverged:
-        ax.text(0.01, 0.99, f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
-                'see "health" in the JSON records', transform=ax.transAxes, **WARNING_STYLE)
-    return save_figure(fig, path)
+    warning = (f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
+               'see "health" in the JSON records') if diverged else ""
+    return save_figure(fig, path, warning=warning)
