@@ -43,6 +43,7 @@ from .core.results import (DivergenceError, DivergenceWarning, OutputError, Reco
                            read_results)
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
+from .report.plotting import draw
 from .studies.figure10 import ExperimentResult, run_experiment
 
 __all__ = [
@@ -54,5 +55,5 @@ __all__ = [
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
     "DivergenceError", "DivergenceWarning", "OutputError", "RecordError",
     "format_ci", "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
-    "noise_images",
+    "noise_images", "draw",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import subliminal_mlp as sm
 from subliminal_mlp import cli
 from subliminal_mlp.cli import figures
 from subliminal_mlp.core.config import ConfigError
@@ -380,7 +381,7 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
         else:
             a, b = (np.asarray(Image.open(p).convert("L"), float) for p in (out / png, committed / png))
             assert a.shape == b.shape and np.abs(a - b).mean() < 8, name
-    assert f"one_step: redrawn from one_step.json -> one_step.png" in capsys.readouterr().out
+    assert "one_step: redrawn from one_step.json -> one_step.png" in capsys.readouterr().out
     # The redrawn figures are up to date for the pipeline (nothing to make), as the committed ones are.
     state = read_state(out)
     assert state["demo"]["files"]["demo.png"] == figures._sha256(out / "demo.png")
@@ -392,8 +393,10 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
     with pytest.raises(ConfigError, match="figure fig10_mnist: its record cannot be drawn"):
         figures.redraw_figures(["demo", "fig10_mnist"], out=out, log=lambda s: None)
     assert (out / "demo.png").stat().st_mtime_ns == before
-    with pytest.raises(figures.RecordError, match="no figure is drawn from a record of format 'subliminal-mlp/x'"):
-        figures.draw({"format": "subliminal-mlp/x"}, out / "x.png")
+    with pytest.raises(sm.RecordError, match="no figure is drawn from a record of format 'subliminal-mlp/x'"):
+        sm.draw({"format": "subliminal-mlp/x"}, out / "x.png")
+    # sm.draw picks each format's own drawing: the demo record drawn by it is its committed PNG.
+    assert sm.draw(sm.read_results(committed / "demo.json"), tmp_path / "d.png").read_bytes() == (out / "demo.png").read_bytes()
     capsys.readouterr()
     assert cli.main(["figures", "--redraw", "--force", "--out", str(out)]) == 2
     assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err

@@ -47,6 +47,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..core.config import Config, ConfigError, normalised
 from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
+from ..report.plotting import DRAWERS, draw
 
 def _committed_figures(module: str = __file__) -> Path:
     """``<repo>/figures`` when the package runs from a checkout (an editable install, or ``PYTHONPATH``);
@@ -721,43 +722,6 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     finally:
         bar.close()
     return done
-
-
-#: Each record format's drawing function (module, name): every figure is drawn from its record alone.
-DRAWERS = {
-    "subliminal-mlp/fig10": ("subliminal_mlp.report.plotting", "plot_fig10"),
-    "subliminal-mlp/experiment": ("subliminal_mlp.report.plotting", "plot_experiment"),
-    "subliminal-mlp/sweep": ("subliminal_mlp.report.plotting", "plot_sweep"),
-    "subliminal-mlp/theorem": ("subliminal_mlp.theory.theorem", "plot_theorem"),
-    "subliminal-mlp/trajectory": ("subliminal_mlp.studies.trajectory", "plot_trajectories"),
-    "subliminal-mlp/alignment": ("subliminal_mlp.studies.alignment", "plot_alignment"),
-    "subliminal-mlp/heads": ("subliminal_mlp.studies.heads", "plot_heads"),
-    "subliminal-mlp/omitted-digit": ("subliminal_mlp.studies.omitted_digit", "plot_omitted"),
-    "subliminal-mlp/traits": ("subliminal_mlp.studies.traits", "plot_traits"),
-    "subliminal-mlp/input-families": ("subliminal_mlp.studies.input_families", "plot_input_families"),
-    "subliminal-mlp/teacher-task": ("subliminal_mlp.studies.teacher_task", "plot_teacher_task"),
-    "subliminal-mlp/mitigations": ("subliminal_mlp.studies.mitigations", "plot_mitigations"),
-    "subliminal-mlp/split-heads": ("subliminal_mlp.studies.split_heads", "plot_split_heads"),
-    "subliminal-mlp/demo": ("subliminal_mlp.studies.demo", "plot_demo"),
-    "subliminal-mlp/one-step": ("subliminal_mlp.studies.one_step", "plot_one_step"),
-}
-
-
-def draw(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Draw ``record`` (a record of any of the library's formats, e.g. from ``read_results``) to ``path``
-    with its format's plotting function (:data:`DRAWERS`); no compute. Returns the path written.
-
-    >>> import subliminal_mlp as sm                                      # doctest: +SKIP
-    >>> draw(sm.read_results("figures/fig10_mnist.json"), "fig10.png")   # doctest: +SKIP
-    """
-    import importlib
-
-    fmt = record.get("format")
-    if fmt not in DRAWERS:
-        raise RecordError(f"no figure is drawn from a record of format {fmt!r}: the drawable formats are "
-                          f"{', '.join(sorted(DRAWERS))}.")
-    module, name = DRAWERS[fmt]
-    return Path(getattr(importlib.import_module(module), name)(record, path) or path)
 
 
 def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,

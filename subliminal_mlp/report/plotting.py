@@ -242,3 +242,47 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     warning = (f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
                'see "health" in the JSON records') if diverged else ""
     return save_figure(fig, path, warning=warning)
+
+
+#: Each record format's drawing function (module, name): every figure is drawn from its record alone.
+DRAWERS = {
+    "subliminal-mlp/fig10": ("subliminal_mlp.report.plotting", "plot_fig10"),
+    "subliminal-mlp/experiment": ("subliminal_mlp.report.plotting", "plot_experiment"),
+    "subliminal-mlp/sweep": ("subliminal_mlp.report.plotting", "plot_sweep"),
+    "subliminal-mlp/theorem": ("subliminal_mlp.theory.theorem", "plot_theorem"),
+    "subliminal-mlp/trajectory": ("subliminal_mlp.studies.trajectory", "plot_trajectories"),
+    "subliminal-mlp/alignment": ("subliminal_mlp.studies.alignment", "plot_alignment"),
+    "subliminal-mlp/heads": ("subliminal_mlp.studies.heads", "plot_heads"),
+    "subliminal-mlp/omitted-digit": ("subliminal_mlp.studies.omitted_digit", "plot_omitted"),
+    "subliminal-mlp/traits": ("subliminal_mlp.studies.traits", "plot_traits"),
+    "subliminal-mlp/input-families": ("subliminal_mlp.studies.input_families", "plot_input_families"),
+    "subliminal-mlp/teacher-task": ("subliminal_mlp.studies.teacher_task", "plot_teacher_task"),
+    "subliminal-mlp/mitigations": ("subliminal_mlp.studies.mitigations", "plot_mitigations"),
+    "subliminal-mlp/split-heads": ("subliminal_mlp.studies.split_heads", "plot_split_heads"),
+    "subliminal-mlp/demo": ("subliminal_mlp.studies.demo", "plot_demo"),
+    "subliminal-mlp/one-step": ("subliminal_mlp.studies.one_step", "plot_one_step"),
+}
+
+
+def draw(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Draw ``record`` (a record of any of the library's formats, e.g. from ``read_results``) to ``path``
+    with its format's plotting function (:data:`DRAWERS`); no compute. Returns the path written.
+
+    ``sm.draw``; ``subliminal-mlp figures --redraw`` redraws the committed figures this way.
+
+    >>> import tempfile, subliminal_mlp as sm
+    >>> from subliminal_mlp.cli.figures import FIGURES_DIR   # the committed figures of a checkout
+    >>> record = sm.read_results(FIGURES_DIR / "fig10_mnist.json")
+    >>> sm.draw(record, f"{tempfile.mkdtemp()}/fig10.png").name
+    'fig10.png'
+    """
+    import importlib
+
+    from ..core.results import RecordError
+
+    fmt = record.get("format")
+    if fmt not in DRAWERS:
+        raise RecordError(f"no figure is drawn from a record of format {fmt!r}: the drawable formats are "
+                          f"{', '.join(sorted(DRAWERS))}.")
+    module, name = DRAWERS[fmt]
+    return Path(getattr(importlib.import_module(module), name)(record, path) or path)
