@@ -281,6 +281,24 @@ def one_step_correlations() -> str:
     return _table(["Spearman ρ with the gain", "cos(first update)", "cos(−∇L_S)", "A"], rows)
 
 
+ONE_STEP_PARTS = {"sweeps": "the sweeps", "teacher_task": "the teacher task", "mitigations": "the mitigations",
+                  "input_families": "the input families", "split_heads": "the split heads"}
+
+
+def one_step_time() -> str:
+    """Wall time of the single-step programs per source record, largest first, with each part's longest program."""
+    progs = _read("one_step.json")["programs"]
+    parts: dict[str, list] = {}
+    for p in progs:
+        parts.setdefault(p["source"], []).append(p)
+    rows = []
+    for src, ps in sorted(parts.items(), key=lambda kv: -sum(p["wall_s"] for p in kv[1])):
+        longest = max(ps, key=lambda p: p["wall_s"])
+        rows.append([ONE_STEP_PARTS.get(src, src), str(len(ps)), f"{sum(p['wall_s'] for p in ps) / 60:.1f} min",
+                     f"{longest['name'].removeprefix('one_step:')} ({longest['wall_s'] / 60:.1f} min)"])
+    return _table(["part", "programs", "wall time", "its longest program"], rows)
+
+
 TEACHER_TASK_PARTS = {"classes": "K (digits 0..K−1)", "teacher_epochs": "teacher epochs",
                       "student_epochs": "student epochs", "generations": "generation"}
 
@@ -629,7 +647,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "heads": heads, "heads_sigma": heads_sigma, "heads_correlation": heads_correlation,
     "heads_references": heads_references, "omitted_digit": omitted_digit,
     "input_families": input_families, "input_families_time": input_families_time,
-    "one_step": one_step, "one_step_correlations": one_step_correlations,
+    "one_step": one_step, "one_step_correlations": one_step_correlations, "one_step_time": one_step_time,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_hosts": cpu_hosts, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
