@@ -680,18 +680,19 @@ def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[st
     return out
 
 
-def _users(what: str, fn: Callable, *args):
-    """``fn(*args)``, a user's metric or derived teacher, run while the program is traced: an error it raises is
-    an ExperimentError naming it, before any compute (the students' own code: :func:`_user_code`)."""
+def _users(what: str, fn: Callable, *args, hint: Callable[[Exception], str] = lambda e: ""):
+    """``fn(*args)``, a user's code (a metric, a derived teacher, a student's optimiser or hook: :func:`_user_code`)
+    run while the program is traced: an error it raises is an ExperimentError naming ``what`` failed (and
+    ``hint(error)``), before any compute. A KeyError of a function of a view with students lists them."""
     try:
         return fn(*args)
     except (ExperimentError, StudentError):
         raise
     except Exception as e:  # noqa: BLE001 - a user's function: report it by name
         names = getattr(args[0], "students", None) if args else None
-        hint = (f" (the students are {sorted(names)})" if isinstance(e, KeyError) and isinstance(names, Mapping)
-                and names else "")
-        raise ExperimentError(f"{what} failed while the program was built: {type(e).__name__}: {e}{hint}") from e
+        extra = hint(e) or (f" (the students are {sorted(names)})" if isinstance(e, KeyError)
+                            and isinstance(names, Mapping) and names else "")
+        raise ExperimentError(f"{what} failed while the program was built: {type(e).__name__}: {e}{extra}") from e
 
 
 def _groups(students: Sequence[Student]) -> list[list[int]]:
@@ -935,15 +936,11 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
 def _user_code(student: Student, what: str, fn: Callable, *args):
     """``fn(*args)``, a student's own code (its optimiser, a hook), run while the program is traced: an
     error it raises is an ExperimentError naming the student and what failed, before any compute."""
-    try:
-        return fn(*args)
-    except (ExperimentError, StudentError):
-        raise
-    except Exception as e:  # noqa: BLE001 - a user's function: report it with its student
-        hint = (f" (hyperparameters it reads must be in Experiment.hparams: {sorted(args[1])})"
+    def hint(e: Exception) -> str:
+        return (f" (hyperparameters it reads must be in Experiment.hparams: {sorted(args[1])})"
                 if what == "optimizer" and isinstance(e, KeyError) else "")
-        raise ExperimentError(f"student {student.name!r}: its {what} failed while the program was built: "
-                              f"{type(e).__name__}: {e}{hint}") from e
+
+    return _users(f"student {student.name!r}: its {what}", fn, *args, hint=hint)
 
 
 def _hooked(s0: Student, view, t, x, idx, pv, t_step):
