@@ -1,6 +1,7 @@
 """The engine, input sources and student tables: independent computations, properties, real small runs."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -430,8 +431,9 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         sm.Experiment(inputs=60000)
     with pytest.raises(sm.ExperimentError, match=r"students is one Student \('student_aux'\), not a table.*\(row,\)"):
         sm.Experiment(students=sm.FIGURE10[0])
-    with pytest.raises(sm.ExperimentError, match="students = 3 is not a table of students"):
-        sm.Experiment(students=3)
+    for bad in (3, "student_aux", {"s": sm.FIGURE10[0]}):  # a name's letters, a dict's keys are no table either
+        with pytest.raises(sm.ExperimentError, match=f"students = {re.escape(repr(bad))} is not a table of students"):
+            sm.Experiment(students=bad)
     data = types.SimpleNamespace(train_images=np.asarray(task.train_x))  # what sm.load_mnist() gives
     with pytest.raises(sm.ExperimentError, match=r"the task is a SimpleNamespace, not a Task: wrap the dataset: "
                                                  r"sm.Task.from_dataset\(data\)"):
@@ -931,3 +933,33 @@ def test_an_untrained_teacher_is_not_called_diverged_when_its_parameters_are_kep
     with pytest.warns(DivergenceWarning):
         given = sm.run(exp, task, n_runs=2, teachers=kept.teachers)
     assert given.health()["teacher_not_better"] == [0, 1]
+
+
+def _result_of(n_values: int, n_runs: int = 2) -> "engine.Result":
+    """A Result built directly (no run): value v's accuracies are v + run/10 + model/100, so each index is seen."""
+    models = ("reference", "teacher", "student")
+    acc = (np.arange(n_values)[:, None, None] + np.arange(n_runs)[None, :, None] / 10
+           + np.arange(len(models))[None, None, :] / 100)
+    return engine.Result(TINY, {}, models, acc, None, None, {}, n_runs, 0,
+                         {"wd": [float(v) for v in range(n_values)]} if n_values > 1 else {}, 0.0, 0.0, ["cpu"], 1)
+
+
+def test_a_results_value_index_is_checked_by_accuracy_health_and_label_alike():
+    """Result._value, with no run: every accessor takes 0..n-1 and -n..-1 (numpy integers too) and names any other
+    value, with the range this result has (numpy's own error, or a silently reshaped array for True, otherwise)."""
+    r = _result_of(3)
+    for v, want in [(0, 0), (2, 2), (-1, 2), (-3, 0), (np.int64(1), 1), (np.int32(-2), 1)]:
+        np.testing.assert_allclose(r.accuracy("teacher", v), [want + 0.01, want + 0.11])
+        assert r.value_label(v) == f"wd = {float(want):g}"
+        assert r.health(v) == r.health(want)
+    for bad in (3, -4, 1.0, True, np.float64(0)):
+        for call in (lambda: r.accuracy("teacher", bad), lambda: r.health(bad), lambda: r.value_label(bad),
+                     lambda: r.summary(bad), lambda: r.table(bad)):
+            with pytest.raises(IndexError, match=r"value = .* is out of range: this result has 3 swept value\(s\), "
+                                                 r"numbered 0 to 2"):
+                call()
+    one = _result_of(1)
+    assert one.value_label(0) == one.value_label(-1) == "" and one.health(-1) == one.health(0)
+    for bad in (1, -2):
+        with pytest.raises(IndexError, match="numbered 0 to 0"):
+            one.accuracy("student", bad)

@@ -411,3 +411,65 @@ def test_the_committed_figures_are_the_checkouts_and_an_installed_package_looks_
     assert figures._committed_figures(str(module)) == Path("figures")
     (tmp_path / "site-packages" / "pyproject.toml").write_text("")
     assert figures._committed_figures(str(module)) == tmp_path / "site-packages" / "figures"
+
+
+def test_redraw_draws_what_is_asked_checks_every_place_first_and_waits_for_a_pipeline_making_it(tmp_path, capsys):
+    """``redraw_figures``: only the figures named (or those of the registry given) are drawn, and it returns each
+    one's PNG; a place that cannot take a PNG is refused before any PNG is drawn; a figure that a live pipeline is
+    making now is not redrawn under it (a stale ``running`` mark is no pipeline), and a figure the pipeline has
+    not finished keeps its state as it was (only a ``done`` figure's PNG hash is renewed)."""
+    import os
+    import shutil
+    import socket
+
+    out = tmp_path / "figures"
+    out.mkdir()
+    for f in ("demo.json", "demo.png", "one_step.json", "one_step.png"):
+        shutil.copy(figures.FIGURES_DIR / f, out / f)
+    (out / "demo.png").unlink()
+    quiet = dict(out=out, log=lambda s: None)
+    assert figures.redraw_figures(registry={"demo": figures.REGISTRY["demo"]}, **quiet) == {"demo": out / "demo.png"}
+    assert (out / "demo.png").is_file()
+    # The command line's names: only demo (the other figures have no record here: they would be refused); --from,
+    # where the settings of a figure to make come from, plays no part.
+    one_step = (out / "one_step.png").stat().st_mtime_ns
+    assert cli.main(["figures", "--redraw", "demo", "--out", str(out), "--from", str(tmp_path / "nowhere")]) == 0
+    assert "demo: redrawn from demo.json -> demo.png" in capsys.readouterr().out
+    assert (out / "one_step.png").stat().st_mtime_ns == one_step
+    assert cli.main(["figures", "--redraw", "--quick", "demo", "--out", str(out)]) == 2  # --quick: no such drawing
+    assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err
+    # A PNG's place taken by a directory: refused before demo (which comes first) is drawn.
+    demo = (out / "demo.png").stat().st_mtime_ns
+    (out / "one_step.png").unlink()
+    (out / "one_step.png").mkdir()
+    with pytest.raises(ConfigError, match="one_step.png: it is an existing directory"):
+        figures.redraw_figures(["demo", "one_step"], **quiet)
+    assert (out / "demo.png").stat().st_mtime_ns == demo
+    (out / "one_step.png").rmdir()
+    # A record no figure is drawn from: refused before any PNG is drawn too.
+    write_record(envelope(FORMAT, {"x": 1}, n_runs=1, seed=0, data={}), out, "other")
+    (out / "one_step.json").rename(out / "one_step.kept")
+    (out / "other.json").rename(out / "one_step.json")
+    with pytest.raises(ConfigError, match="one_step.json has format 'subliminal-mlp/test-figure', which no figure"):
+        figures.redraw_figures(["demo", "one_step"], **quiet)
+    assert (out / "demo.png").stat().st_mtime_ns == demo and not (out / "one_step.png").exists()
+    (out / "one_step.kept").replace(out / "one_step.json")
+    # A figure marked running by a live process on this host (here: this process's parent) is not redrawn.
+    live = {"status": "running", "pid": os.getppid(), "host": socket.gethostname(), "files": {"demo.png": "old"}}
+    figures._write_state(out, {"demo": live})
+    with pytest.raises(ConfigError, match="figures demo are being made now into"):
+        figures.redraw_figures(["demo", "one_step"], **quiet)
+    assert (out / "demo.png").stat().st_mtime_ns == demo and not (out / "one_step.png").exists()
+    # A stale mark (the process that wrote it is this one, so not a pipeline running now): redrawn, the mark kept.
+    stale = {**live, "pid": os.getpid()}
+    figures._write_state(out, {"demo": stale})
+    assert figures.redraw_figures(["demo", "one_step"], **quiet) == {"demo": out / "demo.png",
+                                                                      "one_step": out / "one_step.png"}
+    assert read_state(out) == {"demo": stale}
+
+
+def test_a_checkout_without_its_figures_directory_is_no_place_for_the_committed_figures(tmp_path):
+    module = tmp_path / "src" / "subliminal_mlp" / "cli" / "figures.py"  # a source tree with pyproject, no figures/
+    module.parent.mkdir(parents=True)
+    (tmp_path / "src" / "pyproject.toml").write_text("")
+    assert figures._committed_figures(str(module)) == Path("figures")

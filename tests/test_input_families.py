@@ -327,3 +327,32 @@ def test_each_familys_wall_time_is_its_share_of_the_programs_teachers_only_progr
     assert rec["families"]["subspace"]["wall_s"] == pytest.approx(30 + 2 * 15)
     assert rec["families"]["scale"]["wall_s"] == pytest.approx(12 + 2 * 15)
     assert rec["timing"]["total_s"] == pytest.approx(sum(seconds.values()))
+
+
+def test_a_value_two_families_show_splits_its_time_between_them(monkeypatch, fake_dataset):
+    """uniform U[-1, 1] is both the distribution family's "uniform" and the scale family's 1: its share of the
+    program is split between the two families (not given to each), so the families add up to the programs."""
+    import types
+
+    clock = {"t": 0.0}
+
+    def fake_run(exp, task, *, n_runs, sweep, teachers, **kw):
+        clock["t"] += 24.0
+        return types.SimpleNamespace(
+            accuracy=lambda name, v=0: np.array([0.5, 0.5]),
+            health=lambda v: {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.1},
+            teachers="teachers", compile_s=0.0, run_s=0.0, teacher_cache=None, devices=["cpu"], run_batch=None)
+
+    monkeypatch.setattr(F.engine, "run", fake_run)
+    monkeypatch.setattr(F.engine, "Task", types.SimpleNamespace(from_dataset=lambda d: None))
+    monkeypatch.setattr(F.time, "perf_counter", lambda: clock["t"])
+    settings = F.InputFamilySettings(families=("distribution", "scale"), distributions=("uniform", "gaussian"),
+                                     scales=(0.5, 1.0))
+    rec = F.run_input_families(Config(n_runs=2, n_noise=2048), fake_dataset(), settings)
+    assert [(p["name"], p["labels"]) for p in rec["programs"]] == [
+        ("input_families:gaussian", ["distribution: gaussian"]),
+        ("input_families:uniform", ["distribution: uniform / scale: 1", "scale: 0.5"])]
+    # gaussian: 24 s to distribution; the uniform program's 24 s: 12 s per value, the shared one 6 s + 6 s.
+    assert rec["families"]["distribution"]["wall_s"] == pytest.approx(24 + 6)
+    assert rec["families"]["scale"]["wall_s"] == pytest.approx(6 + 12)
+    assert sum(f["wall_s"] for f in rec["families"].values()) == pytest.approx(rec["timing"]["total_s"])

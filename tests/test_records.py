@@ -478,3 +478,89 @@ def test_a_caption_gives_the_epochs_and_a_warning_counts_runs_not_models():
     warning = health_warning({"ok": False, "nonfinite": [[0, "teacher"], [0, "student_aux"], [2, "teacher"]],
                               "teacher_not_better": [0, 2]}, 5)
     assert "in 2 of 5 runs (student_aux, teacher)" in warning and "reference in 2 of 5 runs" in warning
+
+
+def test_write_record_checks_every_file_it_would_write_before_writing_any(tmp_path):
+    """write_record's destination check (check_output) covers the CSV too, and the stem: a directory where
+    ``<stem>.csv`` would go, or a stem that is no plain file name, is an OutputError and nothing is written."""
+    from subliminal_mlp.core.results import OutputError, write_record
+
+    table = (("x",), [(1,)])
+    (tmp_path / "r.csv").mkdir()
+    with pytest.raises(OutputError, match=r"r\.csv: it is an existing directory"):
+        write_record({"a": 1}, tmp_path, "r", csv=table)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]  # no r.json
+    assert write_record({"a": 1}, tmp_path, "r") == {"json": tmp_path / "r.json"}  # no CSV asked: not its business
+    (tmp_path / "d.json").mkdir()  # the JSON's place taken: refused before the CSV is written
+    with pytest.raises(OutputError, match=r"d\.json: it is an existing directory"):
+        write_record({"a": 1}, tmp_path, "d", csv=table)
+    (tmp_path / "d.json").rmdir()
+    (tmp_path / "afile").write_text("")
+    for out, stem, match in [(tmp_path, None, "stem = None is invalid"), (tmp_path, 3, "stem = 3 is invalid"),
+                             (tmp_path, "", "stem = '' is invalid"), (tmp_path, "a/b", "without a directory part"),
+                             (tmp_path / "afile", "s", "is an existing file, not a directory")]:
+        with pytest.raises(OutputError, match=match):
+            write_record({"a": 1}, out, stem, csv=table)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r.csv", "r.json"]
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_warning_sits_just_above_what_is_drawn_and_a_callers_own_mark_is_used(tmp_path):
+    """save_figure's mark: 0.03 (figure height) above the top of every visible artist (titles included), not above
+    an invisible one nor above the figure's own background; ``warning=`` is used even for a healthy record."""
+    import matplotlib.pyplot as plt
+
+    from subliminal_mlp.report.plotting import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("a title")
+    hidden = fig.add_axes((0.1, 1.5, 0.3, 0.3))  # far above, but not drawn: no room is made for it
+    hidden.set_visible(False)
+    top = fig.transFigure.inverted().transform(ax.get_tightbbox().corners()).max(0)[1]
+    assert top < 0.99  # the figure's background (0 .. 1) is not what the mark must clear
+    save_figure(fig, tmp_path / "w.png", record={"health": {"ok": True}}, warning="WARNING: my own mark")
+    (text,) = [t for t in fig.texts if "WARNING" in t.get_text()]
+    assert text.get_text() == "WARNING: my own mark"
+    assert text.get_position() == pytest.approx((0.5, top + 0.03))
+    assert (text.get_ha(), text.get_va()) == ("center", "bottom")
+
+
+def test_draw_uses_each_formats_own_function_and_fig10_and_sweep_figures_mark_diverged_runs(tmp_path, monkeypatch):
+    """sm.draw (DRAWERS) on an engine record is plot_experiment's figure, on a sweep summary plot_sweep's, on a
+    Figure-10 record plot_fig10's; the Figure-10 and sweep figures carry the mark of their diverged runs."""
+    import subliminal_mlp as sm
+    from subliminal_mlp.report import plotting
+
+    marks = []
+    original = plotting.save_figure
+
+    def spy(fig, path, *a, **k):
+        out = original(fig, path, *a, **k)
+        marks.append(next((t.get_text() for t in fig.texts if "WARNING" in t.get_text()), ""))
+        return out
+
+    monkeypatch.setattr(plotting, "save_figure", spy)
+    bad = {"ok": False, "nonfinite": [[1, "student_aux"]], "teacher_not_better": [], "teacher_margin": 0.05}
+    models = {n: {"mean": m, "ci95": 0.01} for n, m in (("reference", 0.1), ("teacher", 0.9), ("student_aux", 0.5))}
+    fig10 = {"format": "subliminal-mlp/fig10", "models": models, "config": Config().to_dict(), "n_runs": 3,
+             "health": bad}
+    config = {"name": "toy", "model": {"name": "mlp", "input_shape": [8], "n_classes": 2, "aux_logits": 2},
+              "inputs": {"name": "uniform", "n": 128}, "hparams": {"temperature": 1.0}, "teacher_epochs": 1,
+              "student_epochs": 1, "batch_size": 64}
+    experiment = {"format": "subliminal-mlp/experiment", "models": ["teacher", "student_aux"], "config": config,
+                  "n_runs": 2, "chance": 0.5,
+                  "values": [{"sweep": {}, "models": {"teacher": {"mean": 0.9, "ci95": 0.01},
+                                                      "student_aux": {"mean": 0.6, "ci95": None}}}]}
+    sweep = {"format": "subliminal-mlp/sweep", "param": "temperature", "values": [1.0, 4.0], "labels": ["1", "4"],
+             "chance": 0.1, "n_runs": [3, 3], "base_config": Config().to_dict(), "health": [None, bad],
+             "models": {"teacher": {"mean": [0.9, 0.8], "ci95": [0.01, 0.01]},
+                        "student_aux": {"mean": [0.3, 0.5], "ci95": [0.02, 0.04]}}}
+    for record, own in ((fig10, plotting.plot_fig10), (experiment, plotting.plot_experiment),
+                        (sweep, plotting.plot_sweep)):
+        drawn = sm.draw(record, tmp_path / "drawn.png")
+        assert drawn == tmp_path / "drawn.png"
+        own(record, tmp_path / "own.png")
+        assert drawn.read_bytes() == (tmp_path / "own.png").read_bytes(), record["format"]
+    assert marks[0].startswith("WARNING: diverged runs\nnon-finite parameters in 1 of 3 runs (student_aux)")
+    assert marks[2] == "" and marks[4] == 'WARNING: diverged runs at temperature = 4\nsee "health" in the JSON records'

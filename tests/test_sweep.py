@@ -285,3 +285,18 @@ def test_too_few_fashion_images_for_any_value_are_refused_before_any_compute(tmp
         run_sweep("n_noise", [2048, 3000], base, out_dir=tmp_path, datasets=datasets, progress=False,
                   log=lambda _: None)
     assert not list(tmp_path.iterdir())
+
+
+def test_runs_is_another_name_for_seeds_in_every_parser(tmp_path, monkeypatch):
+    """``--runs N`` is ``--seeds N`` for the main commands, the study scripts (script_parser) and the published
+    sweep scripts (published_sweep_main), as the examples call it."""
+    from subliminal_mlp.cli import build_parser, script_parser
+
+    for cmd in (["reproduce"], ["sweep", "learning_rate", "1e-3"]):
+        assert build_parser().parse_args(cmd + ["--runs", "3"]).seeds == 3
+        assert build_parser().parse_args(cmd + ["--seeds", "4"]).seeds == 4
+    assert script_parser("doc", tmp_path, seeds=7).parse_args(["--runs", "2"]).seeds == 2
+    got = {}
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda field, values, base, **k: got.update(base=base))
+    sweep_mod.published_sweep_main("depth_mse", tmp_path, ["--runs", "3"])
+    assert got["base"] == Config(n_runs=3, loss="mse")

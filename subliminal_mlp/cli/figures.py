@@ -834,6 +834,11 @@ def register(sub) -> None:
 def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
+    if a.redraw:  # from the records in --out: no settings read, nothing computed
+        if a.force or a.quick:
+            raise ConfigError("--redraw draws from the records as they are: it takes no --force or --quick.")
+        redraw_figures(a.names, out=a.out)
+        return 0
     if not Path(a.source).is_dir():
         raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used: "
                           "the committed figures/ of a checkout of subliminal-mlp, where the command runs from one "
@@ -842,11 +847,6 @@ def _cmd_figures(a: argparse.Namespace) -> int:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list:
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
-        return 0
-    if a.redraw:
-        if a.force or a.quick:
-            raise ConfigError("--redraw draws from the records as they are: it takes no --force or --quick.")
-        redraw_figures(a.names, out=a.out)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)
     run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,

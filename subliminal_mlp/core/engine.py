@@ -239,7 +239,7 @@ class Experiment:
         if isinstance(self.students, Student):
             raise ExperimentError(f"students is one Student ({self.students.name!r}), not a table of them: give a "
                                   "sequence of rows, e.g. students=(row,) for one.")
-        if not isinstance(self.students, Iterable):
+        if not isinstance(self.students, Iterable) or isinstance(self.students, (str, bytes, Mapping)):
             raise ExperimentError(f"students = {self.students!r} is not a table of students: give a sequence of "
                                   "sm.Student rows.")
         object.__setattr__(self, "students", tuple(self.students))
