@@ -18,7 +18,8 @@ The package's layers, each a subpackage:
 - :mod:`subliminal_mlp.theory`: the single-step kernels of the gradient-alignment theorem (float64),
   the theorem check and its verdict, representation similarity.
 - :mod:`subliminal_mlp.studies`: the paper's experiments and their follow-ups, each an experiment value
-  on the engine (Figure 10 and its sweeps, traits, heads, alignment, trajectories, the omitted digit).
+  on the engine (Figure 10 and its sweeps, traits, heads, alignment, trajectories, the omitted digit, the
+  teacher's task, split heads, mitigations, input families, the single-step predictors).
 - :mod:`subliminal_mlp.report`: figures drawn from records, model FLOP counts.
 - :mod:`subliminal_mlp.cli`: the ``subliminal-mlp`` command (``reproduce``, ``figures``, ``theorem``, ...).
 - :mod:`subliminal_mlp.internal`: the only module that leans on JAX internals (CPU lowering tweaks).

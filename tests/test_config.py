@@ -110,3 +110,31 @@ def test_a_studys_protocol_settings_default_to_the_papers_and_refuse_what_no_stu
     assert ProtocolSettings.from_dict(d) == ProtocolSettings(hidden=(32, 16))
     with pytest.raises(ConfigError, match=r"no setting \['epochs'\]"):
         ProtocolSettings.from_dict({**d, "epochs": 3})
+
+
+def test_settings_of_one_dataset_are_refused_on_another_before_any_compute(fake_dataset, monkeypatch):
+    """A record names the data its numbers come from (``data.dataset``, from the settings): Fashion-MNIST settings on
+    MNIST arrays (or the reverse) would mislabel them, so every study refuses them first; traits' ``fashion`` must be
+    Fashion-MNIST (the trait is instilled on non-digit images)."""
+    import subliminal_mlp as sm
+    from subliminal_mlp.core import engine
+    from subliminal_mlp.studies import alignment, heads, omitted_digit, trajectory, traits
+
+    monkeypatch.setattr(engine, "run", lambda *a, **k: pytest.fail("computed"))
+    mnist, fashion = fake_dataset(), fake_dataset(name="fashion-mnist")
+    small = dict(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256)
+    Config(**small).check_dataset(mnist)
+    Config(**small, dataset="fashion-mnist").check_dataset(fashion)
+    with pytest.raises(ConfigError, match=r"dataset = 'fashion-mnist' but the data given are 'mnist': load "
+                                          r"sm.load_dataset\('fashion-mnist'\) or set dataset = 'mnist'"):
+        Config(dataset="fashion-mnist").check_dataset(mnist)
+    wrong = Config(**small, dataset="fashion-mnist")
+    for study in (lambda: omitted_digit.run_omitted_digit(wrong, mnist),
+                  lambda: trajectory.student_trajectories(wrong, mnist, n_probe=100),
+                  lambda: heads.run_heads(wrong, mnist, n_similarity=500),
+                  lambda: alignment.run_alignment(wrong, mnist, n_probe=100),
+                  lambda: sm.run_experiment(wrong, mnist)):
+        with pytest.raises(ConfigError, match="but the data given are 'mnist'"):
+            study()
+    with pytest.raises(ConfigError, match="fashion is 'mnist': the trait is instilled and measured on Fashion-MNIST"):
+        traits.run_traits(Config(**small), mnist, mnist, traits.TraitSettings())

@@ -398,8 +398,12 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
     # sm.draw picks each format's own drawing: the demo record drawn by it is its committed PNG.
     assert sm.draw(sm.read_results(committed / "demo.json"), tmp_path / "d.png").read_bytes() == (out / "demo.png").read_bytes()
     capsys.readouterr()
-    assert cli.main(["figures", "--redraw", "--force", "--out", str(out)]) == 2
-    assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err
+    for flag in ("--force", "--list"):  # --list with --redraw would redraw and list nothing
+        assert cli.main(["figures", "--redraw", flag, "--out", str(out)]) == 2
+        assert "--redraw draws from the records as they are: it takes no --force, --quick or --list" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")  # an --out that is a file: said as such, not "make the figure first"
+    assert cli.main(["figures", "--redraw", "--out", str(tmp_path / "afile")]) == 2
+    assert "afile: it is an existing file, not a directory" in capsys.readouterr().err
 
 
 def test_the_committed_figures_are_the_checkouts_and_an_installed_package_looks_in_the_working_directory(tmp_path):
@@ -437,7 +441,7 @@ def test_redraw_draws_what_is_asked_checks_every_place_first_and_waits_for_a_pip
     assert "demo: redrawn from demo.json -> demo.png" in capsys.readouterr().out
     assert (out / "one_step.png").stat().st_mtime_ns == one_step
     assert cli.main(["figures", "--redraw", "--quick", "demo", "--out", str(out)]) == 2  # --quick: no such drawing
-    assert "--redraw draws from the records as they are: it takes no --force or --quick" in capsys.readouterr().err
+    assert "--redraw draws from the records as they are: it takes no --force, --quick or --list" in capsys.readouterr().err
     # A PNG's place taken by a directory: refused before demo (which comes first) is drawn.
     demo = (out / "demo.png").stat().st_mtime_ns
     (out / "one_step.png").unlink()

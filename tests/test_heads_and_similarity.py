@@ -151,7 +151,9 @@ def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
                                        (dict(n_similarity=1), "n_similarity = 1"),
                                        (dict(sigmas=(0.0,)), "finite number > 0"),
                                        (dict(sigmas=(float("inf"),)), "finite number > 0"),
-                                       (dict(sigmas=(0.01, 0.0100000001)), "repeat a value")])
+                                       (dict(sigmas=(0.01, 0.0100000001)), "repeat a value"),
+                                       (dict(sigmas=0.1), r"sigmas = 0.1 is invalid: give a sequence of numbers"),
+                                       (dict(sigmas="abc"), r"sigmas = 'abc' is invalid: give a sequence of numbers")])
 def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatch, fake_dataset):
     from subliminal_mlp.core.config import ConfigError
     from subliminal_mlp.studies import heads as heads_mod

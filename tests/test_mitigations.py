@@ -148,7 +148,9 @@ def test_the_mitigations_study_end_to_end_on_mnist(data, tmp_path):
                                         (dict(liminal_weights=(float("inf"),)), "finite"),
                                         (dict(weight_decays=("a",)), "finite"),
                                         (dict(learning_rate=float("inf")), "learning_rate"),
-                                        (dict(seed=-1), "seed"), (dict(run_batch=0), "run_batch")])
+                                        (dict(seed=-1), "seed"), (dict(run_batch=0), "run_batch"),
+                                        (dict(projection="yes"), "projection = 'yes' is invalid: give True or False"),
+                                        (dict(weight_decays=0.1), "weight_decays = 0.1 is invalid: give a sequence")])
 def test_invalid_settings_are_refused_before_compute(bad, match):
     with pytest.raises(ConfigError, match=match):
         MitigationSettings(**bad)
@@ -206,6 +208,9 @@ def test_probe_and_held_out_images_must_fit_the_test_set(monkeypatch):
     data = SimpleNamespace(train_images=np.zeros((3000, 784), np.float32), test_images=np.zeros((1000, 784), np.float32))
     with pytest.raises(ConfigError, match="n_probe = 900 and held_out = 256 need more than the 1000 test images"):
         run_mitigations(MitigationSettings(n_probe=900), data)
+    # Without the projection there are no held-out images: only the probe must fit, and the message says so.
+    with pytest.raises(ConfigError, match=r"^n_probe = 1001 is more than the 1000 test images: lower it\.$"):
+        run_mitigations(MitigationSettings(n_probe=1001, projection=False), data)
 
 
 def test_the_projection_family_projects_each_students_gradient_before_adam(task):

@@ -86,6 +86,12 @@ def test_names_that_would_write_elsewhere_or_cannot_be_written_are_refused(tmp_p
         with pytest.raises(OutputError, match="/proc/nope"):
             check_output("/proc/nope")
     assert list(tmp_path.iterdir()) == []  # the probe file is gone
+    from subliminal_mlp.core.results import check_stem
+
+    for stem in ("", ".", "..", None, 3):  # no name at all, or one that names a directory
+        with pytest.raises(OutputError, match="stem = .* is invalid: give a file name stem"):
+            check_stem(stem)
+    assert check_stem("fig10") == "fig10"
 
 
 def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsys, no_compute, monkeypatch):
@@ -104,6 +110,7 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
          "figure one_step reads .*input_families.json, which does not exist"),
         (["reproduce", "--stem", "../x", "--out", str(tmp_path)], "without a directory part"),
+        (["reproduce", "--stem", "", "--out", str(tmp_path)], "stem = '' is invalid"),  # it failed after the run
         (["figures", "--list", "--from", str(tmp_path / "nowhere")], "--from .*nowhere: no such directory"),
         (["figures", "--no-teacher-cache", "--teacher-cache", str(tmp_path)], "not both"),
         # settings are checked before a distributed runtime starts (it would wait for the other process)
@@ -384,3 +391,17 @@ def test_a_script_starts_the_distributed_runtime_when_the_environment_asks_then_
     with pytest.raises(SystemExit) as e:
         run_script(lambda: order.append("again") or {"a": "record"})
     assert e.value.code == 0 and order == ["initialize", "main", "again"]
+
+
+def test_python_dash_m_runs_the_command_for_the_package_and_its_cli():
+    """``python -m subliminal_mlp`` and ``python -m subliminal_mlp.cli`` are the ``subliminal-mlp`` command: its help,
+    and a mistake's one-line error and exit status 2."""
+    import subprocess
+
+    for module in ("subliminal_mlp", "subliminal_mlp.cli"):
+        ok = subprocess.run([sys.executable, "-m", module, "reproduce", "--help"], capture_output=True, text=True,
+                            timeout=120)
+        assert ok.returncode == 0 and "usage: subliminal-mlp reproduce" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "subliminal_mlp", "reproduce", "--seeds", "0"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "subliminal-mlp: error: n_runs = 0" in bad.stderr

@@ -97,7 +97,10 @@ def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
                                         (dict(seed=2**32), "seed"), (dict(run_batch=0), "run_batch"),
                                         (dict(cnn_channels=()), "cnn_channels"),
                                         (dict(cnn_channels=(0, 8)), "cnn_channels"),
-                                        (dict(cnn_channels=(8.5,)), "cnn_channels")])
+                                        (dict(cnn_channels=(8.5,)), "cnn_channels"),
+                                        (dict(single_head="no"), "single_head = 'no' is invalid: give True or False"),
+                                        (dict(hidden=16), r"hidden = 16 is invalid: give a sequence, e.g. hidden = \(16,\)"),
+                                        (dict(cnn_channels="8"), "cnn_channels = '8' is invalid: give a sequence")])
 def test_invalid_settings_are_refused_before_compute(bad, match):
     with pytest.raises(ConfigError, match=match):
         SplitHeadSettings(**bad)

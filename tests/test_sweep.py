@@ -40,6 +40,9 @@ def test_bad_values_are_rejected_before_any_compute(tmp_path, monkeypatch):
         run_sweep("aux_logits", [3, 3], TINY, out_dir=tmp_path)
     with pytest.raises(ConfigError, match="no values"):
         run_sweep("aux_logits", [], TINY, out_dir=tmp_path)
+    for one in (3, "kl"):  # one value, not a list of them (a string's letters are no values either)
+        with pytest.raises(ConfigError, match=f"values = {one!r} is invalid: give a sequence of values"):
+            run_sweep("aux_logits" if one == 3 else "loss", one, TINY, out_dir=tmp_path)
     assert main(["sweep", "bogus", "1", "--out", str(tmp_path)]) == 2
     # the kind of the start's noise changes nothing without noise: a sweep of identical experiments
     with pytest.raises(ConfigError, match="init_noise = 0"):

@@ -730,7 +730,7 @@ def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
     compute, the JSON and CSV untouched (a figure's look changed, its numbers not). The pipeline's state
     keeps the new PNG's SHA-256, so the figure stays up to date. Returns ``{name: png path}``.
     Every record is read and every PNG's place checked before any is drawn."""
-    out = Path(out)
+    out = check_output(out)  # a file where the figures' directory should be: said as such
     plan = []
     for fig in _select(names, registry or REGISTRY):
         png = next((o for o in fig.outputs if o.endswith(".png")), None)
@@ -835,8 +835,8 @@ def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
     if a.redraw:  # from the records in --out: no settings read, nothing computed
-        if a.force or a.quick:
-            raise ConfigError("--redraw draws from the records as they are: it takes no --force or --quick.")
+        if a.force or a.quick or a.list:
+            raise ConfigError("--redraw draws from the records as they are: it takes no --force, --quick or --list.")
         redraw_figures(a.names, out=a.out)
         return 0
     if not Path(a.source).is_dir():

@@ -225,6 +225,15 @@ class Config:
                 f"distilled on (student_inputs = {self.student_inputs!r}, the first n_noise of them): lower n_noise."
             )
 
+    def check_dataset(self, data: Any) -> None:
+        """:meth:`check_data` against a loaded dataset, and its name against ``dataset`` (a record names the
+        data its numbers come from: Fashion-MNIST settings run on MNIST arrays would mislabel them)."""
+        name = getattr(data, "name", None)
+        if name is not None and name != self.dataset:
+            raise ConfigError(f"dataset = {self.dataset!r} but the data given are {name!r}: load "
+                              f"sm.load_dataset({self.dataset!r}) or set dataset = {name!r}.")
+        self.check_data(data.train_images.shape[0], data.train_images.shape[1])
+
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

@@ -577,6 +577,14 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
+def check_stem(stem: Any) -> str:
+    """``stem``, the name the outputs share (``<stem>.json``, ...), if it is one: a non-empty string that is not
+    ``.`` or ``..`` (its directory part is :func:`check_output`'s to refuse). Else an :class:`OutputError`."""
+    if not isinstance(stem, str) or stem in ("", ".", ".."):
+        raise OutputError(f"stem = {stem!r} is invalid: give a file name stem, e.g. 'fig10' for fig10.json.")
+    return stem
+
+
 def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
                  csv: tuple[Sequence[str], Iterable[Sequence[Any]]] | None = None, *,
                  indent: int = 2) -> dict[str, Path]:
@@ -587,8 +595,7 @@ def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
     written leaves both files as they were), and the JSON, the record that readers and the figures
     pipeline trust, is replaced last. Returns ``{"json": path}`` (and ``"csv": path``).
     """
-    if not isinstance(stem, str) or not stem:
-        raise OutputError(f"stem = {stem!r} is invalid: give a file name stem, e.g. 'fig10' for fig10.json.")
+    check_stem(stem)
     out = check_output(out_dir, files=[f"{stem}.json"] + ([] if csv is None else [f"{stem}.csv"]))
     text = json.dumps(record, indent=indent) + "\n"
     table = None if csv is None else csv_text(*csv)

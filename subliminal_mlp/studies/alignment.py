@@ -108,7 +108,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     and ``data.subset`` naming the test images used for g_task and for the probe.
     """
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     n_test, held_out = data.test_images.shape[0], plain_scalar(held_out)
     probe_every, n_probe = check_probe(probe_every, n_probe, n_test)
     exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe)

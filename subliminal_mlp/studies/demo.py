@@ -111,7 +111,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, p
         raise ConfigError(f"run_demo draws the paper's protocol (uniform noise, unperturbed starts); student_inputs "
                           f"= {cfg.student_inputs!r} and init_noise = {cfg.init_noise!r} are not shown there. Use the "
                           "defaults ('uniform', 0), or trajectory.student_trajectories to trace any variant.")
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     probe_every, n_probe = check_probe(probe_every, n_probe, data.test_images.shape[0])
     seed = cfg.seed if seed is None else seed
     cfg = cfg.replace(seed=seed, n_runs=1)

@@ -180,7 +180,7 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
         configs = [cfg.replace(**{field: v}) for v in values]
         if not configs:
             raise ConfigError(f"no values given for {field}.")
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     if pool is None and cfg.student_inputs == "fashion-mnist":
         pool = input_pool(cfg, data)
     exp = experiment_from_config(cfg, pool, () if field is None else (field,))

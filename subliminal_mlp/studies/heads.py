@@ -158,19 +158,22 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
         "correlation": {"cka" | "cosine": {"pearson", "spearman", "n_points"}},  # over all students
         "correlation_within": {"aux" | "all": {"cka" | "cosine": {...}}}
     """
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     n_similarity = plain_scalar(n_similarity)
     n_test = data.test_images.shape[0]
     if not is_integer(n_similarity, 2, n_test):
         raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
                           f"2..{n_test}.")
+    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__iter__") or not all(
+            isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, bool) for s in sigmas):
+        raise ConfigError(f"sigmas = {sigmas!r} is invalid: give a sequence of numbers, e.g. sigmas = (0.05,).")
     sigmas = tuple(float(s) for s in sigmas)
     if any(not 0 < s < math.inf for s in sigmas):
         raise ConfigError(f"sigmas = {sigmas}: every σ must be a finite number > 0 (σ = 0 is the student "
                           "shared_all_aux).")
     names = student_names(sigmas)
     if len(set(names)) != len(names):
-        raise ConfigError(f"sigmas = {sigmas} repeat a value (as the students' names write them, %g): give "
+        raise ConfigError(f"sigmas = {sigmas} repeat a value (as the students' names write them, with :g): give "
                           "distinct values.")
     exp = heads_experiment(cfg, sigmas, n_similarity)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,

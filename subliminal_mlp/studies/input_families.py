@@ -358,7 +358,7 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
     """
     t_start = time.perf_counter()
     settings.check(cfg)
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     table = rows(cfg, settings)
     values = list(dict.fromkeys(r.hp for r in table))
     amplitude = None

@@ -213,9 +213,10 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         raise ConfigError("run_mitigations needs MNIST-shaped data (784 pixels per image).")
     n_test = int(data.test_images.shape[0])
     if s.n_probe + (s.held_out if s.projection else 0) > n_test:
-        raise ConfigError(f"n_probe = {s.n_probe}" + (f" and held_out = {s.held_out}" if s.projection else "")
-                          + f" need more than the {n_test} test images: the probe images and the projection's "
-                          "held-out images must not overlap. Lower them.")
+        raise ConfigError(f"n_probe = {s.n_probe} and held_out = {s.held_out} need more than the {n_test} test "
+                          "images: the probe images and the projection's held-out images must not overlap. Lower "
+                          "them." if s.projection else
+                          f"n_probe = {s.n_probe} is more than the {n_test} test images: lower it.")
     task = Task.from_dataset(data)
     families: dict[str, Any] = {}
     # The teachers do not depend on any swept strength: train them once (no student steps), then

@@ -108,7 +108,7 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     if cfg.student_inputs != Config.student_inputs:
         raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the omitted-digit students are distilled on "
                           "the training images without the digit; leave student_inputs at its default.")
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     pool = distillation_pool(data, digit)
     exp = omitted_digit_experiment(cfg, pool, digit)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,

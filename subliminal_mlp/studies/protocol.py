@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import numpy as np
+
 from ..core.config import (ConfigError, check_positive_int, check_positive_number, check_seed, check_widths,
                            plain_fields)
 
@@ -41,8 +43,18 @@ class ProtocolSettings:
     TUPLES: ClassVar[tuple[str, ...]] = ("hidden",)
 
     def __post_init__(self) -> None:
+        import dataclasses
+
         for name in self.TUPLES:
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ConfigError(f"{name} = {value!r} is invalid: give a sequence, e.g. {name} = ({value!r},).")
+            object.__setattr__(self, name, tuple(value))
+        for f in dataclasses.fields(self):  # a switch is True or False ('no' would count as on)
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), (bool, np.bool_)):
+                raise ConfigError(f"{f.name} = {getattr(self, f.name)!r} is invalid: give True or False.")
+            if f.type in ("bool", bool):
+                object.__setattr__(self, f.name, bool(getattr(self, f.name)))
         plain_fields(self)  # numpy numbers (a subclass's fields too) as Python numbers
         for name in self.POSITIVE_INTS:
             check_positive_int(name, getattr(self, name))

@@ -122,6 +122,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     """
     check_param(param)
     t0 = time.perf_counter()
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ConfigError(f"values = {values!r} is invalid: give a sequence of values of {param}, e.g. [{values!r}].")
     values = list(values)
     if not values:
         raise ConfigError(f"no values given for {param}: give at least one.")

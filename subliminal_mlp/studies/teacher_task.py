@@ -402,7 +402,7 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
     per part, and of the shared baseline).
     """
     settings.check(cfg)
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     if cfg.n_classes > data.n_classes or max(settings.classes) > data.n_classes:
         raise ConfigError(f"the dataset has {data.n_classes} classes: n_classes = {cfg.n_classes} and classes = "
                           f"{list(settings.classes)} must not exceed it.")

@@ -317,7 +317,10 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
+    if getattr(fashion, "name", "fashion-mnist") != "fashion-mnist":
+        raise ConfigError(f"fashion is {fashion.name!r}: the trait is instilled and measured on Fashion-MNIST "
+                          "(non-digit images): give sm.load_fashion_mnist(...).")
     rows = students(settings)
     result = engine.run(traits_experiment(cfg, settings, fashion), engine.Task.from_dataset(data), n_runs=cfg.n_runs,
                         seed=cfg.seed, run_batch=cfg.run_batch, progress=progress)

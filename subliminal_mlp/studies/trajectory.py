@@ -79,7 +79,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
     """
     probe_every, n_probe = check_probe(probe_every, n_probe, data.test_images.shape[0])
     exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
-    cfg.check_data(data.train_images.shape[0], data.train_images.shape[1])
+    cfg.check_dataset(data)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch)
     traces = result.traces["accuracy"][0]  # (runs, P, 2)
