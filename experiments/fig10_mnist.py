@@ -16,7 +16,8 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     ap = script_parser(__doc__, FIGURES, seeds=100, seeds_help="runs (paper: 100)")
-    ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn")
+    ap.add_argument("--on-divergence", choices=("warn", "fail"), default="warn",
+                    help="diverged runs: warn and mark them (default), or fail (exit status 3) writing nothing")
     a = ap.parse_args()
     reproduce(Config(n_runs=a.seeds), data_dir=a.data_dir, out_dir=a.out, stem="fig10_mnist",
               on_divergence=a.on_divergence)

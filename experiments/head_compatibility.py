@@ -19,7 +19,8 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     ap = script_parser(__doc__, FIGURES)
-    ap.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SIGMAS))
+    ap.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SIGMAS),
+                    help="σ of the students started from a perturbed θ0 (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, [f"head_compatibility.{ext}" for ext in ("json", "csv", "png")],
               lambda: run_heads(Config(n_runs=a.seeds), load_mnist(a.data_dir), sigmas=a.sigmas, progress=True),

@@ -17,7 +17,8 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     ap = script_parser(__doc__, FIGURES)
-    ap.add_argument("--digit", type=int, default=3)
+    ap.add_argument("--digit", type=int, default=3,
+                    help="the digit removed from the students' distillation images (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, [f"omitted_digit.{ext}" for ext in ("json", "csv", "png")],
               lambda: run_omitted_digit(Config(n_runs=a.seeds), load_mnist(a.data_dir), a.digit),

@@ -21,7 +21,8 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 
 def main():
     ap = script_parser(__doc__, FIGURES, seeds_help="runs per setting")
-    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
+                    help="the families of inputs to run (default: all)")
     a = ap.parse_args()
     run_study(a.out, [f"input_families.{ext}" for ext in ("json", "csv", "png")],
               lambda: run_input_families(Config(n_runs=a.seeds), load_mnist(a.data_dir),

@@ -20,10 +20,14 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 def main():
     d = MitigationSettings()
     ap = script_parser(__doc__, FIGURES, seeds=d.n_runs, seeds_help="runs per setting")
-    ap.add_argument("--liminal-weights", type=float, nargs="*", default=list(d.liminal_weights))
-    ap.add_argument("--liminal-epochs", type=int, nargs="*", default=list(d.liminal_epochs))
-    ap.add_argument("--weight-decays", type=float, nargs="*", default=list(d.weight_decays))
-    ap.add_argument("--sgd-learning-rates", type=float, nargs="*", default=list(d.sgd_learning_rates))
+    ap.add_argument("--liminal-weights", type=float, nargs="*", default=list(d.liminal_weights),
+                    help="λ of the liminal penalty, > 0; the baseline λ = 0 always runs (default %(default)s)")
+    ap.add_argument("--liminal-epochs", type=int, nargs="*", default=list(d.liminal_epochs),
+                    help="epochs T under the penalty, each in 1..student epochs (default %(default)s)")
+    ap.add_argument("--weight-decays", type=float, nargs="*", default=list(d.weight_decays),
+                    help="AdamW weight decays (default %(default)s)")
+    ap.add_argument("--sgd-learning-rates", type=float, nargs="*", default=list(d.sgd_learning_rates),
+                    help="plain SGD learning rates (default %(default)s)")
     ap.add_argument("--no-projection", action="store_true", help="leave the projection family out")
     a = ap.parse_args()
     settings = MitigationSettings(n_runs=a.seeds, liminal_weights=a.liminal_weights, liminal_epochs=a.liminal_epochs,

@@ -25,10 +25,14 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 def main():
     d = TeacherTaskSettings()
     ap = script_parser(__doc__, FIGURES, seeds_help="runs per setting")
-    ap.add_argument("--classes", type=int, nargs="+", default=list(d.classes))
-    ap.add_argument("--teacher-epochs", type=int, nargs="+", default=list(d.teacher_epochs))
-    ap.add_argument("--student-epochs", type=int, nargs="+", default=list(d.student_epochs))
-    ap.add_argument("--generations", type=int, default=d.generations)
+    ap.add_argument("--classes", type=int, nargs="+", default=list(d.classes),
+                    help="K: a teacher of digits 0..K-1, one setting per value (default %(default)s)")
+    ap.add_argument("--teacher-epochs", type=int, nargs="+", default=list(d.teacher_epochs),
+                    help="teacher epochs, one setting per value (default %(default)s)")
+    ap.add_argument("--student-epochs", type=int, nargs="+", default=list(d.student_epochs),
+                    help="student epochs, one setting per value (default %(default)s)")
+    ap.add_argument("--generations", type=int, default=d.generations,
+                    help="generations G: each student is the next one's teacher (default %(default)s)")
     a = ap.parse_args()
     settings = TeacherTaskSettings(classes=a.classes, teacher_epochs=a.teacher_epochs,
                                    student_epochs=a.student_epochs, generations=a.generations)
