@@ -19,7 +19,7 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 def main():
     ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--held-out", type=int, default=256,
-                    help="last test images of the class-loss gradient the updates are compared with (default %(default)s)")
+                    help="last test images of the task gradient the updates are compared with (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, ["alignment.json", "alignment.png"],
               lambda: run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out,
