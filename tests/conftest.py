@@ -109,7 +109,8 @@ def _fake_dataset(n_train: int = 3000, n_test: int = 1000, *, name: str = "mnist
 
     return SimpleNamespace(name=name, source_dir=source_dir, checksums={"f": "0"} if checksums is None else checksums,
                            train_images=np.zeros((n_train, 784), np.float32), train_labels=np.arange(n_train) % 10,
-                           test_images=np.zeros((n_test, 784), np.float32), test_labels=np.arange(n_test) % 10)
+                           test_images=np.zeros((n_test, 784), np.float32), test_labels=np.arange(n_test) % 10,
+                           n_classes=10)
 
 
 @pytest.fixture

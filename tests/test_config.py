@@ -138,3 +138,30 @@ def test_settings_of_one_dataset_are_refused_on_another_before_any_compute(fake_
             study()
     with pytest.raises(ConfigError, match="fashion is 'mnist': the trait is instilled and measured on Fashion-MNIST"):
         traits.run_traits(Config(**small), mnist, mnist, traits.TraitSettings())
+
+
+def test_every_other_study_refuses_another_datasets_settings_and_check_dataset_checks_the_arrays(fake_dataset,
+                                                                                                 monkeypatch):
+    """The studies not in the test above (the demo, the input families, the teacher's task, a traced sweep) refuse
+    Fashion-MNIST settings on MNIST arrays before any compute; and ``check_dataset`` still checks the settings
+    against the arrays themselves (a batch larger than the training set, images of another size)."""
+    from subliminal_mlp.core import engine
+    from subliminal_mlp.studies import demo, figure10, input_families, teacher_task
+
+    monkeypatch.setattr(engine, "run", lambda *a, **k: pytest.fail("computed"))
+    mnist = fake_dataset()
+    mnist.n_classes = 10
+    wrong = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256, dataset="fashion-mnist")
+    for study in (lambda: demo.run_demo(mnist, wrong, n_probe=100),
+                  lambda: input_families.run_input_families(wrong.replace(n_noise=60_000), mnist),
+                  lambda: teacher_task.run_teacher_task(wrong, mnist),
+                  lambda: figure10.run_traced_sweep(wrong, mnist, "learning_rate", [1e-3, 2e-3])):
+        with pytest.raises(ConfigError, match="dataset = 'fashion-mnist' but the data given are 'mnist'"):
+            study()
+    cfg = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=1024)
+    with pytest.raises(ConfigError, match="batch_size = 1024 is larger than the 500 training examples"):
+        cfg.check_dataset(fake_dataset(n_train=500))
+    odd = fake_dataset()
+    odd.train_images = odd.train_images[:, :10]
+    with pytest.raises(ConfigError, match="input_dim = 784 does not match the data's 10 features"):
+        cfg.check_dataset(odd)

@@ -153,7 +153,10 @@ def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
                                        (dict(sigmas=(float("inf"),)), "finite number > 0"),
                                        (dict(sigmas=(0.01, 0.0100000001)), "repeat a value"),
                                        (dict(sigmas=0.1), r"sigmas = 0.1 is invalid: give a sequence of numbers"),
-                                       (dict(sigmas="abc"), r"sigmas = 'abc' is invalid: give a sequence of numbers")])
+                                       (dict(sigmas="abc"), r"sigmas = 'abc' is invalid: give a sequence of numbers"),
+                                       # bytes' items are ints and a bool is no σ: neither taken as numbers
+                                       (dict(sigmas=b"\x01"), r"sigmas = b'\\x01' is invalid: give a sequence"),
+                                       (dict(sigmas=(True, 0.1)), r"sigmas = \(True, 0.1\) is invalid: give a")])
 def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatch, fake_dataset):
     from subliminal_mlp.core.config import ConfigError
     from subliminal_mlp.studies import heads as heads_mod
@@ -163,6 +166,26 @@ def test_run_heads_refuses_bad_settings_before_any_compute(kw, match, monkeypatc
     with pytest.raises(ConfigError, match=match):
         heads_mod.run_heads(Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256), data,
                             **{"n_similarity": 500, **kw})
+
+
+def test_run_heads_takes_numpys_numbers_as_sigmas(monkeypatch, fake_dataset):
+    """σs from numpy (an array, or numpy scalars in a tuple) are numbers: taken, as Python floats."""
+    from subliminal_mlp.studies import heads as heads_mod
+
+    class Built(Exception):
+        pass
+
+    def built(cfg, sigmas, n_similarity):
+        raise Built(sigmas)
+
+    monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(heads_mod, "heads_experiment", built)
+    cfg = Config(hidden_widths=(8,), n_runs=1, n_noise=1024, batch_size=256)
+    for sigmas in (np.array([0.05, 0.1]), (np.float32(0.05), np.float64(0.1)), (np.int64(1), 0.1)):
+        with pytest.raises(Built) as e:
+            heads_mod.run_heads(cfg, fake_dataset(), sigmas=sigmas, n_similarity=500)
+        assert e.value.args[0] == tuple(float(s) for s in sigmas)
+        assert all(type(s) is float for s in e.value.args[0])
 
 
 def test_penultimate_similarity_of_a_model_with_itself_and_with_its_last_layer_rotated():

@@ -243,3 +243,24 @@ def test_the_projection_family_projects_each_students_gradient_before_adam(task)
     r = sm.run(exp, task, n_runs=1)
     first = np.asarray(r.step_metrics["error"])[0, 0, 0]  # (values, runs, steps, students): step 0
     assert np.all(first < 1e-3), first
+
+
+def test_without_the_projection_the_held_out_images_need_no_room(monkeypatch, fake_dataset):
+    """With ``projection=False`` no held-out images are drawn: 900 probe images fit 1000 test images whatever
+    ``held_out`` says (with the projection, 900 + 256 do not), so the study goes on to its compute."""
+    import subliminal_mlp.studies.mitigations as mit
+
+    class Computed(Exception):
+        pass
+
+    def computed(*a, **k):
+        raise Computed
+
+    monkeypatch.setattr(mit.engine, "run", computed)
+    data = fake_dataset(3000, 1000)
+    with pytest.raises(Computed):
+        run_mitigations(MitigationSettings(n_probe=900, held_out=256, projection=False), data)
+    with pytest.raises(Computed):
+        run_mitigations(MitigationSettings(n_probe=1000, held_out=256, projection=np.bool_(False)), data)
+    with pytest.raises(ConfigError, match="n_probe = 900 and held_out = 256 need more"):
+        run_mitigations(MitigationSettings(n_probe=900, held_out=256, projection=np.bool_(True)), data)

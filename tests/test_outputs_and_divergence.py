@@ -116,6 +116,8 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         # settings are checked before a distributed runtime starts (it would wait for the other process)
         (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
           "--seeds", "0", "--out", str(tmp_path)], "n_runs = 0"),
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
+          "--stem", "", "--out", str(tmp_path)], "stem = '' is invalid"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -199,3 +199,23 @@ def test_run_split_heads_passes_its_settings_and_records_each_teacher_model(tmp_
     with pytest.raises(ConfigError, match="784"):
         run_split_heads(s, SimpleNamespace(train_images=np.zeros((2000, 100), np.float32)))
     assert not calls
+
+
+def test_a_switch_takes_numpys_booleans_as_python_ones_and_nothing_else_and_a_sequence_is_no_string_or_bytes():
+    """``single_head`` (a switch): True/False or numpy's booleans (stored as Python's, for the record's JSON); 0 and 1
+    are numbers, not switches. ``hidden`` and ``cnn_channels`` are sequences: a numpy array or a range is one (stored
+    as a tuple of ints), bytes are not (their items would be taken as widths)."""
+    for flag in (np.bool_(False), np.False_, False):
+        s = SplitHeadSettings(single_head=flag)
+        assert s.single_head is False and type(s.single_head) is bool
+    assert SplitHeadSettings(single_head=np.bool_(True)).single_head is True
+    for number in (0, 1, 1.0, None):
+        with pytest.raises(ConfigError, match=f"single_head = {number!r} is invalid: give True or False"):
+            SplitHeadSettings(single_head=number)
+    s = SplitHeadSettings(hidden=np.array([16, 8]), cnn_channels=range(4, 12, 4))
+    assert s.hidden == (16, 8) and s.cnn_channels == (4, 8) and all(type(w) is int for w in s.hidden + s.cnn_channels)
+    for name in ("hidden", "cnn_channels"):
+        with pytest.raises(ConfigError, match=f"{name} = b'\\\\x10' is invalid: give a sequence"):
+            SplitHeadSettings(**{name: b"\x10"})
+        with pytest.raises(ConfigError, match=f"{name} = None is invalid: give a sequence"):
+            SplitHeadSettings(**{name: None})

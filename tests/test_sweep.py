@@ -303,3 +303,23 @@ def test_runs_is_another_name_for_seeds_in_every_parser(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "run_sweep", lambda field, values, base, **k: got.update(base=base))
     sweep_mod.published_sweep_main("depth_mse", tmp_path, ["--runs", "3"])
     assert got["base"] == Config(n_runs=3, loss="mse")
+
+
+def test_bytes_are_no_sequence_of_values_and_a_numpy_array_is_one(tmp_path, monkeypatch):
+    """``values=b"\\x03"`` would sweep aux_logits over [3] (bytes' items are ints): refused like a string. A numpy
+    array of values is a sequence: it gets past the check (to the first value's checks)."""
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(sweep_mod, "run_traced_sweep", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(ConfigError, match=r"values = b'\\x03' is invalid: give a sequence of values of aux_logits"):
+        run_sweep("aux_logits", b"\x03", TINY, out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="repeat"):  # past the sequence check: the values' own checks
+        run_sweep("aux_logits", np.array([3, 3]), TINY, out_dir=tmp_path)
+
+
+def test_a_dataset_given_under_another_datasets_name_is_refused_before_any_compute(tmp_path, monkeypatch, fake_dataset):
+    # Its records would say "fashion-mnist" beside MNIST's checksums.
+    for name in ("run_traced_sweep", "run_experiment"):  # refused before the first value, not by its own run
+        monkeypatch.setattr(sweep_mod, name, lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(ConfigError, match="dataset = 'fashion-mnist' but the data given are 'mnist'"):
+        run_sweep("aux_logits", [1, 3], TINY.replace(dataset="fashion-mnist"), out_dir=tmp_path, progress=False,
+                  datasets={"fashion-mnist": fake_dataset(4096)}, log=lambda _: None)

@@ -183,6 +183,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     pools, sources = {}, {}
     for i in todo:  # every value against its data (and its image pool), before any value is computed
         d = data_for(configs[i])
+        configs[i].check_dataset(d)  # a dataset given under another's name would be recorded under it
         configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
         sources[i] = input_dataset(configs[i], load=dataset)
         pools[i] = input_pool(configs[i], d, source=sources[i])
