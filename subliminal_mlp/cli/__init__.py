@@ -309,7 +309,7 @@ def _precheck(a: argparse.Namespace) -> None:
     """What can be checked without JAX, before a distributed runtime is started (which waits for the other
     processes): the protocol's settings (a command's Config) and its output directory."""
     if a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
-        from ..core.results import check_output, check_stem
+        from ..core.results import check_output, check_stem_outputs
 
         if a.command == "sweep":
             values = _sweep_values(a)
@@ -318,7 +318,7 @@ def _precheck(a: argparse.Namespace) -> None:
             check_output(a.out)
         else:
             _config_from(a)
-            check_output(a.out, files=[f"{check_stem(a.stem)}.{ext}" for ext in ("json", "csv", "png")])
+            check_stem_outputs(a.out, a.stem, ("json", "csv", "png"))
 
 
 def main(argv: list[str] | None = None) -> int:

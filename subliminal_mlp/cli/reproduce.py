@@ -12,7 +12,7 @@ from ..core.data import load_dataset
 from ..core.distributed import main_print
 from ..studies.figure10 import input_dataset, input_pool, run_experiment
 from ..report.plotting import plot_fig10
-from ..core.results import (DivergenceWarning, check_on_divergence, check_output, check_stem, experiment_record,
+from ..core.results import (DivergenceWarning, check_on_divergence, check_stem_outputs, experiment_record,
                             format_health, format_table, write_results)
 
 
@@ -30,7 +30,7 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     process 0 writes and logs (the default ``log`` prints in process 0 only).
     """
     check_on_divergence(on_divergence)
-    check_output(out_dir, files=[f"{check_stem(stem)}.json", f"{stem}.csv", f"{stem}.png"])
+    check_stem_outputs(out_dir, stem, ("json", "csv", "png"))
     data = load_dataset(cfg.dataset, data_dir)
     cfg.check_dataset(data)
     log(f"data: {cfg.dataset} from {data.source_dir} (sha256 verified)")

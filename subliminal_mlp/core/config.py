@@ -47,6 +47,16 @@ def plain_fields(settings: Any) -> None:
         object.__setattr__(settings, f.name, plain_scalar(value))
 
 
+def is_sequence(value: Any) -> bool:
+    """Whether ``value`` can be a sequence of settings: iterable, and not a string or bytes (whose letters
+    would be taken for values).
+
+    >>> is_sequence((1, 2)), is_sequence(range(3)), is_sequence(3), is_sequence("kl")
+    (True, True, False, False)
+    """
+    return not isinstance(value, (str, bytes)) and hasattr(value, "__iter__")
+
+
 def is_integer(value: Any, low: Optional[int] = None, high: Optional[int] = None, *, numpy: bool = False) -> bool:
     """Whether ``value`` is an integer in ``low .. high`` (both included; None: unbounded). A boolean is not
     an integer here; a numpy integer is one only with ``numpy=True`` (where the value is converted before use).
@@ -225,14 +235,15 @@ class Config:
                 f"distilled on (student_inputs = {self.student_inputs!r}, the first n_noise of them): lower n_noise."
             )
 
-    def check_dataset(self, data: Any) -> None:
-        """:meth:`check_data` against a loaded dataset, and its name against ``dataset`` (a record names the
-        data its numbers come from: Fashion-MNIST settings run on MNIST arrays would mislabel them)."""
+    def check_dataset(self, data: Any, n_classes: int | None = None) -> None:
+        """:meth:`check_data` against a loaded dataset (and ``n_classes``, its classes, when given), and its
+        name against ``dataset`` (a record names the data its numbers come from: Fashion-MNIST settings run on
+        MNIST arrays would mislabel them)."""
         name = getattr(data, "name", None)
         if name is not None and name != self.dataset:
             raise ConfigError(f"dataset = {self.dataset!r} but the data given are {name!r}: load "
                               f"sm.load_dataset({self.dataset!r}) or set dataset = {name!r}.")
-        self.check_data(data.train_images.shape[0], data.train_images.shape[1])
+        self.check_data(data.train_images.shape[0], data.train_images.shape[1], n_classes)
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (validated again)."""

@@ -38,7 +38,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import check_seed, is_integer
+from .config import check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
                       plain_scalar, register_format)
 from .losses import distillation_loss
@@ -239,7 +239,7 @@ class Experiment:
         if isinstance(self.students, Student):
             raise ExperimentError(f"students is one Student ({self.students.name!r}), not a table of them: give a "
                                   "sequence of rows, e.g. students=(row,) for one.")
-        if not isinstance(self.students, Iterable) or isinstance(self.students, (str, bytes, Mapping)):
+        if not is_sequence(self.students) or isinstance(self.students, Mapping):
             raise ExperimentError(f"students = {self.students!r} is not a table of students: give a sequence of "
                                   "sm.Student rows.")
         object.__setattr__(self, "students", tuple(self.students))
@@ -561,7 +561,7 @@ def _check_hparam_value(name: str, value: Any, positive: set[str], swept: bool =
 
 def _sweep_list(name: str, values: Any) -> list:
     """A sweep's values as a list; a single number (or a string) is an error that says to give a list."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or np.ndim(values) == 0:
+    if not is_sequence(values) or np.ndim(values) == 0:
         example = values if np.ndim(values) == 0 and not isinstance(values, (str, bytes)) else 1e-3
         raise ExperimentError(f"sweep[{name!r}] = {values!r} is invalid: give a list of numbers, e.g. "
                               f"sweep={{{name!r}: [{plain_scalar(example)!r}]}}.")

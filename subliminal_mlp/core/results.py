@@ -585,6 +585,11 @@ def check_stem(stem: Any) -> str:
     return stem
 
 
+def check_stem_outputs(out_dir: str | os.PathLike, stem: Any, extensions: Sequence[str]) -> Path:
+    """:func:`check_stem`, then :func:`check_output` of ``out_dir`` for ``<stem>.<ext>`` of each extension."""
+    return check_output(out_dir, files=[f"{check_stem(stem)}.{ext}" for ext in extensions])
+
+
 def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
                  csv: tuple[Sequence[str], Iterable[Sequence[Any]]] | None = None, *,
                  indent: int = 2) -> dict[str, Path]:
@@ -595,8 +600,7 @@ def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
     written leaves both files as they were), and the JSON, the record that readers and the figures
     pipeline trust, is replaced last. Returns ``{"json": path}`` (and ``"csv": path``).
     """
-    check_stem(stem)
-    out = check_output(out_dir, files=[f"{stem}.json"] + ([] if csv is None else [f"{stem}.csv"]))
+    out = check_stem_outputs(out_dir, stem, ["json"] + ([] if csv is None else ["csv"]))
     text = json.dumps(record, indent=indent) + "\n"
     table = None if csv is None else csv_text(*csv)
     files = {} if table is None else {"csv": atomic_write_text(out / f"{stem}.csv", table)}

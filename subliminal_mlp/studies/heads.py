@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine
-from ..core.config import Config, ConfigError, is_integer, plain_scalar
+from ..core.config import Config, ConfigError, is_integer, is_sequence, plain_scalar
 from ..core.engine import Experiment, RunModels, run_keys
 from .figure10 import config_students, experiment_from_config
 from ..core.model import stack_params
@@ -164,7 +164,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     if not is_integer(n_similarity, 2, n_test):
         raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
                           f"2..{n_test}.")
-    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__iter__") or not all(
+    if not is_sequence(sigmas) or not all(
             isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, bool) for s in sigmas):
         raise ConfigError(f"sigmas = {sigmas!r} is invalid: give a sequence of numbers, e.g. sigmas = (0.05,).")
     sigmas = tuple(float(s) for s in sigmas)

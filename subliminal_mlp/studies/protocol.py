@@ -14,7 +14,7 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from ..core.config import (ConfigError, check_positive_int, check_positive_number, check_seed, check_widths,
-                           plain_fields)
+                           is_sequence, plain_fields)
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ class ProtocolSettings:
 
         for name in self.TUPLES:
             value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            if not is_sequence(value):
                 raise ConfigError(f"{name} = {value!r} is invalid: give a sequence, e.g. {name} = ({value!r},).")
             object.__setattr__(self, name, tuple(value))
         for f in dataclasses.fields(self):  # a switch is True or False ('no' would count as on)
-            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), (bool, np.bool_)):
-                raise ConfigError(f"{f.name} = {getattr(self, f.name)!r} is invalid: give True or False.")
             if f.type in ("bool", bool):
+                if not isinstance(getattr(self, f.name), (bool, np.bool_)):
+                    raise ConfigError(f"{f.name} = {getattr(self, f.name)!r} is invalid: give True or False.")
                 object.__setattr__(self, f.name, bool(getattr(self, f.name)))
         plain_fields(self)  # numpy numbers (a subclass's fields too) as Python numbers
         for name in self.POSITIVE_INTS:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.config import MODELS, Config, ConfigError, normalised
+from ..core.config import MODELS, Config, ConfigError, is_sequence, normalised
 from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, check_on_divergence,
@@ -122,7 +122,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     """
     check_param(param)
     t0 = time.perf_counter()
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    if not is_sequence(values):
         raise ConfigError(f"values = {values!r} is invalid: give a sequence of values of {param}, e.g. [{values!r}].")
     values = list(values)
     if not values:
@@ -183,8 +183,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     pools, sources = {}, {}
     for i in todo:  # every value against its data (and its image pool), before any value is computed
         d = data_for(configs[i])
-        configs[i].check_dataset(d)  # a dataset given under another's name would be recorded under it
-        configs[i].check_data(d.train_images.shape[0], d.train_images.shape[1], int(d.train_labels.max()) + 1)
+        # a dataset given under another's name would be recorded under it
+        configs[i].check_dataset(d, int(d.train_labels.max()) + 1)
         sources[i] = input_dataset(configs[i], load=dataset)
         pools[i] = input_pool(configs[i], d, source=sources[i])
         if configs[i].student_inputs == "fashion-mnist" and configs[i].n_noise > len(pools[i]):
