@@ -112,6 +112,7 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         (["reproduce", "--stem", "../x", "--out", str(tmp_path)], "without a directory part"),
         (["reproduce", "--stem", "", "--out", str(tmp_path)], "stem = '' is invalid"),  # it failed after the run
         (["figures", "--list", "--from", str(tmp_path / "nowhere")], "--from .*nowhere: no such directory"),
+        (["figures", "--list", "--force"], "--list only lists .*it takes no --force"),  # --force was ignored
         (["figures", "--no-teacher-cache", "--teacher-cache", str(tmp_path)], "not both"),
         # settings are checked before a distributed runtime starts (it would wait for the other process)
         (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",

@@ -833,7 +833,8 @@ def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     (["--seed", "-1"], "--seed = -1"),
     (["--seed", str(2**32), "--seeds", "1"], "2**32"),
     (["--n-noise", "0"], "--n-noise = 0 is invalid"),
-    (["--teacher-batch", "0"], "--teacher-batch = 0 is invalid"),
+    (["--teacher-loss", "ce", "--teacher-batch", "0"], "--teacher-batch = 0 is invalid"),
+    (["--teacher-batch", "17"], "--teacher-batch = 17 has no effect with --teacher-loss l2"),
     (["--alpha", "0"], "--alpha = 0.0 is invalid"),
     (["--alpha", "inf"], "--alpha = inf is invalid"),
     (["--change-tol", "0"], "--gap-tol and --change-tol must be > 0"),
@@ -864,13 +865,12 @@ def test_cli_hands_its_arguments_to_the_check(monkeypatch, capsys):
         cli_main(["theorem", "--teacher-loss", "l2", "--hidden", "7", "5", "-m", "4", "--activation", "tanh",
                   "--losses", "mse_all", "ce_aux", "--eps-min", "1e-4", "--eps-max", "0.5", "--n-eps", "5",
                   "--seeds", "2", "--seed", str(2**32 - 2), "--n-noise", "33",
-                  "--teacher-batch", "17", "--alpha", "0.25", "--gap-tol", "0.01", "--change-tol", "0.02"])
+                  "--alpha", "0.25", "--gap-tol", "0.01", "--change-tol", "0.02"])
     kw = got["check"]
     assert kw["model"] == mlp((7, 5), aux_logits=4, activation="tanh")
     assert kw["seeds"] == [2**32 - 2, 2**32 - 1]  # the last seed 2**32 - 1 is still valid
     np.testing.assert_array_equal(kw["eps"], np.geomspace(1e-4, 0.5, 5))
-    assert (kw["losses"], kw["n_noise"], kw["teacher_batch"], kw["alpha"], kw["teacher_loss"]) == (
-        ["mse_all", "ce_aux"], 33, 17, 0.25, "l2")
+    assert (kw["losses"], kw["n_noise"], kw["alpha"], kw["teacher_loss"]) == (["mse_all", "ce_aux"], 33, 0.25, "l2")
     assert kw["images"] is None and kw["labels"] is None and kw["data_info"] == {}  # l2: no data
     assert got["summary"] == ("the record", {"gap_tol": 0.01, "change_tol": 0.02})
     with pytest.raises(Stop):

@@ -846,6 +846,8 @@ def _cmd_figures(a: argparse.Namespace) -> int:
     if a.no_teacher_cache and a.teacher_cache:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list:
+        if a.force:
+            raise ConfigError("--list only lists (nothing is made): it takes no --force.")
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)

@@ -48,8 +48,8 @@ def register(sub) -> None:
     t.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default 3)")
     t.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ... (default 0)")
     t.add_argument("--n-noise", type=int, default=1024, help="noise inputs x per seed (default 1024)")
-    t.add_argument("--teacher-batch", type=int, default=1024,
-                   help="MNIST training images in L_T (default 1024)")
+    t.add_argument("--teacher-batch", type=int, default=None,
+                   help="MNIST training images in L_T, with --teacher-loss ce only (default 1024)")
     t.add_argument("--alpha", type=float, default=1.0, help="student step size α (default 1)")
     t.add_argument("--gap-tol", type=float, default=1e-3,
                    help="tolerance of the relative gap |ΔθS·ΔθT/ε − A|/A at the smallest ε (default 1e-3)")
@@ -76,6 +76,11 @@ def _check(a: argparse.Namespace) -> None:
         bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed, and seeds in 0 .. 2**32 - 1.")
     if a.n_noise < 1:
         bad(f"--n-noise = {a.n_noise} is invalid: give at least one noise input.")
+    if a.teacher_batch is None:
+        a.teacher_batch = 1024
+    elif a.teacher_loss != "ce":
+        bad(f"--teacher-batch = {a.teacher_batch} has no effect with --teacher-loss {a.teacher_loss} (L_T uses "
+            "no data): leave it out, or use --teacher-loss ce.")
     if a.teacher_batch < 1:
         bad(f"--teacher-batch = {a.teacher_batch} is invalid: give at least one MNIST image.")
     if not (math.isfinite(a.alpha) and a.alpha > 0):
