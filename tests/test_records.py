@@ -91,13 +91,13 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert rec["timing"]["total_s"] == 3.5
     plain = experiment_record(fake_result())
     assert plain["data"] == {"dataset": "mnist"} and "values_in_program" not in plain["environment"]
-    # The committed Figure-10 record has the same keys, in the same order, at every level of the envelope
-    # (but "health", which came after it was made).
+    # The committed Figure-10 record has the same keys, in the same order, at every level of the envelope,
+    # and the figures pipeline's own entry (how it was made) at the end.
     committed = json.loads((FIGURES / "fig10_mnist.json").read_text())
-    assert list(committed) == [k for k in rec if k != "health"]
-    for key in ("seeds", "data", "timing"):
+    assert list(committed) == [*rec, "pipeline"]
+    for key in ("config", "seeds", "data", "timing", "health"):
         assert list(committed[key]) == list(rec[key]), key
-    assert list(committed["environment"]) == [k for k in env if k not in ("values_in_program", "matmul_precision", "x64")]
+    assert list(committed["environment"]) == [k for k in env if k != "values_in_program"]
     assert env["matmul_precision"] == str(jax.config.jax_default_matmul_precision or "default")
     assert list(committed["models"]) == list(rec["models"])
 

@@ -433,7 +433,9 @@ def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any
 
     ``matmul_precision`` is ``jax_default_matmul_precision`` ("default" when unset): on CPU every
     float32 matmul is float32 at any setting; on NVIDIA GPUs "default" means TensorFloat-32 inputs
-    (set ``JAX_DEFAULT_MATMUL_PRECISION=float32`` for float32 arithmetic).
+    (set ``JAX_DEFAULT_MATMUL_PRECISION=float32`` for float32 arithmetic). ``x64`` is the process-wide
+    ``jax_enable_x64`` when the record is written: a computation that enables float64 in a scope (the
+    theorem check, ``theory.float64()``) says so in its own settings (``precision``).
     """
     env: dict[str, Any] = {}
     for pkg in ("subliminal-mlp", "jax", "jaxlib", "flax", "optax", "numpy"):
