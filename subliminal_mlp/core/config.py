@@ -192,8 +192,9 @@ class Config:
                               "use loss = 'kl' or temperature = 1.")
         if self.student_inputs not in STUDENT_INPUTS:
             raise ConfigError(f"student_inputs = {self.student_inputs!r} is invalid: choose one of {STUDENT_INPUTS}.")
-        if not (isinstance(self.input_mix, (int, float)) and 0 <= self.input_mix <= 1):
-            raise ConfigError(f"input_mix = {self.input_mix!r} is invalid: it must be in [0, 1].")
+        if isinstance(self.input_mix, bool) or not (isinstance(self.input_mix, (int, float))
+                                                    and 0 <= self.input_mix <= 1):
+            raise ConfigError(f"input_mix = {self.input_mix!r} is invalid: it must be a number in [0, 1].")
         if self.input_mix != Config.input_mix and self.student_inputs != "mix":
             raise ConfigError(f"input_mix = {self.input_mix!r} has no effect with student_inputs = "
                               f"{self.student_inputs!r}: it weighs the images of student_inputs = 'mix'.")
