@@ -796,10 +796,19 @@ def test_project_out_against_flattened_vectors():
     g = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
     d = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
     flat = lambda t: np.concatenate([np.ravel(t["a"]), np.ravel(t["b"])]).astype(np.float64)  # noqa: E731
-    out, _ = project_out(lambda p: d).update(g, optax.EmptyState(), g)
-    want = flat(g) - flat(g) @ flat(d) / (flat(d) @ flat(d)) * flat(d)
-    np.testing.assert_allclose(flat(out), want, atol=1e-5)
-    assert abs(flat(out) @ flat(d)) < 1e-4
+    for sign in (1.0, -1.0):  # the update aligned with d, then opposed to it
+        u = jax.tree.map(lambda a: a * sign * np.sign(flat(g) @ flat(d)), g)
+        full = flat(u) - flat(u) @ flat(d) / (flat(d) @ flat(d)) * flat(d)
+        out, _ = project_out(lambda p: d, when="always").update(u, optax.EmptyState(), u)
+        np.testing.assert_allclose(flat(out), full, atol=1e-5)
+        assert abs(flat(out) @ flat(d)) < 1e-4
+        # The default, Kitkana & Arora's test: the component is removed only when u·d > 0.
+        out, _ = project_out(lambda p: d).update(u, optax.EmptyState(), u)
+        np.testing.assert_allclose(flat(out), full if sign > 0 else flat(u), atol=1e-5)
+        half, _ = project_out(lambda p: d, 0.5).update(u, optax.EmptyState(), u)
+        np.testing.assert_allclose(flat(half), (flat(u) + full) / 2 if sign > 0 else flat(u), atol=1e-5)
+    with pytest.raises(ValueError, match="project_out\\(when='sometimes'\\): choose 'aligned'"):
+        project_out(lambda p: d, when="sometimes")
     np.testing.assert_allclose(cosine(g, d), flat(g) @ flat(d) / np.linalg.norm(flat(g)) / np.linalg.norm(flat(d)),
                                rtol=1e-5)
 
@@ -814,8 +823,8 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     def projected(hp, view):  # the optimiser is built per run, from the run's data
         return optax.chain(project_out(task_grad(view)), sm.students.adam(hp["learning_rate"]))
 
-    def after(hp, view):  # projected after Adam: the applied update itself is orthogonal to the task gradient
-        return optax.chain(sm.students.adam(hp["learning_rate"]), project_out(task_grad(view)))
+    def after(hp, view):  # projected after Adam, whatever the sign: the applied update is orthogonal to the task gradient
+        return optax.chain(sm.students.adam(hp["learning_rate"]), project_out(task_grad(view), when="always"))
 
     names = ("plain", "projected", "after")
 

@@ -215,7 +215,7 @@ def test_probe_and_held_out_images_must_fit_the_test_set(monkeypatch):
 
 def test_the_projection_family_projects_each_students_gradient_before_adam(task):
     # The family's optimiser is chain(project_out(∇L_task), adam): at the first step Adam's update is
-    # −η·p/(|p| + ε) with p = g − w·(g·d/‖d‖²)·d, g the raw distillation gradient and d the class-loss
+    # −η·p/(|p| + ε) with p = g − w·(max(g·d, 0)/‖d‖²)·d, g the raw distillation gradient and d the class-loss
     # gradient on the last held_out test images at the student's own parameters (the cross student's d is
     # at its own start, not at θ0), w the swept projection_weight (0.5 here, so that the weight shows).
     from subliminal_mlp.core.losses import class_cross_entropy
@@ -233,7 +233,7 @@ def test_the_projection_family_projects_each_students_gradient_before_adam(task)
             p0 = v.run.students[name]
             d = flat(jax.grad(lambda p: class_cross_entropy(v.run.model.apply(p, x), y, 10))(p0))
             g = flat(v.grads[name])
-            p = g - 0.5 * jnp.dot(g, d) / jnp.dot(d, d) * d
+            p = g - 0.5 * jnp.maximum(jnp.dot(g, d), 0.0) / jnp.dot(d, d) * d
             want = -s.learning_rate * p / (jnp.abs(p) + 1e-8)
             out.append(jnp.max(jnp.abs(flat(v.updates[name]) - want)) / s.learning_rate)
         return jnp.stack(out)

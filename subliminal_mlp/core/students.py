@@ -425,31 +425,54 @@ def cosine(a, b) -> jax.Array:
     return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def project_out(direction: Callable[[Any], Any], weight: float = 1.0) -> optax.GradientTransformation:
+def project_out(direction: Callable[[Any], Any], weight: float = 1.0, *,
+                when: str = "aligned") -> optax.GradientTransformation:
     """An optax transformation removing from each update its component along ``direction(params)``.
 
-    ``g ← g − w · (g·d / ‖d‖²) · d`` with ``d = direction(params)`` (e.g. the gradient of the
-    teacher's task loss at the student's current parameters: Kitkana & Arora's projection test)
-    and ``w = weight``, a number (or array) in [0, 1] (1: all of the component, 0: none; to sweep
-    it, build the optimiser from the hyperparameters: ``optimizer=lambda hp: optax.chain(
-    project_out(d, hp["w"]), adam(hp["learning_rate"]))``).
+    With ``d = direction(params)`` (e.g. the gradient of the teacher's task loss at the student's
+    current parameters, the "trait gradient") and ``w = weight``, a number (or array) in [0, 1]
+    (1: all of the component, 0: none):
+
+    * ``when="aligned"`` (the default; Kitkana & Arora's projection test, protocol.md §4: the
+      distillation gradient is projected onto the plane normal to the trait gradient *when they
+      align*): ``g ← g − w · max(g·d, 0) / ‖d‖² · d``. A ``g`` with ``g·d ≤ 0`` (a step that does
+      not descend the trait's loss) is left as it is.
+    * ``when="always"``: ``g ← g − w · (g·d / ‖d‖²) · d``, whatever the sign of ``g·d``.
+
+    ``g`` and ``d`` are both gradients of losses (a descent step is ``−g``), so ``g·d > 0`` means
+    the step along ``−g`` also lowers the trait's loss. To sweep ``w``, build the optimiser from the
+    hyperparameters: ``optimizer=lambda hp: optax.chain(project_out(d, hp["w"]), adam(hp["learning_rate"]))``.
     Chain it before the optimiser: ``optax.chain(project_out(d), adam(lr))``. It projects the
     *gradient*: Adam's update, rescaled per coordinate by its moment estimates, is then not exactly
     orthogonal to ``d`` (its cosine with ``d`` is small, not 0); chain it after the optimiser
-    (``optax.chain(adam(lr), project_out(d))``) to make the applied update itself orthogonal.
+    (``optax.chain(adam(lr), project_out(d, when="always"))``) to make the applied update itself
+    orthogonal (after the optimiser the updates are steps, ``−lr · …``, not gradients, so "aligned"
+    would select the opposite sign there).
 
     >>> import jax.numpy as jnp
-    >>> tx = project_out(lambda params: {"w": jnp.array([1.0, 0.0])})  # remove the first coordinate
-    >>> g, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(None), params={"w": jnp.zeros(2)})
-    >>> g["w"].tolist()
+    >>> tx = project_out(lambda params: {"w": jnp.array([1.0, 0.0])})  # the first coordinate, when aligned
+    >>> state, params = tx.init(None), {"w": jnp.zeros(2)}
+    >>> tx.update({"w": jnp.array([3.0, 4.0])}, state, params)[0]["w"].tolist()   # aligned: removed
+    [0.0, 4.0]
+    >>> tx.update({"w": jnp.array([-3.0, 4.0])}, state, params)[0]["w"].tolist()  # opposed: kept
+    [-3.0, 4.0]
+    >>> always = project_out(lambda params: {"w": jnp.array([1.0, 0.0])}, when="always")
+    >>> always.update({"w": jnp.array([-3.0, 4.0])}, state, params)[0]["w"].tolist()
     [0.0, 4.0]
     """
+    if when not in ("aligned", "always"):
+        raise ValueError(f"project_out(when={when!r}): choose 'aligned' (remove the component only when the "
+                         "update and the direction align, Kitkana & Arora's test) or 'always'.")
+
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("project_out needs the parameters: call update(updates, state, params).")
         d = direction(params)
         dd = tree_dot(d, d)
-        coef = weight * jnp.where(dd > 0, tree_dot(updates, d) / jnp.where(dd > 0, dd, 1.0), 0.0)
+        gd = tree_dot(updates, d)
+        if when == "aligned":
+            gd = jnp.maximum(gd, 0.0)
+        coef = weight * jnp.where(dd > 0, gd / jnp.where(dd > 0, dd, 1.0), 0.0)
         return jax.tree.map(lambda g, t: g - coef * t, updates, d), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

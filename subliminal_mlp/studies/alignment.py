@@ -1,4 +1,4 @@
-"""Multi-step gradient alignment during distillation, and the projection test (protocol.md §1).
+"""Multi-step gradient alignment during distillation, and the projection test (protocol.md §4).
 
 Kitkana & Arora (2026) report that, through many distillation steps, the distillation gradient
 stays weakly but consistently aligned with the gradient of the teacher's task (the "trait"), and
@@ -9,9 +9,10 @@ student, the experiment's step metric ``cos`` (:func:`alignment_experiment`) mea
 
 (equivalently the cosine between the update −g_distill and the task-improving direction −g_task),
 inside the compiled loop, stacked over steps by the scan (an engine ``step_metrics`` entry). The
-causal test removes from each distillation gradient its component along g_task before Adam sees it,
+causal test (Kitkana & Arora's, protocol.md §4) removes from each distillation gradient its component
+along g_task when they align, before Adam sees it,
 
-    g ← g − (g·g_task / ‖g_task‖²) · g_task
+    g ← g − (max(g·g_task, 0) / ‖g_task‖²) · g_task
 
 (:func:`~subliminal_mlp.core.students.project_out` chained before Adam), and measures how much
 accuracy the student still gains. One run trains four students on the same noise: shared and

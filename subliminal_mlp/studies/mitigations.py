@@ -18,7 +18,8 @@ time, each at several strengths (protocol.md §4):
   mean loss's);
 * **gradient projection** (:func:`~subliminal_mlp.core.students.project_out`): the component of
   each distillation gradient along the gradient of the teacher's task (class cross-entropy on
-  held-out test images) removed before Adam, as in :mod:`~subliminal_mlp.studies.alignment`.
+  held-out test images) removed before Adam when the two align, as in
+  :mod:`~subliminal_mlp.studies.alignment` (Kitkana & Arora's test).
 
 Each family is one engine experiment (the shared-init student and its cross-model control, both
 with the mitigation) whose strength is a hyperparameter swept in one compiled program; the runs'
