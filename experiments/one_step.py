@@ -50,7 +50,7 @@ def main():
 
     def compute():
         return run_one_step(load_mnist(a.data_dir), input_families=input_families, sweeps=sweeps,
-                            progress=True, log=print, **records)
+                            data_dir=a.data_dir, progress=True, log=print, **records)
 
     run_study(a.out, [f"one_step.{ext}" for ext in ("json", "csv", "png")], compute, write_one_step,
               format_one_step_table)

@@ -472,3 +472,43 @@ def test_first_step_returns_the_named_students_step_zero_in_their_order(mnist):
     np.testing.assert_allclose(cos[0], want[:, ::-1], atol=2e-4)
     with pytest.raises(ConfigError, match="no student \\['nobody'\\]"):
         O.first_step(exp, sm.Task.from_dataset(mnist), ("student_aux", "nobody"), n_runs=2, seed=1)
+
+
+def test_a_sweep_of_fashion_images_loads_them_from_the_data_dir_given(mnist, data_root, tmp_path, monkeypatch):
+    # The published student_inputs sweep has a value whose students see Fashion-MNIST images. run_one_step(...,
+    # data_dir=) finds them there, not only through $SUBLIMINAL_MLP_DATA or the cache (the figures pipeline's
+    # --data-dir was ignored for them: 'fashion-mnist files not found'), checksums them in the record and hands
+    # the program their training images (of which it draws the first n_noise). The rerun is replaced by a fake that keeps the experiment.
+    from types import SimpleNamespace
+
+    from subliminal_mlp.core.data import load_dataset
+
+    for var, value in (("SUBLIMINAL_MLP_DATA", str(tmp_path / "nothing")), ("SUBLIMINAL_MLP_CACHE", str(tmp_path))):
+        monkeypatch.setenv(var, value)
+    seen = []
+
+    def first_step(exp, task, names, *, n_runs, **kw):
+        seen.append(exp)
+        res = SimpleNamespace(compile_s=0.0, run_s=0.0, devices=["cpu"],
+                              metrics={"one_step_A": np.zeros((1, n_runs))})
+        return res, np.zeros((1, n_runs, len(names), 2))
+
+    monkeypatch.setattr(O, "first_step", first_step)
+    cfg = Config(hidden_widths=(32,), n_runs=2, n_noise=1024, batch_size=512, teacher_epochs=1, student_epochs=1)
+    acc = {"student_aux": {"accuracies": [0.3, 0.4]}, "cross_aux": {"accuracies": [0.1, 0.1]}}
+    values = [{"config": cfg.replace(student_inputs=kind).to_dict(), "n_runs": 2, "seeds": {"seed": 0},
+               "models": acc} for kind in ("uniform", "fashion-mnist")]
+    sweeps = {"student_inputs": {"summary": {"format": "subliminal-mlp/sweep", "param": "student_inputs",
+                                             "labels": ["uniform", "fashion-mnist"], "created": "t",
+                                             "config": cfg.to_dict()},
+                                 "values": values}}
+    with pytest.raises(sm.DataError, match="nothing .*from \\$SUBLIMINAL_MLP_DATA.* containing fashion-mnist/"):
+        O.run_one_step(mnist, sweeps=sweeps)
+    rec = O.run_one_step(mnist, sweeps=sweeps, data_dir=data_root)
+    fashion = load_dataset("fashion-mnist", data_root)
+    assert rec["data"]["inputs"]["dataset"] == "fashion-mnist"
+    assert rec["data"]["inputs"]["sha256"] == fashion.checksums
+    src = seen[-1].inputs  # images(pool, n_noise): the pool's first 1,024 images
+    assert src.n == 1024
+    np.testing.assert_array_equal(np.asarray(src.arrays["pool"]), fashion.train_images)
+    assert not isinstance(seen[0].inputs.arrays.get("pool"), np.ndarray)  # the uniform value: noise, no pool

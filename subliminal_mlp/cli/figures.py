@@ -356,7 +356,8 @@ def _one_step() -> Figure:
 
         records = {name: (read_published_sweeps(out / "sweeps") if name == "sweeps"
                           else read_results(out / f"{name}.json")) for name in s["sources"]}
-        rec = run_one_step(ctx.dataset("mnist"), **records, progress=ctx.progress, log=ctx.log)
+        rec = run_one_step(ctx.dataset("mnist"), **records, data_dir=ctx.data_dir, progress=ctx.progress,
+                           log=ctx.log)
         return write_one_step(rec, out)
 
     sources = ["input_families", "mitigations", "split_heads", "sweeps", "teacher_task"]

@@ -498,9 +498,11 @@ def _sweep_key(cfg: Config, param: str) -> str:
     return _qualified(key, protocol)
 
 
-def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, log) -> tuple[list[dict], list[dict], Any]:
+def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, log,
+                     input_data=None) -> tuple[list[dict], list[dict], Any]:
     """Every value of the published sweeps (:func:`read_published_sweeps`): the first update of Figure 10's
-    aux-only student and its control, against the value record's gain.
+    aux-only student and its control, against the value record's gain. ``input_data``: the dataset of
+    the students' images where a sweep's are another dataset's (Fashion-MNIST), loaded by the caller.
 
     A setting shared by several sweeps (the paper's, above all) is computed once. Values of a
     numeric hyperparameter (temperature, input mix, initial noise) run as one program; the others one
@@ -522,7 +524,8 @@ def _sweeps_settings(sweeps: Mapping[str, Mapping[str, Any]], data, progress, lo
         traced = field in f10.HPARAM_FIELDS and len(todo) > 1
         for group in [todo] if traced else [[i] for i in todo]:
             c0 = cfgs[group[0]]
-            exp = f10.experiment_from_config(c0, swept=[field] if traced else ()).replace(
+            pool = f10.input_pool(c0, data, source=input_data) if c0.student_inputs == "fashion-mnist" else None
+            exp = f10.experiment_from_config(c0, pool, swept=[field] if traced else ()).replace(
                 name=f"one_step:sweep:{name}:" + ",".join(summ["labels"][i] for i in group))
             log(f"{exp.name}: {len(group)} setting(s) × {c0.n_runs} runs")
             t0 = time.perf_counter()
@@ -621,7 +624,7 @@ def _protocol(name: str, rec: Mapping[str, Any]) -> tuple:
 def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                  teacher_task: Optional[Mapping[str, Any]] = None, mitigations: Optional[Mapping[str, Any]] = None,
                  split_heads: Optional[Mapping[str, Any]] = None, sweeps: Optional[Mapping[str, Any]] = None,
-                 progress: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                 data_dir=None, progress: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """The single-step quantities of every setting of the given study records, against their gains.
 
     ``input_families``: a record of :func:`~subliminal_mlp.studies.input_families.run_input_families`
@@ -631,7 +634,8 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
     ``split_heads``: one of :func:`~subliminal_mlp.studies.split_heads.run_split_heads` (the students
     of the teacher's architecture); ``sweeps``: the published sweeps (:func:`read_published_sweeps`).
     Each record's protocol (config, seeds, settings) is rerun on ``data`` (the dataset the records
-    were made on: checked by checksum) for as long as its first step needs (0 or 1 student epochs;
+    were made on: checked by checksum; a sweep whose students see Fashion-MNIST images loads them
+    from ``data_dir``, found as :func:`~subliminal_mlp.core.data.load_dataset` finds it) for as long as its first step needs (0 or 1 student epochs;
     the generations in full). The records must share their runs and seed. The input-families and
     teacher-task settings use :func:`one_step_metrics` (the paper's student, its first Adam update
     computed from θ0); the others :func:`update_cosines` (each student's own first update, read in
@@ -681,10 +685,12 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
     rec_data = data_record(data, name="mnist")
     fashion = [Config.from_dict(v["config"]) for sw in (sweeps or {}).values() for v in sw["values"]
                if v["config"].get("student_inputs") == "fashion-mnist"]
-    if fashion:  # its students' images: the dataset experiment_from_config loads (found the same way), checksummed
+    input_data = None
+    if fashion:  # its students' images, loaded once from data_dir, checksummed in the record
         from .figure10 import input_dataset
 
-        rec_data["inputs"] = data_record(input_dataset(fashion[0]))
+        input_data = input_dataset(fashion[0], data_dir)
+        rec_data["inputs"] = data_record(input_data)
     for name, rec in heads.items():
         want = rec.get("data", {}).get("sha256")
         if want and rec_data.get("sha256") and want != rec_data["sha256"]:
@@ -695,7 +701,8 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
         if active_teacher_cache() is None:
             stack.enter_context(use_teacher_cache(TeacherCache(stack.enter_context(tempfile.TemporaryDirectory()))))
         for name, rec in given.items():
-            e, p, f = SOURCES[name][1](rec, data, progress, log)
+            e, p, f = SOURCES[name][1](rec, data, progress, log, **({"input_data": input_data} if name == "sweeps"
+                                                                    else {}))
             changes = {} if name == "sweeps" else _protocol_changes(rec["config"])  # a sweep's keys are global
             entries += [{"source": name, **x, "key": _qualified(x["key"], changes)} for x in e]
             programs += [{**q, "source": name} for q in p]
