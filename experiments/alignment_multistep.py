@@ -1,10 +1,12 @@
 """Regenerate figures/alignment.{png,json}: gradient alignment through distillation, and its removal.
 
-    python experiments/alignment_multistep.py [--seeds 10] [--held-out 256] [--data-dir ../shared/data] [--out figures]
+    python experiments/alignment_multistep.py [--seeds 10] [--held-out 256] [--projection aligned]
+        [--data-dir ../shared/data] [--out figures]
 
 Paper settings. At every distillation step, the cosine between each aux-only student's
 distillation gradient and the gradient of the class cross-entropy on held-out MNIST images; then
-the same students with that component projected out of every step (Kitkana & Arora 2026).
+the same students with that component projected out of every step where the two align (Kitkana &
+Arora 2026; --projection always: on every step).
 """
 
 from pathlib import Path
@@ -20,10 +22,13 @@ def main():
     ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--held-out", type=int, default=256,
                     help="last test images of the task gradient the updates are compared with (default %(default)s)")
+    ap.add_argument("--projection", choices=("aligned", "always"), default="aligned",
+                    help="remove the task component on the steps where it aligns with the update (Kitkana & Arora's "
+                         "test), or on every step (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, ["alignment.json", "alignment.png"],
               lambda: run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out,
-                                    progress=True),
+                                    projection=a.projection, progress=True),
               write_alignment, format_alignment_table)
 
 

@@ -33,11 +33,18 @@ def test_cosine_and_projection_of_each_student_against_flattened_vectors():
             assert remaining == pytest.approx(1.0 - weight if sign > 0 else 1.0, abs=1e-4)
 
 
-def test_run_alignment_records_every_step(data_root, tmp_path, check_envelope):
+def test_run_alignment_records_every_step(data_root, tmp_path, check_envelope, monkeypatch):
+    import subliminal_mlp.studies.alignment as A
+
     data = load_mnist(data_root)
     cfg = Config(hidden_widths=(32,), n_runs=2, teacher_epochs=1, student_epochs=2, n_noise=2048, batch_size=512)
-    rec = run_alignment(cfg, data, held_out=128, probe_every=2, progress=True)
+    rules, real = [], A.project_out
+    monkeypatch.setattr(A, "project_out", lambda d, *, when: rules.append(when) or real(d, when=when))
+    rec = run_alignment(cfg, data, held_out=128, probe_every=2, projection="always", progress=True)
     check_envelope(rec, data.checksums)
+    assert rec["projection"] == "always" and set(rules) == {"always"}  # the rule asked for is the one used
+    with pytest.raises(ValueError, match="projection = 'sometimes' is invalid"):
+        run_alignment(cfg, data, projection="sometimes")
     n_steps = 2 * 4
     for name, _, _ in STUDENTS:
         assert len(rec["cosine"][name]["mean"]) == n_steps

@@ -213,17 +213,23 @@ def test_probe_and_held_out_images_must_fit_the_test_set(monkeypatch):
         run_mitigations(MitigationSettings(n_probe=1001, projection=False), data)
 
 
-def test_the_projection_family_projects_each_students_gradient_before_adam(task):
+@pytest.mark.parametrize("when", ["aligned", "always"])
+def test_the_projection_family_projects_each_students_gradient_before_adam(task, when, monkeypatch):
     # The family's optimiser is chain(project_out(∇L_task), adam): at the first step Adam's update is
-    # −η·p/(|p| + ε) with p = g − w·(max(g·d, 0)/‖d‖²)·d, g the raw distillation gradient and d the class-loss
+    # −η·p/(|p| + ε) with p = g − w·(max(g·d, 0)/‖d‖²)·d (projection_when "aligned", the default: Kitkana & Arora's
+    # test; "always": g·d in place of max(g·d, 0)), g the raw distillation gradient and d the class-loss
     # gradient on the last held_out test images at the student's own parameters (the cross student's d is
     # at its own start, not at θ0), w the swept projection_weight (0.5 here, so that the weight shows).
     from subliminal_mlp.core.losses import class_cross_entropy
     from subliminal_mlp.studies.mitigations import mitigation_experiment
 
+    import subliminal_mlp.studies.mitigations as mit
+
     s = MitigationSettings(n_runs=1, n_noise=512, hidden=(16,), teacher_epochs=1, student_epochs=1,
                            batch_size=256, held_out=64, n_probe=100, liminal_weights=(), weight_decays=(),
-                           sgd_learning_rates=())
+                           sgd_learning_rates=(), **({} if when == "aligned" else {"projection_when": when}))
+    rules, real = [], mit.project_out
+    monkeypatch.setattr(mit, "project_out", lambda d, w, *, when: rules.append(when) or real(d, w, when=when))
     flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
 
     def error(v):
@@ -233,7 +239,8 @@ def test_the_projection_family_projects_each_students_gradient_before_adam(task)
             p0 = v.run.students[name]
             d = flat(jax.grad(lambda p: class_cross_entropy(v.run.model.apply(p, x), y, 10))(p0))
             g = flat(v.grads[name])
-            p = g - 0.5 * jnp.maximum(jnp.dot(g, d), 0.0) / jnp.dot(d, d) * d
+            gd = jnp.maximum(jnp.dot(g, d), 0.0) if when == "aligned" else jnp.dot(g, d)
+            p = g - 0.5 * gd / jnp.dot(d, d) * d
             want = -s.learning_rate * p / (jnp.abs(p) + 1e-8)
             out.append(jnp.max(jnp.abs(flat(v.updates[name]) - want)) / s.learning_rate)
         return jnp.stack(out)
@@ -243,6 +250,9 @@ def test_the_projection_family_projects_each_students_gradient_before_adam(task)
     r = sm.run(exp, task, n_runs=1)
     first = np.asarray(r.step_metrics["error"])[0, 0, 0]  # (values, runs, steps, students): step 0
     assert np.all(first < 1e-3), first
+    assert set(rules) == {when}  # the settings' rule is the one the optimiser was built with
+    with pytest.raises(ConfigError, match="projection_when = 'never' is invalid"):
+        MitigationSettings(projection_when="never")
 
 
 def test_without_the_projection_the_held_out_images_need_no_room(monkeypatch, fake_dataset):

@@ -205,7 +205,8 @@ def _make_alignment(s, out, ctx):
     from ..studies.alignment import run_alignment, write_alignment
 
     rec = run_alignment(Config.from_dict(s["config"]), ctx.dataset("mnist"), held_out=s["held_out"],
-                        probe_every=s["probe_every"], n_probe=s["n_probe"], progress=ctx.progress)
+                        probe_every=s["probe_every"], n_probe=s["n_probe"],
+                        projection=s.get("projection", "aligned"), progress=ctx.progress)
     return write_alignment(rec, out)
 
 

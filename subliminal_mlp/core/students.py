@@ -425,6 +425,11 @@ def cosine(a, b) -> jax.Array:
     return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+#: The rules of :func:`project_out`: remove the component only when the update and the direction align
+#: (Kitkana & Arora's projection test, the default), or always.
+PROJECTION_RULES = ("aligned", "always")
+
+
 def project_out(direction: Callable[[Any], Any], weight: float = 1.0, *,
                 when: str = "aligned") -> optax.GradientTransformation:
     """An optax transformation removing from each update its component along ``direction(params)``.
@@ -460,7 +465,7 @@ def project_out(direction: Callable[[Any], Any], weight: float = 1.0, *,
     >>> always.update({"w": jnp.array([-3.0, 4.0])}, state, params)[0]["w"].tolist()
     [0.0, 4.0]
     """
-    if when not in ("aligned", "always"):
+    if when not in PROJECTION_RULES:
         raise ValueError(f"project_out(when={when!r}): choose 'aligned' (remove the component only when the "
                          "update and the direction align, Kitkana & Arora's test) or 'always'.")
 

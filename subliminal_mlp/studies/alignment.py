@@ -37,7 +37,7 @@ from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy
 from ..core.model import accuracy
 from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, run_timing, write_record
-from ..core.students import Student, adam, cosine, project_out
+from ..core.students import PROJECTION_RULES, Student, adam, cosine, project_out
 from ..core.training import steps_per_epoch
 from .trajectory import check_probe
 
@@ -56,12 +56,21 @@ def task_gradient(held_out: int, n_classes: int):
     return for_run
 
 
+def check_projection(projection: str) -> str:
+    """``projection`` if it is a rule of :func:`~subliminal_mlp.core.students.project_out`, else a ConfigError."""
+    if projection not in PROJECTION_RULES:
+        raise ConfigError(f"projection = {projection!r} is invalid: choose 'aligned' (the component is removed on the "
+                          "steps where the update and the task gradient align: Kitkana & Arora's test) or 'always'.")
+    return projection
+
+
 def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int = 10,
-                         n_probe: int = 2000, pool=None) -> Experiment:
+                         n_probe: int = 2000, pool=None, projection: str = "aligned") -> Experiment:
     """The engine experiment of :func:`run_alignment`: four aux students, two with the projection.
 
     Students (:data:`STUDENTS`): shared and cross-model initialisation, each plain (Adam) and with
-    :func:`~subliminal_mlp.core.students.project_out` of the task gradient chained before Adam. Step
+    :func:`~subliminal_mlp.core.students.project_out` of the task gradient chained before Adam (its rule
+    ``projection``: ``"aligned"``, Kitkana & Arora's test, or ``"always"``). Step
     metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
     trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
     ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
@@ -72,9 +81,10 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     check_positive_int("held_out", held_out, unit="test images")
     base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
+    projection = check_projection(projection)
 
     def projected(hp, view):
-        return optax.chain(project_out(grad_of(view)), adam(hp["learning_rate"]))
+        return optax.chain(project_out(grad_of(view), when=projection), adam(hp["learning_rate"]))
 
     names = [n for n, _, _ in STUDENTS]
     table = config_students(cfg, [Student(n, start, "aux", optimizer=projected if w else None)
@@ -93,7 +103,7 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
 
 
 def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 10,
-                  n_probe: int = 2000, progress: bool = False) -> dict[str, Any]:
+                  n_probe: int = 2000, projection: str = "aligned", progress: bool = False) -> dict[str, Any]:
     """Alignment traces and accuracies of the four students of ``cfg.n_runs`` runs (one engine program).
 
     The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
@@ -101,7 +111,8 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     end on the whole test set. ``progress``: bars over the phases. Returns the JSON-ready record (the
     envelope of :mod:`.results`, format ``subliminal-mlp/alignment``, version 1) with this payload::
 
-        "held_out": 256, "probe_every": 10, "n_probe": 2000, "probe_steps": [...], "steps_per_epoch": ..,
+        "held_out": 256, "probe_every": 10, "n_probe": 2000, "projection": "aligned",
+        "probe_steps": [...], "steps_per_epoch": ..,
         "cosine": {student: {"mean": [one per step], "ci95": [...]}},
         "mean_cosine": {student: {"mean", "ci95", "fraction_positive"}},
         "accuracy_trace": {student: {"mean": [one per probe], "ci95": [...]}},
@@ -112,7 +123,8 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     cfg.check_dataset(data)
     n_test, held_out = data.test_images.shape[0], plain_scalar(held_out)
     probe_every, n_probe = check_probe(probe_every, n_probe, n_test)
-    exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe)
+    exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe,
+                               projection=projection)
     if held_out + n_probe > n_test:
         raise ConfigError(f"held_out = {held_out} and n_probe = {n_probe} need more than the {n_test} test images: "
                           "the held-out batch and the probe images must not overlap. Lower them.")
@@ -127,7 +139,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data_record(data, name=cfg.dataset, subset=subset),
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
-        held_out=held_out, probe_every=probe_every, n_probe=n_probe,
+        held_out=held_out, probe_every=probe_every, n_probe=n_probe, projection=projection,
         probe_steps=result.trace_steps.tolist(),
         steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size),
         cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
@@ -170,11 +182,13 @@ def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax1.set_title("(a) alignment of each distillation step with the teacher's task", fontsize=10)
     ax1.legend(fontsize=8, frameon=False)
     steps = np.asarray(record["probe_steps"])
+    removed = {"aligned": "(aligned task component removed)", "always": "(task component removed)"}[
+        record.get("projection", "always")]  # records before the rule was recorded removed it on every step
     for n, c in record["accuracy_trace"].items():
         mean, ci = np.asarray(c["mean"]), np.asarray([v or 0 for v in c["ci95"]])
         style = "--" if n.endswith("projected") else "-"
-        ax2.plot(steps, mean, style, color=colors[n], lw=2, label=n.replace("_", " ").replace("projected",
-                                                                                              "(task component removed)"))
+        label = n.replace("_", " ").replace("projected", removed)
+        ax2.plot(steps, mean, style, color=colors[n], lw=2, label=label)
         ax2.fill_between(steps, mean - ci, mean + ci, color=colors[n], alpha=0.2, linewidth=0)
     ax2.axhline(0.1, color="black", ls=":", lw=1, label="chance")
     ax2.set_ylim(0, 1)

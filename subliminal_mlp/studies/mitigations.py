@@ -49,7 +49,7 @@ from ..core.inputs import uniform
 from ..core.model import accuracy
 from ..core.models import mlp
 from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, write_record
-from ..core.students import Student, adam, liminal, project_out
+from ..core.students import PROJECTION_RULES, Student, adam, liminal, project_out
 from ..core.training import steps_per_epoch
 from .alignment import task_gradient
 from .protocol import ProtocolSettings
@@ -67,7 +67,9 @@ class MitigationSettings(ProtocolSettings):
     is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0 is the
     unmitigated baseline and is always run. ``weight_decays``: AdamW's wd (wd = 0 is Adam, the
     baseline). ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
-    (the task gradient on the last ``held_out`` test images). The student's accuracy is traced on
+    (the task gradient on the last ``held_out`` test images), whose rule is ``projection_when``
+    (:func:`~subliminal_mlp.core.students.project_out`'s ``when``: ``"aligned"``, Kitkana & Arora's
+    test, or ``"always"``). The student's accuracy is traced on
     the first ``n_probe`` test images every ``probe_every`` steps.
     """
 
@@ -76,6 +78,7 @@ class MitigationSettings(ProtocolSettings):
     weight_decays: tuple[float, ...] = (3.0, 10.0, 30.0)
     sgd_learning_rates: tuple[float, ...] = (3e-4, 1e-3, 2e-3)
     projection: bool = True
+    projection_when: str = "aligned"
     held_out: int = 256
     probe_every: int = 10
     n_probe: int = 2000
@@ -103,6 +106,8 @@ class MitigationSettings(ProtocolSettings):
                               f"({self.student_epochs}).")
         if self.liminal_weights and len(set(self.liminal_epochs)) != len(self.liminal_epochs):
             raise ConfigError(f"liminal_epochs = {list(self.liminal_epochs)} repeats a value: each would be run twice.")
+        if self.projection_when not in PROJECTION_RULES:
+            raise ConfigError(f"projection_when = {self.projection_when!r} is invalid: choose one of {PROJECTION_RULES}.")
         if not (self.liminal_weights or self.weight_decays or self.sgd_learning_rates or self.projection):
             raise ConfigError("every family is empty: give at least one strength to sweep.")
 
@@ -148,7 +153,8 @@ def family_students(family: str, settings: MitigationSettings) -> tuple[Student,
         grad_of = task_gradient(settings.held_out, 10)
 
         def projected(hp, view):
-            return optax.chain(project_out(grad_of(view), hp["projection_weight"]), adam(hp["learning_rate"]))
+            return optax.chain(project_out(grad_of(view), hp["projection_weight"], when=settings.projection_when),
+                               adam(hp["learning_rate"]))
 
         kw = dict(optimizer=projected)
     else:
