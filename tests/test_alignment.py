@@ -93,3 +93,24 @@ def test_the_cosine_metric_is_each_students_gradient_against_its_own_task_gradie
         g_task = jax.grad(lambda p: class_cross_entropy(net.apply(p, x[-5:]), y[-5:], 10))(students[n])
         a, b = ravel_pytree(grads[n])[0], ravel_pytree(g_task)[0]
         assert float(cos[k]) == pytest.approx(float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))), rel=1e-4)
+
+
+def test_the_plot_names_the_recorded_rule_and_a_record_without_one_removed_it_on_every_step(monkeypatch):
+    # The committed record, drawn with its legend read back instead of saved: 'aligned' names the protocol's test;
+    # a record made before the rule was recorded (no "projection") projected every step.
+    from pathlib import Path
+
+    from subliminal_mlp.core.results import read_results
+    from subliminal_mlp.report import plotting
+    from subliminal_mlp.studies.alignment import plot_alignment
+
+    labels = []
+    monkeypatch.setattr(plotting, "save_figure",
+                        lambda fig, path, record=None: labels.append(fig.axes[1].get_legend_handles_labels()[1]))
+    rec = read_results(Path(__file__).resolve().parents[1] / "figures" / "alignment.json")
+    old = {k: v for k, v in rec.items() if k != "projection"}
+    for r in ({**rec, "projection": "aligned"}, {**rec, "projection": "always"}, old):
+        plot_alignment(r, "unused.png")
+    aligned, always, before = ({n for n in ls if "removed" in n} for ls in labels)
+    assert aligned == {"student aux (aligned task component removed)", "cross aux (aligned task component removed)"}
+    assert always == before == {"student aux (task component removed)", "cross aux (task component removed)"}

@@ -165,3 +165,10 @@ def test_every_other_study_refuses_another_datasets_settings_and_check_dataset_c
     odd.train_images = odd.train_images[:, :10]
     with pytest.raises(ConfigError, match="input_dim = 784 does not match the data's 10 features"):
         cfg.check_dataset(odd)
+
+
+def test_input_mix_is_a_number_in_0_1_ints_included_booleans_not():
+    assert Config(student_inputs="mix", input_mix=1).input_mix == 1 and Config(student_inputs="mix", input_mix=0).input_mix == 0
+    for flag in (True, False):
+        with pytest.raises(ConfigError, match=f"input_mix = {flag} is invalid: it must be a number"):
+            Config(student_inputs="mix", input_mix=flag)

@@ -809,6 +809,11 @@ def test_project_out_against_flattened_vectors():
         np.testing.assert_allclose(flat(half), (flat(u) + full) / 2 if sign > 0 else flat(u), atol=1e-5)
     with pytest.raises(ValueError, match="project_out\\(when='sometimes'\\): choose 'aligned'"):
         project_out(lambda p: d, when="sometimes")
+    # The test is the sign of u·d alone, at any scale: an aligned component however small is removed.
+    e = {"w": jnp.asarray([1.0, 0.0])}
+    for scale in (1e-6, 1.0, 1e6):
+        out, _ = project_out(lambda p: e).update({"w": jnp.asarray([3.0, 4.0]) * scale}, optax.EmptyState(), e)
+        np.testing.assert_allclose(out["w"], [0.0, 4.0 * scale], rtol=1e-6)
     np.testing.assert_allclose(cosine(g, d), flat(g) @ flat(d) / np.linalg.norm(flat(g)) / np.linalg.norm(flat(d)),
                                rtol=1e-5)
 

@@ -477,3 +477,47 @@ def test_a_checkout_without_its_figures_directory_is_no_place_for_the_committed_
     module.parent.mkdir(parents=True)
     (tmp_path / "src" / "pyproject.toml").write_text("")
     assert figures._committed_figures(str(module)) == Path("figures")
+
+
+def test_the_makers_hand_the_data_dir_and_the_projection_rule_to_their_study(monkeypatch, tmp_path):
+    # one_step: the pipeline's --data-dir reaches run_one_step (a sweep's Fashion-MNIST images are loaded from it);
+    # alignment: the settings' projection rule reaches run_alignment (the protocol's 'aligned' for a new figure); a
+    # record made before the rule was recorded removed the component on every step, and is remade so.
+    from subliminal_mlp.studies import alignment, one_step
+
+    class Stop(Exception):
+        pass
+
+    got = {}
+
+    def recorder(key):
+        def run(*a, **kw):
+            got[key] = kw
+            raise Stop
+
+        return run
+
+    monkeypatch.setattr(one_step, "run_one_step", recorder("one_step"))
+    monkeypatch.setattr(alignment, "run_alignment", recorder("alignment"))
+    ctx = figures.Context(data_dir="D")
+    ctx.dataset = lambda name: f"the {name} data"
+    with pytest.raises(Stop):
+        figures.REGISTRY["one_step"].make({"sources": [], "n_runs": 1}, tmp_path, ctx)
+    assert got["one_step"]["data_dir"] == "D"
+    fig = figures.REGISTRY["alignment"]
+    new = fig.defaults()
+    assert new["projection"] == "aligned" and fig.command(new).endswith("--projection aligned")
+    old = {k: v for k, v in new.items() if k != "projection"}  # a record of before the rule was recorded
+    for record, rule in ((old, "always"), ({**new, "projection": "always"}, "always"), (new, "aligned")):
+        settings = fig.settings(record)
+        assert settings["projection"] == rule and fig.command(settings).endswith(f"--projection {rule}")
+        with pytest.raises(Stop):
+            figures._make_alignment(settings, tmp_path, ctx)
+        assert got["alignment"]["projection"] == rule
+    # The mitigations' settings read from an older record the same way.
+    from subliminal_mlp.studies.mitigations import MitigationSettings
+
+    config = MitigationSettings().to_dict()
+    assert MitigationSettings.from_dict(config).projection_when == "aligned"
+    del config["projection_when"]
+    assert MitigationSettings.from_dict(config).projection_when == "always"

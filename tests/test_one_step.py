@@ -497,9 +497,9 @@ def test_a_sweep_of_fashion_images_loads_them_from_the_data_dir_given(mnist, dat
     cfg = Config(hidden_widths=(32,), n_runs=2, n_noise=1024, batch_size=512, teacher_epochs=1, student_epochs=1)
     acc = {"student_aux": {"accuracies": [0.3, 0.4]}, "cross_aux": {"accuracies": [0.1, 0.1]}}
     values = [{"config": cfg.replace(student_inputs=kind).to_dict(), "n_runs": 2, "seeds": {"seed": 0},
-               "models": acc} for kind in ("uniform", "fashion-mnist")]
+               "models": acc} for kind in ("uniform", "task", "fashion-mnist")]
     sweeps = {"student_inputs": {"summary": {"format": "subliminal-mlp/sweep", "param": "student_inputs",
-                                             "labels": ["uniform", "fashion-mnist"], "created": "t",
+                                             "labels": ["uniform", "task", "fashion-mnist"], "created": "t",
                                              "config": cfg.to_dict()},
                                  "values": values}}
     with pytest.raises(sm.DataError, match="nothing .*from \\$SUBLIMINAL_MLP_DATA.* containing fashion-mnist/"):
@@ -508,7 +508,10 @@ def test_a_sweep_of_fashion_images_loads_them_from_the_data_dir_given(mnist, dat
     fashion = load_dataset("fashion-mnist", data_root)
     assert rec["data"]["inputs"]["dataset"] == "fashion-mnist"
     assert rec["data"]["inputs"]["sha256"] == fashion.checksums
-    src = seen[-1].inputs  # images(pool, n_noise): the pool's first 1,024 images
+    src = seen[-1].inputs  # the fashion value (the last): images(pool, n_noise), the pool's first 1,024 images
     assert src.n == 1024
     np.testing.assert_array_equal(np.asarray(src.arrays["pool"]), fashion.train_images)
-    assert not isinstance(seen[0].inputs.arrays.get("pool"), np.ndarray)  # the uniform value: noise, no pool
+    by_label = {e.name.rsplit(":", 1)[1]: e for e in seen}
+    assert not isinstance(by_label["uniform"].inputs.arrays.get("pool"), np.ndarray)  # the uniform value: noise, no pool
+    # The task value's students see the task's own images, not the Fashion-MNIST pool loaded for the other value.
+    assert by_label["task"].inputs.arrays["pool"] == inputs.TASK_IMAGES

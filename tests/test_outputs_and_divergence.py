@@ -408,3 +408,24 @@ def test_python_dash_m_runs_the_command_for_the_package_and_its_cli():
     bad = subprocess.run([sys.executable, "-m", "subliminal_mlp", "reproduce", "--seeds", "0"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "subliminal-mlp: error: n_runs = 0" in bad.stderr
+
+
+def test_the_experiment_scripts_hand_their_data_dir_and_projection_rule_to_the_study(tmp_path, monkeypatch):
+    # The study functions replaced by recorders: what experiments/one_step.py and alignment_multistep.py compute with.
+    import subliminal_mlp.cli as cli
+    from subliminal_mlp.studies import alignment, one_step
+
+    got = {}
+    monkeypatch.setattr(cli, "run_study", lambda out, files, compute, write, table=None: got.update(compute()))
+    monkeypatch.setattr(subliminal_mlp, "load_mnist", lambda data_dir=None: f"mnist from {data_dir}")
+    monkeypatch.setattr(one_step, "run_one_step", lambda data, **kw: {"data": data, **kw})
+    monkeypatch.setattr(alignment, "run_alignment", lambda cfg, data, **kw: {"data": data, **kw})
+    for argv, want in [(["one_step.py"], {"data_dir": "D"}),
+                       (["alignment_multistep.py"], {"projection": "aligned"}),
+                       (["alignment_multistep.py", "--projection", "always"], {"projection": "always"})]:
+        got.clear()
+        monkeypatch.setattr(sys, "argv", [*argv, "--data-dir", "D", "--out", str(tmp_path / "o")])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(ROOT / "experiments" / argv[0]), run_name="__main__")
+        assert e.value.code == 0 and got["data"] == "mnist from D", argv
+        assert {k: got[k] for k in want} == want, argv

@@ -162,11 +162,13 @@ def _sweep(name: str) -> Figure:
 
 def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any], quick_extra: dict[str, Any],
             n_runs: int, config_changes: dict, run: Callable[[dict, Context], Any],
-            flags: Callable[[dict], str] = lambda s: "") -> Figure:
-    """A figure made from ``Config`` plus the record's keys ``extra`` (name -> default)."""
+            flags: Callable[[dict], str] = lambda s: "", before: Optional[dict[str, Any]] = None) -> Figure:
+    """A figure made from ``Config`` plus the record's keys ``extra`` (name -> default). ``before``: the value
+    of a key that records made before it was recorded had (default: its ``extra`` default)."""
+    before = before or {}
 
     def settings(r):
-        return {"config": normalised(r["config"]), **{k: r.get(k, v) for k, v in extra.items()}}
+        return {"config": normalised(r["config"]), **{k: r.get(k, before.get(k, v)) for k, v in extra.items()}}
 
     def make(s, out, ctx):
         return run(s, out, ctx)
@@ -206,7 +208,7 @@ def _make_alignment(s, out, ctx):
 
     rec = run_alignment(Config.from_dict(s["config"]), ctx.dataset("mnist"), held_out=s["held_out"],
                         probe_every=s["probe_every"], n_probe=s["n_probe"],
-                        projection=s.get("projection", "aligned"), progress=ctx.progress)
+                        projection=s["projection"], progress=ctx.progress)
     return write_alignment(rec, out)
 
 
@@ -432,9 +434,10 @@ def _registry() -> dict[str, Figure]:
                 {"student_epochs": 20}, _make_trajectory,
                 lambda s: f" --epochs {s['config']['student_epochs']}"),
         _simple("alignment", "alignment_multistep", ("alignment.json", "alignment.png"),
-                {"held_out": 256, "probe_every": 10, "n_probe": 2000},
+                {"held_out": 256, "probe_every": 10, "n_probe": 2000, "projection": "aligned"},
                 {"held_out": 64, "probe_every": 2, "n_probe": 200}, 10, {}, _make_alignment,
-                lambda s: f" --held-out {s['held_out']}"),
+                lambda s: f" --held-out {s['held_out']} --projection {s['projection']}",
+                before={"projection": "always"}),  # project_out removed the component on every step then
         _simple("head_compatibility", "head_compatibility",
                 tuple(f"head_compatibility.{e}" for e in ("json", "csv", "png")),
                 {"sigmas": [0.005, 0.01, 0.02, 0.05, 0.1], "n_similarity": 2000},

@@ -111,6 +111,12 @@ class MitigationSettings(ProtocolSettings):
         if not (self.liminal_weights or self.weight_decays or self.sgd_learning_rates or self.projection):
             raise ConfigError("every family is empty: give at least one strength to sweep.")
 
+    @classmethod
+    def from_dict(cls, d: dict):
+        """As :meth:`ProtocolSettings.from_dict`; a record made before ``projection_when`` was recorded
+        projected on every step (``"always"``)."""
+        return super().from_dict({"projection_when": "always", **d})
+
     @property
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(self.n_noise, self.batch_size)
