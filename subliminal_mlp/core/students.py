@@ -65,6 +65,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from .config import ConfigError
 from .inputs import Setting, resolve
 from .losses import distillation_loss
 from .models import Model, check_model
@@ -430,6 +431,15 @@ def cosine(a, b) -> jax.Array:
 PROJECTION_RULES = ("aligned", "always")
 
 
+def check_projection_rule(rule: str, what: str) -> str:
+    """``rule`` if it is one of :data:`PROJECTION_RULES`, else a :class:`ConfigError` whose message starts with
+    ``what`` (the setting as the caller names it)."""
+    if rule not in PROJECTION_RULES:
+        raise ConfigError(f"{what}: choose 'aligned' (remove the component only on the steps where the update and "
+                          "the direction align: Kitkana & Arora's test) or 'always'.")
+    return rule
+
+
 def project_out(direction: Callable[[Any], Any], weight: float = 1.0, *,
                 when: str = "aligned") -> optax.GradientTransformation:
     """An optax transformation removing from each update its component along ``direction(params)``.
@@ -465,9 +475,7 @@ def project_out(direction: Callable[[Any], Any], weight: float = 1.0, *,
     >>> always.update({"w": jnp.array([-3.0, 4.0])}, state, params)[0]["w"].tolist()
     [0.0, 4.0]
     """
-    if when not in PROJECTION_RULES:
-        raise ValueError(f"project_out(when={when!r}): choose 'aligned' (remove the component only when the "
-                         "update and the direction align, Kitkana & Arora's test) or 'always'.")
+    check_projection_rule(when, f"project_out(when={when!r})")
 
     def update(updates, state, params=None):
         if params is None:

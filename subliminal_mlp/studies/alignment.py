@@ -37,7 +37,7 @@ from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy
 from ..core.model import accuracy
 from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, run_timing, write_record
-from ..core.students import PROJECTION_RULES, Student, adam, cosine, project_out
+from ..core.students import Student, adam, check_projection_rule, cosine, project_out
 from ..core.training import steps_per_epoch
 from .trajectory import check_probe
 
@@ -54,14 +54,6 @@ def task_gradient(held_out: int, n_classes: int):
         return jax.grad(lambda p: class_cross_entropy(view.model.apply(p, x), y, n_classes))
 
     return for_run
-
-
-def check_projection(projection: str) -> str:
-    """``projection`` if it is a rule of :func:`~subliminal_mlp.core.students.project_out`, else a ConfigError."""
-    if projection not in PROJECTION_RULES:
-        raise ConfigError(f"projection = {projection!r} is invalid: choose 'aligned' (the component is removed on the "
-                          "steps where the update and the task gradient align: Kitkana & Arora's test) or 'always'.")
-    return projection
 
 
 def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int = 10,
@@ -81,7 +73,7 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     check_positive_int("held_out", held_out, unit="test images")
     base = experiment_from_config(cfg, pool)
     grad_of = task_gradient(held_out, cfg.n_classes)
-    projection = check_projection(projection)
+    projection = check_projection_rule(projection, f"projection = {projection!r} is invalid")
 
     def projected(hp, view):
         return optax.chain(project_out(grad_of(view), when=projection), adam(hp["learning_rate"]))

@@ -49,7 +49,7 @@ from ..core.inputs import uniform
 from ..core.model import accuracy
 from ..core.models import mlp
 from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, write_record
-from ..core.students import PROJECTION_RULES, Student, adam, liminal, project_out
+from ..core.students import Student, adam, check_projection_rule, liminal, project_out
 from ..core.training import steps_per_epoch
 from .alignment import task_gradient
 from .protocol import ProtocolSettings
@@ -106,8 +106,7 @@ class MitigationSettings(ProtocolSettings):
                               f"({self.student_epochs}).")
         if self.liminal_weights and len(set(self.liminal_epochs)) != len(self.liminal_epochs):
             raise ConfigError(f"liminal_epochs = {list(self.liminal_epochs)} repeats a value: each would be run twice.")
-        if self.projection_when not in PROJECTION_RULES:
-            raise ConfigError(f"projection_when = {self.projection_when!r} is invalid: choose one of {PROJECTION_RULES}.")
+        check_projection_rule(self.projection_when, f"projection_when = {self.projection_when!r} is invalid")
         if not (self.liminal_weights or self.weight_decays or self.sgd_learning_rates or self.projection):
             raise ConfigError("every family is empty: give at least one strength to sweep.")
 

@@ -635,12 +635,13 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
     of the teacher's architecture); ``sweeps``: the published sweeps (:func:`read_published_sweeps`).
     Each record's protocol (config, seeds, settings) is rerun on ``data`` (the dataset the records
     were made on: checked by checksum; a sweep whose students see Fashion-MNIST images loads them
-    from ``data_dir``, found as :func:`~subliminal_mlp.core.data.load_dataset` finds it) for as long as its first step needs (0 or 1 student epochs;
-    the generations in full). The records must share their runs and seed. The input-families and
-    teacher-task settings use :func:`one_step_metrics` (the paper's student, its first Adam update
-    computed from θ0); the others :func:`update_cosines` (each student's own first update, read in
-    the engine). Without an active teacher cache a temporary one is used, so identical teachers are
-    trained once. Returns the record (format ``subliminal-mlp/one-step``, version 1)::
+    from ``data_dir``, found as :func:`~subliminal_mlp.core.data.load_dataset` finds it) for as long
+    as its first step needs (0 or 1 student epochs; the generations in full). The records must share
+    their runs and seed. The input-families and teacher-task settings use :func:`one_step_metrics`
+    (the paper's student, its first Adam update computed from θ0); the others :func:`update_cosines`
+    (each student's own first update, read in the engine). Without an active teacher cache a temporary
+    one is used, so identical teachers are trained once. Returns the record (format
+    ``subliminal-mlp/one-step``, version 1)::
 
         "settings": [{"family", "label", "key", "gain": {...per run},
                       "cos_update" | "cos_grad": {"own" | "cross": {"mean", "ci95", "values"}},
