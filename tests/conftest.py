@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 # The suite checks the math in float32. On CPU every float32 matmul is computed in float32 anyway
@@ -25,10 +26,15 @@ if os.environ.get("SUBLIMINAL_MLP_DATA"):
 # slower (benchmarks/bench_xla_options.py), so the library keeps XLA's default. The tests that regenerate a
 # committed record compile with XLA's default emitters (the `xla_defaults` fixture): they check what a user
 # runs. Set in the environment, so that the processes the tests start compile the same way.
-# SUBLIMINAL_MLP_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults.
+# SUBLIMINAL_MLP_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults. The flag is XLA's of the jaxlib
+# that pyproject.toml allows (< 0.11); the XLA of jaxlib 0.11.2 no longer knows it and aborts every process
+# whose XLA_FLAGS name it ("Unknown flag in XLA_FLAGS", seen on the lent H100s, whose image has jax 0.11.2):
+# with a newer jaxlib the suite keeps XLA's defaults.
 EMITTERS = "xla_cpu_use_fusion_emitters"
 _FLAGS = os.environ.get("XLA_FLAGS", "")
-if os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and EMITTERS not in _FLAGS:
+_JAXLIB = tuple(int(p) for p in version("jaxlib").split(".")[:2] if p.isdigit())
+if (os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and EMITTERS not in _FLAGS
+        and _JAXLIB < (0, 11)):
     os.environ["XLA_FLAGS"] = f"{_FLAGS} --{EMITTERS}=false".strip()
 
 import jax  # noqa: E402  (after the environment is set, for the subprocesses the tests start too)
@@ -54,6 +60,8 @@ def xla_defaults(monkeypatch):
     user runs. A per-program compile option overrides ``XLA_FLAGS``."""
     from subliminal_mlp import internal
 
+    if _JAXLIB >= (0, 11):  # XLA's defaults already (the option is unknown to its XLA, see above)
+        return
     monkeypatch.setattr(internal, "CPU_COMPILER_OPTIONS", {**internal.CPU_COMPILER_OPTIONS, EMITTERS: True})
     assert not internal.enabled() or internal.compiler_options("cpu")[EMITTERS] is True
 

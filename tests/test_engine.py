@@ -857,10 +857,18 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     assert "step_metrics" in r.record()
 
 
-def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys):
+def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys, monkeypatch):
+    from subliminal_mlp.core import engine
+
     exp = TINY.replace(student_epochs=2)
     quiet = sm.run(exp, task, n_runs=2)
+    # The ticks are jax.debug.callbacks, which on a GPU may still run after the outputs are ready (the bars
+    # stopped at 1/2 and 2/4 on an H100): the bars are closed only after every pending callback has run.
+    order, barrier, close = [], jax.effects_barrier, engine._Progress.close
+    monkeypatch.setattr(jax, "effects_barrier", lambda: (order.append("barrier"), barrier())[1])
+    monkeypatch.setattr(engine._Progress, "close", lambda self: (order.append("close"), close(self))[1])
     shown = sm.run(exp, task, n_runs=2, progress=True)
+    assert order[-2:] == ["barrier", "close"]
     err = capsys.readouterr().err
     assert "teacher training (2 runs × 1 epoch)" in err and "student distillation (2 runs × 2 epochs)" in err
     assert "2/2" in err and "4/4" in err  # one tick per run and epoch

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import pytest
 
 import subliminal_mlp as sm
@@ -244,15 +245,19 @@ def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, dat
     fig10 = read_results(out / "fig10_mnist.json")
     sweep = read_results(out / "sweeps/loss/sweep_loss.json")
     assert fig10["n_runs"] == 2 and fig10["config"]["hidden_widths"] == [32] and fig10["pipeline"]["quick"]
-    assert fig10["pipeline"]["teacher_cache"]["stored"] == 2
     (listed,) = figures.list_figures(["fig10_mnist"], out=out, quick=True, write=lambda s: None)
     assert listed["status"] == "up to date" and 0 < listed["wall_s"] < 600  # the quick run's own wall time
     assert sweep["labels"] == ["kl", "mse"] and sweep["pipeline"]["quick"]
-    assert sweep["pipeline"]["teacher_cache"] == {"hits": 4, "misses": 0, "corrupt": 0, "stored": 0}
-    # the teachers read from the cache are those Figure 10 trained: the same teacher accuracies
     kl = json.loads((out / "sweeps/loss" / sweep["value_files"][0]).read_text())
-    assert kl["models"]["teacher"]["accuracies"] == fig10["models"]["teacher"]["accuracies"]
-    assert kl["models"]["student_aux"]["accuracies"] == fig10["models"]["student_aux"]["accuracies"]
+    if jax.default_backend() == "cpu":
+        assert fig10["pipeline"]["teacher_cache"]["stored"] == 2
+        assert sweep["pipeline"]["teacher_cache"] == {"hits": 4, "misses": 0, "corrupt": 0, "stored": 0}
+        # the teachers read from the cache are those Figure 10 trained: the same teacher accuracies
+        assert kl["models"]["teacher"]["accuracies"] == fig10["models"]["teacher"]["accuracies"]
+        assert kl["models"]["student_aux"]["accuracies"] == fig10["models"]["student_aux"]["accuracies"]
+    else:  # run_batch is fitted to the accelerator's memory, so no teacher is cached (engine._teacher_cache_key):
+        # each figure trains its own from the same seeds, with a run_batch of its own (rounding may differ)
+        assert fig10["pipeline"]["teacher_cache"]["stored"] == 0 == sweep["pipeline"]["teacher_cache"]["hits"]
     capsys.readouterr()
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.count("up to date, skipped") == 2

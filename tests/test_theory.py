@@ -655,7 +655,10 @@ def test_cnn_runs_through_the_kernels_and_the_sweep():
         assert np.all(A > 0)
         np.testing.assert_allclose(np.asarray(res.dot[0, :, 0]) / eps[0], A, rtol=1e-4)
         assert np.all(np.asarray(res.delta_LT[0, :, 0]) < 0)
-        assert np.all(np.asarray(res.norm_S0[0]) == 0) and np.all(np.asarray(res.norm_S0[1]) > 0)
+        # A student at the teacher's own start gets no update: exactly 0 on a CPU; on a GPU the student's and the
+        # teacher's convolutions may round differently (1.8e-16 seen on an H100), so up to float64 rounding.
+        assert np.all(np.asarray(res.norm_S0[0]) <= 1e-12 * np.asarray(res.norm_S0[1]))
+        assert np.all(np.asarray(res.norm_S0[1]) > 0)
         for k, loss in enumerate(losses):
             np.testing.assert_allclose(A[k], theory.first_order_coefficient(loss, t0, d_t, x, model=cnn), rtol=1e-12)
             for i, s0 in enumerate((t0, other)):

@@ -21,7 +21,9 @@ none), into ``--out`` (default: ``figures/``):
   make it twice);
 * **teachers cached**: every figure runs inside ``use_teacher_cache`` (:mod:`.teacher_cache`), so
   the teachers trained by the first experiment are read by every later one with the same teacher
-  settings; each JSON's ``pipeline`` entry says how many runs' teachers were read or trained;
+  settings; each JSON's ``pipeline`` entry says how many runs' teachers were read or trained
+  (on a GPU none: there ``run_batch`` is fitted to the device's memory, and a cached teacher is
+  keyed by it, so every figure trains its own, from the same seeds);
 * **quick** (``--quick``, for tests and a first look): every setting shrunk (2 runs, 1 epoch,
   2,048 noise inputs, a 32-unit hidden layer, the first two values of a sweep, ...), recorded as
   ``pipeline.quick = true`` in every JSON; refused into the directory the settings come from, so

@@ -1310,6 +1310,9 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         out = _gather(out)
     finally:
         if bars:
+            # The ticks are jax.debug.callbacks: on a GPU they may still be running when the outputs are
+            # ready (on a CPU they never are), and a bar closed before its last tick stops short of it.
+            jax.effects_barrier()
             bars.close()
     t2 = time.perf_counter()
 
