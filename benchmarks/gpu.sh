@@ -2,12 +2,15 @@
 # The GPU measurements recorded in the docs, in one command, on a machine with an NVIDIA GPU:
 #     pip install -e '.[cuda,test]'
 # (On a machine whose image already has a CUDA jax outside pyproject's bounds and no network, as the lent
-# H100s had: `pip install --no-deps -e .`, or nothing: this script puts the checkout on PYTHONPATH.)
+# H100s had: this script installs the checkout with `pip install --no-deps --no-build-isolation -e .`, and
+# puts it on PYTHONPATH. Installed, the library knows its version, which the figures pipeline's tests compare
+# with the committed records'.)
 #     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|todo[:i/n]|protocol|batches|theory ...]
 # Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./gpu-logs). With no part named, all but todo run.
 # `todo:i/n` runs shard i of n of the tests that no log in benchmarks/gpu-logs/ names with an outcome yet
 # (benchmarks/gpu_tests_todo.py), spread test by test (--dist load): the suite does not fit in one
-# 10-minute command on a fresh GPU machine.
+# 10-minute command on a fresh GPU machine. The tests' parts print each failure's traceback as it comes
+# (benchmarks/failures_now.py): a log cut off by a time limit still holds them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs="${1:-gpu-logs}"; shift || true
@@ -15,20 +18,24 @@ parts=("${@:-tests protocol batches theory}")
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's package, installed or not
+python -c "from importlib.metadata import version; version('subliminal-mlp')" 2>/dev/null \
+    || python -m pip install -q --no-deps --no-build-isolation --no-index -e . \
+    || echo "gpu.sh: could not install the checkout: its version is unknown, and the figures pipeline takes every committed record for out of date" >&2
 # Several test processes share one GPU: each allocates what it needs instead of 75% of the memory.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$logs/device.log"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$logs/device.log"
 for part in ${parts[*]}; do
     case "$part" in
-        tests)    python -m pytest -v -n 14 -p no:cacheprovider 2>&1 | tee "$logs/tests.log" ;;
+        tests)    python -m pytest -v -n 14 -p no:cacheprovider -p benchmarks.failures_now 2>&1 | tee "$logs/tests.log" ;;
         todo*)    shard="${part#todo}"; shard="${shard#:}"; shard="${shard:-1/1}"; name="todo-${shard/\//-of-}"
-                  python benchmarks/gpu_tests_todo.py benchmarks/gpu-logs/*/tests*.log --shard "$shard" > "$logs/$name.txt"
+                  python benchmarks/gpu_tests_todo.py benchmarks/gpu-logs/*/tests*.log --shard "$shard" > "$logs/$name.txt" \
+                      || { echo "todo $shard: the tests could not be listed (above)" | tee "$logs/tests-$name.log"; continue; }
                   mapfile -t ids < <(grep -v '^[[:space:]]*$' "$logs/$name.txt")
                   if [ "${#ids[@]}" -eq 0 ]; then  # pytest with no test named would run the whole suite
                       echo "todo $shard: no test left to run" | tee "$logs/tests-$name.log"
                   else
-                      python -m pytest -v -n 15 --dist load -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log"
+                      python -m pytest -v -n 15 --dist load -p no:cacheprovider -p benchmarks.failures_now "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log"
                   fi ;;
         protocol) python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
                       2>&1 | tee "$logs/protocol.log" ;;

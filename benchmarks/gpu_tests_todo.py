@@ -22,8 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def collected() -> list[str]:
     """Every test id of the suite, in collection order."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:  # say why (an import error, XLA refusing a flag), not only that it failed
+        sys.exit(f"pytest --collect-only failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    out = done.stdout
     return [line.strip() for line in out.splitlines() if "::" in line]
 
 
