@@ -11,6 +11,8 @@
 # (benchmarks/gpu_tests_todo.py), spread test by test (--dist load): the suite does not fit in one
 # 10-minute command on a fresh GPU machine. The tests' parts print each failure's traceback as it comes
 # (benchmarks/failures_now.py): a log cut off by a time limit still holds them.
+# GPU_SH_TEST_LIMIT_S=N stops a tests part after N seconds (SIGINT: pytest prints what it has, every outcome
+# so far named) so that a command under a time limit (the lent machines': 10 minutes) still brings its log back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs="${1:-gpu-logs}"; shift || true
@@ -23,11 +25,13 @@ python -c "from importlib.metadata import version; version('subliminal-mlp')" 2>
     || echo "gpu.sh: could not install the checkout: its version is unknown, and the figures pipeline takes every committed record for out of date" >&2
 # Several test processes share one GPU: each allocates what it needs instead of 75% of the memory.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
+limit=()
+if [ -n "${GPU_SH_TEST_LIMIT_S:-}" ]; then limit=(timeout -k 20 -s INT "$GPU_SH_TEST_LIMIT_S"); fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$logs/device.log"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$logs/device.log"
 for part in ${parts[*]}; do
     case "$part" in
-        tests)    python -m pytest -v -n 14 -p no:cacheprovider -p benchmarks.failures_now 2>&1 | tee "$logs/tests.log" ;;
+        tests)    "${limit[@]}" python -m pytest -v -n 14 -p no:cacheprovider -p benchmarks.failures_now 2>&1 | tee "$logs/tests.log" ;;
         todo*)    shard="${part#todo}"; shard="${shard#:}"; shard="${shard:-1/1}"; name="todo-${shard/\//-of-}"
                   python benchmarks/gpu_tests_todo.py benchmarks/gpu-logs/*/tests*.log --shard "$shard" > "$logs/$name.txt" \
                       || { echo "todo $shard: the tests could not be listed (above)" | tee "$logs/tests-$name.log"; continue; }
@@ -35,7 +39,7 @@ for part in ${parts[*]}; do
                   if [ "${#ids[@]}" -eq 0 ]; then  # pytest with no test named would run the whole suite
                       echo "todo $shard: no test left to run" | tee "$logs/tests-$name.log"
                   else
-                      python -m pytest -v -n 15 --dist load -p no:cacheprovider -p benchmarks.failures_now "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log"
+                      "${limit[@]}" python -m pytest -v -n 15 --dist load -p no:cacheprovider -p benchmarks.failures_now "${ids[@]}" 2>&1 | tee "$logs/tests-$name.log"
                   fi ;;
         protocol) python benchmarks/bench_protocol.py --runs 100 --repeats 2 --scaling --memory-runs 0 \
                       2>&1 | tee "$logs/protocol.log" ;;
