@@ -13,6 +13,7 @@ command cannot run them all (the device machine stops a command after 10 minutes
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,11 @@ def collected() -> list[str]:
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:  # say why (an import error, XLA refusing a flag), not only that it failed
-        sys.exit(f"pytest --collect-only failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+        said = ((done.stdout + done.stderr)[-3000:].strip()
+                or "(no output: a process that aborts at its start, as XLA does on a flag it does not know, "
+                   "may say nothing)")
+        flags = os.environ.get("XLA_FLAGS", "")
+        sys.exit(f"pytest --collect-only failed (exit {done.returncode}; XLA_FLAGS={flags!r}):\n{said}")
     out = done.stdout
     return [line.strip() for line in out.splitlines() if "::" in line]
 
