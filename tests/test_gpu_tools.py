@@ -59,3 +59,18 @@ def test_failures_are_printed_as_they_come_with_and_without_xdist(tmp_path):
         assert "planted failure" in printed
         assert out.index(start) < out.index("short test summary info")  # before pytest's own summary
         assert "=== FAILED" not in out.replace(start, "")  # the passing test prints nothing
+
+
+def test_a_collection_that_fails_is_reported_with_its_output_or_why_there_is_none(monkeypatch):
+    import pytest
+
+    todo = _load("gpu_tests_todo")
+    monkeypatch.setenv("XLA_FLAGS", "--an_unknown_flag=1")
+    for out, err, said in (("", "ImportError: no module named x\n", "ImportError: no module named x"),
+                           ("", "", "no output: a process that aborts at its start")):
+        monkeypatch.setattr(todo.subprocess, "run",
+                            lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout=out, stderr=err))
+        with pytest.raises(SystemExit) as e:
+            todo.collected()
+        assert "pytest --collect-only failed (exit 1; XLA_FLAGS='--an_unknown_flag=1')" in str(e.value)
+        assert said in str(e.value)
