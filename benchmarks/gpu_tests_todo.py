@@ -31,8 +31,7 @@ def collected() -> list[str]:
                    "may say nothing)")
         flags = os.environ.get("XLA_FLAGS", "")
         sys.exit(f"pytest --collect-only failed (exit {done.returncode}; XLA_FLAGS={flags!r}):\n{said}")
-    out = done.stdout
-    return [line.strip() for line in out.splitlines() if "::" in line]
+    return [line.strip() for line in done.stdout.splitlines() if "::" in line]
 
 
 def reported(logs: list[Path], ids: list[str]) -> set[str]:
