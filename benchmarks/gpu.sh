@@ -5,7 +5,7 @@
 # H100s had: this script installs the checkout with `pip install --no-deps --no-build-isolation -e .`, and
 # puts it on PYTHONPATH. Installed, the library knows its version, which the figures pipeline's tests compare
 # with the committed records'.)
-#     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|todo[:i/n]|protocol|batches|theory ...]
+#     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/gpu.sh [LOG_DIR] [tests|todo[:i/n]|protocol|batches|theory|cache ...]
 # Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./gpu-logs). With no part named, all but todo run.
 # `todo:i/n` runs shard i of n of the tests that no log in benchmarks/gpu-logs/ names with an outcome yet
 # (benchmarks/gpu_tests_todo.py), spread test by test (--dist load): the suite does not fit in one
@@ -20,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs="${1:-gpu-logs}"; shift || true
-parts=("${@:-tests protocol batches theory}")
+parts=("${@:-tests protocol batches theory cache}")
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's package, installed or not
@@ -61,6 +61,7 @@ for part in ${parts[*]}; do
         batches)  python benchmarks/bench_protocol.py --runs 100 --repeats 1 --scaling --memory-runs 0 \
                       --run-batches 100 32 16 4 1 2>&1 | tee "$logs/batches.log" ;;
         theory)   python benchmarks/bench_theory.py 2>&1 | tee "$logs/theory.log" ;;
+        cache)    python benchmarks/bench_compile_cache.py --runs 100 2>&1 | tee "$logs/cache.log" ;;
         *) echo "unknown part: $part" >&2; exit 2 ;;
     esac
 done

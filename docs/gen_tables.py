@@ -593,6 +593,28 @@ def cpu_alignment() -> str:
     return _table(["what", "without tracking", "with tracking", "overhead", "target"], rows)
 
 
+#: ``cpu.sh LOG_DIR cache`` on the project's 2-core machine: JAX's persistent compilation cache across processes.
+CPU_LOGS_COMPILE_CACHE = ROOT / "benchmarks" / "cpu-logs" / "amd-2026-11-24-compile-cache"
+
+
+def compile_cache() -> str:
+    """Compile and run time of ``reproduce`` in three fresh processes: no cache, cold and warm cache
+    (``benchmarks/bench_compile_cache.py``), with the machine and whether the numbers were identical."""
+    t = _Log(CPU_LOGS_COMPILE_CACHE, "cache")
+    what = t.find(r"reproduce --runs (\d+) --epochs (\d+)(?: --no-progress)?, each in a fresh process \((.+)\)")
+    cpu = _Log(CPU_LOGS_COMPILE_CACHE, "machine").find(r"model name\s*:\s*(.+)")[1].strip()
+    rows = re.findall(r"\n\| ([a-z][^|]+) \| ([\d.]+ s) \| ([\d.]+ s) \| (\d+) \|", t.text)
+    same = t.find(r"accuracies identical in all three: (True|False)")[1]
+    ratio = t.find(r"with a warm one: ([\d.]+)x")[1]
+    if len(rows) != 3:
+        raise ValueError(f"{t.path}: expected three processes")
+    body = [[name.strip(), comp, run, batch] for name, comp, run, batch in rows]
+    return (f"`subliminal-mlp reproduce --runs {what[1]} --epochs {what[2]} --no-progress` on {cpu} ({what[3]}):\n\n"
+            + _table(["process", "compile", "run", "run_batch"], body)
+            + f"\nCompilation {ratio}× faster with the warm cache; the three records' accuracies "
+            + ("identical.\n" if same == "True" else "**not** identical.\n"))
+
+
 #: Every table a page may hold: ``<!-- table:NAME -->``.
 # ----------------------------------------------------------------------------- issue 12: mitigations, split heads
 
@@ -654,6 +676,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
     "cpu_protocol": cpu_protocol, "cpu_hosts": cpu_hosts, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
+    "compile_cache": compile_cache,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
     "split_heads_single": split_heads_single,
 }

@@ -321,7 +321,17 @@ def _precheck(a: argparse.Namespace) -> None:
             check_stem_outputs(a.out, a.stem, ("json", "csv", "png"))
 
 
+def _compile_cache_note(a: argparse.Namespace) -> None:
+    """A note on stderr where JAX's persistent compilation cache is on (``$JAX_COMPILATION_CACHE_DIR``) and the
+    command shows progress bars: they are host callbacks, and JAX stores no program that has one, so the
+    experiment's programs would be compiled anew every time (docs/gpu.md, "Compile once")."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False:
+        print("subliminal-mlp: note: JAX does not store programs with progress bars (host callbacks) in its "
+              "compilation cache ($JAX_COMPILATION_CACHE_DIR): pass --no-progress to store and reuse them",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(lambda: (_precheck(args), _start_distributed(args), args.func(args))[2])
+    return guarded(lambda: (_precheck(args), _compile_cache_note(args), _start_distributed(args), args.func(args))[3])
 
