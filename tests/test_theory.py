@@ -797,14 +797,18 @@ def test_committed_record_report_from_the_record():
     assert rec["format"] == theorem.FORMAT and rec["format_version"] == theorem.FORMAT_VERSION
 
 
-def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0):
+def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_large=None, change_large=None):
     """A hand-made theorem record: one loss, one seed, ε grid (1e-6, 1e-3); at the smallest ε the shared
-    start's ΔθS·ΔθT/ε is ``ratio``, its L_T change ``dlt``, and the control's relative change ``change``."""
+    start's ΔθS·ΔθT/ε is ``ratio``, its L_T change ``dlt``, and the control's relative change ``change``;
+    at ε = 1e-3, ΔθS·ΔθT/ε is ``ratio_large`` (default 0.9·ratio: a first-order term) and the control's
+    change ``change_large`` (default 1e3·change: linear in ε)."""
     eps = [1e-3, 1e-6]  # the smallest is not first: summarize must find it
-    shared = {"dot": [[ratio * 1e-3 * 0.9, ratio * 1e-6]], "cos": [[0.1, 0.1]], "delta_LT": [[dlt * 1e3, dlt]],
+    ratio_large = 0.9 * ratio if ratio_large is None else ratio_large
+    change_large = 1e3 * change if change_large is None else change_large
+    shared = {"dot": [[ratio_large * 1e-3, ratio * 1e-6]], "cos": [[0.1, 0.1]], "delta_LT": [[dlt * 1e3, dlt]],
               "norm_S": [[1.0, 1.0]], "change": [[0.0, 0.0]], "dot0": [0.0], "norm_S0": [1.0]}
     different = {"dot": [[0.5, 0.5]], "cos": [[0.01, 0.01]], "delta_LT": [[0.1, 0.1]], "norm_S": [[1.0, 1.0]],
-                 "change": [[change * 1e3, change]], "dot0": [0.5], "norm_S0": [1.0]}
+                 "change": [[change_large, change]], "dot0": [0.5], "norm_S0": [1.0]}
     return {"config": {"seeds": [7]}, "eps": eps, "norm_T": [norm_T], "LT0": {"shared": [2.3], "different": [2.3]},
             "losses": {"ce_aux": {"A": [A], "shared": shared, "different": different}}}
 
@@ -818,6 +822,11 @@ def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0):
     ({"A": 0.0, "ratio": 0.0, "dlt": 0.0}, []),                 # A = 0: the other branch holds
     ({"A": 0.0, "ratio": 0.1, "dlt": 0.0}, ["gap"]),            # A = 0 but the dot product moves at first order
     ({"A": 0.0, "ratio": 0.0, "dlt": 1e-6}, ["LT_decreases"]),  # A = 0 but L_T moves beyond rounding
+    # A = 0 and ΔθS·ΔθT/ε small (5e-4 of ‖ΔθT‖², under gap_tol) but not vanishing with ε: a first-order term that
+    # A missed (the committed ce_aux signal is of this size) ...
+    ({"A": 0.0, "ratio": 5e-4, "dlt": 0.0}, ["gap"]),
+    ({"A": 0.0, "ratio": 5e-4, "ratio_large": 0.5, "dlt": 0.0}, []),  # ... unlike a second-order one (∝ ε)
+    ({"change": 1e-4, "change_large": 3.2e-3}, ["control_first_order"]),  # drift ∝ √ε: under the tolerance, not O(ε)
 ])
 def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     s = theorem.summarize(_theorem_record(**changes))

@@ -231,11 +231,18 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     Works from the record alone, whatever the model it was run on.
 
     Shared initialisation, at the smallest ``ε``: the relative gap ``|ΔθS·ΔθT/ε − A| / A`` must be
-    ``≤ gap_tol`` (Lemma 1's first-order term; when ``A = 0`` the theorem's other branch,
-    ``ΔθS·ΔθT/ε ≈ 0``, is checked instead), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
-    (Theorem 1). Different initialisation (control): ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖ ≤ change_tol``
-    at the smallest ``ε`` — the teacher's step drops out at first order; its sign is reported, not
-    checked (no sign is predicted).
+    ``≤ gap_tol`` (Lemma 1's first-order term), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
+    (Theorem 1). When ``A = 0`` (``|A| ≤ 1e-14·‖ΔθT‖²``) the theorem's other branch is checked
+    instead: ``ΔθS·ΔθT = O(ε²)``, so ``ΔθS·ΔθT/ε`` must vanish like ``ε`` (see below; its size
+    ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap) and ``L_T`` must not move beyond rounding.
+    Different initialisation (control): the drift ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖`` must be
+    ``≤ change_tol`` at the smallest ``ε`` and vanish like ``ε`` — the teacher's step enters only at
+    first order; the control's sign is reported, not checked (no sign is predicted).
+
+    "Vanishes like ``ε``" (:func:`_vanishes_like_eps`): the value at the smallest ``ε₀`` is at most
+    twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``100·ε₀``, plus float64
+    rounding. A quantity that tends to a constant (a first-order term the record's ``A`` missed) or
+    shrinks more slowly than ``ε`` (``√ε``, say) fails it.
     """
     eps = np.asarray(record["eps"])
     i0 = int(np.argmin(eps))
@@ -253,10 +260,12 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             scale = max(abs(A), 1e-300)
             size = max(record["norm_T"][s_i] ** 2, 1e-300)  # ‖ΔθT‖²: the natural scale of A
             if abs(A) <= 1e-14 * size:
-                # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε ≈ 0 and L_T does
-                # not move at first order (only rounding is allowed).
+                # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε → 0 like ε and L_T does
+                # not move at first order (only rounding is allowed). The rounding of a float64 dot product,
+                # divided by ε: 1e-12·‖ΔθS‖‖ΔθT‖/ε.
                 gap = abs(ratio) / size
-                ok_gap = gap <= gap_tol
+                floor = 1e-12 * np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps
+                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, floor)
                 ok_sign = True
                 ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
             else:
@@ -270,8 +279,9 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             run_ok = np.cumprod(dlt[order] < 0).astype(bool)
             eps_dec = float(eps[order][run_ok].max()) if run_ok.any() else None
             d_dot = np.asarray(df["dot"][s_i])
-            d_change = np.asarray(df["change"][s_i])[i0] / max(df["norm_S0"][s_i], 1e-300)
-            ok_ctrl = d_change <= change_tol
+            drift = np.asarray(df["change"][s_i]) / max(df["norm_S0"][s_i], 1e-300)
+            d_change = drift[i0]
+            ok_ctrl = d_change <= change_tol and _vanishes_like_eps(drift, eps, np.full_like(eps, 1e-12))
             ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
             all_ok &= ok
             rows.append({
@@ -288,6 +298,30 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
         out["losses"][name] = rows
     out["ok"] = bool(all_ok) and any(out["losses"].values())  # no rows checked: not a pass
     return out
+
+
+def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -> bool:
+    """Whether ``values`` (one per ``ε`` of the grid) shrink at least like ``ε`` towards the smallest ``ε₀``:
+    ``|v(ε₀)| ≤ 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) + floor(ε₁)·ε₀/ε₁``, with ``ε₁`` the grid's ``ε`` nearest
+    ``100·ε₀`` (on a log scale) among those above ``ε₀``, and ``floor`` the values' rounding at each ``ε``.
+    With a one-point grid, ``|v(ε₀)| ≤ floor(ε₀)``. Linear behaviour (``v = cε + O(ε²)``) passes with
+    room for the ``O(ε²)`` term; a constant, or ``√ε``, fails by a factor of 50 or 5.
+
+    >>> eps = np.array([1e-6, 1e-5, 1e-4, 1e-3])
+    >>> zero = np.zeros(4)
+    >>> _vanishes_like_eps(3 * eps + eps**2, eps, zero), _vanishes_like_eps(np.sqrt(eps), eps, zero)
+    (True, False)
+    >>> _vanishes_like_eps(np.full(4, 1e-3), eps, zero), _vanishes_like_eps(zero, eps, zero)
+    (False, True)
+    """
+    values, eps, floor = np.abs(np.asarray(values, float)), np.asarray(eps, float), np.asarray(floor, float)
+    i0 = int(np.argmin(eps))
+    above = np.nonzero(eps > eps[i0])[0]
+    if above.size == 0:
+        return bool(values[i0] <= floor[i0])
+    i1 = int(above[np.argmin(np.abs(np.log(eps[above] / (100 * eps[i0]))))])
+    r = eps[i0] / eps[i1]
+    return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
 
 
 def theorem_holds(summary: dict[str, Any]) -> bool:
@@ -332,10 +366,12 @@ def format_tables(summary: dict[str, Any]) -> str:
                "the teacher's step drops out at first order with a different one."
                if summary["ok"] else
                "FAIL: the theorem's prediction was not met (see the rows marked NO).")
-    lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}); ΔL_T = "
-                 "L_T(θS0+αΔθS) − L_T(θS0); L_T↓ to ε = largest ε up to which L_T decreases on the whole grid;")
-    lines.append(f"cos = cos(ΔθS, ΔθT); all at ε_min. ctrl drift = ‖ΔθS(ε_min)−ΔθS(0)‖/‖ΔθS(0)‖ with a "
-                 f"different init (tolerance {summary['change_tol']:g}): the teacher's step enters only at O(ε).")
+    lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}; where A = 0, "
+                 "|dot/ε|/‖ΔθT‖², which must also vanish like ε); ΔL_T = L_T(θS0+αΔθS) − L_T(θS0);")
+    lines.append("L_T↓ to ε = largest ε up to which L_T decreases on the whole grid; cos = cos(ΔθS, ΔθT); all at "
+                 "ε_min.")
+    lines.append(f"ctrl drift = ‖ΔθS(ε_min)−ΔθS(0)‖/‖ΔθS(0)‖ with a different init (tolerance "
+                 f"{summary['change_tol']:g}, and vanishing like ε): the teacher's step enters only at O(ε).")
     lines.append(verdict)
     return "\n".join(lines)
 
