@@ -300,7 +300,8 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     """``base`` noise projected onto a random k-dimensional subspace, rescaled to keep its power.
 
     Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
-    the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``); example j is
+    the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``, a key no
+    example of the base shares: it may have at most ``BASIS_STREAM`` examples); example j is
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's. ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
     rounding.
@@ -324,6 +325,10 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1 or a hyperparameter name.")
     if max_k is not None and not is_integer(max_k, 1):
         raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
+    if base.n > BASIS_STREAM:  # the per-example sources draw example j from fold_in(key, j): keep the basis's key apart
+        raise InputError(f"subspace: the base source has n = {base.n} examples; the basis is drawn from "
+                         f"fold_in(key, {BASIS_STREAM}), the key of its example {BASIS_STREAM}: use at most "
+                         f"{BASIS_STREAM} examples.")
 
     def prepare(key, arrays, hp):
         ctx = base.prepare(key, arrays, hp)
