@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -173,8 +174,11 @@ def test_an_example_uses_only_the_public_api(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_an_example_runs_the_protocol_and_writes_its_record(name, data_root, tmp_path):
-    cmd = [sys.executable, str(EXAMPLES_DIR / f"{name}.py"), *TINY, *EXTRA.get(name, []), "--out", str(tmp_path)]
-    env = {**os.environ, "SUBLIMINAL_MLP_DATA": str(data_root)}
+    # The data through --data-dir: a copy of its own (the loader resolves links), so that the record shows it was used.
+    shutil.copytree(data_root / "mnist", tmp_path / "data" / "mnist")
+    cmd = [sys.executable, str(EXAMPLES_DIR / f"{name}.py"), *TINY, *EXTRA.get(name, []), "--out", str(tmp_path),
+           "--data-dir", str(tmp_path / "data")]
+    env = {k: v for k, v in os.environ.items() if k != "SUBLIMINAL_MLP_DATA"}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - t0
@@ -187,6 +191,7 @@ def test_an_example_runs_the_protocol_and_writes_its_record(name, data_root, tmp
         assert str(path) in out.stdout
         record = sm.read_results(path)
         assert record["format"] == "subliminal-mlp/experiment" and record["n_runs"] == 2
+        assert record["data"]["source_dir"] == str(tmp_path / "data" / "mnist")
         models = record["values"][0]["models"]
         for student in STUDENTS:
             values = models[student]["values"]
