@@ -52,7 +52,8 @@ FIG10_LABELS = {"reference": "reference (untrained)", "teacher": "teacher", "stu
 
 
 def _fig10_criterion(name: str, mean: float, chance: float) -> str:
-    """What issue #2 asks of each model of the MNIST figure, and whether the record meets it."""
+    """What the project's acceptance check (issue #2) asks of each model of the MNIST figure, and whether the record
+    meets it."""
     tick = lambda ok: "✓" if ok else "✗"  # noqa: E731
     if name == "reference":
         return "chance"
@@ -71,7 +72,7 @@ def fig10_mnist() -> str:
         mean = f"**{m['mean']:.4f}**" if name == "student_aux" else f"{m['mean']:.4f}"
         rows.append([FIG10_LABELS.get(name, name), mean, f"{m['ci95']:.4f}",
                      _fig10_criterion(name, m["mean"], r["chance"])])
-    return _table(["model", "accuracy", "± 95 % CI", "what must hold (issue #2)"], rows)
+    return _table(["model", "accuracy", "± 95 % CI", "what must hold (acceptance check)"], rows)
 
 
 def fig10_fashion() -> str:
