@@ -396,8 +396,9 @@ class Result:
     ``reference``, ``teacher``, the derived ``teachers`` in their order, then the students); ``teacher_loss`` ``(n_values, n_runs)`` is the
     mean over the last epoch's steps of each batch's mean loss (a partial last batch weighs as much
     as a full one) and ``distill_loss`` ``(n_values, n_runs, n_students)`` the sum over the last
-    epoch's steps of each batch's summed loss (penalty included) divided by the input set's size ``n``:
-    the mean per-example loss when the student has no penalty and unit weights (both ``None``
+    epoch's steps of each batch's summed distillation loss divided by the input set's size ``n`` (a
+    student's ``penalty`` is not counted: it moves the gradient, not the loss that measures how well the
+    student imitates): the mean per-example loss when the student has unit weights (both ``None``
     unless ``Experiment.track_losses``); ``metrics`` maps each metric to
     ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
@@ -881,7 +882,8 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
     :class:`PenaltyView`, whose ``start`` comes from ``starts``, the groups' stacked starting
     parameters), then each student's optimiser step. ``f`` is the student's model (the
     experiment's ``model`` unless the row gives its own). The step's metrics are ``(losses,)``: one
-    ``(S,)`` array of batch losses (penalty included) per group (``with_loss``), else empty (only
+    ``(S,)`` array of batch distillation losses (a penalty's term not included: the gradient includes it) per
+    group (``with_loss``), else empty (only
     the gradients are computed; see :class:`Experiment`); with ``step_metrics``,
     ``(losses, {name: f(StepView)})``.
     """
@@ -893,13 +895,19 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         pvals = {k: jnp.asarray([students[i].params[k] for i in g], jnp.float32) for k in sorted(s0.params)}
         if s0.penalty is None:
             objective = lambda p, x, t, m, w=None, extra=None: loss_fn(f.apply(p, x), t, m, w)  # noqa: E731
-        else:
+            grad = jax.grad(objective)
+            value_and_grad = jax.value_and_grad(objective) if with_loss else (lambda *a: (None, grad(*a)))
+        else:  # the gradient of distillation + penalty; the tracked loss is the distillation loss alone
             def objective(p, x, t, m, w=None, extra=None):
                 start, t_step, pv = extra
                 pen = s0.penalty(PenaltyView(p, start, x, t, t_step, f, view, pv))
-                return loss_fn(f.apply(p, x), t, m, w) + pen
-        grad = jax.grad(objective)
-        value_and_grad = jax.value_and_grad(objective) if with_loss else (lambda *a: (None, grad(*a)))
+                loss = loss_fn(f.apply(p, x), t, m, w)
+                return loss + pen, loss
+            with_aux = jax.value_and_grad(objective, has_aux=True)
+
+            def value_and_grad(*a):
+                (_, loss), g = with_aux(*a)
+                return (loss if with_loss else None), g
         return s0, opt, pvals, value_and_grad
 
     fns = [group_fns(g) for g in groups]

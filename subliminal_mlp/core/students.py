@@ -38,7 +38,8 @@ A :class:`Student` row says:
   weight decay). To sweep them in one program, give a function of the hyperparameters, e.g.
   ``lambda hp: optax.adamw(hp["learning_rate"], weight_decay=hp["wd"])`` with ``wd`` in ``hparams``
   (the record then has the swept values, and the function by name).
-* ``penalty``: an optional term ``f(view) -> scalar`` added to the distillation loss, where
+* ``penalty``: an optional term ``f(view) -> scalar`` added to the distillation loss the student
+  descends (its gradient moves the student; the tracked ``Result.distill_loss`` leaves it out), where
   ``view`` is a :class:`~subliminal_mlp.core.engine.PenaltyView` (the student's current
   parameters ``theta``, its ``start``, the batch, the distillation ``step``, ...), e.g.
   :func:`liminal` (a KL penalty to the student's own start during the first steps);

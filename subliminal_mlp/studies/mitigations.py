@@ -25,7 +25,8 @@ Each family is one engine experiment (the shared-init student and its cross-mode
 with the mitigation) whose strength is a hyperparameter swept in one compiled program; the runs'
 teachers are trained once, by a program without student steps, and passed to every family. Measured per setting: the student's and the
 control's final accuracy, the **gain** (student − control, per run, mean ± 95 % CI), the
-distillation loss of the last epoch (how well the student still imitates), and the student's
+distillation loss of the last epoch (how well the student still imitates: the liminal penalty is not
+counted in it), and the student's
 accuracy every ``probe_every`` steps (does the mitigation delay the gain or remove it?).
 """
 
