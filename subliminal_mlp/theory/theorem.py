@@ -240,7 +240,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     first order; the control's sign is reported, not checked (no sign is predicted).
 
     "Vanishes like ``ε``" (:func:`_vanishes_like_eps`): the value at the smallest ``ε₀`` is at most
-    twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``100·ε₀``, plus float64
+    twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``10·ε₀``, plus float64
     rounding. A quantity that tends to a constant (a first-order term the record's ``A`` missed) or
     shrinks more slowly than ``ε`` (``√ε``, say) fails it.
     """
@@ -303,9 +303,10 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
 def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -> bool:
     """Whether ``values`` (one per ``ε`` of the grid) shrink at least like ``ε`` towards the smallest ``ε₀``:
     ``|v(ε₀)| ≤ 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) + floor(ε₁)·ε₀/ε₁``, with ``ε₁`` the grid's ``ε`` nearest
-    ``100·ε₀`` (on a log scale) among those above ``ε₀``, and ``floor`` the values' rounding at each ``ε``.
+    ``10·ε₀`` (on a log scale) among those above ``ε₀``, and ``floor`` the values' rounding at each ``ε``.
     With a one-point grid, ``|v(ε₀)| ≤ floor(ε₀)``. Linear behaviour (``v = cε + O(ε²)``) passes with
-    room for the ``O(ε²)`` term; a constant, or ``√ε``, fails by a factor of 50 or 5.
+    room for the ``O(ε²)`` term (it fails only where ``v(ε₁)`` is under half its linear extrapolation);
+    a constant, or ``√ε``, fails by a factor of 5 or 1.6 (at ``ε₁ = 10·ε₀``).
 
     >>> eps = np.array([1e-6, 1e-5, 1e-4, 1e-3])
     >>> zero = np.zeros(4)
@@ -319,7 +320,7 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     above = np.nonzero(eps > eps[i0])[0]
     if above.size == 0:
         return bool(values[i0] <= floor[i0])
-    i1 = int(above[np.argmin(np.abs(np.log(eps[above] / (100 * eps[i0]))))])
+    i1 = int(above[np.argmin(np.abs(np.log(eps[above] / (10 * eps[i0]))))])
     r = eps[i0] / eps[i1]
     return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
 
