@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU measurements on docs/performance.md, in one command (run it on an idle machine):
+# The CPU measurements on docs/performance.md (and the compilation cache's, on docs/gpu.md), in one command
+# (run it on an idle machine):
 #     SUBLIMINAL_MLP_DATA=/path/to/data benchmarks/cpu.sh [LOG_DIR] [protocol|step|theory|alignment|cache ...]
 # Each part writes LOG_DIR/<part>.log (default LOG_DIR: ./cpu-logs); docs/gen_tables.py builds the
 # page's tables from the committed logs. With no part named, all five run.

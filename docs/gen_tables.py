@@ -602,7 +602,7 @@ def compile_cache() -> str:
     """Compile and run time of ``reproduce`` in three fresh processes: no cache, cold and warm cache
     (``benchmarks/bench_compile_cache.py``), with the machine and whether the numbers were identical."""
     t = _Log(CPU_LOGS_COMPILE_CACHE, "cache")
-    what = t.find(r"reproduce --runs (\d+) --epochs (\d+)(?: --no-progress)?, each in a fresh process \((.+)\)")
+    what = t.find(r"reproduce --runs (\d+) --epochs (\d+) --no-progress, each in a fresh process \((.+)\)")
     cpu = _Log(CPU_LOGS_COMPILE_CACHE, "machine").find(r"model name\s*:\s*(.+)")[1].strip()
     rows = re.findall(r"\n\| ([a-z][^|]+) \| ([\d.]+ s) \| ([\d.]+ s) \| (\d+) \|", t.text)
     same = t.find(r"accuracies identical in all three: (True|False)")[1]

@@ -59,5 +59,9 @@ def test_the_note_is_given_where_the_cache_is_on_and_bars_are_shown(monkeypatch,
     for argv in (["reproduce", *flags], ["sweep", "learning_rate", "1e-3", *flags]):
         _compile_cache_note(build_parser().parse_args(argv))
         assert (NOTE in capsys.readouterr().err) == noted
-    _compile_cache_note(build_parser().parse_args(["theorem"]))  # a command without progress bars
-    assert NOTE not in capsys.readouterr().err
+    _compile_cache_note(build_parser().parse_args(["figures", *flags]))
+    assert (NOTE in capsys.readouterr().err) == noted
+    # A command without progress bars, and the figures command when it computes nothing:
+    for argv in (["theorem"], ["figures", "--redraw"], ["figures", "--list"]):
+        _compile_cache_note(build_parser().parse_args(argv))
+        assert NOTE not in capsys.readouterr().err

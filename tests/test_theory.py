@@ -813,6 +813,18 @@ def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_
             "losses": {"ce_aux": {"A": [A], "shared": shared, "different": different}}}
 
 
+def test_vanishing_like_eps_is_judged_near_the_smallest_eps():
+    # A remainder linear up to 1e-5 and sublinear beyond (saturating) vanishes like ε: judged at ε₁ = 10·ε₀, not
+    # against 100·ε₀, where the saturation would fail it; rounding (the floor) is allowed.
+    eps = np.array([1e-4, 1e-6, 1e-5])  # in any order
+    zero = np.zeros(3)
+    assert theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 1e-5]), eps, zero)
+    assert not theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 2e-6]), eps, zero)  # shrinks 2× over 10×: not ∝ ε
+    assert theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 2e-6]), eps, np.full(3, 1e-6))  # ... unless rounding
+    assert theorem._vanishes_like_eps(np.array([3e-9]), np.array([1e-6]), np.array([1e-8]))  # one ε: rounding only
+    assert not theorem._vanishes_like_eps(np.array([3e-9]), np.array([1e-6]), np.array([1e-9]))
+
+
 @pytest.mark.parametrize("changes, failed", [
     ({}, []),                                                   # every prediction holds
     ({"ratio": 2.01}, ["gap"]),                                 # ΔθS·ΔθT/ε is not A (rel. gap 5e-3 > 1e-3)
@@ -827,6 +839,9 @@ def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_
     ({"A": 0.0, "ratio": 5e-4, "dlt": 0.0}, ["gap"]),
     ({"A": 0.0, "ratio": 5e-4, "ratio_large": 0.5, "dlt": 0.0}, []),  # ... unlike a second-order one (∝ ε)
     ({"change": 1e-4, "change_large": 3.2e-3}, ["control_first_order"]),  # drift ∝ √ε: under the tolerance, not O(ε)
+    # A off by 1e-4 (under gap_tol): ΔθS·ΔθT/ε − A does not vanish with ε ...
+    ({"ratio": 2.0002, "ratio_large": 2.0002}, ["gap"]),
+    ({"ratio": 2.0002, "ratio_large": 2.2}, []),  # ... unlike Lemma 1's O(ε) remainder
 ])
 def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     s = theorem.summarize(_theorem_record(**changes))

@@ -325,7 +325,8 @@ def _compile_cache_note(a: argparse.Namespace) -> None:
     """A note on stderr where JAX's persistent compilation cache is on (``$JAX_COMPILATION_CACHE_DIR``) and the
     command shows progress bars: they are host callbacks, and JAX stores no program that has one, so the
     experiment's programs would be compiled anew every time (docs/gpu.md, "Compile once")."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False:
+    computes = not (getattr(a, "list", False) or getattr(a, "redraw", False))  # `figures --list/--redraw`: nothing
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False and computes:
         print("subliminal-mlp: note: JAX does not store programs with progress bars (host callbacks) in its "
               "compilation cache ($JAX_COMPILATION_CACHE_DIR): pass --no-progress to store and reuse them",
               file=sys.stderr)

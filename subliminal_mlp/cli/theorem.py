@@ -52,9 +52,11 @@ def register(sub) -> None:
                    help="MNIST training images in L_T, with --teacher-loss ce only (default 1024)")
     t.add_argument("--alpha", type=float, default=1.0, help="student step size α (default 1)")
     t.add_argument("--gap-tol", type=float, default=1e-3,
-                   help="tolerance of the relative gap |ΔθS·ΔθT/ε − A|/A at the smallest ε (default 1e-3)")
+                   help="tolerance of the relative gap |ΔθS·ΔθT/ε − A|/A at the smallest ε (default 1e-3); the gap "
+                        "must also vanish like ε (no tolerance: see docs/experiments/theorem.md)")
     t.add_argument("--change-tol", type=float, default=1e-3,
-                   help="control: tolerance of ‖ΔθS(ε)−ΔθS(0)‖/‖ΔθS(0)‖ at the smallest ε (default 1e-3)")
+                   help="control: tolerance of ‖ΔθS(ε)−ΔθS(0)‖/‖ΔθS(0)‖ at the smallest ε (default 1e-3); it must "
+                        "also vanish like ε")
     t.add_argument("--data-dir", default=None,
                    help="data root holding mnist/ (else $SUBLIMINAL_MLP_DATA, the cache, then a download)")
     t.add_argument("--json", default=None, metavar="OUT", help="also write the record and summary to OUT (JSON)")

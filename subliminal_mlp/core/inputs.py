@@ -327,7 +327,8 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
     if base.n > BASIS_STREAM:  # the per-example sources draw example j from fold_in(key, j): keep the basis's key apart
         raise InputError(f"subspace: the base source has n = {base.n} examples; the basis is drawn from "
-                         f"fold_in(key, {BASIS_STREAM}), the key of its example {BASIS_STREAM}: use at most "
+                         f"fold_in(key, {BASIS_STREAM}), the key a random source draws its example {BASIS_STREAM} "
+                         f"from (a source without keys, an image pool, is held to the same bound): use at most "
                          f"{BASIS_STREAM} examples.")
 
     def prepare(key, arrays, hp):

@@ -231,7 +231,8 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     Works from the record alone, whatever the model it was run on.
 
     Shared initialisation, at the smallest ``ε``: the relative gap ``|ΔθS·ΔθT/ε − A| / A`` must be
-    ``≤ gap_tol`` (Lemma 1's first-order term), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
+    ``≤ gap_tol`` and ``ΔθS·ΔθT/ε − A`` must vanish like ``ε`` (Lemma 1's first-order term: an ``A``
+    off by less than ``gap_tol`` fails too), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
     (Theorem 1). When ``A = 0`` (``|A| ≤ 1e-14·‖ΔθT‖²``) the theorem's other branch is checked
     instead: ``ΔθS·ΔθT = O(ε²)``, so ``ΔθS·ΔθT/ε`` must vanish like ``ε`` (see below; its size
     ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap) and ``L_T`` must not move beyond rounding.
@@ -268,9 +269,11 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, floor)
                 ok_sign = True
                 ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
-            else:
+            else:  # the gap is Lemma 1's O(ε) remainder: small, and vanishing like ε (A itself right)
                 gap = abs(ratio - A) / scale
-                ok_gap = gap <= gap_tol
+                # the dot product's rounding (as where A = 0) and A's own: an exactly linear remainder of 0 passes
+                floor = 1e-12 * (np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps + abs(A))
+                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps - A, eps, floor)
                 ok_sign = ratio >= -gap_tol * scale
                 ok_lt = dlt[i0] < 0
             decreasing = np.nonzero(dlt < 0)[0]
