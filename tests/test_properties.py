@@ -123,7 +123,7 @@ weights = st.floats(-2, 2)
        extra_n=st.none() | st.integers(1, 100), seed=seeds, data=st.data())
 def test_mix_is_the_weighted_sum_of_its_components_each_indexed_mod_its_size(parts, extra_n, seed, data):
     """``mix``: example j is ``Σ_i w_i · source_i(j mod n_i)``, component 0 drawn from the run's key and component
-    i > 0 from ``fold_in(key, i)``; ``n`` defaults to the largest component's size. Checked in float64 against
+    i > 0 from ``fold_in(fold_in(key, MIX_STREAM), i)``; ``n`` defaults to the largest component's size. Checked in float64 against
     each component drawn on its own, with weights given as numbers, hyperparameter names or functions, and an
     image pool (arrays) among the components."""
     key = jax.random.PRNGKey(seed)
@@ -142,7 +142,7 @@ def test_mix_is_the_weighted_sum_of_its_components_each_indexed_mod_its_size(par
     idx = np.asarray(data.draw(index_batch(size), label="idx"))
     want = np.zeros((B, 784))
     for i, ((src, _), w) in enumerate(zip(comps, want_w)):
-        k = key if i == 0 else jax.random.fold_in(key, i)
+        k = key if i == 0 else jax.random.fold_in(jax.random.fold_in(key, 0xFFFF_FFFF), i)  # inputs.MIX_STREAM
         want += w * draw(src, idx % src.n, k).astype(np.float64)
     np.testing.assert_allclose(draw(m, idx, key, hp), want, rtol=1e-5, atol=1e-5)
 

@@ -45,6 +45,10 @@ from .results import plain_scalar, setting_json
 
 #: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
 BASIS_STREAM = 1_000_003
+#: The key stream :func:`mix` derives its components' keys from: component ``i > 0`` draws from
+#: ``fold_in(fold_in(key, MIX_STREAM), i)``. 2³² − 1 is no example's index (indices are int32), so no
+#: example of component 0, which draws example ``j`` from ``fold_in(key, j)``, shares a key with them.
+MIX_STREAM = 0xFFFF_FFFF
 Setting = Any  # a number, a hyperparameter name (str), or a function of the hyperparameters
 
 
@@ -257,7 +261,8 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
 
     ``components`` is a list of ``(source, weight)``; weights are settings (a number, a
     hyperparameter name, or a function of the hyperparameters, e.g. ``lambda hp: 1 - hp["alpha"]``).
-    Component 0 gets the run's input key, component ``i > 0`` gets ``fold_in(key, i)``. ``n``
+    Component 0 gets the run's input key, component ``i > 0`` gets ``fold_in(fold_in(key, MIX_STREAM), i)``
+    (:data:`MIX_STREAM`: a key no example of component 0 draws from). ``n``
     defaults to the largest component's size; component ``i``'s example ``j mod n_i`` is used.
 
     >>> import jax, jax.numpy as jnp
@@ -265,7 +270,8 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
     >>> m = mix([(u, 0.25), (g, lambda hp: 1 - 0.25)])
     >>> key, idx = jax.random.PRNGKey(0), jnp.arange(3)
     >>> x = m.draw(m.prepare(key, m.arrays, {}), idx, {})
-    >>> expected = 0.25 * u.draw(key, idx, {}) + 0.75 * g.draw(jax.random.fold_in(key, 1), idx, {})
+    >>> g_key = jax.random.fold_in(jax.random.fold_in(key, MIX_STREAM), 1)
+    >>> expected = 0.25 * u.draw(key, idx, {}) + 0.75 * g.draw(g_key, idx, {})
     >>> bool(jnp.allclose(x, expected))
     True
     """
@@ -277,7 +283,8 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
     size = max(s.n for s in sources) if n is None else n
 
     def prepare(key, arrays, hp):
-        return tuple(s.prepare(key if i == 0 else jax.random.fold_in(key, i), arrays[str(i)], hp)
+        derived = jax.random.fold_in(key, MIX_STREAM)
+        return tuple(s.prepare(key if i == 0 else jax.random.fold_in(derived, i), arrays[str(i)], hp)
                      for i, s in enumerate(sources))
 
     def draw(ctx, idx, hp):
