@@ -25,12 +25,13 @@ time the paper's programs. Prints numbers; asserts nothing about time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from subliminal_mlp import read_results
 
 
 def reproduce(out: Path, args: argparse.Namespace, cache: str | None) -> dict:
@@ -43,7 +44,7 @@ def reproduce(out: Path, args: argparse.Namespace, cache: str | None) -> dict:
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    rec = json.loads((out / "fig10.json").read_text())
+    rec = read_results(out / "fig10.json")
     env_ = rec["environment"]
     return {"timing": rec["timing"], "devices": f"{', '.join(env_['devices'])}, jax {env_['jax']}",
             "run_batch": env_["run_batch"],

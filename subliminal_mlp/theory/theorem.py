@@ -260,20 +260,19 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             dlt = np.asarray(sh["delta_LT"][s_i])
             scale = max(abs(A), 1e-300)
             size = max(record["norm_T"][s_i] ** 2, 1e-300)  # ‖ΔθT‖²: the natural scale of A
+            # The rounding of a float64 dot product, divided by ε: 1e-12·‖ΔθS‖‖ΔθT‖/ε.
+            dot_floor = 1e-12 * np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps
             if abs(A) <= 1e-14 * size:
                 # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε → 0 like ε and L_T does
-                # not move at first order (only rounding is allowed). The rounding of a float64 dot product,
-                # divided by ε: 1e-12·‖ΔθS‖‖ΔθT‖/ε.
+                # not move at first order (only rounding is allowed).
                 gap = abs(ratio) / size
-                floor = 1e-12 * np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps
-                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, floor)
+                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, dot_floor)
                 ok_sign = True
                 ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
             else:  # the gap is Lemma 1's O(ε) remainder: small, and vanishing like ε (A itself right)
                 gap = abs(ratio - A) / scale
-                # the dot product's rounding (as where A = 0) and A's own: an exactly linear remainder of 0 passes
-                floor = 1e-12 * (np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps + abs(A))
-                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps - A, eps, floor)
+                # the dot product's rounding and A's own: an exactly linear remainder of 0 passes
+                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps - A, eps, dot_floor + 1e-12 * abs(A))
                 ok_sign = ratio >= -gap_tol * scale
                 ok_lt = dlt[i0] < 0
             decreasing = np.nonzero(dlt < 0)[0]
