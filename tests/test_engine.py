@@ -128,9 +128,9 @@ def test_bad_sources_fail_with_their_value():
         inputs.check_source(inputs.uniform(10, shape=(100,)), (784,), {})
     with pytest.raises(sm.InputError, match="k = 900"):
         inputs.check_source(inputs.subspace(900), (784,), {})
-    with pytest.raises(sm.InputError, match="n = 1000004 examples"):  # would share the basis's key
-        inputs.subspace(10, inputs.uniform(inputs.BASIS_STREAM + 1))
-    inputs.subspace(10, inputs.uniform(inputs.BASIS_STREAM))
+    with pytest.raises(sm.InputError, match="n = 2147483648 is too large: example indices are int32"):
+        inputs.uniform(2**31)
+    inputs.uniform(inputs.MAX_EXAMPLES)
     user = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
     assert draw(user, [0, 1]).shape == (2, 784)
     inputs.check_source(user, (784,), {})

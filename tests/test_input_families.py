@@ -208,13 +208,13 @@ def test_the_uniform_kind_is_the_papers_noise_and_each_kind_draws_its_own_source
     paper = alone(inputs.uniform(64, shape=(784,)), key)
     np.testing.assert_array_equal(fused(0), paper)
     np.testing.assert_allclose(fused(0, scale=3.0), 3.0 * paper, rtol=1e-6)
-    # Bernoulli (kind 2) and Gaussian (kind 1): each its own source, from fold_in(key, KIND_STREAM + kind).
+    # Bernoulli (kind 2) and Gaussian (kind 1): each its own source, from fold_in(fold_in(key, KIND_STREAM), kind).
     np.testing.assert_array_equal(fused(2), alone(inputs.bernoulli(64, shape=(784,)),
-                                                  jax.random.fold_in(key, F.KIND_STREAM + 2)))
+                                                  jax.random.fold_in(jax.random.fold_in(key, F.KIND_STREAM), 2)))
     assert set(np.unique(fused(2))) == {-1.0, 1.0}
     np.testing.assert_array_equal(fused(2, src=other), fused(2))
     np.testing.assert_array_equal(fused(1, src=other), alone(inputs.gaussian(64, shape=(784,)),
-                                                  jax.random.fold_in(key, F.KIND_STREAM + 1)))
+                                                  jax.random.fold_in(jax.random.fold_in(key, F.KIND_STREAM), 1)))
 
 
 def test_the_record_table_csv_and_figure_show_each_settings_own_numbers(mnist, tmp_path, monkeypatch):

@@ -147,6 +147,25 @@ def test_mix_is_the_weighted_sum_of_its_components_each_indexed_mod_its_size(par
     np.testing.assert_allclose(draw(m, idx, key, hp), want, rtol=1e-5, atol=1e-5)
 
 
+def test_no_derived_key_is_an_example_key():
+    """A random source draws example j < 2³¹ (int32) from ``fold_in(key, j)``; every key derived from an input
+    key (a mixture's components, the subspace basis, a noise kind of the input-families study, a fresh
+    generation of the teacher-task study) folds in a distinct stream constant in [2³¹, 2³²). Checked on the
+    constants and, for the derived keys the studies use, against every example key of a 70,000-example set
+    (the old kind stream 7000 + k was the key of the paper's noise example 7000 + k)."""
+    from subliminal_mlp.studies import input_families, teacher_task
+
+    streams = [inputs.MIX_STREAM, inputs.BASIS_STREAM, input_families.KIND_STREAM, teacher_task.GENERATION_STREAM]
+    assert len(set(streams)) == len(streams) and all(2**31 <= s < 2**32 for s in streams)
+    assert inputs.MAX_EXAMPLES == np.iinfo(np.int32).max
+    key = jax.random.PRNGKey(0)
+    examples = {tuple(k) for k in np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(70_000)))}
+    derived = [input_families.kind_key(key, k) for k in range(1, len(input_families.KINDS))]
+    derived += [jax.random.fold_in(key, s) for s in streams]
+    assert not {tuple(np.asarray(k)) for k in derived} & examples
+    assert tuple(np.asarray(jax.random.fold_in(key, 7001))) in examples  # the check can see a collision
+
+
 @FAST
 @given(d=st.sampled_from([12, 30]), frac=st.sampled_from([0.0, 0.5, 1.0]), named=st.booleans(), seed=seeds,
        n=st.integers(1, 10**6), data=st.data())

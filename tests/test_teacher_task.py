@@ -217,14 +217,16 @@ def test_each_generation_is_taught_by_the_previous_one_on_its_own_fresh_noise(da
     monkeypatch.setattr(tt.engine, "run", lambda exp, task, **kw: calls.append((exp.name, kw.get("sweep")))
                         or real(exp, task, **kw))
     cfg = Config(hidden_widths=(16,), n_runs=2, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=128,
-                 learning_rate=3e-3)  # students that move: each generation's accuracies differ from the last's
+                 learning_rate=3e-3)  # students that move
     settings = TeacherTaskSettings(classes=(10,), teacher_epochs=(1,), student_epochs=(1,), generations=3)
     gens = run_teacher_task(cfg, load_mnist(data_root), settings)["parts"]["generations"]
     assert [sweep for name, sweep in calls if name.startswith("teacher_task_generations")] == [
         {GENERATION: [2.0]}, {GENERATION: [3.0]}]
     pts = gens["points"]
     student = [np.asarray(p["models"]["student_aux"]["values"]) for p in pts]
-    assert np.all(student[0] != student[1]) and np.all(student[1] != student[2])
+    # The students move (else the chain below holds trivially): each generation's accuracies differ from the last's
+    # in some run (not in every run: two models can score the same 0.0893 on 10,000 images, as here at 16 wide).
+    assert np.any(student[0] != student[1]) and np.any(student[1] != student[2])
     for g in (1, 2):
         np.testing.assert_allclose(pts[g]["models"]["teacher"]["values"], pts[g - 1]["models"]["student_aux"]["values"],
                                    atol=1e-4)

@@ -43,12 +43,18 @@ import numpy as np
 from .config import is_integer
 from .results import plain_scalar, setting_json
 
-#: The key stream (folded into the run's input key) of :func:`subspace`'s random basis.
-BASIS_STREAM = 1_000_003
+# Key streams. A random source draws its example j from ``fold_in(key, j)``, and j is an int32 index
+# (a source has at most MAX_EXAMPLES examples), so j < 2³¹. Every other key derived from an input key
+# folds in a stream constant in [2³¹, 2³²), which no example index reaches: no derived key is an
+# example's key. The studies' streams (``input_families.KIND_STREAM``, ``teacher_task.GENERATION_STREAM``)
+# follow the same rule; ``tests/test_properties.py`` checks that all of them are distinct.
+#: The most examples a source may have: example indices are int32.
+MAX_EXAMPLES = 2**31 - 1
 #: The key stream :func:`mix` derives its components' keys from: component ``i > 0`` draws from
-#: ``fold_in(fold_in(key, MIX_STREAM), i)``. 2³² − 1 is no example's index (indices are int32), so no
-#: example of component 0, which draws example ``j`` from ``fold_in(key, j)``, shares a key with them.
+#: ``fold_in(fold_in(key, MIX_STREAM), i)``, a key no example of component 0 draws from.
 MIX_STREAM = 0xFFFF_FFFF
+#: The key stream of :func:`subspace`'s random basis: ``fold_in(key, BASIS_STREAM)``.
+BASIS_STREAM = 0xFFFF_FFFE
 Setting = Any  # a number, a hyperparameter name (str), or a function of the hyperparameters
 
 
@@ -123,6 +129,9 @@ class InputSource:
     def __post_init__(self) -> None:
         if not is_integer(self.n, 1, numpy=True):
             raise InputError(f"input source {self.name!r}: n = {self.n!r} is invalid: the set needs >= 1 example.")
+        if self.n > MAX_EXAMPLES:
+            raise InputError(f"input source {self.name!r}: n = {self.n} is too large: example indices are int32, "
+                             f"so a set has at most {MAX_EXAMPLES} examples.")
         object.__setattr__(self, "n", int(self.n))
 
     def describe(self) -> dict[str, Any]:
@@ -308,7 +317,7 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
 
     Per run, ``Q`` (d × k) is an orthonormal basis of a uniformly random k-dimensional subspace of
     the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``, a key no
-    example of the base shares: it may have at most ``BASIS_STREAM`` examples); example j is
+    example of the base shares); example j is
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's. ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
     rounding.
@@ -332,11 +341,6 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         raise InputError(f"subspace: k = {k!r} is invalid: it must be an integer >= 1 or a hyperparameter name.")
     if max_k is not None and not is_integer(max_k, 1):
         raise InputError(f"subspace: max_k = {max_k!r} is invalid: it must be an integer >= 1.")
-    if base.n > BASIS_STREAM:  # the per-example sources draw example j from fold_in(key, j): keep the basis's key apart
-        raise InputError(f"subspace: the base source has n = {base.n} examples; the basis is drawn from "
-                         f"fold_in(key, {BASIS_STREAM}), the key a random source draws its example {BASIS_STREAM} "
-                         f"from (a source without keys, an image pool, is held to the same bound): use at most "
-                         f"{BASIS_STREAM} examples.")
 
     def prepare(key, arrays, hp):
         ctx = base.prepare(key, arrays, hp)

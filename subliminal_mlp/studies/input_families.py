@@ -231,16 +231,17 @@ def rows(cfg: Config, settings: InputFamilySettings) -> list[Row]:
 
 #: The fused program's hyperparameters, in :class:`Row`'s ``hp`` order.
 FUSED_HPARAMS = ("noise_kind", "noise_scale", "blur_sigma", "distinct", "subspace_k")
-#: Noise kind k > 0 draws from the key ``fold_in(run's noise key, KIND_STREAM + k)``; kind 0
-#: (uniform) from the run's noise key itself, so its noise is the paper's.
-KIND_STREAM = 7_000
+#: Noise kind k > 0 draws from the key ``fold_in(fold_in(run's noise key, KIND_STREAM), k)``; kind 0
+#: (uniform) from the run's noise key itself, so its noise is the paper's. A stream constant in
+#: [2³¹, 2³²) (see :mod:`subliminal_mlp.core.inputs`): no noise example's key.
+KIND_STREAM = 0xFFFF_FFFD
 
 
 def kind_key(key, k: int):
     """The key noise kind ``k`` draws from (:data:`KIND_STREAM`), whichever kinds share its program."""
     import jax
 
-    return key if k == 0 else jax.random.fold_in(key, KIND_STREAM + k)
+    return key if k == 0 else jax.random.fold_in(jax.random.fold_in(key, KIND_STREAM), k)
 
 
 def select_kinds(sources: dict[int, inputs.InputSource], n: int) -> inputs.InputSource:

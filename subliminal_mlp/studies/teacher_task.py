@@ -91,9 +91,10 @@ PARTS = ("classes", "teacher_epochs", "student_epochs", "generations")
 #: The largest number of classes (MNIST's digits).
 MAX_CLASSES = 10
 #: The key stream of the generations' noise: generation g ≥ 2 draws from
-#: ``fold_in(fold_in(noise key, GENERATION_STREAM), g)``. Larger than any input set's size, so
-#: it is no example's key (example j of a set is drawn from ``fold_in(noise key, j)``).
-GENERATION_STREAM = 2_000_003
+#: ``fold_in(fold_in(noise key, GENERATION_STREAM), g)``. A stream constant in [2³¹, 2³²) (see
+#: :mod:`subliminal_mlp.core.inputs`), so it is no example's key (example j of a set is drawn from
+#: ``fold_in(noise key, j)``, j < 2³¹).
+GENERATION_STREAM = 0xFFFF_FFFC
 #: The per-run metric that carries the shared-init student's trained parameters (one flat vector)
 #: out of the program, to become the next generation's teacher.
 NEXT_TEACHER = "next_teacher"
