@@ -275,9 +275,30 @@ def test_env_used_without_argument(
 
 def test_env_without_files_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(data.ENV_DATA, str(tmp_path))
-    with pytest.raises(DataError, match=data.ENV_DATA):
+    with pytest.raises(DataError, match=f"What to do: .*correct or unset \\${data.ENV_DATA}"):
         load_mnist(cache_dir=tmp_path / "cache", mirrors=["http://127.0.0.1:9/"])
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_empty_data_dir_is_no_data_dir(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for an empty $SUBLIMINAL_MLP_DATA: "" is not the current directory.
+    monkeypatch.setenv(data.ENV_DATA, str(data_root))
+    monkeypatch.chdir(data_root / "mnist")  # the four files are here: "" read as "." would find them
+    assert Path(load_mnist("", download=False).source_dir) == (data_root / "mnist").resolve()
+    monkeypatch.setenv(data.ENV_DATA, str(data_root / "nowhere"))
+    with pytest.raises(DataError, match="nowhere"):
+        load_mnist("", download=False)
+
+
+def test_another_datasets_files_are_named_as_such(data_root: Path, no_env: None) -> None:
+    # MNIST and Fashion-MNIST share file names and sizes; a folder holding one directly is not the other,
+    # and its intact files are not reported as corrupt.
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", data_root / "mnist", download=False)
+    msg = str(info.value)
+    assert "is mnist's train-images-idx3-ubyte.gz" in msg and "holds another dataset" in msg
+    assert "fashion-mnist/train-images-idx3-ubyte.gz" in msg and "checksum mismatch" not in msg
+    assert "replace" not in msg
 
 
 def test_cache_used_without_argument_or_env(
@@ -363,7 +384,7 @@ def test_download_from_local_mirror(
 ) -> None:
     url = http_mirror(copy_mnist(data_root, tmp_path / "served"))
     cache = tmp_path / "cache"
-    ds = load_dataset("mnist", None, cache_dir=cache, mirrors=[url])
+    ds = load_dataset("mnist", None, cache_dir=cache, mirrors=url)  # one mirror, as a string
     assert Path(ds.source_dir) == (cache / "mnist").resolve()
     assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(MNIST_FILES)
     assert ds.train_labels[0] == 5 and ds.test_images.shape == (10_000, 784)
@@ -400,6 +421,20 @@ def test_download_with_corrupt_file(
     assert "t10k-labels-idx1-ubyte.gz" in msg and "sha256" in msg and url in msg
     assert not (cache / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
     assert leftovers(cache / "mnist") == []
+
+
+def test_a_cache_that_refuses_files_is_not_a_network_failure(
+    tmp_path: Path, no_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.tempfile, "TemporaryFile", refuse)  # a read-only folder (the tests run as root)
+    with pytest.raises(DataError) as info:
+        load_mnist(cache_dir=tmp_path / "cache", mirrors=["http://127.0.0.1:9/"])
+    msg = str(info.value)
+    assert "cannot create the cache directory" in msg and "Permission denied" in msg
+    assert "network" not in msg and data.ENV_CACHE in msg
 
 
 def test_download_without_network(tmp_path: Path, no_env: None) -> None:

@@ -332,11 +332,21 @@ def _decompress_and_check(compressed: bytes, fs: FileSpec, label: str) -> bytes:
         )
     digest = _sha256(content)
     if digest != fs.sha256:
+        other = [(name, f.name) for name, spec in DATASETS.items() for f in spec.files if f.sha256 == digest]
+        if other:
+            raise _OtherDataset(
+                f"{label} is {other[0][0]}'s {other[0][1]} (its sha256 {digest}), not the file expected "
+                f"here (sha256 {fs.sha256})"
+            )
         raise DataError(
             f"{label}: checksum mismatch: expected sha256 {fs.sha256} of the uncompressed "
             f"content, found sha256 {digest}"
         )
     return content
+
+
+class _OtherDataset(DataError):
+    """An intact file of another dataset (MNIST and Fashion-MNIST share their file names and sizes)."""
 
 
 def _read_verified(path: Path, fs: FileSpec) -> np.ndarray:
@@ -432,6 +442,13 @@ def _load_source(src: _Source) -> Dataset:
                     f"{path}: labels out of range: expected values in 0..{NUM_CLASSES - 1}, "
                     f"found a maximum of {int(array.max())}"
                 )
+        except _OtherDataset as exc:
+            raise DataError(
+                f"{exc}: {directory} holds another dataset. A folder that holds the four files directly is "
+                f"taken for whichever dataset is asked for. What to do: point --data-dir / {ENV_DATA} at "
+                f"a data root that contains {src.dataset}/{path.name} (e.g. {directory.parent}, if it "
+                f"holds {src.dataset}/)."
+            ) from None
         except DataError as exc:
             raise DataError(f"{exc}. {_remedy(src.origin, src.dataset, path)}") from None
         raw.append(array)
@@ -482,12 +499,13 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str) -> Path:
 
     Raises DataError right away if there is none (no fall-through to other places).
     """
+    fix_env = f"correct or unset {what}, or " if what.startswith("$") else ""
     if not root.is_dir():
         raise DataError(
             f"data root {root} (from {what}) does not exist or is not a directory: "
             f"expected a data root containing {spec.name}/ with the files "
             f"{', '.join(spec.file_names)}. "
-            f"What to do: {_supply_hint(spec.name)}."
+            f"What to do: {fix_env}{_supply_hint(spec.name)}."
         )
     nested = root / spec.name
     for candidate in (nested, root):
@@ -500,7 +518,7 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str) -> Path:
         f"data root {root} (from {what}) does not hold the {spec.name} files: expected all four of "
         f"{', '.join(spec.file_names)} in {nested} (or directly in {root}); "
         f"missing from {report}: {', '.join(missing)}. "
-        f"What to do: copy the missing files there, or {_supply_hint(spec.name)}."
+        f"What to do: copy the missing files there, {fix_env}or {_supply_hint(spec.name)}."
     )
 
 
@@ -512,7 +530,7 @@ def _locate(
     mirrors: Sequence[str] | None,
 ) -> tuple[Path, str]:
     """Find (or download) the directory holding the four files; returns it and its origin."""
-    if data_dir is not None:
+    if data_dir is not None and os.fspath(data_dir) != "":
         return _find_in_root(Path(data_dir).expanduser(), spec, "the data_dir argument"), "argument"
     env = os.environ.get(ENV_DATA)
     if env:
@@ -563,7 +581,7 @@ def _download_missing(
     spec: DatasetSpec, target: Path, missing: Sequence[str], mirrors: Sequence[str] | None
 ) -> None:
     """Download each missing file from the first mirror that serves a verified copy."""
-    bases = tuple(spec.mirrors if mirrors is None else mirrors)
+    bases = tuple(spec.mirrors if mirrors is None else (mirrors,) if isinstance(mirrors, str) else mirrors)
     if not bases:
         hint = spec.no_mirror_hint or f"No download mirror is known for {spec.name}."
         raise DataError(
@@ -572,9 +590,11 @@ def _download_missing(
         )
     try:
         target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):  # an existing folder may still refuse new files
+            pass
     except OSError as exc:
         raise DataError(
-            f"cannot create the cache directory {target} ({exc}). "
+            f"cannot create the cache directory {target}, or a file in it ({exc}). "
             f"What to do: pass a writable cache_dir or set {ENV_CACHE}, or "
             f"{_supply_hint(spec.name)}."
         ) from None
@@ -617,10 +637,11 @@ def load_dataset(
     Args:
         name: ``"mnist"`` or ``"fashion-mnist"``.
         data_dir: A data root holding ``<name>/<file>`` (or the four files directly).
-            If given, it must hold the files; nothing else is tried.
+            If given, it must hold the files; nothing else is tried. ``""`` is the same as
+            ``None``, as for ``$SUBLIMINAL_MLP_DATA``.
         cache_dir: User cache root; defaults to :func:`default_cache_dir`.
         download: Whether to download missing files into the cache.
-        mirrors: Base URLs overriding the dataset's mirror list.
+        mirrors: Base URLs overriding the dataset's mirror list (one URL may be given as a string).
 
     Returns:
         The verified :class:`Dataset` (read-only arrays, shared across calls).
