@@ -104,7 +104,7 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
          "--epochs 3 sets both phases, but the sweep sets teacher_epochs .* give --student-epochs"),
         # every swept value's Config is checked (the flags' default batch_size does not, it is swept)
         (["sweep", "batch_size", "64", "512", "--n-noise", "256", "--out", str(tmp_path)],
-         "batch_size = 512 is larger than n_noise = 256"),
+         "batch_size = 512 is larger than n_noise = 256: .*exists\\.$"),  # the swept value: no flag set it
         (["figures", "fig10_mnist", "--quick", "--out", str(tmp_path / "q"), "--teacher-cache",
           str(tmp_path / "afile")], "afile: it is an existing file"),
         (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
@@ -116,9 +116,18 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         (["figures", "--no-teacher-cache", "--teacher-cache", str(tmp_path)], "not both"),
         # settings are checked before a distributed runtime starts (it would wait for the other process)
         (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
-          "--seeds", "0", "--out", str(tmp_path)], "n_runs = 0"),
+          "--seeds", "0", "--out", str(tmp_path)], r"n_runs = 0 .*\(from --seeds\)$"),
+        (["reproduce", "--epochs", "-1", "--out", str(tmp_path)], r"teacher_epochs = -1 .*\(from --epochs\)$"),
+        (["reproduce", "--hidden", "64", "0", "--out", str(tmp_path)], r"hidden_widths\[1\] = 0 .*\(from --hidden\)$"),
         (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "reproduce",
           "--stem", "", "--out", str(tmp_path)], "stem = '' is invalid"),
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "theorem",
+          "--eps-min", "0"], "--eps-min = 0.0 is invalid"),
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "theorem",
+          "--json", str(tmp_path / "afile" / "x.json")], "afile"),
+        (["--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "figures",
+          "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],
+         "figure one_step reads .*input_families.json, which does not exist"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

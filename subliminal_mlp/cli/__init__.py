@@ -120,7 +120,15 @@ def _config_from(a: argparse.Namespace, **swept: Any) -> Config:
         Config.teacher_epochs if a.teacher_epochs is None else a.teacher_epochs,
         Config.student_epochs if a.student_epochs is None else a.student_epochs)
     fields = {field: getattr(a, dest) for field, dest in FIELD_DESTS.items() if not field.endswith("_epochs")}
-    return Config(**{**fields, "hidden_widths": tuple(a.hidden), "teacher_epochs": te, "student_epochs": se, **swept})
+    try:
+        return Config(**{**fields, "hidden_widths": tuple(a.hidden), "teacher_epochs": te, "student_epochs": se,
+                         **swept})
+    except ConfigError as e:  # "n_runs = 0 is invalid ...": name the flag that set the field
+        field = str(e).split(" ", 1)[0].split("[", 1)[0]
+        dest = "epochs" if field.endswith("_epochs") and a.epochs is not None else FIELD_DESTS.get(field)
+        if dest is None or field in swept:
+            raise
+        raise ConfigError(f"{e} (from --{dest.replace('_', '-')})") from None
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
@@ -307,8 +315,17 @@ def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[]
 
 def _precheck(a: argparse.Namespace) -> None:
     """What can be checked without JAX, before a distributed runtime is started (which waits for the other
-    processes): the protocol's settings (a command's Config) and its output directory."""
-    if a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
+    processes): the protocol's settings (a command's Config), the theorem's arguments, the figures' flags
+    and plan, and the outputs."""
+    if a.command == "theorem":
+        from .theorem import _check
+
+        _check(a)
+    elif a.command == "figures":
+        from .figures import _check_args
+
+        _check_args(a)
+    elif a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
         from ..core.results import check_output, check_stem_outputs
 
         if a.command == "sweep":

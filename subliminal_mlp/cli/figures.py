@@ -649,6 +649,26 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
     return rows
 
 
+def plan_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, source: str | Path = FIGURES_DIR,
+                 quick: bool | dict = False, registry: dict[str, Figure] | None = None) -> list:
+    """The ``(figure, settings, where)`` of each figure :func:`run_figures` makes, in order, checked before
+    anything is computed: the settings read from ``source`` (shrunk when ``quick``), ``out`` writable, and
+    every record a figure reads made before it (ConfigError otherwise)."""
+    out, source = Path(out), Path(source)
+    figs = _select(names, registry or REGISTRY)
+    if quick and out.resolve() == source.resolve():
+        raise ConfigError(f"--quick writes tiny figures: give an --out other than {source}, where the settings "
+                          "come from, so that they never replace the committed ones.")
+    plan = []
+    for fig in figs:
+        settings, where = source_settings(fig, source)
+        if quick:
+            settings = fig.quick(settings, QUICK if quick is True else dict(quick))
+        plan.append((fig, settings, where))
+    _check_plan(plan, out)
+    return plan
+
+
 def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, source: str | Path = FIGURES_DIR,
                 force: bool = False, quick: bool | dict = False, data_dir=None, teacher_cache: Any = None,
                 progress: bool = True, log: Callable[[str], None] = print,
@@ -666,17 +686,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     from ..core.teacher_cache import TeacherCache, use_teacher_cache
 
     out, source = Path(out), Path(source)
-    figs = _select(names, registry or REGISTRY)
-    if quick and out.resolve() == source.resolve():
-        raise ConfigError(f"--quick writes tiny figures: give an --out other than {source}, where the settings "
-                          "come from, so that they never replace the committed ones.")
-    plan = []
-    for fig in figs:
-        settings, where = source_settings(fig, source)
-        if quick:
-            settings = fig.quick(settings, QUICK if quick is True else dict(quick))
-        plan.append((fig, settings, where))
-    _check_plan(plan, out)
+    plan = plan_figures(names, out=out, source=source, quick=quick, registry=registry)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
     if cache is not None:
         check_output(cache.root)
@@ -838,23 +848,33 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_figures)
 
 
-def _cmd_figures(a: argparse.Namespace) -> int:
-    from ..core.teacher_cache import TeacherCache
-
-    if a.redraw:  # from the records in --out: no settings read, nothing computed
+def _check_args(a: argparse.Namespace) -> None:
+    """The flags' combinations, and for a command that makes figures its plan (:func:`plan_figures`):
+    ConfigError before anything is computed (the CLI calls it before a distributed runtime is started)."""
+    if a.redraw:
         if a.force or a.quick or a.list:
             raise ConfigError("--redraw draws from the records as they are: it takes no --force, --quick or --list.")
-        redraw_figures(a.names, out=a.out)
-        return 0
+        return
     if not Path(a.source).is_dir():
         raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used: "
                           "the committed figures/ of a checkout of subliminal-mlp, where the command runs from one "
                           "or is run in one).")
     if a.no_teacher_cache and a.teacher_cache:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
+    if a.list and a.force:
+        raise ConfigError("--list only lists (nothing is made): it takes no --force.")
+    if not a.list:
+        plan_figures(a.names, out=a.out, source=a.source, quick=a.quick)
+
+
+def _cmd_figures(a: argparse.Namespace) -> int:
+    from ..core.teacher_cache import TeacherCache
+
+    _check_args(a)
+    if a.redraw:  # from the records in --out: no settings read, nothing computed
+        redraw_figures(a.names, out=a.out)
+        return 0
     if a.list:
-        if a.force:
-            raise ConfigError("--list only lists (nothing is made): it takes no --force.")
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)

@@ -63,8 +63,15 @@ def register(sub) -> None:
     t.set_defaults(func=_cmd_theorem)
 
 
+def _teacher_batch(a: argparse.Namespace) -> int:
+    """The MNIST images of ``L_T = ce``: ``--teacher-batch``, 1024 when it is left out."""
+    return 1024 if a.teacher_batch is None else a.teacher_batch
+
+
 def _check(a: argparse.Namespace) -> None:
-    """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...)."""
+    """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...), and
+    for a ``--json`` path that cannot be written. Reads ``a`` only: the CLI calls it before a distributed
+    runtime is started, and the command again."""
     def bad(msg: str) -> None:
         raise ConfigError(msg)
 
@@ -78,12 +85,10 @@ def _check(a: argparse.Namespace) -> None:
         bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed, and seeds in 0 .. 2**32 - 1.")
     if a.n_noise < 1:
         bad(f"--n-noise = {a.n_noise} is invalid: give at least one noise input.")
-    if a.teacher_batch is None:
-        a.teacher_batch = 1024
-    elif a.teacher_loss != "ce":
+    if a.teacher_batch is not None and a.teacher_loss != "ce":
         bad(f"--teacher-batch = {a.teacher_batch} has no effect with --teacher-loss {a.teacher_loss} (L_T uses "
             "no data): leave it out, or use --teacher-loss ce.")
-    if a.teacher_batch < 1:
+    if _teacher_batch(a) < 1:
         bad(f"--teacher-batch = {a.teacher_batch} is invalid: give at least one MNIST image.")
     if not (math.isfinite(a.alpha) and a.alpha > 0):
         bad(f"--alpha = {a.alpha} is invalid: the student's step size must be > 0.")
@@ -91,6 +96,10 @@ def _check(a: argparse.Namespace) -> None:
         bad("--gap-tol and --change-tol must be > 0.")
     if len(set(a.losses)) != len(a.losses):
         bad(f"--losses {a.losses} repeats a setting.")
+    if a.json:
+        from ..core.results import check_output
+
+        check_output(a.json, kind="file")
 
 
 def _cmd_theorem(a: argparse.Namespace) -> int:
@@ -98,11 +107,10 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     from ..theory import theorem
     from .. import theory
     from ..core.models import mlp
-    from ..core.results import atomic_write_text, check_output, data_record
+    from ..core.results import atomic_write_text, data_record
 
     _check(a)
-    if a.json:
-        check_output(a.json, kind="file")
+    teacher_batch = _teacher_batch(a)
     cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
     model = mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim,
                 activation=a.activation)
@@ -112,15 +120,15 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
         from ..core.data import load_mnist
 
         ds = load_mnist(a.data_dir)
-        if a.teacher_batch > ds.train_images.shape[0]:
-            raise ConfigError(f"--teacher-batch = {a.teacher_batch} exceeds the {ds.train_images.shape[0]} "
+        if teacher_batch > ds.train_images.shape[0]:
+            raise ConfigError(f"--teacher-batch = {teacher_batch} exceeds the {ds.train_images.shape[0]} "
                               "MNIST training images.")
         images, labels = ds.train_images, ds.train_labels
         data_info = data_record(ds)
     eps = theory.eps_grid(a.eps_min, a.eps_max, a.n_eps)
     seeds = list(range(a.seed, a.seed + a.seeds))
     record = theorem.run_theorem_check(images=images, labels=labels, model=model, losses=a.losses, eps=eps,
-                                       seeds=seeds, n_noise=a.n_noise, teacher_batch=a.teacher_batch, alpha=a.alpha,
+                                       seeds=seeds, n_noise=a.n_noise, teacher_batch=teacher_batch, alpha=a.alpha,
                                        teacher_loss=a.teacher_loss, data_info=data_info)
     summary = theorem.summarize(record, gap_tol=a.gap_tol, change_tol=a.change_tol)
     print("Theorem 1 single-step check: " + theorem.settings_caption(record))
