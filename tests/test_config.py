@@ -79,6 +79,10 @@ def test_dict_round_trip_and_unknown_fields():
     with pytest.raises(ConfigError, match="unknown config field"):
         Config.from_dict({"epochs": 3})
     assert Config(hidden_widths=[8]).hidden_widths == (8,)
+    # A record's widths that are not a list are the Config's error, not a TypeError (or "hidden_widths[0] = '2'").
+    for bad in (256, "256", None):
+        with pytest.raises(ConfigError, match=f"hidden_widths = {bad!r} is invalid"):
+            Config.from_dict({"hidden_widths": bad})
 
 
 def test_numpy_numbers_are_taken_as_python_numbers():

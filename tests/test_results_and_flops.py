@@ -54,13 +54,17 @@ def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: made.append(kw) or real_mkstemp(**kw))
     atomic_write_text(p, "new")
     assert Path(made[0]["dir"]) == tmp_path and p.read_text() == "new"
-    # The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    old_umask = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "b.json", "x")
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o644
+    # The file gets the usual permissions (0666 less the process's umask, read once at import: reading it sets
+    # it for a moment), not mkstemp's 0600; its content is on disk (fsync) before the rename.
+    assert results_module._UMASK == results_module._read_umask()
+    monkeypatch.setattr(results_module, "_UMASK", 0o027)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
+    atomic_write_text(tmp_path / "b.json", "x")
+    monkeypatch.setattr(os, "fsync", real_fsync), monkeypatch.setattr(os, "replace", real_replace)
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640 and events == ["fsync", "replace"]
     # write_record replaces the JSON (the file readers trust) after the CSV.
     order = []
     real = results_module.atomic_write_text

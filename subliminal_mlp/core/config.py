@@ -264,6 +264,6 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(names)}")
         d = dict(d)
-        if "hidden_widths" in d:
+        if isinstance(d.get("hidden_widths"), list):  # JSON's list; anything else is checked by the Config
             d["hidden_widths"] = tuple(d["hidden_widths"])
         return cls(**d)

@@ -405,14 +405,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as f:  # on disk before the rename: a crash of the machine leaves the old file
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+#: The process's umask, read once at import (reading it sets it for a moment, which other threads would see).
+_UMASK = _read_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
