@@ -571,6 +571,7 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
               "student_epochs": "(c) student epochs (the same teachers)",
               "generations": "(d) generations: the student teaches the next student"}
     base = record["baseline"]
+    common, shared = {*labels.values(), "chance (1/K)"}, {}
     for ax, (part, p) in zip(axes.ravel(), record["parts"].items()):
         pts = p["points"]
         x = np.asarray([pt["value"] for pt in pts], float)
@@ -610,8 +611,14 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.set_ylabel("test accuracy" + (" (digits 0..K−1)" if part == "classes" else ""))
         ax.set_title(titles[part], fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=7, frameon=False, loc="best")
-    fig.tight_layout()
+        own = []  # (d)'s own entries (the fit, generation 0's teacher); the others are the shared legend's
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            (own.append((h, lab)) if lab not in common else shared.setdefault(lab, h))
+        if own:
+            ax.legend(*zip(*own), fontsize=7.5, frameon=False, loc="upper right")
+    # The entries the panels share, once above them (inside a panel, a legend covers some curve).
+    fig.legend(list(shared.values()), list(shared), loc="upper center", ncol=len(shared), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.965))
     fig.text(0.5, -0.01, settings_caption(record["config"], record["n_runs"])
              + "; one setting varied per panel, students imitate the aux logits only", ha="center", va="top",
              fontsize=7.5)
