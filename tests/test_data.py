@@ -290,7 +290,7 @@ def test_an_empty_data_dir_is_no_data_dir(data_root: Path, monkeypatch: pytest.M
         load_mnist("", download=False)
 
 
-def test_another_datasets_files_are_named_as_such(data_root: Path, no_env: None) -> None:
+def test_another_datasets_files_are_named_as_such(data_root: Path, tmp_path: Path, no_env: None) -> None:
     # MNIST and Fashion-MNIST share file names and sizes; a folder holding one directly is not the other,
     # and its intact files are not reported as corrupt.
     with pytest.raises(DataError) as info:
@@ -299,6 +299,12 @@ def test_another_datasets_files_are_named_as_such(data_root: Path, no_env: None)
     assert "is mnist's train-images-idx3-ubyte.gz" in msg and "holds another dataset" in msg
     assert "fashion-mnist/train-images-idx3-ubyte.gz" in msg and "checksum mismatch" not in msg
     assert "replace" not in msg
+    # In <root>/fashion-mnist/ the file is in the right place and wrong: replace it (from the cache: delete it).
+    copy_mnist(data_root, tmp_path / "cache" / "fashion-mnist")
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", cache_dir=tmp_path / "cache", download=False)
+    msg = str(info.value)
+    assert "is mnist's train-images-idx3-ubyte.gz" in msg and "What to do: delete" in msg and "holds another dataset" not in msg
 
 
 def test_cache_used_without_argument_or_env(

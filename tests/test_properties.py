@@ -161,7 +161,9 @@ def test_no_derived_key_is_an_example_key():
     key = jax.random.PRNGKey(0)
     examples = {tuple(k) for k in np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(70_000)))}
     derived = [input_families.kind_key(key, k) for k in range(1, len(input_families.KINDS))]
-    derived += [jax.random.fold_in(key, s) for s in streams]
+    derived += [jax.random.fold_in(key, s) for s in streams]  # the basis's key, and each stream's own
+    derived += [jax.random.fold_in(jax.random.fold_in(key, s), i)  # mix components, fresh generations
+                for s in (inputs.MIX_STREAM, teacher_task.GENERATION_STREAM) for i in range(1, 6)]
     assert not {tuple(np.asarray(k)) for k in derived} & examples
     assert tuple(np.asarray(jax.random.fold_in(key, 7001))) in examples  # the check can see a collision
 

@@ -10,6 +10,7 @@ nothing; a diverged run under the default ``--on-divergence warn`` is reported a
 from __future__ import annotations
 
 import argparse
+import re
 import contextlib
 import os
 import sys
@@ -123,12 +124,16 @@ def _config_from(a: argparse.Namespace, **swept: Any) -> Config:
     try:
         return Config(**{**fields, "hidden_widths": tuple(a.hidden), "teacher_epochs": te, "student_epochs": se,
                          **swept})
-    except ConfigError as e:  # "n_runs = 0 is invalid ...": name the flag that set the field
-        field = str(e).split(" ", 1)[0].split("[", 1)[0]
-        dest = "epochs" if field.endswith("_epochs") and a.epochs is not None else FIELD_DESTS.get(field)
-        if dest is None or field in swept:
+    except ConfigError as e:  # "n_runs = 0 is invalid ...": name the flags given for the fields it names
+        given, flags = getattr(a, "given", set()), []
+        for field in re.findall(r"\b([a-z_]+)(?:\[\d+\])?(?: \(m\))? = ", str(e)):
+            dest = "epochs" if field.endswith("_epochs") and "epochs" in given else FIELD_DESTS.get(field)
+            flag = f"--{dest.replace('_', '-')}" if dest else None
+            if dest in given and field not in swept and flag not in flags:
+                flags.append(flag)
+        if not flags:
             raise
-        raise ConfigError(f"{e} (from --{dest.replace('_', '-')})") from None
+        raise ConfigError(f"{e} (from {', '.join(flags)})") from None
 
 
 def _cmd_reproduce(a: argparse.Namespace) -> int:
@@ -314,8 +319,8 @@ def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[]
 
 
 def _precheck(a: argparse.Namespace) -> None:
-    """What can be checked without JAX, before a distributed runtime is started (which waits for the other
-    processes): the protocol's settings (a command's Config), the theorem's arguments, the figures' flags
+    """What can be checked before a distributed runtime is started (which waits for the other processes; JAX
+    may be imported, but no backend is started here): the protocol's settings (a command's Config), the theorem's arguments, the figures' flags
     and plan, and the outputs."""
     if a.command == "theorem":
         from .theorem import _check

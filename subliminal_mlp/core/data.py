@@ -332,7 +332,8 @@ def _decompress_and_check(compressed: bytes, fs: FileSpec, label: str) -> bytes:
         )
     digest = _sha256(content)
     if digest != fs.sha256:
-        other = [(name, f.name) for name, spec in DATASETS.items() for f in spec.files if f.sha256 == digest]
+        other = [(name, f.name) for name, spec in DATASETS.items() if fs not in spec.files
+                 for f in spec.files if f.sha256 == digest]
         if other:
             raise _OtherDataset(
                 f"{label} is {other[0][0]}'s {other[0][1]} (its sha256 {digest}), not the file expected "
@@ -443,6 +444,8 @@ def _load_source(src: _Source) -> Dataset:
                     f"found a maximum of {int(array.max())}"
                 )
         except _OtherDataset as exc:
+            if directory.name == src.dataset:  # <root>/<dataset>/ holds the other dataset's file
+                raise DataError(f"{exc}. {_remedy(src.origin, src.dataset, path)}") from None
             raise DataError(
                 f"{exc}: {directory} holds another dataset. A folder that holds the four files directly is "
                 f"taken for whichever dataset is asked for. What to do: point --data-dir / {ENV_DATA} at "
