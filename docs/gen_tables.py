@@ -356,7 +356,7 @@ def teacher_task_figure() -> str:
     """The figure, once it is committed."""
     if not (FIGURES / "teacher_task.png").is_file():
         return TEACHER_TASK_PENDING
-    return "![teacher task](../figures/teacher_task.png)\n"
+    return "![teacher task](../../figures/teacher_task.png)\n"
 
 
 # ----------------------------------------------------------------------------- benchmark logs

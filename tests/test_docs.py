@@ -173,3 +173,14 @@ def test_readme_is_short_and_keeps_the_two_commands():
         "the README's install command and .ci/run must install the same extras"
     for link in re.findall(r"\]\(((?:docs|figures|examples)/[^)#]+)", readme):
         assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
+
+
+def test_figure_links_resolve_in_the_repository_too():
+    """The pages link to figures/ by their path in the repository, so that they show on GitHub (the site's hook
+    rewrites them to the site's figures/: test_mkdocs_build_strict checks that side)."""
+    links = 0
+    for page in sorted(DOCS.rglob("*.md")):
+        for m in re.finditer(r"\]\(([^)\s#]*figures/[^)\s#]+\.png)\)", page.read_text(encoding="utf-8")):
+            links += 1
+            assert (page.parent / m[1]).resolve().is_file(), f"{page.relative_to(ROOT)} links to {m[1]}, not a file"
+    assert links >= 20
