@@ -56,6 +56,49 @@ DIE = textwrap.dedent("""
     print("finished without the other process", flush=True)
 """)
 
+# The figures pipeline in every process, with a figure that runs the engine (collectives: all must make it, or
+# all skip it). Each process has its own output directory: process 1's host does not see process 0's files.
+FIGURES = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    import subliminal_mlp as sm
+    from subliminal_mlp.cli.figures import Figure, run_figures
+    from subliminal_mlp.core import distributed
+    from subliminal_mlp.core.results import atomic_write_text, envelope, register_format, write_record
+    distributed.initialize()
+    register_format("subliminal-mlp/test-figure", 1)
+    out = Path(sys.argv[1])
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
+    task = sm.Task(x, (x[:, 0] > 0).astype(np.int32), x, (x[:, 0] > 0).astype(np.int32), n_classes=2)
+    exp = sm.Experiment(model=sm.mlp((4,), n_classes=2, aux_logits=2, input_dim=8), teacher_epochs=1,
+                        inputs=sm.inputs.uniform(64, shape=(8,)), student_epochs=1, batch_size=64)
+    made = []
+
+    def make(s, o, ctx):
+        made.append(sm.run(exp, task, n_runs=2, run_batch=1).accuracies.tolist())
+        write_record(envelope("subliminal-mlp/test-figure", {"x": s["x"]}, n_runs=2, seed=0, data={}), o, "tiny")
+        atomic_write_text(o / "tiny.png", "png")
+
+    fig = Figure("tiny", ("tiny.json", "tiny.png"), settings=lambda r: {"x": r["config"]["x"]},
+                 defaults=lambda: {"x": 1}, make=make, quick=lambda s, q: s, command=lambda s: "tiny",
+                 runs=lambda s: 2)
+    kw = dict(out=out, source=out, registry={"tiny": fig}, teacher_cache=False, progress=False)
+    first, second = run_figures(**kw), run_figures(**kw)
+    print(json.dumps({"first": first, "second": second, "made": made,
+                      "files": sorted(p.name for p in out.rglob("*") if p.is_file())}))
+""")
+
+# Process 1 cannot load its data (a wrong --data-dir on its host): it must leave at once, not wait in JAX's
+# shutdown barrier while process 0 waits for it in the experiment's collectives.
+FAILS = textwrap.dedent("""
+    import sys
+    from subliminal_mlp.cli import main
+    sys.exit(main(["--distributed", "reproduce", "--hidden", "16", "--seeds", "2", "--epochs", "1",
+                   "--n-noise", "1024", "--batch-size", "512", "--no-progress", "--data-dir", sys.argv[1],
+                   "--out", sys.argv[2]]))
+""")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -122,6 +165,51 @@ def test_two_processes_give_one_process_numbers_bit_for_bit_and_only_process_0_w
     assert "distributed: 2 processes, 2 devices" in out0 and "wrote" in out0 and "resuming: 2 of 2" in out0
     assert "wrote" not in out1 and "resuming" not in out1 and "compiling" not in out1
     assert out1.split("second time")[1].strip().count("\n") == 0  # nothing logged but the JSON line
+
+
+def test_the_figures_pipeline_decides_in_process_0_and_only_process_0_keeps_its_state(tmp_path):
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", FIGURES, str(tmp_path / f"p{i}")], env=_env(**_layout(port, 2, i),
+                              **{distributed.HEARTBEAT_ENV: "10"}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = []
+    try:
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+            outs.append(_last_json(out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    p0, p1 = outs
+    # Made once by both (process 0 found nothing), then skipped by both (process 0 found it up to date),
+    # though process 1's own directory stays empty.
+    assert p0["first"] == p1["first"] == {"tiny": "made"} and p0["second"] == p1["second"] == {"tiny": "skipped"}
+    assert len(p0["made"]) == len(p1["made"]) == 1 and p0["made"] == p1["made"]
+    assert p0["files"] == [".figures-state.json", "tiny.json", "tiny.png"] and p1["files"] == []
+
+
+def test_a_process_that_fails_with_an_error_leaves_at_once_and_the_other_stops_soon(data_root, tmp_path):
+    port = _free_port()
+    dirs = [str(data_root), str(tmp_path / "no-data-here")]
+    procs = [subprocess.Popen([sys.executable, "-c", FAILS, dirs[i], str(tmp_path / f"out{i}")],
+                              env=_env(**_layout(port, 2, i), **{distributed.HEARTBEAT_ENV: "5"}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    t0 = time.monotonic()
+    try:
+        _, err1 = procs[1].communicate(timeout=120)
+        t1 = time.monotonic() - t0
+        procs[0].communicate(timeout=120)
+        t0_done = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[1].returncode == 2 and "subliminal-mlp: error: data root" in err1 and "no-data-here" in err1
+    assert procs[0].returncode != 0
+    # Not JAX's 300 s shutdown barrier: process 1 left once its error was printed, process 0 within the heartbeat.
+    assert t1 < 90 and t0_done < 110, (t1, t0_done)
 
 
 @pytest.mark.parametrize("killed", [1, 0])

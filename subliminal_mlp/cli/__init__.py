@@ -281,7 +281,32 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
     """
     from ..core import distributed
 
-    sys.exit(guarded(lambda: (distributed.initialize_if_requested(), func(*args, **kwargs))[1]))
+    sys.exit(_ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
+                                                       func(*args, **kwargs))[1])))
+
+
+def _ending_together(command: Callable[[], int]) -> int:
+    """``command()``'s exit status; under several processes (``jax.distributed``) a process that fails (an
+    error, or a status other than 0) leaves at once with ``os._exit``, after printing the traceback of an
+    unexpected error: an ordinary exit would wait in JAX's shutdown barrier (5 min by default) while the
+    others wait for it in their collectives; gone, it is missed within the heartbeat timeout."""
+    def several() -> bool:
+        jax = sys.modules.get("jax")
+        return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
+
+    try:
+        rc = command()
+    except BaseException as e:
+        if not several():
+            raise
+        import traceback
+
+        traceback.print_exc()
+        rc = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+    if rc and several():
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def script_parser(doc: str, out: str | os.PathLike, *, seeds: int | None = 10,
@@ -356,5 +381,6 @@ def _compile_cache_note(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(lambda: (_precheck(args), _compile_cache_note(args), _start_distributed(args), args.func(args))[3])
+    return _ending_together(lambda: guarded(lambda: (_precheck(args), _compile_cache_note(args),
+                                                     _start_distributed(args), args.func(args))[3]))
 

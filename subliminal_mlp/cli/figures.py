@@ -679,12 +679,20 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     integers; ``hidden_widths`` replaced), e.g. for a benchmark; sweeps keep their first two values.
     ``teacher_cache``: a :class:`~.teacher_cache.TeacherCache` (default: one at
     :func:`~.teacher_cache.default_teacher_dir`), or ``False`` for none. See the module docstring
-    for what is skipped, resumed and recorded.
+    for what is skipped, resumed and recorded. Under several processes (``jax.distributed``) process 0
+    decides what is made, from its own files, and alone writes the state and the records' ``pipeline``;
+    every process computes every figure made (a figure that reads other records, ``one_step``, reads
+    them in every process: give them an ``out`` every host sees).
     """
     from tqdm.auto import tqdm
 
+    from ..core.distributed import broadcast_from_main, is_main_process, main_print
     from ..core.teacher_cache import TeacherCache, use_teacher_cache
 
+    # Several processes (jax.distributed): process 0 decides what to make (from its files, which the other
+    # hosts may not see), keeps the state and marks the records; every process computes every figure.
+    main = is_main_process()
+    log = main_print if log is print else log
     out, source = Path(out), Path(source)
     plan = plan_figures(names, out=out, source=source, quick=quick, registry=registry)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
@@ -692,13 +700,16 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
         check_output(cache.root)
         log(f"teacher cache: {cache.root}")
     done: dict[str, str] = {}
-    bar = tqdm(total=len(plan), desc="figures", unit="figure", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(plan), desc="figures", unit="figure", disable=not progress or not main, file=sys.stderr)
     try:
         with use_teacher_cache(cache):
             for fig, settings, where in plan:
                 bar.set_postfix_str(fig.name)
-                state = read_state(out)  # another pipeline into out may have marked a figure since
-                ok, why = figure_status(fig, out, settings, state)
+                status = None
+                if main:
+                    state = read_state(out)  # another pipeline into out may have marked a figure since
+                    status = figure_status(fig, out, settings, state)
+                ok, why = broadcast_from_main(status)
                 if why.startswith("being made now"):
                     raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish (if "
                                       f"that pid is no longer a pipeline, remove the entry from {out / STATE_FILE}).")
@@ -708,22 +719,29 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                     bar.update(1)
                     continue
                 log(f"{fig.name}: making it ({'forced' if ok else why}); settings from {where}")
-                state[fig.name] = {"status": "running", "settings": settings, "pid": os.getpid(),
-                                   "host": socket.gethostname()}
-                out.mkdir(parents=True, exist_ok=True)
-                _write_state(out, state)
+                reads = None
+                if main:
+                    state[fig.name] = {"status": "running", "settings": settings, "pid": os.getpid(),
+                                       "host": socket.gethostname()}
+                    out.mkdir(parents=True, exist_ok=True)
+                    _write_state(out, state)
+                    reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
                 before = cache.stats() if cache is not None else None
-                reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
                 t0 = time.perf_counter()
                 try:
                     fig.make(settings, out, Context(data_dir, log, force=force))
                 except BaseException:  # an error or Ctrl-C: not running any more (this process may live on)
-                    state = read_state(out)
-                    state[fig.name] = {"status": "interrupted", "settings": settings}
-                    _write_state(out, state)
+                    if main:
+                        state = read_state(out)
+                        state[fig.name] = {"status": "interrupted", "settings": settings}
+                        _write_state(out, state)
                     raise
                 wall = time.perf_counter() - t0
                 stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
+                done[fig.name] = "made"
+                bar.update(1)
+                if not main:
+                    continue
                 _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
                                                 "quick": quick if quick else False, "settings_from": where,
                                                 "wall_s": wall, "teacher_cache": stats,
@@ -734,8 +752,6 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                                    "files": {o: _sha256(out / o) for o in fig.outputs}}
                 _write_state(out, state)
                 log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
-                done[fig.name] = "made"
-                bar.update(1)
     finally:
         bar.close()
     return done
