@@ -112,6 +112,37 @@ def test_the_key_names_the_labels_classes_grouping_and_numeric_modes():
     with jax.default_matmul_precision("float32"):
         f32 = _key()
     assert bf16 != f32
+    # batched runs: the number of swept values in the program regroups the runs too
+    assert _key(run_batch=2, n_values=2) != _key(run_batch=2) and _key(n_values=2) == base
+    # the PRNG implementation and the partitionable threefry change the teachers' initialisation
+    with jax.default_prng_impl("rbg"):
+        assert _key() != base
+    prev = jax.config.jax_threefry_partitionable
+    try:
+        jax.config.update("jax_threefry_partitionable", not prev)
+        assert _key() != base
+    finally:
+        jax.config.update("jax_threefry_partitionable", prev)
+    assert _key() == base
+
+
+def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_in_place_is_hashed_again(
+        monkeypatch):
+    from subliminal_mlp.core import teacher_cache as tc
+
+    base = _key()
+    key = teacher_key(TINY, engine.Task(np.ones((4, 784), np.float32), np.zeros(4), np.ones((4, 784)), np.zeros(4), 10),
+                      seed=0, run_batch=1, n_runs=1, n_devices=1, platform="cpu", device_kind="cpu", learning_rate=3e-4)
+    assert key["flax"] and key["optax"] and key["core_source"] == tc.core_source_digest()
+    monkeypatch.setattr(tc, "_CORE_SOURCE", ["another version of the training code"])
+    assert _key() != base
+    a = np.ones((4, 3), np.float32)
+    before = tc.array_digest(a)
+    a[0, 0] = 2.0  # a writeable array: its digest is not memoised
+    assert tc.array_digest(a) != before
+    b = np.ones((4, 3), np.float32)
+    b.flags.writeable = False
+    assert tc.array_digest(b) == before and tc._DIGESTS[id(b)][0] is b  # a read-only one is
 
 
 def _init_two_layers(key):

@@ -1171,7 +1171,8 @@ def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n
     if reason is None:
         key = teacher_key(exp, task, seed=int(seed), run_batch=default_run_batch(platform, n_local, run_batch),
                           n_runs=n_runs, n_devices=n_dev, platform=platform, device_kind=device.device_kind,
-                          learning_rate=exp.hparams["learning_rate"])
+                          learning_rate=exp.hparams["learning_rate"],
+                          n_values=max((len(v) for v in sweep.values()), default=1))
         if key is None:
             reason = ("the model's code cannot be identified (a function with neither source nor bytecode, or an "
                       "object without attributes): teacher_cache.code_identity names what makes a key")

@@ -13,8 +13,11 @@ training arrays (SHA-256 of their bytes, shapes and dtypes: any subset or other 
 key), the training settings (``teacher_epochs``, ``batch_size``, the learning rate, the optimiser
 (Adam β = (0.9, 0.999), ε = 1e-8), whether losses are tracked, which changes XLA's fusion), the
 seed, ``run_batch`` (the runs advanced together change float rounding; with more than one, also
-the number of runs and devices), and what rounding depends on: the versions of jax, jaxlib and
-this library, the platform and device kind, x64 and the default matmul precision. One file per
+the number of runs, swept values and devices), the library's training code (a SHA-256 of
+``subliminal_mlp/core/*.py``: its version number does not change with every edit), and what random
+numbers and rounding depend on: the versions of jax, jaxlib, flax, optax and this library, the
+platform and device kind, x64, the default matmul precision, the PRNG implementation and
+``jax_threefry_partitionable``. One file per
 run: run ``i``'s teacher does not depend on how many runs are made (with one run per batch: it
 is checked in the tests), so a 100-run Figure 10 fills the cache for every 10-run experiment.
 
@@ -199,7 +202,8 @@ def code_identity(obj: Any, _depth: int = 0) -> Any:
 
 
 def array_digest(a: Any) -> str:
-    """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives)."""
+    """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives, for arrays
+    that cannot change: JAX arrays and read-only numpy arrays, such as the loader's)."""
     memo = _DIGESTS.get(id(a))
     if memo is not None and memo[0] is a:
         return memo[1]
@@ -207,20 +211,39 @@ def array_digest(a: Any) -> str:
     h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
     h.update(memoryview(x).cast("B"))
     digest = h.hexdigest()
-    if len(_DIGESTS) > 8:
-        _DIGESTS.clear()
-    _DIGESTS[id(a)] = (a, digest)
+    if not (isinstance(a, np.ndarray) and a.flags.writeable):  # a writeable array may change in place
+        if len(_DIGESTS) > 8:
+            _DIGESTS.clear()
+        _DIGESTS[id(a)] = (a, digest)
     return digest
 
 
+_CORE_SOURCE: list = []
+
+
+def core_source_digest() -> str:
+    """SHA-256 of the library's training code (every ``subliminal_mlp/core/*.py``), read once per process: a
+    change to how teachers are trained (keys, steps, optimiser, losses) makes new keys, though the package's
+    version number stays the same."""
+    if not _CORE_SOURCE:
+        h = hashlib.sha256()
+        for py in sorted(Path(__file__).resolve().parent.glob("*.py")):
+            h.update(py.name.encode() + b"\0" + py.read_bytes() + b"\0")
+        _CORE_SOURCE.append(h.hexdigest())
+    return _CORE_SOURCE[0]
+
+
 def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices: int, platform: str,
-                device_kind: str, learning_rate: float) -> Optional[dict[str, Any]]:
+                device_kind: str, learning_rate: float, n_values: int = 1) -> Optional[dict[str, Any]]:
     """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified:
     its description or its code, :func:`code_identity`, names a lambda or a local function).
 
     ``run_batch`` is the number of runs advanced together (as resolved by the engine); with more
-    than one, ``n_runs`` and ``n_devices`` are part of the key too (how runs are grouped changes
-    rounding); with one, run ``i``'s teacher is the same whatever the number of runs.
+    than one, ``n_runs``, ``n_values`` (the swept values in the program) and ``n_devices`` are part of
+    the key too (how runs are grouped changes rounding); with one, run ``i``'s teacher is the same
+    whatever the number of runs. The key also holds the library's training code
+    (:func:`core_source_digest`), the versions of JAX, Flax and Optax, and the JAX settings that change
+    random numbers or rounding.
     """
     import jax
 
@@ -237,11 +260,15 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
         "learning_rate": float(learning_rate), "optimizer": TEACHER_OPTIMIZER,
         "track_losses": bool(exp.track_losses),
         "seed": int(seed), "run_batch": int(run_batch),
-        "grouping": None if run_batch == 1 else {"n_runs": int(n_runs), "n_devices": int(n_devices)},
-        "jax": _version("jax"), "jaxlib": _version("jaxlib"), "subliminal_mlp": _version("subliminal-mlp"),
+        "grouping": None if run_batch == 1 else {"n_runs": int(n_runs), "n_values": int(n_values),
+                                                 "n_devices": int(n_devices)},
+        "jax": _version("jax"), "jaxlib": _version("jaxlib"), "flax": _version("flax"), "optax": _version("optax"),
+        "subliminal_mlp": _version("subliminal-mlp"), "core_source": core_source_digest(),
         "platform": platform, "device_kind": device_kind,
         "x64": bool(jax.config.jax_enable_x64),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "prng_impl": str(jax.config.jax_default_prng_impl),
+        "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
     }
 
 
