@@ -132,6 +132,15 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
     calls.clear()
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [] and read_sweep(tmp_path / "sweep_aux_logits.json")["base_config"] == TINY.to_dict()
+    # ... unless another version of the library wrote a record: that value is computed again.
+    monkeypatch.setattr(sweep_mod, "_library_version", lambda: "9.9.9")
+    logged.clear()
+    run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [1, 2] and any("written by subliminal-mlp" in line and "this is 9.9.9" in line for line in logged)
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(sweep_mod, "run_experiment", lambda cfg, *a, **k: (calls.append(cfg.aux_logits),
+                                                                              real(cfg, *a, **k))[1])
     # Records of the layout before the configuration key (<param>/<param>=<value>.json) are resumed from too.
     for name in ("aux_logits=1.json", "aux_logits=2.json"):
         (mine / name).rename(tmp_path / "aux_logits" / name)
