@@ -10,9 +10,9 @@ nothing; a diverged run under the default ``--on-divergence warn`` is reported a
 from __future__ import annotations
 
 import argparse
-import re
 import contextlib
 import os
+import re
 import sys
 import warnings
 from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
@@ -345,8 +345,9 @@ def run_study(out: str | os.PathLike, files: Sequence[str], compute: Callable[[]
 
 def _precheck(a: argparse.Namespace) -> None:
     """What can be checked before a distributed runtime is started (which waits for the other processes; JAX
-    may be imported, but no backend is started here): the protocol's settings (a command's Config), the theorem's arguments, the figures' flags
-    and plan, and the outputs."""
+    may be imported, but no backend is started here): the protocol's settings (a command's Config), the
+    theorem's arguments, the figures' flags and plan, and the outputs. The commands rely on it: it is
+    their only check of these."""
     if a.command == "theorem":
         from .theorem import _check
 

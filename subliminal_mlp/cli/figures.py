@@ -886,8 +886,7 @@ def _check_args(a: argparse.Namespace) -> None:
 def _cmd_figures(a: argparse.Namespace) -> int:
     from ..core.teacher_cache import TeacherCache
 
-    _check_args(a)
-    if a.redraw:  # from the records in --out: no settings read, nothing computed
+    if a.redraw:  # from the records in --out (the flags were checked by _check_args, the CLI's precheck)
         redraw_figures(a.names, out=a.out)
         return 0
     if a.list:

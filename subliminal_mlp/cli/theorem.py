@@ -71,7 +71,7 @@ def _teacher_batch(a: argparse.Namespace) -> int:
 def _check(a: argparse.Namespace) -> None:
     """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...), and
     for a ``--json`` path that cannot be written. Reads ``a`` only: the CLI calls it before a distributed
-    runtime is started, and the command again."""
+    runtime is started (``cli._precheck``), and :func:`_cmd_theorem` relies on it."""
     def bad(msg: str) -> None:
         raise ConfigError(msg)
 
@@ -109,7 +109,6 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     from ..core.models import mlp
     from ..core.results import atomic_write_text, data_record
 
-    _check(a)
     teacher_batch = _teacher_batch(a)
     cfg = Config(hidden_widths=tuple(a.hidden), aux_logits=a.aux_logits)
     model = mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim,

@@ -613,7 +613,10 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.spines[["top", "right"]].set_visible(False)
         own = []  # (d)'s own entries (the fit, generation 0's teacher); the others are the shared legend's
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            (own.append((h, lab)) if lab not in common else shared.setdefault(lab, h))
+            if lab in common:
+                shared.setdefault(lab, h)
+            else:
+                own.append((h, lab))
         if own:
             ax.legend(*zip(*own), fontsize=7.5, frameon=False, loc="upper right")
     # The entries the panels share, once above them (inside a panel, a legend covers some curve).
