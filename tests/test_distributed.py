@@ -184,10 +184,10 @@ def test_the_figures_pipeline_decides_in_process_0_and_only_process_0_keeps_its_
                 p.kill()
     p0, p1 = outs
     # Made once by both (process 0 found nothing), then skipped by both (process 0 found it up to date),
-    # though process 1's own directory stays empty.
+    # though process 1's own directory stays empty (process 0's holds the locks .figures-locks/state and /tiny).
     assert p0["first"] == p1["first"] == {"tiny": "made"} and p0["second"] == p1["second"] == {"tiny": "skipped"}
     assert len(p0["made"]) == len(p1["made"]) == 1 and p0["made"] == p1["made"]
-    assert p0["files"] == [".figures-state.json", "tiny.json", "tiny.png"] and p1["files"] == []
+    assert p0["files"] == [".figures-state.json", "state", "tiny", "tiny.json", "tiny.png"] and p1["files"] == []
 
 
 def test_a_process_that_fails_with_an_error_leaves_at_once_and_the_other_stops_soon(data_root, tmp_path):

@@ -75,38 +75,112 @@ def test_an_interrupted_pipeline_resumes_where_it_stopped(setup):
     assert (out / "second.png").read_text() == "png of x = 2"
 
 
+class Holding:
+    """Another process holding the lock of figure ``name`` in ``out`` (as a pipeline making it does), until closed."""
+
+    def __init__(self, out: Path, name: str):
+        import subprocess
+        import sys
+
+        code = ("import sys, time; from pathlib import Path; from subliminal_mlp.cli import figures\n"
+                "with figures._lock(Path(sys.argv[1]), sys.argv[2], wait=False) as got:\n"
+                "    print(got, flush=True); time.sleep(120)\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(out), name], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "True"  # it holds the lock now
+        self.pid = self.proc.pid
+
+    def kill(self):  # SIGKILL: no finally, no atexit; the kernel releases the lock
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
 def test_a_figure_being_made_by_a_live_process_is_not_called_interrupted(setup):
+    import socket
+
+    calls, registry, _, out, run = setup
+    run()
+    state = read_state(out)
+    state["second"] = {"status": "running", "settings": {"x": 2}, "pid": 1, "host": "elsewhere"}
+    figures._write_state(out, state)
+    other = Holding(out, "second")  # another pipeline, still making "second"
+    try:
+        being_made = f"being made now (pid {other.pid} on {socket.gethostname()})"
+        assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, being_made)
+        calls.made = []
+        with pytest.raises(ConfigError, match=f"figure second is being made now \\(pid {other.pid} .*wait for that"):
+            run()
+        assert calls.made == []  # first is up to date: skipped; second not made under the other
+    finally:
+        other.kill()  # killed: its lock goes with it
+    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")
+    calls.made = []
+    run()
+    assert calls.made == ["second"]
+    # A figure made for the first time is guarded too (its outputs and its state entry do not exist yet).
+    fourth = dataclasses.replace(registry["third"], name="fourth", outputs=("fourth.json", "fourth.png"))
+    other = Holding(out, "fourth")
+    try:
+        assert figures.figure_status(fourth, out, {"x": 3}, read_state(out))[1].startswith("being made now (pid")
+    finally:
+        other.kill()
+    assert figures.figure_status(fourth, out, {"x": 3}, read_state(out)) == (False, "missing fourth.json, fourth.png")
+
+
+def test_a_running_mark_whose_pid_lives_on_in_another_process_is_no_pipeline(setup):
+    """The pid in a ``running`` entry may be a process that is no pipeline (the pipeline was killed and the pid
+    reused; here: this test's parent): only the figure's lock says a figure is being made."""
+    import os
+    import socket
+
+    _, registry, _, out, run = setup
+    run()
+    state = {**read_state(out), "second": {"status": "running", "pid": os.getppid(), "host": socket.gethostname()}}
+    figures._write_state(out, state)
+    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")
+    assert run() == {"first": "skipped", "second": "made", "third": "skipped"}
+
+
+def test_without_flock_a_running_mark_of_a_live_pid_is_a_figure_being_made(setup, monkeypatch):
+    """Where there is no ``flock`` (not POSIX), the pid of the ``running`` entry tells: alive on this host, being
+    made now (the advice then says to remove a stale entry); dead, interrupted."""
     import socket
     import subprocess
 
     calls, registry, _, out, run = setup
     run()
-    state = read_state(out)
-    other = subprocess.Popen(["sleep", "60"])  # another pipeline, still making "second"
+    monkeypatch.setattr(figures, "fcntl", None)
+    other = subprocess.Popen(["sleep", "60"])
     try:
-        state["second"] = {"status": "running", "settings": {"x": 2}, "pid": other.pid, "host": socket.gethostname()}
+        state = {**read_state(out), "second": {"status": "running", "settings": {"x": 2}, "pid": other.pid,
+                                               "host": socket.gethostname()}}
         figures._write_state(out, state)
         assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (
-            False, f"being made now (pid {other.pid})")
-        with pytest.raises(ConfigError, match=f"figure second is being made now \\(pid {other.pid}\\) into .*wait"):
+            False, f"being made now (pid {other.pid} on {socket.gethostname()})")
+        with pytest.raises(ConfigError, match="wait for that pipeline to finish \\(if that pid is no longer a "
+                                              "pipeline, remove its entry from"):
             run()
     finally:
         other.kill()
         other.wait()
-    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")  # it died
+    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")
     calls.made = []
     run()
     assert calls.made == ["second"]
-    # A figure made for the first time is guarded too (its outputs do not exist yet).
-    other = subprocess.Popen(["sleep", "60"])
-    try:
-        figures._write_state(out, {**read_state(out), "fourth": {"status": "running", "pid": other.pid,
-                                                                 "host": socket.gethostname()}})
-        fourth = dataclasses.replace(registry["third"], name="fourth", outputs=("fourth.json", "fourth.png"))
-        assert figures.figure_status(fourth, out, {"x": 3}, read_state(out))[1].startswith("being made now")
-    finally:
-        other.kill()
-        other.wait()
+
+
+def test_two_pipelines_updating_one_state_file_lose_no_entry(tmp_path):
+    """The state file is read, changed and written under its lock: two processes, each adding its own entries
+    one by one as fast as they can, keep every entry of the other (without the lock, most are lost)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from subliminal_mlp.cli import figures\n"
+            "for i in range(150):\n"
+            "    figures._update_state(Path(sys.argv[1]), lambda s: s.update({f'{sys.argv[2]}{i}': {'status': 'done'}}))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), who]) for who in "ab"]
+    assert [p.wait() for p in procs] == [0, 0]
+    assert sorted(read_state(tmp_path)) == sorted(f"{w}{i}" for w in "ab" for i in range(150))
 
 
 def test_a_pipeline_that_fails_in_a_live_process_does_not_block_others(setup):
@@ -345,16 +419,6 @@ def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypat
     assert Path(got["teacher_cache"].root) == tmp_path / "t"
 
 
-def test_a_figure_marked_running_by_this_very_process_is_not_being_made_now(setup):
-    import os
-    import socket
-
-    _, registry, _, out, run = setup
-    run()
-    state = {**read_state(out), "second": {"status": "running", "pid": os.getpid(), "host": socket.gethostname()}}
-    assert figures.figure_status(registry["second"], out, {"x": 2}, state) == (False, "interrupted")
-
-
 def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, capsys):
     """``figures --redraw``: each committed PNG redrawn from the JSON beside it, with no compute, is the committed
     PNG byte for byte (with the matplotlib that drew it, which each PNG names; with another one, nearly the same
@@ -463,15 +527,17 @@ def test_redraw_draws_what_is_asked_checks_every_place_first_and_waits_for_a_pip
         figures.redraw_figures(["demo", "one_step"], **quiet)
     assert (out / "demo.png").stat().st_mtime_ns == demo and not (out / "one_step.png").exists()
     (out / "one_step.kept").replace(out / "one_step.json")
-    # A figure marked running by a live process on this host (here: this process's parent) is not redrawn.
-    live = {"status": "running", "pid": os.getppid(), "host": socket.gethostname(), "files": {"demo.png": "old"}}
-    figures._write_state(out, {"demo": live})
-    with pytest.raises(ConfigError, match="figures demo are being made now into"):
-        figures.redraw_figures(["demo", "one_step"], **quiet)
-    assert (out / "demo.png").stat().st_mtime_ns == demo and not (out / "one_step.png").exists()
-    # A stale mark (the process that wrote it is this one, so not a pipeline running now): redrawn, the mark kept.
-    stale = {**live, "pid": os.getpid()}
+    # A figure a live pipeline is making (it holds the figure's lock) is not redrawn.
+    stale = {"status": "running", "pid": os.getppid(), "host": socket.gethostname(), "files": {"demo.png": "old"}}
     figures._write_state(out, {"demo": stale})
+    other = Holding(out, "demo")
+    try:
+        with pytest.raises(ConfigError, match="figures demo are being made now into"):
+            figures.redraw_figures(["demo", "one_step"], **quiet)
+    finally:
+        other.kill()
+    assert (out / "demo.png").stat().st_mtime_ns == demo and not (out / "one_step.png").exists()
+    # A mark no pipeline holds (a live pid, this test's parent, but no lock): redrawn, the mark kept.
     assert figures.redraw_figures(["demo", "one_step"], **quiet) == {"demo": out / "demo.png",
                                                                       "one_step": out / "one_step.png"}
     assert read_state(out) == {"demo": stale}

@@ -16,9 +16,13 @@ none), into ``--out`` (default: ``figures/``):
 * **resumable**: the state file marks a figure ``running`` before it starts and ``done`` (with the
   SHA-256 of its outputs) once every output was written (each atomically), so an interrupted run
   redoes only the figure it stopped in, and a sweep inside it resumes from its finished values
-  (a figure marked ``running`` by a process that is still alive on this host is "being made
-  now": ``--list`` says so, and a second pipeline into the same directory stops rather than
-  make it twice);
+  (while it decides and makes a figure, a pipeline holds that figure's lock,
+  ``<out>/.figures-locks/<name>``, an ``flock`` the kernel drops when the process ends however it
+  ends: a figure whose lock is held is "being made now", ``--list`` says so, a second pipeline
+  into the same directory stops rather than make it twice, and ``--redraw`` waits for it; the
+  state file is read and written under a lock too, so two pipelines lose none of each other's
+  entries. Without ``flock``, not on POSIX, a figure marked ``running`` by a process alive on
+  this host is being made now);
 * **teachers cached**: every figure runs inside ``use_teacher_cache`` (:mod:`.teacher_cache`), so
   the teachers trained by the first experiment are read by every later one with the same teacher
   settings; each JSON's ``pipeline`` entry says how many runs' teachers were read or trained
@@ -37,6 +41,7 @@ JSON record (:func:`redraw_figures`, :func:`draw`), with no compute.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +50,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: a figure being made is told by the pid in its state entry (see _being_made)
+    fcntl = None
 
 from ..core.config import Config, ConfigError, normalised
 from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
@@ -62,6 +72,8 @@ def _committed_figures(module: str = __file__) -> Path:
 FIGURES_DIR = _committed_figures()
 #: The pipeline's state file in an output directory.
 STATE_FILE = ".figures-state.json"
+#: The folder of the pipeline's lock files in an output directory (one per figure being made, and the state's).
+LOCKS_DIR = ".figures-locks"
 #: Runs, epochs and sizes of ``--quick``.
 QUICK = {"n_runs": 2, "teacher_epochs": 1, "student_epochs": 1, "n_noise": 2048, "batch_size": 512,
          "hidden_widths": [32]}
@@ -518,26 +530,100 @@ def record_version(record: dict[str, Any], path: Path) -> Optional[str]:
     return found.pop() if len(found) == 1 else None
 
 
-def _alive(entry: dict) -> bool:
-    """Whether the process that marked a figure ``running`` is still running (on this host)."""
+#: The locks this process holds: ``(out directory, lock name)`` (a figure it is making is not made "by another").
+_HELD: set[tuple[str, str]] = set()
+
+
+@contextlib.contextmanager
+def _lock(out: Path, name: str, *, wait: bool = True) -> Iterator[Optional[bool]]:
+    """Hold the exclusive lock ``out/.figures-locks/<name>`` for the block (``flock``: the kernel releases it
+    when the process ends, however it ends, so a lock is never stale). Yields True when held; False when
+    ``wait`` is False and another process holds it; None where there are no such locks (not POSIX, or a
+    file system that refuses them), and then nothing is held."""
+    if fcntl is None:
+        yield None
+        return
+    folder = out / LOCKS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / name, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:
+            yield None
+            return
+        held = (str(out.resolve()), name)
+        _HELD.add(held)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")  # who holds it, for the message of another
+            f.flush()
+            yield True
+        finally:
+            _HELD.discard(held)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _being_made(out: Path, name: str, entry: Optional[dict]) -> Optional[str]:
+    """Who is making figure ``name`` in ``out`` now, if another process is (``"pid N on HOST"``), else None.
+
+    With ``flock`` (POSIX): whoever holds the figure's lock, whatever its state entry says (the lock
+    dies with its process: a pid reused since, or a pipeline killed with SIGKILL, holds nothing).
+    Without it: the process whose pid the ``running`` entry names, if it is alive on this host."""
+    if fcntl is not None:
+        path = out / LOCKS_DIR / name
+        if (str(out.resolve()), name) in _HELD or not path.is_file():
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pid, _, host = f.read().strip().partition(" ")
+                    return f"pid {pid} on {host}" if pid else "another process"
+                except OSError:  # no locks on this file system: the pid, as without flock
+                    pass
+                else:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    return None
+        except OSError:
+            return None
+    if not entry or entry.get("status") != "running":
+        return None
     pid = entry.get("pid")
     if (os.name != "posix" or not isinstance(pid, int) or entry.get("host") != socket.gethostname()
             or pid == os.getpid()):
-        return False  # (os.kill(pid, 0) is a probe on POSIX only)
+        return None  # (os.kill(pid, 0) is a probe on POSIX only)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except OSError:  # it exists, owned by another user
-        return True
-    return True
+        pass
+    return f"pid {pid} on {entry['host']}"
+
+
+def _update_state(out: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Read the state file of ``out``, ``change`` it and write it back, holding its lock (two pipelines into
+    one directory, each finishing its figures, lose none of the other's entries); unchanged, it is not rewritten."""
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out, "state"):
+        state = read_state(out)
+        before = json.dumps(state, sort_keys=True)
+        change(state)
+        if json.dumps(state, sort_keys=True) != before:
+            _write_state(out, state)
 
 
 def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[bool, str]:
     """``(up_to_date, why)`` of ``fig``'s outputs in ``out`` for ``settings`` (see the module docstring)."""
     entry = state.get(fig.name)
-    if entry and entry.get("status") == "running" and _alive(entry):
-        return False, f"being made now (pid {entry['pid']})"
+    who = _being_made(out, fig.name, entry)
+    if who:
+        return False, f"being made now ({who})"
     missing = [o for o in fig.outputs if not (out / o).is_file()]
     if missing:
         return False, f"missing {', '.join(missing)}"
@@ -686,7 +772,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     """
     from tqdm.auto import tqdm
 
-    from ..core.distributed import broadcast_from_main, is_main_process, main_print
+    from ..core.distributed import is_main_process, main_print
     from ..core.teacher_cache import TeacherCache, use_teacher_cache
 
     # Several processes (jax.distributed): process 0 decides what to make (from its files, which the other
@@ -705,56 +791,59 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
         with use_teacher_cache(cache):
             for fig, settings, where in plan:
                 bar.set_postfix_str(fig.name)
-                status = None
-                if main:
-                    state = read_state(out)  # another pipeline into out may have marked a figure since
-                    status = figure_status(fig, out, settings, state)
-                ok, why = broadcast_from_main(status)
-                if why.startswith("being made now"):
-                    raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish (if "
-                                      f"that pid is no longer a pipeline, remove the entry from {out / STATE_FILE}).")
-                if ok and not force:
-                    log(f"{fig.name}: up to date, skipped")
-                    done[fig.name] = "skipped"
-                    bar.update(1)
-                    continue
-                log(f"{fig.name}: making it ({'forced' if ok else why}); settings from {where}")
-                reads = None
-                if main:
-                    state[fig.name] = {"status": "running", "settings": settings, "pid": os.getpid(),
-                                       "host": socket.gethostname()}
-                    out.mkdir(parents=True, exist_ok=True)
-                    _write_state(out, state)
-                    reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
-                before = cache.stats() if cache is not None else None
-                t0 = time.perf_counter()
-                try:
-                    fig.make(settings, out, Context(data_dir, log, force=force))
-                except BaseException:  # an error or Ctrl-C: not running any more (this process may live on)
-                    if main:
-                        state = read_state(out)
-                        state[fig.name] = {"status": "interrupted", "settings": settings}
-                        _write_state(out, state)
-                    raise
-                wall = time.perf_counter() - t0
-                stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
-                done[fig.name] = "made"
+                # Process 0 holds the figure's lock while it decides and makes it: a second pipeline into out
+                # finds it held ("being made now"), and two never both decide to make one figure.
+                with _lock(out, fig.name, wait=False) if main else contextlib.nullcontext():
+                    done[fig.name] = _make_figure(fig, settings, where, out=out, source=source, force=force,
+                                                  quick=quick, cache=cache, context=Context(data_dir, log, force=force),
+                                                  main=main, log=log)
                 bar.update(1)
-                if not main:
-                    continue
-                _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
-                                                "quick": quick if quick else False, "settings_from": where,
-                                                "wall_s": wall, "teacher_cache": stats,
-                                                **({"reads": reads} if reads else {})})
-                state = read_state(out)
-                state[fig.name] = {"status": "done", "settings": settings, "version": _library_version(),
-                                   "quick": quick if quick else False, "wall_s": wall, "teacher_cache": stats,
-                                   "files": {o: _sha256(out / o) for o in fig.outputs}}
-                _write_state(out, state)
-                log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
     finally:
         bar.close()
     return done
+
+
+def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Path, force: bool,
+                 quick: bool | dict, cache, context: Context, main: bool, log: Callable[[str], None]) -> str:
+    """One figure of :func:`run_figures`: skipped when up to date (``"skipped"``), else made (``"made"``), its
+    state marked ``running``, then ``done`` (or ``interrupted``) and its record's ``pipeline`` entry written
+    (by process 0 only, which holds the figure's lock)."""
+    from ..core.distributed import broadcast_from_main
+
+    # another pipeline into out may have marked (or be making) it since the plan: process 0 looks now
+    ok, why = broadcast_from_main(figure_status(fig, out, settings, read_state(out)) if main else None)
+    if why.startswith("being made now"):
+        stale = "" if fcntl is not None else f" (if that pid is no longer a pipeline, remove its entry from {out / STATE_FILE})"
+        raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish{stale}.")
+    if ok and not force:
+        log(f"{fig.name}: up to date, skipped")
+        return "skipped"
+    log(f"{fig.name}: making it ({'forced' if ok else why}); settings from {where}")
+    reads = None
+    if main:
+        _update_state(out, lambda state: state.update({fig.name: {
+            "status": "running", "settings": settings, "pid": os.getpid(), "host": socket.gethostname()}}))
+        reads = read_hashes(fig, settings, out)  # what it is made from, before it reads them
+    before = cache.stats() if cache is not None else None
+    t0 = time.perf_counter()
+    try:
+        fig.make(settings, out, context)
+    except BaseException:  # an error or Ctrl-C: not running any more (this process may live on)
+        if main:
+            _update_state(out, lambda state: state.update({fig.name: {"status": "interrupted", "settings": settings}}))
+        raise
+    wall = time.perf_counter() - t0
+    stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
+    if main:
+        _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
+                                        "quick": quick if quick else False, "settings_from": where,
+                                        "wall_s": wall, "teacher_cache": stats, **({"reads": reads} if reads else {})})
+        files = {o: _sha256(out / o) for o in fig.outputs}
+        _update_state(out, lambda state: state.update({fig.name: {
+            "status": "done", "settings": settings, "version": _library_version(), "quick": quick if quick else False,
+            "wall_s": wall, "teacher_cache": stats, "files": files}}))
+    log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
+    return "made"
 
 
 def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
@@ -779,21 +868,25 @@ def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
                               "which no figure is drawn from.")
         check_output(out / png, kind="file")
         plan.append((fig, png, record))
-    entry_of = read_state(out)
-    busy = [f.name for f, _, _ in plan if (entry_of.get(f.name) or {}).get("status") == "running"
-            and _alive(entry_of[f.name])]
-    if busy:
-        raise ConfigError(f"figures {', '.join(busy)} are being made now into {out}: redraw them when that "
-                          "pipeline has finished.")
-    drawn = {}
-    for fig, png, record in plan:
-        drawn[fig.name] = draw(record, out / png)
+    with contextlib.ExitStack() as held:  # each figure's lock, held while it is drawn: no pipeline makes it meanwhile
         state = read_state(out)
-        entry = state.get(fig.name)
-        if entry and entry.get("status") == "done" and png in entry.get("files", {}):
-            entry["files"][png] = _sha256(out / png)
-            _write_state(out, state)
-        log(f"{fig.name}: redrawn from {fig.record} -> {png}")
+        busy = [f.name for f, _, _ in plan if held.enter_context(_lock(out, f.name, wait=False)) is False
+                or _being_made(out, f.name, state.get(f.name))]
+        if busy:
+            raise ConfigError(f"figures {', '.join(busy)} are being made now into {out}: redraw them when that "
+                              "pipeline has finished.")
+        drawn = {}
+        for fig, png, record in plan:
+            drawn[fig.name] = draw(record, out / png)
+            sha = _sha256(out / png)
+
+            def keep(state: dict, fig=fig, png=png, sha=sha) -> None:
+                entry = state.get(fig.name)
+                if entry and entry.get("status") == "done" and png in entry.get("files", {}):
+                    entry["files"][png] = sha
+
+            _update_state(out, keep)
+            log(f"{fig.name}: redrawn from {fig.record} -> {png}")
     return drawn
 
 
