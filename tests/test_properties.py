@@ -345,6 +345,20 @@ def test_a_record_written_is_read_back_unchanged(payload, n_runs, seed, fmt):
 positive_ints = st.integers(1, 10**6)
 
 
+@settings(max_examples=200, deadline=None)
+@given(a=st.floats(allow_nan=False, allow_infinity=False), b=st.floats(allow_nan=False, allow_infinity=False))
+def test_a_sweep_value_label_reads_back_as_its_value_so_two_values_never_share_a_file(a, b):
+    from subliminal_mlp.studies.sweep import value_label
+
+    assert float(value_label(a)) == a
+    same = a == b and math.copysign(1, a) == math.copysign(1, b)  # (-0.0 == 0.0, labelled "-0" and "0")
+    assert (value_label(a) == value_label(b)) == same
+    assert value_label((a, b)) == f"{value_label(a)},{value_label(b)}"
+    # %g where it reads back (the labels of the committed sweeps), in full where it does not
+    assert [value_label(x) for x in (0.1, 1.0, 1e-05, 2.5e-3, 0.1000001, 1 / 3)] == [
+        "0.1", "1", "1e-05", "0.0025", "0.1000001", "0.3333333333333333"]
+
+
 @st.composite
 def valid_configs(draw):
     n_noise = draw(positive_ints)

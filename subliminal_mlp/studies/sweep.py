@@ -81,10 +81,16 @@ def check_param(param: str) -> None:
 
 
 def value_label(value: Any) -> str:
-    """A value as it appears in file names and on the plot: ``(512, 512)`` -> ``512,512``."""
+    """A value as it appears in file names and on the plot: ``(512, 512)`` -> ``512,512``, ``1e-05`` -> ``1e-05``.
+
+    A float is written with ``%g`` (6 significant digits) where that reads back as the same float, else
+    in full (``repr``: ``0.1000001``), so two different values never share a record's file name."""
     if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        return ",".join(value_label(v) for v in value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def config_key(param: str, base: Config | dict) -> str:
