@@ -94,6 +94,23 @@ def test_names_that_would_write_elsewhere_or_cannot_be_written_are_refused(tmp_p
     assert check_stem("fig10") == "fig10"
 
 
+def test_under_several_processes_only_process_0_checks_the_file_system(tmp_path, monkeypatch):
+    """Only process 0 writes (atomic_write does nothing elsewhere), so only it checks the destination: another
+    process's host may not see it; every process refuses a file name that would write elsewhere."""
+    from subliminal_mlp.core import results
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(results, "_is_main_process", lambda: False)
+    assert check_output(tmp_path / "afile" / "sub", files=["a.json"]) == tmp_path / "afile" / "sub"
+    assert results.atomic_write(tmp_path / "afile" / "b.json", lambda tmp: pytest.fail("written")) == (
+        tmp_path / "afile" / "b.json")
+    with pytest.raises(OutputError, match="without a directory part"):
+        check_output(tmp_path / "afile" / "sub", files=["../a.json"])
+    monkeypatch.setattr(results, "_is_main_process", lambda: True)
+    with pytest.raises(OutputError, match="is a file"):
+        check_output(tmp_path / "afile" / "sub", files=["a.json"])
+
+
 def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsys, no_compute, monkeypatch):
     """Each a review found failing late, with a traceback, or silently doing something else."""
     (tmp_path / "afile").write_text("keep me")

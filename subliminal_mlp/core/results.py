@@ -241,7 +241,10 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     directory. Permissions can say yes where writing fails (``/proc``, a read-only mount, as root),
     so an empty temporary file is created in the nearest existing directory and removed again.
     Raises :class:`OutputError` (a ``ConfigError``: the command line's ``subliminal-mlp: error:
-    ...``, exit status 2) naming the path and the problem.
+    ...``, exit status 2) naming the path and the problem. With several processes
+    (:mod:`~subliminal_mlp.core.distributed`) only process 0 writes (:func:`atomic_write`), so only
+    process 0 looks at the file system; the others check the file names alone (their host may not
+    see, or may not be allowed to write, process 0's directory).
     """
     if kind not in ("dir", "file"):
         raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
@@ -249,12 +252,14 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     files = list(files)  # an iterator would be used up by the first check
     d = path if kind == "dir" else path.parent
     names = files + ([path.name] if kind == "file" else [])
+    for name in files:
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise OutputError(f"cannot write {name!r} in {d}: give a file name without a directory part "
+                              "(choose the directory with the output option).")
+    if not _is_main_process():
+        return path
     try:
         _check_dir(d, None if kind == "dir" else path)
-        for name in files:
-            if not name or Path(name).name != name or name in (".", ".."):
-                raise OutputError(f"cannot write {name!r} in {d}: give a file name without a directory part "
-                                  "(choose the directory with the output option).")
         base = _first_existing(d)
         limit = _name_max(base)
         for name in names:
