@@ -264,6 +264,18 @@ def test_health_flags_nonfinite_models_and_teachers_no_better_than_their_referen
                  "teacher_not_better": [1, 2], "teacher_margin": 0.05}
     assert health(["reference", "teacher"], acc[:1, :2], chance=0.1)["ok"]
     assert health(["reference", "teacher"], acc[1:2, :2], chance=0.1, check_teacher=False)["ok"]
+    from subliminal_mlp.core.results import format_health
+
+    assert format_health(h, 3, "lr = 1") == (
+        "diverged runs (lr = 1):\n  student: non-finite parameters in run(s) 1-2 (2 of 3); its accuracy there is NaN\n"
+        "  teacher: non-finite parameters in run(s) 2 (1 of 3); its accuracy there is NaN\n"
+        "  teacher no better than its untrained reference (accuracy <= max(reference, chance) + 0.05) in run(s) 1-2 "
+        "(2 of 3)\n  (lower the learning rate? the record's \"health\" lists them)")
+    # A teacher at its start with every parameter finite may never have learned: the advice says so too.
+    assert format_health(health(["reference", "teacher"], acc[1:2, :2], chance=0.1), 1).splitlines()[-1] == (
+        "  (a teacher that diverged, or one that did not learn: check the learning rate and teacher_epochs; "
+        "the record's \"health\" lists them)")
+    assert format_health(health(["reference", "teacher"], acc[:1, :2], chance=0.1), 1) == ""
 
 
 def test_the_engine_marks_diverged_runs_nan_and_reports_which(mnist):

@@ -379,7 +379,11 @@ def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str
         runs = h["teacher_not_better"]
         lines.append(f"  teacher no better than its untrained reference (accuracy <= max(reference, chance) + "
                      f"{h['teacher_margin']:g}) in run(s) {_runs_text(runs)} ({len(runs)} of {n_runs})")
-    lines.append("  (lower the learning rate? the record's \"health\" lists them)")
+    if h["nonfinite"]:
+        lines.append("  (lower the learning rate? the record's \"health\" lists them)")
+    else:  # a teacher at its start: it diverged to a constant, or it never learned (too few steps, too small a rate)
+        lines.append("  (a teacher that diverged, or one that did not learn: check the learning rate and "
+                     "teacher_epochs; the record's \"health\" lists them)")
     return "\n".join(lines)
 
 
