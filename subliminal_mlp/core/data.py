@@ -497,12 +497,13 @@ def _missing(directory: Path, spec: DatasetSpec) -> list[str]:
     return [f for f in spec.file_names if not (directory / f).is_file()]
 
 
-def _find_in_root(root: Path, spec: DatasetSpec, what: str) -> Path:
+def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = False) -> Path:
     """The directory under an explicitly given data root that holds all four files.
 
-    Raises DataError right away if there is none (no fall-through to other places).
+    Raises DataError right away if there is none (no fall-through to other places); ``what`` names
+    where the root came from, and ``from_env`` (an environment variable) adds "correct or unset it".
     """
-    fix_env = f"correct or unset {what}, or " if what.startswith("$") else ""
+    fix_env = f"correct or unset {what}, or " if from_env else ""
     if not root.is_dir():
         raise DataError(
             f"data root {root} (from {what}) does not exist or is not a directory: "
@@ -537,7 +538,7 @@ def _locate(
         return _find_in_root(Path(data_dir).expanduser(), spec, "the data_dir argument"), "argument"
     env = os.environ.get(ENV_DATA)
     if env:
-        return _find_in_root(Path(env).expanduser(), spec, f"${ENV_DATA}"), "environment"
+        return _find_in_root(Path(env).expanduser(), spec, f"${ENV_DATA}", from_env=True), "environment"
     for system_dir in spec.system_dirs:
         if not _missing(Path(system_dir), spec):
             return Path(system_dir), "system"
