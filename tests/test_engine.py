@@ -119,6 +119,48 @@ def test_cycled_has_exactly_the_distinct_examples_and_mix_weights_its_parts():
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_a_new_n_resizes_a_source_as_its_constructor_would_and_the_run_uses_it():
+    """``replace(n=...)`` on a wrapper resizes its base (it was rebuilt from the base when the task was bound,
+    so the run used 60,000 examples, silently); on a mixture it is the mixture's n; on an image pool its first
+    n images; the engine runs the n it is given (its record says so)."""
+    pool = np.random.default_rng(1).uniform(-1, 1, (9, 784)).astype(np.float32)
+    sub = inputs.subspace(30).replace(n=2048)
+    assert (sub.n, sub.describe()["base"]["n"]) == (2048, 2048)
+    for src in (sub, inputs.blurred(1.0).replace(n=100), inputs.cycled(inputs.uniform(300), 7).replace(n=100)):
+        bound = inputs.bind_task(src, pool)
+        assert bound.n == src.n and bound.describe() == src.describe()
+        np.testing.assert_array_equal(draw(bound, [3, 99]), draw(src, [3, 99]))
+    np.testing.assert_array_equal(draw(sub, [5]), draw(inputs.subspace(30, inputs.uniform(2048)), [5]))
+    m = inputs.mix([(inputs.uniform(10), 0.5), (inputs.gaussian(20), 0.5)]).replace(n=7)
+    assert m.n == 7 and inputs.bind_task(m, pool).n == 7
+    assert inputs.images(pool).replace(n=4).describe() == inputs.images(pool, 4).describe()
+    assert inputs.bind_task(inputs.subspace(30, inputs.images()).replace(n=5), pool).n == 5  # the task's first 5
+    with pytest.raises(sm.InputError, match="n = 10 is larger than the pool's 9 images"):
+        inputs.images(pool).replace(n=10)
+    with pytest.raises(sm.InputError, match="distinct = 7 is invalid"):
+        inputs.cycled(inputs.uniform(300), 7).replace(n=5)
+    assert inputs.uniform(10).replace(n=3, name="u3").describe() == {"name": "u3", "n": 3, "shape": [784], "scale": 1.0}
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    exp = sm.Experiment(model=sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8), teacher_epochs=5,
+                        student_epochs=1, batch_size=16, hparams={"learning_rate": 0.05},
+                        inputs=inputs.subspace(3, inputs.uniform(1000, shape=(8,))).replace(n=32))
+    r = sm.run(exp, sm.Task(x, y, x, y, n_classes=2), n_runs=1)
+    assert r.record()["config"]["inputs"]["n"] == 32 and r.record()["config"]["inputs"]["base"]["n"] == 32
+
+
+def test_a_user_source_closing_over_values_records_them():
+    def laplace(scale):
+        def lap(key, idx):
+            return inputs.per_example(key, idx, lambda k: scale * jax.random.laplace(k, (784,)))
+        return lap
+
+    a, b = inputs.source(laplace(0.1), 100).describe(), inputs.source(laplace(5.0), 100).describe()
+    assert a != b and a["fn"] == {"test_a_user_source_closing_over_values_records_them.laplace.lap": {"scale": 0.1}}
+    plain = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
+    assert plain.describe() == {"name": "<lambda>", "n": 64}  # nothing closed over: its name, as before
+
+
 def test_bad_sources_fail_with_their_value():
     with pytest.raises(sm.InputError, match="n = 0"):
         inputs.uniform(0)
@@ -580,6 +622,9 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
 
     record = sm.read_results(tmp_path / "wd.json")
     assert plot_experiment(record, tmp_path / "wd.png").stat().st_size > 0
+    # The record in memory is the record read back (JSON types throughout), and is drawn as it is.
+    assert json.loads(json.dumps(both.record())) == both.record()
+    assert sm.draw(both.record(), tmp_path / "in_memory.png").stat().st_size > 0
     assert "wd 0" in experiment_caption(record) and "2 runs (mean ± 95% CI)" in experiment_caption(record)
     with pytest.raises(ValueError, match="'subliminal-mlp/experiment': draw an engine record .* plot_experiment"):
         plot_fig10(record, tmp_path / "x.png")

@@ -498,7 +498,7 @@ class Result:
 
         values = [{"sweep": {k: v[i] for k, v in self.sweep.items()}, "models": self.summary(i),
                    "health": self.health(i)} for i in range(self.n_values)]
-        payload: dict[str, Any] = {"models": self.models, "values": values,
+        payload: dict[str, Any] = {"models": list(self.models), "values": values,
                                    "chance": 1.0 / self.experiment.model.n_classes,
                                    "teachers": ("given" if self.teachers_given else
                                                 "cache" if self.teacher_cache == "hit" else "trained")}

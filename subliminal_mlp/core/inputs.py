@@ -140,7 +140,15 @@ class InputSource:
                 **{k: setting_json(v) for k, v in self.settings.items() if k != "rebuild" and not k.startswith("_")}}
 
     def replace(self, **changes: Any) -> "InputSource":
-        return dataclasses.replace(self, **changes)
+        """This source with ``changes`` (fields of the dataclass). A new ``n`` resizes the set as its
+        constructor would: a wrapper's (``subspace``, ``blurred``, ``cycled``) by resizing its base
+        (``subspace(30).replace(n=2048)`` is ``subspace(30, uniform(2048))``), a mixture by its ``n``,
+        an image pool by keeping its first ``n`` images (``images(pool, n)``: at most the pool's)."""
+        resize = self.settings.get("_resize")
+        src = self
+        if "n" in changes and resize is not None:
+            src = resize(plain_scalar(changes.pop("n")))
+        return dataclasses.replace(src, **changes) if changes else src
 
 
 def per_example(key: jax.Array, idx: jax.Array, draw_one: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -231,6 +239,7 @@ def images(pool: Any = TASK_IMAGES, n: Optional[int] = None, *, name: Optional[s
     settings = {"pool": pool if isinstance(pool, str) else f"array{tuple(np.shape(pool))}"}
     if n is not None:
         settings["first"] = n  # recorded only when given, so a whole pool's description is as before
+    settings["_resize"] = lambda k: images(pool, k, name=name)
     return InputSource(n=size, draw=lambda ctx, idx, hp: ctx[1]["pool"][idx], prepare=lambda k, a, hp: (k, a),
                        arrays=arrays, name=name or ("task images" if isinstance(pool, str) else "images"),
                        settings=settings)
@@ -254,8 +263,8 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
     if src.settings.get("base") is not None:
         return src.settings["rebuild"](bind_task(src.settings["base"], task_images))
     if isinstance(src.arrays.get("pool"), str):
-        return src.replace(n=_check_count(src.settings.get("first"), int(np.shape(task_images)[0])),
-                           arrays={"pool": task_images})
+        return dataclasses.replace(src, n=_check_count(src.settings.get("first"), int(np.shape(task_images)[0])),
+                                   arrays={"pool": task_images})
     return src
 
 
@@ -304,12 +313,16 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
         return total
 
     return InputSource(n=size, draw=draw, prepare=prepare, arrays={str(i): s.arrays for i, s in enumerate(sources)},
-                       name="mix", settings={"components": sources, "weights": weights, "_n": n})
+                       name="mix", settings={"components": sources, "weights": weights, "_n": n,
+                                             "_resize": lambda k: mix(components, n=k)})
 
 
 def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **settings) -> InputSource:
+    """A source built on ``base`` (example j from the base's example j): ``rebuild(base)`` makes it again on
+    another base (the task's images bound, or a base resized by :meth:`InputSource.replace`)."""
     return InputSource(n=n, draw=draw, prepare=prepare, arrays=base.arrays, name=name,
-                       settings={"base": base, "rebuild": rebuild, **settings})
+                       settings={"base": base, "rebuild": rebuild, "_resize": lambda k: rebuild(base.replace(n=k)),
+                                 **settings})
 
 
 def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[int] = None) -> InputSource:
@@ -615,8 +628,10 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
     except (TypeError, ValueError):
         takes_hp = False
     draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))
-    return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"),
-                       settings={"_check_fixed": True})
+    settings: dict[str, Any] = {"_check_fixed": True}
+    if not isinstance(setting_json(fn), str):  # it closes over values: they are recorded with its name
+        settings["fn"] = fn
+    return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"), settings=settings)
 
 
 def _has_user_fn(src: InputSource) -> bool:

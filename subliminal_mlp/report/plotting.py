@@ -129,7 +129,7 @@ def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
     >>> plot_experiment(sm.read_results(files["json"]), f"{out}/toy.png").name
     'toy.png'
     """
-    if not isinstance(record.get("models"), list) or "values" not in record:
+    if not isinstance(record.get("models"), (list, tuple)) or "values" not in record:
         raise ValueError(f"plot_experiment draws an engine record (format subliminal-mlp/experiment, "
                          f"Result.write); this one is {record.get('format')!r} (a Figure-10 record: plot_fig10).")
     names, values = list(record["models"]), record["values"]
