@@ -94,6 +94,24 @@ def test_a_model_must_be_per_example_and_a_classifier():
             Model(init, lambda p, x: x @ p["w"], **bad)
 
 
+def test_the_papers_mlp_functions_refuse_the_parameters_of_another_architecture():
+    """apply, features and accuracy read the paper's MLP off its parameters: another architecture's (a split
+    head, a Flax module of the user's) is refused naming what to call instead, not a bare KeyError."""
+    import subliminal_mlp as sm
+
+    x, y = jnp.zeros((4, 784)), jnp.zeros((4,), jnp.int32)
+    split = sm.split_head_mlp((16,)).init(jax.random.PRNGKey(0))
+    for call in (lambda: apply(split, x), lambda: features(split, x), lambda: accuracy(split, x, y, 10),
+                 lambda: apply({"hidden_0": split["hidden_0"], "head": {"w": 1}}, x), lambda: apply([1, 2], x)):
+        with pytest.raises(ValueError, match="not the paper's MLP's .* model.apply\\(params, x\\), or "
+                                             "accuracy\\(..., apply_fn=model.apply\\)"):
+            call()
+    net = sm.split_head_mlp((16,))
+    assert float(accuracy(split, x, y, 10, apply_fn=net.apply)) >= 0  # its own apply: fine
+    paper = init_params(jax.random.PRNGKey(0), Config(hidden_widths=(16, 8)))
+    np.testing.assert_array_equal(apply(paper, x), sm.mlp((16, 8)).apply(paper, x))
+
+
 def test_init_is_deterministic_and_vmappable():
     cfg = Config(hidden_widths=(16,))
     keys = jax.random.split(jax.random.PRNGKey(3), 3)

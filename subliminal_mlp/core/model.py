@@ -34,17 +34,33 @@ def init_params(key: jax.Array, cfg: Config) -> dict:
 
 
 def apply(params: dict, x: jax.Array) -> jax.Array:
-    """Logits ``f_θ(x)`` of shape ``(..., n_classes + m)``; the architecture is read off ``params``."""
+    """Logits ``f_θ(x)`` of shape ``(..., n_classes + m)`` of the paper's ReLU MLP, its widths read off ``params``.
+
+    Only the paper's MLP: the parameters of ``sm.mlp(..., activation="tanh")`` have the same names and
+    shapes, so they cannot tell; for any other model use its own ``model.apply(params, x)``. Parameters
+    of another architecture (a split head, a Flax module of your own) are refused with a ValueError.
+    """
     return _module_for(params).apply({"params": params}, x)
 
 
 def features(params: dict, x: jax.Array) -> jax.Array:
-    """Penultimate-layer activations (the last hidden layer after its ReLU)."""
+    """Penultimate-layer activations of the paper's ReLU MLP (the last hidden layer after its ReLU);
+    only that MLP's parameters, as :func:`apply`."""
     return _module_for(params).apply({"params": params}, x, return_features=True)[1]
 
 
 def _module_for(params: dict) -> MLP:
-    n_hidden = len(params) - 1
+    """The paper's MLP whose parameters ``params`` are (names ``hidden_0``, ..., ``head``); ValueError if not."""
+    names = sorted(params) if hasattr(params, "keys") else None
+    n_hidden = len(names) - 1 if names else 0
+    expected = sorted([*(f"hidden_{i}" for i in range(n_hidden)), "head"])
+    if names != expected or any(not hasattr(params[k], "keys") or sorted(params[k]) != ["bias", "kernel"]
+                                for k in expected):
+        got = names if names is not None else type(params).__name__
+        raise ValueError(f"these parameters are not the paper's MLP's (layers hidden_0, ..., head, each a kernel "
+                         f"and a bias; got {got}): subliminal_mlp's apply, features and accuracy read that MLP "
+                         "off its parameters. For another model, call its own apply: model.apply(params, x), or "
+                         "accuracy(..., apply_fn=model.apply).")
     widths = tuple(params[f"hidden_{i}"]["bias"].shape[-1] for i in range(n_hidden))
     return MLP(hidden_widths=widths, n_outputs=params["head"]["bias"].shape[-1])
 
@@ -71,7 +87,8 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     """Fraction of ``images`` (n, ...) whose argmax over the class logits equals ``labels``.
 
     ``apply_fn(params, x)`` is the model (a :class:`~subliminal_mlp.core.models.Model`'s ``apply``);
-    by default the paper's MLP read off ``params`` (:func:`apply`).
+    by default the paper's ReLU MLP read off ``params`` (:func:`apply`): pass ``apply_fn`` for any
+    other model, including an ``sm.mlp`` with another activation (its parameters look the same).
 
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:
     each logit is the same dot product whatever the chunking, so the result is too.
