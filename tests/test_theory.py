@@ -445,6 +445,9 @@ def test_bad_arguments_raise_clear_errors():
             theory.StudentLoss.mse([1.0, -0.5, 1.0])
         with pytest.raises(ValueError, match="0/1 mask"):
             theory.StudentLoss.ce([0.5, 1.0])
+        with pytest.raises(ValueError, match="0/1 mask .* as indices, give the number of logits too"):
+            theory.StudentLoss.ce([10, 11, 12])  # indices without n_outputs
+        assert theory.StudentLoss.ce([10, 11, 12], n_outputs=13).weights == (0.0,) * 10 + (1.0,) * 3
         with pytest.raises(ValueError, match="kind"):
             theory.StudentLoss("kl", (1.0,))
         with pytest.raises(ValueError, match="has 2 logit weights but the network has 5 outputs"):

@@ -397,7 +397,8 @@ class StudentLoss:
         else:
             if any(v not in (0.0, 1.0) for v in w):
                 raise ValueError(f"cross-entropy weights must be a 0/1 mask selecting the logit subset S; "
-                                 f"got {w}.")
+                                 f"got {w}. To give the subset as indices, give the number of logits too: "
+                                 f"StudentLoss.ce([10, 11, 12], n_outputs=13).")
             if not any(v == 1.0 for v in w):
                 raise ValueError("the cross-entropy logit subset is empty: select at least one logit "
                                  "(e.g. the aux logits, or all).")
