@@ -46,12 +46,13 @@ from .core.students import FIGURE10, Student, StudentError, fresh, layers, pertu
 from .core.training import noise_images
 from .report.plotting import draw
 from .studies.figure10 import ExperimentResult, run_experiment
+from .studies.sweep import run_sweep
 
 __all__ = [
     "engine", "inputs", "models", "students", "theory",
     "MODELS", "Config", "ConfigError", "DataError", "Dataset", "load_dataset", "load_fashion_mnist",
     "load_mnist", "Experiment", "ExperimentError", "Result", "RunModels", "Task", "run", "ExperimentResult",
-    "run_experiment", "InputError", "InputSource", "class_cross_entropy", "kl_distillation", "mse_distillation",
+    "run_experiment", "run_sweep", "InputError", "InputSource", "class_cross_entropy", "kl_distillation", "mse_distillation",
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
     "DivergenceError", "DivergenceWarning", "OutputError", "RecordError",
