@@ -352,13 +352,15 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         (TINY.replace(students=(sm.Student("noisy", sm.perturbed(lambda hp: -hp["learning_rate"])),)), sm.StudentError,
          r"'noisy': its start perturbed\(sigma=a function of the hyperparameters\): sigma = -0.0003 is invalid: "
          r".*finite number >= 0"),
-        (TINY.replace(model=nn.Dense(13)), sm.ModelError, r"model = Dense is not a subliminal_mlp Model: wrap .*from_flax"),
         (TINY.replace(students=(sm.Student("s", outputs="bogus"),)), sm.StudentError,
          r"student 's': outputs = 'bogus' is unknown"),
     ]
     for exp, error, match in cases:
         with pytest.raises(error, match=match):
             sm.run(exp, task, n_runs=1)
+    for make in (lambda: TINY.replace(model=nn.Dense(13)), lambda: sm.Experiment(model=nn.Dense(13))):
+        with pytest.raises(sm.ModelError, match=r"model = Dense is not a subliminal_mlp Model: wrap .*from_flax"):
+            make()  # a bare Flax module: refused when the experiment is made, as its inputs are
     for bad in (-0.1, float("nan"), [0.1, 0.2]):
         with pytest.raises(sm.StudentError, match=r"perturbed: sigma = .* (is invalid|is not a number)"):
             sm.perturbed(bad)

@@ -505,6 +505,8 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
             theory.student_update(loss, p, p, d_t, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
     with pytest.raises(ValueError, match="cfg = ndarray is not a Config.*images= and labels= by name"):
         theorem.run_theorem_check(np.zeros((3, 6)), np.zeros(3), model=net)
+    with pytest.raises(ValueError, match="cfg = Model is not a Config.*pass model=, images= and labels= by name"):
+        theorem.run_theorem_check(net, images=np.zeros((3, 6)), labels=np.zeros(3))  # the model given first
 
 
 # ----------------------------------------------------------------------------- CLI, figure

@@ -233,6 +233,8 @@ class Experiment:
     name: str = "experiment"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, Model):  # a bare Flax module: refused here, as at run (check_model says how)
+            check_model(self.model)
         if not isinstance(self.inputs, InputSource):
             raise ExperimentError(f"inputs = {self.inputs!r} is not an input source: give one from sm.inputs, "
                                   "e.g. sm.inputs.uniform(60000) for the paper's 60,000 noise images.")

@@ -123,7 +123,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
 
     if cfg is not None and not isinstance(cfg, Config):
         raise ValueError(f"cfg = {type(cfg).__name__} is not a Config: the first argument is the architecture's "
-                         "Config (or None); pass images= and labels= by name.")
+                         "Config (or None); pass model=, images= and labels= by name.")
     model = _resolve_model(cfg, model)
     check_model(model)
     if precision not in ("float64", "float32"):
