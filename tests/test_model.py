@@ -92,6 +92,19 @@ def test_a_model_must_be_per_example_and_a_classifier():
     for bad in ({"n_classes": 1}, {"aux_logits": -1}, {"n_classes": 2.0}):
         with pytest.raises(ModelError, match=f"{next(iter(bad))} = {next(iter(bad.values()))!r} is invalid"):
             Model(init, lambda p, x: x @ p["w"], **bad)
+    # A Flax module with state besides its parameters (BatchNorm's batch_stats) is no pure function of them.
+    import flax.linen as nn
+
+    from subliminal_mlp.core.models import from_flax
+
+    class Normed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(13)(nn.BatchNorm(use_running_average=True)(nn.Dense(16)(x)))
+
+    with pytest.raises(ModelError, match=r"^Flax module Normed has variables besides its parameters \(collections "
+                                         r"\['batch_stats'\]\).*nn.LayerNorm"):
+        check_model(from_flax(Normed()))
 
 
 def test_the_papers_mlp_functions_refuse_the_parameters_of_another_architecture():

@@ -128,6 +128,8 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
     try:
         params = jax.eval_shape(model.init, key)
         out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, *model.input_shape), jnp.float32))
+    except ModelError:  # the model's own refusal says what is wrong
+        raise
     except Exception as e:  # noqa: BLE001 - any failure of a user's model is reported with its cause
         raise ModelError(f"model {model.name!r} cannot be applied to inputs of shape (batch, "
                          f"{', '.join(map(str, model.input_shape))}): {type(e).__name__}: {e}") from e
@@ -145,7 +147,13 @@ class _FlaxInit:
     input_shape: tuple[int, ...]
 
     def __call__(self, key: jax.Array) -> Params:
-        return self.module.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
+        variables = self.module.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))
+        others = sorted(set(variables) - {"params"})
+        if others:
+            raise ModelError(f"Flax module {type(self.module).__name__} has variables besides its parameters "
+                             f"(collections {others}): a model is a pure function of its parameters, so from_flax "
+                             "keeps only 'params'. Use a module without state (e.g. nn.LayerNorm for nn.BatchNorm).")
+        return variables["params"]
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,8 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
     """A :class:`Model` from a Flax module whose ``__call__(x)`` returns the logits.
 
     ``init(key) = module.init(key, zeros((1, *input_shape)))["params"]``; ``apply(params, x) =
-    module.apply({"params": params}, x)``. With ``features=True`` the module's
+    module.apply({"params": params}, x)``: a pure function of the parameters, so a module with other
+    variables (``nn.BatchNorm``'s ``batch_stats``) is refused with a :class:`ModelError`. With ``features=True`` the module's
     ``__call__(x, return_features=True)`` must return ``(logits, features)``. The model's
     description (in records, and in the teacher cache's key) holds ``settings``, or, when none are
     given, the module's own attributes (its dataclass fields, e.g. ``width=16``), so that two
