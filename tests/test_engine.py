@@ -140,6 +140,14 @@ def test_a_new_n_resizes_a_source_as_its_constructor_would_and_the_run_uses_it()
     with pytest.raises(sm.InputError, match="distinct = 7 is invalid"):
         inputs.cycled(inputs.uniform(300), 7).replace(n=5)
     assert inputs.uniform(10).replace(n=3, name="u3").describe() == {"name": "u3", "n": 3, "shape": [784], "scale": 1.0}
+    # A name given before stays (through a resize, and when the task is bound); a wrapper made outside
+    # inputs (base and rebuild in its settings: the teacher-task study's fresh noise) resizes its base too.
+    named = inputs.subspace(30).replace(name="mine")
+    assert named.replace(n=64).name == inputs.bind_task(named, pool).name == "mine"
+    from subliminal_mlp.studies.teacher_task import fresh_noise
+
+    fresh = fresh_noise(inputs.subspace(30)).replace(n=64)
+    assert inputs.bind_task(fresh, pool).n == 64 and fresh.describe()["base"]["base"]["n"] == 64
     x = np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
     exp = sm.Experiment(model=sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8), teacher_epochs=5,
@@ -159,6 +167,13 @@ def test_a_user_source_closing_over_values_records_them():
     assert a != b and a["fn"] == {"test_a_user_source_closing_over_values_records_them.laplace.lap": {"scale": 0.1}}
     plain = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
     assert plain.describe() == {"name": "<lambda>", "n": 64}  # nothing closed over: its name, as before
+    import functools
+
+    def lap(key, idx, scale=1.0):
+        return inputs.per_example(key, idx, lambda k: scale * jax.random.laplace(k, (784,)))
+
+    partials = [inputs.source(functools.partial(lap, scale=s), 100).describe()["fn"] for s in (0.1, 5.0)]
+    assert partials[0] != partials[1] and all(p.endswith(f"lap>, scale={s})") for p, s in zip(partials, (0.1, 5.0)))
 
 
 def test_bad_sources_fail_with_their_value():

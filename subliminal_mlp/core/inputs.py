@@ -145,9 +145,13 @@ class InputSource:
         (``subspace(30).replace(n=2048)`` is ``subspace(30, uniform(2048))``), a mixture by its ``n``,
         an image pool by keeping its first ``n`` images (``images(pool, n)``: at most the pool's)."""
         resize = self.settings.get("_resize")
+        if resize is None and self.settings.get("base") is not None and "rebuild" in self.settings:
+            def resize(k, rebuild=self.settings["rebuild"], base=self.settings["base"]):  # a wrapper: its base
+                return rebuild(base.replace(n=k))
         src = self
         if "n" in changes and resize is not None:
             src = resize(plain_scalar(changes.pop("n")))
+            changes.setdefault("name", self.name)  # a name given before stays
         return dataclasses.replace(src, **changes) if changes else src
 
 
@@ -259,9 +263,11 @@ def bind_task(src: InputSource, task_images: Any) -> InputSource:
     """``src`` with every ``images("task")`` pool inside it replaced by ``task_images``."""
     if src.settings.get("components"):
         parts = [bind_task(c, task_images) for c in src.settings["components"]]
-        return mix([(p, w) for p, w in zip(parts, src.settings["weights"])], n=src.settings.get("_n", src.n))
-    if src.settings.get("base") is not None:
-        return src.settings["rebuild"](bind_task(src.settings["base"], task_images))
+        return dataclasses.replace(mix([(p, w) for p, w in zip(parts, src.settings["weights"])],
+                                       n=src.settings.get("_n", src.n)), name=src.name)
+    if src.settings.get("base") is not None:  # rebuilt on the bound base, under the name it had
+        return dataclasses.replace(src.settings["rebuild"](bind_task(src.settings["base"], task_images)),
+                                   name=src.name)
     if isinstance(src.arrays.get("pool"), str):
         return dataclasses.replace(src, n=_check_count(src.settings.get("first"), int(np.shape(task_images)[0])),
                                    arrays={"pool": task_images})
@@ -321,8 +327,7 @@ def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **set
     """A source built on ``base`` (example j from the base's example j): ``rebuild(base)`` makes it again on
     another base (the task's images bound, or a base resized by :meth:`InputSource.replace`)."""
     return InputSource(n=n, draw=draw, prepare=prepare, arrays=base.arrays, name=name,
-                       settings={"base": base, "rebuild": rebuild, "_resize": lambda k: rebuild(base.replace(n=k)),
-                                 **settings})
+                       settings={"base": base, "rebuild": rebuild, **settings})
 
 
 def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[int] = None) -> InputSource:
@@ -629,8 +634,8 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
         takes_hp = False
     draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))
     settings: dict[str, Any] = {"_check_fixed": True}
-    if not isinstance(setting_json(fn), str):  # it closes over values: they are recorded with its name
-        settings["fn"] = fn
+    if not inspect.isfunction(fn) or not isinstance(setting_json(fn), str):
+        settings["fn"] = fn  # what it closes over (or a partial's arguments) is recorded, not only its name
     return InputSource(n=n, draw=draw, name=name or getattr(fn, "__name__", "source"), settings=settings)
 
 
