@@ -86,8 +86,10 @@ class Holding:
                 "with figures._lock(Path(sys.argv[1]), sys.argv[2], wait=False) as got:\n"
                 "    print(got, flush=True); time.sleep(120)\n")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(out), name], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "True"  # it holds the lock now
         self.pid = self.proc.pid
+        if self.proc.stdout.readline().strip() != "True":  # it holds the lock now, or it is of no use
+            self.kill()
+            pytest.fail(f"the other process could not take the lock of {name}")
 
     def kill(self):  # SIGKILL: no finally, no atexit; the kernel releases the lock
         self.proc.kill()
@@ -125,6 +127,46 @@ def test_a_figure_being_made_by_a_live_process_is_not_called_interrupted(setup):
     finally:
         other.kill()
     assert figures.figure_status(fourth, out, {"x": 3}, read_state(out)) == (False, "missing fourth.json, fourth.png")
+
+
+def test_a_pipeline_holds_the_figures_lock_while_it_makes_it(setup):
+    """Seen from another process while ``make`` runs: the figure is being made, by this pid; after it, not."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    calls, registry, _, out, run = setup
+    seen = []
+    code = ("import sys; from pathlib import Path; from subliminal_mlp.cli import figures\n"
+            "print(figures._being_made(Path(sys.argv[1]), sys.argv[2], None))\n")
+
+    def look(s, o, ctx):
+        seen.append(subprocess.run([sys.executable, "-c", code, str(o), "first"], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+        write_record(envelope(FORMAT, {"x": s["x"]}, n_runs=1, seed=0, data={}), o, "first")
+        (o / "first.png").write_text("png")
+
+    registry["first"] = dataclasses.replace(registry["first"], make=look)
+    assert run(["first"]) == {"first": "made"}
+    assert seen == [f"pid {os.getpid()} on {socket.gethostname()}"]
+    assert figures._being_made(out, "first", None) is None
+
+
+def test_a_lock_held_elsewhere_is_never_made_under_even_if_its_holder_lets_go_before_it_is_asked(setup, monkeypatch):
+    """The lock could not be taken: the figure is not made, whatever a second look finds (here: nothing, as when
+    the holder lets go between the two)."""
+    calls, registry, _, out, run = setup
+    run()
+    calls.made = []
+    other = Holding(out, "second")
+    try:
+        monkeypatch.setattr(figures, "_being_made", lambda *a: None)
+        with pytest.raises(ConfigError, match="figure second is being made now \\(by another pipeline\\)"):
+            run(force=True)
+    finally:
+        other.kill()
+    assert calls.made == ["first"]  # forced, and its lock free; second not made without its lock
 
 
 def test_a_running_mark_whose_pid_lives_on_in_another_process_is_no_pipeline(setup):

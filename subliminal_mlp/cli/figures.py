@@ -19,7 +19,7 @@ none), into ``--out`` (default: ``figures/``):
   (while it decides and makes a figure, a pipeline holds that figure's lock,
   ``<out>/.figures-locks/<name>``, an ``flock`` the kernel drops when the process ends however it
   ends: a figure whose lock is held is "being made now", ``--list`` says so, a second pipeline
-  into the same directory stops rather than make it twice, and ``--redraw`` waits for it; the
+  into the same directory stops rather than make it twice, and ``--redraw`` refuses to draw it; the
   state file is read and written under a lock too, so two pipelines lose none of each other's
   entries. Without ``flock``, not on POSIX, a figure marked ``running`` by a process alive on
   this host is being made now);
@@ -543,28 +543,42 @@ def _lock(out: Path, name: str, *, wait: bool = True) -> Iterator[Optional[bool]
     if fcntl is None:
         yield None
         return
-    folder = out / LOCKS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / name, "a+", encoding="utf-8") as f:
+    path = out / LOCKS_DIR / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:
-            yield None
-            return
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file: flock needs no write access to it
+            fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder that takes no lock file: no lock, as without flock
+        yield None
+        return
+    try:
+        # Without waiting, a few tries over 0.2 s: another pipeline's probe (_being_made) holds it for an instant.
+        for attempt in range(1 if wait else 10):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if attempt == 9:
+                    yield False
+                    return
+                time.sleep(0.02)
+            except OSError:  # a file system without locks
+                yield None
+                return
         held = (str(out.resolve()), name)
         _HELD.add(held)
         try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")  # who holds it, for the message of another
-            f.flush()
+            with contextlib.suppress(OSError):  # who holds it, for the message of another (a read-only file: none)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
             yield True
         finally:
             _HELD.discard(held)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _being_made(out: Path, name: str, entry: Optional[dict]) -> Optional[str]:
@@ -579,8 +593,8 @@ def _being_made(out: Path, name: str, entry: Optional[dict]) -> Optional[str]:
             return None
         try:
             with open(path, encoding="utf-8") as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:  # shared: two probes at once do not see each other
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
                     pid, _, host = f.read().strip().partition(" ")
                     return f"pid {pid} on {host}" if pid else "another process"
@@ -793,10 +807,10 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                 bar.set_postfix_str(fig.name)
                 # Process 0 holds the figure's lock while it decides and makes it: a second pipeline into out
                 # finds it held ("being made now"), and two never both decide to make one figure.
-                with _lock(out, fig.name, wait=False) if main else contextlib.nullcontext():
+                with _lock(out, fig.name, wait=False) if main else contextlib.nullcontext() as locked:
                     done[fig.name] = _make_figure(fig, settings, where, out=out, source=source, force=force,
                                                   quick=quick, cache=cache, context=Context(data_dir, log, force=force),
-                                                  main=main, log=log)
+                                                  main=main, locked=locked, log=log)
                 bar.update(1)
     finally:
         bar.close()
@@ -804,14 +818,19 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
 
 
 def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Path, force: bool,
-                 quick: bool | dict, cache, context: Context, main: bool, log: Callable[[str], None]) -> str:
+                 quick: bool | dict, cache, context: Context, main: bool, locked: Optional[bool],
+                 log: Callable[[str], None]) -> str:
     """One figure of :func:`run_figures`: skipped when up to date (``"skipped"``), else made (``"made"``), its
     state marked ``running``, then ``done`` (or ``interrupted``) and its record's ``pipeline`` entry written
-    (by process 0 only, which holds the figure's lock)."""
+    (by process 0 only, which holds the figure's lock: ``locked`` is what taking it gave, :func:`_lock`)."""
     from ..core.distributed import broadcast_from_main
 
-    # another pipeline into out may have marked (or be making) it since the plan: process 0 looks now
-    ok, why = broadcast_from_main(figure_status(fig, out, settings, read_state(out)) if main else None)
+    status = None
+    if main:  # another pipeline into out may have marked (or be making) it since the plan: process 0 looks now
+        status = figure_status(fig, out, settings, read_state(out))
+        if locked is False and not status[1].startswith("being made now"):  # its holder let go since: made
+            status = (False, "being made now (by another pipeline)")  # by it, or being made: never without the lock
+    ok, why = broadcast_from_main(status)
     if why.startswith("being made now"):
         stale = "" if fcntl is not None else f" (if that pid is no longer a pipeline, remove its entry from {out / STATE_FILE})"
         raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish{stale}.")
