@@ -802,7 +802,8 @@ def test_committed_record_report_from_the_record():
     assert rec["format"] == theorem.FORMAT and rec["format_version"] == theorem.FORMAT_VERSION
 
 
-def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_large=None, change_large=None):
+def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_large=None, change_large=None,
+                    norm_S=(1.0, 1.0)):
     """A hand-made theorem record: one loss, one seed, ε grid (1e-6, 1e-3); at the smallest ε the shared
     start's ΔθS·ΔθT/ε is ``ratio``, its L_T change ``dlt``, and the control's relative change ``change``;
     at ε = 1e-3, ΔθS·ΔθT/ε is ``ratio_large`` (default 0.9·ratio: a first-order term) and the control's
@@ -811,7 +812,7 @@ def _theorem_record(A=2.0, ratio=2.0, dlt=-1e-3, change=1e-6, norm_T=1.0, ratio_
     ratio_large = 0.9 * ratio if ratio_large is None else ratio_large
     change_large = 1e3 * change if change_large is None else change_large
     shared = {"dot": [[ratio_large * 1e-3, ratio * 1e-6]], "cos": [[0.1, 0.1]], "delta_LT": [[dlt * 1e3, dlt]],
-              "norm_S": [[1.0, 1.0]], "change": [[0.0, 0.0]], "dot0": [0.0], "norm_S0": [1.0]}
+              "norm_S": [list(norm_S)], "change": [[0.0, 0.0]], "dot0": [0.0], "norm_S0": [1.0]}
     different = {"dot": [[0.5, 0.5]], "cos": [[0.01, 0.01]], "delta_LT": [[0.1, 0.1]], "norm_S": [[1.0, 1.0]],
                  "change": [[change_large, change]], "dot0": [0.5], "norm_S0": [1.0]}
     return {"config": {"seeds": [7]}, "eps": eps, "norm_T": [norm_T], "LT0": {"shared": [2.3], "different": [2.3]},
@@ -847,6 +848,14 @@ def test_vanishing_like_eps_is_judged_near_the_smallest_eps():
     # A off by 1e-4 (under gap_tol): ΔθS·ΔθT/ε − A does not vanish with ε ...
     ({"ratio": 2.0002, "ratio_large": 2.0002}, ["gap"]),
     ({"ratio": 2.0002, "ratio_large": 2.2}, []),  # ... unlike Lemma 1's O(ε) remainder
+    # A remainder that is exactly 0 (a one-hidden-layer ReLU net's aux logits: linear in ε until a unit flips),
+    # so rounding alone, growing like 1/ε from the cancellation in f(θT0 + εΔθT) − f(θT0): the numbers of
+    # `theorem --hidden 32 --seeds 1 --n-noise 64 --n-eps 8 --teacher-batch 64`'s mse_aux, ‖ΔθS‖ ∝ ε ...
+    ({"A": 1.4188, "ratio": 1.4188 * (1 + 1.8e-11), "ratio_large": 1.4188 * (1 + 1.8e-14), "norm_T": 6.42,
+      "norm_S": (2.81e-3, 2.81e-6)}, []),
+    # ... while an A off by 1e-6 of itself is still seen
+    ({"A": 1.4188, "ratio": 1.4188 * (1 + 1e-6), "ratio_large": 1.4188 * (1 + 1e-6), "norm_T": 6.42,
+      "norm_S": (2.81e-3, 2.81e-6)}, ["gap"]),
 ])
 def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     s = theorem.summarize(_theorem_record(**changes))
