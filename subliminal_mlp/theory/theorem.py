@@ -339,6 +339,12 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
 
 
+#: What each of a row's ``checks`` (:func:`summarize`) says when it fails, for the verdict line of :func:`format_tables`.
+CHECK_NAMES = {"gap": "dot/ε is not A (the gap is above the tolerance, or does not vanish like ε)",
+               "sign": "dot/ε is negative", "LT_decreases": "L_T does not decrease (or moves where A = 0)",
+               "control_first_order": "the control's step depends on ε at first order"}
+
+
 def theorem_holds(summary: dict[str, Any]) -> bool:
     """Whether every check of :func:`summarize` passed."""
     return bool(summary["ok"])
@@ -377,10 +383,13 @@ def format_tables(summary: dict[str, Any]) -> str:
                 f"{r['ctrl_ratio']:>11.3e} {r['ctrl_cos']:>9.2e} {r['ctrl_delta_LT']:>10.2e} "
                 f"{r['ctrl_change']:>10.1e}  {'yes' if r['ok'] else 'NO'}")
         lines.append("")
+    failed = [f"{name} seed {r['seed']}: {', '.join(CHECK_NAMES[k] for k, v in r['checks'].items() if not v)}"
+              for name, rows in summary["losses"].items() for r in rows if not r["ok"]]
     verdict = ("PASS: ΔθS·ΔθT/ε → A ≥ 0 and L_T decreases at small ε with a shared initialisation; "
                "the teacher's step drops out at first order with a different one."
                if summary["ok"] else
-               "FAIL: the theorem's prediction was not met (see the rows marked NO).")
+               "FAIL: the theorem's prediction was not met (the rows marked NO): " + ("; ".join(failed) or
+                                                                                     "no loss setting was checked"))
     lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}; where A = 0, "
                  "|dot/ε|/‖ΔθT‖², which must also vanish like ε); ΔL_T = L_T(θS0+αΔθS) − L_T(θS0);")
     lines.append("L_T↓ to ε = largest ε up to which L_T decreases on the whole grid; cos = cos(ΔθS, ΔθT); all at "
