@@ -504,6 +504,13 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
     with pytest.raises(ConfigError, match="figure fig10_mnist: its record cannot be drawn"):
         figures.redraw_figures(["demo", "fig10_mnist"], out=out, log=lambda s: None)
     assert (out / "demo.png").stat().st_mtime_ns == before
+    # All of them (no names): a directory of some figures (a --quick one) redraws those whose record is there.
+    made = figures.redraw_figures(out=out, log=lambda s: None)
+    assert "fig10_mnist" not in made and made["demo"] == out / "demo.png" and len(made) == len(pngs) - 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"no figure's record is in {empty}: nothing to redraw .*--out {empty}"):
+        figures.redraw_figures(out=empty, log=lambda s: None)
     with pytest.raises(sm.RecordError, match="no figure is drawn from a record of format 'subliminal-mlp/x'"):
         sm.draw({"format": "subliminal-mlp/x"}, out / "x.png")
     # sm.draw picks each format's own drawing: the demo record drawn by it is its committed PNG.

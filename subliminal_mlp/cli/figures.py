@@ -870,23 +870,31 @@ def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
     """Redraw the PNG of figures ``names`` (all by default) in ``out`` from the JSON record beside it: no
     compute, the JSON and CSV untouched (a figure's look changed, its numbers not). The pipeline's state
     keeps the new PNG's SHA-256, so the figure stays up to date. Returns ``{name: png path}``.
-    Every record is read and every PNG's place checked before any is drawn."""
+    Every record is read and every PNG's place checked before any is drawn. With no ``names``, a figure
+    whose record is not in ``out`` (a directory of some figures, a ``--quick`` one) is skipped, and ``log``
+    says so; a figure named, or a record that cannot be read, is an error."""
     out = check_output(out)  # a file where the figures' directory should be: said as such
     plan = []
     for fig in _select(names, registry or REGISTRY):
         png = next((o for o in fig.outputs if o.endswith(".png")), None)
         if png is None:
             continue
+        if not names and not (out / fig.record).exists():
+            log(f"{fig.name}: no record in {out}, skipped")
+            continue
         try:
             record = read_results(out / fig.record)
         except RecordError as e:
             raise ConfigError(f"figure {fig.name}: its record cannot be drawn ({e}); make it first: "
-                              f"subliminal-mlp figures {fig.name}") from None
+                              f"{_command(fig.name, out, FIGURES_DIR, False)}") from None
         if record.get("format") not in DRAWERS:
             raise ConfigError(f"figure {fig.name}: {out / fig.record} has format {record.get('format')!r}, "
                               "which no figure is drawn from.")
         check_output(out / png, kind="file")
         plan.append((fig, png, record))
+    if not plan:
+        raise ConfigError(f"no figure's record is in {out}: nothing to redraw (make them first: "
+                          f"{_command('NAME', out, FIGURES_DIR, False)}).")
     with contextlib.ExitStack() as held:  # each figure's lock, held while it is drawn: no pipeline makes it meanwhile
         state = read_state(out)
         busy = [f.name for f, _, _ in plan if held.enter_context(_lock(out, f.name, wait=False)) is False
