@@ -121,7 +121,8 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
          "--epochs 3 sets both phases, but the sweep sets teacher_epochs .* give --student-epochs"),
         # every swept value's Config is checked (the flags' default batch_size does not, it is swept)
         (["sweep", "batch_size", "64", "512", "--n-noise", "256", "--out", str(tmp_path)],
-         r"batch_size = 512 is larger than n_noise = 256: .*exists\. \(from --n-noise\)$"),  # not the swept field
+         r"batch_size = 512 is larger than n_noise = 256: .*exists\. \(from batch_size: a value of the sweep, "
+         r"--n-noise\)$"),  # the swept field named as such, not by a flag
         # the flags named are those given: neither the default batch size nor the swept n_noise
         (["sweep", "n_noise", "100", "200", "--out", str(tmp_path)], r"batch_size = 1024 .*exists\.$"),
         (["reproduce", "--n-noise", "100", "--out", str(tmp_path)], r"batch_size = 1024 .*\(from --n-noise\)$"),

@@ -129,9 +129,11 @@ def _config_from(a: argparse.Namespace, **swept: Any) -> Config:
         for field in re.findall(r"\b([a-z_]+)(?:\[\d+\])?(?: \(m\))? = ", str(e)):
             dest = "epochs" if field.endswith("_epochs") and "epochs" in given else FIELD_DESTS.get(field)
             flag = f"--{dest.replace('_', '-')}" if dest else None
-            if dest in given and field not in swept and flag not in flags:
+            if field in swept and f"{field}: a value of the sweep" not in flags:
+                flags.append(f"{field}: a value of the sweep")
+            elif dest in given and field not in swept and flag not in flags:
                 flags.append(flag)
-        if not flags:
+        if not [f for f in flags if f.startswith("--")]:  # only defaults (and the sweep's own value): as it is
             raise
         raise ConfigError(f"{e} (from {', '.join(flags)})") from None
 
