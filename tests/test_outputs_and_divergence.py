@@ -126,6 +126,11 @@ def test_command_line_mistakes_fail_before_compute_with_one_line(tmp_path, capsy
         # the flags named are those given: neither the default batch size nor the swept n_noise
         (["sweep", "n_noise", "100", "200", "--out", str(tmp_path)], r"batch_size = 1024 .*exists\.$"),
         (["reproduce", "--n-noise", "100", "--out", str(tmp_path)], r"batch_size = 1024 .*\(from --n-noise\)$"),
+        # the kind of a start's noise without noise: nothing to shape (a sweep that adds some takes it)
+        (["reproduce", "--init-noise-kind", "orthogonal", "--out", str(tmp_path)],
+         r"--init-noise-kind orthogonal has no effect with init_noise = 0 .*give --init-noise"),
+        (["sweep", "aux_logits", "1", "3", "--init-noise-kind", "orthogonal", "--out", str(tmp_path)],
+         r"--init-noise-kind orthogonal has no effect"),
         (["figures", "fig10_mnist", "--quick", "--out", str(tmp_path / "q"), "--teacher-cache",
           str(tmp_path / "afile")], "afile: it is an existing file"),
         (["figures", "one_step", "--quick", "--out", str(tmp_path / "q"), "--no-teacher-cache"],

@@ -362,13 +362,14 @@ def _precheck(a: argparse.Namespace) -> None:
         from ..core.results import check_output, check_stem_outputs
 
         if a.command == "sweep":
-            values = _sweep_values(a)
-            for value in values:  # every value's Config, as the sweep will run it
-                _config_from(a, **{a.param: value})
+            configs = [_config_from(a, **{a.param: value}) for value in _sweep_values(a)]  # as the sweep runs them
             check_output(a.out)
         else:
-            _config_from(a)
+            configs = [_config_from(a)]
             check_stem_outputs(a.out, a.stem, ("json", "csv", "png"))
+        if "init_noise_kind" in getattr(a, "given", ()) and all(c.init_noise == 0 for c in configs):
+            raise ConfigError(f"--init-noise-kind {a.init_noise_kind} has no effect with init_noise = 0 (no noise "
+                              "is added to the students' start): give --init-noise σ > 0, or leave it out.")
 
 
 def _compile_cache_note(a: argparse.Namespace) -> None:
