@@ -443,7 +443,7 @@ def test_a_script_starts_the_distributed_runtime_when_the_environment_asks_then_
     assert e.value.code == 0 and order == ["initialize", "main", "again"]
 
 
-def test_python_dash_m_runs_the_command_for_the_package_and_its_cli():
+def test_python_dash_m_runs_the_command_for_the_package_and_its_cli(capsys):
     """``python -m subliminal_mlp`` and ``python -m subliminal_mlp.cli`` are the ``subliminal-mlp`` command: its help,
     and a mistake's one-line error and exit status 2."""
     import subprocess
@@ -455,6 +455,11 @@ def test_python_dash_m_runs_the_command_for_the_package_and_its_cli():
     bad = subprocess.run([sys.executable, "-m", "subliminal_mlp", "reproduce", "--seeds", "0"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "subliminal-mlp: error: n_runs = 0" in bad.stderr
+    import subliminal_mlp
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and subliminal_mlp.__version__ in capsys.readouterr().out
 
 
 def test_the_experiment_scripts_hand_their_data_dir_and_projection_rule_to_the_study(tmp_path, monkeypatch):

@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="subliminal-mlp",
         description="Subliminal learning in MLP classifiers: reproduce the paper's MNIST experiment "
                     "(Figure 10) and check its single-step gradient-alignment theorem.")
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"subliminal-mlp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run the paper's MNIST experiment (Figure 10)",
                        description="Teacher, aux-only and all-logit students, and cross-model controls, "

@@ -507,7 +507,7 @@ def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
     fig.legend(handles, [f"student loss {n}" for n in record["losses"]] + ["A = E_x[vᵀM(x)v] (jvp, exact)"],
                loc="upper center", ncol=len(handles), frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.955))
-    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {n_seeds} seeds (one line each): "
+    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {n_seeds} seed{'s' if n_seeds != 1 else ''} (one line each): "
                  "one imitation step on noise lowers the teacher's loss only with a shared initialisation",
                  fontsize=11, y=0.99)
     fig.text(0.5, 0.005, settings_caption(record), ha="center", va="bottom", fontsize=8.5)
