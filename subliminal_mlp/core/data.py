@@ -535,7 +535,7 @@ def _locate(
 ) -> tuple[Path, str]:
     """Find (or download) the directory holding the four files; returns it and its origin."""
     if data_dir is not None and os.fspath(data_dir) != "":
-        return _find_in_root(Path(data_dir).expanduser(), spec, "the data_dir argument"), "argument"
+        return _find_in_root(Path(data_dir).expanduser(), spec, "data_dir / --data-dir"), "argument"
     env = os.environ.get(ENV_DATA)
     if env:
         return _find_in_root(Path(env).expanduser(), spec, f"${ENV_DATA}", from_env=True), "environment"
