@@ -273,7 +273,8 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         print(f"subliminal-mlp: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
-        print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail).", file=sys.stderr)
+        print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail; with --on-divergence warn "
+              "the record is written, with its \"health\", and the figure marked).", file=sys.stderr)
         return 3
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
