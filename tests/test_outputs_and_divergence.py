@@ -328,7 +328,8 @@ def test_a_diverged_reproduce_warns_records_and_marks_it_and_fail_writes_nothing
     rc = main(["reproduce", *TINY_CLI, "--lr", HUGE_LR, "--data-dir", str(data_root), "--out", str(failed),
                "--on-divergence", "fail"])
     err = capsys.readouterr().err
-    assert rc == 3 and "subliminal-mlp: error: diverged runs" in err and "nothing was written (--on-divergence fail; with --on-divergence warn the record is written" in err
+    assert rc == 3 and "subliminal-mlp: error: diverged runs" in err
+    assert "nothing was written (--on-divergence fail; with --on-divergence warn the record is written" in err
     assert not failed.exists() or not list(failed.iterdir())
 
     assert health_warning({"ok": True, "nonfinite": [], "teacher_not_better": []}, 2) == ""  # a healthy one: none
