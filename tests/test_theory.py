@@ -499,10 +499,20 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
         with pytest.raises(ModelError, match="indices must be of integer type"):
             theory.teacher_update(L_T, p, x, labels * 0.5, model=net)
         q = net.init(jax.random.PRNGKey(0))  # float32, as a model's init gives them
-        with pytest.warns(UserWarning, match="theta_T0 is float32 inside theory.float64"):
+        with pytest.warns(theory.PrecisionWarning, match="theta_T0 is float32 inside theory.float64"):
             theory.student_update(loss, q, q, q, x, 1e-3, model=net)
-        with pytest.warns(UserWarning, match="x is float32 inside theory.float64"):
+        with pytest.warns(theory.PrecisionWarning, match="x is float32 inside theory.float64"):
             theory.student_update(loss, p, p, d_t, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
+    # Outside the scope a kernel computes in float32 whatever its inputs (float64 arrays made inside included):
+    # said on concrete arrays; not inside a traced program (the one-step study's float32 predictors).
+    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32"):
+        theory.first_order_coefficient(loss, p, d_t, x, model=net)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", theory.PrecisionWarning)
+        jax.jit(lambda q, d, xx: theory.first_order_coefficient(loss, q, d, xx, model=net))(
+            net.init(jax.random.PRNGKey(0)), net.init(jax.random.PRNGKey(1)), jnp.ones((4, 6), jnp.float32))
     with pytest.raises(ValueError, match="cfg = ndarray is not a Config.*images= and labels= by name"):
         theorem.run_theorem_check(np.zeros((3, 6)), np.zeros(3), model=net)
     with pytest.raises(ValueError, match="cfg = Model is not a Config.*pass model=, images= and labels= by name"):
@@ -866,6 +876,37 @@ def test_the_verdict_fails_on_each_broken_prediction_alone(changes, failed):
     assert [k for k, v in row["checks"].items() if not v] == failed
     assert row["ok"] == theorem.theorem_holds(s) == (not failed)
     assert not theorem.theorem_holds(theorem.summarize({**_theorem_record(), "losses": {}}))  # nothing checked
+
+
+def test_the_verdict_line_says_which_branch_held_and_what_a_float32_or_still_teacher_means():
+    """PASS names the branch each row took (A > 0: alignment and L_T down; A = 0: the other branch), says when
+    the teacher did not move (ΔθT = 0: nothing was checked), and a float32 FAIL says that rounding can fail it."""
+    def line(record):
+        return theorem.format_tables(theorem.summarize(record)).splitlines()[-1]
+
+    assert line(_theorem_record()) == ("PASS: ΔθS·ΔθT/ε → A > 0 and L_T decreases at small ε with a shared "
+                                       "initialisation; the teacher's step drops out at first order with a different one.")
+    zero = line(_theorem_record(A=0.0, ratio=0.0, dlt=0.0))
+    assert zero.startswith("PASS: where A = 0 (ce_aux seed 7: no first-order alignment, the theorem's other branch) "
+                           "ΔθS·ΔθT = O(ε²)") and "L_T decreases" not in zero
+    assert "But ΔθT = 0 in ce_aux seed 7: the teacher did not move" in line(
+        _theorem_record(A=0.0, ratio=0.0, dlt=0.0, norm_T=0.0))
+    f32 = {**_theorem_record(ratio=2.01), "config": {"seeds": [7], "precision": "float32"}}
+    assert theorem.summarize(f32)["precision"] == "float32" and "precision" not in theorem.summarize(_theorem_record())
+    assert line(f32).endswith("(computed in float32: the tolerances are float64's, so rounding alone can fail them; "
+                              "run in float64 to check the theorem)")
+
+
+def test_a_float32_check_asked_for_is_not_warned_about():
+    import warnings
+
+    net = mlp((8,), n_classes=3, aux_logits=2, input_dim=6)
+    x = np.random.default_rng(0).uniform(0, 1, (32, 6)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", theory.PrecisionWarning)
+        rec = theorem.run_theorem_check(model=net, images=x, labels=np.arange(32) % 3, seeds=[0], n_noise=16,
+                                        teacher_batch=16, eps=[1e-3, 1e-2], precision="float32")
+    assert rec["config"]["precision"] == "float32"
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -32,7 +32,8 @@ with ``M(x) = −∂²L_S/∂y∂z`` (at ``z = y = f_θT0(x)``), positive semi-d
 
 ``v`` is obtained with one :func:`jax.jvp` of ``f(·, x)`` at ``θT0`` along ``ΔθT`` — no finite
 differences — so ``A`` is exact and ``ΔθS·ΔθT/ε → A`` can be checked to ``O(ε)``. Then
-``L_T(θS0 + αΔθS) − L_T(θS0) = −α·ΔθT·ΔθS + O(α²ε²) = −αεA + O(ε²)``: the teacher's loss drops.
+``L_T(θS0 + αΔθS) − L_T(θS0) = −α·ΔθT·ΔθS + O(α²ε²) = −αεA + O(αε²) + O(α²ε²)`` with the shared
+initialisation (there ``∇L_T(θS0) = −ΔθT``): the teacher's loss drops.
 With ``θS0 ≠ θT0`` (the control), ``ΔθS(ε) = ΔθS(0) + O(ε)``: to leading order the student gets the
 update of the *untrained* teacher, the teacher's step drops out at first order, and no sign is
 guaranteed.
@@ -99,7 +100,7 @@ __all__ = [
     "student_loss_value", "output_gradient", "alignment_matrix", "quadratic_form",
     "teacher_update", "student_update", "output_tangent", "first_order_coefficient", "alignment",
     "SweepResult", "sweep", "eps_grid", "TeacherLoss", "class_cross_entropy_loss", "mnist_teacher_loss",
-    "l2_teacher_loss", "ModelError", "DEFAULT_NETWORK",
+    "l2_teacher_loss", "ModelError", "DEFAULT_NETWORK", "PrecisionWarning",
 ]
 
 Params = Any
@@ -263,15 +264,28 @@ def _check_positive(name: str, value, *, scalar: bool = False) -> None:
                          f"got {bad.tolist()}.")
 
 
+class PrecisionWarning(UserWarning):
+    """A kernel computes in float32, which a theorem check at ε ~ 1e-6 cannot afford (filter it to do so on purpose)."""
+
+
 def _warn_float32(**trees: Any) -> None:
-    """Inside :func:`float64`, warn when a float32 array is given: the kernel then computes in float32 (JAX
-    keeps its inputs' precision), which a theorem check at ε ~ 1e-6 cannot afford."""
+    """Warn (:class:`PrecisionWarning`) when a kernel will compute in float32: inside :func:`float64`, when a
+    float32 array is given (JAX keeps its inputs' precision); outside it (64-bit mode off), when it is
+    called on concrete arrays, whatever their dtype (a float64 array made inside the scope is computed in
+    float32 after it). Inside a traced program (the one-step study's float32 predictors) nothing is said."""
+    leaves = [a for tree in trees.values() for a in jax.tree.leaves(tree)]
     if not jax.config.jax_enable_x64:
+        if leaves and all(_is_concrete(a) for a in leaves if hasattr(a, "dtype")):
+            warnings.warn("this theory kernel runs outside theory.float64() (JAX's 64-bit mode is off), so it "
+                          "computes in float32, whatever the inputs' dtype: call it inside `with theory.float64():` "
+                          "(or filter theory.PrecisionWarning to compute in float32 on purpose).", PrecisionWarning,
+                          stacklevel=3)
         return
     for name, tree in trees.items():
         if any(getattr(a, "dtype", None) == jnp.float32 for a in jax.tree.leaves(tree)):
             warnings.warn(f"{name} is float32 inside theory.float64(): this kernel computes in float32. Cast "
-                          "parameters and data with theory.to_float64 for float64 results.", stacklevel=3)
+                          "parameters and data with theory.to_float64 for float64 results.", PrecisionWarning,
+                          stacklevel=3)
             return
 
 
