@@ -400,6 +400,7 @@ def test_float32_outside_the_scope_and_import_keeps_x64_off():
 # ----------------------------------------------------------------------------- bad arguments
 
 
+@pytest.mark.filterwarnings("ignore::subliminal_mlp.theory.kernels.PrecisionWarning")  # refusals, in float32
 def test_bad_arguments_raise_clear_errors():
     with theory.float64():
         cfg, t0, other, x, loss_T, args = make_net([4], 2, 3, 3, 4, seed=0)
@@ -505,9 +506,11 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
             theory.student_update(loss, p, p, d_t, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
     # Outside the scope a kernel computes in float32 whatever its inputs (float64 arrays made inside included):
     # said on concrete arrays; not inside a traced program (the one-step study's float32 predictors).
-    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32"):
-        theory.first_order_coefficient(loss, p, d_t, x, model=net)
     import warnings
+
+    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32"):
+        warnings.filterwarnings("ignore", "Explicitly requested dtype float64", UserWarning)  # JAX's own, the same
+        theory.first_order_coefficient(loss, p, d_t, x, model=net)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", theory.PrecisionWarning)
