@@ -383,6 +383,9 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         sm.Student("s", outputs=())
     with pytest.raises(sm.StudentError, match=r"student 's': loss = 'kld': choose one of \('kl', 'mse'\)\. Or give a func"):
         sm.Student("s", loss="kld")
+    with pytest.raises(sm.StudentError, match=r"student 's': temperature = 4.0 has no effect with loss = 'mse'"):
+        sm.Student("s", loss="mse", temperature=4.0)  # it would be ignored, silently
+    assert sm.Student("s", loss="mse", temperature=1).temperature == 1
     with pytest.raises(sm.ExperimentError, match="'temperature' has 1, 'learning_rate' has 2"):
         sm.run(TINY, task, n_runs=1, sweep={"learning_rate": [1e-3, 1e-4], "temperature": [1.0]})
     with pytest.raises(sm.ExperimentError, match="cannot sweep 'momentum': it is not a hyperparameter"):

@@ -281,6 +281,10 @@ class Student:
                                    "-> scalar (the loss summed over the batch).") from None
         if isinstance(self.outputs, tuple) and not self.outputs:
             raise StudentError(f"student {self.name!r} imitates an empty set of outputs: name at least one logit.")
+        if (self.loss == "mse" and isinstance(self.temperature, (int, float, np.number))
+                and not isinstance(self.temperature, bool) and self.temperature != 1):
+            raise StudentError(f"student {self.name!r}: temperature = {self.temperature} has no effect with loss = "
+                               "'mse' (raw logits, never scaled by T): use loss = 'kl', or leave temperature out.")
 
     def replace(self, **changes: Any) -> "Student":
         return dataclasses.replace(self, **changes)
