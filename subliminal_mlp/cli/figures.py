@@ -832,7 +832,8 @@ def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: 
             status = (False, "being made now (by another pipeline)")  # by it, or being made: never without the lock
     ok, why = broadcast_from_main(status)
     if why.startswith("being made now"):
-        stale = "" if fcntl is not None else f" (if that pid is no longer a pipeline, remove its entry from {out / STATE_FILE})"
+        stale = ("" if fcntl is not None else
+                 f" (if that pid is no longer a pipeline, remove its entry from {out / STATE_FILE})")
         raise ConfigError(f"figure {fig.name} is {why} into {out}: wait for that pipeline to finish{stale}.")
     if ok and not force:
         log(f"{fig.name}: up to date, skipped")

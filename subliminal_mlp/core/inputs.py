@@ -144,10 +144,9 @@ class InputSource:
         constructor would: a wrapper's (``subspace``, ``blurred``, ``cycled``) by resizing its base
         (``subspace(30).replace(n=2048)`` is ``subspace(30, uniform(2048))``), a mixture by its ``n``,
         an image pool by keeping its first ``n`` images (``images(pool, n)``: at most the pool's)."""
-        resize = self.settings.get("_resize")
-        if resize is None and self.settings.get("base") is not None and "rebuild" in self.settings:
-            def resize(k, rebuild=self.settings["rebuild"], base=self.settings["base"]):  # a wrapper: its base
-                return rebuild(base.replace(n=k))
+        resize, base, rebuild = (self.settings.get(k) for k in ("_resize", "base", "rebuild"))
+        if resize is None and base is not None and rebuild is not None:  # a wrapper: resized through its base
+            resize = lambda k: rebuild(base.replace(n=k))  # noqa: E731
         src = self
         if "n" in changes and resize is not None:
             src = resize(plain_scalar(changes.pop("n")))

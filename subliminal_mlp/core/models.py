@@ -173,11 +173,11 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
 
     ``init(key) = module.init(key, zeros((1, *input_shape)))["params"]``; ``apply(params, x) =
     module.apply({"params": params}, x)``: a pure function of the parameters, so a module with other
-    variables (``nn.BatchNorm``'s ``batch_stats``) is refused with a :class:`ModelError`. With ``features=True`` the module's
-    ``__call__(x, return_features=True)`` must return ``(logits, features)``. The model's
-    description (in records, and in the teacher cache's key) holds ``settings``, or, when none are
-    given, the module's own attributes (its dataclass fields, e.g. ``width=16``), so that two
-    configurations of one module class are told apart.
+    variables (``nn.BatchNorm``'s ``batch_stats``) is refused with a :class:`ModelError`. With
+    ``features=True`` the module's ``__call__(x, return_features=True)`` must return ``(logits,
+    features)``. The model's description (in records, and in the teacher cache's key) holds
+    ``settings``, or, when none are given, the module's own attributes (its dataclass fields, e.g.
+    ``width=16``), so that two configurations of one module class are told apart.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> class Tiny(nn.Module):

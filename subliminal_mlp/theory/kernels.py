@@ -273,8 +273,8 @@ def _warn_float32(**trees: Any) -> None:
     float32 array is given (JAX keeps its inputs' precision); outside it (64-bit mode off), when it is
     called on concrete arrays, whatever their dtype (a float64 array made inside the scope is computed in
     float32 after it). Inside a traced program (the one-step study's float32 predictors) nothing is said."""
-    leaves = [a for tree in trees.values() for a in jax.tree.leaves(tree)]
     if not jax.config.jax_enable_x64:
+        leaves = [a for tree in trees.values() for a in jax.tree.leaves(tree)]
         if leaves and all(_is_concrete(a) for a in leaves if hasattr(a, "dtype")):
             warnings.warn("this theory kernel runs outside theory.float64() (JAX's 64-bit mode is off), so it "
                           "computes in float32, whatever the inputs' dtype: call it inside `with theory.float64():` "

@@ -253,8 +253,8 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     "Vanishes like ``ε``" (:func:`_vanishes_like_eps`): the value at the smallest ``ε₀`` is at most
     twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``10·ε₀``, plus float64
     rounding (of the dot product, of ``A``, and the cancellation in the shared start's targets minus
-    outputs, which grows like ``1/ε``: :data:`CANCELLATION`). A quantity that tends to a constant (a first-order term the record's ``A`` missed) or
-    shrinks more slowly than ``ε`` (``√ε``, say) fails it.
+    outputs, which grows like ``1/ε``: :data:`CANCELLATION`). A quantity that tends to a constant (a
+    first-order term the record's ``A`` missed) or shrinks more slowly than ``ε`` (``√ε``, say) fails it.
     """
     eps = np.asarray(record["eps"])
     i0 = int(np.argmin(eps))
@@ -273,7 +273,8 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             size = max(record["norm_T"][s_i] ** 2, 1e-300)  # ‖ΔθT‖²: the natural scale of A
             # The rounding of a float64 dot product, divided by ε: 1e-12·‖ΔθS‖‖ΔθT‖/ε.
             dot_floor = 1e-12 * np.asarray(sh["norm_S"][s_i]) * record["norm_T"][s_i] / eps
-            if abs(A) <= 1e-14 * size:
+            zero_branch = abs(A) <= 1e-14 * size
+            if zero_branch:
                 # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε → 0 like ε and L_T does
                 # not move at first order (only rounding is allowed).
                 gap = abs(ratio) / size
@@ -302,7 +303,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
             all_ok &= ok
             rows.append({
-                "seed": seed, "A": A, "branch": "A = 0" if abs(A) <= 1e-14 * size else "A > 0",
+                "seed": seed, "A": A, "branch": "A = 0" if zero_branch else "A > 0",
                 "norm_T": float(record["norm_T"][s_i]), "ratio": float(ratio), "rel_gap": float(gap),
                 "delta_LT": float(dlt[i0]), "cos": float(sh["cos"][s_i][i0]),
                 "eps_LT_decreases_up_to": eps_dec, "n_eps_LT_decreases": int(decreasing.size),
@@ -346,7 +347,7 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
 
 
-#: What each of a row's ``checks`` (:func:`summarize`) says when it fails, for the verdict line of :func:`format_tables`.
+#: What each of a row's ``checks`` (:func:`summarize`) says when it fails (the verdict line of :func:`format_tables`).
 CHECK_NAMES = {"gap": "dot/ε is not A (the gap is above the tolerance, or does not vanish like ε)",
                "sign": "dot/ε is negative", "LT_decreases": "L_T does not decrease (or moves where A = 0)",
                "control_first_order": "the control's step depends on ε at first order"}
@@ -537,7 +538,8 @@ def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
     fig.legend(handles, [f"student loss {n}" for n in record["losses"]] + ["A = E_x[vᵀM(x)v] (jvp, exact)"],
                loc="upper center", ncol=len(handles), frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.955))
-    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {n_seeds} seed{'s' if n_seeds != 1 else ''} (one line each): "
+    seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    fig.suptitle(f"Single-step check of Lemma 1 / Theorem 1 (protocol.md §2), {seeds} (one line each): "
                  "one imitation step on noise lowers the teacher's loss only with a shared initialisation",
                  fontsize=11, y=0.99)
     fig.text(0.5, 0.005, settings_caption(record), ha="center", va="bottom", fontsize=8.5)
