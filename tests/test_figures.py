@@ -426,6 +426,29 @@ def test_the_registry_reads_settings_back_and_shrinks_them_as_documented():
         "sources": ["input_families", "teacher_task"], "n_runs": 3}
 
 
+def test_a_figure_whose_check_failed_is_written_and_the_command_exits_1(setup, monkeypatch, capsys):
+    calls, registry, _, out, run = setup
+    registry["second"] = dataclasses.replace(
+        registry["second"], failed=lambda r: f"x = {r['config']['x']} is not 3" if r["config"]["x"] != 3 else None)
+    assert run() == {"first": "made", "second": "failed", "third": "made"}  # the pipeline went on after it
+    assert (out / "second.png").exists() and read_state(out)["second"]["status"] == "done"
+    assert run() == {"first": "skipped", "second": "skipped", "third": "skipped"}  # written: up to date
+    # the command: exit status 1 naming the figure, after every figure (the theorem's verdict, as `theorem`'s)
+    monkeypatch.setattr(figures, "run_figures", lambda names, **kw: {"fig10_mnist": "made",
+                                                                     "theorem_single_step": "failed"})
+    assert cli.main(["figures", "--out", str(out), "--no-progress"]) == 1
+    assert "the check of theorem_single_step FAILED" in capsys.readouterr().err
+    # the theorem figure's check reads its record's verdict: the committed one holds; a failed row is named
+    record = json.loads((figures.FIGURES_DIR / "theorem_single_step.json").read_text())
+    thm = figures.REGISTRY["theorem_single_step"]
+    assert thm.failed(record) is None
+    row = record["summary"]["losses"]["mse_aux"][0]
+    row.update(ok=False, checks={**row["checks"], "sign": False})
+    record["summary"]["ok"] = False
+    assert thm.failed(record).startswith("FAIL") and f"mse_aux seed {row['seed']}: dot/ε is negative" in thm.failed(
+        record)
+
+
 def test_the_theorem_figure_builds_the_recorded_model(monkeypatch):
     from types import SimpleNamespace
 
@@ -451,7 +474,7 @@ def test_the_theorem_figure_builds_the_recorded_model(monkeypatch):
 
 def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypatch):
     got = {}
-    monkeypatch.setattr(figures, "run_figures", lambda names, **kw: got.update(names=names, **kw))
+    monkeypatch.setattr(figures, "run_figures", lambda names, **kw: got.update(names=names, **kw) or {})
     assert cli.main(["figures", "fig10_mnist", "demo", "--out", str(tmp_path), "--force", "--no-teacher-cache",
                      "--no-progress", "--quick", "--data-dir", "D"]) == 0
     assert got == {"names": ["fig10_mnist", "demo"], "out": str(tmp_path), "source": str(figures.FIGURES_DIR),

@@ -33,6 +33,9 @@ none), into ``--out`` (default: ``figures/``):
   ``pipeline.quick = true`` in every JSON; refused into the directory the settings come from, so
   tiny outputs never replace the committed figures.
 
+A figure that checks a claim (the theorem's: ``Figure.failed``) and whose new record says it failed
+is still written; the command then exits with status 1 after the other figures.
+
 ``subliminal-mlp figures --list`` prints each figure with its command, its number of runs and the
 wall time its JSON records; ``subliminal-mlp figures --redraw`` only redraws each PNG from its
 JSON record (:func:`redraw_figures`, :func:`draw`), with no compute.
@@ -104,7 +107,9 @@ class Figure:
     shrink)``: the settings of ``--quick`` (``shrink``: :data:`QUICK` or the caller's);
     ``command(settings)``: the script command line that makes the same figure by hand;
     ``runs(settings)``: the number of runs; ``reads(settings)``: the records (paths relative to the
-    output directory) it reads, which must exist there or be made before it in the same run.
+    output directory) it reads, which must exist there or be made before it in the same run;
+    ``failed(record)``: for a figure that checks a claim (the theorem's), why its new record says the
+    claim failed, else None (the pipeline then says so and ``subliminal-mlp figures`` exits with status 1).
     """
 
     name: str
@@ -116,6 +121,7 @@ class Figure:
     command: Callable[[dict], str]
     runs: Callable[[dict], int]
     reads: Callable[[dict], tuple[str, ...]] = lambda s: ()
+    failed: Callable[[dict], Optional[str]] = lambda record: None
 
     @property
     def record(self) -> str:
@@ -435,6 +441,12 @@ def _make_theorem(s, out, ctx):
     theorem.plot_theorem(record, out / "theorem_single_step.png")
 
 
+def _theorem_failed(record: dict) -> Optional[str]:
+    from ..theory import theorem
+
+    return None if theorem.theorem_holds(record["summary"]) else theorem.verdict(record["summary"])
+
+
 def _registry() -> dict[str, Figure]:
     figs = [
         _fig10("fig10_mnist", "mnist", 100),
@@ -442,7 +454,7 @@ def _registry() -> dict[str, Figure]:
         Figure("theorem_single_step", ("theorem_single_step.json", "theorem_single_step.png"),
                settings=_theorem_settings, defaults=_theorem_defaults, make=_make_theorem, quick=_theorem_quick,
                command=lambda s: f"python experiments/theorem_single_step.py --seeds {len(s['config']['seeds'])}",
-               runs=lambda s: len(s["config"]["seeds"])),
+               runs=lambda s: len(s["config"]["seeds"]), failed=_theorem_failed),
         _simple("student_epochs", "student_epochs", ("student_epochs.json", "student_epochs.png"),
                 {"probe_every": 10, "n_probe": 2000}, {"probe_every": 2, "n_probe": 200}, 10,
                 {"student_epochs": 20}, _make_trajectory,
@@ -773,7 +785,8 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
                 force: bool = False, quick: bool | dict = False, data_dir=None, teacher_cache: Any = None,
                 progress: bool = True, log: Callable[[str], None] = print,
                 registry: dict[str, Figure] | None = None) -> dict[str, str]:
-    """Regenerate figures ``names`` (all by default) into ``out``; returns ``{name: "made" | "skipped"}``.
+    """Regenerate figures ``names`` (all by default) into ``out``; returns ``{name: "made" | "skipped" |
+    "failed"}`` ("failed": made and written, but its record says the claim it checks failed, ``Figure.failed``).
 
     ``quick``: True for :data:`QUICK`, or a dict of Config fields to shrink to (at most these
     integers; ``hidden_widths`` replaced), e.g. for a benchmark; sweeps keep their first two values.
@@ -820,7 +833,8 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
 def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Path, force: bool,
                  quick: bool | dict, cache, context: Context, main: bool, locked: Optional[bool],
                  log: Callable[[str], None]) -> str:
-    """One figure of :func:`run_figures`: skipped when up to date (``"skipped"``), else made (``"made"``), its
+    """One figure of :func:`run_figures`: skipped when up to date (``"skipped"``), else made (``"made"``, or
+    ``"failed"`` where its new record says its check failed: :attr:`Figure.failed`), its
     state marked ``running``, then ``done`` (or ``interrupted``) and its record's ``pipeline`` entry written
     (by process 0 only, which holds the figure's lock: ``locked`` is what taking it gave, :func:`_lock`)."""
     from ..core.distributed import broadcast_from_main
@@ -863,7 +877,11 @@ def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: 
             "status": "done", "settings": settings, "version": _library_version(), "quick": quick if quick else False,
             "wall_s": wall, "teacher_cache": stats, "files": files}}))
     log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
-    return "made"
+    failed = broadcast_from_main(fig.failed(json.loads((out / fig.record).read_text(encoding="utf-8")))
+                                 if main else None)
+    if failed:
+        log(f"{fig.name}: its check FAILED ({failed})")
+    return "failed" if failed else "made"
 
 
 def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
@@ -1005,6 +1023,7 @@ def _check_args(a: argparse.Namespace) -> None:
 
 
 def _cmd_figures(a: argparse.Namespace) -> int:
+    from ..core.distributed import main_print
     from ..core.teacher_cache import TeacherCache
 
     if a.redraw:  # from the records in --out (the flags were checked by _check_args, the CLI's precheck)
@@ -1014,6 +1033,11 @@ def _cmd_figures(a: argparse.Namespace) -> int:
         list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)
-    run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,
-                teacher_cache=cache, progress=not a.no_progress)
+    done = run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,
+                       teacher_cache=cache, progress=not a.no_progress)
+    failed = [name for name, what in done.items() if what == "failed"]
+    if failed:  # written, as every other figure: the exit status carries the verdict (as `subliminal-mlp theorem`'s)
+        main_print(f"subliminal-mlp figures: the check of {', '.join(failed)} FAILED (its table and record say "
+                   "where); exit status 1.", file=sys.stderr)
+        return 1
     return 0

@@ -10,7 +10,7 @@ one student step ``ΔθS(ε)`` on the teacher's outputs, ``ΔθS·ΔθT``, the f
   training images, ``½‖θ‖²``, or your own :class:`~subliminal_mlp.theory.kernels.TeacherLoss`), and one
   :func:`~subliminal_mlp.theory.kernels.sweep` over ε, the loss settings and both initialisations; returns
   a JSON-ready record (format :data:`FORMAT`) whose ``settings["model"]`` describes the model;
-* :func:`summarize`, :func:`theorem_holds` — the verdict of Lemma 1 / Theorem 1 from a record;
+* :func:`summarize`, :func:`theorem_holds`, :func:`verdict` — the verdict of Lemma 1 / Theorem 1 from a record;
 * :func:`format_tables`, :func:`settings_caption`, :func:`plot_theorem` — the report, from a record
   (whatever the model).
 
@@ -353,9 +353,9 @@ CHECK_NAMES = {"gap": "dot/ε is not A (the gap is above the tolerance, or does 
                "control_first_order": "the control's step depends on ε at first order"}
 
 
-def _verdict(summary: dict[str, Any]) -> str:
-    """The last line of :func:`format_tables`: PASS with what held (each branch of Theorem 1 that was checked),
-    or FAIL with each failing row and what failed."""
+def verdict(summary: dict[str, Any]) -> str:
+    """The verdict line of a :func:`summarize` summary (the last line of :func:`format_tables`): PASS with
+    what held (each branch of Theorem 1 that was checked), or FAIL with each failing row and what failed."""
     rows = [(name, r) for name, rs in summary["losses"].items() for r in rs]
     if not summary["ok"]:
         failed = [f"{name} seed {r['seed']}: {', '.join(CHECK_NAMES[k] for k, v in r['checks'].items() if not v)}"
@@ -420,14 +420,13 @@ def format_tables(summary: dict[str, Any]) -> str:
                 f"{r['ctrl_ratio']:>11.3e} {r['ctrl_cos']:>9.2e} {r['ctrl_delta_LT']:>10.2e} "
                 f"{r['ctrl_change']:>10.1e}  {'yes' if r['ok'] else 'NO'}")
         lines.append("")
-    verdict = _verdict(summary)
     lines.append(f"dot = ΔθS·ΔθT; rel gap = |dot/ε − A|/A (tolerance {summary['gap_tol']:g}; where A = 0, "
                  "|dot/ε|/‖ΔθT‖², which must also vanish like ε); ΔL_T = L_T(θS0+αΔθS) − L_T(θS0);")
     lines.append("L_T↓ to ε = largest ε up to which L_T decreases on the whole grid; cos = cos(ΔθS, ΔθT); all at "
                  "ε_min.")
     lines.append(f"ctrl drift = ‖ΔθS(ε_min)−ΔθS(0)‖/‖ΔθS(0)‖ with a different init (tolerance "
                  f"{summary['change_tol']:g}, and vanishing like ε): the teacher's step enters only at O(ε).")
-    lines.append(verdict)
+    lines.append(verdict(summary))
     return "\n".join(lines)
 
 
