@@ -658,6 +658,20 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert rec["seeds"]["seed"] is None and [v["sweep"] for v in rec["values"]] == [{"seed": 0}, {"seed": 3}]
 
 
+def test_a_students_own_temperature_is_in_the_caption_and_an_mse_student_records_none():
+    from subliminal_mlp.report.plotting import experiment_caption
+
+    exp = TINY.replace(students=(sm.Student("hot", temperature=4.0), sm.Student("plain"),
+                                 sm.Student("sq", loss="mse"), sm.Student("other", temperature="T2")),
+                       hparams={**TINY.hparams, "T2": 2.0})
+    config = json.loads(json.dumps(exp.describe()))
+    assert [s["temperature"] for s in config["students"]] == [4.0, "temperature", None, "T2"]
+    caption = " ".join(experiment_caption({"config": config, "n_runs": 2}).splitlines())
+    assert "temperature 1, T2 2 (students' own temperature: hot 4, other T2), 2 runs" in caption, caption
+    plain = json.loads(json.dumps(TINY.describe()))
+    assert "own temperature" not in experiment_caption({"config": plain, "n_runs": 2})
+
+
 def test_losses_are_tracked_and_match_a_hand_computation(task):
     r = sm.run(TINY.replace(track_losses=True, student_epochs=2), task, n_runs=1)
     assert r.teacher_loss.shape == (1, 1) and 0 < r.teacher_loss[0, 0] < 2.3

@@ -296,11 +296,13 @@ class Student:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for records (:func:`~subliminal_mlp.core.results.setting_json`: a function or an
-        optax transformation by its name and the values it closes over, such as a learning rate)."""
+        optax transformation by its name and the values it closes over, such as a learning rate); an ``"mse"``
+        student's ``temperature`` is None, as it uses none."""
         name = setting_json
         return {"name": self.name, "start": name(self.start) if not isinstance(self.start, ref) else self.start.which,
                 "outputs": name(self.outputs), "loss": name(self.loss), "teacher": self.teacher,
-                "temperature": name(self.temperature), "optimizer": name(self.optimizer) if self.optimizer else "adam",
+                "temperature": None if self.loss == "mse" else name(self.temperature),  # mse: never scaled by T
+                "optimizer": name(self.optimizer) if self.optimizer else "adam",
                 "example_weights": name(self.example_weights), "targets": name(self.targets),
                 "params": {k: name(v) for k, v in self.params.items()}, "penalty": name(self.penalty),
                 "model": None if self.model is None else self.model.describe()}

@@ -106,6 +106,11 @@ def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
     arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in ("name", "input_shape", "n_classes",
                                                                         "aux_logits"))
     hp = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in c["hparams"].items())
+    own = [f"{s['name']} {s['temperature']:g}" if isinstance(s["temperature"], (int, float)) else
+           f"{s['name']} {s['temperature']}" for s in c.get("students", [])
+           if s.get("temperature") not in ("temperature", None)]  # rows not at the hyperparameter T
+    if own:
+        hp += f" (students' own temperature: {', '.join(own)})"
     text = (f"{c.get('name') or 'experiment'}: model {model.get('name')} ({shape} → {model.get('n_classes')}"
             f"+{model.get('aux_logits')}{', ' + arch if arch else ''}), inputs {inp.get('name')} (n = {inp.get('n')}), "
             f"{c['teacher_epochs']}+{c['student_epochs']} epochs, batch {c['batch_size']}, {hp}, "
