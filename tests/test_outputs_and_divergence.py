@@ -278,9 +278,19 @@ def test_health_flags_nonfinite_models_and_teachers_no_better_than_their_referen
         "  teacher no better than its untrained reference (accuracy <= max(reference, chance) + 0.05) in run(s) 1-2 "
         "(2 of 3)\n  (lower the learning rate? the record's \"health\" lists them)")
     # A teacher at its start with every parameter finite may never have learned: the advice says so too.
-    assert format_health(health(["reference", "teacher"], acc[1:2, :2], chance=0.1), 1).splitlines()[-1] == (
+    still = health(["reference", "teacher"], acc[1:2, :2], chance=0.1)
+    assert format_health(still, 1).splitlines()[-1] == (
         "  (a teacher that diverged, or one that did not learn: check the learning rate and teacher_epochs; "
         "the record's \"health\" lists them)")
+    # ... and the title does not call it diverged, in the terminal nor on a figure (where any part diverged, it is)
+    from subliminal_mlp.report.plotting import health_warning, record_health_warning
+
+    assert format_health(still, 1, "lr = 1e-9").startswith("runs whose teacher did not learn (lr = 1e-9):\n")
+    assert health_warning(still, 1).startswith("WARNING: runs whose teacher did not learn\nteacher no better")
+    assert record_health_warning({"n_runs": 1, "a": {"health": still}, "b": {"health": still}}).startswith(
+        "WARNING: runs whose teacher did not learn\na: teacher no better")
+    assert record_health_warning({"n_runs": 3, "a": {"health": still}, "b": {"health": h}}).startswith(
+        "WARNING: diverged runs\na: teacher no better")
     assert format_health(health(["reference", "teacher"], acc[:1, :2], chance=0.1), 1) == ""
 
 

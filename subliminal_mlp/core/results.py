@@ -364,11 +364,17 @@ def _runs_text(runs: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
+def health_title(*healths: dict[str, Any]) -> str:
+    """What unhealthy :func:`health` entries found, in a few words: ``"diverged runs"`` where a run has
+    non-finite parameters, else ``"runs whose teacher did not learn"`` (no better than its reference)."""
+    return "diverged runs" if any(h.get("nonfinite") for h in healths) else "runs whose teacher did not learn"
+
+
 def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str:
     """What :func:`health` found, for the terminal ("" when ``h`` is ok or None): which runs, which models."""
     if not h or h.get("ok", True):
         return ""
-    lines = [f"diverged runs{' (' + label + ')' if label else ''}:"]
+    lines = [f"{health_title(h)}{' (' + label + ')' if label else ''}:"]
     by_model: dict[str, list[int]] = {}
     for run, model in h["nonfinite"]:
         by_model.setdefault(model, []).append(run)

@@ -13,7 +13,7 @@ if not os.environ.get("MPLBACKEND"):  # files only, no windows; a chosen backend
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..core.results import atomic_write  # noqa: E402
+from ..core.results import atomic_write, health_title  # noqa: E402
 
 LABELS = {"reference": "reference\n(untrained)", "teacher": "teacher", "student_aux": "student\n(aux only)",
           "student_all": "student\n(all logits)", "cross_aux": "cross-model\n(aux only)",
@@ -22,7 +22,7 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#8c564b", "cross_all": "#bcbd22"}
 
 
-#: How a figure marks diverged runs (:func:`health_warning`): a red box at the top left.
+#: How a figure marks unhealthy runs, diverged or whose teacher did not learn (:func:`health_warning`): a red box at the top left.
 WARNING_STYLE = dict(ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
 
@@ -170,7 +170,7 @@ def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
     """The figure's mark of diverged runs (a record's ``health``): "" when every run is healthy."""
     if not health or health.get("ok", True):
         return ""
-    lines = ["WARNING: diverged runs"]
+    lines = [f"WARNING: {health_title(health)}"]
     bad_runs = sorted({run for run, _ in health["nonfinite"]})
     if bad_runs:
         models = sorted({model for _, model in health["nonfinite"]})
@@ -206,7 +206,7 @@ def record_health_warning(record: dict[str, Any]) -> str:
         return ""
     if [where for where, _ in bad] == [""]:
         return health_warning(bad[0][1], n_runs)
-    lines = ["WARNING: diverged runs"]
+    lines = [f"WARNING: {health_title(*(h for _, h in bad))}"]
     for where, h in bad:
         lines += [f"{where}: {line}" for line in health_warning(h, n_runs).splitlines()[1:-1]]
     return "\n".join(lines + ['see "health" in the JSON record'])
@@ -243,9 +243,9 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     runs = sorted(set(summary["n_runs"]))
     caption = settings_caption(summary["base_config"], runs[0] if len(runs) == 1 else runs, skip=(summary["param"],))
     fig.text(0.5, -0.02, f"swept: {summary['param']}; otherwise " + caption, ha="center", va="top", fontsize=7)
-    diverged = [label for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
-    warning = (f"WARNING: diverged runs at {summary['param']} = {', '.join(diverged)}\n"
-               'see "health" in the JSON records') if diverged else ""
+    bad = [(label, h) for label, h in zip(summary["labels"], summary.get("health") or []) if h and not h["ok"]]
+    warning = (f"WARNING: {health_title(*(h for _, h in bad))} at {summary['param']} = "
+               f"{', '.join(label for label, _ in bad)}\n" 'see "health" in the JSON records') if bad else ""
     return save_figure(fig, path, warning=warning)
 
 
