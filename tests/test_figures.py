@@ -268,7 +268,7 @@ def test_up_to_date_figures_are_skipped_force_redoes_and_changes_remake(setup, m
     run()
     assert calls.made == ["first", "third"] and read_results(out / "third.json")["config"] == {"x": 30}
     calls.made = []
-    monkeypatch.setattr(figures, "_library_version", lambda: "9.9.9")  # another version of the library
+    monkeypatch.setattr(figures, "library_version", lambda: "9.9.9")  # another version of the library
     run(["second"])
     assert calls.made == ["second"]
 
@@ -504,7 +504,7 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
         (out / png).unlink()
     state = read_state(out)  # a figure the pipeline made (its PNG's hash kept), as the committed state holds
     state["demo"] = {"status": "done", "settings": figures.REGISTRY["demo"].settings(read_results(out / "demo.json")),
-                     "version": figures._library_version(), "files": {"demo.png": "a hash of another drawing"}}
+                     "version": figures.library_version(), "files": {"demo.png": "a hash of another drawing"}}
     figures._write_state(out, state)
     assert cli.main(["figures", "--redraw", "--out", str(out)]) == 0
     for name, png in pngs.items():

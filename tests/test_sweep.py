@@ -133,7 +133,7 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [] and read_sweep(tmp_path / "sweep_aux_logits.json")["base_config"] == TINY.to_dict()
     # ... unless another version of the library wrote a record: that value is computed again.
-    monkeypatch.setattr(sweep_mod, "_library_version", lambda: "9.9.9")
+    monkeypatch.setattr(sweep_mod, "library_version", lambda: "9.9.9")
     logged.clear()
     run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [1, 2] and any("written by subliminal-mlp" in line and "this is 9.9.9" in line for line in logged)

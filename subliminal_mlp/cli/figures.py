@@ -61,7 +61,8 @@ except ImportError:  # not POSIX: a figure being made is told by the pid in its 
     fcntl = None
 
 from ..core.config import Config, ConfigError, normalised
-from ..core.results import RecordError, _library_version, atomic_write_text, check_output, read_results
+from ..core.results import (RecordError, atomic_write_text, check_output, library_version, read_results,
+                             written_by)
 from ..report.plotting import DRAWERS, draw
 
 def _committed_figures(module: str = __file__) -> Path:
@@ -530,13 +531,13 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
 
 def record_version(record: dict[str, Any], path: Path) -> Optional[str]:
     """The subliminal-mlp version that wrote a record (a sweep summary without one: its value records')."""
-    version = (record.get("environment") or {}).get("subliminal_mlp")
+    version = written_by(record)
     if version is not None or "value_files" not in record:
         return version
     found = set()
     for rel in record["value_files"]:
         try:
-            found.add((read_results(path.parent / rel).get("environment") or {}).get("subliminal_mlp"))
+            found.add(written_by(read_results(path.parent / rel)))
         except RecordError:
             return None
     return found.pop() if len(found) == 1 else None
@@ -663,8 +664,8 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
     if found != settings:
         return False, "other settings"
     version = record_version(record, out / fig.record)
-    if version != _library_version():
-        return False, f"written by subliminal-mlp {version}, this is {_library_version() or '(not installed)'}"
+    if version != library_version():
+        return False, f"written by subliminal-mlp {version}, this is {library_version() or '(not installed)'}"
     if entry and any(not (out / o).is_file() or _sha256(out / o) != h for o, h in entry.get("files", {}).items()):
         return False, "changed since the pipeline wrote it"
     read = (record.get("pipeline") or {}).get("reads") or {}
@@ -874,7 +875,7 @@ def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: 
                                         "wall_s": wall, "teacher_cache": stats, **({"reads": reads} if reads else {})})
         files = {o: _sha256(out / o) for o in fig.outputs}
         _update_state(out, lambda state: state.update({fig.name: {
-            "status": "done", "settings": settings, "version": _library_version(), "quick": quick if quick else False,
+            "status": "done", "settings": settings, "version": library_version(), "quick": quick if quick else False,
             "wall_s": wall, "teacher_cache": stats, "files": files}}))
     log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
     failed = broadcast_from_main(fig.failed(json.loads((out / fig.record).read_text(encoding="utf-8")))

@@ -673,13 +673,19 @@ def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str 
     return write_record(record, out_dir, stem, csv=_fig10_rows(record))
 
 
-def _library_version() -> str | None:
+def library_version() -> str | None:
     """The installed subliminal-mlp's version; None when it runs from a checkout that is not installed
     (``PYTHONPATH``), which is what :func:`environment` records then, so that the two compare equal."""
     try:
         return metadata.version("subliminal-mlp")
     except metadata.PackageNotFoundError:
         return None
+
+
+def written_by(record: dict[str, Any]) -> str | None:
+    """The subliminal-mlp version a record says wrote it (its ``environment``), to compare with
+    :func:`library_version`: another version may compute the same settings otherwise."""
+    return (record.get("environment") or {}).get("subliminal_mlp")
 
 
 def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
@@ -744,7 +750,7 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
                           f"for {found}.")
     if version > FORMATS[found]:
         raise RecordError(f"{path} is a {found} record of format_version {version}, newer than this library "
-                          f"reads (up to {FORMATS[found]}, subliminal-mlp {_library_version() or '(not installed)'}): upgrade "
+                          f"reads (up to {FORMATS[found]}, subliminal-mlp {library_version() or '(not installed)'}): upgrade "
                           "subliminal-mlp to read it.")
     missing = [k for k in REQUIRED_KEYS.get(found, ()) if k not in record]
     if missing:

@@ -43,9 +43,10 @@ import numpy as np
 from ..core.config import MODELS, Config, ConfigError, is_sequence, normalised
 from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
-from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError, _library_version,
+from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError,
                            check_on_divergence, check_output, csv_text, data_record, envelope, experiment_record,
-                           format_health, mean_ci95, read_results, write_record, write_results)
+                           format_health, library_version, mean_ci95, read_results, write_record, write_results,
+                           written_by)
 
 FORMAT = "subliminal-mlp/sweep"
 FORMAT_VERSION = 1
@@ -166,10 +167,9 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
                     log(f"recomputing {param} = {labels[i]}: its record cannot be used ({e})")
                     break
                 if _normalised(record["config"]) == c.to_dict():
-                    written_by = (record.get("environment") or {}).get("subliminal_mlp")
-                    if written_by != _library_version():  # another version may compute it otherwise
+                    if written_by(record) != library_version():  # another version may compute it otherwise
                         log(f"recomputing {param} = {labels[i]}: its record {path} was written by subliminal-mlp "
-                            f"{written_by}, this is {_library_version()}")
+                            f"{written_by(record)}, this is {library_version()}")
                         break
                     records[i] = record
                     value_files[i] = path.relative_to(out).as_posix()
