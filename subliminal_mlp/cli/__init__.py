@@ -296,9 +296,11 @@ def _ending_together(command: Callable[[], int]) -> int:
     error, or a status other than 0) leaves at once with ``os._exit``, after printing the traceback of an
     unexpected error: an ordinary exit would wait in JAX's shutdown barrier (5 min by default) while the
     others wait for it in their collectives; gone, it is missed within the heartbeat timeout."""
+    from ..core.results import distributed_process
+
     def several() -> bool:
-        jax = sys.modules.get("jax")
-        return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
+        process = distributed_process()
+        return process is not None and process[1] > 1
 
     try:
         rc = command()

@@ -393,15 +393,20 @@ def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str
     return "\n".join(lines)
 
 
-def _is_main_process() -> bool:
-    """Process 0 of a distributed run (:func:`.distributed.is_main_process`); True in one process.
-
-    Never starts a JAX backend (nor imports JAX): without the distributed runtime it is True.
-    """
+def distributed_process() -> tuple[int, int] | None:
+    """``(this process's index, the number of processes)`` where JAX's distributed runtime is running in this
+    process, else None. Never imports JAX nor starts a backend (for code that may run before either)."""
     jax = sys.modules.get("jax")
     if jax is None or not jax.distributed.is_initialized():
-        return True
-    return jax.process_index() == 0
+        return None
+    return jax.process_index(), jax.process_count()
+
+
+def _is_main_process() -> bool:
+    """Process 0 of a distributed run (:func:`.distributed.is_main_process`); True in one process, without
+    starting a JAX backend (:func:`distributed_process`)."""
+    process = distributed_process()
+    return process is None or process[0] == 0
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
