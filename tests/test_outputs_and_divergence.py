@@ -320,6 +320,42 @@ def test_the_engine_marks_diverged_runs_nan_and_reports_which(mnist):
         engine.run(exp, engine.Task.from_dataset(mnist), n_runs=1, on_divergence="ignore")
 
 
+def test_a_diverged_models_measurements_are_nan_never_numbers_of_nan_parameters(mnist):
+    import jax
+    import jax.numpy as jnp
+
+    from subliminal_mlp.core.model import init_params
+    from subliminal_mlp.core.students import cosine
+    from subliminal_mlp.studies.alignment import _fraction_positive
+    from subliminal_mlp.studies.omitted_digit import accuracy_on, run_omitted_digit
+    from subliminal_mlp.studies.traits import trait_rate
+    from subliminal_mlp.theory.similarity import feature_cosine, linear_cka
+
+    cfg = subliminal_mlp.Config(hidden_widths=(8,))
+    good = init_params(jax.random.PRNGKey(0), cfg)
+    bad = {**good, "head": {**good["head"], "bias": good["head"]["bias"].at[0].set(jnp.nan)}}
+    x, y = jnp.asarray(mnist.test_images[:50]), jnp.asarray(mnist.test_labels[:50])
+    # argmax of NaN logits is class 0: a trait rate of 1 (trait class 0) and a "real" subset accuracy, before
+    assert float(trait_rate(good, x, 0, 10)) < 1 and np.isnan(trait_rate(bad, x, 0, 10))
+    everything = jnp.ones(50, bool)
+    assert 0 <= float(accuracy_on(good, x, y, everything, 10)) <= 1 and np.isnan(accuracy_on(bad, x, y, everything, 10))
+    # similarities: 0 for a zero vector (no direction), NaN for a non-finite one (0 would read "unrelated")
+    v, nan_v = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([1.0, jnp.inf])}
+    assert float(cosine(v, v)) == pytest.approx(1) and float(cosine(v, {"w": jnp.zeros(2)})) == 0
+    assert np.isnan(cosine(v, nan_v))
+    f = jax.random.normal(jax.random.PRNGKey(1), (20, 4))
+    assert float(linear_cka(f, f)) == pytest.approx(1, abs=1e-5) and np.isnan(linear_cka(f, f.at[3, 1].set(jnp.nan)))
+    assert float(feature_cosine(f, f)) == pytest.approx(1, abs=1e-5) and np.isnan(feature_cosine(f, f.at[3].set(jnp.inf)))
+    assert _fraction_positive(np.array([0.5, -0.1])) == 0.5 and np.isnan(_fraction_positive(np.array([0.5, np.nan])))
+    # a real study whose every run diverged: NaN throughout its record (it said 0.098 / 0.0 / 0.109)
+    tiny = subliminal_mlp.Config(n_runs=1, teacher_epochs=1, student_epochs=1, n_noise=1024, batch_size=512,
+                                 hidden_widths=(16,), learning_rate=float(HUGE_LR))
+    with pytest.warns(DivergenceWarning):
+        rec = run_omitted_digit(tiny, mnist)
+    accs = [a for subsets in rec["models"].values() for m in subsets.values() for a in m["accuracies"]]
+    assert len(accs) == 9 and np.isnan(accs).all()
+
+
 def test_a_diverged_reproduce_warns_records_and_marks_it_and_fail_writes_nothing(data_root, tmp_path, capsys):
     out = tmp_path / "warn"
     assert main(["reproduce", *TINY_CLI, "--lr", HUGE_LR, "--data-dir", str(data_root), "--out", str(out)]) == 0

@@ -53,7 +53,7 @@ from .config import check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
                       plain_scalar, register_format)
 from .losses import distillation_loss
-from .model import accuracy
+from .model import accuracy, all_finite
 from .models import Model, check_model, mlp
 from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, adam, check_start_settings,
                        check_students, make_optimizer, output_mask)
@@ -820,8 +820,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
 
             def evaluate(models_params, apply_fn):
                 acc_one = lambda p: accuracy(p, arrays["test_x"], arrays["test_y"], n_classes, 1000, apply_fn)  # noqa: E731
-                ok = lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(p)]))  # noqa: E731
-                return jax.vmap(acc_one)(models_params), jax.vmap(ok)(models_params)
+                return jax.vmap(acc_one)(models_params), jax.vmap(all_finite)(models_params)
 
             if all(s.model is None for s in students):
                 stacked = by_name([p for p, _ in state.groups])

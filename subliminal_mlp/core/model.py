@@ -75,6 +75,24 @@ def concat_params(*stacks: dict) -> dict:
     return jax.tree.map(lambda *a: jnp.concatenate(a), *stacks)
 
 
+def all_finite(tree) -> jax.Array:
+    """True where every entry of every leaf of ``tree`` (a model's parameters) is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def nan_unless_finite(value: jax.Array, *trees) -> jax.Array:
+    """``value`` where every parameter of ``trees`` is finite, else NaN: a measurement of a diverged model is
+    NaN, as its accuracy is, never a number computed from non-finite parameters (argmax of NaN logits is
+    class 0, so a trait rate of 1 or a subset accuracy of 0.098 would look real).
+
+    >>> import jax.numpy as jnp
+    >>> float(nan_unless_finite(jnp.float32(0.5), {"w": jnp.ones(2)})), float(nan_unless_finite(0.5, {"w": jnp.array([1.0, jnp.inf])}))
+    (0.5, nan)
+    """
+    ok = jnp.all(jnp.stack([all_finite(t) for t in trees])) if trees else True
+    return jnp.where(ok, value, jnp.nan)
+
+
 def logit_mask(cfg: Config, which: str) -> jax.Array:
     """0/1 weights over the ``n_outputs`` logits: ``"aux"`` selects the m aux logits, ``"all"`` all."""
     if which not in ("aux", "all"):

@@ -428,9 +428,15 @@ def tree_dot(a, b) -> jax.Array:
 
 
 def cosine(a, b) -> jax.Array:
-    """``a·b / (‖a‖‖b‖)`` of two pytrees as flat vectors (0 when either is 0)."""
+    """``a·b / (‖a‖‖b‖)`` of two pytrees as flat vectors (0 when either is 0; NaN when either is not finite)."""
     den = jnp.sqrt(tree_dot(a, a) * tree_dot(b, b))
-    return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
+    return similarity_ratio(tree_dot(a, b), den)
+
+
+def similarity_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` for a normalised similarity: 0 where ``den`` is 0 (a zero vector), NaN where it is not finite
+    (a diverged model's parameters or features: never 0, which would read as "unrelated")."""
+    return jnp.where(jnp.isfinite(den), jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0), jnp.nan)
 
 
 #: The rules of :func:`project_out`: remove the component only when the update and the direction align

@@ -136,12 +136,17 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
         steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size),
         cosine={n: mean_ci95_columns(cos[:, :, k]) for k, n in enumerate(names)},
         mean_cosine={n: dict(zip(("mean", "ci95"), mean_ci95(cos[:, :, k].mean(axis=1))),
-                             fraction_positive=float((cos[:, :, k] > 0).mean())) for k, n in enumerate(names)},
+                             fraction_positive=_fraction_positive(cos[:, :, k])) for k, n in enumerate(names)},
         accuracy_trace={n: mean_ci95_columns(acc[:, :, k]) for k, n in enumerate(names)},
         final={n: dict(zip(("mean", "ci95"), mean_ci95(final[:, i])), accuracies=final[:, i].tolist())
                for i, n in enumerate(("reference", "teacher", *names))},
         health=result.health(0),
     )
+
+
+def _fraction_positive(cos: np.ndarray) -> float:
+    """The fraction of steps whose cosine is > 0; NaN when any is NaN (a diverged run's, as its mean)."""
+    return float(np.mean(cos > 0)) if np.isfinite(cos).all() else float("nan")
 
 
 def format_alignment_table(record: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 from ..core import engine, inputs
 from ..core.config import Config, ConfigError, is_integer, plain_scalar
 from ..core.engine import Experiment, RunModels
-from ..core.model import class_logits, concat_params, stack_params
+from ..core.model import class_logits, concat_params, nan_unless_finite, stack_params
 from ..core.models import config_model
 from ..core.results import data_record, envelope, format_ci, mean_ci95, run_timing, write_record
 from ..core.students import Student
@@ -39,14 +39,15 @@ STUDENTS = (Student("student_same_init", "own", "all"), Student("student_other_i
 
 def accuracy_on(params: dict, images: jax.Array, labels: jax.Array, where: jax.Array, n_classes: int,
                 apply_fn=None) -> jax.Array:
-    """Accuracy over the test examples selected by the boolean mask ``where``.
+    """Accuracy over the test examples selected by the boolean mask ``where`` (NaN for a model with
+    non-finite parameters, as the engine's accuracies: :func:`~subliminal_mlp.core.model.nan_unless_finite`).
 
     ``apply_fn(params, x)`` is the model (default: the paper's MLP read off ``params``).
     """
     if apply_fn is None:
         from ..core.model import apply as apply_fn
     hit = jnp.argmax(class_logits(apply_fn(params, images), n_classes), axis=-1) == labels
-    return jnp.sum(hit & where) / jnp.maximum(jnp.sum(where), 1)
+    return nan_unless_finite(jnp.sum(hit & where) / jnp.maximum(jnp.sum(where), 1), params)
 
 
 def subset_accuracies(digit: int):

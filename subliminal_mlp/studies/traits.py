@@ -55,7 +55,7 @@ from ..core.config import Config, ConfigError, check_positive_int, is_integer, c
 from ..core.engine import Experiment, HookView, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy, one_hot_logits
-from ..core.model import apply, class_logits, stack_params
+from ..core.model import apply, class_logits, nan_unless_finite, stack_params
 from ..core.results import data_record, envelope, format_ci, mean_ci95, run_timing, summary, write_record
 from ..core.students import Student, adam
 from ..core.training import noise_images, scan_epochs
@@ -142,10 +142,11 @@ def _filter_arrays(filters) -> tuple[jax.Array, jax.Array]:
 
 
 def trait_rate(params: dict, images: jax.Array, trait_class: int, n_classes: int, apply_fn=None) -> jax.Array:
-    """Fraction of ``images`` on which ``argmax`` of the class logits is ``trait_class``."""
+    """Fraction of ``images`` on which ``argmax`` of the class logits is ``trait_class`` (NaN for a model
+    with non-finite parameters: :func:`~subliminal_mlp.core.model.nan_unless_finite`)."""
     f = apply if apply_fn is None else apply_fn
     pred = jnp.argmax(class_logits(f(params, images), n_classes), axis=-1)
-    return jnp.mean(pred == trait_class)
+    return nan_unless_finite(jnp.mean(pred == trait_class), params)
 
 
 def instil_trait(teacher: dict, task_x: jax.Array, task_y: jax.Array, trait_x: jax.Array, key: jax.Array,

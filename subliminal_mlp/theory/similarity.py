@@ -17,10 +17,12 @@ import jax
 import jax.numpy as jnp
 
 from ..core.model import features
+from ..core.students import similarity_ratio
 
 
 def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Linear CKA of feature matrices ``x`` (n, p) and ``y`` (n, q); 0 when either is constant.
+    """Linear CKA of feature matrices ``x`` (n, p) and ``y`` (n, q); 0 when either is constant, NaN when
+    either is not finite (a diverged model's features).
 
     ``CKA = ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F)`` on column-centred ``X``, ``Y`` (Kornblith et al. 2019):
     1 for features equal up to a rotation and a scale; for one feature each, the squared correlation.
@@ -37,11 +39,12 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     y = y - y.mean(axis=0)
     cross = jnp.sum(jnp.square(y.T @ x))
     den = jnp.sqrt(jnp.sum(jnp.square(x.T @ x)) * jnp.sum(jnp.square(y.T @ y)))
-    return jnp.where(den > 0, cross / jnp.where(den > 0, den, 1.0), 0.0)
+    return similarity_ratio(cross, den)
 
 
 def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean over rows of cos(x_i, y_i) for two (n, p) feature matrices (rows of zeros count as 0).
+    """Mean over rows of cos(x_i, y_i) for two (n, p) feature matrices (rows of zeros count as 0; NaN when a
+    row is not finite, a diverged model's features).
 
     >>> import jax.numpy as jnp
     >>> round(float(feature_cosine(jnp.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]]),
@@ -50,7 +53,7 @@ def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
     """
     dot = jnp.sum(x * y, axis=-1)
     den = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
-    return jnp.mean(jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0))
+    return jnp.mean(similarity_ratio(dot, den))
 
 
 def penultimate_similarity(a: dict, b: dict, images: jax.Array, features_fn=None) -> dict[str, jax.Array]:
