@@ -122,6 +122,7 @@ def test_the_mitigations_study_end_to_end_on_mnist(data, tmp_path):
                            liminal_epochs=(1,), weight_decays=(0.0,), sgd_learning_rates=(), projection=False,
                            probe_every=4, n_probe=500)
     record = run_mitigations(s, data)
+    assert record["data"]["dataset"] == "mnist"  # data's own name (any 784-pixel dataset is recorded as itself)
     fams = record["families"]
     assert list(fams) == ["liminal", "weight_decay"]  # (SGD is another optimiser row, like weight decay)
     assert fams["liminal"]["labels"] == ["none (Adam)", "λ = 10, 1 epoch"]

@@ -66,23 +66,28 @@ def test_each_student_takes_exactly_its_part_of_theta0_and_fresh_parts_are_share
     assert [s.name for s in single_head_students(TINY)] == ["shared", "head_only", "hidden_only", "fresh", "cross"]
 
 
-def test_the_split_heads_study_end_to_end_on_mnist(tmp_path):
+def test_the_split_heads_study_end_to_end_on_any_784_pixel_dataset_recorded_by_its_name(tmp_path):
     # The single-head program is the same engine path with another table (its starts are tested above);
-    # left out here to keep the suite's time.
-    record = run_split_heads(TINY.__class__(**{**TINY.to_dict(), "single_head": False}), sm.load_mnist())
+    # left out here to keep the suite's time. Fashion-MNIST: the record and caption name it (they said MNIST).
+    record = run_split_heads(TINY.__class__(**{**TINY.to_dict(), "single_head": False}), sm.load_fashion_mnist())
+    assert record["data"]["dataset"] == "fashion-mnist" and record["data"]["source_dir"].endswith("fashion-mnist")
+    from subliminal_mlp.report.plotting import dataset_label
+
+    assert dataset_label(record) == "Fashion-MNIST" and dataset_label({"data": {"dataset": "mnist"}}) == "MNIST"
     split = record["split_head"]["models"]
     assert "single_head" not in record
     assert list(split)[:2] == ["reference", "teacher"] and len(split) == 2 + 12
-    assert split["teacher"]["mean"] > 0.5  # one epoch learns digits
+    assert split["teacher"]["mean"] > 0.5  # one epoch learns the classes
     for m in split.values():
         assert len(m["accuracies"]) == 2 and 0 <= m["mean"] <= 1
     np.testing.assert_allclose(split["cross"]["gain_over_cross"]["mean"], 0.0)
-    # Each student's gain is its per-run accuracy minus the cross student's in the same run: mean and 1.96·sd/√n.
+    # Each student's gain is its per-run accuracy minus the cross student's in the same run: mean and 1.96·sd/√n
+    # (the accuracies are float32s, subtracted as such: equal to float32 rounding).
     cross = np.asarray(split["cross"]["accuracies"])
     for name, m in split.items():
         d = np.asarray(m["accuracies"]) - cross
-        assert m["gain_over_cross"]["mean"] == pytest.approx(d.mean(), abs=1e-12)
-        assert m["gain_over_cross"]["ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(len(d)), abs=1e-12)
+        assert m["gain_over_cross"]["mean"] == pytest.approx(d.mean(), abs=1e-7)
+        assert m["gain_over_cross"]["ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(len(d)), abs=1e-7)
     assert any(abs(m["gain_over_cross"]["mean"]) > 0 for m in split.values())
     files = write_split_heads(record, tmp_path)
     assert read_results(files["json"])["config"]["cnn_channels"] == [4, 8]

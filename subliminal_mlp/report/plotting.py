@@ -55,6 +55,13 @@ CAPTION_EXTRAS = {"temperature": 1.0, "student_inputs": "uniform", "input_mix": 
                   "init_noise_kind": "isotropic"}
 
 
+def dataset_label(record: dict[str, Any]) -> str:
+    """How a caption names the dataset a record's models learned (its ``data.dataset``): ``MNIST``,
+    ``Fashion-MNIST``, or the name as recorded."""
+    name = (record.get("data") or {}).get("dataset")
+    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name, name or "unnamed data")
+
+
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
     """One line of the settings that define a Figure-10 run, then any of :data:`CAPTION_EXTRAS` that is not
     the paper's (but those in ``skip``, e.g. a sweep's swept field; ``input_mix`` only for mixed inputs)."""

@@ -199,7 +199,8 @@ def _stat(values) -> dict[str, Any]:
 
 def run_mitigations(settings: MitigationSettings, data, *, progress: bool = False,
                     log=lambda s: None) -> dict[str, Any]:
-    """Every family of ``settings`` on ``data`` (MNIST), ``n_runs`` runs each; returns the record.
+    """Every family of ``settings`` on ``data`` (MNIST, or any dataset of 784-pixel images, recorded by its name),
+    ``n_runs`` runs each; returns the record.
 
     One engine program trains the runs' teachers; then one program per family (its strengths
     swept inside it) distils the students from them. The record (format ``subliminal-mlp/mitigations``)::
@@ -251,7 +252,7 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         families[family] = _family_record(family, sweep, result, wall)
     return envelope(
         FORMAT, s.to_dict(), n_runs=s.n_runs, seed=s.seed,
-        data=data_record(data, name="mnist", subset={"probe_test_images": [0, s.n_probe],
+        data=data_record(data, subset={"probe_test_images": [0, s.n_probe],
                                                       "task_gradient_test_images": [n_test - s.held_out, n_test]}),
         devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
         reference={**_stat(first.accuracy("reference")), "accuracies": first.accuracy("reference").tolist()},
@@ -316,7 +317,7 @@ TITLES = {"liminal": "liminal training (KL to the start)", "weight_decay": "weig
 
 def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Per family (columns): (top) gain over the control, (middle) distillation loss, (bottom) accuracy over steps."""
-    from ..report.plotting import plt, save_figure
+    from ..report.plotting import dataset_label, plt, save_figure
 
     fams = [f for f in FAMILIES if f in record["families"]]
     fig, axes = plt.subplots(3, len(fams), figsize=(4.2 * len(fams), 10), squeeze=False)
@@ -370,7 +371,7 @@ def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
     s = record["config"]
     fig.suptitle("Mitigations: does the student still gain accuracy from the teacher's aux logits on noise?",
                  fontsize=12)
-    fig.text(0.5, -0.01, f"MNIST MLP {s['hidden']} + {s['aux_logits']} aux logits, {s['teacher_epochs']}+"
+    fig.text(0.5, -0.01, f"{dataset_label(record)} MLP {s['hidden']} + {s['aux_logits']} aux logits, {s['teacher_epochs']}+"
              f"{s['student_epochs']} epochs, batch {s['batch_size']}, {s['n_noise']:,} uniform-noise inputs, "
              f"Adam η = {s['learning_rate']:g} unless stated; {record['n_runs']} runs per setting, mean ± 95 % CI; "
              f"teacher {record['teacher']['mean']:.3f}", ha="center", va="top", fontsize=8)

@@ -683,7 +683,7 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                           "of one protocol.")
     (n_runs, seed), = protocols
     first_rec = next(iter(heads.values()))
-    rec_data = data_record(data, name="mnist")
+    rec_data = data_record(data)
     fashion = [Config.from_dict(v["config"]) for sw in (sweeps or {}).values() for v in sw["values"]
                if v["config"].get("student_inputs") == "fashion-mnist"]
     input_data = None

@@ -123,7 +123,8 @@ def _models_record(result, wall: float) -> dict[str, Any]:
 
 
 def run_split_heads(settings: SplitHeadSettings, data, *, progress: bool = False, log=lambda s: None) -> dict[str, Any]:
-    """Both experiments on ``data`` (MNIST), ``n_runs`` runs each; returns the record.
+    """Both experiments on ``data`` (MNIST, or any dataset of 784-pixel images, recorded by its name), ``n_runs``
+    runs each; returns the record.
 
     Record (format ``subliminal-mlp/split-heads``): ``config`` (the settings), and per teacher model
     (``"split_head"``, ``"single_head"``) ``{"models": {name: {"mean", "ci95", "accuracies",
@@ -152,7 +153,7 @@ def run_split_heads(settings: SplitHeadSettings, data, *, progress: bool = False
                             seed=settings.seed, run_batch=settings.run_batch, progress=progress)
         parts[key] = _models_record(result, time.perf_counter() - t0)
         compile_s, run_s, devices = compile_s + result.compile_s, run_s + result.run_s, result.devices
-    return envelope(FORMAT, settings.to_dict(), n_runs=settings.n_runs, seed=settings.seed, data=data_record(data, name="mnist"),
+    return envelope(FORMAT, settings.to_dict(), n_runs=settings.n_runs, seed=settings.seed, data=data_record(data),
                     devices=devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
                     **parts)
 
@@ -183,7 +184,7 @@ SINGLE_BARS = (("shared", "θ0 (all layers)"), ("head_only", "output layer"), ("
 
 def plot_split_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """(a) split-head MLP students by shared part; (b) other architectures ± heads; (c) the single-head MLP."""
-    from ..report.plotting import plt, save_figure
+    from ..report.plotting import dataset_label, plt, save_figure
 
     single = "single_head" in record
     fig, axes = plt.subplots(1, 3 if single else 2, figsize=(15 if single else 10, 4.6), squeeze=False)
@@ -229,7 +230,7 @@ def plot_split_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.legend(fontsize=7.5, frameon=False, loc="upper right")
         ax.spines[["top", "right"]].set_visible(False)
     c = record["config"]
-    fig.text(0.5, -0.02, f"MNIST; teacher {c['hidden']} trunk + class head + {c['aux_logits']}-logit aux head, "
+    fig.text(0.5, -0.02, f"{dataset_label(record)}; teacher {c['hidden']} trunk + class head + {c['aux_logits']}-logit aux head, "
              f"{c['teacher_epochs']}+{c['student_epochs']} epochs, Adam η = {c['learning_rate']:g}, batch "
              f"{c['batch_size']}, students distilled on the aux logits over {c['n_noise']:,} uniform-noise inputs; "
              f"{record['n_runs']} runs, mean ± 95 % CI", ha="center", va="top", fontsize=8)
