@@ -141,6 +141,7 @@ def test_the_mitigations_study_end_to_end_on_mnist(data, tmp_path):
 
 @pytest.mark.parametrize("bad, match", [(dict(liminal_weights=(0.0,)), "liminal_weights"),
                                         (dict(liminal_epochs=(9,)), "liminal_epochs"),
+                                        (dict(liminal_epochs=()), "no liminal_epochs: give the epochs"),
                                         (dict(weight_decays=(-1.0,)), "weight_decays"),
                                         (dict(n_noise=100), "batch_size"),
                                         (dict(liminal_weights=(), weight_decays=(), sgd_learning_rates=(),

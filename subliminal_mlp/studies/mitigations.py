@@ -105,6 +105,10 @@ class MitigationSettings(ProtocolSettings):
         if self.liminal_weights and bad:  # without strengths the liminal family (and its epochs) is off
             raise ConfigError(f"liminal_epochs has {bad}: each must be an integer in 1..student_epochs "
                               f"({self.student_epochs}).")
+        if self.liminal_weights and not self.liminal_epochs:
+            raise ConfigError(f"liminal_weights = {list(self.liminal_weights)} with no liminal_epochs: give the "
+                              "epochs T during which the penalty acts (e.g. (1, 5)), or liminal_weights = () to "
+                              "leave the liminal family out.")
         if self.liminal_weights and len(set(self.liminal_epochs)) != len(self.liminal_epochs):
             raise ConfigError(f"liminal_epochs = {list(self.liminal_epochs)} repeats a value: each would be run twice.")
         check_projection_rule(self.projection_when, f"projection_when = {self.projection_when!r} is invalid")
