@@ -223,7 +223,7 @@ def _gains(n):
     return {"gains": list(np.linspace(0.1, 0.2, n))}
 
 
-def test_the_other_sources_rerun_each_students_own_first_update(mnist):
+def test_the_other_sources_rerun_each_students_own_first_update(mnist, tmp_path):
     # Hand-made records (their gains are only carried through) of tiny protocols: every source reruns its settings'
     # first step in the engine and reads the student's own first update (update_cosines).
     from subliminal_mlp.studies import mitigations as M
@@ -282,6 +282,13 @@ def test_the_other_sources_rerun_each_students_own_first_update(mnist):
     # Each sweep's record is named with its own time (they were made at different times).
     assert rec["sources"]["sweeps"] == {"format": "subliminal-mlp/sweep", "created": "t1", "records": {"temperature": "t1"}}
     assert "records" not in rec["sources"]["mitigations"]
+    # The record's config is a full Config whichever source came first: a study's settings (hidden, no input_dim)
+    # are mapped onto it, and the figure is drawn from it (it raised KeyError 'input_dim' for mitigations first).
+    assert rec["config"] == cfg.to_dict()
+    for settings in (ms, hs):
+        config = O._protocol_config(settings.to_dict(), "fashion-mnist")
+        assert config == Config(hidden_widths=settings.hidden, dataset="fashion-mnist", **tiny).to_dict()
+        assert O.plot_one_step({**rec, "config": config}, tmp_path / "one_step.png").stat().st_size > 10_000
 
 
 def test_a_records_protocol_qualifies_its_keys_whenever_it_is_not_the_papers():

@@ -55,7 +55,7 @@ import numpy as np
 import optax
 
 from ..core import engine
-from ..core.config import Config, ConfigError, is_integer
+from ..core.config import DATASETS, Config, ConfigError, is_integer
 from ..core.results import data_record, envelope, register_format, summary, write_record
 from ..core.training import epoch_batches
 from ..theory.kernels import (class_cross_entropy_loss, ce_aux, first_order_coefficient, student_update,
@@ -465,6 +465,23 @@ PROTOCOL_FIELDS = ("hidden_widths", "aux_logits", "learning_rate", "batch_size",
                    "input_mix", "init_noise", "init_noise_kind")
 
 
+def _protocol_config(config: Mapping[str, Any], dataset: Optional[str]) -> dict[str, Any]:
+    """The one-step record's ``config``: its first source's protocol as a full :class:`Config` dict (a study's
+    settings, ``hidden`` and all, mapped onto the fields they share; the rest the paper's), so that its caption
+    and readers see one shape whichever record came first."""
+    import dataclasses
+
+    if "hidden_widths" in config:  # a Config's own
+        return Config.from_dict(dict(config)).to_dict()
+    fields = {f.name for f in dataclasses.fields(Config)}
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
+    if "hidden" in config:
+        kw["hidden_widths"] = tuple(config["hidden"])
+    if dataset in DATASETS:
+        kw["dataset"] = dataset
+    return Config(**kw).to_dict()
+
+
 def _protocol_changes(config: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
     """The :data:`PROTOCOL_FIELDS` of a record's ``config`` that differ from the paper's (``skip`` aside)."""
     paper = Config().to_dict()
@@ -708,7 +725,7 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
             entries += [{"source": name, **x, "key": _qualified(x["key"], changes)} for x in e]
             programs += [{**q, "source": name} for q in p]
             first = first or f
-    return envelope(FORMAT, first_rec["config"], n_runs=n_runs, seed=seed,
+    return envelope(FORMAT, _protocol_config(first_rec["config"], rec_data["dataset"]), n_runs=n_runs, seed=seed,
                     data=rec_data, devices=first.devices,
                     timing={"compile_s": sum(p["compile_s"] for p in programs),
                             "run_s": sum(p["run_s"] for p in programs), "total_s": time.perf_counter() - t_start},
