@@ -215,7 +215,8 @@ def test_the_study_end_to_end_on_an_input_families_record(mnist, tmp_path):
     assert O.correlations(rec["settings"] + [k2])["n_settings"] == 4
     # The paper's setting of the teacher task is the input families' uniform one: one key, counted once.
     assert O.correlations(rec["settings"] + [{**uniform, "family": "classes"}])["n_settings"] == 3
-    with pytest.raises(ConfigError, match="different runs and seeds"):
+    with pytest.raises(ConfigError, match=r"different runs and seeds \(input_families: 2 runs from seed 0; "
+                                          r"teacher_task: 2 runs from seed 1\)"):  # which record is which
         O.run_one_step(mnist, input_families=families, teacher_task={**task, "seeds": {"seed": 1}})
 
 

@@ -528,3 +528,19 @@ def test_the_experiment_scripts_hand_their_data_dir_and_projection_rule_to_the_s
             runpy.run_path(str(ROOT / "experiments" / argv[0]), run_name="__main__")
         assert e.value.code == 0 and got["data"] == "mnist from D", argv
         assert {k: got[k] for k in want} == want, argv
+    # one_step.py reads the committed records beside those given, or (--only) those given alone
+    mine = tmp_path / "mine.json"
+    mine.write_text((ROOT / "figures" / "mitigations.json").read_text())
+    for extra, sources in [([], {"input_families", "teacher_task", "mitigations", "split_heads", "sweeps"}),
+                           (["--only"], {"mitigations"})]:
+        got.clear()
+        monkeypatch.setattr(sys, "argv", ["one_step.py", "--mitigations", str(mine), *extra, "--out", str(tmp_path)])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(ROOT / "experiments" / "one_step.py"), run_name="__main__")
+        assert e.value.code == 0 and {k for k, v in got.items() if k not in ("data", "data_dir", "progress", "log")
+                                      and v is not None} == sources, extra
+        assert got["mitigations"]["created"] == read_results(mine)["created"]
+    monkeypatch.setattr(sys, "argv", ["one_step.py", "--only", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "experiments" / "one_step.py"), run_name="__main__")
+    assert e.value.code == 2

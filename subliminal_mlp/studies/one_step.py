@@ -696,8 +696,10 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                               f"(read_results('figures/{name}.json')).")
     protocols = {p for name, rec in given.items() for p in _protocol(name, rec)}
     if len(protocols) > 1:  # one set of runs and seeds: then equal keys (_qualified) are the same computation
-        raise ConfigError(f"the records were made with different runs and seeds {sorted(protocols)}; give records "
-                          "of one protocol.")
+        each = "; ".join(f"{name}: " + ", ".join(f"{n} runs from seed {seed}" for n, seed in _protocol(name, rec))
+                         for name, rec in given.items())
+        raise ConfigError(f"the records were made with different runs and seeds ({each}); give records of one "
+                          "protocol.")
     (n_runs, seed), = protocols
     first_rec = next(iter(heads.values()))
     rec_data = data_record(data)
