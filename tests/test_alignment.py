@@ -68,6 +68,8 @@ def test_run_alignment_records_every_step(data_root, tmp_path, check_envelope, m
     assert files["png"].stat().st_size > 10_000
     with pytest.raises(ValueError, match="held_out"):
         run_alignment(cfg, data, held_out=9000)
+    with pytest.raises(ValueError, match="student_epochs = 0: .* give student_epochs >= 1"):
+        run_alignment(cfg.replace(student_epochs=0), data)
 
 
 def test_the_cosine_metric_is_each_students_gradient_against_its_own_task_gradient_on_the_last_images():

@@ -937,6 +937,10 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     # orthogonal to the task gradient at every step, the plain Adam updates are not.
     assert np.all(np.abs(u[..., 2]) < 1e-4) and np.all(np.abs(u[..., 0]) > 10 * np.abs(u[..., 2]).max())
     assert "step_metrics" in r.record()
+    # No student epoch: no step, an empty stack of the metric's shape (lax.map's batches raised ZeroDivisionError)
+    none = sm.run(exp.replace(student_epochs=0), task, n_runs=2, run_batch=1)
+    assert none.step_metrics["cos"].shape == (1, 2, 0, 3) and none.record()["step_metrics"]["cos"] == [[[], []]]
+    np.testing.assert_array_equal(none.accuracy("plain"), none.accuracy("reference"))
 
 
 def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys, monkeypatch):

@@ -844,8 +844,9 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 out["metrics"] = _metric_values("metric", exp.metrics, view)
             if exp.trace:
                 out["trace"] = trace
-            if exp.step_metrics:
-                out["step_metrics"] = metrics[1]
+            if exp.step_metrics:  # without a step, (0, ...) arrays, which lax.map's batches cannot carry: one
+                out["step_metrics"] = metrics[1] if exp.student_epochs else jax.tree.map(  # slot, dropped on the host
+                    lambda a: jnp.zeros((1, *a.shape[1:]), a.dtype), metrics[1])
             return out
 
         teachers = lax.map(teacher_of, jobs, batch_size=run_batch)
@@ -1352,7 +1353,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
                     distill_loss=shaped(out["distill_loss"]) if exp.track_losses else None,
                     metrics={k: shaped(v) for k, v in out.get("metrics", {}).items()},
                     traces={k: shaped(v) for k, v in out.get("trace", {}).items()},
-                    step_metrics={k: shaped(v) for k, v in out.get("step_metrics", {}).items()},
+                    step_metrics={k: shaped(v)[:, :, :0] if not exp.student_epochs else shaped(v)
+                                  for k, v in out.get("step_metrics", {}).items()},
                     trace_steps=(probe_steps(src.n, exp.batch_size, exp.student_epochs, exp.trace_every)
                                  if exp.trace else None), n_runs=n_runs, seed=int(seed),
                     sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],

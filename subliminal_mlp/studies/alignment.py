@@ -113,6 +113,9 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     and ``data.subset`` naming the test images used for g_task and for the probe.
     """
     cfg.check_dataset(data)
+    if cfg.student_epochs == 0:
+        raise ConfigError("student_epochs = 0: the alignment study measures the distillation gradient at every "
+                          "student step, and there would be none; give student_epochs >= 1.")
     n_test, held_out = data.test_images.shape[0], plain_scalar(held_out)
     probe_every, n_probe = check_probe(probe_every, n_probe, n_test)
     exp = alignment_experiment(cfg, held_out=held_out, probe_every=probe_every, n_probe=n_probe,
