@@ -544,3 +544,21 @@ def test_the_experiment_scripts_hand_their_data_dir_and_projection_rule_to_the_s
     with pytest.raises(SystemExit) as e:
         runpy.run_path(str(ROOT / "experiments" / "one_step.py"), run_name="__main__")
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("module, writer, record", [
+    ("alignment", "write_alignment", "alignment.json"), ("heads", "write_heads", "head_compatibility.json"),
+    ("input_families", "write_input_families", "input_families.json"),
+    ("mitigations", "write_mitigations", "mitigations.json"), ("omitted_digit", "write_omitted", "omitted_digit.json"),
+    ("one_step", "write_one_step", "one_step.json"), ("split_heads", "write_split_heads", "split_heads.json"),
+    ("teacher_task", "write_teacher_task", "teacher_task.json"), ("traits", "write_traits", "traits.json"),
+    ("trajectory", "write_trajectories", "student_epochs.json"), ("sweep", "write_sweep", "sweeps/loss/sweep_loss.json")])
+def test_every_study_writer_checks_its_figure_before_writing_anything(module, writer, record, tmp_path):
+    # A directory where the PNG goes: refused before the JSON and CSV are written (they were, then IsADirectoryError).
+    write = getattr(importlib.import_module(f"subliminal_mlp.studies.{module}"), writer)
+    rec = read_results(ROOT / "figures" / record)
+    stem = Path(record).stem
+    (tmp_path / f"{stem}.png").mkdir()
+    with pytest.raises(OutputError, match=f"{stem}.png"):
+        write(rec, tmp_path) if module == "sweep" else write(rec, tmp_path, stem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.png"]

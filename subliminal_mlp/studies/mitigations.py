@@ -394,5 +394,6 @@ def write_mitigations(record: dict[str, Any], out_dir: str | os.PathLike,
                 rows.append((family, label, r, f"{a:.6f}", f"{b:.6f}", f"{a - b:.6f}", f"{lo:.6g}"))
     out = Path(out_dir)
     files = write_record(record, out, stem, indent=1,
-                         csv=(("family", "setting", "run", "student_aux", "cross_aux", "gain", "distill_loss"), rows))
+                         csv=(("family", "setting", "run", "student_aux", "cross_aux", "gain", "distill_loss"), rows),
+                         also=("png",))
     return {**files, "png": plot_mitigations(record, out / f"{stem}.png")}

@@ -243,5 +243,6 @@ def write_split_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: 
     rows = [(key, name, r, f"{a:.6f}") for key in ("split_head", "single_head") if key in record
             for name, m in record[key]["models"].items() for r, a in enumerate(m["accuracies"])]
     out = Path(out_dir)
-    files = write_record(record, out, stem, indent=1, csv=(("teacher_model", "model", "run", "accuracy"), rows))
+    files = write_record(record, out, stem, indent=1, csv=(("teacher_model", "model", "run", "accuracy"), rows),
+                         also=("png",))
     return {**files, "png": plot_split_heads(record, out / f"{stem}.png")}

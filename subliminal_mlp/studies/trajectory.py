@@ -127,4 +127,5 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
 def write_trajectories(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
     """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
     out = Path(out_dir)
-    return {**write_record(record, out, stem, indent=1), "png": plot_trajectories(record, out / f"{stem}.png")}
+    files = write_record(record, out, stem, indent=1, also=("png",))
+    return {**files, "png": plot_trajectories(record, out / f"{stem}.png")}
