@@ -19,7 +19,8 @@ FIGURES = Path(__file__).resolve().parents[1] / "figures"
 def main():
     ap = script_parser(__doc__, FIGURES, seeds=20)
     ap.add_argument("--trait-class", type=int, default=TraitSettings.trait_class,
-                    help="the Fashion-MNIST class c* the trait teacher prefers on non-digits (default %(default)s)")
+                    help="the class c* (one of the teacher's digit classes) the trait teacher prefers on "
+                         "non-digits, the Fashion-MNIST images (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, [f"traits.{ext}" for ext in ("json", "csv", "png")],
               lambda: run_traits(Config(n_runs=a.seeds), load_mnist(a.data_dir), load_fashion_mnist(a.data_dir),

@@ -385,6 +385,11 @@ def test_a_caption_names_every_setting_that_is_not_the_papers():
                                                            "init_noise 0.01"))
     assert "input_mix" not in settings_caption({**paper, "input_mix": 0.25}, 3)  # moot without mixed inputs
     assert "temperature" not in settings_caption(Config(temperature=2.0).to_dict(), 3, skip=("temperature",))
+    # a swept field of the first line is named in place of a value (it showed the base's, e.g. "10+3" or "5+0")
+    assert settings_caption(paper, 3, skip=("aux_logits",)).startswith("mnist, MLP 784→256→256→10+[aux_logits], ")
+    assert "MLP 784→[hidden_widths]→10+3" in settings_caption(paper, 3, skip=("hidden_widths",))
+    assert "5+[student_epochs] epochs" in settings_caption(paper, 3, skip=("student_epochs",))
+    assert "Adam lr [learning_rate], " in settings_caption(paper, 3, skip=("learning_rate",))
 
 
 def test_students_distilled_on_another_dataset_record_its_checksums(data_root, tmp_path, monkeypatch):

@@ -76,8 +76,8 @@ def concat_params(*stacks: dict) -> dict:
 
 
 def all_finite(tree) -> jax.Array:
-    """True where every entry of every leaf of ``tree`` (a model's parameters) is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+    """True where every entry of every leaf of ``tree`` (a model's parameters) is finite (True for no leaf)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)] or [jnp.bool_(True)]))
 
 
 def nan_unless_finite(value: jax.Array, *trees) -> jax.Array:

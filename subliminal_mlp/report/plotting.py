@@ -64,15 +64,19 @@ def dataset_label(record: dict[str, Any]) -> str:
 
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
     """One line of the settings that define a Figure-10 run, then any of :data:`CAPTION_EXTRAS` that is not
-    the paper's (but those in ``skip``, e.g. a sweep's swept field; ``input_mix`` only for mixed inputs)."""
-    widths = "→".join(str(w) for w in [config["input_dim"], *config["hidden_widths"]])
-    extras = [f"{field} {config[field]:g}" if isinstance(config[field], float) else f"{field} {config[field]}"
-              for field, paper in CAPTION_EXTRAS.items()
+    the paper's (``input_mix`` only for mixed inputs). A field in ``skip`` (a sweep's swept field) is not
+    given a value: the line shows ``[field]`` in its place, or leaves it out of the extras."""
+    def v(field: str) -> str:
+        value = config[field]
+        return f"[{field}]" if field in skip else (f"{value:g}" if isinstance(value, float) else str(value))
+
+    widths = "[hidden_widths]" if "hidden_widths" in skip else "→".join(map(str, config["hidden_widths"]))
+    extras = [f"{field} {v(field)}" for field, paper in CAPTION_EXTRAS.items()
               if field in config and field not in skip and config[field] != paper
               and (field != "input_mix" or config.get("student_inputs") == "mix")]
-    return (f"{config['dataset']}, MLP {widths}→{config['n_classes']}+{config['aux_logits']}, "
-            f"loss {config['loss']}, Adam lr {config['learning_rate']:g}, batch {config['batch_size']}, "
-            f"{config['teacher_epochs']}+{config['student_epochs']} epochs, {config['n_noise']} noise "
+    return (f"{v('dataset')}, MLP {v('input_dim')}→{widths}→{v('n_classes')}+{v('aux_logits')}, "
+            f"loss {v('loss')}, Adam lr {v('learning_rate')}, batch {v('batch_size')}, "
+            f"{v('teacher_epochs')}+{v('student_epochs')} epochs, {v('n_noise')} noise "
             f"images, " + "".join(f"{e}, " for e in extras) + f"{n_runs} runs (mean ± 95% CI)")
 
 

@@ -167,7 +167,8 @@ def update_cosines(names: Sequence[str]) -> Callable:
     >>> exp = sm.Experiment(model=sm.mlp((16,)), inputs=sm.inputs.uniform(1024), teacher_epochs=1,
     ...                     student_epochs=1, batch_size=512,
     ...                     step_metrics={"first_update": update_cosines(["student_aux", "cross_aux"])})
-    >>> # sm.run(exp, task, n_runs=2).step_metrics["first_update"][:, :, 0]: (1, 2, 4, 2) at step 0
+    >>> # sm.run(exp, task, n_runs=2).step_metrics["first_update"][:, :, 0]: (1, 2, 2, 2) at step 0
+    >>> # (one value, 2 runs, the 2 students named, [cos(u, D), cos(−g, D)])
     """
     names = tuple(names)
 

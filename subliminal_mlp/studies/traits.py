@@ -94,6 +94,11 @@ class TraitSettings:
             raise ConfigError(f"filters = {self.filters!r} is invalid: give distinct entries, each 'argmax' or a "
                               "probability in (0, 1].")
         object.__setattr__(self, "filters", tuple(f if f == "argmax" else float(f) for f in self.filters))
+        names = [filter_name(f) for f in self.filters]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"filters = {self.filters!r}: {sorted({n for n in names if names.count(n) > 1})} "
+                              "name two filters alike (students are named by the threshold to 6 significant "
+                              "digits, e.g. student_filtered_0.3): give thresholds that differ there.")
 
     def check(self, cfg: Config) -> None:
         """Raise :class:`ConfigError` if these settings do not fit ``cfg``."""
