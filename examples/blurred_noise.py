@@ -18,6 +18,7 @@ for flag, default in {"--sigma": 1.0, "--runs": 10, "--epochs": 5, "--n-noise": 
                       "--data-dir": "", "--out": "results/examples"}.items():
     p.add_argument(flag, type=type(default), default=default)
 a = p.parse_args()
+sm.check_output(a.out)  # where the records go, checked before any compute (sm.OutputError)
 
 exp = sm.Experiment(model=sm.mlp((a.hidden, a.hidden)), inputs=sm.inputs.blurred(a.sigma, sm.inputs.uniform(a.n_noise)),
                     teacher_epochs=a.epochs, student_epochs=a.epochs, batch_size=min(1024, a.n_noise),

@@ -18,6 +18,7 @@ for flag, default in {"--distinct": 2048, "--runs": 10, "--epochs": 5, "--n-nois
                       "--seed": 0, "--data-dir": "", "--out": "results/examples"}.items():
     p.add_argument(flag, type=type(default), default=default)
 a = p.parse_args()
+sm.check_output(a.out)  # where the records go, checked before any compute (sm.OutputError)
 
 noise = sm.inputs.cycled(sm.inputs.uniform(a.n_noise), a.distinct)
 exp = sm.Experiment(model=sm.mlp((a.hidden, a.hidden)), inputs=noise, teacher_epochs=a.epochs,

@@ -18,6 +18,7 @@ for flag, default in {"--classes": 5, "--runs": 10, "--epochs": 5, "--n-noise": 
                       "--seed": 0, "--data-dir": "", "--out": "results/examples"}.items():
     p.add_argument(flag, type=type(default), default=default)
 a = p.parse_args()
+sm.check_output(a.out)  # where the records go, checked before any compute (sm.OutputError)
 
 task = sm.Task.from_dataset(sm.load_mnist(a.data_dir or None), classes=range(a.classes))
 exp = sm.Experiment(model=sm.mlp((a.hidden, a.hidden), n_classes=a.classes), inputs=sm.inputs.uniform(a.n_noise),

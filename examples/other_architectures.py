@@ -8,8 +8,7 @@ noise images. Shared init: ΔθS·ΔθT = εA + O(ε²), A ≥ 0; fresh init: D0
     python examples/other_architectures.py --runs 4 --epochs 2 --channels 8"""
 import argparse
 
-import flax.linen as nn
-import jax
+import flax.linen as nn, jax  # noqa: E401
 import subliminal_mlp as sm
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -17,6 +16,7 @@ for flag, default in {"--runs": 10, "--epochs": 5, "--n-noise": 60_000, "--hidde
                       "--seed": 0, "--data-dir": "", "--out": "results/examples"}.items():
     p.add_argument(flag, type=type(default), default=default)
 a = p.parse_args()
+sm.check_output(a.out)  # where the records go, checked before any compute (sm.OutputError)
 
 
 def theorem(m, eps=1e-3, t=sm.theory):  # [A, D0, A'] at the run's θ0 (shared) and at a fresh init (other)

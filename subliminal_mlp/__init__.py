@@ -40,8 +40,8 @@ from .core.inputs import InputError, InputSource
 from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
 from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
 from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_cnn, split_head_mlp
-from .core.results import (DivergenceError, DivergenceWarning, OutputError, RecordError, format_ci, mean_ci95,
-                           read_results)
+from .core.results import (DivergenceError, DivergenceWarning, OutputError, RecordError, check_output, format_ci,
+                           mean_ci95, read_results)
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
 from .report.plotting import draw
@@ -56,7 +56,7 @@ __all__ = [
     "mse_distillation",
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
-    "DivergenceError", "DivergenceWarning", "OutputError", "RecordError",
+    "DivergenceError", "DivergenceWarning", "OutputError", "RecordError", "check_output",
     "format_ci", "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
     "noise_images", "draw",
 ]

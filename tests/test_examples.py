@@ -171,6 +171,18 @@ def test_an_example_uses_only_the_public_api(name):
     assert not problems, f"examples/{name}.py uses private names or module internals:\n" + "\n".join(problems)
 
 
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_an_example_checks_where_its_records_go_before_any_compute(name, tmp_path, monkeypatch):
+    # --out an existing file: sm.OutputError at once (it trained, printed its table, then raised), before the data
+    # are even looked for (the --data-dir given does not exist)
+    import runpy
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(sys, "argv", [name, "--out", str(tmp_path / "afile"), "--data-dir", str(tmp_path / "none")])
+    with pytest.raises(sm.OutputError, match="afile: it is an existing file"):
+        runpy.run_path(str(EXAMPLES_DIR / f"{name}.py"), run_name="__main__")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_an_example_runs_the_protocol_and_writes_its_record(name, data_root, tmp_path):
