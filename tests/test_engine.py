@@ -418,6 +418,22 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         sm.run(TINY.replace(students=(own_model,)), task, n_runs=1)
 
 
+def test_a_temperature_sweep_no_student_reads_is_warned_of_before_compute(task, no_compile):
+    import warnings
+
+    from subliminal_mlp.core.engine import validate
+
+    sweep = {"temperature": [1.0, 4.0]}
+    for students in [(sm.Student("m", loss="mse"),), (sm.Student("own", temperature=2.0), sm.Student("m", loss="mse"))]:
+        with pytest.warns(UserWarning, match=r"sweep\['temperature'\]: no student reads"):
+            validate(TINY.replace(students=students), task, sweep=sweep)
+    with warnings.catch_warnings():  # read: the paper's students, or a function of the hyperparameters
+        warnings.simplefilter("error")
+        validate(TINY, task, sweep=sweep)
+        validate(TINY.replace(students=(sm.Student("f", temperature=lambda hp: 2 * hp["temperature"]),)), task,
+                 sweep=sweep)
+
+
 def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, no_compile):
     """Hyperparameters (fixed or swept), swept input settings, a Task, given teachers and a metric's
     return value, each refused before the run with a message naming the value (a review found each of

@@ -475,6 +475,9 @@ def test_bad_arguments_raise_clear_errors():
         with pytest.raises(ValueError, match="seed = "):
             theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2",
                                       seeds=[0, bad])
+    with pytest.raises(ValueError, match="teacher_batch = 32 has no effect with teacher_loss = 'l2'"):  # as the CLI
+        theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2",
+                                  teacher_batch=32)
     assert theorem.summarize({"eps": [1e-3], "losses": {}, "config": {"seeds": []}})["ok"] is False
 
 
@@ -965,5 +968,5 @@ def test_cli_hands_its_arguments_to_the_check(monkeypatch, capsys):
     kw = got["check"]
     assert kw["seeds"] == [0, 1, 2] and kw["model"] == mlp((256, 256), aux_logits=3) and len(kw["eps"]) == 64
     assert (kw["n_noise"], kw["teacher_batch"], kw["alpha"], list(kw["losses"])) == (
-        1024, 1024, 1.0, list(theory.STANDARD_LOSSES))
+        1024, None, 1.0, list(theory.STANDARD_LOSSES))  # l2 draws no batch: none given (the check refuses one)
     assert got["summary"][1] == {"gap_tol": 1e-3, "change_tol": 1e-3}

@@ -127,7 +127,8 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     eps = theory.eps_grid(a.eps_min, a.eps_max, a.n_eps)
     seeds = list(range(a.seed, a.seed + a.seeds))
     record = theorem.run_theorem_check(images=images, labels=labels, model=model, losses=a.losses, eps=eps,
-                                       seeds=seeds, n_noise=a.n_noise, teacher_batch=teacher_batch, alpha=a.alpha,
+                                       seeds=seeds, n_noise=a.n_noise, alpha=a.alpha,
+                                       teacher_batch=teacher_batch if a.teacher_loss == "ce" else None,
                                        teacher_loss=a.teacher_loss, data_info=data_info)
     summary = theorem.summarize(record, gap_tol=a.gap_tol, change_tol=a.change_tol)
     print("Theorem 1 single-step check: " + theorem.settings_caption(record))

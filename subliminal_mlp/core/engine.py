@@ -610,6 +610,11 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
     sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
     n_values = _check_hparams(exp, sweep)
+    if "temperature" in sweep and not any(s.loss != "mse" and (s.temperature == "temperature" or callable(s.temperature))
+                                          for s in exp.students):
+        warnings.warn("sweep['temperature']: no student reads the hyperparameter 'temperature' (an mse student is "
+                      "never scaled by T, the others set their own): every value computes the same students, unless "
+                      "a function of your own reads hp['temperature'].", UserWarning, stacklevel=3)
     model = exp.model
     check_model(model)
     if model.n_classes != task.n_classes:

@@ -83,7 +83,7 @@ def _resolve_teacher_loss(teacher_loss, model: Model) -> tuple[Callable, str]:
 def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
                       *, model: Model | None = None, losses: Sequence[str | StudentLoss] = STANDARD_LOSSES,
                       eps: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2), n_noise: int = 1024,
-                      teacher_batch: int = 1024, alpha: float = 1.0, teacher_loss: str | TeacherLoss | Callable = "ce",
+                      teacher_batch: int | None = None, alpha: float = 1.0, teacher_loss: str | TeacherLoss | Callable = "ce",
                       teacher_loss_args: tuple = (), precision: str = "float64", eps_batch: int | None = None,
                       data_info: dict | None = None) -> dict[str, Any]:
     """Run the single-step check of Lemma 1 / Theorem 1 (protocol.md §2) on ``model``; a JSON-ready record.
@@ -96,7 +96,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     (:func:`subliminal_mlp.core.training.noise_images`, reshaped to ``model.input_shape``), and ``L_T``:
 
     * ``teacher_loss="ce"``: :func:`~subliminal_mlp.theory.kernels.class_cross_entropy_loss` (``model``), the
-      mean class cross-entropy on ``teacher_batch`` training examples drawn at random from
+      mean class cross-entropy on ``teacher_batch`` (default 1024) training examples drawn at random from
       ``images, labels`` (flattened images are reshaped to the model's input shape);
     * ``"l2"``: ``½‖θ‖²`` (no data);
     * a :class:`~subliminal_mlp.theory.kernels.TeacherLoss` built for ``model`` (a class cross-entropy one
@@ -148,6 +148,10 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     for s in seeds:
         check_seed(plain_scalar(s), error=ValueError)
     input_dim = math.prod(model.input_shape)
+    if teacher_batch is not None and not needs_batch:
+        raise ValueError(f"teacher_batch = {teacher_batch} has no effect with teacher_loss = {lt_name!r} (its L_T "
+                         "draws no batch of images): leave it out, or use teacher_loss='ce'.")
+    teacher_batch = 1024 if teacher_batch is None else teacher_batch
     if needs_batch:
         if images is None or labels is None:
             raise ValueError("teacher_loss='ce' needs MNIST images and labels.")
