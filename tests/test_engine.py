@@ -400,6 +400,8 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
     zero = lambda view: view.teacher  # noqa: E731
     later = [
         (dict(exp=TINY.replace(teachers={"teacher": zero})), "derived teacher name 'teacher' is taken"),
+        (dict(exp=TINY.replace(teachers={"teacher": zero}, students=(sm.Student("s", teacher="other"),))),
+         "derived teacher name 'teacher' is taken"),  # the name clash, not the student's teacher among two 'teacher's
         (dict(exp=TINY.replace(teachers={"student_aux": zero}, students=(sm.Student("student_aux"),))),
          "'student_aux' is taken \\(by a student\\)"),
         (dict(exp=TINY.replace(students=(sm.Student("s", temperature="temprature"),))), "'temprature' is not a hyper"),
@@ -461,7 +463,14 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
          sm.InputError, "k = 0.0 .* 1..784"),
         (dict(exp=TINY.replace(inputs=inputs.blurred("s", radius=2), hparams={**hp, "s": 1.0}), sweep={"s": [-1.0]}),
          sm.InputError, "sigma = -1.0"),
+        (dict(exp=TINY.replace(inputs=inputs.gaussian(2048, std="s"), hparams={**hp, "s": 1.0}),
+              sweep={"s": [0.5, -1.0]}), sm.InputError, r"gaussian: std = -1.0 \(from hyperparameter 's'\)"),
     ]
+    for bad, match in [(lambda: inputs.gaussian(100, std=-1.0), "gaussian: std = -1.0 is invalid"),
+                       (lambda: inputs.uniform(100, scale=0), "uniform: scale = 0 is invalid"),
+                       (lambda: inputs.bernoulli(100, scale=float("nan")), "bernoulli: scale = nan")]:
+        with pytest.raises(sm.InputError, match=match):  # a number: refused when the source is made
+            bad()
     for kw, error, match in refused:
         with pytest.raises(error, match=match):
             sm.run(kw.pop("exp", TINY), task, n_runs=1, **kw)
@@ -521,6 +530,12 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         sm.run(TINY, data, n_runs=1)
     with pytest.raises(sm.ExperimentError, match="the task is a ndarray, not a Task: build one"):
         sm.run(TINY, task.train_x, n_runs=1)
+    with pytest.raises(sm.ExperimentError, match=r"takes a loaded dataset .*not a str \('/data': load it with "
+                                                 r"sm.load_mnist\('/data'\)\)"):  # the data root given
+        sm.Task.from_dataset("/data")
+    for widths, example in [(256, r"\(256,\)"), (np.int64(64), r"\(64,\)"), (2.5, r"\(256, 256\)")]:
+        with pytest.raises(sm.ModelError, match=f"hidden_widths = .* give a sequence of widths, e.g. {example}"):
+            sm.mlp(widths)
     with pytest.raises(sm.ExperimentError, match="the experiment is a Config, not an Experiment"):
         sm.run(sm.Config(), task, n_runs=1)
     with pytest.raises(sm.ConfigError, match=r"cfg is a dict, not a Config: .*Config.from_dict"):
@@ -661,6 +676,11 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     # The record in memory is the record read back (JSON types throughout), and is drawn as it is.
     assert json.loads(json.dumps(both.record())) == both.record()
     assert sm.draw(both.record(), tmp_path / "in_memory.png").stat().st_size > 0
+    # ... or from its file's path, as sm.draw(record, path) reads at a glance
+    assert sm.draw(tmp_path / "wd.json", tmp_path / "from_file.png").read_bytes() == (tmp_path / "wd.png").read_bytes()
+    assert sm.draw(str(tmp_path / "wd.json"), tmp_path / "from_str.png").stat().st_size > 0
+    with pytest.raises(TypeError, match="draw takes a record .* or its JSON file's path, not a int"):
+        sm.draw(3, tmp_path / "x.png")
     assert "wd 0" in experiment_caption(record) and "2 runs (mean ± 95% CI)" in experiment_caption(record)
     with pytest.raises(ValueError, match="'subliminal-mlp/experiment': draw an engine record .* plot_experiment"):
         plot_fig10(record, tmp_path / "x.png")

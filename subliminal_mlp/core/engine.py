@@ -35,6 +35,7 @@ Example (a tiny Figure 10 on MNIST)::
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -154,6 +155,11 @@ class Task:
         >>> task.n_classes, task.data["subset"]
         (5, {'classes': [0, 1, 2, 3, 4], 'n_train': 30596, 'n_test': 5139})
         """
+        if not all(hasattr(dataset, a) for a in ("train_images", "train_labels", "test_images", "test_labels")):
+            raise ExperimentError(f"Task.from_dataset takes a loaded dataset (sm.load_mnist(data_dir), "
+                                  f"sm.load_fashion_mnist(...)), not a {type(dataset).__name__}"
+                                  + (f" ({dataset!r}: load it with sm.load_mnist({dataset!r}))"
+                                     if isinstance(dataset, (str, os.PathLike)) else "") + ".")
         data = data_record(dataset)
         if classes is None:
             return cls(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
@@ -627,12 +633,12 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     if exp.batch_size > n_train:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the {n_train} training examples: "
                               "lower batch_size.")
-    check_students(exp.students, model, ("teacher", *exp.teachers))
-    for name in exp.teachers:
+    for name in exp.teachers:  # first: the students' teachers are named among them
         if name in RESERVED or name in {s.name for s in exp.students}:
             owner = "the task's models" if name in RESERVED else "a student"
             raise ExperimentError(f"derived teacher name {name!r} is taken (by {owner}): give each model its own "
                                   f"name, other than {RESERVED} and the students' names.")
+    check_students(exp.students, model, ("teacher", *exp.teachers))
     for s in exp.students:
         if isinstance(s.temperature, str) and s.temperature != "temperature" and s.temperature not in exp.hparams:
             raise ExperimentError(f"student {s.name!r}: temperature = {s.temperature!r} is not a hyperparameter of the "

@@ -160,13 +160,27 @@ def per_example(key: jax.Array, idx: jax.Array, draw_one: Callable[[jax.Array], 
 
 
 def _noise(name: str, n: int, shape: Sequence[int], one: Callable, **settings) -> InputSource:
+    """A noise source whose one numeric setting (``scale``, ``std``) must be a finite number > 0: checked now
+    when it is a number, at every swept value when it is a hyperparameter or a function of them."""
     shape = tuple(shape)
+    (what, setting), = settings.items()
+    setting = plain_scalar(setting)
+
+    def check(value, input_shape=None):
+        if isinstance(value, bool) or not (np.isfinite(value) and value > 0):
+            origin = "" if input_shape is None else f" (from {_setting_name(setting)})"
+            raise InputError(f"{name}: {what} = {value!r}{origin} is invalid: it must be a finite number > 0.")
+
+    if not (isinstance(setting, str) or callable(setting)):
+        check(setting)
 
     def draw(key, idx, hp):
-        values = {k: resolve(v, hp) for k, v in settings.items()}
+        values = {what: resolve(setting, hp)}
         return per_example(key, idx, lambda k: one(k, shape, **values))
 
-    return InputSource(n=n, draw=draw, name=name, settings={"shape": list(shape), **settings})
+    return InputSource(n=n, draw=draw, name=name, settings={"shape": list(shape), what: setting,
+                                                            "_checks": ((setting, check),) if isinstance(setting, str)
+                                                            or callable(setting) else ()})
 
 
 def _uniform_one(k, shape, scale):

@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import is_integer
+from .config import is_integer, is_sequence
 from .results import plain_scalar, setting_json
 
 Params = Any
@@ -285,6 +285,9 @@ def _activation(activation: str | Callable) -> tuple[Callable, str]:
 
 
 def _widths(hidden_widths: Sequence[int]) -> tuple[int, ...]:
+    if not is_sequence(hidden_widths):  # mlp(256): one width is a sequence of one
+        example = f"({plain_scalar(hidden_widths)!r},)" if is_integer(hidden_widths, 1, numpy=True) else "(256, 256)"
+        raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give a sequence of widths, e.g. {example}.")
     widths = tuple(plain_scalar(w) for w in hidden_widths)
     if not widths or any(not is_integer(w, 1) for w in widths):
         raise ModelError(f"hidden_widths = {hidden_widths!r} is invalid: give one or more positive integer "

@@ -280,9 +280,10 @@ DRAWERS = {
 }
 
 
-def draw(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Draw ``record`` (a record of any of the library's formats, e.g. from ``read_results``) to ``path``
-    with its format's plotting function (:data:`DRAWERS`); no compute. Returns the path written.
+def draw(record: dict[str, Any] | str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Draw ``record`` (a record of any of the library's formats, e.g. from ``read_results``, or the path of
+    its JSON file) to ``path`` with its format's plotting function (:data:`DRAWERS`); no compute. Returns the
+    path written.
 
     ``sm.draw``; ``subliminal-mlp figures --redraw`` redraws the committed figures this way.
 
@@ -294,8 +295,13 @@ def draw(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """
     import importlib
 
-    from ..core.results import RecordError
+    from ..core.results import RecordError, read_results
 
+    if isinstance(record, (str, os.PathLike)):
+        record = read_results(record)
+    if not isinstance(record, dict):
+        raise TypeError(f"draw takes a record (a dict from read_results or Result.record()) or its JSON file's path, "
+                        f"not a {type(record).__name__}.")
     fmt = record.get("format")
     if fmt not in DRAWERS:
         raise RecordError(f"no figure is drawn from a record of format {fmt!r}: the drawable formats are "
