@@ -420,6 +420,28 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         sm.run(TINY.replace(students=(own_model,)), task, n_runs=1)
 
 
+def test_records_tell_image_pools_task_arrays_and_experiment_arrays_apart_by_their_content(task):
+    from subliminal_mlp.core.results import array_fingerprint
+
+    x = np.asarray(task.train_x[:64])
+    other = x[::-1].copy()  # same shape and dtype, other images
+    a, b = inputs.images(x, 32).describe(), inputs.images(other, 32).describe()
+    assert a["pool"] == array_fingerprint(x) != b["pool"] and a["pool"].startswith("array[64, 784] float32 sha256:")
+    y = np.arange(64) % 10
+    own = sm.Task(x, y, x, y, 10)
+    assert own.data == {"arrays": {k: array_fingerprint(v) for k, v in
+                                   {"train_x": x, "train_y": y, "test_x": x, "test_y": y}.items()}}
+    assert sm.Task(other, y, x, y, 10).data["arrays"]["train_x"] != own.data["arrays"]["train_x"]
+    assert sm.Task(x, y, x, y, 10, {"dataset": "mine"}).data == {"dataset": "mine"}  # a description given is kept
+    assert TINY.replace(arrays={"w": other}).describe()["arrays"] == {"w": array_fingerprint(other)}
+    # the fingerprint is the bytes' SHA-256 (with dtype and shape), computed independently here
+    import hashlib
+
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(x.tobytes())
+    assert array_fingerprint(x).endswith(h.hexdigest()[:16])
+
+
 def test_a_temperature_sweep_no_student_reads_is_warned_of_before_compute(task, no_compile):
     import warnings
 

@@ -51,8 +51,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
 from .config import check_seed, is_integer, is_sequence
-from .results import (DivergenceError, DivergenceWarning, check_on_divergence, data_record, format_health, health,
-                      plain_scalar, register_format)
+from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
+                      format_health, health, plain_scalar, register_format)
 from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp
@@ -112,7 +112,8 @@ class Task:
     """The teacher's task: training and test arrays, the number of classes, and what the data are.
 
     ``data`` describes the data for records (dataset, directory, SHA-256 of the files, and any
-    subset applied). Build one with :meth:`from_dataset`.
+    subset applied). Build one with :meth:`from_dataset`; a task of your own arrays given no ``data`` is
+    described by their fingerprints (shape, dtype, SHA-256: :func:`~.results.array_fingerprint`).
     """
 
     train_x: Any
@@ -141,6 +142,9 @@ class Task:
         if np.shape(self.train_x)[1:] != np.shape(self.test_x)[1:]:
             raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
                                   f"examples {np.shape(self.test_x)[1:]}: they must match.")
+        if not self.data:  # arrays of the user's own: the record names them by their fingerprints
+            object.__setattr__(self, "data", {"arrays": {k: array_fingerprint(getattr(self, k))
+                                                         for k in ("train_x", "train_y", "test_x", "test_y")}})
 
     @classmethod
     def from_dataset(cls, dataset, classes: Optional[Sequence[int]] = None) -> "Task":
@@ -289,7 +293,7 @@ class Experiment:
                 "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
                 "trace": sorted(self.trace), "step_metrics": sorted(self.step_metrics),
                 "trace_every": self.trace_every, "teachers": sorted(self.teachers),
-                "arrays": {k: list(np.shape(v)) for k, v in self.arrays.items()},
+                "arrays": {k: array_fingerprint(v) for k, v in self.arrays.items()},
                 "track_losses": self.track_losses}
 
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import is_integer
-from .results import plain_scalar, setting_json
+from .results import ArrayFingerprint, plain_scalar, setting_json
 
 # Key streams. A random source draws its example j from ``fold_in(key, j)``, and j is an int32 index
 # (a source has at most MAX_EXAMPLES examples), so j < 2³¹. Every other key derived from an input key
@@ -253,7 +253,7 @@ def images(pool: Any = TASK_IMAGES, n: Optional[int] = None, *, name: Optional[s
     else:
         size = _check_count(n, int(np.shape(pool)[0]))
         arrays = {"pool": pool}
-    settings = {"pool": pool if isinstance(pool, str) else f"array{tuple(np.shape(pool))}"}
+    settings = {"pool": pool if isinstance(pool, str) else ArrayFingerprint(pool)}  # shape, dtype, SHA-256
     if n is not None:
         settings["first"] = n  # recorded only when given, so a whole pool's description is as before
     settings["_resize"] = lambda k: images(pool, k, name=name)

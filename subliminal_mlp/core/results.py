@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -139,6 +140,52 @@ def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
                                         if isinstance(v, (list, tuple)) and len(v) > 64 else setting_json(v, deeper)
                                         for k, v in closure.items()}}
     return _callable_name(value)
+
+
+_DIGESTS: dict = {}
+
+
+def array_digest(a: Any) -> str:
+    """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives, for arrays
+    that cannot change: JAX arrays and read-only numpy arrays, such as the loader's)."""
+    memo = _DIGESTS.get(id(a))
+    if memo is not None and memo[0] is a:
+        return memo[1]
+    x = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(memoryview(x).cast("B"))
+    digest = h.hexdigest()
+    if not (isinstance(a, np.ndarray) and a.flags.writeable):  # a writeable array may change in place
+        if len(_DIGESTS) > 8:
+            _DIGESTS.clear()
+        _DIGESTS[id(a)] = (a, digest)
+    return digest
+
+def array_fingerprint(array: Any) -> str:
+    """An array as a record names it: shape, dtype and the first 16 hex digits of its :func:`array_digest`, so
+    that two records of different image pools or task arrays of one shape differ.
+
+    >>> import numpy as np
+    >>> array_fingerprint(np.zeros((2, 3), np.float32))
+    'array[2, 3] float32 sha256:3f4eb10c903e8c98'
+    """
+    return f"array{list(np.shape(array))} {np.asarray(array).dtype} sha256:{array_digest(array)[:16]}"
+
+
+class ArrayFingerprint:
+    """:func:`array_fingerprint` of an array, computed when a record first describes it (``describe()``, as
+    :func:`setting_json` reads it), then kept: a large pool is hashed once, and only if a record is made."""
+
+    def __init__(self, array: Any) -> None:
+        self._array, self._text = array, None
+
+    def describe(self) -> str:
+        if self._text is None:
+            self._text, self._array = array_fingerprint(self._array), None
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"ArrayFingerprint({self.describe()})"
 
 
 def _callable_name(value: Any) -> str:

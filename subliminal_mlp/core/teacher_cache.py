@@ -66,6 +66,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from .results import array_digest
+
 #: The format tag of a cache entry's header (bump to invalidate every entry).
 ENTRY_FORMAT = "subliminal-mlp/teacher"
 ENTRY_VERSION = 1
@@ -95,7 +97,6 @@ def _version(pkg: str) -> Optional[str]:
 
 
 _UNKNOWN = object()
-_DIGESTS: dict = {}
 
 
 def _known(value: Any) -> Any:
@@ -199,23 +200,6 @@ def code_identity(obj: Any, _depth: int = 0) -> Any:
     if type(obj).__repr__ is not object.__repr__ and " at 0x" not in repr(obj):
         return {"repr": repr(obj)}
     return _UNKNOWN
-
-
-def array_digest(a: Any) -> str:
-    """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives, for arrays
-    that cannot change: JAX arrays and read-only numpy arrays, such as the loader's)."""
-    memo = _DIGESTS.get(id(a))
-    if memo is not None and memo[0] is a:
-        return memo[1]
-    x = np.ascontiguousarray(np.asarray(a))
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(memoryview(x).cast("B"))
-    digest = h.hexdigest()
-    if not (isinstance(a, np.ndarray) and a.flags.writeable):  # a writeable array may change in place
-        if len(_DIGESTS) > 8:
-            _DIGESTS.clear()
-        _DIGESTS[id(a)] = (a, digest)
-    return digest
 
 
 _CORE_SOURCE: list = []
