@@ -128,7 +128,7 @@ def test_the_key_names_the_labels_classes_grouping_and_numeric_modes():
 
 def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_in_place_is_hashed_again(
         monkeypatch):
-    from subliminal_mlp.core import teacher_cache as tc
+    from subliminal_mlp.core import results, teacher_cache as tc
 
     base = _key()
     key = teacher_key(TINY, engine.Task(np.ones((4, 784), np.float32), np.zeros(4), np.ones((4, 784)), np.zeros(4), 10),
@@ -142,7 +142,7 @@ def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_
     assert tc.array_digest(a) != before
     b = np.ones((4, 3), np.float32)
     b.flags.writeable = False
-    assert tc.array_digest(b) == before and tc._DIGESTS[id(b)][0] is b  # a read-only one is
+    assert tc.array_digest(b) == before and results._DIGESTS[id(b)][0] is b  # a read-only one is
 
 
 def _init_two_layers(key):
