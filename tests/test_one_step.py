@@ -286,9 +286,9 @@ def test_the_other_sources_rerun_each_students_own_first_update(mnist, tmp_path)
     # The record's config is a full Config whichever source came first: a study's settings (hidden, no input_dim)
     # are mapped onto it, and the figure is drawn from it (it raised KeyError 'input_dim' for mitigations first).
     assert rec["config"] == cfg.to_dict()
-    for settings in (ms, hs):
-        config = O._protocol_config(settings.to_dict(), "fashion-mnist")
-        assert config == Config(hidden_widths=settings.hidden, dataset="fashion-mnist", **tiny).to_dict()
+    for study in (ms, hs):
+        config = O._protocol_config(study.to_dict(), "fashion-mnist")
+        assert config == Config(hidden_widths=study.hidden, dataset="fashion-mnist", **tiny).to_dict()
         assert O.plot_one_step({**rec, "config": config}, tmp_path / "one_step.png").stat().st_size > 10_000
 
 
