@@ -869,17 +869,18 @@ def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: 
         raise
     wall = time.perf_counter() - t0
     stats = None if cache is None else {k: v - before[k] for k, v in cache.stats().items()}
+    failed = None
     if main:
-        _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
+        record = _mark_record(out / fig.record, {"figure": fig.name, "command": _command(fig.name, out, source, quick),
                                         "quick": quick if quick else False, "settings_from": where,
                                         "wall_s": wall, "teacher_cache": stats, **({"reads": reads} if reads else {})})
         files = {o: _sha256(out / o) for o in fig.outputs}
         _update_state(out, lambda state: state.update({fig.name: {
             "status": "done", "settings": settings, "version": library_version(), "quick": quick if quick else False,
             "wall_s": wall, "teacher_cache": stats, "files": files}}))
+        failed = fig.failed(record)
     log(f"{fig.name}: made in {wall:.1f} s" + (f" (teacher cache: {stats})" if stats else ""))
-    failed = broadcast_from_main(fig.failed(json.loads((out / fig.record).read_text(encoding="utf-8")))
-                                 if main else None)
+    failed = broadcast_from_main(failed)  # process 0 read the record: every process returns its verdict
     if failed:
         log(f"{fig.name}: its check FAILED ({failed})")
     return "failed" if failed else "made"
@@ -966,14 +967,15 @@ def _command(name: str, out: Path, source: Path, quick: bool | dict) -> str:
             + ("" if source.resolve() == here else f" --from {source}"))
 
 
-def _mark_record(path: Path, pipeline: dict[str, Any]) -> None:
-    """Add the ``pipeline`` entry to a figure's JSON (atomically, keeping its indentation)."""
+def _mark_record(path: Path, pipeline: dict[str, Any]) -> dict[str, Any]:
+    """Add the ``pipeline`` entry to a figure's JSON (atomically, keeping its indentation); return the record."""
     text = path.read_text(encoding="utf-8")
     second = text.split("\n", 2)[1] if "\n" in text else ""
     indent = len(second) - len(second.lstrip(" ")) or None
     record = json.loads(text)
     record["pipeline"] = pipeline
     atomic_write_text(path, json.dumps(record, indent=indent) + "\n")
+    return record
 
 
 # ----------------------------------------------------------------------------- command line

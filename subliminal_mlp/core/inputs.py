@@ -165,22 +165,22 @@ def _noise(name: str, n: int, shape: Sequence[int], one: Callable, **settings) -
     shape = tuple(shape)
     (what, setting), = settings.items()
     setting = plain_scalar(setting)
+    named = isinstance(setting, str) or callable(setting)  # a hyperparameter (or a function of them)
 
     def check(value, input_shape=None):
         if isinstance(value, bool) or not (np.isfinite(value) and value > 0):
-            origin = "" if input_shape is None else f" (from {_setting_name(setting)})"
+            origin = f" (from {_setting_name(setting)})" if named else ""
             raise InputError(f"{name}: {what} = {value!r}{origin} is invalid: it must be a finite number > 0.")
 
-    if not (isinstance(setting, str) or callable(setting)):
+    if not named:
         check(setting)
 
     def draw(key, idx, hp):
         values = {what: resolve(setting, hp)}
         return per_example(key, idx, lambda k: one(k, shape, **values))
 
-    return InputSource(n=n, draw=draw, name=name, settings={"shape": list(shape), what: setting,
-                                                            "_checks": ((setting, check),) if isinstance(setting, str)
-                                                            or callable(setting) else ()})
+    return InputSource(n=n, draw=draw, name=name,
+                       settings={"shape": list(shape), what: setting, "_checks": ((setting, check),) if named else ()})
 
 
 def _uniform_one(k, shape, scale):

@@ -161,6 +161,7 @@ def array_digest(a: Any) -> str:
         _DIGESTS[id(a)] = (a, digest)
     return digest
 
+
 def array_fingerprint(array: Any) -> str:
     """An array as a record names it: shape, dtype and the first 16 hex digits of its :func:`array_digest`, so
     that two records of different image pools or task arrays of one shape differ.

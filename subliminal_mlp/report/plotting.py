@@ -22,7 +22,8 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
           "cross_aux": "#8c564b", "cross_all": "#bcbd22"}
 
 
-#: How a figure marks unhealthy runs, diverged or whose teacher did not learn (:func:`health_warning`): a red box at the top left.
+#: How a figure marks unhealthy runs, diverged or whose teacher did not learn (:func:`health_warning`): a red
+#: box at the top left.
 WARNING_STYLE = dict(ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
 
@@ -116,9 +117,12 @@ def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
     shape = "×".join(map(str, model.get("input_shape", [])))
     arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in ("name", "input_shape", "n_classes",
                                                                         "aux_logits"))
-    hp = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in c["hparams"].items())
-    own = [f"{s['name']} {s['temperature']:g}" if isinstance(s["temperature"], (int, float)) else
-           f"{s['name']} {s['temperature']}" for s in c.get("students", [])
+
+    def item(k: str, v: Any) -> str:
+        return f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+
+    hp = ", ".join(item(k, v) for k, v in c["hparams"].items())
+    own = [item(s["name"], s["temperature"]) for s in c.get("students", [])
            if s.get("temperature") not in ("temperature", None)]  # rows not at the hyperparameter T
     if own:
         hp += f" (students' own temperature: {', '.join(own)})"
@@ -178,7 +182,8 @@ def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
-    """The figure's mark of diverged runs (a record's ``health``): "" when every run is healthy."""
+    """The figure's mark of unhealthy runs (a record's ``health``: :func:`~.results.health_title`): "" when every
+    run is healthy."""
     if not health or health.get("ok", True):
         return ""
     lines = [f"WARNING: {health_title(health)}"]

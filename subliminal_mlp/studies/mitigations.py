@@ -257,7 +257,7 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
     return envelope(
         FORMAT, s.to_dict(), n_runs=s.n_runs, seed=s.seed,
         data=data_record(data, subset={"probe_test_images": [0, s.n_probe],
-                                                      "task_gradient_test_images": [n_test - s.held_out, n_test]}),
+                                       "task_gradient_test_images": [n_test - s.held_out, n_test]}),
         devices=first.devices, timing={"compile_s": compile_s, "run_s": run_s, "total_s": compile_s + run_s},
         reference={**_stat(first.accuracy("reference")), "accuracies": first.accuracy("reference").tolist()},
         teacher={**_stat(first.accuracy("teacher")), "accuracies": first.accuracy("teacher").tolist()},
@@ -375,8 +375,8 @@ def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
     s = record["config"]
     fig.suptitle("Mitigations: does the student still gain accuracy from the teacher's aux logits on noise?",
                  fontsize=12)
-    fig.text(0.5, -0.01, f"{dataset_label(record)} MLP {s['hidden']} + {s['aux_logits']} aux logits, {s['teacher_epochs']}+"
-             f"{s['student_epochs']} epochs, batch {s['batch_size']}, {s['n_noise']:,} uniform-noise inputs, "
+    fig.text(0.5, -0.01, f"{dataset_label(record)} MLP {s['hidden']} + {s['aux_logits']} aux logits, "
+             f"{s['teacher_epochs']}+{s['student_epochs']} epochs, batch {s['batch_size']}, {s['n_noise']:,} uniform-noise inputs, "
              f"Adam η = {s['learning_rate']:g} unless stated; {record['n_runs']} runs per setting, mean ± 95 % CI; "
              f"teacher {record['teacher']['mean']:.3f}", ha="center", va="top", fontsize=8)
     fig.tight_layout()
