@@ -105,6 +105,10 @@ def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
     x = np.asarray(draw(inputs.blurred(2.0), np.arange(300)), np.float64).reshape(300, 28, 28)
     assert abs(x.var() / (1 / 3) - 1) < 0.1  # unit-norm kernel: the pixel variance is kept
     assert np.corrcoef(x[:, 10, 10], x[:, 10, 11])[0, 1] > 0.8
+    # A kernel wider than the image wraps around it; the variance is still kept (it grew to 0.58 at σ = 10).
+    for sigma in (10.0, 100.0):
+        x = np.asarray(draw(inputs.blurred(sigma), np.arange(2000)), np.float64)
+        assert abs(np.mean(x ** 2) / (1 / 3) - 1) < 0.1, sigma
 
 
 def test_cycled_has_exactly_the_distinct_examples_and_mix_weights_its_parts():

@@ -195,18 +195,23 @@ def test_subspace_is_the_rescaled_projection_onto_the_documented_random_basis(d,
 
 
 @FAST
-@given(sigma=st.just(0.0) | st.floats(0.05, 3.0), radius=st.sampled_from([1, 3, 6]), by_name=st.booleans(),
+@given(sigma=st.just(0.0) | st.floats(0.05, 3.0) | st.floats(3.0, 50.0), radius=st.sampled_from([1, 3, 6, 14, 20]),
+       by_name=st.booleans(),
        seed=seeds, n=st.integers(1, 10**6), data=st.data())
 def test_blurred_is_the_circular_gaussian_convolution_along_rows_and_columns(sigma, radius, by_name, seed, n, data):
     """``blurred(σ, radius=r)``: each 28 × 28 example convolved circularly along rows and columns with the weights
-    ``exp(−i²/2σ²)``, ``i = −r..r``, scaled to unit squared norm (σ = 0: the identity). Written out here as a sum
-    of ``np.roll``s in float64, for σ a number or a hyperparameter name."""
+    ``exp(−i²/2σ²)``, ``i = −r..r``, scaled to unit squared norm (σ = 0: the identity); a kernel wider than the
+    image (2r + 1 > 28) wraps, and is scaled so that its wrapped taps (those at equal offsets mod 28 add up) have
+    unit squared norm. Written out here as a sum of ``np.roll``s in float64, for σ a number or a hyperparameter
+    name."""
     key, idx = jax.random.PRNGKey(seed), data.draw(index_batch(n), label="idx")
     setting, hp = ("s", {"s": sigma}) if by_name else (sigma, {})
     x = draw(inputs.blurred(setting, inputs.uniform(n), radius=radius), idx, key, hp)
     i = np.arange(-radius, radius + 1)
     w = np.exp(-0.5 * (i / sigma) ** 2) if sigma > 0 else (i == 0).astype(float)
-    w /= np.sqrt(np.sum(w * w))
+    wrapped = np.zeros(28)
+    np.add.at(wrapped, i % 28, w)
+    w /= np.sqrt(np.sum(wrapped ** 2))
     img = draw(inputs.uniform(n), idx, key).astype(np.float64).reshape(B, 28, 28)
     rows = sum(wa * np.roll(img, a, axis=1) for a, wa in zip(i, w))
     want = sum(wb * np.roll(rows, b, axis=2) for b, wb in zip(i, w)).reshape(B, 784)

@@ -441,8 +441,11 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     :func:`gaussian_kernel` (circular boundary, so every pixel is treated alike): ``C x Cᵀ`` with
     ``C`` the :func:`circulant` of the kernel (two small matmuls: fast to compile and to run). The kernel has
     unit squared norm per axis, so for i.i.d. base pixels the blurred pixels keep their variance
-    and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. ``sigma`` may be a hyperparameter name
-    (swept in one program); then give ``radius`` (default ``⌈3σ⌉`` for a number).
+    and gain correlation ``≈ exp(−r²/4σ²)`` at distance r. A kernel wider than the image
+    (``2·radius + 1 > side``, σ above about ``side/6``) wraps around it and its overlapping taps add up;
+    ``C`` is then rescaled to unit squared row norm, so the variance is still kept (the correlations
+    are the wrapped kernel's). ``sigma`` may be a hyperparameter name (swept in one program); then give
+    ``radius`` (default ``⌈3σ⌉`` for a number).
 
     >>> import math, jax, jax.numpy as jnp
     >>> key, idx = jax.random.PRNGKey(0), jnp.arange(4)
@@ -468,6 +471,8 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
         u = base.draw(ctx, idx, hp)
         img = u.reshape(u.shape[0], side, side)
         c = circulant(gaussian_kernel(resolve(sigma, hp), radius), side)
+        if 2 * radius + 1 > side:  # wrapped taps add up: rescale each row of C back to unit squared norm
+            c = c / jnp.linalg.norm(c[0])
         highest = jax.lax.Precision.HIGHEST  # float32 products on every platform (no TF32): the blur is cheap
         img = jnp.einsum("ij,njk->nik", c, img, precision=highest)
         img = jnp.einsum("nik,lk->nil", img, c, precision=highest)
