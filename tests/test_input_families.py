@@ -108,6 +108,14 @@ def test_settings_are_validated_before_any_compute():
         F.InputFamilySettings().check(Config(student_inputs="gaussian"))
     s = F.InputFamilySettings(families=("scale", "distribution"))
     assert s.families == ("distribution", "scale")  # the record's order
+    # any sequence of values, as the other studies' settings take them (a range or an array was refused)
+    s = F.InputFamilySettings(families=["subspace"], subspace_k=range(10, 12), distinct=np.array([10, 20]),
+                              blur_sigmas=np.array([0.0, 1.0]))
+    assert (s.subspace_k, s.distinct, s.blur_sigmas) == ((10, 11), (10, 20), (0.0, 1.0))
+    assert all(type(v) in (int, float) for v in (*s.subspace_k, *s.distinct, *s.blur_sigmas))
+    for bad in (dict(subspace_k="12"), dict(blur_sigmas=2.0), dict(families="subspace")):
+        with pytest.raises(ConfigError, match=f"^{next(iter(bad))} = .* is invalid"):
+            F.InputFamilySettings(**bad)
     assert F.InputFamilySettings.from_dict(s.to_dict()) == s
 
 

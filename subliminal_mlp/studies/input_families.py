@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import engine, inputs
-from ..core.config import Config, ConfigError, is_integer
+from ..core.config import Config, ConfigError, is_integer, is_sequence
 from ..core.engine import Experiment
 from ..core.results import data_record, envelope, format_ci, register_format, summary, write_record
 from ..core.students import FIGURE10
@@ -101,7 +101,8 @@ SIDE = 28
 
 
 def _ints(name: str, values, low: int) -> tuple[int, ...]:
-    if not isinstance(values, (tuple, list)) or not values:
+    values = tuple(values) if is_sequence(values) else values  # a list, tuple, range or 1-d array
+    if not isinstance(values, tuple) or not values:
         raise ConfigError(f"{name} = {values!r} is invalid: give a non-empty list of integers >= {low}.")
     if any(not is_integer(v, low, numpy=True) for v in values):
         raise ConfigError(f"{name} = {list(values)!r} is invalid: every value must be an integer >= {low}.")
@@ -111,7 +112,8 @@ def _ints(name: str, values, low: int) -> tuple[int, ...]:
 
 
 def _floats(name: str, values, positive: bool) -> tuple[float, ...]:
-    ok = isinstance(values, (tuple, list)) and values and all(
+    values = tuple(values) if is_sequence(values) else values
+    ok = isinstance(values, tuple) and values and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
         and (v > 0 if positive else v >= 0) for v in values)
     if not ok:
@@ -144,12 +146,11 @@ class InputFamilySettings:
     scales: tuple = (0.1, 0.3, 1.0, 3.0, 10.0)
 
     def __post_init__(self) -> None:
-        fams = self.families
-        if (not isinstance(fams, (tuple, list)) or not fams or any(f not in FAMILIES for f in fams)
+        fams, dists = (tuple(v) if is_sequence(v) else v for v in (self.families, self.distributions))
+        if (not isinstance(fams, tuple) or not fams or any(f not in FAMILIES for f in fams)
                 or len(set(fams)) != len(fams)):
             raise ConfigError(f"families = {fams!r} is invalid: give distinct names from {FAMILIES}.")
-        dists = self.distributions
-        if (not isinstance(dists, (tuple, list)) or not dists or any(d not in KINDS[:3] for d in dists)
+        if (not isinstance(dists, tuple) or not dists or any(d not in KINDS[:3] for d in dists)
                 or len(set(dists)) != len(dists)):
             raise ConfigError(f"distributions = {dists!r} is invalid: give distinct names from {KINDS[:3]}.")
         if not isinstance(self.spectrum, bool):
