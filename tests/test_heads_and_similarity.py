@@ -149,6 +149,7 @@ def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):
 
 @pytest.mark.parametrize("kw, match", [(dict(n_similarity=100.0), "n_similarity = 100.0"),
                                        (dict(n_similarity=1), "n_similarity = 1"),
+                                       (dict(n_similarity=2), "every linear CKA is 1"),
                                        (dict(sigmas=(0.0,)), "finite number > 0"),
                                        (dict(sigmas=(float("inf"),)), "finite number > 0"),
                                        (dict(sigmas=(0.01, 0.0100000001)), "repeat a value"),

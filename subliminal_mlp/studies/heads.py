@@ -161,9 +161,9 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     cfg.check_dataset(data)
     n_similarity = plain_scalar(n_similarity)
     n_test = data.test_images.shape[0]
-    if not is_integer(n_similarity, 2, n_test):
+    if not is_integer(n_similarity, 3, n_test):  # 2 centred images span one direction: every CKA would be 1
         raise ConfigError(f"n_similarity = {n_similarity!r} is invalid: give an integer number of test images in "
-                          f"2..{n_test}.")
+                          f"3..{n_test} (with 2, the centred features have rank 1 and every linear CKA is 1).")
     if not is_sequence(sigmas) or not all(
             isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, bool) for s in sigmas):
         raise ConfigError(f"sigmas = {sigmas!r} is invalid: give a sequence of numbers, e.g. sigmas = (0.05,).")
