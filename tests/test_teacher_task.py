@@ -231,3 +231,32 @@ def test_each_generation_is_taught_by_the_previous_one_on_its_own_fresh_noise(da
         np.testing.assert_allclose(pts[g]["models"]["teacher"]["values"], pts[g - 1]["models"]["student_aux"]["values"],
                                    atol=1e-4)
     assert gens["values"] == [1, 2, 3] and gens["fit"]["generations"] == [1.0, 2.0, 3.0]
+
+
+def test_every_panel_shows_chance_and_only_a_baseline_it_ran_even_with_one_value_per_part(tmp_path, monkeypatch):
+    # The committed record cut to one value per part: a one-point dotted line drew nothing, and a baseline
+    # outside the values run stretched the axis. Drawn from the record alone (no compute).
+    from pathlib import Path
+
+    import subliminal_mlp.report.plotting as plotting
+    from subliminal_mlp.studies.teacher_task import plot_teacher_task
+
+    record = json.loads((Path(__file__).parents[1] / "figures" / "teacher_task.json").read_text())
+    keep = {"classes": 2, "teacher_epochs": 1, "student_epochs": 5, "generations": 1}  # (c): its baseline, 5
+    for part, value in keep.items():
+        record["parts"][part]["points"] = [p for p in record["parts"][part]["points"] if p["value"] == value]
+    figs = []
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **kw: (figs.append(fig), Path(path))[1])
+    plot_teacher_task(record, tmp_path / "t.png")
+    axes = figs[0].axes
+    for ax, part in zip(axes, keep):
+        chance = [line for line in ax.get_lines() if line.get_label() == "chance (1/K)"]
+        want = 0.5 if part == "classes" else 0.1
+        assert len(chance) == 1 and set(np.asarray(chance[0].get_ydata(), float)) == {want}, part
+        assert len(set(chance[0].get_xdata())) == 2, part  # a segment, not one point (which draws nothing)
+        lo, hi = ax.get_xlim()
+        assert lo < keep[part] < hi, part
+    grey = [[line for line in ax.get_lines() if line.get_color() == "#bbbbbb"] for ax in axes[:3]]
+    # K = 10 and 5 teacher epochs were not run in (a) and (b): no baseline line there; (c) ran its 5.
+    assert [len(g) for g in grey] == [0, 0, 1] and list(grey[2][0].get_xdata()) == [5, 5]
+    plotting.plt.close(figs[0])

@@ -583,12 +583,14 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.errorbar(x, mean, yerr=ci, color=COLORS[name], marker="os^"[k], ms=5, capsize=3, lw=1.5,
                         alpha=0.6 if name == "teacher" else 1.0, label=labels[name])
         chance = np.asarray([pt["chance"] for pt in pts])
-        ax.plot(x, chance, color="black", ls=":", lw=1.2, label="chance (1/K)")
+        if np.all(chance == chance[0]):  # one K: a line across the panel (also when only one value was run)
+            ax.axhline(chance[0], color="black", ls=":", lw=1.2, label="chance (1/K)")
+        else:
+            ax.plot(x, chance, color="black", ls=":", lw=1.2, label="chance (1/K)")
         if part == "generations":
             t = p["teacher"]
             ax.errorbar([0], [t["mean"]], yerr=[t["ci95"] or 0.0], color=COLORS["teacher"], marker="o", ms=6,
                         capsize=3, ls="none", label="teacher (generation 0, trained on digits)")
-            ax.plot([0, x.max()], [chance[0]] * 2, color="black", ls=":", lw=1.2)
             fit = p.get("fit")
             if fit and fit["on_means"]["r"] == fit["on_means"]["r"]:  # not NaN
                 g = np.linspace(1, x.max(), 100)
@@ -602,7 +604,7 @@ def plot_teacher_task(record: dict[str, Any], path: str | os.PathLike) -> Path:
                 ax.set_xscale("log")
             ax.set_xticks(x, [f"{v:g}" for v in x])
             ax.minorticks_off()
-        if part in BASELINE_KEYS:  # the baseline setting (the others' values)
+        if part in BASELINE_KEYS and x.min() <= base[BASELINE_KEYS[part]] <= x.max():  # the others' setting
             ax.axvline(base[BASELINE_KEYS[part]], color="#bbbbbb", lw=0.8, zorder=0)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel(PART_LABELS[part] + ("" if part == "generations" else
