@@ -390,6 +390,25 @@ def test_a_caption_names_every_setting_that_is_not_the_papers():
     assert "MLP 784→[hidden_widths]→10+3" in settings_caption(paper, 3, skip=("hidden_widths",))
     assert "5+[student_epochs] epochs" in settings_caption(paper, 3, skip=("student_epochs",))
     assert "Adam lr [learning_rate], " in settings_caption(paper, 3, skip=("learning_rate",))
+    # what the students saw is named: not "noise images" for the task's own images (nor for a swept kind)
+    task = settings_caption(Config(student_inputs="task").to_dict(), 3)
+    assert "60000 training images, student_inputs task" in task and "noise" not in task
+    assert "60000 distillation inputs, " in settings_caption(paper, 3, skip=("student_inputs",))
+
+
+def test_figure_10s_title_names_the_students_inputs(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import subliminal_mlp.report.plotting as plotting
+
+    record = json.loads((Path(__file__).parents[1] / "figures" / "fig10_mnist.json").read_text())
+    titles = []
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **kw: titles.append(fig.axes[0].get_title()))
+    for inputs in ("uniform", "task", "fashion-mnist"):
+        plotting.plot_fig10({**record, "config": {**record["config"], "student_inputs": inputs}}, tmp_path / "f.png")
+    assert [t.rsplit(" over ", 1)[1] for t in titles] == ["noise images", "training images", "Fashion-MNIST images"]
+    plotting.plt.close("all")
 
 
 def test_students_distilled_on_another_dataset_record_its_checksums(data_root, tmp_path, monkeypatch):

@@ -63,6 +63,22 @@ def dataset_label(record: dict[str, Any]) -> str:
     return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name, name or "unnamed data")
 
 
+#: What the students are distilled on, by ``Config.student_inputs``: the caption's noun for its n_noise images.
+INPUT_NOUNS = {"uniform": "noise images", "gaussian": "noise images", "task": "training images",
+               "mix": "images (training images and noise)", "fashion-mnist": "Fashion-MNIST images"}
+
+
+def inputs_noun(config: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    """The noun for a Figure-10 config's distillation inputs (:data:`INPUT_NOUNS`); ``"distillation inputs"``
+    when ``student_inputs`` is swept (in ``skip``) or not one of them.
+
+    >>> inputs_noun({"student_inputs": "task"}), inputs_noun({"student_inputs": "task"}, skip=("student_inputs",))
+    ('training images', 'distillation inputs')
+    """
+    return "distillation inputs" if "student_inputs" in skip else INPUT_NOUNS.get(
+        config.get("student_inputs", "uniform"), "distillation inputs")
+
+
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
     """One line of the settings that define a Figure-10 run, then any of :data:`CAPTION_EXTRAS` that is not
     the paper's (``input_mix`` only for mixed inputs). A field in ``skip`` (a sweep's swept field) is not
@@ -77,8 +93,8 @@ def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = 
               and (field != "input_mix" or config.get("student_inputs") == "mix")]
     return (f"{v('dataset')}, MLP {v('input_dim')}→{widths}→{v('n_classes')}+{v('aux_logits')}, "
             f"loss {v('loss')}, Adam lr {v('learning_rate')}, batch {v('batch_size')}, "
-            f"{v('teacher_epochs')}+{v('student_epochs')} epochs, {v('n_noise')} noise "
-            f"images, " + "".join(f"{e}, " for e in extras) + f"{n_runs} runs (mean ± 95% CI)")
+            f"{v('teacher_epochs')}+{v('student_epochs')} epochs, {v('n_noise')} {inputs_noun(config, skip)}, "
+            + "".join(f"{e}, " for e in extras) + f"{n_runs} runs (mean ± 95% CI)")
 
 
 def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -100,7 +116,8 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (MNIST test set)" if record["config"]["dataset"] == "mnist" else "test accuracy")
-    ax.set_title("Subliminal learning: students distilled on a teacher's logits over noise images", fontsize=11)
+    ax.set_title(f"Subliminal learning: students distilled on a teacher's logits over {inputs_noun(record['config'])}",
+                 fontsize=11)
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, settings_caption(record["config"], record["n_runs"]), ha="center", va="top", fontsize=7.5)
