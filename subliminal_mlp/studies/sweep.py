@@ -56,20 +56,27 @@ SWEEPABLE = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("
 
 
 def parse_values(param: str, texts: Sequence[str]) -> list:
-    """Command-line strings to typed values of ``param`` (``hidden_widths``: ``"512,512"``)."""
+    """Command-line strings to typed values of ``param`` (``hidden_widths``: ``"512,512"`` or ``"512x512"``; an
+    empty width, as in ``"512,"``, is refused)."""
     check_param(param)
     kind = {f.name: f.type for f in dataclasses.fields(Config)}[param]
     out = []
     for t in texts:
         try:
             if param == "hidden_widths":
-                out.append(tuple(int(w) for w in str(t).replace("x", ",").split(",") if w))
+                widths = str(t).replace("x", ",").split(",")
+                if not all(w.strip() for w in widths):
+                    raise ConfigError(f"value {t!r} of hidden_widths has an empty width: write one value's widths "
+                                      "joined by commas, without spaces (e.g. 16,8); a space separates two values.")
+                out.append(tuple(int(w) for w in widths))
             elif "float" in str(kind):
                 out.append(float(t))
             elif "int" in str(kind):
                 out.append(int(t))
             else:
                 out.append(str(t))
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError(f"value {t!r} is not valid for {param} ({kind}).") from None
     return out
