@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -478,7 +479,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="teacher_batch = 32 has no effect with teacher_loss = 'l2'"):  # as the CLI
         theorem.run_theorem_check(model=mlp((4,), n_classes=3, aux_logits=2, input_dim=3), teacher_loss="l2",
                                   teacher_batch=32)
-    assert theorem.summarize({"eps": [1e-3], "losses": {}, "config": {"seeds": []}})["ok"] is False
+    assert theorem.summarize({"eps": [1e-6, 1e-5], "losses": {}, "config": {"seeds": []}})["ok"] is False
 
 
 def test_values_that_would_silently_compute_something_else_are_refused_or_warned():
@@ -505,8 +506,9 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
         q = net.init(jax.random.PRNGKey(0))  # float32, as a model's init gives them
         with pytest.warns(theory.PrecisionWarning, match="theta_T0 is float32 inside theory.float64"):
             theory.student_update(loss, q, q, q, x, 1e-3, model=net)
-        with pytest.warns(theory.PrecisionWarning, match="x is float32 inside theory.float64"):
-            theory.student_update(loss, p, p, d_t, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
+        with pytest.warns(theory.PrecisionWarning) as caught:  # float32 x beside float32 parameters: both said
+            theory.student_update(loss, q, q, q, jnp.ones((4, 6), jnp.float32), 1e-3, model=net)
+        assert sorted(str(w.message).split(" is float32 inside theory.float64")[0] for w in caught) == ["theta_T0", "x"]
     # Outside the scope a kernel computes in float32 whatever its inputs (float64 arrays made inside included):
     # said on concrete arrays; not inside a traced program (the one-step study's float32 predictors).
     import warnings
@@ -748,7 +750,7 @@ def test_a_teacher_loss_for_another_model_is_an_error():
                 call()
         with pytest.raises(ModelError, match="cannot be applied to the parameters of model 'small_cnn'"):
             theorem.run_theorem_check(model=cnn, teacher_loss=mlp_only_loss, teacher_loss_args=(imgs, labels),
-                                      n_noise=2, seeds=[0], eps=[1e-3])
+                                      n_noise=2, seeds=[0], eps=[1e-6, 1e-5])
         with pytest.raises(ModelError, match="must return a scalar"):
             theory.teacher_update(lambda p: jax.tree.leaves(p)[0], t0, model=cnn)
         with pytest.raises(ModelError, match="two different networks"):
@@ -798,6 +800,9 @@ def test_run_theorem_check_on_other_models_records_the_model(tmp_path):
                                         "hidden_widths": [6], "activation": "tanh"}
     assert rec["config"]["teacher_loss"] == "l2" and rec["config"]["teacher_batch"] is None
     assert theorem.theorem_holds(theorem.summarize(rec))
+    # the check ran in 64-bit mode, though the process-wide mode ("x64", when the record is written) is off
+    assert rec["environment"]["x64_in_check"] is True and rec["environment"]["x64"] is False
+    assert np.asarray(rec["losses"]["ce_aux"]["shared"]["dot"]).dtype == np.float64
     assert theorem.settings_caption(rec).startswith("MLP 5→6→3+2 (tanh); L_T = ½‖θ‖²")
     # a TeacherLoss built for the model, and the cfg path (the CLI's) = the same MLP given as model=
     custom = theory.TeacherLoss.custom(lambda m, p, xs: jnp.mean(m.apply(p, xs) ** 2), tanh, "mean_square")
@@ -845,8 +850,10 @@ def test_vanishing_like_eps_is_judged_near_the_smallest_eps():
     assert theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 1e-5]), eps, zero)
     assert not theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 2e-6]), eps, zero)  # shrinks 2× over 10×: not ∝ ε
     assert theorem._vanishes_like_eps(np.array([2e-5, 1e-6, 2e-6]), eps, np.full(3, 1e-6))  # ... unless rounding
-    assert theorem._vanishes_like_eps(np.array([3e-9]), np.array([1e-6]), np.array([1e-8]))  # one ε: rounding only
-    assert not theorem._vanishes_like_eps(np.array([3e-9]), np.array([1e-6]), np.array([1e-9]))
+    # a grid without an ε between 5 and 10^3.5 times the smallest cannot tell (one ε; 2·ε₀; ε₀ and 1e6·ε₀)
+    for grid in ([1e-6], [1e-6, 2e-6], [1e-6, 1.0]):
+        with pytest.raises(ValueError, match="has no ε between 5 and 3162 times its smallest"):
+            theorem._vanishes_like_eps(np.zeros(len(grid)), np.array(grid), np.zeros(len(grid)))
 
 
 @pytest.mark.parametrize("changes, failed", [
@@ -913,6 +920,7 @@ def test_a_float32_check_asked_for_is_not_warned_about():
         rec = theorem.run_theorem_check(model=net, images=x, labels=np.arange(32) % 3, seeds=[0], n_noise=16,
                                         teacher_batch=16, eps=[1e-3, 1e-2], precision="float32")
     assert rec["config"]["precision"] == "float32"
+    assert rec["environment"]["x64_in_check"] is False  # as computed: not in the 64-bit scope
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -927,15 +935,32 @@ def test_a_float32_check_asked_for_is_not_warned_about():
     (["--teacher-batch", "17"], "--teacher-batch = 17 has no effect with --teacher-loss l2"),
     (["--alpha", "0"], "--alpha = 0.0 is invalid"),
     (["--alpha", "inf"], "--alpha = inf is invalid"),
-    (["--change-tol", "0"], "--gap-tol and --change-tol must be > 0"),
-    (["--gap-tol", "-1"], "--gap-tol and --change-tol must be > 0"),
+    (["--change-tol", "0"], "--change-tol = 0.0 is invalid: the tolerance must be finite and > 0"),
+    (["--gap-tol", "-1"], "--gap-tol = -1.0 is invalid"),
+    (["--gap-tol", "nan"], "--gap-tol = nan is invalid"),
+    (["--change-tol", "inf"], "--change-tol = inf is invalid"),  # every drift would be within it
+    # an ε grid the verdict cannot judge on: ε_min where float64 rounding fails the check (1e-13: a relative gap of
+    # 1e-2; 1e-200: nothing moves; 1e-320: -Infinity in the JSON), no ε within 10^3.5·ε_min (2 points in [1e-6, 1]:
+    # the second is past the range where the teacher's step is small), none at least 5·ε_min
+    (["--eps-min", "1e-13"], "--eps-min = 1e-13 is invalid: below 1e-10"),
+    (["--eps-min", "1e-200"], "--eps-min = 1e-200 is invalid: below 1e-10"),
+    (["--eps-min", "1e-320"], "--eps-min = 1e-320 is invalid: below 1e-10"),
+    (["--n-eps", "2"], ("--n-eps = 2 is too few for ε in [1e-06, 1]:", "give --n-eps >= 3")),
+    (["--eps-min", "1e-10", "--n-eps", "3"], ("--n-eps = 3 is too few for ε in [1e-10, 1]:", "give --n-eps >= 4")),
+    (["--eps-min", "1e-6", "--eps-max", "4e-6"], ("--eps-max = 4e-06 is invalid:", "--eps-max >= 5·--eps-min = 5e-06")),
+    # flags with no effect, or nothing to write
+    (["--json", ""], "--json = '' is invalid: give the path of the JSON file to write, or leave --json out"),
+    (["--data-dir", "/nonexistent"], "--data-dir = /nonexistent has no effect with --teacher-loss l2"),
     (["--losses", "ce_aux", "ce_aux"], "repeats a setting"),
 ])
 def test_cli_refuses_arguments_outside_the_checks_domain_before_any_compute(bad, message, capsys, monkeypatch):
     monkeypatch.setattr(theorem, "run_theorem_check", lambda *a, **k: pytest.fail("computed"))
     assert cli_main(["theorem", "--teacher-loss", "l2", *bad]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("subliminal-mlp: error: ") and message in err, err
+    assert err.startswith("subliminal-mlp: error: "), err
+    for part in (message,) if isinstance(message, str) else message:  # a message, or parts of it in order
+        assert part in err, err
+        err = err[err.index(part) + len(part):]
 
 
 def test_cli_hands_its_arguments_to_the_check(monkeypatch, capsys):
@@ -970,3 +995,158 @@ def test_cli_hands_its_arguments_to_the_check(monkeypatch, capsys):
     assert (kw["n_noise"], kw["teacher_batch"], kw["alpha"], list(kw["losses"])) == (
         1024, None, 1.0, list(theory.STANDARD_LOSSES))  # l2 draws no batch: none given (the check refuses one)
     assert got["summary"][1] == {"gap_tol": 1e-3, "change_tol": 1e-3}
+
+
+# ----------------------------------------------------------------------------- the ε grid, precision, counts
+
+
+def _record_on_grid(eps, drift):
+    """A hand-made theorem record (one loss, seed 7) on the grid ``eps``: the shared start as Lemma 1 has it
+    (ΔθS·ΔθT = Aε(1 + ε), A = 2; L_T falls by Aε) and the control's drift ``drift(ε)``."""
+    eps = np.asarray(eps, float)
+    shared = {"dot": [(2.0 * eps * (1 + eps)).tolist()], "cos": [[0.1] * len(eps)], "delta_LT": [(-2.0 * eps).tolist()],
+              "norm_S": [eps.tolist()], "change": [[0.0] * len(eps)], "dot0": [0.0], "norm_S0": [1.0]}
+    different = {"dot": [[0.5] * len(eps)], "cos": [[0.01] * len(eps)], "delta_LT": [[0.1] * len(eps)],
+                 "norm_S": [[1.0] * len(eps)], "change": [np.asarray(drift(eps), float).tolist()], "dot0": [0.5],
+                 "norm_S0": [1.0]}
+    return {"config": {"seeds": [7]}, "eps": eps.tolist(), "norm_T": [1.0], "LT0": {"shared": [2.3], "different": [2.3]},
+            "losses": {"ce_aux": {"A": [2.0], "shared": shared, "different": different}}}
+
+
+def test_the_verdict_does_not_hang_on_a_grid_that_cannot_judge(monkeypatch):
+    """"Vanishes like ε" compares ε₀ with an ε₁ between 5·ε₀ and 10^3.5·ε₀: a grid without one is refused (by
+    summarize, by run_theorem_check and eps_grid before any compute), and one with ε₁ too close is not used."""
+    # a control drift linear in ε until the teacher's step is no longer small, then saturating below 1 (the
+    # `theorem --hidden 16 --n-eps 2` control: 1.9e-6 at ε = 1e-6, under 0.95 at ε = 1)
+    saturating = lambda e: 1.9 * e / (1 + 2 * e)  # noqa: E731
+    for eps in ([1e-6, 1e-3, 1.0], theory.eps_grid(1e-6, 1.0, 64), [1e-3, 1e-6]):
+        s = theorem.summarize(_record_on_grid(eps, saturating))
+        assert theorem.theorem_holds(s), theorem.format_tables(s)
+    # with ε = 1 as the only other point, the saturation read as a first-order dependence: now refused
+    for eps in ([1e-6, 1.0], [1e-6], [1e-6, 1e-6], [1e-6, 3e-6]):
+        with pytest.raises(ValueError, match=r"the record's eps = .* has no ε between 5 and 3162 times its smallest"):
+            theorem.summarize(_record_on_grid(eps, saturating))
+    # a drift that does not vanish (5e-4 at every ε: under the tolerance) fails, judged at 1e-3 and not at the
+    # 2e-6 nearer 10·ε₀ (2·ε₀, where even a constant passes the factor-2 allowance)
+    s = theorem.summarize(_record_on_grid([1e-6, 2e-6, 1e-3], lambda e: np.full_like(e, 5e-4)))
+    assert [k for k, v in s["losses"]["ce_aux"][0]["checks"].items() if not v] == ["control_first_order"]
+    # ε_min where float64 rounding fails the check (and 1e-320 wrote -Infinity into the JSON)
+    for eps in ([1e-13, 1e-12], [1e-320, 1e-3]):
+        with pytest.raises(ValueError, match="below 1e-10: there float64 cancellation"):
+            theorem.summarize(_record_on_grid(eps, saturating))
+    # run_theorem_check refuses the same grids before any compute
+    monkeypatch.setattr(theorem, "sweep", lambda *a, **k: pytest.fail("computed"))
+    net = mlp((4,), n_classes=3, aux_logits=2, input_dim=3)
+    for eps, message in [([1e-6], "no ε between 5 and 3162"), ([1e-6, 1e-6], "no ε between 5 and 3162"),
+                         ([1e-6, 1.0], "no ε between 5 and 3162"), ([1e-13, 1e-12, 1e-11], "below 1e-10"),
+                         ([1e-320, 1e-3], "below 1e-10"), ([[1e-6, 1e-5]], "1-D grid"), (["a", "b"], "not a grid"),
+                         ([1e-6, float("nan")], "eps must be finite and > 0"), ([], "eps is empty")]:
+        with pytest.raises(ValueError, match=message):
+            theorem.run_theorem_check(model=net, teacher_loss="l2", seeds=[0], n_noise=2, eps=eps)
+    with pytest.raises(ValueError, match="eps_min = 1e-13 is below 1e-10"):
+        theory.eps_grid(1e-13, 1.0, 8)
+    np.testing.assert_allclose(theory.eps_grid(1e-10, 1e-1, 4), [1e-10, 1e-7, 1e-4, 1e-1], rtol=1e-12)
+
+
+def test_the_check_holds_at_the_smallest_eps_it_accepts():
+    """At ε_min = 1e-10, the floor, float64 rounding leaves the gap far under its tolerance: the floor is not
+    stricter than it needs to be."""
+    tanh = mlp((6,), n_classes=3, aux_logits=2, input_dim=5, activation="tanh")
+    rec = theorem.run_theorem_check(model=tanh, teacher_loss="l2", eps=theory.eps_grid(1e-10, 1e-2, 5), seeds=[0],
+                                    n_noise=8, losses=["ce_aux", "mse_all"])
+    s = theorem.summarize(rec)
+    assert theorem.theorem_holds(s), theorem.format_tables(s)
+    assert s["eps_min"] == 1e-10 and max(r["rel_gap"] for rs in s["losses"].values() for r in rs) < 1e-4
+
+
+def test_similarities_are_scale_free_in_float32():
+    """linear_cka and feature_cosine of features scaled by 1e-8 ... 1e20 (float32) are those of the unscaled
+    features, computed independently in float64 (the textbook formulas); constant features still give 0 and
+    non-finite ones NaN."""
+    from subliminal_mlp.theory.similarity import feature_cosine, linear_cka
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(k1, (1000, 256), jnp.float32)
+    y = jnp.tanh(x @ jax.random.normal(k2, (256, 256)) / 16) + x + 0.5 * jax.random.normal(k3, (1000, 256))
+    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xc, yc = xn - xn.mean(axis=0), yn - yn.mean(axis=0)
+    cka = np.sum((yc.T @ xc) ** 2) / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    cos = np.mean(np.sum(xn * yn, axis=1) / (np.linalg.norm(xn, axis=1) * np.linalg.norm(yn, axis=1)))
+    assert 0.1 < cka < 0.99 and 0.1 < cos < 0.99  # neither trivial
+    for sx, sy in [(1.0, 1.0), (1e-8, 1e-8), (1e3, 1e3), (1e20, 1e20), (1e20, 1e-8)]:
+        assert float(linear_cka(sx * x, sy * y)) == pytest.approx(cka, rel=1e-4), (sx, sy)
+        assert float(feature_cosine(sx * x, sy * y)) == pytest.approx(cos, rel=1e-4), (sx, sy)
+    assert float(linear_cka(1e20 * x, jnp.full((1000, 3), 1e20))) == 0.0  # constant features
+    assert float(feature_cosine(1e20 * x.at[5].set(0.0), y)) == pytest.approx(cos - float(
+        np.sum(xn[5] * yn[5]) / (np.linalg.norm(xn[5]) * np.linalg.norm(yn[5]))) / 1000, rel=1e-4)  # a zero row: 0
+    for bad in (jnp.inf, jnp.nan):
+        assert np.isnan(float(linear_cka(1e3 * x.at[2, 7].set(bad), y)))
+        assert np.isnan(float(feature_cosine(1e3 * x.at[2, 7].set(bad), y)))
+
+
+def test_precision_warnings_say_what_the_kernel_computes():
+    """teacher_update warns as the other kernels do (ΔθT has θT0's precision); a float32 x beside float64
+    parameters is promoted (the kernel computes in float64), so nothing is said."""
+    import warnings
+
+    net = mlp((5,), n_classes=3, aux_logits=2, input_dim=6)
+    q = net.init(jax.random.PRNGKey(0))  # float32
+    x32 = jax.random.uniform(jax.random.PRNGKey(1), (4, 6), jnp.float32, -1.0, 1.0)
+    labels = jnp.arange(4) % 3
+    L_T = theory.class_cross_entropy_loss(net)
+    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32"):
+        theory.teacher_update(theory.l2_teacher_loss, q, model=net)
+    with theory.float64():
+        with pytest.warns(theory.PrecisionWarning, match="theta_T0 is float32 inside theory.float64"):
+            d = theory.teacher_update(L_T, q, x32, labels, model=net)
+        assert {a.dtype for a in jax.tree.leaves(d)} == {jnp.dtype(jnp.float32)}
+        p = theory.to_float64(q)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", theory.PrecisionWarning)
+            d_t = theory.teacher_update(L_T, p, x32, labels, model=net)
+            res = theory.sweep([theory.ce_aux(net)], L_T, p, [p], x32, [1e-6, 1e-5], loss_T_args=(x32, labels),
+                               model=net)
+            A = theory.first_order_coefficient(theory.ce_aux(net), p, d_t, x32, model=net)
+        assert {a.dtype for a in jax.tree.leaves(d_t)} == {jnp.dtype(jnp.float64)}
+        assert res.dot.dtype == jnp.float64 and A.dtype == jnp.float64
+        x64 = theory.to_float64(x32)  # the same values: the same float64 numbers
+        want = theory.sweep([theory.ce_aux(net)], L_T, p, [p], x64, [1e-6, 1e-5], loss_T_args=(x64, labels), model=net)
+        np.testing.assert_allclose(np.asarray(res.dot), np.asarray(want.dot), rtol=1e-13)
+
+
+def test_counts_tolerances_and_indices_that_would_be_truncated_are_refused(monkeypatch):
+    net = mlp((4,), n_classes=3, aux_logits=2, input_dim=3)
+    monkeypatch.setattr(theorem, "sweep", lambda *a, **k: pytest.fail("computed"))
+    images, labels = np.zeros((8, 3), np.float32), np.arange(8) % 3
+    for kw, message in [({"n_noise": 2.5}, "n_noise = 2.5 is invalid: give an integer >= 1"),
+                        ({"n_noise": 0}, "n_noise = 0 is invalid"), ({"n_noise": True}, "n_noise = True is invalid"),
+                        ({"eps_batch": 1.7}, "eps_batch = 1.7 is invalid: give an integer >= 1"),
+                        ({"eps_batch": 0}, "eps_batch = 0 is invalid"),
+                        ({"teacher_loss": "ce", "teacher_batch": 2.5, "images": images, "labels": labels},
+                         "teacher_batch = 2.5 is invalid")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            theorem.run_theorem_check(model=net, **{"teacher_loss": "l2", "seeds": [0], "eps": [1e-6, 1e-5], **kw})
+    with theory.float64():
+        p = theory.to_float64(net.init(jax.random.PRNGKey(0)))
+        with pytest.raises(ValueError, match="eps_batch = 1.7 is invalid"):  # was truncated to 1
+            theory.sweep([theory.ce_aux(net)], theory.l2_teacher_loss, p, [p], jnp.ones((2, 3)), [1e-3, 1e-2],
+                         model=net, eps_batch=1.7)
+    record = _theorem_record()
+    for kw in ({"gap_tol": -1.0}, {"gap_tol": float("nan")}, {"gap_tol": float("inf")}, {"change_tol": 0},
+               {"change_tol": "1e-3"}, {"gap_tol": True}):
+        name, value = next(iter(kw.items()))
+        with pytest.raises(ValueError, match=re.escape(f"{name} = {value!r} is invalid: the tolerance must be")):
+            theorem.summarize(record, **kw)
+    assert theorem.summarize(record, gap_tol=1e-2, change_tol=1)["ok"]
+    with pytest.raises(ValueError, match=re.escape("subset indices [3.7, 4.2] are not all integers")):
+        theory.StudentLoss.ce([3.7, 4.2], n_outputs=5)  # was logits 3 and 4
+    with pytest.raises(ValueError, match="give the logits' indices as integers"):
+        theory.StudentLoss.ce([True, False, True], n_outputs=3)  # a mask given as indices: logits 1, 0, 1
+    with pytest.raises(ValueError, match="n_outputs = 2.5 is invalid"):
+        theory.StudentLoss.ce([1], n_outputs=2.5)
+    assert theory.StudentLoss.ce(np.array([3.0, 4.0]), n_outputs=5).weights == (0.0, 0.0, 0.0, 1.0, 1.0)
+    for n in (2.5, "8", None):
+        with pytest.raises(ValueError, match=re.escape(f"n (the number of ε values) = {n!r} is invalid")):
+            theory.eps_grid(1e-6, 1.0, n)
+    with pytest.raises(ValueError, match="eps_min = '1e-6' is not a number"):
+        theory.eps_grid("1e-6", 1.0, 8)

@@ -42,9 +42,13 @@ def register(sub) -> None:
                    help="student loss settings (default: all four)")
     t.add_argument("--teacher-loss", choices=("ce", "l2"), default="ce",
                    help="L_T: ce = class cross-entropy on MNIST training images (default), l2 = ½‖θ‖² (no data)")
-    t.add_argument("--eps-min", type=float, default=1e-6, help="smallest teacher step ε (default 1e-6)")
+    t.add_argument("--eps-min", type=float, default=1e-6,
+                   help="smallest teacher step ε (default 1e-6; at least 1e-10, below which float64 rounding fails "
+                        "the check)")
     t.add_argument("--eps-max", type=float, default=1.0, help="largest teacher step ε (default 1)")
-    t.add_argument("--n-eps", type=int, default=64, help="number of log-spaced ε values (default 64)")
+    t.add_argument("--n-eps", type=int, default=64,
+                   help="number of log-spaced ε values (default 64); the grid needs one between 5 and 10^3.5 times "
+                        "--eps-min (3 values in [1e-6, 1])")
     t.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default 3)")
     t.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ... (default 0)")
     t.add_argument("--n-noise", type=int, default=1024, help="noise inputs x per seed (default 1024)")
@@ -69,18 +73,40 @@ def _teacher_batch(a: argparse.Namespace) -> int:
 
 
 def _check(a: argparse.Namespace) -> None:
-    """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...), and
-    for a ``--json`` path that cannot be written. Reads ``a`` only: the CLI calls it before a distributed
+    """Raise ConfigError (exit status 2) for arguments outside the check's domain (ε > 0, α > 0, ...), an ε grid
+    the verdict cannot judge on (``--eps-min`` below 1e-10, or no ε between 5 and 10^3.5 times it:
+    :func:`subliminal_mlp.theory.theorem.check_eps`), flags with no effect, and a ``--json`` path that is empty
+    or cannot be written. Reads ``a`` only: the CLI calls it before a distributed
     runtime is started (``cli._precheck``), and :func:`_cmd_theorem` relies on it."""
     def bad(msg: str) -> None:
         raise ConfigError(msg)
 
+    from ..theory.kernels import EPS_FLOOR
+    from ..theory.theorem import COMPARISON_RANGE
+
     if not (math.isfinite(a.eps_min) and a.eps_min > 0):
         bad(f"--eps-min = {a.eps_min} is invalid: the teacher's step ε must be > 0.")
+    if a.eps_min < EPS_FLOOR:
+        bad(f"--eps-min = {a.eps_min} is invalid: below {EPS_FLOOR:g}, float64 cancellation in the teacher's outputs "
+            "f(θT0 + εΔθT) − f(θT0) (about 1e-13/ε of ΔθS·ΔθT/ε) exceeds the 1e-3 tolerance and smaller steps "
+            f"underflow, so the check would fail on rounding: give --eps-min >= {EPS_FLOOR:g} (default 1e-6).")
     if not (math.isfinite(a.eps_max) and a.eps_max > a.eps_min):
         bad(f"--eps-max = {a.eps_max} is invalid: it must be finite and larger than --eps-min = {a.eps_min}.")
     if a.n_eps < 2:
         bad(f"--n-eps = {a.n_eps} is invalid: the ε grid needs at least 2 values.")
+    lo, hi = COMPARISON_RANGE
+    if a.eps_max < lo * a.eps_min:
+        bad(f"--eps-max = {a.eps_max} is invalid: the check compares the smallest ε with one between {lo:g} and "
+            f"{hi:.0f} times it (whether a quantity vanishes like ε); give --eps-max >= {lo:g}·--eps-min = "
+            f"{lo * a.eps_min:g}.")
+    # log-spaced points step by this factor: with --eps-max >= 5·--eps-min, one lies between 5 and 10^3.5 times
+    # --eps-min exactly when it is at most 10^3.5 (the band spans more than a factor 5)
+    if (a.eps_max / a.eps_min) ** (1 / (a.n_eps - 1)) > hi * (1 + 1e-9):
+        need = 1 + math.ceil(math.log(a.eps_max / a.eps_min) / math.log(hi))
+        bad(f"--n-eps = {a.n_eps} is too few for ε in [{a.eps_min:g}, {a.eps_max:g}]: the check compares the smallest "
+            f"ε with one between {lo:g} and {hi:.0f} times it (farther, ε may be past the range where the teacher's "
+            f"step is small, where a quantity linear at small ε can saturate and look first order); give --n-eps >= {need}, or a "
+            "smaller --eps-max.")
     if a.seeds < 1 or a.seed < 0 or a.seed + a.seeds > 2**32:
         bad(f"--seeds = {a.seeds}, --seed = {a.seed}: need at least one seed, and seeds in 0 .. 2**32 - 1.")
     if a.n_noise < 1:
@@ -88,16 +114,23 @@ def _check(a: argparse.Namespace) -> None:
     if a.teacher_batch is not None and a.teacher_loss != "ce":
         bad(f"--teacher-batch = {a.teacher_batch} has no effect with --teacher-loss {a.teacher_loss} (L_T uses "
             "no data): leave it out, or use --teacher-loss ce.")
+    if a.data_dir is not None and a.teacher_loss != "ce":
+        bad(f"--data-dir = {a.data_dir} has no effect with --teacher-loss {a.teacher_loss} (L_T = ½‖θ‖² uses no "
+            "data, and no MNIST is loaded): leave it out, or use --teacher-loss ce.")
     if _teacher_batch(a) < 1:
         bad(f"--teacher-batch = {a.teacher_batch} is invalid: give at least one MNIST image.")
     if not (math.isfinite(a.alpha) and a.alpha > 0):
         bad(f"--alpha = {a.alpha} is invalid: the student's step size must be > 0.")
-    if not (a.gap_tol > 0 and a.change_tol > 0):
-        bad("--gap-tol and --change-tol must be > 0.")
+    for flag, tol in (("--gap-tol", a.gap_tol), ("--change-tol", a.change_tol)):
+        if not (math.isfinite(tol) and tol > 0):
+            bad(f"{flag} = {tol} is invalid: the tolerance must be finite and > 0 (default 1e-3).")
     if len(set(a.losses)) != len(a.losses):
         bad(f"--losses {a.losses} repeats a setting.")
-    if a.json:
+    if a.json is not None:
         from ..core.results import check_output
+
+        if not a.json.strip():
+            bad(f"--json = {a.json!r} is invalid: give the path of the JSON file to write, or leave --json out.")
 
         check_output(a.json, kind="file")
 
@@ -134,7 +167,7 @@ def _cmd_theorem(a: argparse.Namespace) -> int:
     print("Theorem 1 single-step check: " + theorem.settings_caption(record))
     print()
     print(theorem.format_tables(summary))
-    if a.json:
+    if a.json is not None:
         record = dict(record, summary=summary)
         atomic_write_text(a.json, json.dumps(record, indent=1) + "\n")
         print(f"wrote {a.json}")

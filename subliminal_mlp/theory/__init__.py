@@ -1,8 +1,8 @@
 """The single-step theory (protocol.md §2): Lemma 1 / Theorem 1 on any model, in float64.
 
 The kernels compute in the precision of what they are given: inside :func:`float64`, with parameters
-and data cast by :func:`to_float64` (a float32 input there is warned about); ``run_theorem_check``
-does both.
+and data cast by :func:`to_float64` (float32 parameters there are warned about: the kernel would compute
+in float32; a float32 ``x`` beside float64 parameters is promoted); ``run_theorem_check`` does both.
 
 :mod:`~subliminal_mlp.theory.kernels` holds the jit-compiled kernels (teacher and student updates,
 the first-order coefficient A, the ε sweep) and is re-exported here, so ``sm.theory.sweep`` is

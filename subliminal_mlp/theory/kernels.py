@@ -73,6 +73,10 @@ at small ``ε``). Importing this module does not enable 64-bit mode; use the sco
     with theory.float64():
         params = theory.to_float64(model.init(key))
         ...
+
+Every kernel (:func:`teacher_update` too) warns (:class:`PrecisionWarning`) when it will compute in
+float32: outside the scope, or inside it on float32 parameters (a float32 ``x`` or teacher-loss data
+beside float64 parameters is promoted: the kernel computes in float64, and says nothing).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ __all__ = [
     "student_loss_value", "output_gradient", "alignment_matrix", "quadratic_form",
     "teacher_update", "student_update", "output_tangent", "first_order_coefficient", "alignment",
     "SweepResult", "sweep", "eps_grid", "TeacherLoss", "class_cross_entropy_loss", "mnist_teacher_loss",
-    "l2_teacher_loss", "ModelError", "DEFAULT_NETWORK", "PrecisionWarning",
+    "l2_teacher_loss", "ModelError", "DEFAULT_NETWORK", "PrecisionWarning", "EPS_FLOOR",
 ]
 
 Params = Any
@@ -264,6 +268,24 @@ def _check_positive(name: str, value, *, scalar: bool = False) -> None:
                          f"got {bad.tolist()}.")
 
 
+def _check_count(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= minimum``; else a ``ValueError`` naming it (a float such
+    as 2.5 would be truncated, or fail inside JAX; a bool is no count)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} = {value!r} is invalid: give an integer >= {minimum}.")
+    return int(value)
+
+
+#: The smallest step ``ε`` that :func:`eps_grid` (and the theorem check) accepts. The student's update is
+#: computed from the teacher's outputs minus its own, ``f(θT0 + εΔθT) − f(θT0)`` at a shared start, which loses
+#: ``u·‖f‖`` to cancellation (``u = 2.2e-16``, float64): a relative error ``u·‖f‖/(ε‖J ΔθT‖)`` of ``ΔθS·ΔθT/ε``,
+#: which the check allows as ``1e-13/ε`` (:data:`subliminal_mlp.theory.theorem.CANCELLATION`). Below
+#: ``1e-13 / 1e-3 = 1e-10`` that rounding alone exceeds the default tolerance 1e-3 of the relative gap
+#: (at ``ε = 1e-13`` the gap is ~1e-2 of rounding), and far below it the steps underflow (``ε = 1e-200``
+#: moves nothing; ``1e-320`` is subnormal).
+EPS_FLOOR = 1e-10
+
+
 class PrecisionWarning(UserWarning):
     """A kernel computes in float32, which a theorem check at ε ~ 1e-6 cannot afford (filter it to do so on purpose)."""
 
@@ -328,8 +350,13 @@ def _check_trees(ref_name: str, ref: Params, **others: Params) -> None:
 
 
 def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] = ()) -> int:
-    """``x`` is a non-empty ``(batch, *input_shape)`` array the network accepts; returns ``n_outputs``."""
-    _warn_float32(x=x)
+    """``x`` is a non-empty ``(batch, *input_shape)`` array the network accepts; returns ``n_outputs``.
+
+    A float32 ``x`` inside :func:`float64` is warned about only when the kernel computes in float32: beside
+    float64 parameters JAX promotes it, and the kernel computes in float64 (on ``x``'s values, which are what
+    they are)."""
+    if not (jax.config.jax_enable_x64 and any(_jax_dtype(a) == np.float64 for a in jax.tree.leaves(theta))):
+        _warn_float32(x=x)
     shape = tuple(jnp.shape(x))
     if len(shape) < 2 or shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (n_examples, *input_shape), e.g. (n, input_dim) for an "
@@ -428,7 +455,15 @@ class StudentLoss:
     def ce(cls, subset, n_outputs: int | None = None, name: str = "", model: Optional[Model] = None) -> "StudentLoss":
         """Softmax cross-entropy on a logit subset: a 0/1 mask, or indices with ``n_outputs``."""
         if n_outputs is not None:
-            idx = [int(i) for i in np.asarray(subset, dtype=np.int64).ravel()]
+            n_outputs = _check_count("n_outputs", n_outputs)
+            raw = np.asarray(subset)
+            if raw.dtype == np.bool_ or not (np.issubdtype(raw.dtype, np.number) or raw.size == 0):
+                raise ValueError(f"subset = {subset!r} with n_outputs: give the logits' indices as integers (a 0/1 "
+                                 "or boolean mask goes without n_outputs).")
+            if raw.size and not (np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+                raise ValueError(f"subset indices {raw.ravel().tolist()} are not all integers: give the logits' "
+                                 "indices, e.g. [10, 11, 12] (a float index would be truncated to another logit).")
+            idx = [int(i) for i in raw.astype(np.int64).ravel()]
             if any(i < 0 or i >= n_outputs for i in idx):
                 raise ValueError(f"subset indices {idx} out of range for {n_outputs} logits.")
             mask = np.zeros(n_outputs)
@@ -739,11 +774,17 @@ def teacher_update(loss_T: LossT, theta_T0: Params, *loss_T_args, model: Optiona
 
     >>> from subliminal_mlp.core.models import mlp
     >>> net = mlp((4,), input_dim=3)
-    >>> p = net.init(jax.random.PRNGKey(0))
-    >>> bool(tree_dot(teacher_update(l2_teacher_loss, p, model=net), p) == -tree_dot(p, p))  # ΔθT = −θT0
+    >>> with float64():
+    ...     p = to_float64(net.init(jax.random.PRNGKey(0)))
+    ...     bool(tree_dot(teacher_update(l2_teacher_loss, p, model=net), p) == -tree_dot(p, p))  # ΔθT = −θT0
     True
+
+    Like the other kernels it warns (:class:`PrecisionWarning`) when ``ΔθT`` will be float32: float32
+    ``θT0`` inside :func:`float64`, or any call outside it.
     """
     net = _network(model, apply_fn) if (model is not None or apply_fn is not None) else None
+    # ΔθT has θT0's precision (the gradient of float32 parameters is float32, whatever the data's)
+    _warn_float32(theta_T0=theta_T0)
     _check_teacher_loss(loss_T, theta_T0, tuple(loss_T_args), net)
     return _teacher_update(theta_T0, tuple(loss_T_args), loss_T=loss_T)
 
@@ -974,9 +1015,7 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
         _check_trees("theta_T0", theta_T0, delta_T=delta_T)
     if eps_batch is None:  # about 8 (student, loss) parameter sets per step: measured fastest on CPU
         eps_batch = max(1, min(8 // (len(losses) * len(students)), eps.shape[0]))
-    eps_batch = int(eps_batch)
-    if eps_batch < 1:
-        raise ValueError(f"eps_batch must be >= 1; got {eps_batch}.")
+    eps_batch = _check_count("eps_batch", eps_batch)
     # ε and α in the parameters' precision (and x's, if wider); integer inputs become floats of it
     dtype = jnp.result_type(*jax.tree.leaves(theta_T0), x)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -989,11 +1028,20 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
 def eps_grid(eps_min: float = 1e-6, eps_max: float = 1.0, n: int = 64) -> np.ndarray:
     """``n`` log-spaced step sizes ``ε_k = eps_min·(eps_max/eps_min)^(k/(n−1))`` (float64 NumPy array).
 
+    ``n``: an integer >= 2; ``eps_min``: at least :data:`EPS_FLOOR` (1e-10), below which float64
+    cancellation in the student's targets makes the theorem's first-order check meaningless.
+
     >>> eps_grid(1e-4, 1e-1, 4).tolist()
     [0.0001, 0.001, 0.01, 0.1]
     """
+    for name, v in (("eps_min", eps_min), ("eps_max", eps_max)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name} = {v!r} is not a number: give a step size ε > 0.")
     if not (eps_min > 0 and eps_max > eps_min and math.isfinite(eps_max)):
         raise ValueError(f"need 0 < eps_min < eps_max < inf; got eps_min={eps_min}, eps_max={eps_max}.")
-    if n < 2:
-        raise ValueError(f"the ε grid needs at least 2 values; got n={n}.")
+    if eps_min < EPS_FLOOR:
+        raise ValueError(f"eps_min = {eps_min} is below {EPS_FLOOR:g}: there float64 cancellation in "
+                         "f(θT0 + εΔθT) − f(θT0) (about 1e-13/ε of ΔθS·ΔθT/ε) exceeds the check's 1e-3 tolerance "
+                         f"and the steps underflow; give eps_min >= {EPS_FLOOR:g} (1e-6 is the default).")
+    n = _check_count("n (the number of ε values)", n, 2)
     return np.geomspace(eps_min, eps_max, n)

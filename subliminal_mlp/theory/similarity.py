@@ -20,6 +20,19 @@ from ..core.model import features
 from ..core.students import similarity_ratio
 
 
+def _unit_scale(a: jax.Array, axis=None) -> jax.Array:
+    """``a`` divided by its largest ``|a|`` (over ``axis``; all of it by default), so that its entries are at most 1
+    in size: the similarities are scale-free, and their squares and products then neither overflow nor
+    underflow in float32. All-zero parts stay zero; a part with a non-finite entry becomes NaN."""
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    m = jnp.max(jnp.abs(a), axis=axis, keepdims=True)
+    # inf/inf is NaN, and a finite entry beside an inf becomes 0: make the whole part NaN either way
+    m = jnp.where(jnp.isfinite(m), m, jnp.nan)
+    return a / jnp.where(m > 0, m, 1.0)
+
+
 def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     """Linear CKA of feature matrices ``x`` (n, p) and ``y`` (n, q); 0 when either is constant, NaN when
     either is not finite (a diverged model's features).
@@ -28,29 +41,43 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     1 for features equal up to a rotation and a scale; for one feature each, the squared correlation.
 
     >>> import jax, jax.numpy as jnp
-    >>> float(linear_cka(jnp.array([[1.0], [2.0], [3.0]]), jnp.array([[1.0], [3.0], [2.0]])))  # corr 0.5
+    >>> round(float(linear_cka(jnp.array([[1.0], [2.0], [3.0]]), jnp.array([[1.0], [3.0], [2.0]]))), 6)  # corr 0.5
     0.25
     >>> x = jax.random.normal(jax.random.PRNGKey(0), (100, 8))
     >>> q, _ = jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(1), (8, 8)))
     >>> round(float(linear_cka(x, 3.0 * x @ q + 1.0)), 5)
     1.0
+
+    Computed scale-free: each matrix is scaled to a largest entry of 1, centred, and scaled to a Frobenius norm
+    of 1 (``CKA`` does not change), so every term lies in [0, 1] and float32 neither overflows nor underflows
+    (the textbook formula's ``‖XᵀX‖²_F`` grows like the fourth power of the features' scale).
     """
-    x = x - x.mean(axis=0)
-    y = y - y.mean(axis=0)
+    x, y = _centred_unit(x), _centred_unit(y)
     cross = jnp.sum(jnp.square(y.T @ x))
-    den = jnp.sqrt(jnp.sum(jnp.square(x.T @ x)) * jnp.sum(jnp.square(y.T @ y)))
+    den = jnp.sqrt(jnp.sum(jnp.square(x.T @ x))) * jnp.sqrt(jnp.sum(jnp.square(y.T @ y)))
     return similarity_ratio(cross, den)
+
+
+def _centred_unit(a: jax.Array) -> jax.Array:
+    """``a`` with every column centred and a Frobenius norm of 1 (zero if ``a`` is constant, NaN if not finite),
+    computed at unit scale so that no intermediate overflows or underflows."""
+    a = _unit_scale(a)  # before centring: the column sums of huge features overflow too
+    a = _unit_scale(a - a.mean(axis=0))
+    norm = jnp.sqrt(jnp.sum(jnp.square(a)))  # >= 1 unless a is all zeros (its largest entry is ±1)
+    return a / jnp.where(norm > 0, norm, 1.0)
 
 
 def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
     """Mean over rows of cos(x_i, y_i) for two (n, p) feature matrices (rows of zeros count as 0; NaN when a
-    row is not finite, a diverged model's features).
+    row is not finite, a diverged model's features). Each row is scaled to a largest entry of 1 first, so any
+    scale of the features gives the same cosine in float32 (no overflow or underflow of ``x_i·y_i``).
 
     >>> import jax.numpy as jnp
     >>> round(float(feature_cosine(jnp.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]]),
     ...                            jnp.array([[2.0, 0.0], [4.0, 3.0], [1.0, 0.0]]))), 4)  # (1 + 24/25 + 0) / 3
     0.6533
     """
+    x, y = _unit_scale(x, axis=-1), _unit_scale(y, axis=-1)  # per row: the cosine is scale-free, float32 is not
     dot = jnp.sum(x * y, axis=-1)
     den = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
     return jnp.mean(similarity_ratio(dot, den))

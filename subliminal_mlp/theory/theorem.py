@@ -34,12 +34,12 @@ import numpy as np
 from ..core.config import Config, check_seed
 from ..core.results import envelope, plain_scalar, register_format
 from ..core.models import Model, ModelError, check_model, config_model
-from .kernels import (STANDARD_LOSSES, PrecisionWarning, StudentLoss, TeacherLoss, _check_positive,
-                     _check_teacher_loss, _fn_name, _network, class_cross_entropy_loss, eps_grid, float64,
-                     l2_teacher_loss, standard_losses, sweep, to_float64)
+from .kernels import (EPS_FLOOR, STANDARD_LOSSES, PrecisionWarning, StudentLoss, TeacherLoss, _check_count,
+                     _check_positive, _check_teacher_loss, _fn_name, _network, class_cross_entropy_loss, eps_grid,
+                     float64, l2_teacher_loss, standard_losses, sweep, to_float64)
 
 __all__ = ["run_theorem_check", "summarize", "theorem_holds", "format_tables", "settings_caption", "plot_theorem",
-           "FORMAT", "FORMAT_VERSION"]
+           "check_eps", "FORMAT", "FORMAT_VERSION", "COMPARISON_RANGE"]
 
 #: The ``format`` of a theorem record. Version 2: the common envelope (``config`` holds what version 1
 #: called ``settings``; ``n_runs``/``seeds`` added); :func:`settings_of` reads both.
@@ -80,6 +80,61 @@ def _resolve_teacher_loss(teacher_loss, model: Model) -> tuple[Callable, str]:
     raise ValueError(f"teacher_loss = {teacher_loss!r} is neither a name ('ce', 'l2'), a TeacherLoss nor a function.")
 
 
+#: Where the ε grid must have a point ``ε₁`` above its smallest ``ε₀``, as multiples of ``ε₀``: "vanishes like
+#: ε" (:func:`_vanishes_like_eps`) compares the two. Below 5·ε₀ the comparison's factor-2 allowance for the
+#: O(ε²) term lets a √ε pass (at ε₁ < 4·ε₀; a constant at ε₁ < 2·ε₀). Above, ε₁ can leave the range where the
+#: teacher's step is small: a drift or gap linear in ε that sits at its tolerance (1e-3) at ε₀ is of order 1 —
+#: no longer a perturbation, so possibly saturating — at ~1e3·ε₀ (a 2-point grid [1e-6, 1] judged a control
+#: whose drift was 1.9e-6 at ε₀ "first order", because its drift at ε = 1 had saturated below 0.95). The bound is
+#: 10^3.5, half a decade above 1e3, so that a log-spaced grid about three decades apart qualifies (3 points
+#: in [1e-6, 1]; the quick figure's 1e-6, 1.1e-3, 1).
+COMPARISON_RANGE = (5.0, 10 ** 3.5)
+
+
+def _comparison_index(eps: np.ndarray) -> int | None:
+    """The index of ``ε₁``: the grid's ``ε`` nearest ``10·ε₀`` (on a log scale) among those in
+    :data:`COMPARISON_RANGE` times the smallest ``ε₀``; None when there is none."""
+    e0 = eps.min()
+    lo, hi = COMPARISON_RANGE
+    # a relative slack of 1e-9: a log-spaced grid's points are off their exact multiple by rounding
+    usable = np.nonzero((eps >= lo * e0 * (1 - 1e-9)) & (eps <= hi * e0 * (1 + 1e-9)))[0]
+    if usable.size == 0:
+        return None
+    return int(usable[np.argmin(np.abs(np.log(eps[usable] / (10 * e0))))])
+
+
+def check_eps(eps, what: str = "eps") -> np.ndarray:
+    """``eps`` as a 1-D float64 array if the theorem check can judge on it, else a ``ValueError`` naming it.
+
+    Every ``ε`` finite and ``>= EPS_FLOOR`` (1e-10: below it float64 cancellation in the student's
+    targets alone fails the 1e-3 tolerance; :data:`~subliminal_mlp.theory.kernels.EPS_FLOOR`), and a second
+    ``ε₁`` between 5 and 10^3.5 times the smallest (:data:`COMPARISON_RANGE`): without it whether a quantity
+    vanishes like ε cannot be told (so one value, or repeats of it, are refused). Any order.
+
+    >>> check_eps([1e-6, 1e-3]).tolist()
+    [1e-06, 0.001]
+    """
+    try:
+        arr = np.asarray(eps, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} = {eps!r} is not a grid of numbers: give step sizes ε > 0, e.g. "
+                         "theory.eps_grid().") from e
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D grid of step sizes; got shape {arr.shape}.")
+    _check_positive(what, arr)
+    if arr.min() < EPS_FLOOR:
+        raise ValueError(f"{what} has ε = {arr.min():g}, below {EPS_FLOOR:g}: there float64 cancellation in "
+                         "f(θT0 + εΔθT) − f(θT0) (about 1e-13/ε of ΔθS·ΔθT/ε) exceeds the 1e-3 tolerance, and "
+                         f"smaller steps underflow; make the smallest ε >= {EPS_FLOOR:g} (1e-6 is the default).")
+    if _comparison_index(arr) is None:
+        lo, hi = COMPARISON_RANGE
+        raise ValueError(f"{what} = {arr.tolist()} has no ε between {lo:g} and {hi:.0f} times its smallest, "
+                         f"{arr.min():g}: the check needs one to tell a first-order quantity from one that vanishes "
+                         "like ε (closer, a √ε passes; farther, ε may be past the range where the teacher's step is "
+                         "small). Give a denser grid, e.g. theory.eps_grid(1e-6, 1, 64).")
+    return arr
+
+
 def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = None, labels: np.ndarray | None = None,
                       *, model: Model | None = None, losses: Sequence[str | StudentLoss] = STANDARD_LOSSES,
                       eps: Sequence[float] | None = None, seeds: Sequence[int] = (0, 1, 2), n_noise: int = 1024,
@@ -109,6 +164,15 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     initialisations: ``A = E_x[vᵀM(x)v]``, ``ΔθS(ε)·ΔθT``, its cosine, ``L_T(θS0+αΔθS) − L_T(θS0)``
     and ``‖ΔθS(ε) − ΔθS(0)‖``. ``record["config"]["model"]`` is ``model.describe()``.
 
+    ``eps``: the grid of ``ε`` (default :func:`~subliminal_mlp.theory.kernels.eps_grid`, 64 values in
+    [1e-6, 1]); it must let :func:`summarize` judge (:func:`check_eps`: every ``ε >= 1e-10`` and one between
+    5 and 10^3.5 times the smallest), else a ``ValueError`` before any compute. ``n_noise``,
+    ``teacher_batch`` and ``eps_batch`` (the sweep's group of ε) are integers >= 1.
+
+    ``record["environment"]["x64_in_check"]`` says whether the sweep ran in JAX's 64-bit mode (inside
+    :func:`~subliminal_mlp.theory.kernels.float64` for ``precision="float64"``); the envelope's own
+    ``"x64"`` is the process-wide mode when the record is written (off, usually).
+
     ``precision``: ``"float64"`` (the check) or ``"float32"``, to see what rounding does: in float32
     the first-order gap at ε ~ 1e-6 is rounding (~1e-2 relative, against :func:`summarize`'s
     ``gap_tol`` 1e-3), so its verdict fails for that reason, not because the theorem does.
@@ -137,11 +201,11 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     names = [l.label for l in loss_settings]
     if len(set(names)) != len(names):
         raise ValueError(f"losses {names} repeat a setting name: each needs its own name in the record.")
-    eps = np.asarray(eps_grid() if eps is None else eps, dtype=np.float64)
-    _check_positive("eps", eps)
-    _check_positive("alpha", alpha)
-    if n_noise < 1:
-        raise ValueError(f"n_noise = {n_noise} must be >= 1.")
+    eps = check_eps(eps_grid() if eps is None else eps)
+    _check_positive("alpha", alpha, scalar=True)
+    n_noise = _check_count("n_noise", n_noise)
+    if eps_batch is not None:
+        eps_batch = _check_count("eps_batch", eps_batch)
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed (a check of nothing would pass).")
@@ -151,7 +215,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     if teacher_batch is not None and not needs_batch:
         raise ValueError(f"teacher_batch = {teacher_batch} has no effect with teacher_loss = {lt_name!r} (its L_T "
                          "draws no batch of images): leave it out, or use teacher_loss='ce'.")
-    teacher_batch = 1024 if teacher_batch is None else teacher_batch
+    teacher_batch = 1024 if teacher_batch is None else _check_count("teacher_batch", teacher_batch)
     if needs_batch:
         if images is None or labels is None:
             raise ValueError("teacher_loss='ce' needs MNIST images and labels.")
@@ -171,6 +235,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     per_seed = []
     timing = []
     with scope, warnings.catch_warnings():
+        x64_in_check = bool(jax.config.jax_enable_x64)
         if precision == "float32":  # asked for: the kernels' warning would only repeat it
             warnings.simplefilter("ignore", PrecisionWarning)
         cast = to_float64 if precision == "float64" else (lambda t: t)
@@ -218,6 +283,7 @@ def run_theorem_check(cfg: Config | None = None, images: np.ndarray | None = Non
     return envelope(
         FORMAT, settings, n_runs=len(per_seed), seed=[int(s) for s in seeds], runs=[0] * len(per_seed),
         data=data_info or {}, devices=[str(d) for d in jax.devices()], format_version=FORMAT_VERSION,
+        environment_extra={"x64_in_check": x64_in_check},
         timing={"sweep_s_per_seed_incl_compile": timing, "total_s": float(sum(timing))},
         eps=eps.tolist(),
         LT0={"shared": [float(r.LT0[0]) for r in per_seed], "different": [float(r.LT0[1]) for r in per_seed]},
@@ -254,13 +320,23 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     ``≤ change_tol`` at the smallest ``ε`` and vanish like ``ε`` — the teacher's step enters only at
     first order; the control's sign is reported, not checked (no sign is predicted).
 
+    ``gap_tol`` and ``change_tol`` must be finite and > 0, and the record's ε grid one the check can
+    judge on (:func:`check_eps`): else a ``ValueError``.
+
     "Vanishes like ``ε``" (:func:`_vanishes_like_eps`): the value at the smallest ``ε₀`` is at most
-    twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``10·ε₀``, plus float64
+    twice ``ε₀/ε₁`` times its value at ``ε₁``, the grid's ``ε`` nearest ``10·ε₀`` among those between
+    5·ε₀ and 10^3.5·ε₀ (:data:`COMPARISON_RANGE`: closer, a √ε passes; farther, ``ε₁`` may be past the
+    range where the teacher's step is small, and a quantity linear in ε there may have saturated), plus float64
     rounding (of the dot product, of ``A``, and the cancellation in the shared start's targets minus
     outputs, which grows like ``1/ε``: :data:`CANCELLATION`). A quantity that tends to a constant (a
     first-order term the record's ``A`` missed) or shrinks more slowly than ``ε`` (``√ε``, say) fails it.
     """
-    eps = np.asarray(record["eps"])
+    for name, tol in (("gap_tol", gap_tol), ("change_tol", change_tol)):
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"{name} = {tol!r} is invalid: the tolerance must be a finite number > 0 "
+                             "(default 1e-3).")
+    eps = check_eps(record["eps"], "the record's eps")
     i0 = int(np.argmin(eps))
     e0 = eps[i0]
     out: dict[str, Any] = {"eps_min": float(e0), "gap_tol": gap_tol, "change_tol": change_tol, "losses": {}}
@@ -329,10 +405,11 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
 def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -> bool:
     """Whether ``values`` (one per ``ε`` of the grid) shrink at least like ``ε`` towards the smallest ``ε₀``:
     ``|v(ε₀)| ≤ 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) + floor(ε₁)·ε₀/ε₁``, with ``ε₁`` the grid's ``ε`` nearest
-    ``10·ε₀`` (on a log scale) among those above ``ε₀``, and ``floor`` the values' rounding at each ``ε``.
-    With a one-point grid, ``|v(ε₀)| ≤ floor(ε₀)``. Linear behaviour (``v = cε + O(ε²)``) passes with
+    ``10·ε₀`` (on a log scale) among those between 5·ε₀ and 10^3.5·ε₀ (:data:`COMPARISON_RANGE`), and
+    ``floor`` the values' rounding at each ``ε``. Linear behaviour (``v = cε + O(ε²)``) passes with
     room for the ``O(ε²)`` term (it fails only where ``v(ε₁)`` is under half its linear extrapolation);
-    a constant, or ``√ε``, fails by a factor of 5 or 1.6 (at ``ε₁ = 10·ε₀``).
+    a constant, or ``√ε``, fails by a factor of 5 or 1.6 (at ``ε₁ = 10·ε₀``; ``5/2`` and ``√5/2`` at
+    ``5·ε₀``). A grid without such an ``ε₁`` cannot tell: a ``ValueError`` (:func:`check_eps`).
 
     >>> eps = np.array([1e-6, 1e-5, 1e-4, 1e-3])
     >>> zero = np.zeros(4)
@@ -343,10 +420,9 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     """
     values, eps, floor = np.abs(np.asarray(values, float)), np.asarray(eps, float), np.asarray(floor, float)
     i0 = int(np.argmin(eps))
-    above = np.nonzero(eps > eps[i0])[0]
-    if above.size == 0:
-        return bool(values[i0] <= floor[i0])
-    i1 = int(above[np.argmin(np.abs(np.log(eps[above] / (10 * eps[i0]))))])
+    i1 = _comparison_index(eps)
+    if i1 is None:
+        check_eps(eps)  # raises, saying what the grid lacks
     r = eps[i0] / eps[i1]
     return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
 
