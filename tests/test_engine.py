@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
 
 import flax.linen as nn
 import jax
@@ -447,7 +448,6 @@ def test_records_tell_image_pools_task_arrays_and_experiment_arrays_apart_by_the
 
 
 def test_a_temperature_sweep_no_student_reads_is_warned_of_before_compute(task, no_compile):
-    import warnings
 
     from subliminal_mlp.core.engine import validate
 
@@ -491,6 +491,16 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
          sm.InputError, "sigma = -1.0"),
         (dict(exp=TINY.replace(inputs=inputs.gaussian(2048, std="s"), hparams={**hp, "s": 1.0}),
               sweep={"s": [0.5, -1.0]}), sm.InputError, r"gaussian: std = -1.0 \(from hyperparameter 's'\)"),
+        # a temperature or a mixture weight given by a function, checked at every swept value (NaN students and
+        # a "lower the learning rate?" hint before), and the layout of the runs
+        (dict(exp=TINY.replace(students=(sm.Student("s", temperature=lambda hp: 0.0 * hp["learning_rate"]),))),
+         sm.ExperimentError, "student 's': temperature = a function of the hyperparameters gives 0.0: it must be"),
+        (dict(exp=TINY.replace(inputs=inputs.mix([(inputs.uniform(2048), lambda h: h["learning_rate"] * np.inf)]))),
+         sm.InputError, r"mix: the weight of component 0 = inf \(from a function of the hyperparameters\)"),
+        (dict(run_batch=0), sm.ExperimentError, "run_batch = 0 is invalid: .* integer >= 1, or None"),
+        (dict(run_batch=1.5), sm.ExperimentError, "run_batch = 1.5 is invalid"),
+        (dict(run_batch="2"), sm.ExperimentError, "run_batch = '2' is invalid"),
+        (dict(devices=[]), sm.ExperimentError, r"devices = \[\] is invalid"),
     ]
     for bad, match in [(lambda: inputs.gaussian(100, std=-1.0), "gaussian: std = -1.0 is invalid"),
                        (lambda: inputs.uniform(100, scale=0), "uniform: scale = 0 is invalid"),
@@ -526,6 +536,8 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         # a loss that indexes its weights, which are None without hooks (documented), and a per-example loss
         (sm.Student("l", loss=lambda z, y, m, w: jnp.sum(w[:, None] * m * (z - y) ** 2)), r"'l'.*its loss failed.*TypeError"),
         (sm.Student("v", loss=lambda z, y, m, w: jnp.sum(m * (z - y) ** 2, -1)), r"'v'.*loss returned.*\(512,\).*scalar"),
+        (sm.Student("p", penalty=lambda v: jnp.ones(3)), r"'p': its penalty returned an array of shape \(3,\)"),
+        (sm.Student("q", penalty=lambda v: v.nope), r"'q': its penalty failed .*AttributeError"),
     ]:
         with pytest.raises(sm.ExperimentError, match=match):
             sm.run(TINY.replace(students=(student,)), task, n_runs=1)
@@ -539,6 +551,8 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         (dict(trace={"t": lambda v: 1 / 0}), "trace 't' failed .*ZeroDivisionError"),
         (dict(step_metrics={"g": lambda v: v.nope}), "step metric 'g' failed .*AttributeError"),
         (dict(teachers={"ft": lambda v: v.nope}), "derived teacher 'ft' failed .*AttributeError"),
+        (dict(teachers={"ft": lambda v: {"w": 1.0}}), r"derived teacher 'ft' returned parameters \{\['w'\]: \(\) "
+                                                       r".*but the model's are \{\['head'\]"),
     ]:
         with pytest.raises(sm.ExperimentError, match=match):
             sm.run(TINY.replace(**kw), task, n_runs=1, teacher_cache=False)
@@ -707,7 +721,9 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert sm.draw(str(tmp_path / "wd.json"), tmp_path / "from_str.png").stat().st_size > 0
     with pytest.raises(TypeError, match="draw takes a record .* or its JSON file's path, not a int"):
         sm.draw(3, tmp_path / "x.png")
-    assert "wd 0" in experiment_caption(record) and "2 runs (mean ± 95% CI)" in experiment_caption(record)
+    # the swept wd is named as swept (its values label the bars); it read "wd 0", the base value it replaced
+    caption = experiment_caption(record)
+    assert "wd [swept]" in caption and "wd 0" not in caption and "2 runs (mean ± 95% CI)" in caption
     with pytest.raises(ValueError, match="'subliminal-mlp/experiment': draw an engine record .* plot_experiment"):
         plot_fig10(record, tmp_path / "x.png")
     with pytest.raises(ValueError, match="a Figure-10 record: plot_fig10"):
@@ -718,6 +734,63 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     np.testing.assert_array_equal(seeds.accuracies[1], sm.run(TINY, task, n_runs=1, seed=3).accuracies[0])
     rec = json.loads(json.dumps(seeds.record()))
     assert rec["seeds"]["seed"] is None and [v["sweep"] for v in rec["values"]] == [{"seed": 0}, {"seed": 3}]
+
+
+def test_a_rows_values_that_would_be_truncated_or_ignored_are_refused_when_it_is_made():
+    # 10.5 trained as logit 10 while the record said 10.5; True was T = 1; a string param failed inside JAX; an mse
+    # student never reads a named temperature (sweeping it changed nothing)
+    for kw, match in [(dict(outputs=(10.5, 11.9)), r"outputs \[10.5, 11.9\] are not logit indices"),
+                      (dict(outputs=(True,)), r"outputs \[True\] are not logit indices"),
+                      (dict(temperature=True), "temperature = True is invalid"),
+                      (dict(params={"a": "x"}), r"params = \{'a': 'x'\} is invalid: give a dict of names to numbers"),
+                      (dict(loss="mse", temperature="tau"), "temperature = 'tau' has no effect with loss = 'mse'"),
+                      (dict(loss="mse", temperature=lambda hp: 2.0), "temperature = a function of the hyperparameters has no effect")]:
+        with pytest.raises(sm.StudentError, match=f"student 's': {match}"):
+            sm.Student("s", **kw)
+    assert sm.Student("s", outputs=(10.0, np.int64(11))).outputs == (10, 11)  # whole numbers are indices
+    assert sm.Student("s", outputs=np.arange(10, 12)).outputs == (10, 11)
+    # KL on one logit is 0 whatever the logits: said, not refused (the loss is the user's choice)
+    from subliminal_mlp.core.students import check_students
+
+    with pytest.warns(UserWarning, match="student 'one': KL on the one logit 12 is 0"):
+        check_students((sm.Student("one", outputs=(12,)),), TINY.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_students((sm.Student("one", outputs=(12,), loss="mse"), sm.Student("two", outputs=(11, 12))), TINY.model)
+
+
+def test_records_tell_apart_a_users_models_and_derived_teachers():
+    from subliminal_mlp.core.models import Model
+
+    def linear(p, x):
+        return x @ p["w"]
+
+    def squashed(p, x):
+        return jnp.tanh(x @ p["w"])
+
+    init = lambda k: {"w": jnp.zeros((784, 13))}  # noqa: E731
+    a, b = Model(init, linear), Model(init, squashed)
+    assert a.describe() != b.describe() and a.describe()["apply"].endswith("linear")
+    assert "apply" not in sm.mlp((8,)).describe()  # a built-in model is described by its settings
+
+    def scaled(factor):
+        return lambda run: jax.tree.map(lambda t: factor * t, run.teacher)
+
+    config = TINY.replace(teachers={"half": scaled(0.5)}, metrics={"n": len}).describe()
+    assert config["teachers"] == {"half": {"test_records_tell_apart_a_users_models_and_derived_teachers."
+                                           "scaled.<lambda>": {"factor": 0.5}}}
+    assert config["metrics"] == {"n": "len"} and config["trace"] == {} and config["step_metrics"] == {}
+
+
+def test_a_task_of_whole_valued_float_labels_runs_as_integer_labels(task):
+    # they were accepted, then failed inside the program (take_along_axis needs integer indices)
+    floats = sm.Task(task.train_x, np.asarray(task.train_y, np.float32), task.test_x,
+                     np.asarray(task.test_y, np.float64), task.n_classes)
+    assert floats.train_y.dtype == np.int32 and floats.test_y.dtype == np.int32
+    np.testing.assert_array_equal(floats.train_y, task.train_y)
+    tiny = TINY.replace(student_epochs=0)
+    np.testing.assert_array_equal(sm.run(tiny, floats, n_runs=1, teacher_cache=False).accuracies,
+                                  sm.run(tiny, task, n_runs=1, teacher_cache=False).accuracies)
 
 
 def test_a_students_own_temperature_is_in_the_caption_and_an_mse_student_records_none():
@@ -1087,7 +1160,6 @@ def test_choose_run_batch_measures_once_on_an_accelerator_and_keeps_cpu_and_give
 
 def test_an_untrained_teacher_is_not_called_diverged_when_its_parameters_are_kept():
     # teacher_epochs = 0: the "teacher" is the reference by design; keep_teachers must not make it a divergence.
-    import warnings
 
     from subliminal_mlp.core.results import DivergenceWarning
 

@@ -52,7 +52,7 @@ from .inputs import InputSource, bind_task, check_source, check_source_settings,
 from ..internal import compile_program
 from .config import check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
-                      format_health, health, plain_scalar, register_format)
+                      format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp
@@ -139,6 +139,8 @@ class Task:
                     labels.min() < 0 or labels.max() >= n_classes:
                 raise ExperimentError(f"Task: {split}_y holds labels {_label_range(labels)}, but a task of "
                                       f"n_classes = {n_classes} needs integer labels in 0..{n_classes - 1}.")
+            if not np.issubdtype(labels.dtype, np.integer):  # whole-valued floats: the class indices they are
+                object.__setattr__(self, f"{split}_y", labels.astype(np.int32))
         if np.shape(self.train_x)[1:] != np.shape(self.test_x)[1:]:
             raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
                                   f"examples {np.shape(self.test_x)[1:]}: they must match.")
@@ -286,13 +288,16 @@ class Experiment:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready settings for records."""
+        """JSON-ready settings for records; derived teachers, metrics and traces as ``{name: function}`` (its
+        qualified name and the values it closes over: :func:`~.results.setting_json`)."""
         return {"name": self.name, "model": self.model.describe(), "inputs": self.inputs.describe(),
                 "students": [s.describe() for s in self.students], "teacher_epochs": self.teacher_epochs,
                 "student_epochs": self.student_epochs, "batch_size": self.batch_size,
-                "hparams": {k: float(v) for k, v in self.hparams.items()}, "metrics": sorted(self.metrics),
-                "trace": sorted(self.trace), "step_metrics": sorted(self.step_metrics),
-                "trace_every": self.trace_every, "teachers": sorted(self.teachers),
+                "hparams": {k: float(v) for k, v in self.hparams.items()},
+                # the functions by name and the values they close over, as students' hooks are
+                **{part: {k: setting_json(f) for k, f in sorted(getattr(self, part).items())}
+                   for part in ("metrics", "trace", "step_metrics", "teachers")},
+                "trace_every": self.trace_every,
                 "arrays": {k: array_fingerprint(v) for k, v in self.arrays.items()},
                 "track_losses": self.track_losses}
 
@@ -657,6 +662,7 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     hps = [{**exp.hparams, **{k: v[i] for k, v in sweep.items()}} for i in range(n_values)]  # one per swept value
     for s in exp.students:
         check_start_settings(s, hps)
+        _check_temperature(s, hps)
     check_source(src, model.input_shape, hps[0])
     check_source_settings(src, model.input_shape, hps)
     if "learning_rate" not in exp.hparams:
@@ -674,6 +680,29 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
                                   f"{_shapes(got)}, the model's parameters are {_shapes(want)}. Pass teachers of "
                                   "this model (e.g. Result.teachers of a run with the same model).")
     return src
+
+
+def _check_temperature(student: Student, hps: Sequence[Mapping[str, Any]]) -> None:
+    """A student's temperature given by a name or a function, at every swept value: a finite number > 0 (a
+    number is checked at once, as is the hyperparameter ``"temperature"``), else ExperimentError naming it."""
+    T = student.temperature
+    if student.loss == "mse" or not (callable(T) or isinstance(T, str)) or T == "temperature":
+        return
+    what = repr(T) if isinstance(T, str) else "a function of the hyperparameters"
+    for hp in hps:
+        value = plain_scalar(_users(f"student {student.name!r}: its temperature", resolve, T,
+                                    {k: jnp.asarray(v) if isinstance(v, (int, float, np.number)) else v
+                                     for k, v in hp.items()}))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
+            raise ExperimentError(f"student {student.name!r}: temperature = {what} gives {value!r}"
+                                  f"{f' at {_swept_at(hp, hps)}' if len(hps) > 1 else ''}: it must be a finite "
+                                  "number > 0.")
+
+
+def _swept_at(hp: Mapping[str, Any], hps: Sequence[Mapping[str, Any]]) -> str:
+    """The values of ``hp`` that differ between the swept values ``hps`` (for messages)."""
+    keys = [k for k in hp if len({repr(h.get(k)) for h in hps}) > 1]
+    return ", ".join(f"{k} = {hp[k]!r}" for k in keys)
 
 
 def _shapes(tree: Any) -> str:
@@ -789,8 +818,8 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             input_set = InputSet(src.n, lambda idx: src.draw(src_ctx, idx, hp))
             base = RunModels(refs["own"], teacher, {}, data, hp, keys, model, {"teacher": teacher}, refs, run,
                              input_set)
-            teachers = {"teacher": teacher,
-                        **{name: _users(f"derived teacher {name!r}", f, base) for name, f in exp.teachers.items()}}
+            teachers = {"teacher": teacher, **{name: _derived_teacher(name, f, base, teacher)
+                                               for name, f in exp.teachers.items()}}
             cache: dict = {}
 
             def start_of(s: Student):
@@ -917,7 +946,10 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         else:  # the gradient of distillation + penalty; the tracked loss is the distillation loss alone
             def objective(p, x, t, m, w=None, extra=None):
                 start, t_step, pv = extra
-                pen = s0.penalty(PenaltyView(p, start, x, t, t_step, f, view, pv))
+                pen = _user_code(s0, "penalty", s0.penalty, PenaltyView(p, start, x, t, t_step, f, view, pv))
+                if jnp.shape(pen) != ():
+                    raise ExperimentError(f"student {s0.name!r}: its penalty returned an array of shape "
+                                          f"{jnp.shape(pen)}; it must return a scalar (added to the batch's loss).")
                 loss = loss_fn(f.apply(p, x), t, m, w)
                 return loss + pen, loss
             with_aux = jax.value_and_grad(objective, has_aux=True)
@@ -956,6 +988,19 @@ def _distill_step(model, students, groups, masks, hp, src, src_ctx, teachers, wi
         return DistillState(tuple(new_state), t_step + 1), metrics
 
     return step
+
+
+def _derived_teacher(name: str, fn: Callable, run: "RunModels", teacher: Any) -> Any:
+    """A derived teacher's parameters, ``fn(run)``, which must have the teacher's tree and shapes (students of
+    the experiment's model imitate it); else ExperimentError naming it, while the program is traced."""
+    params = _users(f"derived teacher {name!r}", fn, run)
+    got, want = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), t)
+                 for t in (params, teacher))
+    if jax.tree.structure(got) != jax.tree.structure(want) or any(
+            g.shape != w.shape for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+        raise ExperimentError(f"derived teacher {name!r} returned parameters {_shapes(got)}, but the model's are "
+                              f"{_shapes(want)}: return a tree like the teacher's (e.g. jax.tree.map over run.teacher).")
+    return params
 
 
 def _user_code(student: Student, what: str, fn: Callable, *args):
@@ -1258,6 +1303,14 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
     for value in [seed, *sweep.get("seed", [])]:
         check_seed(value, ExperimentError)
+    run_batch = plain_scalar(run_batch)
+    if run_batch is not None and not is_integer(run_batch, 1):
+        raise ExperimentError(f"run_batch = {run_batch!r} is invalid: give the number of runs a device advances "
+                              "together, an integer >= 1, or None to choose it from the device.")
+    devices = None if devices is None else list(devices)
+    if devices == []:
+        raise ExperimentError("devices = [] is invalid: give the devices to shard the runs over, or None for every "
+                              "local device.")
     n_values = _check_hparams(exp, sweep)
     from . import distributed
 

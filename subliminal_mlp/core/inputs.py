@@ -316,8 +316,24 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
     if not components:
         raise InputError("mix() needs at least one (source, weight) component.")
     sources = [c for c, _ in components]
-    weights = [w for _, w in components]
+    weights = [plain_scalar(w) for _, w in components]
     size = max(s.n for s in sources) if n is None else n
+
+    def weight_check(i: int, named: bool):
+        def check(value, input_shape=None):  # a NaN or infinite weight makes every input, and every student, NaN
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) or \
+                    not np.isfinite(value):
+                origin = f" (from {_setting_name(weights[i])})" if named else ""
+                raise InputError(f"mix: the weight of component {i} = {value!r}{origin} is invalid: it must be a "
+                                 "finite number.")
+        return check
+
+    checks = []
+    for i, w in enumerate(weights):
+        if isinstance(w, str) or callable(w):
+            checks.append((w, weight_check(i, True)))
+        else:
+            weight_check(i, False)(w)
 
     def prepare(key, arrays, hp):
         derived = jax.random.fold_in(key, MIX_STREAM)
@@ -333,7 +349,7 @@ def mix(components: Sequence[tuple[InputSource, Setting]], *, n: Optional[int] =
 
     return InputSource(n=size, draw=draw, prepare=prepare, arrays={str(i): s.arrays for i, s in enumerate(sources)},
                        name="mix", settings={"components": sources, "weights": weights, "_n": n,
-                                             "_resize": lambda k: mix(components, n=k)})
+                                             "_resize": lambda k: mix(components, n=k), "_checks": tuple(checks)})
 
 
 def _wrapped(name: str, base: InputSource, n: int, draw, prepare, rebuild, **settings) -> InputSource:

@@ -66,7 +66,9 @@ class Model:
     ``init(key) -> params``; ``apply(params, x) -> logits`` of shape ``(..., n_classes + aux_logits)``
     for ``x`` of shape ``(..., *input_shape)``; ``features(params, x)`` (optional) the penultimate
     activations. ``settings`` describes the model in records (name/value pairs). Models compare and
-    hash by their fields, so the same model built twice reuses compiled programs.
+    hash by their fields, so the same model built twice is one model: students given it are distilled
+    as one group. (Each ``run`` compiles its program afresh; JAX's persistent compilation cache,
+    ``JAX_COMPILATION_CACHE_DIR``, makes the second compile of the same program fast.)
     """
 
     init: Callable[[jax.Array], Params]
@@ -92,9 +94,19 @@ class Model:
         return self.n_classes + self.aux_logits
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description for records: name, classes, m, input shape and ``settings``."""
+        """JSON-ready description for records: name, classes, m, input shape and ``settings``. A model of your
+        own given no ``settings`` (nor built by :func:`from_flax`) is described by its ``init`` and ``apply``
+        too (their qualified names and the values they close over: :func:`~.results.setting_json`), so that
+        two such models are told apart in records.
+
+        >>> own = Model(init=lambda k: {"w": jax.numpy.zeros((784, 13))}, apply=lambda p, x: x @ p["w"])
+        >>> sorted(own.describe())
+        ['apply', 'aux_logits', 'init', 'input_shape', 'n_classes', 'name']
+        """
+        own = {} if self.settings or isinstance(self.apply, _FlaxApply) else {
+            "init": setting_json(self.init), "apply": setting_json(self.apply)}
         return {"name": self.name, "n_classes": self.n_classes, "aux_logits": self.aux_logits,
-                "input_shape": list(self.input_shape), **{k: setting_json(v) for k, v in self.settings}}
+                "input_shape": list(self.input_shape), **own, **{k: setting_json(v) for k, v in self.settings}}
 
     def replace(self, **changes: Any) -> "Model":
         return dataclasses.replace(self, **changes)

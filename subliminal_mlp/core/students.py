@@ -57,6 +57,7 @@ Figure 10's four students are :data:`FIGURE10`::
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -271,8 +272,20 @@ class Student:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", as_start(self.start))
-        if isinstance(self.outputs, (list, range, np.ndarray, jax.Array)):
-            object.__setattr__(self, "outputs", tuple(int(i) for i in self.outputs))
+        if isinstance(self.outputs, (tuple, list, range, np.ndarray, jax.Array)):
+            bad = [i for i in np.asarray(self.outputs, dtype=object).ravel() if not _whole_number(i)]
+            if bad:  # 10.5 would be logit 10, and the record would still say 10.5
+                raise StudentError(f"student {self.name!r}: outputs {bad} are not logit indices: give integers, e.g. "
+                                   "outputs=(10, 11), or 'aux', 'all', 'class'.")
+            object.__setattr__(self, "outputs", tuple(int(i) for i in np.asarray(self.outputs, dtype=object).ravel()))
+        if isinstance(self.temperature, (bool, np.bool_)):
+            raise StudentError(f"student {self.name!r}: temperature = {self.temperature!r} is invalid: give a number "
+                               "> 0, a hyperparameter's name or a function of the hyperparameters.")
+        if not isinstance(self.params, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                    v, (bool, np.bool_)) for k, v in self.params.items()):
+            raise StudentError(f"student {self.name!r}: params = {self.params!r} is invalid: give a dict of names to "
+                               "numbers (its hooks and penalty read them as view.params).")
         if isinstance(self.loss, str):
             try:
                 distillation_loss(self.loss)  # validates the name
@@ -281,9 +294,11 @@ class Student:
                                    "-> scalar (the loss summed over the batch).") from None
         if isinstance(self.outputs, tuple) and not self.outputs:
             raise StudentError(f"student {self.name!r} imitates an empty set of outputs: name at least one logit.")
-        if (self.loss == "mse" and isinstance(self.temperature, (int, float, np.number))
-                and not isinstance(self.temperature, bool) and self.temperature != 1):
-            raise StudentError(f"student {self.name!r}: temperature = {self.temperature} has no effect with loss = "
+        if self.loss == "mse" and ((isinstance(self.temperature, (int, float, np.number)) and self.temperature != 1)
+                                   or callable(self.temperature)
+                                   or (isinstance(self.temperature, str) and self.temperature != "temperature")):
+            what = "a function of the hyperparameters" if callable(self.temperature) else repr(self.temperature)
+            raise StudentError(f"student {self.name!r}: temperature = {what} has no effect with loss = "
                                "'mse' (raw logits, never scaled by T): use loss = 'kl', or leave temperature out.")
 
     def replace(self, **changes: Any) -> "Student":
@@ -306,6 +321,12 @@ class Student:
                 "example_weights": name(self.example_weights), "targets": name(self.targets),
                 "params": {k: name(v) for k, v in self.params.items()}, "penalty": name(self.penalty),
                 "model": None if self.model is None else self.model.describe()}
+
+
+def _whole_number(v: Any) -> bool:
+    """Whether ``v`` is an integer or a whole-valued float (``10`` or ``10.0``, numpy's too; not ``True``)."""
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and bool(np.isfinite(v)) and float(v) == round(float(v)))
 
 
 def _hashable(v):
@@ -383,6 +404,10 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             bad = [i for i in s.outputs if not 0 <= i < model.n_outputs]
             if bad:
                 raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
+            if s.loss == "kl" and len(set(s.outputs)) == 1:
+                warnings.warn(f"student {s.name!r}: KL on the one logit {s.outputs[0]} is 0 whatever the logits (a "
+                              "softmax over one logit is 1): the student never moves from its start. Give two or more "
+                              "outputs, or loss='mse'.", UserWarning, stacklevel=4)
         else:
             try:
                 output_mask(s.outputs, model.n_classes, model.aux_logits)

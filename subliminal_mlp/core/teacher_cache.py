@@ -270,7 +270,7 @@ class TeacherCache:
     """Trained teachers on disk under ``root`` (default :func:`default_teacher_dir`), one file per run.
 
     ``hits``, ``misses`` and ``corrupt`` count runs read, runs not found and entries rejected
-    since the cache object was made; ``log`` receives a line per rejected entry and per store.
+    since the cache object was made; ``log`` receives a line per rejected entry and per store that failed.
     """
 
     root: Path = field(default_factory=default_teacher_dir)

@@ -125,7 +125,8 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
-    """The settings of an engine record (``Result.write``, format ``subliminal-mlp/experiment``), wrapped."""
+    """The settings of an engine record (``Result.write``, format ``subliminal-mlp/experiment``), wrapped. A
+    swept hyperparameter reads ``name [swept]`` (its values label the bars), not the base value it replaces."""
     import textwrap
 
     c = record["config"]
@@ -138,7 +139,8 @@ def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
     def item(k: str, v: Any) -> str:
         return f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
 
-    hp = ", ".join(item(k, v) for k, v in c["hparams"].items())
+    swept = {p for v in record.get("values", ()) for p in (v.get("sweep") or {})}  # one value per bar: see legend
+    hp = ", ".join(f"{k} [swept]" if k in swept else item(k, v) for k, v in c["hparams"].items())
     own = [item(s["name"], s["temperature"]) for s in c.get("students", [])
            if s.get("temperature") not in ("temperature", None)]  # rows not at the hyperparameter T
     if own:
