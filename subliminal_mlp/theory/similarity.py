@@ -50,8 +50,14 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
 
     Computed scale-free: each matrix is scaled to a largest entry of 1, centred, and scaled to a Frobenius norm
     of 1 (``CKA`` does not change), so every term lies in [0, 1] and float32 neither overflows nor underflows
-    (the textbook formula's ``‖XᵀX‖²_F`` grows like the fourth power of the features' scale).
+    (the textbook formula's ``‖XᵀX‖²_F`` grows like the fourth power of the features' scale). One compiled
+    program per pair of shapes.
     """
+    return _linear_cka(x, y)
+
+
+@jax.jit
+def _linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     x, y = _centred_unit(x), _centred_unit(y)
     cross = jnp.sum(jnp.square(y.T @ x))
     den = jnp.sqrt(jnp.sum(jnp.square(x.T @ x))) * jnp.sqrt(jnp.sum(jnp.square(y.T @ y)))
@@ -61,8 +67,9 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
 def _centred_unit(a: jax.Array) -> jax.Array:
     """``a`` with every column centred and a Frobenius norm of 1 (zero if ``a`` is constant, NaN if not finite),
     computed at unit scale so that no intermediate overflows or underflows."""
+    constant = jnp.all(a == a[:1], axis=0)  # such a column centres to 0 exactly (not to a mean's rounding, scaled up)
     a = _unit_scale(a)  # before centring: the column sums of huge features overflow too
-    a = _unit_scale(a - a.mean(axis=0))
+    a = _unit_scale(jnp.where(constant, 0.0, a - a.mean(axis=0)))
     norm = jnp.sqrt(jnp.sum(jnp.square(a)))  # >= 1 unless a is all zeros (its largest entry is ±1)
     return a / jnp.where(norm > 0, norm, 1.0)
 
@@ -77,6 +84,11 @@ def feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
     ...                            jnp.array([[2.0, 0.0], [4.0, 3.0], [1.0, 0.0]]))), 4)  # (1 + 24/25 + 0) / 3
     0.6533
     """
+    return _feature_cosine(x, y)
+
+
+@jax.jit
+def _feature_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
     x, y = _unit_scale(x, axis=-1), _unit_scale(y, axis=-1)  # per row: the cosine is scale-free, float32 is not
     dot = jnp.sum(x * y, axis=-1)
     den = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
