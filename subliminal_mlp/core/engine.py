@@ -55,9 +55,9 @@ from .results import (DivergenceError, DivergenceWarning, array_fingerprint, che
                       format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
 from .model import accuracy, all_finite
-from .models import Model, check_model, mlp
+from .models import Model, check_model, mlp, same_tree_shapes
 from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, adam, check_start_settings,
-                       check_students, make_optimizer, output_mask)
+                       check_students, hparams_as_arrays, make_optimizer, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
 #: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
@@ -652,9 +652,6 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         if isinstance(s.temperature, str) and s.temperature != "temperature" and s.temperature not in exp.hparams:
             raise ExperimentError(f"student {s.name!r}: temperature = {s.temperature!r} is not a hyperparameter of the "
                                   f"experiment (hparams: {sorted(exp.hparams)}): add it to Experiment.hparams.")
-        T = plain_scalar(s.temperature)
-        if isinstance(T, (int, float)) and not isinstance(T, bool) and not 0 < T < np.inf:
-            raise ExperimentError(f"student {s.name!r}: temperature = {T!r} is invalid: it must be a finite number > 0.")
     src = bind_task(exp.inputs, task.train_x)
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
@@ -674,8 +671,7 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
                                   "the teachers of a Result with the same n_runs and seed.")
         want = jax.eval_shape(model.init, jax.random.PRNGKey(0))
         got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), teachers)
-        if jax.tree.structure(got) != jax.tree.structure(want) or any(
-                (g.shape, g.dtype) != (w.shape, w.dtype) for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+        if not same_tree_shapes(got, want):
             raise ExperimentError("teachers= do not fit the experiment's model: per run they have "
                                   f"{_shapes(got)}, the model's parameters are {_shapes(want)}. Pass teachers of "
                                   "this model (e.g. Result.teachers of a run with the same model).")
@@ -683,16 +679,21 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
 
 
 def _check_temperature(student: Student, hps: Sequence[Mapping[str, Any]]) -> None:
-    """A student's temperature given by a name or a function, at every swept value: a finite number > 0 (a
-    number is checked at once, as is the hyperparameter ``"temperature"``), else ExperimentError naming it."""
-    T = student.temperature
+    """A student's temperature is a finite number > 0: a number at once, a name or a function at every swept
+    value (the hyperparameter ``"temperature"`` itself is checked with the hyperparameters); else
+    ExperimentError naming it."""
+    T = plain_scalar(student.temperature)
+    if isinstance(T, (int, float)) and not isinstance(T, bool):
+        if not 0 < T < np.inf:
+            raise ExperimentError(f"student {student.name!r}: temperature = {T!r} is invalid: it must be a finite "
+                                  "number > 0.")
+        return
     if student.loss == "mse" or not (callable(T) or isinstance(T, str)) or T == "temperature":
         return
     what = repr(T) if isinstance(T, str) else "a function of the hyperparameters"
     for hp in hps:
         value = plain_scalar(_users(f"student {student.name!r}: its temperature", resolve, T,
-                                    {k: jnp.asarray(v) if isinstance(v, (int, float, np.number)) else v
-                                     for k, v in hp.items()}))
+                                    hparams_as_arrays(hp)))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
             raise ExperimentError(f"student {student.name!r}: temperature = {what} gives {value!r}"
                                   f"{f' at {_swept_at(hp, hps)}' if len(hps) > 1 else ''}: it must be a finite "
@@ -994,10 +995,9 @@ def _derived_teacher(name: str, fn: Callable, run: "RunModels", teacher: Any) ->
     """A derived teacher's parameters, ``fn(run)``, which must have the teacher's tree and shapes (students of
     the experiment's model imitate it); else ExperimentError naming it, while the program is traced."""
     params = _users(f"derived teacher {name!r}", fn, run)
-    got, want = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), t)
-                 for t in (params, teacher))
-    if jax.tree.structure(got) != jax.tree.structure(want) or any(
-            g.shape != w.shape for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))):
+    if not same_tree_shapes(params, teacher, dtypes=False):
+        got, want = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), t)
+                     for t in (params, teacher))
         raise ExperimentError(f"derived teacher {name!r} returned parameters {_shapes(got)}, but the model's are "
                               f"{_shapes(want)}: return a tree like the teacher's (e.g. jax.tree.map over run.teacher).")
     return params

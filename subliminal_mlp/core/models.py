@@ -112,6 +112,21 @@ class Model:
         return dataclasses.replace(self, **changes)
 
 
+def same_tree_shapes(a: Any, b: Any, *, dtypes: bool = True) -> bool:
+    """Whether two pytrees (of arrays or ``ShapeDtypeStruct``) have one structure and, leaf by leaf, one
+    shape (and one dtype, unless ``dtypes=False``).
+
+    >>> import jax.numpy as jnp
+    >>> same_tree_shapes({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}), same_tree_shapes({"w": jnp.zeros(3)}, {"w": 1.0})
+    (True, False)
+    """
+    def sig(x: Any) -> tuple:
+        return (jnp.shape(x), jnp.result_type(x)) if dtypes else (jnp.shape(x),)
+
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        sig(x) == sig(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtypeStruct:
     """Trace ``init`` and ``apply`` abstractly (no compute) and check the output count.
 

@@ -70,7 +70,7 @@ from jax.flatten_util import ravel_pytree
 from .config import ConfigError
 from .inputs import Setting, resolve
 from .losses import distillation_loss
-from .models import Model, check_model
+from .models import Model, check_model, same_tree_shapes
 from .results import setting_json
 
 #: Names the engine reserves for the models it evaluates besides the students.
@@ -158,15 +158,20 @@ def _perturbations(start: Any) -> list:
     return []
 
 
+def hparams_as_arrays(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters as the program passes them: numbers as arrays (a function of them may use array
+    methods), for checks that resolve a setting before compute."""
+    return {k: jnp.asarray(v) if isinstance(v, (int, float, np.number)) else v for k, v in hp.items()}
+
+
 def check_start_settings(student: "Student", hps: Sequence[Mapping[str, Any]]) -> None:
     """Every σ of a student's perturbed start, at every swept value: defined and a finite number >= 0 (else
     :class:`StudentError` naming the student), before compute."""
     for p in _perturbations(student.start):
         what = repr(p.sigma) if isinstance(p.sigma, str) else "a function of the hyperparameters"
         for hp in hps:
-            try:  # as arrays, as the program passes them (a function of them may use array methods)
-                sigma = resolve(p.sigma, {k: jnp.asarray(v) if isinstance(v, (int, float, np.number)) else v
-                                          for k, v in hp.items()})
+            try:
+                sigma = resolve(p.sigma, hparams_as_arrays(hp))
             except Exception as e:  # noqa: BLE001 - a missing hyperparameter or a user's function failing
                 raise StudentError(f"student {student.name!r}: its start perturbed(sigma={what}) cannot be "
                                    f"resolved: {e}") from e
@@ -418,9 +423,7 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
 def _same_shapes(a: Model, b: Model) -> bool:
     """Whether two models' parameter pytrees have the same structure, shapes and dtypes (abstractly, no compute)."""
     key = jax.random.PRNGKey(0)
-    shapes = [jax.eval_shape(m.init, key) for m in (a, b)]
-    return jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1]) and all(
-        (x.shape, x.dtype) == (y.shape, y.dtype) for x, y in zip(*map(jax.tree.leaves, shapes)))
+    return same_tree_shapes(*(jax.eval_shape(m.init, key) for m in (a, b)))
 
 
 def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) -> optax.GradientTransformation:

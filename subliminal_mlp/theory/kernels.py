@@ -93,7 +93,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ..core.config import Config
+from ..core.config import Config, is_integer
 from ..core.losses import class_cross_entropy, masked_log_softmax
 from ..core.model import apply as model_apply
 from ..core.models import MLP, Model, ModelError
@@ -271,7 +271,7 @@ def _check_positive(name: str, value, *, scalar: bool = False) -> None:
 def _check_count(name: str, value, minimum: int = 1) -> int:
     """``value`` as an ``int`` if it is an integer ``>= minimum``; else a ``ValueError`` naming it (a float such
     as 2.5 would be truncated, or fail inside JAX; a bool is no count)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_integer(value, minimum, numpy=True):
         raise ValueError(f"{name} = {value!r} is invalid: give an integer >= {minimum}.")
     return int(value)
 
