@@ -11,13 +11,13 @@ from subliminal_mlp.core.config import Config
 from subliminal_mlp.core.data import load_mnist
 from subliminal_mlp.studies.figure10 import run_experiment
 from subliminal_mlp import engine
-from subliminal_mlp.studies.heads import (SHARING, _correlations, _rank, compose, cross_key_table, cross_reference,
+from subliminal_mlp.studies.heads import (SHARING, _correlations, _rank, compose,
                                   format_heads_table, heads_experiment, heads_students, run_heads, student_names,
                                   write_heads)
 from subliminal_mlp.core.model import init_params
 from subliminal_mlp.core.models import mlp
 from subliminal_mlp.core.students import StartContext
-from subliminal_mlp.theory.similarity import feature_cosine, linear_cka
+from subliminal_mlp.theory.similarity import feature_cosine, linear_cka, penultimate_similarity
 
 
 def hsic_cka(x, y):
@@ -84,8 +84,8 @@ def test_compose_takes_hidden_layers_and_head_from_different_models():
 
 def test_the_student_table_starts_where_the_sharing_says(data_root):
     # Each layers(...) start is compose() of the two references, and inside the engine's program the
-    # metrics' θ0' (cross_reference) is bit for bit the engine's: with 0 distillation epochs the
-    # students are their starts.
+    # reference similarity measures θ0 and the cross start θ0' of the run, whatever seed the experiment is run
+    # with: with 0 distillation epochs the students are their starts, and with 0 teacher epochs the teacher is θ0.
     model = mlp((8, 8))
     n_runs, seed = 3, 5
     for run in range(n_runs):
@@ -98,26 +98,27 @@ def test_the_student_table_starts_where_the_sharing_says(data_root):
                 jax.tree.map(np.testing.assert_array_equal, starts[f"{name}_{which}"], compose(src[hidden], src[head]))
     assert [s.outputs for s in heads_students((0.1,))] == ["aux"] * 4 + ["all"] * 4 + ["aux"]
 
-    def flat(params):
-        return jax.flatten_util.ravel_pytree(params)[0]
-
     cfg = Config(n_runs=n_runs, seed=seed, hidden_widths=(8, 8), n_noise=1024, batch_size=512, teacher_epochs=0,
                  student_epochs=0)
     exp = heads_experiment(cfg, (0.1,), 100)
-    exp = exp.replace(metrics={**exp.metrics, "own": lambda v: flat(v.reference),
-                               "other": lambda v: flat(cross_reference(v)),
-                               "start": lambda v: flat(v.students["shared_none_aux"])})
-    result = engine.run(exp, engine.Task.from_dataset(load_mnist(data_root)), n_runs=n_runs, seed=seed)
-    own, other, start = (result.metrics[k][0] for k in ("own", "other", "start"))
-    for run in range(n_runs):
-        # θ0' in a metric is the cross run's θ0 as metrics see it (RunModels.reference), bit for bit ...
-        np.testing.assert_array_equal(other[run], own[engine.cross_run(run, n_runs)])
-        # ... and the start of the shared_none students up to float rounding (XLA fuses the draw differently).
-        np.testing.assert_allclose(other[run], start[run], rtol=1e-6, atol=1e-7)
-    # With the teacher at θ0 (0 epochs), θ0's CKA with it is 1, and the shared_all students' too.
-    np.testing.assert_allclose(result.metrics["reference_similarity"][0][:, 0, 0], 1.0, rtol=1e-5)
-    np.testing.assert_allclose(result.metrics["similarity"][0][:, 0, :2], 1.0, rtol=1e-5)
-    assert cross_key_table(seed, n_runs)["run_init_keys"].shape == (n_runs, 2)
+    task = engine.Task.from_dataset(load_mnist(data_root))
+    # Another seed than the config's (and two runs fewer): θ0' is that run's cross start (it was looked up by the
+    # config's seed and run count, and silently fell back to run 0's of another seed).
+    other_seed, n = seed + 1, n_runs - 1
+    result = engine.run(exp.replace(metrics={**exp.metrics, "start": lambda v: jax.flatten_util.ravel_pytree(
+        v.students["shared_none_aux"])[0]}), task, n_runs=n, seed=other_seed)
+    x = task.test_x[:100]
+    for run in range(n):
+        refs = engine.references(model, other_seed, run, n)
+        # The shared_none students start at θ0' (up to float rounding: XLA fuses the draw differently) ...
+        np.testing.assert_allclose(result.metrics["start"][0][run], jax.flatten_util.ravel_pytree(refs["cross"])[0],
+                                   rtol=1e-6, atol=1e-7)
+        # ... and θ0 and θ0' against the teacher (θ0) are measured by hand.
+        for j, which in enumerate(("own", "cross")):
+            want = penultimate_similarity(refs["own"], refs[which], x, model.features)
+            np.testing.assert_allclose(result.metrics["reference_similarity"][0][run][:, j],
+                                       [want["cka"], want["cosine"]], rtol=1e-5)
+    np.testing.assert_allclose(result.metrics["similarity"][0][:, 0, :2], 1.0, rtol=1e-5)  # shared_all: at θ0
 
 
 def test_run_heads_small_real_run(data_root, tmp_path, check_envelope):

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..core import engine
 from ..core.config import Config, ConfigError, is_integer, is_sequence, plain_scalar
-from ..core.engine import Experiment, RunModels, run_keys
+from ..core.engine import Experiment, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.model import stack_params
 from ..core.results import data_record, envelope, format_ci, run_timing, summary, write_record
@@ -86,30 +86,13 @@ def heads_students(sigmas: Sequence[float]) -> tuple[Student, ...]:
     return tuple(table)
 
 
-def cross_key_table(seed: int, n_runs: int) -> dict[str, np.ndarray]:
-    """Arrays for :func:`cross_reference`: every run's ``init`` key ``(n_runs, 2)``, and ``seed``, ``n_runs``."""
-    own = np.stack([np.asarray(run_keys(seed, r)["init"]) for r in range(n_runs)])
-    return {"run_init_keys": own, "run_seed": np.uint32(seed)}
-
-
-def cross_reference(view: RunModels):
-    """θ0' of the run ``view`` belongs to, as the engine draws it (:func:`engine.references`).
-
-    A metric sees the run's keys but not its index nor the cross run's reference, so the run is
-    found by its own ``init`` key in the experiment's ``arrays`` (:func:`cross_key_table`) and θ0'
-    is drawn again by the engine's own function.
-    """
-    table = view.data["run_init_keys"]
-    hit = jnp.all(table == view.keys["init"], axis=1)
-    run = jnp.argmax(hit).astype(jnp.int32)
-    return engine.references(view.model, view.data["run_seed"], run, table.shape[0])["cross"]
-
-
 def similarity_metrics(names: Sequence[str], n_similarity: int) -> dict[str, Any]:
     """The metrics ``{"similarity": (2, S), "reference_similarity": (2, 2)}`` (rows: CKA, cosine).
 
     Per student (``names`` order), and for θ0 and θ0': similarity of the penultimate features to
-    the teacher's on the first ``n_similarity`` test images.
+    the teacher's on the first ``n_similarity`` test images. θ0 and θ0' are the run's
+    ``view.reference`` and ``view.refs["cross"]``: exactly the students' "own" and "cross" starts,
+    whatever seed or sweep the experiment is run with.
     """
     def measure(view: RunModels, stack):
         sim = jax.vmap(penultimate_similarity, (None, 0, None, None))(
@@ -120,7 +103,7 @@ def similarity_metrics(names: Sequence[str], n_similarity: int) -> dict[str, Any
         return measure(view, stack_params(*[view.students[n] for n in names]))
 
     def references(view: RunModels):
-        return measure(view, stack_params(view.reference, cross_reference(view)))
+        return measure(view, stack_params(view.reference, view.refs["cross"]))
 
     return {"similarity": students, "reference_similarity": references}
 
@@ -138,7 +121,7 @@ def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_si
     names = student_names(sigmas)
     return experiment_from_config(cfg, pool).replace(
         students=config_students(cfg, heads_students(sigmas)), metrics=similarity_metrics(names, n_similarity),
-        arrays=cross_key_table(cfg.seed, cfg.n_runs), name=f"heads:{cfg.dataset}")
+        name=f"heads:{cfg.dataset}")
 
 
 def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000, *,
