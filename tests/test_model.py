@@ -150,7 +150,7 @@ def test_logit_mask_and_accuracy():
 def test_perturbed_adds_isotropic_or_orthogonal_noise_of_size_sigma():
     from jax.flatten_util import ravel_pytree
 
-    from subliminal_mlp.core.model import perturbed
+    from subliminal_mlp.core.model import perturb as perturbed
 
     cfg = Config(hidden_widths=(64,))
     p = init_params(jax.random.PRNGKey(0), cfg)

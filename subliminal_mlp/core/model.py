@@ -19,7 +19,7 @@ from jax import lax
 from .config import Config, is_integer
 from .models import MLP, aux_logits, class_logits, kernel_init  # noqa: F401 (re-exported)
 from .students import output_mask
-from .students import perturb as perturbed  # noqa: F401 (θ + σ·ξ, Jiang et al.)
+from .students import perturb  # noqa: F401 (θ + σ·ξ, Jiang et al.; the start spec is students.perturbed)
 
 
 def build_model(cfg: Config) -> MLP:

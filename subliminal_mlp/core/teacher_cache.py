@@ -220,7 +220,8 @@ def core_source_digest() -> str:
 def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices: int, platform: str,
                 device_kind: str, learning_rate: float, n_values: int = 1) -> Optional[dict[str, Any]]:
     """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified:
-    its description or its code, :func:`code_identity`, names a lambda or a local function).
+    its description or its code holds an object :func:`code_identity` cannot name, such as a function with neither
+    source nor bytecode; lambdas and local functions are identified by their code and closure).
 
     ``run_batch`` is the number of runs advanced together (as resolved by the engine); with more
     than one, ``n_runs``, ``n_values`` (the swept values in the program) and ``n_devices`` are part of

@@ -11,8 +11,8 @@ time, each at several strengths (protocol.md §4):
 
   with ``z0 = f_θS0(x)`` over all 13 logits, λ swept, T = one epoch (the "critical period") or
   every epoch;
-* **weight decay**: AdamW (decoupled: θ ← θ − η·(Adam step + wd·θ)) with wd swept; ``η·wd·steps``
-  is the fraction by which the weights shrink, so wd = 10 shrinks them to ~41 % over 295 steps;
+* **weight decay**: AdamW (decoupled: θ ← θ − η·(Adam step + wd·θ)) with wd swept; the decay alone
+  scales the weights by ``(1 − η·wd)^steps ≈ exp(−η·wd·steps)``: to ~41 % for wd = 10 over 295 steps;
 * **plain SGD** in place of Adam (reports attribute the transfer to adaptive optimisers), its
   learning rate swept (the loss is summed over the batch, so its gradients are ~1,024 times a
   mean loss's);
@@ -213,7 +213,7 @@ def run_mitigations(settings: MitigationSettings, data, *, progress: bool = Fals
         "steps_per_epoch": 59, "probe_steps": [...],
         "families": {family: {"hparams": {name: [values]}, "labels": [...], "wall_s": ..,
                               "student": [{"mean", "ci95", "accuracies"}], "cross": [...],
-                              "gain": [{"mean", "ci95", "gains"}], "distill_loss": [{"mean", "ci95"}],
+                              "gain": [{"mean", "ci95", "gains"}], "distill_loss": [{"mean", "ci95", "losses"}],
                               "cross_distill_loss": [...], "trace": [{"mean": [...], "ci95": [...]}],
                               "health": [...]}}
 

@@ -12,7 +12,10 @@ distillation (:func:`one_step_metrics`):
   temperature 1), on the student's first batch: the first ``batch_size`` indices of its epoch-0
   permutation, exactly the inputs of its first optimiser step;
 * ``cos_update``: the cosine between the first update of the student's optimiser (Adam by
-  default: ``−g/(|g| + ε)`` elementwise, bias-corrected) and ``D``;
+  default: ``−g/(|g| + ε)`` elementwise, bias-corrected) and ``D``. ``g`` is the batch *mean*
+  gradient, while the engine's students descend the batch *sum* ``B·g``, whose first Adam update
+  is ``−g/(|g| + ε/B)``: the two differ only through Adam's ε (by up to 0.6 % of the cosine on the
+  paper's MLP; :func:`update_cosines` reads the engine's own update);
 * ``A``: the theorem's first-order coefficient at θ0 for the teacher's *first* task step
   ``ΔθT = −∇L_T(θ0)`` (the class cross-entropy on the teacher's own first batch of digits) and the
   student's first batch: ``A = E_x[vᵀ M(x) v]``, ``v = J_x ΔθT``
@@ -95,7 +98,7 @@ def one_step_metrics(batch_size: int, *, loss=None, optimizer: Optional[optax.Gr
       ``g = ∇_θ E_x L_S(f_θ(x), f_θT(x))`` at the start on the first distillation batch
       (:func:`first_batch` of ``view.keys["student_shuffle"]`` over ``view.inputs``), and
       ``u`` the first update of ``optimizer`` (default ``optax.adam(1.0)``: the cosine does not
-      depend on the learning rate) from that gradient;
+      depend on the learning rate) from that (batch-mean) gradient;
     * ``g(view)``: the scalar ``A`` at θ0 (:func:`~subliminal_mlp.theory.kernels.first_order_coefficient`)
       for ``ΔθT = −∇L_T(θ0)``, ``L_T`` the class cross-entropy of ``view.model`` on the teacher's
       first batch (``teacher_batch_size``, default ``batch_size``), and the same student batch.

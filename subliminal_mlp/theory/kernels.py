@@ -978,7 +978,7 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     forward pass and VJP at ``θS0`` once (they do not depend on ``ε``); the teacher's outputs
     ``y(ε)`` once per ``ε`` for all losses and students. The ``ε`` axis is a ``lax.map`` over
     groups of ``eps_batch`` values advanced together (a ``vmap``), which bounds memory; by default
-    ``eps_batch = max(1, 8 // (len(losses)·len(students)))``, about eight student updates per step
+    ``eps_batch = max(1, min(8 // (len(losses)·len(students)), len(eps)))``, about eight student updates per step
     (larger groups were slower on CPU: the batched matmuls gain nothing and memory traffic grows).
 
     >>> from subliminal_mlp.core.models import mlp

@@ -315,7 +315,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     off by less than ``gap_tol`` fails too), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
     (Theorem 1). When ``A = 0`` (``|A| ≤ 1e-14·‖ΔθT‖²``) the theorem's other branch is checked
     instead: ``ΔθS·ΔθT = O(ε²)``, so ``ΔθS·ΔθT/ε`` must vanish like ``ε`` (see below; its size
-    ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap) and ``L_T`` must not move beyond rounding.
+    ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap) and ``L_T`` must not increase beyond rounding.
     Different initialisation (control): the drift ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖`` must be
     ``≤ change_tol`` at the smallest ``ε`` and vanish like ``ε`` — the teacher's step enters only at
     first order; the control's sign is reported, not checked (no sign is predicted).
@@ -356,7 +356,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             zero_branch = abs(A) <= 1e-14 * size
             if zero_branch:
                 # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε → 0 like ε and L_T does
-                # not move at first order (only rounding is allowed).
+                # not move at first order: an increase beyond rounding fails (a decrease does not).
                 gap = abs(ratio) / size
                 ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, dot_floor)
                 ok_sign = True
@@ -429,7 +429,7 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
 
 #: What each of a row's ``checks`` (:func:`summarize`) says when it fails (the verdict line of :func:`format_tables`).
 CHECK_NAMES = {"gap": "dot/ε is not A (the gap is above the tolerance, or does not vanish like ε)",
-               "sign": "dot/ε is negative", "LT_decreases": "L_T does not decrease (or moves where A = 0)",
+               "sign": "dot/ε is negative", "LT_decreases": "L_T does not decrease (or increases where A = 0)",
                "control_first_order": "the control's step depends on ε at first order"}
 
 
@@ -453,7 +453,7 @@ def verdict(summary: dict[str, Any]) -> str:
                     + (" (where A > 0)" if zero else ""))
     if zero:
         held.append(f"where A = 0 ({', '.join(zero)}: no first-order alignment, the theorem's other branch) "
-                    "ΔθS·ΔθT = O(ε²) and L_T does not move beyond rounding")
+                    "ΔθS·ΔθT = O(ε²) and L_T does not increase beyond rounding")
     text = "PASS: " + "; ".join(held) + "; the teacher's step drops out at first order with a different one."
     still = [f"{name} seed {r['seed']}" for name, r in rows if r.get("norm_T", 1.0) == 0]
     if still:
