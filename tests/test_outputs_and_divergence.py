@@ -324,8 +324,9 @@ def test_a_diverged_models_measurements_are_nan_never_numbers_of_nan_parameters(
     import jax
     import jax.numpy as jnp
 
-    from subliminal_mlp.core.model import init_params
+    from subliminal_mlp.core.model import accuracy, init_params
     from subliminal_mlp.core.students import cosine
+    from subliminal_mlp.studies.trajectory import student_trajectories
     from subliminal_mlp.studies.alignment import _fraction_positive
     from subliminal_mlp.studies.omitted_digit import accuracy_on, run_omitted_digit
     from subliminal_mlp.studies.traits import trait_rate
@@ -339,6 +340,8 @@ def test_a_diverged_models_measurements_are_nan_never_numbers_of_nan_parameters(
     assert float(trait_rate(good, x, 0, 10)) < 1 and np.isnan(trait_rate(bad, x, 0, 10))
     everything = jnp.ones(50, bool)
     assert 0 <= float(accuracy_on(good, x, y, everything, 10)) <= 1 and np.isnan(accuracy_on(bad, x, y, everything, 10))
+    assert float(accuracy(good, x, y, 10)) == float(accuracy_on(good, x, y, everything, 10)) and np.isnan(
+        accuracy(bad, x, y, 10))  # the accuracy every trace and metric uses
     # similarities: 0 for a zero vector (no direction), NaN for a non-finite one (0 would read "unrelated")
     v, nan_v = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([1.0, jnp.inf])}
     assert float(cosine(v, v)) == pytest.approx(1) and float(cosine(v, {"w": jnp.zeros(2)})) == 0
@@ -354,6 +357,12 @@ def test_a_diverged_models_measurements_are_nan_never_numbers_of_nan_parameters(
         rec = run_omitted_digit(tiny, mnist)
     accs = [a for subsets in rec["models"].values() for m in subsets.values() for a in m["accuracies"]]
     assert len(accs) == 9 and np.isnan(accs).all()
+    # a traced study: the probes read NaN from the step the students diverge (they read 0.084, digit 0's share)
+    with pytest.warns(DivergenceWarning):
+        traj = student_trajectories(tiny, mnist, probe_every=1, n_probe=500)
+    for name in ("student_aux", "cross_aux"):
+        curve = np.asarray(traj["curves"][name]["per_run"][0])
+        assert np.isfinite(curve[0]) and np.isnan(curve[1:]).all(), (name, curve)
 
 
 def test_a_diverged_reproduce_warns_records_and_marks_it_and_fail_writes_nothing(data_root, tmp_path, capsys):
@@ -438,9 +447,9 @@ def test_a_bad_process_layout_is_one_line_and_comes_after_every_setting_check(tm
     assert main([*bad, "reproduce", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("subliminal-mlp: error: num_processes = 0 is invalid") and "Traceback" not in err
-    # what can be checked without JAX is checked first (the runtime would wait for the other processes)
-    (tmp_path / "adir.json").mkdir()
-    cases = [(["reproduce", "--stem", "adir"], "adir.json"),
+    # what can be checked without JAX is checked first (the runtime would wait for the other processes); the output
+    # directory itself only after the start, in process 0 (test_distributed.py)
+    cases = [(["reproduce", "--stem", ".."], "stem = '..' is invalid"),
              (["sweep", "batch_size", "64", "512", "--n-noise", "256"], "batch_size = 512 is larger than n_noise"),
              (["sweep", "aux_logits", "3", "03"], "repeated values in the sweep over aux_logits")]
     for argv, message in cases:
@@ -562,3 +571,22 @@ def test_every_study_writer_checks_its_figure_before_writing_anything(module, wr
     with pytest.raises(OutputError, match=f"{stem}.png"):
         write(rec, tmp_path) if module == "sweep" else write(rec, tmp_path, stem)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.png"]
+
+
+def test_ctrl_c_is_one_line_and_a_reader_that_leaves_ends_the_command_quietly(capsys):
+    import subprocess
+    import sys
+
+    from subliminal_mlp.cli import guarded
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert guarded(interrupted) == 130
+    assert capsys.readouterr().err.startswith("subliminal-mlp: interrupted")
+    # `subliminal-mlp figures --list | head -1`: the pipe is closed before the command writes (no traceback)
+    proc = subprocess.Popen([sys.executable, "-m", "subliminal_mlp", "figures", "--list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -109,7 +109,9 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     other model, including an ``sm.mlp`` with another activation (its parameters look the same).
 
     The images are taken ``chunk`` at a time (a ``lax.map``), so the activations stay in cache:
-    each logit is the same dot product whatever the chunking, so the result is too.
+    each logit is the same dot product whatever the chunking, so the result is too. NaN where any
+    of ``params`` is non-finite (:func:`nan_unless_finite`): a diverged model's argmax of NaN logits
+    is class 0, which would read as a real accuracy (in the traces of the studies too).
 
     >>> import jax.numpy as jnp
     >>> identity = lambda params, x: x  # a "model" whose logits are its inputs: 2 classes + m = 1
@@ -132,4 +134,4 @@ def accuracy(params: dict, images: jax.Array, labels: jax.Array, n_classes: int,
     if n_full:
         blocks = (images[:cut].reshape(n_full, chunk, *images.shape[1:]), labels[:cut].reshape(n_full, chunk))
         total = total + jnp.sum(lax.map(lambda b: correct(*b), blocks))
-    return total / n
+    return nan_unless_finite(total / n, params)
