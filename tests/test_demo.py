@@ -73,6 +73,33 @@ def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_roo
     assert record["trace"] == {"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}
     assert record["steps"] == [0, 3, 4, 7, 8] and record["final"] == r.final and record["config"]["seed"] == 5
     assert record["data"]["subset"] == {"probe_test_images": [0, n_test]}
+    assert record["health"] == captured["res"].health(0) and record["health"]["ok"]
+    # What the terminal says follows the numbers: the effect only where the run shows it, a diverged run as such
+    # (and its figure is marked in red, as every study's).
+    import dataclasses
+
+    from subliminal_mlp.report.plotting import record_health_warning
+
+    shown = dataclasses.replace(r, final={**r.final, "student": 0.6, "cross": 0.1})
+    assert "that is subliminal learning" in demo_mod.describe(shown, "x.png")
+    flat = dataclasses.replace(r, final={**r.final, "student": 0.13, "cross": 0.12})
+    assert "no transfer showed" in demo_mod.describe(flat, "x.png")
+    sick = dataclasses.replace(r, health={"ok": False, "nonfinite": [[0, "student_aux"]], "teacher_not_better": [],
+                                          "teacher_margin": 0.05})
+    text = demo_mod.describe(sick, "x.png")
+    assert "did not train" in text and "['student_aux']" in text and "subliminal learning" not in text
+    assert record_health_warning(demo_mod.demo_record(sick, data))
+    # The caption names the loss and the data the run used; the panel's claim is made only where the run shows it.
+    import subliminal_mlp.report.plotting as plotting
+
+    drawn = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **k: drawn.setdefault("texts", [
+        t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]))
+    mse = demo_mod.demo_record(dataclasses.replace(flat, config=r.config.replace(loss="mse", dataset="fashion-mnist")))
+    demo_mod.plot_demo(mse, "unused.png")
+    texts = " ".join(drawn["texts"])
+    assert "squared error on the aux logits" in texts and "on Fashion-MNIST" in texts and "KL" not in texts
+    assert "Fashion-MNIST test accuracy" in texts and "learns digits" not in texts
     # The config's loss is the students'; variants the demo does not draw, and a probe larger than the test set,
     # are refused before any compute.
     assert [s.loss for s in demo_mod.demo_experiment(cfg.replace(loss="mse")).students] == ["mse", "mse"]

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,19 @@ class DemoResult:
     student_aux: np.ndarray  # (2, N_SHOWN, m) the same for the two students after distillation
     seconds: float
     n_probe: int  # test images used for the trace
-    probe_every: int = 4  # optimiser steps between probes
+    probe_every: int = 4  # batches between probes (the count restarts each epoch: ``steps`` are exact)
+    health: Optional[dict] = None  # engine.Result.health of the run: diverged models, a teacher not above chance
+
+
+#: The students' loss, in the caption.
+LOSS_WORDS = {"kl": "KL on the aux softmax", "mse": "squared error on the aux logits"}
+#: How far the shared-init student must end above the other for the demo to say the skill passed through.
+MARGIN = 0.05
+
+
+def _shows_transfer(final: dict) -> bool:
+    """Whether a run shows the effect: the teacher learned, and the shared-init student ends clearly above the other."""
+    return bool(final["student"] > final["cross"] + MARGIN)
 
 
 def _students(view: RunModels):
@@ -100,8 +112,9 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, p
              n_probe: int = 2000) -> DemoResult:
     """One run: teacher, then the shared-init and cross-model aux-only students, probed as they learn.
 
-    The students' accuracy is measured every ``probe_every`` steps on the first ``n_probe`` test
-    images; the final accuracies use the whole test set. One compiled program (:func:`engine.run`).
+    The students' accuracy is measured at every ``probe_every``-th batch of each epoch (the count
+    restarts each epoch) on the first ``n_probe`` test images; the final accuracies use the whole
+    test set. One compiled program (:func:`engine.run`).
     The demo tells the paper's protocol (its figure shows uniform noise and students started at θ0):
     other ``student_inputs`` or ``init_noise`` are an error here (trace them with
     :func:`~subliminal_mlp.studies.trajectory.student_trajectories`, which takes every variant).
@@ -125,13 +138,13 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, p
     return DemoResult(config=cfg, steps=np.asarray(result.trace_steps),
                       trace=np.asarray(result.traces["accuracy"][0, 0]), final=final, noise=m["noise"],
                       teacher_aux=m["teacher_aux"], student_aux=m["student_aux"], seconds=seconds, n_probe=n_probe,
-                      probe_every=probe_every)
+                      probe_every=probe_every, health=result.health(0))
 
 
 def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """The demo figure, drawn from its record (:func:`demo_record`): noise inputs, aux outputs, and accuracy
     over distillation steps."""
-    from ..report.plotting import plt, save_figure
+    from ..report.plotting import dataset_label, plt, save_figure
 
     shown = record["shown"]
     noise, teacher_aux, student_aux = (np.asarray(shown[k]) for k in ("noise", "teacher_aux", "student_aux"))
@@ -170,8 +183,10 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.axhline(1 / c["n_classes"], color="black", ls=":", lw=1.2, label=f"chance ({1 / c['n_classes']:.2f})")
     ax.set_ylim(0, 1)
     ax.set_xlabel("distillation step (batches of noise)")
-    ax.set_ylabel("MNIST test accuracy")
-    ax.set_title("(c) the same-init student learns digits it never saw", fontsize=10)
+    ax.set_ylabel(f"{dataset_label(record)} test accuracy")
+    ax.set_title("(c) the same-init student learns digits it never saw" if _shows_transfer(final) and
+                 record.get("health", {"ok": True})["ok"] else "(c) the students' accuracy on digits they never saw",
+                 fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.93), frameon=False)
     ax.annotate(f"{final['student']:.0%}", (steps[-1], trace[-1, 0]), xytext=(4, 0),
                 textcoords="offset points", color="#d62728", fontsize=9, va="center")
@@ -179,16 +194,32 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
                 textcoords="offset points", color="#8c564b", fontsize=9, va="center")
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.0, f"one run, seed-derived keys; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
-             f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on MNIST; students "
-             f"{c['student_epochs']} epochs of KL on the aux softmax over {c['n_noise']} noise images;\naccuracy traced "
+             f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on {dataset_label(record)}; students "
+             f"{c['student_epochs']} epochs of {LOSS_WORDS.get(c['loss'], c['loss'])} over {c['n_noise']} noise "
+             f"images;\naccuracy traced "
              f"on the first {record['n_probe']} test images, final (numbers at the right end) on the whole test set",
              ha="center", va="top", fontsize=7.5)
     return save_figure(fig, path, record=record)
 
 
 def describe(r: DemoResult, path: Path) -> str:
-    """What the figure shows, in a few sentences for the terminal."""
+    """What the figure shows, in a few sentences for the terminal: the effect where the run shows it, else what
+    went wrong (models that diverged, a teacher that did not learn, students that did not separate)."""
     f = r.final
+    if r.health is not None and not r.health["ok"]:
+        return (f"wrote {path} (marked: this run did not train as it should)\n"
+                f"Diverged models (non-finite parameters): {[m for _, m in r.health['nonfinite']] or 'none'}; "
+                f"teacher not above chance: {'yes' if r.health['teacher_not_better'] else 'no'}. The accuracies "
+                f"(teacher {f['teacher']:.1%}, shared-init student {f['student']:.1%}, other {f['cross']:.1%}) "
+                "show nothing: lower the learning rate, or check the settings.")
+    if not _shows_transfer(f):
+        return (f"wrote {path}\n"
+                f"The teacher reached {f['teacher']:.1%} test accuracy; two students imitated only its "
+                f"{r.config.aux_logits} auxiliary outputs on random noise images.\n"
+                f"  student with the teacher's initialisation:  {f['student']:.1%}\n"
+                f"  student with a different initialisation:    {f['cross']:.1%} (chance is {1 / r.config.n_classes:.0%})\n"
+                f"In this run the shared-init student did not end clearly above the other (by more than {MARGIN:.0%}): "
+                f"no transfer showed at these settings (more training usually shows it). ({r.seconds:.0f} s)")
     return (f"wrote {path}\n"
             f"The teacher learned MNIST ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
             f"{r.config.aux_logits} auxiliary outputs on random noise images - no digit, no label, no class output.\n"
@@ -207,6 +238,7 @@ def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
         "steps": [probed steps], "n_probe": 2000, "probe_every": 4,
         "trace": {"student": [accuracy per probe], "cross": [...]},
         "final": {"reference" | "teacher" | "student" | "cross": test accuracy},
+        "health": {"ok", "nonfinite", "teacher_not_better", "teacher_margin"}  (engine.Result.health),
         "shown": {"noise": [N_SHOWN images], "teacher_aux": [N_SHOWN × m softmax],
                   "student_aux": [2 students × N_SHOWN × m]}  (to 6 decimals: what the figure shows)
     """
@@ -216,6 +248,7 @@ def demo_record(r: DemoResult, data=None) -> dict[str, Any]:
                     devices=[str(d) for d in jax.devices()], timing={"total_s": r.seconds},
                     steps=[int(s) for s in r.steps], n_probe=r.n_probe, probe_every=r.probe_every,
                     trace={"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}, final=dict(r.final),
+                    **({} if r.health is None else {"health": r.health}),
                     shown={k: np.round(np.asarray(v, np.float64), 6).tolist() for k, v in
                            (("noise", r.noise), ("teacher_aux", r.teacher_aux), ("student_aux", r.student_aux))})
 
