@@ -275,9 +275,14 @@ def test_env_used_without_argument(
 
 def test_env_without_files_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(data.ENV_DATA, str(tmp_path))
-    with pytest.raises(DataError, match=f"What to do: .*correct or unset \\${data.ENV_DATA}"):
+    with pytest.raises(DataError, match=f"What to do: .*correct or unset \\${data.ENV_DATA}") as err:
         load_mnist(cache_dir=tmp_path / "cache", mirrors=["http://127.0.0.1:9/"])
     assert not (tmp_path / "cache").exists()
+    assert " or or " not in str(err.value)
+    (tmp_path / "mnist").mkdir()  # a root that exists, without the files: the same advice, said once
+    with pytest.raises(DataError, match="copy the missing files there, correct or unset") as err:
+        load_mnist(cache_dir=tmp_path / "cache", mirrors=["http://127.0.0.1:9/"])
+    assert " or or " not in str(err.value)
 
 
 def test_an_empty_data_dir_is_no_data_dir(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

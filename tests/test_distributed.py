@@ -331,8 +331,10 @@ def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_
         raise ValueError("coordinator_address should be defined.")
 
     monkeypatch.setattr(jax.distributed, "initialize", refuses)
-    with pytest.raises(distributed.DistributedError, match="coordinator_address should be defined.*--coordinator-address"):
+    with pytest.raises(distributed.DistributedError, match="coordinator_address should be defined.*--coordinator-address") \
+            as err:
         distributed.initialize()
+    assert ".." not in str(err.value)  # JAX's full stop, then ours
     # once running, calling it again starts nothing
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
     assert distributed.initialize()["devices"] == 6
@@ -365,3 +367,25 @@ def test_with_two_simulated_processes_process_0_is_the_main_one_and_its_values_a
 
     monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.array([x, 2, 7], np.int64))
     assert distributed.agree_min(5) == 2 and distributed.agree_min(1) == 1
+
+
+def test_before_the_runtime_starts_the_command_checks_output_names_not_the_directory(monkeypatch, tmp_path):
+    """No process knows it is process 0 before the runtime starts: a host that cannot see (or write) the output
+    directory must not stop there, and leave the others waiting for it until the start times out. The directory
+    is checked after the start, in process 0 only (reproduce, run_sweep); a bad file name is refused at once."""
+    from subliminal_mlp.cli import _precheck, build_parser
+    from subliminal_mlp.core.results import OutputError
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.delenv(distributed.ENV, raising=False)
+    for argv in (["reproduce", "--out", str(afile)], ["sweep", "aux_logits", "1", "3", "--out", str(afile)]):
+        with pytest.raises(OutputError, match="afile"):  # one process: checked at once
+            _precheck(build_parser().parse_args(argv))
+        for on in (["--distributed"], ["--coordinator-address", "127.0.0.1:1", "--num-processes", "2",
+                                       "--process-id", "1"]):
+            _precheck(build_parser().parse_args(on + argv))  # not here
+    with pytest.raises(OutputError, match="stem"):
+        _precheck(build_parser().parse_args(["--distributed", "reproduce", "--stem", ".."]))
+    monkeypatch.setenv(distributed.ENV, "1")
+    _precheck(build_parser().parse_args(["reproduce", "--out", str(afile)]))

@@ -92,13 +92,24 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
                    help="this process's id, 0..N-1 (else $JAX_PROCESS_ID or the cluster's)")
 
 
+def _layout(a: argparse.Namespace) -> dict[str, Any]:
+    """The process layout given on the command line (``--coordinator-address``, ...)."""
+    return {k: getattr(a, k) for k in ("coordinator_address", "num_processes", "process_id") if hasattr(a, k)}
+
+
+def _distributed_requested(a: argparse.Namespace) -> bool:
+    """Whether the command starts JAX's distributed runtime (``--distributed``, a layout, $SUBLIMINAL_MLP_DISTRIBUTED)."""
+    from ..core import distributed
+
+    return bool(distributed.requested(getattr(a, "distributed", False)) or _layout(a))
+
+
 def _start_distributed(a: argparse.Namespace) -> None:
     """``jax.distributed.initialize`` when ``--distributed`` (or a process layout, or $SUBLIMINAL_MLP_DISTRIBUTED) asks."""
     from ..core import distributed
 
-    layout = {k: getattr(a, k) for k in ("coordinator_address", "num_processes", "process_id") if hasattr(a, k)}
-    if distributed.requested(getattr(a, "distributed", False)) or layout:
-        info = distributed.initialize(**layout)
+    if _distributed_requested(a):
+        info = distributed.initialize(**_layout(a))
         if info["process_count"] > 1:
             distributed.main_print(f"distributed: {info['process_count']} processes, {info['devices']} devices")
 
@@ -254,8 +265,9 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
     An error a user can fix (``ConfigError``, e.g. an invalid setting or an output destination that
     cannot be written, ``DataError``, a missing or damaged record, ``RecordError``, ...) prints ``subliminal-mlp: error: ...`` and returns 2; a
-    ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. A return value that is
-    not an int (a record) counts as success (0).
+    ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. Ctrl-C prints one line, not
+    a traceback, and returns 130; a reader that leaves (``| head``) ends the command quietly (1). A
+    return value that is not an int (a record) counts as success (0).
     """
     from ..core.data import DataError
     from ..core.distributed import DistributedError
@@ -276,6 +288,13 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail; with --on-divergence warn "
               "the record is written, with its \"health\", and the figure marked).", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print("subliminal-mlp: interrupted (every file is written atomically: none is left half-written; a sweep "
+              "or the figures pipeline resumes from what it finished)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of the output left (`... | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout again at exit)
+        return 1
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
@@ -365,14 +384,22 @@ def _precheck(a: argparse.Namespace) -> None:
 
         _check_args(a)
     elif a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
-        from ..core.results import check_output, check_stem_outputs
+        from ..core.results import check_output, check_stem, check_stem_outputs
 
+        # Before a distributed runtime starts, no process knows whether it is process 0, the one that writes: the
+        # output directory is looked at after the start (the commands check it again, in process 0 only; a host
+        # that cannot see it must not stop the others), the file names here.
+        where = None if _distributed_requested(a) else a.out
         if a.command == "sweep":
             configs = [_config_from(a, **{a.param: value}) for value in _sweep_values(a)]  # as the sweep runs them
-            check_output(a.out)
+            if where is not None:
+                check_output(where)
         else:
             configs = [_config_from(a)]
-            check_stem_outputs(a.out, a.stem, ("json", "csv", "png"))
+            if where is None:
+                check_stem(a.stem)
+            else:
+                check_stem_outputs(where, a.stem, ("json", "csv", "png"))
         if "init_noise_kind" in getattr(a, "given", ()) and all(c.init_noise == 0 for c in configs):
             raise ConfigError(f"--init-noise-kind {a.init_noise_kind} has no effect with init_noise = 0 (no noise "
                               "is added to the students' start): give --init-noise σ > 0, or leave it out.")

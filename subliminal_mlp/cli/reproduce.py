@@ -40,8 +40,10 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
         result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, source=source),
                                 on_divergence=on_divergence)
     record = experiment_record(result, data, inputs=source)
-    files = write_results(record, out_dir, stem)
-    files["png"] = plot_fig10(record, Path(out_dir) / f"{stem}.png")
+    # The figure first, then the CSV and the JSON (the record readers trust, replaced last): an interruption never
+    # leaves a new record beside the previous run's figure.
+    png = plot_fig10(record, Path(out_dir) / f"{stem}.png")
+    files = {**write_results(record, out_dir, stem), "png": png}
     log(format_table(record))
     log(f"compile {result.compile_s:.1f} s, run {result.run_s:.1f} s on {', '.join(result.devices)}")
     for kind, path in files.items():

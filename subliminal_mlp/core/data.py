@@ -522,7 +522,7 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = 
         f"data root {root} (from {what}) does not hold the {spec.name} files: expected all four of "
         f"{', '.join(spec.file_names)} in {nested} (or directly in {root}); "
         f"missing from {report}: {', '.join(missing)}. "
-        f"What to do: copy the missing files there, {fix_env}or {_supply_hint(spec.name)}."
+        f"What to do: copy the missing files there, {fix_env or 'or '}{_supply_hint(spec.name)}."
     )
 
 
