@@ -44,6 +44,8 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
         run_omitted_digit(cfg, data, digit=10)
     with pytest.raises(ConfigError, match="digit = True"):
         run_omitted_digit(cfg, data, digit=True)
+    with pytest.raises(ConfigError, match="digit = 3.0 is invalid: give an integer class index"):
+        run_omitted_digit(cfg, data, digit=3.0)
     with pytest.raises(ConfigError, match="student_inputs = 'gaussian'"):
         run_omitted_digit(cfg.replace(student_inputs="gaussian"), data)
 

@@ -145,6 +145,10 @@ def test_settings_are_validated():
                 dict(filters=("max",)), dict(filters=()), dict(filters=(0.5, 0.5)), dict(n_held_out_noise=0)):
         with pytest.raises(ConfigError, match=f"^{next(iter(bad))} = .* is invalid"):  # names the field and value
             TraitSettings(**bad)
+    for bad, what in ((dict(filters=0.5), "non-empty sequence"), (dict(filters=()), "non-empty sequence"),
+                      (dict(trait_class=1.0), "integer class index")):  # what is wrong, said (0.5 was a TypeError)
+        with pytest.raises(ConfigError, match=what):
+            TraitSettings(**bad)
     with pytest.raises(ConfigError, match=r"\['0.3'\] name two filters alike"):  # one student name for both
         TraitSettings(filters=(0.3, 0.3000001))
     with pytest.raises(ConfigError, match="trait_class = 12"):

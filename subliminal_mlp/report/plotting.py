@@ -79,6 +79,15 @@ def inputs_noun(config: dict[str, Any], skip: Sequence[str] = ()) -> str:
         config.get("student_inputs", "uniform"), "distillation inputs")
 
 
+def runs_caption(n_runs: int, unit: str = "runs") -> str:
+    """``"10 runs (mean ± 95% CI)"``; ``"1 run (no CI)"`` for one run, which has no interval.
+
+    >>> runs_caption(10), runs_caption(1), runs_caption(3, "runs per setting")
+    ('10 runs (mean ± 95% CI)', '1 run (no CI)', '3 runs per setting (mean ± 95% CI)')
+    """
+    return "1 " + unit.replace("runs", "run", 1) + " (no CI)" if n_runs == 1 else f"{n_runs} {unit} (mean ± 95% CI)"
+
+
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
     """One line of the settings that define a Figure-10 run, then any of :data:`CAPTION_EXTRAS` that is not
     the paper's (``input_mix`` only for mixed inputs). A field in ``skip`` (a sweep's swept field) is not
@@ -94,7 +103,7 @@ def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = 
     return (f"{v('dataset')}, MLP {v('input_dim')}→{widths}→{v('n_classes')}+{v('aux_logits')}, "
             f"loss {v('loss')}, Adam lr {v('learning_rate')}, batch {v('batch_size')}, "
             f"{v('teacher_epochs')}+{v('student_epochs')} epochs, {v('n_noise')} {inputs_noun(config, skip)}, "
-            + "".join(f"{e}, " for e in extras) + f"{n_runs} runs (mean ± 95% CI)")
+            + "".join(f"{e}, " for e in extras) + runs_caption(n_runs))
 
 
 def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -148,7 +157,7 @@ def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
     text = (f"{c.get('name') or 'experiment'}: model {model.get('name')} ({shape} → {model.get('n_classes')}"
             f"+{model.get('aux_logits')}{', ' + arch if arch else ''}), inputs {inp.get('name')} (n = {inp.get('n')}), "
             f"{c['teacher_epochs']}+{c['student_epochs']} epochs, batch {c['batch_size']}, {hp}, "
-            f"{record['n_runs']} runs (mean ± 95% CI)")
+            f"{runs_caption(record['n_runs'])}")
     return "\n".join(textwrap.wrap(text, width))
 
 

@@ -64,8 +64,9 @@ def alignment_experiment(cfg: Config, *, held_out: int = 256, probe_every: int =
     :func:`~subliminal_mlp.core.students.project_out` of the task gradient chained before Adam (its rule
     ``projection``: ``"aligned"``, Kitkana & Arora's test, or ``"always"``). Step
     metric ``cos``: cos(raw distillation gradient, task gradient) per student at every step;
-    trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images every
-    ``probe_every`` steps. ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
+    trace ``accuracy``: each student's accuracy on the first ``n_probe`` test images at
+    every ``probe_every``-th batch of each epoch (the count restarts each epoch; the record's
+    ``steps`` are the exact steps). ``cfg``'s variants apply (inputs, ``pool``, init noise, loss:
     :func:`~subliminal_mlp.studies.figure10.config_students`).
     """
     probe_every, n_probe = check_probe(probe_every, n_probe)

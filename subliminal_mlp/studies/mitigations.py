@@ -27,7 +27,7 @@ teachers are trained once, by a program without student steps, and passed to eve
 control's final accuracy, the **gain** (student − control, per run, mean ± 95 % CI), the
 distillation loss of the last epoch (how well the student still imitates: the liminal penalty is not
 counted in it), and the student's
-accuracy every ``probe_every`` steps (does the mitigation delay the gain or remove it?).
+accuracy at every ``probe_every``-th batch of each epoch (does the mitigation delay the gain or remove it?).
 """
 
 from __future__ import annotations
@@ -65,13 +65,14 @@ class MitigationSettings(ProtocolSettings):
     """The study's settings; defaults: the paper's protocol (protocol.md §1) and the swept strengths.
 
     ``liminal_weights`` × ``liminal_epochs``: λ and the number of epochs T during which the penalty
-    is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0 is the
-    unmitigated baseline and is always run. ``weight_decays``: AdamW's wd (wd = 0 is Adam, the
-    baseline). ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
+    is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0, the
+    unmitigated baseline, is run whenever this family is (no other family adds a baseline of its
+    own). ``weight_decays``: AdamW's wd (include wd = 0, which is Adam, for the baseline there). ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
     (the task gradient on the last ``held_out`` test images), whose rule is ``projection_when``
     (:func:`~subliminal_mlp.core.students.project_out`'s ``when``: ``"aligned"``, Kitkana & Arora's
     test, or ``"always"``). The student's accuracy is traced on
-    the first ``n_probe`` test images every ``probe_every`` steps.
+    the first ``n_probe`` test images at every ``probe_every``-th batch of each epoch (the count
+    restarts each epoch; the record's ``steps`` are the exact steps).
     """
 
     liminal_weights: tuple[float, ...] = (10.0, 100.0)
@@ -92,7 +93,7 @@ class MitigationSettings(ProtocolSettings):
         def number(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-        for name, ok, what in (("liminal_weights", lambda v: v > 0, "> 0 (λ = 0, the baseline, is always run)"),
+        for name, ok, what in (("liminal_weights", lambda v: v > 0, "> 0 (λ = 0, the baseline, is run with them)"),
                                ("weight_decays", lambda v: v >= 0, ">= 0"),
                                ("sgd_learning_rates", lambda v: v > 0, "> 0")):
             values = getattr(self, name)
@@ -173,7 +174,8 @@ def family_students(family: str, settings: MitigationSettings) -> tuple[Student,
 
 
 def mitigation_experiment(family: str, settings: MitigationSettings) -> Experiment:
-    """The engine experiment of one family: two students, the accuracy traced every ``probe_every`` steps."""
+    """The engine experiment of one family: two students, the accuracy traced at every ``probe_every``-th batch
+    of each epoch."""
     s = settings
     hp = {"learning_rate": s.learning_rate, "temperature": 1.0, "liminal_weight": 0.0, "liminal_steps": 0.0,
           "weight_decay": 0.0, "sgd_learning_rate": 1e-4, "projection_weight": 1.0}
@@ -321,7 +323,7 @@ TITLES = {"liminal": "liminal training (KL to the start)", "weight_decay": "weig
 
 def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Per family (columns): (top) gain over the control, (middle) distillation loss, (bottom) accuracy over steps."""
-    from ..report.plotting import dataset_label, plt, save_figure
+    from ..report.plotting import dataset_label, plt, runs_caption, save_figure
 
     fams = [f for f in FAMILIES if f in record["families"]]
     fig, axes = plt.subplots(3, len(fams), figsize=(4.2 * len(fams), 10), squeeze=False)
@@ -377,7 +379,7 @@ def plot_mitigations(record: dict[str, Any], path: str | os.PathLike) -> Path:
                  fontsize=12)
     fig.text(0.5, -0.01, f"{dataset_label(record)} MLP {s['hidden']} + {s['aux_logits']} aux logits, "
              f"{s['teacher_epochs']}+{s['student_epochs']} epochs, batch {s['batch_size']}, {s['n_noise']:,} uniform-noise inputs, "
-             f"Adam η = {s['learning_rate']:g} unless stated; {record['n_runs']} runs per setting, mean ± 95 % CI; "
+             f"Adam η = {s['learning_rate']:g} unless stated; {runs_caption(record['n_runs'], 'runs per setting')}; "
              f"teacher {record['teacher']['mean']:.3f}", ha="center", va="top", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, record=record)

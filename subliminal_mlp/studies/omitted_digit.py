@@ -105,7 +105,7 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
     """
     digit = plain_scalar(digit)
     if not is_integer(digit, 0, cfg.n_classes - 1):
-        raise ConfigError(f"digit = {digit!r} is invalid: choose a class in 0..{cfg.n_classes - 1}.")
+        raise ConfigError(f"digit = {digit!r} is invalid: give an integer class index in 0..{cfg.n_classes - 1}.")
     if cfg.student_inputs != Config.student_inputs:
         raise ConfigError(f"student_inputs = {cfg.student_inputs!r}: the omitted-digit students are distilled on "
                           "the training images without the digit; leave student_inputs at its default.")

@@ -184,7 +184,7 @@ SINGLE_BARS = (("shared", "θ0 (all layers)"), ("head_only", "output layer"), ("
 
 def plot_split_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """(a) split-head MLP students by shared part; (b) other architectures ± heads; (c) the single-head MLP."""
-    from ..report.plotting import dataset_label, plt, save_figure
+    from ..report.plotting import dataset_label, plt, runs_caption, save_figure
 
     single = "single_head" in record
     fig, axes = plt.subplots(1, 3 if single else 2, figsize=(15 if single else 10, 4.6), squeeze=False)
@@ -233,7 +233,7 @@ def plot_split_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
     fig.text(0.5, -0.02, f"{dataset_label(record)}; teacher {c['hidden']} trunk + class head + {c['aux_logits']}-logit aux head, "
              f"{c['teacher_epochs']}+{c['student_epochs']} epochs, Adam η = {c['learning_rate']:g}, batch "
              f"{c['batch_size']}, students distilled on the aux logits over {c['n_noise']:,} uniform-noise inputs; "
-             f"{record['n_runs']} runs, mean ± 95 % CI", ha="center", va="top", fontsize=8)
+             f"{runs_caption(record['n_runs'])}", ha="center", va="top", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, record=record)
 

@@ -51,7 +51,8 @@ import optax
 from jax import lax
 
 from ..core import engine
-from ..core.config import Config, ConfigError, check_positive_int, is_integer, check_positive_number, plain_fields
+from ..core.config import (Config, ConfigError, check_positive_int, check_positive_number, is_integer, is_sequence,
+                           plain_fields)
 from ..core.engine import Experiment, HookView, RunModels
 from .figure10 import config_students, experiment_from_config
 from ..core.losses import class_cross_entropy, one_hot_logits
@@ -86,11 +87,14 @@ class TraitSettings:
         for name in ("trait_epochs", "n_held_out_noise"):
             check_positive_int(name, getattr(self, name))
         if not is_integer(self.trait_class, 0):
-            raise ConfigError(f"trait_class = {self.trait_class!r} is invalid: give a class index >= 0.")
+            raise ConfigError(f"trait_class = {self.trait_class!r} is invalid: give an integer class index >= 0.")
         check_positive_number("trait_weight", self.trait_weight)
+        if not is_sequence(self.filters) or not self.filters:
+            raise ConfigError(f"filters = {self.filters!r} is invalid: give a non-empty sequence of filters, each "
+                              "'argmax' or a probability in (0, 1], e.g. ('argmax', 0.9).")
         ok = all(f == "argmax" or (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1)
                  for f in self.filters)
-        if not ok or not self.filters or len(set(self.filters)) != len(self.filters):
+        if not ok or len(set(self.filters)) != len(self.filters):
             raise ConfigError(f"filters = {self.filters!r} is invalid: give distinct entries, each 'argmax' or a "
                               "probability in (0, 1].")
         object.__setattr__(self, "filters", tuple(f if f == "argmax" else float(f) for f in self.filters))

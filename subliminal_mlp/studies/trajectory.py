@@ -2,7 +2,9 @@
 
 For each run: the teacher as in the protocol, then two aux-only students (from the teacher's
 initialisation and from another run's), whose test accuracy on a fixed subset of the test set is
-measured every ``probe_every`` steps inside the ``lax.scan`` (no host round-trip).
+measured at every ``probe_every``-th batch of each epoch (the count restarts each epoch; the
+record's ``steps`` are the exact steps) and after the last step, inside the ``lax.scan`` (no host
+round-trip).
 
 The computation is an engine :class:`~subliminal_mlp.core.engine.Experiment` (:func:`trajectory_experiment`):
 the two students are a table, the probe is a ``trace``; :func:`student_trajectories` runs it with
