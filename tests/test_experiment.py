@@ -345,9 +345,11 @@ def test_reproduce_writes_under_its_stem_passes_its_settings_on_and_warns_of_div
     real, asked = R.input_dataset, []
     monkeypatch.setattr(R, "input_dataset", lambda cfg, data_dir=None: (asked.append(data_dir), real(cfg, data_dir))[1])
     monkeypatch.setattr(F10, "input_dataset", lambda *a, **k: pytest.fail("the students' dataset was loaded again"))
+    said = []
     R.reproduce(Config(n_runs=2, student_inputs="fashion-mnist"), data_dir=data_root, out_dir=tmp_path / "f",
-                progress=False, log=lambda s: None)
+                progress=False, log=said.append)
     assert asked == [data_root] and seen["pool"] is not None and seen["pool"].shape == (60000, 784)
+    assert f"inputs: fashion-mnist from {(data_root / 'fashion-mnist').resolve()} (sha256 verified)" in said
     # refused before any data is loaded: an unknown policy, an output that cannot be written
     monkeypatch.setattr(R, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the checks"))
     with pytest.raises(ConfigError, match="on_divergence"):

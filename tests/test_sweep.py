@@ -21,9 +21,9 @@ def mnist(data_root):
 
 
 def test_values_are_parsed_to_the_fields_types():
-    assert parse_values("hidden_widths", ["512,512", "64"]) == [(512, 512), (64,)]
-    for bad in ("16,", "16,,8", ",8", "", "16x"):  # "16, 8" unquoted reaches us as "16," and "8"
-        with pytest.raises(ConfigError, match="empty width"):
+    assert parse_values("hidden_widths", ["512,512", "64", "32x16"]) == [(512, 512), (64,), (32, 16)]
+    for bad in ("16,", "16,,8", ",8", "", "16x", "16,x"):  # "16, 8" unquoted reaches us as "16," and "8"
+        with pytest.raises(ConfigError, match=r"empty width \(',' and 'x' both separate widths\)"):
             parse_values("hidden_widths", [bad])
     assert parse_values("aux_logits", ["3", "10"]) == [3, 10]
     assert parse_values("learning_rate", ["1e-3"]) == [1e-3]

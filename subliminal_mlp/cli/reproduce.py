@@ -37,6 +37,8 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     with warnings.catch_warnings():  # reported below, after the table
         warnings.simplefilter("ignore", DivergenceWarning)
         source = input_dataset(cfg, data_dir)
+        if source is not None:
+            log(f"inputs: {source.name} from {source.source_dir} (sha256 verified)")
         result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, source=source),
                                 on_divergence=on_divergence)
     record = experiment_record(result, data, inputs=source)

@@ -66,8 +66,9 @@ def parse_values(param: str, texts: Sequence[str]) -> list:
             if param == "hidden_widths":
                 widths = str(t).replace("x", ",").split(",")
                 if not all(w.strip() for w in widths):
-                    raise ConfigError(f"value {t!r} of hidden_widths has an empty width: write one value's widths "
-                                      "joined by commas, without spaces (e.g. 16,8); a space separates two values.")
+                    raise ConfigError(f"value {t!r} of hidden_widths has an empty width (',' and 'x' both separate "
+                                      "widths): write one value's widths joined by commas, without spaces (e.g. "
+                                      "16,8); a space separates two values.")
                 out.append(tuple(int(w) for w in widths))
             elif "float" in str(kind):
                 out.append(float(t))
