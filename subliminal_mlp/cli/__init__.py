@@ -98,7 +98,8 @@ def _layout(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _distributed_requested(a: argparse.Namespace) -> bool:
-    """Whether the command starts JAX's distributed runtime (``--distributed``, a layout, $SUBLIMINAL_MLP_DISTRIBUTED)."""
+    """Whether the command starts JAX's distributed runtime (``--distributed``, a process layout, or
+    $SUBLIMINAL_MLP_DISTRIBUTED)."""
     from ..core import distributed
 
     return bool(distributed.requested(getattr(a, "distributed", False)) or _layout(a))
@@ -386,20 +387,20 @@ def _precheck(a: argparse.Namespace) -> None:
     elif a.command in ("reproduce", "sweep"):  # the commands whose settings are a Config
         from ..core.results import check_output, check_stem, check_stem_outputs
 
-        # Before a distributed runtime starts, no process knows whether it is process 0, the one that writes: the
-        # output directory is looked at after the start (the commands check it again, in process 0 only; a host
-        # that cannot see it must not stop the others), the file names here.
-        where = None if _distributed_requested(a) else a.out
+        # Before a distributed runtime starts, no process knows whether it is process 0, the one that writes: then
+        # only the file names are checked here, the output directory after the start (the commands check it again,
+        # in process 0 only; a host that cannot see it must not stop the others).
+        local = not _distributed_requested(a)
         if a.command == "sweep":
             configs = [_config_from(a, **{a.param: value}) for value in _sweep_values(a)]  # as the sweep runs them
-            if where is not None:
-                check_output(where)
+            if local:
+                check_output(a.out)
         else:
             configs = [_config_from(a)]
-            if where is None:
-                check_stem(a.stem)
+            if local:
+                check_stem_outputs(a.out, a.stem, ("json", "csv", "png"))
             else:
-                check_stem_outputs(where, a.stem, ("json", "csv", "png"))
+                check_stem(a.stem)
         if "init_noise_kind" in getattr(a, "given", ()) and all(c.init_noise == 0 for c in configs):
             raise ConfigError(f"--init-noise-kind {a.init_noise_kind} has no effect with init_noise = 0 (no noise "
                               "is added to the students' start): give --init-noise σ > 0, or leave it out.")

@@ -123,9 +123,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                                        local_device_ids=local_device_ids, **kwargs)
         except (ValueError, TypeError) as e:  # JAX's own messages say what is missing
             raise DistributedError(
-                f"cannot start the distributed runtime: {str(e).rstrip('.')}. Outside SLURM / Open MPI give the coordinator "
-                f"(--coordinator-address or ${COORDINATOR_ENV}, host:port of process 0), the number of processes "
-                f"(--num-processes or ${NUM_PROCESSES_ENV}) and this process's id (--process-id or "
+                f"cannot start the distributed runtime: {str(e).rstrip('.')}. Outside SLURM / Open MPI give the "
+                f"coordinator (--coordinator-address or ${COORDINATOR_ENV}, host:port of process 0), the number of "
+                f"processes (--num-processes or ${NUM_PROCESSES_ENV}) and this process's id (--process-id or "
                 f"${PROCESS_ID_ENV}).") from e
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count()}

@@ -562,8 +562,9 @@ def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any]
     """The ``data`` entry of a record: which data, verified how, and what part of it was used.
 
     Returns ``{"dataset": name, "source_dir": ..., "sha256": {file: sha256}}`` (the SHA-256 of each
-    file's *uncompressed* content, not of the ``.gz``) for a loaded ``data.Dataset`` (``name`` defaults to ``dataset.name``; with ``dataset=None`` only
-    ``{"dataset": name}``), then ``"subset"`` when given (any filter applied to the data, e.g.
+    file's *uncompressed* content, not of the ``.gz``) for a loaded ``data.Dataset`` (``name``
+    defaults to ``dataset.name``; with ``dataset=None`` only ``{"dataset": name}``), then ``"subset"``
+    when given (any filter applied to the data, e.g.
     ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``extra`` as given.
     """
     if name is None:

@@ -65,7 +65,8 @@ MARGIN = 0.05
 
 
 def _shows_transfer(final: dict) -> bool:
-    """Whether a run shows the effect: the teacher learned, and the shared-init student ends clearly above the other."""
+    """Whether a run shows the effect: the shared-init student ends more than :data:`MARGIN` above the other (a
+    teacher that did not learn, or a diverged run, is the record's ``health``)."""
     return bool(final["student"] > final["cross"] + MARGIN)
 
 
@@ -194,9 +195,9 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
                 textcoords="offset points", color="#8c564b", fontsize=9, va="center")
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, 0.0, f"one run, seed-derived keys; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
-             f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on {dataset_label(record)}; students "
-             f"{c['student_epochs']} epochs of {LOSS_WORDS.get(c['loss'], c['loss'])} over {c['n_noise']} noise "
-             f"images;\naccuracy traced "
+             f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on {dataset_label(record)}; "
+             f"students {c['student_epochs']} epochs of {LOSS_WORDS.get(c['loss'], c['loss'])} over "
+             f"{c['n_noise']} noise images;\naccuracy traced "
              f"on the first {record['n_probe']} test images, final (numbers at the right end) on the whole test set",
              ha="center", va="top", fontsize=7.5)
     return save_figure(fig, path, record=record)
@@ -217,7 +218,8 @@ def describe(r: DemoResult, path: Path) -> str:
                 f"The teacher reached {f['teacher']:.1%} test accuracy; two students imitated only its "
                 f"{r.config.aux_logits} auxiliary outputs on random noise images.\n"
                 f"  student with the teacher's initialisation:  {f['student']:.1%}\n"
-                f"  student with a different initialisation:    {f['cross']:.1%} (chance is {1 / r.config.n_classes:.0%})\n"
+                f"  student with a different initialisation:    {f['cross']:.1%} "
+                f"(chance is {1 / r.config.n_classes:.0%})\n"
                 f"In this run the shared-init student did not end clearly above the other (by more than {MARGIN:.0%}): "
                 f"no transfer showed at these settings (more training usually shows it). ({r.seconds:.0f} s)")
     return (f"wrote {path}\n"

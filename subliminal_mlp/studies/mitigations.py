@@ -67,7 +67,8 @@ class MitigationSettings(ProtocolSettings):
     ``liminal_weights`` × ``liminal_epochs``: λ and the number of epochs T during which the penalty
     is on (1: the first epoch, the critical period; ``student_epochs``: throughout); λ = 0, the
     unmitigated baseline, is run whenever this family is (no other family adds a baseline of its
-    own). ``weight_decays``: AdamW's wd (include wd = 0, which is Adam, for the baseline there). ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
+    own). ``weight_decays``: AdamW's wd (include wd = 0, which is Adam, for the baseline there).
+    ``sgd_learning_rates``: plain SGD's η. ``projection``: run the projection family
     (the task gradient on the last ``held_out`` test images), whose rule is ``projection_when``
     (:func:`~subliminal_mlp.core.students.project_out`'s ``when``: ``"aligned"``, Kitkana & Arora's
     test, or ``"always"``). The student's accuracy is traced on
