@@ -58,6 +58,7 @@ def pytest_runtest_protocol(item, nextitem):
 
 def pytest_sessionfinish(session):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.makedirs(_dir(), exist_ok=True)
     with open(os.path.join(_dir(), f"compile-profile-{worker}.json"), "w", encoding="utf-8") as f:
         json.dump(_totals, f)
 

@@ -1,7 +1,7 @@
 """Regenerate figures/alignment.{png,json}: gradient alignment through distillation, and its removal.
 
-    python experiments/alignment_multistep.py [--seeds 10] [--held-out 256] [--projection aligned]
-        [--data-dir ../shared/data] [--out figures]
+    python experiments/alignment_multistep.py [--seeds 10] [--held-out 256] [--n-probe 2000]
+        [--probe-every 10] [--projection aligned] [--data-dir ../shared/data] [--out figures]
 
 Paper settings. At every distillation step, the cosine between each aux-only student's
 distillation gradient and the gradient of the class cross-entropy on held-out MNIST images; then
@@ -22,13 +22,19 @@ def main():
     ap = script_parser(__doc__, FIGURES)
     ap.add_argument("--held-out", type=int, default=256,
                     help="last test images of the task gradient the updates are compared with (default %(default)s)")
+    ap.add_argument("--n-probe", type=int, default=2000,
+                    help="first test images of the accuracy trace; with --held-out at most the 10,000 test images "
+                         "(default %(default)s)")
+    ap.add_argument("--probe-every", type=int, default=10,
+                    help="the accuracy is traced before every n-th batch of each epoch (default %(default)s)")
     ap.add_argument("--projection", choices=("aligned", "always"), default="aligned",
                     help="remove the task component on the steps where it aligns with the update (Kitkana & Arora's "
                          "test), or on every step (default %(default)s)")
     a = ap.parse_args()
     run_study(a.out, ["alignment.json", "alignment.png"],
               lambda: run_alignment(Config(n_runs=a.seeds), load_mnist(a.data_dir), held_out=a.held_out,
-                                    projection=a.projection, progress=True),
+                                    n_probe=a.n_probe, probe_every=a.probe_every, projection=a.projection,
+                                    progress=True),
               write_alignment, format_alignment_table)
 
 

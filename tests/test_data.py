@@ -248,6 +248,24 @@ def test_missing_file_in_explicit_dir(data_root: Path, tmp_path: Path, no_env: N
     assert not (tmp_path / "cache").exists()
 
 
+def test_an_uncompressed_file_is_named_and_gzipping_it_as_told_loads(data_root: Path, tmp_path: Path,
+                                                                     no_env: None) -> None:
+    copy_mnist(data_root, tmp_path / "mnist")
+    gz = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    plain = gz.with_suffix("")
+    plain.write_bytes(gzip.decompress(gz.read_bytes()))  # what `gunzip` leaves
+    gz.unlink()
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is there uncompressed.*gzip -k") as info:
+        load_mnist(tmp_path)
+    assert "missing from" in str(info.value)
+    gz.write_bytes(gzip.compress(plain.read_bytes(), mtime=1))  # another gzip header than the canonical file's
+    assert load_mnist(tmp_path).train_labels.shape == (60000,)
+    with pytest.raises(DataError) as info:  # a file merely missing gets no such note
+        (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+        load_mnist(tmp_path)
+    assert "there uncompressed" not in str(info.value)
+
+
 def test_nonexistent_explicit_dir(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_mnist(tmp_path / "nope")

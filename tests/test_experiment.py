@@ -2,6 +2,7 @@
 devices and processes: test_engine.py, test_distributed.py)."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -85,8 +86,9 @@ def test_bad_settings_are_rejected_by_the_cli_before_any_compute(tmp_path, capsy
     # traceback; and --runs is --seeds.
     assert main(["sweep", "n_noise", "1024", "70000", "--student-inputs", "task", "--runs", "1", "--epochs", "1",
                  "--hidden", "8", "--out", str(tmp_path)]) == 2  # refused before the valid value 1024 runs
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "subliminal-mlp: error: n_noise = 70000 is larger than the 60000" in err and "Traceback" not in err
+    assert re.search(r"^data: mnist from \S+ \(sha256 verified\)$", out, re.M), out  # the log says what was read
     assert not (tmp_path / "n_noise").exists()
     assert not list(tmp_path.glob("fig10*"))
     assert Config(teacher_epochs=3).teacher_epochs == 3 and Config(student_inputs="mix", input_mix=0.9).input_mix == 0.9

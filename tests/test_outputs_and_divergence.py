@@ -2,6 +2,7 @@
 passed off as results (issue 11)."""
 
 import importlib
+import inspect
 import os
 import runpy
 import sys
@@ -523,14 +524,17 @@ def test_the_experiment_scripts_hand_their_data_dir_and_projection_rule_to_the_s
     import subliminal_mlp.cli as cli
     from subliminal_mlp.studies import alignment, one_step
 
+    study = inspect.signature(alignment.run_alignment).parameters  # the script's defaults are the study's
+    defaults = {k: study[k].default for k in ("projection", "n_probe", "probe_every", "held_out")}
     got = {}
     monkeypatch.setattr(cli, "run_study", lambda out, files, compute, write, table=None: got.update(compute()))
     monkeypatch.setattr(subliminal_mlp, "load_mnist", lambda data_dir=None: f"mnist from {data_dir}")
     monkeypatch.setattr(one_step, "run_one_step", lambda data, **kw: {"data": data, **kw})
     monkeypatch.setattr(alignment, "run_alignment", lambda cfg, data, **kw: {"data": data, **kw})
     for argv, want in [(["one_step.py"], {"data_dir": "D"}),
-                       (["alignment_multistep.py"], {"projection": "aligned"}),
-                       (["alignment_multistep.py", "--projection", "always"], {"projection": "always"})]:
+                       (["alignment_multistep.py"], defaults),
+                       (["alignment_multistep.py", "--projection", "always", "--n-probe", "500", "--probe-every", "3"],
+                        {**defaults, "projection": "always", "n_probe": 500, "probe_every": 3})]:
         got.clear()
         monkeypatch.setattr(sys, "argv", [*argv, "--data-dir", "D", "--out", str(tmp_path / "o")])
         with pytest.raises(SystemExit) as e:

@@ -497,6 +497,16 @@ def _missing(directory: Path, spec: DatasetSpec) -> list[str]:
     return [f for f in spec.file_names if not (directory / f).is_file()]
 
 
+def _uncompressed_hint(directory: Path, missing: Sequence[str]) -> str:
+    """A note naming the missing ``.gz`` files that lie in ``directory`` uncompressed ("" if none)."""
+    plain = [f[: -len(".gz")] for f in missing if f.endswith(".gz") and (directory / f[: -len(".gz")]).is_file()]
+    if not plain:
+        return ""
+    return (f" ({', '.join(plain)} {'is' if len(plain) == 1 else 'are'} there uncompressed: the loader reads the "
+            f"gzipped IDX files; gzip {'it' if len(plain) == 1 else 'them'}, e.g. `gzip -k {directory / plain[0]}`, "
+            f"and the content is verified as before)")
+
+
 def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = False) -> Path:
     """The directory under an explicitly given data root that holds all four files.
 
@@ -521,7 +531,7 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = 
     raise DataError(
         f"data root {root} (from {what}) does not hold the {spec.name} files: expected all four of "
         f"{', '.join(spec.file_names)} in {nested} (or directly in {root}); "
-        f"missing from {report}: {', '.join(missing)}. "
+        f"missing from {report}: {', '.join(missing)}{_uncompressed_hint(report, missing)}. "
         f"What to do: copy the missing files there, {fix_env or 'or '}{_supply_hint(spec.name)}."
     )
 
@@ -550,7 +560,8 @@ def _locate(
             searched = [f"${ENV_DATA} (unset)", *spec.system_dirs, str(target)]
             raise DataError(
                 f"{spec.name} files not found (download=False): looked in "
-                f"{', '.join(searched)}; missing from {target}: {', '.join(missing)}. "
+                f"{', '.join(searched)}; missing from {target}: {', '.join(missing)}"
+                f"{_uncompressed_hint(target, missing)}. "
                 f"What to do: {_supply_hint(spec.name, target)}, or allow downloading."
             )
         _download_missing(spec, target, missing, mirrors)

@@ -194,6 +194,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
             from ..core.data import load_dataset
 
             datasets[name] = load_dataset(name, data_dir)
+            log(f"data: {name} from {datasets[name].source_dir} (sha256 verified)")
         return datasets[name]
 
     def data_for(c: Config):
