@@ -3,12 +3,18 @@
 The library's long programs are compiled through :func:`compile_program`. It changes how XLA
 *builds* a program, never one bit of what it computes (tested against the committed figures):
 
-* the Threefry hash behind the noise images is lowered unrolled (:func:`unrolled_threefry`). On
-  CPU, JAX lowers it as a 5-iteration rolled loop (to keep compile times short), which XLA runs as
-  ~10 small kernels per call, each streaming the whole state through memory; JAX's own unrolled
-  rule (the one it uses on every other platform) gives one fused kernel, the same integer
-  arithmetic, the same bits. This reads ``jax._src`` (the CPU lowering table): with a JAX whose
-  internals differ it does nothing, which only costs speed;
+* the Threefry hash behind the noise images is lowered unrolled where it hashes many numbers
+  (:func:`unrolled_threefry`). On CPU, JAX lowers it as a 5-iteration rolled loop (to keep compile
+  times short), which XLA runs as ~10 small kernels per call, each streaming the whole state
+  through memory; JAX's own unrolled rule (the one it uses on every other platform) gives one
+  fused kernel, the same integer arithmetic, the same bits. Every hash of an array of numbers
+  (a batch of noise, an epoch's shuffle, a layer's initial values) is unrolled; a hash of one
+  number (deriving one key: ~70 of them in an engine program, none in its training loops) keeps
+  JAX's rolled loop, which XLA compiles much faster (:data:`UNROLL_MIN_SIZE`). Measured by
+  ``benchmarks/bench_threefry_lowering.py`` against unrolling every hash: an engine program
+  without training steps compiles in 1.1 s instead of 3.7 s, the paper's in 4.0 s instead of
+  4.7 s, and runs as fast, with the same bits. This reads ``jax._src`` (the CPU
+  lowering table): with a JAX whose internals differ it does nothing, which only costs speed;
 * on CPU, XLA is asked to prefer 512-bit vectors (``xla_cpu_prefer_vector_width``; its default is
   256). Where the processor has AVX-512 this halves the time of the integer hashing that makes the
   noise; where it has not, XLA uses the widest vectors it has, as before.
@@ -21,6 +27,7 @@ Set the environment variable ``SUBLIMINAL_MLP_NO_INTERNALS=1`` to switch both of
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Any
 
@@ -30,6 +37,9 @@ import jax
 DISABLE_ENV = "SUBLIMINAL_MLP_NO_INTERNALS"
 #: XLA options for programs compiled for CPU (see the module docstring).
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": "512"}
+#: Threefry hashes of at least this many numbers are lowered unrolled on CPU (smaller: JAX's rolled loop). A
+#: rolled hash of a few hundred numbers is no faster to compile with XLA's older CPU emitters: LLVM unrolls its loop.
+UNROLL_MIN_SIZE = 2
 
 
 def enabled() -> bool:
@@ -38,39 +48,48 @@ def enabled() -> bool:
 
 
 def _threefry_rules():
-    """(the threefry2x32 primitive, JAX's CPU-specific rule table, JAX's unrolled rule), or None."""
+    """(the threefry2x32 primitive, JAX's CPU-specific rule table, the rule of :func:`unrolled_threefry`), or None.
+
+    The rule lowers a hash of at least :data:`UNROLL_MIN_SIZE` numbers with JAX's unrolled rule,
+    a smaller one with JAX's CPU rule (the rolled loop). None where JAX's layout differs.
+    """
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32 as threefry
 
         table = mlir._platform_specific_lowerings["cpu"]
-        return threefry.threefry2x32_p, table, mlir.LoweringRuleEntry(threefry._threefry2x32_lowering_rule, False)
+        rolled, unrolled = table[threefry.threefry2x32_p].rule, threefry._threefry2x32_lowering_rule
     except (ImportError, AttributeError, KeyError):  # another JAX layout: keep its default lowering
         return None
+
+    def by_size(ctx, *args, **params):
+        size = math.prod(ctx.avals_out[0].shape)
+        return (unrolled if size >= UNROLL_MIN_SIZE else rolled)(ctx, *args, **params)
+
+    return threefry.threefry2x32_p, table, mlir.LoweringRuleEntry(by_size, False)
 
 
 @contextlib.contextmanager
 def unrolled_threefry():
-    """Within the block, programs *lowered* for CPU use JAX's unrolled Threefry lowering.
+    """Within the block, programs *lowered* for CPU use JAX's unrolled Threefry lowering for large hashes.
 
-    Wrap the ``.lower(...)`` call of a jitted program. The hash's integer arithmetic is identical,
-    so every random bit is too (tested); only the number of XLA kernels changes. With a JAX whose
-    internals differ, or with the tweaks switched off (:func:`enabled`), the block does nothing.
+    Wrap the ``.lower(...)`` call of a jitted program. A hash of at least :data:`UNROLL_MIN_SIZE`
+    numbers is lowered unrolled (one fused kernel), a smaller one keeps JAX's rolled CPU loop
+    (fast to compile). The hash's integer arithmetic is identical either way, so every random bit
+    is too (tested); only the kernels change. With a JAX whose internals differ, or with the
+    tweaks switched off (:func:`enabled`), the block does nothing.
     """
     rules = _threefry_rules() if enabled() else None
     if rules is None:
         yield
         return
-    primitive, table, unrolled = rules
-    saved = table.get(primitive)
-    table[primitive] = unrolled
+    primitive, table, by_size = rules
+    saved = table[primitive]
+    table[primitive] = by_size
     try:
         yield
     finally:
-        if saved is None:
-            table.pop(primitive, None)
-        else:
-            table[primitive] = saved
+        table[primitive] = saved
 
 
 def compiler_options(platform: str) -> dict[str, Any] | None:

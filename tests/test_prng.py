@@ -57,19 +57,26 @@ CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
 
 
 @CPU_ONLY
-def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel():
+def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_hashes_only():
+    from subliminal_mlp.internal import UNROLL_MIN_SIZE as N
+
     key = jax.random.PRNGKey(7)
-    f = jax.jit(lambda k: (noise_images(k, jnp.arange(64)), jax.random.bits(k, (1000,), jnp.uint32),
+    # n random words are one hash of n numbers; the per-example fold_in of 64 noise images hashes 64 numbers
+    f = jax.jit(lambda k: (noise_images(k, jnp.arange(64)), jax.random.bits(k, (N,), jnp.uint32),
                            jax.random.normal(jax.random.fold_in(k, 3), (99,))))
     rolled = f.lower(key)
     with unrolled_threefry():
-        unrolled = jax.jit(lambda k: f(k)).lower(key)
-    # JAX's CPU rule is a rolled loop (a while in the program); the unrolled one has none.
-    assert "while" in rolled.as_text() and "while" not in unrolled.as_text()
-    for a, b in zip(rolled.compile()(key), unrolled.compile()(key)):
+        mixed = jax.jit(lambda k: f(k)).lower(key)
+        large = jax.jit(lambda k: jax.random.bits(k, (N,), jnp.uint32)).lower(key)
+        small = jax.jit(lambda k: jax.random.bits(k, (N - 1,), jnp.uint32)).lower(key)
+    # JAX's CPU rule is a rolled loop (a while in the program); the unrolled one has none. A hash of N numbers is
+    # unrolled, one of N - 1 keeps the loop.
+    assert "while" not in large.as_text() and "while" in small.as_text()
+    assert 0 < mixed.as_text().count("while") < rolled.as_text().count("while")
+    for a, b in zip(rolled.compile()(key), mixed.compile()(key)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The switch is scoped: lowering after the block uses JAX's default again.
-    assert "while" in jax.jit(lambda k: f(k)).lower(key).as_text()
+    assert "while" in jax.jit(lambda k: jax.random.bits(k, (N,), jnp.uint32)).lower(key).as_text()
 
 
 def test_compile_program_computes_what_plain_jit_computes():
