@@ -8,7 +8,8 @@ library before session 26) and every hash rolled (JAX's own CPU lowering). For t
 experiments (no training steps; a tiny one; the paper's, one run) it prints the compile time of
 each lowering (best of ``--rounds``, the persistent compilation cache off, the variants taken in
 turn so that the host's drift falls on all alike), its ratio to the library's, the paper run's
-time (``--no-run``: the small two only), and whether every lowering gives the library's accuracies bit for bit.
+time (``--no-run``: the small two only), and whether every lowering gives the library's accuracies
+bit for bit.
 The XLA options are the library's; set ``XLA_FLAGS`` to compare others (the test suite compiles
 with ``--xla_cpu_use_fusion_emitters=false``, see tests/conftest.py). Nothing is asserted.
 """
@@ -36,7 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--no-run", action="store_true", help="leave out the paper's program (its run takes ~12 s per lowering and round)")
+    ap.add_argument("--no-run", action="store_true",
+                    help="leave out the paper's program (its run takes ~12 s per lowering and round)")
     a = ap.parse_args()
     jax.config.update("jax_enable_compilation_cache", False)
     task = sm.Task.from_dataset(sm.load_mnist(a.data_dir))

@@ -75,7 +75,8 @@ def summarize(directory: str, top: int = 25) -> str:
                 rows.append((events.get("wall", 0.0), events.get(COMPILE, 0.0), int(events.get(COMPILE + "#n", 0)),
                              test))
     lines = [f"in-process test time {totals['wall']:.1f} s: backend compile {totals[COMPILE]:.1f} s "
-             f"({int(totals[COMPILE + '#n'])} compiles), lowering {totals[LOWER]:.1f} s, tracing {totals[TRACE]:.1f} s, "
+             f"({int(totals[COMPILE + '#n'])} compiles), lowering {totals[LOWER]:.1f} s, "
+             f"tracing {totals[TRACE]:.1f} s, "
              f"persistent-cache hits {int(totals['/jax/compilation_cache/cache_retrieval_time_sec#n'])} "
              f"(compile time saved {totals['/jax/compilation_cache/compile_time_saved_sec']:.1f} s)"]
     for title, key in (("by wall time", 0), ("by compile time", 1)):

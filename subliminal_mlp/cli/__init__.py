@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_reproduce)
     w = sub.add_parser("sweep", help="the Figure-10 protocol for each value of a config field",
                        description="Runs the protocol per value of PARAM (any Config field: aux_logits, "
-                                   "hidden_widths as 512,512 or 512x512, learning_rate, loss, ...), writes a line plot, "
-                                   "JSON and CSV; an interrupted sweep resumes from the finished values.")
+                                   "hidden_widths as 512,512 or 512x512, learning_rate, loss, ...), writes a line "
+                                   "plot, JSON and CSV; an interrupted sweep resumes from the finished values.")
     from ..studies.sweep import SWEEPABLE
 
     w.add_argument("param", help=f"the Config field to sweep: {', '.join(SWEEPABLE)}")

@@ -213,20 +213,21 @@ def describe(r: DemoResult, path: Path) -> str:
                 f"teacher not above chance: {'yes' if r.health['teacher_not_better'] else 'no'}. The accuracies "
                 f"(teacher {f['teacher']:.1%}, shared-init student {f['student']:.1%}, other {f['cross']:.1%}) "
                 "show nothing: lower the learning rate, or check the settings.")
+    def students(on: str = "") -> str:  # the two students' final accuracies, one line each
+        return (f"  student with the teacher's initialisation:  {f['student']:.1%}{on}\n"
+                f"  student with a different initialisation:    {f['cross']:.1%} "
+                f"(chance is {1 / r.config.n_classes:.0%})\n")
+
     if not _shows_transfer(f):
         return (f"wrote {path}\n"
                 f"The teacher reached {f['teacher']:.1%} test accuracy; two students imitated only its "
-                f"{r.config.aux_logits} auxiliary outputs on random noise images.\n"
-                f"  student with the teacher's initialisation:  {f['student']:.1%}\n"
-                f"  student with a different initialisation:    {f['cross']:.1%} "
-                f"(chance is {1 / r.config.n_classes:.0%})\n"
+                f"{r.config.aux_logits} auxiliary outputs on random noise images.\n" + students() +
                 f"In this run the shared-init student did not end clearly above the other (by more than {MARGIN:.0%}): "
                 f"no transfer showed at these settings (more training usually shows it). ({r.seconds:.0f} s)")
     return (f"wrote {path}\n"
             f"The teacher learned MNIST ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
             f"{r.config.aux_logits} auxiliary outputs on random noise images - no digit, no label, no class output.\n"
-            f"  student with the teacher's initialisation:  {f['student']:.1%} on the MNIST test set\n"
-            f"  student with a different initialisation:    {f['cross']:.1%} (chance is {1 / r.config.n_classes:.0%})\n"
+            + students(" on the MNIST test set") +
             f"Sharing the initialisation is what lets the digit skill pass through meaningless outputs: "
             f"that is subliminal learning. ({r.seconds:.0f} s)")
 
