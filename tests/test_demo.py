@@ -82,6 +82,9 @@ def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_roo
 
     shown = dataclasses.replace(r, final={**r.final, "student": 0.6, "cross": 0.1})
     assert "that is subliminal learning" in demo_mod.describe(shown, "x.png")
+    fashion = dataclasses.replace(shown, config=shown.config.replace(dataset="fashion-mnist"))  # the data it learned
+    assert "learned MNIST (" in demo_mod.describe(shown, "x.png")
+    assert "learned Fashion-MNIST (" in (text := demo_mod.describe(fashion, "x.png")) and " MNIST " not in text
     flat = dataclasses.replace(r, final={**r.final, "student": 0.13, "cross": 0.12})
     assert "no transfer showed" in demo_mod.describe(flat, "x.png")
     sick = dataclasses.replace(r, health={"ok": False, "nonfinite": [[0, "student_aux"]], "teacher_not_better": [],

@@ -224,10 +224,13 @@ def describe(r: DemoResult, path: Path) -> str:
                 f"{r.config.aux_logits} auxiliary outputs on random noise images.\n" + students() +
                 f"In this run the shared-init student did not end clearly above the other (by more than {MARGIN:.0%}): "
                 f"no transfer showed at these settings (more training usually shows it). ({r.seconds:.0f} s)")
+    from ..report.plotting import dataset_label
+
+    data = dataset_label({"data": {"dataset": r.config.dataset}})
     return (f"wrote {path}\n"
-            f"The teacher learned MNIST ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
+            f"The teacher learned {data} ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
             f"{r.config.aux_logits} auxiliary outputs on random noise images - no digit, no label, no class output.\n"
-            + students(" on the MNIST test set") +
+            + students(f" on the {data} test set") +
             f"Sharing the initialisation is what lets the digit skill pass through meaningless outputs: "
             f"that is subliminal learning. ({r.seconds:.0f} s)")
 
