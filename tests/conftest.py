@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -21,21 +22,51 @@ if os.environ.get("SUBLIMINAL_MLP_DATA"):
     os.environ["SUBLIMINAL_MLP_DATA"] = str(Path(os.environ["SUBLIMINAL_MLP_DATA"]).expanduser().resolve())
 
 # The suite is compile-bound: its programs are tiny, so XLA:CPU spends far longer compiling them than running
-# them. XLA's older loop emitters (`--xla_cpu_use_fusion_emitters=false`) compile them with ~15 % less CPU (the
-# whole suite on 2 cores: 8:23 against 9:44-9:52) and compute the same bits; they run the paper's protocol ~7 %
-# slower (benchmarks/bench_xla_options.py), so the library keeps XLA's default. The tests that regenerate a
-# committed record compile with XLA's default emitters (the `xla_defaults` fixture): they check what a user
-# runs. Set in the environment, so that the processes the tests start compile the same way.
-# SUBLIMINAL_MLP_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults. The flag is XLA's of the jaxlib
-# that pyproject.toml allows (< 0.11); the XLA of jaxlib 0.11.2 no longer knows it and aborts every process
-# whose XLA_FLAGS name it ("Unknown flag in XLA_FLAGS", seen on the lent H100s, whose image has jax 0.11.2):
-# with a newer jaxlib the suite keeps XLA's defaults.
+# them. Two XLA options make that compile cheaper, set in the environment so that the processes the tests start
+# compile the same way:
+# * `--xla_backend_optimization_level=0`: LLVM does not optimise the kernels XLA generates (no vectorising, no
+#   unrolling); most of a program's compile time is that optimisation. A 6-student program of tests/test_training.py
+#   on one core: compiled in 1.6 s against 7.1 s, and compiled + run in 3.3 s against 8.7 s (its 20-epoch variant
+#   3.8 s against 8.3 s); the whole suite on 2 cores took 7:34 against 10:16. The numbers differ from an
+#   optimised program's in the last bits (likely where multiply-adds are contracted), and not uniformly: two
+#   programs that compute the same bits when optimised may differ by an ulp unoptimised (a run with and without
+#   a probe; θ0 in the engine and alone). The tests that compare such programs bit for bit take the
+#   `xla_defaults` fixture, like the regeneration tests below, and so do two long real runs (the demo, an
+#   example's convolutions), for which unoptimised kernels cost more than they save.
+# * XLA's older loop emitters (`--xla_cpu_use_fusion_emitters=false`) compile with less CPU and compute the same
+#   bits (the same program: 1.6 s against 4.2 s with O0); they run the paper's protocol ~7 % slower
+#   (benchmarks/bench_xla_options.py), so the library keeps XLA's default.
+# The tests that regenerate a committed record compile with XLA's defaults (the `xla_defaults` fixture): they check
+# what a user runs, bit for bit. SUBLIMINAL_MLP_TEST_XLA_DEFAULTS=1 runs the whole suite with XLA's defaults. Both
+# are set for CPU-only installs (the optimisation level is every backend's: a GPU's kernels would be built
+# unoptimised too). The emitters flag is XLA's of the jaxlib that pyproject.toml allows (< 0.11); the XLA of
+# jaxlib 0.11.2 no longer knows it and aborts every process whose XLA_FLAGS name it ("Unknown flag in XLA_FLAGS",
+# seen on the lent H100s, whose image has jax 0.11.2): with a newer jaxlib the suite keeps XLA's emitters.
 EMITTERS = "xla_cpu_use_fusion_emitters"
-_FLAGS = os.environ.get("XLA_FLAGS", "")
+OPT_LEVEL = "xla_backend_optimization_level"
+#: XLA's defaults of the options the suite may change (what the `xla_defaults` fixture puts back).
+XLA_DEFAULTS = {EMITTERS: True, OPT_LEVEL: 3}
 _JAXLIB = tuple(int(p) for p in version("jaxlib").split(".")[:2] if p.isdigit())
-if (os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and EMITTERS not in _FLAGS
-        and _JAXLIB < (0, 11)):
-    os.environ["XLA_FLAGS"] = f"{_FLAGS} --{EMITTERS}=false".strip()
+
+
+def _cpu_only() -> bool:
+    """No accelerator plugin for JAX is installed (or JAX is told to use the CPU only)."""
+    from importlib.metadata import distributions
+
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return True
+    plugins = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu", "jax-metal", "jax_metal")
+    return not any((d.metadata["Name"] or "").lower().startswith(plugins) for d in distributions())
+
+
+_SUITE_XLA: dict = {}  # the options this conftest set, with the values it gave them
+if os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and _cpu_only():
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if EMITTERS not in _flags and _JAXLIB < (0, 11):
+        _SUITE_XLA[EMITTERS] = False
+    if OPT_LEVEL not in _flags:
+        _SUITE_XLA[OPT_LEVEL] = 0
+    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f"--{k}={str(v).lower()}" for k, v in _SUITE_XLA.items())]).strip()
 
 import jax  # noqa: E402  (after the environment is set, for the subprocesses the tests start too)
 import pytest  # noqa: E402
@@ -83,17 +114,43 @@ def jax_cpu_lowering():
     _suite_lowering(was_on)
 
 
-@pytest.fixture
-def xla_defaults(monkeypatch):
-    """Within the test, the programs the library compiles (``internal.compile_program``) use XLA's default
-    CPU emitters, whatever the suite's ``XLA_FLAGS`` say: the tests of the committed records check what a
-    user runs. A per-program compile option overrides ``XLA_FLAGS``."""
+@contextlib.contextmanager
+def _xla_defaults():
     from subliminal_mlp import internal
 
-    if _JAXLIB >= (0, 11):  # XLA's defaults already (the option is unknown to its XLA, see above)
-        return
-    monkeypatch.setattr(internal, "CPU_COMPILER_OPTIONS", {**internal.CPU_COMPILER_OPTIONS, EMITTERS: True})
-    assert not internal.enabled() or internal.compiler_options("cpu")[EMITTERS] is True
+    defaults = dict(XLA_DEFAULTS) if _JAXLIB < (0, 11) else {OPT_LEVEL: XLA_DEFAULTS[OPT_LEVEL]}  # see above
+    saved = internal.CPU_COMPILER_OPTIONS
+    internal.CPU_COMPILER_OPTIONS = {**saved, **defaults}
+    try:
+        assert not internal.enabled() or all(internal.compiler_options("cpu")[k] == v for k, v in defaults.items())
+        yield defaults
+    finally:
+        internal.CPU_COMPILER_OPTIONS = saved
+
+
+@pytest.fixture
+def xla_defaults():
+    """Within the test, the programs the library compiles (``internal.compile_program``) use XLA's defaults
+    of the options the suite changed (the emitters, the optimisation level), whatever the suite's
+    ``XLA_FLAGS`` say: the tests of the committed records check what a user runs, and so do the tests that
+    compare two programs bit for bit where the unoptimised builds differ. A per-program compile option
+    overrides ``XLA_FLAGS``. The value is those options, for a test's own ``.compile(compiler_options=...)``."""
+    with _xla_defaults() as options:
+        yield options
+
+
+@pytest.fixture(scope="session")
+def xla_defaults_context():
+    """``with xla_defaults_context(): ...``: the ``xla_defaults`` fixture's options for a block (e.g. in a module
+    fixture whose results a test compares with its own under ``xla_defaults``)."""
+    return _xla_defaults
+
+
+@pytest.fixture(scope="session")
+def optimised_xla_flags() -> str:
+    """The suite's ``XLA_FLAGS`` without its optimisation level, for a subprocess that runs long enough for
+    unoptimised kernels to cost more than they save (e.g. an example's convolutions)."""
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f != f"--{OPT_LEVEL}=0")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import numpy as np
 from subliminal_mlp.cli import main
 
 
-def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path, capsys, monkeypatch):
+def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path, capsys, monkeypatch, xla_defaults):
+    # (Optimised kernels, as a user's: this real run is long enough that unoptimised ones took 44 s instead of 28 s.)
     import subliminal_mlp.studies.demo as demo_mod
 
     captured = {}
