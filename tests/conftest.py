@@ -83,37 +83,6 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 # Every program, however fast it compiles (JAX's default caches only those that took over 1 s).
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
-# With the older emitters, XLA compiles JAX's rolled CPU loop of a Threefry hash of a few hundred numbers very slowly
-# (LLVM unrolls it into a huge kernel: benchmarks/bench_threefry_lowering.py). The library's engine programs lower
-# every hash of an array unrolled (subliminal_mlp.internal.unrolled_threefry); the suite lowers all of its programs
-# that way too (eager operations, the theory kernels, the tests' own jits): the same bits (tested), and the whole
-# suite on 2 cores took 9:22 against 10:35. Tests of JAX's own lowering take the `jax_cpu_lowering` fixture.
-_SUITE_LOWERING: list = []
-
-
-def _suite_lowering(on: bool) -> None:
-    from subliminal_mlp import internal
-
-    if on and not _SUITE_LOWERING:
-        _SUITE_LOWERING.append(internal.unrolled_threefry())
-        _SUITE_LOWERING[0].__enter__()
-    elif not on and _SUITE_LOWERING:
-        _SUITE_LOWERING.pop().__exit__(None, None, None)
-
-
-if f"--{EMITTERS}=false" in os.environ.get("XLA_FLAGS", ""):  # the older emitters (set above, or by the caller)
-    _suite_lowering(True)
-
-
-@pytest.fixture
-def jax_cpu_lowering():
-    """Within the test, programs are lowered with JAX's own CPU rules (the suite's Threefry lowering put aside)."""
-    was_on = bool(_SUITE_LOWERING)
-    _suite_lowering(False)
-    yield
-    _suite_lowering(was_on)
-
-
 @contextlib.contextmanager
 def _xla_defaults():
     from subliminal_mlp import internal

@@ -57,7 +57,7 @@ CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
 
 
 @CPU_ONLY
-def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_hashes_only(jax_cpu_lowering):
+def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_hashes_only():
     from subliminal_mlp.internal import UNROLL_MIN_SIZE as N
 
     key = jax.random.PRNGKey(7)
@@ -126,7 +126,7 @@ def test_the_tweaks_touch_cpu_programs_only():
 
 
 @CPU_ONLY
-def test_internals_switched_off_by_the_environment_variable(monkeypatch, jax_cpu_lowering):
+def test_internals_switched_off_by_the_environment_variable(monkeypatch):
     from subliminal_mlp import internal
 
     key = jax.random.PRNGKey(3)
