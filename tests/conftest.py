@@ -59,7 +59,7 @@ def _cpu_only() -> bool:
     return not any((d.metadata["Name"] or "").lower().startswith(plugins) for d in distributions())
 
 
-_SUITE_XLA: dict = {}  # the options this conftest set, with the values it gave them
+_SUITE_XLA: dict = {}  # the options this process added to XLA_FLAGS (the xdist workers inherit them)
 if os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and _cpu_only():
     _flags = os.environ.get("XLA_FLAGS", "")
     if EMITTERS not in _flags and _JAXLIB < (0, 11):
@@ -82,6 +82,7 @@ atexit.register(shutil.rmtree, _CACHE, True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 # Every program, however fast it compiles (JAX's default caches only those that took over 1 s).
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
 
 @contextlib.contextmanager
 def _xla_defaults():
