@@ -47,6 +47,7 @@ OPT_LEVEL = "xla_backend_optimization_level"
 #: XLA's defaults of the options the suite may change (what the `xla_defaults` fixture puts back).
 XLA_DEFAULTS = {EMITTERS: True, OPT_LEVEL: 3}
 _JAXLIB = tuple(int(p) for p in version("jaxlib").split(".")[:2] if p.isdigit())
+_EMITTERS_KNOWN = _JAXLIB < (0, 11)  # see above
 
 
 def _cpu_only() -> bool:
@@ -59,14 +60,11 @@ def _cpu_only() -> bool:
     return not any((d.metadata["Name"] or "").lower().startswith(plugins) for d in distributions())
 
 
-_SUITE_XLA: dict = {}  # the options this process added to XLA_FLAGS (the xdist workers inherit them)
 if os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0") and _cpu_only():
-    _flags = os.environ.get("XLA_FLAGS", "")
-    if EMITTERS not in _flags and _JAXLIB < (0, 11):
-        _SUITE_XLA[EMITTERS] = False
-    if OPT_LEVEL not in _flags:
-        _SUITE_XLA[OPT_LEVEL] = 0
-    os.environ["XLA_FLAGS"] = " ".join([_flags, *(f"--{k}={str(v).lower()}" for k, v in _SUITE_XLA.items())]).strip()
+    _flags = os.environ.get("XLA_FLAGS", "")  # (the xdist workers inherit what is added here: they add nothing)
+    _flags += f" --{EMITTERS}=false" if EMITTERS not in _flags and _EMITTERS_KNOWN else ""
+    _flags += f" --{OPT_LEVEL}=0" if OPT_LEVEL not in _flags else ""
+    os.environ["XLA_FLAGS"] = _flags.strip()
 
 import jax  # noqa: E402  (after the environment is set, for the subprocesses the tests start too)
 import pytest  # noqa: E402
@@ -88,7 +86,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 def _xla_defaults():
     from subliminal_mlp import internal
 
-    defaults = dict(XLA_DEFAULTS) if _JAXLIB < (0, 11) else {OPT_LEVEL: XLA_DEFAULTS[OPT_LEVEL]}  # see above
+    defaults = {k: v for k, v in XLA_DEFAULTS.items() if k != EMITTERS or _EMITTERS_KNOWN}
     saved = internal.CPU_COMPILER_OPTIONS
     internal.CPU_COMPILER_OPTIONS = {**saved, **defaults}
     try:
