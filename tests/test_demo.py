@@ -86,6 +86,8 @@ def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_roo
     fashion = dataclasses.replace(shown, config=shown.config.replace(dataset="fashion-mnist"))  # the data it learned
     assert "learned MNIST (" in demo_mod.describe(shown, "x.png")
     assert "learned Fashion-MNIST (" in (text := demo_mod.describe(fashion, "x.png")) and " MNIST " not in text
+    assert "no clothing items, no label" in text and "digit" not in text  # it says what the data show
+    assert "no digits, no label" in (text := demo_mod.describe(shown, "x.png")) and "the digit skill" in text
     flat = dataclasses.replace(r, final={**r.final, "student": 0.13, "cross": 0.12})
     assert "no transfer showed" in demo_mod.describe(flat, "x.png")
     sick = dataclasses.replace(r, health={"ok": False, "nonfinite": [[0, "student_aux"]], "teacher_not_better": [],
@@ -103,7 +105,8 @@ def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_roo
     demo_mod.plot_demo(mse, "unused.png")
     texts = " ".join(drawn["texts"])
     assert "squared error on the aux logits" in texts and "on Fashion-MNIST" in texts and "KL" not in texts
-    assert "Fashion-MNIST test accuracy" in texts and "learns digits" not in texts
+    assert "Fashion-MNIST test accuracy" in texts and "digit" not in texts
+    assert "no clothing items, no labels" in texts and "on clothing items they never saw" in texts
     # The config's loss is the students'; variants the demo does not draw, and a probe larger than the test set,
     # are refused before any compute.
     assert [s.loss for s in demo_mod.demo_experiment(cfg.replace(loss="mse")).students] == ["mse", "mse"]

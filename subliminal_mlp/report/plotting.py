@@ -63,6 +63,20 @@ def dataset_label(record: dict[str, Any]) -> str:
     return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name, name or "unnamed data")
 
 
+#: What a dataset's images show, for sentences: (plural noun, adjective), e.g. "learns digits it never saw",
+#: "the digit skill"; :func:`dataset_items` falls back to ``("images", "task")``.
+DATASET_ITEMS = {"mnist": ("digits", "digit"), "fashion-mnist": ("clothing items", "clothing")}
+
+
+def dataset_items(record: dict[str, Any]) -> tuple[str, str]:
+    """The (plural noun, adjective) of what a record's dataset shows (:data:`DATASET_ITEMS`).
+
+    >>> dataset_items({"data": {"dataset": "fashion-mnist"}})
+    ('clothing items', 'clothing')
+    """
+    return DATASET_ITEMS.get((record.get("data") or {}).get("dataset"), ("images", "task"))
+
+
 #: What the students are distilled on, by ``Config.student_inputs``: the caption's noun for its n_noise images.
 INPUT_NOUNS = {"uniform": "noise images", "gaussian": "noise images", "task": "training images",
                "mix": "images (training images and noise)", "fashion-mnist": "Fashion-MNIST images"}

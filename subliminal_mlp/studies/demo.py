@@ -145,7 +145,7 @@ def run_demo(data, cfg: Config = Config(n_runs=1), *, seed: int | None = None, p
 def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """The demo figure, drawn from its record (:func:`demo_record`): noise inputs, aux outputs, and accuracy
     over distillation steps."""
-    from ..report.plotting import dataset_label, plt, save_figure
+    from ..report.plotting import dataset_items, dataset_label, plt, save_figure
 
     shown = record["shown"]
     noise, teacher_aux, student_aux = (np.asarray(shown[k]) for k in ("noise", "teacher_aux", "student_aux"))
@@ -173,7 +173,8 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.set_ylabel("softmax of aux logits", fontsize=8)
     handles, names = fig.axes[1].get_legend_handles_labels()
     fig.legend(handles, names, fontsize=8, loc="lower left", bbox_to_anchor=(0.125, 0.455), ncol=3, frameon=False)
-    fig.text(0.125, 0.93, "(a) what the students see: uniform noise, no digits, no labels", fontsize=10)
+    items = dataset_items(record)[0]
+    fig.text(0.125, 0.93, f"(a) what the students see: uniform noise, no {items}, no labels", fontsize=10)
     fig.text(0.125, 0.50, f"(b) what they imitate: the teacher's {m} auxiliary outputs on that noise",
              fontsize=10)
 
@@ -185,8 +186,8 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_ylim(0, 1)
     ax.set_xlabel("distillation step (batches of noise)")
     ax.set_ylabel(f"{dataset_label(record)} test accuracy")
-    ax.set_title("(c) the same-init student learns digits it never saw" if _shows_transfer(final) and
-                 record.get("health", {"ok": True})["ok"] else "(c) the students' accuracy on digits they never saw",
+    ax.set_title(f"(c) the same-init student learns {items} it never saw" if _shows_transfer(final) and
+                 record.get("health", {"ok": True})["ok"] else f"(c) the students' accuracy on {items} they never saw",
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.93), frameon=False)
     ax.annotate(f"{final['student']:.0%}", (steps[-1], trace[-1, 0]), xytext=(4, 0),
@@ -224,14 +225,15 @@ def describe(r: DemoResult, path: Path) -> str:
                 f"{r.config.aux_logits} auxiliary outputs on random noise images.\n" + students() +
                 f"In this run the shared-init student did not end clearly above the other (by more than {MARGIN:.0%}): "
                 f"no transfer showed at these settings (more training usually shows it). ({r.seconds:.0f} s)")
-    from ..report.plotting import dataset_label
+    from ..report.plotting import dataset_items, dataset_label
 
-    data = dataset_label({"data": {"dataset": r.config.dataset}})
+    named = {"data": {"dataset": r.config.dataset}}
+    data, (items, skill) = dataset_label(named), dataset_items(named)
     return (f"wrote {path}\n"
             f"The teacher learned {data} ({f['teacher']:.1%} test accuracy). Two students then imitated only its "
-            f"{r.config.aux_logits} auxiliary outputs on random noise images - no digit, no label, no class output.\n"
+            f"{r.config.aux_logits} auxiliary outputs on random noise images - no {items}, no label, no class output.\n"
             + students(f" on the {data} test set") +
-            f"Sharing the initialisation is what lets the digit skill pass through meaningless outputs: "
+            f"Sharing the initialisation is what lets the {skill} skill pass through meaningless outputs: "
             f"that is subliminal learning. ({r.seconds:.0f} s)")
 
 
