@@ -48,6 +48,10 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
         run_omitted_digit(cfg, data, digit=3.0)
     with pytest.raises(ConfigError, match="student_inputs = 'gaussian'"):
         run_omitted_digit(cfg.replace(student_inputs="gaussian"), data)
+    # A batch the training set holds but the distillation set (no 3s) does not: refused, naming that set.
+    with pytest.raises(ConfigError, match="batch_size = 55000 is larger than the distillation set: the 53869 "
+                                          "training images without digit 3"):
+        run_omitted_digit(cfg.replace(batch_size=55_000), data)
 
 
 def test_the_config_variants_reach_the_omitted_digit_students():

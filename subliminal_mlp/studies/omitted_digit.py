@@ -111,6 +111,9 @@ def run_omitted_digit(cfg: Config, data, digit: int = 3) -> dict[str, Any]:
                           "the training images without the digit; leave student_inputs at its default.")
     cfg.check_dataset(data)
     pool = distillation_pool(data, digit)
+    if cfg.batch_size > len(pool):
+        raise ConfigError(f"batch_size = {cfg.batch_size} is larger than the distillation set: the {len(pool)} "
+                          f"training images without digit {digit}. Lower batch_size to at most {len(pool)}.")
     exp = omitted_digit_experiment(cfg, pool, digit)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch)
