@@ -196,6 +196,18 @@ def test_bad_sources_fail_with_their_value():
     user = inputs.source(lambda key, idx: inputs.per_example(key, idx, lambda k: jax.random.normal(k, (784,))), 64)
     assert draw(user, [0, 1]).shape == (2, 784)
     inputs.check_source(user, (784,), {})
+    # A user's fn written for one example (its idx is a batch), or returning one image for a batch: the message says
+    # what fn is given and must return.
+    for fn, match in ((lambda key, j: jax.random.uniform(jax.random.fold_in(key, j), (784,)),
+                       r"'one' failed to draw a batch: TypeError: .*\(a source's fn\(key, idx\) is given a batch of "
+                       r"example indices idx and returns one example per index"),
+                      (lambda key, idx: jax.random.uniform(key, (28, 28)),
+                       r"'one' drew an array of shape \(28, 28\) for the 2 example indices \[0, 1\]: .* here "
+                       r"\(2, 784\)")):
+        with pytest.raises(sm.InputError, match=match):
+            inputs.check_source(inputs.source(fn, 64, name="one"), (784,), {})
+    with pytest.raises(sm.InputError, match=r"draws examples of shape \(100,\), but the model takes inputs of shape"):
+        inputs.check_source(inputs.uniform(10, shape=(100,)), (784,), {})
     # A user's fn whose example j depends on its batch is not a fixed set (the natural first attempt)
     for fn in (lambda key, idx: jax.random.uniform(key, (idx.shape[0], 784)),  # ignores idx
                lambda key, idx: inputs.per_example(jax.random.fold_in(key, idx.shape[0]), idx,  # on the batch size
@@ -425,6 +437,19 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
     own_model = sm.Student("cnnish", model=sm.mlp((16, 16)))  # another parameter tree: θ0 of the teacher cannot fit
     with pytest.raises(sm.StudentError, match="start it with fresh"):
         sm.run(TINY.replace(students=(own_model,)), task, n_runs=1)
+    # A start composed for a student's own model names the student and what does not fit, before compute: a layer
+    # the experiment's θ0 lacks, a layer of other shapes, a start of the user's own that fails.
+    deeper, wider = sm.mlp((32, 32)), sm.mlp((16,))
+    for student, error, match in (
+            (sm.Student("deep", model=deeper, start=sm.layers({"hidden_1": "own"})), sm.StudentError,
+             r"student 'deep': layers: 'hidden_1' is to come from ref\(which='own'\), whose parameters have no such "
+             r"top-level layer \(they have \['head', 'hidden_0'\]\): 'own' and 'cross' are θ0s of the experiment's"),
+            (sm.Student("wide", model=wider, start=sm.layers({"hidden_0": "cross"})), sm.StudentError,
+             r"student 'wide': its start gives parameters \{.*\(784, 32\).*\}, but its model's are \{.*\(784, 16\)"),
+            (sm.Student("mine", start=lambda ctx: ctx.refs["mine"]), sm.ExperimentError,
+             r"student 'mine''s start failed while the program was built: KeyError: 'mine'")):
+        with pytest.raises(error, match=match):
+            sm.run(TINY.replace(students=(student,)), task, n_runs=1)
 
 
 def test_records_tell_image_pools_task_arrays_and_experiment_arrays_apart_by_their_content(task):
@@ -543,6 +568,14 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
     ]:
         with pytest.raises(sm.ExperimentError, match=match):
             sm.run(TINY.replace(students=(student,)), task, n_runs=1)
+    # An optimiser in a form the engine does not take says which forms it does.
+    with pytest.raises(sm.ExperimentError, match=r"'f': its optimizer failed .*TypeError.*\(a student's optimizer: give "
+                                                  r"an optax GradientTransformation .* optax.sgd\s+itself is neither\)"):
+        sm.run(TINY.replace(students=(sm.Student("f", optimizer=optax.sgd),)), task, n_runs=1)  # the factory, uncalled
+    with pytest.raises(sm.StudentError, match=r"student 'r': its optimizer returned float, not an optax Gradient"):
+        sm.run(TINY.replace(students=(sm.Student("r", optimizer=lambda hp: 0.1),)), task, n_runs=1)
+    with pytest.raises(sm.StudentError, match=r"student 's': optimizer = 'sgd' is not an optimiser: give an optax"):
+        sm.Student("s", optimizer="sgd")
     # A metric returns one array: a tuple is refused while tracing, before the run.
     with pytest.raises(sm.ExperimentError, match="metric 'pair' returned tuple"):
         sm.run(TINY.replace(metrics={"pair": lambda v: (v.run, v.run)}), task, n_runs=1, teacher_cache=False)

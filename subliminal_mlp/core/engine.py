@@ -56,8 +56,8 @@ from .results import (DivergenceError, DivergenceWarning, array_fingerprint, che
 from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp, same_tree_shapes
-from .students import (FIGURE10, RESERVED, StartContext, Student, StudentError, adam, check_start_settings,
-                       check_students, hparams_as_arrays, make_optimizer, output_mask)
+from .students import (FIGURE10, OPTIMIZER_FORMS, RESERVED, StartContext, Student, StudentError, adam,
+                       check_start_settings, check_students, hparams_as_arrays, make_optimizer, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
 #: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
@@ -713,6 +713,22 @@ def _shapes(tree: Any) -> str:
         (", ..." if len(leaves) > 6 else "") + "}"
 
 
+def _start_params(s: Student, ctx: StartContext) -> Any:
+    """Student ``s``'s starting parameters ``s.start(ctx)``, at trace time: a start that fails, or that gives
+    parameters its model (``ctx.model``) does not take (another structure or shapes), is an error naming the
+    student, before any compute."""
+    try:
+        params = _users(f"student {s.name!r}'s start", s.start, ctx)
+    except StudentError as e:
+        raise StudentError(f"student {s.name!r}: {e}") from None
+    want = jax.eval_shape(ctx.model.init, jax.random.PRNGKey(0))
+    if not same_tree_shapes(params, want, dtypes=False):
+        raise StudentError(f"student {s.name!r}: its start gives parameters {_shapes(params)}, but its model's are "
+                           f"{_shapes(want)}: give it a start of its own model's parameters (e.g. fresh(), or "
+                           "layers({...}, default=fresh()) with only layers whose shapes fit).")
+    return params
+
+
 def _metric_values(kind: str, fns: Mapping[str, Callable], view: Any) -> dict[str, jax.Array]:
     """``{name: f(view)}``, each one array (a number is made one); anything else is an error at trace time,
     before the run, naming the metric."""
@@ -826,11 +842,12 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             def start_of(s: Student):
                 ctx = StartContext(refs, teachers, keys, hp, model_of(s))
                 try:
-                    if (s.start, ctx.model) not in cache:
-                        cache[s.start, ctx.model] = s.start(ctx)
-                    return cache[s.start, ctx.model]
+                    hash((s.start, ctx.model))
                 except TypeError:  # an unhashable start
-                    return s.start(ctx)
+                    return _start_params(s, ctx)
+                if (s.start, ctx.model) not in cache:
+                    cache[s.start, ctx.model] = _start_params(s, ctx)
+                return cache[s.start, ctx.model]
 
             def by_name(groups_params):
                 stacked = (jax.tree.map(lambda *a: jnp.concatenate(a), *groups_params) if len(groups_params) > 1
@@ -1007,8 +1024,11 @@ def _user_code(student: Student, what: str, fn: Callable, *args):
     """``fn(*args)``, a student's own code (its optimiser, a hook), run while the program is traced: an
     error it raises is an ExperimentError naming the student and what failed, before any compute."""
     def hint(e: Exception) -> str:
-        return (f" (hyperparameters it reads must be in Experiment.hparams: {sorted(args[1])})"
-                if what == "optimizer" and isinstance(e, KeyError) else "")
+        if what != "optimizer":
+            return ""
+        if isinstance(e, KeyError):
+            return f" (hyperparameters it reads must be in Experiment.hparams: {sorted(args[1])})"
+        return f" (a student's optimizer: {OPTIMIZER_FORMS})" if isinstance(e, TypeError) else ""
 
     return _users(f"student {student.name!r}: its {what}", fn, *args, hint=hint)
 

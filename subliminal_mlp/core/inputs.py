@@ -678,6 +678,11 @@ def _has_user_fn(src: InputSource) -> bool:
     return bool(src.settings.get("_check_fixed")) or any(_has_user_fn(b) for b in _parts(src))
 
 
+_BATCH_HINT = ("a source's fn(key, idx) is given a batch of example indices idx and returns one example per index, "
+               "shape (len(idx), *input_shape); draw example j from fold_in(key, j), e.g. with "
+               "per_example(key, idx, draw_one)")
+
+
 def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, Any],
                  arrays: Optional[Mapping[str, Any]] = None) -> None:
     """Trace ``src`` abstractly and check that a batch has shape ``(B, *input_shape)``; else InputError.
@@ -692,8 +697,12 @@ def check_source(src: InputSource, input_shape: Sequence[int], hp: Mapping[str, 
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's source failing is reported with its cause
-        raise InputError(f"input source {src.name!r} failed to draw a batch: {type(e).__name__}: {e}") from e
+        raise InputError(f"input source {src.name!r} failed to draw a batch: {type(e).__name__}: {e}"
+                         + (f" ({_BATCH_HINT})" if _has_user_fn(src) else "")) from e
     want = (2, *tuple(input_shape))
+    if not out.shape or out.shape[0] != 2:
+        raise InputError(f"input source {src.name!r} drew an array of shape {tuple(out.shape)} for the 2 example "
+                         f"indices [0, 1]: {_BATCH_HINT}, here {want}.")
     if tuple(out.shape) != want:
         raise InputError(f"input source {src.name!r} draws examples of shape {tuple(out.shape)[1:]}, but the model "
                          f"takes inputs of shape {tuple(input_shape)}: make the source's examples match the model.")

@@ -231,7 +231,13 @@ class layers:
         for name, start in self.parts:
             if name not in out:
                 raise StudentError(f"layers: the model has no top-level layer {name!r} (it has {sorted(out)}).")
-            out[name] = start(ctx)[name]
+            given = start(ctx)
+            if name not in given:
+                raise StudentError(
+                    f"layers: {name!r} is to come from {start!r}, whose parameters have no such top-level layer "
+                    f"(they have {sorted(given)})" + (": 'own' and 'cross' are θ0s of the experiment's model, not of "
+                                                      "a student's own model" if isinstance(start, ref) else "") + ".")
+            out[name] = given[name]
         return out
 
 
@@ -299,6 +305,10 @@ class Student:
                                    "-> scalar (the loss summed over the batch).") from None
         if isinstance(self.outputs, tuple) and not self.outputs:
             raise StudentError(f"student {self.name!r} imitates an empty set of outputs: name at least one logit.")
+        if not (self.optimizer is None or isinstance(self.optimizer, optax.GradientTransformation)
+                or callable(self.optimizer)):
+            raise StudentError(f"student {self.name!r}: optimizer = {self.optimizer!r} is not an optimiser: "
+                               f"{OPTIMIZER_FORMS}.")
         if self.loss == "mse" and ((isinstance(self.temperature, (int, float, np.number)) and self.temperature != 1)
                                    or callable(self.temperature)
                                    or (isinstance(self.temperature, str) and self.temperature != "temperature")):
@@ -426,6 +436,12 @@ def _same_shapes(a: Model, b: Model) -> bool:
     return same_tree_shapes(*(jax.eval_shape(m.init, key) for m in (a, b)))
 
 
+#: What ``Student.optimizer`` may be, for messages.
+OPTIMIZER_FORMS = ("give an optax GradientTransformation (e.g. optax.sgd(1e-3)) or a function of the hyperparameters "
+                   "returning one (e.g. lambda hp: optax.sgd(hp['learning_rate'])); an optax factory such as optax.sgd "
+                   "itself is neither")
+
+
 def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) -> optax.GradientTransformation:
     """The student's optimiser: its own, or Adam(``hp["learning_rate"]``, β = (0.9, 0.999), ε = 1e-8).
 
@@ -438,7 +454,11 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
         return adam(hp["learning_rate"])
     if isinstance(opt, optax.GradientTransformation):
         return opt
-    return opt(hp, view) if _n_args(opt) >= 2 else opt(hp)
+    made = opt(hp, view) if _n_args(opt) >= 2 else opt(hp)
+    if not isinstance(made, optax.GradientTransformation):
+        raise StudentError(f"student {student.name!r}: its optimizer returned {type(made).__name__}, not an optax "
+                           f"GradientTransformation: {OPTIMIZER_FORMS}.")
+    return made
 
 
 def _n_args(fn) -> int:
