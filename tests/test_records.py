@@ -125,6 +125,11 @@ def test_write_record_and_read_results_round_trip(tmp_path):
     assert paths["csv"].read_text() == results.records_csv(fig10)
     assert paths["csv"].read_text().splitlines()[:2] == ["model,run,accuracy", "reference,0,0.000000"]
     assert read_results(paths["json"], format="subliminal-mlp/fig10") == fig10
+    # The CSV written beside a record, given in its place, is named as such, with the record to read.
+    raises(paths["csv"], "is a CSV table, not a record: read the JSON record beside it", str(paths["json"]))
+    lone = tmp_path / "lone.csv"
+    lone.write_text(paths["csv"].read_text())
+    raises(lone, "is a CSV table, not a record: read the JSON record that was written with it.")
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(FIGURES)))
@@ -446,6 +451,33 @@ def test_students_distilled_on_another_dataset_record_its_checksums(data_root, t
     assert len(seen) == 3 and all(np.array_equal(p, fashion) for p in seen)
     assert "inputs" not in R.reproduce(cfg.replace(student_inputs="uniform"), data_dir=data_root,
                                        out_dir=tmp_path / "u", progress=False, log=lambda s: None)["data"]
+
+
+def test_an_engine_figures_numbers_do_not_overlap_and_its_caption_skips_a_models_functions(monkeypatch):
+    """Three swept values side by side: each bar's number is readable (no two overlap); a model of the user's own
+    (described by its init and apply in the JSON) is not captioned 'init init, apply apply'."""
+    from subliminal_mlp.report import plotting
+
+    names = ["reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all"]
+    values = [{"sweep": {"std": s}, "models": {n: {"mean": 0.094 + 0.8 * (i % 2), "ci95": 0.01}
+                                               for i, n in enumerate(names)}} for s in (0.1, 0.3, 1.0)]
+    config = {"name": "own", "model": {"name": "mine", "input_shape": [784], "n_classes": 10, "aux_logits": 3,
+                                       "init": "init", "apply": "apply"},
+              "inputs": {"name": "gaussian", "n": 2048}, "hparams": {"std": 0.3}, "teacher_epochs": 1,
+              "student_epochs": 1, "batch_size": 512}
+    shown = {}
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **k: shown.setdefault("fig", fig))
+    plotting.plot_experiment({"models": names, "values": values, "config": config, "n_runs": 2}, "unused.png")
+    fig = shown["fig"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    numbers = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(numbers) == 3 * len(names)
+    overlaps = [(i, j) for i in range(len(numbers)) for j in range(i) if numbers[i].overlaps(numbers[j])]
+    assert not overlaps, overlaps
+    caption = " ".join(plotting.experiment_caption({"config": config, "n_runs": 2}).split())
+    assert "model mine (784 → 10+3)" in caption and "init init" not in caption and "apply" not in caption
+    plotting.plt.close(fig)
 
 
 def test_the_figures_draw_each_models_own_numbers(tmp_path, monkeypatch):

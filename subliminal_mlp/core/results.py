@@ -777,6 +777,10 @@ def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str
                           "expected a JSON record.") from None
     except OSError as e:
         raise RecordError(f"{path} cannot be read ({e.strerror or e}).") from None
+    if path.suffix.lower() == ".csv" and not text.lstrip().startswith("{"):
+        beside = path.with_suffix(".json")
+        raise RecordError(f"{path} is a CSV table, not a record: read the JSON record "
+                          + (f"beside it, {beside}." if beside.exists() else "that was written with it."))
     try:
         record = json.loads(text)
     except json.JSONDecodeError as e:

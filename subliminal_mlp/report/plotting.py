@@ -157,7 +157,7 @@ def experiment_caption(record: dict[str, Any], width: int = 150) -> str:
     inp = c["inputs"]
     shape = "×".join(map(str, model.get("input_shape", [])))
     arch = ", ".join(f"{k} {v}" for k, v in model.items() if k not in ("name", "input_shape", "n_classes",
-                                                                        "aux_logits"))
+                                                                        "aux_logits", "init", "apply"))  # in the JSON
 
     def item(k: str, v: Any) -> str:
         return f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
@@ -207,17 +207,17 @@ def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
                           for p, x in (v.get("sweep") or {}).items()) or None
         bars = ax.bar(xs, means, width=width * 0.95, yerr=cis, capsize=3, edgecolor="black", linewidth=0.5,
                       color=[COLORS.get(n, "#777777") for n in names] if colors is None else colors[j], label=label)
-        if k <= 3:
+        if k <= 3:  # side by side, the numbers stand upright so that neighbours do not overlap
             for bar, m, ci in zip(bars, means, cis):
                 ax.text(bar.get_x() + bar.get_width() / 2, m + ci + 0.015, f"{m:.3f}", ha="center", va="bottom",
-                        fontsize=8)
+                        fontsize=8 if k == 1 else 7, rotation=0 if k == 1 else 90)
     chance = record.get("chance")
     if chance is not None:
         ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"chance = {chance:.3f}")
     ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)  # beside the bars, not on them
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, experiment_caption(record), ha="center", va="top", fontsize=7.5)
     return save_figure(fig, path, record=record)
