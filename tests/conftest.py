@@ -31,8 +31,9 @@ if os.environ.get("SUBLIMINAL_MLP_DATA"):
 #   optimised program's in the last bits (likely where multiply-adds are contracted), and not uniformly: two
 #   programs that compute the same bits when optimised may differ by an ulp unoptimised (a run with and without
 #   a probe; θ0 in the engine and alone). The tests that compare such programs bit for bit take the
-#   `xla_defaults` fixture, like the regeneration tests below, and so do two long real runs (the demo, an
-#   example's convolutions), for which unoptimised kernels cost more than they save.
+#   `xla_defaults` fixture, like the regeneration tests below, and so does the demo's real run; the examples'
+#   subprocesses (an example's convolutions) compile optimised with the older emitters below
+#   (`optimised_xla_flags`): for these long runs unoptimised kernels cost more than they save.
 # * XLA's older loop emitters (`--xla_cpu_use_fusion_emitters=false`) compile with less CPU and compute the same
 #   bits (the same program: 1.6 s against 4.2 s with O0); they run the paper's protocol ~7 % slower
 #   (benchmarks/bench_xla_options.py), so the library keeps XLA's default.
