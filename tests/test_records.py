@@ -478,6 +478,13 @@ def test_an_engine_figures_numbers_do_not_overlap_and_its_caption_skips_a_models
     caption = " ".join(plotting.experiment_caption({"config": config, "n_runs": 2}).split())
     assert "model mine (784 → 10+3)" in caption and "init init" not in caption and "apply" not in caption
     plotting.plt.close(fig)
+    # One value: its bars keep the models' colours, so its label is the title, not a legend entry of one colour.
+    shown.clear()
+    plotting.plot_experiment({"models": names, "values": values[:1], "config": config, "n_runs": 2, "chance": 0.1},
+                             "unused.png")
+    ax = shown["fig"].axes[0]
+    assert ax.get_title() == "std = 0.1" and [t.get_text() for t in ax.get_legend().get_texts()] == ["chance = 0.100"]
+    plotting.plt.close(shown["fig"])
 
 
 def test_the_figures_draw_each_models_own_numbers(tmp_path, monkeypatch):

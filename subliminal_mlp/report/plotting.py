@@ -206,7 +206,10 @@ def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
         label = ", ".join(f"{p} = {x:g}" if isinstance(x, (int, float)) else f"{p} = {x}"
                           for p, x in (v.get("sweep") or {}).items()) or None
         bars = ax.bar(xs, means, width=width * 0.95, yerr=cis, capsize=3, edgecolor="black", linewidth=0.5,
-                      color=[COLORS.get(n, "#777777") for n in names] if colors is None else colors[j], label=label)
+                      color=[COLORS.get(n, "#777777") for n in names] if colors is None else colors[j],
+                      label=label if k > 1 else None)  # one value's bars have the models' colours: titled, not keyed
+        if k == 1 and label:
+            ax.set_title(label, fontsize=9)
         if k <= 3:  # side by side, the numbers stand upright so that neighbours do not overlap
             for bar, m, ci in zip(bars, means, cis):
                 ax.text(bar.get_x() + bar.get_width() / 2, m + ci + 0.015, f"{m:.3f}", ha="center", va="bottom",
