@@ -266,6 +266,14 @@ def test_without_the_runtime_every_process_is_the_main_one_and_the_switch_reads_
         distributed.initialize("127.0.0.1:1", 0, 0)
     with pytest.raises(distributed.DistributedError, match=r"process_id = 2 is invalid: .* 0..1"):
         distributed.initialize("127.0.0.1:1", 2, 2)
+    # So is a coordinator that is no host:port (JAX failed on it with an IndexError, or a gRPC server that could not
+    # start), from an argument or the environment.
+    for bad in ("nonsense", "127.0.0.1:notaport", "127.0.0.1:", ":1234", "127.0.0.1:70000"):
+        with pytest.raises(distributed.DistributedError, match=f"coordinator address '{bad}' is invalid: give host:port"):
+            distributed.initialize(bad, 1, 0)
+    monkeypatch.setenv(distributed.COORDINATOR_ENV, "nonsense")
+    with pytest.raises(distributed.DistributedError, match="coordinator address 'nonsense' is invalid"):
+        distributed.initialize(None, 1, 0)
 
 
 def test_the_switch_without_the_runtime_warns_that_every_process_does_all_the_work(monkeypatch):

@@ -472,7 +472,7 @@ def test_the_theorem_figure_builds_the_recorded_model(monkeypatch):
     assert got["eps"] == s["eps"] and got["seeds"] == [0, 1, 2, 3, 4] and got["images"] == "images"
 
 
-def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypatch):
+def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypatch, capsys):
     got = {}
     monkeypatch.setattr(figures, "run_figures", lambda names, **kw: got.update(names=names, **kw) or {})
     assert cli.main(["figures", "fig10_mnist", "demo", "--out", str(tmp_path), "--force", "--no-teacher-cache",
@@ -482,6 +482,22 @@ def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypat
     assert cli.main(["figures", "--out", str(tmp_path), "--teacher-cache", str(tmp_path / "t")]) == 0
     assert (got["force"], got["quick"], got["progress"]) == (False, False, True)
     assert Path(got["teacher_cache"].root) == tmp_path / "t"
+    # A --from without a figure's record is refused, naming it, before anything is made (the figure would have been
+    # made at its script's defaults: Figure 10's 100 runs); one that has it hands it on; --list lists the defaults.
+    src = tmp_path / "records"
+    src.mkdir()
+    got.clear()
+    capsys.readouterr()
+    assert cli.main(["figures", "fig10_mnist", "demo", "--from", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert not got
+    assert (f"--from {src} has no record of fig10_mnist.json, demo.json: with --from the settings are read"
+            in capsys.readouterr().err)
+    import shutil
+
+    shutil.copy(figures.FIGURES_DIR / "demo.json", src)
+    assert cli.main(["figures", "demo", "--from", str(src), "--out", str(tmp_path / "o")]) == 0
+    assert got["source"] == str(src)
+    assert cli.main(["figures", "--list", "fig10_mnist", "--from", str(src)]) == 0
 
 
 def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, capsys):

@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -452,7 +453,8 @@ def test_a_bad_process_layout_is_one_line_and_comes_after_every_setting_check(tm
     # directory itself only after the start, in process 0 (test_distributed.py)
     cases = [(["reproduce", "--stem", ".."], "stem = '..' is invalid"),
              (["sweep", "batch_size", "64", "512", "--n-noise", "256"], "batch_size = 512 is larger than n_noise"),
-             (["sweep", "aux_logits", "3", "03"], "repeated values in the sweep over aux_logits")]
+             (["sweep", "aux_logits", "3", "03"], "repeated values in the sweep over aux_logits"),
+             (["sweep", "hidden_widths", "256", "256"], "(256,256 is one value, 256 256 two)")]
     for argv, message in cases:
         assert main([*bad, *argv, "--out", str(tmp_path)]) == 2, argv
         err = capsys.readouterr().err
@@ -594,3 +596,65 @@ def test_ctrl_c_is_one_line_and_a_reader_that_leaves_ends_the_command_quietly(ca
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+STOPPED_CHILD = """
+import signal, sys, time
+import jax, jax.numpy as jnp
+from jax import lax
+import subliminal_mlp.cli as cli
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner ignores
+spin = jax.jit(lambda x: lax.while_loop(lambda v: v[0] > 0, lambda v: v + 1.0, x))  # never ends (v reaches inf)
+
+def command():
+    out = spin(jnp.ones(1024, jnp.float32))  # dispatched: the device computes while Python waits for the result
+    print("running", flush=True)
+    out.block_until_ready()
+
+cli.main = lambda argv=None: cli.guarded(command)
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("sig, rc, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_stopped_command_leaves_at_once_though_the_device_is_still_computing(sig, rc, word):
+    """Ctrl-C (and SIGTERM, which ``timeout`` and batch schedulers send) end the command within seconds, with one
+    line and its status, while its compiled program would run for minutes: an ordinary exit waits for it."""
+    import select
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert select.select([proc.stdout], [], [], 120)[0], "the child never started its computation"
+        assert proc.stdout.readline().strip() == "running"
+        time.sleep(0.5)
+        proc.send_signal(getattr(signal, sig))
+        start = time.monotonic()
+        assert proc.wait(timeout=60) == rc
+        assert time.monotonic() - start < 30
+        err = proc.stderr.read()
+        assert err.startswith(f"subliminal-mlp: {word} (every file is written atomically") and "Traceback" not in err
+    finally:
+        proc.kill()
+
+
+def test_an_allocation_that_fails_is_one_line_that_says_what_to_lower(capsys):
+    from subliminal_mlp.cli import guarded
+
+    def exhausted():
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 80281600000000 bytes.")
+
+    assert guarded(exhausted) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("subliminal-mlp: error: out of memory: RESOURCE_EXHAUSTED: Out of memory allocating")
+    assert "lower the number of runs (--seeds)" in err and "--run-batch N" in err
+
+    def other():
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):  # not an allocation: not hidden
+        guarded(other)

@@ -175,7 +175,9 @@ def _sweep_values(a: argparse.Namespace) -> list:
                           f"values: give {other} for the other phase instead.")
     labels = [value_label(v) for v in values]
     if len(set(labels)) != len(labels):
-        raise ConfigError(f"repeated values in the sweep over {a.param}: {labels}.")
+        raise ConfigError(f"repeated values in the sweep over {a.param}: {labels}." + (
+            " A space separates two values; the widths of one value are joined by commas (256,256 is one value, "
+            "256 256 two)." if a.param == "hidden_widths" else ""))
     return values
 
 
@@ -266,10 +268,12 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
     An error a user can fix (``ConfigError``, e.g. an invalid setting or an output destination that
     cannot be written, ``DataError``, a missing or damaged record, ``RecordError``, ...) prints ``subliminal-mlp: error: ...`` and returns 2; a
-    ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3. Ctrl-C prints one line, not
-    a traceback, and returns 130; a reader that leaves (``| head``) ends the command quietly (1). A
-    return value that is not an int (a record) counts as success (0).
+    ``DivergenceError`` (``on_divergence="fail"``) prints it and returns 3; a program that needs more
+    memory than the device has prints what to lower and returns 1. Ctrl-C prints one line, not
+    a traceback, and returns 130 (SIGTERM, under :func:`entry`: 143); a reader that leaves (``| head``)
+    ends the command quietly (1). A return value that is not an int (a record) counts as success (0).
     """
+
     from ..core.data import DataError
     from ..core.distributed import DistributedError
     from ..core.engine import ExperimentError
@@ -289,14 +293,59 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail; with --on-divergence warn "
               "the record is written, with its \"health\", and the figure marked).", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("subliminal-mlp: interrupted (every file is written atomically: none is left half-written; a sweep "
-              "or the figures pipeline resumes from what it finished)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"subliminal-mlp: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (every file is "
+              "written atomically: none is left half-written; a sweep or the figures pipeline resumes from what it "
+              "finished)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # the reader of the output left (`... | head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout again at exit)
         return 1
+    except Exception as e:  # noqa: BLE001 - only an allocation that failed is answered here; the rest propagates
+        if not _out_of_memory(e):
+            raise
+        print(f"subliminal-mlp: error: out of memory: {str(e).strip().splitlines()[0]}\nThe program needs more "
+              "memory than the device has: lower the number of runs (--seeds) or the sizes (e.g. --n-noise), or give "
+              "--run-batch N to advance N runs at a time.", file=sys.stderr)
+        return 1
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """Whether a JAX runtime error is an allocation that failed (XLA's RESOURCE_EXHAUSTED, or its CPU client's
+    "Out of memory allocating ..." under another status)."""
+    jax = sys.modules.get("jax")
+    text = str(e)
+    return (jax is not None and isinstance(e, jax.errors.JaxRuntimeError)
+            and ("RESOURCE_EXHAUSTED" in text or "Out of memory" in text))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by ``timeout`` or a batch scheduler), raised where the command is, as Ctrl-C is: it stops
+    the same way (files written atomically, temporary files removed) and exits with 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _leave(rc: int) -> NoReturn:
+    """End the process with status ``rc``. Stopped (Ctrl-C: 130, SIGTERM: 143), at once with ``os._exit``: an
+    ordinary exit would first wait for the compiled program still running on the device, minutes for a full
+    run, while the shell waits too."""
+    if rc in (130, 143):
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
+def entry() -> NoReturn:
+    """The ``subliminal-mlp`` command as a process (its console script, ``python -m subliminal_mlp``):
+    :func:`main`, SIGTERM stopping it as Ctrl-C does, and a stopped command leaving at once (:func:`_leave`)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _leave(main())
 
 
 def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
@@ -305,10 +354,13 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
     With ``$SUBLIMINAL_MLP_DISTRIBUTED=1`` JAX's distributed runtime is started first
     (:func:`.distributed.initialize`: the process layout from the cluster or the ``JAX_*`` variables).
     """
+    import signal
+
     from ..core import distributed
 
-    sys.exit(_ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
-                                                       func(*args, **kwargs))[1])))
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _leave(_ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
+                                                     func(*args, **kwargs))[1])))
 
 
 def _ending_together(command: Callable[[], int]) -> int:

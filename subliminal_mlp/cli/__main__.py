@@ -1,7 +1,5 @@
 """``python -m subliminal_mlp.cli``: the same as the ``subliminal-mlp`` command."""
 
-import sys
+from . import entry
 
-from . import main
-
-sys.exit(main())
+entry()

@@ -1022,6 +1022,14 @@ def _check_args(a: argparse.Namespace) -> None:
     if a.list and a.force:
         raise ConfigError("--list only lists (nothing is made): it takes no --force.")
     if not a.list:
+        source = Path(a.source)
+        if source.resolve() != FIGURES_DIR.resolve():  # a --from given: its records' settings, not the defaults
+            missing = [fig.record for fig in _select(a.names, REGISTRY) if not (source / fig.record).is_file()]
+            if missing:
+                raise ConfigError(f"--from {source} has no record of {', '.join(missing)}: with --from the settings "
+                                  "are read from the records there, and without one a figure would be made with its "
+                                  "script's defaults (the paper's scale). Copy the record there, name only the figures "
+                                  "it has records of, or leave --from out (the committed figures' settings).")
         plan_figures(a.names, out=a.out, source=a.source, quick=a.quick)
 
 

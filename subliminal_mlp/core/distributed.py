@@ -109,6 +109,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         process_id = process_id if process_id is not None else _env_int(PROCESS_ID_ENV)
         heartbeat = heartbeat_timeout_s if heartbeat_timeout_s is not None else _env_int(HEARTBEAT_ENV)
         init_timeout = initialization_timeout_s if initialization_timeout_s is not None else _env_int(INIT_TIMEOUT_ENV)
+        if coordinator_address is not None:
+            _check_address(coordinator_address)
         if num_processes is not None and not is_integer(num_processes, 1):
             raise DistributedError(f"num_processes = {num_processes!r} is invalid: it must be an integer >= 1.")
         if process_id is not None and num_processes is not None and not is_integer(process_id, 0, num_processes - 1):
@@ -129,6 +131,22 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                 f"${PROCESS_ID_ENV}).") from e
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count()}
+
+
+def _check_address(address: Any) -> None:
+    """A coordinator address must be ``host:port`` with a port in 1..65535 (``[::1]:1234`` for IPv6); else a
+    DistributedError naming it (JAX would fail on it with an IndexError, or a gRPC server that cannot start).
+
+    >>> _check_address("10.0.0.1:1234"), _check_address("[::1]:8476")
+    (None, None)
+    >>> _check_address("nonsense")
+    Traceback (most recent call last):
+    subliminal_mlp.core.distributed.DistributedError: coordinator address 'nonsense' is invalid: give host:port of process 0 (e.g. 10.0.0.1:1234).
+    """
+    host, sep, port = str(address).rpartition(":")
+    if not (isinstance(address, str) and sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise DistributedError(f"coordinator address {address!r} is invalid: give host:port of process 0 "
+                               "(e.g. 10.0.0.1:1234).")
 
 
 def initialize_if_requested(flag: bool = False, **kwargs: Any) -> Optional[dict[str, int]]:
