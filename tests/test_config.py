@@ -44,6 +44,7 @@ def test_defaults_are_the_papers_settings():
         ({"input_dim": 0}, "input_dim = 0"),
         ({"n_noise": 2.5, "batch_size": 2}, "n_noise = 2.5"),
         ({"n_noise": 1000, "batch_size": 1001}, "batch_size = 1001 is larger than n_noise = 1000"),
+        ({"n_noise": 2**31}, "n_noise = 2147483648 is too large: example indices are int32"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(changes, needle):

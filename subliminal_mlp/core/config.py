@@ -175,6 +175,11 @@ class Config:
         check_positive_int("teacher_epochs", self.teacher_epochs, allow_zero=True)
         check_positive_int("student_epochs", self.student_epochs, allow_zero=True)
         check_positive_int("n_noise", self.n_noise)
+        from .inputs import MAX_EXAMPLES
+
+        if self.n_noise > MAX_EXAMPLES:
+            raise ConfigError(f"n_noise = {self.n_noise} is too large: example indices are int32, so an input set has "
+                              f"at most {MAX_EXAMPLES} examples.")
         if self.batch_size > self.n_noise:
             raise ConfigError(
                 f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower "
