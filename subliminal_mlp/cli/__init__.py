@@ -339,13 +339,19 @@ def _leave(rc: int) -> NoReturn:
     sys.exit(rc)
 
 
-def entry() -> NoReturn:
-    """The ``subliminal-mlp`` command as a process (its console script, ``python -m subliminal_mlp``):
-    :func:`main`, SIGTERM stopping it as Ctrl-C does, and a stopped command leaving at once (:func:`_leave`)."""
+def _as_process(command: Callable[[], int]) -> NoReturn:
+    """``command()`` as the process: SIGTERM stops it as Ctrl-C does, and its status ends the process
+    (:func:`_leave`: a stopped command at once)."""
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _leave(main())
+    _leave(command())
+
+
+def entry() -> NoReturn:
+    """The ``subliminal-mlp`` command as a process (its console script, ``python -m subliminal_mlp``):
+    :func:`main` through :func:`_as_process`."""
+    _as_process(main)
 
 
 def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
@@ -354,13 +360,10 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
     With ``$SUBLIMINAL_MLP_DISTRIBUTED=1`` JAX's distributed runtime is started first
     (:func:`.distributed.initialize`: the process layout from the cluster or the ``JAX_*`` variables).
     """
-    import signal
-
     from ..core import distributed
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    _leave(_ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
-                                                     func(*args, **kwargs))[1])))
+    _as_process(lambda: _ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
+                                                                  func(*args, **kwargs))[1])))
 
 
 def _ending_together(command: Callable[[], int]) -> int:

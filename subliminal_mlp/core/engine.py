@@ -55,7 +55,7 @@ from .results import (DivergenceError, DivergenceWarning, array_fingerprint, che
                       format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
 from .model import accuracy, all_finite
-from .models import Model, check_model, mlp, same_tree_shapes
+from .models import Model, check_model, mlp, param_shapes, same_tree_shapes
 from .students import (FIGURE10, OPTIMIZER_FORMS, RESERVED, StartContext, Student, StudentError, adam,
                        check_start_settings, check_students, hparams_as_arrays, make_optimizer, output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
@@ -669,7 +669,7 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         if leading != {n_runs}:
             raise ExperimentError(f"teachers have leading axis {sorted(leading)}, expected n_runs = {n_runs}: pass "
                                   "the teachers of a Result with the same n_runs and seed.")
-        want = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+        want = param_shapes(model)
         got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), teachers)
         if not same_tree_shapes(got, want):
             raise ExperimentError("teachers= do not fit the experiment's model: per run they have "
@@ -721,7 +721,7 @@ def _start_params(s: Student, ctx: StartContext) -> Any:
         params = _users(f"student {s.name!r}'s start", s.start, ctx)
     except StudentError as e:
         raise StudentError(f"student {s.name!r}: {e}") from None
-    want = jax.eval_shape(ctx.model.init, jax.random.PRNGKey(0))
+    want = param_shapes(ctx.model)
     if not same_tree_shapes(params, want, dtypes=False):
         raise StudentError(f"student {s.name!r}: its start gives parameters {_shapes(params)}, but its model's are "
                            f"{_shapes(want)}: give it a start of its own model's parameters (e.g. fresh(), or "
@@ -1358,7 +1358,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         cache, cache_key = _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_pad // n_dev, n_dev,
                                               devices[0], run_batch, log)
     if cache_key is not None:
-        loaded = cache.load(cache_key, n_runs, jax.eval_shape(exp.model.init, jax.random.PRNGKey(0)))
+        loaded = cache.load(cache_key, n_runs, param_shapes(exp.model))
         cache_state = "miss" if loaded is None else "hit"
         log(f"teacher cache: {cache_state} ({n_runs} run(s) under {cache.path(cache_key, 0).parent})")
     else:

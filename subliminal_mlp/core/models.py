@@ -112,6 +112,11 @@ class Model:
         return dataclasses.replace(self, **changes)
 
 
+def param_shapes(model: Model) -> Any:
+    """The pytree of ``ShapeDtypeStruct`` of ``model``'s parameters: ``init`` traced abstractly, no compute."""
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0))
+
+
 def same_tree_shapes(a: Any, b: Any, *, dtypes: bool = True) -> bool:
     """Whether two pytrees (of arrays or ``ShapeDtypeStruct``) have one structure and, leaf by leaf, one
     shape (and one dtype, unless ``dtypes=False``).

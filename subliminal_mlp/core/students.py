@@ -70,7 +70,7 @@ from jax.flatten_util import ravel_pytree
 from .config import ConfigError
 from .inputs import Setting, resolve
 from .losses import distillation_loss
-from .models import Model, check_model, same_tree_shapes
+from .models import Model, check_model, param_shapes, same_tree_shapes
 from .results import setting_json
 
 #: Names the engine reserves for the models it evaluates besides the students.
@@ -432,8 +432,7 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
 
 def _same_shapes(a: Model, b: Model) -> bool:
     """Whether two models' parameter pytrees have the same structure, shapes and dtypes (abstractly, no compute)."""
-    key = jax.random.PRNGKey(0)
-    return same_tree_shapes(*(jax.eval_shape(m.init, key) for m in (a, b)))
+    return same_tree_shapes(param_shapes(a), param_shapes(b))
 
 
 #: What ``Student.optimizer`` may be, for messages.
