@@ -236,7 +236,7 @@ def test_every_experiment_script_checks_its_output_before_any_compute(script, tm
     with pytest.raises(SystemExit) as e:
         runpy.run_path(str(ROOT / "experiments" / script), run_name="__main__")
     assert e.value.code == 2
-    assert capsys.readouterr().err.startswith("subliminal-mlp: error: cannot ")
+    assert capsys.readouterr().err.startswith(f"{script}: error: cannot ")  # its own name, as argparse says it
     assert afile.read_text() == "keep me"
 
 
@@ -500,6 +500,53 @@ def test_a_script_starts_the_distributed_runtime_when_the_environment_asks_then_
     with pytest.raises(SystemExit) as e:
         run_script(lambda: order.append("again") or {"a": "record"})
     assert e.value.code == 0 and order == ["initialize", "main", "again"]
+
+
+def test_a_script_names_itself_in_its_errors_and_its_hints_name_only_its_own_flags(monkeypatch, capsys):
+    """An ``experiments/`` script's one-line errors start with its file name, as argparse's do (not with
+    ``subliminal-mlp``, a command it is not), and its out-of-memory hint names no flag it lacks."""
+    from subliminal_mlp.cli import run_script
+
+    def invalid():
+        raise ConfigError("n_runs = 0 is invalid")
+
+    def exhausted():
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes.")
+
+    monkeypatch.setattr(sys, "argv", ["/somewhere/experiments/fig10_mnist.py", "--seeds", "0"])
+    with pytest.raises(SystemExit) as e:
+        run_script(invalid)
+    assert e.value.code == 2 and capsys.readouterr().err == "fig10_mnist.py: error: n_runs = 0 is invalid\n"
+    with pytest.raises(SystemExit) as e:
+        run_script(exhausted)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("fig10_mnist.py: error: out of memory: RESOURCE_EXHAUSTED")
+    assert "(--seeds)" in err and "--run-batch" not in err and "--n-noise" not in err
+    monkeypatch.setattr(sys, "argv", ["-c"])  # python -c: no file to name
+    with pytest.raises(SystemExit):
+        run_script(invalid)
+    assert capsys.readouterr().err.startswith("subliminal-mlp: error: n_runs = 0")
+
+
+def test_a_runtime_that_cannot_start_names_the_variables_as_well_as_the_flags(monkeypatch):
+    """JAX's own complaint (what is missing), then how to give the layout: the environment variables, which every
+    command and script reads, and the command's flags."""
+    from subliminal_mlp.core import distributed
+
+    def refuses(*a, **k):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refuses)
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    for name in (distributed.COORDINATOR_ENV, distributed.NUM_PROCESSES_ENV, distributed.PROCESS_ID_ENV):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(distributed.DistributedError) as e:
+        distributed.initialize()
+    text = str(e.value)
+    assert text.startswith("cannot start the distributed runtime: coordinator_address should be defined. ")
+    for name in ("$JAX_COORDINATOR_ADDRESS", "$JAX_NUM_PROCESSES", "$JAX_PROCESS_ID", "--coordinator-address",
+                 "--num-processes", "--process-id"):
+        assert name in text, name
 
 
 def test_python_dash_m_runs_the_command_for_the_package_and_its_cli(capsys):

@@ -1,7 +1,8 @@
 """The ``subliminal-mlp`` command line, and the error handling of the ``experiments/`` scripts.
 
 Errors a user can fix (an invalid setting, missing or damaged data, an output destination that
-cannot be written, a distributed runtime that cannot start) are one line, ``subliminal-mlp: error: ...``, exit status 2, found before any
+cannot be written, a distributed runtime that cannot start) are one line, ``subliminal-mlp: error: ...``
+(an ``experiments/`` script's own name in place of ``subliminal-mlp``), exit status 2, found before any
 compute; runs that diverged under ``--on-divergence fail`` exit with status 3 after writing
 nothing; a diverged run under the default ``--on-divergence warn`` is reported as
 ``subliminal-mlp: warning: ...`` on stderr (the record's ``health`` and the figure say so too).
@@ -18,6 +19,8 @@ import warnings
 from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
 from ..core.config import DATASETS, INIT_NOISE_KINDS, LOSSES, STUDENT_INPUTS, Config, ConfigError
+
+PROG = "subliminal-mlp"
 
 
 class _Given(argparse.Action):
@@ -199,7 +202,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="subliminal-mlp",
+        prog=PROG,
         description="Subliminal learning in MLP classifiers: reproduce the paper's MNIST experiment "
                     "(Figure 10) and check its single-step gradient-alignment theorem.")
     from .. import __version__
@@ -245,15 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _divergence_warnings():
-    """Show every DivergenceWarning as ``subliminal-mlp: warning: ...`` on stderr (each one, not once)."""
+def _divergence_warnings(prog: str = PROG):
+    """Show every DivergenceWarning as ``<prog>: warning: ...`` on stderr (each one, not once)."""
     from ..core.results import DivergenceWarning
 
     show = warnings.showwarning
 
     def shown(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, DivergenceWarning):
-            print(f"subliminal-mlp: warning: {message}", file=sys.stderr)
+            print(f"{prog}: warning: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
 
@@ -274,6 +277,11 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     ends the command quietly (1). A return value that is not an int (a record) counts as success (0).
     """
 
+    return _guarded(PROG, lambda: func(*args, **kwargs))
+
+
+def _guarded(prog: str, command: Callable[[], Any]) -> int:
+    """:func:`guarded`, its messages starting ``<prog>:`` (an ``experiments/`` script's own name)."""
     from ..core.data import DataError
     from ..core.distributed import DistributedError
     from ..core.engine import ExperimentError
@@ -283,18 +291,18 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     from ..core.students import StudentError
 
     try:
-        with _divergence_warnings():
-            rc = func(*args, **kwargs)
+        with _divergence_warnings(prog):
+            rc = command()
     except (ConfigError, DataError, DistributedError, ExperimentError, InputError, ModelError, RecordError,
             StudentError) as e:
-        print(f"subliminal-mlp: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
-        print(f"subliminal-mlp: error: {e}\nnothing was written (--on-divergence fail; with --on-divergence warn "
+        print(f"{prog}: error: {e}\nnothing was written (--on-divergence fail; with --on-divergence warn "
               "the record is written, with its \"health\", and the figure marked).", file=sys.stderr)
         return 3
     except KeyboardInterrupt as e:
-        print(f"subliminal-mlp: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (every file is "
+        print(f"{prog}: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (every file is "
               "written atomically: none is left half-written; a sweep or the figures pipeline resumes from what it "
               "finished)", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
@@ -304,9 +312,10 @@ def guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     except Exception as e:  # noqa: BLE001 - only an allocation that failed is answered here; the rest propagates
         if not _out_of_memory(e):
             raise
-        print(f"subliminal-mlp: error: out of memory: {str(e).strip().splitlines()[0]}\nThe program needs more "
-              "memory than the device has: lower the number of runs (--seeds) or the sizes (e.g. --n-noise), or give "
-              "--run-batch N to advance N runs at a time.", file=sys.stderr)
+        lower = ("lower the number of runs (--seeds) or the sizes (e.g. --n-noise), or give --run-batch N to advance "
+                 "N runs at a time" if prog == PROG else "lower the number of runs (--seeds)")
+        print(f"{prog}: error: out of memory: {str(e).strip().splitlines()[0]}\nThe program needs more "
+              f"memory than the device has: {lower}.", file=sys.stderr)
         return 1
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
@@ -355,15 +364,24 @@ def entry() -> NoReturn:
 
 
 def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
-    """Run an ``experiments/`` script's main function with :func:`guarded` and exit with its status.
+    """Run an ``experiments/`` script's main function with :func:`guarded` and exit with its status; its
+    messages start with the script's name (``fig10_mnist.py: error: ...``), as argparse's own do.
 
     With ``$SUBLIMINAL_MLP_DISTRIBUTED=1`` JAX's distributed runtime is started first
     (:func:`.distributed.initialize`: the process layout from the cluster or the ``JAX_*`` variables).
     """
     from ..core import distributed
 
-    _as_process(lambda: _ending_together(lambda: guarded(lambda: (distributed.initialize_if_requested(),
-                                                                  func(*args, **kwargs))[1])))
+    prog = _script_name()
+    _as_process(lambda: _ending_together(lambda: _guarded(prog, lambda: (distributed.initialize_if_requested(),
+                                                                        func(*args, **kwargs))[1])))
+
+
+def _script_name() -> str:
+    """The running script's file name, as argparse names it in its own errors (``fig10_mnist.py``);
+    ``subliminal-mlp`` where there is none (``python -c``, an interactive session)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("-c", "-m", "python", "python3") else PROG
 
 
 def _ending_together(command: Callable[[], int]) -> int:

@@ -126,9 +126,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         except (ValueError, TypeError) as e:  # JAX's own messages say what is missing
             raise DistributedError(
                 f"cannot start the distributed runtime: {str(e).rstrip('.')}. Outside SLURM / Open MPI give the "
-                f"coordinator (--coordinator-address or ${COORDINATOR_ENV}, host:port of process 0), the number of "
-                f"processes (--num-processes or ${NUM_PROCESSES_ENV}) and this process's id (--process-id or "
-                f"${PROCESS_ID_ENV}).") from e
+                f"coordinator (host:port of process 0), the number of processes and this process's id: "
+                f"${COORDINATOR_ENV}, ${NUM_PROCESSES_ENV} and ${PROCESS_ID_ENV} (for any command or script), or the "
+                f"subliminal-mlp command's --coordinator-address, --num-processes and --process-id.") from e
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count()}
 
