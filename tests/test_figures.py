@@ -363,6 +363,8 @@ def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, dat
     assert fig10["n_runs"] == 2 and fig10["config"]["hidden_widths"] == [32] and fig10["pipeline"]["quick"]
     (listed,) = figures.list_figures(["fig10_mnist"], out=out, quick=True, write=lambda s: None)
     assert listed["status"] == "up to date" and 0 < listed["wall_s"] < 600  # the quick run's own wall time
+    (full,) = figures.list_figures(["fig10_mnist"], out=out, write=lambda s: None)  # without --quick: says why
+    assert full["status"] == "other settings (--quick)"
     assert sweep["labels"] == ["kl", "mse"] and sweep["pipeline"]["quick"]
     kl = json.loads((out / "sweeps/loss" / sweep["value_files"][0]).read_text())
     if jax.default_backend() == "cpu":

@@ -53,7 +53,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 try:
     import fcntl
@@ -661,8 +661,8 @@ def figure_status(fig: Figure, out: Path, settings: dict, state: dict) -> tuple[
         found = fig.settings(record)
     except (RecordError, KeyError, TypeError, ConfigError) as e:
         return False, f"its record cannot be used ({e})"
-    if found != settings:
-        return False, "other settings"
+    if found != settings:  # a record --quick made says so (`figures --list --out DIR` of a quick DIR)
+        return False, "other settings (--quick)" if _quick_record(record) else "other settings"
     version = record_version(record, out / fig.record)
     if version != library_version():
         return False, f"written by subliminal-mlp {version}, this is {library_version() or '(not installed)'}"
@@ -700,10 +700,15 @@ def wall_time(fig: Figure, out: Path) -> Optional[float]:
     return total
 
 
+def _quick_record(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` was made by a quick pipeline run (``pipeline.quick``)."""
+    return bool((record.get("pipeline") or {}).get("quick"))
+
+
 def _is_quick(path: Path) -> bool:
     """Whether the record at ``path`` exists and was made by a quick pipeline run."""
     try:
-        return bool((read_results(path).get("pipeline") or {}).get("quick"))
+        return _quick_record(read_results(path))
     except RecordError:
         return False
 
