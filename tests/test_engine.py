@@ -1131,6 +1131,31 @@ def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, c
     np.testing.assert_array_equal(quiet.accuracies, shown.accuracies)  # every model: the bars change nothing
 
 
+def test_a_phase_bar_closes_at_its_last_tick_and_given_teachers_have_none(capsys):
+    """The teacher bar stops its clock when the last teacher epoch is done, not when the students are (in a
+    notebook it turned done only at the end); with the teachers given (none trained) there is no teacher bar."""
+    from subliminal_mlp.core import engine
+
+    bars = engine._Progress(2, 1, 2)
+    bars.start()
+    teacher, student = bars.bars
+    bars.tick(0, 0)
+    assert not teacher.disable  # tqdm's close sets disable
+    bars.tick(0, 0)
+    assert teacher.disable and not student.disable and teacher.n == 2
+    for _ in range(4):
+        bars.tick(1, 0)
+    assert student.disable and student.n == 4
+    bars.close()  # closing again at the end is harmless
+    given = engine._Progress(2, 0, 2)
+    given.start()
+    assert given.bars[0] is None
+    given.tick(1, 0)
+    given.close()
+    err = capsys.readouterr().err
+    assert err.count("teacher training") >= 1 and "teacher training (2 runs × 0 epochs)" not in err
+
+
 # ----------------------------------------------------------------------------- run_batch on an accelerator
 
 

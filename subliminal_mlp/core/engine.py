@@ -1196,24 +1196,29 @@ class _Progress:
             return
         from tqdm.auto import tqdm
 
-        # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs)
-        self.bars = [tqdm(total=self.totals[0], desc=f"teacher training ({self.per[0]})" + self.note,
+        # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs); no teacher
+        # bar where the teachers are given (none is trained)
+        self.bars = [None if self.totals[0] == 0 else
+                     tqdm(total=self.totals[0], desc=f"teacher training ({self.per[0]})" + self.note,
                           unit="epoch", position=0),
                      tqdm(total=self.totals[1], desc=f"student distillation ({self.per[1]})" + self.note,
                           unit="epoch", position=1)]
 
     def tick(self, phase, epoch) -> None:
-        if not self.bars:
+        bar = self.bars[int(phase)] if self.bars else None
+        if bar is None:
             return
-        bar = self.bars[int(phase)]
         if bar.n == 0:
             bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
         if bar.n < bar.total:
             bar.update(1)
+            if bar.n == bar.total:  # the phase is done: its bar stops its clock (a notebook's turns done) now
+                bar.close()
 
     def close(self) -> None:
         for bar in self.bars:
-            bar.close()
+            if bar is not None:
+                bar.close()
 
 
 def _count(n: int, word: str) -> str:
