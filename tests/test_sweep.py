@@ -236,7 +236,10 @@ def test_the_summary_is_each_values_mean_and_ci_by_hand(tmp_path):
         assert float(mean) == pytest.approx(v.mean(), abs=1e-6)
         assert float(ci) == pytest.approx(1.96 * v.std(ddof=1) / np.sqrt(v.size), abs=1e-6)
     table = sweep_mod.format_sweep_table(s).splitlines()
-    assert table[3].split() == ["4"] + [f"{np.mean(accs[1][m]):.4f}" for m in MODELS]
+    assert table[0].split() == ["aux_logits", *MODELS, "runs"]
+    cells = [[f"{np.mean(accs[1][m]):.4f}", "±", f"{1.96 * np.std(accs[1][m], ddof=1) / np.sqrt(4):.4f}"]
+             for m in MODELS]
+    assert table[3].split() == ["4", *sum(cells, []), "4"]
     # Value records of different data keep each one's data.
     other = [_fake_value_record(accs[0], 3, data={"dataset": "mnist", "inputs": {"dataset": "fashion-mnist"}}),
              records[1]]

@@ -45,7 +45,7 @@ from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError,
                            check_on_divergence, check_output, csv_text, data_record, envelope, experiment_record,
-                           format_health, library_version, mean_ci95, read_results, write_record, write_results,
+                           format_ci, format_health, library_version, mean_ci95, read_results, write_record, write_results,
                            written_by)
 
 FORMAT = "subliminal-mlp/sweep"
@@ -342,12 +342,17 @@ def _sweep_rows(summary: dict[str, Any]) -> tuple[list[str], list[list]]:
 
 
 def format_sweep_table(summary: dict[str, Any]) -> str:
-    """Mean accuracy per value (rows) and model (columns)."""
+    """Mean test accuracy ± its 95 % CI half-width (:func:`~.results.mean_ci95`) per value (rows) and model
+    (columns), and the runs per value; ``—`` where one run has no CI."""
     names = list(summary["models"])
-    head = f"{summary['param']:>14} " + " ".join(f"{n:>12}" for n in names)
+    width = [max(15, len(n)) for n in names]
+    head = f"{summary['param']:>14} " + " ".join(f"{n:>{w}}" for n, w in zip(names, width)) + "   runs"
     rows = [head, "-" * len(head)]
     for j, label in enumerate(summary["labels"]):
-        rows.append(f"{label:>14} " + " ".join(f"{summary['models'][n]['mean'][j]:>12.4f}" for n in names))
+        cells = (f"{summary['models'][n]['mean'][j]:.4f} ± {format_ci(summary['models'][n]['ci95'][j])}"
+                 for n in names)
+        rows.append(f"{label:>14} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, width))
+                    + f"   {summary['n_runs'][j]}")
     return "\n".join(rows)
 
 
