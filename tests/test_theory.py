@@ -791,7 +791,16 @@ def test_run_theorem_check_on_other_models_records_the_model(tmp_path):
     assert "small_cnn 28×28×1→10+3" in theorem.settings_caption(rec)
     assert "PASS" in theorem.format_tables(summary)
     json.dumps(rec)  # JSON-ready
-    assert theorem.plot_theorem(rec, tmp_path / "cnn.png").stat().st_size > 10_000
+    from subliminal_mlp.report import plotting
+
+    titles, save = [], plotting.save_figure
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plotting, "save_figure", lambda fig, path, **k: (
+            titles.extend(ax.get_title() for ax in fig.axes if ax.get_title()), save(fig, path, **k))[1])
+        assert theorem.plot_theorem(rec, tmp_path / "cnn.png").stat().st_size > 10_000
+    # six panels, each its own letter (three were all "(c)"), shared initialisation on top
+    assert [t[:3] for t in titles] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"], titles
+    assert all("shared init" in t for t in titles[:3]) and all("different init" in t for t in titles[3:])
 
     tanh = mlp((6,), n_classes=3, aux_logits=2, input_dim=5, activation="tanh")
     kw = dict(teacher_loss="l2", eps=eps, seeds=[0], n_noise=8, losses=["ce_aux", "mse_all"])

@@ -551,10 +551,10 @@ def settings_caption(record: dict[str, Any]) -> str:
 def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     """The figure of ``experiments/theorem_single_step.py`` from a :func:`run_theorem_check` record.
 
-    Top row, shared initialisation: (a) ``ΔθS·ΔθT/ε`` against ``ε`` (log–log), one line per seed and
-    loss setting, converging to ``A`` (dashed); (a′) the relative gap ``|ΔθS·ΔθT/ε − A|/A``, which
-    shrinks linearly in ``ε``; (b) the change of ``L_T``. Bottom row, different initialisation (c):
-    ``ΔθS·ΔθT/ε``, the change of ``L_T`` (symmetric-log axes: both signs occur) and
+    Top row, shared initialisation (Lemma 1 and Theorem 1): (a) ``ΔθS·ΔθT/ε`` against ``ε`` (log–log), one
+    line per seed and loss setting, converging to ``A`` (dashed); (b) the relative gap ``|ΔθS·ΔθT/ε − A|/A``,
+    which shrinks linearly in ``ε``; (c) the change of ``L_T``. Bottom row, different initialisation:
+    (d) ``ΔθS·ΔθT/ε`` and (e) the change of ``L_T`` (symmetric-log axes: both signs occur), (f)
     ``‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖`` (the teacher's step enters at first order only).
     """
     import matplotlib.pyplot as plt
@@ -591,15 +591,15 @@ def plot_theorem(record: dict[str, Any], path: str | os.PathLike):
     ax_a.set(xscale="log", yscale="log", xlabel="ε (teacher's step size)", ylabel="ΔθS·ΔθT / ε",
              title="(a) shared init: ΔθS·ΔθT/ε → A (dashed)")
     ax_g.set(xscale="log", yscale="log", xlabel="ε", ylabel="|ΔθS·ΔθT/ε − A| / A",
-             title="(a′) shared init: relative gap to A, O(ε)")
+             title="(b) shared init: relative gap to A, O(ε)")
     ax_b.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
-             title="(b) shared init: change of the teacher's loss L_T")
+             title="(c) shared init: change of the teacher's loss L_T")
     ax_c1.set(xscale="log", xlabel="ε", ylabel="ΔθS·ΔθT / ε",
-              title="(c) different init: ΔθS·ΔθT/ε, no limit, either sign")
+              title="(d) different init: ΔθS·ΔθT/ε, no limit, either sign")
     ax_c2.set(xscale="log", xlabel="ε", ylabel="L_T(θS0 + αΔθS) − L_T(θS0)",
-              title="(c) different init: change of L_T, either sign")
+              title="(e) different init: change of L_T, either sign")
     ax_c3.set(xscale="log", yscale="log", xlabel="ε", ylabel="‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖",
-              title="(c) different init: the teacher's step enters at O(ε)")
+              title="(f) different init: the teacher's step enters at O(ε)")
     for ax, vals in sym.items():
         v = np.concatenate(vals)
         v = v[v > 0]
