@@ -1,5 +1,7 @@
 """The teaching demo: one command, one figure, the effect visible."""
 
+import dataclasses
+
 import numpy as np
 
 from subliminal_mlp.cli import main
@@ -25,6 +27,9 @@ def test_demo_command_writes_the_figure_and_shows_the_effect(data_root, tmp_path
     # ... the same-init student rises far above chance, the other stays near it.
     assert r.final["teacher"] > 0.9
     assert r.final["student"] > 0.3 and r.trace[-1, 0] > 0.3
+    # the curves end at the final accuracies (traced on the whole test set: on its first 2,000 images the
+    # student's curve ended 5 points below the number written beside its end)
+    np.testing.assert_allclose(r.trace[-1], [r.final["student"], r.final["cross"]], atol=1e-6)
     assert abs(r.final["cross"] - 0.1) < 0.05
     # The figure is drawn from its record: the record beside it holds everything it shows, and redrawing from
     # the JSON alone gives the same image.
@@ -73,12 +78,13 @@ def test_a_tiny_demo_against_its_own_teacher_noise_and_final_accuracies(data_roo
     record = demo_mod.demo_record(r, data)  # what the figure is drawn from: both students' traces, apart
     assert record["trace"] == {"student": r.trace[:, 0].tolist(), "cross": r.trace[:, 1].tolist()}
     assert record["steps"] == [0, 3, 4, 7, 8] and record["final"] == r.final and record["config"]["seed"] == 5
-    assert record["data"]["subset"] == {"probe_test_images": [0, n_test]}
+    assert "subset" not in record["data"]  # the whole test set: no subset
+    assert demo_mod.demo_record(dataclasses.replace(r, n_probe=100), data)["data"]["subset"] == {
+        "probe_test_images": [0, 100]}
+    assert demo_mod.run_demo.__kwdefaults__["n_probe"] is None  # by default the trace reads the whole test set
     assert record["health"] == captured["res"].health(0) and record["health"]["ok"]
     # What the terminal says follows the numbers: the effect only where the run shows it, a diverged run as such
     # (and its figure is marked in red, as every study's).
-    import dataclasses
-
     from subliminal_mlp.report.plotting import record_health_warning
 
     shown = dataclasses.replace(r, final={**r.final, "student": 0.6, "cross": 0.1})

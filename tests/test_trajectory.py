@@ -58,6 +58,8 @@ def test_probe_settings_are_checked_against_the_test_set_before_any_compute(monk
     with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
         student_trajectories(cfg, data)
     with pytest.raises(ConfigError, match="n_probe = 2000 is larger than the 1000 test images"):
+        run_demo(data, cfg, n_probe=2000)
+    with pytest.raises(_Computed):  # by default the demo traces all of the test set, whatever its size
         run_demo(data, cfg)
     with pytest.raises(ConfigError, match="held_out = 256 and n_probe = 900 need more than the 1000 test images"):
         run_alignment(cfg, data, n_probe=900)

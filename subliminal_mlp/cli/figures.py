@@ -218,7 +218,7 @@ def _demo() -> Figure:
     return Figure("demo", ("demo.json", "demo.png"),
                   settings=lambda r: {"config": normalised(r["config"]), "probe_every": r.get("probe_every", 4),
                                       "n_probe": r["n_probe"]},
-                  defaults=lambda: {"config": Config(n_runs=1).to_dict(), "probe_every": 4, "n_probe": 2000},
+                  defaults=lambda: {"config": Config(n_runs=1).to_dict(), "probe_every": 4, "n_probe": 10_000},
                   make=make, quick=lambda s, q: {**s, "config": _quick_config(s["config"], q), "n_probe": 200},
                   command=lambda s: f"subliminal-mlp demo --seed {s['config']['seed']} --out figures/demo.png",
                   runs=lambda s: 1)
