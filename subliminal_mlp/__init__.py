@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 from . import theory
 from .cli.reproduce import reproduce
 from .core import engine, inputs, models, students
-from .core.config import MODELS, Config, ConfigError
+from .core.config import MODELS, Config, ConfigError, SettingWarning
 from .core.data import DataError, Dataset, load_dataset, load_fashion_mnist, load_mnist
 from .core.engine import Experiment, ExperimentError, Result, RunModels, Task, run
 from .core.inputs import InputError, InputSource
@@ -50,7 +50,7 @@ from .studies.sweep import run_sweep
 
 __all__ = [
     "engine", "inputs", "models", "students", "theory",
-    "MODELS", "Config", "ConfigError", "DataError", "Dataset", "load_dataset", "load_fashion_mnist",
+    "MODELS", "Config", "ConfigError", "SettingWarning", "DataError", "Dataset", "load_dataset", "load_fashion_mnist",
     "load_mnist", "Experiment", "ExperimentError", "Result", "RunModels", "Task", "run", "ExperimentResult",
     "run_experiment", "run_sweep", "InputError", "InputSource", "class_cross_entropy", "kl_distillation",
     "mse_distillation",

@@ -19,8 +19,13 @@ The library's long programs are compiled through :func:`compile_program`. It cha
   256). Where the processor has AVX-512 this halves the time of the integer hashing that makes the
   noise; where it has not, XLA uses the widest vectors it has, as before.
 
-Set the environment variable ``SUBLIMINAL_MLP_NO_INTERNALS=1`` to switch both off (plain
-``jax.jit`` lowering and XLA's default options): the numbers stay the same, only slower on CPU.
+One check reads JAX's internals too: a swept hyperparameter that no output depends on (every value would
+compute the same numbers) is found by JAX's dead-code elimination of the traced program
+(:func:`unused_inputs`, ``jax._src.interpreters.partial_eval``); with a JAX whose internals differ the check
+is skipped.
+
+Set the environment variable ``SUBLIMINAL_MLP_NO_INTERNALS=1`` to switch all three off (plain
+``jax.jit`` lowering, XLA's default options, no check): the numbers stay the same, only slower on CPU.
 ``pyproject.toml`` bounds ``jax`` to the versions on which the bit-identity tests pass.
 """
 
@@ -97,12 +102,41 @@ def compiler_options(platform: str) -> dict[str, Any] | None:
     return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" and enabled() else None
 
 
-def compile_program(program, *args, platform: str | None = None):
+def compile_program(program, *args, platform: str | None = None, inspect=None):
     """``program.lower(*args).compile()`` for ``platform`` (default: JAX's default backend), faster.
 
     ``program`` is a ``jax.jit``-ed function. Returns the compiled executable; call it with
-    ``args``. The numbers are those of ``program(*args)``.
+    ``args``. The numbers are those of ``program(*args)``. ``inspect``, if given, is called with the
+    program's traced ``ClosedJaxpr`` (the trace the compile uses: nothing is traced twice).
     """
     with unrolled_threefry():
-        lowered = program.lower(*args)
+        traced = program.trace(*args)
+        if inspect is not None:
+            inspect(traced.jaxpr)
+        lowered = traced.lower()
     return lowered.compile(compiler_options=compiler_options(platform or jax.default_backend()))
+
+
+def unused_inputs(closed_jaxpr) -> list[bool] | None:
+    """For each input of a traced program (its flattened arguments, in order), whether no output depends on it:
+    JAX's own dead-code elimination (``partial_eval.dce_jaxpr``) of the whole program, through its loops and
+    ``shard_map``. A primitive JAX has no such rule for keeps all its inputs, so an input said unused is
+    unused; None where JAX's internals differ or the module is switched off (nothing is claimed then).
+
+    >>> import jax, jax.numpy as jnp
+    >>> unused_inputs(jax.make_jaxpr(lambda a, b, c: jax.lax.scan(lambda k, x: (k + a * x, None), 0.0, c)[0])(
+    ...     1.0, 2.0, jnp.ones(3)))
+    [False, True, False]
+    """
+    if not enabled():
+        return None
+    try:
+        from jax._src.interpreters import partial_eval as pe
+
+        jaxpr = closed_jaxpr.jaxpr
+        _, used = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+        if len(used) != len(jaxpr.invars):
+            return None
+        return [not u for u in used]
+    except Exception:  # noqa: BLE001 - another JAX's internals: claim nothing
+        return None

@@ -287,7 +287,7 @@ def test_the_switch_without_the_runtime_warns_that_every_process_does_all_the_wo
                         inputs=sm.inputs.uniform(64, shape=(8,)), teacher_epochs=5, student_epochs=1, batch_size=64,
                         hparams={"learning_rate": 0.05})  # teachers that learn: no warning but the switch's
     monkeypatch.setenv(distributed.ENV, "1")
-    with pytest.warns(UserWarning, match="SUBLIMINAL_MLP_DISTRIBUTED is set but .* not started.*initialize"):
+    with pytest.warns(sm.SettingWarning, match="SUBLIMINAL_MLP_DISTRIBUTED is set but .* not started.*initialize"):
         sm.run(exp, task, n_runs=1)
     monkeypatch.setenv(distributed.ENV, "0")
     import warnings

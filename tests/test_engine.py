@@ -355,8 +355,10 @@ def no_compile(monkeypatch):
     """An engine program may be traced (a user's code that fails is found while tracing) but never compiled
     or run: what is refused is refused before compute."""
 
-    def trace_only(program, *args, **kwargs):
-        program.trace(*args)  # raises what tracing finds
+    def trace_only(program, *args, inspect=None, **kwargs):
+        traced = program.trace(*args)  # raises what tracing finds
+        if inspect is not None:  # and what the engine checks on the trace
+            inspect(traced.jaxpr)
         pytest.fail("an engine program was compiled: the bad value was not refused before compute")
 
     monkeypatch.setattr(engine, "compile_program", trace_only)
@@ -474,19 +476,45 @@ def test_records_tell_image_pools_task_arrays_and_experiment_arrays_apart_by_the
     assert array_fingerprint(x).endswith(h.hexdigest()[:16])
 
 
-def test_a_temperature_sweep_no_student_reads_is_warned_of_before_compute(task, no_compile):
-
-    from subliminal_mlp.core.engine import validate
-
-    sweep = {"temperature": [1.0, 4.0]}
+def test_a_swept_hyperparameter_nothing_reads_is_refused_before_compile(task, no_compile):
+    """A sweep whose values no output depends on (they would change nothing: a trial's class
+    table showed three identical rows) is refused from the program's trace, before it is compiled: a number of
+    one's own nothing reads, or a temperature only 'mse' students (never scaled by T) or students with their
+    own T would see."""
+    wd = TINY.replace(hparams={**TINY.hparams, "wd": 0.0})
+    with pytest.raises(sm.ExperimentError, match=r"sweep\['wd'\]: nothing in the experiment reads the "
+                                                 r"hyperparameter 'wd'.*optax.adam\(hp\['wd'\]\)"):
+        sm.run(wd, task, n_runs=1, sweep={"wd": [0.0, 1.0]})
     for students in [(sm.Student("m", loss="mse"),), (sm.Student("own", temperature=2.0), sm.Student("m", loss="mse"))]:
-        with pytest.warns(UserWarning, match=r"sweep\['temperature'\]: no student reads"):
-            validate(TINY.replace(students=students), task, sweep=sweep)
-    with warnings.catch_warnings():  # read: the paper's students, or a function of the hyperparameters
-        warnings.simplefilter("error")
-        validate(TINY, task, sweep=sweep)
-        validate(TINY.replace(students=(sm.Student("f", temperature=lambda hp: 2 * hp["temperature"]),)), task,
-                 sweep=sweep)
+        with pytest.raises(sm.ExperimentError, match=r"sweep\['temperature'\]: nothing .* an 'mse' student is "
+                                                     r"never scaled by T"):
+            sm.run(TINY.replace(students=students), task, n_runs=1, sweep={"temperature": [1.0, 4.0]})
+    # read: a student's optimiser, a temperature of its own made from it, or only by one of two swept values
+    read = [(wd.replace(students=(sm.Student("d", optimizer=lambda hp: optax.adamw(1e-3, weight_decay=hp["wd"])),)),
+             {"wd": [0.0, 1.0]}),
+            (TINY.replace(students=(sm.Student("f", temperature=lambda hp: 2 * hp["temperature"]),)),
+             {"temperature": [1.0, 4.0]}),
+            (wd, {"wd": [0.0, 1.0], "learning_rate": [1e-3, 1e-2]}),
+            (wd, {"wd": [0.0, 0.0], "learning_rate": [1e-3, 1e-2]})]  # one value repeated: no claim (fused studies)
+    for exp, sweep in read[:2] + read[3:]:
+        with pytest.raises(pytest.fail.Exception, match="was compiled"):  # passed the check: the fixture stops it
+            sm.run(exp, task, n_runs=1, sweep=sweep)
+    with pytest.raises(sm.ExperimentError, match=r"sweep\['wd'\]: nothing"):  # the unread one of two is named
+        sm.run(read[2][0], task, n_runs=1, sweep=read[2][1])
+
+
+def test_a_setting_that_is_no_hyperparameter_is_refused_with_what_sweeps_it(task, no_compile):
+    """Sweeping an Experiment field, a model setting or a Config field says how to sweep it (a trial followed
+    the old advice, 'Add it to Experiment.hparams', and got identical rows)."""
+    cases = [("student_epochs", r"field of the Experiment.*exp.replace\(student_epochs=v\)"),
+             ("batch_size", r"field of the Experiment.*exp.replace\(batch_size=v\)"),
+             ("aux_logits", r"setting of the model.*sm.mlp\(aux_logits=v\)"),
+             ("hidden_widths", r"setting of the model.*sm.mlp\(hidden_widths=v\)"),
+             ("n_noise", r"field of the paper's protocol \(Config\): sm.run_sweep\('n_noise'"),
+             ("my_knob", r"add it to Experiment.hparams .* hp\['my_knob'\]")]
+    for name, message in cases:
+        with pytest.raises(sm.ExperimentError, match=rf"cannot sweep '{name}': it is not a hyperparameter.*{message}"):
+            sm.run(TINY, task, n_runs=1, sweep={name: [1, 2]})
 
 
 def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, no_compile):
@@ -787,11 +815,20 @@ def test_a_rows_values_that_would_be_truncated_or_ignored_are_refused_when_it_is
     # KL on one logit is 0 whatever the logits: said, not refused (the loss is the user's choice)
     from subliminal_mlp.core.students import check_students
 
-    with pytest.warns(UserWarning, match="student 'one': KL on the one logit 12 is 0"):
+    with pytest.warns(sm.SettingWarning, match="student 'one': KL on the one logit 12 is 0"):
         check_students((sm.Student("one", outputs=(12,)),), TINY.model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_students((sm.Student("one", outputs=(12,), loss="mse"), sm.Student("two", outputs=(11, 12))), TINY.model)
+    # the paper's aux-only student with m = 1 too (a class exercise's m = 1 row sat at the reference, unexplained)
+    with pytest.warns(sm.SettingWarning) as said:
+        check_students(sm.FIGURE10, sm.mlp((8,), aux_logits=1))
+    assert [str(w.message)[:62] for w in said] == [f"student {n!r}: KL on the one aux logit (m = 1) is 0 whatever"[:62]
+                                                   for n in ("student_aux", "cross_aux")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_students(sm.FIGURE10, sm.mlp((8,), aux_logits=2))
+        check_students((sm.Student("m", loss="mse"),), sm.mlp((8,), aux_logits=1))
 
 
 def test_records_tell_apart_a_users_models_and_derived_teachers():

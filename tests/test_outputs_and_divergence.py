@@ -476,6 +476,19 @@ def test_guarded_shows_divergence_warnings_and_gives_each_error_its_status(capsy
     assert guarded(warns) == 0
     assert capsys.readouterr().err == "subliminal-mlp: warning: diverged runs: 1 of 2\n" * 2
 
+    def library_warns():  # the library's SettingWarnings are one line too; other warnings are Python's own
+        from subliminal_mlp.core.students import check_students
+
+        check_students(subliminal_mlp.FIGURE10, subliminal_mlp.mlp((8,), aux_logits=1))
+        warnings.warn("not ours", UserWarning)
+
+    with pytest.warns(UserWarning, match="not ours"):  # not a SettingWarning: passed on as it is
+        assert guarded(library_warns) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("subliminal-mlp: warning: student 'student_aux': KL on the one aux logit (m = 1)")
+    assert err[1].startswith("subliminal-mlp: warning: student 'cross_aux': KL on the one aux logit")
+
     def raises(e):
         raise e
 

@@ -248,14 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _divergence_warnings(prog: str = PROG):
-    """Show every DivergenceWarning as ``<prog>: warning: ...`` on stderr (each one, not once)."""
+def _library_warnings(prog: str = PROG):
+    """Show every DivergenceWarning (each one, not once), and every SettingWarning (e.g. a student that can never
+    move), as ``<prog>: warning: ...`` on stderr; other warnings as Python shows them."""
+    from ..core.config import SettingWarning
     from ..core.results import DivergenceWarning
 
     show = warnings.showwarning
 
     def shown(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DivergenceWarning):
+        if issubclass(category, (DivergenceWarning, SettingWarning)):
             print(f"{prog}: warning: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
@@ -291,7 +293,7 @@ def _guarded(prog: str, command: Callable[[], Any]) -> int:
     from ..core.students import StudentError
 
     try:
-        with _divergence_warnings(prog):
+        with _library_warnings(prog):
             rc = command()
     except (ConfigError, DataError, DistributedError, ExperimentError, InputError, ModelError, RecordError,
             StudentError) as e:

@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what to do."""
 
 
+class SettingWarning(UserWarning):
+    """A setting that runs but cannot do what it is there for (e.g. a student distilled by KL on one logit,
+    which never moves); the message names it and what to do. The command line shows it as one line."""
+
+
 def plain_scalar(value: Any) -> Any:
     """A numpy or JAX scalar (0-d) as the Python number it holds; any other value as it is."""
     return np.asarray(value).item() if hasattr(value, "dtype") and np.ndim(value) == 0 else value

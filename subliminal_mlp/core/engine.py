@@ -50,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import check_seed, is_integer, is_sequence
+from .config import SettingWarning, check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
                       format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
@@ -586,13 +586,57 @@ def _sweep_list(name: str, values: Any) -> list:
     return list(values)
 
 
+def _not_a_hyperparameter(exp: Experiment, name: str) -> str:
+    """Why ``name`` cannot be swept in one program, and what to do instead (for the error)."""
+    head = f"cannot sweep {name!r}: it is not a hyperparameter of the experiment (hparams: {sorted(exp.hparams)}, or " \
+           "'seed')"
+    loop = "each value is a program of its own: run them in a loop"
+    if name in {f.name for f in dataclasses.fields(Experiment)}:
+        return (f"{head}. It is a field of the Experiment, which fixes the program's shapes or its parts: {loop}, "
+                f"[sm.run(exp.replace({name}=v), task) for v in values].")
+    if name in set(exp.model.describe()) - {"name", "init", "apply"}:
+        return (f"{head}. It is a setting of the model: {loop}, one model per value, e.g. for the paper's MLP "
+                f"[sm.run(exp.replace(model=sm.mlp({name}=v)), task) for v in values].")
+    from .config import Config
+
+    if name in {f.name for f in dataclasses.fields(Config)}:
+        return (f"{head}. It is a field of the paper's protocol (Config): sm.run_sweep({name!r}, values, "
+                "sm.Config(...)) runs the protocol for each value, or change the Experiment in a loop.")
+    return (f"{head}. To sweep a number of your own, add it to Experiment.hparams (with the value a run without "
+            f"the sweep uses) and read it where it acts, hp[{name!r}] (e.g. a Student's optimizer=lambda hp: "
+            f"optax.adam(hp[{name!r}])).")
+
+
+def _check_swept_read(closed_jaxpr, args, sweep: Mapping[str, Sequence]) -> None:
+    """A swept hyperparameter that takes several values but that no output of the program depends on
+    (``internal.unused_inputs``: nothing reads ``hp[name]``, or what does is dropped) raises an ExperimentError:
+    its values would change nothing. (One value repeated, e.g. a fused study's setting its source leaves out, is
+    no claim.)"""
+    from ..internal import unused_inputs
+
+    varied = [name for name, values in sweep.items() if name != "seed" and len({repr(v) for v in values}) > 1]
+    unused = unused_inputs(closed_jaxpr) if varied else None
+    if unused is None:
+        return
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(args)[0]]
+    for name in varied:
+        at = [k for k, path in enumerate(paths) if path == (jax.tree_util.SequenceKey(0), jax.tree_util.DictKey(name))]
+        if at and all(unused[k] for k in at):
+            raise ExperimentError(
+                f"sweep[{name!r}]: nothing in the experiment reads the hyperparameter {name!r} (no student's "
+                f"optimiser, loss, temperature, start or input source, and no function of your own, uses "
+                f"hp[{name!r}]): its values would change nothing. "
+                + ("A student reads it only with loss = 'kl' and temperature = 'temperature' (the default): an "
+                   "'mse' student is never scaled by T." if name == "temperature" else
+                   f"Read it where it should act, e.g. a Student's optimizer=lambda hp: optax.adam(hp[{name!r}])."))
+
+
 def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
     n_values, first = None, None
     positive = exp.positive_hparams()
     for name, values in sweep.items():
         if name != "seed" and name not in exp.hparams:
-            raise ExperimentError(f"cannot sweep {name!r}: it is not a hyperparameter of the experiment "
-                                  f"(hparams: {sorted(exp.hparams)}, or 'seed'). Add it to Experiment.hparams.")
+            raise ExperimentError(_not_a_hyperparameter(exp, name))
         values = _sweep_list(name, values)
         if name != "seed":
             for v in values:
@@ -625,11 +669,6 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
     sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
     n_values = _check_hparams(exp, sweep)
-    if "temperature" in sweep and not any(s.loss != "mse" and (s.temperature == "temperature" or callable(s.temperature))
-                                          for s in exp.students):
-        warnings.warn("sweep['temperature']: no student reads the hyperparameter 'temperature' (an mse student is "
-                      "never scaled by T, the others set their own): every value computes the same students, unless "
-                      "a function of your own reads hp['temperature'].", UserWarning, stacklevel=3)
     model = exp.model
     check_model(model)
     if model.n_classes != task.n_classes:
@@ -1342,7 +1381,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if devices is None and distributed.requested() and not distributed.is_initialized():
         warnings.warn(f"{distributed.ENV} is set but JAX's distributed runtime was not started in this process: "
                       "it runs alone on its own devices, and every process started this way does all the work. "
-                      "Call subliminal_mlp.core.distributed.initialize() first (docs/distributed.md).", stacklevel=2)
+                      "Call subliminal_mlp.core.distributed.initialize() first (docs/distributed.md).", SettingWarning,
+                      stacklevel=2)
     devices = list(devices or default_devices())
     n_dev = len(devices)
     n_jobs = n_values * n_runs
@@ -1395,7 +1435,16 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         f"{f' of {n_proc} processes' if multi else ''})...")
     t0 = time.perf_counter()
     local = devices[here[0]]
-    compile_for = lambda b: compile_program(program_for(b), *args, platform=platform)  # noqa: E731
+    checked = []  # the first trace tells whether every swept hyperparameter is read, before anything is compiled
+
+    def compile_for(b: int):
+        def inspect(jaxpr):
+            _check_swept_read(jaxpr, args, sweep)
+            checked.append(True)
+
+        return compile_program(program_for(b), *args, platform=platform,
+                               inspect=None if checked or not swept else inspect)
+
     batch, compiled = choose_run_batch(
         compile_for, per, local, run_batch,
         key=_fit_key(exp, src, task, n_runs, swept, per, local, teachers is not None), log=log)

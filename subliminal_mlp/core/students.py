@@ -67,7 +67,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from .config import ConfigError
+from .config import ConfigError, SettingWarning
 from .inputs import Setting, resolve
 from .losses import distillation_loss
 from .models import Model, check_model, param_shapes, same_tree_shapes
@@ -419,15 +419,17 @@ def check_students(students: Sequence[Student], model: Model, teachers: Sequence
             bad = [i for i in s.outputs if not 0 <= i < model.n_outputs]
             if bad:
                 raise StudentError(f"student {s.name!r}: outputs {bad} are out of range 0..{model.n_outputs - 1}.")
-            if s.loss == "kl" and len(set(s.outputs)) == 1:
-                warnings.warn(f"student {s.name!r}: KL on the one logit {s.outputs[0]} is 0 whatever the logits (a "
-                              "softmax over one logit is 1): the student never moves from its start. Give two or more "
-                              "outputs, or loss='mse'.", UserWarning, stacklevel=4)
         else:
             try:
                 output_mask(s.outputs, model.n_classes, model.aux_logits)
             except StudentError as e:
                 raise StudentError(f"student {s.name!r}: {e}") from None
+        one = (f"the one logit {s.outputs[0]}" if isinstance(s.outputs, tuple) and len(set(s.outputs)) == 1 else
+               "the one aux logit (m = 1)" if s.outputs == "aux" and model.aux_logits == 1 else None)
+        if s.loss == "kl" and one:
+            warnings.warn(f"student {s.name!r}: KL on {one} is 0 whatever the logits (a softmax over one logit is "
+                          "1): the student never moves from its start. Give two or more outputs (m >= 2), or "
+                          "loss='mse'.", SettingWarning, stacklevel=4)
 
 
 def _same_shapes(a: Model, b: Model) -> bool:
