@@ -41,7 +41,7 @@ from .core.losses import class_cross_entropy, kl_distillation, mse_distillation
 from .core.model import MLP, accuracy, apply, aux_logits, class_logits, features, init_params, logit_mask
 from .core.models import Model, ModelError, check_model, from_flax, mlp, split_head_cnn, split_head_mlp
 from .core.results import (DivergenceError, DivergenceWarning, OutputError, RecordError, check_output, format_ci,
-                           mean_ci95, read_results)
+                           mean_ci95, per_run, read_results)
 from .core.students import FIGURE10, Student, StudentError, fresh, layers, perturbed, ref
 from .core.training import noise_images
 from .report.plotting import draw
@@ -57,6 +57,6 @@ __all__ = [
     "MLP", "accuracy", "apply", "aux_logits", "class_logits", "features", "init_params", "logit_mask",
     "Model", "ModelError", "check_model", "from_flax", "mlp", "split_head_cnn", "split_head_mlp", "reproduce",
     "DivergenceError", "DivergenceWarning", "OutputError", "RecordError", "check_output",
-    "format_ci", "mean_ci95", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
+    "format_ci", "mean_ci95", "per_run", "read_results", "FIGURE10", "Student", "StudentError", "fresh", "layers", "perturbed", "ref",
     "noise_images", "draw",
 ]

@@ -776,6 +776,12 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
 
     record = sm.read_results(tmp_path / "wd.json")
     assert plot_experiment(record, tmp_path / "wd.png").stat().st_size > 0
+    # every run's accuracy as tidy rows: the swept value, the model, the run, the number the result holds
+    tidy = sm.per_run(tmp_path / "wd.json")
+    assert tidy == sm.per_run(both.record()) and len(tidy) == 2 * len(both.models) * 2
+    for row in tidy:
+        assert set(row) == {"wd", "model", "run", "accuracy"}
+        assert row["accuracy"] == float(both.accuracy(row["model"], [0.0, 100.0].index(row["wd"]))[row["run"]])
     # The record in memory is the record read back (JSON types throughout), and is drawn as it is.
     assert json.loads(json.dumps(both.record())) == both.record()
     assert sm.draw(both.record(), tmp_path / "in_memory.png").stat().st_size > 0

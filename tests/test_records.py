@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+import subliminal_mlp
 from subliminal_mlp.core import results
 from subliminal_mlp.core.config import MODELS, Config
 from subliminal_mlp.studies.figure10 import ExperimentResult
@@ -130,6 +131,31 @@ def test_write_record_and_read_results_round_trip(tmp_path):
     lone = tmp_path / "lone.csv"
     lone.write_text(paths["csv"].read_text())
     raises(lone, "is a CSV table, not a record: read the JSON record that was written with it.")
+
+
+def test_per_run_is_every_runs_accuracy_of_a_figure_10_record_and_a_sweep_summary_by_its_value_records(tmp_path):
+    """sm.per_run against the records' own keys: Figure 10's accuracies, and a committed sweep summary's value
+    records, which it reads from beside the summary (engine records: test_engine's sweep test)."""
+    fig10 = read_results(FIGURES / "fig10_mnist.json")
+    rows = subliminal_mlp.per_run(FIGURES / "fig10_mnist.json")
+    assert rows == subliminal_mlp.per_run(fig10) and len(rows) == 6 * fig10["n_runs"]
+    assert [r["accuracy"] for r in rows if r["model"] == "student_aux"] == fig10["models"]["student_aux"]["accuracies"]
+    assert rows[0] == {"model": "reference", "run": 0, "accuracy": fig10["models"]["reference"]["accuracies"][0]}
+    summary_path = FIGURES / "sweeps" / "aux_logits" / "sweep_aux_logits.json"
+    summary = read_results(summary_path)
+    rows = subliminal_mlp.per_run(summary_path)
+    assert len(rows) == sum(summary["n_runs"]) * len(summary["models"])
+    for j, (value, rel) in enumerate(zip(summary["values"], summary["value_files"])):
+        mine = [r for r in rows if r["aux_logits"] == value]
+        for name, m in read_results(summary_path.parent / rel)["models"].items():
+            accs = [r["accuracy"] for r in mine if r["model"] == name]
+            assert accs == m["accuracies"]
+            assert np.mean(accs) == pytest.approx(summary["models"][name]["mean"][j], abs=1e-12)  # the summary's
+    raises_for = [(summary, "give per_run the summary's path"),
+                  (read_results(FIGURES / "demo.json"), "a 'subliminal-mlp/demo' record keeps its numbers")]
+    for record, message in raises_for:
+        with pytest.raises(RecordError, match=message):
+            subliminal_mlp.per_run(record)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(FIGURES)))

@@ -744,6 +744,48 @@ def written_by(record: dict[str, Any]) -> str | None:
     return (record.get("environment") or {}).get("subliminal_mlp")
 
 
+def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
+    """Every run's test accuracy in a record, one row per (setting, model, run), whatever the record's format:
+    ``{**setting, "model": name, "run": i, "accuracy": a}`` (a tidy table: ``pandas.DataFrame(rows)``).
+
+    ``record``: a record (dict) or the path of one. The setting is what distinguishes the record's parts:
+    ``{}`` for a Figure-10 record (``models[m]["accuracies"]``); the swept values of an engine record
+    (``values[i]["sweep"]``, e.g. ``{"wd": 100.0}``; ``values[i]["models"][m]["values"]``); ``{param: value}``
+    for a sweep summary, whose per-run accuracies are in its value records (``value_files``, read from beside
+    the summary: give its path). A run whose model ended non-finite has accuracy NaN. Other formats (the
+    studies') raise :class:`RecordError` (each keeps its own layout; see its docs page).
+
+    >>> rec = envelope(FORMAT, {}, n_runs=2, seed=0, data={}, models={"teacher": {"accuracies": [0.9, 0.95]}})
+    >>> per_run(rec)
+    [{'model': 'teacher', 'run': 0, 'accuracy': 0.9}, {'model': 'teacher', 'run': 1, 'accuracy': 0.95}]
+    """
+    path = None
+    if isinstance(record, (str, os.PathLike)):
+        path = Path(record)
+        record = read_results(path)
+    fmt = record.get("format")
+
+    def rows(setting: dict, models: dict, key: str) -> list[dict[str, Any]]:
+        return [{**setting, "model": name, "run": run, "accuracy": float(a)}
+                for name, m in models.items() for run, a in enumerate(m[key])]
+
+    if fmt == FORMAT:
+        return rows({}, record["models"], "accuracies")
+    if fmt == "subliminal-mlp/experiment":
+        return [row for v in record["values"] for row in rows(dict(v.get("sweep") or {}), v["models"], "values")]
+    if fmt == "subliminal-mlp/sweep":
+        if path is None:
+            raise RecordError("a sweep summary keeps its runs in its value records (value_files, beside it): give "
+                              "per_run the summary's path, not the record read from it.")
+        out = []
+        for value, rel in zip(record["values"], record["value_files"]):
+            out += rows({record["param"]: value}, read_results(path.parent / rel, format=FORMAT)["models"],
+                        "accuracies")
+        return out
+    raise RecordError(f"per_run reads Figure-10, engine and sweep records; a {fmt!r} record keeps its numbers in "
+                      "a layout of its own (see the study's docs page).")
+
+
 def read_results(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
     """Read a record this library wrote (any format of :data:`FORMATS`); return it as a dict.
 
