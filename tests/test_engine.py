@@ -511,10 +511,20 @@ def test_a_setting_that_is_no_hyperparameter_is_refused_with_what_sweeps_it(task
              ("aux_logits", r"setting of the model.*sm.mlp\(aux_logits=v\)"),
              ("hidden_widths", r"setting of the model.*sm.mlp\(hidden_widths=v\)"),
              ("n_noise", r"field of the paper's protocol \(Config\): sm.run_sweep\('n_noise'"),
-             ("my_knob", r"add it to Experiment.hparams .* hp\['my_knob'\]")]
+             ("my_knob", r"add it to Experiment.hparams .* hp\['my_knob'\]"),
+             ("input_shape", r"setting of the model: .* exp.replace\(model=...\) for each value")]
     for name, message in cases:
         with pytest.raises(sm.ExperimentError, match=rf"cannot sweep '{name}': it is not a hyperparameter.*{message}"):
             sm.run(TINY, task, n_runs=1, sweep={name: [1, 2]})
+    # one the library reads by name, left out of the experiment's hyperparameters: add it (not Config's sweep)
+    for name in ("temperature", "init_noise"):
+        with pytest.raises(sm.ExperimentError, match=rf"cannot sweep '{name}'.*Add it to the experiment's "
+                                                     rf"hyperparameters, exp.replace\(hparams="):
+            sm.run(TINY.replace(hparams={"learning_rate": 1e-3}), task, n_runs=1, sweep={name: [1.0, 2.0]})
+    # the program's own per-job inputs cannot be hyperparameters (one named 'run' replaced the run indices)
+    for name in ("run", "seed"):
+        with pytest.raises(sm.ExperimentError, match=rf"hparams\['{name}'\] is reserved"):
+            TINY.replace(hparams={**TINY.hparams, name: 1.0})
 
 
 def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, no_compile):
@@ -1190,6 +1200,16 @@ def test_a_phase_bar_closes_at_its_last_tick_and_given_teachers_have_none(capsys
         bars.tick(1, 0)
     assert student.disable and student.n == 4
     bars.close()  # closing again at the end is harmless
+    # 3 runs on 2 devices: a padding job fills the second device's share and ticks too; the bar counts the runs
+    # and closes only when the last tick, padding included, has come (it closed while a real run still trained)
+    padded = engine._Progress(3, 1, 1, n_ticking=4)
+    padded.start()
+    for _ in range(3):
+        padded.tick(0, 0)
+    assert not padded.bars[0].disable and padded.bars[0].n == 3
+    padded.tick(0, 0)
+    assert padded.bars[0].disable and padded.bars[0].n == 3 == padded.bars[0].total
+    padded.close()
     given = engine._Progress(2, 0, 2)
     given.start()
     assert given.bars[0] is None

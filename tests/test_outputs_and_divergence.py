@@ -534,7 +534,7 @@ def test_a_script_names_itself_in_its_errors_and_its_hints_name_only_its_own_fla
         run_script(exhausted)
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("fig10_mnist.py: error: out of memory: RESOURCE_EXHAUSTED")
-    assert "(--seeds)" in err and "--run-batch" not in err and "--n-noise" not in err
+    assert "(--seeds, where the script takes it)" in err and "--run-batch" not in err and "--n-noise" not in err
     monkeypatch.setattr(sys, "argv", ["-c"])  # python -c: no file to name
     with pytest.raises(SystemExit):
         run_script(invalid)

@@ -151,6 +151,17 @@ def test_per_run_is_every_runs_accuracy_of_a_figure_10_record_and_a_sweep_summar
             accs = [r["accuracy"] for r in mine if r["model"] == name]
             assert accs == m["accuracies"]
             assert np.mean(accs) == pytest.approx(summary["models"][name]["mean"][j], abs=1e-12)  # the summary's
+    # a summary moved beside its records (another sweep's written into its directory): its value_files are
+    # relative to the sweep's directory, two levels up, and read from there
+    moved = tmp_path / "out" / "aux_logits" / "somekey"
+    files = []
+    for rel in summary["value_files"]:
+        target = moved / Path(rel).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((summary_path.parent / rel).read_bytes())
+        files.append(target.relative_to(tmp_path / "out").as_posix())
+    (moved / summary_path.name).write_text(json.dumps({**summary, "value_files": files}))
+    assert subliminal_mlp.per_run(moved / summary_path.name) == rows
     raises_for = [(summary, "give per_run the summary's path"),
                   (read_results(FIGURES / "demo.json"), "a 'subliminal-mlp/demo' record keeps its numbers")]
     for record, message in raises_for:

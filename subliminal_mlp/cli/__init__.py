@@ -315,7 +315,8 @@ def _guarded(prog: str, command: Callable[[], Any]) -> int:
         if not _out_of_memory(e):
             raise
         lower = ("lower the number of runs (--seeds) or the sizes (e.g. --n-noise), or give --run-batch N to advance "
-                 "N runs at a time" if prog == PROG else "lower the number of runs (--seeds)")
+                 "N runs at a time" if prog == PROG else "lower the number of runs (--seeds, where the script "
+                 "takes it) or the sizes")
         print(f"{prog}: error: out of memory: {str(e).strip().splitlines()[0]}\nThe program needs more "
               f"memory than the device has: {lower}.", file=sys.stderr)
         return 1

@@ -273,6 +273,10 @@ class Experiment:
             raise ExperimentError(f"arrays {sorted(clash)} would hide the task's data: choose other names.")
         positive = self.positive_hparams()
         for k, v in self.hparams.items():
+            if k in ("run", "seed"):  # the program's own per-job inputs: one of these would replace them
+                raise ExperimentError(f"hparams[{k!r}] is reserved: every run is given its run index and seed "
+                                      "under these names. Name the hyperparameter otherwise (the seed is swept "
+                                      "as sweep={'seed': [...]}).")
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise ExperimentError(f"hparams[{k!r}] = {v!r} is not a number: hyperparameters are numeric "
                                       "(settings that change shapes or code are fields of the Experiment).")
@@ -586,17 +590,28 @@ def _sweep_list(name: str, values: Any) -> list:
     return list(values)
 
 
+#: Hyperparameters the library's parts read by name by default: Adam's step size (teacher and students), the
+#: students' temperature and ``perturbed``'s σ.
+READ_BY_NAME = ("learning_rate", "temperature", "init_noise")
+
+
 def _not_a_hyperparameter(exp: Experiment, name: str) -> str:
     """Why ``name`` cannot be swept in one program, and what to do instead (for the error)."""
+    import inspect
+
     head = f"cannot sweep {name!r}: it is not a hyperparameter of the experiment (hparams: {sorted(exp.hparams)}, or " \
            "'seed')"
     loop = "each value is a program of its own: run them in a loop"
+    if name in READ_BY_NAME:
+        return (f"{head}. Add it to the experiment's hyperparameters, exp.replace(hparams={{**exp.hparams, {name!r}: "
+                f"value}}): the library's parts that use it read hp[{name!r}].")
     if name in {f.name for f in dataclasses.fields(Experiment)}:
         return (f"{head}. It is a field of the Experiment, which fixes the program's shapes or its parts: {loop}, "
                 f"[sm.run(exp.replace({name}=v), task) for v in values].")
     if name in set(exp.model.describe()) - {"name", "init", "apply"}:
-        return (f"{head}. It is a setting of the model: {loop}, one model per value, e.g. for the paper's MLP "
-                f"[sm.run(exp.replace(model=sm.mlp({name}=v)), task) for v in values].")
+        example = (f", e.g. for the paper's MLP [sm.run(exp.replace(model=sm.mlp({name}=v)), task) for v in values]"
+                   if name in inspect.signature(mlp).parameters else ", exp.replace(model=...) for each value")
+        return f"{head}. It is a setting of the model: {loop}, one model per value{example}."
     from .config import Config
 
     if name in {f.name for f in dataclasses.fields(Config)}:
@@ -1223,8 +1238,12 @@ class _Progress:
     """
 
     def __init__(self, n_jobs: int, teacher_epochs: int, student_epochs: int, show: bool = True,
-                 note: str = ""):
+                 note: str = "", n_ticking: Optional[int] = None):
         self.totals = (n_jobs * teacher_epochs, n_jobs * student_epochs)
+        # the jobs whose epochs tick: the real ones and the padding that fills the last device's share
+        n_ticking = n_jobs if n_ticking is None else n_ticking
+        self.expected = (n_ticking * teacher_epochs, n_ticking * student_epochs)
+        self.received = [0, 0]
         self.per = (f"{_count(n_jobs, 'run')} × {_count(teacher_epochs, 'epoch')}",
                     f"{_count(n_jobs, 'run')} × {_count(student_epochs, 'epoch')}")
         self.bars: list = []
@@ -1251,8 +1270,9 @@ class _Progress:
             bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
         if bar.n < bar.total:
             bar.update(1)
-            if bar.n == bar.total:  # the phase is done: its bar stops its clock (a notebook's turns done) now
-                bar.close()
+        self.received[int(phase)] += 1
+        if self.received[int(phase)] == self.expected[int(phase)]:  # the phase is done, padding included: its bar
+            bar.close()                                               # stops its clock (a notebook's turns done)
 
     def close(self) -> None:
         for bar in self.bars:
@@ -1416,7 +1436,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     per = n_pad // n_dev
     mine = sum(max(0, min(n_jobs, (k + 1) * per) - k * per) for k in here)  # real jobs on this process's devices
     bars = _Progress(mine, 0 if teachers is not None else exp.teacher_epochs, exp.student_epochs,
-                     show=jax.process_index() == 0,
+                     show=jax.process_index() == 0, n_ticking=per * len(here),
                      note=f" (process 0: {mine} of {n_jobs} runs)" if multi else "") if progress else None
 
     def program_for(b: int):

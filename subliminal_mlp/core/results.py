@@ -777,10 +777,13 @@ def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
         if path is None:
             raise RecordError("a sweep summary keeps its runs in its value records (value_files, beside it): give "
                               "per_run the summary's path, not the record read from it.")
+        # value_files are relative to the sweep's output directory: the summary's own, or, for a summary moved
+        # beside its records (another sweep's into the same directory), the one two levels up
+        roots = [path.parent, *path.parents[2:3]]
+        root = next((r for r in roots if all((r / rel).is_file() for rel in record["value_files"])), path.parent)
         out = []
         for value, rel in zip(record["values"], record["value_files"]):
-            out += rows({record["param"]: value}, read_results(path.parent / rel, format=FORMAT)["models"],
-                        "accuracies")
+            out += rows({record["param"]: value}, read_results(root / rel, format=FORMAT)["models"], "accuracies")
         return out
     raise RecordError(f"per_run reads Figure-10, engine and sweep records; a {fmt!r} record keeps its numbers in "
                       "a layout of its own (see the study's docs page).")
