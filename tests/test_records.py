@@ -261,6 +261,7 @@ def test_register_format(tmp_path, monkeypatch):
             register_format(*bad)
 
 
+@pytest.mark.filterwarnings("ignore::subliminal_mlp.SettingWarning")  # m = 1: aux students that never move (test_engine)
 def test_a_damaged_value_record_of_a_sweep_is_recomputed(data_root, tmp_path, monkeypatch):
     import subliminal_mlp.studies.sweep as sweep_mod
     from subliminal_mlp.core.data import load_mnist

@@ -54,6 +54,7 @@ def test_bad_values_are_rejected_before_any_compute(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.filterwarnings("ignore::subliminal_mlp.SettingWarning")  # m = 1: aux students that never move (test_engine)
 def test_shape_changing_sweep_matches_single_runs_and_writes_its_files(mnist, tmp_path):
     s = run_sweep("aux_logits", [1, 4], TINY, out_dir=tmp_path, datasets={"mnist": mnist}, progress=False,
                   log=lambda _: None)
@@ -93,6 +94,7 @@ def test_shape_preserving_sweep_runs_as_one_program_with_the_same_numbers(mnist,
     assert seeds["labels"] == ["0", "5"]
 
 
+@pytest.mark.filterwarnings("ignore::subliminal_mlp.SettingWarning")  # m = 1: aux students that never move (test_engine)
 def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, monkeypatch):
     calls = []
     real = sweep_mod.run_experiment
