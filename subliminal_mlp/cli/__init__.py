@@ -485,9 +485,11 @@ def _precheck(a: argparse.Namespace) -> None:
 def _compile_cache_note(a: argparse.Namespace) -> None:
     """A note on stderr where JAX's persistent compilation cache is on (``$JAX_COMPILATION_CACHE_DIR``) and the
     command shows progress bars: they are host callbacks, and JAX stores no program that has one, so the
-    experiment's programs would be compiled anew every time (docs/gpu.md, "Compile once")."""
-    computes = not (getattr(a, "list", False) or getattr(a, "redraw", False))  # `figures --list/--redraw`: nothing
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False and computes:
+    experiment's programs would be compiled anew every time (docs/gpu.md, "Compile once"). Not for ``figures``:
+    its experiments run without bars (its own bar, over the figures, is the host's), so their programs are
+    stored either way."""
+    if (os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False
+            and getattr(a, "command", None) != "figures"):
         print("subliminal-mlp: note: JAX does not store programs with progress bars (host callbacks) in its "
               "compilation cache ($JAX_COMPILATION_CACHE_DIR): pass --no-progress to store and reuse them",
               file=sys.stderr)
