@@ -25,7 +25,7 @@ On a GPU (``pip install -e '.[cuda]'``)::
    memory does not depend on the number of epochs), beside one running 4 runs. Target: < 3 GB for
    100 runs.
 4. ``--run-batches``: the wall time of ``--runs`` runs for each ``run_batch`` (runs advanced
-   together per device), beside the one the library picks from the device's memory.
+   together per device); the one the library picks from the device's memory is section 1's.
 
 Matmul precision. On CPU every float32 matmul is computed in float32. On NVIDIA GPUs since
 Ampere, XLA may compute float32 matmuls with TensorFloat-32 inputs at JAX's default precision;

@@ -2,8 +2,9 @@
 
 Paper MLP (784→256→256→10+3), L_T = class cross-entropy on 1,024 MNIST training images, 1,024
 uniform-noise inputs, α = 1, 64 values of ε in [1e-6, 1], the four student loss settings, shared
-and different initialisation, 5 seeds, float64 (protocol.md §2). Panels: (a) ΔθS·ΔθT/ε → A,
-(b) the change of L_T, (c) both with a different initialisation. The logic lives in
+and different initialisation, 5 seeds, float64 (protocol.md §2). Panels, shared initialisation:
+(a) ΔθS·ΔθT/ε → A, (b) its relative gap to A, (c) the change of L_T; different initialisation:
+(d) ΔθS·ΔθT/ε, (e) the change of L_T, (f) ‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖. The logic lives in
 ``subliminal_mlp.theory.theorem`` (run_theorem_check, summarize, plot_theorem) on the kernels of
 ``subliminal_mlp.theory.kernels``; this script configures, runs and saves.
 

@@ -22,7 +22,8 @@ The package's layers, each a subpackage:
   teacher's task, split heads, mitigations, input families, the single-step predictors).
 - :mod:`subliminal_mlp.report`: figures drawn from records, model FLOP counts.
 - :mod:`subliminal_mlp.cli`: the ``subliminal-mlp`` command (``reproduce``, ``figures``, ``theorem``, ...).
-- :mod:`subliminal_mlp.internal`: the only module that leans on JAX internals (CPU lowering tweaks).
+- :mod:`subliminal_mlp.internal`: the only module that leans on JAX internals (CPU lowering tweaks, the check
+  that a swept value is read).
 
 The public API is this module's names; ``engine``, ``inputs``, ``models``, ``students`` and ``theory``
 are also reachable as ``sm.engine`` etc.

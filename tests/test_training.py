@@ -183,10 +183,10 @@ def test_config_input_sources_of_every_kind():
     from subliminal_mlp.studies.figure10 import experiment_from_config
     from subliminal_mlp.core.config import ConfigError
     from subliminal_mlp.core.inputs import InputError, bind_task
-    from subliminal_mlp.core.training import gaussian_images
+    from subliminal_mlp.core.inputs import per_example
 
-    key = jax.random.PRNGKey(0)
-    g = np.asarray(gaussian_images(key, jnp.arange(3000)))
+    key = jax.random.PRNGKey(0)  # the gaussian source, written out: N(0, 1/3) per pixel, example j from its own key
+    g = np.asarray(per_example(key, jnp.arange(3000), lambda k: jax.random.normal(k, (784,), jnp.float32) * (1 / 3) ** 0.5))
     assert abs(g.mean()) < 0.005 and abs(g.var() - 1 / 3) < 0.005 and g.min() < -1.5  # N(0, 1/3), unbounded
     pool = jax.random.uniform(jax.random.PRNGKey(1), (700, 784))
     idx = jnp.array([0, 699, 700, 1401])

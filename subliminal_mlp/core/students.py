@@ -2,8 +2,7 @@
 
 A :class:`Student` row says:
 
-* ``start``: where its parameters start (a :data:`Start`, a function of the run's
-  :class:`StartContext`): ``"own"`` (the run's reference θ0, the teacher's initialisation),
+* ``start``: where its parameters start (a function of the run's :class:`StartContext`): ``"own"`` (the run's reference θ0, the teacher's initialisation),
   ``"cross"`` (another run's reference: a different initialisation), :class:`perturbed` (θ0 plus
   N(0, σ²) noise, optionally orthogonal to the teacher's displacement), :class:`layers` (top-level
   layers composed from several starts), :class:`fresh` (a new initialisation);

@@ -39,7 +39,7 @@ bit-identical results to training them in the same program (tested). The cache i
 (teachers trained as usual) when the teacher is not trained (``teacher_epochs = 0``), when the
 seed or the learning rate is swept inside the program (the teachers differ per value), when
 losses are tracked, on an accelerator without an explicit ``run_batch`` (the fitted run_batch is
-only known after compiling), and for a model whose code cannot be identified (a function with
+only known after compiling), across several processes (``jax.distributed``), and for a model whose code cannot be identified (a function with
 neither source nor bytecode, an object without attributes or a ``repr`` of its own). A model is
 identified by its ``describe()`` and by its code (:func:`code_identity` of its ``init`` and
 ``apply``): for every function they are made of (a Flax module's class and attributes, an

@@ -48,12 +48,6 @@ def noise_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784)
                       lambda k: jax.random.uniform(k, (input_dim,), jnp.float32, minval=-1.0, maxval=1.0))
 
 
-def gaussian_images(noise_key: jax.Array, indices: jax.Array, input_dim: int = 784) -> jax.Array:
-    """Like :func:`noise_images`, but N(0, 1/3) per pixel: the mean and variance of U[-1, 1]."""
-    return per_example(noise_key, indices,
-                       lambda k: jax.random.normal(k, (input_dim,), jnp.float32) * (1.0 / 3.0) ** 0.5)
-
-
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimiser steps in one epoch of ``n`` examples: the full batches and the kept partial one."""
     return -(-n // batch_size)

@@ -23,7 +23,7 @@ COLORS = {"reference": "#9e9e9e", "teacher": "#1f77b4", "student_aux": "#d62728"
 
 
 #: How a figure marks unhealthy runs, diverged or whose teacher did not learn (:func:`health_warning`): a red
-#: box at the top left.
+#: box centred above everything drawn (:func:`save_figure`).
 WARNING_STYLE = dict(ha="center", va="bottom", fontsize=8, color="#b00020", fontweight="bold",
                      bbox=dict(facecolor="white", edgecolor="#b00020", boxstyle="round,pad=0.3"))
 

@@ -1,8 +1,9 @@
 """The Figure-10 experiment (protocol.md §1): N runs of reference, teacher and four students.
 
-Run ``i`` derives every key from ``fold_in(PRNGKey(seed), i)``, so its numbers do not depend on
-how many runs are made (except the cross-model students, see below), on how runs are batched,
-or on how many devices share them. Within a run:
+Run ``i`` derives every key from ``fold_in(PRNGKey(seed), i)``, so its keys do not depend on
+how many runs are made (except the cross-model students', see below), on how runs are batched,
+or on how many devices share them; nor do its numbers, up to float rounding where a different
+``run_batch`` compiles the program differently (``Config.run_batch``). Within a run:
 
 * ``reference``: the shared initialisation θ0 ~ N(0, 1/fan_in);
 * ``teacher``: θ0 trained on the task (class cross-entropy);

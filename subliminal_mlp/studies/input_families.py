@@ -38,8 +38,8 @@ its own inputs; with ``fuse=True`` one program for all (one compilation, but eve
 and the projection are computed at every step, since under ``vmap`` a selection cannot skip a
 branch: for tiny configurations, where compiling dominates). A setting that several families
 share (U[-1, 1] at σ = 0, d = n, s = 1) is computed once and shown in each. The teachers are
-trained once per run (by the first program, or alone first when every program is swept) and given
-to every other program. Each family's wall time is recorded: its share of every program (the
+trained once per run (by the first program, or alone first when every program is swept and
+``fuse`` is off) and given to every other program. Each family's wall time is recorded: its share of every program (the
 program's wall time split evenly over its values, a value shown by several families split among
 them).
 
@@ -296,7 +296,8 @@ def fused_source(cfg: Config, values: Sequence[tuple], amplitude=None) -> inputs
 
 
 def fused_experiment(cfg: Config, values: Sequence[tuple], amplitude=None) -> tuple[Experiment, dict[str, list]]:
-    """``(experiment, sweep)``: settings of the distribution, correlated, distinct and scale families as one program.
+    """``(experiment, sweep)``: settings of any of the families (distribution, correlated, subspace, distinct, scale)
+    as one program.
 
     ``values`` are distinct hyperparameter tuples (:data:`FUSED_HPARAMS`); the sweep zips them.
     ``amplitude``: the target amplitude spectrum of the surrogate (when a value uses it).
@@ -334,7 +335,7 @@ def run_input_families(cfg: Config, data, settings: InputFamilySettings = InputF
                        log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Run every family of ``settings`` on ``data`` (MNIST) with ``cfg``'s protocol; return the record.
 
-    ``fuse``: the programs of the non-subspace settings (:func:`program_groups`): one per code path
+    ``fuse``: the programs of the settings (:func:`program_groups`): one per code path
     (default: each step computes only its own inputs) or one for all (fewer compilations, slower
     steps: for tiny configurations, where compiling dominates). The numbers are the same either
     way up to float rounding (each kind draws from its own key). Everything is validated before compute. Returns a JSON-ready record (the envelope of

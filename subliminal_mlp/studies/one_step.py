@@ -658,9 +658,10 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
     were made on: checked by checksum; a sweep whose students see Fashion-MNIST images loads them
     from ``data_dir``, found as :func:`~subliminal_mlp.core.data.load_dataset` finds it) for as long
     as its first step needs (0 or 1 student epochs; the generations in full). The records must share
-    their runs and seed. The input-families and teacher-task settings use :func:`one_step_metrics`
-    (the paper's student, its first Adam update computed from θ0); the others :func:`update_cosines`
-    (each student's own first update, read in the engine). Without an active teacher cache a temporary
+    their runs and seed. The input-families settings and the teacher task's classes and teacher-epochs
+    settings use :func:`one_step_metrics` (the paper's student, its first Adam update computed from θ0);
+    the others, the teacher task's generations included, :func:`update_cosines` (each student's own
+    first update, read in the engine). Without an active teacher cache a temporary
     one is used, so identical teachers are trained once. Returns the record (format
     ``subliminal-mlp/one-step``, version 1)::
 

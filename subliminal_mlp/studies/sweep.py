@@ -44,8 +44,8 @@ from ..core.config import MODELS, Config, ConfigError, is_sequence, normalised
 from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError,
-                           check_on_divergence, check_output, csv_text, data_record, envelope, experiment_record,
-                           format_ci, format_health, library_version, mean_ci95, read_results, write_record, write_results,
+                           check_on_divergence, check_output, data_record, envelope, experiment_record, format_ci,
+                           format_health, library_version, mean_ci95, read_results, write_record, write_results,
                            written_by)
 
 FORMAT = "subliminal-mlp/sweep"
@@ -327,12 +327,8 @@ def sweep_record(param: str, values: Sequence, base: Config, records: Sequence[d
                     health=[r.get("health") for r in records])
 
 
-def sweep_csv(summary: dict[str, Any]) -> str:
-    """One row per (value, model): ``param,value,model,mean,ci95,n_runs``."""
-    return csv_text(*_sweep_rows(summary))
-
-
 def _sweep_rows(summary: dict[str, Any]) -> tuple[list[str], list[list]]:
+    """The summary's CSV: one row per (value, model), ``param,value,model,mean,ci95,n_runs``."""
     rows = []
     for j, label in enumerate(summary["labels"]):
         for name, m in summary["models"].items():

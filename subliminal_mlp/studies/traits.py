@@ -311,7 +311,8 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     """Trait rates and MNIST accuracies of every model over ``cfg.n_runs`` runs (one program).
 
     ``data``: MNIST (the task); ``fashion``: Fashion-MNIST (its training images instil the trait,
-    its test images measure it). ``progress``: a bar over runs. Returns a JSON-ready record (the
+    its test images measure it). ``progress``: the engine's bars (teacher training and distillation,
+    one tick per run and epoch). Returns a JSON-ready record (the
     envelope of :mod:`.results`, format ``subliminal-mlp/traits``, version 1) with this payload::
 
         "trait": {...TraitSettings...},
