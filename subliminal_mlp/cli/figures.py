@@ -62,7 +62,7 @@ except ImportError:  # not POSIX: a figure being made is told by the pid in its 
 
 from ..core.config import Config, ConfigError, normalised
 from ..core.results import (RecordError, atomic_write_text, check_output, library_version, read_results,
-                             written_by)
+                             sweep_value_paths, written_by)
 from ..report.plotting import DRAWERS, draw
 
 def _committed_figures(module: str = __file__) -> Path:
@@ -535,9 +535,9 @@ def record_version(record: dict[str, Any], path: Path) -> Optional[str]:
     if version is not None or "value_files" not in record:
         return version
     found = set()
-    for rel in record["value_files"]:
+    for file in sweep_value_paths(record, path):
         try:
-            found.add(written_by(read_results(path.parent / rel)))
+            found.add(written_by(read_results(file)))
         except RecordError:
             return None
     return found.pop() if len(found) == 1 else None
@@ -687,9 +687,9 @@ def wall_time(fig: Figure, out: Path) -> Optional[float]:
     total = None if "value_files" in record else (record.get("timing") or {}).get("total_s")
     if "value_files" in record:
         parts = []
-        for rel in record["value_files"]:
+        for file in sweep_value_paths(record, out / fig.record):
             try:
-                value = read_results((out / fig.record).parent / rel)
+                value = read_results(file)
             except RecordError:
                 return None
             t = (value.get("timing") or {}).get("total_s")

@@ -35,6 +35,7 @@ Example (a tiny Figure 10 on MNIST)::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import time
 import warnings
@@ -50,7 +51,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import SettingWarning, check_seed, is_integer, is_sequence
+from .config import Config, SettingWarning, check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
                       format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
@@ -597,8 +598,6 @@ READ_BY_NAME = ("learning_rate", "temperature", "init_noise")
 
 def _not_a_hyperparameter(exp: Experiment, name: str) -> str:
     """Why ``name`` cannot be swept in one program, and what to do instead (for the error)."""
-    import inspect
-
     head = f"cannot sweep {name!r}: it is not a hyperparameter of the experiment (hparams: {sorted(exp.hparams)}, or " \
            "'seed')"
     loop = "each value is a program of its own: run them in a loop"
@@ -612,8 +611,6 @@ def _not_a_hyperparameter(exp: Experiment, name: str) -> str:
         example = (f", e.g. for the paper's MLP [sm.run(exp.replace(model=sm.mlp({name}=v)), task) for v in values]"
                    if name in inspect.signature(mlp).parameters else ", exp.replace(model=...) for each value")
         return f"{head}. It is a setting of the model: {loop}, one model per value{example}."
-    from .config import Config
-
     if name in {f.name for f in dataclasses.fields(Config)}:
         return (f"{head}. It is a field of the paper's protocol (Config): sm.run_sweep({name!r}, values, "
                 "sm.Config(...)) runs the protocol for each value, or change the Experiment in a loop.")
@@ -1458,12 +1455,12 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     checked = []  # the first trace tells whether every swept hyperparameter is read, before anything is compiled
 
     def compile_for(b: int):
-        def inspect(jaxpr):
+        def check_read(jaxpr):
             _check_swept_read(jaxpr, args, sweep)
             checked.append(True)
 
         return compile_program(program_for(b), *args, platform=platform,
-                               inspect=None if checked or not swept else inspect)
+                               inspect=None if checked or not swept else check_read)
 
     batch, compiled = choose_run_batch(
         compile_for, per, local, run_batch,

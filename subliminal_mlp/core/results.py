@@ -744,6 +744,17 @@ def written_by(record: dict[str, Any]) -> str | None:
     return (record.get("environment") or {}).get("subliminal_mlp")
 
 
+def sweep_value_paths(summary: dict[str, Any], path: str | os.PathLike) -> list[Path]:
+    """The value records of the sweep summary read from ``path``, one per value. Its ``value_files`` are
+    relative to the sweep's output directory: the summary's own, or, for a summary moved beside its records
+    (``<out>/<param>/<config_key>/``, when another sweep was written into its directory), the one two levels up.
+    """
+    path, rels = Path(path), summary["value_files"]
+    roots = [path.parent, *path.parents[2:3]]
+    root = next((r for r in roots if all((r / rel).is_file() for rel in rels)), path.parent)
+    return [root / rel for rel in rels]
+
+
 def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
     """Every run's test accuracy in a record, one row per (setting, model, run), whatever the record's format:
     ``{**setting, "model": name, "run": i, "accuracy": a}`` (a tidy table: ``pandas.DataFrame(rows)``).
@@ -777,13 +788,9 @@ def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
         if path is None:
             raise RecordError("a sweep summary keeps its runs in its value records (value_files, beside it): give "
                               "per_run the summary's path, not the record read from it.")
-        # value_files are relative to the sweep's output directory: the summary's own, or, for a summary moved
-        # beside its records (another sweep's into the same directory), the one two levels up
-        roots = [path.parent, *path.parents[2:3]]
-        root = next((r for r in roots if all((r / rel).is_file() for rel in record["value_files"])), path.parent)
         out = []
-        for value, rel in zip(record["values"], record["value_files"]):
-            out += rows({record["param"]: value}, read_results(root / rel, format=FORMAT)["models"], "accuracies")
+        for value, file in zip(record["values"], sweep_value_paths(record, path)):
+            out += rows({record["param"]: value}, read_results(file, format=FORMAT)["models"], "accuracies")
         return out
     raise RecordError(f"per_run reads Figure-10, engine and sweep records; a {fmt!r} record keeps its numbers in "
                       "a layout of its own (see the study's docs page).")

@@ -449,7 +449,7 @@ def read_published_sweeps(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The committed published sweeps under ``root`` (``figures/sweeps``): ``{name: {"summary": record,
     "values": [each value's Figure-10 record]}}``, for each name of
     :data:`~subliminal_mlp.studies.sweep.PUBLISHED_SWEEPS` whose summary exists."""
-    from ..core.results import read_results
+    from ..core.results import read_results, sweep_value_paths
     from .sweep import PUBLISHED_SWEEPS, read_sweep
 
     out = {}
@@ -458,7 +458,7 @@ def read_published_sweeps(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if path.is_file():
             summary_rec = read_sweep(path)
             out[name] = {"summary": summary_rec,
-                         "values": [read_results(path.parent / f) for f in summary_rec["value_files"]]}
+                         "values": [read_results(f) for f in sweep_value_paths(summary_rec, path)]}
     return out
 
 
