@@ -881,6 +881,26 @@ def test_a_task_of_whole_valued_float_labels_runs_as_integer_labels(task):
                                   sm.run(tiny, task, n_runs=1, teacher_cache=False).accuracies)
 
 
+def test_a_task_of_raw_8_bit_pixels_warns_and_the_librarys_scale_does_not(task):
+    import warnings
+
+    raw = np.round((np.asarray(task.train_x[:16]) + 1) / 2 * 255)  # back to 0..255, as an IDX file holds them
+    y = np.asarray(task.train_y[:16])
+    for x in (raw.astype(np.uint8), raw.astype(np.float32)):
+        with pytest.warns(sm.SettingWarning, match=r"train_x holds whole numbers from 0.* to 255.*\[-1, 1\]"):
+            sm.Task(x, y, np.asarray(task.test_x[:16]), y, 10)
+    with pytest.warns(sm.SettingWarning, match="test_x"):
+        sm.Task(np.asarray(task.train_x[:16]), y, raw, y, 10)
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sm.Task(task.train_x, task.train_y, task.test_x, task.test_y, 10)  # the loader's [-1, 1] pixels
+        z = rng.standard_normal((16, 8)).astype(np.float32) * 3  # standardised features beyond 1: not pixels
+        b = rng.integers(0, 2, (16, 8)).astype(np.uint8)  # whole numbers within 1: binary features
+        for x in (z, b):
+            sm.Task(x, y % 2, x, y % 2, 2)
+
+
 def test_a_students_own_temperature_is_in_the_caption_and_an_mse_student_records_none():
     from subliminal_mlp.report.plotting import experiment_caption
 

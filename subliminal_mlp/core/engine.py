@@ -145,6 +145,8 @@ class Task:
         if np.shape(self.train_x)[1:] != np.shape(self.test_x)[1:]:
             raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
                                   f"examples {np.shape(self.test_x)[1:]}: they must match.")
+        for split in ("train", "test"):
+            _warn_if_raw_pixels(split, getattr(self, f"{split}_x"))
         if not self.data:  # arrays of the user's own: the record names them by their fingerprints
             object.__setattr__(self, "data", {"arrays": {k: array_fingerprint(getattr(self, k))
                                                          for k in ("train_x", "train_y", "test_x", "test_y")}})
@@ -188,6 +190,24 @@ class Task:
         vx, vy = keep(dataset.test_images, dataset.test_labels)
         data["subset"] = {"classes": classes, "n_train": int(tx.shape[0]), "n_test": int(vx.shape[0])}
         return cls(tx, ty, vx, vy, len(classes), data)
+
+
+def _warn_if_raw_pixels(split: str, x) -> None:
+    """Warn (:class:`SettingWarning`) when ``x`` looks like raw 8-bit pixels: whole numbers reaching above 1.
+
+    The library's datasets hold pixels as ``x / 255 * 2 - 1`` in ``[-1, 1]`` and its noise sources draw on
+    that scale (:func:`~.inputs.uniform`: ``[-1, 1]``), so a task of 0..255 pixels trains a teacher whose
+    inputs lie far from the noise the students see. Features on any other scale are left alone.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or x.size == 0:
+        return
+    top = x.max()
+    if top > 1 and (np.issubdtype(x.dtype, np.integer) or bool(np.all(x == np.round(x)))):
+        warnings.warn(f"Task: {split}_x holds whole numbers from {x.min().item()!r} to {top.item()!r} "
+                      f"({x.dtype}), which look like raw 8-bit pixels; the library's datasets and noise "
+                      "inputs use pixels in [-1, 1]. Rescale them (x / 255 * 2 - 1, as sm.load_mnist does); if "
+                      "this scale is meant, ignore this warning.", SettingWarning, stacklevel=4)
 
 
 def _label_range(labels: np.ndarray) -> str:
