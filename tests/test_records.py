@@ -56,6 +56,38 @@ def test_envelope_key_order_and_contents():
         envelope("other", {}, n_runs=1, seed=0, data={})
 
 
+def test_the_environment_names_the_command_and_the_checkout_it_ran_from(monkeypatch, tmp_path):
+    import shlex
+    import subprocess
+
+    from subliminal_mlp.core.results import command_line, environment, source_revision
+
+    env = environment()
+    assert env["command"] == command_line()
+    root = Path(results.__file__).resolve().parents[2]
+    if (root / ".git").exists():  # a checkout (this repository, CI's clone): its commit, asked of git here
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert env["source"]["commit"] == head and isinstance(env["source"]["dirty"], bool)
+    else:
+        assert "source" not in env
+    # An installed copy (no .git beside the package) records no source.
+    fake = tmp_path / "site" / "subliminal_mlp" / "core" / "results.py"
+    monkeypatch.setattr(results, "__file__", str(fake))
+    source_revision.cache_clear()
+    try:
+        assert source_revision() is None and "source" not in environment()
+    finally:
+        monkeypatch.undo()
+        source_revision.cache_clear()
+    # The command line as a user would type it again.
+    assert command_line(["/x/.venv/bin/subliminal-mlp", "figures", "demo"]) == "subliminal-mlp figures demo"
+    assert command_line(["experiments/fig10_mnist.py", "--seeds", "4"]) == "python experiments/fig10_mnist.py --seeds 4"
+    assert command_line(["/r/subliminal_mlp/__main__.py", "reproduce"]) == "python -m subliminal_mlp reproduce"
+    assert shlex.split(command_line(["s.py", "--out", "a b"])) == ["python", "s.py", "--out", "a b"]
+    assert command_line([]) == ""
+
+
 def test_data_record():
     assert data_record(name="mnist") == {"dataset": "mnist"}
     rec = data_record(FAKE_DATA, subset={"classes": [0, 1], "n_train": 10}, note="x")
@@ -98,7 +130,10 @@ def test_experiment_record_is_the_documented_fig10_format():
     assert list(committed) == [*rec, "pipeline"]
     for key in ("config", "seeds", "data", "timing", "health"):
         assert list(committed[key]) == list(rec[key]), key
-    assert list(committed["environment"]) == [k for k in env if k != "values_in_program"]
+    later = {"command", "source"}  # added after the committed record was made (records before them lack them)
+    assert [k for k in committed["environment"] if k not in later] == [k for k in env if k not in
+                                                                      later | {"values_in_program"}]
+    assert "command" in env  # the command line; source only from a git checkout
     assert env["matmul_precision"] == str(jax.config.jax_default_matmul_precision or "default")
     assert list(committed["models"]) == list(rec["models"])
 

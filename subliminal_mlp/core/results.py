@@ -11,10 +11,20 @@ key order::
       "data": {"dataset": "mnist", "source_dir": "...", "sha256": {file: sha256 of uncompressed},
                "subset": {...any filter applied to it...}},
       "environment": {"subliminal_mlp": .., "jax": .., "jaxlib": .., "flax": .., "optax": ..,
-                      "numpy": .., "python": .., "platform": .., "devices": [..], ...},
+                      "numpy": .., "python": .., "platform": .., "matmul_precision": .., "x64": ..,
+                      "command": "the process's command line",
+                      "source": {"commit": "git commit of the library's checkout", "dirty": false},
+                      "devices": [..], ...},
       "timing": {"compile_s": .., "run_s": .., "total_s": .., "peak_rss_mb": ..},
       "created": "ISO-8601 UTC time"
     }
+
+``source`` is there only when the library runs from a git checkout (an editable install or
+``PYTHONPATH``): the commit the code was at, and ``dirty: true`` when tracked files differed from
+it; the version string alone cannot tell two commits apart. ``peak_rss_mb`` is the process's peak
+resident memory when the record was written: in a command that makes several records (``figures``
+of several figures), the largest of theirs so far, not this record's own. Records written before
+``command`` and ``source`` were added have neither.
 
 and, where it has one, a CSV through one writer (:func:`csv_text`, :func:`write_record`).
 :func:`read_results` reads any of them back and turns a missing, truncated or foreign file into a
@@ -49,8 +59,11 @@ import json
 import os
 import platform
 import re
+import shlex
+import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -506,8 +519,56 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command this process runs, as a shell line: ``subliminal-mlp figures demo``,
+    ``python experiments/sweep_width.py --seeds 10``, ``python -m subliminal_mlp reproduce``, or a
+    notebook kernel's own command line (``argv`` defaults to ``sys.argv``).
+
+    >>> command_line(["/home/me/.venv/bin/subliminal-mlp", "reproduce", "--seeds", "4"])
+    'subliminal-mlp reproduce --seeds 4'
+    >>> command_line(["experiments/fig10_mnist.py", "--out", "my results"])
+    "python experiments/fig10_mnist.py --out 'my results'"
+    """
+    argv = list(sys.argv if argv is None else argv) or [""]
+    head, rest = argv[0], argv[1:]
+    path = Path(head)
+    if path.name == "__main__.py" and path.parent.name:
+        words = ["python", "-m", path.parent.name]
+    elif path.suffix == ".py":
+        words = ["python", head]
+    elif path.name == "subliminal-mlp":
+        words = ["subliminal-mlp"]
+    else:
+        words = [head] if head else []
+    return shlex.join(words + rest)
+
+
+@lru_cache(maxsize=None)
+def source_revision() -> dict[str, Any] | None:
+    """``{"commit": sha, "dirty": bool}`` of the git checkout this library is imported from, else ``None``.
+
+    ``None`` for an installed copy (no ``.git`` beside the package) or where git is missing; ``dirty`` is
+    whether tracked files differ from the commit (``git status --porcelain --untracked-files=no``).
+    Asked once per process, at the first record it writes.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty} if re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
 def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """Package versions, Python, OS, devices, the float32 matmul precision and x64 mode, for the record.
+    """Package versions, Python, OS, devices, the float32 matmul precision and x64 mode, the command line
+    (:func:`command_line`) and, from a git checkout, its commit (:func:`source_revision`), for the record.
 
     ``matmul_precision`` is ``jax_default_matmul_precision`` ("default" when unset): on CPU every
     float32 matmul is float32 at any setting; on NVIDIA GPUs "default" means TensorFloat-32 inputs
@@ -527,6 +588,10 @@ def environment(devices: list[str] | None = None, **extra: Any) -> dict[str, Any
 
     env["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default")
     env["x64"] = bool(jax.config.jax_enable_x64)  # 64-bit mode changes the float32 programs' numbers too
+    env["command"] = command_line()
+    source = source_revision()
+    if source is not None:
+        env["source"] = source
     if devices is not None:
         env["devices"] = list(devices)
     env.update(extra)
