@@ -102,6 +102,8 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
 
 def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
     """Mean accuracy ± 95 % CI against distillation steps (epochs on the top axis)."""
+    from matplotlib.ticker import MaxNLocator
+
     from ..report.plotting import COLORS, plt, save_figure, settings_caption
 
     steps = np.asarray(record["steps"])
@@ -112,13 +114,26 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ci = np.asarray([0.0 if v is None else v for v in c["ci95"]])
         ax.plot(steps, mean, color=COLORS[name], lw=2, label=labels[name])
         ax.fill_between(steps, mean - ci, mean + ci, color=COLORS[name], alpha=0.2, linewidth=0)
-    ax.axhline(record["final"]["teacher"]["mean"], color=COLORS["teacher"], ls="--", lw=1.2, label="teacher")
+    # The end point on the whole test set (the numbers the tables quote), beside the probe's curve.
+    end = steps[-1] + 0.025 * (steps[-1] - steps[0] or 1)
+    for name in record["curves"]:
+        final = record["final"][name]
+        ax.errorbar([end], [final["mean"]], yerr=[final["ci95"] or 0.0], fmt="D", ms=5, capsize=3,
+                    color=COLORS[name])
+        ax.annotate(f"{final['mean']:.3f}", (end, final["mean"]), xytext=(7, 0), textcoords="offset points",
+                    va="center", fontsize=8, color=COLORS[name],
+                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
+    ax.errorbar([], [], fmt="D", ms=5, color="grey", label="after the last epoch, all test images")
+    ax.axhline(record["final"]["teacher"]["mean"], color=COLORS["teacher"], ls="--", lw=1.2,
+               label="teacher (all test images)")
     ax.axhline(0.1, color="black", ls=":", lw=1.2, label="chance")
     ax.set_ylim(0, 1)
+    ax.set_xlim(right=steps[-1] + 0.09 * (steps[-1] - steps[0] or 1))
     ax.set_xlabel("distillation step")
-    ax.set_ylabel(f"test accuracy (first {record['n_probe']} test images)")
+    ax.set_ylabel(f"test accuracy (curves: first {record['n_probe']} test images)")
     top = ax.secondary_xaxis("top", functions=(lambda s: s / record["steps_per_epoch"],
                                                lambda e: e * record["steps_per_epoch"]))
+    top.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     top.set_xlabel("epoch")
     ax.legend(fontsize=8, loc="center right", frameon=False)
     ax.spines[["right"]].set_visible(False)
