@@ -605,6 +605,39 @@ def test_the_figures_draw_each_models_own_numbers(tmp_path, monkeypatch):
     assert [a[0] for n, a, _ in drawn if n == "axhline"] == [0.1]
 
 
+def test_a_sweep_axis_spreads_values_spanning_decades_and_says_what_was_swept(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from subliminal_mlp.report import plotting
+
+    calls = []
+    for name in ("set_xscale", "set_xlabel"):
+        original = getattr(plt.Axes, name)
+        monkeypatch.setattr(plt.Axes, name, lambda self, *a, _n=name, _o=original, **k: (calls.append((_n, a, k)),
+                                                                                          _o(self, *a, **k))[1])
+
+    def axis(param, values, base=None):
+        calls.clear()
+        summary = {"param": param, "values": values, "labels": [str(v) for v in values], "chance": 0.1,
+                   "n_runs": [2] * len(values), "base_config": (base or Config()).to_dict(),
+                   "health": [None] * len(values),
+                   "models": {"student_aux": {"mean": [0.5] * len(values), "ci95": [0.01] * len(values)}}}
+        plotting.plot_sweep(summary, tmp_path / "s.png")
+        scale = [(a[0], k) for n, a, k in calls if n == "set_xscale"]
+        return scale, [a[0] for n, a, _ in calls if n == "set_xlabel"][0]
+
+    # 0 among values spanning 200x (the init_noise sweeps): linear up to the smallest positive value, log beyond.
+    scale, label = axis("init_noise", [0.0, 0.005, 0.01, 0.1, 1.0])
+    assert scale == [("symlog", {"linthresh": 0.005, "linscale": 0.5})]
+    assert label == "σ of the noise added to the shared-init students' start (init_noise)"
+    _, label = axis("init_noise", [0.0, 0.01], Config(init_noise_kind="orthogonal"))
+    assert label.endswith("orthogonal to the teacher's update (init_noise)")
+    assert axis("aux_logits", [1, 10, 100])[0] == [("log", {})]
+    assert axis("temperature", [1.0, 2.0, 4.0]) == ([], "softmax temperature T (temperature)")  # within 20x: linear
+    assert axis("input_mix", [0.0, 0.5, 1.0])[0] == []  # 0 and values within 20x of each other: linear
+    assert axis("my_knob", ["a", "b"]) == ([], "my_knob")  # a name it does not know: as it is
+
+
 def test_a_caption_gives_the_epochs_and_a_warning_counts_runs_not_models():
     from subliminal_mlp.report.plotting import health_warning, settings_caption
 

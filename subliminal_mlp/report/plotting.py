@@ -273,8 +273,38 @@ def record_health_warning(record: dict[str, Any]) -> str:
     return "\n".join(lines + ['see "health" in the JSON record'])
 
 
+#: What a swept Config field is, for a sweep figure's axis (the field's name follows in brackets).
+SWEPT_AXIS = {
+    "aux_logits": "number of auxiliary logits m",
+    "hidden_widths": "hidden layer widths",
+    "init_noise": "σ of the noise added to the shared-init students' start",
+    "input_mix": "weight α of task images in the students' inputs",
+    "student_inputs": "the students' distillation inputs",
+    "loss": "distillation loss",
+    "temperature": "softmax temperature T",
+    "learning_rate": "Adam learning rate",
+    "n_noise": "number of noise images",
+    "student_epochs": "student epochs",
+    "teacher_epochs": "teacher epochs",
+    "batch_size": "batch size",
+}
+
+
+def swept_axis_label(param: str, base_config: dict[str, Any]) -> str:
+    """The sweep figure's x label: what the field is (:data:`SWEPT_AXIS`), then its name."""
+    what = SWEPT_AXIS.get(param)
+    if param == "init_noise" and base_config.get("init_noise_kind") == "orthogonal":
+        what += ", orthogonal to the teacher's update"
+    return f"{what} ({param})" if what else param
+
+
 def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Each model's accuracy against the swept value: mean line, 95 % CI band, chance line."""
+    """Each model's accuracy against the swept value: mean line, 95 % CI band, chance line.
+
+    Numeric values spanning a factor of 20 or more are spread on a log axis; with a 0 among them, a
+    symmetric-log axis, linear up to the smallest positive value, so that 0, 0.005, 0.01 and 1 are
+    all told apart. The reference is drawn last (dashed), over any line at its level.
+    """
     from ..studies.sweep import numeric_axis
 
     x = numeric_axis(summary["values"])
@@ -286,17 +316,23 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
         mean = np.asarray(m["mean"])
         ci = np.asarray([0.0 if c is None else c for c in m["ci95"]])
         color = COLORS.get(name, "#777777")
-        ax.plot(x, mean, marker="o", ms=4, color=color, label=LABELS.get(name, name).replace("\n", " "))
+        ax.plot(x, mean, marker="o", ms=4, color=color, label=LABELS.get(name, name).replace("\n", " "),
+                **({"ls": "--", "zorder": 3} if name == "reference" else {}))
         ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.2, linewidth=0)
     ax.axhline(summary["chance"], color="black", linestyle=":", linewidth=1.2, label="chance")
+    positive = x[x > 0] if not categorical else x
     if categorical:
         ax.set_xticks(x, summary["labels"], fontsize=8)
-    elif np.all(x > 0) and x.max() / x.min() >= 20:
-        ax.set_xscale("log")
+    elif np.all(x >= 0) and len(positive) >= 2 and positive.max() / positive.min() >= 20:
+        if np.all(x > 0):
+            ax.set_xscale("log")
+        else:  # a 0 among them: linear up to the smallest positive value, logarithmic beyond
+            ax.set_xscale("symlog", linthresh=positive.min(), linscale=0.5)
+            ax.set_xlim(-0.3 * positive.min(), positive.max() * 1.3)  # autoscale pads into the negative decades
         ax.set_xticks(x, summary["labels"], fontsize=8)
         ax.minorticks_off()
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel(summary["param"])
+    ax.set_xlabel(swept_axis_label(summary["param"], summary["base_config"]))
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Subliminal learning against {summary['param']}", fontsize=11)
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
