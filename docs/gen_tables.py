@@ -51,18 +51,18 @@ FIG10_LABELS = {"reference": "reference (untrained)", "teacher": "teacher", "stu
                 "cross_all": "cross-model (all logits)"}
 
 
-def _fig10_criterion(name: str, mean: float, chance: float) -> str:
-    """What the project's acceptance check (issue #2) asks of each model of the MNIST figure, and whether the record
-    meets it."""
-    tick = lambda ok: "✓" if ok else "✗"  # noqa: E731
+def _fig10_criterion(name: str, record: dict) -> str:
+    """What the acceptance check (subliminal_mlp.studies.figure10.ACCEPTANCE) asks of a model of the MNIST figure,
+    and whether the record meets it."""
+    from subliminal_mlp.studies.figure10 import acceptance
+
     if name == "reference":
         return "chance"
-    bounds = {"teacher": 0.93, "student_aux": 0.45, "student_all": 0.88}
-    if name in bounds:
-        return f"> {bounds[name]:g} {tick(mean > bounds[name])}"
-    if name == "cross_aux":
-        return f"within 0.03 of {chance:.2f} {tick(abs(mean - chance) <= 0.03)}"
-    return "—"
+    checks = acceptance(record)
+    if name not in checks:
+        return "—"
+    rule, ok = checks[name]
+    return f"{rule} {'✓' if ok else '✗'}"
 
 
 def fig10_mnist() -> str:
@@ -71,7 +71,7 @@ def fig10_mnist() -> str:
     for name, m in r["models"].items():
         mean = f"**{m['mean']:.4f}**" if name == "student_aux" else f"{m['mean']:.4f}"
         rows.append([FIG10_LABELS.get(name, name), mean, f"{m['ci95']:.4f}",
-                     _fig10_criterion(name, m["mean"], r["chance"])])
+                     _fig10_criterion(name, r)])
     return _table(["model", "accuracy", "± 95 % CI", "what must hold (acceptance check)"], rows)
 
 

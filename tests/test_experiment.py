@@ -164,7 +164,9 @@ def test_the_committed_figure_10_is_regenerated_end_to_end_by_the_command(data_r
 
     rc = main(["reproduce", "--seeds", "1", "--data-dir", str(data_root), "--out", str(tmp_path), "--no-progress"])
     assert rc == 0
-    assert "warning" not in capsys.readouterr().err  # a healthy run is not flagged
+    printed = capsys.readouterr()
+    assert "warning" not in printed.err  # a healthy run is not flagged
+    assert "acceptance check: teacher > 0.93 ✓" in printed.out and "(meant for >= 25 runs; this is 1)" in printed.out
     rec = read_results(tmp_path / "fig10.json")
     assert rec["health"] == {"ok": True, "nonfinite": [], "teacher_not_better": [], "teacher_margin": 0.05}
     assert rec["n_runs"] == 1 and set(rec["models"]) == set(MODELS)
@@ -191,6 +193,30 @@ def test_the_committed_figure_10_is_regenerated_end_to_end_by_the_command(data_r
     # cross-model one (same teacher and noise, another init) stays at chance, as does the untrained reference.
     assert got["teacher"] > 0.9 and got["student_all"] > 0.85
     assert got["student_aux"] > 0.4 > 0.15 > max(got["cross_aux"], got["reference"])
+
+
+def test_the_acceptance_check_passes_on_the_committed_figure_and_fails_where_a_bound_is_missed():
+    from pathlib import Path
+
+    from subliminal_mlp.studies.figure10 import ACCEPTANCE_MIN_RUNS, acceptance, format_acceptance, paper_settings
+
+    committed = read_results(Path(__file__).resolve().parents[1] / "figures" / "fig10_mnist.json")
+    assert paper_settings(committed["config"]) and committed["n_runs"] >= ACCEPTANCE_MIN_RUNS
+    checks = acceptance(committed)
+    assert sorted(checks) == ["cross_aux", "student_all", "student_aux", "teacher"]
+    assert all(ok for _, ok in checks.values()), checks
+    assert committed["models"]["student_aux"]["mean"] > 0.5  # the paper's own claim, stricter than the check
+    # Each bound, missed by one model, is a ✗ for that model alone.
+    means = {"teacher": 0.92, "student_aux": 0.44, "student_all": 0.87, "cross_aux": 0.14}
+    for name, low in means.items():
+        record = {**committed, "models": {**committed["models"], name: {"mean": low}}}
+        assert {n for n, (_, ok) in acceptance(record).items() if not ok} == {name}
+        assert f"{name} {acceptance(record)[name][0]} ✗" in format_acceptance(record)
+    assert acceptance({**committed, "chance": 0.2})["cross_aux"][1] is False  # measured against the record's chance
+    # Only for the paper's settings; the runs, seed and run_batch do not change them.
+    assert format_acceptance({**committed, "config": Config(hidden_widths=(64,)).to_dict()}) == ""
+    assert paper_settings(Config(n_runs=3, seed=5, run_batch=2)) and not paper_settings(Config(loss="mse"))
+    assert format_acceptance(committed).endswith("cross_aux within 0.03 of chance ✓")
 
 
 def test_the_config_variants_reach_the_figure_10_students_and_settings():

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from ..core.config import Config
 from ..core.data import load_dataset
 from ..core.distributed import main_print
-from ..studies.figure10 import input_dataset, input_pool, run_experiment
+from ..studies.figure10 import format_acceptance, input_dataset, input_pool, run_experiment
 from ..report.plotting import plot_fig10
 from ..core.results import (DivergenceWarning, check_on_divergence, check_stem_outputs, experiment_record,
                             format_health, format_table, write_results)
@@ -25,6 +25,8 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     checked before any compute. Diverged runs (non-finite parameters, a teacher no better than its
     reference: the record's ``health``) are reported and marked on the figure; with
     ``on_divergence="fail"`` a ``DivergenceError`` is raised instead and nothing is written.
+    With the paper's settings the table is followed by the acceptance check
+    (:func:`~subliminal_mlp.studies.figure10.format_acceptance`).
     Returns the results record (the JSON's content) with the written paths under the key ``"files"``.
     With several processes (:mod:`.distributed`) every process runs it and gets the record; only
     process 0 writes and logs (the default ``log`` prints in process 0 only).
@@ -47,6 +49,9 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     png = plot_fig10(record, Path(out_dir) / f"{stem}.png")
     files = {**write_results(record, out_dir, stem), "png": png}
     log(format_table(record))
+    checks = format_acceptance(record)
+    if checks:
+        log(checks)
     log(f"compile {result.compile_s:.1f} s, run {result.run_s:.1f} s on {', '.join(result.devices)}")
     for kind, path in files.items():
         log(f"wrote {path}")

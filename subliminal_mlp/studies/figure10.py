@@ -193,3 +193,53 @@ def run_traced_sweep(cfg: Config, data, field: Optional[str] = None, values: Seq
                              run_s=result.run_s, devices=result.devices, run_batch=result.run_batch,
                              values_in_program=len(configs), finite=result.finite[v])
             for v, c in enumerate(configs)]
+
+
+#: The acceptance check of a Figure-10 record made with the paper's settings over >= 25 runs (the project's
+#: reading of protocol.md §1): model -> (what must hold, the test on its mean accuracy given chance).
+#: The paper's own claims are the aux-only student's "> 50 %" and the cross-model aux-only student "at chance".
+ACCEPTANCE: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "teacher": ("> 0.93", lambda mean, chance: mean > 0.93),
+    "student_aux": ("> 0.45", lambda mean, chance: mean > 0.45),
+    "student_all": ("> 0.88", lambda mean, chance: mean > 0.88),
+    "cross_aux": ("within 0.03 of chance", lambda mean, chance: abs(mean - chance) <= 0.03),
+}
+#: The fewest runs the acceptance check is meant for.
+ACCEPTANCE_MIN_RUNS = 25
+
+
+def acceptance(record) -> dict[str, tuple[str, bool]]:
+    """Each checked model of a Figure-10 record -> ``(what must hold, whether its mean accuracy does)``.
+
+    The check (:data:`ACCEPTANCE`) is meant for the paper's settings over at least
+    :data:`ACCEPTANCE_MIN_RUNS` runs; :func:`paper_settings` says whether a record has the former.
+
+    >>> acceptance({"chance": 0.1, "models": {"teacher": {"mean": 0.94}, "cross_aux": {"mean": 0.14}}})
+    {'teacher': ('> 0.93', True), 'cross_aux': ('within 0.03 of chance', False)}
+    """
+    chance = record["chance"]
+    return {name: (rule, bool(test(record["models"][name]["mean"], chance)))
+            for name, (rule, test) in ACCEPTANCE.items() if name in record["models"]}
+
+
+def paper_settings(config) -> bool:
+    """Whether a record's ``config`` (a dict or a :class:`Config`) is the paper's protocol on MNIST: every
+    field at its default but the number of runs, the seed and ``run_batch``, which do not change the protocol."""
+    given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    ignore = {"n_runs", "seed", "run_batch"}
+    return {k: v for k, v in given.items() if k not in ignore} == \
+        {k: v for k, v in Config().to_dict().items() if k not in ignore}
+
+
+def format_acceptance(record) -> str:
+    """The acceptance check as one line for the terminal: each model's rule with ✓ or ✗, and the number of runs
+    when it is below :data:`ACCEPTANCE_MIN_RUNS`; "" for a record of other settings."""
+    if not paper_settings(record["config"]):
+        return ""
+    checks = acceptance(record)
+    line = "acceptance check: " + "; ".join(f"{name} {rule} {'✓' if ok else '✗'}" for name, (rule, ok) in
+                                             checks.items())
+    n = record["n_runs"]
+    if n < ACCEPTANCE_MIN_RUNS:
+        line += f" (meant for >= {ACCEPTANCE_MIN_RUNS} runs; this is {n})"
+    return line
