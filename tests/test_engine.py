@@ -182,8 +182,10 @@ def test_a_user_source_closing_over_values_records_them():
 
 
 def test_bad_sources_fail_with_their_value():
-    with pytest.raises(sm.InputError, match="n = 0"):
+    with pytest.raises(sm.InputError, match="n = 0 is invalid: the number of examples in the set must be an integer"):
         inputs.uniform(0)
+    with pytest.raises(sm.InputError, match=r"'fn': n = 4096.0 is invalid: .* must be an integer >= 1"):
+        inputs.source(lambda k, j, hp: jnp.zeros(784), 4096.0, name="fn")  # a float count: named as such
     with pytest.raises(sm.InputError, match="distinct = 5000"):
         inputs.cycled(inputs.uniform(100), 5000)
     with pytest.raises(sm.InputError, match="shape"):
@@ -388,8 +390,6 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
         (TINY.replace(students=(sm.Student("noisy", sm.perturbed(lambda hp: -hp["learning_rate"])),)), sm.StudentError,
          r"'noisy': its start perturbed\(sigma=a function of the hyperparameters\): sigma = -0.0003 is invalid: "
          r".*finite number >= 0"),
-        (TINY.replace(students=(sm.Student("s", outputs="bogus"),)), sm.StudentError,
-         r"student 's': outputs = 'bogus' is unknown"),
     ]
     for exp, error, match in cases:
         with pytest.raises(error, match=match):
@@ -400,6 +400,9 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
     for bad in (-0.1, float("nan"), [0.1, 0.2]):
         with pytest.raises(sm.StudentError, match=r"perturbed: sigma = .* (is invalid|is not a number)"):
             sm.perturbed(bad)
+    for bad in ("auxx", None, 10):  # refused when the student is made, as a misspelt loss or start is
+        with pytest.raises(sm.StudentError, match=rf"student 's': outputs = {bad!r} is unknown: use 'aux'"):
+            sm.Student("s", outputs=bad)
     with pytest.raises(sm.StudentError, match="'s' imitates an empty set of outputs"):
         sm.Student("s", outputs=())
     with pytest.raises(sm.StudentError, match=r"student 's': loss = 'kld': choose one of \('kl', 'mse'\)\. Or give a func"):

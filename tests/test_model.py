@@ -105,6 +105,12 @@ def test_a_model_must_be_per_example_and_a_classifier():
     with pytest.raises(ModelError, match=r"^Flax module Normed has variables besides its parameters \(collections "
                                          r"\['batch_stats'\]\).*nn.LayerNorm"):
         check_model(from_flax(Normed()))
+    # Image-shaped inputs a Dense-only module does not flatten: the hint is the inputs, not the last layer.
+    with pytest.raises(ModelError, match=r"shape \(2, 28, 13\) for a batch of 2.*inputs have shape \(28, 28\): "
+                                         r"flatten them in the model .* or give input_shape=\(784,\)"):
+        check_model(from_flax(nn.Dense(13), input_shape=(28, 28)))
+    with pytest.raises(ModelError, match="fix the model's last layer"):  # flat inputs, a wrong head: the head
+        check_model(from_flax(nn.Dense(12)))
 
 
 def test_the_papers_mlp_functions_refuse_the_parameters_of_another_architecture():

@@ -278,7 +278,7 @@ def test_health_flags_nonfinite_models_and_teachers_no_better_than_their_referen
         "diverged runs (lr = 1):\n  student: non-finite parameters in run(s) 1-2 (2 of 3); its accuracy there is NaN\n"
         "  teacher: non-finite parameters in run(s) 2 (1 of 3); its accuracy there is NaN\n"
         "  teacher no better than its untrained reference (accuracy <= max(reference, chance) + 0.05) in run(s) 1-2 "
-        "(2 of 3)\n  (lower the learning rate? the record's \"health\" lists them)")
+        "(2 of 3)\n  (lower the learning rate? are the inputs finite? the record's \"health\" lists them)")
     # A teacher at its start with every parameter finite may never have learned: the advice says so too.
     still = health(["reference", "teacher"], acc[1:2, :2], chance=0.1)
     assert format_health(still, 1).splitlines()[-1] == (

@@ -128,7 +128,8 @@ class InputSource:
 
     def __post_init__(self) -> None:
         if not is_integer(self.n, 1, numpy=True):
-            raise InputError(f"input source {self.name!r}: n = {self.n!r} is invalid: the set needs >= 1 example.")
+            raise InputError(f"input source {self.name!r}: n = {self.n!r} is invalid: the number of examples in the "
+                             f"set must be an integer >= 1.")
         if self.n > MAX_EXAMPLES:
             raise InputError(f"input source {self.name!r}: n = {self.n} is too large: example indices are int32, "
                              f"so a set has at most {MAX_EXAMPLES} examples.")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -166,10 +167,15 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
         raise ModelError(f"model {model.name!r} cannot be applied to inputs of shape (batch, "
                          f"{', '.join(map(str, model.input_shape))}): {type(e).__name__}: {e}") from e
     if not hasattr(out, "shape") or tuple(out.shape) != (2, model.n_outputs):
-        raise ModelError(f"model {model.name!r} returns logits of shape {getattr(out, 'shape', out)} for a batch "
-                         f"of 2, but n_classes + aux_logits = {model.n_classes} + {model.aux_logits} = "
-                         f"{model.n_outputs} outputs are expected: fix the model's last layer or its "
-                         "n_classes / aux_logits.")
+        shape = getattr(out, "shape", None)
+        extra_axes = shape is not None and len(shape) > 2 and len(model.input_shape) > 1
+        raise ModelError(f"model {model.name!r} returns logits of shape {shape if shape is not None else out} for "
+                         f"a batch of 2, but n_classes + aux_logits = {model.n_classes} + {model.aux_logits} = "
+                         f"{model.n_outputs} outputs are expected: " + (
+                             f"one vector per example. Its inputs have shape {model.input_shape}: flatten them "
+                             "in the model (x.reshape(x.shape[0], -1)) or give input_shape="
+                             f"({math.prod(model.input_shape)},)." if extra_axes else
+                             "fix the model's last layer or its n_classes / aux_logits."))
     return out
 
 
@@ -205,7 +211,8 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
 
     ``init(key) = module.init(key, zeros((1, *input_shape)))["params"]``; ``apply(params, x) =
     module.apply({"params": params}, x)``: a pure function of the parameters, so a module with other
-    variables (``nn.BatchNorm``'s ``batch_stats``) is refused with a :class:`ModelError`. With
+    variables (``nn.BatchNorm``'s ``batch_stats``) is refused with a :class:`ModelError` when it is
+    first initialised (:func:`check_model`, which ``sm.run`` calls before any compute). With
     ``features=True`` the module's ``__call__(x, return_features=True)`` must return ``(logits,
     features)``. The model's description (in records, and in the teacher cache's key) holds
     ``settings``, or, when none are given, the module's own attributes (its dataclass fields, e.g.

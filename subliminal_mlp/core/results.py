@@ -447,7 +447,7 @@ def format_health(h: dict[str, Any] | None, n_runs: int, label: str = "") -> str
         lines.append(f"  teacher no better than its untrained reference (accuracy <= max(reference, chance) + "
                      f"{h['teacher_margin']:g}) in run(s) {_runs_text(runs)} ({len(runs)} of {n_runs})")
     if h["nonfinite"]:
-        lines.append("  (lower the learning rate? the record's \"health\" lists them)")
+        lines.append("  (lower the learning rate? are the inputs finite? the record's \"health\" lists them)")
     else:  # a teacher at its start: it diverged to a constant, or it never learned (too few steps, too small a rate)
         lines.append("  (a teacher that diverged, or one that did not learn: check the learning rate and "
                      "teacher_epochs; the record's \"health\" lists them)")

@@ -288,6 +288,9 @@ class Student:
                 raise StudentError(f"student {self.name!r}: outputs {bad} are not logit indices: give integers, e.g. "
                                    "outputs=(10, 11), or 'aux', 'all', 'class'.")
             object.__setattr__(self, "outputs", tuple(int(i) for i in np.asarray(self.outputs, dtype=object).ravel()))
+        elif not (isinstance(self.outputs, str) and self.outputs in ("aux", "all", "class")):
+            raise StudentError(f"student {self.name!r}: outputs = {self.outputs!r} is unknown: use 'aux', 'all', "
+                               "'class' or logit indices, e.g. outputs=(10, 11).")
         if isinstance(self.temperature, (bool, np.bool_)):
             raise StudentError(f"student {self.name!r}: temperature = {self.temperature!r} is invalid: give a number "
                                "> 0, a hyperparameter's name or a function of the hyperparameters.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -136,7 +137,7 @@ def plot_fig10(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"reference (chance) = {chance:.3f}")
     for bar, m, ci in zip(bars, means, cis):
         ax.text(bar.get_x() + bar.get_width() / 2, m + ci + 0.015, f"{m:.3f}", ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
+    model_ticks(ax, names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (MNIST test set)" if record["config"]["dataset"] == "mnist" else "test accuracy")
     ax.set_title(f"Subliminal learning: students distilled on a teacher's logits over {inputs_noun(record['config'])}",
@@ -217,13 +218,36 @@ def plot_experiment(record: dict[str, Any], path: str | os.PathLike) -> Path:
     chance = record.get("chance")
     if chance is not None:
         ax.axhline(chance, color="black", linestyle=":", linewidth=1.2, label=f"chance = {chance:.3f}")
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=9)
+    model_ticks(ax, names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)  # beside the bars, not on them
     ax.spines[["top", "right"]].set_visible(False)
     fig.text(0.5, -0.02, experiment_caption(record), ha="center", va="top", fontsize=7.5)
     return save_figure(fig, path, record=record)
+
+
+def model_label(name: str, width: int = 12) -> str:
+    r"""A model's tick label: the paper's models by their labels (:data:`LABELS`); a name of one's own broken
+    after its underscores into lines of at most ``width`` characters where it can be, so that it fits its bar.
+
+    >>> model_label("student_aux"), model_label("student_aux_mse"), model_label("my_student_on_class_logits")
+    ('student\n(aux only)', 'student_aux_\nmse', 'my_student_\non_class_\nlogits')
+    """
+    if name in LABELS:
+        return LABELS[name]
+    lines = [""]
+    for part in re.findall(r"[^_]+_*|_+", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append(part)
+        else:
+            lines[-1] += part
+    return "\n".join(lines)
+
+
+def model_ticks(ax, names: list[str]) -> None:
+    """One x tick per model at 0, 1, ..., labelled by :func:`model_label`."""
+    ax.set_xticks(range(len(names)), [model_label(n) for n in names], fontsize=9)
 
 
 def health_warning(health: dict[str, Any] | None, n_runs: int) -> str:
