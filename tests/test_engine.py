@@ -959,6 +959,41 @@ def _toy():
     return sm.Task(x, y, x, y, n_classes=2), sm.mlp((8,), n_classes=2, aux_logits=2, input_dim=8)
 
 
+def test_keep_students_returns_each_students_final_parameters_per_value_and_run():
+    import optax
+
+    toy, net = _toy()
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(256, shape=(8,)), teacher_epochs=3, student_epochs=2,
+                        batch_size=64, hparams={"learning_rate": 1e-2, "temperature": 1.0},
+                        students=(*sm.FIGURE10, sm.Student("frozen", "cross", optimizer=optax.sgd(0.0))))
+    sweep = {"learning_rate": [1e-2, 3e-2]}
+    kept = sm.run(exp, toy, n_runs=3, sweep=sweep, keep_students=True)
+    plain = sm.run(exp, toy, n_runs=3, sweep=sweep)
+    assert plain.students is None
+    np.testing.assert_array_equal(kept.accuracies, plain.accuracies)  # the parameters out change no number
+    assert list(kept.students) == [s.name for s in exp.students]
+    for name, params in kept.students.items():
+        shapes = jax.tree.map(np.shape, params)
+        assert shapes == jax.tree.map(lambda a: (2, 3, *np.shape(a)), net.init(jax.random.PRNGKey(0))), name
+        for v in range(2):
+            for run in range(3):
+                p = jax.tree.map(lambda a: a[v, run], params)
+                # its accuracy, computed here from the parameters, is the one the engine reports
+                logits = np.asarray(net.apply(p, toy.test_x))[:, :2]
+                mine = np.mean(np.argmax(logits, 1) == toy.test_y)
+                assert abs(mine - kept.accuracy(name, v)[run]) <= 1 / 256, (name, v, run)
+    # A student at rate 0 ends where it started: the cross start, run (i + 1) mod N's θ0 (to its last rounding:
+    # engine.references' docstring says why a consumer may see θ0 before it).
+    for run in range(3):
+        start = net.init(engine.run_keys(0, engine.cross_run(run, 3))["init"])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1, run], b, rtol=1e-6, atol=1e-7),
+                     kept.students["frozen"], start)
+        moved = jax.tree.map(lambda a, b: float(np.abs(a[1, run] - b).max()), kept.students["cross_aux"], start)
+        assert max(jax.tree.leaves(moved)) > 1e-3  # a trained one does move
+    assert not np.allclose(kept.students["student_aux"]["head"]["kernel"][0],
+                           kept.students["student_aux"]["head"]["kernel"][1])  # each value its own
+
+
 def test_temperature_and_the_tables_order_against_a_hand_computation():
     # Students frozen at their starts (SGD at rate 0), a trained teacher. Each student's tracked loss is, by
     # hand, T² KL(softmax(y/T) ‖ softmax(z/T)) over the input set / n for the KL students and Σ mask (z − y)² / n

@@ -445,7 +445,9 @@ class Result:
     ``(n_values, n_runs, ...)``; ``sweep`` maps each
     swept hyperparameter to its values (empty without a sweep); ``traces`` maps each trace to
     ``(n_values, n_runs, n_entries, ...)`` taken before the optimiser steps ``trace_steps``;
-    ``step_metrics`` each step metric to ``(n_values, n_runs, n_steps, ...)``.
+    ``step_metrics`` each step metric to ``(n_values, n_runs, n_steps, ...)``. ``students`` (only with
+    ``run(..., keep_students=True)``) maps each student to its final parameters, every leaf
+    ``(n_values, n_runs, ...)``.
     ``finite`` ``(n_values, n_runs, n_models)`` is True where every parameter of that model ended
     finite (and its tracked loss, if any); where it is False the accuracy is NaN, never the
     accuracy of non-finite parameters. :meth:`health` says which runs diverged.
@@ -467,6 +469,7 @@ class Result:
     run_batch: int
     teachers: Any = None
     traces: dict[str, np.ndarray] = field(default_factory=dict)
+    students: Optional[dict[str, Any]] = None
     trace_steps: Optional[np.ndarray] = None
     step_metrics: dict[str, np.ndarray] = field(default_factory=dict)
     finite: Optional[np.ndarray] = None
@@ -862,7 +865,7 @@ def _distillation_loss(student: Student, hp):
 
 
 def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_runs: int, swept: Sequence[str],
-             mesh: Mesh, run_batch: int, tick=None, have_teachers: bool = False):
+             mesh: Mesh, run_batch: int, tick=None, have_teachers: bool = False, keep_students: bool = False):
     model = exp.model
     students = exp.students
     model_of = lambda s: model if s.model is None else s.model  # noqa: E731
@@ -977,6 +980,8 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                 out["metrics"] = _metric_values("metric", exp.metrics, view)
             if exp.trace:
                 out["trace"] = trace
+            if keep_students:
+                out["students"] = named([p for p, _ in state.groups])
             if exp.step_metrics:  # without a step, (0, ...) arrays, which lax.map's batches cannot carry: one
                 out["step_metrics"] = metrics[1] if exp.student_epochs else jax.tree.map(  # slot, dropped on the host
                     lambda a: jnp.zeros((1, *a.shape[1:]), a.dtype), metrics[1])
@@ -1202,10 +1207,10 @@ def choose_run_batch(compile_for: Callable[[int], Any], n_local: int, device, ru
     return batch, compiled if compiled is not None else compile_for(batch)
 
 
-def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers):
+def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers, keep_students=False):
     """What a fitted ``run_batch`` depends on (None if unhashable: then it is measured every time)."""
     key = (exp, src, tuple(np.shape(task.train_x)), tuple(np.shape(task.test_x)), task.n_classes, n_runs,
-           tuple(swept), n_local, device.device_kind, have_teachers)
+           tuple(swept), n_local, device.device_kind, have_teachers, keep_students)
     try:
         hash(key)
     except TypeError:
@@ -1347,8 +1352,8 @@ def _teacher_cache_key(teacher_cache, exp, task, sweep, seed, n_runs, n_local, n
 def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         sweep: Optional[Mapping[str, Sequence]] = None,
         devices: Optional[list] = None, run_batch: Optional[int] = None, progress: bool = False,
-        teachers: Any = None, keep_teachers: bool = False, log: Callable[[str], None] = lambda s: None,
-        on_divergence: str = "warn", teacher_cache: Any = None) -> Result:
+        teachers: Any = None, keep_teachers: bool = False, keep_students: bool = False,
+        log: Callable[[str], None] = lambda s: None, on_divergence: str = "warn", teacher_cache: Any = None) -> Result:
     """Run ``exp`` on ``task`` for ``n_runs`` runs (× the swept values) as one compiled program.
 
     ``sweep`` maps hyperparameter names (keys of ``exp.hparams``, or ``"seed"``) to equally long
@@ -1363,7 +1368,10 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     pytree with leading axis ``n_runs``, e.g. ``Result.teachers`` of an earlier run with the same
     seed) replaces teacher training; they are used as given (any parameters of the model: e.g. a
     previous generation's students), and the record says ``"teachers": "given"``.
-    ``keep_teachers=True`` returns the teachers in ``Result.teachers``.
+    ``keep_teachers=True`` returns the teachers in ``Result.teachers``; ``keep_students=True`` every
+    student's final parameters in ``Result.students`` (``{name: pytree}``, each leaf with leading axes
+    ``(n_values, n_runs)``: ``n_values × n_runs × students`` copies of the parameters in host memory,
+    which is why it is off by default; records never hold them).
     Everything is validated before compilation (:func:`validate`).
 
     Diverged runs (:meth:`Result.health`: non-finite parameters in any model, a trained teacher no
@@ -1458,7 +1466,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
 
     def program_for(b: int):
         return _program(exp, src, task.n_classes, int(np.shape(task.train_x)[0]), n_runs, swept, mesh, b,
-                        bars.tick if bars else None, have_teachers=teachers is not None)
+                        bars.tick if bars else None, have_teachers=teachers is not None,
+                        keep_students=bool(keep_students))
 
     replicated = NamedSharding(mesh, P())
     arrays = {"train_x": task.train_x, "train_y": task.train_y, "test_x": task.test_x, "test_y": task.test_y,
@@ -1484,7 +1493,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
 
     batch, compiled = choose_run_batch(
         compile_for, per, local, run_batch,
-        key=_fit_key(exp, src, task, n_runs, swept, per, local, teachers is not None), log=log)
+        key=_fit_key(exp, src, task, n_runs, swept, per, local, teachers is not None, bool(keep_students)), log=log)
     if multi:  # every process must run the same program: the smallest run_batch any of them chose
         from .distributed import agree_min
 
@@ -1538,6 +1547,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
                                  if exp.trace else None), n_runs=n_runs, seed=int(seed),
                     sweep=sweep, compile_s=t1 - t0, run_s=t2 - t1, devices=[str(d) for d in devices],
                     run_batch=batch, teachers=kept if keep_teachers or given is not None else None,
+                    students=({s.name: jax.tree.map(shaped, out["students"][s.name]) for s in exp.students}
+                              if keep_students else None),  # in table order (a pytree's dict comes back sorted)
                     finite=finite, teacher_cache=cache_state, teachers_given=given is not None,
                     teacher_cache_key=cache_key if cache_state else None)
     report = result.health_report()
