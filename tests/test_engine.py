@@ -994,6 +994,33 @@ def test_keep_students_returns_each_students_final_parameters_per_value_and_run(
                            kept.students["student_aux"]["head"]["kernel"][1])  # each value its own
 
 
+def test_a_loss_of_ones_own_reads_a_swept_hyperparameter_and_a_four_argument_loss_does_not():
+    from subliminal_mlp.core.losses import mse_distillation
+    from subliminal_mlp.core.students import loss_reads_hparams
+
+    toy, net = _toy()
+
+    def scaled(z, y, mask, w, hp):  # the MSE loss times a weight swept in one program
+        return hp["weight"] * mse_distillation(z, y, mask, w)
+
+    exp = sm.Experiment(model=net, inputs=inputs.uniform(256, shape=(8,)), teacher_epochs=3, student_epochs=2,
+                        batch_size=64, hparams={"learning_rate": 1e-2, "temperature": 1.0, "weight": 1.0},
+                        track_losses=True, students=(sm.Student("s", loss=scaled),
+                                                     sm.Student("plain", loss=lambda z, y, m, w: mse_distillation(
+                                                         z, y, m, w))))
+    r = sm.run(exp, toy, n_runs=2, sweep={"weight": [0.0, 1.0]}, keep_students=True)
+    # weight 0: no gradient, the student stays at its start (θ0, the reference) and its tracked loss is 0;
+    # weight 1: it is the four-argument MSE student, step for step.
+    assert np.all(r.distill_loss[0, :, 0] == 0) and np.all(r.distill_loss[1, :, 0] > 0)
+    np.testing.assert_array_equal(r.accuracy("s", 0), r.accuracy("reference", 0))
+    np.testing.assert_array_equal(r.distill_loss[1, :, 0], r.distill_loss[1, :, 1])
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda a: a[1], r.students["s"]),
+                 jax.tree.map(lambda a: a[1], r.students["plain"]))
+    assert loss_reads_hparams(scaled) and not loss_reads_hparams(mse_distillation)
+    assert not loss_reads_hparams(lambda z, y, m, w=None, extra=0: 0.0)  # a defaulted fifth parameter not named hp
+    assert loss_reads_hparams(lambda z, y, m, w=None, hp=None: 0.0)
+
+
 def test_temperature_and_the_tables_order_against_a_hand_computation():
     # Students frozen at their starts (SGD at rate 0), a trained teacher. Each student's tracked loss is, by
     # hand, T² KL(softmax(y/T) ‖ softmax(z/T)) over the input set / n for the KL students and Σ mask (z − y)² / n

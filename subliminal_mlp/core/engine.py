@@ -58,7 +58,8 @@ from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp, param_shapes, same_tree_shapes
 from .students import (FIGURE10, OPTIMIZER_FORMS, RESERVED, StartContext, Student, StudentError, adam,
-                       check_start_settings, check_students, hparams_as_arrays, make_optimizer, output_mask)
+                       check_start_settings, check_students, hparams_as_arrays, loss_reads_hparams, make_optimizer,
+                       output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
 
 #: Key streams within a run (trait experiment: 5-7; fresh starts: 8).
@@ -846,12 +847,15 @@ def _stack(trees):
 
 def _distillation_loss(student: Student, hp):
     """The student's loss ``(z, y, mask, example_weights) -> scalar`` at its temperature; a user's own loss is
-    called through :func:`_user_code` (its error, or a non-scalar value, names the student)."""
+    called through :func:`_user_code` (its error, or a non-scalar value, names the student), with the run's
+    hyperparameters as a fifth argument when it takes one (:func:`~.students.loss_reads_hparams`)."""
     if isinstance(student.loss, str):
         loss = distillation_loss(student.loss)
     else:
+        extra = (hp,) if loss_reads_hparams(student.loss) else ()
+
         def loss(z, y, m, w=None):
-            value = _user_code(student, "loss", student.loss, z, y, m, w)
+            value = _user_code(student, "loss", student.loss, z, y, m, w, *extra)
             if jnp.shape(value) != ():
                 raise ExperimentError(f"student {student.name!r}: its loss returned an array of shape "
                                       f"{jnp.shape(value)}; it must return a scalar (the loss summed over the batch).")

@@ -14,6 +14,8 @@ A :class:`Student` row says:
   ``outputs``' logit mask and
   ``example_weights`` the ``(B,)`` weights (ones without an ``example_weights`` hook), or ``None``
   when the student has no hook and no ``penalty`` (every example weighs 1), as in :func:`~subliminal_mlp.core.losses.kl_distillation`;
+  ``loss(z, y, mask, example_weights, hp)`` also gets the run's hyperparameters, so that a setting of
+  the loss (a Huber δ, say: ``hp["delta"]``) can be swept in one program;
 * ``teacher``: the name of the teacher it imitates;
 * ``temperature``: ``T`` (a setting: a number, a hyperparameter name or a function of them; default
   the hyperparameter ``"temperature"``, or 1 when the experiment has none): the loss becomes
@@ -462,6 +464,19 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
         raise StudentError(f"student {student.name!r}: its optimizer returned {type(made).__name__}, not an optax "
                            f"GradientTransformation: {OPTIMIZER_FORMS}.")
     return made
+
+
+def loss_reads_hparams(loss: Callable) -> bool:
+    """Whether a user's loss takes the hyperparameters: ``loss(z, y, mask, example_weights, hp)``, five
+    positional parameters (or a fifth named ``hp``), against the four of ``loss(z, y, mask, example_weights)``."""
+    import inspect
+
+    try:
+        positional = [q for q in inspect.signature(loss).parameters.values()
+                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return False
+    return len(positional) >= 5 and (positional[4].default is positional[4].empty or positional[4].name == "hp")
 
 
 def _n_args(fn) -> int:
