@@ -900,7 +900,9 @@ def test_a_task_of_raw_8_bit_pixels_warns_and_the_librarys_scale_does_not(task):
         sm.Task(task.train_x, task.train_y, task.test_x, task.test_y, 10)  # the loader's [-1, 1] pixels
         z = rng.standard_normal((16, 8)).astype(np.float32) * 3  # standardised features beyond 1: not pixels
         b = rng.integers(0, 2, (16, 8)).astype(np.uint8)  # whole numbers within 1: binary features
-        for x in (z, b):
+        counts = rng.integers(0, 4, (16, 8)).astype(np.float32)  # small whole numbers above 1: not pixels either
+        tokens = rng.integers(0, 30_000, (16, 8))  # whole numbers far beyond 255
+        for x in (z, b, counts, tokens):
             sm.Task(x, y % 2, x, y % 2, 2)
 
 
@@ -1016,9 +1018,21 @@ def test_a_loss_of_ones_own_reads_a_swept_hyperparameter_and_a_four_argument_los
     np.testing.assert_array_equal(r.distill_loss[1, :, 0], r.distill_loss[1, :, 1])
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda a: a[1], r.students["s"]),
                  jax.tree.map(lambda a: a[1], r.students["plain"]))
-    assert loss_reads_hparams(scaled) and not loss_reads_hparams(mse_distillation)
-    assert not loss_reads_hparams(lambda z, y, m, w=None, extra=0: 0.0)  # a defaulted fifth parameter not named hp
-    assert loss_reads_hparams(lambda z, y, m, w=None, hp=None: 0.0)
+    assert loss_reads_hparams(scaled) == "positional" and loss_reads_hparams(mse_distillation) is None
+    assert loss_reads_hparams(lambda z, y, m, w=None, extra=0: 0.0) is None  # a defaulted fifth not named hp
+    assert loss_reads_hparams(lambda z, y, m, w=None, hp=None: 0.0) == "positional"
+
+    def keyword(z, y, mask, w, *, hp):  # hp keyword-only: passed by name, the same student
+        return hp["weight"] * mse_distillation(z, y, mask, w)
+
+    assert loss_reads_hparams(keyword) == "keyword"
+    again = sm.run(exp.replace(students=(sm.Student("s", loss=keyword),)), toy, n_runs=2, sweep={"weight": [0.0, 1.0]})
+    np.testing.assert_array_equal(again.accuracy("s", 1), r.accuracy("s", 1))
+    # A hyperparameter the loss reads but the experiment lacks is named with those it has.
+    with pytest.raises(sm.ExperimentError, match=r"'s': its loss .*KeyError: 'delta'.*must be in Experiment.hparams: "
+                                                 r"\['learning_rate', 'temperature', 'weight'\]"):
+        sm.run(exp.replace(students=(sm.Student("s", loss=lambda z, y, m, w, hp: hp["delta"] * z.sum()),)), toy,
+               n_runs=1)
 
 
 def test_temperature_and_the_tables_order_against_a_hand_computation():

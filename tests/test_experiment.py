@@ -217,6 +217,15 @@ def test_the_acceptance_check_passes_on_the_committed_figure_and_fails_where_a_b
     assert format_acceptance({**committed, "config": Config(hidden_widths=(64,)).to_dict()}) == ""
     assert paper_settings(Config(n_runs=3, seed=5, run_batch=2)) and not paper_settings(Config(loss="mse"))
     assert format_acceptance(committed).endswith("cross_aux within 0.03 of chance ✓")
+    # Other settings are refused, not judged by MNIST's bounds: the Fashion-MNIST figure's teacher is at 0.85.
+    fashion = read_results(Path(__file__).resolve().parents[1] / "figures" / "fig10_fashion_mnist.json")
+    with pytest.raises(ValueError, match=r"paper's settings on MNIST.*dataset = 'fashion-mnist'"):
+        acceptance(fashion)
+    assert format_acceptance(fashion) == "" and not paper_settings({"name": "an engine experiment"})
+    import dataclasses
+
+    assert paper_settings(dataclasses.asdict(Config(n_runs=30)))  # tuples, as a dict of the dataclass holds them
+    assert paper_settings({k: v for k, v in committed["config"].items() if k != "init_noise_kind"})  # older record
 
 
 def test_the_config_variants_reach_the_figure_10_students_and_settings():

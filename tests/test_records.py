@@ -3,6 +3,7 @@
 import dataclasses
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,19 +72,49 @@ def test_the_environment_names_the_command_and_the_checkout_it_ran_from(monkeypa
         assert env["source"]["commit"] == head and isinstance(env["source"]["dirty"], bool)
     else:
         assert "source" not in env
-    # An installed copy (no .git beside the package) records no source.
-    fake = tmp_path / "site" / "subliminal_mlp" / "core" / "results.py"
-    monkeypatch.setattr(results, "__file__", str(fake))
-    source_revision.cache_clear()
+    # Copies of the package: installed (no repository), untracked inside another repository, or tracked in a
+    # subfolder of one; GIT_DIR pointing elsewhere is ignored.
+    def git(where, *args):
+        subprocess.run(["git", "-C", str(where), *args], check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t"})
+        return subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+
+    def revision_of(package_dir):
+        (package_dir / "core").mkdir(parents=True, exist_ok=True)
+        (package_dir / "__init__.py").touch()
+        monkeypatch.setattr(results, "__file__", str(package_dir / "core" / "results.py"))
+        source_revision.cache_clear()
+        return source_revision()
+
     try:
-        assert source_revision() is None and "source" not in environment()
+        assert revision_of(tmp_path / "site" / "subliminal_mlp") is None
+        other = tmp_path / "other"
+        other.mkdir()
+        git(other, "init", "-q")
+        (other / "x").write_text("x")
+        git(other, "add", "x")
+        head = git(other, "commit", "-qm", "x")
+        assert revision_of(other / "subliminal_mlp") is None  # untracked there: not that repository's code
+        git(other, "add", "subliminal_mlp")
+        head = git(other, "commit", "-qm", "package")
+        assert revision_of(other / "subliminal_mlp") == {"commit": head, "dirty": False}  # tracked in a subfolder
+        (other / "x").write_text("changed")  # another file of the repository: not the library's
+        assert revision_of(other / "subliminal_mlp")["dirty"] is False
+        (other / "subliminal_mlp" / "__init__.py").write_text("# changed")
+        assert revision_of(other / "subliminal_mlp")["dirty"] is True
+        monkeypatch.setenv("GIT_DIR", str(root / ".git"))
+        assert revision_of(other / "subliminal_mlp")["commit"] == head
     finally:
         monkeypatch.undo()
         source_revision.cache_clear()
     # The command line as a user would type it again.
     assert command_line(["/x/.venv/bin/subliminal-mlp", "figures", "demo"]) == "subliminal-mlp figures demo"
     assert command_line(["experiments/fig10_mnist.py", "--seeds", "4"]) == "python experiments/fig10_mnist.py --seeds 4"
-    assert command_line(["/r/subliminal_mlp/__main__.py", "reproduce"]) == "python -m subliminal_mlp reproduce"
+    package = Path(subliminal_mlp.__file__).parent
+    assert command_line([str(package / "__main__.py"), "reproduce"]) == "python -m subliminal_mlp reproduce"
+    assert command_line([str(package / "cli" / "__main__.py"), "-h"]) == "python -m subliminal_mlp.cli -h"
     assert shlex.split(command_line(["s.py", "--out", "a b"])) == ["python", "s.py", "--out", "a b"]
     assert command_line([]) == ""
 
@@ -635,6 +666,8 @@ def test_a_sweep_axis_spreads_values_spanning_decades_and_says_what_was_swept(tm
     assert axis("aux_logits", [1, 10, 100])[0] == [("log", {})]
     assert axis("temperature", [1.0, 2.0, 4.0]) == ([], "softmax temperature T (temperature)")  # within 20x: linear
     assert axis("input_mix", [0.0, 0.5, 1.0])[0] == []  # 0 and values within 20x of each other: linear
+    assert axis("input_mix", list(np.linspace(0, 1, 21)))[0] == []  # evenly spaced, though 0.05..1 spans 20x
+    assert axis("aux_logits", [5, 10, 15, 20, 100])[0] == [("log", {})]  # 5 to 100, unevenly
     assert axis("my_knob", ["a", "b"]) == ([], "my_knob")  # a name it does not know: as it is
 
 

@@ -19,9 +19,10 @@ key order::
       "created": "ISO-8601 UTC time"
     }
 
-``source`` is there only when the library runs from a git checkout (an editable install or
-``PYTHONPATH``): the commit the code was at, and ``dirty: true`` when tracked files differed from
-it; the version string alone cannot tell two commits apart. ``peak_rss_mb`` is the process's peak
+``source`` is there only when the library runs from a git checkout that tracks it (an editable
+install or ``PYTHONPATH``): the commit the code was at, and ``dirty: true`` when the library's files
+differed from it; the version string alone cannot tell two commits apart. ``command`` is the command
+line as given, paths included. ``peak_rss_mb`` is the process's peak
 resident memory when the record was written: in a command that makes several records (``figures``
 of several figures), the largest of theirs so far, not this record's own. Records written before
 ``command`` and ``source`` were added have neither.
@@ -520,9 +521,10 @@ def peak_rss_mb() -> float:
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command this process runs, as a shell line: ``subliminal-mlp figures demo``,
-    ``python experiments/sweep_width.py --seeds 10``, ``python -m subliminal_mlp reproduce``, or a
-    notebook kernel's own command line (``argv`` defaults to ``sys.argv``).
+    """The command this process runs, as a shell line, paths as they were given: ``subliminal-mlp figures
+    demo``, ``python experiments/sweep_width.py --seeds 10``, ``python -m subliminal_mlp reproduce``, or a
+    notebook kernel's own command line (``argv`` defaults to ``sys.argv``; ``python -m pkg.sub`` is named by
+    the module Python ran, else by the packages around the ``__main__.py`` it was given).
 
     >>> command_line(["/home/me/.venv/bin/subliminal-mlp", "reproduce", "--seeds", "4"])
     'subliminal-mlp reproduce --seeds 4'
@@ -532,35 +534,51 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     argv = list(sys.argv if argv is None else argv) or [""]
     head, rest = argv[0], argv[1:]
     path = Path(head)
-    if path.name == "__main__.py" and path.parent.name:
-        words = ["python", "-m", path.parent.name]
+    if path.name == "__main__.py":
+        words = ["python", "-m", _main_module(path, real=argv[0] == (sys.argv[:1] or [None])[0])]
     elif path.suffix == ".py":
         words = ["python", head]
-    elif path.name == "subliminal-mlp":
+    elif path.stem == "subliminal-mlp":  # the console script (subliminal-mlp.exe on Windows)
         words = ["subliminal-mlp"]
     else:
         words = [head] if head else []
     return shlex.join(words + rest)
 
 
+def _main_module(path: Path, real: bool) -> str:
+    """The module ``python -m`` ran as ``path`` (a ``__main__.py``): this process's ``__main__`` module's own
+    name where ``path`` is its file, else the dotted name of the packages (folders with ``__init__.py``) around it."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if real and spec is not None and spec.name:
+        return spec.name.removesuffix(".__main__")
+    names, folder = [], path.parent
+    while folder.name and (folder / "__init__.py").is_file():
+        names.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(names) or path.parent.name
+
+
 @lru_cache(maxsize=None)
 def source_revision() -> dict[str, Any] | None:
-    """``{"commit": sha, "dirty": bool}`` of the git checkout this library is imported from, else ``None``.
+    """``{"commit": sha, "dirty": bool}`` of the git repository that tracks this library's files, else ``None``.
 
-    ``None`` for an installed copy (no ``.git`` beside the package) or where git is missing; ``dirty`` is
-    whether tracked files differ from the commit (``git status --porcelain --untracked-files=no``).
-    Asked once per process, at the first record it writes.
+    ``None`` for an installed copy or a copy that its enclosing repository does not track (``git ls-files``
+    does not list the package), or where git is missing. ``dirty`` is whether the library's own files
+    differ from that commit (``git status --porcelain --untracked-files=no -- <package>``; a changed README
+    or a regenerated figure does not count). ``GIT_DIR`` and ``GIT_WORK_TREE`` are ignored: the
+    repository is the one around the package. Asked once per process, at the first record it writes.
     """
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None
+    package = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
     try:
         def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                                  check=True).stdout.strip()
+            return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=30,
+                                  check=True, env=env).stdout.strip()
 
+        if not git("ls-files", "--", "__init__.py"):  # a copy the repository around it does not track
+            return None
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": dirty} if re.fullmatch(r"[0-9a-f]{40,64}", commit) else None

@@ -466,17 +466,27 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
     return made
 
 
-def loss_reads_hparams(loss: Callable) -> bool:
-    """Whether a user's loss takes the hyperparameters: ``loss(z, y, mask, example_weights, hp)``, five
-    positional parameters (or a fifth named ``hp``), against the four of ``loss(z, y, mask, example_weights)``."""
+def loss_reads_hparams(loss: Callable) -> str | None:
+    """How a user's loss takes the run's hyperparameters: ``"positional"`` for ``loss(z, y, mask,
+    example_weights, hp)`` (a fifth positional parameter without a default, or one named ``hp``),
+    ``"keyword"`` for a keyword-only ``hp`` (``loss(z, y, mask, w, *, hp)``), else ``None``:
+    ``loss(z, y, mask, example_weights)`` (a ``*args`` loss is called with the four).
+
+    >>> loss_reads_hparams(lambda z, y, m, w, hp: 0.0), loss_reads_hparams(lambda z, y, m, w=None: 0.0)
+    ('positional', None)
+    """
     import inspect
 
     try:
-        positional = [q for q in inspect.signature(loss).parameters.values()
-                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+        parameters = list(inspect.signature(loss).parameters.values())
     except (TypeError, ValueError):
-        return False
-    return len(positional) >= 5 and (positional[4].default is positional[4].empty or positional[4].name == "hp")
+        return None
+    positional = [q for q in parameters if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 5 and (positional[4].default is positional[4].empty or positional[4].name == "hp"):
+        return "positional"
+    if any(q.name == "hp" and q.kind == q.KEYWORD_ONLY for q in parameters):
+        return "keyword"
+    return None
 
 
 def _n_args(fn) -> int:

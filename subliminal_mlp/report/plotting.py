@@ -325,9 +325,10 @@ def swept_axis_label(param: str, base_config: dict[str, Any]) -> str:
 def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     """Each model's accuracy against the swept value: mean line, 95 % CI band, chance line.
 
-    Numeric values spanning a factor of 20 or more are spread on a log axis; with a 0 among them, a
-    symmetric-log axis, linear up to the smallest positive value, so that 0, 0.005, 0.01 and 1 are
-    all told apart. The reference is drawn last (dashed), over any line at its level.
+    Numeric values spanning a factor of 20 or more, and not evenly spaced, are spread on a log axis;
+    with a 0 among them, a symmetric-log axis, linear up to the smallest positive value, so that 0,
+    0.005, 0.01 and 1 are all told apart (an evenly spaced grid, 0, 0.05, ..., 1, stays linear). The
+    reference is dashed and drawn above the other lines, so that it shows where one lies at its level.
     """
     from ..studies.sweep import numeric_axis
 
@@ -345,9 +346,11 @@ def plot_sweep(summary: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.2, linewidth=0)
     ax.axhline(summary["chance"], color="black", linestyle=":", linewidth=1.2, label="chance")
     positive = x[x > 0] if not categorical else x
+    gaps = np.diff(np.unique(x)) if not categorical else np.ones(1)
+    even = len(gaps) > 0 and gaps.max() <= 2 * gaps.min()  # an evenly spaced grid reads best on a linear axis
     if categorical:
         ax.set_xticks(x, summary["labels"], fontsize=8)
-    elif np.all(x >= 0) and len(positive) >= 2 and positive.max() / positive.min() >= 20:
+    elif not even and np.all(x >= 0) and len(positive) >= 2 and positive.max() / positive.min() >= 20:
         if np.all(x > 0):
             ax.set_xscale("log")
         else:  # a 0 among them: linear up to the smallest positive value, logarithmic beyond

@@ -212,23 +212,40 @@ def acceptance(record) -> dict[str, tuple[str, bool]]:
     """Each checked model of a Figure-10 record -> ``(what must hold, whether its mean accuracy does)``.
 
     The check (:data:`ACCEPTANCE`) is meant for the paper's settings over at least
-    :data:`ACCEPTANCE_MIN_RUNS` runs; :func:`paper_settings` says whether a record has the former.
+    :data:`ACCEPTANCE_MIN_RUNS` runs; a record of other settings (another dataset, width, loss, ...:
+    :func:`paper_settings`) is refused with a ``ValueError``, not judged by bounds set for MNIST.
 
-    >>> acceptance({"chance": 0.1, "models": {"teacher": {"mean": 0.94}, "cross_aux": {"mean": 0.14}}})
+    >>> record = {"config": {}, "chance": 0.1, "models": {"teacher": {"mean": 0.94}, "cross_aux": {"mean": 0.14}}}
+    >>> acceptance(record)
     {'teacher': ('> 0.93', True), 'cross_aux': ('within 0.03 of chance', False)}
     """
+    if not paper_settings(record["config"]):
+        raise ValueError("the acceptance check is for the paper's settings on MNIST; this record's settings differ "
+                         f"({', '.join(_differences(record['config']))}).")
     chance = record["chance"]
     return {name: (rule, bool(test(record["models"][name]["mean"], chance)))
             for name, (rule, test) in ACCEPTANCE.items() if name in record["models"]}
 
 
+def _differences(config) -> list[str]:
+    """``field = value`` for each protocol field of ``config`` that is not the paper's (:func:`paper_settings`)."""
+    try:
+        given = Config.from_dict(config.to_dict() if hasattr(config, "to_dict") else dict(config)).to_dict()
+    except ConfigError as e:  # not a Config's settings at all (an engine experiment's record, say)
+        return [f"not the settings of a Config: {e}"]
+    paper = Config().to_dict()
+    return [f"{k} = {v!r}" for k, v in given.items() if k not in ("n_runs", "seed", "run_batch") and v != paper[k]]
+
+
 def paper_settings(config) -> bool:
-    """Whether a record's ``config`` (a dict or a :class:`Config`) is the paper's protocol on MNIST: every
-    field at its default but the number of runs, the seed and ``run_batch``, which do not change the protocol."""
-    given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    ignore = {"n_runs", "seed", "run_batch"}
-    return {k: v for k, v in given.items() if k not in ignore} == \
-        {k: v for k, v in Config().to_dict().items() if k not in ignore}
+    """Whether a record's ``config`` (a dict, as written or read back, or a :class:`Config`) is the paper's
+    protocol on MNIST: every field at its default but the number of runs, the seed and ``run_batch``, which do
+    not change the protocol. A field the dict lacks (a record older than the field) is at its default.
+
+    >>> paper_settings({"n_runs": 25, "hidden_widths": [256, 256]}), paper_settings({"loss": "mse"})
+    (True, False)
+    """
+    return not _differences(config)
 
 
 def format_acceptance(record) -> str:
