@@ -111,6 +111,8 @@ def test_a_model_must_be_per_example_and_a_classifier():
         check_model(from_flax(nn.Dense(13), input_shape=(28, 28)))
     with pytest.raises(ModelError, match="fix the model's last layer"):  # flat inputs, a wrong head: the head
         check_model(from_flax(nn.Dense(12)))
+    with pytest.raises(ModelError, match="returns logits of dtype int32: they must be floating-point"):
+        check_model(Model(init, lambda p, x: jnp.round(x @ p["w"]).astype(jnp.int32)))
 
 
 def test_the_papers_mlp_functions_refuse_the_parameters_of_another_architecture():

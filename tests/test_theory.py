@@ -28,7 +28,7 @@ from subliminal_mlp import theory
 from subliminal_mlp.cli import main as cli_main
 from subliminal_mlp.core.config import Config
 from subliminal_mlp.core.model import apply, init_params
-from subliminal_mlp.core.models import ModelError, from_flax, mlp
+from subliminal_mlp.core.models import Model, ModelError, from_flax, mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -419,11 +419,11 @@ def test_bad_arguments_raise_clear_errors():
         with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"theta_S0\['\w+'\]\['\w+'\] is float32 but "
                                                                        r"theta_T0\['\w+'\]\['\w+'\] is float64"):
             theory.student_update(loss, half, t0, d_t, x, 0.1)
-    # Outside float64(): a float64 tree made inside it beside a float32 one is named (not JAX's jvp error); numpy
-    # float64 arrays are converted to float32 by JAX, as always, and mix with float32 ones.
+    # Outside float64(): a float64 tree made inside it is computed in float32, as documented, also beside a float32
+    # one (it was refused, naming the two); numpy float64 arrays are converted to float32 by JAX, as always.
     t32, d32 = (jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), t) for t in (t0, d_t))
-    with pytest.raises(ValueError, match=r"delta_T\['\w+'\]\['\w+'\] is float64 but theta_T0.* is float32"):
-        theory.first_order_coefficient(loss, t32, d_t, np.asarray(x, np.float32))
+    assert float(theory.first_order_coefficient(loss, t32, d_t, np.asarray(x, np.float32))) == \
+        float(theory.first_order_coefficient(loss, t32, d32, np.asarray(x, np.float32)))
     d_np = jax.tree.map(lambda a: np.asarray(a, np.float64), d_t)
     assert float(theory.first_order_coefficient(loss, t32, d_np, np.asarray(x, np.float32))) == pytest.approx(
         float(theory.first_order_coefficient(loss, t32, d32, np.asarray(x, np.float32))))
@@ -456,6 +456,18 @@ def test_bad_arguments_raise_clear_errors():
             theory.student_update(theory.StudentLoss.mse([1, 1]), t0, t0, d_t, x, 0.1)
         with pytest.raises(ValueError, match="does not fit the network"):
             theory.student_update(loss, t0, t0, d_t, x[:, :2], 0.1)
+        rounded = Model(lambda k: {"w": jnp.ones((3, 5))}, lambda q, xx: jnp.round(xx @ q["w"]).astype(jnp.int32),
+                        n_classes=3, aux_logits=2, input_shape=(3,))
+        w0 = theory.to_float64(rounded.init(None))
+        with pytest.raises(ModelError, match="outputs of dtype int32: .* must be floating-point"):
+            theory.student_update(theory.ce_aux(rounded), w0, w0, w0, x, 0.1, model=rounded)
+        # The pytree helpers refuse two trees of different structures or shapes (they paired unrelated entries).
+        tree = {"a": jnp.ones(2), "b": jnp.ones((2, 2))}
+        for other in ({"a": jnp.ones(2), "c": jnp.ones((2, 2))}, {"a": jnp.ones(2), "b": jnp.ones((4,))},
+                      {"a": jnp.ones(2), "b": jnp.ones((2, 3))}):
+            for helper in (theory.tree_dot, theory.tree_cosine):
+                with pytest.raises(ValueError, match="differ in (structure|a leaf's shape)"):
+                    helper(tree, other)
         with pytest.raises(ValueError, match="unknown loss setting"):
             theory.standard_losses(cfg, ["kl_aux"])
         with pytest.raises(ValueError, match="eps_min"):
@@ -517,6 +529,18 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
         warnings.filterwarnings("ignore", "Explicitly requested dtype float64", UserWarning)  # JAX's own, the same
         theory.first_order_coefficient(loss, p, d_t, x, model=net)
 
+    # Every kernel, on float64 arrays made inside the scope, computes in float32 after it (the sweep, alignment and
+    # student update failed inside differentiation, float64 primals against float32 cotangents).
+    with theory.float64():
+        A64 = theory.first_order_coefficient(loss, p, d_t, x, model=net)
+    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64"):
+        res = theory.sweep([loss], L_T, p, [p], x, [1e-6, 1e-5], loss_T_args=(x, labels), model=net)
+        al = theory.alignment(loss, L_T, p, p, d_t, x, 1e-3, 1.0, (x, labels), model=net)
+        upd = theory.student_update(loss, p, p, d_t, x, 1e-3, model=net)
+        A32 = theory.first_order_coefficient(loss, p, d_t, x, model=net)
+    assert res.A.dtype == jnp.float32 and {a.dtype for a in jax.tree.leaves(upd)} == {jnp.dtype(jnp.float32)}
+    assert A32.dtype == jnp.float32 and float(A32) == pytest.approx(float(A64), rel=1e-5)
+    assert np.isfinite(np.asarray(al["dot"]))
     with warnings.catch_warnings():
         warnings.simplefilter("error", theory.PrecisionWarning)
         jax.jit(lambda q, d, xx: theory.first_order_coefficient(loss, q, d, xx, model=net))(

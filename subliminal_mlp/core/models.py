@@ -166,6 +166,9 @@ def check_model(model: Model, key: Optional[jax.Array] = None) -> jax.ShapeDtype
     except Exception as e:  # noqa: BLE001 - any failure of a user's model is reported with its cause
         raise ModelError(f"model {model.name!r} cannot be applied to inputs of shape (batch, "
                          f"{', '.join(map(str, model.input_shape))}): {type(e).__name__}: {e}") from e
+    if hasattr(out, "dtype") and not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ModelError(f"model {model.name!r} returns logits of dtype {out.dtype}: they must be floating-point "
+                         "(the students are trained by gradients of the logits; an integer or rounded output has none).")
     if not hasattr(out, "shape") or tuple(out.shape) != (2, model.n_outputs):
         shape = getattr(out, "shape", None)
         extra_axes = shape is not None and len(shape) > 2 and len(model.input_shape) > 1

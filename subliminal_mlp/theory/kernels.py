@@ -154,12 +154,27 @@ def to_float64(tree: Any) -> Any:
 # ----------------------------------------------------------------------------- pytrees
 
 
+def _same_tree(a: Params, b: Params) -> None:
+    """ValueError unless ``a`` and ``b`` have one pytree structure and leaf shapes (else their flat vectors
+    would pair unrelated entries, or fail with a bare shape error)."""
+    ta, tb = jax.tree.structure(a), jax.tree.structure(b)
+    if ta != tb:
+        raise ValueError(f"the two parameter pytrees differ in structure ({ta} vs {tb}): give two trees of one "
+                         "architecture.")
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        if jnp.shape(la) != jnp.shape(lb):
+            raise ValueError(f"the two parameter pytrees differ in a leaf's shape ({jnp.shape(la)} vs "
+                             f"{jnp.shape(lb)}): give two trees of one architecture.")
+
+
 def tree_dot(a: Params, b: Params) -> jax.Array:
-    """``a·b`` of two parameter pytrees of the same structure (via ``ravel_pytree``).
+    """``a·b`` of two parameter pytrees of the same structure and shapes (via ``ravel_pytree``; a
+    ``ValueError`` otherwise).
 
     >>> float(tree_dot({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, 4.0])}))
     11.0
     """
+    _same_tree(a, b)
     return jnp.vdot(ravel_pytree(a)[0], ravel_pytree(b)[0])
 
 
@@ -169,7 +184,8 @@ def tree_norm(a: Params) -> jax.Array:
 
 
 def tree_cosine(a: Params, b: Params) -> jax.Array:
-    """``a·b / (‖a‖‖b‖)`` (0 when either is the zero vector)."""
+    """``a·b / (‖a‖‖b‖)`` (0 when either is the zero vector) of two pytrees of one structure (as :func:`tree_dot`)."""
+    _same_tree(a, b)
     fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
     den = jnp.linalg.norm(fa) * jnp.linalg.norm(fb)
     return jnp.where(den > 0, jnp.vdot(fa, fb) / jnp.where(den > 0, den, 1.0), 0.0)
@@ -311,6 +327,24 @@ def _warn_float32(**trees: Any) -> None:
             return
 
 
+def _float32_outside_scope(kernel: Callable) -> Callable:
+    """``kernel`` computing outside :func:`float64` in float32, as documented, on float64 JAX arrays made inside
+    the scope too (they keep their dtype after it, and mixed with JAX's float32 they fail inside
+    differentiation): such arrays among its arguments are cast to float32 first. Inside the scope, and on
+    traced or other values, nothing changes."""
+    def cast(a):
+        return (a.astype(jnp.float32) if isinstance(a, jax.Array) and a.dtype == jnp.float64 and _is_concrete(a)
+                else a)
+
+    @functools.wraps(kernel)
+    def run(*args, **kwargs):
+        if not jax.config.jax_enable_x64:
+            args, kwargs = jax.tree.map(cast, (args, kwargs))
+        return kernel(*args, **kwargs)
+
+    return run
+
+
 def _jax_dtype(a) -> np.dtype:
     """The dtype JAX computes ``a`` in: a JAX array's own (a float64 array made inside :func:`float64` stays
     float64 after it), a numpy array's or number's as JAX would convert it (float64 → float32 without x64)."""
@@ -370,6 +404,9 @@ def _check_inputs(net: _Net, theta: Params, x, losses: Sequence["StudentLoss"] =
         raise ModelError(f"x of shape {shape} does not fit the network ({net.label}), or the parameters are not "
                          f"this network's: {type(e).__name__}: {e}") from e
     out_shape = tuple(getattr(out, "shape", ()))
+    if not jnp.issubdtype(getattr(out, "dtype", jnp.float32), jnp.floating):
+        raise ModelError(f"{net.label} returns outputs of dtype {out.dtype}: the theorem differentiates the "
+                         "logits, which must be floating-point (an integer or rounded output has no gradient).")
     if len(out_shape) != 2 or out_shape[0] != shape[0]:
         raise ModelError(f"{net.label} returns outputs of shape {out_shape} for {shape[0]} inputs; "
                          "logits of shape (batch, n_outputs) are expected.")
@@ -762,6 +799,7 @@ def _teacher_update(theta_T0, loss_T_args, *, loss_T):
     return jax.tree.map(jnp.negative, g)
 
 
+@_float32_outside_scope
 def teacher_update(loss_T: LossT, theta_T0: Params, *loss_T_args, model: Optional[Model] = None,
                    apply_fn: Optional[Callable] = None) -> Params:
     """``ΔθT = −∇L_T(θT0)`` for any differentiable ``L_T(params, *loss_T_args) -> scalar`` (protocol.md §2).
@@ -797,6 +835,7 @@ def _student_update(theta_S0, theta_T0, delta_T, x, eps, *, loss, apply_fn):
     return jax.tree.map(jnp.negative, vjp(g)[0])
 
 
+@_float32_outside_scope
 def student_update(loss: StudentLoss, theta_S0: Params, theta_T0: Params, delta_T: Params, x: jax.Array,
                    eps, *, apply_fn: Optional[Callable] = None, model: Optional[Model] = None) -> Params:
     """``ΔθS(ε) = −∇_θ E_x L_S(f_θS0(x), f_{θT0+εΔθT}(x))`` (mean over the rows of ``x``; protocol.md §2).
@@ -817,6 +856,7 @@ def _output_tangent(theta_T0, delta_T, x, *, apply_fn):
     return jax.jvp(lambda p: apply_fn(p, x), (theta_T0,), (delta_T,))
 
 
+@_float32_outside_scope
 def output_tangent(theta_T0: Params, delta_T: Params, x: jax.Array, *, apply_fn: Optional[Callable] = None,
                    model: Optional[Model] = None) -> tuple[jax.Array, jax.Array]:
     """``(y0, v)``: the teacher's initial outputs ``f_θT0(x)`` and ``v = J_x ΔθT`` by ``jax.jvp`` (§2)."""
@@ -832,6 +872,7 @@ def _first_order_coefficient(theta_T0, delta_T, x, *, loss, apply_fn):
     return jnp.mean(quadratic_form(loss, y0, v))
 
 
+@_float32_outside_scope
 def first_order_coefficient(loss: StudentLoss, theta_T0: Params, delta_T: Params, x: jax.Array, *,
                             apply_fn: Optional[Callable] = None, model: Optional[Model] = None) -> jax.Array:
     """``A = E_x[vᵀ M(x) v]``, ``v = J_x ΔθT`` (jvp), ``M`` in closed form: ``ΔθS·ΔθT = εA + O(ε²)`` (§2).
@@ -864,6 +905,7 @@ def _alignment(theta_S0, theta_T0, delta_T, x, eps, alpha, loss_T_args, *, loss,
     return {"dot": dot, "cos": tree_cosine(d_s, delta_T), "delta_LT": lt1 - lt0}
 
 
+@_float32_outside_scope
 def alignment(loss: StudentLoss, loss_T: LossT, theta_S0: Params, theta_T0: Params, delta_T: Params,
               x: jax.Array, eps, alpha=1.0, loss_T_args: tuple = (), *, apply_fn: Optional[Callable] = None,
               model: Optional[Model] = None) -> dict[str, jax.Array]:
@@ -961,6 +1003,7 @@ def _sweep(theta_T0, students, delta_T, x, eps, alpha, loss_T_args, *, losses, l
                        norm_T=norm_T, dot0=dot0, norm_S0=norm0, change=change)
 
 
+@_float32_outside_scope
 def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, students: Sequence[Params],
           x: jax.Array, eps, *, alpha=1.0, loss_T_args: tuple = (), delta_T: Params | None = None,
           apply_fn: Optional[Callable] = None, model: Optional[Model] = None,
