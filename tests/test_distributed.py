@@ -343,6 +343,23 @@ def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_
             as err:
         distributed.initialize()
     assert ".." not in str(err.value)  # JAX's full stop, then ours
+
+    # A coordinator port another program holds (JAX's bare "Failed to start RPC server") says so; another runtime
+    # error is JAX's own.
+    def port_taken(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("UNKNOWN: Failed to start RPC server")
+
+    monkeypatch.setattr(jax.distributed, "initialize", port_taken)
+    with pytest.raises(distributed.DistributedError, match=r"coordinator at 127.0.0.1:7777: its port is in use .* "
+                                                           r"another free port .*JAX said: UNKNOWN: Failed to start"):
+        distributed.initialize("127.0.0.1:7777", 2, 0)
+
+    def other(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("UNKNOWN: something else")
+
+    monkeypatch.setattr(jax.distributed, "initialize", other)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):
+        distributed.initialize("127.0.0.1:7777", 2, 0)
     # once running, calling it again starts nothing
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
     assert distributed.initialize()["devices"] == 6

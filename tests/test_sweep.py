@@ -340,3 +340,24 @@ def test_a_dataset_given_under_another_datasets_name_is_refused_before_any_compu
     with pytest.raises(ConfigError, match="dataset = 'fashion-mnist' but the data given are 'mnist'"):
         run_sweep("aux_logits", [1, 3], TINY.replace(dataset="fashion-mnist"), out_dir=tmp_path, progress=False,
                   datasets={"fashion-mnist": fake_dataset(4096)}, log=lambda _: None)
+
+
+def test_only_process_0_draws_the_bar_over_the_values(monkeypatch, tmp_path, mnist):
+    # Under jax.distributed every process runs the sweep; the bar over its values is process 0's alone, as every
+    # other bar is (process 1 drew it too).
+    import tqdm.auto
+
+    drawn = []
+    real_tqdm = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda it, **k: (drawn.append(not k["disable"]), real_tqdm(it, **k))[1])
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_mod, "run_experiment", stop)  # the bar is made before the first value runs
+    for main in (True, False):
+        monkeypatch.setattr(sweep_mod, "is_main_process", lambda main=main: main)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep("aux_logits", [1, 2], TINY, out_dir=tmp_path / str(main), datasets={"mnist": mnist},
+                      progress=True, log=lambda s: None)
+    assert drawn == [True, False]

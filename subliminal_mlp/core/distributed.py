@@ -129,6 +129,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                 f"coordinator (host:port of process 0), the number of processes and this process's id: "
                 f"${COORDINATOR_ENV}, ${NUM_PROCESSES_ENV} and ${PROCESS_ID_ENV} (for any command or script), or the "
                 f"subliminal-mlp command's --coordinator-address, --num-processes and --process-id.") from e
+        except jax.errors.JaxRuntimeError as e:
+            if "Failed to start RPC server" not in str(e):
+                raise
+            where = coordinator_address or "the address JAX detected"
+            raise DistributedError(  # process 0 listens on the coordinator's port: another program holds it
+                f"cannot start the distributed runtime's coordinator at {where}: its port is in use (or not allowed) "
+                f"on this host. Give every process another free port (${COORDINATOR_ENV} or --coordinator-address "
+                f"host:PORT). JAX said: {str(e).strip()}") from e
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count()}
 

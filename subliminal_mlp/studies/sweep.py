@@ -228,7 +228,8 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
         elif todo:
             from tqdm.auto import tqdm
 
-            for i in tqdm(todo, desc=f"sweep {param}", unit="value", disable=not progress):
+            for i in tqdm(todo, desc=f"sweep {param}", unit="value",  # bars are process 0's (docs/distributed.md)
+                          disable=not (progress and is_main_process())):
                 finish(i, run_experiment(configs[i], data_for(configs[i]), log=log, pool=pools[i],
                                          on_divergence=on_divergence))
     ordered = [records[i] for i in range(len(values))]
