@@ -355,9 +355,9 @@ def test_only_process_0_draws_the_bar_over_the_values(monkeypatch, tmp_path, mni
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep_mod, "run_experiment", stop)  # the bar is made before the first value runs
-    for main in (True, False):
-        monkeypatch.setattr(sweep_mod, "is_main_process", lambda main=main: main)
+    for is_main in (True, False):
+        monkeypatch.setattr(sweep_mod, "is_main_process", lambda is_main=is_main: is_main)
         with pytest.raises(KeyboardInterrupt):
-            run_sweep("aux_logits", [1, 2], TINY, out_dir=tmp_path / str(main), datasets={"mnist": mnist},
+            run_sweep("aux_logits", [1, 2], TINY, out_dir=tmp_path / str(is_main), datasets={"mnist": mnist},
                       progress=True, log=lambda s: None)
     assert drawn == [True, False]
