@@ -673,6 +673,9 @@ def test_numpy_and_jax_numbers_are_taken_as_numbers_and_task_images_sized_when_b
     with_hp = inputs.source(lambda key, idx, hp: hp["s"] * jnp.ones((idx.shape[0], 784)), 8)
     np.testing.assert_array_equal(draw(scaled, [0, 1]), 0.5)
     np.testing.assert_array_equal(draw(with_hp, [0], hp={"s": 2.0}), 2.0)
+    # an hp after a defaulted parameter is given by name (it went, by position, into the defaulted one)
+    later = inputs.source(lambda key, idx, scale=0.5, hp=None: scale * hp["s"] * jnp.ones((idx.shape[0], 784)), 8)
+    np.testing.assert_array_equal(draw(later, [0], hp={"s": 2.0}), 1.0)
     # A temperature given as a function of the hyperparameters is the number it returns.
     from subliminal_mlp.core.engine import _distillation_loss
 

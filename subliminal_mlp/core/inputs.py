@@ -635,13 +635,41 @@ def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.
                        settings={"side": side, "std": std, "amplitude": f"array{a.shape}"})
 
 
+def takes_hparams(fn: Callable, position: int) -> Optional[str]:
+    """How a user's function takes the run's hyperparameters after its ``position`` leading arguments (an input
+    source's ``fn(key, idx, hp)``: 2; a student's ``loss(z, y, mask, example_weights, hp)``: 4):
+    ``"positional"`` when its parameter at that position has no default or is named ``hp``, ``"keyword"``
+    when a parameter named ``hp`` comes later or is keyword-only (``def loss(z, y, m, w, *, hp)``), else
+    ``None`` (called without them; so is a ``*args`` function, or one whose signature cannot be read).
+
+    >>> takes_hparams(lambda key, idx, hp: 0, 2), takes_hparams(lambda key, idx, scale=0.5: 0, 2)
+    ('positional', None)
+    >>> takes_hparams(lambda key, idx, scale=0.5, hp=None: 0, 2), takes_hparams(lambda z, y, m, w, *, hp: 0, 4)
+    ('keyword', 'keyword')
+    """
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [q for q in parameters if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    if len(positional) > position and (positional[position].default is positional[position].empty
+                                       or positional[position].name == "hp"):
+        return "positional"
+    if any(q.name == "hp" and q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY) for q in parameters):
+        return "keyword"
+    return None
+
+
 def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) -> InputSource:
     """A user's source: ``fn(key, idx)`` (or ``fn(key, idx, hp)``) returns examples ``idx``.
 
     ``fn`` must be a pure function of the run's input key and the indices (generate example j
     from ``fold_in(key, j)``, e.g. with :func:`per_example`), so that the set is fixed per run.
     It is given the hyperparameters when it has a third positional parameter without a default,
-    or one named ``hp``; parameters with defaults (``def fn(key, idx, scale=0.5)``) keep them.
+    or a parameter named ``hp`` (:func:`takes_hparams`); parameters with defaults (``def fn(key, idx,
+    scale=0.5)``) keep them.
 
     The engine checks this before compute (:func:`check_source`: examples 0 and 1 drawn in either
     order must be the same); a batch-wise ``jax.random.uniform(key, (len(idx), 784))`` is refused.
@@ -660,14 +688,9 @@ def source(fn: Callable[..., jax.Array], n: int, *, name: Optional[str] = None) 
     """
     import inspect
 
-    try:
-        positional = [q for q in inspect.signature(fn).parameters.values()
-                      if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
-        takes_hp = (any(q.name == "hp" for q in positional[2:])
-                    or sum(q.default is q.empty for q in positional) >= 3)
-    except (TypeError, ValueError):
-        takes_hp = False
-    draw = (lambda key, idx, hp: fn(key, idx, hp)) if takes_hp else (lambda key, idx, hp: fn(key, idx))
+    takes = takes_hparams(fn, 2)
+    draw = ((lambda key, idx, hp: fn(key, idx, hp)) if takes == "positional" else
+            (lambda key, idx, hp: fn(key, idx, hp=hp)) if takes == "keyword" else (lambda key, idx, hp: fn(key, idx)))
     settings: dict[str, Any] = {"_check_fixed": True}
     if not inspect.isfunction(fn) or not isinstance(setting_json(fn), str):
         settings["fn"] = fn  # what it closes over (or a partial's arguments) is recorded, not only its name

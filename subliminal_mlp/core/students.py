@@ -69,7 +69,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .config import ConfigError, SettingWarning
-from .inputs import Setting, resolve
+from .inputs import Setting, resolve, takes_hparams
 from .losses import distillation_loss
 from .models import Model, check_model, param_shapes, same_tree_shapes
 from .results import setting_json
@@ -467,26 +467,16 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
 
 
 def loss_reads_hparams(loss: Callable) -> str | None:
-    """How a user's loss takes the run's hyperparameters: ``"positional"`` for ``loss(z, y, mask,
-    example_weights, hp)`` (a fifth positional parameter without a default, or one named ``hp``),
-    ``"keyword"`` for a keyword-only ``hp`` (``loss(z, y, mask, w, *, hp)``), else ``None``:
-    ``loss(z, y, mask, example_weights)`` (a ``*args`` loss is called with the four).
+    """How a user's loss takes the run's hyperparameters (:func:`~.inputs.takes_hparams` after its four
+    arguments): ``"positional"`` for ``loss(z, y, mask, example_weights, hp)`` (a fifth positional parameter
+    without a default, or one named ``hp``), ``"keyword"`` for an ``hp`` that comes later or is keyword-only
+    (``loss(z, y, mask, w, *, hp)``), else ``None``: ``loss(z, y, mask, example_weights)`` (a ``*args`` loss
+    is called with the four).
 
     >>> loss_reads_hparams(lambda z, y, m, w, hp: 0.0), loss_reads_hparams(lambda z, y, m, w=None: 0.0)
     ('positional', None)
     """
-    import inspect
-
-    try:
-        parameters = list(inspect.signature(loss).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    positional = [q for q in parameters if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
-    if len(positional) >= 5 and (positional[4].default is positional[4].empty or positional[4].name == "hp"):
-        return "positional"
-    if any(q.name == "hp" and q.kind == q.KEYWORD_ONLY for q in parameters):
-        return "keyword"
-    return None
+    return takes_hparams(loss, 4)
 
 
 def _n_args(fn) -> int:
