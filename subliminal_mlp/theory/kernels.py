@@ -96,7 +96,7 @@ from jax.flatten_util import ravel_pytree
 from ..core.config import Config, is_integer
 from ..core.losses import class_cross_entropy, masked_log_softmax
 from ..core.model import apply as model_apply
-from ..core.models import MLP, Model, ModelError
+from ..core.models import MLP, Model, ModelError, same_tree_shapes
 
 __all__ = [
     "StudentLoss", "mse_all", "mse_aux", "ce_all", "ce_aux", "standard_losses", "STANDARD_LOSSES",
@@ -155,16 +155,12 @@ def to_float64(tree: Any) -> Any:
 
 
 def _same_tree(a: Params, b: Params) -> None:
-    """ValueError unless ``a`` and ``b`` have one pytree structure and leaf shapes (else their flat vectors
-    would pair unrelated entries, or fail with a bare shape error)."""
-    ta, tb = jax.tree.structure(a), jax.tree.structure(b)
-    if ta != tb:
-        raise ValueError(f"the two parameter pytrees differ in structure ({ta} vs {tb}): give two trees of one "
-                         "architecture.")
-    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        if jnp.shape(la) != jnp.shape(lb):
-            raise ValueError(f"the two parameter pytrees differ in a leaf's shape ({jnp.shape(la)} vs "
-                             f"{jnp.shape(lb)}): give two trees of one architecture.")
+    """ValueError unless ``a`` and ``b`` have one pytree structure and leaf shapes (:func:`~subliminal_mlp.core.models.
+    same_tree_shapes`; else their flat vectors would pair unrelated entries, or fail with a bare shape error)."""
+    if not same_tree_shapes(a, b, dtypes=False):
+        ta, tb = jax.tree.structure(a), jax.tree.structure(b)
+        what = f"structure ({ta} vs {tb})" if ta != tb else "a leaf's shape"
+        raise ValueError(f"the two parameter pytrees differ in {what}: give two trees of one architecture.")
 
 
 def tree_dot(a: Params, b: Params) -> jax.Array:
