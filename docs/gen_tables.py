@@ -51,27 +51,17 @@ FIG10_LABELS = {"reference": "reference (untrained)", "teacher": "teacher", "stu
                 "cross_all": "cross-model (all logits)"}
 
 
-def _fig10_criterion(name: str, record: dict) -> str:
-    """What the acceptance check (subliminal_mlp.studies.figure10.ACCEPTANCE) asks of a model of the MNIST figure,
-    and whether the record meets it."""
+def fig10_mnist() -> str:
     from subliminal_mlp.studies.figure10 import acceptance
 
-    if name == "reference":
-        return "chance"
-    checks = acceptance(record)
-    if name not in checks:
-        return "—"
-    rule, ok = checks[name]
-    return f"{rule} {'✓' if ok else '✗'}"
-
-
-def fig10_mnist() -> str:
     r = _read("fig10_mnist.json")
+    checks = acceptance(r)  # what the acceptance check asks of each model, and whether the record meets it
     rows = []
     for name, m in r["models"].items():
         mean = f"**{m['mean']:.4f}**" if name == "student_aux" else f"{m['mean']:.4f}"
-        rows.append([FIG10_LABELS.get(name, name), mean, f"{m['ci95']:.4f}",
-                     _fig10_criterion(name, r)])
+        rule = ("chance" if name == "reference" else
+                f"{checks[name][0]} {'✓' if checks[name][1] else '✗'}" if name in checks else "—")
+        rows.append([FIG10_LABELS.get(name, name), mean, f"{m['ci95']:.4f}", rule])
     return _table(["model", "accuracy", "± 95 % CI", "what must hold (acceptance check)"], rows)
 
 
