@@ -215,6 +215,18 @@ def test_a_process_that_fails_with_an_error_leaves_at_once_and_the_other_stops_s
     assert t1 < 90 and t0_done < 110, (t1, t0_done)
 
 
+def test_a_process_whose_partner_never_comes_says_first_where_it_waits_and_for_how_long(tmp_path):
+    # One process of two started alone: JAX stops it after the initialisation timeout with a message blaming a
+    # dead task; the line written before it names the address, the count and the timeout to check.
+    cmd = [sys.executable, "-c", "from subliminal_mlp.core import distributed; distributed.initialize()"]
+    env = _env(**_layout(_free_port(), 2, 1), **{distributed.INIT_TIMEOUT_ENV: "2"})
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    first = done.stderr.strip().splitlines()[0]
+    assert first.startswith("subliminal-mlp: process 1 of 2 connecting to the coordinator at 127.0.0.1:"), done.stderr
+    assert "within 2 s or all stop" in first and "2 processes and its own process id" in first
+
+
 @pytest.mark.parametrize("killed", [1, 0])
 def test_a_process_that_dies_makes_the_other_fail_within_the_heartbeat_timeout(data_root, tmp_path, killed):
     port = _free_port()
@@ -297,7 +309,7 @@ def test_the_switch_without_the_runtime_warns_that_every_process_does_all_the_wo
         sm.run(exp, task, n_runs=1)
 
 
-def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_start(monkeypatch):
+def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_start(monkeypatch, capsys):
     # jax.distributed.initialize replaced by a recorder: what it is given, without starting anything.
     import jax
 
@@ -317,6 +329,12 @@ def test_initialize_hands_the_layout_and_timeouts_to_jax_and_says_why_it_cannot_
     monkeypatch.setenv(distributed.HEARTBEAT_ENV, "7")
     monkeypatch.setenv(distributed.INIT_TIMEOUT_ENV, "11")
     info = distributed.initialize("host:1234")
+    # before it waits, each process says where and for how long; not with verbose=False, nor for one process
+    assert capsys.readouterr().err == distributed.connecting_message("host:1234", 3, 2, 11) + "\n"
+    distributed.initialize("host:1234", verbose=False)
+    distributed.initialize("host:1234", 1, 0)
+    assert capsys.readouterr().err == ""
+    del calls[1:]
     assert calls == [(("host:1234", 3, 2), {"local_device_ids": None, "heartbeat_timeout_seconds": 7,
                                              "initialization_timeout": 11})]
     assert info["local_devices"] == 2 and info["devices"] == 6  # this process's devices, then every process's

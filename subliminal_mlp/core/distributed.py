@@ -25,6 +25,7 @@ instead of waiting for ever. See ``docs/distributed.md``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Optional, Sequence
 
 import jax
@@ -93,7 +94,7 @@ def _env_int(name: str) -> Optional[int]:
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None, *, local_device_ids: Optional[Sequence[int]] = None,
                heartbeat_timeout_s: Optional[int] = None, initialization_timeout_s: Optional[int] = None,
-               **kwargs: Any) -> dict[str, int]:
+               verbose: bool = True, **kwargs: Any) -> dict[str, int]:
     """Start JAX's distributed runtime (``jax.distributed.initialize``); call before any JAX computation.
 
     Arguments left None come from the environment: ``coordinator_address`` ("host:port" of process
@@ -102,6 +103,10 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     :data:`INIT_TIMEOUT_ENV`; what is still unset JAX detects itself (SLURM, Open MPI, ...).
     ``kwargs`` go to ``jax.distributed.initialize`` as they are. Calling it again once running
     does nothing. Returns ``{"process_index", "process_count", "local_devices", "devices"}``.
+
+    With ``verbose`` (the default) each process first says on stderr where it connects and for how
+    long every process may take to (:func:`connecting_message`): a process that waits for one that
+    never comes is otherwise silent until JAX stops it, blaming a dead task.
     """
     if not jax.distributed.is_initialized():
         coordinator_address = coordinator_address or os.environ.get(COORDINATOR_ENV) or None
@@ -120,6 +125,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
             kwargs.setdefault("heartbeat_timeout_seconds", heartbeat)
         if init_timeout is not None:
             kwargs.setdefault("initialization_timeout", init_timeout)
+        if verbose and num_processes != 1:
+            print(connecting_message(coordinator_address, num_processes, process_id,
+                                     kwargs.get("initialization_timeout")), file=sys.stderr, flush=True)
         try:
             jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                        local_device_ids=local_device_ids, **kwargs)
@@ -139,6 +147,26 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                 f"host:PORT). JAX said: {str(e).strip()}") from e
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count()}
+
+
+def connecting_message(coordinator_address: Optional[str], num_processes: Optional[int],
+                       process_id: Optional[int], initialization_timeout: Optional[int]) -> str:
+    """The line :func:`initialize` writes before it waits for the other processes (None: JAX detects it).
+
+    >>> print(connecting_message("10.0.0.1:1234", 2, 1, None))  # doctest: +NORMALIZE_WHITESPACE
+    subliminal-mlp: process 1 of 2 connecting to the coordinator at 10.0.0.1:1234; every process must
+    connect within 300 s or all stop (JAX then reports DEADLINE_EXCEEDED ... RegisterTask, or a task
+    that died): if so, check that each one was started with this address and port, 2 processes and its
+    own process id.
+    """
+    who = "process " + ("(id from the cluster)" if process_id is None else str(process_id))
+    n = "(count from the cluster)" if num_processes is None else str(num_processes)
+    where = "(address from the cluster)" if coordinator_address is None else coordinator_address
+    timeout = 300 if initialization_timeout is None else initialization_timeout  # JAX's default
+    return (f"subliminal-mlp: {who} of {n} connecting to the coordinator at {where}; every process must connect "
+            f"within {timeout} s or all stop (JAX then reports DEADLINE_EXCEEDED ... RegisterTask, or a task that "
+            f"died): if so, check that each one was started with this address and port, {n} processes and its "
+            f"own process id.")
 
 
 def _check_address(address: Any) -> None:
