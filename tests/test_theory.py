@@ -525,9 +525,12 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
     # said on concrete arrays; not inside a traced program (the one-step study's float32 predictors).
     import warnings
 
-    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32"):
+    with pytest.warns(theory.PrecisionWarning, match="runs outside theory.float64.*computes in float32") as caught:
         warnings.filterwarnings("ignore", "Explicitly requested dtype float64", UserWarning)  # JAX's own, the same
         theory.first_order_coefficient(loss, p, d_t, x, model=net)
+    # once a call (the parameters' check and the inputs' both said it), at the caller's line, not the library's
+    assert [(w.filename, w.lineno) for w in caught if w.category is theory.PrecisionWarning] == \
+        [(__file__, sys._getframe().f_lineno - 3)]
 
     # Every kernel, on float64 arrays made inside the scope, computes in float32 after it (the sweep, alignment and
     # student update failed inside differentiation, float64 primals against float32 cotangents).

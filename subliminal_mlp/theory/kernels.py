@@ -82,8 +82,11 @@ beside float64 parameters is promoted: the kernel computes in float64, and says 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
@@ -302,6 +305,26 @@ class PrecisionWarning(UserWarning):
     """A kernel computes in float32, which a theorem check at ε ~ 1e-6 cannot afford (filter it to do so on purpose)."""
 
 
+#: Within one kernel call (and the kernels it calls), the PrecisionWarnings given already: each is said once a call.
+_WARNED: contextvars.ContextVar[Optional[set]] = contextvars.ContextVar("subliminal_mlp_precision_warned",
+                                                                        default=None)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _precision_warning(message: str) -> None:
+    """Warn (:class:`PrecisionWarning`) at the user's line (the first caller outside ``subliminal_mlp``), each
+    message once per kernel call (outside the scope, the parameters' check and the inputs' said it twice)."""
+    warned = _WARNED.get()
+    if warned is not None:
+        if message in warned:
+            return
+        warned.add(message)
+    frame, level = sys._getframe(0), 1  # level 1: this function, the frame calling warnings.warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, PrecisionWarning, stacklevel=level)
+
+
 def _warn_float32(**trees: Any) -> None:
     """Warn (:class:`PrecisionWarning`) when a kernel will compute in float32: inside :func:`float64`, when a
     float32 array is given (JAX keeps its inputs' precision); outside it (64-bit mode off), when it is
@@ -310,16 +333,15 @@ def _warn_float32(**trees: Any) -> None:
     if not jax.config.jax_enable_x64:
         leaves = [a for tree in trees.values() for a in jax.tree.leaves(tree)]
         if leaves and all(_is_concrete(a) for a in leaves if hasattr(a, "dtype")):
-            warnings.warn("this theory kernel runs outside theory.float64() (JAX's 64-bit mode is off), so it "
-                          "computes in float32, whatever the inputs' dtype: call it inside `with theory.float64():` "
-                          "(or filter theory.PrecisionWarning to compute in float32 on purpose).", PrecisionWarning,
-                          stacklevel=3)
+            _precision_warning("this theory kernel runs outside theory.float64() (JAX's 64-bit mode is off), so it "
+                               "computes in float32, whatever the inputs' dtype: call it inside `with "
+                               "theory.float64():` (or filter theory.PrecisionWarning to compute in float32 on "
+                               "purpose).")
         return
     for name, tree in trees.items():
         if any(getattr(a, "dtype", None) == jnp.float32 for a in jax.tree.leaves(tree)):
-            warnings.warn(f"{name} is float32 inside theory.float64(): this kernel computes in float32. Cast "
-                          "parameters and data with theory.to_float64 for float64 results.", PrecisionWarning,
-                          stacklevel=3)
+            _precision_warning(f"{name} is float32 inside theory.float64(): this kernel computes in float32. Cast "
+                               "parameters and data with theory.to_float64 for float64 results.")
             return
 
 
@@ -327,7 +349,7 @@ def _float32_outside_scope(kernel: Callable) -> Callable:
     """``kernel`` computing outside :func:`float64` in float32, as documented, on float64 JAX arrays made inside
     the scope too (they keep their dtype after it, and mixed with JAX's float32 they fail inside
     differentiation): such arrays among its arguments are cast to float32 first. Inside the scope, and on
-    traced or other values, nothing changes."""
+    traced or other values, nothing changes. A call gives each :class:`PrecisionWarning` once."""
     def cast(a):
         return (a.astype(jnp.float32) if isinstance(a, jax.Array) and a.dtype == jnp.float64 and _is_concrete(a)
                 else a)
@@ -336,7 +358,12 @@ def _float32_outside_scope(kernel: Callable) -> Callable:
     def run(*args, **kwargs):
         if not jax.config.jax_enable_x64:
             args, kwargs = jax.tree.map(cast, (args, kwargs))
-        return kernel(*args, **kwargs)
+        token = _WARNED.set(set()) if _WARNED.get() is None else None  # each warning once per outermost call
+        try:
+            return kernel(*args, **kwargs)
+        finally:
+            if token is not None:
+                _WARNED.reset(token)
 
     return run
 
