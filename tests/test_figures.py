@@ -479,7 +479,7 @@ def test_the_figures_command_hands_its_flags_to_the_pipeline(tmp_path, monkeypat
     monkeypatch.setattr(figures, "run_figures", lambda names, **kw: got.update(names=names, **kw) or {})
     assert cli.main(["figures", "fig10_mnist", "demo", "--out", str(tmp_path), "--force", "--no-teacher-cache",
                      "--no-progress", "--quick", "--data-dir", "D"]) == 0
-    assert got == {"names": ["fig10_mnist", "demo"], "out": str(tmp_path), "source": str(figures.FIGURES_DIR),
+    assert got == {"names": ["fig10_mnist", "demo"], "out": str(tmp_path), "source": None,
                    "force": True, "quick": True, "data_dir": "D", "teacher_cache": False, "progress": False}
     assert cli.main(["figures", "--out", str(tmp_path), "--teacher-cache", str(tmp_path / "t")]) == 0
     assert (got["force"], got["quick"], got["progress"]) == (False, False, True)
@@ -569,11 +569,43 @@ def test_the_committed_figures_are_the_checkouts_and_an_installed_package_looks_
     assert figures.FIGURES_DIR == Path(__file__).resolve().parents[1] / "figures"  # this checkout's
     module = tmp_path / "site-packages" / "subliminal_mlp" / "cli" / "figures.py"  # a package installed, no checkout
     module.parent.mkdir(parents=True)
-    assert figures._committed_figures(str(module)) == Path("figures")
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    assert figures._committed_figures(str(module), elsewhere) is None  # nowhere: none (the commands ask for --out)
     (tmp_path / "site-packages" / "figures").mkdir()  # a figures/ beside it is not a checkout's without its pyproject
-    assert figures._committed_figures(str(module)) == Path("figures")
-    (tmp_path / "site-packages" / "pyproject.toml").write_text("")
-    assert figures._committed_figures(str(module)) == tmp_path / "site-packages" / "figures"
+    assert figures._committed_figures(str(module), elsewhere) is None
+    (tmp_path / "site-packages" / "pyproject.toml").write_text('[project]\nname = "subliminal-mlp"\n')
+    assert figures._committed_figures(str(module), elsewhere) == tmp_path / "site-packages" / "figures"
+    # Installed, run in a directory: a checkout of the project there is the committed figures' place; a project of
+    # one's own with a figures/ folder and a pyproject.toml is not (the pipeline would fill it at the paper's scale).
+    (tmp_path / "site-packages" / "pyproject.toml").unlink()
+    (elsewhere / "figures").mkdir()
+    (elsewhere / "pyproject.toml").write_text('[project]\nname = "my-study"\n')
+    assert figures._committed_figures(str(module), elsewhere) is None
+    (elsewhere / "pyproject.toml").write_text((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert figures._committed_figures(str(module), elsewhere) == Path("figures")
+
+
+def test_outside_a_checkout_the_figures_command_lists_from_defaults_and_asks_where_to_write(monkeypatch, tmp_path,
+                                                                                            capsys):
+    monkeypatch.setattr(figures, "FIGURES_DIR", None)  # an installed package, run outside a checkout
+    monkeypatch.chdir(tmp_path)
+    made = []
+    monkeypatch.setattr(figures, "run_figures", lambda names, **kw: made.append((names, kw)) or {})
+    assert cli.main(["figures", "--list", "demo", "fig10_mnist"]) == 0  # the scripts' defaults, no status
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in listed[1:]] == [["fig10_mnist", "100", "-", "-"], ["demo", "1", "-", "-"]]
+    for argv in (["figures"], ["figures", "demo"], ["figures", "--redraw"], ["figures", "--quick", "demo"]):
+        assert cli.main(argv) == 2, argv
+        assert "there are no committed figures here" in capsys.readouterr().err and not made
+    assert not any(tmp_path.iterdir())  # nothing written into the working directory
+    with pytest.raises(figures.ConfigError, match="no committed figures here.*give out=DIR"):
+        figures.plan_figures(["demo"])
+    # given --out: made there, from the defaults
+    plan = figures.plan_figures(["demo"], out=tmp_path / "mine")
+    assert [(f.name, where) for f, _, where in plan] == [("demo", "defaults")]
+    assert cli.main(["figures", "demo", "--out", "mine"]) == 0 and made[0][1]["out"] == "mine"
+    assert figures._command("demo", Path("mine"), None, False) == "subliminal-mlp figures demo --out mine"
 
 
 def test_redraw_draws_what_is_asked_checks_every_place_first_and_waits_for_a_pipeline_making_it(tmp_path, capsys):
@@ -636,8 +668,8 @@ def test_redraw_draws_what_is_asked_checks_every_place_first_and_waits_for_a_pip
 def test_a_checkout_without_its_figures_directory_is_no_place_for_the_committed_figures(tmp_path):
     module = tmp_path / "src" / "subliminal_mlp" / "cli" / "figures.py"  # a source tree with pyproject, no figures/
     module.parent.mkdir(parents=True)
-    (tmp_path / "src" / "pyproject.toml").write_text("")
-    assert figures._committed_figures(str(module)) == Path("figures")
+    (tmp_path / "src" / "pyproject.toml").write_text('[project]\nname = "subliminal-mlp"\n')
+    assert figures._committed_figures(str(module), tmp_path) is None
 
 
 def test_the_makers_hand_the_data_dir_and_the_projection_rule_to_their_study(monkeypatch, tmp_path):

@@ -48,6 +48,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -65,15 +66,55 @@ from ..core.results import (RecordError, atomic_write_text, check_output, librar
                              sweep_value_paths, written_by)
 from ..report.plotting import DRAWERS, draw
 
-def _committed_figures(module: str = __file__) -> Path:
-    """``<repo>/figures`` when the package runs from a checkout (an editable install, or ``PYTHONPATH``);
-    else ``figures`` in the working directory (an installed package has no committed figures beside it)."""
+def _is_checkout(root: Path) -> bool:
+    """Whether ``root`` is a checkout of subliminal-mlp with its figures: a ``pyproject.toml`` naming the project
+    beside a ``figures/`` directory (a project of one's own with both is not one)."""
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return bool(re.search(r'^name\s*=\s*["\']subliminal-mlp["\']', text, re.M)) and (root / "figures").is_dir()
+
+
+def _committed_figures(module: str = __file__, cwd: Path | None = None) -> Optional[Path]:
+    """The committed figures: ``<repo>/figures`` when the package runs from a checkout (an editable install, or
+    ``PYTHONPATH``); else ``figures`` when the working directory is a checkout (the package installed from it);
+    else None: an installed package has no committed figures (the commands then ask for ``--out``)."""
     root = Path(module).resolve().parents[2]
-    return root / "figures" if (root / "pyproject.toml").is_file() and (root / "figures").is_dir() else Path("figures")
+    if _is_checkout(root):
+        return root / "figures"
+    return Path("figures") if _is_checkout(Path.cwd() if cwd is None else cwd) else None
 
 
-#: The committed figures of a checkout (``<repo>/figures``; ``./figures`` when the package is not run from one).
+#: The committed figures of a checkout (``<repo>/figures``; ``./figures`` when the working directory is a checkout
+#: and the package is installed; None when neither: there is nothing to remake in place).
 FIGURES_DIR = _committed_figures()
+#: What a command that writes figures says when it has no committed figures to default to.
+NO_CHECKOUT = ("there are no committed figures here (subliminal_mlp is not run from a checkout of subliminal-mlp, "
+               "nor is the working directory one): give --out DIR, where the figures are written (or, with --redraw, "
+               "the directory of the records to draw). Their settings are then the experiment scripts' defaults "
+               "(the paper's scale), or those of the records in --from DIR, e.g. a checkout's figures/.")
+
+
+def _out_dir(out: str | os.PathLike | None) -> Path:
+    """``out``, or the committed figures when None (a ConfigError, :data:`NO_CHECKOUT`, when there are none)."""
+    if out is not None:
+        return Path(out)
+    if FIGURES_DIR is None:
+        raise ConfigError(NO_CHECKOUT.replace("--out DIR", "out=DIR").replace("--from DIR", "source=DIR")
+                          .replace(", with --redraw,", ", to redraw,"))
+    return FIGURES_DIR
+
+
+def _source_dir(source: str | os.PathLike | None) -> Optional[Path]:
+    """``source``, or the committed figures when None (None when there are none: the scripts' defaults)."""
+    return Path(source) if source is not None else FIGURES_DIR
+
+
+def _same_dir(a: Optional[Path], b: Optional[Path]) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 #: The pipeline's state file in an output directory.
 STATE_FILE = ".figures-state.json"
 #: The folder of the pipeline's lock files in an output directory (one per figure being made, and the state's).
@@ -713,10 +754,11 @@ def _is_quick(path: Path) -> bool:
         return False
 
 
-def source_settings(fig: Figure, source: Path) -> tuple[dict, str]:
-    """``(settings, where)``: those of ``fig``'s committed JSON under ``source``, else the script's defaults."""
-    path = source / fig.record
-    if path.is_file():
+def source_settings(fig: Figure, source: Optional[Path]) -> tuple[dict, str]:
+    """``(settings, where)``: those of ``fig``'s committed JSON under ``source``, else (or with no ``source``) the
+    script's defaults."""
+    path = None if source is None else Path(source) / fig.record
+    if path is not None and path.is_file():
         try:
             return fig.settings(read_results(path)), str(path)
         except (RecordError, KeyError, TypeError, ConfigError) as e:
@@ -735,7 +777,7 @@ def _select(names: Sequence[str], registry: dict[str, Figure]) -> list[Figure]:
     return [fig for name, fig in registry.items() if name in wanted]  # registry order: what a figure reads first
 
 
-def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: Path | None = None,
+def list_figures(names: Sequence[str] = (), *, source: str | Path | None = None, out: str | Path | None = None,
                  registry: dict[str, Figure] | None = None, quick: bool | dict = False,
                  write: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Print (and return) each figure with its command, number of runs, last wall time and status in ``out``.
@@ -745,20 +787,24 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
     date``) or why it would make it. With ``quick`` the runs are the quick figure's, the command is
     the one that makes it (``subliminal-mlp figures NAME --quick --out OUT``, ``--out DIR`` when ``out``
     is ``source``, which ``--quick`` refuses; the experiment scripts take no quick settings) and the wall time is that of a quick record already in ``out``, if any.
+    ``source`` None: the committed figures (none outside a checkout: the scripts' defaults); ``out`` None:
+    ``source`` (none either: no status).
     """
-    out = Path(out) if out is not None else Path(source)
-    state = read_state(out)
+    source = _source_dir(source)
+    out = Path(out) if out is not None else source
+    state = read_state(out) if out is not None else {}
     rows = []
     for fig in _select(names, registry or REGISTRY):
         settings, where = source_settings(fig, source)
-        command, wall = fig.command(settings), wall_time(fig, source)
+        command, wall = fig.command(settings), None if source is None else wall_time(fig, source)
         if quick:
             settings = fig.quick(settings, QUICK if quick is True else dict(quick))
-            dest = Path("DIR") if out.resolve() == Path(source).resolve() else out  # --quick never writes into --from
-            command = _command(fig.name, dest, Path(source), quick)
-            wall = wall_time(fig, out) if _is_quick(out / fig.record) else None
+            dest = Path("DIR") if out is None or _same_dir(out, source) else out  # --quick never writes into --from
+            command = _command(fig.name, dest, source, quick)
+            wall = wall_time(fig, out) if out is not None and _is_quick(out / fig.record) else None
+        status = "-" if out is None else figure_status(fig, out, settings, state)[1]
         rows.append({"name": fig.name, "command": command, "runs": fig.runs(settings), "wall_s": wall,
-                     "settings_from": where, "status": figure_status(fig, out, settings, state)[1]})
+                     "settings_from": where, "status": status})
     write(f"{'figure':<28} {'runs':>5}  {'last wall':>10}   {'status':<28} command")
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
@@ -767,14 +813,15 @@ def list_figures(names: Sequence[str] = (), *, source: Path = FIGURES_DIR, out: 
     return rows
 
 
-def plan_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, source: str | Path = FIGURES_DIR,
+def plan_figures(names: Sequence[str] = (), *, out: str | Path | None = None, source: str | Path | None = None,
                  quick: bool | dict = False, registry: dict[str, Figure] | None = None) -> list:
     """The ``(figure, settings, where)`` of each figure :func:`run_figures` makes, in order, checked before
     anything is computed: the settings read from ``source`` (shrunk when ``quick``), ``out`` writable, and
-    every record a figure reads made before it (ConfigError otherwise)."""
-    out, source = Path(out), Path(source)
+    every record a figure reads made before it (ConfigError otherwise). ``out`` and ``source`` None: the
+    committed figures (outside a checkout ``out`` must be given; ``source`` None: the scripts' defaults)."""
+    out, source = _out_dir(out), _source_dir(source)
     figs = _select(names, registry or REGISTRY)
-    if quick and out.resolve() == source.resolve():
+    if quick and _same_dir(out, source):
         raise ConfigError(f"--quick writes tiny figures: give an --out other than {source}, where the settings "
                           "come from, so that they never replace the committed ones.")
     plan = []
@@ -787,7 +834,7 @@ def plan_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, so
     return plan
 
 
-def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, source: str | Path = FIGURES_DIR,
+def run_figures(names: Sequence[str] = (), *, out: str | Path | None = None, source: str | Path | None = None,
                 force: bool = False, quick: bool | dict = False, data_dir=None, teacher_cache: Any = None,
                 progress: bool = True, log: Callable[[str], None] = print,
                 registry: dict[str, Figure] | None = None) -> dict[str, str]:
@@ -812,7 +859,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     # hosts may not see), keeps the state and marks the records; every process computes every figure.
     main = is_main_process()
     log = main_print if log is print else log
-    out, source = Path(out), Path(source)
+    out, source = _out_dir(out), _source_dir(source)
     plan = plan_figures(names, out=out, source=source, quick=quick, registry=registry)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
     if cache is not None:
@@ -836,7 +883,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR, sou
     return done
 
 
-def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Path, force: bool,
+def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Optional[Path], force: bool,
                  quick: bool | dict, cache, context: Context, main: bool, locked: Optional[bool],
                  log: Callable[[str], None]) -> str:
     """One figure of :func:`run_figures`: skipped when up to date (``"skipped"``), else made (``"made"``, or
@@ -891,7 +938,7 @@ def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: 
     return "failed" if failed else "made"
 
 
-def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
+def redraw_figures(names: Sequence[str] = (), *, out: str | Path | None = None,
                    log: Callable[[str], None] = print, registry: dict[str, Figure] | None = None) -> dict[str, Path]:
     """Redraw the PNG of figures ``names`` (all by default) in ``out`` from the JSON record beside it: no
     compute, the JSON and CSV untouched (a figure's look changed, its numbers not). The pipeline's state
@@ -899,7 +946,7 @@ def redraw_figures(names: Sequence[str] = (), *, out: str | Path = FIGURES_DIR,
     Every record is read and every PNG's place checked before any is drawn. With no ``names``, a figure
     whose record is not in ``out`` (a directory of some figures, a ``--quick`` one) is skipped, and ``log``
     says so; a figure named, or a record that cannot be read, is an error."""
-    out = check_output(out)  # a file where the figures' directory should be: said as such
+    out = check_output(_out_dir(out))  # a file where the figures' directory should be: said as such
     plan = []
     for fig in _select(names, registry or REGISTRY):
         png = next((o for o in fig.outputs if o.endswith(".png")), None)
@@ -964,12 +1011,11 @@ def _check_plan(plan: list, out: Path) -> None:
         made += fig.outputs
 
 
-def _command(name: str, out: Path, source: Path, quick: bool | dict) -> str:
+def _command(name: str, out: Path, source: Optional[Path], quick: bool | dict) -> str:
     """The ``subliminal-mlp figures`` command that remakes figure ``name`` as this pipeline made it."""
-    here = FIGURES_DIR.resolve()
     return (f"subliminal-mlp figures {name}" + (" --quick" if quick else "")
-            + ("" if out.resolve() == here else f" --out {out}")
-            + ("" if source.resolve() == here else f" --from {source}"))
+            + ("" if _same_dir(out, FIGURES_DIR) else f" --out {out}")
+            + ("" if source is None or _same_dir(source, FIGURES_DIR) else f" --from {source}"))
 
 
 def _mark_record(path: Path, pipeline: dict[str, Any]) -> dict[str, Any]:
@@ -998,9 +1044,12 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="remake figures that are up to date")
     p.add_argument("--redraw", action="store_true",
                    help="only redraw each figure's PNG from its JSON record in --out (no compute; JSON and CSV kept)")
-    p.add_argument("--out", default=str(FIGURES_DIR), help=f"output directory (default {FIGURES_DIR})")
-    p.add_argument("--from", dest="source", default=str(FIGURES_DIR),
-                   help="directory of the JSON records whose settings are used (default: the committed figures)")
+    here = "the committed figures" + (f", {FIGURES_DIR}" if FIGURES_DIR is not None else
+                                       ": none, not run from a checkout of subliminal-mlp")
+    p.add_argument("--out", default=None, help=f"output directory (default {here}; give one outside a checkout)")
+    p.add_argument("--from", dest="source", default=None,
+                   help=f"directory of the JSON records whose settings are used (default {here}; without records, "
+                        "the experiment scripts' defaults)")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (2 runs, 1 epoch, ...), recorded as such; needs another --out")
     p.add_argument("--data-dir", default=None, help="data root holding mnist/ and fashion-mnist/")
@@ -1017,18 +1066,21 @@ def _check_args(a: argparse.Namespace) -> None:
     if a.redraw:
         if a.force or a.quick or a.list:
             raise ConfigError("--redraw draws from the records as they are: it takes no --force, --quick or --list.")
+        if a.out is None and FIGURES_DIR is None:
+            raise ConfigError(NO_CHECKOUT)
         return
-    if not Path(a.source).is_dir():
-        raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used: "
-                          "the committed figures/ of a checkout of subliminal-mlp, where the command runs from one "
-                          "or is run in one).")
+    if a.source is not None and not Path(a.source).is_dir():
+        raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used, "
+                          "e.g. the figures/ of a checkout of subliminal-mlp).")
     if a.no_teacher_cache and a.teacher_cache:
         raise ConfigError("give --teacher-cache DIR or --no-teacher-cache, not both.")
     if a.list and a.force:
         raise ConfigError("--list only lists (nothing is made): it takes no --force.")
     if not a.list:
-        source = Path(a.source)
-        if source.resolve() != FIGURES_DIR.resolve():  # a --from given: its records' settings, not the defaults
+        if a.out is None and FIGURES_DIR is None:
+            raise ConfigError(NO_CHECKOUT)
+        source = _source_dir(a.source)
+        if source is not None and not _same_dir(source, FIGURES_DIR):  # a --from: its records' settings, not defaults
             missing = [fig.record for fig in _select(a.names, REGISTRY) if not (source / fig.record).is_file()]
             if missing:
                 raise ConfigError(f"--from {source} has no record of {', '.join(missing)}: with --from the settings "
@@ -1046,7 +1098,7 @@ def _cmd_figures(a: argparse.Namespace) -> int:
         redraw_figures(a.names, out=a.out)
         return 0
     if a.list:
-        list_figures(a.names, source=Path(a.source), out=Path(a.out), quick=a.quick)
+        list_figures(a.names, source=a.source, out=a.out, quick=a.quick)
         return 0
     cache = False if a.no_teacher_cache else (TeacherCache(a.teacher_cache) if a.teacher_cache else None)
     done = run_figures(a.names, out=a.out, source=a.source, force=a.force, quick=a.quick, data_dir=a.data_dir,
