@@ -422,7 +422,7 @@ def test_download_from_local_mirror(
 
 
 def test_download_falls_back_to_next_mirror(
-    data_root: Path, tmp_path: Path, no_env: None, http_mirror: Callable[[Path], str]
+    data_root: Path, tmp_path: Path, no_env: None, http_mirror: Callable[[Path], str], capsys
 ) -> None:
     good = http_mirror(copy_mnist(data_root, tmp_path / "served"))
     empty = tmp_path / "empty"
@@ -432,8 +432,13 @@ def test_download_falls_back_to_next_mirror(
     copy_mnist(data_root, cache / "mnist")
     for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (cache / "mnist" / name).unlink()
+    capsys.readouterr()
     ds = load_mnist(cache_dir=cache, mirrors=[http_mirror(empty), good])
     assert ds.test_labels.shape == (10_000,)
+    # each file downloaded is said on stderr before its mirrors are tried (a silent wait otherwise)
+    assert capsys.readouterr().err.splitlines() == [
+        f"subliminal-mlp: downloading mnist/{name} into {cache / 'mnist'} (from 2 mirrors, up to 30 s each)"
+        for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
     assert leftovers(cache / "mnist") == []
 
 

@@ -56,6 +56,7 @@ import http.client
 import math
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -616,6 +617,9 @@ def _download_missing(
     by_name = {fs.name: fs for fs in spec.files}
     for name in missing:
         fs = by_name[name]
+        # said first: a network that drops packets makes each mirror wait DOWNLOAD_TIMEOUT_S in silence
+        print(f"subliminal-mlp: downloading {spec.name}/{name} into {target} (from {len(bases)} mirror"
+              f"{'s' if len(bases) > 1 else ''}, up to {DOWNLOAD_TIMEOUT_S:g} s each)", file=sys.stderr, flush=True)
         failures: list[str] = []
         for base in bases:
             url = base.rstrip("/") + "/" + name
