@@ -81,15 +81,14 @@ def _check(a: argparse.Namespace) -> None:
     def bad(msg: str) -> None:
         raise ConfigError(msg)
 
-    from ..theory.kernels import EPS_FLOOR
+    from ..theory.kernels import EPS_FLOOR, EPS_FLOOR_REASON
     from ..theory.theorem import COMPARISON_RANGE
 
     if not (math.isfinite(a.eps_min) and a.eps_min > 0):
         bad(f"--eps-min = {a.eps_min} is invalid: the teacher's step ε must be > 0.")
     if a.eps_min < EPS_FLOOR:
-        bad(f"--eps-min = {a.eps_min} is invalid: below {EPS_FLOOR:g}, float64 cancellation in the teacher's outputs "
-            "f(θT0 + εΔθT) − f(θT0) (about 1e-13/ε of ΔθS·ΔθT/ε) exceeds the 1e-3 tolerance and smaller steps "
-            f"underflow, so the check would fail on rounding: give --eps-min >= {EPS_FLOOR:g} (default 1e-6).")
+        bad(f"--eps-min = {a.eps_min} is invalid: {EPS_FLOOR_REASON.replace('below it', f'below {EPS_FLOOR:g}')}: "
+            f"give --eps-min >= {EPS_FLOOR:g} (default 1e-6).")
     if not (math.isfinite(a.eps_max) and a.eps_max > a.eps_min):
         bad(f"--eps-max = {a.eps_max} is invalid: it must be finite and larger than --eps-min = {a.eps_min}.")
     if a.n_eps < 2:

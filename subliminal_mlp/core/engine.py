@@ -7,8 +7,8 @@ table of :class:`~subliminal_mlp.core.students.Student`), the static settings th
 can be swept inside one program. A :class:`Task` holds the teacher's data. :func:`run` runs
 ``n_runs`` runs (times the swept values) and returns a :class:`Result` of per-run numbers.
 
-Within run ``i`` of seed ``s`` (protocol.md §1), every key is ``fold_in(fold_in(PRNGKey(s), i),
-stream)`` (:func:`run_keys`):
+Within run ``i`` of seed ``s`` (the runs of protocol.md §1; the key scheme is this library's), every key
+is ``fold_in(fold_in(PRNGKey(s), i), stream)`` (:func:`run_keys`):
 
 * ``reference``: θ0 = ``model.init(keys["init"])``, the shared initialisation;
 * ``teacher``: θ0 trained ``teacher_epochs`` epochs on the task's class cross-entropy (Adam);

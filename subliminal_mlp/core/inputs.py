@@ -191,7 +191,7 @@ def _uniform_one(k, shape, scale):
 
 
 def uniform(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (784,)) -> InputSource:
-    """Uniform noise in ``[-scale, scale]^shape`` (the paper: scale 1, MNIST's 784 pixels)."""
+    """Uniform noise in ``[-scale, scale)^shape`` (the paper: U[-1, 1], scale 1, MNIST's 784 pixels)."""
     return _noise("uniform", n, shape, _uniform_one, scale=scale)
 
 
@@ -367,7 +367,8 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     the d input dimensions (QR of a Gaussian matrix drawn from ``fold_in(key, BASIS_STREAM)``, a key no
     example of the base shares); example j is
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
-    expected squared norm is the base's. ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
+    expected squared norm is the base's when the base's covariance is isotropic (uniform, Gaussian,
+    Bernoulli noise; not images, whose power lies in few directions). ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
     rounding.
 
     ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a

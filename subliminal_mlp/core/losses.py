@@ -1,9 +1,10 @@
 """The training and distillation losses (protocol.md §1, §2).
 
-Distillation losses take a vector ``w`` of non-negative weights over the logits. With a 0/1
-mask ``w`` the KL loss is the softmax restricted to the selected logits (``w`` = aux mask: the
-paper's aux-only student; ``w`` = ones: the all-logits student), and the squared-error loss is
-the theorem's weighted squared error ``Σ_i w_i (z_i - y_i)²``.
+Distillation losses take a vector ``w`` of non-negative weights over the logits. The KL loss uses
+only which logits it selects (``w_i > 0``; their values do not weight it): the softmax restricted
+to them (``w`` = aux mask: the paper's aux-only student; ``w`` = ones: the all-logits student). The
+squared-error loss is the theorem's weighted squared error ``Σ_i w_i (z_i - y_i)²``, each logit
+weighted by its ``w_i``.
 
 Batch reduction: the class cross-entropy is a *mean* over the batch (PyTorch's default, used for
 the teacher); distillation losses are *summed* over the batch, as in the authors' script. With
@@ -77,6 +78,8 @@ def mse_distillation(student_logits: jax.Array, teacher_logits: jax.Array, mask:
                      example_weights: jax.Array | None = None) -> jax.Array:
     """``Σ_batch Σ_i w_i (z_i − y_i)²``: weighted squared error on raw logits (Jiang et al.; §2).
 
+    A sum over the batch and the logits, not a mean (the "mse" of the name is Jiang et al.'s; their
+    reduction is not stated, protocol.md §4; with Adam the scale changes nothing beyond Adam's ε).
     ``example_weights`` (shape: the batch) weights each example's error in the sum.
 
     >>> import jax.numpy as jnp

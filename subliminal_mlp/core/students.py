@@ -121,7 +121,8 @@ class perturbed:
     name or function; default the hyperparameter ``"init_noise"``), ξ from the run's
     ``init_noise`` key. With ``orthogonal=True``, ξ loses its component along the teacher's total
     update ``d = θ_teacher − θ0`` and is rescaled to its original norm, so the perturbation has the
-    same size but cannot move along d.
+    same size but cannot move along d. ``d`` is always the experiment's own teacher (``"teacher"``)
+    minus the own reference, whatever ``base`` and the student's ``teacher``.
     """
 
     sigma: Setting = "init_noise"

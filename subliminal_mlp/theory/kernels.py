@@ -294,11 +294,17 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
 #: The smallest step ``ε`` that :func:`eps_grid` (and the theorem check) accepts. The student's update is
 #: computed from the teacher's outputs minus its own, ``f(θT0 + εΔθT) − f(θT0)`` at a shared start, which loses
 #: ``u·‖f‖`` to cancellation (``u = 2.2e-16``, float64): a relative error ``u·‖f‖/(ε‖J ΔθT‖)`` of ``ΔθS·ΔθT/ε``,
-#: which the check allows as ``1e-13/ε`` (:data:`subliminal_mlp.theory.theorem.CANCELLATION`). Below
-#: ``1e-13 / 1e-3 = 1e-10`` that rounding alone exceeds the default tolerance 1e-3 of the relative gap
-#: (at ``ε = 1e-13`` the gap is ~1e-2 of rounding), and far below it the steps underflow (``ε = 1e-200``
-#: moves nothing; ``1e-320`` is subnormal).
+#: which the check allows as ``1e-13/ε`` (:data:`subliminal_mlp.theory.theorem.CANCELLATION`, enough for
+#: ``‖f‖/‖J ΔθT‖`` up to ~450). Below ``1e-13 / 1e-3 = 1e-10`` that allowance reaches the default tolerance 1e-3
+#: of the relative gap, so the check could no longer tell a wrong first-order term from rounding (the rounding
+#: itself is usually far smaller: on the paper's MLP ~1e-7..1e-5 of the ratio at ``ε = 1e-10``, up to ~1e-3 at
+#: ``1e-13``), and far below it the steps underflow (``ε = 1e-200`` moves nothing; ``1e-320`` is subnormal).
 EPS_FLOOR = 1e-10
+#: Why a smaller ε is refused (the messages of :func:`eps_grid`, :func:`~subliminal_mlp.theory.theorem.check_eps`
+#: and ``subliminal-mlp theorem``).
+EPS_FLOOR_REASON = ("below it the check's allowance for float64 cancellation in f(θT0 + εΔθT) − f(θT0), 1e-13/ε of "
+                    "ΔθS·ΔθT/ε, reaches its 1e-3 tolerance, so it could no longer tell a wrong first-order term from "
+                    "rounding, and far smaller steps underflow")
 
 
 class PrecisionWarning(UserWarning):
@@ -1106,8 +1112,7 @@ def eps_grid(eps_min: float = 1e-6, eps_max: float = 1.0, n: int = 64) -> np.nda
     if not (eps_min > 0 and eps_max > eps_min and math.isfinite(eps_max)):
         raise ValueError(f"need 0 < eps_min < eps_max < inf; got eps_min={eps_min}, eps_max={eps_max}.")
     if eps_min < EPS_FLOOR:
-        raise ValueError(f"eps_min = {eps_min} is below {EPS_FLOOR:g}: there float64 cancellation in "
-                         "f(θT0 + εΔθT) − f(θT0) (about 1e-13/ε of ΔθS·ΔθT/ε) exceeds the check's 1e-3 tolerance "
-                         f"and the steps underflow; give eps_min >= {EPS_FLOOR:g} (1e-6 is the default).")
+        raise ValueError(f"eps_min = {eps_min} is below {EPS_FLOOR:g}: {EPS_FLOOR_REASON}; give eps_min >= "
+                         f"{EPS_FLOOR:g} (1e-6 is the default).")
     n = _check_count("n (the number of ε values)", n, 2)
     return np.geomspace(eps_min, eps_max, n)

@@ -6,7 +6,8 @@ inputs, after centring every column:
     CKA(X, Y) = ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F)
 
 It lies in [0, 1], equals 1 for Y = X·Q·s (Q orthogonal, s > 0, plus any translation), and
-does not need the two models' units to correspond. The feature cosine (Jiang et al.'s measure)
+does not need the two models' units to correspond. The feature cosine (Jiang et al.'s measure, a
+"penultimate-layer cosine similarity", protocol.md §1; the per-input mean is this library's reading)
 is the mean over inputs of cos(x_i, y_i); it needs matched units (it is 1 only when the same
 unit fires the same way in both models).
 """
