@@ -58,6 +58,9 @@ def test_batch_larger_than_the_data_is_rejected():
         Config(batch_size=1024).check_data(n_train=500, input_dim=784)
     with pytest.raises(ConfigError, match="input_dim = 784"):
         Config().check_data(n_train=60_000, input_dim=100)
+    with pytest.raises(ConfigError, match="n_classes = 5 does not match the data's 10 classes"):
+        Config(n_classes=5).check_data(n_train=60_000, input_dim=784, n_classes=10)
+    Config().check_data(n_train=60_000, input_dim=784, n_classes=10)
     # the task's images as inputs: the first n_noise of the training set, which must hold them
     with pytest.raises(ConfigError, match="n_noise = 60000 is larger than the 500 training images"):
         Config(student_inputs="task", batch_size=100).check_data(n_train=500, input_dim=784)

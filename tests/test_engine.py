@@ -594,6 +594,11 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
     other = jax.tree.map(lambda a: a[None], sm.mlp((16,)).init(jax.random.PRNGKey(0)))
     with pytest.raises(sm.ExperimentError, match=r"teachers= do not fit.*\(784, 16\).*\(784, 32\)"):
         validate(TINY, task, teachers=other)
+    # Teachers of another number of runs (indexing would clamp: runs past the end would reuse the last teacher).
+    two = jax.tree.map(lambda a: jnp.stack([a, a]), TINY.model.init(jax.random.PRNGKey(0)))
+    validate(TINY, task, teachers=two, n_runs=2)
+    with pytest.raises(sm.ExperimentError, match=r"teachers have leading axis \[2\], expected n_runs = 3"):
+        validate(TINY, task, teachers=two, n_runs=3)
     # A student's own code that fails or returns the wrong shape is named with its student, before the run.
     import optax
 
@@ -735,19 +740,39 @@ def test_engine_figure10_equals_run_experiment_and_teachers_can_be_reused(task, 
     np.testing.assert_array_equal(some.accuracies[0, :, 2:], r.accuracies[0, :, 4:])
 
 
-def test_students_differing_only_in_temperature_each_train_at_their_own(task):
-    # Students that differ in T alone must not be stacked into one group trained at one T: "hot" trained
-    # beside "cold" ends where "hot" trained alone does, and not where a cold student does.
+@pytest.mark.parametrize("field, value", [("temperature", 4.0), ("targets", lambda v: jnp.zeros_like(v.logits))])
+def test_students_differing_only_in_temperature_or_targets_each_train_at_their_own(task, field, value):
+    # Students that differ in T (or their targets hook) alone must not be stacked into one group trained at one T
+    # (with one hook): "b" trained beside "a" ends where "b" trained alone does, and not where an "a" does.
     def param_sum(name):
         return lambda view: sum(jnp.sum(leaf) for leaf in jax.tree.leaves(view.students[name]))
 
-    hot, cold = sm.Student("hot", temperature=4.0), sm.Student("cold", temperature=1.0)
-    exp = TINY.replace(student_epochs=1, metrics={"hot": param_sum("hot")})
-    both = sm.run(exp.replace(students=(cold, hot)), task, n_runs=1, run_batch=1)
-    alone = sm.run(exp.replace(students=(hot,)), task, n_runs=1, run_batch=1)
-    as_cold = sm.run(exp.replace(students=(hot.replace(temperature=1.0),)), task, n_runs=1, run_batch=1)
-    np.testing.assert_allclose(both.metrics["hot"], alone.metrics["hot"], rtol=1e-6)
-    assert not np.allclose(both.metrics["hot"], as_cold.metrics["hot"], rtol=1e-4)
+    a = sm.Student("a", temperature=1.0)
+    b = a.replace(name="b", **{field: value})
+    exp = TINY.replace(student_epochs=1, metrics={"b": param_sum("b")})
+    both = sm.run(exp.replace(students=(a, b)), task, n_runs=1, run_batch=1)
+    alone = sm.run(exp.replace(students=(b,)), task, n_runs=1, run_batch=1)
+    as_a = sm.run(exp.replace(students=(a.replace(name="b"),)), task, n_runs=1, run_batch=1)
+    np.testing.assert_allclose(both.metrics["b"], alone.metrics["b"], rtol=1e-6)
+    assert not np.allclose(both.metrics["b"], as_a.metrics["b"], rtol=1e-4)
+
+
+def test_students_are_stacked_together_only_when_every_setting_that_trains_them_is_the_same():
+    # Every field of a Student but its name, start and outputs (which a stacked group carries per student) changes
+    # how it trains: a student that differs in any one of them is its own group. A field added to Student must be
+    # added to group_key or to the per-student ones here.
+    import dataclasses
+
+    per_student = {"name", "start", "outputs"}
+    changed = {"loss": "mse", "teacher": "other", "temperature": 2.0, "optimizer": optax.sgd(0.1),
+               "example_weights": lambda v: jnp.ones(v.idx.shape[0]), "targets": lambda v: v.logits,
+               "params": {"c": 1.0}, "penalty": lambda v: 0.0, "model": sm.mlp((8,))}
+    assert {f.name for f in dataclasses.fields(sm.Student)} == per_student | set(changed)
+    base = sm.Student("s")
+    for name, value in changed.items():
+        assert base.replace(**{name: value}).group_key() != base.group_key(), name
+    for name, value in {"name": "t", "start": "cross", "outputs": "all"}.items():
+        assert base.replace(**{name: value}).group_key() == base.group_key(), name
 
 
 def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task, tmp_path):
@@ -1068,6 +1093,43 @@ def test_temperature_and_the_tables_order_against_a_hand_computation():
     np.testing.assert_allclose(r.distill_loss[0], r.metrics["loss"][0], rtol=1e-5)
     values = np.sort(r.metrics["loss"][0, 0])
     assert values[0] > 0 and np.all(values[1:] > 1.5 * values[:-1])  # four clearly different losses to tell apart
+
+
+def test_the_tracked_distillation_loss_is_the_last_epochs_and_each_step_sees_the_runs_own_noise():
+    # Students that move (Adam): each step's batch loss, computed by hand from what the step sees (the students
+    # before the update, the batch x, the teacher's logits on it), summed over the last epoch's steps / n, is the
+    # tracked distill_loss, which is not the average over the epochs. And the batch x of every step is the input
+    # source drawn from the run's own "noise" key at the step's indices, bit for bit (no other stream's key).
+    from subliminal_mlp.core.losses import kl_distillation
+    from subliminal_mlp.core.training import steps_per_epoch
+
+    toy, net = _toy()
+    students = (sm.Student("own_aux", "own", "aux"), sm.Student("cross_all", "cross", "all"))
+
+    def batch_loss(view):
+        return jnp.stack([kl_distillation(net.apply(view.run.students[s.name], view.x), view.logits["teacher"],
+                                          output_mask(s.outputs, 2, 2)) for s in students])
+
+    src = inputs.uniform(128, shape=(8,))
+    exp = sm.Experiment(model=net, inputs=src, teacher_epochs=2, student_epochs=3, batch_size=64,
+                        hparams={"learning_rate": 3e-2, "temperature": 1.0}, track_losses=True, students=students,
+                        step_metrics={"loss": batch_loss, "x": lambda v: v.x, "idx": lambda v: v.idx})
+    r = sm.run(exp, toy, n_runs=2)
+    per_step = r.step_metrics["loss"]  # (values, runs, steps, students)
+    n_steps = steps_per_epoch(128, 64)
+    assert per_step.shape == (1, 2, 3 * n_steps, 2)
+    last = per_step[:, :, -n_steps:].sum(axis=2) / 128
+    np.testing.assert_allclose(r.distill_loss, last, rtol=1e-5)
+    every = per_step.sum(axis=2) / (128 * 3)
+    assert np.all(np.abs(every - last) > 0.05 * last)  # the last epoch is not the average
+    for run in range(2):
+        keys = engine.run_keys(0, run)
+        idx = r.step_metrics["idx"][0, run]
+        by_key = {name: jax.vmap(lambda i, k=k: src.draw(src.prepare(k, src.arrays, {}), i, {}))(jnp.asarray(idx))
+                  for name, k in keys.items()}
+        np.testing.assert_array_equal(r.step_metrics["x"][0, run], by_key["noise"])
+        assert not any(np.array_equal(r.step_metrics["x"][0, run], v) for k, v in by_key.items() if k != "noise")
+    assert len(set(engine.STREAMS.values())) == len(engine.STREAMS)  # the named streams are distinct
 
 
 def test_derived_teachers_logits_and_the_teacher_against_a_hand_trained_one():

@@ -213,6 +213,17 @@ def test_the_acceptance_check_passes_on_the_committed_figure_and_fails_where_a_b
         assert {n for n, (_, ok) in acceptance(record).items() if not ok} == {name}
         assert f"{name} {acceptance(record)[name][0]} ✗" in format_acceptance(record)
     assert acceptance({**committed, "chance": 0.2})["cross_aux"][1] is False  # measured against the record's chance
+    # Each rule's text is its test: the number it states is the bound, just above it passes and just below fails.
+    from subliminal_mlp.studies.figure10 import ACCEPTANCE
+
+    for name, (rule, holds) in ACCEPTANCE.items():
+        bound = float(re.search(r"\d+\.\d+", rule).group())
+        if rule.startswith(">"):
+            assert holds(bound + 1e-3, 0.1) and not holds(bound, 0.1) and not holds(bound - 1e-3, 0.1), name
+        else:  # within `bound` of chance, on either side
+            assert rule == f"within {bound} of chance"
+            assert all(holds(0.1 + d, 0.1) for d in (bound - 1e-3, -(bound - 1e-3)))
+            assert not any(holds(0.1 + d, 0.1) for d in (bound + 1e-3, -(bound + 1e-3))), name
     # Only for the paper's settings; the runs, seed and run_batch do not change them.
     assert format_acceptance({**committed, "config": Config(hidden_widths=(64,)).to_dict()}) == ""
     assert paper_settings(Config(n_runs=3, seed=5, run_batch=2)) and not paper_settings(Config(loss="mse"))
