@@ -175,6 +175,15 @@ def test_readme_is_short_and_keeps_the_two_commands():
         assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
 
 
+def test_the_protocol_page_is_the_projects_protocol_document():
+    """docs/protocol.md, which the docstrings cite as "protocol.md §N", is the project's protocol document."""
+    shared = ROOT.parent / "shared" / "docs" / "protocol.md"
+    if not shared.is_file():
+        pytest.skip("no ../shared/docs/protocol.md beside this checkout to compare with")
+    assert (DOCS / "protocol.md").read_text(encoding="utf-8") == shared.read_text(encoding="utf-8"), \
+        "docs/protocol.md differs from ../shared/docs/protocol.md: copy it again (cp ../shared/docs/protocol.md docs/)"
+
+
 def test_figure_links_resolve_in_the_repository_too():
     """The pages link to figures/ by their path in the repository, so that they show on GitHub (the site's hook
     rewrites them to the site's figures/: test_mkdocs_build_strict checks that side)."""
