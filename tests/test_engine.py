@@ -833,7 +833,7 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
         sm.draw(3, tmp_path / "x.png")
     # the swept wd is named as swept (its values label the bars); it read "wd 0", the base value it replaced
     caption = experiment_caption(record)
-    assert "wd [swept]" in caption and "wd 0" not in caption and "2 runs (mean ± 95% CI)" in caption
+    assert "wd [swept]" in caption and "wd 0" not in caption and "2 runs (mean ± 1.96·sd/√n, narrower than a 95% CI)" in caption
     with pytest.raises(ValueError, match="'subliminal-mlp/experiment': draw an engine record .* plot_experiment"):
         plot_fig10(record, tmp_path / "x.png")
     with pytest.raises(ValueError, match="a Figure-10 record: plot_fig10"):

@@ -57,6 +57,24 @@ def test_envelope_key_order_and_contents():
         envelope("other", {}, n_runs=1, seed=0, data={})
 
 
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc: ru_maxrss elsewhere")
+def test_peak_memory_is_the_processs_own_not_its_parents():
+    # getrusage's ru_maxrss starts a child at its parent's peak (and keeps it across exec): a benchmark's fresh
+    # child reported its parent's 1302 MiB. A child of this process, after it held 600 MiB more, reports its own.
+    import subprocess
+    import sys
+
+    from subliminal_mlp.core.results import peak_rss_mb
+
+    held = bytearray(600 * 1024 * 1024)
+    held[::4096] = b"x" * len(held[::4096])  # resident, page by page
+    parent = peak_rss_mb()
+    code = "from subliminal_mlp.core.results import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    del held
+    assert parent > 600 and 0 < child < parent - 500, (parent, child)
+
 def test_the_environment_names_the_command_and_the_checkout_it_ran_from(monkeypatch, tmp_path):
     import shlex
     import subprocess
@@ -486,7 +504,7 @@ def test_a_caption_names_every_setting_that_is_not_the_papers():
     from subliminal_mlp.report.plotting import settings_caption
 
     paper = Config().to_dict()
-    assert settings_caption(paper, 3).endswith("60000 noise images, 3 runs (mean ± 95% CI)")
+    assert settings_caption(paper, 3).endswith("60000 noise images, 3 runs (mean ± 1.96·sd/√n, narrower than a 95% CI)")
     ortho = settings_caption(Config(init_noise_kind="orthogonal").to_dict(), 3, skip=("init_noise",))
     assert "init_noise_kind orthogonal" in ortho and ortho != settings_caption(paper, 3, skip=("init_noise",))
     mixed = Config(student_inputs="mix", input_mix=0.25, temperature=2.0, init_noise=0.01).to_dict()

@@ -90,7 +90,7 @@ def test_csv_table_and_format_check(tmp_path):
     assert records_csv(rec).splitlines() == ["model,run,accuracy", "teacher,0,0.890000", "teacher,1,0.910000",
                                              "student_aux,0,0.500000"]
     table = format_table(rec)
-    assert "teacher" in table and "0.9000" in table and "-" in table.splitlines()[-1]
+    assert "teacher" in table and "0.9000" in table and "—" in table.splitlines()[-1]  # one run: no CI (format_ci)
     (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="not a subliminal-mlp/fig10 record"):
         read_results(tmp_path / "x.json", format="subliminal-mlp/fig10")
@@ -140,3 +140,24 @@ def test_flops_by_hand_for_a_protocol_whose_every_count_differs():
     assert f["teacher"] == 1000 * 2 * step
     assert f["students"] == 300 * 7 * (fwd + 2 * step)
     assert f["per_run"] == f["teacher"] + f["students"] and f["total"] == 3 * f["per_run"]
+
+
+def test_few_runs_are_said_to_have_a_narrow_interval_with_students_t_quantiles():
+    # 1.96·sd/√n is the paper's normal approximation; below 10 runs the tables and captions say how much wider a
+    # t interval is, with t(0.975, n − 1) checked against scipy's.
+    from scipy import stats
+
+    from subliminal_mlp.core.results import T975, few_runs_note, format_table
+    from subliminal_mlp.report.plotting import runs_caption
+
+    assert sorted(T975) == list(range(2, 10))
+    for n, t in T975.items():
+        assert t == pytest.approx(stats.t.ppf(0.975, n - 1), abs=1e-3)
+    assert stats.t.ppf(0.975, 9) / 1.96 < 1.16  # from 10 runs: no note
+    assert few_runs_note(3) == ("note: with 3 runs, ± 1.96·sd/√n (the paper's approximate 95 % CI) is narrow: a t "
+                                "interval is 2.2× as wide (4.303·sd/√n).")
+    record = {"models": {"teacher": {"mean": 0.9, "ci95": 0.01, "accuracies": [0.89, 0.9, 0.91]}}}
+    assert format_table(record).splitlines()[-1] == few_runs_note(3)
+    record["models"]["teacher"]["accuracies"] *= 4  # 12 runs
+    assert "note" not in format_table(record)
+    assert runs_caption(3) == "3 runs (mean ± 1.96·sd/√n, narrower than a 95% CI)" and runs_caption(10).endswith("(mean ± 95% CI)")

@@ -53,7 +53,7 @@ from .inputs import InputSource, bind_task, check_source, check_source_settings,
 from ..internal import compile_program
 from .config import Config, SettingWarning, check_seed, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
-                      format_health, health, plain_scalar, register_format, setting_json)
+                      few_runs_note, format_ci, format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp, param_shapes, same_tree_shapes
@@ -598,9 +598,9 @@ class Result:
         lines = [self.value_label(value)] if self.n_values > 1 else []
         lines += [f"{'model':<16} {'accuracy':>9} {'± 95% CI':>9}   runs", "-" * 43]
         for name, s in self.summary(value).items():
-            ci = "-" if s["ci95"] is None else f"{s['ci95']:.4f}"
-            lines.append(f"{name:<16} {s['mean']:>9.4f} {ci:>9}   {len(s['values'])}")
-        return "\n".join(lines)
+            lines.append(f"{name:<16} {s['mean']:>9.4f} {format_ci(s['ci95']):>9}   {len(s['values'])}")
+        note = few_runs_note(self.n_runs)
+        return "\n".join(lines + ([note] if note else []))
 
 
 def _check_hparam_value(name: str, value: Any, positive: set[str], swept: bool = False) -> None:

@@ -243,6 +243,28 @@ def mean_ci95(values) -> tuple[float, float | None]:
     return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(v.size))
 
 
+#: Student's t quantiles t(0.975, n − 1) for n = 2..9 runs: the half-width a 95 % CI of the mean would have
+#: per sd/√n, against the 1.96 of :func:`mean_ci95` (the paper's normal approximation, right for many runs).
+T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306}
+
+
+def few_runs_note(n_runs: int) -> str | None:
+    """For 2..9 runs, a line saying that ``1.96 · sd / √n`` understates a 95 % CI of the mean (Student's t
+    would multiply sd/√n by ``T975[n]``); None otherwise (one run has no CI; from 10 runs the t interval is
+    at most 1.15× as wide, at the paper's 100 runs 1.01×).
+
+    >>> print(few_runs_note(4))
+    note: with 4 runs, ± 1.96·sd/√n (the paper's approximate 95 % CI) is narrow: a t interval is 1.6× as wide (3.182·sd/√n).
+    >>> few_runs_note(1), few_runs_note(10)
+    (None, None)
+    """
+    if n_runs not in T975:
+        return None
+    t = T975[n_runs]
+    return (f"note: with {n_runs} runs, ± 1.96·sd/√n (the paper's approximate 95 % CI) is narrow: a t interval is "
+            f"{t / 1.96:.1f}× as wide ({t}·sd/√n).")
+
+
 def summary(values) -> dict[str, Any]:
     """``{"mean", "ci95", "values": [...]}`` of per-run values (see :func:`mean_ci95`)."""
     m, ci = mean_ci95(values)
@@ -513,7 +535,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    On Linux the kernel's high-water mark of this process's own memory (``VmHWM`` in
+    ``/proc/self/status``): ``getrusage``'s ``ru_maxrss`` starts a new process at its parent's peak
+    and keeps it across ``exec``, so a child of a large process (a benchmark's, a test's) would
+    report the parent's peak. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -799,9 +834,9 @@ def format_table(record: dict[str, Any]) -> str:
     lines = [f"{'model':<13} {'accuracy':>9} {'± 95% CI':>9}   runs",
              "-" * 40]
     for name, m in record["models"].items():
-        ci = "-" if m["ci95"] is None else f"{m['ci95']:.4f}"
-        lines.append(f"{name:<13} {m['mean']:>9.4f} {ci:>9}   {len(m['accuracies'])}")
-    return "\n".join(lines)
+        lines.append(f"{name:<13} {m['mean']:>9.4f} {format_ci(m['ci95']):>9}   {len(m['accuracies'])}")
+    note = few_runs_note(min(len(m["accuracies"]) for m in record["models"].values()))
+    return "\n".join(lines + ([note] if note else []))
 
 
 def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "fig10") -> dict[str, Path]:

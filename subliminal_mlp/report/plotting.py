@@ -95,12 +95,15 @@ def inputs_noun(config: dict[str, Any], skip: Sequence[str] = ()) -> str:
 
 
 def runs_caption(n_runs: int, unit: str = "runs") -> str:
-    """``"10 runs (mean ± 95% CI)"``; ``"1 run (no CI)"`` for one run, which has no interval.
+    """``"10 runs (mean ± 95% CI)"``; ``"1 run (no CI)"`` for one run, which has no interval; below 10 runs the
+    interval is said to be the paper's approximation, narrow there (:func:`~.results.few_runs_note`).
 
     >>> runs_caption(10), runs_caption(1), runs_caption(3, "runs per setting")
-    ('10 runs (mean ± 95% CI)', '1 run (no CI)', '3 runs per setting (mean ± 95% CI)')
+    ('10 runs (mean ± 95% CI)', '1 run (no CI)', '3 runs per setting (mean ± 1.96·sd/√n, narrower than a 95% CI)')
     """
-    return "1 " + unit.replace("runs", "run", 1) + " (no CI)" if n_runs == 1 else f"{n_runs} {unit} (mean ± 95% CI)"
+    if n_runs == 1:
+        return "1 " + unit.replace("runs", "run", 1) + " (no CI)"
+    return f"{n_runs} {unit} (mean ± " + ("95% CI)" if n_runs >= 10 else "1.96·sd/√n, narrower than a 95% CI)")
 
 
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
