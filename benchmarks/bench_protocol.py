@@ -22,8 +22,10 @@ On a GPU (``pip install -e '.[cuda]'``)::
 2. Scaling. Wall time for 1, 4, 16 runs (shortened to 1 + 1 epochs): it should grow linearly,
    i.e. time per run constant.
 3. Memory. Peak resident memory of a fresh process running ``--memory-runs`` runs (1 + 1 epochs:
-   memory does not depend on the number of epochs), beside one running 4 runs. Target: < 3 GB for
-   100 runs.
+   memory does not depend on the number of epochs), beside one running 4 runs: the process's own peak
+   (``peak_rss_mb``, Linux's ``VmHWM``; logs before 2026-11-25 read ``ru_maxrss``, which a child
+   inherits from this parent, so they show this process's peak instead). Target: < 3 GB for 100 runs.
+   ``--runs 0 --scaling --memory-runs 100`` measures the memory alone (``cpu.sh memory``).
 4. ``--run-batches``: the wall time of ``--runs`` runs for each ``run_batch`` (runs advanced
    together per device); the one the library picks from the device's memory is section 1's.
 
@@ -119,7 +121,8 @@ def peak_memory(n_runs: int, data_dir: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--runs", type=int, default=2, help="runs of the full protocol for the throughput ratio")
+    ap.add_argument("--runs", type=int, default=2,
+                    help="runs of the full protocol for the throughput ratio (0: skip it and --run-batches)")
     ap.add_argument("--repeats", type=int, default=5,
                     help="times the protocol is timed; the best is used, as for the matmul peak")
     ap.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 16])
@@ -139,9 +142,8 @@ def main() -> None:
         measure(args, data)
 
 
-def measure(args, data) -> None:
-    """Sections [1]–[4] of the module docstring, at the matmul precision in force."""
-
+def throughput(args, data) -> None:
+    """Section [1]: the protocol's model FLOPs per second against the matmul peak, measured before and after it."""
     peak0, n0 = matmul_peak()
     sustained0 = matmul_sustained()
     cfg = Config(n_runs=args.runs)
@@ -171,6 +173,12 @@ def measure(args, data) -> None:
     print(f"    per run: {best / args.runs:.2f} s -> 100 runs ~ {100 * best / args.runs / 60:.1f} min "
           f"(run_batch {timed[0].run_batch})")
 
+
+def measure(args, data) -> None:
+    """Sections [1]–[4] of the module docstring, at the matmul precision in force ([1] not with ``--runs 0``)."""
+    if args.runs:
+        throughput(args, data)
+
     if args.scaling:
         print("\n[2] scaling with the number of runs (1 + 1 epochs)")
         base = None
@@ -181,7 +189,7 @@ def measure(args, data) -> None:
             print(f"    {n_runs:>4} runs: {rr.run_s:7.2f} s  ({per:.3f} s/run, x{per / base:.2f} of the "
                   f"1-run time per run; compile {rr.compile_s:.1f} s)")
 
-    if args.run_batches:
+    if args.run_batches and args.runs:
         print(f"\n[4] wall time of {args.runs} runs of the full protocol against run_batch")
         for b in args.run_batches:
             rr = run_experiment(Config(n_runs=args.runs, run_batch=b), data)
@@ -191,8 +199,8 @@ def measure(args, data) -> None:
         print("\n[3] peak resident memory (fresh process, 1 + 1 epochs)")
         for n_runs in sorted({4, args.memory_runs}):
             m = peak_memory(n_runs, str(Path(data.source_dir).parent))
-            print(f"    {n_runs:>4} runs: peak RSS {m['peak_rss_mb']:.0f} MiB "
-                  f"(of which {m['after_data_mb']:.0f} MiB after loading the data)   (target < 3000 MB)")
+            print(f"    {n_runs:>4} runs: peak RSS {m['peak_rss_mb']:.0f} MiB, the process's own "
+                  f"({m['after_data_mb']:.0f} MiB after loading the data)   (target < 3000 MB)")
 
 
 if __name__ == "__main__":

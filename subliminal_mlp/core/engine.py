@@ -21,7 +21,8 @@ The program: the job axis (runs × swept values) is split over the devices with 
 each device ``lax.map(..., batch_size=run_batch)`` advances ``run_batch`` runs together (a ``vmap``);
 the teacher phase runs for all jobs first, then the distillation phase. Students that share their
 loss, teacher, optimiser and hooks form one stacked group (one ``vmap``); Figure 10's four students
-are one group. Memory grows with ``run_batch``, not with N: inputs are drawn batch by batch.
+are one group. Memory grows with ``run_batch``, not with N: inputs are drawn batch by batch, and what a run
+keeps is its results and its trained teacher's parameters (docs/performance.md, "Memory").
 
 Example (a tiny Figure 10 on MNIST)::
 
