@@ -474,6 +474,12 @@ def test_bad_arguments_raise_clear_errors():
             theory.eps_grid(0.0, 1.0, 8)
         with pytest.raises(ValueError, match="losses is empty"):
             theory.sweep([], loss_T, t0, [t0], x, [0.1], loss_T_args=args)
+        # one loss or one initialisation where lists go: said so (they failed as 'not iterable', or as a tree whose
+        # leaves were the parameter tree's keys)
+        with pytest.raises(ValueError, match=r"losses is one StudentLoss \(.+\): give a list of them, e.g. \[loss\]"):
+            theory.sweep(loss, loss_T, t0, [t0], x, [0.1], loss_T_args=args)
+        with pytest.raises(ValueError, match=r"students is one dict: give a list of student initialisations"):
+            theory.sweep([loss], loss_T, t0, t0, x, [0.1], loss_T_args=args)
         # integer inputs are taken as floats of the parameters' precision (ε and α too), as alignment does
         xi = jnp.asarray(np.arange(12).reshape(4, 3) % 3)
         got = theory.sweep([loss], loss_T, t0, [t0], xi, [1e-3, 0.5], alpha=0.5, loss_T_args=args)

@@ -89,7 +89,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -1064,6 +1064,12 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     (True, (2, 4, 2))
     """
     net = _network(model, apply_fn)
+    if isinstance(losses, StudentLoss):
+        raise ValueError(f"losses is one StudentLoss ({losses.label}): give a list of them, e.g. [loss], or "
+                         "standard_losses(model).")
+    if isinstance(students, Mapping) or isinstance(students, (jax.Array, np.ndarray)):
+        raise ValueError(f"students is one {type(students).__name__}: give a list of student initialisations θS0, "
+                         "e.g. [theta_T0, theta_other] (the shared start and a control), each a parameter tree.")
     losses = tuple(losses)
     students = tuple(students)
     if not losses:
