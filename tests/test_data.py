@@ -165,9 +165,9 @@ def test_mnist_loads(data_root: Path) -> None:
 
 def test_arrays_are_read_only_and_cached(data_root: Path) -> None:
     ds = load_mnist(data_root)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         ds.train_images[0, 0] = 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         ds.train_labels[0] = 0
     again = load_dataset("mnist", data_root / "mnist")  # directory holding the files directly
     assert again.train_images is ds.train_images

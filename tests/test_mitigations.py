@@ -247,11 +247,20 @@ def test_the_projection_family_projects_each_students_gradient_before_adam(task,
             out.append(jnp.max(jnp.abs(flat(v.updates[name]) - want)) / s.learning_rate)
         return jnp.stack(out)
 
+    def alignment(v):  # g·d of each student: where it is > 0 the "aligned" rule projects, else it leaves g
+        return jnp.stack([jnp.dot(flat(v.grads[n]), flat(jax.grad(lambda p: class_cross_entropy(
+            v.run.model.apply(p, v.run.data["test_x"][-s.held_out:]), v.run.data["test_y"][-s.held_out:], 10))(
+            v.run.students[n]))) for n in ("student_aux", "cross_aux")])
+
     exp = mitigation_experiment("projection", s)
-    exp = exp.replace(trace={}, step_metrics={"error": error}, hparams={**exp.hparams, "projection_weight": 0.5})
+    exp = exp.replace(trace={}, step_metrics={"error": error, "gd": alignment},
+                      hparams={**exp.hparams, "projection_weight": 0.5})
     r = sm.run(exp, task, n_runs=1)
     first = np.asarray(r.step_metrics["error"])[0, 0, 0]  # (values, runs, steps, students): step 0
     assert np.all(first < 1e-3), first
+    # the rule was exercised: the shared-init student's step-0 gradient is aligned with the task's (g·d > 0), so
+    # "aligned" projected it as "always" does (a projection that did nothing would still match p = g elsewhere)
+    assert np.asarray(r.step_metrics["gd"])[0, 0, 0, 0] > 0
     assert set(rules) == {when}  # the settings' rule is the one the optimiser was built with
     with pytest.raises(ConfigError, match="projection_when = 'never' is invalid"):
         MitigationSettings(projection_when="never")

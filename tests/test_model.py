@@ -127,10 +127,18 @@ def test_the_papers_mlp_functions_refuse_the_parameters_of_another_architecture(
         with pytest.raises(ValueError, match="not the paper's MLP's .* model.apply\\(params, x\\), or "
                                              "accuracy\\(..., apply_fn=model.apply\\)"):
             call()
+    # With its own apply, fine: the accuracy of its class logits on inputs that are not all 0 (a zero input and
+    # zero biases would give every net the same zero logits), against an argmax in numpy.
     net = sm.split_head_mlp((16,))
-    assert float(accuracy(split, x, y, 10, apply_fn=net.apply)) >= 0  # its own apply: fine
+    xr = jax.random.uniform(jax.random.PRNGKey(1), (64, 784), minval=-1.0, maxval=1.0)
+    yr = jax.random.randint(jax.random.PRNGKey(2), (64,), 0, 10)
+    want = np.mean(np.argmax(np.asarray(net.apply(split, xr))[:, :10], axis=1) == np.asarray(yr))
+    assert float(accuracy(split, xr, yr, 10, apply_fn=net.apply)) == pytest.approx(want)
     paper = init_params(jax.random.PRNGKey(0), Config(hidden_widths=(16, 8)))
-    np.testing.assert_array_equal(apply(paper, x), sm.mlp((16, 8)).apply(paper, x))
+    paper = jax.tree.map(lambda a: a + 0.1, paper)  # nonzero biases too
+    got = apply(paper, xr)
+    np.testing.assert_array_equal(got, sm.mlp((16, 8)).apply(paper, xr))
+    assert float(jnp.abs(got).max()) > 0.1 and not np.allclose(got, sm.mlp((16, 8), activation="tanh").apply(paper, xr))
 
 
 def test_init_is_deterministic_and_vmappable():

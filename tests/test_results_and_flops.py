@@ -18,7 +18,7 @@ def test_mean_ci95_is_the_papers_formula():
     sd = np.sqrt(sum((x - 0.675) ** 2 for x in v) / 3)
     assert ci == pytest.approx(1.96 * sd / 2)
     assert mean_ci95([0.3]) == (0.3, None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one value"):
         mean_ci95([])
 
 

@@ -100,7 +100,9 @@ DISTIL = sm.Experiment(
     students=(sm.Student("aux", "own", "aux"), sm.Student("all", "cross", "all"),
               sm.Student("mse_aux", "own", "aux", loss="mse"), sm.Student("mse_all", "cross", "all", loss="mse"),
               sm.Student("mse_aux_alone", "own", "aux", loss="mse", params={"a": 0.0}),
-              sm.Student("mse_all_alone", "cross", "all", loss="mse", params={"b": 0.0})),
+              sm.Student("mse_all_alone", "cross", "all", loss="mse", params={"b": 0.0}),
+              sm.Student("aux_alone", "own", "aux", params={"c": 0.0}),
+              sm.Student("all_alone", "cross", "all", params={"d": 0.0})),
     hparams={"learning_rate": 3e-3, "temperature": 1.0}, metrics={"params": _params, "kl": _kl_before_after})
 
 
@@ -123,10 +125,16 @@ def test_distillation_lowers_the_distillation_loss(distilled):
 
 def test_stacked_students_equal_students_trained_one_by_one(distilled):
     p = distilled.metrics["params"][0, 0]
-    assert len({s.group_key() for s in DISTIL.students}) == 4
-    np.testing.assert_allclose(p[2], p[4], rtol=2e-5, atol=2e-6)
+    assert len({s.group_key() for s in DISTIL.students}) == 6
+    # The paper's KL students, stacked and alone: equal to rounding, which Adam's −lr·m̂/(√v̂ + ε) amplifies where a
+    # gradient entry is near 0 (a step of up to lr on a few parameters: here 4 of 12,781 differ by more than 1e-5,
+    # by at most 8e-4). On average they differ by 3e-7, two different students by 5e-3.
+    for a, b in ((0, 6), (1, 7)):
+        np.testing.assert_allclose(p[a], p[b], atol=3e-3)
+        assert np.mean(np.abs(p[a] - p[b])) < 1e-6 and np.sum(np.abs(p[a] - p[b]) > 1e-5) <= 20
+    np.testing.assert_allclose(p[2], p[4], rtol=2e-5, atol=2e-6)  # the MSE ones
     np.testing.assert_allclose(p[3], p[5], rtol=2e-5, atol=2e-6)
-    assert not np.allclose(p[2], p[3])
+    assert not np.allclose(p[0], p[1]) and not np.allclose(p[2], p[3]) and not np.allclose(p[0], p[2])
 
 
 def test_optimizer_is_adam_with_pytorch_defaults():
