@@ -171,8 +171,8 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
         ax = fig.add_subplot(grid[1, i])
         xs = np.arange(m)
         ax.bar(xs - 0.27, teacher_aux[i], 0.27, color="#1f77b4", label="teacher")
-        ax.bar(xs, student_aux[0, i], 0.27, color="#d62728", label="student, shared init")
-        ax.bar(xs + 0.27, student_aux[1, i], 0.27, color="#8c564b", label="student, other init")
+        ax.bar(xs, student_aux[0, i], 0.27, color="#d62728", label="student, shared init (distilled)")
+        ax.bar(xs + 0.27, student_aux[1, i], 0.27, color="#8c564b", label="student, other init (distilled)")
         ax.set_xticks(xs, [f"aux{j}" for j in range(m)], fontsize=7)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
@@ -202,7 +202,8 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.annotate(f"{final['cross']:.1%}", (steps[-1], trace[-1, 1]), xytext=(4, 0),
                 textcoords="offset points", color="#8c564b", fontsize=9, va="center")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.text(0.5, 0.0, f"one run, seed-derived keys; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
+    seed = (record.get("seeds") or {}).get("seed")
+    fig.text(0.5, 0.0, f"one run{'' if seed is None else f' (seed {seed})'}; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
              f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on {dataset_label(record)}; "
              f"students {c['student_epochs']} epochs of {LOSS_WORDS.get(c['loss'], c['loss'])} over "
              f"{c['n_noise']} noise images;\n" + ("accuracy on the whole test set (the numbers at the right end: "
