@@ -521,6 +521,11 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
                 theory.teacher_update(L_T, p, x, bad, model=net)
         with pytest.raises(ModelError, match="indices must be of integer type"):
             theory.teacher_update(L_T, p, x, labels * 0.5, model=net)
+        # the class cross-entropy's arguments forgotten, or one-hot labels: said as such, not as a failure to apply
+        with pytest.raises(ValueError, match=r"takes loss_T_args=\(images, labels\).*got 0 argument"):
+            theory.teacher_update(L_T, p, model=net)
+        with pytest.raises(ValueError, match=r"one class index per image, shape \(4,\); got shape \(4, 3\).*one-hot"):
+            theory.teacher_update(L_T, p, x, jax.nn.one_hot(labels, 3), model=net)
         q = net.init(jax.random.PRNGKey(0))  # float32, as a model's init gives them
         with pytest.warns(theory.PrecisionWarning, match="theta_T0 is float32 inside theory.float64"):
             theory.student_update(loss, q, q, q, x, 1e-3, model=net)

@@ -799,6 +799,15 @@ def _check_teacher_loss(loss_T, theta: Params, args: tuple, net: Optional[_Net])
                          "model (class_cross_entropy_loss(model)) and pass the same model= to every kernel.")
     label = repr(loss_T.label) if bound else _fn_name(loss_T)
     where = loss_T.network_label if bound else (net.label if net is not None else "the given parameters")
+    if bound and loss_T.kind == "class_ce":  # its arguments said plainly, not as a failure to apply it
+        if len(args) != 2:
+            raise ValueError(f"teacher loss {label} takes loss_T_args=(images, labels): the digits of the teacher's "
+                             f"step and their class indices; got {len(args)} argument(s).")
+        images, labels = np.shape(args[0]), np.shape(args[1])
+        if len(labels) != 1 or not images or labels[0] != images[0]:
+            raise ValueError(f"teacher loss {label}: labels must be one class index per image, shape "
+                             f"({images[0] if images else 'n'},); got shape {labels} for images of shape {images}"
+                             + (" (one-hot labels? pass their argmax)" if len(labels) == 2 else "") + ".")
     try:
         out = jax.eval_shape(loss_T, theta, *args)
     except Exception as e:  # noqa: BLE001 - any failure of a user's loss is reported with its cause
