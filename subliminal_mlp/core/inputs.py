@@ -368,8 +368,8 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     example of the base shares); example j is
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's when the base's covariance is isotropic (uniform, Gaussian,
-    Bernoulli noise; not images, whose power lies in few directions). ``k = d`` gives the base noise itself (``Q Qᵀ = I``), up to
-    rounding.
+    Bernoulli noise; not images, whose power lies in few directions). ``k = d`` gives the base noise
+    itself (``Q Qᵀ = I``), up to rounding.
 
     ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a
     d × ``max_k`` Gaussian matrix (default ``max_k = d``) and ``Q`` its first k columns, a uniformly

@@ -203,7 +203,8 @@ def plot_demo(record: dict[str, Any], path: str | os.PathLike) -> Path:
                 textcoords="offset points", color="#8c564b", fontsize=9, va="center")
     ax.spines[["top", "right"]].set_visible(False)
     seed = (record.get("seeds") or {}).get("seed")
-    fig.text(0.5, 0.0, f"one run{'' if seed is None else f' (seed {seed})'}; MLP {c['input_dim']}→{'→'.join(map(str, c['hidden_widths']))}→"
+    widths = "→".join(map(str, c["hidden_widths"]))
+    fig.text(0.5, 0.0, f"one run{'' if seed is None else f' (seed {seed})'}; MLP {c['input_dim']}→{widths}→"
              f"{c['n_classes']}+{c['aux_logits']}; teacher {c['teacher_epochs']} epochs on {dataset_label(record)}; "
              f"students {c['student_epochs']} epochs of {LOSS_WORDS.get(c['loss'], c['loss'])} over "
              f"{c['n_noise']} noise images;\n" + ("accuracy on the whole test set (the numbers at the right end: "
