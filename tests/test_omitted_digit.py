@@ -17,6 +17,8 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
     check_envelope(rec, data.checksums)
     labels = np.asarray(data.train_labels)
     assert rec["n_distillation_images"] == int(np.sum(labels != 3)) == 60_000 - 6_131
+    assert rec["data"]["subset"]["classes"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]  # every class but the omitted one
+    assert rec["data"]["subset"]["n_train"] == 60_000 - 6_131
     # What the students are distilled on is exactly the training images that are not a 3, in their order.
     pool = distillation_pool(data, 3)
     np.testing.assert_array_equal(pool, np.asarray(data.train_images)[labels != 3])
@@ -52,6 +54,16 @@ def test_omitted_digit_record_is_consistent_and_students_learn(data_root, tmp_pa
     with pytest.raises(ConfigError, match="batch_size = 55000 is larger than the distillation set: the 53869 "
                                           "training images without digit 3"):
         run_omitted_digit(cfg.replace(batch_size=55_000), data)
+
+
+def test_the_pool_and_the_record_leave_out_the_digit_asked_for():
+    # Fake data: the pool keeps every image whose label is not the digit asked for (not a fixed 3), in order.
+    import types
+
+    images = np.arange(5 * 784, dtype=np.float32).reshape(5, 784)
+    data = types.SimpleNamespace(train_images=images, train_labels=np.array([3, 7, 1, 7, 5]))
+    np.testing.assert_array_equal(distillation_pool(data, 7), images[[0, 2, 4]])
+    np.testing.assert_array_equal(distillation_pool(data, 3), images[[1, 2, 3, 4]])
 
 
 def test_the_config_variants_reach_the_omitted_digit_students():

@@ -271,6 +271,10 @@ def test_health_flags_nonfinite_models_and_teachers_no_better_than_their_referen
     assert h == {"ok": False, "nonfinite": [[1, "student"], [2, "teacher"], [2, "student"]],
                  "teacher_not_better": [1, 2], "teacher_margin": 0.05}
     assert health(["reference", "teacher"], acc[:1, :2], chance=0.1)["ok"]
+    # the bound is max(reference, chance) + 0.05: a reference below chance does not lower it (0.12 <= 0.15)
+    low = health(["reference", "teacher"], np.array([[0.05, 0.12]]), chance=0.1)
+    assert low["teacher_not_better"] == [0] and low["ok"] is False
+    assert health(["reference", "teacher"], np.array([[0.05, 0.16]]), chance=0.1)["ok"]
     assert health(["reference", "teacher"], acc[1:2, :2], chance=0.1, check_teacher=False)["ok"]
     from subliminal_mlp.core.results import format_health
 

@@ -488,6 +488,14 @@ def test_a_function_setting_is_recorded_with_the_values_it_closes_over():
     assert results.setting_json(lambda x: x in long) == {here + "<lambda>": {"long": "list of 100000 items"}}
     big = np.zeros((100, 100), np.float32)
     assert results.setting_json(lambda: big) == {here + "<lambda>": {"big": "array[100, 100] float32"}}
+    # A module closed over is named (jax.numpy has .shape and .dtype, and was taken for an array, kept as the module
+    # itself: sm.mlp(activation=...) of such a function failed with "module is not JSON serializable").
+    import jax.numpy as jnp
+    import subliminal_mlp as sm
+
+    act = lambda x: jnp.tanh(x)  # noqa: E731
+    assert results.setting_json(act) == {here + "<lambda>": {"jnp": "module jax.numpy"}}
+    assert json.loads(json.dumps(sm.mlp((4,), activation=act).describe())) == sm.mlp((4,), activation=act).describe()
     # The limits are 64 items: 64 are written out, 65 are summarised; a tuple like a list.
     assert results.setting_json(np.zeros(64)) == [0.0] * 64 and results.setting_json(np.zeros(65)) == "array[65] float64"
     pair, many = tuple(range(64)), tuple(range(65))

@@ -250,6 +250,12 @@ def test_a_functions_closure_defaults_and_constants_are_part_of_its_identity():
     # constants: two lambdas on one line have one source and one bytecode, only their constants differ
     two, three = (lambda x: 2.0 * x), (lambda x: 3.0 * x)  # noqa: E731
     assert two.__code__.co_code == three.__code__.co_code and act(two) != act(three)
+    # names: one source line, one bytecode, one set of constants; only the functions they call differ
+    import jax.numpy as jnp
+
+    tanh, sin = (lambda x: jnp.tanh(x)), (lambda x: jnp.sin(x))  # noqa: E731
+    assert tanh.__code__.co_code == sin.__code__.co_code and tanh.__code__.co_consts == sin.__code__.co_consts
+    assert act(tanh) != act(sin)
 
 
 def test_a_model_whose_code_cannot_be_identified_has_no_key():
@@ -386,6 +392,17 @@ def test_read_rejects_an_entry_of_another_run_key_format_or_parameter_names(tmp_
     # the same shapes and dtypes in the same order under other names: another model's parameters
     assert rejected(like={"c": np.zeros((2, 3), np.float32), "d": np.zeros(4, np.float32)})
     assert rejected(like={"a": {"w": np.zeros((2, 3), np.float32)}, "b": np.zeros(4, np.float32)})
+    # a payload whose arrays disagree with its own (intact, checksummed) header: (3, 2) where the header says (2, 3)
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, np.zeros((3, 2), np.float32), np.zeros(4, np.float32))
+    forged = buf.getvalue()
+    _write_entry(p0, {**h0, "bytes": len(forged), "sha256": hashlib.sha256(forged).hexdigest()}, forged)
+    with pytest.raises(CorruptEntry, match="payload arrays disagree with the header"):
+        cache.read(key, 0, run0)
+    p0.write_bytes(good0)
     assert cache.read(key, 0, run0)["b"].shape == (4,) and p1.read_bytes() == good1
 
 

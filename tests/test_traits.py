@@ -170,6 +170,14 @@ def test_settings_are_validated():
     names = [s["name"] for s in students(TraitSettings(filters=("argmax", 0.25)))]
     assert names == ["student", "cross", "control", "student_filtered_argmax", "control_filtered_argmax",
                      "student_filtered_0.25", "control_filtered_0.25", "student_sampled", "control_sampled"]
+    # Only the cross-model control starts from another run's initialisation; the table the engine runs says so.
+    settings = TraitSettings(filters=("argmax", 0.25))
+    assert {r["name"]: r["start"] for r in students(settings)} == {n: "cross" if n == "cross" else "own"
+                                                                    for n in names}
+    from subliminal_mlp.core.students import ref
+
+    table = trait_students(settings, Config(hidden_widths=(4,)))
+    assert {s.name: s.start for s in table} == {n: ref("cross" if n == "cross" else "own") for n in names}
 
 
 def stacked_hooks(settings, cfg, t1, t0):

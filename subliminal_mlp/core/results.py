@@ -63,6 +63,7 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 import tempfile
 from functools import lru_cache
 from importlib import metadata
@@ -129,6 +130,8 @@ def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
     """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if isinstance(value, types.ModuleType):  # a module a function closes over (jnp has .shape and .dtype too)
+        return f"module {value.__name__}"
     if id(value) in _seen or len(_seen) > 16:  # a function reachable from its own closure; a deep nest
         return _callable_name(value)
     deeper = _seen | {id(value)}

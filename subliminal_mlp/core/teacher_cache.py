@@ -173,12 +173,15 @@ def code_identity(obj: Any, _depth: int = 0) -> Any:
     """
     import dataclasses
     import functools
+    import types
 
     if _depth > 32:
         return _UNKNOWN
     deeper = functools.partial(code_identity, _depth=_depth + 1)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
+    if isinstance(obj, types.ModuleType):  # a module closed over is named, as the globals a function reads are not
+        return {"module": obj.__name__}
     if isinstance(obj, (list, tuple)):
         return _known([deeper(x) for x in obj])
     if isinstance(obj, dict):
