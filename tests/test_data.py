@@ -184,6 +184,9 @@ def test_fashion_mnist_loads(data_root: Path) -> None:
     assert (np.bincount(ds.train_labels, minlength=10) == 6000).all()  # balanced classes
     assert ds.checksums == {f.name: f.sha256 for f in DATASETS["fashion-mnist"].files}
     assert not np.array_equal(ds.train_images[:10], load_mnist(data_root).train_images[:10])
+    # where the Debian package puts the files (protocol.md §3), looked in when nothing else is given
+    (system,) = DATASETS["fashion-mnist"].system_dirs
+    assert f"under {system}/" in (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
 
 
 def test_unknown_dataset_name() -> None:

@@ -1182,7 +1182,13 @@ def test_other_models_tasks_and_tables_run_through_the_engine(data_root):
     # A task on a subset of the classes, with a model of that many class logits. The other built-in and
     # user models run through the engine elsewhere: a Flax CNN (from_flax) and a tanh MLP in
     # examples/other_architectures.py (test_examples), the split-head MLP and CNN in test_split_heads.
-    five = sm.Task.from_dataset(sm.load_mnist(data_root), classes=range(5))
+    mnist = sm.load_mnist(data_root)
+    # classes in any order: label c_k becomes k, the other classes' examples are dropped
+    pair = sm.Task.from_dataset(mnist, classes=(5, 3))
+    kept = np.isin(mnist.train_labels, (5, 3))
+    np.testing.assert_array_equal(pair.train_y, np.where(mnist.train_labels[kept] == 5, 0, 1))
+    np.testing.assert_array_equal(pair.train_x, mnist.train_images[kept])
+    five = sm.Task.from_dataset(mnist, classes=range(5))
     assert five.n_classes == 5 and set(np.unique(five.test_y)) == set(range(5))
     assert five.data["subset"]["classes"] == [0, 1, 2, 3, 4] and five.data["subset"]["n_test"] == 5139
     exp = TINY.replace(model=sm.mlp((16,), n_classes=5))

@@ -16,7 +16,7 @@ from subliminal_mlp import cli
 from subliminal_mlp.cli import figures
 from subliminal_mlp.core.config import ConfigError
 from subliminal_mlp.cli.figures import Figure, read_state, run_figures
-from subliminal_mlp.core.results import envelope, read_results, register_format, write_record
+from subliminal_mlp.core.results import envelope, read_results, register_format, sweep_value_paths, write_record
 
 FORMAT = "subliminal-mlp/test-figure"
 register_format(FORMAT, 1)
@@ -337,8 +337,14 @@ def test_list_reads_the_committed_records(capsys):
     rows = figures.list_figures(write=lambda s: None)
     assert {r["name"]: r["runs"] for r in rows}["sweep_aux_logits"] == 80
     assert all(r["settings_from"] != "defaults" and r["wall_s"] > 0 for r in rows)
-    # a sweep's wall time is its values' (its summary was rewritten from their records in a second)
-    assert {r["name"]: r["wall_s"] for r in rows}["sweep_loss"] > 60
+    # a sweep's wall time is its values' (its summary was rewritten from their records in a second); values run in
+    # one program each record that program's time, counted once
+    walls = {r["name"]: r["wall_s"] for r in rows}
+    assert walls["sweep_loss"] > 60
+    summary = figures.FIGURES_DIR / figures.REGISTRY["sweep_temperature"].record
+    parts = [read_results(p) for p in sweep_value_paths(read_results(summary), summary)]
+    assert {p["environment"]["values_in_program"] for p in parts} == {len(parts)} == {4}
+    assert walls["sweep_temperature"] == pytest.approx(sum(p["timing"]["total_s"] for p in parts) / 4)
     # --list --quick lists the quick figures (what `figures --quick` would make), not the committed ones
     quick = {r["name"]: r for r in figures.list_figures(out=Path("/nonexistent"), quick=True, write=lambda s: None)}
     assert quick["sweep_aux_logits"]["runs"] < 80 and "--seeds 100" not in quick["fig10_mnist"]["command"]

@@ -660,6 +660,26 @@ def test_the_figures_draw_each_models_own_numbers(tmp_path, monkeypatch):
     bands = [(list(a[1]), list(a[2])) for n, a, k in drawn if n == "fill_between"]
     assert np.allclose(bands, [([0.89, 0.8], [0.91, 0.8]), ([0.28, 0.46], [0.32, 0.54])])
     assert [a[0] for n, a, _ in drawn if n == "axhline"] == [0.1]
+    # The studies' figures, from their committed records: the omitted digit's bar group j is subset j's numbers;
+    # the mitigations' top row is each family's gain over its control, the middle row its distillation loss.
+    from subliminal_mlp.studies import mitigations, omitted_digit
+
+    committed = Path(__file__).resolve().parents[1] / "figures"
+    rec = read_results(committed / "omitted_digit.json")
+    drawn.clear()
+    omitted_digit.plot_omitted(rec, tmp_path / "omitted.png")
+    heights = [list(a[1]) for n, a, _ in drawn if n == "bar"]
+    assert heights == [[rec["models"][m][s]["mean"] for m in omitted_digit.MODELS] for s in omitted_digit.SUBSETS]
+    assert len({tuple(h) for h in heights}) == 3  # three different groups: the test can tell them apart
+    rec = read_results(committed / "mitigations.json")
+    drawn.clear()
+    mitigations.plot_mitigations(rec, tmp_path / "mitigations.png")
+    heights = [list(a[1]) for n, a, _ in drawn if n == "bar"]
+    fams = [f for f in mitigations.FAMILIES if f in rec["families"]]
+    want = [[g["mean"] for g in rec["families"][f][row]] for f in fams for row in ("gain", "distill_loss")]
+    assert sorted(map(tuple, heights)) == sorted(map(tuple, want)) and len(heights) == 2 * len(fams)
+    assert not any(h == [g["mean"] for g in rec["families"][f]["student"]] for h in heights for f in fams
+                   if "student" in rec["families"][f])  # the gain, not the student's own accuracy
 
 
 def test_a_sweep_axis_spreads_values_spanning_decades_and_says_what_was_swept(tmp_path, monkeypatch):

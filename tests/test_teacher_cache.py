@@ -44,6 +44,30 @@ def test_cold_and_warm_cache_give_identical_numbers_and_a_damaged_entry_is_retra
     assert cache.load(warm_key(cache), 3, TINY.model.init(engine.run_key(0, 0))) is not None
 
 
+def test_the_cache_is_not_used_where_its_teachers_would_not_be_the_runs_own(task, tmp_path):
+    # Swept seeds or learning rates train other teachers per value; tracked losses need the teacher's loss, which
+    # a cached teacher does not have: the cache is neither read nor written, and the log says why.
+    import jax
+
+    cache = TeacherCache(tmp_path / "teachers", log=lambda s: None)
+    device = jax.devices()[0]
+    cases = [(TINY, {"seed": [0, 1]}, "the seed or the learning rate is swept"),
+             (TINY, {"learning_rate": [1e-3, 2e-3]}, "the seed or the learning rate is swept"),
+             (TINY.replace(track_losses=True), {}, "losses are tracked"),
+             (TINY.replace(teacher_epochs=0), {}, "teacher_epochs = 0")]
+    for exp, sweep, why in cases:
+        said = []
+        got, key = engine._teacher_cache_key(cache, exp, task, sweep, 0, 2, 1, 1, device, 1, said.append)
+        assert got is cache and key is None and said == [f"teacher cache not used: {said[0].split(': ', 1)[1]}"]
+        assert why in said[0], (why, said)
+    said = []
+    assert engine._teacher_cache_key(cache, TINY, task, {"temperature": [1.0, 2.0]}, 0, 2, 1, 1, device, 1,
+                                     said.append)[1] is not None and not said  # other sweeps keep the teachers
+    # through the engine: a tracked-loss run neither reads nor stores, and its teacher losses are its own
+    r = sm.run(TINY.replace(track_losses=True), task, n_runs=1, teacher_cache=cache)
+    assert r.teacher_cache is None and cache.stats()["stored"] == 0 and np.isfinite(r.teacher_loss).all()
+
+
 def warm_key(cache):
     """The key of the only entry directory in ``cache`` (from its key.json)."""
     import json
