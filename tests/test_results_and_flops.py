@@ -161,3 +161,5 @@ def test_few_runs_are_said_to_have_a_narrow_interval_with_students_t_quantiles()
     record["models"]["teacher"]["accuracies"] *= 4  # 12 runs
     assert "note" not in format_table(record)
     assert runs_caption(3) == "3 runs (mean ± 1.96·sd/√n, narrower than a 95% CI)" and runs_caption(10).endswith("(mean ± 95% CI)")
+    # a sweep whose values differ in runs: judged by the fewest
+    assert runs_caption([3, 12]).endswith("narrower than a 95% CI)") and runs_caption([10, 12]).endswith("± 95% CI)")

@@ -172,6 +172,15 @@ def test_an_interrupted_sweep_resumes_from_the_finished_values(mnist, tmp_path, 
         (tmp_path / "aux_logits" / name).rename(elsewhere / name)
     s = run_sweep("aux_logits", [1, 2], TINY, **kw)
     assert calls == [] and s["value_files"] == [f"aux_logits/0123456789/aux_logits={v}.json" for v in (1, 2)]
+    # An unreadable record in yet another key's directory, searched first, is another configuration's: skipped, and
+    # the good one found after it (not "its record cannot be used", and nothing recomputed).
+    damaged = tmp_path / "aux_logits" / "0000000000"
+    damaged.mkdir()
+    (damaged / "aux_logits=1.json").write_text("{ not json")
+    logged.clear()
+    s = run_sweep("aux_logits", [1, 2], TINY, **kw)
+    assert calls == [] and s["value_files"][0] == "aux_logits/0123456789/aux_logits=1.json"
+    assert not any("recomputing" in line for line in logged), logged
 
 
 def test_a_diverged_sweep_value_is_flagged_and_fail_stops_before_the_summary(mnist, tmp_path, monkeypatch):

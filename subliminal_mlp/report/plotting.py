@@ -94,7 +94,7 @@ def inputs_noun(config: dict[str, Any], skip: Sequence[str] = ()) -> str:
         config.get("student_inputs", "uniform"), "distillation inputs")
 
 
-def runs_caption(n_runs: int, unit: str = "runs") -> str:
+def runs_caption(n_runs: int | Sequence[int], unit: str = "runs") -> str:
     """``"10 runs (mean ± 95% CI)"``; ``"1 run (no CI)"`` for one run, which has no interval; below 10 runs the
     interval is said to be the paper's approximation, narrow there (:func:`~.results.few_runs_note`).
 
@@ -103,7 +103,8 @@ def runs_caption(n_runs: int, unit: str = "runs") -> str:
     """
     if n_runs == 1:
         return "1 " + unit.replace("runs", "run", 1) + " (no CI)"
-    return f"{n_runs} {unit} (mean ± " + ("95% CI)" if n_runs >= 10 else "1.96·sd/√n, narrower than a 95% CI)")
+    fewest = min(n_runs) if isinstance(n_runs, (list, tuple)) else n_runs  # a sweep's values may differ in runs
+    return f"{n_runs} {unit} (mean ± " + ("95% CI)" if fewest >= 10 else "1.96·sd/√n, narrower than a 95% CI)")
 
 
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:
