@@ -84,6 +84,19 @@ def test_names_that_would_write_elsewhere_or_cannot_be_written_are_refused(tmp_p
                            (["b" * 300 + ".json"], "longer than the file system takes")]:
         with pytest.raises(OutputError, match=message):
             check_output(tmp_path, files=files)
+    # The length that counts is the temporary file's, written beside the output (".<stem>.XXXXXXXX<suffix>", 10
+    # bytes longer): a name that fits alone but not with it is refused; the longest that fits is written.
+    import os
+
+    from subliminal_mlp.core.results import atomic_write_text
+
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    with pytest.raises(OutputError, match="longer than the file system takes"):
+        check_output(tmp_path, files=["a" * (limit - 5 - 5) + ".json"])  # limit - 5 bytes
+    longest = "a" * (limit - 10 - 5) + ".json"
+    assert check_output(tmp_path, files=[longest]) == tmp_path
+    atomic_write_text(tmp_path / longest, "{}")
+    (tmp_path / longest).unlink()
     if Path("/proc/self").is_dir():  # os.access may say yes (as root) where nothing can be created
         with pytest.raises(OutputError, match="/proc/nope"):
             check_output("/proc/nope")
