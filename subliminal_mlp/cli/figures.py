@@ -89,20 +89,23 @@ def _committed_figures(module: str = __file__, cwd: Path | None = None) -> Optio
 #: The committed figures of a checkout (``<repo>/figures``; ``./figures`` when the working directory is a checkout
 #: and the package is installed; None when neither: there is nothing to remake in place).
 FIGURES_DIR = _committed_figures()
-#: What a command that writes figures says when it has no committed figures to default to.
-NO_CHECKOUT = ("there are no committed figures here (subliminal_mlp is not run from a checkout of subliminal-mlp, "
-               "nor is the working directory one): give --out DIR, where the figures are written (or, with --redraw, "
-               "the directory of the records to draw). Their settings are then the experiment scripts' defaults "
-               "(the paper's scale), or those of the records in --from DIR, e.g. a checkout's figures/.")
+
+
+def _no_checkout(out: str = "--out DIR", source: str = "--from DIR", redraw: str = "with --redraw") -> str:
+    """What a command that writes figures says when it has no committed figures to default to (in the words of
+    the command line by default; :func:`_out_dir` gives a library call's)."""
+    return (f"there are no committed figures here (subliminal_mlp is not run from a checkout of subliminal-mlp, nor is "
+            f"the working directory one): give {out}, where the figures are written (or, {redraw}, the directory of "
+            f"the records to draw). Their settings are then the experiment scripts' defaults (the paper's scale), or "
+            f"those of the records in {source}, e.g. a checkout's figures/.")
 
 
 def _out_dir(out: str | os.PathLike | None) -> Path:
-    """``out``, or the committed figures when None (a ConfigError, :data:`NO_CHECKOUT`, when there are none)."""
+    """``out``, or the committed figures when None (a ConfigError, :func:`_no_checkout`, when there are none)."""
     if out is not None:
         return Path(out)
     if FIGURES_DIR is None:
-        raise ConfigError(NO_CHECKOUT.replace("--out DIR", "out=DIR").replace("--from DIR", "source=DIR")
-                          .replace(", with --redraw,", ", to redraw,"))
+        raise ConfigError(_no_checkout("out=DIR", "source=DIR", "to redraw"))
     return FIGURES_DIR
 
 
@@ -1063,11 +1066,11 @@ def register(sub) -> None:
 def _check_args(a: argparse.Namespace) -> None:
     """The flags' combinations, and for a command that makes figures its plan (:func:`plan_figures`):
     ConfigError before anything is computed (the CLI calls it before a distributed runtime is started)."""
+    if a.redraw and (a.force or a.quick or a.list):
+        raise ConfigError("--redraw draws from the records as they are: it takes no --force, --quick or --list.")
+    if a.out is None and FIGURES_DIR is None and not a.list:  # a command that writes, with nowhere to default to
+        raise ConfigError(_no_checkout())
     if a.redraw:
-        if a.force or a.quick or a.list:
-            raise ConfigError("--redraw draws from the records as they are: it takes no --force, --quick or --list.")
-        if a.out is None and FIGURES_DIR is None:
-            raise ConfigError(NO_CHECKOUT)
         return
     if a.source is not None and not Path(a.source).is_dir():
         raise ConfigError(f"--from {a.source}: no such directory (it holds the records whose settings are used, "
@@ -1077,8 +1080,6 @@ def _check_args(a: argparse.Namespace) -> None:
     if a.list and a.force:
         raise ConfigError("--list only lists (nothing is made): it takes no --force.")
     if not a.list:
-        if a.out is None and FIGURES_DIR is None:
-            raise ConfigError(NO_CHECKOUT)
         source = _source_dir(a.source)
         if source is not None and not _same_dir(source, FIGURES_DIR):  # a --from: its records' settings, not defaults
             missing = [fig.record for fig in _select(a.names, REGISTRY) if not (source / fig.record).is_file()]

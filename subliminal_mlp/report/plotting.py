@@ -14,7 +14,7 @@ if not os.environ.get("MPLBACKEND"):  # files only, no windows; a chosen backend
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..core.results import atomic_write, health_title  # noqa: E402
+from ..core.results import atomic_write, few_runs_note, health_title  # noqa: E402
 
 LABELS = {"reference": "reference\n(untrained)", "teacher": "teacher", "student_aux": "student\n(aux only)",
           "student_all": "student\n(all logits)", "cross_aux": "cross-model\n(aux only)",
@@ -104,7 +104,8 @@ def runs_caption(n_runs: int | Sequence[int], unit: str = "runs") -> str:
     if n_runs == 1:
         return "1 " + unit.replace("runs", "run", 1) + " (no CI)"
     fewest = min(n_runs) if isinstance(n_runs, (list, tuple)) else n_runs  # a sweep's values may differ in runs
-    return f"{n_runs} {unit} (mean ± " + ("95% CI)" if fewest >= 10 else "1.96·sd/√n, narrower than a 95% CI)")
+    return f"{n_runs} {unit} (mean ± " + ("95% CI)" if few_runs_note(fewest) is None else
+                                          "1.96·sd/√n, narrower than a 95% CI)")
 
 
 def settings_caption(config: dict[str, Any], n_runs: int, skip: Sequence[str] = ()) -> str:

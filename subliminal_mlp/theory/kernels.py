@@ -816,7 +816,7 @@ def _check_teacher_loss(loss_T, theta: Params, args: tuple, net: Optional[_Net])
     if tuple(getattr(out, "shape", (None,))) != ():
         raise ModelError(f"teacher loss {label} must return a scalar; on the parameters of {where} it returns "
                          f"{getattr(out, 'shape', out)}.")
-    if bound and loss_T.kind == "class_ce" and len(args) == 2 and isinstance(args[1], (np.ndarray, jax.Array)) \
+    if bound and loss_T.kind == "class_ce" and isinstance(args[1], (np.ndarray, jax.Array)) \
             and _is_concrete(args[1]):
         labels = np.asarray(args[1])  # out of range, take_along_axis drops an example from ΔθT without a word
         if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0
