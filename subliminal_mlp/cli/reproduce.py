@@ -30,6 +30,25 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     Returns the results record (the JSON's content) with the written paths under the key ``"files"``.
     With several processes (:mod:`.distributed`) every process runs it and gets the record; only
     process 0 writes and logs (the default ``log`` prints in process 0 only).
+
+    A small protocol (as :func:`~subliminal_mlp.studies.figure10.run_experiment`'s example: seconds) into a
+    temporary directory; the files read back, and a CI recomputed with numpy:
+
+    >>> import os, tempfile, numpy as np
+    >>> import subliminal_mlp as sm
+    >>> cfg = sm.Config(hidden_widths=(16,), teacher_epochs=1, student_epochs=1, n_noise=256, batch_size=256,
+    ...                 learning_rate=1e-3, n_runs=2)
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     record = sm.reproduce(cfg, out_dir=out, progress=False, log=lambda line: None)
+    ...     back = sm.read_results(record["files"]["json"], format="subliminal-mlp/fig10")
+    ...     with open(record["files"]["csv"]) as f:
+    ...         csv_lines = f.read().splitlines()
+    ...     files = sorted(os.listdir(out))
+    >>> files, csv_lines[0], len(csv_lines) - 1, back["models"] == record["models"]  # 6 models x 2 runs
+    (['fig10.csv', 'fig10.json', 'fig10.png'], 'model,run,accuracy', 12, True)
+    >>> aux = record["models"]["student_aux"]
+    >>> bool(np.isclose(aux["ci95"], 1.96 * np.std(aux["accuracies"], ddof=1) / np.sqrt(2)))
+    True
     """
     check_on_divergence(on_divergence)
     check_stem_outputs(out_dir, stem, ("json", "csv", "png"))

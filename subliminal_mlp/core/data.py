@@ -114,7 +114,15 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One canonical IDX file: its name and its *uncompressed* size, SHA-256 and shape."""
+    """One canonical IDX file: its name and its *uncompressed* size, SHA-256 and shape.
+
+    The size is the IDX header (4 bytes, then 4 per dimension) plus one byte per value:
+
+    >>> from subliminal_mlp.core.data import DATASETS
+    >>> fs = DATASETS["mnist"].files[0]
+    >>> fs.name, fs.shape, fs.size == 4 + 4 * 3 + 60_000 * 28 * 28
+    ('train-images-idx3-ubyte.gz', (60000, 28, 28), True)
+    """
 
     name: str
     size: int
@@ -124,7 +132,17 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset's four files, download mirrors and system-wide install locations."""
+    """A dataset's four files, download mirrors and system-wide install locations.
+
+    MNIST and Fashion-MNIST have the same file names and sizes, but other contents (checksums):
+
+    >>> from subliminal_mlp.core.data import DATASETS
+    >>> mnist, fashion = DATASETS["mnist"], DATASETS["fashion-mnist"]
+    >>> fashion.file_names == mnist.file_names, [f.size for f in fashion.files] == [f.size for f in mnist.files]
+    (True, True)
+    >>> any(f.sha256 == g.sha256 for f in fashion.files for g in mnist.files), fashion.mirrors, fashion.system_dirs
+    (False, (), ('/usr/share/datasets/fashion-mnist',))
+    """
 
     name: str
     files: tuple[FileSpec, FileSpec, FileSpec, FileSpec]
@@ -222,6 +240,16 @@ class Dataset:
 
     Images are float32 of shape ``(N, 784)`` with pixels ``x`` mapped to
     ``x / 255 * 2 - 1``, i.e. into ``[-1, 1]``; labels are int32 of shape ``(N,)``.
+
+    MNIST's test set, whose class counts are published (980 zeros, 1135 ones, ...):
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import load_mnist
+    >>> ds = load_mnist()
+    >>> ds.test_images.dtype, ds.test_labels.dtype, ds.n_classes, ds.test_images.flags.writeable
+    (dtype('float32'), dtype('int32'), 10, False)
+    >>> np.bincount(ds.test_labels).tolist()
+    [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     """
 
     name: str
@@ -262,6 +290,19 @@ def parse_idx(raw: bytes, *, source: str = "<bytes>") -> np.ndarray:
     Raises:
         DataError: if the header is malformed or the payload length does not
             match the dimensions.
+
+    A 2 x 3 array written by hand (magic ``00 00``, dtype ``08``, 2 dimensions, then 2 and 3), and
+    the same bytes cut short:
+
+    >>> import struct, numpy as np
+    >>> from subliminal_mlp.core.data import parse_idx
+    >>> pixels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    >>> raw = struct.pack(">BBBBII", 0, 0, 0x08, 2, 2, 3) + pixels.tobytes()
+    >>> parse_idx(raw).shape, np.array_equal(parse_idx(raw), pixels)
+    ((2, 3), True)
+    >>> parse_idx(raw[:-1])
+    Traceback (most recent call last):
+    subliminal_mlp.core.data.DataError: <bytes>: IDX payload length mismatch: dimensions (2, 3) need 6 bytes ...
     """
     view = memoryview(raw).cast("B")
     n = len(view)
@@ -476,7 +517,21 @@ def _load_source(src: _Source) -> Dataset:
 
 
 def clear_cache() -> None:
-    """Drop the in-process cache of decoded datasets."""
+    """Drop the in-process cache of decoded datasets (files on disk, the user cache included, are left alone).
+
+    A load after it reads, verifies and decodes the files again, into new arrays of the same values:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import load_mnist
+    >>> from subliminal_mlp.core.data import clear_cache
+    >>> a = load_mnist()
+    >>> a.train_images is load_mnist().train_images  # decoded once, then shared
+    True
+    >>> clear_cache()
+    >>> b = load_mnist()
+    >>> b.train_images is a.train_images, np.array_equal(b.train_images, a.train_images)
+    (False, True)
+    """
     _load_source.cache_clear()
 
 
@@ -485,7 +540,23 @@ def clear_cache() -> None:
 
 def default_cache_dir() -> Path:
     """The user cache root: ``$SUBLIMINAL_MLP_CACHE``, else ``$XDG_CACHE_HOME/subliminal_mlp``,
-    else ``~/.cache/subliminal_mlp``. Datasets live in ``<cache>/<name>/``."""
+    else ``~/.cache/subliminal_mlp``. Datasets live in ``<cache>/<name>/``.
+
+    Under each environment in turn (restored afterwards; nothing is created):
+
+    >>> import os
+    >>> from pathlib import Path
+    >>> from unittest import mock
+    >>> from subliminal_mlp.core.data import default_cache_dir
+    >>> with mock.patch.dict(os.environ, {"SUBLIMINAL_MLP_CACHE": "/data/cache", "XDG_CACHE_HOME": "/xdg"}):
+    ...     first = default_cache_dir()
+    ...     del os.environ["SUBLIMINAL_MLP_CACHE"]
+    ...     second = default_cache_dir()
+    ...     del os.environ["XDG_CACHE_HOME"]
+    ...     third = default_cache_dir()
+    >>> first.as_posix(), second.as_posix(), third == Path.home() / ".cache" / "subliminal_mlp"
+    ('/data/cache', '/xdg/subliminal_mlp', True)
+    """
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
@@ -667,6 +738,19 @@ def load_dataset(
 
     Raises:
         DataError: on any missing, corrupt or undownloadable file, or an unknown name.
+
+    The test images, checked against their file read here by hand (gunzip, SHA-256, IDX, ``x / 255 * 2 - 1``):
+
+    >>> import gzip, hashlib, os, numpy as np
+    >>> from subliminal_mlp import load_dataset
+    >>> from subliminal_mlp.core.data import parse_idx
+    >>> ds = load_dataset("mnist")  # found through $SUBLIMINAL_MLP_DATA here
+    >>> with open(os.path.join(ds.source_dir, "t10k-images-idx3-ubyte.gz"), "rb") as f:
+    ...     raw = gzip.decompress(f.read())
+    >>> hashlib.sha256(raw).hexdigest() == ds.checksums["t10k-images-idx3-ubyte.gz"]
+    True
+    >>> np.allclose(ds.test_images, parse_idx(raw).reshape(10_000, 784) / 255 * 2 - 1, atol=1e-6)
+    True
     """
     spec = DATASETS.get(name)
     if spec is None:
@@ -688,5 +772,14 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None, **kw: object) -> 
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, **kw: object) -> Dataset:
-    """Load Fashion-MNIST; keyword arguments as for :func:`load_dataset`."""
+    """Load Fashion-MNIST; keyword arguments as for :func:`load_dataset`.
+
+    Its training set has 6,000 images of each of its 10 classes:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import load_fashion_mnist
+    >>> fm = load_fashion_mnist()  # $SUBLIMINAL_MLP_DATA/fashion-mnist/ here, verified against its own checksums
+    >>> fm.name, fm.train_images.shape, np.bincount(fm.train_labels).tolist() == [6000] * 10
+    ('fashion-mnist', (60000, 784), True)
+    """
     return load_dataset("fashion-mnist", data_dir, **kw)  # type: ignore[arg-type]

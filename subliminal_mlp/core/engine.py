@@ -78,18 +78,45 @@ class ExperimentError(ValueError):
 
 
 def run_key(seed, run) -> jax.Array:
-    """The key of run ``run`` of the experiment seeded ``seed``: ``fold_in(PRNGKey(seed), run)``."""
+    """The key of run ``run`` of the experiment seeded ``seed``: ``fold_in(PRNGKey(seed), run)``.
+
+    >>> import jax
+    >>> from subliminal_mlp import engine
+    >>> engine.run_key(0, 3).tolist() == jax.random.fold_in(jax.random.PRNGKey(0), 3).tolist()
+    True
+    >>> len({tuple(engine.run_key(seed, run).tolist()) for seed in range(3) for run in range(4)})  # all distinct
+    12
+    """
     return jax.random.fold_in(jax.random.PRNGKey(seed), run)
 
 
 def run_keys(seed, run) -> dict[str, jax.Array]:
-    """Named keys of one run (:data:`STREAMS`): ``fold_in(run_key(seed, run), stream)``."""
+    """Named keys of one run (:data:`STREAMS`): ``fold_in(run_key(seed, run), stream)``.
+
+    >>> import jax
+    >>> from subliminal_mlp import engine
+    >>> keys = engine.run_keys(0, 3)
+    >>> print(*keys)
+    init teacher_shuffle noise student_shuffle init_noise trait_shuffle held_out_noise samples fresh
+    >>> keys["noise"].tolist() == jax.random.fold_in(engine.run_key(0, 3), engine.STREAMS["noise"]).tolist()
+    True
+    >>> len({tuple(k.tolist()) for run in range(4) for k in engine.run_keys(0, run).values()})  # 4 runs × 9 streams
+    36
+    """
     k = run_key(seed, run)
     return {name: jax.random.fold_in(k, i) for name, i in STREAMS.items()}
 
 
 def cross_run(run, n_runs: int):
-    """The run whose reference initialises run ``run``'s cross-model students: ``(run + 1) mod max(N, 2)``."""
+    """The run whose reference initialises run ``run``'s cross-model students: ``(run + 1) mod max(N, 2)``.
+
+    For ``N ≥ 2`` a cycle over the runs, so no run is its own cross run; with one run, run 1's
+    reference (drawn from its key, never trained) is used:
+
+    >>> from subliminal_mlp import engine
+    >>> [engine.cross_run(run, 4) for run in range(4)], engine.cross_run(0, 1)
+    ([1, 2, 3, 0], 1)
+    """
     return (run + 1) % max(n_runs, 2)
 
 
@@ -104,6 +131,17 @@ def references(model: Model, seed, run, n_runs: int) -> dict:
     multiply with the consumer's add into one fused multiply-add: such a consumer sees θ0 before
     its last rounding (so ``students − reference`` for a student that never moved is within
     half an ulp of θ0, not 0; docs/concepts.md).
+
+    Run 3 of 4: its own θ0 from its ``init`` key, and run 0's (its :func:`cross_run`):
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import engine, mlp
+    >>> net = mlp((4,), n_classes=2, aux_logits=1, input_dim=3)
+    >>> refs = engine.references(net, 0, 3, n_runs=4)
+    >>> same = lambda a, b: all(bool(jnp.array_equal(u, v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    >>> own_3, own_0 = (net.init(engine.run_keys(0, run)["init"]) for run in (3, 0))
+    >>> same(refs["own"], own_3), same(refs["cross"], own_0)
+    (True, True)
     """
     own = model.init(run_keys(seed, run)["init"])
     cross = model.init(run_keys(seed, cross_run(run, n_runs))["init"])
@@ -117,6 +155,19 @@ class Task:
     ``data`` describes the data for records (dataset, directory, SHA-256 of the files, and any
     subset applied). Build one with :meth:`from_dataset`; a task of your own arrays given no ``data`` is
     described by their fingerprints (shape, dtype, SHA-256: :func:`~.results.array_fingerprint`).
+
+    A 3-class task of your own arrays: whole-valued float labels become int32 class indices, and a
+    label outside ``0..n_classes − 1`` is refused:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import engine
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (6, 4)).astype(np.float32)
+    >>> task = engine.Task(x[:4], np.array([0.0, 1.0, 2.0, 1.0]), x[4:], np.array([2, 0]), n_classes=3)
+    >>> task.train_y.tolist(), task.data["arrays"]["train_y"]  # the record names the arrays by fingerprint
+    ([0, 1, 2, 1], 'array[4] int32 sha256:...')
+    >>> engine.Task(x[:4], np.array([0, 1, 2, 3]), x[4:], np.array([2, 0]), n_classes=3)
+    Traceback (most recent call last):
+    subliminal_mlp.core.engine.ExperimentError: Task: train_y holds labels from 0 to 3, but a task of n_classes = 3 ...
     """
 
     train_x: Any
@@ -256,6 +307,20 @@ class Experiment:
     computing the loss values makes XLA fuse the steps differently, so the parameters (and the
     accuracies) can differ from an untracked run in the last bits — the committed figures are
     untracked.
+
+    The defaults are protocol.md §1's settings (784-256-256-(10+3) MLP, 60,000 U[-1, 1] inputs,
+    5 + 5 epochs, batch 1024, Adam at 3e-4); an invalid setting is refused when the value is built
+    (a run checks the rest against its task: :func:`validate`):
+
+    >>> from subliminal_mlp import engine
+    >>> exp = engine.Experiment()
+    >>> exp.model.describe()["hidden_widths"], exp.inputs.n, exp.teacher_epochs, exp.batch_size, exp.hparams
+    ([256, 256], 60000, 5, 1024, {'learning_rate': 0.0003, 'temperature': 1.0})
+    >>> [s.name for s in exp.students], exp.replace(student_epochs=1).student_epochs
+    (['student_aux', 'student_all', 'cross_aux', 'cross_all'], 1)
+    >>> exp.replace(hparams={"learning_rate": 0.0})
+    Traceback (most recent call last):
+    subliminal_mlp.core.engine.ExperimentError: hparams['learning_rate'] = 0.0 is invalid: the learning rate must ...
     """
 
     model: Model = field(default_factory=mlp)
@@ -338,7 +403,21 @@ class Experiment:
 
 class InputSet(NamedTuple):
     """A run's fixed set of distillation inputs: ``n`` examples; ``draw(idx)`` gives examples ``idx``
-    exactly as the students see them (the experiment's input source with the run's ``noise`` key)."""
+    exactly as the students see them (the experiment's input source with the run's ``noise`` key).
+
+    Built by hand as the engine builds it for run 1 of seed 0 (:class:`RunModels`' example checks
+    that a run's ``inputs`` are these): the set is fixed, so drawing indices in another order gives
+    the same examples in that order:
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp import engine, inputs
+    >>> src = inputs.uniform(100, shape=(8,))
+    >>> ctx = src.prepare(engine.run_keys(0, 1)["noise"], {}, {})
+    >>> s = engine.InputSet(src.n, lambda idx: src.draw(ctx, idx, {}))
+    >>> idx = jnp.array([7, 3, 99])
+    >>> s.draw(idx).shape, bool(jnp.array_equal(s.draw(idx[::-1]), s.draw(idx)[::-1]))
+    ((3, 8), True)
+    """
 
     n: int
     draw: Callable[[jax.Array], jax.Array]
@@ -353,6 +432,31 @@ class RunModels(NamedTuple):
     ``teachers`` ({name: params}, the derived ones included once they exist), ``refs`` ({"own": θ0,
     "cross": the cross run's θ0}, exactly the students' "own"/"cross" starts), the ``run`` index and
     the run's distillation ``inputs`` (an :class:`InputSet`).
+
+    A metric sees one run: here it recomputes the teacher's test accuracy from the view's model and
+    data (it matches the engine's), reads the run index, and draws the run's first inputs, which
+    are the input source's drawn with the run's ``noise`` key (:func:`run_keys`):
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> from subliminal_mlp import Student, engine, inputs, mlp
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)
+    >>> task = engine.Task(x[:192], y[:192], x[192:], y[192:], n_classes=2)
+    >>> def test_accuracy(m):  # the class logits come first: argmax over the 2 of them
+    ...     z = m.model.apply(m.teacher, m.data["test_x"])[:, :2]
+    ...     return jnp.mean(jnp.argmax(z, axis=1) == m.data["test_y"])
+    >>> src = inputs.uniform(64, shape=(8,))
+    >>> exp = engine.Experiment(model=mlp((16,), n_classes=2, aux_logits=2, input_dim=8), inputs=src,
+    ...                         students=(Student("s"),), teacher_epochs=5, student_epochs=1, batch_size=32,
+    ...                         hparams={"learning_rate": 1e-2},
+    ...                         metrics={"accuracy": test_accuracy, "run": lambda m: m.run,
+    ...                                  "x": lambda m: m.inputs.draw(jnp.arange(2))})
+    >>> result = engine.run(exp, task, n_runs=2)
+    >>> result.metrics["run"].tolist(), np.allclose(result.metrics["accuracy"][0], result.accuracy("teacher"))
+    ([[0, 1]], True)
+    >>> x1 = src.draw(src.prepare(engine.run_keys(0, 1)["noise"], {}, {}), jnp.arange(2), {})  # run 1's
+    >>> result.metrics["x"].shape, np.array_equal(result.metrics["x"][0, 1], x1)  # (n_values, n_runs, 2, 8)
+    ((1, 2, 2, 8), True)
     """
 
     reference: Any
@@ -381,6 +485,18 @@ class HookView(NamedTuple):
     ``example_weights(view)`` returns ``w`` of shape (batch,): the student's loss on the batch is
     ``Σ_b w_b · ℓ_b`` (0 drops example b: filtering); ``targets(view)`` returns the logits ``y``
     it imitates on the batch in place of ``view.logits`` (see :class:`Experiment` for ``L_S``).
+
+    A filter that keeps the examples of even index, called on a hand-built view (:class:`StepView`'s
+    example runs it in an experiment): a weight of 0 removes the example from the KL sum:
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp import engine, kl_distillation
+    >>> keep_even = lambda v: (v.idx % 2 == 0).astype(jnp.float32)  # Student(..., example_weights=keep_even)
+    >>> y, z = jnp.array([[0.0, 1.0], [2.0, 0.0], [1.0, 3.0]]), jnp.zeros((3, 2))  # teacher's, student's logits
+    >>> view = engine.HookView(run=None, logits=y, x=jnp.zeros((3, 8)), idx=jnp.array([4, 7, 10]), params={}, step=0)
+    >>> w, on = keep_even(view), jnp.ones(2)  # the KL over both logits
+    >>> w.tolist(), bool(jnp.isclose(kl_distillation(z, y, on, w), kl_distillation(z[::2], y[::2], on)))
+    ([1.0, 0.0, 1.0], True)
     """
 
     run: RunModels
@@ -399,6 +515,19 @@ class PenaltyView(NamedTuple):
     teacher's logits on ``x``), ``step`` (the distillation step, 0-based, over all epochs),
     ``model`` (the student's model), ``run`` (the run's :class:`RunModels`, as for a hook) and
     ``params`` (the student row's numeric ``params``).
+
+    A pull towards the start, ``½‖θ − θ_S0‖²``, on a hand-built view of two-parameter "models"
+    (:class:`StepView`'s example runs it in an experiment): the gradient it adds to the student's
+    is ``θ − θ_S0``:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import engine
+    >>> pull = lambda v: 0.5 * sum(jnp.sum((a - b) ** 2) for a, b in zip(*map(jax.tree.leaves, (v.theta, v.start))))
+    >>> theta, start = {"w": jnp.array([3.0, 1.0])}, {"w": jnp.array([1.0, 1.5])}
+    >>> view = engine.PenaltyView(theta, start, x=None, logits=None, step=0, model=None, run=None, params={})
+    >>> grad = jax.grad(lambda th: pull(view._replace(theta=th)))(theta)  # Student(..., penalty=pull)
+    >>> float(pull(view)), grad["w"].tolist()  # ½ (2² + 0.5²), θ − θ_S0
+    (2.125, [2.0, -0.5])
     """
 
     theta: Any
@@ -428,6 +557,37 @@ class StepView(NamedTuple):
     ``logits`` ({teacher: its logits on x}), the batch indices ``idx``, the ``step`` (0-based) and
     ``updates`` ({student: the update its optimiser applies at this step, ``θ ← θ + update``: for
     Adam ``−η·m̂/(√v̂ + ε)``, for a projection or weight decay the transformed step}).
+
+    A student that drops the odd-indexed inputs (an ``example_weights`` hook, :class:`HookView`)
+    and is pulled towards its start (a ``penalty``, :class:`PenaltyView`); a step metric recomputes
+    its objective ``Σ_b w_b·KL_b + ½‖θ − θ0‖²`` from the view (T = 1, KL on the 2 aux logits) and
+    checks the engine's gradient against ``jax.grad`` of it at every step; Adam's first update has
+    size ``η`` (``m̂/√v̂ = ±1``):
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> from subliminal_mlp import Student, engine, inputs, mlp
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (256, 8)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int32)
+    >>> task = engine.Task(x[:192], y[:192], x[192:], y[192:], n_classes=2)
+    >>> sq = lambda tree: sum(jnp.sum(a ** 2) for a in jax.tree.leaves(tree))  # ‖θ‖² over every parameter
+    >>> diff = lambda a, b: jax.tree.map(jnp.subtract, a, b)
+    >>> even = lambda v: (v.idx % 2 == 0).astype(jnp.float32)
+    >>> def objective(theta, v):
+    ...     p, q = (jax.nn.log_softmax(z[:, 2:]) for z in (v.logits["teacher"], v.run.model.apply(theta, v.x)))
+    ...     return jnp.sum(even(v) * jnp.sum(jnp.exp(p) * (p - q), axis=1)) + 0.5 * sq(diff(theta, v.run.refs["own"]))
+    >>> def gradient_error(v):  # relative to the gradient's norm
+    ...     g = jax.grad(objective)(v.run.students["s"], v)
+    ...     return jnp.sqrt(sq(diff(v.grads["s"], g)) / sq(g))
+    >>> def largest_update(v):
+    ...     return jnp.max(jnp.stack([jnp.abs(u).max() for u in jax.tree.leaves(v.updates["s"])]))
+    >>> s = Student("s", example_weights=even, penalty=lambda v: 0.5 * sq(diff(v.theta, v.start)))
+    >>> exp = engine.Experiment(model=mlp((16,), n_classes=2, aux_logits=2, input_dim=8), students=(s,),
+    ...                         inputs=inputs.uniform(64, shape=(8,)), teacher_epochs=5, student_epochs=2,
+    ...                         batch_size=16, hparams={"learning_rate": 1e-2},
+    ...                         step_metrics={"error": gradient_error, "update": largest_update})
+    >>> m = engine.run(exp, task, n_runs=2).step_metrics  # (n_values, n_runs, n_steps): 2 epochs of 4 steps
+    >>> m["error"].shape, bool(m["error"].max() < 1e-3), [round(float(u), 4) for u in m["update"][0, :, 0]]
+    ((1, 2, 8), True, [0.01, 0.01])
     """
 
     run: RunModels
@@ -460,6 +620,19 @@ class Result:
     ``finite`` ``(n_values, n_runs, n_models)`` is True where every parameter of that model ended
     finite (and its tracked loss, if any); where it is False the accuracy is NaN, never the
     accuracy of non-finite parameters. :meth:`health` says which runs diverged.
+
+    :func:`run` returns one (its example, and :class:`RunModels`'); built here by hand from the
+    accuracies of 3 runs of a reference and a teacher, to show the layout and the summary: mean
+    0.8, 95 % CI half-width ``1.96 · 0.1 / √3`` (sample std 0.1):
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import engine
+    >>> acc = np.array([[[0.1, 0.9], [0.1, 0.8], [0.1, 0.7]]])  # (n_values, n_runs, n_models) = (1, 3, 2)
+    >>> r = engine.Result(engine.Experiment(), {}, ("reference", "teacher"), acc, None, None, {}, n_runs=3, seed=0,
+    ...                   sweep={}, compile_s=0.0, run_s=0.0, devices=["cpu"], run_batch=1)
+    >>> s = r.summary()["teacher"]
+    >>> r.accuracy("teacher").tolist(), round(s["mean"], 4), round(s["ci95"], 4), r.health()["ok"]
+    ([0.9, 0.8, 0.7], 0.8, 0.1132, True)
     """
 
     experiment: Experiment
@@ -702,6 +875,20 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     Raises :class:`ExperimentError`, :class:`~subliminal_mlp.core.models.ModelError`,
     :class:`~subliminal_mlp.core.inputs.InputError` or :class:`~subliminal_mlp.core.students.StudentError`
     naming the value and what to do.
+
+    The task's own images as inputs (``inputs.images()``) are bound to its 8 training images; a
+    10-class model on a 2-class task is refused before anything is compiled:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import engine, inputs, mlp
+    >>> x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+    >>> task = engine.Task(x, y, x, y, n_classes=2)
+    >>> exp = engine.Experiment(model=mlp((4,), n_classes=2, input_dim=4), inputs=inputs.images(), batch_size=4)
+    >>> engine.validate(exp, task).n
+    8
+    >>> engine.validate(exp.replace(model=mlp((4,), input_dim=4)), task)
+    Traceback (most recent call last):
+    subliminal_mlp.core.engine.ExperimentError: the model has n_classes = 10 but the task has 2 classes: build the ...
     """
     if not isinstance(exp, Experiment):
         raise ExperimentError(f"the experiment is a {type(exp).__name__}, not an Experiment: build one with "
@@ -1142,6 +1329,12 @@ def default_run_batch(platform: str, n_local: int, run_batch: Optional[int] = No
 
     On an accelerator :func:`run` does not use the fallback: it measures what fits
     (:func:`fitted_run_batch`).
+
+    >>> from subliminal_mlp import engine
+    >>> engine.default_run_batch("cpu", 8), engine.default_run_batch("gpu", 8), engine.default_run_batch("gpu", 8, 3)
+    (1, 8, 3)
+    >>> engine.default_run_batch("cpu", 2, run_batch=5)  # at most the runs the device holds
+    2
     """
     if run_batch is not None:
         return min(run_batch, n_local)
@@ -1155,7 +1348,17 @@ _FITTED_MAX = 16
 
 
 def free_device_memory(device) -> Optional[int]:
-    """Bytes the device's allocator can still hand out (``memory_stats``), or None where unknown (CPU)."""
+    """Bytes the device's allocator can still hand out (``memory_stats``), or None where unknown (CPU).
+
+    ``bytes_limit − bytes_in_use``, on stand-ins for a device with 16 GiB of which 1 GiB is in use, and
+    for one without statistics:
+
+    >>> from types import SimpleNamespace
+    >>> from subliminal_mlp import engine
+    >>> gpu = SimpleNamespace(memory_stats=lambda: {"bytes_limit": 16 * 2**30, "bytes_in_use": 2**30})
+    >>> engine.free_device_memory(gpu) / 2**30, engine.free_device_memory(SimpleNamespace(memory_stats=lambda: None))
+    (15.0, None)
+    """
     try:
         stats = device.memory_stats()
     except Exception:  # a backend without memory statistics
@@ -1176,6 +1379,20 @@ def fitted_run_batch(compile_for: Callable[[int], Any], n_local: int, free_bytes
     ``b`` are counted ``b`` times). Returns ``(b, compiled)`` where ``compiled`` is the ``b = 1``
     executable when ``b == 1`` (else None: the caller compiles the chosen ``b``). Raises
     :class:`ExperimentError` when even one run does not fit, before anything runs.
+
+    On a stand-in compiler whose program takes 240 bytes of arguments and outputs and 100 of
+    temporaries: ``⌊(0.8 · 1000 − 240) / 100⌋ = 5`` runs fit in 1000 free bytes, 1 in 450 (its
+    program is the one compiled), none in 300:
+
+    >>> from types import SimpleNamespace
+    >>> from subliminal_mlp import engine
+    >>> mem = SimpleNamespace(argument_size_in_bytes=200, output_size_in_bytes=40, temp_size_in_bytes=100)
+    >>> compile_for = lambda b: SimpleNamespace(b=b, memory_analysis=lambda: mem)
+    >>> engine.fitted_run_batch(compile_for, 16, 1000), engine.fitted_run_batch(compile_for, 16, 450)[1].b
+    ((5, None), 1)
+    >>> engine.fitted_run_batch(compile_for, 16, 300)
+    Traceback (most recent call last):
+    subliminal_mlp.core.engine.ExperimentError: one run of this experiment needs about 0.00 GiB on the device, ...
     """
     compiled = compile_for(1)
     try:
@@ -1202,6 +1419,19 @@ def choose_run_batch(compile_for: Callable[[int], Any], n_local: int, device, ru
     A given ``run_batch`` is used as is (at most ``n_local``). Otherwise, on CPU, 1; on an
     accelerator whose free memory is known, the largest that fits (:func:`fitted_run_batch`),
     measured once per ``key`` in this process; where the memory is unknown, every run.
+
+    With a stand-in compiler: on CPU one run at a time unless told; on a stand-in accelerator with
+    1000 free bytes, what :func:`fitted_run_batch` finds fits (5 runs of 100 bytes beside 240):
+
+    >>> import jax
+    >>> from types import SimpleNamespace
+    >>> from subliminal_mlp import engine
+    >>> mem = SimpleNamespace(argument_size_in_bytes=200, output_size_in_bytes=40, temp_size_in_bytes=100)
+    >>> compile_for = lambda b: SimpleNamespace(b=b, memory_analysis=lambda: mem)
+    >>> cpu = jax.devices("cpu")[0]
+    >>> gpu = SimpleNamespace(platform="gpu", memory_stats=lambda: {"bytes_limit": 1000})
+    >>> [engine.choose_run_batch(compile_for, 8, d, b)[1].b for d, b in ((cpu, None), (cpu, 4), (cpu, 16), (gpu, None))]
+    [1, 4, 8, 5]
     """
     platform = platform or device.platform
     free = free_device_memory(device) if run_batch is None and platform != "cpu" else None
@@ -1234,7 +1464,13 @@ def _fit_key(exp, src, task, n_runs, swept, n_local, device, have_teachers, keep
 
 def default_devices() -> list:
     """The devices :func:`run` shards over by default: every device of every process (``jax.devices()``)
-    once JAX's distributed runtime is running (:mod:`~subliminal_mlp.core.distributed`), else the local ones."""
+    once JAX's distributed runtime is running (:mod:`~subliminal_mlp.core.distributed`), else the local ones.
+
+    >>> import jax
+    >>> from subliminal_mlp import engine
+    >>> engine.default_devices() == jax.local_devices()  # one process: this machine's devices
+    True
+    """
     return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
 

@@ -63,7 +63,16 @@ class InputError(ValueError):
 
 
 def resolve(value: Setting, hp: Mapping[str, Any]) -> Any:
-    """A setting's value: ``hp[value]`` for a name, ``value(hp)`` for a function, else ``value``."""
+    """A setting's value: ``hp[value]`` for a name, ``value(hp)`` for a function, else ``value``.
+
+    >>> from subliminal_mlp import inputs
+    >>> hp = {"scale": 0.5}
+    >>> inputs.resolve(2.0, hp), inputs.resolve("scale", hp), inputs.resolve(lambda hp: 4 * hp["scale"], hp)
+    (2.0, 0.5, 2.0)
+    >>> inputs.resolve("sigma", hp)
+    Traceback (most recent call last):
+    subliminal_mlp.core.inputs.InputError: hyperparameter 'sigma' is not defined: add it to the experiment's hparams ...
+    """
     if isinstance(value, str):
         if value not in hp:
             raise InputError(f"hyperparameter {value!r} is not defined: add it to the experiment's hparams "
@@ -117,7 +126,21 @@ def _key_only(key, arrays, hp):
 
 @dataclass(frozen=True, eq=False)
 class InputSource:
-    """A fixed set of ``n`` distillation examples per run (see the module docstring)."""
+    """A fixed set of ``n`` distillation examples per run (see the module docstring).
+
+    Built directly from a ``draw`` (:func:`source` wraps a user's function and checks it): here
+    example ``j`` is ``(j, j²)``, whatever the batch it is drawn in; a set needs ``n ≥ 1``:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import inputs
+    >>> src = inputs.InputSource(n=5, draw=lambda ctx, idx, hp: jnp.stack([idx, idx ** 2], axis=1), name="squares")
+    >>> ctx = src.prepare(jax.random.PRNGKey(0), src.arrays, {})  # by default the run's input key
+    >>> src.draw(ctx, jnp.array([3, 1]), {}).tolist(), src.describe()
+    ([[3, 9], [1, 1]], {'name': 'squares', 'n': 5})
+    >>> inputs.InputSource(n=0, draw=src.draw)
+    Traceback (most recent call last):
+    subliminal_mlp.core.inputs.InputError: input source 'source': n = 0 is invalid: the number of examples ...
+    """
 
     n: int
     draw: Callable[[Any, jax.Array, Mapping[str, Any]], jax.Array]
@@ -156,7 +179,15 @@ class InputSource:
 
 
 def per_example(key: jax.Array, idx: jax.Array, draw_one: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """``draw_one(fold_in(key, j))`` for every ``j`` in ``idx``: example j depends only on (key, j)."""
+    """``draw_one(fold_in(key, j))`` for every ``j`` in ``idx``: example j depends only on (key, j).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import inputs
+    >>> key, one = jax.random.PRNGKey(0), lambda k: jax.random.uniform(k, (3,))
+    >>> x = inputs.per_example(key, jnp.array([5, 2]), one)
+    >>> x.shape, x[1].tolist() == one(jax.random.fold_in(key, 2)).tolist()  # example 2, drawn alone
+    ((2, 3), True)
+    """
     return jax.vmap(draw_one)(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, idx))
 
 
@@ -191,7 +222,22 @@ def _uniform_one(k, shape, scale):
 
 
 def uniform(n: int = 60_000, *, scale: Setting = 1.0, shape: Sequence[int] = (784,)) -> InputSource:
-    """Uniform noise in ``[-scale, scale)^shape`` (the paper: U[-1, 1], scale 1, MNIST's 784 pixels)."""
+    """Uniform noise in ``[-scale, scale)^shape`` (the paper: U[-1, 1], scale 1, MNIST's 784 pixels).
+
+    1000 examples of shape (2, 3) at scale 0.5: every pixel in ``[−0.5, 0.5)``, variance
+    ``scale²/3 = 0.0833``; the scale may be a hyperparameter, read from ``hp`` when drawing:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import inputs
+    >>> src = inputs.uniform(1000, scale=0.5, shape=(2, 3))
+    >>> x = src.draw(src.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(1000), {})
+    >>> x.shape, bool(x.min() >= -0.5) and bool(x.max() < 0.5), round(float(x.var()), 2)
+    ((1000, 2, 3), True, 0.08)
+    >>> swept = inputs.uniform(1000, scale="s", shape=(2, 3))  # same key, scale s = 2: the same noise × 4
+    >>> x2 = swept.draw(swept.prepare(jax.random.PRNGKey(0), {}, {}), jnp.arange(1000), {"s": 2.0})
+    >>> bool(jnp.allclose(x2, 4 * x))
+    True
+    """
     return _noise("uniform", n, shape, _uniform_one, scale=scale)
 
 
@@ -274,7 +320,22 @@ def _check_count(n: Optional[int], available: int) -> int:
 
 
 def bind_task(src: InputSource, task_images: Any) -> InputSource:
-    """``src`` with every ``images("task")`` pool inside it replaced by ``task_images``."""
+    """``src`` with every ``images("task")`` pool inside it replaced by ``task_images``.
+
+    The engine does this when an experiment runs (:func:`~subliminal_mlp.core.engine.validate`); a
+    wrapper is rebuilt on its bound base (here 2 distinct images cycled over a pool of 5), a source
+    without the placeholder is returned as it is:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import inputs
+    >>> pool = np.arange(10.0).reshape(5, 2)
+    >>> src = inputs.bind_task(inputs.cycled(inputs.images(), 2), pool)
+    >>> src.n, src.draw(src.prepare(None, src.arrays, {}), np.arange(5), {})[:, 0].tolist()
+    (5, [0.0, 2.0, 0.0, 2.0, 0.0])
+    >>> noise = inputs.uniform(10)
+    >>> inputs.bind_task(noise, pool) is noise
+    True
+    """
     if src.settings.get("components"):
         parts = [bind_task(c, task_images) for c in src.settings["components"]]
         return dataclasses.replace(mix([(p, w) for p, w in zip(parts, src.settings["weights"])],

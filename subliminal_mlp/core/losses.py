@@ -34,10 +34,21 @@ def class_cross_entropy(logits: jax.Array, labels: jax.Array, n_classes: int) ->
 
 
 def masked_log_softmax(z: jax.Array, mask: jax.Array) -> jax.Array:
-    """``log softmax`` over the logits where ``mask > 0``; entries off the mask are finite garbage.
+    """``log softmax`` over the logits where ``mask > 0``; entries off the mask are garbage (finite where ``z`` is).
 
     ``z_i - logsumexp_{j: mask_j>0} z_j``. Written so that gradients stay finite whatever the
     off-mask logits are (they receive exactly zero gradient through the masked sums).
+
+    On the last three logits, as numpy's log-softmax of those three alone; the first logit (off the mask)
+    changes nothing and gets no gradient:
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp.core.losses import masked_log_softmax
+    >>> z, mask, zs = jnp.array([[50.0, 1.0, 2.0, 3.0]]), jnp.array([0.0, 1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])
+    >>> bool(np.allclose(masked_log_softmax(z, mask)[0, 1:], zs - np.log(np.exp(zs).sum()), atol=1e-6))
+    True
+    >>> jax.jit(jax.grad(lambda z: masked_log_softmax(z, mask)[0, 1]))(z).tolist()[0][0]
+    0.0
     """
     on = mask > 0
     shift = jax.lax.stop_gradient(jnp.max(jnp.where(on, z, -jnp.inf), axis=-1, keepdims=True))
@@ -101,6 +112,18 @@ def one_hot_logits(labels: jax.Array, n: int, gap: float = 1e4) -> jax.Array:
     ``exp(−1e4)`` underflows to 0, so a distillation loss fed these "teacher logits" trains on the
     one-hot target itself: the KL loss becomes the cross-entropy ``−log q_label`` with gradient
     ``q − one_hot`` (used for students trained on *sampled* teacher outputs).
+
+    Their softmax is the one-hot target, and the KL loss on them is the cross-entropy ``−log q_label``
+    (here ``q = softmax(0, 1, 2, 3)``, label 2):
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp.core.losses import one_hot_logits, kl_distillation
+    >>> target, z = one_hot_logits(jnp.array([2]), 4), jnp.array([[0.0, 1.0, 2.0, 3.0]])
+    >>> jax.nn.softmax(target).tolist()
+    [[0.0, 0.0, 1.0, 0.0]]
+    >>> ce = -np.log(np.exp(2.0) / np.exp([0.0, 1.0, 2.0, 3.0]).sum())
+    >>> bool(np.isclose(kl_distillation(z, target, jnp.ones(4)), ce, atol=1e-5))
+    True
     """
     return jnp.where(jax.nn.one_hot(labels, n, dtype=bool), 0.0, -gap).astype(jnp.float32)
 
@@ -109,7 +132,19 @@ DISTILLATION_LOSSES = {"kl": kl_distillation, "mse": mse_distillation}
 
 
 def distillation_loss(kind: str):
-    """The distillation loss function named ``kind`` (``"kl"`` or ``"mse"``)."""
+    """The distillation loss function named ``kind`` (``"kl"`` or ``"mse"``).
+
+    Worked by hand on the aux logits only (mask ``(0, 0, 1, 1)``): teacher ``y_S = (0, 0)``, ``p = (½, ½)``;
+    student ``z_S = (0, log 3)``, ``q = (¼, ¾)``: KL = ``½ log 2 + ½ log(2/3) = ½ log(4/3) = 0.1438``;
+    squared error ``0² + (log 3)² = 1.2069`` (the class logits, off the mask, do not count):
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.core.losses import distillation_loss
+    >>> mask = jnp.array([0.0, 0.0, 1.0, 1.0])
+    >>> y, z = jnp.array([[9.0, 1.0, 0.0, 0.0]]), jnp.array([[-4.0, 2.0, 0.0, jnp.log(3.0)]])
+    >>> round(float(distillation_loss("kl")(z, y, mask)), 4), round(float(distillation_loss("mse")(z, y, mask)), 4)
+    (0.1438, 1.2069)
+    """
     try:
         return DISTILLATION_LOSSES[kind]
     except KeyError:

@@ -70,6 +70,19 @@ class Model:
     hash by their fields, so the same model built twice is one model: students given it are distilled
     as one group. (Each ``run`` compiles its program afresh; JAX's persistent compilation cache,
     ``JAX_COMPILATION_CACHE_DIR``, makes the second compile of the same program fast.)
+
+    A linear classifier of 4 inputs with 2 classes and m = 1 aux logit (on ones, its logits are the
+    column sums of ``w``: 0+3+6+9, 1+4+7+10, 2+5+8+11), and the built-in MLP built twice:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import subliminal_mlp as sm
+    >>> net = sm.Model(init=lambda k: {"w": jnp.arange(12.0).reshape(4, 3)}, apply=lambda p, x: x @ p["w"],
+    ...                n_classes=2, aux_logits=1, input_shape=(4,))
+    >>> params = net.init(jax.random.PRNGKey(0))
+    >>> net.n_outputs, sm.check_model(net).shape, net.apply(params, jnp.ones((1, 4))).tolist()
+    (3, (2, 3), [[18.0, 22.0, 26.0]])
+    >>> sm.mlp((8,)) == sm.mlp((8,)), sm.mlp((8,)) == sm.mlp((16,))  # compared by their fields
+    (True, False)
     """
 
     init: Callable[[jax.Array], Params]
@@ -114,7 +127,19 @@ class Model:
 
 
 def param_shapes(model: Model) -> Any:
-    """The pytree of ``ShapeDtypeStruct`` of ``model``'s parameters: ``init`` traced abstractly, no compute."""
+    """The pytree of ``ShapeDtypeStruct`` of ``model``'s parameters: ``init`` traced abstractly, no compute.
+
+    The shapes of a 784 → 32 → 10 + 3 MLP, the same (and dtypes) as a real ``init``'s:
+
+    >>> import jax
+    >>> from subliminal_mlp.core.models import mlp, param_shapes, same_tree_shapes
+    >>> net = mlp((32,))
+    >>> shapes = param_shapes(net)
+    >>> jax.tree.map(lambda s: s.shape, shapes)
+    {'head': {'bias': (13,), 'kernel': (32, 13)}, 'hidden_0': {'bias': (32,), 'kernel': (784, 32)}}
+    >>> same_tree_shapes(shapes, net.init(jax.random.PRNGKey(1)))
+    True
+    """
     return jax.eval_shape(model.init, jax.random.PRNGKey(0))
 
 
@@ -243,7 +268,23 @@ def from_flax(module: nn.Module, *, n_classes: int = 10, aux_logits: int = 3, in
 
 
 def trunk(x: jax.Array, hidden_widths: Sequence[int], activation: Callable) -> jax.Array:
-    """The hidden layers ``hidden_0, hidden_1, ...``: ``x -> act(Dense(w_i)(x))``; call inside a compact method."""
+    """The hidden layers ``hidden_0, hidden_1, ...``: ``x -> act(Dense(w_i)(x))``; call inside a compact method.
+
+    A 784 → 32 → 16 tanh trunk in a module of one's own, checked against the same layers in numpy:
+
+    >>> import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+    >>> from subliminal_mlp.core.models import trunk
+    >>> class Body(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, x):
+    ...         return trunk(x, (32, 16), jnp.tanh)
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (2, 784)).astype(np.float32)
+    >>> p = Body().init(jax.random.PRNGKey(0), x)["params"]
+    >>> layer = lambda h, name: np.tanh(h @ np.asarray(p[name]["kernel"]) + np.asarray(p[name]["bias"]))
+    >>> by_hand = layer(layer(x, "hidden_0"), "hidden_1")
+    >>> sorted(p), bool(np.allclose(Body().apply({"params": p}, x), by_hand, atol=1e-5))
+    (['hidden_0', 'hidden_1'], True)
+    """
     for i, width in enumerate(hidden_widths):
         x = activation(nn.Dense(width, kernel_init=kernel_init, name=f"hidden_{i}")(x))
     return x
@@ -253,6 +294,19 @@ class MLP(nn.Module):
     """``x -> Dense -> act -> ... -> Dense``: ``len(hidden_widths)`` hidden layers, one head of ``n_outputs``.
 
     Weights N(0, 1/fan_in), biases 0 (protocol.md §1). Parameters ``hidden_0, hidden_1, ..., head``.
+
+    A 784 → 32 → 10 + 3 ReLU network, its features and logits checked against the same layers in numpy:
+
+    >>> import jax, numpy as np
+    >>> from subliminal_mlp import MLP
+    >>> net, x = MLP(hidden_widths=(32,), n_outputs=13), np.random.default_rng(0).uniform(-1, 1, (3, 784))
+    >>> x = x.astype(np.float32)
+    >>> p = jax.tree.map(np.asarray, net.init(jax.random.PRNGKey(0), x)["params"])
+    >>> logits, h = net.apply({"params": p}, x, return_features=True)
+    >>> by_hand = np.maximum(x @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"], 0)  # the hidden ReLU layer
+    >>> head = by_hand @ p["head"]["kernel"] + p["head"]["bias"]
+    >>> bool(np.allclose(h, by_hand, atol=1e-5)), bool(np.allclose(logits, head, atol=1e-5))
+    (True, True)
     """
 
     hidden_widths: Sequence[int]
@@ -271,6 +325,17 @@ class SplitHeadMLP(nn.Module):
 
     Parameters ``hidden_0, ..., class_head, aux_head``; the logits are ``[class_head(h), aux_head(h)]``
     so class and aux logits sit where they sit in :class:`MLP`. Same initialisation rule.
+
+    The last m = 3 logits are the aux head's, on the trunk's output:
+
+    >>> import jax, numpy as np
+    >>> from subliminal_mlp.core.models import SplitHeadMLP
+    >>> net, x = SplitHeadMLP(hidden_widths=(32, 16), n_classes=10, aux_logits=3), np.ones((2, 784), np.float32)
+    >>> p = jax.tree.map(np.asarray, net.init(jax.random.PRNGKey(0), x)["params"])
+    >>> logits, h = net.apply({"params": p}, x, return_features=True)
+    >>> aux = h @ p["aux_head"]["kernel"] + p["aux_head"]["bias"]
+    >>> sorted(p), logits.shape, bool(np.allclose(logits[:, 10:], aux, atol=1e-5))
+    (['aux_head', 'class_head', 'hidden_0', 'hidden_1'], (2, 13), True)
     """
 
     hidden_widths: Sequence[int]
@@ -293,6 +358,18 @@ class SplitHeadCNN(nn.Module):
     3×3, ``channels[1]``, stride 2 → act → flatten → ``hidden_0``: Dense(``width``) → act →
     ``class_head``, ``aux_head``. Every kernel N(0, 1/fan_in), biases 0. Its heads have the shapes
     of a split-head MLP's whose last hidden layer is ``width`` wide, so they can be taken from one.
+
+    Shapes only (no compute): two stride-2 convolutions take 28 × 28 to 14 × 14 to 7 × 7, so ``hidden_0``
+    has 7·7·4 = 196 inputs; any leading axes of ``x`` are kept:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp.core.models import SplitHeadCNN
+    >>> cnn = SplitHeadCNN(channels=(2, 4), width=8, n_classes=10, aux_logits=3)
+    >>> p = jax.eval_shape(cnn.init, jax.random.PRNGKey(0), jnp.ones((1, 784)))["params"]
+    >>> {name: layer["kernel"].shape for name, layer in p.items()}
+    {'aux_head': (8, 3), 'class_head': (8, 10), 'conv_0': (3, 3, 1, 2), 'conv_1': (3, 3, 2, 4), 'hidden_0': (196, 8)}
+    >>> jax.eval_shape(lambda p, x: cnn.apply({"params": p}, x), p, jnp.ones((2, 5, 784))).shape
+    (2, 5, 13)
     """
 
     channels: Sequence[int]
@@ -403,7 +480,17 @@ def split_head_cnn(channels: Sequence[int] = (16, 32), width: int = 256, *, n_cl
 
 
 def config_model(cfg) -> Model:
-    """The :func:`mlp` a :class:`~subliminal_mlp.core.config.Config` describes (widths, m, classes, input size)."""
+    """The :func:`mlp` a :class:`~subliminal_mlp.core.config.Config` describes (widths, m, classes, input size).
+
+    The same model as :func:`mlp` given the config's settings (models compare by their fields):
+
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.models import config_model
+    >>> cfg = sm.Config(hidden_widths=(8,), input_dim=4, aux_logits=2)
+    >>> net = config_model(cfg)
+    >>> net == sm.mlp((8,), aux_logits=2, input_dim=4), net.n_outputs, net.input_shape
+    (True, 12, (4,))
+    """
     return mlp(cfg.hidden_widths, n_classes=cfg.n_classes, aux_logits=cfg.aux_logits, input_dim=cfg.input_dim)
 
 
@@ -419,5 +506,15 @@ def class_logits(logits: jax.Array, n_classes: int) -> jax.Array:
 
 
 def aux_logits(logits: jax.Array, n_classes: int) -> jax.Array:
-    """The auxiliary logits, every logit after the first ``n_classes``."""
+    """The auxiliary logits, every logit after the first ``n_classes``.
+
+    Two examples' logits, 10 classes + m = 3: the aux logits are the last 3, and with the class logits
+    they make up the whole output:
+
+    >>> import jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp import aux_logits, class_logits
+    >>> z = jnp.arange(26.0).reshape(2, 13)
+    >>> aux_logits(z, 10).tolist(), np.array_equal(np.concatenate([class_logits(z, 10), aux_logits(z, 10)], -1), z)
+    ([[10.0, 11.0, 12.0], [23.0, 24.0, 25.0]], True)
+    """
     return logits[..., n_classes:]

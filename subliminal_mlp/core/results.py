@@ -269,13 +269,32 @@ def few_runs_note(n_runs: int) -> str | None:
 
 
 def summary(values) -> dict[str, Any]:
-    """``{"mean", "ci95", "values": [...]}`` of per-run values (see :func:`mean_ci95`)."""
+    """``{"mean", "ci95", "values": [...]}`` of per-run values (see :func:`mean_ci95`).
+
+    >>> import numpy as np
+    >>> s = summary([0.25, 0.5, 0.75, 1.0])
+    >>> s["values"], bool(np.isclose(s["mean"], 0.625))
+    ([0.25, 0.5, 0.75, 1.0], True)
+    >>> bool(np.isclose(s["ci95"], 1.96 * np.std(s["values"], ddof=1) / np.sqrt(4)))
+    True
+    """
     m, ci = mean_ci95(values)
     return {"mean": m, "ci95": ci, "values": [float(v) for v in values]}
 
 
 def mean_ci95_columns(values) -> dict[str, list]:
-    """``{"mean": [...], "ci95": [...]}``: :func:`mean_ci95` of every column of a (runs, T) array."""
+    """``{"mean": [...], "ci95": [...]}``: :func:`mean_ci95` of every column of a (runs, T) array.
+
+    Three runs of a quantity at two steps, and one run (no CI):
+
+    >>> import numpy as np
+    >>> acc = np.array([[0.1, 0.5], [0.3, 0.7], [0.2, 0.9]])
+    >>> cols = mean_ci95_columns(acc)
+    >>> np.allclose(cols["mean"], acc.mean(0)), np.allclose(cols["ci95"], 1.96 * acc.std(0, ddof=1) / np.sqrt(3))
+    (True, True)
+    >>> mean_ci95_columns([[0.1, 0.5]])
+    {'mean': [0.1, 0.5], 'ci95': [None, None]}
+    """
     stats = [mean_ci95(column) for column in np.asarray(values).T]
     return {"mean": [m for m, _ in stats], "ci95": [c for _, c in stats]}
 
@@ -332,6 +351,24 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     (:mod:`~subliminal_mlp.core.distributed`) only process 0 writes (:func:`atomic_write`), so only
     process 0 looks at the file system; the others check the file names alone (their host may not
     see, or may not be allowed to write, process 0's directory).
+
+    A directory still to be made passes (and is not made yet); an existing file in its place, or a
+    file name with a directory part, does not:
+
+    >>> import os, tempfile
+    >>> from subliminal_mlp import check_output
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = check_output(os.path.join(tmp.name, "results", "fig10"), files=["fig10.json"])
+    >>> out.name, out.exists()
+    ('fig10', False)
+    >>> open(os.path.join(tmp.name, "taken"), "w").close()
+    >>> check_output(os.path.join(tmp.name, "taken"))
+    Traceback (most recent call last):
+    subliminal_mlp.core.results.OutputError: cannot write the results to .../taken: it is an existing file, ...
+    >>> tmp.cleanup()
+    >>> check_output(".", files=["../fig10.json"])
+    Traceback (most recent call last):
+    subliminal_mlp.core.results.OutputError: cannot write '../fig10.json' in .: give a file name without a ...
     """
     if kind not in ("dir", "file"):
         raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
@@ -503,6 +540,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     left as it was. The file gets the usual permissions (0666 less the umask). With several
     processes (:mod:`~subliminal_mlp.core.distributed`) only process 0 writes: elsewhere this returns
     ``path`` and writes nothing (every file of the library is written through here).
+
+    A write that fails halfway leaves the old file, and no temporary file beside it:
+
+    >>> import os, tempfile
+    >>> from pathlib import Path
+    >>> def half_then_fail(tmp):
+    ...     Path(tmp).write_text("new, half wri")
+    ...     raise OSError("disk full")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = atomic_write(Path(d) / "record.json", lambda tmp: Path(tmp).write_text("old"))
+    ...     try:
+    ...         atomic_write(path, half_then_fail)
+    ...     except OSError as e:
+    ...         print(e, path.read_text(), os.listdir(d))
+    disk full old ['record.json']
     """
     path = Path(path)
     if not _is_main_process():
@@ -533,7 +585,14 @@ _UMASK = _read_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`), as UTF-8; missing directories are made.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = atomic_write_text(os.path.join(d, "new", "notes.txt"), "σ = 0.01")
+    ...     print(path.read_bytes().decode("utf-8"), os.listdir(path.parent))
+    σ = 0.01 ['notes.txt']
+    """
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -687,6 +746,13 @@ def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any]
     defaults to ``dataset.name``; with ``dataset=None`` only ``{"dataset": name}``), then ``"subset"``
     when given (any filter applied to the data, e.g.
     ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``extra`` as given.
+
+    >>> data_record(name="mnist", subset={"classes": [0, 1]})
+    {'dataset': 'mnist', 'subset': {'classes': [0, 1]}}
+    >>> from subliminal_mlp import load_mnist
+    >>> rec = data_record(load_mnist())  # a loaded dataset: where its files were, and their checksums
+    >>> rec["dataset"], rec["sha256"]["t10k-labels-idx1-ubyte.gz"][:16]
+    ('mnist', 'ff7bcfd416de3373')
     """
     if name is None:
         name = getattr(dataset, "name", None)
@@ -712,6 +778,13 @@ def envelope(format: str, config, *, n_runs, seed, data: dict[str, Any], devices
     :func:`data_record`), ``environment`` (:func:`environment` of ``devices`` and
     ``environment_extra``), ``timing`` (the given seconds, plus ``peak_rss_mb`` if missing) and
     ``created`` (ISO-8601 UTC). A payload key that is an envelope key is a ``TypeError``.
+
+    >>> rec = envelope("subliminal-mlp/demo", {"lr": 0.1}, n_runs=2, seed=7, data={"dataset": "mnist"}, models={})
+    >>> list(rec)[4:], rec["seeds"]
+    (['seeds', 'models', 'data', 'environment', 'timing', 'created'], {'seed': 7, 'runs': [0, 1]})
+    >>> envelope("subliminal-mlp/demo", {}, n_runs=1, seed=0, data={}, created="today")
+    Traceback (most recent call last):
+    TypeError: payload keys ['created'] are envelope keys; pass them as envelope arguments.
     """
     if not isinstance(format, str) or not format.startswith("subliminal-mlp/"):
         raise ValueError(f"format {format!r} is invalid: it must be 'subliminal-mlp/<kind>'.")
@@ -771,6 +844,17 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """CSV text (``\\n`` line ends, minimal quoting): the ``header`` row, then one line per row.
 
     Cells are written as given (format floats before, e.g. ``f"{x:.6f}"``); ``None`` is an empty cell.
+
+    A cell with a comma is quoted, and Python's ``csv`` reader reads the table back:
+
+    >>> import csv, io
+    >>> text = csv_text(["model", "run", "accuracy"], [["teacher", 0, f"{0.95:.6f}"], ["mine, v2", 1, None]])
+    >>> print(text, end="")
+    model,run,accuracy
+    teacher,0,0.950000
+    "mine, v2",1,
+    >>> list(csv.reader(io.StringIO(text)))[2]
+    ['mine, v2', '1', '']
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -833,7 +917,19 @@ def format_ci(ci: float | None, digits: int = 4, *, spec: str | None = None) -> 
 
 
 def format_table(record: dict[str, Any]) -> str:
-    """A plain-text table: model, mean test accuracy, 95 % CI half-width, runs."""
+    """A plain-text table: model, mean test accuracy, 95 % CI half-width, runs.
+
+    Three runs of each model; their sd is 0.01, so the half-width is 1.96 · 0.01 / √3 = 0.0113:
+
+    >>> acc = {"teacher": [0.95, 0.96, 0.97], "cross_aux": [0.10, 0.12, 0.11]}
+    >>> record = {"models": {m: dict(zip(("mean", "ci95"), mean_ci95(a)), accuracies=a) for m, a in acc.items()}}
+    >>> print(format_table(record))
+    model          accuracy  ± 95% CI   runs
+    ----------------------------------------
+    teacher          0.9600    0.0113   3
+    cross_aux        0.1100    0.0113   3
+    note: with 3 runs, ± 1.96·sd/√n (the paper's approximate 95 % CI) is narrow: a t interval is 2.2× as wide ...
+    """
     lines = [f"{'model':<13} {'accuracy':>9} {'± 95% CI':>9}   runs",
              "-" * 40]
     for name, m in record["models"].items():

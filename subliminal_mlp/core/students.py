@@ -84,7 +84,19 @@ class StudentError(ValueError):
 
 class StartContext(NamedTuple):
     """What a start sees in one run: ``refs`` ({"own": θ0, "cross": θ0 of the cross run}), the
-    ``teachers`` ({name: params}), the run's named ``keys``, the hyperparameters ``hp``, the ``model``."""
+    ``teachers`` ({name: params}), the run's named ``keys``, the hyperparameters ``hp``, the ``model``.
+
+    A start of one's own is a function of this context, e.g. halfway between θ0 and the cross run's θ0:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import StartContext
+    >>> midway = lambda ctx: jax.tree.map(lambda a, b: (a + b) / 2, ctx.refs["own"], ctx.refs["cross"])
+    >>> ctx = StartContext(refs={"own": {"w": jnp.zeros(2)}, "cross": {"w": jnp.ones(2)}}, teachers={}, keys={},
+    ...                    hp={}, model=None)  # toy stand-ins for what the engine passes in a run
+    >>> midway(ctx)["w"].tolist(), sm.Student("midway", start=midway).start is midway
+    ([0.5, 0.5], True)
+    """
 
     refs: Mapping[str, Any]
     teachers: Mapping[str, Any]
@@ -95,7 +107,18 @@ class StartContext(NamedTuple):
 
 @dataclass(frozen=True)
 class ref:
-    """The run's own reference (``"own"``: θ0, shared with the teacher) or the cross run's (``"cross"``)."""
+    """The run's own reference (``"own"``: θ0, shared with the teacher) or the cross run's (``"cross"``).
+
+    A student's ``start="cross"`` is ``ref("cross")``:
+
+    >>> import jax.numpy as jnp
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import StartContext
+    >>> ctx = StartContext(refs={"own": {"w": jnp.zeros(2)}, "cross": {"w": jnp.ones(2)}}, teachers={}, keys={},
+    ...                    hp={}, model=None)  # toy stand-ins for what the engine passes in a run
+    >>> sm.ref()(ctx)["w"].tolist(), sm.ref("cross")(ctx)["w"].tolist(), sm.Student("s", start="cross").start
+    ([0.0, 0.0], [1.0, 1.0], ref(which='cross'))
+    """
 
     which: str = "own"
 
@@ -105,7 +128,18 @@ class ref:
 
 @dataclass(frozen=True)
 class fresh:
-    """A new initialisation ``model.init(fold_in(keys["fresh"], stream))``, shared with no teacher."""
+    """A new initialisation ``model.init(fold_in(keys["fresh"], stream))``, shared with no teacher.
+
+    >>> import jax, numpy as np
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import StartContext
+    >>> net, key = sm.mlp((8,)), jax.random.PRNGKey
+    >>> ctx = StartContext(refs={"own": net.init(key(0))}, teachers={}, keys={"fresh": key(7)}, hp={}, model=net)
+    >>> new, by_hand = sm.fresh(stream=1)(ctx), net.init(jax.random.fold_in(key(7), 1))
+    >>> same = lambda a, b: jax.tree.all(jax.tree.map(np.array_equal, a, b))
+    >>> same(new, by_hand), same(new, ctx.refs["own"])  # not θ0
+    (True, False)
+    """
 
     stream: int = 0
 
@@ -123,6 +157,22 @@ class perturbed:
     update ``d = θ_teacher − θ0`` and is rescaled to its original norm, so the perturbation has the
     same size but cannot move along d. ``d`` is always the experiment's own teacher (``"teacher"``)
     minus the own reference, whatever ``base`` and the student's ``teacher``.
+
+    With σ = 0.1 read from the hyperparameters, on toy parameters (P = 10,000, θ0 = 0, a teacher that moved
+    by d = 1 in every parameter): the start's distance from the teacher's initialisation θ0 is ≈ σ√P = 10,
+    and the orthogonal noise has the same size and no component along ``d``:
+
+    >>> import jax, jax.numpy as jnp
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import StartContext, cosine
+    >>> theta0, d = {"w": jnp.zeros(10_000)}, {"w": jnp.ones(10_000)}
+    >>> ctx = StartContext(refs={"own": theta0}, teachers={"teacher": d}, keys={"init_noise": jax.random.PRNGKey(1)},
+    ...                    hp={"init_noise": 0.1}, model=None)  # toy stand-ins for the run's values
+    >>> xi, perp = sm.perturbed()(ctx)["w"], sm.perturbed(orthogonal=True)(ctx)["w"]  # θ_S0 − θ0, as θ0 = 0
+    >>> round(float(jnp.linalg.norm(xi)), 0), bool(jnp.isclose(jnp.linalg.norm(perp), jnp.linalg.norm(xi), rtol=1e-4))
+    (10.0, True)
+    >>> abs(float(cosine(perp, d["w"]))) < 1e-4, abs(float(cosine(xi, d["w"]))) < 1e-4  # only the orthogonal is ⟂ d
+    (True, False)
     """
 
     sigma: Setting = "init_noise"
@@ -244,7 +294,16 @@ class layers:
 
 
 def as_start(start: Any):
-    """``"own"``/``"cross"`` → :class:`ref`; a start (callable) is returned as it is."""
+    """``"own"``/``"cross"`` → :class:`ref`; a start (callable) is returned as it is.
+
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import as_start
+    >>> as_start("cross"), as_start(sm.fresh(1))
+    (ref(which='cross'), fresh(stream=1))
+    >>> as_start("teacher")
+    Traceback (most recent call last):
+    subliminal_mlp.core.students.StudentError: start = 'teacher' is unknown: ...
+    """
     if isinstance(start, str):
         if start not in ("own", "cross"):
             raise StudentError(f"start = {start!r} is unknown: use 'own', 'cross' or a start such as perturbed(...).")
@@ -454,6 +513,18 @@ def make_optimizer(student: Student, hp: Mapping[str, Any], view: Any = None) ->
     ``student.optimizer`` may be a transformation, ``f(hp)`` or ``f(hp, view)`` where ``view`` is the
     run's :class:`~subliminal_mlp.core.engine.RunModels` (its data, teachers and keys: e.g. a projection
     that needs the teacher's task gradient, :func:`project_out`).
+
+    One step on the gradient ``g = (0.5, −2, 1)`` at learning rate 0.1: by default Adam's first step,
+    ``−lr·g/(|g| + ε) ≈ −lr·sign(g)``; with SGD of the same rate, ``−lr·g``:
+
+    >>> import jax, optax, jax.numpy as jnp
+    >>> import subliminal_mlp as sm
+    >>> from subliminal_mlp.core.students import make_optimizer
+    >>> g, hp = {"w": jnp.array([0.5, -2.0, 1.0])}, {"learning_rate": 0.1}
+    >>> step = lambda tx: [round(u, 4) for u in jax.jit(lambda g: tx.update(g, tx.init(g))[0])(g)["w"].tolist()]
+    >>> sgd = sm.Student("sgd", optimizer=lambda hp: optax.sgd(hp["learning_rate"]))
+    >>> step(make_optimizer(sm.Student("s"), hp)), step(make_optimizer(sgd, hp))
+    ([-0.1, 0.1, -0.1], [-0.05, 0.2, -0.1])
     """
     opt = student.optimizer
     if opt is None:
@@ -490,19 +561,47 @@ def _n_args(fn) -> int:
 
 
 def tree_dot(a, b) -> jax.Array:
-    """``Σ_leaves Σ a·b``: the dot product of two parameter pytrees as flat vectors."""
+    """``Σ_leaves Σ a·b``: the dot product of two parameter pytrees as flat vectors.
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.core.students import tree_dot
+    >>> a = {"w": jnp.array([[1.0, 2.0]]), "b": jnp.array([3.0])}
+    >>> b = {"w": jnp.array([[4.0, -1.0]]), "b": jnp.array([0.5])}
+    >>> float(tree_dot(a, b))  # 1·4 + 2·(−1) + 3·0.5
+    3.5
+    """
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def cosine(a, b) -> jax.Array:
-    """``a·b / (‖a‖‖b‖)`` of two pytrees as flat vectors (0 when either is 0; NaN when either is not finite)."""
+    """``a·b / (‖a‖‖b‖)`` of two pytrees as flat vectors (0 when either is 0; NaN when either is not finite).
+
+    As numpy's cosine of the two raveled trees; then against a zero tree and a tree with an infinite entry:
+
+    >>> import jax, numpy as np
+    >>> from subliminal_mlp.core.students import cosine
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = ({"w": rng.normal(size=(3, 4)), "b": rng.normal(size=4)} for _ in range(2))
+    >>> u, v = (np.concatenate([leaf.ravel() for leaf in jax.tree.leaves(t)]) for t in (a, b))
+    >>> bool(np.isclose(cosine(a, b), u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), atol=1e-6))
+    True
+    >>> zero, diverged = {"w": np.zeros((3, 4)), "b": np.zeros(4)}, {"w": b["w"], "b": np.full(4, np.inf)}
+    >>> float(cosine(a, zero)), float(cosine(a, diverged))
+    (0.0, nan)
+    """
     den = jnp.sqrt(tree_dot(a, a) * tree_dot(b, b))
     return similarity_ratio(tree_dot(a, b), den)
 
 
 def similarity_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     """``num / den`` for a normalised similarity: 0 where ``den`` is 0 (a zero vector), NaN where it is not finite
-    (a diverged model's parameters or features: never 0, which would read as "unrelated")."""
+    (a diverged model's parameters or features: never 0, which would read as "unrelated").
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.core.students import similarity_ratio
+    >>> similarity_ratio(jnp.array([1.0, 0.0, 1.0]), jnp.array([4.0, 0.0, jnp.inf])).tolist()  # 1/4; zero; diverged
+    [0.25, 0.0, nan]
+    """
     return jnp.where(jnp.isfinite(den), jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0), jnp.nan)
 
 
@@ -587,6 +686,23 @@ class liminal:
     Use it as a student's ``penalty``::
 
         Student("liminal", penalty=liminal(weight="liminal_weight", steps="liminal_steps"))
+
+    Checked against the KL computed in numpy, with λ = 0.5 and T = 10, on a stand-in for the engine's
+    :class:`~subliminal_mlp.core.engine.PenaltyView` holding the fields it reads:
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import subliminal_mlp as sm
+    >>> from types import SimpleNamespace as View
+    >>> net, x = sm.mlp((8,)), np.random.default_rng(0).uniform(-1, 1, (4, 784)).astype(np.float32)
+    >>> start, theta = net.init(jax.random.PRNGKey(0)), net.init(jax.random.PRNGKey(1))
+    >>> run = View(hp={"liminal_weight": 0.5, "liminal_steps": 10})
+    >>> penalty = sm.students.liminal()  # weight "liminal_weight", steps "liminal_steps", all logits
+    >>> at = jax.jit(lambda t: penalty(View(model=net, start=start, theta=theta, x=x, step=t, run=run)))
+    >>> logsm = lambda z: z - np.log(np.exp(z).sum(-1, keepdims=True))
+    >>> logp, logq = (logsm(np.asarray(net.apply(params, x), np.float64)) for params in (start, theta))
+    >>> kl = (np.exp(logp) * (logp - logq)).sum()  # summed over the batch
+    >>> bool(np.isclose(at(3), 0.5 * kl, rtol=1e-4)), float(at(10))  # λ·KL before step T, 0 from step T on
+    (True, 0.0)
     """
 
     weight: Setting = "liminal_weight"
@@ -603,5 +719,16 @@ class liminal:
 
 
 def adam(learning_rate) -> optax.GradientTransformation:
-    """Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8), the paper's optimiser (protocol.md §1)."""
+    """Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8), the paper's optimiser (protocol.md §1).
+
+    Its first step is ``−lr·m̂/(√v̂ + ε) = −lr·g/(|g| + ε)``: ``−lr·sign(g)``, but half of it for a
+    gradient as small as ε = 1e-8:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp.core.students import adam
+    >>> tx, g = adam(0.1), {"w": jnp.array([0.5, -2.0, 1e-8])}
+    >>> first_step = jax.jit(lambda g: tx.update(g, tx.init(g))[0])  # from a fresh state
+    >>> [round(u, 4) for u in first_step(g)["w"].tolist()]
+    [-0.1, 0.1, -0.05]
+    """
     return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)

@@ -57,7 +57,17 @@ SWEEPABLE = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("
 
 def parse_values(param: str, texts: Sequence[str]) -> list:
     """Command-line strings to typed values of ``param`` (``hidden_widths``: ``"512,512"`` or ``"512x512"``; an
-    empty width, as in ``"512,"``, is refused)."""
+    empty width, as in ``"512,"``, is refused).
+
+    Each value takes the type of its ``Config`` field:
+
+    >>> from subliminal_mlp.studies.sweep import parse_values
+    >>> parse_values("hidden_widths", ["512,512", "64x64x64"]), parse_values("learning_rate", ["1e-3", "3"])
+    ([(512, 512), (64, 64, 64)], [0.001, 3.0])
+    >>> parse_values("aux_logits", ["3.5"])
+    Traceback (most recent call last):
+    subliminal_mlp.core.config.ConfigError: value '3.5' is not valid for aux_logits (int).
+    """
     check_param(param)
     kind = {f.name: f.type for f in dataclasses.fields(Config)}[param]
     out = []
@@ -93,7 +103,14 @@ def value_label(value: Any) -> str:
     """A value as it appears in file names and on the plot: ``(512, 512)`` -> ``512,512``, ``1e-05`` -> ``1e-05``.
 
     A float is written with ``%g`` (6 significant digits) where that reads back as the same float, else
-    in full (``repr``: ``0.1000001``), so two different values never share a record's file name."""
+    in full (``repr``: ``0.1000001``), so two different values never share a record's file name.
+
+    >>> from subliminal_mlp.studies.sweep import value_label
+    >>> value_label((512, 512)), value_label(3e-4), value_label(0.1000001), value_label(1 / 3), value_label("kl")
+    ('512,512', '0.0003', '0.1000001', '0.3333333333333333', 'kl')
+    >>> all(float(value_label(x)) == x for x in (0.1, 1 / 3, 3e-4, 1e-12, 2.5e10))  # each label reads back exactly
+    True
+    """
     if isinstance(value, (tuple, list)):
         return ",".join(value_label(v) for v in value)
     if isinstance(value, float):
@@ -134,6 +151,29 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     ``datasets`` may map dataset names to loaded ``Dataset`` objects (else they are loaded from
     ``data_dir`` / the usual lookup). With several processes (:mod:`.distributed`) every process
     runs the sweep; which values are done is process 0's finding, and only it writes and logs.
+
+    Two seeds of a protocol without training (0 epochs: every model is its start, so the numbers can be checked
+    exactly), in one program, in seconds; then the same sweep again, resumed from its records:
+
+    >>> import tempfile, numpy as np
+    >>> import subliminal_mlp as sm
+    >>> base = sm.Config(hidden_widths=(16,), teacher_epochs=0, student_epochs=0, n_noise=128, batch_size=128,
+    ...                  n_runs=2)
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     s = sm.run_sweep("seed", [0, 1], base, out_dir=out, progress=False, log=lambda line: None)
+    ...     rows = sm.per_run(s["files"]["json"])  # every run, read from the value records beside the summary
+    ...     again = sm.run_sweep("seed", [0, 1], base, out_dir=out, progress=False, log=print)
+    resuming: 2 of 2 values already done (0, 1)
+    ...
+    >>> s["labels"], s["n_runs"], sorted(s["files"]), again["models"] == s["models"]
+    (['0', '1'], [2, 2], ['csv', 'json', 'png'], True)
+    >>> acc = {(r["seed"], r["model"], r["run"]): r["accuracy"] for r in rows}
+    >>> acc[1, "teacher", 0] == acc[1, "reference", 0], acc[1, "cross_aux", 0] == acc[1, "reference", 1]
+    (True, True)
+    >>> ref = [acc[1, "reference", 0], acc[1, "reference", 1]]
+    >>> m, ci = s["models"]["reference"]["mean"][1], s["models"]["reference"]["ci95"][1]
+    >>> bool(np.isclose(m, np.mean(ref))), bool(np.isclose(ci, 1.96 * np.std(ref, ddof=1) / np.sqrt(2)))
+    (True, True)
     """
     check_param(param)
     t0 = time.perf_counter()

@@ -140,7 +140,22 @@ def float64() -> Iterator[None]:
 
 
 def to_float64(tree: Any) -> Any:
-    """Cast every floating leaf of ``tree`` to float64 (must be called inside :func:`float64`)."""
+    """Cast every floating leaf of ``tree`` to float64 (must be called inside :func:`float64`).
+
+    Integer leaves keep their dtype; outside the scope it raises ``RuntimeError`` (JAX would keep float32):
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.theory import float64, to_float64
+    >>> tree = {"w": jnp.ones(2), "index": jnp.arange(2)}  # float32 and int32, made outside the scope
+    >>> with float64():
+    ...     cast = to_float64(tree)
+    ...     print(cast["w"].dtype, cast["index"].dtype)
+    float64 int32
+    >>> to_float64(tree)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: to_float64 needs 64-bit mode: call it inside `with theory.float64():` ...
+    """
     if not jax.config.jax_enable_x64:
         raise RuntimeError(
             "to_float64 needs 64-bit mode: call it inside `with theory.float64():` "
@@ -178,12 +193,29 @@ def tree_dot(a: Params, b: Params) -> jax.Array:
 
 
 def tree_norm(a: Params) -> jax.Array:
-    """Euclidean norm ``‖a‖`` of a parameter pytree seen as one vector."""
+    """Euclidean norm ``‖a‖`` of a parameter pytree seen as one vector.
+
+    All leaves together, whatever their shapes (here ``√(3² + 4²)``):
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.theory import tree_norm
+    >>> float(tree_norm({"w": jnp.array([3.0]), "b": jnp.array([[4.0]])}))
+    5.0
+    """
     return jnp.linalg.norm(ravel_pytree(a)[0])
 
 
 def tree_cosine(a: Params, b: Params) -> jax.Array:
-    """``a·b / (‖a‖‖b‖)`` (0 when either is the zero vector) of two pytrees of one structure (as :func:`tree_dot`)."""
+    """``a·b / (‖a‖‖b‖)`` (0 when either is the zero vector) of two pytrees of one structure (as :func:`tree_dot`).
+
+    The cosine of ``(1, 0)`` and ``(1, 1)`` is ``1/√2``; against the zero vector it is 0, not NaN:
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.theory import tree_cosine
+    >>> a, b = {"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([1.0, 1.0])}
+    >>> round(float(tree_cosine(a, b)), 4), float(tree_cosine(a, {"w": jnp.zeros(2)}))  # 1/√2 = 0.70711
+    (0.7071, 0.0)
+    """
     _same_tree(a, b)
     fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
     den = jnp.linalg.norm(fa) * jnp.linalg.norm(fb)
@@ -568,22 +600,66 @@ def _model_of(net: Config | Model) -> Optional[Model]:
 
 
 def mse_all(net: Config | Model) -> StudentLoss:
-    """Squared error ``Σ_i (z_i − y_i)²`` on all ``n_classes + m`` logits of ``net`` (a Model or a Config)."""
+    """Squared error ``Σ_i (z_i − y_i)²`` on all ``n_classes + m`` logits of ``net`` (a Model or a Config).
+
+    Weight 1 on each of the 3 + 2 logits of a small MLP; ``L_S`` of ``z = (1, 2, 0, 0, 0)``, ``y = 0`` is
+    ``1² + 2²``:
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import mse_all, student_loss_value
+    >>> loss = mse_all(mlp((8,), n_classes=3, aux_logits=2, input_dim=4))
+    >>> loss.weights, float(student_loss_value(loss, jnp.array([1.0, 2.0, 0.0, 0.0, 0.0]), jnp.zeros(5)))
+    ((1.0, 1.0, 1.0, 1.0, 1.0), 5.0)
+    """
     return StudentLoss.mse(_mask(net, "all"), "mse_all", _model_of(net))
 
 
 def mse_aux(net: Config | Model) -> StudentLoss:
-    """Squared error on the m aux logits only (weight 0 on the class logits; Jiang et al.)."""
+    """Squared error on the m aux logits only (weight 0 on the class logits; Jiang et al.).
+
+    With 3 classes and 2 aux logits the class logits' errors (here 5) count for nothing: ``1² + 2²``:
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import mse_aux, student_loss_value
+    >>> loss = mse_aux(mlp((8,), n_classes=3, aux_logits=2, input_dim=4))
+    >>> loss.weights, float(student_loss_value(loss, jnp.array([5.0, 5.0, 5.0, 1.0, 2.0]), jnp.zeros(5)))
+    ((0.0, 0.0, 0.0, 1.0, 1.0), 5.0)
+    """
     return StudentLoss.mse(_mask(net, "aux"), "mse_aux", _model_of(net))
 
 
 def ce_all(net: Config | Model) -> StudentLoss:
-    """Softmax cross-entropy on all logits (the paper's all-logits student)."""
+    """Softmax cross-entropy on all logits (the paper's all-logits student).
+
+    With teacher logits ``y = 0`` (``σ(y)`` uniform) ``L_S = −mean_i log σ(z)_i``, checked in NumPy:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import ce_all, student_loss_value
+    >>> loss, z = ce_all(mlp((8,), n_classes=3, aux_logits=2, input_dim=4)), np.float32([0.5, -1.0, 2.0, 0.0, 1.0])
+    >>> log_softmax = z - np.log(np.exp(z).sum())
+    >>> bool(np.isclose(student_loss_value(loss, z, np.zeros(5, np.float32)), -log_softmax.mean()))
+    True
+    """
     return StudentLoss.ce(_mask(net, "all"), name="ce_all", model=_model_of(net))
 
 
 def ce_aux(net: Config | Model) -> StudentLoss:
-    """Softmax cross-entropy on the m aux logits only (the paper's aux-only student)."""
+    """Softmax cross-entropy on the m aux logits only (the paper's aux-only student).
+
+    The softmax is over the aux logits alone (the last 2 of 3 + 2 here; the class logits do not enter), checked
+    in NumPy with teacher logits ``y = 0``:
+
+    >>> import numpy as np
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import ce_aux, student_loss_value
+    >>> loss, z = ce_aux(mlp((8,), n_classes=3, aux_logits=2, input_dim=4)), np.float32([9.0, -9.0, 9.0, 0.5, 2.0])
+    >>> log_softmax_aux = z[3:] - np.log(np.exp(z[3:]).sum())
+    >>> bool(np.isclose(student_loss_value(loss, z, np.zeros(5, np.float32)), -log_softmax_aux.mean()))
+    True
+    """
     return StudentLoss.ce(_mask(net, "aux"), name="ce_aux", model=_model_of(net))
 
 
@@ -609,7 +685,18 @@ def standard_losses(net: Config | Model, names: Sequence[str] = STANDARD_LOSSES)
 
 
 def student_loss_value(loss: StudentLoss, z: jax.Array, y: jax.Array) -> jax.Array:
-    """``L_S(z, y)`` per example (shape ``z.shape[:-1]``): student logits ``z``, teacher logits ``y``."""
+    """``L_S(z, y)`` per example (shape ``z.shape[:-1]``): student logits ``z``, teacher logits ``y``.
+
+    Squared error: ``Σ_i w_i (z_i − y_i)²``. Cross-entropy on S: ``−Σ_{i∈S} σ(y_S)_i log σ(z_S)_i``; on all
+    logits, a batch of 3 checked against :func:`jax.nn.softmax` and :func:`jax.nn.log_softmax`:
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp.theory import StudentLoss, student_loss_value
+    >>> z, y = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 5)), jnp.float32)  # 3 examples, 5 logits
+    >>> value = student_loss_value(StudentLoss.ce([1.0] * 5), z, y)
+    >>> value.shape, bool(jnp.allclose(value, -jnp.sum(jax.nn.softmax(y) * jax.nn.log_softmax(z), axis=-1)))
+    ((3,), True)
+    """
     w = loss.weight_array(z.dtype)
     if loss.kind == "mse":
         return jnp.sum(w * jnp.square(z - y), axis=-1)
@@ -623,6 +710,17 @@ def output_gradient(loss: StudentLoss, z: jax.Array, y: jax.Array) -> jax.Array:
 
     Squared error: ``2 w ⊙ (z − y)``. Cross-entropy on S: ``σ(z_S) − σ(y_S)`` on S, 0 off S. Both
     vanish at ``z = y``: the reason the student's update is ``O(ε)`` with a shared initialisation.
+
+    The closed form is :func:`jax.grad` of :func:`student_loss_value` (here cross-entropy on logits 3 and 4 of
+    5), and is exactly 0 at ``z = y``:
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp.theory import StudentLoss, output_gradient, student_loss_value
+    >>> loss = StudentLoss.ce([3, 4], n_outputs=5)
+    >>> z, y = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5)), jnp.float32)
+    >>> g = jax.jit(jax.grad(lambda z: student_loss_value(loss, z, y)))(z)
+    >>> bool(jnp.allclose(output_gradient(loss, z, y), g, atol=1e-6)), output_gradient(loss, y, y).tolist()
+    (True, [0.0, 0.0, 0.0, 0.0, 0.0])
     """
     w = loss.weight_array(z.dtype)
     if loss.kind == "mse":
@@ -656,6 +754,15 @@ def quadratic_form(loss: StudentLoss, y: jax.Array, v: jax.Array) -> jax.Array:
 
     Squared error: ``2 Σ w_i v_i²``. Cross-entropy on S: ``Σ_S p_i v_i² − (Σ_S p_i v_i)²``, the
     variance of ``v`` under the categorical ``p``.
+
+    It is ``vᵀ M v`` with ``M`` from :func:`alignment_matrix`; for two logits with ``p = σ(y) = (1/4, 3/4)``,
+    ``p₁p₂(v₁ − v₂)² = (3/16)·4``:
+
+    >>> import math, jax.numpy as jnp
+    >>> from subliminal_mlp.theory import StudentLoss, alignment_matrix, quadratic_form
+    >>> loss, y, v = StudentLoss.ce([1.0, 1.0]), jnp.array([0.0, math.log(3.0)]), jnp.array([1.0, 3.0])
+    >>> round(float(quadratic_form(loss, y, v)), 5), round(float(v @ alignment_matrix(loss, y) @ v), 5)
+    (0.75, 0.75)
     """
     w = loss.weight_array(y.dtype)
     if loss.kind == "mse":
@@ -684,6 +791,20 @@ class TeacherLoss:
     A kernel given ``model=`` (or ``apply_fn=``) and a teacher loss bound to a different network
     raises :class:`~subliminal_mlp.core.models.ModelError` naming both, so the teacher's step ``ΔθT``
     is never the gradient of another network. Build with :func:`class_cross_entropy_loss`.
+
+    A class cross-entropy bound to a small MLP (``n_classes`` taken from the model), checked in NumPy on the
+    model's first ``n_classes`` logits:
+
+    >>> import jax, numpy as np
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import TeacherLoss
+    >>> net = mlp((4,), input_dim=3)  # 10 classes + 3 aux logits
+    >>> L_T, p = TeacherLoss("class_ce", model=net), net.init(jax.random.PRNGKey(0))
+    >>> X, labels = np.random.default_rng(0).uniform(-1, 1, (5, 3)).astype(np.float32), np.array([0, 1, 2, 3, 9])
+    >>> logits = np.asarray(net.apply(p, X))[:, :10]  # the aux logits are not in the loss
+    >>> log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    >>> L_T.n_classes, bool(np.isclose(L_T(p, X, labels), -log_p[np.arange(5), labels].mean()))
+    (10, True)
     """
 
     kind: str
@@ -775,12 +896,33 @@ def mnist_teacher_loss(n_classes: int = 10) -> TeacherLoss:
     parameters): the kernels accept it only with that network (the default, or an ``mlp`` with
     ReLU and ``n_classes`` classes) and raise ``ModelError`` with any other. For another model use
     :func:`class_cross_entropy_loss` (``model``).
+
+    On a small ReLU MLP's parameters (synthetic images and labels), checked against the mean class
+    cross-entropy of the model's own ``apply``:
+
+    >>> import jax, numpy as np
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import mnist_teacher_loss
+    >>> net = mlp((4,), input_dim=3)  # ReLU, 10 classes + 3 aux logits
+    >>> p, X = net.init(jax.random.PRNGKey(0)), np.random.default_rng(0).uniform(-1, 1, (5, 3)).astype(np.float32)
+    >>> logits, labels = np.asarray(net.apply(p, X))[:, :10], np.array([0, 1, 2, 3, 9])
+    >>> log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    >>> bool(np.isclose(mnist_teacher_loss()(p, X, labels), -log_p[np.arange(5), labels].mean()))
+    True
     """
     return TeacherLoss("class_ce", model=None, n_classes=int(n_classes), name="class_ce")
 
 
 def l2_teacher_loss(params) -> jax.Array:
-    """``L_T(params) = ½‖θ‖²``: a regulariser as the teacher's loss (``ΔθT = −θT0``), for any model."""
+    """``L_T(params) = ½‖θ‖²``: a regulariser as the teacher's loss (``ΔθT = −θT0``), for any model.
+
+    All leaves together, here ``½(3² + 4² + 1²)`` (its gradient ``θ``: :func:`teacher_update` gives ``−θT0``):
+
+    >>> import jax.numpy as jnp
+    >>> from subliminal_mlp.theory import l2_teacher_loss
+    >>> float(l2_teacher_loss({"w": jnp.array([3.0, 4.0]), "b": jnp.array([[1.0]])}))
+    13.0
+    """
     return 0.5 * _leaves_dot(params, params)
 
 
@@ -881,6 +1023,24 @@ def student_update(loss: StudentLoss, theta_S0: Params, theta_T0: Params, delta_
     Computed as the VJP of the student's outputs applied to the closed-form ``∂L_S/∂z``
     (:func:`output_gradient`). ``eps > 0`` (a scalar; ``vmap`` over it for a grid). ``f`` is
     ``model.apply`` (or ``apply_fn``; default the paper's ReLU MLP).
+
+    A student ``θS0 ≠ θT0`` imitating the teacher after its step of size ``ε = 0.5``: the update is minus
+    :func:`jax.grad` of the mean squared error on the teacher's outputs:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import (float64, l2_teacher_loss, mse_all, student_loss_value, student_update,
+    ...                                    teacher_update, to_float64, tree_norm)
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0, s0 = (to_float64(net.init(jax.random.PRNGKey(k))) for k in (0, 1))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(1), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     d_t = teacher_update(l2_teacher_loss, t0)
+    ...     d_s = student_update(mse_all(net), s0, t0, d_t, x, 0.5, model=net)
+    ...     y = net.apply(jax.tree.map(lambda p, d: p + 0.5 * d, t0, d_t), x)  # the teacher's outputs at ε
+    ...     g = jax.jit(jax.grad(lambda p: jnp.mean(student_loss_value(mse_all(net), net.apply(p, x), y))))(s0)
+    ...     print(bool(tree_norm(jax.tree.map(jnp.add, d_s, g)) < 1e-12 * tree_norm(g)))  # ΔθS = −g
+    True
     """
     net = _network(model, apply_fn)
     _check_positive("eps", eps, scalar=True)
@@ -897,7 +1057,25 @@ def _output_tangent(theta_T0, delta_T, x, *, apply_fn):
 @_float32_outside_scope
 def output_tangent(theta_T0: Params, delta_T: Params, x: jax.Array, *, apply_fn: Optional[Callable] = None,
                    model: Optional[Model] = None) -> tuple[jax.Array, jax.Array]:
-    """``(y0, v)``: the teacher's initial outputs ``f_θT0(x)`` and ``v = J_x ΔθT`` by ``jax.jvp`` (§2)."""
+    """``(y0, v)``: the teacher's initial outputs ``f_θT0(x)`` and ``v = J_x ΔθT`` by ``jax.jvp`` (§2).
+
+    ``v`` is the derivative of the outputs along the teacher's step, checked here by a central finite
+    difference in float64:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import float64, l2_teacher_loss, output_tangent, teacher_update, to_float64
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0 = to_float64(net.init(jax.random.PRNGKey(0)))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(1), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     d_t = teacher_update(l2_teacher_loss, t0)
+    ...     y0, v = output_tangent(t0, d_t, x, model=net)
+    ...     f = jax.jit(lambda h: net.apply(jax.tree.map(lambda p, d: p + h * d, t0, d_t), x))  # f_{θT0 + hΔθT}(x)
+    ...     fd = (f(1e-6) - f(-1e-6)) / 2e-6
+    ...     print(v.shape, bool(jnp.allclose(v, fd, atol=1e-7)), bool(jnp.allclose(y0, f(0.0))))
+    (16, 5) True True
+    """
     net = _network(model, apply_fn)
     _check_trees("theta_T0", theta_T0, delta_T=delta_T)
     _check_inputs(net, theta_T0, x)
@@ -952,6 +1130,23 @@ def alignment(loss: StudentLoss, loss_T: LossT, theta_S0: Params, theta_T0: Para
     Vmappable over ``eps`` (and ``alpha``). For a grid prefer :func:`sweep`, which shares the
     work that does not depend on ``ε`` or on the loss. ``loss_T`` must be built for the network
     (``model``; a :class:`TeacherLoss` bound to another one raises ``ModelError``).
+
+    Shared initialisation at a small ``ε``: ``ΔθS·ΔθT/ε`` is :func:`first_order_coefficient`'s ``A`` up to
+    ``O(ε)`` (Lemma 1), and the teacher's loss ``L_T = ½‖θ‖²`` decreases (Theorem 1):
+
+    >>> import jax, jax.numpy as jnp
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import (alignment, ce_aux, first_order_coefficient, float64, l2_teacher_loss,
+    ...                                    teacher_update, to_float64)
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0 = to_float64(net.init(jax.random.PRNGKey(0)))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(1), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     d_t = teacher_update(l2_teacher_loss, t0)
+    ...     out = alignment(ce_aux(net), l2_teacher_loss, t0, t0, d_t, x, 1e-5, model=net)
+    ...     A = first_order_coefficient(ce_aux(net), t0, d_t, x, model=net)
+    ...     print(bool(abs(out["dot"] / 1e-5 - A) < 1e-3 * A), bool(out["delta_LT"] < 0), bool(out["cos"] > 0))
+    True True True
     """
     net = _network(model, apply_fn)
     _check_positive("eps", eps, scalar=True)
@@ -976,6 +1171,24 @@ class SweepResult(NamedTuple):
     ``dot0`` (I,K), ``norm_S0`` (I,K): ``ΔθS(0)·ΔθT`` and ``‖ΔθS(0)‖`` (the untrained teacher's
     update; exactly 0 for a shared initialisation). ``change`` (I,K,E): ``‖ΔθS(ε) − ΔθS(0)‖``,
     which is ``O(ε)``: the teacher's step only enters the student's update at first order.
+
+    From :func:`sweep` with ``L_T = ½‖θ‖²`` (so ``ΔθT = −θT0``): ``norm_T = ‖θT0‖``, ``LT0 = ½‖θS0‖²``
+    per student, and ``dot0 = 0`` for the shared initialisation (student 0):
+
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import float64, l2_teacher_loss, standard_losses, sweep, to_float64, tree_norm
+    >>> net = mlp((8,), n_classes=3, aux_logits=2, input_dim=4, activation="tanh")
+    >>> with float64():
+    ...     t0, other = (to_float64(net.init(jax.random.PRNGKey(s))) for s in (0, 1))
+    ...     x = jax.random.uniform(jax.random.PRNGKey(2), (16, 4), jnp.float64, -1.0, 1.0)
+    ...     res = sweep(standard_losses(net), l2_teacher_loss, t0, [t0, other], x, [1e-6, 1e-3], model=net)
+    ...     norms = [float(tree_norm(p)) for p in (t0, other)]
+    >>> res = jax.tree.map(np.asarray, res)
+    >>> bool(np.isclose(res.norm_T, norms[0])), bool(np.allclose(res.LT0, np.square(norms) / 2))
+    (True, True)
+    >>> res.dot0.shape, bool(np.all(np.abs(res.dot0[0]) < 1e-12))  # (students, losses)
+    ((2, 4), True)
     """
 
     A: jax.Array

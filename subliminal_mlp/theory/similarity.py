@@ -101,6 +101,23 @@ def penultimate_similarity(a: dict, b: dict, images: jax.Array, features_fn=None
 
     ``features_fn(params, x)`` gives the activations (a :class:`~subliminal_mlp.core.models.Model`'s
     ``features``); by default the paper's MLP read off the parameters (:func:`.model.features`).
+
+    Here ``features_fn`` is a one-layer network's activations ``tanh(x W)`` (its parameters: the matrix ``W``).
+    A network against itself scores 1 on both; against another one, the CKA is the textbook formula on the
+    centred features (NumPy, float64):
+
+    >>> import numpy as np
+    >>> from subliminal_mlp.theory.similarity import penultimate_similarity
+    >>> rng = np.random.default_rng(0)
+    >>> x, w_a, w_b = (rng.normal(size=shape).astype(np.float32) for shape in ((100, 4), (4, 8), (4, 8)))
+    >>> layer = lambda w, x: np.tanh(x @ w)
+    >>> {k: round(float(v), 4) for k, v in penultimate_similarity(w_a, w_a, x, layer).items()}
+    {'cka': 1.0, 'cosine': 1.0}
+    >>> h_a, h_b = (layer(w, x).astype(np.float64) for w in (w_a, w_b))
+    >>> h_a, h_b = h_a - h_a.mean(axis=0), h_b - h_b.mean(axis=0)
+    >>> cka = np.sum((h_b.T @ h_a) ** 2) / (np.linalg.norm(h_a.T @ h_a) * np.linalg.norm(h_b.T @ h_b))
+    >>> bool(np.isclose(penultimate_similarity(w_a, w_b, x, layer)["cka"], cka, rtol=1e-4))
+    True
     """
     f = features if features_fn is None else features_fn
     fa, fb = f(a, images), f(b, images)

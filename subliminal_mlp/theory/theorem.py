@@ -332,6 +332,20 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     rounding (of the dot product, of ``A``, and the cancellation in the shared start's targets minus
     outputs, which grows like ``1/ε``: :data:`CANCELLATION`). A quantity that tends to a constant (a
     first-order term the record's ``A`` missed) or shrinks more slowly than ``ε`` (``√ε``, say) fails it.
+
+    On a tiny check (one seed, ``L_T = ½‖θ‖²``): every check of the row passes, and its relative gap is
+    ``|ΔθS·ΔθT/ε − A| / A`` recomputed from the record at ``ε = 1e-6``:
+
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import run_theorem_check, summarize
+    >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
+    ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
+    >>> row, entry = summarize(rec)["losses"]["ce_aux"][0], rec["losses"]["ce_aux"]
+    >>> row["branch"], row["checks"]
+    ('A > 0', {'gap': True, 'sign': True, 'LT_decreases': True, 'control_first_order': True})
+    >>> ratio, A = entry["shared"]["dot"][0][0] / 1e-6, entry["A"][0]  # ΔθS·ΔθT/ε at the record's eps[0] = 1e-6
+    >>> bool(abs(row["rel_gap"] - abs(ratio - A) / A) <= 1e-9 * row["rel_gap"]), row["rel_gap"] < 1e-3
+    (True, True)
     """
     for name, tol in (("gap_tol", gap_tol), ("change_tol", change_tol)):
         if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)) \
@@ -466,7 +480,18 @@ def verdict(summary: dict[str, Any]) -> str:
 
 
 def theorem_holds(summary: dict[str, Any]) -> bool:
-    """Whether every check of :func:`summarize` passed."""
+    """Whether every check of :func:`summarize` passed.
+
+    A tiny check passes at the default tolerances, and fails when the gap's tolerance is below its ``O(ε)``
+    remainder:
+
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import run_theorem_check, summarize, theorem_holds
+    >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
+    ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
+    >>> theorem_holds(summarize(rec)), theorem_holds(summarize(rec, gap_tol=1e-12))
+    (True, False)
+    """
     return bool(summary["ok"])
 
 
@@ -486,6 +511,17 @@ def format_tables(summary: dict[str, Any]) -> str:
     Columns: ``A = E_x[vᵀM(x)v]``, ``ΔθS·ΔθT/ε`` and its relative gap to ``A`` at the smallest ε,
     the change of ``L_T``, the cosine, and the control's ``ΔθS·ΔθT/ε``, cosine, change of ``L_T``
     and drift ``‖ΔθS(ε) − ΔθS(0)‖/‖ΔθS(0)‖`` (protocol.md §2).
+
+    The report of a tiny check (its first line, the end of its one row, the verdict's first word):
+
+    >>> from subliminal_mlp import mlp
+    >>> from subliminal_mlp.theory import run_theorem_check, format_tables, summarize
+    >>> rec = run_theorem_check(model=mlp((8,), activation="tanh"), teacher_loss="l2", n_noise=16, seeds=[0],
+    ...                         eps=[1e-6, 1e-3], losses=["ce_aux"])
+    >>> lines = format_tables(summarize(rec)).splitlines()
+    >>> print(lines[0]); print(lines[3][-3:], lines[-1].split(":")[0])
+    loss setting: ce_aux    (ε_min = 1.0e-06; shared init: θS0 = θT0; control: θS0 ≠ θT0)
+    yes PASS
     """
     e0 = summary["eps_min"]
     lines = []
