@@ -1095,6 +1095,29 @@ def test_the_verdict_does_not_hang_on_a_grid_that_cannot_judge(monkeypatch):
     np.testing.assert_allclose(theory.eps_grid(1e-10, 1e-1, 4), [1e-10, 1e-7, 1e-4, 1e-1], rtol=1e-12)
 
 
+def test_the_summary_records_each_vanishes_like_eps_comparison():
+    """Each row says what its "vanishes like ε" comparisons compared: the value at ε₀ (rel_gap, ctrl_change), at the
+    summary's ε₁ and the bound, 2·(ε₀/ε₁)·|v(ε₁)| plus the rounding floors, worked here by hand."""
+    eps = [1e-6, 2e-6, 1e-3]  # ε₁ = 1e-3: 2e-6 is too close to ε₀ (COMPARISON_RANGE)
+    s = theorem.summarize(_record_on_grid(eps, lambda e: np.full_like(e, 5e-4)))  # a drift that does not vanish
+    row = s["losses"]["ce_aux"][0]
+    assert s["eps_compare"] == 1e-3 and s["eps_min"] == 1e-6
+    r, A = 1e-6 / 1e-3, 2.0
+    # the shared start: ΔθS·ΔθT/ε − A = Aε (A = 2, _record_on_grid), relative to A; the floor is the dot product's
+    # rounding (1e-12·‖ΔθS‖‖ΔθT‖/ε with ‖ΔθS‖ = ε, ‖ΔθT‖ = 1), A's own (1e-12·A) and the cancellation's
+    floor = lambda e: 1e-12 + 1e-12 * A + theorem.CANCELLATION * A / e  # noqa: E731
+    gap = row["vanishes_like_eps"]["gap"]
+    assert gap["at_eps_min"] == row["rel_gap"] == pytest.approx(1e-6, rel=1e-9)
+    assert gap["at_eps_compare"] == pytest.approx(1e-3, rel=1e-9)
+    assert gap["bound"] == pytest.approx((2 * r * A * 1e-3 + floor(1e-6) + floor(1e-3) * r) / A, rel=1e-9)
+    assert gap["at_eps_min"] <= gap["bound"] and row["checks"]["gap"]
+    ctrl = row["vanishes_like_eps"]["control"]  # the drift: 5e-4 at every ε, floor 1e-12
+    assert ctrl["at_eps_min"] == row["ctrl_change"] == 5e-4 and ctrl["at_eps_compare"] == 5e-4
+    assert ctrl["bound"] == pytest.approx(2 * r * 5e-4 + 1e-12 + 1e-12 * r, rel=1e-12)
+    assert ctrl["at_eps_min"] > ctrl["bound"] and not row["checks"]["control_first_order"]
+    json.dumps(s, allow_nan=False)  # plain floats, as the figure's JSON holds them
+
+
 def test_the_check_holds_at_the_smallest_eps_it_accepts():
     """At ε_min = 1e-10, the floor, float64 rounding leaves the gap far under its tolerance: the floor is not
     stricter than it needs to be."""

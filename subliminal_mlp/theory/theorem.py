@@ -332,6 +332,10 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     rounding (of the dot product, of ``A``, and the cancellation in the shared start's targets minus
     outputs, which grows like ``1/ε``: :data:`CANCELLATION`). A quantity that tends to a constant (a
     first-order term the record's ``A`` missed) or shrinks more slowly than ``ε`` (``√ε``, say) fails it.
+    The summary names ``ε₁`` (``eps_compare``), and each row its two comparisons
+    (``vanishes_like_eps``: ``gap``, in the units of ``rel_gap``, and ``control``, in those of
+    ``ctrl_change``): the value at ``ε₀`` (``at_eps_min``: ``rel_gap`` and ``ctrl_change`` themselves),
+    at ``ε₁`` (``at_eps_compare``), and the ``bound`` the first must not exceed.
 
     On a tiny check (one seed, ``L_T = ½‖θ‖²``): every check of the row passes, and its relative gap is
     ``|ΔθS·ΔθT/ε − A| / A`` recomputed from the record at ``ε = 1e-6``:
@@ -346,6 +350,9 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     >>> ratio, A = entry["shared"]["dot"][0][0] / 1e-6, entry["A"][0]  # ΔθS·ΔθT/ε at the record's eps[0] = 1e-6
     >>> bool(abs(row["rel_gap"] - abs(ratio - A) / A) <= 1e-9 * row["rel_gap"]), row["rel_gap"] < 1e-3
     (True, True)
+    >>> like = row["vanishes_like_eps"]["gap"]  # the gap at ε₀ = 1e-6 and at ε₁ = 1e-3: it shrank like ε
+    >>> like["at_eps_min"] == row["rel_gap"], like["at_eps_min"] <= like["bound"], like["at_eps_compare"] > 100 * like["at_eps_min"]
+    (True, True, True)
     """
     for name, tol in (("gap_tol", gap_tol), ("change_tol", change_tol)):
         if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, (int, float, np.integer, np.floating)) \
@@ -355,7 +362,8 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     eps = check_eps(record["eps"], "the record's eps")
     i0 = int(np.argmin(eps))
     e0 = eps[i0]
-    out: dict[str, Any] = {"eps_min": float(e0), "gap_tol": gap_tol, "change_tol": change_tol, "losses": {}}
+    out: dict[str, Any] = {"eps_min": float(e0), "eps_compare": float(eps[_comparison_index(eps)]),
+                           "gap_tol": gap_tol, "change_tol": change_tol, "losses": {}}
     all_ok = True
     for name, entry in record["losses"].items():
         rows = []
@@ -374,7 +382,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 # Theorem 1's other branch: no first-order alignment, so ΔθS·ΔθT/ε → 0 like ε and L_T does
                 # not move at first order: an increase beyond rounding fails (a decrease does not).
                 gap = abs(ratio) / size
-                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps, eps, dot_floor)
+                like_eps = _first_order(dot / eps, eps, dot_floor, size)
                 ok_sign = True
                 ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
             else:  # the gap is Lemma 1's O(ε) remainder: small, and vanishing like ε (A itself right)
@@ -384,9 +392,10 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 # remainder that is exactly 0 (a ReLU net linear in ε there, e.g. one hidden layer's aux logits)
                 # is rounding alone, and passes
                 floor = dot_floor + 1e-12 * abs(A) + CANCELLATION * abs(A) / eps
-                ok_gap = gap <= gap_tol and _vanishes_like_eps(dot / eps - A, eps, floor)
+                like_eps = _first_order(dot / eps - A, eps, floor, scale)
                 ok_sign = ratio >= -gap_tol * scale
                 ok_lt = dlt[i0] < 0
+            ok_gap = gap <= gap_tol and like_eps["at_eps_min"] <= like_eps["bound"]
             decreasing = np.nonzero(dlt < 0)[0]
             # the largest ε up to which L_T decreases at every grid point (from the smallest up)
             order = np.argsort(eps)
@@ -395,7 +404,8 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             d_dot = np.asarray(df["dot"][s_i])
             drift = np.asarray(df["change"][s_i]) / max(df["norm_S0"][s_i], 1e-300)
             d_change = drift[i0]
-            ok_ctrl = d_change <= change_tol and _vanishes_like_eps(drift, eps, np.full_like(eps, 1e-12))
+            ctrl_like_eps = _first_order(drift, eps, np.full_like(eps, 1e-12), 1.0)
+            ok_ctrl = d_change <= change_tol and ctrl_like_eps["at_eps_min"] <= ctrl_like_eps["bound"]
             ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
             all_ok &= ok
             rows.append({
@@ -406,6 +416,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 "ctrl_ratio": float(d_dot[i0] / e0), "ctrl_dot": float(d_dot[i0]),
                 "ctrl_cos": float(df["cos"][s_i][i0]), "ctrl_delta_LT": float(df["delta_LT"][s_i][i0]),
                 "ctrl_change": float(d_change),
+                "vanishes_like_eps": {"gap": like_eps, "control": ctrl_like_eps},
                 "checks": {"gap": bool(ok_gap), "sign": bool(ok_sign), "LT_decreases": bool(ok_lt),
                            "control_first_order": bool(ok_ctrl)},
                 "ok": ok,
@@ -434,13 +445,26 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     >>> _vanishes_like_eps(np.full(4, 1e-3), eps, zero), _vanishes_like_eps(zero, eps, zero)
     (False, True)
     """
+    at_min, _, bound = _like_eps(values, eps, floor)
+    return bool(at_min <= bound)
+
+
+def _like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -> tuple[float, float, float]:
+    """The comparison of :func:`_vanishes_like_eps`: ``(|v(ε₀)|, |v(ε₁)|, bound)``, where the values vanish like
+    ``ε`` when ``|v(ε₀)| ≤ bound = 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) + floor(ε₁)·ε₀/ε₁``."""
     values, eps, floor = np.abs(np.asarray(values, float)), np.asarray(eps, float), np.asarray(floor, float)
     i0 = int(np.argmin(eps))
     i1 = _comparison_index(eps)
     if i1 is None:
         check_eps(eps)  # raises, saying what the grid lacks
     r = eps[i0] / eps[i1]
-    return bool(values[i0] <= 2 * r * values[i1] + floor[i0] + floor[i1] * r)
+    return float(values[i0]), float(values[i1]), float(2 * r * values[i1] + floor[i0] + floor[i1] * r)
+
+
+def _first_order(values: np.ndarray, eps: np.ndarray, floor: np.ndarray, scale: float) -> dict[str, float]:
+    """A row's record of one "vanishes like ε" comparison (:func:`_like_eps`), in units of ``scale``."""
+    at_min, at_compare, bound = _like_eps(values, eps, floor)
+    return {"at_eps_min": at_min / scale, "at_eps_compare": at_compare / scale, "bound": bound / scale}
 
 
 #: What each of a row's ``checks`` (:func:`summarize`) says when it fails (the verdict line of :func:`format_tables`).
