@@ -404,7 +404,7 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
             d_dot = np.asarray(df["dot"][s_i])
             drift = np.asarray(df["change"][s_i]) / max(df["norm_S0"][s_i], 1e-300)
             d_change = drift[i0]
-            ctrl_like_eps = _first_order(drift, eps, np.full_like(eps, 1e-12), 1.0)
+            ctrl_like_eps = _first_order(drift, eps, np.full_like(eps, 1e-12))
             ok_ctrl = d_change <= change_tol and ctrl_like_eps["at_eps_min"] <= ctrl_like_eps["bound"]
             ok = bool(ok_gap and ok_sign and ok_lt and ok_ctrl)
             all_ok &= ok
@@ -445,26 +445,23 @@ def _vanishes_like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -
     >>> _vanishes_like_eps(np.full(4, 1e-3), eps, zero), _vanishes_like_eps(zero, eps, zero)
     (False, True)
     """
-    at_min, _, bound = _like_eps(values, eps, floor)
-    return bool(at_min <= bound)
+    comparison = _first_order(values, eps, floor)
+    return bool(comparison["at_eps_min"] <= comparison["bound"])
 
 
-def _like_eps(values: np.ndarray, eps: np.ndarray, floor: np.ndarray) -> tuple[float, float, float]:
-    """The comparison of :func:`_vanishes_like_eps`: ``(|v(ε₀)|, |v(ε₁)|, bound)``, where the values vanish like
-    ``ε`` when ``|v(ε₀)| ≤ bound = 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) + floor(ε₁)·ε₀/ε₁``."""
+def _first_order(values: np.ndarray, eps: np.ndarray, floor: np.ndarray, scale: float = 1.0) -> dict[str, float]:
+    """The comparison of :func:`_vanishes_like_eps`, as a row records it, in units of ``scale``: ``|v(ε₀)|``
+    (``at_eps_min``), ``|v(ε₁)|`` (``at_eps_compare``) and ``bound = 2·(ε₀/ε₁)·|v(ε₁)| + floor(ε₀) +
+    floor(ε₁)·ε₀/ε₁``; the values vanish like ``ε`` when ``at_eps_min ≤ bound``."""
     values, eps, floor = np.abs(np.asarray(values, float)), np.asarray(eps, float), np.asarray(floor, float)
     i0 = int(np.argmin(eps))
     i1 = _comparison_index(eps)
     if i1 is None:
         check_eps(eps)  # raises, saying what the grid lacks
     r = eps[i0] / eps[i1]
-    return float(values[i0]), float(values[i1]), float(2 * r * values[i1] + floor[i0] + floor[i1] * r)
-
-
-def _first_order(values: np.ndarray, eps: np.ndarray, floor: np.ndarray, scale: float) -> dict[str, float]:
-    """A row's record of one "vanishes like ε" comparison (:func:`_like_eps`), in units of ``scale``."""
-    at_min, at_compare, bound = _like_eps(values, eps, floor)
-    return {"at_eps_min": at_min / scale, "at_eps_compare": at_compare / scale, "bound": bound / scale}
+    bound = 2 * r * values[i1] + floor[i0] + floor[i1] * r
+    return {"at_eps_min": float(values[i0] / scale), "at_eps_compare": float(values[i1] / scale),
+            "bound": float(bound / scale)}
 
 
 #: What each of a row's ``checks`` (:func:`summarize`) says when it fails (the verdict line of :func:`format_tables`).
