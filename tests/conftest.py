@@ -83,47 +83,16 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-# The library lowers every Threefry hash of two numbers or more unrolled on CPU (`internal.unrolled_threefry`): one
-# fused kernel, faster to run, slower to compile. The suite's programs are tiny and compile-bound, so the suite
-# lowers every hash with JAX's rolled loop instead: the same integer arithmetic, the same bits (tests/test_prng.py
-# checks both lowerings against each other, and the library's own, through the `library_threefry` fixture). An
-# engine program of a toy task compiled in 1.1 s instead of 1.8 s, and traced and lowered in 0.6 s instead of 0.9 s
-# (O0, this suite's options). The `xla_defaults` fixture puts the library's lowering back with XLA's options:
-# the tests that regenerate a committed record compile exactly what a user compiles.
-from subliminal_mlp import internal  # noqa: E402
-
-LIBRARY_UNROLL_MIN_SIZE = internal.UNROLL_MIN_SIZE
-if os.environ.get("SUBLIMINAL_MLP_TEST_XLA_DEFAULTS", "") in ("", "0"):
-    internal.UNROLL_MIN_SIZE = 2**62
-
-
-@contextlib.contextmanager
-def _library_threefry():
-    saved = internal.UNROLL_MIN_SIZE
-    internal.UNROLL_MIN_SIZE = LIBRARY_UNROLL_MIN_SIZE
-    try:
-        yield LIBRARY_UNROLL_MIN_SIZE
-    finally:
-        internal.UNROLL_MIN_SIZE = saved
-
-
-@pytest.fixture
-def library_threefry():
-    """Within the test, the library's Threefry lowering (its ``UNROLL_MIN_SIZE``), not the suite's rolled one.
-    The value is the library's ``UNROLL_MIN_SIZE``."""
-    with _library_threefry() as size:
-        yield size
-
-
 @contextlib.contextmanager
 def _xla_defaults():
+    from subliminal_mlp import internal
+
     defaults = {k: v for k, v in XLA_DEFAULTS.items() if k != EMITTERS or _EMITTERS_KNOWN}
     saved = internal.CPU_COMPILER_OPTIONS
     internal.CPU_COMPILER_OPTIONS = {**saved, **defaults}
     try:
         assert not internal.enabled() or all(internal.compiler_options("cpu")[k] == v for k, v in defaults.items())
-        with _library_threefry():
-            yield defaults
+        yield defaults
     finally:
         internal.CPU_COMPILER_OPTIONS = saved
 
@@ -132,7 +101,7 @@ def _xla_defaults():
 def xla_defaults():
     """Within the test, the programs the library compiles (``internal.compile_program``) use XLA's defaults
     of the options the suite changed (the emitters, the optimisation level), whatever the suite's
-    ``XLA_FLAGS`` say, and the library's Threefry lowering (``library_threefry``): the tests of the committed records check what a user runs, and so do the tests that
+    ``XLA_FLAGS`` say: the tests of the committed records check what a user runs, and so do the tests that
     compare two programs bit for bit where the unoptimised builds differ. A per-program compile option
     overrides ``XLA_FLAGS``. The value is those options, for a test's own ``.compile(compiler_options=...)``."""
     with _xla_defaults() as options:

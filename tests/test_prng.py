@@ -57,8 +57,8 @@ CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
 
 
 @CPU_ONLY
-def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_hashes_only(library_threefry):
-    N = library_threefry  # the library's UNROLL_MIN_SIZE (the suite lowers every hash rolled: conftest.py)
+def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_hashes_only():
+    from subliminal_mlp.internal import UNROLL_MIN_SIZE as N
 
     key = jax.random.PRNGKey(7)
     # n random words are one hash of n numbers; the per-example fold_in of 64 noise images hashes 64 numbers
@@ -79,7 +79,7 @@ def test_unrolled_threefry_gives_the_same_bits_in_one_fused_kernel_for_large_has
     assert "while" in jax.jit(lambda k: jax.random.bits(k, (N,), jnp.uint32)).lower(key).as_text()
 
 
-def test_compile_program_computes_what_plain_jit_computes(library_threefry):
+def test_compile_program_computes_what_plain_jit_computes():
     # A short distillation (noise, permutations, Adam): bit for bit the same through both paths.
     import optax
 
@@ -126,7 +126,7 @@ def test_the_tweaks_touch_cpu_programs_only():
 
 
 @CPU_ONLY
-def test_internals_switched_off_by_the_environment_variable(monkeypatch, library_threefry):
+def test_internals_switched_off_by_the_environment_variable(monkeypatch):
     from subliminal_mlp import internal
 
     key = jax.random.PRNGKey(3)
