@@ -552,8 +552,15 @@ def test_every_committed_figure_is_what_its_committed_record_draws(tmp_path, cap
         figures.redraw_figures(["demo", "fig10_mnist"], out=out, log=lambda s: None)
     assert (out / "demo.png").stat().st_mtime_ns == before
     # All of them (no names): a directory of some figures (a --quick one) redraws those whose record is there.
-    made = figures.redraw_figures(out=out, log=lambda s: None)
-    assert "fig10_mnist" not in made and made["demo"] == out / "demo.png" and len(made) == len(pngs) - 1
+    some = tmp_path / "some"
+    some.mkdir()
+    for name in ("demo", "one_step"):
+        shutil.copy(committed / figures.REGISTRY[name].record, some)
+    said = []
+    made = figures.redraw_figures(out=some, log=said.append)
+    assert made == {"demo": some / "demo.png", "one_step": some / pngs["one_step"]}
+    assert f"fig10_mnist: no record in {some}, skipped" in said and len(said) == len(pngs)
+    assert (some / "demo.png").read_bytes() == (out / "demo.png").read_bytes()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match=f"no figure's record is in {empty}: nothing to redraw .*--out {empty}"):
