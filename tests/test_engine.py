@@ -1354,6 +1354,8 @@ def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, c
     err = capsys.readouterr().err
     assert "teacher training (2 runs × 1 epoch)" in err and "student distillation (2 runs × 2 epochs)" in err
     assert "2/2" in err and "4/4" in err  # one tick per run and epoch
+    # one bar at a time: two bars open together move the cursor (ESC [A), garbage in a log file or a pipe
+    assert "\x1b[A" not in err and err.index("teacher training") < err.index("student distillation")
     np.testing.assert_array_equal(quiet.accuracies, shown.accuracies)  # every model: the bars change nothing
 
 
@@ -1365,29 +1367,39 @@ def test_a_phase_bar_closes_at_its_last_tick_and_given_teachers_have_none(capsys
     bars = engine._Progress(2, 1, 2)
     bars.start()
     teacher, student = bars.bars
+    assert student is None  # one bar at a time: the students' opens when the teachers' is done
     bars.tick(0, 0)
     assert not teacher.disable  # tqdm's close sets disable
     bars.tick(0, 0)
-    assert teacher.disable and not student.disable and teacher.n == 2
+    teacher, student = bars.bars
+    assert teacher.disable and not student.disable and teacher.n == 2 and student.n == 0
     for _ in range(4):
         bars.tick(1, 0)
     assert student.disable and student.n == 4
     bars.close()  # closing again at the end is harmless
     # 3 runs on 2 devices: a padding job fills the second device's share and ticks too; the bar counts the runs
-    # and closes only when the last tick, padding included, has come (it closed while a real run still trained)
+    # and closes only when the last tick, padding included, has come (it closed while a real run still trained).
+    # Another device's first student tick may come before this last teacher tick: the students' bar opens then.
     padded = engine._Progress(3, 1, 1, n_ticking=4)
     padded.start()
     for _ in range(3):
         padded.tick(0, 0)
-    assert not padded.bars[0].disable and padded.bars[0].n == 3
+    assert not padded.bars[0].disable and padded.bars[0].n == 3 and padded.bars[1] is None
+    padded.tick(1, 0)
+    assert padded.bars[1].n == 1 and not padded.bars[0].disable
     padded.tick(0, 0)
     assert padded.bars[0].disable and padded.bars[0].n == 3 == padded.bars[0].total
     padded.close()
     given = engine._Progress(2, 0, 2)
     given.start()
-    assert given.bars[0] is None
+    assert given.bars[0] is None and given.bars[1].n == 0  # the students' bar shows from the start
     given.tick(1, 0)
+    assert given.bars[1].n == 1
     given.close()
+    no_students = engine._Progress(2, 1, 0)  # no student epoch: no students' bar, before or after the teachers
+    no_students.start()
+    no_students.tick(0, 0), no_students.tick(0, 0)
+    assert no_students.bars[0].disable and no_students.bars[1] is None
     err = capsys.readouterr().err
     assert err.count("teacher training") >= 1 and "teacher training (2 runs × 0 epochs)" not in err
 

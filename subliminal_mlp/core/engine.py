@@ -1522,29 +1522,43 @@ class _Progress:
         self.show, self.note = show, note
 
     def start(self) -> None:
+        """Open the first phase's bar (the teacher's, or the students' where the teachers are given).
+
+        One bar is open at a time: the students' opens when the teachers' is done (or at its own first
+        tick, if the teachers' ticks are still coming from another device). Two bars open together are
+        redrawn with cursor movements, which a log file or a pipe shows as garbage.
+        """
         if not self.show:
             return
+        self.bars = [None, None]
+        if self.totals[0] or self.totals[1]:
+            self._open(0 if self.totals[0] else 1)
+
+    def _open(self, phase: int) -> None:
         from tqdm.auto import tqdm
 
-        # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs); no teacher
-        # bar where the teachers are given (none is trained)
-        self.bars = [None if self.totals[0] == 0 else
-                     tqdm(total=self.totals[0], desc=f"teacher training ({self.per[0]})" + self.note,
-                          unit="epoch", position=0),
-                     tqdm(total=self.totals[1], desc=f"student distillation ({self.per[1]})" + self.note,
-                          unit="epoch", position=1)]
+        # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs)
+        what = ("teacher training", "student distillation")[phase]
+        self.bars[phase] = tqdm(total=self.totals[phase], desc=f"{what} ({self.per[phase]}){self.note}", unit="epoch")
 
     def tick(self, phase, epoch) -> None:
-        bar = self.bars[int(phase)] if self.bars else None
-        if bar is None:
+        if not self.bars:
             return
+        phase = int(phase)
+        if self.bars[phase] is None:
+            if not self.totals[phase]:
+                return
+            self._open(phase)
+        bar = self.bars[phase]
         if bar.n == 0:
-            bar.reset()  # start this phase's clock at its first epoch, not when the bars opened
+            bar.reset()  # start this phase's clock at its first epoch, not when the bar opened
         if bar.n < bar.total:
             bar.update(1)
-        self.received[int(phase)] += 1
-        if self.received[int(phase)] == self.expected[int(phase)]:  # the phase is done, padding included: its bar
-            bar.close()                                               # stops its clock (a notebook's turns done)
+        self.received[phase] += 1
+        if self.received[phase] == self.expected[phase]:  # the phase is done, padding included: its bar stops
+            bar.close()                                     # its clock (a notebook's turns done)
+            if phase == 0 and self.bars[1] is None and self.totals[1]:
+                self._open(1)
 
     def close(self) -> None:
         for bar in self.bars:
