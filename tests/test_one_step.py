@@ -367,8 +367,8 @@ def test_each_source_pairs_its_records_gains_with_the_right_students_cosines(mon
         A = np.arange(n_values)[:, None] + np.arange(n_runs)[None, :] / 10
         acc = lambda name: np.full(n_runs, 0.5)  # noqa: E731
         return SimpleNamespace(compile_s=0.0, run_s=0.0, teachers="teachers", devices=[], accuracy=acc,
-                               metrics={"one_step_A": A, T.NEXT_TEACHER: np.zeros((n_values, n_runs, 1)),
-                                        "one_step_cos": np.zeros((n_values, n_runs, 2, 2))})
+                               metrics={"one_step_A": A, "one_step_cos": np.zeros((n_values, n_runs, 2, 2))},
+                               students={"student_aux": {"w": np.zeros((n_values, n_runs, 1))}})
 
     def first_step(exp, task, names, *, n_runs, seed, sweep=None, **kw):
         n_values = len(next(iter(sweep.values()))) if sweep else 1
@@ -381,7 +381,6 @@ def test_each_source_pairs_its_records_gains_with_the_right_students_cosines(mon
     monkeypatch.setattr(engine, "run", lambda exp, task, *, n_runs, **kw: fake_result(1, n_runs))
     monkeypatch.setattr(engine.Task, "from_dataset", classmethod(lambda cls, data, **kw: "task"))
     monkeypatch.setattr(T, "task_for", lambda data, k: "task")
-    monkeypatch.setattr(T, "unflatten", lambda model, flat: "teachers")
 
     def check(e, gains, value, student, control, A=None):
         np.testing.assert_allclose(e["gain"]["values"], gains, atol=1e-12)

@@ -342,18 +342,17 @@ def _teacher_task_settings(record: Mapping[str, Any], data, progress, log) -> tu
     prev = None
     for g, pt in enumerate(points, start=1):
         if g == 1:
-            exp, kw = tt.setting_experiment(cfg, keep_student=True), {}
+            exp, kw = tt.setting_experiment(cfg), {}
         else:
             exp = tt.generation_experiment(cfg)
-            kw = dict(sweep={tt.GENERATION: [float(g)]},
-                      teachers=tt.unflatten(exp.model, prev.metrics[tt.NEXT_TEACHER][0]))
+            kw = dict(sweep={tt.GENERATION: [float(g)]}, teachers=tt.next_teachers(prev))
         exp = exp.replace(name=f"one_step:teacher_task:generation={g}")
         log(f"{exp.name}: {cfg.n_runs} runs (distilled in full: the next generation's teacher)")
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # a teacher near chance is expected in late generations
             warnings.simplefilter("ignore", DivergenceWarning)
             prev, cos = first_step(exp, task, tt.STUDENTS, n_runs=cfg.n_runs, seed=cfg.seed, full=True,
-                                   run_batch=cfg.run_batch, progress=progress, log=log, **kw)
+                                   run_batch=cfg.run_batch, progress=progress, log=log, keep_students=True, **kw)
         program = _program(exp.name, 1, prev, t0)
         # The chain is the record's again: its students' accuracies, against the record's.
         program["max_abs_accuracy_difference_from_record"] = float(np.nanmax(np.abs(

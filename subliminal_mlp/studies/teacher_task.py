@@ -35,10 +35,9 @@ control ``cross_aux``, the same student started from another run's θ0 (Figure 1
 The setting at the config's values (K = ``n_classes``, its teacher and student epochs,
 generation 1) is computed once and shared by parts (a), (b) and (d) (``"shared": true`` in the
 record). Every other setting of (a) and (b) is one :func:`engine.run` (one compiled program each:
-K and the epochs change shapes or code). A student's trained parameters leave the program through a per-run metric
-(:data:`NEXT_TEACHER`: the student's parameters as one flat vector), unflattened on the host into
-the next generation's teachers; all generations from the second share one program (the generation
-index is a traced hyperparameter).
+K and the epochs change shapes or code). The shared-init student's trained parameters leave the program
+(``engine.run(..., keep_students=True)``) and are the next generation's teachers (:func:`next_teachers`);
+all generations from the second share one program (the generation index is a traced hyperparameter).
 
 Example (a tiny run on MNIST, about a minute on 2 CPU cores)::
 
@@ -67,7 +66,6 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from ..core import engine
 from ..core.config import Config, ConfigError, is_integer
@@ -95,9 +93,6 @@ MAX_CLASSES = 10
 #: :mod:`subliminal_mlp.core.inputs`), so it is no example's key (example j of a set is drawn from
 #: ``fold_in(noise key, j)``, j < 2³¹).
 GENERATION_STREAM = 0xFFFF_FFFC
-#: The per-run metric that carries the shared-init student's trained parameters (one flat vector)
-#: out of the program, to become the next generation's teacher.
-NEXT_TEACHER = "next_teacher"
 #: The hyperparameter holding the generation index (traced, so that generations share a program).
 GENERATION = "generation"
 
@@ -168,21 +163,13 @@ def students(cfg: Config) -> tuple[Student, ...]:
     return config_students(cfg, [Student("student_aux", "own", "aux"), Student("cross_aux", "cross", "aux")])
 
 
-def flat_student(name: str = "student_aux") -> Callable[[RunModels], jax.Array]:
-    """The metric ``f(RunModels) -> (P,)``: student ``name``'s trained parameters as one flat vector."""
+def next_teachers(result: engine.Result, name: str = "student_aux") -> Any:
+    """The next generation's teachers: student ``name``'s trained parameters in ``result``, one per run.
 
-    def params(view: RunModels) -> jax.Array:
-        return ravel_pytree(view.students[name])[0]
-
-    params.__name__ = f"flat_{name}"
-    return params
-
-
-def unflatten(model, flat) -> Any:
-    """The parameter pytrees of ``flat`` ``(n_runs, P)`` (rows of :func:`flat_student`), leading axis n_runs."""
-    template = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(model.init, jax.random.PRNGKey(0)))
-    _, unravel = ravel_pytree(template)
-    return jax.tree.map(np.asarray, jax.vmap(unravel)(jnp.asarray(flat)))
+    ``result`` is one setting's :func:`engine.run` with ``keep_students=True`` (leaves
+    ``(1, n_runs, ...)``); the value is its pytree with leaves ``(n_runs, ...)``, for ``run(..., teachers=)``.
+    """
+    return jax.tree.map(lambda a: a[0], result.students[name])
 
 
 def fresh_noise(base: InputSource, generation: Any = GENERATION) -> InputSource:
@@ -205,16 +192,12 @@ def fresh_noise(base: InputSource, generation: Any = GENERATION) -> InputSource:
                                  "generation": generation, "stream": GENERATION_STREAM})
 
 
-def setting_experiment(cfg: Config, *, keep_student: bool = False) -> Experiment:
+def setting_experiment(cfg: Config) -> Experiment:
     """The engine experiment of one setting: ``cfg``'s teacher and inputs, the :func:`students` table.
 
-    ``cfg`` carries the setting (``n_classes``, ``teacher_epochs``, ``student_epochs``). With
-    ``keep_student`` the shared-init student's parameters come out as the metric :data:`NEXT_TEACHER`.
+    ``cfg`` carries the setting (``n_classes``, ``teacher_epochs``, ``student_epochs``).
     """
-    exp = experiment_from_config(cfg).replace(students=students(cfg), name=f"teacher_task:{cfg.dataset}")
-    if keep_student:
-        exp = exp.replace(metrics={NEXT_TEACHER: flat_student("student_aux")})
-    return exp
+    return experiment_from_config(cfg).replace(students=students(cfg), name=f"teacher_task:{cfg.dataset}")
 
 
 def epoch_accuracy(view: RunModels) -> jax.Array:
@@ -248,9 +231,10 @@ def traced_epochs(result: engine.Result, epochs: Sequence[int], n: int, batch_si
 def generation_experiment(cfg: Config) -> Experiment:
     """The experiment of generations g >= 2: :func:`setting_experiment` on :func:`fresh_noise` inputs.
 
-    Run it with the previous generation's students as ``teachers=`` and ``sweep={GENERATION: [g]}``.
+    Run it with the previous generation's students as ``teachers=`` (:func:`next_teachers`) and
+    ``sweep={GENERATION: [g]}``.
     """
-    exp = setting_experiment(cfg, keep_student=True)
+    exp = setting_experiment(cfg)
     return exp.replace(inputs=fresh_noise(exp.inputs), hparams={**exp.hparams, GENERATION: 2.0},
                        name=f"teacher_task_generations:{cfg.dataset}")
 
@@ -430,7 +414,8 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
 
     base_task = task_for(data, cfg.n_classes)
     base, base_wall = go(f"baseline (K = {cfg.n_classes}, {cfg.teacher_epochs} + {cfg.student_epochs} epochs)",
-                         setting_experiment(cfg, keep_student=settings.generations > 1), base_task, keep_teachers=True)
+                         setting_experiment(cfg), base_task, keep_teachers=True,
+                         keep_students=settings.generations > 1)
     base_point = _point(base, 1, chance0, base_wall, data_subset=_task_classes(base_task))
     walls: dict[str, float] = {"baseline": base_wall}
     parts: dict[str, Any] = {}
@@ -445,7 +430,7 @@ def run_teacher_task(cfg: Config, data, settings: TeacherTaskSettings = TeacherT
         with warnings.catch_warnings():  # a teacher near chance is expected here: health is checked below
             warnings.simplefilter("ignore", DivergenceWarning)
             res, wall = go(f"generation {g}", gen_exp, base_task, sweep={GENERATION: [float(g)]},
-                           teachers=unflatten(gen_exp.model, prev.metrics[NEXT_TEACHER][0]))
+                           teachers=next_teachers(prev), keep_students=True)
         pt = _point(res, g, chance0, wall, check_teacher=False)
         if not pt["health"]["ok"]:
             warnings.warn(format_health(pt["health"], n, f"generation {g}"), DivergenceWarning, stacklevel=2)
