@@ -83,7 +83,8 @@ def _run_args(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("several processes or hosts (JAX's distributed runtime; see docs/distributed.md)")
+    g = p.add_argument_group("several processes or hosts (JAX's distributed runtime; "
+                             "see the source's docs/distributed.md)")
     g.add_argument("--distributed", action="store_true", default=argparse.SUPPRESS,
                    help="start jax.distributed (also: $SUBLIMINAL_MLP_DISTRIBUTED=1): shard the runs over every "
                         "device of every process; process 0 writes. Under SLURM / Open MPI nothing else is needed")

@@ -57,7 +57,7 @@ def register(sub) -> None:
     t.add_argument("--alpha", type=float, default=1.0, help="student step size α (default 1)")
     t.add_argument("--gap-tol", type=float, default=1e-3,
                    help="tolerance of the relative gap |ΔθS·ΔθT/ε − A|/A at the smallest ε (default 1e-3); the gap "
-                        "must also vanish like ε (no tolerance: see docs/experiments/theorem.md)")
+                        "must also vanish like ε (no tolerance: see the source's docs/experiments/theorem.md)")
     t.add_argument("--change-tol", type=float, default=1e-3,
                    help="control: tolerance of ‖ΔθS(ε)−ΔθS(0)‖/‖ΔθS(0)‖ at the smallest ε (default 1e-3); it must "
                         "also vanish like ε")

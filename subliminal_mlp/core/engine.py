@@ -1690,8 +1690,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if devices is None and distributed.requested() and not distributed.is_initialized():
         warnings.warn(f"{distributed.ENV} is set but JAX's distributed runtime was not started in this process: "
                       "it runs alone on its own devices, and every process started this way does all the work. "
-                      "Call subliminal_mlp.core.distributed.initialize() first (docs/distributed.md).", SettingWarning,
-                      stacklevel=2)
+                      "Call subliminal_mlp.core.distributed.initialize() first (the source's docs/distributed.md).",
+                      SettingWarning, stacklevel=2)
     devices = list(devices or default_devices())
     n_dev = len(devices)
     n_jobs = n_values * n_runs
