@@ -8,13 +8,12 @@ lowering to MLIR, tracing, persistent-cache hits) and, at the end of the session
 ``<DIR>/compile-profile-<worker>.json``: per test id, each event's total seconds and count, and the
 test's wall time (``DIR``: ``$SUITE_PROFILE_DIR``, default the system's temporary directory). It
 also counts each test's :func:`subliminal_mlp.run` calls: those that raised (most often a refusal
-before any compute), and for
-those that ran their ``Result.compile_s`` (tracing, lowering and compiling, or finding the program
-in the cache) and ``run_s``, and each run's configuration (the experiment's ``describe()``, the
-task's shapes and the arguments that shape the program), so that the summary can say how many are
-configurations of their own. The summary prints the totals and the tests by wall time and by
-compile time. Time spent in the subprocesses some tests start is in their wall time only. It
-measures, it asserts nothing.
+before any compute) and those that ran, with their ``Result.compile_s`` (tracing, lowering and
+compiling, or finding the program in the cache) and ``run_s``, and each run's configuration (the
+experiment's ``describe()``, the task's shapes and the arguments that shape the program), so that
+the summary can say how many are configurations of their own. The summary prints the totals and
+the tests by wall time and by compile time. Time spent in the subprocesses some tests start is in
+their wall time only. It measures, it asserts nothing.
 """
 
 from __future__ import annotations
