@@ -1531,12 +1531,14 @@ class _Progress:
         if not self.show:
             return
         self.bars = [None, None]
-        if self.totals[0] or self.totals[1]:
-            self._open(0 if self.totals[0] else 1)
+        self._open(0 if self.totals[0] else 1)
 
     def _open(self, phase: int) -> None:
+        """Open phase ``phase``'s bar, unless it has no epoch (no teacher bar where the teachers are given)."""
         from tqdm.auto import tqdm
 
+        if not self.totals[phase]:
+            return
         # one tick per run and epoch: the totals are runs × epochs (a sweep's values count as runs)
         what = ("teacher training", "student distillation")[phase]
         self.bars[phase] = tqdm(total=self.totals[phase], desc=f"{what} ({self.per[phase]}){self.note}", unit="epoch")
@@ -1546,10 +1548,10 @@ class _Progress:
             return
         phase = int(phase)
         if self.bars[phase] is None:
-            if not self.totals[phase]:
-                return
             self._open(phase)
         bar = self.bars[phase]
+        if bar is None:
+            return
         if bar.n == 0:
             bar.reset()  # start this phase's clock at its first epoch, not when the bar opened
         if bar.n < bar.total:
@@ -1557,7 +1559,7 @@ class _Progress:
         self.received[phase] += 1
         if self.received[phase] == self.expected[phase]:  # the phase is done, padding included: its bar stops
             bar.close()                                     # its clock (a notebook's turns done)
-            if phase == 0 and self.bars[1] is None and self.totals[1]:
+            if phase == 0 and self.bars[1] is None:
                 self._open(1)
 
     def close(self) -> None:
