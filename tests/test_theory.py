@@ -916,6 +916,9 @@ def test_vanishing_like_eps_is_judged_near_the_smallest_eps():
     # A missed (the committed ce_aux signal is of this size) ...
     ({"A": 0.0, "ratio": 5e-4, "dlt": 0.0}, ["gap"]),
     ({"A": 0.0, "ratio": 5e-4, "ratio_large": 0.5, "dlt": 0.0}, []),  # ... unlike a second-order one (∝ ε)
+    # ... unless it is negative: Lemma 1 (ΔθS·ΔθT ≥ 0 at small ε) holds in this branch too; rounding is allowed
+    ({"A": 0.0, "ratio": -5e-4, "ratio_large": -0.5, "dlt": 0.0}, ["sign"]),
+    ({"A": 0.0, "ratio": -5e-7, "ratio_large": -5e-4, "dlt": 0.0}, []),  # |ΔθS·ΔθT/ε| ≤ 1e-12·‖ΔθS‖‖ΔθT‖/ε
     ({"change": 1e-4, "change_large": 3.2e-3}, ["control_first_order"]),  # drift ∝ √ε: under the tolerance, not O(ε)
     # A off by 1e-4 (under gap_tol): ΔθS·ΔθT/ε − A does not vanish with ε ...
     ({"ratio": 2.0002, "ratio_large": 2.0002}, ["gap"]),
@@ -948,7 +951,7 @@ def test_the_verdict_line_says_which_branch_held_and_what_a_float32_or_still_tea
                                        "initialisation; the teacher's step drops out at first order with a different one.")
     zero = line(_theorem_record(A=0.0, ratio=0.0, dlt=0.0))
     assert zero.startswith("PASS: where A = 0 (ce_aux seed 7: no first-order alignment, the theorem's other branch, "
-                           "ΔθS·ΔθT = 0 for all ε, checked to first order) ΔθS·ΔθT = O(ε²)") and "L_T decreases" not in zero
+                           "ΔθS·ΔθT = 0 for all ε, checked to first order) ΔθS·ΔθT = O(ε²), not below zero") and "L_T decreases" not in zero
     assert "But ΔθT = 0 in ce_aux seed 7: the teacher did not move" in line(
         _theorem_record(A=0.0, ratio=0.0, dlt=0.0, norm_T=0.0))
     f32 = {**_theorem_record(ratio=2.01), "config": {"seeds": [7], "precision": "float32"}}

@@ -314,8 +314,9 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
     off by less than ``gap_tol`` fails too), ``ΔθS·ΔθT/ε ≥ −gap_tol·A`` and ``L_T`` must decrease
     (Theorem 1). When ``A = 0`` (``|A| ≤ 1e-14·‖ΔθT‖²``) the theorem's other branch, ``ΔθS·ΔθT = 0``
     for all ``ε``, is checked to first order instead: ``ΔθS·ΔθT = O(ε²)``, so ``ΔθS·ΔθT/ε`` must
-    vanish like ``ε`` (see below; its size ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap) and
-    ``L_T`` must not increase beyond rounding. (A nonzero second-order term would still put the
+    vanish like ``ε`` (see below; its size ``|ΔθS·ΔθT/ε| / ‖ΔθT‖²`` is reported as the gap), must
+    not be negative beyond float64 rounding (Lemma 1: an ``O(ε²)`` product below zero fails the sign
+    check), and ``L_T`` must not increase beyond rounding. (A nonzero second-order term would still put the
     row under the first branch, ``L_T`` falling at small ``ε``; the check does not look that far. With
     ``m = 1`` and ``ce_aux``, ``ΔθS ≡ 0`` and the branch holds exactly.)
     Different initialisation (control): the drift ``‖ΔθS(ε) − ΔθS(0)‖ / ‖ΔθS(0)‖`` must be
@@ -383,7 +384,9 @@ def summarize(record: dict[str, Any], *, gap_tol: float = 1e-3, change_tol: floa
                 # not move at first order: an increase beyond rounding fails (a decrease does not).
                 gap = abs(ratio) / size
                 like_eps = _first_order(dot / eps, eps, dot_floor, size)
-                ok_sign = True
+                # Lemma 1 holds here too (ΔθS·ΔθT ≥ 0 at small ε; Theorem 1: = 0): a product below zero by more
+                # than rounding (the dot product's, and that of an A this small) fails, even one that is O(ε²).
+                ok_sign = ratio >= -(dot_floor[i0] + 1e-14 * size)
                 ok_lt = dlt[i0] <= 1e-12 * max(1.0, abs(record["LT0"]["shared"][s_i]))
             else:  # the gap is Lemma 1's O(ε) remainder: small, and vanishing like ε (A itself right)
                 gap = abs(ratio - A) / scale
@@ -490,8 +493,8 @@ def verdict(summary: dict[str, Any]) -> str:
                     + (" (where A > 0)" if zero else ""))
     if zero:
         held.append(f"where A = 0 ({', '.join(zero)}: no first-order alignment, the theorem's other branch, "
-                    "ΔθS·ΔθT = 0 for all ε, checked to first order) ΔθS·ΔθT = O(ε²) and L_T does not increase "
-                    "beyond rounding")
+                    "ΔθS·ΔθT = 0 for all ε, checked to first order) ΔθS·ΔθT = O(ε²), not below zero, and L_T does "
+                    "not increase beyond rounding")
     text = "PASS: " + "; ".join(held) + "; the teacher's step drops out at first order with a different one."
     still = [f"{name} seed {r['seed']}" for name, r in rows if r.get("norm_T", 1.0) == 0]
     if still:
