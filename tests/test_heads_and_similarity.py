@@ -56,6 +56,9 @@ def test_linear_cka_invariances(seed, scale, shift):
 def test_cka_of_constant_features_is_zero_and_cosine_by_hand():
     x = jax.random.normal(jax.random.PRNGKey(0), (10, 3))
     assert float(linear_cka(x, jnp.ones((10, 2)))) == 0.0
+    # ... but constant columns of which one is infinite are not finite features: NaN (it was 0)
+    assert np.isnan(float(linear_cka(x, jnp.ones((10, 2)).at[:, 1].set(jnp.inf))))
+    assert np.isnan(float(linear_cka(jnp.full((10, 3), -jnp.inf), x)))
     a = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
     b = jnp.array([[0.0, 2.0], [3.0, 3.0], [1.0, 1.0]])
     assert float(feature_cosine(a, b)) == pytest.approx((0.0 + 1.0 + 0.0) / 3)

@@ -68,7 +68,8 @@ def _linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
 def _centred_unit(a: jax.Array) -> jax.Array:
     """``a`` with every column centred and a Frobenius norm of 1 (zero if ``a`` is constant, NaN if not finite),
     computed at unit scale so that no intermediate overflows or underflows."""
-    constant = jnp.all(a == a[:1], axis=0)  # such a column centres to 0 exactly (not to a mean's rounding, scaled up)
+    # such a column centres to 0 exactly (not to a mean's rounding, scaled up); one of infs stays non-finite (NaN)
+    constant = jnp.all(a == a[:1], axis=0) & jnp.all(jnp.isfinite(a), axis=0)
     a = _unit_scale(a)  # before centring: the column sums of huge features overflow too
     a = _unit_scale(jnp.where(constant, 0.0, a - a.mean(axis=0)))
     norm = jnp.sqrt(jnp.sum(jnp.square(a)))  # >= 1 unless a is all zeros (its largest entry is ±1)
