@@ -69,6 +69,16 @@ def test_check_output_finds_every_bad_destination_and_creates_nothing(tmp_path, 
         with pytest.raises(OutputError, match=message) as e:
             check_output(**kw)
         assert isinstance(e.value, ConfigError) and str(kw["path"]) in str(e.value)
+    # An empty path is no directory (Path("") is the working directory: the results landed there unasked), and a
+    # file path ending in a separator names a directory (a file of the directory's name was written).
+    for path, kind in (("", "dir"), (" ", "dir"), ("", "file")):
+        with pytest.raises(OutputError, match=f"the output {'directory' if kind == 'dir' else 'file'} is an empty "
+                                              "path"):
+            check_output(path, kind=kind)
+    with pytest.raises(OutputError, match=f"cannot write the file {tmp_path}/th/: a path that ends with a separator "
+                                          f"names a directory. Give a file name \\(e.g. {tmp_path}/th.json\\)"):
+        check_output(f"{tmp_path}/th/", kind="file")
+    assert not (tmp_path / "th").exists()
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     with pytest.raises(OutputError, match="dangling"):
         check_output(tmp_path / "dangling")
@@ -225,6 +235,11 @@ def test_a_teacher_cache_that_cannot_be_written_loses_no_result(tmp_path):
     ["demo", "--out", "{tmp}/adir"],
     ["theorem", "--json", "{tmp}/adir"],
     ["theorem", "--json", "{afile}/t.json"],
+    ["theorem", "--json", "{tmp}/th/"],
+    ["reproduce", "--out", ""],
+    ["sweep", "aux_logits", "1", "3", "--out", ""],
+    ["figures", "fig10_mnist", "--quick", "--out", ""],
+    ["figures", "--redraw", "--out", " "],
 ])
 def test_every_command_checks_its_output_before_any_compute(argv, tmp_path, capsys, no_compute):
     (tmp_path / "afile").write_text("keep me")

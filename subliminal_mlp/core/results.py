@@ -372,6 +372,14 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     """
     if kind not in ("dir", "file"):
         raise ValueError(f"kind = {kind!r} is invalid: choose 'dir' or 'file'.")
+    raw = str(os.fspath(path))
+    what = "directory" if kind == "dir" else "file"
+    if not raw.strip():  # Path("") is ".": the results would land in the working directory unasked
+        raise OutputError(f"the output {what} is an empty path ({raw!r}): give one (\".\" for the working "
+                          "directory).")
+    if kind == "file" and raw.endswith(tuple(filter(None, (os.sep, os.altsep, "/")))):
+        raise OutputError(f"cannot write the file {raw}: a path that ends with a separator names a directory. "
+                          f"Give a file name (e.g. {raw.rstrip(os.sep + (os.altsep or '/')) or 'out'}.json).")
     path = Path(path)
     files = list(files)  # an iterator would be used up by the first check
     d = path if kind == "dir" else path.parent
