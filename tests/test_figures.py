@@ -40,7 +40,7 @@ def fake(name: str, calls: Calls) -> Figure:
 
     return Figure(name, (f"{name}.json", f"{name}.png"), settings=lambda r: {"x": r["config"]["x"]},
                   defaults=lambda: {"x": 0}, make=make, quick=lambda s, q: {"x": -q["n_runs"]},
-                  command=lambda s: f"make {name} --x {s['x']}", runs=lambda s: 1)
+                  command=lambda s: f"make {name} --x {s['x']}", runs=lambda s: 1, datasets=lambda s: ())
 
 
 @pytest.fixture
@@ -389,6 +389,32 @@ def test_the_real_pipeline_on_a_tiny_configuration_shares_teachers(tmp_path, dat
     assert Path(out / "fig10_mnist.png").is_file()
 
 
+def test_every_figures_data_is_found_before_any_figure_is_made_or_anything_written(tmp_path, data_root):
+    # A data root with MNIST alone: Figure 10 on MNIST would run first, then the Fashion-MNIST one fail (after
+    # hours, at the paper's settings). The pipeline finds and verifies every figure's data first.
+    from subliminal_mlp.core.data import DataError
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mnist").symlink_to(data_root / "mnist")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="fashion-mnist"):
+        run_figures(["fig10_mnist", "fig10_fashion_mnist"], out=out, quick=True, data_dir=root, teacher_cache=False,
+                    progress=False, log=lambda s: None)
+    assert not out.exists()  # no state file, no lock, no figure
+    # Only the figures that will be made: one up to date needs no data; with force it does.
+    calls = Calls()
+    src = tmp_path / "src"
+    write_record(envelope(FORMAT, {"x": 1}, n_runs=1, seed=0, data={}), src, "fashion")
+    kw = dict(out=out, source=src, teacher_cache=False, progress=False, log=lambda s: None, data_dir=root)
+    assert run_figures(registry={"fashion": fake("fashion", calls)}, **kw) == {"fashion": "made"}  # needs no data
+    reg = {"fashion": dataclasses.replace(fake("fashion", calls), datasets=lambda s: ("fashion-mnist",))}
+    assert run_figures(registry=reg, **kw) == {"fashion": "skipped"}
+    with pytest.raises(DataError, match="fashion-mnist"):
+        run_figures(registry=reg, force=True, **kw)
+    assert calls.made == ["fashion"]
+
+
 def test_the_registry_reads_settings_back_and_shrinks_them_as_documented():
     # Each figure's settings, --quick settings and command, against values written out by hand.
     import numpy as np
@@ -430,6 +456,11 @@ def test_the_registry_reads_settings_back_and_shrinks_them_as_documented():
     one = reg["one_step"]
     assert one.reads(one.defaults()) == ("input_families.json", "mitigations.json", "split_heads.json", "sweeps",
                                          "teacher_task.json")
+    # the datasets each loads (checked before any figure is made): Fashion-MNIST where a figure's images are its
+    both = ("fashion-mnist", "mnist")
+    assert {name: fig.datasets(fig.defaults()) for name, fig in reg.items() if fig.datasets(fig.defaults()) != ("mnist",)} \
+        == {"fig10_fashion_mnist": ("fashion-mnist",), "traits": both, "sweep_inputs": both, "one_step": both}
+    assert one.datasets({"sources": ["teacher_task"], "n_runs": 1}) == ("mnist",)
     assert one.settings({"sources": {"teacher_task": 1, "input_families": 2}, "n_runs": 3}) == {
         "sources": ["input_families", "teacher_task"], "n_runs": 3}
 

@@ -103,6 +103,9 @@ def _no_checkout(out: str = "--out DIR", source: str = "--from DIR", redraw: str
 def _out_dir(out: str | os.PathLike | None) -> Path:
     """``out``, or the committed figures when None (a ConfigError, :func:`_no_checkout`, when there are none)."""
     if out is not None:
+        if not str(os.fspath(out)).strip():  # Path("") is ".": the figures would land in the working directory
+            raise ConfigError(f"out = {out!r} is an empty path: give the directory to write the figures into (\".\" "
+                              "for the working directory).")
         return Path(out)
     if FIGURES_DIR is None:
         raise ConfigError(_no_checkout("out=DIR", "source=DIR", "to redraw"))
@@ -141,6 +144,14 @@ class Context:
         return load_dataset(name, self.data_dir)
 
 
+def named_datasets(settings: dict) -> tuple[str, ...]:
+    """The datasets a figure of ``settings`` loads: its config's (MNIST where it names none), and Fashion-MNIST
+    where the settings name it (a sweep over the students' inputs, say)."""
+    config = settings.get("config") or settings.get("base_config") or {}
+    named = {config.get("dataset") or "mnist"}
+    return tuple(sorted(named | {"fashion-mnist"} if "fashion-mnist" in json.dumps(settings) else named))
+
+
 @dataclass(frozen=True)
 class Figure:
     """One committed figure: how to read its settings back and remake it.
@@ -154,7 +165,9 @@ class Figure:
     ``runs(settings)``: the number of runs; ``reads(settings)``: the records (paths relative to the
     output directory) it reads, which must exist there or be made before it in the same run;
     ``failed(record)``: for a figure that checks a claim (the theorem's), why its new record says the
-    claim failed, else None (the pipeline then says so and ``subliminal-mlp figures`` exits with status 1).
+    claim failed, else None (the pipeline then says so and ``subliminal-mlp figures`` exits with status 1);
+    ``datasets(settings)``: the datasets it loads (:func:`named_datasets` by default), found and verified
+    before any figure is made.
     """
 
     name: str
@@ -167,6 +180,7 @@ class Figure:
     runs: Callable[[dict], int]
     reads: Callable[[dict], tuple[str, ...]] = lambda s: ()
     failed: Callable[[dict], Optional[str]] = lambda record: None
+    datasets: Callable[[dict], tuple[str, ...]] = named_datasets
 
     @property
     def record(self) -> str:
@@ -227,9 +241,11 @@ def _sweep(name: str) -> Figure:
 
 def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any], quick_extra: dict[str, Any],
             n_runs: int, config_changes: dict, run: Callable[[dict, Context], Any],
-            flags: Callable[[dict], str] = lambda s: "", before: Optional[dict[str, Any]] = None) -> Figure:
+            flags: Callable[[dict], str] = lambda s: "", before: Optional[dict[str, Any]] = None,
+            datasets: Callable[[dict], tuple[str, ...]] = named_datasets) -> Figure:
     """A figure made from ``Config`` plus the record's keys ``extra`` (name -> default). ``before``: the value
-    of a key that records made before it was recorded had (default: its ``extra`` default)."""
+    of a key that records made before it was recorded had (default: its ``extra`` default); ``datasets``: see
+    :class:`Figure`."""
     before = before or {}
 
     def settings(r):
@@ -244,7 +260,7 @@ def _simple(name: str, script: str, outputs: Sequence[str], extra: dict[str, Any
                   quick=lambda s, q: {**s, "config": _quick_config(s["config"], q),
                                    **{k: (f(s[k]) if callable(f) else f) for k, f in quick_extra.items()}},
                   command=lambda s: f"python experiments/{script}.py --seeds {s['config']['n_runs']}{flags(s)}",
-                  runs=lambda s: s["config"]["n_runs"])
+                  runs=lambda s: s["config"]["n_runs"], datasets=datasets)
 
 
 def _demo() -> Figure:
@@ -434,7 +450,9 @@ def _one_step() -> Figure:
                   defaults=lambda: {"sources": list(sources), "n_runs": 10}, make=make,
                   quick=lambda s, q: {**s, "n_runs": min(s["n_runs"], q.get("n_runs", s["n_runs"]))},
                   command=lambda s: "python experiments/one_step.py", runs=lambda s: s["n_runs"],
-                  reads=lambda s: tuple(n if n == "sweeps" else f"{n}.json" for n in s["sources"]))
+                  reads=lambda s: tuple(n if n == "sweeps" else f"{n}.json" for n in s["sources"]),
+                  # the published sweeps' students see Fashion-MNIST images in one of sweep_inputs' values
+                  datasets=lambda s: ("fashion-mnist", "mnist") if "sweeps" in s["sources"] else ("mnist",))
 
 
 # ----------------------------------------------------------------------------- the theorem figure
@@ -519,7 +537,8 @@ def _registry() -> dict[str, Figure]:
         _simple("traits", "trait_transmission", tuple(f"traits.{e}" for e in ("json", "csv", "png")),
                 {"trait": _TRAIT_DEFAULTS},
                 {"trait": lambda t: {**t, "filters": t["filters"][:2], "n_held_out_noise": 256}}, 20, {},
-                _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}"),
+                _make_traits, lambda s: f" --trait-class {s['trait']['trait_class']}",
+                datasets=lambda s: ("fashion-mnist", "mnist")),  # its held-out images are Fashion-MNIST's
         _simple("input_families", "input_families", tuple(f"input_families.{e}" for e in ("json", "csv", "png")),
                 {"input_settings": _input_families_defaults()}, {"input_settings": _input_families_quick}, 10, {},
                 _make_input_families),
@@ -864,6 +883,7 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path | None = None, sou
     log = main_print if log is print else log
     out, source = _out_dir(out), _source_dir(source)
     plan = plan_figures(names, out=out, source=source, quick=quick, registry=registry)
+    _check_data(plan, out, data_dir, force)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
     if cache is not None:
         check_output(cache.root)
@@ -884,6 +904,24 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path | None = None, sou
     finally:
         bar.close()
     return done
+
+
+def _check_data(plan: list, out: Path, data_dir, force: bool) -> None:
+    """Before any figure is made, or anything written: the datasets of every figure that will be made
+    (:attr:`Figure.datasets`; all planned ones with ``force``, else those not up to date) are found and verified,
+    so that a missing or damaged Fashion-MNIST is said at once, not after the figures before it have run
+    (:class:`~subliminal_mlp.core.data.DataError`, naming the file and what to do). The datasets stay loaded
+    (``load_dataset`` keeps them) for the figures that use them. Process 0 says which figures will be made."""
+    from ..core.data import load_dataset
+    from ..core.distributed import broadcast_from_main, is_main_process
+
+    todo = None
+    if is_main_process():
+        state = read_state(out)
+        todo = [fig.name for fig, settings, _ in plan if force or not figure_status(fig, out, settings, state)[0]]
+    todo = set(broadcast_from_main(todo))
+    for name in sorted({d for fig, settings, _ in plan if fig.name in todo for d in fig.datasets(settings)}):
+        load_dataset(name, data_dir)
 
 
 def _make_figure(fig: Figure, settings: dict, where: str, *, out: Path, source: Optional[Path], force: bool,
