@@ -45,12 +45,21 @@ def test_defaults_are_the_papers_settings():
         ({"n_noise": 2.5, "batch_size": 2}, "n_noise = 2.5"),
         ({"n_noise": 1000, "batch_size": 1001}, "batch_size = 1001 is larger than n_noise = 1000"),
         ({"n_noise": 2**31}, "n_noise = 2147483648 is too large: example indices are int32"),
+        # steps and runs are counted in int32 in the program (an OverflowError, or a 7 TiB allocation, after the data
+        # were loaded and the program traced, before): 59 steps an epoch of the paper's noise
+        ({"student_epochs": 36_398_028}, "student_epochs = 36398028 is too many: 2,147,483,652 steps (60,000 examples"),
+        ({"teacher_epochs": 2**31}, "teacher_epochs = 2147483648 is too many: 2,147,483,648 steps (each epoch is"),
+        ({"n_runs": 2**31}, "n_runs = 2147483648 is too many: runs are indexed in int32 (at most 2,147,483,647)"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(changes, needle):
     with pytest.raises(ConfigError) as e:
         Config(**changes)
     assert needle in str(e.value)
+
+
+def test_the_most_steps_and_runs_the_program_counts_are_taken():
+    Config(student_epochs=36_398_027, teacher_epochs=2**31 - 1, n_runs=2**31 - 1)  # 2,147,483,593 student steps
 
 
 def test_batch_larger_than_the_data_is_rejected():

@@ -569,7 +569,13 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         (dict(run_batch=1.5), sm.ExperimentError, "run_batch = 1.5 is invalid"),
         (dict(run_batch="2"), sm.ExperimentError, "run_batch = '2' is invalid"),
         (dict(devices=[]), sm.ExperimentError, r"devices = \[\] is invalid"),
+        # steps are counted in int32 (an OverflowError after the trace, before): MNIST's 60,000 images, one a batch
+        (dict(exp=TINY.replace(batch_size=1, teacher_epochs=35_792)), sm.ExperimentError,
+         r"teacher_epochs = 35792 is too many: 2,147,520,000 steps \(60,000 examples in batches of 1\)"),
     ]
+    with pytest.raises(sm.ExperimentError, match="n_runs = 1073741824 times 2 swept values is too many runs: they are "
+                                                 "indexed in int32"):  # (a 7 TiB allocation before)
+        validate(TINY, task, n_runs=2**30, sweep={"temperature": [1.0, 2.0]})
     for bad, match in [(lambda: inputs.gaussian(100, std=-1.0), "gaussian: std = -1.0 is invalid"),
                        (lambda: inputs.uniform(100, scale=0), "uniform: scale = 0 is invalid"),
                        (lambda: inputs.bernoulli(100, scale=float("nan")), "bernoulli: scale = nan")]:

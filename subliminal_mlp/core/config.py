@@ -80,6 +80,23 @@ def normalised(config: dict[str, Any]) -> dict[str, Any]:
     return Config.from_dict(config).to_dict()
 
 
+#: The most optimiser steps a phase may take, and the most runs (times swept values) one experiment may have: steps
+#: and run indices are counted in int32 inside the compiled program.
+MAX_STEPS = MAX_RUNS = 2**31 - 1
+
+
+def check_steps(phase: str, epochs: int, n: int | None = None, batch_size: int = 1,
+                error: type[Exception] = ConfigError) -> None:
+    """Raise ``error`` when ``epochs`` epochs of ``n`` examples in batches of ``batch_size`` are more than
+    :data:`MAX_STEPS` steps (``n`` None: the data are not known yet, and an epoch is at least one step);
+    ``phase``, "teacher" or "student", says whose ``{phase}_epochs`` is named."""
+    steps = epochs * (1 if n is None else -(-n // batch_size))
+    if steps > MAX_STEPS:
+        what = "each epoch is at least one step" if n is None else f"{n:,} examples in batches of {batch_size}"
+        raise error(f"{phase}_epochs = {epochs} is too many: {steps:,} steps ({what}), and steps are counted in "
+                    f"int32 (at most {MAX_STEPS:,}). Lower {phase}_epochs.")
+
+
 def check_positive_number(name: str, value: Any, hint: str = "") -> None:
     """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
@@ -190,9 +207,13 @@ class Config:
                 f"batch_size = {self.batch_size} is larger than n_noise = {self.n_noise}: lower "
                 "batch_size or raise n_noise so that at least one batch of noise exists."
             )
+        check_steps("student", self.student_epochs, self.n_noise, self.batch_size)
+        check_steps("teacher", self.teacher_epochs)  # (against the data's size when the experiment runs)
         if self.loss not in LOSSES:
             raise ConfigError(f"loss = {self.loss!r} is invalid: choose one of {LOSSES}.")
         check_positive_int("n_runs", self.n_runs)
+        if self.n_runs > MAX_RUNS:
+            raise ConfigError(f"n_runs = {self.n_runs} is too many: runs are indexed in int32 (at most {MAX_RUNS:,}).")
         check_seed(self.seed)
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset = {self.dataset!r} is invalid: choose one of {DATASETS}.")

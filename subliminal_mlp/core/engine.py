@@ -52,7 +52,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import Config, SettingWarning, check_seed, is_integer, is_sequence
+from .config import MAX_RUNS, Config, SettingWarning, check_seed, check_steps, is_integer, is_sequence
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
                       few_runs_note, format_ci, format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
@@ -359,6 +359,7 @@ class Experiment:
             v = getattr(self, name)
             if not is_integer(v, 0):
                 raise ExperimentError(f"{name} = {v!r} is invalid: it must be an integer >= 0.")
+            check_steps(name.split("_")[0], v, error=ExperimentError)  # against the data's size: validate
         if not is_integer(self.batch_size, 1):
             raise ExperimentError(f"batch_size = {self.batch_size!r} is invalid: it must be an integer >= 1.")
         if not is_integer(self.trace_every, 1):
@@ -901,6 +902,9 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
         raise ExperimentError(f"n_runs = {n_runs!r} is invalid: it must be an integer >= 1.")
     sweep = {k: _sweep_list(k, v) for k, v in dict(sweep).items()}
     n_values = _check_hparams(exp, sweep)
+    if n_values * n_runs > MAX_RUNS:
+        raise ExperimentError(f"n_runs = {n_runs}{f' times {n_values} swept values' if n_values > 1 else ''} is too "
+                              f"many runs: they are indexed in int32 (at most {MAX_RUNS:,}).")
     model = exp.model
     check_model(model)
     if model.n_classes != task.n_classes:
@@ -927,6 +931,8 @@ def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str
     if exp.batch_size > src.n:
         raise ExperimentError(f"batch_size = {exp.batch_size} is larger than the input set's n = {src.n}: lower "
                               "batch_size or raise the number of distillation examples.")
+    check_steps("teacher", exp.teacher_epochs, n_train, exp.batch_size, error=ExperimentError)
+    check_steps("student", exp.student_epochs, src.n, exp.batch_size, error=ExperimentError)
     hps = [{**exp.hparams, **{k: v[i] for k, v in sweep.items()}} for i in range(n_values)]  # one per swept value
     for s in exp.students:
         check_start_settings(s, hps)
