@@ -225,9 +225,29 @@ def test_a_file_changed_after_loading_is_verified_again(data_root: Path, tmp_pat
 def test_wrong_size_is_reported(data_root: Path, tmp_path: Path) -> None:
     copy_mnist(data_root, tmp_path / "mnist")
     path = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
-    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"\x00"))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz.*60,008 bytes"):
+    content = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(content + b"\x00"))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz.*60,008 bytes.*found more than 60,008 bytes"):
         load_mnist(tmp_path)
+    path.write_bytes(gzip.compress(content[:-8]))
+    with pytest.raises(DataError, match=r"expected 60,008 bytes .*found 60,000 bytes"):
+        load_mnist(tmp_path)
+    # A file that inflates far beyond the expected size is not inflated to its end (500 MB of zeros took 1.2 GB of
+    # memory; a larger one would have been killed without a word): one byte beyond the size is read.
+    import tracemalloc
+
+    from subliminal_mlp.core.data import _decompress_and_check
+
+    bomb = gzip.compress(bytes(50_000_000), compresslevel=1)
+    spec = next(f for f in DATASETS["mnist"].files if f.name == path.name)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="found more than 60,008 bytes"):
+            _decompress_and_check(bomb, spec, str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak  # (the 50 MB it inflates to, before)
 
 
 def test_truncated_gzip(data_root: Path, tmp_path: Path) -> None:

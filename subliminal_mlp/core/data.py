@@ -53,6 +53,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import shutil
@@ -360,17 +361,19 @@ def _decompress_and_check(compressed: bytes, fs: FileSpec, label: str) -> bytes:
 
     Raises DataError naming ``label`` (no remedy; callers add one).
     """
-    try:
-        content = gzip.decompress(compressed)
+    try:  # at most one byte more than expected: a file that inflates to gigabytes is not read to its end
+        with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as f:
+            content = f.read(fs.size + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{label}: not a valid gzip file (truncated or corrupt: {exc}); "
             f"expected the gzip-compressed IDX file {fs.name}"
         ) from None
     if len(content) != fs.size:
+        found = f"more than {fs.size:,}" if len(content) > fs.size else f"{len(content):,}"
         raise DataError(
             f"{label}: wrong uncompressed size: expected {fs.size:,} bytes "
-            f"(sha256 {fs.sha256}), found {len(content):,} bytes"
+            f"(sha256 {fs.sha256}), found {found} bytes"
         )
     digest = _sha256(content)
     if digest != fs.sha256:
