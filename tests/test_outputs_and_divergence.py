@@ -215,6 +215,31 @@ def test_a_sweep_checks_every_values_image_pool_before_compute(tmp_path, data_ro
                   data_dir=only_mnist, out_dir=tmp_path / "out")
 
 
+def test_an_interrupted_reproduce_leaves_the_previous_runs_files_as_they_were(data_root, tmp_path, monkeypatch):
+    # Its figure, CSV and record replace the previous run's together: interrupted while they are made (here, as
+    # the record is written, after the figure was drawn), the previous three stay, and no temporary file.
+    from subliminal_mlp.cli import reproduce as reproduce_module
+
+    old = {ext: f"previous run's {ext}" for ext in ("json", "csv", "png")}
+    for ext, text in old.items():
+        (tmp_path / f"fig10.{ext}").write_text(text)
+    argv = ["reproduce", "--seeds", "1", "--epochs", "1", "--n-noise", "512", "--batch-size", "512", "--hidden", "8",
+            "--data-dir", str(data_root), "--out", str(tmp_path), "--no-progress"]
+    write = reproduce_module.write_results
+
+    def interrupted(*a, **k):
+        write(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce_module, "write_results", interrupted)
+    assert main(argv) == 130  # (the command's status for Ctrl-C)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {f"fig10.{e}": t.encode() for e, t in old.items()}
+    monkeypatch.setattr(reproduce_module, "write_results", write)
+    assert main(argv) == 0
+    assert read_results(tmp_path / "fig10.json")["n_runs"] == 1 and (tmp_path / "fig10.png").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig10.csv", "fig10.json", "fig10.png"]
+
+
 def test_a_teacher_cache_that_cannot_be_written_loses_no_result(tmp_path):
     from subliminal_mlp.core.teacher_cache import TeacherCache
 
@@ -240,6 +265,7 @@ def test_a_teacher_cache_that_cannot_be_written_loses_no_result(tmp_path):
     ["sweep", "aux_logits", "1", "3", "--out", ""],
     ["figures", "fig10_mnist", "--quick", "--out", ""],
     ["figures", "--redraw", "--out", " "],
+    ["figures", "fig10_mnist", "--quick", "--out", "{tmp}/figs", "--teacher-cache", "{afile}"],
 ])
 def test_every_command_checks_its_output_before_any_compute(argv, tmp_path, capsys, no_compute):
     (tmp_path / "afile").write_text("keep me")
@@ -253,6 +279,8 @@ def test_every_command_checks_its_output_before_any_compute(argv, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("subliminal-mlp: error: ") and "Traceback" not in err
     assert (tmp_path / "afile").read_text() == "keep me"
+    if "--teacher-cache" in argv:  # named as the cache, not as the results' directory
+        assert err.startswith("subliminal-mlp: error: the teacher cache (--teacher-cache") and not (tmp_path / "figs").exists()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

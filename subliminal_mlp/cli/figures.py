@@ -62,7 +62,7 @@ except ImportError:  # not POSIX: a figure being made is told by the pid in its 
     fcntl = None
 
 from ..core.config import Config, ConfigError, normalised
-from ..core.results import (RecordError, atomic_write_text, check_output, library_version, read_results,
+from ..core.results import (OutputError, RecordError, atomic_write_text, check_output, library_version, read_results,
                              sweep_value_paths, written_by)
 from ..report.plotting import DRAWERS, draw
 
@@ -883,10 +883,15 @@ def run_figures(names: Sequence[str] = (), *, out: str | Path | None = None, sou
     log = main_print if log is print else log
     out, source = _out_dir(out), _source_dir(source)
     plan = plan_figures(names, out=out, source=source, quick=quick, registry=registry)
-    _check_data(plan, out, data_dir, force)
     cache = None if teacher_cache is False else (teacher_cache or TeacherCache(log=log))
     if cache is not None:
-        check_output(cache.root)
+        try:
+            check_output(cache.root)
+        except OutputError as e:  # said as the teacher cache's, not the results' ("choose another output directory")
+            raise OutputError(f"the teacher cache (--teacher-cache, teacher_cache=): {e} Or run without a cache "
+                              "(--no-teacher-cache, teacher_cache=False).") from None
+    _check_data(plan, out, data_dir, force)  # every place it writes checked first, then the data
+    if cache is not None:
         log(f"teacher cache: {cache.root}")
     done: dict[str, str] = {}
     bar = tqdm(total=len(plan), desc="figures", unit="figure", disable=not progress or not main, file=sys.stderr)

@@ -13,7 +13,7 @@ from ..core.distributed import main_print
 from ..studies.figure10 import format_acceptance, input_dataset, input_pool, run_experiment
 from ..report.plotting import plot_fig10
 from ..core.results import (DivergenceWarning, check_on_divergence, check_stem_outputs, experiment_record,
-                            format_health, format_table, write_results)
+                            format_health, format_table, replaced_together, write_results)
 
 
 def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = None,
@@ -63,10 +63,11 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
         result = run_experiment(cfg, data, progress=progress, log=log, pool=input_pool(cfg, data, source=source),
                                 on_divergence=on_divergence)
     record = experiment_record(result, data, inputs=source)
-    # The figure first, then the CSV and the JSON (the record readers trust, replaced last): an interruption never
-    # leaves a new record beside the previous run's figure.
-    png = plot_fig10(record, Path(out_dir) / f"{stem}.png")
-    files = {**write_results(record, out_dir, stem), "png": png}
+    # The three files replace a previous run's together (the record last): an interruption while they are made (the
+    # figure takes seconds to draw) leaves the previous run's files as they were, never a mixed set.
+    with replaced_together():
+        png = plot_fig10(record, Path(out_dir) / f"{stem}.png")
+        files = {**write_results(record, out_dir, stem), "png": png}
     log(format_table(record))
     checks = format_acceptance(record)
     if checks:

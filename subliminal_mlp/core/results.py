@@ -52,6 +52,7 @@ standard deviation (ddof = 1); it is ``null`` for a single run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -575,11 +576,67 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         with open(tmp, "rb") as f:  # on disk before the rename: a crash of the machine leaves the old file
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        if _staged is not None:  # inside replaced_together: put in place when the block ends
+            _staged.append((tmp, path))
+            tmp = None
+        else:
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+_staged: list[tuple[str, Path]] | None = None
+
+
+@contextlib.contextmanager
+def replaced_together():
+    """The files :func:`atomic_write` writes inside the block (a record, its CSV and its figure) are each made
+    in full beside their place, and put in place one after another, in the order written, only when the block
+    ends: an interruption while they are made (drawing a figure takes seconds) leaves every old file as it was,
+    never a new figure beside an old record. On an error or an interruption in the block none is put in place
+    and their temporary files are removed. Nested blocks are one (the outermost puts them in place).
+
+    >>> import os, tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     old = [atomic_write_text(Path(d) / name, "old") for name in ("fig.json", "fig.png")]
+    ...     try:
+    ...         with replaced_together():
+    ...             _ = atomic_write_text(Path(d) / "fig.png", "new")
+    ...             raise KeyboardInterrupt  # before the record is written
+    ...     except KeyboardInterrupt:
+    ...         print([p.read_text() for p in old], sorted(os.listdir(d)))
+    ...     with replaced_together():
+    ...         paths = [atomic_write_text(Path(d) / name, "new") for name in ("fig.png", "fig.json")]
+    ...         inside = [p.read_text() for p in paths]
+    ...     print(inside, [p.read_text() for p in paths])
+    ['old', 'old'] ['fig.json', 'fig.png']
+    ['old', 'old'] ['new', 'new']
+    """
+    global _staged
+    if _staged is not None:
+        yield
+        return
+    _staged = staged = []
+    try:
+        yield
+    except BaseException:
+        _staged = None
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    _staged = None
+    for i, (tmp, path) in enumerate(staged):
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            for t, _ in staged[i:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(t)
+            raise
 
 
 def _read_umask() -> int:

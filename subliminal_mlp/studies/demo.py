@@ -283,7 +283,7 @@ def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int =
 
     from ..core.config import ConfigError, check_seed
     from ..core.data import load_mnist
-    from ..core.results import check_output
+    from ..core.results import check_output, replaced_together
 
     if Path(out).suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
         raise ConfigError(f"--out {out}: the figure needs a file name ending in an image format "
@@ -296,8 +296,9 @@ def demo(data_dir=None, out: str | os.PathLike = "results/demo.png", seed: int =
     log("training a teacher on MNIST, then two students on noise (about a minute)...")
     r = run_demo(data, seed=seed)
     record = demo_record(r, data)
-    written = write_record(record, Path(out).parent, Path(out).stem)["json"]
-    path = plot_demo(record, out)
+    with replaced_together():  # the figure and its record replace the previous ones together
+        path = plot_demo(record, out)
+        written = write_record(record, Path(out).parent, Path(out).stem)["json"]
     log(describe(r, path))
     log(f"wrote {written}")
     return r
