@@ -87,6 +87,8 @@ def test_batch_larger_than_the_data_is_rejected():
 
 def test_dict_round_trip_and_unknown_fields():
     c = Config(hidden_widths=(32, 16), aux_logits=5, loss="mse", n_runs=3)
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['n_seeds'\]; known: .*'n_runs'"):
+        c.replace(n_seeds=4)  # (a TypeError of dataclasses before)
     assert Config.from_dict(c.to_dict()) == c
     assert c.to_dict()["hidden_widths"] == [32, 16]
     with pytest.raises(ConfigError, match="unknown config field"):

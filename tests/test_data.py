@@ -334,6 +334,9 @@ def test_an_empty_data_dir_is_no_data_dir(data_root: Path, monkeypatch: pytest.M
     monkeypatch.setenv(data.ENV_DATA, str(data_root / "nowhere"))
     with pytest.raises(DataError, match="nowhere"):
         load_mnist("", download=False)
+    monkeypatch.setenv(data.ENV_DATA, " ")  # a blank one is shown as such (it was "data root   (from ...)")
+    with pytest.raises(DataError, match=r"^data root ' ' \(from \$SUBLIMINAL_MLP_DATA\) does not exist"):
+        load_mnist(download=False)
 
 
 def test_another_datasets_files_are_named_as_such(data_root: Path, tmp_path: Path, no_env: None) -> None:

@@ -278,7 +278,12 @@ class Config:
         self.check_data(data.train_images.shape[0], data.train_images.shape[1], n_classes)
 
     def replace(self, **changes: Any) -> "Config":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); an unknown field raises ConfigError, as in
+        :meth:`from_dict`."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(names)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

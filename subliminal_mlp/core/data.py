@@ -590,8 +590,9 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = 
     """
     fix_env = f"correct or unset {what}, or " if from_env else ""
     if not root.is_dir():
+        shown = str(root) if str(root).strip() == str(root) and str(root) else repr(str(root))  # a blank one, visibly
         raise DataError(
-            f"data root {root} (from {what}) does not exist or is not a directory: "
+            f"data root {shown} (from {what}) does not exist or is not a directory: "
             f"expected a data root containing {spec.name}/ with the files "
             f"{', '.join(spec.file_names)}. "
             f"What to do: {fix_env}{_supply_hint(spec.name)}."
