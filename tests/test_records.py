@@ -204,6 +204,23 @@ def test_write_record_and_read_results_round_trip(tmp_path):
         with pytest.raises(TypeError):
             write_record(bad["record"], tmp_path / "out", "rec", csv=bad["csv"])
         assert {k: v.read_text() for k, v in files.items()} == before
+    # With its figure: the three replace the previous ones together, so a figure that fails (or is interrupted) as
+    # it is drawn leaves all three as they were, no temporary file; drawn, all three are new.
+    def draw(record, path, fail=False):
+        results.atomic_write_text(path, f"png of {record['y']}")
+        if fail:
+            raise KeyboardInterrupt
+        return path
+
+    files = write_record({**rec, "y": 1}, tmp_path / "fig", "rec", csv=(["a"], [[1]]), figure=draw)
+    assert list(files) == ["json", "csv", "png"] and files["png"].read_text() == "png of 1"
+    before = {k: v.read_text() for k, v in files.items()}
+    with pytest.raises(KeyboardInterrupt):
+        write_record({**rec, "y": 2}, tmp_path / "fig", "rec", csv=(["a"], [[2]]),
+                     figure=lambda r, p: draw(r, p, fail=True))
+    assert {k: v.read_text() for k, v in files.items()} == before and not list((tmp_path / "fig").glob(".*"))
+    write_record({**rec, "y": 2}, tmp_path / "fig", "rec", csv=(["a"], [[2]]), figure=draw)
+    assert files["png"].read_text() == "png of 2" and read_results(files["json"])["y"] == 2
     # write_results is write_record with the Figure-10 CSV.
     fig10 = experiment_record(fake_result())
     paths = write_results(fig10, tmp_path, "fig10")

@@ -943,21 +943,27 @@ def check_stem_outputs(out_dir: str | os.PathLike, stem: Any, extensions: Sequen
 
 def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
                  csv: tuple[Sequence[str], Iterable[Sequence[Any]]] | None = None, *,
-                 indent: int = 2, also: Sequence[str] = ()) -> dict[str, Path]:
+                 indent: int = 2, also: Sequence[str] = (),
+                 figure: Callable[[dict[str, Any], Path], Path] | None = None) -> dict[str, Path]:
     """Write ``<stem>.json`` (and, given ``csv = (header, rows)``, ``<stem>.csv``) atomically under ``out_dir``.
 
     The JSON is ``json.dumps(record, indent=indent)`` with a trailing newline; the CSV is
     :func:`csv_text`. Both texts are made before either file is written (a value that cannot be
     written leaves both files as they were), and the JSON, the record that readers and the figures
-    pipeline trust, is replaced last. ``also``: the suffixes of files the caller writes next
-    (``("png",)``: a study's figure), checked with the others before anything is written. Returns
-    ``{"json": path}`` (and ``"csv": path``).
+    pipeline trust, is replaced last. ``also``: the suffixes of files the caller writes next,
+    checked with the others before anything is written. ``figure``: ``figure(record, path)`` draws
+    the record's figure to ``<stem>.png`` (a study's plot function); the figure, the CSV and the record
+    then replace the previous ones together (:func:`replaced_together`: interrupted while the figure
+    is drawn, the previous three stay). Returns ``{"json": path}`` (and ``"csv"``, ``"png"``: paths).
     """
-    out = check_stem_outputs(out_dir, stem, ["json"] + ([] if csv is None else ["csv"]) + list(also))
+    exts = ["json"] + ([] if csv is None else ["csv"]) + list(also) + ([] if figure is None else ["png"])
+    out = check_stem_outputs(out_dir, stem, exts)
     text = json.dumps(record, indent=indent) + "\n"
     table = None if csv is None else csv_text(*csv)
-    files = {} if table is None else {"csv": atomic_write_text(out / f"{stem}.csv", table)}
-    return {"json": atomic_write_text(out / f"{stem}.json", text), **files}
+    with replaced_together():
+        png = {} if figure is None else {"png": figure(record, out / f"{stem}.png")}
+        files = {} if table is None else {"csv": atomic_write_text(out / f"{stem}.csv", table)}
+        return {"json": atomic_write_text(out / f"{stem}.json", text), **files, **png}
 
 
 def records_csv(record: dict[str, Any]) -> str:

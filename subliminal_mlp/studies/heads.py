@@ -293,6 +293,5 @@ def write_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = 
     out = Path(out_dir)
     rows = [[name, i, f"{a:.6f}", f"{k:.6f}", f"{c:.6f}"] for name, s in record["students"].items()
             for i, (a, k, c) in enumerate(zip(s["accuracy"]["values"], s["cka"]["values"], s["cosine"]["values"]))]
-    files = write_record(record, out, stem, csv=(["student", "run", "accuracy", "cka", "cosine"], rows), indent=1,
-                         also=("png",))
-    return {**files, "png": plot_heads(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, csv=(["student", "run", "accuracy", "cka", "cosine"], rows), indent=1,
+                        figure=plot_heads)

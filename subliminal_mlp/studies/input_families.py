@@ -535,6 +535,5 @@ def write_input_families(record: dict[str, Any], out_dir: str | os.PathLike,
                          stem: str = "input_families") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per family, setting and run) and ``<stem>.png`` atomically."""
     out = Path(out_dir)
-    files = write_record(record, out, stem, csv=_csv_rows(record), indent=1, also=("png",))
-    return {**files, "png": plot_input_families(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, csv=_csv_rows(record), indent=1, figure=plot_input_families)
 

@@ -395,8 +395,6 @@ def write_mitigations(record: dict[str, Any], out_dir: str | os.PathLike,
             for r, (a, b, lo) in enumerate(zip(f["student"][k]["accuracies"], f["cross"][k]["accuracies"],
                                                f["distill_loss"][k]["losses"])):
                 rows.append((family, label, r, f"{a:.6f}", f"{b:.6f}", f"{a - b:.6f}", f"{lo:.6g}"))
-    out = Path(out_dir)
-    files = write_record(record, out, stem, indent=1,
-                         csv=(("family", "setting", "run", "student_aux", "cross_aux", "gain", "distill_loss"), rows),
-                         also=("png",))
-    return {**files, "png": plot_mitigations(record, out / f"{stem}.png")}
+    return write_record(record, out_dir, stem, indent=1,
+                        csv=(("family", "setting", "run", "student_aux", "cross_aux", "gain", "distill_loss"), rows),
+                        figure=plot_mitigations)

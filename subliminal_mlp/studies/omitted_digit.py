@@ -178,8 +178,7 @@ def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str 
     out = Path(out_dir)
     rows = [[name, subset, i, f"{a:.6f}"] for name, subsets in record["models"].items()
             for subset, s in subsets.items() for i, a in enumerate(s["accuracies"])]
-    files = write_record(record, out, stem, csv=(["model", "subset", "run", "accuracy"], rows), also=("png",))
-    return {**files, "png": plot_omitted(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, csv=(["model", "subset", "run", "accuracy"], rows), figure=plot_omitted)
 
 
 __all__ = ["run_omitted_digit", "omitted_digit_experiment", "distillation_pool", "subset_accuracies",

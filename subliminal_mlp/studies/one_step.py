@@ -831,5 +831,4 @@ def _csv_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
 def write_one_step(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "one_step") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per setting and run) and ``<stem>.png`` atomically."""
     out = Path(out_dir)
-    files = write_record(record, out, stem, csv=_csv_rows(record), indent=1, also=("png",))
-    return {**files, "png": plot_one_step(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, csv=_csv_rows(record), indent=1, figure=plot_one_step)

@@ -242,7 +242,5 @@ def write_split_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: 
     """Write ``<stem>.json``, ``<stem>.csv`` (teacher model, student, run, accuracy) and ``<stem>.png`` atomically."""
     rows = [(key, name, r, f"{a:.6f}") for key in ("split_head", "single_head") if key in record
             for name, m in record[key]["models"].items() for r, a in enumerate(m["accuracies"])]
-    out = Path(out_dir)
-    files = write_record(record, out, stem, indent=1, csv=(("teacher_model", "model", "run", "accuracy"), rows),
-                         also=("png",))
-    return {**files, "png": plot_split_heads(record, out / f"{stem}.png")}
+    return write_record(record, out_dir, stem, indent=1, csv=(("teacher_model", "model", "run", "accuracy"), rows),
+                        figure=plot_split_heads)

@@ -399,8 +399,7 @@ def write_sweep(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
 
     out = Path(out_dir)
     stem = f"sweep_{summary['param']}"
-    files = write_record(summary, out, stem, csv=_sweep_rows(summary), also=("png",))
-    return {**files, "png": plot_sweep(summary, out / f"{stem}.png")}
+    return write_record(summary, out, stem, csv=_sweep_rows(summary), figure=plot_sweep)
 
 
 def read_sweep(path: str | os.PathLike) -> dict[str, Any]:

@@ -428,6 +428,5 @@ def write_traits(record: dict[str, Any], out_dir: str | os.PathLike, stem: str =
     out = Path(out_dir)
     rows = [[name, metric, i, f"{v:.6f}"] for name, m in record["models"].items() for metric in METRICS
             for i, v in enumerate(m[metric]["values"])]
-    files = write_record(record, out, stem, csv=(["model", "metric", "run", "value"], rows), indent=1,
-                         also=("png",))
-    return {**files, "png": plot_traits(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, csv=(["model", "metric", "run", "value"], rows), indent=1,
+                        figure=plot_traits)

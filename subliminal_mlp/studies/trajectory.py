@@ -144,5 +144,4 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
 def write_trajectories(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
     """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
     out = Path(out_dir)
-    files = write_record(record, out, stem, indent=1, also=("png",))
-    return {**files, "png": plot_trajectories(record, out / f"{stem}.png")}
+    return write_record(record, out, stem, indent=1, figure=plot_trajectories)
