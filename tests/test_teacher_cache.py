@@ -164,9 +164,20 @@ def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_
     before = tc.array_digest(a)
     a[0, 0] = 2.0  # a writeable array: its digest is not memoised
     assert tc.array_digest(a) != before
+    # A read-only flag can be set back, and a read-only view changes with what it views: not memoised either (a
+    # relabelled task's teachers were read from the cache before). Only memory nothing can write is.
     b = np.ones((4, 3), np.float32)
     b.flags.writeable = False
-    assert tc.array_digest(b) == before and results._DIGESTS[id(b)][0] is b  # a read-only one is
+    view = b[:]
+    assert tc.array_digest(view) == before and id(view) not in results._DIGESTS
+    b.flags.writeable = True
+    b[0, 0] = 2.0
+    b.flags.writeable = False
+    assert tc.array_digest(view) != before
+    frozen = np.frombuffer(np.ones((4, 3), np.float32).tobytes(), np.float32).reshape(4, 3)
+    assert tc.array_digest(frozen) == before and results._DIGESTS[id(frozen)][0] is frozen
+    data = sm.load_mnist()  # the loader's arrays are such
+    assert results.immutable(data.train_images) and results.immutable(sm.Task.from_dataset(data).train_y)
 
 
 def _init_two_layers(key):
@@ -280,6 +291,22 @@ def test_a_functions_closure_defaults_and_constants_are_part_of_its_identity():
     tanh, sin = (lambda x: jnp.tanh(x)), (lambda x: jnp.sin(x))  # noqa: E731
     assert tanh.__code__.co_code == sin.__code__.co_code and tanh.__code__.co_consts == sin.__code__.co_consts
     assert act(tanh) != act(sin)
+    # a Flax module class a factory makes: one name and source, its methods' closures differ (the same key before:
+    # the second model got the first's teachers, initialised 1000x smaller)
+    flax = lambda scale: sm.from_flax(_flax_net(scale), n_classes=10, aux_logits=3, input_shape=(784,))  # noqa: E731
+    assert type(_flax_net(0.01)).__qualname__ == type(_flax_net(10.0)).__qualname__
+    assert _key(model=flax(0.01)) != _key(model=flax(10.0)) and _key(model=flax(0.01)) == _key(model=flax(0.01))
+
+
+def _flax_net(scale):
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(13, kernel_init=nn.initializers.normal(scale))(x)
+
+    return Net()
 
 
 def test_a_model_whose_code_cannot_be_identified_has_no_key():

@@ -469,8 +469,9 @@ def _stamp(directory: Path, spec: DatasetSpec) -> tuple[tuple[int, int], ...]:
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
+    """``a``, read-only for good: its memory a ``bytes`` object, which nothing can make writeable again (a read-only
+    flag alone can be set back), so that its checksum is computed once (``results.immutable``)."""
+    return np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape)
 
 
 @functools.lru_cache(maxsize=4)

@@ -163,9 +163,33 @@ def setting_json(value: Any, _seen: frozenset = frozenset()) -> Any:
 _DIGESTS: dict = {}
 
 
+def immutable(a: Any) -> bool:
+    """Whether array ``a`` can never change: a JAX array, or a numpy array whose memory is an immutable
+    ``bytes`` object (as the loader's arrays are: :func:`~subliminal_mlp.core.data.load_dataset`). A read-only
+    numpy array that owns its memory can be made writeable again, and a read-only view changes with the array
+    it views: neither is.
+
+    >>> import numpy as np
+    >>> a = np.zeros(3)
+    >>> a.flags.writeable = False
+    >>> immutable(a), immutable(np.frombuffer(bytes(24))[1:])
+    (False, True)
+    """
+    import jax
+
+    if isinstance(a, jax.Array):
+        return True
+    base = a
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return isinstance(base, bytes)
+
+
 def array_digest(a: Any) -> str:
     """SHA-256 of an array's bytes, shape and dtype (memoised per array object while it lives, for arrays
-    that cannot change: JAX arrays and read-only numpy arrays, such as the loader's)."""
+    that cannot change: :func:`immutable`)."""
     memo = _DIGESTS.get(id(a))
     if memo is not None and memo[0] is a:
         return memo[1]
@@ -173,7 +197,7 @@ def array_digest(a: Any) -> str:
     h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
     h.update(memoryview(x).cast("B"))
     digest = h.hexdigest()
-    if not (isinstance(a, np.ndarray) and a.flags.writeable):  # a writeable array may change in place
+    if immutable(a):  # an array that may change in place is hashed again each time
         if len(_DIGESTS) > 8:
             _DIGESTS.clear()
         _DIGESTS[id(a)] = (a, digest)

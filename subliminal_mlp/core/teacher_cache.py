@@ -157,6 +157,19 @@ def _function_identity(fn: Any, deeper: Callable[[Any], Any]) -> Any:
             out["kwdefaults"] = deeper(dict(inner.__kwdefaults__))
     elif "source" not in out and (name.startswith("__main__.") or "<" in name):
         return _UNKNOWN  # neither code nor source: only a name, which may be another function's
+    if isinstance(inner, type) and "<locals>" in name:
+        # A class a function makes (a factory's Flax module): two of its classes share a name and source, and differ
+        # in what their methods close over (the factory's arguments), which is then part of the identity.
+        methods = {}
+        for k, v in vars(inner).items():
+            if inspect.isfunction(v) and v.__closure__:
+                try:
+                    cells = [c.cell_contents for c in v.__closure__]
+                except ValueError:  # a cell not yet filled
+                    return _UNKNOWN
+                methods[k] = deeper([c for c in cells if c is not inner])  # (super()'s __class__ cell: itself)
+        if methods:
+            out["closures"] = _known(methods)
     return _known(out)
 
 
