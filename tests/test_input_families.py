@@ -62,6 +62,17 @@ def test_surrogate_has_the_target_spectrum_random_phases_and_the_stated_scale(mn
     np.testing.assert_allclose(sample(key, idx, 2 * std), 2 * x, rtol=1e-5, atol=1e-6)
     with pytest.raises(sm.InputError, match="shape"):
         inputs.phase_randomised(10, np.ones((27, 27)))
+    # std must be a finite number > 0, like uniform's scale and gaussian's std (0 gave zero images, −1 flipped signs):
+    # a number at once, a hyperparameter at every swept value
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(sm.InputError, match=f"phase_randomised: std = {bad} is invalid"):
+            inputs.phase_randomised(10, np.ones((28, 28)), std=bad)
+    from subliminal_mlp.core.inputs import check_source_settings
+
+    named = inputs.phase_randomised(10, np.ones((28, 28)), std="s")
+    check_source_settings(named, (784,), [{"s": 0.5}])
+    with pytest.raises(sm.InputError, match=r"std = -0.5 \(from hyperparameter 's'\)"):
+        check_source_settings(named, (784,), [{"s": 0.5}, {"s": -0.5}])
     # An asymmetric spectrum is symmetrised first, Ā(f) = (A(f) + A(−f)) / 2: a real image's |F x| is symmetric.
     lopsided = np.ones((28, 28))
     lopsided[1, 2] = 5.0  # its mirror frequency (−1, −2) is (27, 26), where A = 1: Ā = 3 at both

@@ -196,6 +196,18 @@ def _noise(name: str, n: int, shape: Sequence[int], one: Callable, **settings) -
     when it is a number, at every swept value when it is a hyperparameter or a function of them."""
     shape = tuple(shape)
     (what, setting), = settings.items()
+    setting, checks = _positive_setting(name, what, setting)
+
+    def draw(key, idx, hp):
+        values = {what: resolve(setting, hp)}
+        return per_example(key, idx, lambda k: one(k, shape, **values))
+
+    return InputSource(n=n, draw=draw, name=name, settings={"shape": list(shape), what: setting, "_checks": checks})
+
+
+def _positive_setting(name: str, what: str, setting: Setting) -> tuple[Setting, tuple]:
+    """A source's setting ``what`` that must be a finite number > 0: checked now when it is a number (an
+    InputError naming ``name``), else returned with its check for every swept value (the ``_checks`` setting)."""
     setting = plain_scalar(setting)
     named = isinstance(setting, str) or callable(setting)  # a hyperparameter (or a function of them)
 
@@ -206,13 +218,7 @@ def _noise(name: str, n: int, shape: Sequence[int], one: Callable, **settings) -
 
     if not named:
         check(setting)
-
-    def draw(key, idx, hp):
-        values = {what: resolve(setting, hp)}
-        return per_example(key, idx, lambda k: one(k, shape, **values))
-
-    return InputSource(n=n, draw=draw, name=name,
-                       settings={"shape": list(shape), what: setting, "_checks": ((setting, check),) if named else ()})
+    return setting, ((setting, check),) if named else ()
 
 
 def _uniform_one(k, shape, scale):
@@ -676,6 +682,7 @@ def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.
     power = float(np.sum(a * a))
     if not power > 0:
         raise InputError("phase_randomised: the amplitude spectrum is 0 at every non-zero frequency.")
+    std, checks = _positive_setting("phase_randomised", "std", std)  # (0 gave zeros, a negative std flipped signs)
     unit = (a * (side * side) / np.sqrt(power)).astype(np.float32)  # c / std · A: energy std² per pixel
 
     def prepare(key, arrays, hp):
@@ -694,7 +701,7 @@ def phase_randomised(n: int, amplitude: Any, *, std: Setting = (1.0 / 3.0) ** 0.
         return per_example(key, idx, one) * scale
 
     return InputSource(n=n, draw=draw, prepare=prepare, arrays={"amplitude": unit}, name="phase_randomised",
-                       settings={"side": side, "std": std, "amplitude": f"array{a.shape}"})
+                       settings={"side": side, "std": std, "amplitude": f"array{a.shape}", "_checks": checks})
 
 
 def takes_hparams(fn: Callable, position: int) -> Optional[str]:
