@@ -218,23 +218,25 @@ def test_a_sweep_checks_every_values_image_pool_before_compute(tmp_path, data_ro
 def test_an_interrupted_reproduce_leaves_the_previous_runs_files_as_they_were(data_root, tmp_path, monkeypatch):
     # Its figure, CSV and record replace the previous run's together: interrupted while they are made (here, as
     # the record is written, after the figure was drawn), the previous three stay, and no temporary file.
-    from subliminal_mlp.cli import reproduce as reproduce_module
-
     old = {ext: f"previous run's {ext}" for ext in ("json", "csv", "png")}
     for ext, text in old.items():
         (tmp_path / f"fig10.{ext}").write_text(text)
     argv = ["reproduce", "--seeds", "1", "--epochs", "1", "--n-noise", "512", "--batch-size", "512", "--hidden", "8",
             "--data-dir", str(data_root), "--out", str(tmp_path), "--no-progress"]
-    write = reproduce_module.write_results
+    from subliminal_mlp.core import results as results_module
 
-    def interrupted(*a, **k):
-        write(*a, **k)
-        raise KeyboardInterrupt
+    write = results_module.atomic_write_text
 
-    monkeypatch.setattr(reproduce_module, "write_results", interrupted)
+    def interrupted(path, text):  # the record written, then Ctrl-C
+        written = write(path, text)
+        if str(path).endswith(".json"):
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(results_module, "atomic_write_text", interrupted)
     assert main(argv) == 130  # (the command's status for Ctrl-C)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {f"fig10.{e}": t.encode() for e, t in old.items()}
-    monkeypatch.setattr(reproduce_module, "write_results", write)
+    monkeypatch.setattr(results_module, "atomic_write_text", write)
     assert main(argv) == 0
     assert read_results(tmp_path / "fig10.json")["n_runs"] == 1 and (tmp_path / "fig10.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig10.csv", "fig10.json", "fig10.png"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 from ..core.config import Config
@@ -13,7 +12,7 @@ from ..core.distributed import main_print
 from ..studies.figure10 import format_acceptance, input_dataset, input_pool, run_experiment
 from ..report.plotting import plot_fig10
 from ..core.results import (DivergenceWarning, check_on_divergence, check_stem_outputs, experiment_record,
-                            format_health, format_table, replaced_together, write_results)
+                            format_health, format_table, write_results)
 
 
 def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = None,
@@ -65,9 +64,7 @@ def reproduce(cfg: Config = Config(), *, data_dir: str | os.PathLike | None = No
     record = experiment_record(result, data, inputs=source)
     # The three files replace a previous run's together (the record last): an interruption while they are made (the
     # figure takes seconds to draw) leaves the previous run's files as they were, never a mixed set.
-    with replaced_together():
-        png = plot_fig10(record, Path(out_dir) / f"{stem}.png")
-        files = {**write_results(record, out_dir, stem), "png": png}
+    files = write_results(record, out_dir, stem, figure=plot_fig10)
     log(format_table(record))
     checks = format_acceptance(record)
     if checks:

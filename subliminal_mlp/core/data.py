@@ -591,7 +591,7 @@ def _find_in_root(root: Path, spec: DatasetSpec, what: str, *, from_env: bool = 
     """
     fix_env = f"correct or unset {what}, or " if from_env else ""
     if not root.is_dir():
-        shown = str(root) if str(root).strip() == str(root) and str(root) else repr(str(root))  # a blank one, visibly
+        shown = str(root) if str(root).strip() == str(root) else repr(str(root))  # a blank one, visibly
         raise DataError(
             f"data root {shown} (from {what}) does not exist or is not a directory: "
             f"expected a data root containing {spec.name}/ with the files "

@@ -402,9 +402,10 @@ def check_output(path: str | os.PathLike, *, kind: str = "dir", files: Iterable[
     if not raw.strip():  # Path("") is ".": the results would land in the working directory unasked
         raise OutputError(f"the output {what} is an empty path ({raw!r}): give one (\".\" for the working "
                           "directory).")
-    if kind == "file" and raw.endswith(tuple(filter(None, (os.sep, os.altsep, "/")))):
+    seps = os.sep + (os.altsep or "")
+    if kind == "file" and raw.endswith(tuple(seps)):
         raise OutputError(f"cannot write the file {raw}: a path that ends with a separator names a directory. "
-                          f"Give a file name (e.g. {raw.rstrip(os.sep + (os.altsep or '/')) or 'out'}.json).")
+                          f"Give a file name (e.g. {raw.rstrip(seps) or 'out'}.json).")
     path = Path(path)
     files = list(files)  # an iterator would be used up by the first check
     d = path if kind == "dir" else path.parent
@@ -967,20 +968,19 @@ def check_stem_outputs(out_dir: str | os.PathLike, stem: Any, extensions: Sequen
 
 def write_record(record: dict[str, Any], out_dir: str | os.PathLike, stem: str,
                  csv: tuple[Sequence[str], Iterable[Sequence[Any]]] | None = None, *,
-                 indent: int = 2, also: Sequence[str] = (),
-                 figure: Callable[[dict[str, Any], Path], Path] | None = None) -> dict[str, Path]:
+                 indent: int = 2, figure: Callable[[dict[str, Any], Path], Path] | None = None) -> dict[str, Path]:
     """Write ``<stem>.json`` (and, given ``csv = (header, rows)``, ``<stem>.csv``) atomically under ``out_dir``.
 
     The JSON is ``json.dumps(record, indent=indent)`` with a trailing newline; the CSV is
     :func:`csv_text`. Both texts are made before either file is written (a value that cannot be
     written leaves both files as they were), and the JSON, the record that readers and the figures
-    pipeline trust, is replaced last. ``also``: the suffixes of files the caller writes next,
-    checked with the others before anything is written. ``figure``: ``figure(record, path)`` draws
-    the record's figure to ``<stem>.png`` (a study's plot function); the figure, the CSV and the record
-    then replace the previous ones together (:func:`replaced_together`: interrupted while the figure
-    is drawn, the previous three stay). Returns ``{"json": path}`` (and ``"csv"``, ``"png"``: paths).
+    pipeline trust, is replaced last. ``figure``: ``figure(record, path)`` draws the record's figure to
+    ``<stem>.png`` (a study's plot function); the figure, the CSV and the record then replace the
+    previous ones together (:func:`replaced_together`: interrupted while the figure is drawn, the
+    previous three stay). Every file's place is checked before anything is written. Returns
+    ``{"json": path}`` (and ``"csv"``, ``"png"``: paths).
     """
-    exts = ["json"] + ([] if csv is None else ["csv"]) + list(also) + ([] if figure is None else ["png"])
+    exts = ["json"] + ([] if csv is None else ["csv"]) + ([] if figure is None else ["png"])
     out = check_stem_outputs(out_dir, stem, exts)
     text = json.dumps(record, indent=indent) + "\n"
     table = None if csv is None else csv_text(*csv)
@@ -1033,12 +1033,14 @@ def format_table(record: dict[str, Any]) -> str:
     return "\n".join(lines + ([note] if note else []))
 
 
-def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "fig10") -> dict[str, Path]:
-    """Write a Figure-10 record's ``<stem>.json`` and ``<stem>.csv`` atomically under ``out_dir``.
+def write_results(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "fig10",
+                  figure: Callable[[dict[str, Any], Path], Path] | None = None) -> dict[str, Path]:
+    """Write a Figure-10 record's ``<stem>.json`` and ``<stem>.csv`` atomically under ``out_dir`` (and, given
+    ``figure``, its ``<stem>.png``, all three replaced together).
 
-    Returns ``{"json": path, "csv": path}`` (see :func:`write_record`).
+    Returns ``{"json": path, "csv": path}`` (and ``"png"``; see :func:`write_record`).
     """
-    return write_record(record, out_dir, stem, csv=_fig10_rows(record))
+    return write_record(record, out_dir, stem, csv=_fig10_rows(record), figure=figure)
 
 
 def library_version() -> str | None:

@@ -206,5 +206,4 @@ def plot_alignment(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def write_alignment(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "alignment") -> dict[str, Path]:
     """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
-    out = Path(out_dir)
-    return write_record(record, out, stem, indent=1, figure=plot_alignment)
+    return write_record(record, out_dir, stem, indent=1, figure=plot_alignment)

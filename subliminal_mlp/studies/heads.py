@@ -290,8 +290,7 @@ def plot_heads(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def write_heads(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "head_compatibility") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (student, run, accuracy, cka, cosine) and ``<stem>.png``."""
-    out = Path(out_dir)
     rows = [[name, i, f"{a:.6f}", f"{k:.6f}", f"{c:.6f}"] for name, s in record["students"].items()
             for i, (a, k, c) in enumerate(zip(s["accuracy"]["values"], s["cka"]["values"], s["cosine"]["values"]))]
-    return write_record(record, out, stem, csv=(["student", "run", "accuracy", "cka", "cosine"], rows), indent=1,
+    return write_record(record, out_dir, stem, csv=(["student", "run", "accuracy", "cka", "cosine"], rows), indent=1,
                         figure=plot_heads)

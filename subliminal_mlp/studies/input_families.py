@@ -534,6 +534,5 @@ def _csv_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
 def write_input_families(record: dict[str, Any], out_dir: str | os.PathLike,
                          stem: str = "input_families") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per family, setting and run) and ``<stem>.png`` atomically."""
-    out = Path(out_dir)
-    return write_record(record, out, stem, csv=_csv_rows(record), indent=1, figure=plot_input_families)
+    return write_record(record, out_dir, stem, csv=_csv_rows(record), indent=1, figure=plot_input_families)
 

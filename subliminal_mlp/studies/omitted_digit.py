@@ -175,10 +175,9 @@ def plot_omitted(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def write_omitted(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "omitted_digit") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (model, subset, run, accuracy) and ``<stem>.png`` atomically."""
-    out = Path(out_dir)
     rows = [[name, subset, i, f"{a:.6f}"] for name, subsets in record["models"].items()
             for subset, s in subsets.items() for i, a in enumerate(s["accuracies"])]
-    return write_record(record, out, stem, csv=(["model", "subset", "run", "accuracy"], rows), figure=plot_omitted)
+    return write_record(record, out_dir, stem, csv=(["model", "subset", "run", "accuracy"], rows), figure=plot_omitted)
 
 
 __all__ = ["run_omitted_digit", "omitted_digit_experiment", "distillation_pool", "subset_accuracies",

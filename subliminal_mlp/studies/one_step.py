@@ -830,5 +830,4 @@ def _csv_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
 
 def write_one_step(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "one_step") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per setting and run) and ``<stem>.png`` atomically."""
-    out = Path(out_dir)
-    return write_record(record, out, stem, csv=_csv_rows(record), indent=1, figure=plot_one_step)
+    return write_record(record, out_dir, stem, csv=_csv_rows(record), indent=1, figure=plot_one_step)

@@ -397,9 +397,8 @@ def write_sweep(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
     """Write ``sweep_<param>.{json,csv,png}`` atomically under ``out_dir``."""
     from ..report.plotting import plot_sweep
 
-    out = Path(out_dir)
     stem = f"sweep_{summary['param']}"
-    return write_record(summary, out, stem, csv=_sweep_rows(summary), figure=plot_sweep)
+    return write_record(summary, out_dir, stem, csv=_sweep_rows(summary), figure=plot_sweep)
 
 
 def read_sweep(path: str | os.PathLike) -> dict[str, Any]:

@@ -624,5 +624,4 @@ def csv_rows(record: dict[str, Any]) -> tuple[list[str], list[list]]:
 
 def write_teacher_task(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "teacher_task") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (:func:`csv_rows`) and ``<stem>.png``, each atomically."""
-    out = Path(out_dir)
-    return write_record(record, out, stem, csv=csv_rows(record), indent=1, figure=plot_teacher_task)
+    return write_record(record, out_dir, stem, csv=csv_rows(record), indent=1, figure=plot_teacher_task)

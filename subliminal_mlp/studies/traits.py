@@ -425,8 +425,7 @@ def plot_traits(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def write_traits(record: dict[str, Any], out_dir: str | os.PathLike, stem: str = "traits") -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` (one row per model, metric and run) and ``<stem>.png``."""
-    out = Path(out_dir)
     rows = [[name, metric, i, f"{v:.6f}"] for name, m in record["models"].items() for metric in METRICS
             for i, v in enumerate(m[metric]["values"])]
-    return write_record(record, out, stem, csv=(["model", "metric", "run", "value"], rows), indent=1,
+    return write_record(record, out_dir, stem, csv=(["model", "metric", "run", "value"], rows), indent=1,
                         figure=plot_traits)

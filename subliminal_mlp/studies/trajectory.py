@@ -143,5 +143,4 @@ def plot_trajectories(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def write_trajectories(record: dict[str, Any], out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
     """Write ``<stem>.json`` (:func:`.results.write_record`) and ``<stem>.png`` atomically; return their paths."""
-    out = Path(out_dir)
-    return write_record(record, out, stem, indent=1, figure=plot_trajectories)
+    return write_record(record, out_dir, stem, indent=1, figure=plot_trajectories)
