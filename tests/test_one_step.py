@@ -13,7 +13,7 @@ import subliminal_mlp as sm
 from subliminal_mlp import Config, inputs
 from subliminal_mlp.core.config import ConfigError
 from subliminal_mlp.core.engine import run_keys
-from subliminal_mlp.core.results import read_results
+from subliminal_mlp.core.results import data_record, read_results
 from subliminal_mlp.core.students import FIGURE10
 from subliminal_mlp.studies import input_families as F
 from subliminal_mlp.studies import one_step as O
@@ -440,7 +440,7 @@ def test_each_source_pairs_its_records_gains_with_the_right_students_cosines(mon
 
 def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch, fake_dataset):
     # The source's rerun replaced by a fake (what it returns is carried into the record); the data by a stand-in
-    # with its checksums: a record whose data's checksums differ is refused before the rerun.
+    # of the user's own: a record made on other data (the files, or other arrays) is refused before the rerun.
     from types import SimpleNamespace
 
     reran = []
@@ -455,14 +455,16 @@ def test_a_record_made_on_other_data_is_refused_before_any_compute(monkeypatch, 
     cfg = Config(hidden_widths=(32,)).to_dict()
     rec = {"format": "subliminal-mlp/input-families", "config": cfg, "n_runs": 2, "seeds": {"seed": 0},
            "data": {"sha256": {"train-images": "ab"}}, "created": "then"}
-    with pytest.raises(ConfigError, match="data differ"):
-        O.run_one_step(data, input_families=rec)
+    for other in ({"sha256": {"train-images": "aa"}}, data_record(fake_dataset(checksums={"train-images": "aa"},
+                                                                                 n_test=999))):
+        with pytest.raises(ConfigError, match="data differ"):
+            O.run_one_step(data, input_families={**rec, "data": other})
     assert reran == []
-    out = O.run_one_step(data, input_families={**rec, "data": {"sha256": {"train-images": "aa"}}})
+    out = O.run_one_step(data, input_families={**rec, "data": data_record(data)})
     assert reran == ["then"] and out["sources"] == {"input_families": {"format": rec["format"], "created": "then"}}
     (e,) = out["settings"]
     assert e["key"] == "paper@hidden_widths=[32]" and e["source"] == "input_families"  # not the paper's protocol
-    assert out["data"]["sha256"] == data.checksums and out["timing"]["compile_s"] == 1.0
+    assert out["data"] == data_record(data) and out["timing"]["compile_s"] == 1.0
 
 
 def test_first_step_returns_the_named_students_step_zero_in_their_order(mnist):

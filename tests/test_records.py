@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,16 @@ from subliminal_mlp.core.results import (FORMATS, RecordError, csv_text, data_re
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 COMMITTED = sorted(p for p in FIGURES.glob("**/*.json") if not p.name.startswith("."))  # not the pipeline's state
-FAKE_DATA = SimpleNamespace(name="mnist", source_dir="/data/mnist", checksums={"a.gz": "00", "b.gz": "11"})
+FAKE_DATA = SimpleNamespace(name="mnist", source_dir="/data/mnist", checksums={"a.gz": "00", "b.gz": "11"},
+                            train_images=np.zeros((4, 784), np.float32), train_labels=np.arange(4, dtype=np.int32),
+                            test_images=np.ones((2, 784), np.float32), test_labels=np.arange(2, dtype=np.int32))
+"""A dataset stand-in of the user's own (no loader behind it): records name its arrays by their fingerprints."""
+
+
+def _fingerprint(a) -> str:  # an array's fingerprint, computed here by hand (array_fingerprint's format)
+    a = np.ascontiguousarray(a)
+    digest = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
+    return f"array{list(a.shape)} {a.dtype} sha256:{digest[:16]}"
 
 
 def fake_result(n_runs=3, **kw):
@@ -137,13 +147,54 @@ def test_the_environment_names_the_command_and_the_checkout_it_ran_from(monkeypa
     assert command_line([]) == ""
 
 
-def test_data_record():
+def test_data_record(data_root):
+    from subliminal_mlp.core.data import DATASETS, load_dataset
+
     assert data_record(name="mnist") == {"dataset": "mnist"}
-    rec = data_record(FAKE_DATA, subset={"classes": [0, 1], "n_train": 10}, note="x")
+    ds = load_dataset("mnist", data_root)
+    rec = data_record(ds, subset={"classes": [0, 1], "n_train": 10}, note="x")
     assert list(rec) == ["dataset", "source_dir", "sha256", "subset", "note"]
-    assert rec["dataset"] == "mnist" and rec["source_dir"] == "/data/mnist" and rec["sha256"] == FAKE_DATA.checksums
-    assert rec["sha256"] is not FAKE_DATA.checksums and rec["subset"] == {"classes": [0, 1], "n_train": 10}
-    assert data_record(FAKE_DATA, name="fashion-mnist")["dataset"] == "fashion-mnist"
+    canonical = {fs.name: fs.sha256 for fs in DATASETS["mnist"].files}
+    assert rec["dataset"] == "mnist" and rec["source_dir"] == ds.source_dir and rec["sha256"] == canonical
+    assert rec["sha256"] is not ds.checksums and rec["subset"] == {"classes": [0, 1], "n_train": 10}
+    assert data_record(ds, name="fashion-mnist")["dataset"] == "fashion-mnist"
+    assert data_record(dataclasses.replace(ds, source_dir="/elsewhere")) == {**data_record(ds), "source_dir": "/elsewhere"}
+    # Arrays that are not the files' content as the loader decoded it are named by their fingerprints, with the
+    # files the dataset says it came from beside them: relabelled, copied (writeable), or of one's own.
+    relabelled = dataclasses.replace(ds, test_labels=(ds.test_labels + 1) % 10)
+    copied = dataclasses.replace(ds, train_images=np.array(ds.train_images))
+    for other in (relabelled, copied, dataclasses.replace(ds, name="fashion-mnist")):
+        rec = data_record(other, subset={"n": 1})
+        assert list(rec) == ["dataset", "arrays", "derived_from", "subset"]
+        assert rec["arrays"] == {f: _fingerprint(getattr(other, f)) for f in
+                                 ("train_images", "train_labels", "test_images", "test_labels")}
+        assert rec["derived_from"] == {"source_dir": ds.source_dir, "sha256": canonical}
+    assert data_record(relabelled)["arrays"]["test_labels"] != data_record(copied)["arrays"]["test_labels"]
+    assert data_record(relabelled)["arrays"]["train_images"] == data_record(copied)["arrays"]["train_images"]
+    own = data_record(FAKE_DATA, name="fashion-mnist")
+    assert own["dataset"] == "fashion-mnist" and own["derived_from"]["sha256"] == FAKE_DATA.checksums
+    assert own["derived_from"]["sha256"] is not FAKE_DATA.checksums
+    assert own["arrays"]["test_images"] == _fingerprint(np.ones((2, 784), np.float32))
+    bare = SimpleNamespace(**{**vars(FAKE_DATA), "checksums": {}})
+    assert list(data_record(bare)) == ["dataset", "arrays"]
+
+
+def test_same_data_compares_what_records_say_they_read(data_root):
+    from subliminal_mlp.core.data import load_dataset
+
+    ds = load_dataset("mnist", data_root)
+    files, own = data_record(ds), data_record(FAKE_DATA)
+    moved = data_record(dataclasses.replace(ds, source_dir="/elsewhere"))
+    assert results.same_data(files, moved) and results.same_data(own, data_record(FAKE_DATA))
+    assert not results.same_data(files, own) and not results.same_data(own, files)
+    assert not results.same_data(files, data_record(dataclasses.replace(ds, test_labels=ds.test_labels[::-1])))
+    # Recorded checksums of other files differ; an entry naming neither (a bare name) agrees with any.
+    assert not results.same_data(files, {**files, "sha256": {**files["sha256"], "train-images-idx3-ubyte.gz": "0"}})
+    assert results.same_data({"dataset": "mnist"}, own) and results.same_data(files, None)
+    # The students' images, when both name theirs.
+    assert results.same_data({**files, "inputs": files}, {**files, "inputs": moved})
+    assert not results.same_data({**files, "inputs": files}, {**files, "inputs": own})
+    assert results.same_data({**files, "inputs": files}, files)
 
 
 def test_experiment_record_is_the_documented_fig10_format():
@@ -166,7 +217,10 @@ def test_experiment_record_is_the_documented_fig10_format():
         assert m["accuracies"] == pytest.approx(r.accuracies[:, j].tolist())
         assert (m["mean"], m["ci95"]) == results.mean_ci95(r.accuracies[:, j])
     assert rec["chance"] == 0.1
-    assert rec["data"] == {"dataset": "mnist", "source_dir": "/data/mnist", "sha256": FAKE_DATA.checksums}
+    assert rec["data"] == data_record(FAKE_DATA) == {
+        "dataset": "mnist", "arrays": {f: _fingerprint(getattr(FAKE_DATA, f)) for f in
+                                       ("train_images", "train_labels", "test_images", "test_labels")},
+        "derived_from": {"source_dir": "/data/mnist", "sha256": FAKE_DATA.checksums}}
     env = rec["environment"]
     assert env["devices"] == ["cpu:0"] and env["run_batch"] == 2 and env["values_in_program"] == 2
     assert list(rec["timing"]) == ["compile_s", "run_s", "total_s", "peak_rss_mb"]
@@ -177,8 +231,9 @@ def test_experiment_record_is_the_documented_fig10_format():
     # and the figures pipeline's own entry (how it was made) at the end.
     committed = json.loads((FIGURES / "fig10_mnist.json").read_text())
     assert list(committed) == [*rec, "pipeline"]
-    for key in ("config", "seeds", "data", "timing", "health"):
+    for key in ("config", "seeds", "timing", "health"):
         assert list(committed[key]) == list(rec[key]), key
+    assert list(committed["data"]) == ["dataset", "source_dir", "sha256"]  # made from the files, as loaded
     later = {"command", "source"}  # added after the committed record was made (records before them lack them)
     assert [k for k in committed["environment"] if k not in later] == [k for k in env if k not in
                                                                       later | {"values_in_program"}]

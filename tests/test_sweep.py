@@ -266,12 +266,14 @@ def test_the_config_key_ignores_only_the_swept_field():
     assert parse_values("hidden_widths", ["512x512"]) == [(512, 512)]
 
 
-def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch, fake_dataset):
+def _fake_traced_sweep(monkeypatch) -> list:
+    """Replace the sweep's one-program run by accuracies that name the value they were computed for (no plot: the
+    numbers are what is checked); returns the list of the values each call was asked for."""
     from subliminal_mlp.studies.figure10 import ExperimentResult
 
     asked = []
 
-    def fake(cfg, data, field, values, **k):  # accuracies that name the value they were computed for
+    def fake(cfg, data, field, values, **k):
         asked.append(list(values))
         return [ExperimentResult(config=cfg.replace(**{field: v}),
                                  accuracies=np.tile(v * 100 + 0.1 * np.arange(6), (cfg.n_runs, 1)), compile_s=0.0,
@@ -279,7 +281,50 @@ def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_
                                  finite=np.ones((cfg.n_runs, 6), bool)) for v in values]
 
     monkeypatch.setattr(sweep_mod, "run_traced_sweep", fake)
-    monkeypatch.setattr(sweep_mod, "write_sweep", lambda s, out: {})  # no plot: the numbers are what is checked
+    monkeypatch.setattr(sweep_mod, "write_sweep", lambda s, out: {})
+    return asked
+
+
+def test_a_sweep_resumes_only_records_made_on_the_same_data(tmp_path, monkeypatch, mnist, data_root, fake_dataset):
+    """A value's record is resumed when its data are this sweep's: the files (loaded, or given as loaded) by their
+    checksums, arrays of one's own (a relabelled MNIST) by their fingerprints; the students' images too."""
+    import dataclasses
+
+    asked = _fake_traced_sweep(monkeypatch)
+    logged = []
+    values = [1e-3, 2e-3]
+
+    def sweep(base=TINY, **datasets):
+        logged.clear()
+        s = run_sweep("learning_rate", values, base, out_dir=tmp_path, data_dir=data_root, datasets=datasets,
+                      progress=False, log=logged.append)
+        return [read_results(tmp_path / f)["data"] for f in s["value_files"]]
+
+    files = sweep(mnist=mnist)
+    assert asked == [values] and all("sha256" in d and "arrays" not in d for d in files)
+    assert sweep() == files and asked == [values]  # loaded from data_dir: the same files (resumed, nothing loaded)
+    assert logged[0] == "resuming: 2 of 2 values already done (0.001, 0.002)"
+    relabelled = dataclasses.replace(mnist, test_labels=(mnist.test_labels + 1) % 10)
+    own = sweep(mnist=relabelled)
+    assert asked == [values] * 2 and all(d["arrays"] and d["derived_from"]["sha256"] == mnist.checksums for d in own)
+    assert logged[0].startswith("recomputing learning_rate = 0.001: its record ") and "other data" in logged[0]
+    # Equal arrays in other objects: the same fingerprints, resumed; the files again: recomputed.
+    assert sweep(mnist=dataclasses.replace(mnist, test_labels=np.array(relabelled.test_labels))) == own
+    assert asked == [values] * 2
+    assert sweep(mnist=mnist) == files and asked == [values] * 3
+    # The students' images (Fashion-MNIST's): another pool's records are not this sweep's.
+    base = TINY.replace(student_inputs="fashion-mnist")
+    pool = fake_dataset(4096, name="fashion-mnist")
+    first = sweep(base, mnist=mnist, **{"fashion-mnist": pool})
+    assert asked == [values] * 4 and first[0]["inputs"]["arrays"]["train_images"].startswith("array[4096, 784]")
+    assert sweep(base, mnist=mnist, **{"fashion-mnist": fake_dataset(4096, name="fashion-mnist")}) == first
+    assert asked == [values] * 4
+    other = sweep(base, mnist=mnist, **{"fashion-mnist": fake_dataset(4095, name="fashion-mnist")})
+    assert asked == [values] * 5 and other[0]["inputs"] != first[0]["inputs"] and other[0]["sha256"]
+
+
+def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch, fake_dataset):
+    asked = _fake_traced_sweep(monkeypatch)
     kw = dict(out_dir=tmp_path, datasets={"mnist": fake_dataset(4096)}, progress=False, log=lambda _: None)
     run_sweep("learning_rate", [1e-3], TINY, **kw)
     s = run_sweep("learning_rate", [1e-3, 2e-3, 5e-3], TINY, **kw)

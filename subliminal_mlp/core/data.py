@@ -61,6 +61,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import weakref
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ __all__ = [
     "FileSpec",
     "clear_cache",
     "default_cache_dir",
+    "from_files",
     "load_dataset",
     "load_fashion_mnist",
     "load_mnist",
@@ -159,6 +161,11 @@ class DatasetSpec:
     def file_names(self) -> tuple[str, ...]:
         """The four file names, in table order."""
         return tuple(f.name for f in self.files)
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """File name -> SHA-256 of its uncompressed content, as a loaded :class:`Dataset` has them."""
+        return {f.name: f.sha256 for f in self.files}
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -474,6 +481,44 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return np.frombuffer(np.ascontiguousarray(a).tobytes(), a.dtype).reshape(a.shape)
 
 
+ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+"""The array fields of a :class:`Dataset`."""
+
+_DECODED: dict[int, tuple[weakref.ref, str, str]] = {}
+"""``id(array) -> (weak reference, dataset name, field)`` of every array the loader decoded from verified files and
+that still lives (an entry goes with its array)."""
+
+
+def _decoded(a: np.ndarray, name: str, attr: str) -> np.ndarray:
+    key = id(a)
+    _DECODED[key] = (weakref.ref(a, lambda _: _DECODED.pop(key, None)), name, attr)
+    return a
+
+
+def from_files(dataset: object) -> bool:
+    """Whether ``dataset`` holds exactly the content of the verified files it names: its four arrays are those the
+    loader decoded from ``dataset.name``'s canonical files (memory nothing can change), each in its own field, and
+    its ``checksums`` are those files'. A dataset made otherwise, or by replacing a loaded one's arrays, is not:
+    a record then names its arrays by their fingerprints (:func:`~subliminal_mlp.core.results.data_record`).
+
+    >>> import dataclasses
+    >>> from subliminal_mlp import load_mnist
+    >>> ds = load_mnist()
+    >>> relabelled = dataclasses.replace(ds, test_labels=(ds.test_labels + 1) % 10)
+    >>> from_files(ds), from_files(relabelled), from_files(dataclasses.replace(ds, source_dir="elsewhere"))
+    (True, False, True)
+    """
+    spec = DATASETS.get(getattr(dataset, "name", None))
+    if spec is None or dict(getattr(dataset, "checksums", None) or {}) != spec.checksums:
+        return False
+    for attr in ARRAYS:
+        a = getattr(dataset, attr, None)
+        entry = _DECODED.get(id(a))
+        if entry is None or entry[0]() is not a or entry[1:] != (spec.name, attr):
+            return False
+    return True
+
+
 @functools.lru_cache(maxsize=4)
 def _load_source(src: _Source) -> Dataset:
     """Verify and decode the four files of ``src`` (cached; errors are not cached)."""
@@ -509,13 +554,11 @@ def _load_source(src: _Source) -> Dataset:
         return _readonly(a.astype(np.int32))
 
     train_x, train_y, test_x, test_y = raw
+    arrays = dict(zip(ARRAYS, (images(train_x), labels(train_y), images(test_x), labels(test_y))))
     return Dataset(
         name=src.dataset,
-        train_images=images(train_x),
-        train_labels=labels(train_y),
-        test_images=images(test_x),
-        test_labels=labels(test_y),
-        checksums={fs.name: fs.sha256 for fs in spec.files},
+        **{attr: _decoded(a, src.dataset, attr) for attr, a in arrays.items()},
+        checksums=spec.checksums,
         source_dir=src.directory,
     )
 

@@ -10,6 +10,9 @@ key order::
       ...the payload: the experiment's own keys...,
       "data": {"dataset": "mnist", "source_dir": "...", "sha256": {file: sha256 of uncompressed},
                "subset": {...any filter applied to it...}},
+               (for arrays not as the loader decoded them from the files, e.g. relabelled:
+                "arrays": {field: fingerprint}, "derived_from": {"source_dir", "sha256"}, in place of
+                "source_dir" and "sha256": :func:`data_record`)
       "environment": {"subliminal_mlp": .., "jax": .., "jaxlib": .., "flax": .., "optax": ..,
                       "numpy": .., "python": .., "platform": .., "matmul_precision": .., "x64": ..,
                       "command": "the process's command line",
@@ -832,28 +835,67 @@ def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any]
     """The ``data`` entry of a record: which data, verified how, and what part of it was used.
 
     Returns ``{"dataset": name, "source_dir": ..., "sha256": {file: sha256}}`` (the SHA-256 of each
-    file's *uncompressed* content, not of the ``.gz``) for a loaded ``data.Dataset`` (``name``
-    defaults to ``dataset.name``; with ``dataset=None`` only ``{"dataset": name}``), then ``"subset"``
-    when given (any filter applied to the data, e.g.
+    file's *uncompressed* content, not of the ``.gz``) for a dataset as the loader made it
+    (:func:`~subliminal_mlp.core.data.from_files`; ``name`` defaults to ``dataset.name``; with
+    ``dataset=None`` only ``{"dataset": name}``). Any other dataset (arrays of one's own, or a loaded
+    one's replaced) is named by what was computed on: ``{"dataset": name, "arrays": {field:
+    fingerprint}}`` (:func:`array_fingerprint` of each of its four arrays), then ``"derived_from":
+    {"source_dir": ..., "sha256": ...}`` with the directory and checksums it carries, if any. Then
+    ``"subset"`` when given (any filter applied to the data, e.g.
     ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``extra`` as given.
 
     >>> data_record(name="mnist", subset={"classes": [0, 1]})
     {'dataset': 'mnist', 'subset': {'classes': [0, 1]}}
+    >>> import dataclasses
     >>> from subliminal_mlp import load_mnist
-    >>> rec = data_record(load_mnist())  # a loaded dataset: where its files were, and their checksums
+    >>> ds = load_mnist()
+    >>> rec = data_record(ds)  # a loaded dataset: where its files were, and their checksums
     >>> rec["dataset"], rec["sha256"]["t10k-labels-idx1-ubyte.gz"][:16]
     ('mnist', 'ff7bcfd416de3373')
+    >>> other = data_record(dataclasses.replace(ds, test_labels=(ds.test_labels + 1) % 10))
+    >>> sorted(other), other["arrays"]["test_labels"]  # labels of one's own: named by their fingerprint
+    (['arrays', 'dataset', 'derived_from'], 'array[10000] int32 sha256:7ac20a1f09284578')
     """
     if name is None:
         name = getattr(dataset, "name", None)
     out: dict[str, Any] = {"dataset": name}
     if dataset is not None:
-        out["source_dir"] = str(dataset.source_dir)
-        out["sha256"] = dict(dataset.checksums)
+        from .data import ARRAYS, from_files
+
+        files = {"source_dir": str(getattr(dataset, "source_dir", None)),
+                 "sha256": dict(getattr(dataset, "checksums", None) or {})}
+        if from_files(dataset):
+            out.update(files)
+        else:
+            out["arrays"] = {field: array_fingerprint(getattr(dataset, field)) for field in ARRAYS}
+            if files["sha256"]:
+                out["derived_from"] = files
     if subset is not None:
         out["subset"] = dict(subset)
     out.update(extra)
     return out
+
+
+def same_data(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    """Whether two ``data`` entries (:func:`data_record`) name the same data, as far as both say: the same arrays'
+    fingerprints, or (for data as the loader made it) the same files' checksums, and so for the students' images
+    under ``"inputs"``. An entry that names neither (``{"dataset": name}``) agrees with any.
+
+    >>> files = {"dataset": "mnist", "source_dir": "/a", "sha256": {"f": "00"}}
+    >>> same_data(files, {**files, "source_dir": "/b"}), same_data(files, {"dataset": "mnist", "arrays": {"x": "1"}})
+    (True, False)
+    >>> same_data({**files, "inputs": {"sha256": {"g": "11"}}}, {**files, "inputs": {"sha256": {"g": "12"}}})
+    False
+    """
+    def identity(d: dict[str, Any]):
+        return ("arrays", d["arrays"]) if d.get("arrays") else ("files", d["sha256"]) if d.get("sha256") else None
+
+    recorded, current = recorded or {}, current or {}
+    a, b = identity(recorded), identity(current)
+    if a is not None and b is not None and a != b:
+        return False
+    ins = recorded.get("inputs"), current.get("inputs")
+    return not all(isinstance(d, dict) for d in ins) or same_data(*ins)
 
 
 def envelope(format: str, config, *, n_runs, seed, data: dict[str, Any], devices: list[str] | None = None,
@@ -907,8 +949,8 @@ def run_timing(compile_s: float, run_s: float) -> dict[str, float]:
 def experiment_record(result, dataset=None, inputs=None) -> dict[str, Any]:
     """The JSON-ready Figure-10 record of an ``experiment.ExperimentResult`` (format in the module docstring).
 
-    ``dataset``: the loaded ``data.Dataset`` the result was computed on (its directory and checksums
-    are recorded); without it ``data`` is only ``{"dataset": config.dataset}``. ``inputs``: the
+    ``dataset``: the ``data.Dataset`` the result was computed on (its directory and checksums are
+    recorded, or its arrays' fingerprints where they are not the files' content: :func:`data_record`); without it ``data`` is only ``{"dataset": config.dataset}``. ``inputs``: the
     dataset the students' images came from when it is another (Fashion-MNIST), recorded the same
     way as ``data["inputs"]``.
     """

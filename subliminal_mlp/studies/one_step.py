@@ -59,7 +59,7 @@ import optax
 
 from ..core import engine
 from ..core.config import DATASETS, Config, ConfigError, is_integer
-from ..core.results import data_record, envelope, register_format, summary, write_record
+from ..core.results import data_record, envelope, register_format, same_data, summary, write_record
 from ..core.training import epoch_batches
 from ..theory.kernels import (class_cross_entropy_loss, ce_aux, first_order_coefficient, student_update,
                               teacher_update, tree_cosine)
@@ -716,10 +716,9 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
         input_data = input_dataset(fashion[0], data_dir)
         rec_data["inputs"] = data_record(input_data)
     for name, rec in heads.items():
-        want = rec.get("data", {}).get("sha256")
-        if want and rec_data.get("sha256") and want != rec_data["sha256"]:
-            raise ConfigError(f"the data differ from those the {name} record was made on (checksums); "
-                              "load the same dataset files.")
+        if not same_data(rec.get("data"), rec_data):
+            raise ConfigError(f"the data differ from those the {name} record was made on (its data's checksums "
+                              "or arrays' fingerprints); give the same data.")
     entries, programs, first = [], [], None
     with contextlib.ExitStack() as stack:
         if active_teacher_cache() is None:

@@ -9,7 +9,9 @@ models) per value and writes, under ``out_dir``:
   with other settings into the same ``out_dir`` keeps its records apart and never overwrites
   finished ones. A record is resumed from wherever under ``<param>/`` it is (this key's directory,
   the layout before keys, ``<param>/<param>=<value>.json``, or another key's directory) when its
-  config, with the fields added since it was written at their defaults, is this value's;
+  config, with the fields added since it was written at their defaults, is this value's, and its
+  data are this sweep's (:func:`~subliminal_mlp.core.results.same_data`: the files' checksums, or
+  the fingerprints of arrays given in ``datasets``);
 * ``sweep_<param>.json`` / ``.csv`` / ``.png``: every model's mean accuracy and 95 % CI against the
   value (format ``subliminal-mlp/sweep``, the envelope of :mod:`.results` around the payload of
   :func:`sweep_record`), and the line plot with CI bands and the chance line. A summary of another
@@ -45,8 +47,8 @@ from ..core.distributed import broadcast_from_main, is_main_process, main_print
 from .figure10 import TRACED_FIELDS, input_dataset, input_pool, run_experiment, run_traced_sweep
 from ..core.results import (FORMAT as FIG10_FORMAT, DivergenceError, DivergenceWarning, RecordError,
                            check_on_divergence, check_output, data_record, envelope, experiment_record, format_ci,
-                           format_health, library_version, mean_ci95, read_results, write_record, write_results,
-                           written_by)
+                           format_health, library_version, mean_ci95, read_results, same_data, write_record,
+                           write_results, written_by)
 
 FORMAT = "subliminal-mlp/sweep"
 FORMAT_VERSION = 1
@@ -143,7 +145,7 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
 
     Every value is validated (as a full ``Config``), and the output destinations checked, before
     any compute. With ``resume``, a value whose record already exists under
-    ``out_dir/<param>/<config_key>/`` with the same config is read, not rerun; a record that
+    ``out_dir/<param>/<config_key>/`` with the same config and data is read, not rerun; a record that
     cannot be read (truncated, damaged, of another format: a ``RecordError``) is recomputed, and
     ``log`` says so. Diverged runs are reported after the table (a ``DivergenceWarning`` naming
     the values, runs and models); with ``on_divergence="fail"`` a ``DivergenceError`` is raised
@@ -199,7 +201,18 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     check_output(value_dir, files=[f"{stem}.{ext}" for stem in stems for ext in ("json", "csv")])
     value_files = [f"{param}/{key}/{stem}.json" for stem in stems]
     records: dict[int, dict] = {}
+    datasets = dict(datasets or {})
     if resume:
+        said: dict[str, dict] = {}
+
+        def data_of(name: str) -> dict:  # what a record made now would say of its data: given arrays, or the files
+            if name not in said:
+                from ..core.data import DATASETS
+
+                said[name] = (data_record(datasets[name]) if name in datasets else
+                              {"dataset": name, "sha256": DATASETS[name].checksums} if name in DATASETS else {})
+            return said[name]
+
         for i, (c, stem) in enumerate(zip(configs, stems)):
             # This configuration's directory, then the layout before config keys (read, never written), then
             # other keys' directories (a Config field added since changes the key of the same settings).
@@ -219,6 +232,12 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
                         log(f"recomputing {param} = {labels[i]}: its record {path} was written by subliminal-mlp "
                             f"{written_by(record)}, this is {library_version()}")
                         break
+                    now = {**data_of(c.dataset), **({"inputs": data_of("fashion-mnist")}
+                                                    if c.student_inputs == "fashion-mnist" else {})}
+                    if not same_data(record.get("data"), now):  # e.g. a dataset given with other labels
+                        log(f"recomputing {param} = {labels[i]}: its record {path} was made on other data than "
+                            "this sweep's (its data's checksums or arrays' fingerprints differ)")
+                        break
                     records[i] = record
                     value_files[i] = path.relative_to(out).as_posix()
                     break
@@ -227,7 +246,6 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     todo = [i for i in range(len(values)) if i not in records]
     if records:
         log(f"resuming: {len(records)} of {len(values)} values already done ({', '.join(labels[i] for i in records)})")
-    datasets = dict(datasets or {})
 
     def dataset(name: str):  # each dataset loaded and verified once, the task's and the students' images alike
         if name not in datasets:
