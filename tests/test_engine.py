@@ -86,6 +86,22 @@ def test_subspace_noise_has_rank_k_and_keeps_the_power():
     np.testing.assert_allclose(x @ q @ q.T, x, atol=1e-4)
 
 
+def test_subspace_and_blur_multiply_in_float32_on_every_platform():
+    # Every product of the projection (and of the blur) asks for HIGHEST precision: a GPU's TF32 would keep k = d
+    # only to ~1e-3 (what the CPU computes is float32 either way). Asked of the source itself, not of the suite's
+    # default precision (highest).
+    def precisions(src, hp):
+        ctx = src.prepare(jax.random.PRNGKey(0), src.arrays, hp)
+        with jax.default_matmul_precision("default"):
+            jaxpr = jax.make_jaxpr(lambda i: src.draw(ctx, i, hp))(jnp.arange(4))
+        return [str(e.params["precision"]) for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+
+    for src, hp in ((inputs.subspace(30), {}), (inputs.subspace("k", max_k=64), {"k": 8.0}),
+                    (inputs.blurred(1.0), {})):
+        found = precisions(src, hp)
+        assert found and all("HIGHEST" in p for p in found), (src.name, found)
+
+
 def test_blur_against_a_direct_convolution_and_zero_width_is_the_base():
     base = inputs.uniform()
     np.testing.assert_array_equal(draw(inputs.blurred(0.0), [5]), draw(base, [5]))

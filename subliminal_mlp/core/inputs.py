@@ -1,7 +1,8 @@
 """Distillation inputs: a fixed set of ``n`` examples per run, drawn on demand by index.
 
 An :class:`InputSource` is what the students are distilled on. Example ``j`` of a run's set is a
-pure function of the run's input key and ``j``, so a batch is generated inside the step that uses
+pure function of the run's input key and ``j`` (to float32 rounding where the batch's examples
+pass through one matrix product: :func:`subspace`), so a batch is generated inside the step that uses
 it, in any order, identical in every epoch, and never stored: memory does not grow with ``n`` or
 with the number of runs (protocol.md §1: "one fixed set of 60,000 noise images per run").
 
@@ -436,7 +437,10 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
     ``√(d/k) · Q Qᵀ u_j`` with ``u_j`` the base source's example j (default: uniform noise), so its
     expected squared norm is the base's when the base's covariance is isotropic (uniform, Gaussian,
     Bernoulli noise; not images, whose power lies in few directions). ``k = d`` gives the base noise
-    itself (``Q Qᵀ = I``), up to rounding.
+    itself (``Q Qᵀ = I``), up to rounding. The projections are float32 matrix products (HIGHEST
+    precision, no TF32 on a GPU); their rounding may depend on the batch an example is drawn in
+    (the products' summation order does), so example j is a function of (key, j) to float32
+    rounding (~1 ulp), not bit for bit.
 
     ``k`` may be a hyperparameter name (several k in one program): then the basis is the QR of a
     d × ``max_k`` Gaussian matrix (default ``max_k = d``) and ``Q`` its first k columns, a uniformly
@@ -473,11 +477,15 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         u = base.draw(base_ctx, idx, hp)
         flat = u.reshape(u.shape[0], -1)
         d = flat.shape[1]
+        # float32 products on every platform, as blurred's (TF32 on a GPU would keep k = d only to ~1e-3)
+        coords = jnp.matmul(flat, q, precision=jax.lax.Precision.HIGHEST)
         if not named:
-            return ((flat @ q) @ q.T * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+            return (jnp.matmul(coords, q.T, precision=jax.lax.Precision.HIGHEST)
+                    * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
         kk = jnp.round(jnp.asarray(resolve(k, hp), jnp.float32))
         keep = (jnp.arange(q.shape[1]) < kk).astype(jnp.float32)
-        return (((flat @ q) * keep) @ q.T * jnp.sqrt(d / kk)).reshape(u.shape)
+        return (jnp.matmul(coords * keep, q.T, precision=jax.lax.Precision.HIGHEST)
+                * jnp.sqrt(d / kk)).reshape(u.shape)
 
     checks = ((k, _integer_in("subspace: k", k, 1, lambda shape: max_k or math.prod(shape))),) if named else ()
     return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b, max_k=max_k), k=k,
@@ -515,7 +523,8 @@ def circulant(weights: jax.Array, side: int) -> jax.Array:
     a = np.arange(side)
     diff = (a[:, None] - a[None, :]) % side
     hits = np.stack([(diff == r % side) for r in range(-radius, radius + 1)]).astype(np.float32)  # (2r+1, s, s)
-    return jnp.tensordot(weights.astype(jnp.float32), jnp.asarray(hits), axes=1)
+    # HIGHEST: the weights in full float32 on every platform (a GPU's TF32 would round them to ~1e-3)
+    return jnp.tensordot(weights.astype(jnp.float32), jnp.asarray(hits), axes=1, precision=jax.lax.Precision.HIGHEST)
 
 
 def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 28,
