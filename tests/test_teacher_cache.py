@@ -3,6 +3,8 @@ replaced (never used), and the key changes with every setting a teacher depends 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -160,6 +162,20 @@ def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_
     assert key["flax"] and key["optax"] and key["core_source"] == tc.core_source_digest()
     monkeypatch.setattr(tc, "_CORE_SOURCE", ["another version of the training code"])
     assert _key() != base
+    monkeypatch.undo()
+    assert _key() == base
+    # What XLA compiles for: its flags, and on a CPU the host's vector instruction sets (a cache shared between
+    # an AVX-512 machine and an AVX2 one); on a GPU the device kind says it.
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_math=true")
+    assert _key() != base
+    monkeypatch.undo()
+    assert _key() == base and _key(platform="gpu") == _key(platform="gpu")
+    monkeypatch.setattr(tc, "host_vector_isa", lambda: "avx avx2 avx512f fma sse")
+    assert _key() != base and _key(platform="gpu") == (monkeypatch.undo() or _key(platform="gpu"))
+    assert key["host_isa"] == tc.host_vector_isa() and key["xla_flags"] == os.environ.get("XLA_FLAGS", "").split()
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the flags the kernel lists, the vector ones among them
+        flags = next(line for line in open("/proc/cpuinfo") if line.split(":")[0].strip() in ("flags", "Features"))
+        assert set(key["host_isa"].split()) <= set(flags.split(":", 1)[1].split())
     a = np.ones((4, 3), np.float32)
     before = tc.array_digest(a)
     a[0, 0] = 2.0  # a writeable array: its digest is not memoised

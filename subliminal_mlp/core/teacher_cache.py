@@ -16,8 +16,10 @@ seed, ``run_batch`` (the runs advanced together change float rounding; with more
 the number of runs, swept values and devices), the library's training code (a SHA-256 of
 ``subliminal_mlp/core/*.py``: its version number does not change with every edit), and what random
 numbers and rounding depend on: the versions of jax, jaxlib, flax, optax and this library, the
-platform and device kind, x64, the default matmul precision, the PRNG implementation and
-``jax_threefry_partitionable``. One file per
+platform and device kind (on a CPU, the host's vector instruction sets: :func:`host_vector_isa`),
+``XLA_FLAGS``, x64, the default matmul precision, the PRNG implementation and
+``jax_threefry_partitionable``: a cache shared between machines (a home directory on a cluster)
+hands a teacher only to a machine that computes it alike. One file per
 run: run ``i``'s teacher does not depend on how many runs are made (with one run per batch: it
 is checked in the tests), so a 100-run Figure 10 fills the cache for every 10-run experiment.
 
@@ -55,10 +57,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import io
 import json
 import os
+import platform as _platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -233,6 +237,31 @@ def core_source_digest() -> str:
     return _CORE_SOURCE[0]
 
 
+_SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "asimd", "sve", "sme")
+
+
+@functools.lru_cache(maxsize=1)
+def host_vector_isa() -> str:
+    """The host CPU's vector instruction sets, as Linux lists them (``/proc/cpuinfo``'s ``flags`` or
+    ``Features``: those starting with sse, avx, fma, amx, asimd, sve, ...), sorted and space-separated; elsewhere
+    ``platform.machine()`` and ``platform.processor()``. XLA's CPU code uses whatever the host has (AVX-512 or
+    AVX2 sum in other orders), so teachers trained on a CPU are keyed by it.
+
+    >>> isa = host_vector_isa()
+    >>> isinstance(isa, str) and isa == host_vector_isa()
+    True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return " ".join(sorted({w for w in value.split() if w.startswith(_SIMD_PREFIXES)}))
+    except OSError:
+        pass
+    return f"{_platform.machine()} {_platform.processor()}".strip()
+
+
 def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices: int, platform: str,
                 device_kind: str, learning_rate: float, n_values: int = 1) -> Optional[dict[str, Any]]:
     """Everything a trained teacher depends on, as a JSON-ready dict (None when the model cannot be identified:
@@ -266,6 +295,8 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
         "jax": _version("jax"), "jaxlib": _version("jaxlib"), "flax": _version("flax"), "optax": _version("optax"),
         "subliminal_mlp": _version("subliminal-mlp"), "core_source": core_source_digest(),
         "platform": platform, "device_kind": device_kind,
+        "host_isa": host_vector_isa() if platform == "cpu" else None,
+        "xla_flags": os.environ.get("XLA_FLAGS", "").split(),
         "x64": bool(jax.config.jax_enable_x64),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
         "prng_impl": str(jax.config.jax_default_prng_impl),
