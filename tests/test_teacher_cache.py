@@ -172,6 +172,11 @@ def test_the_key_holds_the_training_code_and_the_libraries_and_an_array_changed_
     assert _key() == base and _key(platform="gpu") == _key(platform="gpu")
     monkeypatch.setattr(tc, "host_vector_isa", lambda: "avx avx2 avx512f fma sse")
     assert _key() != base and _key(platform="gpu") == (monkeypatch.undo() or _key(platform="gpu"))
+    from subliminal_mlp import internal
+
+    monkeypatch.delenv(internal.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(internal, "CPU_COMPILER_OPTIONS", {**internal.CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0})
+    assert _key() != base and _key(platform="gpu") == (monkeypatch.undo() or _key(platform="gpu"))
     assert key["host_isa"] == tc.host_vector_isa() and key["xla_flags"] == os.environ.get("XLA_FLAGS", "").split()
     if os.path.exists("/proc/cpuinfo"):  # Linux: the flags the kernel lists, the vector ones among them
         flags = next(line for line in open("/proc/cpuinfo") if line.split(":")[0].strip() in ("flags", "Features"))

@@ -17,7 +17,8 @@ the number of runs, swept values and devices), the library's training code (a SH
 ``subliminal_mlp/core/*.py``: its version number does not change with every edit), and what random
 numbers and rounding depend on: the versions of jax, jaxlib, flax, optax and this library, the
 platform and device kind (on a CPU, the host's vector instruction sets: :func:`host_vector_isa`),
-``XLA_FLAGS``, x64, the default matmul precision, the PRNG implementation and
+``XLA_FLAGS`` and the per-program compiler options (:func:`~subliminal_mlp.internal.compiler_options`),
+x64, the default matmul precision, the PRNG implementation and
 ``jax_threefry_partitionable``: a cache shared between machines (a home directory on a cluster)
 hands a teacher only to a machine that computes it alike. One file per
 run: run ``i``'s teacher does not depend on how many runs are made (with one run per batch: it
@@ -277,6 +278,8 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
     """
     import jax
 
+    from ..internal import compiler_options
+
     model = code_identity(exp.model.describe())  # JSON (setting_json): itself, tuples as lists
     code = code_identity({"init": exp.model.init, "apply": exp.model.apply})
     if model is _UNKNOWN or code is _UNKNOWN:
@@ -296,7 +299,7 @@ def teacher_key(exp, task, *, seed: int, run_batch: int, n_runs: int, n_devices:
         "subliminal_mlp": _version("subliminal-mlp"), "core_source": core_source_digest(),
         "platform": platform, "device_kind": device_kind,
         "host_isa": host_vector_isa() if platform == "cpu" else None,
-        "xla_flags": os.environ.get("XLA_FLAGS", "").split(),
+        "xla_flags": os.environ.get("XLA_FLAGS", "").split(), "compiler_options": compiler_options(platform),
         "x64": bool(jax.config.jax_enable_x64),
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
         "prng_impl": str(jax.config.jax_default_prng_impl),
