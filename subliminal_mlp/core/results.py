@@ -950,9 +950,10 @@ def experiment_record(result, dataset=None, inputs=None) -> dict[str, Any]:
     """The JSON-ready Figure-10 record of an ``experiment.ExperimentResult`` (format in the module docstring).
 
     ``dataset``: the ``data.Dataset`` the result was computed on (its directory and checksums are
-    recorded, or its arrays' fingerprints where they are not the files' content: :func:`data_record`); without it ``data`` is only ``{"dataset": config.dataset}``. ``inputs``: the
-    dataset the students' images came from when it is another (Fashion-MNIST), recorded the same
-    way as ``data["inputs"]``.
+    recorded, or its arrays' fingerprints where they are not the files' content: :func:`data_record`);
+    without it ``data`` is only ``{"dataset": config.dataset}``. ``inputs``: the dataset the
+    students' images came from when it is another (Fashion-MNIST), recorded the same way as
+    ``data["inputs"]``.
     """
     cfg = result.config
     models = {}
