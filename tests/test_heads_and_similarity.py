@@ -180,7 +180,7 @@ def test_run_heads_takes_numpys_numbers_as_sigmas(monkeypatch, fake_dataset):
     class Built(Exception):
         pass
 
-    def built(cfg, sigmas, n_similarity):
+    def built(cfg, sigmas, n_similarity, pool=None):
         raise Built(sigmas)
 
     monkeypatch.setattr(heads_mod.engine, "run", lambda *a, **k: pytest.fail("computed"))
@@ -191,6 +191,20 @@ def test_run_heads_takes_numpys_numbers_as_sigmas(monkeypatch, fake_dataset):
             heads_mod.run_heads(cfg, fake_dataset(), sigmas=sigmas, n_similarity=500)
         assert e.value.args[0] == tuple(float(s) for s in sigmas)
         assert all(type(s) is float for s in e.value.args[0])
+
+
+def test_the_sigma_students_take_init_noise_kind():
+    # An orthogonal init_noise_kind makes the σ students' noise ⟂ the teacher's update (it was ignored, while the
+    # record said "orthogonal"); the sharings are the same either way.
+    from subliminal_mlp.core.students import perturbed
+    from subliminal_mlp.studies import heads as heads_mod
+
+    cfg = Config(hidden_widths=(8,), n_noise=1024, batch_size=256)
+    iso = heads_mod.heads_experiment(cfg, (0.1, 0.2), 50).students
+    perp = heads_mod.heads_experiment(cfg.replace(init_noise_kind="orthogonal"), (0.1, 0.2), 50).students
+    assert [s.start for s in iso[-2:]] == [perturbed(0.1), perturbed(0.2)]
+    assert [s.start for s in perp[-2:]] == [perturbed(0.1, orthogonal=True), perturbed(0.2, orthogonal=True)]
+    assert iso[:-2] == perp[:-2] and [s.name for s in iso] == [s.name for s in perp]
 
 
 def test_penultimate_similarity_of_a_model_with_itself_and_with_its_last_layer_rotated():

@@ -157,6 +157,10 @@ def test_settings_are_validated():
         TraitSettings(trait_class=12).check(Config())
     with pytest.raises(ConfigError, match="loss = 'mse'"):  # rejected before any compute
         run_traits(Config(loss="mse"), None, None)
+    # The trait lives on Fashion-MNIST's images: a Fashion-MNIST task would ask T1 for the trait and the true class
+    # of one image (it was taken before, and its trait rates measured on the task's own test set).
+    with pytest.raises(ConfigError, match="dataset = 'fashion-mnist': the trait is instilled and measured on"):
+        run_traits(Config(dataset="fashion-mnist"), None, None)
     for bad in (dict(trait_weight=float("inf")), dict(trait_weight=float("nan"))):
         with pytest.raises(ConfigError, match="trait_weight"):
             TraitSettings(**bad)

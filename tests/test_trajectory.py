@@ -96,3 +96,42 @@ def test_the_probe_reads_the_first_n_probe_test_images_of_each_student():
     got = np.asarray(probe_accuracy(300)(view))
     np.testing.assert_allclose(got, [1.0, np.mean(pred[1][:300] == y[:300])], atol=1e-6)
     assert got[1] < 1.0  # the two students differ
+
+
+def test_studies_take_the_students_fashion_images_from_input_data(monkeypatch, fake_dataset):
+    """With student_inputs = "fashion-mnist", heads, trajectories and alignment distill on the
+    Fashion-MNIST given as input_data (not a second lookup of the default data root) and record it under
+    data["inputs"]; input_data of another dataset, or with other inputs (it would be ignored), is refused."""
+    import subliminal_mlp.core.engine as engine_mod
+    from subliminal_mlp.core.config import ConfigError
+    from subliminal_mlp.core.results import data_record
+    from subliminal_mlp.studies import alignment, heads, trajectory
+
+    mnist, fashion = fake_dataset(512, 100), fake_dataset(600, 10, name="fashion-mnist")
+    cfg = Config(hidden_widths=(8,), n_runs=1, teacher_epochs=1, student_epochs=1, n_noise=256, batch_size=256,
+                 student_inputs="fashion-mnist")
+    calls = {"heads": lambda c, **k: heads.run_heads(c, mnist, sigmas=(0.1,), n_similarity=50, **k),
+             "trajectory": lambda c, **k: trajectory.student_trajectories(c, mnist, n_probe=50, **k),
+             "alignment": lambda c, **k: alignment.run_alignment(c, mnist, held_out=20, n_probe=50, **k)}
+    seen = []
+
+    def run(exp, task, **kw):
+        seen.append(exp.inputs.arrays["pool"])
+        raise _Computed
+
+    monkeypatch.setattr(engine_mod, "run", run)
+    for name, call in calls.items():
+        with pytest.raises(_Computed):
+            call(cfg, input_data=fashion)
+        assert seen.pop() is fashion.train_images, name
+        with pytest.raises(ConfigError, match="input_data is 'mnist': the students' images of student_inputs"):
+            call(cfg, input_data=mnist)
+        with pytest.raises(ConfigError, match="input_data is given but student_inputs = 'uniform'"):
+            call(cfg.replace(student_inputs="uniform"), input_data=fashion)
+    assert not seen
+    monkeypatch.undo()
+    from subliminal_mlp.core.results import DivergenceWarning
+
+    with pytest.warns(DivergenceWarning, match="teacher no better"):  # blank images: nothing to learn
+        rec = trajectory.student_trajectories(cfg, mnist, probe_every=1, n_probe=50, input_data=fashion)
+    assert rec["data"]["inputs"] == data_record(fashion) and rec["data"]["arrays"] == data_record(mnist)["arrays"]

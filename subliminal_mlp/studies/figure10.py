@@ -196,6 +196,32 @@ def input_dataset(cfg: Config, data_dir=None, load=None):
     return None
 
 
+def given_input_dataset(cfg: Config, input_data=None):
+    """The dataset the students' images come from, for a study function's ``input_data=`` argument: with
+    ``student_inputs = "fashion-mnist"``, ``input_data`` when given (a loaded Fashion-MNIST, e.g. from where the
+    task's data were loaded), else :func:`input_dataset`'s usual lookup; None for every other ``student_inputs``,
+    where giving ``input_data`` is an error (it would be ignored)."""
+    if cfg.student_inputs != "fashion-mnist":
+        if input_data is not None:
+            raise ConfigError(f"input_data is given but student_inputs = {cfg.student_inputs!r}: only "
+                              "student_inputs = 'fashion-mnist' reads it.")
+        return None
+    if input_data is None:
+        return input_dataset(cfg)
+    if getattr(input_data, "name", None) != "fashion-mnist" or not hasattr(input_data, "train_images"):
+        raise ConfigError(f"input_data is {getattr(input_data, 'name', input_data)!r}: the students' images of "
+                          "student_inputs = 'fashion-mnist' are Fashion-MNIST's; give sm.load_fashion_mnist(...).")
+    return input_data
+
+
+def inputs_entry(source) -> dict:
+    """What a record's ``data`` adds for the students' images: ``{"inputs": data_record(source)}`` when they are
+    another dataset's (``source``, from :func:`input_dataset`), else nothing."""
+    from ..core.results import data_record
+
+    return {} if source is None else {"inputs": data_record(source)}
+
+
 def input_pool(cfg: Config, data, pool=None, source=None):
     """The image pool the students draw from: the task's training images, or those of ``source`` (default
     :func:`input_dataset`: Fashion-MNIST's)."""

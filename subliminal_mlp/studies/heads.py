@@ -44,7 +44,7 @@ import numpy as np
 from ..core import engine
 from ..core.config import Config, ConfigError, is_integer, is_sequence, plain_scalar
 from ..core.engine import Experiment, RunModels
-from .figure10 import config_students, experiment_from_config
+from .figure10 import config_students, experiment_from_config, given_input_dataset, inputs_entry
 from ..core.model import stack_params
 from ..core.results import data_record, envelope, format_ci, run_timing, summary, write_record
 from ..theory.similarity import penultimate_similarity
@@ -79,10 +79,11 @@ def _start(hidden: str, head: str):
     return layers({"head": _REF[head]}, default=_REF[hidden])
 
 
-def heads_students(sigmas: Sequence[float]) -> tuple[Student, ...]:
-    """The student table, in :func:`student_names` order: the four sharings × (aux, all), then θ0 + σ·ξ (aux)."""
+def heads_students(sigmas: Sequence[float], orthogonal: bool = False) -> tuple[Student, ...]:
+    """The student table, in :func:`student_names` order: the four sharings × (aux, all), then θ0 + σ·ξ (aux);
+    with ``orthogonal``, ξ is taken ⟂ the teacher's update (:class:`~subliminal_mlp.core.students.perturbed`)."""
     table = [Student(f"{n}_{w}", _start(h, o), w) for w in ("aux", "all") for n, h, o in SHARING]
-    table += [Student(f"perturbed_{s:g}_aux", perturbed(float(s)), "aux") for s in sigmas]
+    table += [Student(f"perturbed_{s:g}_aux", perturbed(float(s), orthogonal=orthogonal), "aux") for s in sigmas]
     return tuple(table)
 
 
@@ -112,25 +113,27 @@ def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_si
                      pool=None) -> Experiment:
     """The engine experiment: ``cfg``'s teacher, the :func:`heads_students` table, the similarity metrics.
 
-    ``cfg``'s inputs (and ``pool``) and loss apply; ``init_noise`` is an error here, as the
-    students' starts (shared layers, θ0 + σ·ξ) are what this experiment varies.
+    ``cfg``'s inputs (and ``pool``) and loss apply, and ``init_noise_kind`` to the σ students' ξ
+    ("orthogonal": ⟂ the teacher's update); ``init_noise`` is an error here, as the students' starts
+    (shared layers, θ0 + σ·ξ) are what this experiment varies.
     """
     if cfg.init_noise != 0:
         raise ConfigError(f"init_noise = {cfg.init_noise!r}: the heads experiment sets its students' starts itself "
                           "(shared layers, and θ0 + σ·ξ for each sigma); pass the σ values as sigmas instead.")
     names = student_names(sigmas)
     return experiment_from_config(cfg, pool).replace(
-        students=config_students(cfg, heads_students(sigmas)), metrics=similarity_metrics(names, n_similarity),
+        students=config_students(cfg, heads_students(sigmas, cfg.init_noise_kind == "orthogonal")), metrics=similarity_metrics(names, n_similarity),
         name=f"heads:{cfg.dataset}")
 
 
 def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_similarity: int = 2000, *,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, input_data=None) -> dict[str, Any]:
     """Accuracy and teacher-student similarity of every student of :func:`student_names` (one program).
 
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
-    students start). ``progress``: bars over the teacher and distillation epochs. Returns a
+    students start). ``progress``: bars over the teacher and distillation epochs. ``input_data``: the students' images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded
+    Fashion-MNIST; default: the usual lookup), recorded under ``data["inputs"]``. Returns a
     JSON-ready record (the envelope of :mod:`.results`, format ``subliminal-mlp/heads``, version 1;
     ``data.subset`` names the similarity images) with this payload::
 
@@ -158,7 +161,8 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     if len(set(names)) != len(names):
         raise ConfigError(f"sigmas = {sigmas} repeat a value (as the students' names write them, with :g): give "
                           "distinct values.")
-    exp = heads_experiment(cfg, sigmas, n_similarity)
+    source = given_input_dataset(cfg, input_data)
+    exp = heads_experiment(cfg, sigmas, n_similarity, pool=None if source is None else source.train_images)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch, progress=progress)
     acc = np.stack([result.accuracy(n) for n in names], axis=1)  # (runs, students)
@@ -167,7 +171,8 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     cka, cos = sim[:, 0], sim[:, 1]
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
-        data=data_record(data, name=cfg.dataset, subset={"similarity_test_images": [0, n_similarity]}),
+        data=data_record(data, name=cfg.dataset, subset={"similarity_test_images": [0, n_similarity]},
+                         **inputs_entry(source)),
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         sigmas=list(sigmas), n_similarity=n_similarity,
         sharing=[{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],

@@ -328,6 +328,10 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
     if cfg.loss != "kl":
         raise ConfigError(f"loss = {cfg.loss!r}: the sampled students imitate one-hot targets, which only the "
                           "KL loss can take (MSE would regress onto the encoding's logits); use loss='kl'.")
+    if cfg.dataset == "fashion-mnist":
+        raise ConfigError("dataset = 'fashion-mnist': the trait is instilled and measured on Fashion-MNIST's images, "
+                          "which must not be the task's (T1 would be asked for the trait and the true class of one "
+                          "image); use the MNIST task (dataset = 'mnist').")
     cfg.check_dataset(data)
     if getattr(fashion, "name", "fashion-mnist") != "fashion-mnist":
         raise ConfigError(f"fashion is {fashion.name!r}: the trait is instilled and measured on Fashion-MNIST "

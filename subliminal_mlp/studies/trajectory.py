@@ -24,7 +24,7 @@ import numpy as np
 from ..core import engine
 from ..core.config import Config, ConfigError, check_positive_int, plain_scalar
 from ..core.engine import Experiment, RunModels
-from .figure10 import config_students, experiment_from_config
+from .figure10 import config_students, experiment_from_config, given_input_dataset, inputs_entry
 from ..core.model import accuracy, stack_params
 from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from ..core.students import Student
@@ -69,8 +69,12 @@ def trajectory_experiment(cfg: Config, *, probe_every: int = 10, n_probe: int = 
                                                      trace_every=probe_every, name=f"trajectory:{cfg.dataset}")
 
 
-def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: int = 2000) -> dict[str, Any]:
+def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: int = 2000,
+                         input_data=None) -> dict[str, Any]:
     """The accuracy traces of ``cfg.n_runs`` runs: a JSON-ready record with per-step mean and 95 % CI.
+
+    ``input_data``: the students' images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded
+    Fashion-MNIST; default: the usual lookup), recorded under ``data["inputs"]``.
 
     The record is the envelope of :mod:`.results` (format ``subliminal-mlp/trajectory``, version 1;
     ``data.subset`` names the probe images) with this payload::
@@ -80,7 +84,9 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         "final": {model: {"mean", "ci95", "accuracies": [one per run]}}   # reference, teacher, students
     """
     probe_every, n_probe = check_probe(probe_every, n_probe, data.test_images.shape[0])
-    exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe)
+    source = given_input_dataset(cfg, input_data)
+    exp = trajectory_experiment(cfg, probe_every=probe_every, n_probe=n_probe,
+                                pool=None if source is None else source.train_images)
     cfg.check_dataset(data)
     result = engine.run(exp, engine.Task.from_dataset(data), n_runs=cfg.n_runs, seed=cfg.seed,
                         run_batch=cfg.run_batch)
@@ -93,7 +99,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         finals[name] = dict(zip(("mean", "ci95"), mean_ci95(acc)), accuracies=acc.tolist())
     subset = {"probe_test_images": [0, n_probe]}
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
-                    data=data_record(data, name=cfg.dataset, subset=subset),
+                    data=data_record(data, name=cfg.dataset, subset=subset, **inputs_entry(source)),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     probe_every=probe_every, n_probe=n_probe, steps=result.trace_steps.tolist(),
                     steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size), curves=curves,
