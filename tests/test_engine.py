@@ -204,6 +204,18 @@ def test_bad_sources_fail_with_their_value():
         inputs.source(lambda k, j, hp: jnp.zeros(784), 4096.0, name="fn")  # a float count: named as such
     with pytest.raises(sm.InputError, match="distinct = 5000"):
         inputs.cycled(inputs.uniform(100), 5000)
+    # Non-finite settings, and a blur that would be the identity whatever σ its record names (radius 0; a NaN σ
+    # took the σ = 0 branch): refused where the source is made, naming the value (raw ValueErrors before).
+    for d in (float("nan"), float("inf")):
+        with pytest.raises(sm.InputError, match=f"cycled: distinct = {d} is invalid"):
+            inputs.cycled(inputs.uniform(100), d)
+    for kw, what in ((dict(sigma=float("nan")), "sigma = nan"), (dict(sigma=float("inf")), "sigma = inf"),
+                     (dict(sigma=-1.0), "sigma = -1.0"), (dict(sigma=True), "sigma = True"),
+                     (dict(sigma=1.0, radius=0), "radius = 0"), (dict(sigma=1.0, radius=1.5), "radius = 1.5"),
+                     (dict(sigma="s", radius=-3), "radius = -3")):
+        with pytest.raises(sm.InputError, match=f"blurred: {what} is invalid"):
+            inputs.blurred(**kw)
+    assert inputs.blurred(1.0, radius=np.int64(4)).describe()["radius"] == 4
     with pytest.raises(sm.InputError, match="shape"):
         inputs.check_source(inputs.uniform(10, shape=(100,)), (784,), {})
     with pytest.raises(sm.InputError, match="k = 900"):

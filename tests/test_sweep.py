@@ -323,6 +323,18 @@ def test_a_sweep_resumes_only_records_made_on_the_same_data(tmp_path, monkeypatc
     assert asked == [values] * 5 and other[0]["inputs"] != first[0]["inputs"] and other[0]["sha256"]
 
 
+def test_numpy_values_are_taken_as_the_configs_hold_them(tmp_path, monkeypatch, fake_dataset):
+    # np.array([1, 2]) gave int64 values: the summary (JSON) failed after every value was computed.
+    import json
+
+    asked = _fake_traced_sweep(monkeypatch)
+    s = run_sweep("seed", np.array([1, 2]), TINY, out_dir=tmp_path, datasets={"mnist": fake_dataset(4096)},
+                  progress=False, log=lambda _: None)
+    assert asked == [[1, 2]] and all(type(v) is int for v in asked[0])
+    assert s["values"] == [1, 2] and all(type(v) is int for v in s["values"]) and s["labels"] == ["1", "2"]
+    assert json.loads(json.dumps(s["values"])) == [1, 2]
+
+
 def test_a_resumed_traced_sweep_computes_only_the_missing_values_with_their_own_numbers(tmp_path, monkeypatch, fake_dataset):
     asked = _fake_traced_sweep(monkeypatch)
     kw = dict(out_dir=tmp_path, datasets={"mnist": fake_dataset(4096)}, progress=False, log=lambda _: None)

@@ -554,12 +554,15 @@ def blurred(sigma: Setting, base: Optional[InputSource] = None, *, side: int = 2
     """
     sigma, radius = plain_scalar(sigma), plain_scalar(radius)
     base = uniform() if base is None else base
+    if isinstance(sigma, bool) or (isinstance(sigma, (int, float)) and not (math.isfinite(sigma) and sigma >= 0)):
+        raise InputError(f"blurred: sigma = {sigma!r} is invalid: it must be a finite number >= 0 (pixels).")
     if radius is None:
         if not isinstance(sigma, (int, float)):
             raise InputError("blurred: give radius= when sigma is a hyperparameter or a function.")
         radius = max(1, math.ceil(3 * sigma))
-    if isinstance(sigma, (int, float)) and sigma < 0:
-        raise InputError(f"blurred: sigma = {sigma} is invalid: it must be >= 0 (pixels).")
+    if not is_integer(radius, 1, numpy=True):  # 0 would be the identity kernel, whatever sigma the record names
+        raise InputError(f"blurred: radius = {radius!r} is invalid: it must be an integer >= 1 (pixels).")
+    radius = int(radius)
 
     def draw(ctx, idx, hp):
         u = base.draw(ctx, idx, hp)
@@ -601,7 +604,8 @@ def cycled(base: InputSource, distinct: Setting) -> InputSource:
     distinct = plain_scalar(distinct)
     limit = np.inf if _has_task_images(base) else base.n  # the task's images: checked again once bound
     if isinstance(distinct, bool) or (isinstance(distinct, (int, float, np.integer, np.floating))
-                                      and (distinct != int(distinct) or not 1 <= distinct <= limit)):
+                                      and (not math.isfinite(distinct) or distinct != int(distinct)
+                                           or not 1 <= distinct <= limit)):
         raise InputError(f"cycled: distinct = {distinct!r} is invalid: it must be an integer in 1..{base.n} "
                          "(the base set's size).")
     if not isinstance(distinct, (int, float, np.integer, np.floating, str)) and not callable(distinct):

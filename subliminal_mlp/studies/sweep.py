@@ -184,10 +184,11 @@ def run_sweep(param: str, values: Sequence, base: Config = Config(), *, data_dir
     values = list(values)
     if not values:
         raise ConfigError(f"no values given for {param}: give at least one.")
+    configs = [base.replace(**{param: v}) for v in values]  # validates every value first
+    values = [getattr(c, param) for c in configs]  # as the configs hold them: numpy numbers become Python's
     labels = [value_label(v) for v in values]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"repeated values in the sweep over {param}: {labels}.")
-    configs = [base.replace(**{param: v}) for v in values]  # validates every value first
     if param == "init_noise_kind" and base.init_noise == 0:
         raise ConfigError("sweeping init_noise_kind with init_noise = 0 runs the same experiment for every value: "
                           "set init_noise (--init-noise) to a σ > 0.")
