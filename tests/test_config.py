@@ -50,6 +50,10 @@ def test_defaults_are_the_papers_settings():
         ({"student_epochs": 36_398_028}, "student_epochs = 36398028 is too many: 2,147,483,652 steps (60,000 examples"),
         ({"teacher_epochs": 2**31}, "teacher_epochs = 2147483648 is too many: 2,147,483,648 steps (each epoch is"),
         ({"n_runs": 2**31}, "n_runs = 2147483648 is too many: runs are indexed in int32 (at most 2,147,483,647)"),
+        # the programs are float32: a learning rate of 1e39 was inf in them (every run diverged), 1e-50 was 0
+        ({"learning_rate": 1e39}, "learning_rate = 1e+39 is invalid: it is beyond float32's range"),
+        ({"learning_rate": 1e-50}, "learning_rate = 1e-50 is invalid: it rounds to 0 in float32"),
+        ({"temperature": 1e-50}, "temperature = 1e-50 is invalid: it rounds to 0 in float32"),
     ],
 )
 def test_invalid_values_raise_a_clear_error(changes, needle):

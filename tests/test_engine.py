@@ -565,9 +565,13 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
     from subliminal_mlp.core.engine import validate
 
     hp = TINY.hparams
+    with pytest.raises(sm.ExperimentError, match=r"hparams\['input_mix'\] = -1e\+39 is invalid: it is beyond float32"):
+        TINY.replace(hparams={**hp, "input_mix": -1e39})  # refused as the experiment is made
     refused = [
         (dict(sweep={"temperature": [1.0, 0.0]}), sm.ExperimentError, "temperature = 0.0 is invalid"),
         (dict(sweep={"learning_rate": [-1e-3]}), sm.ExperimentError, "learning rate must be > 0"),
+        (dict(sweep={"learning_rate": [1e39, 1e-2]}), sm.ExperimentError, r"1e\+39 is invalid: it is beyond float32's"),
+        (dict(sweep={"temperature": [1e-50]}), sm.ExperimentError, "1e-50 is invalid: it rounds to 0 in float32"),
         (dict(sweep={"temperature": 2.0}), sm.ExperimentError, r"give a list of numbers, e.g. .*\[2.0\]"),
         (dict(sweep={"temperature": np.array(2.0)}), sm.ExperimentError, r"give a list of numbers"),
         (dict(sweep={"temperature": "2.0"}), sm.ExperimentError, r"give a list of numbers, e.g. .*\[0.001\]"),

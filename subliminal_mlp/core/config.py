@@ -97,10 +97,34 @@ def check_steps(phase: str, epochs: int, n: int | None = None, batch_size: int =
                     f"int32 (at most {MAX_STEPS:,}). Lower {phase}_epochs.")
 
 
+def float32_trouble(value: float, positive: bool = False) -> str | None:
+    """Why a finite setting cannot enter a float32 program as itself, or None: beyond float32's range (it would be
+    inf), or, for a setting that must be > 0, so small that it rounds to 0.
+
+    >>> float32_trouble(3e-4) is None, float32_trouble(1e-50) is None
+    (True, True)
+    >>> float32_trouble(1e39)
+    "it is beyond float32's range (the programs compute in float32: at most 3.4e+38)"
+    >>> float32_trouble(1e-50, positive=True)
+    'it rounds to 0 in float32 (the programs compute in float32: the smallest positive number is 1.4e-45)'
+    """
+    big = float(np.finfo(np.float32).max)
+    if abs(value) > big:
+        return f"it is beyond float32's range (the programs compute in float32: at most {big:.1e})"
+    if positive and 0 < value < float(np.finfo(np.float32).smallest_subnormal) / 2:
+        return (f"it rounds to 0 in float32 (the programs compute in float32: the smallest positive number is "
+                f"{float(np.finfo(np.float32).smallest_subnormal):.1e})")
+    return None
+
+
 def check_positive_number(name: str, value: Any, hint: str = "") -> None:
-    """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not)."""
+    """Raise ConfigError unless ``value`` is a finite real number > 0 (NaN, infinity and booleans are not) that a
+    float32 program holds as a positive number (:func:`float32_trouble`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
         raise ConfigError(f"{name} = {value!r} is invalid: it must be a positive number{hint}.")
+    trouble = float32_trouble(value, positive=True)
+    if trouble:
+        raise ConfigError(f"{name} = {value!r} is invalid: {trouble}.")
 
 
 def check_positive_int(name: str, value: Any, *, allow_zero: bool = False, unit: str = "") -> None:

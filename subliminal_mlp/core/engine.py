@@ -52,7 +52,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
-from .config import MAX_RUNS, Config, SettingWarning, check_seed, check_steps, is_integer, is_sequence
+from .config import (MAX_RUNS, Config, SettingWarning, check_seed, check_steps, float32_trouble, is_integer,
+                     is_sequence)
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
                       few_runs_note, format_ci, format_health, health, plain_scalar, register_format, setting_json)
 from .losses import distillation_loss
@@ -786,6 +787,9 @@ def _check_hparam_value(name: str, value: Any, positive: set[str], swept: bool =
     if name in positive and not value > 0:
         raise ExperimentError(f"{what} is invalid: the {'learning rate' if name == 'learning_rate' else 'temperature'} "
                               "must be > 0.")
+    trouble = float32_trouble(float(value), positive=name in positive)
+    if trouble:
+        raise ExperimentError(f"{what} is invalid: {trouble}.")
 
 
 def _sweep_list(name: str, values: Any) -> list:
