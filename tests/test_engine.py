@@ -601,6 +601,8 @@ def test_values_a_user_gets_wrong_are_refused_before_compute_naming_them(task, n
         (dict(run_batch=1.5), sm.ExperimentError, "run_batch = 1.5 is invalid"),
         (dict(run_batch="2"), sm.ExperimentError, "run_batch = '2' is invalid"),
         (dict(devices=[]), sm.ExperimentError, r"devices = \[\] is invalid"),
+        (dict(devices=["cpu"]), sm.ExperimentError, r"devices = \['cpu'\] is invalid: give jax.Device objects"),
+        (dict(teacher_cache=3), sm.ExperimentError, "teacher_cache = 3 is invalid: give a TeacherCache, a directory"),
         # steps are counted in int32 (an OverflowError after the trace, before): MNIST's 60,000 images, one a batch
         (dict(exp=TINY.replace(batch_size=1, teacher_epochs=35_792)), sm.ExperimentError,
          r"teacher_epochs = 35792 is too many: 2,147,520,000 steps \(60,000 examples in batches of 1\)"),
@@ -857,7 +859,9 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert plot_experiment(record, tmp_path / "wd.png").stat().st_size > 0
     # every run's accuracy as tidy rows: the swept value, the model, the run, the number the result holds
     tidy = sm.per_run(tmp_path / "wd.json")
-    assert tidy == sm.per_run(both.record()) and len(tidy) == 2 * len(both.models) * 2
+    assert tidy == sm.per_run(both.record()) == sm.per_run(both) and len(tidy) == 2 * len(both.models) * 2
+    with pytest.raises(TypeError, match="per_run takes a record .* or a Result, not int 3"):
+        sm.per_run(3)
     for row in tidy:
         assert set(row) == {"wd", "model", "run", "accuracy"}
         assert row["accuracy"] == float(both.accuracy(row["model"], [0.0, 100.0].index(row["wd"]))[row["run"]])
@@ -869,6 +873,8 @@ def test_a_sweep_of_any_hparam_is_one_program_and_each_value_is_its_own_run(task
     assert sm.draw(str(tmp_path / "wd.json"), tmp_path / "from_str.png").stat().st_size > 0
     with pytest.raises(TypeError, match="draw takes a record .* or its JSON file's path, not a int"):
         sm.draw(3, tmp_path / "x.png")
+    with pytest.raises(sm.OutputError, match="it is an existing directory"):  # refused before drawing
+        sm.draw(both.record(), tmp_path)
     # the swept wd is named as swept (its values label the bars); it read "wd 0", the base value it replaced
     caption = experiment_caption(record)
     assert "wd [swept]" in caption and "wd 0" not in caption and "2 runs (mean ± 1.96·sd/√n, narrower than a 95% CI)" in caption

@@ -35,6 +35,10 @@ def test_cold_and_warm_cache_give_identical_numbers_and_a_damaged_entry_is_retra
     assert warm.record()["teacher_cache"] == {"state": "hit", "key": warm_key(cache)}
     assert cold.record()["teacher_cache"] == {"state": "miss", "key": warm_key(cache)}
     assert "teacher_cache" not in sm.run(TINY, task, n_runs=1, teacher_cache=False).record()
+    # The cache's directory, as the command line's --teacher-cache takes it: the same entries
+    by_path = sm.run(TINY, task, n_runs=3, run_batch=1, teacher_cache=str(tmp_path / "teachers"))
+    assert by_path.teacher_cache == "hit"
+    np.testing.assert_array_equal(by_path.accuracies, cold.accuracies)
     # run 1's entry damaged: a 2-run experiment finds it, trains its teachers again and replaces it
     run1 = next((tmp_path / "teachers").glob("*/run-00001.teacher"))
     run1.write_bytes(run1.read_bytes()[:5000])

@@ -1655,8 +1655,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     (``on_divergence="warn"``, the default) or raise :class:`~subliminal_mlp.core.results.DivergenceError`
     (``"fail"``; its ``result`` holds the Result).
 
-    ``teacher_cache``: a :class:`~subliminal_mlp.core.teacher_cache.TeacherCache` to read the trained
-    teachers from (and store them in, when they are missing), ``False`` for none, or None (the
+    ``teacher_cache``: a :class:`~subliminal_mlp.core.teacher_cache.TeacherCache` (or the directory of
+    one) to read the trained teachers from (and store them in, when they are missing), ``False`` for none, or None (the
     default) for the cache of an enclosing ``with use_teacher_cache(cache):`` block, if any
     (:mod:`~subliminal_mlp.core.teacher_cache`: the key, when it is skipped). Teachers read from the
     cache give bit-identical results to training them here; ``Result.teacher_cache`` says
@@ -1696,6 +1696,16 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     if devices == []:
         raise ExperimentError("devices = [] is invalid: give the devices to shard the runs over, or None for every "
                               "local device.")
+    if devices and not all(isinstance(d, jax.Device) for d in devices):
+        raise ExperimentError(f"devices = {devices!r} is invalid: give jax.Device objects (e.g. jax.local_devices()), "
+                              "or None for every local device.")
+    if isinstance(teacher_cache, (str, os.PathLike)):  # a directory, as the command line's --teacher-cache takes
+        from .teacher_cache import TeacherCache
+
+        teacher_cache = TeacherCache(teacher_cache)
+    elif teacher_cache not in (None, False) and not all(hasattr(teacher_cache, m) for m in ("load", "store")):
+        raise ExperimentError(f"teacher_cache = {teacher_cache!r} is invalid: give a TeacherCache, a directory for "
+                              "one, False for none, or None for the enclosing use_teacher_cache block's.")
     n_values = _check_hparams(exp, sweep)
     from . import distributed
 

@@ -1116,7 +1116,7 @@ def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
     """Every run's test accuracy in a record, one row per (setting, model, run), whatever the record's format:
     ``{**setting, "model": name, "run": i, "accuracy": a}`` (a tidy table: ``pandas.DataFrame(rows)``).
 
-    ``record``: a record (dict) or the path of one. The setting is what distinguishes the record's parts:
+    ``record``: a record (dict), the path of one, or an engine ``Result`` (its ``record()``). The setting is what distinguishes the record's parts:
     ``{}`` for a Figure-10 record (``models[m]["accuracies"]``); the swept values of an engine record
     (``values[i]["sweep"]``, e.g. ``{"wd": 100.0}``; ``values[i]["models"][m]["values"]``); ``{param: value}``
     for a sweep summary, whose per-run accuracies are in its value records (``value_files``, read from beside
@@ -1131,6 +1131,11 @@ def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
     if isinstance(record, (str, os.PathLike)):
         path = Path(record)
         record = read_results(path)
+    elif not isinstance(record, dict):
+        if not callable(getattr(record, "record", None)):
+            raise TypeError(f"per_run takes a record (a dict, or the path of one) or a Result, not "
+                            f"{type(record).__name__} {record!r:.60}.")
+        record = record.record()  # an engine Result, in memory
     fmt = record.get("format")
 
     def rows(setting: dict, models: dict, key: str) -> list[dict[str, Any]]:

@@ -413,8 +413,9 @@ def draw(record: dict[str, Any] | str | os.PathLike, path: str | os.PathLike) ->
     """
     import importlib
 
-    from ..core.results import RecordError, read_results
+    from ..core.results import RecordError, check_output, read_results
 
+    check_output(path, kind="file")  # before drawing: a directory, say, is refused, not found at the rename
     if isinstance(record, (str, os.PathLike)):
         record = read_results(record)
     if not isinstance(record, dict):
