@@ -428,6 +428,10 @@ def test_bad_tables_and_models_fail_before_compute(task, no_compile):
     for bad in (-0.1, float("nan"), [0.1, 0.2]):
         with pytest.raises(sm.StudentError, match=r"perturbed: sigma = .* (is invalid|is not a number)"):
             sm.perturbed(bad)
+    for bad in (1.5, -1, "x", True, 2**32):  # 1.5 was folded in as 1 and recorded as 1.5; -1 an OverflowError
+        with pytest.raises(sm.StudentError, match=r"fresh: stream = .* is invalid: it must be an integer in 0\.\.2\*\*32"):
+            sm.fresh(bad)
+    assert sm.fresh(np.int64(3)) == sm.fresh(3) and type(sm.fresh(np.int64(3)).stream) is int
     for bad in ("auxx", None, 10):  # refused when the student is made, as a misspelt loss or start is
         with pytest.raises(sm.StudentError, match=rf"student 's': outputs = {bad!r} is unknown: use 'aux'"):
             sm.Student("s", outputs=bad)

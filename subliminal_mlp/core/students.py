@@ -143,6 +143,13 @@ class fresh:
 
     stream: int = 0
 
+    def __post_init__(self) -> None:  # 1.5 was folded in as 1 (and recorded as 1.5), -1 an OverflowError
+        stream = self.stream.item() if isinstance(self.stream, np.integer) else self.stream
+        if isinstance(stream, bool) or not isinstance(stream, int) or not 0 <= stream < 2**32:
+            raise StudentError(f"fresh: stream = {self.stream!r} is invalid: it must be an integer in 0..2**32 - 1 "
+                               "(folded into the run's fresh key).")
+        object.__setattr__(self, "stream", stream)
+
     def __call__(self, ctx: StartContext):
         return ctx.model.init(jax.random.fold_in(ctx.keys["fresh"], self.stream))
 
