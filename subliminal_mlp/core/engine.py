@@ -52,6 +52,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .inputs import InputSource, bind_task, check_source, check_source_settings, resolve, uniform
 from ..internal import compile_program
+from .data import ARRAYS as DATASET_ARRAYS
 from .config import (MAX_RUNS, Config, SettingWarning, check_seed, check_steps, float32_trouble, is_integer,
                      is_sequence)
 from .results import (DivergenceError, DivergenceWarning, array_fingerprint, check_on_divergence, data_record,
@@ -218,7 +219,7 @@ class Task:
         >>> task.n_classes, task.data["subset"]
         (5, {'classes': [0, 1, 2, 3, 4], 'n_train': 30596, 'n_test': 5139})
         """
-        if not all(hasattr(dataset, a) for a in ("train_images", "train_labels", "test_images", "test_labels")):
+        if not all(hasattr(dataset, a) for a in DATASET_ARRAYS):
             raise ExperimentError(f"Task.from_dataset takes a loaded dataset (sm.load_mnist(data_dir), "
                                   f"sm.load_fashion_mnist(...)), not a {type(dataset).__name__}"
                                   + (f" ({dataset!r}: load it with sm.load_mnist({dataset!r}))"
@@ -1656,8 +1657,8 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
     (``"fail"``; its ``result`` holds the Result).
 
     ``teacher_cache``: a :class:`~subliminal_mlp.core.teacher_cache.TeacherCache` (or the directory of
-    one) to read the trained teachers from (and store them in, when they are missing), ``False`` for none, or None (the
-    default) for the cache of an enclosing ``with use_teacher_cache(cache):`` block, if any
+    one) to read the trained teachers from (and store them in, when they are missing), ``False`` for
+    none, or None (the default) for the cache of an enclosing ``with use_teacher_cache(cache):`` block, if any
     (:mod:`~subliminal_mlp.core.teacher_cache`: the key, when it is skipped). Teachers read from the
     cache give bit-identical results to training them here; ``Result.teacher_cache`` says
     ``"hit"`` or ``"miss"`` (None when no cache was used).

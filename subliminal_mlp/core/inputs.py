@@ -478,14 +478,13 @@ def subspace(k: Setting, base: Optional[InputSource] = None, *, max_k: Optional[
         flat = u.reshape(u.shape[0], -1)
         d = flat.shape[1]
         # float32 products on every platform, as blurred's (TF32 on a GPU would keep k = d only to ~1e-3)
-        coords = jnp.matmul(flat, q, precision=jax.lax.Precision.HIGHEST)
+        highest = jax.lax.Precision.HIGHEST
+        coords = jnp.matmul(flat, q, precision=highest)
         if not named:
-            return (jnp.matmul(coords, q.T, precision=jax.lax.Precision.HIGHEST)
-                    * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
+            return (jnp.matmul(coords, q.T, precision=highest) * jnp.float32(math.sqrt(d / k))).reshape(u.shape)
         kk = jnp.round(jnp.asarray(resolve(k, hp), jnp.float32))
         keep = (jnp.arange(q.shape[1]) < kk).astype(jnp.float32)
-        return (jnp.matmul(coords * keep, q.T, precision=jax.lax.Precision.HIGHEST)
-                * jnp.sqrt(d / kk)).reshape(u.shape)
+        return (jnp.matmul(coords * keep, q.T, precision=highest) * jnp.sqrt(d / kk)).reshape(u.shape)
 
     checks = ((k, _integer_in("subspace: k", k, 1, lambda shape: max_k or math.prod(shape))),) if named else ()
     return _wrapped("subspace", base, base.n, draw, prepare, lambda b: subspace(k, b, max_k=max_k), k=k,

@@ -830,7 +830,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any] | None = None,
+def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any] | None = None, inputs=None,
                 **extra: Any) -> dict[str, Any]:
     """The ``data`` entry of a record: which data, verified how, and what part of it was used.
 
@@ -842,7 +842,9 @@ def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any]
     fingerprint}}`` (:func:`array_fingerprint` of each of its four arrays), then ``"derived_from":
     {"source_dir": ..., "sha256": ...}`` with the directory and checksums it carries, if any. Then
     ``"subset"`` when given (any filter applied to the data, e.g.
-    ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``extra`` as given.
+    ``{"classes": [0, 1, 2, 3, 4], "n_train": 30596, "n_test": 5139}``), then ``"inputs"``: the
+    ``data_record`` of ``inputs`` when given (the dataset the students' images came from, when it is
+    not the task's: Fashion-MNIST), then ``extra`` as given.
 
     >>> data_record(name="mnist", subset={"classes": [0, 1]})
     {'dataset': 'mnist', 'subset': {'classes': [0, 1]}}
@@ -872,6 +874,8 @@ def data_record(dataset=None, *, name: str | None = None, subset: dict[str, Any]
                 out["derived_from"] = files
     if subset is not None:
         out["subset"] = dict(subset)
+    if inputs is not None:
+        out["inputs"] = data_record(inputs)
     out.update(extra)
     return out
 
@@ -964,7 +968,7 @@ def experiment_record(result, dataset=None, inputs=None) -> dict[str, Any]:
     extra: dict[str, Any] = {"run_batch": result.run_batch}
     if result.values_in_program > 1:
         extra["values_in_program"] = result.values_in_program
-    data = data_record(dataset, name=cfg.dataset, **({} if inputs is None else {"inputs": data_record(inputs)}))
+    data = data_record(dataset, name=cfg.dataset, inputs=inputs)
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed, data=data,
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     format_version=FORMAT_VERSION, environment_extra=extra,
@@ -1116,7 +1120,8 @@ def per_run(record: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
     """Every run's test accuracy in a record, one row per (setting, model, run), whatever the record's format:
     ``{**setting, "model": name, "run": i, "accuracy": a}`` (a tidy table: ``pandas.DataFrame(rows)``).
 
-    ``record``: a record (dict), the path of one, or an engine ``Result`` (its ``record()``). The setting is what distinguishes the record's parts:
+    ``record``: a record (dict), the path of one, or an engine ``Result`` (its ``record()``). The setting
+    is what distinguishes the record's parts:
     ``{}`` for a Figure-10 record (``models[m]["accuracies"]``); the swept values of an engine record
     (``values[i]["sweep"]``, e.g. ``{"wd": 100.0}``; ``values[i]["models"][m]["values"]``); ``{param: value}``
     for a sweep summary, whose per-run accuracies are in its value records (``value_files``, read from beside

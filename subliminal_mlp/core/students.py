@@ -68,7 +68,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from .config import ConfigError, SettingWarning
+from .config import ConfigError, SettingWarning, is_integer
 from .inputs import Setting, resolve, takes_hparams
 from .losses import distillation_loss
 from .models import Model, check_model, param_shapes, same_tree_shapes
@@ -144,11 +144,10 @@ class fresh:
     stream: int = 0
 
     def __post_init__(self) -> None:  # 1.5 was folded in as 1 (and recorded as 1.5), -1 an OverflowError
-        stream = self.stream.item() if isinstance(self.stream, np.integer) else self.stream
-        if isinstance(stream, bool) or not isinstance(stream, int) or not 0 <= stream < 2**32:
+        if not is_integer(self.stream, 0, 2**32 - 1, numpy=True):
             raise StudentError(f"fresh: stream = {self.stream!r} is invalid: it must be an integer in 0..2**32 - 1 "
                                "(folded into the run's fresh key).")
-        object.__setattr__(self, "stream", stream)
+        object.__setattr__(self, "stream", int(self.stream))
 
     def __call__(self, ctx: StartContext):
         return ctx.model.init(jax.random.fold_in(ctx.keys["fresh"], self.stream))

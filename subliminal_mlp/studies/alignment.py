@@ -33,7 +33,7 @@ import optax
 from ..core import engine
 from ..core.config import Config, ConfigError, check_positive_int, plain_scalar
 from ..core.engine import Experiment
-from .figure10 import config_students, experiment_from_config, given_input_dataset, inputs_entry
+from .figure10 import config_students, experiment_from_config, given_input_dataset
 from ..core.losses import class_cross_entropy
 from ..core.model import accuracy
 from ..core.results import data_record, envelope, format_ci, mean_ci95, mean_ci95_columns, run_timing, write_record
@@ -102,8 +102,9 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
 
     The held-out batch for g_task is the last ``held_out`` test images; accuracy is traced on the
     first ``n_probe`` test images (disjoint when ``n_probe + held_out <= 10,000``) and measured at the
-    end on the whole test set. ``progress``: bars over the phases. ``input_data``: the students' images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded
-    Fashion-MNIST; default: the usual lookup), recorded under ``data["inputs"]``. Returns the JSON-ready record (the
+    end on the whole test set. ``progress``: bars over the phases. ``input_data``: the students'
+    images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded Fashion-MNIST; default: the usual
+    lookup), recorded under ``data["inputs"]``. Returns the JSON-ready record (the
     envelope of :mod:`.results`, format ``subliminal-mlp/alignment``, version 1) with this payload::
 
         "held_out": 256, "probe_every": 10, "n_probe": 2000, "projection": "aligned",
@@ -137,7 +138,7 @@ def run_alignment(cfg: Config, data, *, held_out: int = 256, probe_every: int = 
     subset = {"task_gradient_test_images": [n_test - held_out, n_test], "probe_test_images": [0, n_probe]}
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
-        data=data_record(data, name=cfg.dataset, subset=subset, **inputs_entry(source)),
+        data=data_record(data, name=cfg.dataset, subset=subset, inputs=source),
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         held_out=held_out, probe_every=probe_every, n_probe=n_probe, projection=projection,
         probe_steps=result.trace_steps.tolist(),

@@ -214,14 +214,6 @@ def given_input_dataset(cfg: Config, input_data=None):
     return input_data
 
 
-def inputs_entry(source) -> dict:
-    """What a record's ``data`` adds for the students' images: ``{"inputs": data_record(source)}`` when they are
-    another dataset's (``source``, from :func:`input_dataset`), else nothing."""
-    from ..core.results import data_record
-
-    return {} if source is None else {"inputs": data_record(source)}
-
-
 def input_pool(cfg: Config, data, pool=None, source=None):
     """The image pool the students draw from: the task's training images, or those of ``source`` (default
     :func:`input_dataset`: Fashion-MNIST's)."""

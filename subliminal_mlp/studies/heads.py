@@ -44,7 +44,7 @@ import numpy as np
 from ..core import engine
 from ..core.config import Config, ConfigError, is_integer, is_sequence, plain_scalar
 from ..core.engine import Experiment, RunModels
-from .figure10 import config_students, experiment_from_config, given_input_dataset, inputs_entry
+from .figure10 import config_students, experiment_from_config, given_input_dataset
 from ..core.model import stack_params
 from ..core.results import data_record, envelope, format_ci, run_timing, summary, write_record
 from ..theory.similarity import penultimate_similarity
@@ -122,7 +122,8 @@ def heads_experiment(cfg: Config, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_si
                           "(shared layers, and θ0 + σ·ξ for each sigma); pass the σ values as sigmas instead.")
     names = student_names(sigmas)
     return experiment_from_config(cfg, pool).replace(
-        students=config_students(cfg, heads_students(sigmas, cfg.init_noise_kind == "orthogonal")), metrics=similarity_metrics(names, n_similarity),
+        students=config_students(cfg, heads_students(sigmas, cfg.init_noise_kind == "orthogonal")),
+        metrics=similarity_metrics(names, n_similarity),
         name=f"heads:{cfg.dataset}")
 
 
@@ -132,8 +133,9 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
 
     Similarities are measured on the first ``n_similarity`` MNIST test images; accuracy on all of
     them. Also recorded: the similarity of the two references θ0 and θ0' to the teacher (where the
-    students start). ``progress``: bars over the teacher and distillation epochs. ``input_data``: the students' images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded
-    Fashion-MNIST; default: the usual lookup), recorded under ``data["inputs"]``. Returns a
+    students start). ``progress``: bars over the teacher and distillation epochs. ``input_data``:
+    the students' images when ``cfg.student_inputs`` is "fashion-mnist" (a loaded Fashion-MNIST;
+    default: the usual lookup), recorded under ``data["inputs"]``. Returns a
     JSON-ready record (the envelope of :mod:`.results`, format ``subliminal-mlp/heads``, version 1;
     ``data.subset`` names the similarity images) with this payload::
 
@@ -172,7 +174,7 @@ def run_heads(cfg: Config, data, sigmas: Sequence[float] = DEFAULT_SIGMAS, n_sim
     return envelope(
         FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
         data=data_record(data, name=cfg.dataset, subset={"similarity_test_images": [0, n_similarity]},
-                         **inputs_entry(source)),
+                         inputs=source),
         devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
         sigmas=list(sigmas), n_similarity=n_similarity,
         sharing=[{"name": n, "hidden_layers": h, "output_layer": o} for n, h, o in SHARING],

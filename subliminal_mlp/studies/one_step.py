@@ -706,7 +706,6 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
                           "protocol.")
     (n_runs, seed), = protocols
     first_rec = next(iter(heads.values()))
-    rec_data = data_record(data)
     fashion = [Config.from_dict(v["config"]) for sw in (sweeps or {}).values() for v in sw["values"]
                if v["config"].get("student_inputs") == "fashion-mnist"]
     input_data = None
@@ -714,7 +713,7 @@ def run_one_step(data, *, input_families: Optional[Mapping[str, Any]] = None,
         from .figure10 import input_dataset
 
         input_data = input_dataset(fashion[0], data_dir)
-        rec_data["inputs"] = data_record(input_data)
+    rec_data = data_record(data, inputs=input_data)
     for name, rec in heads.items():
         if not same_data(rec.get("data"), rec_data):
             raise ConfigError(f"the data differ from those the {name} record was made on (its data's checksums "

@@ -24,7 +24,7 @@ import numpy as np
 from ..core import engine
 from ..core.config import Config, ConfigError, check_positive_int, plain_scalar
 from ..core.engine import Experiment, RunModels
-from .figure10 import config_students, experiment_from_config, given_input_dataset, inputs_entry
+from .figure10 import config_students, experiment_from_config, given_input_dataset
 from ..core.model import accuracy, stack_params
 from ..core.results import data_record, envelope, mean_ci95, mean_ci95_columns, run_timing, write_record
 from ..core.students import Student
@@ -99,7 +99,7 @@ def student_trajectories(cfg: Config, data, *, probe_every: int = 10, n_probe: i
         finals[name] = dict(zip(("mean", "ci95"), mean_ci95(acc)), accuracies=acc.tolist())
     subset = {"probe_test_images": [0, n_probe]}
     return envelope(FORMAT, cfg, n_runs=cfg.n_runs, seed=cfg.seed,
-                    data=data_record(data, name=cfg.dataset, subset=subset, **inputs_entry(source)),
+                    data=data_record(data, name=cfg.dataset, subset=subset, inputs=source),
                     devices=result.devices, timing=run_timing(result.compile_s, result.run_s),
                     probe_every=probe_every, n_probe=n_probe, steps=result.trace_steps.tolist(),
                     steps_per_epoch=steps_per_epoch(result.experiment.inputs.n, cfg.batch_size), curves=curves,
