@@ -1387,17 +1387,20 @@ def test_step_metrics_see_raw_gradients_and_an_optimiser_can_read_the_run(task):
     np.testing.assert_array_equal(none.accuracy("plain"), none.accuracy("reference"))
 
 
-def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys, monkeypatch):
+@pytest.mark.parametrize("run_batch", [1, 2])
+def test_progress_bars_count_every_epoch_of_every_run_and_change_nothing(task, capsys, monkeypatch, run_batch):
     from subliminal_mlp.core import engine
 
     exp = TINY.replace(student_epochs=2)
-    quiet = sm.run(exp, task, n_runs=2)
-    # The ticks are jax.debug.callbacks, which on a GPU may still run after the outputs are ready (the bars
-    # stopped at 1/2 and 2/4 on an H100): the bars are closed only after every pending callback has run.
+    quiet = sm.run(exp, task, n_runs=2, run_batch=run_batch)
+    # The ticks are jax.debug.callbacks, which on a GPU may still run after the outputs are ready: the bars
+    # are closed only after every pending callback has run.
     order, barrier, close = [], jax.effects_barrier, engine._Progress.close
     monkeypatch.setattr(jax, "effects_barrier", lambda: (order.append("barrier"), barrier())[1])
     monkeypatch.setattr(engine._Progress, "close", lambda self: (order.append("close"), close(self))[1])
-    shown = sm.run(exp, task, n_runs=2, progress=True)
+    # Two runs advanced together (run_batch 2, what a GPU picks) tick once each: a callback with no per-run
+    # argument is called once per batch of runs, and the bars stopped at 1/2 and 2/4 (on an H100 and an H200).
+    shown = sm.run(exp, task, n_runs=2, progress=True, run_batch=run_batch)
     assert order[-2:] == ["barrier", "close"]
     err = capsys.readouterr().err
     assert "teacher training (2 runs × 1 epoch)" in err and "student distillation (2 runs × 2 epochs)" in err

@@ -1089,8 +1089,12 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
              for g in groups]
     consts = dict(exp.hparams)
     n_steps = steps_per_epoch(src.n, exp.batch_size)
-    teacher_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 0, e))
-    student_tick = None if tick is None else (lambda e: jax.debug.callback(tick, 1, e))
+
+    def ticker(phase: int, job):
+        """The progress bar's tick at each epoch's end: one call per run. The job's run index is batched under
+        lax.map's vmap, so JAX unrolls the callback into one call per run advanced together; a callback of
+        unbatched values only would be called once per batch of ``run_batch`` runs."""
+        return None if tick is None else (lambda e: jax.debug.callback(tick, phase, e, job["run"]))
 
     def hparams(job):
         return {**consts, **{k: job[k] for k in swept if k != "seed"}}
@@ -1106,7 +1110,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
             step = teacher_train_step(model.apply, n_classes, opt, arrays["train_x"], arrays["train_y"],
                                       with_loss=exp.track_losses)
             (teacher, _), metrics, _ = scan_epochs(step, (ref, opt.init(ref)), keys["teacher_shuffle"], n_train,
-                                                   exp.batch_size, exp.teacher_epochs, teacher_tick)
+                                                   exp.batch_size, exp.teacher_epochs, ticker(0, job))
             if not (exp.track_losses and exp.teacher_epochs):
                 return teacher, jnp.float32(jnp.nan)
             return teacher, jnp.mean(metrics["loss"][-steps_per_epoch(n_train, exp.batch_size):])
@@ -1164,7 +1168,7 @@ def _program(exp: Experiment, src: InputSource, n_classes: int, n_train: int, n_
                                  base._replace(teachers=teachers), exp.step_metrics,
                                  named, starts=params)
             state, metrics, trace = scan_epochs(step, state, keys["student_shuffle"], src.n, exp.batch_size,
-                                                exp.student_epochs, student_tick, probe, exp.trace_every)
+                                                exp.student_epochs, ticker(1, job), probe, exp.trace_every)
             fixed = [refs["own"], *teachers.values()]
 
             def evaluate(models_params, apply_fn):
@@ -1554,7 +1558,8 @@ class _Progress:
         what = ("teacher training", "student distillation")[phase]
         self.bars[phase] = tqdm(total=self.totals[phase], desc=f"{what} ({self.per[phase]}){self.note}", unit="epoch")
 
-    def tick(self, phase, epoch) -> None:
+    def tick(self, phase, epoch, run=None) -> None:
+        """One epoch of one run (``run``: its index, unused) of phase 0 (teachers) or 1 (students) is done."""
         if not self.bars:
             return
         phase = int(phase)
