@@ -483,14 +483,26 @@ def _precheck(a: argparse.Namespace) -> None:
                               "is added to the students' start): give --init-noise σ > 0, or leave it out.")
 
 
+def _cache_stores_callback_programs() -> bool:
+    """Whether this JAX's persistent compilation cache stores programs with host callbacks (the progress bars).
+
+    JAX before 0.11 refuses them (its ``compiler.py``: "Not writing persistent cache entry ... because it uses
+    host callbacks"); JAX 0.11 stores them and plumbs the callbacks into the program read back (jax-ml/jax
+    pull request 38405). Seen both ways: jax 0.10.2 on CPU stores no program with bars, jax 0.11.2 on an H200
+    stored them (``tests/test_compile_cache.py``)."""
+    import jax
+
+    return jax.__version_info__ >= (0, 11)
+
+
 def _compile_cache_note(a: argparse.Namespace) -> None:
     """A note on stderr where JAX's persistent compilation cache is on (``$JAX_COMPILATION_CACHE_DIR``) and the
-    command shows progress bars: they are host callbacks, and JAX stores no program that has one, so the
-    experiment's programs would be compiled anew every time (docs/gpu.md, "Compile once"). Not for ``figures``:
-    its experiments run without bars (its own bar, over the figures, is the host's), so their programs are
-    stored either way."""
+    command shows progress bars, with a JAX that stores no program with host callbacks, which the bars are
+    (:func:`_cache_stores_callback_programs`): the experiment's programs would be compiled anew every time
+    (docs/gpu.md, "Compile once"). Not for ``figures``: its experiments run without bars (its own bar, over the
+    figures, is the host's), so their programs are stored either way."""
     if (os.environ.get("JAX_COMPILATION_CACHE_DIR") and getattr(a, "no_progress", True) is False
-            and getattr(a, "command", None) != "figures"):
+            and getattr(a, "command", None) != "figures" and not _cache_stores_callback_programs()):
         print("subliminal-mlp: note: JAX does not store programs with progress bars (host callbacks) in its "
               "compilation cache ($JAX_COMPILATION_CACHE_DIR): pass --no-progress to store and reuse them",
               file=sys.stderr)
