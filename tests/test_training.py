@@ -172,19 +172,27 @@ def test_probe_trace_is_taken_at_the_documented_steps():
 def test_probing_and_a_traced_temperature_of_one_change_nothing_and_two_is_the_softened_loss(distilled, small_task,
                                                                                                xla_defaults):
     # T swept (traced) over [1, 2] with a trace every 2 steps, against the plain run (T = 1, a constant). Bit for
-    # bit as a user compiles them (xla_defaults): unoptimised builds of the two programs differ in the last bits.
+    # bit on a CPU as a user compiles them (xla_defaults): unoptimised builds of the two programs differ in the last
+    # bits. On a GPU the two programs' kernels differ (seen on an H200: up to 2.9e-4 apart after 6 Adam steps, each
+    # of which moves a weight with a near-zero gradient by up to lr = 3e-4 whatever its last bits): there, 1e-3.
     bias = lambda v: v.students["aux"]["head"]["bias"][12]  # noqa: E731
     probed = sm.run(DISTIL.replace(trace={"bias": bias}, trace_every=2, metrics={**DISTIL.metrics, "bias": bias}),
                     small_task, n_runs=1, sweep={"temperature": [1.0, 2.0]})
-    np.testing.assert_array_equal(probed.metrics["params"][0], distilled.metrics["params"][0])
+    cpu = jax.default_backend() == "cpu"
+    gpu_close = dict(rtol=0, atol=1e-3)
+    if cpu:
+        np.testing.assert_array_equal(probed.metrics["params"][0], distilled.metrics["params"][0])
+    else:
+        np.testing.assert_allclose(probed.metrics["params"][0], distilled.metrics["params"][0], **gpu_close)
     trace = probed.traces["bias"][0, 0]
     assert trace.shape == (2 * 2 + 1,)  # 3 full batches per epoch probed at 0 and 2, plus the end
     np.testing.assert_array_equal(probed.trace_steps, [0, 2, 4, 6, 8])
     assert float(trace[0]) == 0.0 and float(trace[-1]) == float(probed.metrics["bias"][0, 0])  # θ0's bias is 0
     # T = 2 as a constant equals T = 2 swept (traced), and differs from T = 1.
     t2 = sm.run(DISTIL.replace(hparams={**DISTIL.hparams, "temperature": 2.0}), small_task, n_runs=1)
-    np.testing.assert_allclose(t2.metrics["params"][0], probed.metrics["params"][1], rtol=1e-6, atol=1e-7)
-    assert not np.allclose(t2.metrics["params"][0], distilled.metrics["params"][0])
+    np.testing.assert_allclose(t2.metrics["params"][0], probed.metrics["params"][1],
+                               **(dict(rtol=1e-6, atol=1e-7) if cpu else gpu_close))  # 8.9e-6 apart on an H200
+    assert not np.allclose(t2.metrics["params"][0], distilled.metrics["params"][0], **gpu_close)  # 0.03 apart
 
 
 def test_config_input_sources_of_every_kind():
