@@ -727,41 +727,84 @@ from jax import lax
 import subliminal_mlp.cli as cli
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner ignores
-spin = jax.jit(lambda x: lax.while_loop(lambda v: v[0] > 0, lambda v: v + 1.0, x))  # never ends (v reaches inf)
+x = jnp.ones(1024, jnp.float32)
+# 2**31 - 1 steps: hours on any device, a loop of a known trip count as the engine's scans are. On a CPU the call
+# returns at once and Python waits for the result; on a GPU the call itself returns only near the program's end
+# (seen on an H200): the main thread never sees the signal, and the command's stop watch ends the process.
+spin = jax.jit(lambda x: lax.fori_loop(0, 2**31 - 1, lambda i, v: v * 0.5 + 1.0, x)).lower(x).compile()
 
 def command():
-    out = spin(jnp.ones(1024, jnp.float32))  # dispatched: the device computes while Python waits for the result
     print("running", flush=True)
-    out.block_until_ready()
+    spin(x).block_until_ready()
+
+cli.main = lambda argv=None: cli.guarded(command)
+cli.entry()
+"""
+
+STUCK_CHILD = """
+import signal, sys, time
+import subliminal_mlp.cli as cli
+
+cli.STOP_GRACE_S = float(sys.argv[1])
+
+def command():
+    # As a call that does not return to Python until it ends (a GPU's program): the main thread is never told of
+    # the signal (blocked here, it goes to another thread) and sleeps on.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    print("running", flush=True)
+    time.sleep(600)
 
 cli.main = lambda argv=None: cli.guarded(command)
 cli.entry()
 """
 
 
-@pytest.mark.parametrize("sig, rc, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
-def test_a_stopped_command_leaves_at_once_though_the_device_is_still_computing(sig, rc, word):
-    """Ctrl-C (and SIGTERM, which ``timeout`` and batch schedulers send) end the command within seconds, with one
-    line and its status, while its compiled program would run for minutes: an ordinary exit waits for it."""
+def _stop_child(code: str, sig: str, *argv: str, times: int = 1, after: float = 0.5):
+    """Start ``python -c code *argv``, wait for its "running", send ``sig`` ``times`` times (``after`` seconds
+    later, then 0.2 s apart); its exit status, the seconds it took to leave after the first signal, and its
+    stderr."""
     import select
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", STOPPED_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         assert select.select([proc.stdout], [], [], 120)[0], "the child never started its computation"
         assert proc.stdout.readline().strip() == "running"
-        time.sleep(0.5)
-        proc.send_signal(getattr(signal, sig))
+        time.sleep(after)
         start = time.monotonic()
-        assert proc.wait(timeout=60) == rc
-        assert time.monotonic() - start < 30
-        err = proc.stderr.read()
-        assert err.startswith(f"subliminal-mlp: {word} (every file is written atomically") and "Traceback" not in err
+        for i in range(times):
+            if i:
+                time.sleep(0.2)
+            proc.send_signal(getattr(signal, sig))
+        rc = proc.wait(timeout=60)
+        return rc, time.monotonic() - start, proc.stderr.read()
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("sig, rc, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_stopped_command_leaves_at_once_though_the_device_is_still_computing(sig, rc, word):
+    """Ctrl-C (and SIGTERM, which ``timeout`` and batch schedulers send) end the command within seconds, with one
+    line and its status, while its compiled program would run for hours: an ordinary exit waits for it."""
+    got, took, err = _stop_child(STOPPED_CHILD, sig, after=1.0)
+    assert got == rc and took < 30
+    assert err.startswith(f"subliminal-mlp: {word} (every file is written atomically") and "Traceback" not in err
+    assert err.count(word) == 1, err
+
+
+@pytest.mark.parametrize("sig, rc, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_stop_the_main_thread_never_sees_ends_the_process_after_the_grace_period(sig, rc, word, times):
+    """Where the main thread is stuck in a call that does not return (a GPU's long program), the stop watch
+    prints the same line and ends the process with the same status, STOP_GRACE_S after the signal; a second
+    signal ends it at once (here the grace period is an hour: only the second signal can end it)."""
+    got, _, err = _stop_child(STUCK_CHILD, sig, "1.0" if times == 1 else "3600", times=times)
+    assert got == rc
+    assert err.startswith(f"subliminal-mlp: {word} (every file is written atomically") and "Traceback" not in err
+    assert err.count(word) == 1, err
 
 
 def test_an_allocation_that_fails_is_one_line_that_says_what_to_lower(capsys):

@@ -14,7 +14,10 @@ import argparse
 import contextlib
 import os
 import re
+import select
 import sys
+import threading
+import time
 import warnings
 from typing import Any, Callable, Mapping, NoReturn, Optional, Sequence
 
@@ -305,9 +308,8 @@ def _guarded(prog: str, command: Callable[[], Any]) -> int:
               "the record is written, with its \"health\", and the figure marked).", file=sys.stderr)
         return 3
     except KeyboardInterrupt as e:
-        print(f"{prog}: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (every file is "
-              "written atomically: none is left half-written; a sweep or the figures pipeline resumes from what it "
-              "finished)", file=sys.stderr)
+        _STOPPING.set()
+        print(_stopped_line(prog, isinstance(e, Terminated)), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # the reader of the output left (`... | head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout again at exit)
@@ -352,12 +354,63 @@ def _leave(rc: int) -> NoReturn:
     sys.exit(rc)
 
 
-def _as_process(command: Callable[[], int]) -> NoReturn:
-    """``command()`` as the process: SIGTERM stops it as Ctrl-C does, and its status ends the process
-    (:func:`_leave`: a stopped command at once)."""
+def _stopped_line(prog: str, terminated: bool) -> str:
+    """What a command stopped by Ctrl-C (SIGTERM: ``terminated``) prints."""
+    return (f"{prog}: {'terminated' if terminated else 'interrupted'} (every file is written atomically: none is "
+            "left half-written; a sweep or the figures pipeline resumes from what it finished)")
+
+
+_STOPPING = threading.Event()  # set where a command has caught its Ctrl-C or SIGTERM and is leaving
+STOP_GRACE_S = 5.0  # how long a stopped command's main thread has to leave before the process is ended for it
+
+
+def _watch_for_stops(prog: str) -> None:
+    """End the process ``STOP_GRACE_S`` seconds after a Ctrl-C or SIGTERM that its main thread has not acted on.
+
+    Python runs a signal's handler in the main thread, between two of its bytecodes. On a GPU the call of a long
+    compiled program does not return until near its end: XLA's host thread drives the program's loops, its kernel
+    launches wait for the device once the launch queue is full, and a loop on a value the device computes waits
+    for that value at every step. A Ctrl-C would wait for the whole program, minutes or hours. A thread woken by
+    the signal itself (``signal.set_wakeup_fd``: the C-level handler writes the signal's number to a pipe) gives
+    the main thread ``STOP_GRACE_S`` seconds to stop as usual (:func:`_guarded`); after that it prints the same
+    line and ends the process with the same status (130, or 143 for SIGTERM) with ``os._exit``. A second signal
+    ends it at once. Files are written atomically (to a temporary name, then renamed), so none is left half
+    written. Called from the main thread (``set_wakeup_fd`` must be)."""
+    import signal
+
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # a full pipe must never block the C-level handler
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        deadline = None
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([read], [], [], wait)[0]:  # the grace period is over: the main thread is stuck
+                break
+            got = set(os.read(read, 512)) & {signal.SIGINT, signal.SIGTERM}
+            if got and deadline is not None:  # a second stop: at once
+                break
+            if got:
+                terminated = signal.SIGTERM in got
+                deadline = time.monotonic() + STOP_GRACE_S
+        if not _STOPPING.is_set():  # the main thread has not printed why it stops: say it here
+            print(_stopped_line(prog, terminated), file=sys.stderr, flush=True)
+        _STOPPING.set()
+        sys.stdout.flush()
+        os._exit(143 if terminated else 130)
+
+    threading.Thread(target=watch, name="subliminal-mlp stop watch", daemon=True).start()
+
+
+def _as_process(command: Callable[[], int], prog: str = PROG) -> NoReturn:
+    """``command()`` as the process: SIGTERM stops it as Ctrl-C does, its status ends the process
+    (:func:`_leave`: a stopped command at once), and a stop its main thread does not act on ends the process
+    within seconds (:func:`_watch_for_stops`: a GPU's program call that does not return)."""
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _watch_for_stops(prog)
     _leave(command())
 
 
@@ -378,7 +431,7 @@ def run_script(func: Callable[..., Any], *args: Any, **kwargs: Any) -> NoReturn:
 
     prog = _script_name()
     _as_process(lambda: _ending_together(lambda: _guarded(prog, lambda: (distributed.initialize_if_requested(),
-                                                                        func(*args, **kwargs))[1])))
+                                                                        func(*args, **kwargs))[1])), prog)
 
 
 def _script_name() -> str:
