@@ -7,7 +7,7 @@ executables on disk and read them back in a later process (its persistent compil
 turned on by ``JAX_COMPILATION_CACHE_DIR``; ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0`` keeps
 every program, not only those that took over a second). This script runs
 ``subliminal-mlp reproduce --runs R --epochs E --no-progress`` three times, each in a fresh process
-(JAX never stores a program with host callbacks, which the progress bars are), and reads
+(a JAX < 0.11 never stores a program with host callbacks, which the progress bars are), and reads
 ``timing.compile_s`` / ``timing.run_s`` from the record each one writes:
 
 1. without the cache;

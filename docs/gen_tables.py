@@ -358,6 +358,9 @@ GPU_LOGS_FLOAT32 = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-23"
 #: The third H100 session's logs: the theorem benchmark with its loop compiled before it is timed, and the
 #: suite's tests that had no GPU outcome yet.
 GPU_LOGS_2026_11_24 = ROOT / "benchmarks" / "gpu-logs" / "h100-2026-11-24"
+#: The first H200 session's logs (2026-11-26): the protocol, run_batch and the compilation cache measured again
+#: (on an H200), and the suite's last tests without a GPU outcome.
+GPU_LOGS_H200 = ROOT / "benchmarks" / "gpu-logs" / "h200-2026-11-26"
 #: The logs ``benchmarks/cpu.sh`` wrote on the project's 2-core machine (committed as written); the
 #: detailed CPU tables are drawn from these.
 CPU_LOGS = ROOT / "benchmarks" / "cpu-logs" / "xeon-2026-11-23"
@@ -402,8 +405,18 @@ def _gpu_protocol_rows(t: "_Log") -> tuple[list[list[str]], dict]:
 
 
 def gpu_protocol() -> str:
-    """Figure 10's 100 runs on the GPU (``gpu.sh protocol``): times, rates and the two peaks."""
-    t = _Log(GPU_LOGS, "protocol")
+    """Figure 10's 100 runs on the H100 (``gpu.sh protocol``): times, rates and the two peaks."""
+    return _gpu_protocol_table(GPU_LOGS)
+
+
+def gpu_protocol_h200() -> str:
+    """The same on the H200 (2026-11-26)."""
+    return _gpu_protocol_table(GPU_LOGS_H200)
+
+
+def _gpu_protocol_table(folder: Path) -> str:
+    """The table of a ``gpu.sh protocol`` log: times, rates and the two peaks."""
+    t = _Log(folder, "protocol")
     rows, f = _gpu_protocol_rows(t)
     err, peak = f["err"], f["peak"]
     fp32 = t.find(r"true-float32 matmul peak \((\d+)x\d+\): (\d+) GFLOP/s; protocol / it = ([\d.]+)")
@@ -434,8 +447,18 @@ def gpu_protocol_float32() -> str:
 
 
 def gpu_run_batch() -> str:
-    """Wall time of the 100 runs against ``run_batch`` (``gpu.sh batches``)."""
-    log = _Log(GPU_LOGS, "batches")
+    """Wall time of the 100 runs against ``run_batch`` on the H100 (``gpu.sh batches``)."""
+    return _gpu_run_batch_table(GPU_LOGS)
+
+
+def gpu_run_batch_h200() -> str:
+    """The same on the H200 (2026-11-26)."""
+    return _gpu_run_batch_table(GPU_LOGS_H200)
+
+
+def _gpu_run_batch_table(folder: Path) -> str:
+    """The table of a ``gpu.sh batches`` log."""
+    log = _Log(folder, "batches")
     rows = [[b, f"{w} s", f"{c} s"] for b, w, c in re.findall(
         r"run_batch\s+(\d+):\s+([\d.]+) s\s+\(compile ([\d.]+) s\)", log.text)]
     if not rows:
@@ -622,16 +645,26 @@ CPU_LOGS_COMPILE_CACHE = ROOT / "benchmarks" / "cpu-logs" / "amd-2026-11-24-comp
 def compile_cache() -> str:
     """Compile and run time of ``reproduce`` in three fresh processes: no cache, cold and warm cache
     (``benchmarks/bench_compile_cache.py``), with the machine and whether the numbers were identical."""
-    t = _Log(CPU_LOGS_COMPILE_CACHE, "cache")
-    what = t.find(r"reproduce --runs (\d+) --epochs (\d+) --no-progress, each in a fresh process \((.+)\)")
     cpu = _Log(CPU_LOGS_COMPILE_CACHE, "machine").find(r"model name\s*:\s*(.+)")[1].strip()
+    return _compile_cache_table(_Log(CPU_LOGS_COMPILE_CACHE, "cache"), cpu)
+
+
+def gpu_compile_cache() -> str:
+    """The same with 100 runs on the H200 (``gpu.sh cache``, 2026-11-26); the GPU named by ``device.log``."""
+    return _compile_cache_table(_Log(GPU_LOGS_H200, "cache"),
+                                _Log(GPU_LOGS_H200, "device").find(r"^([^,\n]+),")[1].strip())
+
+
+def _compile_cache_table(t: _Log, machine: str) -> str:
+    """The table of a ``bench_compile_cache.py`` log, run on ``machine``."""
+    what = t.find(r"reproduce --runs (\d+) --epochs (\d+) --no-progress, each in a fresh process \((.+)\)")
     rows = re.findall(r"\n\| ([a-z][^|]+) \| ([\d.]+ s) \| ([\d.]+ s) \| (\d+) \|", t.text)
     same = t.find(r"accuracies identical in all three: (True|False)")[1]
     ratio = t.find(r"with a warm one: ([\d.]+)x")[1]
     if len(rows) != 3:
         raise ValueError(f"{t.path}: expected three processes")
     body = [[name.strip(), comp, run, batch] for name, comp, run, batch in rows]
-    return (f"`subliminal-mlp reproduce --runs {what[1]} --epochs {what[2]} --no-progress` on {cpu} ({what[3]}):\n\n"
+    return (f"`subliminal-mlp reproduce --runs {what[1]} --epochs {what[2]} --no-progress` on {machine} ({what[3]}):\n\n"
             + _table(["process", "compile", "run", "run_batch"], body)
             + f"\nCompilation {ratio}× faster with the warm cache; the three records' accuracies "
             + ("identical.\n" if same == "True" else "**not** identical.\n"))
@@ -697,6 +730,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "one_step": one_step, "one_step_correlations": one_step_correlations, "one_step_time": one_step_time,
     "teacher_task": teacher_task, "teacher_task_fit": teacher_task_fit, "teacher_task_figure": teacher_task_figure,
     "gpu_protocol": gpu_protocol, "gpu_protocol_float32": gpu_protocol_float32, "gpu_run_batch": gpu_run_batch, "gpu_theory": gpu_theory,
+    "gpu_protocol_h200": gpu_protocol_h200, "gpu_run_batch_h200": gpu_run_batch_h200,
+    "gpu_compile_cache": gpu_compile_cache,
     "cpu_protocol": cpu_protocol, "cpu_hosts": cpu_hosts, "cpu_memory": cpu_memory, "cpu_step": cpu_step, "cpu_engine_vs_pre_engine": cpu_engine_vs_pre_engine, "cpu_theory": cpu_theory, "cpu_alignment": cpu_alignment,
     "compile_cache": compile_cache,
     "mitigations": mitigations, "mitigations_timing": mitigations_timing, "split_heads": split_heads,
