@@ -538,6 +538,20 @@ def test_a_swept_hyperparameter_nothing_reads_is_refused_before_compile(task, no
         sm.run(read[2][0], task, n_runs=1, sweep=read[2][1])
 
 
+def test_a_sweep_that_repeats_a_value_is_warned_about_before_compile(task):
+    # sweep={"learning_rate": [1e-2, 1e-2]} computed both copies (run_sweep and the command line refuse repeats); a
+    # repeated value with distinct seeds beside it is no repeat. devices=[] stops the run after the checks.
+    import warnings
+
+    with pytest.warns(sm.SettingWarning, match=r"the sweep repeats learning_rate = 0.01 \(values 0 and 2\): it is "
+                                               "computed twice"), pytest.raises(sm.ExperimentError, match="devices"):
+        sm.run(TINY, task, sweep={"learning_rate": [1e-2, 3e-3, 1e-2]}, devices=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sm.SettingWarning)
+        with pytest.raises(sm.ExperimentError, match="devices"):
+            sm.run(TINY, task, sweep={"learning_rate": [1e-2, 1e-2], "seed": [0, 1]}, devices=[])
+
+
 def test_a_setting_that_is_no_hyperparameter_is_refused_with_what_sweeps_it(task, no_compile):
     """Sweeping an Experiment field, a model setting or a Config field says how to sweep it (a trial followed
     the old advice, 'Add it to Experiment.hparams', and got identical rows)."""
@@ -907,6 +921,8 @@ def test_a_rows_values_that_would_be_truncated_or_ignored_are_refused_when_it_is
             sm.Student("s", **kw)
     assert sm.Student("s", outputs=(10.0, np.int64(11))).outputs == (10, 11)  # whole numbers are indices
     assert sm.Student("s", outputs=np.arange(10, 12)).outputs == (10, 11)
+    with pytest.raises(sm.StudentError, match=r"outputs \[10, 11, 10\] repeat \[10\]: a logit is imitated once"):
+        sm.Student("s", outputs=(10, 11, 10))  # the 0/1 mask counted it once: the repeat was dropped silently
     # KL on one logit is 0 whatever the logits: said, not refused (the loss is the user's choice)
     from subliminal_mlp.core.students import check_students
 
@@ -1240,6 +1256,14 @@ def test_other_models_tasks_and_tables_run_through_the_engine(data_root):
     np.testing.assert_array_equal(pair.train_y, np.where(mnist.train_labels[kept] == 5, 0, 1))
     np.testing.assert_array_equal(pair.train_x, mnist.train_images[kept])
     five = sm.Task.from_dataset(mnist, classes=range(5))
+    assert sm.Task.from_dataset(mnist, classes=np.array([5.0, 3.0])).data["subset"] == pair.data["subset"]
+    # 1.5 was kept as label 1, nan was a ValueError, a string or a number a TypeError
+    for bad, match in [([0, 1.5], r"\[0, 1.5\] is invalid: give a sequence of integer labels in 0..9"),
+                       ([0, float("nan")], r"\[0, nan\] is invalid"), ([0, 10], r"\[0, 10\] is invalid"),
+                       ([0, True], r"\[0, True\] is invalid"), ("01", "'01' is invalid"), (3, "3 is invalid"),
+                       ([4, 4], r"\[4, 4\] is invalid: give >= 2 distinct labels")]:
+        with pytest.raises(sm.ExperimentError, match=f"classes = {match}"):
+            sm.Task.from_dataset(mnist, classes=bad)
     assert five.n_classes == 5 and set(np.unique(five.test_y)) == set(range(5))
     assert five.data["subset"]["classes"] == [0, 1, 2, 3, 4] and five.data["subset"]["n_test"] == 5139
     exp = TINY.replace(model=sm.mlp((16,), n_classes=5))

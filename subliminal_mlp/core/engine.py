@@ -60,7 +60,7 @@ from .results import (DivergenceError, DivergenceWarning, array_fingerprint, che
 from .losses import distillation_loss
 from .model import accuracy, all_finite
 from .models import Model, check_model, mlp, param_shapes, same_tree_shapes
-from .students import (FIGURE10, OPTIMIZER_FORMS, RESERVED, StartContext, Student, StudentError, adam,
+from .students import (FIGURE10, OPTIMIZER_FORMS, RESERVED, StartContext, Student, StudentError, _whole_number, adam,
                        check_start_settings, check_students, hparams_as_arrays, loss_reads_hparams, make_optimizer,
                        output_mask)
 from .training import probe_steps, scan_epochs, steps_per_epoch, teacher_train_step
@@ -228,9 +228,12 @@ class Task:
         if classes is None:
             return cls(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
                        int(dataset.n_classes), data)
-        classes = [int(c) for c in classes]
-        if len(set(classes)) != len(classes) or len(classes) < 2 or not all(0 <= c < dataset.n_classes
-                                                                            for c in classes):
+        given = list(classes) if isinstance(classes, (Sequence, np.ndarray)) and not isinstance(classes, str) else None
+        if given is None or not all(_whole_number(c) and 0 <= c < dataset.n_classes for c in given):
+            raise ExperimentError(f"classes = {classes!r} is invalid: give a sequence of integer labels in "
+                                  f"0..{dataset.n_classes - 1}.")
+        classes = [int(c) for c in given]
+        if len(set(classes)) != len(classes) or len(classes) < 2:
             raise ExperimentError(f"classes = {classes} is invalid: give >= 2 distinct labels in "
                                   f"0..{dataset.n_classes - 1}.")
         lut = np.full(int(dataset.n_classes), -1, np.int32)
@@ -856,6 +859,7 @@ def _check_swept_read(closed_jaxpr, args, sweep: Mapping[str, Sequence]) -> None
 
 
 def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
+    """The number of swept values (1 with no sweep), after checking every value."""
     n_values, first = None, None
     positive = exp.positive_hparams()
     for name, values in sweep.items():
@@ -872,6 +876,19 @@ def _check_hparams(exp: Experiment, sweep: Mapping[str, Sequence]) -> int:
                                   f"{len(values)}, {first!r} has {n_values}.")
         n_values, first = len(values), first or name
     return n_values or 1
+
+
+def _warn_repeated_values(sweep: Mapping[str, Sequence]) -> None:
+    """Warn where two positions of a (checked) sweep hold the same values, zipped over the names: they are computed
+    twice and give the same numbers (``run_sweep`` and the command line refuse a repeated value)."""
+    seen: dict = {}
+    for i, combo in enumerate(zip(*sweep.values())):
+        if combo in seen:
+            where = ", ".join(f"{k} = {v!r}" for k, v in zip(sweep, combo))
+            warnings.warn(f"the sweep repeats {where} (values {seen[combo]} and {i}): it is computed twice and gives "
+                          "the same numbers; give each value once.", SettingWarning, stacklevel=3)
+            return
+        seen[combo] = i
 
 
 def validate(exp: Experiment, task: Task, *, n_runs: int = 1, sweep: Mapping[str, Sequence] = (),
@@ -1692,6 +1709,7 @@ def run(exp: Experiment, task: Task, *, n_runs: int = 100, seed: int = 0,
         raise ExperimentError("keep_teachers / teachers cannot be combined with a sweep of the seed or the learning "
                               "rate: the teachers differ from one swept value to the next. Run each value on its own.")
     src = validate(exp, task, n_runs=n_runs, sweep=sweep, teachers=teachers)
+    _warn_repeated_values(sweep)
     for value in [seed, *sweep.get("seed", [])]:
         check_seed(value, ExperimentError)
     run_batch = plain_scalar(run_batch)

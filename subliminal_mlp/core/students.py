@@ -356,6 +356,10 @@ class Student:
                 raise StudentError(f"student {self.name!r}: outputs {bad} are not logit indices: give integers, e.g. "
                                    "outputs=(10, 11), or 'aux', 'all', 'class'.")
             object.__setattr__(self, "outputs", tuple(int(i) for i in np.asarray(self.outputs, dtype=object).ravel()))
+            repeated = sorted({i for i in self.outputs if self.outputs.count(i) > 1})
+            if repeated:  # the logit mask is 0/1: a repeated index would count once, not twice
+                raise StudentError(f"student {self.name!r}: outputs {list(self.outputs)} repeat {repeated}: a logit "
+                                   "is imitated once; name each at most once.")
         elif not (isinstance(self.outputs, str) and self.outputs in ("aux", "all", "class")):
             raise StudentError(f"student {self.name!r}: outputs = {self.outputs!r} is unknown: use 'aux', 'all', "
                                "'class' or logit indices, e.g. outputs=(10, 11).")
