@@ -278,6 +278,8 @@ def test_without_the_runtime_every_process_is_the_main_one_and_the_switch_reads_
         distributed.initialize("127.0.0.1:1", 0, 0)
     with pytest.raises(distributed.DistributedError, match=r"process_id = 2 is invalid: .* 0..1"):
         distributed.initialize("127.0.0.1:1", 2, 2)
+    with pytest.raises(distributed.DistributedError, match=r"process_id = -1 is invalid: it must be an integer >= 0"):
+        distributed.initialize("127.0.0.1:1", None, -1)  # the count from the cluster: -1 went on to JAX
     # So is a coordinator that is no host:port (JAX failed on it with an IndexError, or a gRPC server that could not
     # start), from an argument or the environment.
     for bad in ("nonsense", "127.0.0.1:notaport", "127.0.0.1:", ":1234", "127.0.0.1:70000"):

@@ -118,6 +118,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
             _check_address(coordinator_address)
         if num_processes is not None and not is_integer(num_processes, 1):
             raise DistributedError(f"num_processes = {num_processes!r} is invalid: it must be an integer >= 1.")
+        if process_id is not None and num_processes is None and not is_integer(process_id, 0):
+            raise DistributedError(f"process_id = {process_id!r} is invalid: it must be an integer >= 0.")
         if process_id is not None and num_processes is not None and not is_integer(process_id, 0, num_processes - 1):
             raise DistributedError(f"process_id = {process_id!r} is invalid: with {num_processes} processes it must "
                                    f"be an integer in 0..{num_processes - 1}.")
