@@ -516,6 +516,10 @@ def test_values_that_would_silently_compute_something_else_are_refused_or_warned
             theory.alignment(loss, L_T, p, p, d_t, x, 1e-3, jnp.ones(5), (x, labels), model=net)
         with pytest.raises(ValueError, match="alpha must be one number"):
             theory.sweep([loss], L_T, p, [p], x, [1e-3], alpha=jnp.ones(2), loss_T_args=(x, labels), model=net)
+        # a step below the floor: float64 rounding dominates, and at 1e-300 the teacher does not move (an exact 0)
+        with pytest.warns(theory.PrecisionWarning, match="eps = 1e-300 is below 1e-10, the smallest step"):
+            tiny = theory.sweep([loss], L_T, p, [p], x, [1e-300, 1e-3], loss_T_args=(x, labels), model=net)
+        assert float(tiny.dot[0, 0, 0]) == 0.0 and float(tiny.dot[0, 0, 1]) != 0.0
         for bad in (labels + 1, labels - 1):  # 1-based, negative
             with pytest.raises(ValueError, match=r"labels must be integers in 0..2; got int(32|64) labels from (1 to 3|-1 to 1)\."):
                 theory.teacher_update(L_T, p, x, bad, model=net)

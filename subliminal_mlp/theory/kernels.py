@@ -340,7 +340,8 @@ EPS_FLOOR_REASON = ("below it the check's allowance for float64 cancellation in 
 
 
 class PrecisionWarning(UserWarning):
-    """A kernel computes in float32, which a theorem check at ε ~ 1e-6 cannot afford (filter it to do so on purpose)."""
+    """A kernel computes in float32, which a theorem check at ε ~ 1e-6 cannot afford, or :func:`sweep` is given a
+    step below :data:`EPS_FLOOR`, where float64 rounding dominates (filter it to do so on purpose)."""
 
 
 #: Within one kernel call (and the kernels it calls), the PrecisionWarnings given already: each is said once a call.
@@ -1305,6 +1306,9 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     if eps.ndim != 1:
         raise ValueError(f"eps must be a 1-D grid of step sizes; got shape {eps.shape}.")
     _check_positive("eps", eps)
+    if _is_concrete(eps) and float(jnp.min(eps)) < EPS_FLOOR:  # 1e-300: an exact 0, the teacher does not move
+        _precision_warning(f"eps = {float(jnp.min(eps)):g} is below {EPS_FLOOR:g}, the smallest step eps_grid and the "
+                           f"theorem check take: {EPS_FLOOR_REASON} (at 1e-300 the products are exactly 0).")
     _check_positive("alpha", alpha, scalar=True)
     _check_trees("theta_T0", theta_T0, **{f"students[{i}]": s for i, s in enumerate(students)})
     _check_inputs(net, theta_T0, x, losses)
