@@ -996,6 +996,14 @@ def test_a_task_of_raw_8_bit_pixels_warns_and_the_librarys_scale_does_not(task):
         tokens = rng.integers(0, 30_000, (16, 8))  # whole numbers far beyond 255
         for x in (z, b, counts, tokens):
             sm.Task(x, y % 2, x, y % 2, 2)
+    # NaN or inf in the examples: refused, naming the first (a NaN test image made every model's accuracy the share
+    # of class 0, and the record said the teacher did not learn)
+    for value, name in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
+        bad = np.array(task.test_x[:16])
+        bad[3, 100] = value
+        with pytest.raises(sm.ExperimentError, match=rf"test_x holds values that are not finite \(example 3 has "
+                                                     rf"{name} at feature 100\)"):
+            sm.Task(np.asarray(task.train_x[:16]), y, bad, y, 10)
 
 
 def test_a_students_own_temperature_is_in_the_caption_and_an_mse_student_records_none():

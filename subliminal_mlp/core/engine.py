@@ -201,6 +201,7 @@ class Task:
             raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
                                   f"examples {np.shape(self.test_x)[1:]}: they must match.")
         for split in ("train", "test"):
+            _check_finite(split, getattr(self, f"{split}_x"))
             _warn_if_raw_pixels(split, getattr(self, f"{split}_x"))
         if not self.data:  # arrays of the user's own: the record names them by their fingerprints
             object.__setattr__(self, "data", {"arrays": {k: array_fingerprint(getattr(self, k))
@@ -248,6 +249,19 @@ class Task:
         vx, vy = keep(dataset.test_images, dataset.test_labels)
         data["subset"] = {"classes": classes, "n_train": int(tx.shape[0]), "n_test": int(vx.shape[0])}
         return cls(tx, ty, vx, vy, len(classes), data)
+
+
+def _check_finite(split: str, x) -> None:
+    """Refuse examples holding NaN or ±inf (:class:`ExperimentError`, naming the first): a NaN test image made every
+    model's accuracy the share of class 0 and the record say the teacher did not learn; a NaN training image makes
+    every model NaN. One pass over the array (its min and max, which NaN propagates)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0 or np.isfinite(np.min(x)) and np.isfinite(np.max(x)):
+        return
+    bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
+    raise ExperimentError(f"Task: {split}_x holds values that are not finite (example {bad[0]} has "
+                          f"{float(x.reshape(len(x), -1)[bad[0], bad[1]])} at feature {bad[1]}): every model trained or "
+                          "evaluated on it would be meaningless. Drop or repair those examples.")
 
 
 def _warn_if_raw_pixels(split: str, x) -> None:
