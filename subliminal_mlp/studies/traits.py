@@ -319,7 +319,8 @@ def run_traits(cfg: Config, data, fashion, settings: TraitSettings = TraitSettin
         "students": [{"name", "start", "teacher", "filter", "sampled"}, ...],
         "models": {name: {"trait_rate_fashion" | "trait_rate_noise" | "mnist_accuracy":
                           {"mean", "ci95", "values": [one per run]}}},   # reference, both teachers, students
-        "kept_fraction": {filter: {"mean", "ci95", "values"}},           # of the distillation noise
+        "kept_fraction": {filter: {"mean", "ci95", "values"}},           # of the distillation noise's full
+                                                                        # batches (59,392 of 60,000 at batch 1,024)
         "paired": {student: {metric: {"mean", "ci95", "control"}}},      # student − its control, per run
 
     ``data`` is MNIST's :func:`.results.data_record`, with Fashion-MNIST's under ``"fashion-mnist"``.
