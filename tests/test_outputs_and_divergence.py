@@ -745,6 +745,7 @@ STUCK_CHILD = """
 import signal, sys, time
 import subliminal_mlp.cli as cli
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner ignores
 cli.STOP_GRACE_S = float(sys.argv[1])
 
 def command():
