@@ -201,8 +201,8 @@ class Task:
             raise ExperimentError(f"Task: the training examples have shape {np.shape(self.train_x)[1:]}, the test "
                                   f"examples {np.shape(self.test_x)[1:]}: they must match.")
         for split in ("train", "test"):
-            _check_finite(split, getattr(self, f"{split}_x"))
-            _warn_if_raw_pixels(split, getattr(self, f"{split}_x"))
+            x = np.asarray(getattr(self, f"{split}_x"))
+            _warn_if_raw_pixels(split, x, _value_range(split, x))
         if not self.data:  # arrays of the user's own: the record names them by their fingerprints
             object.__setattr__(self, "data", {"arrays": {k: array_fingerprint(getattr(self, k))
                                                          for k in ("train_x", "train_y", "test_x", "test_y")}})
@@ -251,38 +251,41 @@ class Task:
         return cls(tx, ty, vx, vy, len(classes), data)
 
 
-def _check_finite(split: str, x) -> None:
-    """Refuse examples holding NaN or ±inf (:class:`ExperimentError`, naming the first): a NaN test image made every
-    model's accuracy the share of class 0 and the record say the teacher did not learn; a NaN training image makes
-    every model NaN. One pass over the array (its min and max, which NaN propagates)."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0 or np.isfinite(np.min(x)) and np.isfinite(np.max(x)):
-        return
-    bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
-    raise ExperimentError(f"Task: {split}_x holds values that are not finite (example {bad[0]} has "
-                          f"{float(x.reshape(len(x), -1)[bad[0], bad[1]])} at feature {bad[1]}): every model trained or "
+def _value_range(split: str, x: np.ndarray) -> Optional[tuple]:
+    """``(min, max)`` of a numeric, non-empty ``x`` (None otherwise), in one pass each; refuses values that are not
+    finite (:class:`ExperimentError`, naming the first): a NaN test image made every model's accuracy the share of
+    class 0 and the record say the teacher did not learn; a NaN training image makes every model NaN."""
+    if not np.issubdtype(x.dtype, np.number) or x.size == 0:
+        return None
+    low, top = np.min(x), np.max(x)  # NaN propagates to both
+    if np.isfinite(low) and np.isfinite(top):
+        return low, top
+    flat = x.reshape(len(x), -1)
+    example, feature = np.argwhere(~np.isfinite(flat))[0]
+    raise ExperimentError(f"Task: {split}_x holds values that are not finite (example {example} has "
+                          f"{float(flat[example, feature])} at feature {feature}): every model trained or "
                           "evaluated on it would be meaningless. Drop or repair those examples.")
 
 
-def _warn_if_raw_pixels(split: str, x) -> None:
+def _warn_if_raw_pixels(split: str, x: np.ndarray, value_range: Optional[tuple]) -> None:
     """Warn (:class:`SettingWarning`) when ``x`` looks like raw 8-bit pixels: whole numbers in 0..255 reaching 128
     or more.
 
     The library's datasets hold pixels as ``x / 255 * 2 - 1`` in ``[-1, 1]`` and its noise sources draw on
     that scale (:func:`~.inputs.uniform`: ``[-1, 1]``), so a task of 0..255 pixels trains a teacher whose
     inputs lie far from the noise the students see. Features on other scales (standardised, counts, token
-    ids, [0, 1]) are left alone. The range is checked on the whole array (``nanmin``/``nanmax``, no copy),
-    whole values on an evenly strided sample of at most 100,000 entries (a few milliseconds for MNIST).
+    ids, [0, 1]) are left alone. The range is the whole array's (``value_range``: :func:`_value_range`, None
+    for no numbers), whole values are checked on an evenly strided sample of at most 100,000 entries (a few
+    milliseconds for MNIST).
     """
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number) or x.size == 0:
+    if value_range is None:
         return
-    low, top = np.nanmin(x), np.nanmax(x)
+    low, top = value_range
     if not (0 <= low and 128 <= top <= 255):
         return
     flat = x.reshape(-1)
     sample = flat[::max(1, flat.size // 100_000)]
-    if np.issubdtype(x.dtype, np.integer) or bool(np.all(sample[np.isfinite(sample)] % 1 == 0)):
+    if np.issubdtype(x.dtype, np.integer) or bool(np.all(sample % 1 == 0)):
         warnings.warn(f"Task: {split}_x holds whole numbers from {low.item()!r} to {top.item()!r} ({x.dtype}), "
                       "which look like raw 8-bit pixels; the library's datasets and noise inputs use pixels in "
                       "[-1, 1]. Rescale them (x / 255 * 2 - 1, as sm.load_mnist does); if this scale is meant, "
