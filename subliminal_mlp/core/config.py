@@ -108,12 +108,12 @@ def float32_trouble(value: float, positive: bool = False) -> str | None:
     >>> float32_trouble(1e-50, positive=True)
     'it rounds to 0 in float32 (the programs compute in float32: the smallest positive number is 1.4e-45)'
     """
-    big = float(np.finfo(np.float32).max)
+    big, tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).smallest_subnormal)
     if abs(value) > big:
         return f"it is beyond float32's range (the programs compute in float32: at most {big:.1e})"
-    if positive and 0 < value < float(np.finfo(np.float32).smallest_subnormal) / 2:
+    if positive and 0 < value < tiny / 2:
         return (f"it rounds to 0 in float32 (the programs compute in float32: the smallest positive number is "
-                f"{float(np.finfo(np.float32).smallest_subnormal):.1e})")
+                f"{tiny:.1e})")
     return None
 
 

@@ -1306,9 +1306,10 @@ def sweep(losses: Sequence[StudentLoss], loss_T: LossT, theta_T0: Params, studen
     if eps.ndim != 1:
         raise ValueError(f"eps must be a 1-D grid of step sizes; got shape {eps.shape}.")
     _check_positive("eps", eps)
-    if _is_concrete(eps) and float(jnp.min(eps)) < EPS_FLOOR:  # 1e-300: an exact 0, the teacher does not move
-        _precision_warning(f"eps = {float(jnp.min(eps)):g} is below {EPS_FLOOR:g}, the smallest step eps_grid and the "
-                           f"theorem check take: {EPS_FLOOR_REASON} (at 1e-300 the products are exactly 0).")
+    smallest = float(jnp.min(eps)) if _is_concrete(eps) else EPS_FLOOR
+    if smallest < EPS_FLOOR:  # 1e-300: an exact 0, the teacher does not move
+        _precision_warning(f"eps = {smallest:g} is below {EPS_FLOOR:g}, the smallest step eps_grid and the theorem "
+                           f"check take: {EPS_FLOOR_REASON} (at 1e-300 the products are exactly 0).")
     _check_positive("alpha", alpha, scalar=True)
     _check_trees("theta_T0", theta_T0, **{f"students[{i}]": s for i, s in enumerate(students)})
     _check_inputs(net, theta_T0, x, losses)
